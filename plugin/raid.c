@@ -1,0 +1,283 @@
+/* nbdkit-raid: the nbdkit plugin.
+ *
+ * Glue only: parameters are parsed and checked in config/config_complete,
+ * the members are opened and the array assembled in get_ready (the last
+ * place whose errors the user sees), background threads start in
+ * after_fork, and every data callback is one call into raidcore.  The array
+ * is global; connections carry no state of their own.
+ */
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array.h"
+#include "member.h"
+#include "util.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+/* -D raid.verbose=1: log raidcore's informational messages. */
+NBDKIT_DLL_PUBLIC int raid_debug_verbose = 0;
+
+static char *member_specs[SB_MAX_MEMBERS];
+static int nmember_specs;
+static bool force;
+static struct raid_array *array;
+
+static void
+raid_log_to_nbdkit (enum raid_log_level lvl, const char *msg)
+{
+  switch (lvl) {
+  case RAID_LOG_ERROR:
+  case RAID_LOG_WARN:
+    nbdkit_error ("%s", msg);
+    break;
+  case RAID_LOG_INFO:
+  case RAID_LOG_DEBUG:
+    if (raid_debug_verbose || lvl == RAID_LOG_INFO)
+      nbdkit_debug ("%s", msg);
+    break;
+  }
+}
+
+static bool
+is_uri (const char *s)
+{
+  return strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0 ||
+    strncmp (s, "nbd+unix://", 11) == 0 || strncmp (s, "nbds+unix://", 12) == 0;
+}
+
+/* Called once at load: route raidcore's log to nbdkit. */
+static void
+raid_load (void)
+{
+  raid_log_set_sink (raid_log_to_nbdkit);
+}
+
+/* Called at unload: free configuration and stop shared I/O threads. */
+static void
+raid_unload (void)
+{
+  for (int i = 0; i < nmember_specs; i++)
+    free (member_specs[i]);
+  mio_shutdown ();
+}
+
+/* One key=value from the command line. */
+static int
+raid_config (const char *key, const char *value)
+{
+  if (strcmp (key, "member") == 0) {
+    char *spec;
+    if (nmember_specs == SB_MAX_MEMBERS) {
+      nbdkit_error ("too many members (at most %d)", SB_MAX_MEMBERS);
+      return -1;
+    }
+    /* Paths are made absolute: the server changes directory to /. */
+    spec = is_uri (value) ? strdup (value) : nbdkit_realpath (value);
+    if (spec == NULL) {
+      if (is_uri (value))
+        nbdkit_error ("strdup: %m");
+      return -1;
+    }
+    member_specs[nmember_specs++] = spec;
+  }
+  else if (strcmp (key, "force") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    force = r;
+  }
+  else {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+/* Check the configuration before anything is served. */
+static int
+raid_config_complete (void)
+{
+  if (nmember_specs == 0) {
+    nbdkit_error ("no members given: use member=PATH|URI (one per member)");
+    return -1;
+  }
+  return 0;
+}
+
+#define raid_config_help \
+  "[member=]PATH|URI ...    Members of the array (files, devices, NBD URIs).\n" \
+  "force=true               Start even when unsafe (see the man page)."
+
+/* Open the members and assemble the array. */
+static int
+raid_get_ready (void)
+{
+  struct member *ms[SB_MAX_MEMBERS];
+  struct raid_assemble_opts o = { .force = force };
+  char err[512];
+
+  for (int i = 0; i < nmember_specs; i++) {
+    ms[i] = member_open (member_specs[i], false, err, sizeof err);
+    if (ms[i] == NULL) {
+      nbdkit_error ("%s", err);
+      for (int j = 0; j < i; j++)
+        member_close (ms[j]);
+      return -1;
+    }
+  }
+  if (raid_array_assemble (ms, nmember_specs, &o, &array, err, sizeof err) < 0) {
+    nbdkit_error ("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+/* Threads do not survive the daemonizing fork: start them here. */
+static int
+raid_after_fork (void)
+{
+  if (raid_array_start (array) < 0) {
+    nbdkit_error ("cannot start member I/O threads");
+    return -1;
+  }
+  return 0;
+}
+
+/* Flush and close the array at shutdown. */
+static void
+raid_cleanup (void)
+{
+  raid_array_close (array);
+  array = NULL;
+}
+
+/* Connections share the array; the handle is just non-NULL. */
+static void *
+raid_open (int readonly)
+{
+  return array;
+}
+
+static int64_t
+raid_get_size (void *handle)
+{
+  return raid_array_size (array);
+}
+
+/* Preferred: the full stripe width, or its largest power-of-two divisor. */
+static int
+raid_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                 uint32_t *maximum)
+{
+  uint64_t w = raid_array_stripe_width (array);
+  uint64_t p = w & -w;
+
+  *minimum = 1;
+  *preferred = raid_max_u64 (512, raid_min_u64 (p, 32u << 20));
+  *maximum = 64u << 20;
+  return 0;
+}
+
+static int raid_can_write (void *handle) { return 1; }
+static int raid_can_flush (void *handle) { return 1; }
+static int raid_can_trim (void *handle) { return 1; }
+static int raid_can_zero (void *handle) { return 1; }
+static int raid_can_fast_zero (void *handle) { return 1; }
+static int raid_can_multi_conn (void *handle) { return 1; }
+static int raid_can_fua (void *handle) { return NBDKIT_FUA_NATIVE; }
+
+static int
+fail (const char *op, uint64_t count, uint64_t off, int err)
+{
+  if (err != ENOTSUP)
+    nbdkit_error ("%s: %" PRIu64 " bytes at offset %" PRIu64 ": %s",
+                  op, count, off, strerror (err));
+  nbdkit_set_error (err);
+  return -1;
+}
+
+static int
+raid_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+            uint32_t flags)
+{
+  int err = raid_array_pread (array, buf, count, offset);
+  return err ? fail ("pread", count, offset, err) : 0;
+}
+
+static unsigned
+io_flags (uint32_t flags)
+{
+  return (flags & NBDKIT_FLAG_FUA) ? RAID_IO_FUA : 0;
+}
+
+static int
+raid_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  int err = raid_array_pwrite (array, buf, count, offset, io_flags (flags));
+  return err ? fail ("pwrite", count, offset, err) : 0;
+}
+
+/* Flush covers every member (data, parity and superblocks). */
+static int
+raid_flush (void *handle, uint32_t flags)
+{
+  int err = raid_array_flush (array);
+  return err ? fail ("flush", 0, 0, err) : 0;
+}
+
+/* Trimmed ranges read back as zeroes: trim is zeroing that may punch. */
+static int
+raid_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  int err = raid_array_zero (array, count, offset, io_flags (flags), false);
+  return err ? fail ("trim", count, offset, err) : 0;
+}
+
+static int
+raid_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  int err = raid_array_zero (array, count, offset, io_flags (flags),
+                             flags & NBDKIT_FLAG_FAST_ZERO);
+  return err ? fail ("zero", count, offset, err) : 0;
+}
+
+static struct nbdkit_plugin plugin = {
+  .name              = "raid",
+  .longname          = "nbdkit software RAID 4/5/6 plugin",
+  .version           = PACKAGE_VERSION,
+  .load              = raid_load,
+  .unload            = raid_unload,
+  .config            = raid_config,
+  .config_complete   = raid_config_complete,
+  .config_help       = raid_config_help,
+  .magic_config_key  = "member",
+  .get_ready         = raid_get_ready,
+  .after_fork        = raid_after_fork,
+  .cleanup           = raid_cleanup,
+  .open              = raid_open,
+  .get_size          = raid_get_size,
+  .block_size        = raid_block_size,
+  .can_write         = raid_can_write,
+  .can_flush         = raid_can_flush,
+  .can_trim          = raid_can_trim,
+  .can_zero          = raid_can_zero,
+  .can_fast_zero     = raid_can_fast_zero,
+  .can_multi_conn    = raid_can_multi_conn,
+  .can_fua           = raid_can_fua,
+  .pread             = raid_pread,
+  .pwrite            = raid_pwrite,
+  .flush             = raid_flush,
+  .trim              = raid_trim,
+  .zero              = raid_zero,
+  .errno_is_preserved = 0,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

@@ -1,0 +1,493 @@
+/* nbdkit-raid: assembling an array and keeping its state.
+ *
+ * The assembly rules are stated in array.h.  State invariants kept here:
+ *   - a->sb is the newest durable state; it changes only under sb_lock and
+ *     only through array_commit(), which appends the new record (events + 1)
+ *     to every member still in use and returns once that is durable.  The
+ *     caller's I/O that depends on the change (e.g. the retry of a write
+ *     after a member failed) runs only after the commit returned.
+ *   - a member's runtime state moves only forward while the array runs:
+ *     in_sync -> faulty.  A faulty, missing or stale member is never read or
+ *     written again, and never receives a journal record (so it can never
+ *     look current at the next assembly).
+ *   - health is recomputed from the runtime states after every change.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array-int.h"
+#include "util.h"
+
+const char *
+raid_health_name (enum raid_health h)
+{
+  switch (h) {
+  case RAID_HEALTH_OPTIMAL: return "optimal";
+  case RAID_HEALTH_DEGRADED: return "degraded";
+  case RAID_HEALTH_FAILED: return "failed";
+  }
+  return "unknown";
+}
+
+const char *
+raid_member_state_name (enum raid_member_state s)
+{
+  switch (s) {
+  case RAID_MEMBER_IN_SYNC: return "in_sync";
+  case RAID_MEMBER_FAULTY: return "faulty";
+  case RAID_MEMBER_MISSING: return "missing";
+  case RAID_MEMBER_SPARE: return "spare";
+  case RAID_MEMBER_REBUILDING: return "rebuilding";
+  case RAID_MEMBER_STALE: return "stale";
+  }
+  return "unknown";
+}
+
+uint32_t
+array_bad_roles (struct raid_array *a, const struct layout *L)
+{
+  uint32_t bad = 0;
+
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    int s = L->slot[r];
+    if (s < 0 || !a->mem[s].m ||
+        atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC)
+      bad |= 1u << r;
+  }
+  return bad;
+}
+
+static int
+tolerance (const struct raid_geom *g)
+{
+  return g->level == 0 ? 0 : g->parity_disks;
+}
+
+static void
+update_health (struct raid_array *a)
+{
+  int nbad = __builtin_popcount (array_bad_roles (a, &a->cur));
+  enum raid_health h = nbad == 0 ? RAID_HEALTH_OPTIMAL
+    : nbad <= tolerance (&a->cur.g) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
+
+  if ((int) h != atomic_exchange (&a->health, (int) h))
+    raid_log (h == RAID_HEALTH_OPTIMAL ? RAID_LOG_INFO : RAID_LOG_ERROR,
+              "array is now %s (%d of %d members unusable)",
+              raid_health_name (h), nbad, a->cur.g.raid_disks);
+}
+
+/* Members that receive journal records: every member still in use. */
+static bool
+member_in_use (struct raid_array *a, int t)
+{
+  int st = atomic_load (&a->mem[t].state);
+  return a->mem[t].m &&
+    (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_SPARE ||
+     st == RAID_MEMBER_REBUILDING);
+}
+
+static void
+mark_faulty_locked (struct raid_array *a, int t)
+{
+  atomic_store (&a->mem[t].state, RAID_MEMBER_FAULTY);
+  a->sb.members[t].state = SB_MEMBER_FAULTY;
+}
+
+/* Append a->sb (events + 1) to every member in use; caller holds sb_lock.
+ * A member whose append fails is marked faulty and the commit is redone
+ * without it (at most once per member).  Returns 0, or EIO when no member
+ * could be written. */
+static int
+array_commit (struct raid_array *a)
+{
+  for (int attempt = 0; attempt <= SB_MAX_MEMBERS; attempt++) {
+    struct member *ms[SB_MAX_MEMBERS];
+    struct raid_sb *sbs;
+    int idx[SB_MAX_MEMBERS], res[SB_MAX_MEMBERS], n = 0, nfail = 0;
+
+    a->sb.events++;
+    a->sb.utime_ns = raid_now_realtime_ns ();
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (member_in_use (a, t))
+        idx[n] = t, ms[n++] = a->mem[t].m;
+    if (n == 0)
+      return EIO;
+    sbs = malloc (n * sizeof *sbs);
+    if (!sbs)
+      return ENOMEM;
+    for (int j = 0; j < n; j++) {
+      sbs[j] = a->sb;
+      memcpy (sbs[j].member_uuid, a->sb.members[idx[j]].uuid, RAID_UUID_LEN);
+      sbs[j].member_size = member_size (ms[j]);
+    }
+    sb_append_all (ms, sbs, n, res);
+    free (sbs);
+    for (int j = 0; j < n; j++)
+      if (res[j]) {
+        raid_log (RAID_LOG_ERROR, "%s: superblock update failed: %s",
+                  member_spec (ms[j]), strerror (res[j]));
+        mark_faulty_locked (a, idx[j]);
+        nfail++;
+      }
+    update_health (a);
+    if (nfail == 0)
+      return 0;
+  }
+  return EIO;
+}
+
+bool
+array_member_io_error (struct raid_array *a, struct member *m, int err,
+                       bool is_write, uint64_t off)
+{
+  int t;
+
+  for (t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m == m)
+      break;
+  if (t == (int) a->sb.nmembers)
+    return false;
+
+  raid_log (RAID_LOG_ERROR, "member %s: %s error at offset %" PRIu64 ": %s",
+            member_spec (m), is_write ? "write" : "read", off, strerror (err));
+  if (!is_write &&
+      atomic_fetch_add (&a->mem[t].errors, 1) + 1 <= ARRAY_MAX_READ_ERRORS)
+    return false;
+
+  pthread_mutex_lock (&a->sb_lock);
+  if (atomic_load (&a->mem[t].state) != RAID_MEMBER_FAULTY) {
+    raid_log (RAID_LOG_ERROR, "member %s marked faulty", member_spec (m));
+    mark_faulty_locked (a, t);
+    update_health (a);
+    array_commit (a);
+  }
+  pthread_mutex_unlock (&a->sb_lock);
+  return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Assembly. */
+
+struct candidate {
+  struct member *m;
+  struct raid_sb sb;
+  bool valid;
+  bool used;
+};
+
+static void
+close_all (struct candidate *c, int n)
+{
+  for (int i = 0; i < n; i++)
+    if (c[i].m && !c[i].used)
+      member_close (c[i].m);
+}
+
+/* Read every member's newest record; pick the newest overall. */
+static int
+read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen)
+{
+  char e[256];
+
+  *best = -1;
+  for (int i = 0; i < n; i++) {
+    int r = sb_read_newest (c[i].m, &c[i].sb, e, sizeof e);
+    if (r == EPROTONOSUPPORT || (r == 0 && sb_ro_compat_unknown (&c[i].sb))) {
+      /* A newer format: refuse rather than fall back to older state. */
+      snprintf (err, errlen, "%s: %s", member_spec (c[i].m),
+                r ? e : "unknown read-only-compatible features: "
+                "this build cannot write to it");
+      return -1;
+    }
+    if (r != 0) {
+      raid_log (RAID_LOG_WARN, "%s: %s: treated as missing",
+                member_spec (c[i].m), r == ENOENT ? "no valid superblock" : e);
+      continue;
+    }
+    c[i].valid = true;
+    if (*best < 0 || c[i].sb.events > c[*best].sb.events)
+      *best = i;
+  }
+  if (*best < 0) {
+    snprintf (err, errlen, "no member holds a valid nbdkit-raid superblock");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    char u1[RAID_UUID_STRLEN], u2[RAID_UUID_STRLEN];
+    if (!c[i].valid ||
+        !memcmp (c[i].sb.array_uuid, c[*best].sb.array_uuid, RAID_UUID_LEN))
+      continue;
+    raid_uuid_format (c[i].sb.array_uuid, u1);
+    raid_uuid_format (c[*best].sb.array_uuid, u2);
+    snprintf (err, errlen, "%s belongs to array %s, not to array %s",
+              member_spec (c[i].m), u1, u2);
+    return -1;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (c[i].valid && c[j].valid &&
+          !memcmp (c[i].sb.member_uuid, c[j].sb.member_uuid, RAID_UUID_LEN)) {
+        snprintf (err, errlen, "%s and %s are the same member",
+                  member_spec (c[i].m), member_spec (c[j].m));
+        return -1;
+      }
+  return 0;
+}
+
+/* Runtime state of table entry t given the candidate that carries it. */
+static int
+entry_state (const struct raid_sb *newest, const struct sb_member_entry *e,
+             const struct candidate *c)
+{
+  bool current;
+
+  if (!c)
+    return e->state == SB_MEMBER_SPARE ? -1 : RAID_MEMBER_MISSING;
+  if (e->state == SB_MEMBER_FAULTY)
+    return RAID_MEMBER_FAULTY;
+  current = c->sb.events == newest->events ||
+    (c->sb.events + 1 == newest->events && e->state != SB_MEMBER_REBUILDING);
+  if (!current)
+    return RAID_MEMBER_STALE;
+  switch (e->state) {
+  case SB_MEMBER_IN_SYNC: return RAID_MEMBER_IN_SYNC;
+  case SB_MEMBER_SPARE: return RAID_MEMBER_SPARE;
+  /* Rebuild is not resumed by this build: the member is not trusted. */
+  default: return RAID_MEMBER_STALE;
+  }
+}
+
+static int
+bind_members (struct raid_array *a, struct candidate *c, int n)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    struct sb_member_entry *e = &a->sb.members[t];
+    struct candidate *found = NULL;
+    int st;
+
+    for (int i = 0; i < n; i++)
+      if (c[i].valid && !c[i].used &&
+          !memcmp (c[i].sb.member_uuid, e->uuid, RAID_UUID_LEN))
+        found = &c[i];
+    st = entry_state (&a->sb, e, found);
+    if (st < 0)
+      continue;
+    atomic_store (&a->mem[t].state, st);
+    if (found && st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_STALE) {
+      a->mem[t].m = found->m;
+      found->used = true;
+    }
+    if (st == RAID_MEMBER_STALE || st == RAID_MEMBER_MISSING)
+      raid_log (RAID_LOG_WARN, "role %d: member %s", e->role,
+                st == RAID_MEMBER_STALE ? "is stale (older event count): not used"
+                : "is missing");
+  }
+  for (int i = 0; i < n; i++)
+    if (c[i].valid && !c[i].used)
+      raid_log (RAID_LOG_WARN, "%s: not an active member of this array: not used",
+                member_spec (c[i].m));
+  return 0;
+}
+
+static int
+build_layout (struct raid_array *a, char *err, size_t errlen)
+{
+  struct layout *L = &a->cur;
+
+  if (raid_geom_init (&L->g, a->sb.level, a->sb.layout, a->sb.chunk,
+                      a->sb.raid_disks, err, errlen) < 0)
+    return -1;
+  L->id = 0;
+  L->rows = a->sb.component_size / a->sb.chunk;
+  for (int r = 0; r < RAID_MAX_MEMBERS; r++)
+    L->slot[r] = -1;
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    const struct sb_member_entry *e = &a->sb.members[t];
+    if (e->role < 0 || e->state == SB_MEMBER_EMPTY || e->state == SB_MEMBER_SPARE)
+      continue;
+    if (e->role >= L->g.raid_disks || L->slot[e->role] >= 0) {
+      snprintf (err, errlen, "superblock member table is inconsistent (role %d)", e->role);
+      return -1;
+    }
+    L->slot[e->role] = t;
+    L->data_offset[e->role] = e->data_offset;
+  }
+  return 0;
+}
+
+int
+raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts *o,
+                     struct raid_array **out, char *err, size_t errlen)
+{
+  struct candidate *c = calloc (n, sizeof *c);
+  struct raid_array *a = calloc (1, sizeof *a);
+  char u[RAID_UUID_STRLEN];
+  bool changed = false;
+  int best, nbad;
+
+  if (!c || !a) {
+    snprintf (err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < n; i++)
+    c[i].m = ms[i];
+  if (read_candidates (c, n, &best, err, errlen) < 0)
+    goto fail;
+  a->sb = c[best].sb;
+  pthread_mutex_init (&a->sb_lock, NULL);
+  stripe_lock_init (&a->locks);
+  if (build_layout (a, err, errlen) < 0 || bind_members (a, c, n) < 0)
+    goto fail;
+
+  nbad = __builtin_popcount (array_bad_roles (a, &a->cur));
+  raid_uuid_format (a->sb.array_uuid, u);
+  if (nbad > tolerance (&a->cur.g)) {
+    snprintf (err, errlen,
+              "array %s cannot start: %d of %d members usable, raid%d needs at least %d",
+              u, a->cur.g.raid_disks - nbad, a->cur.g.raid_disks, a->cur.g.level,
+              a->cur.g.raid_disks - tolerance (&a->cur.g));
+    goto fail;
+  }
+  a->size = a->sb.array_size;
+  a->can_fua = true;               /* members emulate FUA where not native */
+  update_health (a);
+
+  /* Record roles lost since the last record before serving anything. */
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int st = atomic_load (&a->mem[t].state);
+    if (a->sb.members[t].state == SB_MEMBER_IN_SYNC &&
+        (st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)) {
+      a->sb.members[t].state = SB_MEMBER_FAULTY;
+      changed = true;
+    }
+  }
+  pthread_mutex_lock (&a->sb_lock);
+  if (changed && array_commit (a) != 0) {
+    pthread_mutex_unlock (&a->sb_lock);
+    snprintf (err, errlen, "array %s: cannot record the missing members", u);
+    goto fail;
+  }
+  pthread_mutex_unlock (&a->sb_lock);
+  raid_log (RAID_LOG_INFO, "array %s: raid%d %s chunk %u, %d members, %s",
+            u, a->cur.g.level, raid_layout_name (a->cur.g.layout), a->cur.g.chunk,
+            a->cur.g.raid_disks, raid_health_name (atomic_load (&a->health)));
+  free (c);
+  *out = a;
+  return 0;
+
+ fail:
+  if (c) {
+    for (int i = 0; i < n; i++)
+      c[i].used = false;
+    close_all (c, n);
+  }
+  else
+    for (int i = 0; i < n; i++)
+      member_close (ms[i]);
+  free (c);
+  free (a);
+  return -1;
+}
+
+int
+raid_array_start (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m && member_start (a->mem[t].m) != 0)
+      return -1;
+  return 0;
+}
+
+void
+raid_array_close (struct raid_array *a)
+{
+  if (!a)
+    return;
+  raid_array_flush (a);
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m)
+      member_close (a->mem[t].m);
+  stripe_lock_destroy (&a->locks);
+  pthread_mutex_destroy (&a->sb_lock);
+  free (a);
+}
+
+/* ------------------------------------------------------------------ */
+/* I/O entry points. */
+
+uint64_t raid_array_size (const struct raid_array *a) { return a->size; }
+uint64_t raid_array_stripe_width (const struct raid_array *a) { return a->cur.g.stripe_width; }
+bool raid_array_can_fua (const struct raid_array *a) { return a->can_fua; }
+
+enum raid_health
+raid_array_health (struct raid_array *a)
+{
+  return atomic_load (&a->health);
+}
+
+void
+raid_array_get_sb (struct raid_array *a, struct raid_sb *out)
+{
+  pthread_mutex_lock (&a->sb_lock);
+  *out = a->sb;
+  pthread_mutex_unlock (&a->sb_lock);
+}
+
+static int
+check_range (struct raid_array *a, uint64_t count, uint64_t off)
+{
+  if (off > a->size || count > a->size - off)
+    return EINVAL;
+  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+    return EIO;
+  return 0;
+}
+
+int
+raid_array_pread (struct raid_array *a, void *buf, uint64_t count, uint64_t off)
+{
+  int err = check_range (a, count, off);
+  return err ? err : count ? stripe_read (a, &a->cur, buf, count, off) : 0;
+}
+
+int
+raid_array_pwrite (struct raid_array *a, const void *buf, uint64_t count,
+                   uint64_t off, unsigned flags)
+{
+  int err = check_range (a, count, off);
+  return err ? err : count ? stripe_write (a, &a->cur, buf, count, off, flags) : 0;
+}
+
+int
+raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
+                 unsigned flags, bool fast)
+{
+  uint64_t W = a->cur.g.stripe_width;
+  int err = check_range (a, count, off);
+
+  if (err)
+    return err;
+  if (fast && (off % W || (off + count) % W))
+    return ENOTSUP;
+  return count ? stripe_zero (a, &a->cur, count, off, flags) : 0;
+}
+
+int
+raid_array_flush (struct raid_array *a)
+{
+  struct mio mios[SB_MAX_MEMBERS];
+  size_t n = 0;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (member_in_use (a, t))
+      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
+  if (mio_run (mios, n) == 0)
+    return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
+  for (size_t i = 0; i < n; i++)
+    if (mios[i].err)
+      array_member_io_error (a, mios[i].m, mios[i].err, true, 0);
+  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
+}

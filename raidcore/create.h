@@ -1,0 +1,45 @@
+/* nbdkit-raid: creating an array (writing the first superblock records).
+ *
+ * raid_create validates everything first and writes nothing unless every
+ * check passes: a refused create leaves every member byte-for-byte as it was
+ * (files that did not exist are not left behind either).
+ */
+#ifndef RAIDCORE_CREATE_H
+#define RAIDCORE_CREATE_H
+
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "sb.h"
+
+/* Defaults (documented in nbdraid(8)). */
+#define RAID_CONS_AREA_SIZE ((4u << 20) - SB_RING_SIZE)  /* after the ring */
+#define RAID_META_END (4u << 20)                          /* ring + consistency */
+#define RAID_DATA_OFFSET_DEFAULT (16u << 20)              /* 12 MiB head room */
+
+struct raid_create_opts {
+  int level;                 /* 0, 1, 4, 5, 6 */
+  int layout;                /* enum raid_layout, or -1 for the level's default */
+  uint32_t chunk;            /* bytes, 0 = RAID_CHUNK_DEFAULT */
+  uint64_t size;             /* member size: create missing files sparse with
+                                this size; 0 = use existing sizes */
+  int consistency;           /* enum sb_consistency, 0 = journal */
+  uint64_t data_offset;      /* 0 = default */
+  bool assume_clean;
+  bool force;                /* allow members that already belong to an array */
+  const char *const *members;   /* roles in order: members[i] gets role i */
+  int nmembers;
+  const char *const *spares;
+  int nspares;
+};
+
+/* Create the array.  On success returns 0 and fills array_uuid.  On failure
+ * returns -1 with a one-line message in err (e.g. "/tmp/m1: member is too
+ * small (1048576 bytes, needs at least 20971520)", "/tmp/m1 is named twice",
+ * "/tmp/m2 already belongs to array 1b4e28ba-...; use --force to overwrite",
+ * "raid6 needs at least 4 members", "chunk 3000 is not a power of two
+ * between 4K and 64M", "layout left-symmetric-6 does not exist for raid5"). */
+int raid_create (const struct raid_create_opts *o,
+                 uint8_t array_uuid[RAID_UUID_LEN], char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,126 @@
+/* nbdkit-raid: member backends and parallel member I/O.
+ *
+ * A member is where one role's bytes live: a regular file, a block device, or
+ * an NBD export reached through libnbd.  Tests add their own backends (the
+ * crash-simulation harness records writes and flushes) through
+ * member_new_custom().
+ *
+ * All member I/O of one request goes through mio_run(): the caller describes
+ * every member operation of one phase (e.g. "read old data and parity", then
+ * "write data and parity") as an array of struct mio, and mio_run issues them
+ * all concurrently and returns when every one has completed.  Nothing waits
+ * on a member longer than that member's own I/O takes; there is no retry
+ * loop in this layer.
+ *
+ * How concurrency is achieved:
+ *   - NBD members: libnbd aio commands on the member's handle(s); one
+ *     dispatcher thread per NBD member runs the poll loop and completes
+ *     commands; the submitter sleeps on the batch's condition variable, woken
+ *     by the completion callback of its last command.
+ *   - File/block members: one op of the batch runs in the calling thread,
+ *     the others are handed to a small shared pool of I/O threads (created on
+ *     first use; size fixed at MIO_POOL_THREADS).  A batch with a single op
+ *     never leaves the calling thread.
+ *   - Custom (test) backends: executed synchronously in order, which makes
+ *     crash-point enumeration deterministic.
+ *
+ * Errors: each mio gets its own err (0 or an errno value).  A short read or
+ * write is an error (EIO); reads past the member's end are EIO too, and so
+ * are writes and zeroes past it (a member is never extended).  A write or
+ * zero on a member opened readonly is EROFS; a malformed mio (NULL member,
+ * unknown op, iovcnt outside 1..IOV_MAX, len != iov total) is EINVAL.
+ * len == 0 is a successful no-op for READ, WRITE and ZERO.
+ */
+#ifndef RAIDCORE_MEMBER_H
+#define RAIDCORE_MEMBER_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <sys/uio.h>
+
+struct member;
+
+enum mio_op {
+  MIO_READ,
+  MIO_WRITE,
+  MIO_FLUSH,       /* make all completed writes to this member durable */
+  MIO_ZERO,        /* range must read back as zeroes (may punch holes) */
+};
+
+#define MIO_FUA 1u   /* write/zero is durable on completion */
+
+struct mio {
+  struct member *m;
+  enum mio_op op;
+  uint32_t flags;            /* MIO_FUA */
+  uint64_t off;              /* member byte offset (absolute, not data-relative) */
+  uint64_t len;              /* bytes (TRIM/ZERO; for READ/WRITE must equal the iov total) */
+  struct iovec *iov;         /* READ/WRITE: buffers, any alignment */
+  int iovcnt;                /* 1..IOV_MAX */
+  int err;                   /* out: 0 or errno */
+};
+
+/* Open a member from its spec: a path (file or block device; opened O_RDWR |
+ * O_CLOEXEC) or an NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://).
+ * Returns NULL with errno set and a message in err (e.g. "nbd://x: connect:
+ * Connection refused", "/a/b: No such file or directory").  readonly opens
+ * for reading only (nbdraid examine). */
+struct member *member_open (const char *spec, bool readonly, char *err, size_t errlen);
+
+/* Custom backend (tests).  Each function is synchronous, returns 0 or an
+ * errno value.  priv is passed back. */
+struct member_custom_ops {
+  int (*pread) (void *priv, void *buf, size_t len, uint64_t off);
+  int (*pwrite) (void *priv, const void *buf, size_t len, uint64_t off, bool fua);
+  int (*flush) (void *priv);
+  int (*zero) (void *priv, size_t len, uint64_t off, bool fua);   /* may be NULL: pwrite of zeroes */
+  void (*close) (void *priv);                                     /* may be NULL */
+};
+struct member *member_new_custom (const char *name, uint64_t size,
+                                  const struct member_custom_ops *ops, void *priv);
+
+void member_close (struct member *m);
+
+const char *member_spec (const struct member *m);    /* as given to member_open */
+uint64_t member_size (const struct member *m);       /* bytes */
+bool member_can_fua (const struct member *m);        /* native FUA */
+bool member_is_nbd (const struct member *m);
+
+/* Run n member operations concurrently; return when all have completed.
+ * Returns 0 when every op succeeded, otherwise the errno of the first
+ * failed op (in array order); each ios[i].err is set either way. */
+int mio_run (struct mio *ios, size_t n);
+
+/* Synchronous helpers built on mio_run (single op). */
+int member_pread (struct member *m, void *buf, size_t len, uint64_t off);
+int member_pwrite (struct member *m, const void *buf, size_t len, uint64_t off, bool fua);
+int member_flush (struct member *m);
+
+/* Tear down the shared I/O pool (at plugin unload / program exit).  Safe to
+ * call when it was never started; the next mio_run starts it again. */
+void mio_shutdown (void);
+
+/* Number of shared I/O threads serving file/block members. */
+#define MIO_POOL_THREADS 8
+
+/* Start the member's background machinery (the dispatcher thread of an NBD
+ * member; nothing for other backends).  Returns 0 or an errno value.
+ * Idempotent and thread-safe; mio_run calls it lazily, so calling it is
+ * only needed to fail early.  Threads do not survive fork(): member_open
+ * creates the connection and file descriptors, which do survive, and the
+ * threads are started after the fork (nbdkit: in .after_fork, or lazily by
+ * the first mio_run).  A member started before a fork is restarted in the
+ * child on its next use.  Do not fork while member I/O is in flight. */
+int member_start (struct member *m);
+
+/* Bound on every NBD member operation, in seconds (default 30; 0 disables).
+ * When an operation of an NBD member has not completed within the bound,
+ * that member's connection is shut down: the operation and every other
+ * in-flight or later operation of that member fail with ETIMEDOUT.  A lost
+ * connection fails them the same way, with the transport's error (e.g.
+ * ENOTCONN).  Applies to operations submitted after the call.  File and
+ * custom members are not bounded here (the kernel or the test owns them). */
+void member_set_io_timeout (unsigned seconds);
+
+#endif

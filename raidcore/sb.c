@@ -1,0 +1,731 @@
+/* nbdkit-raid: the superblock journal (contract and placement: sb.h).
+ *
+ * Theory
+ * ------
+ * Each member starts with a ring of SB_RING_SLOTS slots.  A slot holds one
+ * complete, self-describing record; nothing in a record refers to another
+ * slot, so any single slot is enough to know the array.  An update never
+ * edits a record: it appends the new state with events = previous + 1 to slot
+ * events % SB_RING_SLOTS, which is never the slot of the newest record.  The
+ * newest record therefore survives anything that can happen to the slot
+ * being written (a torn write, a crash before the flush, a write that lands
+ * garbage), and the reader's rule "the intact record with the highest events
+ * wins" yields either the old or the new state, never a mix.
+ *
+ * Telling intact from damaged rests on the CRC32C, which covers the whole
+ * slot (not only the bytes the format uses) with the CRC field taken as zero:
+ * a torn slot mixes two writes and fails it, and CRC32C detects every error
+ * burst up to 32 bits, so any single damaged byte is caught.  The magic only
+ * classifies a slot as "ours" (counted corrupt when it then fails) or
+ * "empty" (never written, or foreign data).
+ *
+ * Durability and order: sb_append_all flushes each member, writes its slot,
+ * and flushes it again; it acknowledges only when all of that completed.
+ * The leading flush orders every earlier write to the member before the
+ * record, so a durable record never describes data a crash could still lose.
+ *
+ * Evolution of the format:
+ *   - Bytes 0..63 (magic, CRC, version, record length, events, feature
+ *     words) keep their place and meaning in every future version, so any
+ *     build can tell a record of a newer format from a damaged one and knows
+ *     how new it is.  Such a record is refused, and sb_read_newest refuses
+ *     the member when it is newer than every record this build can read:
+ *     falling back to an older record would resurrect a stale state.
+ *   - Reserved bytes are written as zero and ignored on read.  A later
+ *     version may put fields there behind a feature bit: compat (an older
+ *     build may ignore the field and drops the bit when it writes, since
+ *     it cannot carry the field), ro_compat (an older build may only read),
+ *     incompat (an older build must refuse the record).
+ *   - The record length tells how many bytes of the slot the writer's format
+ *     defines; it only grows (2560 <= length <= SB_SLOT_SIZE in v1).
+ *
+ * Two intact records with the same events can only come from a writer
+ * breaking the append rule (or a misdirected write).  Identical copies are
+ * harmless; differing ones are ambiguous, so the first in slot order is kept
+ * and the other is counted corrupt.
+ *
+ * Record layout, format version 1 (all integers little-endian; offsets are
+ * bytes from the start of the slot; "reserved" bytes are written as 0)
+ *
+ *   offset  size  field
+ *   ------  ----  ------------------------------------------------------
+ *        0     8  magic "NBDRAID\x01"
+ *        8     4  CRC32C of all SB_SLOT_SIZE bytes, these 4 taken as 0
+ *       12     4  format version (1)
+ *       16     4  record length (v1 writes 2560; readers accept 2560..4096)
+ *       20     4  reserved
+ *       24     8  events
+ *       32     8  feature_compat
+ *       40     8  feature_ro_compat
+ *       48     8  feature_incompat
+ *       56     8  reserved
+ *      ---        (bytes 0..63 are the same in every format version)
+ *       64    16  array uuid
+ *       80    16  member uuid (the member this record is on)
+ *       96     8  ctime_ns
+ *      104     8  utime_ns
+ *      112     4  level
+ *      116     4  layout
+ *      120     4  chunk (bytes)
+ *      124     4  raid_disks
+ *      128     8  component_size
+ *      136     8  array_size
+ *      144     8  member_size
+ *      152     8  cons_offset
+ *      160     8  cons_size
+ *      168     4  consistency
+ *      172     4  flags
+ *      176     8  resync_offset
+ *      184     4  reshape_state
+ *      188     4  reshape_direction
+ *      192     8  reshape_position
+ *      200     4  new_level
+ *      204     4  new_layout
+ *      208     4  new_chunk
+ *      212     4  new_raid_devices
+ *      216     8  new_array_size
+ *      224     4  nmembers (0..32)
+ *      228   284  reserved (array-wide fields of later versions)
+ *      512  2048  member table: 32 entries of 64 bytes, entry i at 512 + 64 i;
+ *                 entries >= nmembers are written as 0 and ignored
+ *     2560  1536  reserved (to the end of the slot)
+ *
+ *   member table entry (64 bytes)
+ *        0    16  member uuid
+ *       16     4  role (int32, two's complement; -1 = spare)
+ *       20     4  state (enum sb_member_state)
+ *       24     8  data_offset
+ *       32     8  new_data_offset
+ *       40     8  recovery_offset
+ *       48     4  errors
+ *       52    12  reserved
+ */
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "member.h"
+#include "sb.h"
+
+/* Offsets of the v1 layout (the table above). */
+enum {
+  OFF_MAGIC = 0, OFF_CRC = 8, OFF_VERSION = 12, OFF_LEN = 16,
+  OFF_EVENTS = 24, OFF_COMPAT = 32, OFF_RO_COMPAT = 40, OFF_INCOMPAT = 48,
+  OFF_ARRAY_UUID = 64, OFF_MEMBER_UUID = 80, OFF_CTIME = 96, OFF_UTIME = 104,
+  OFF_LEVEL = 112, OFF_LAYOUT = 116, OFF_CHUNK = 120, OFF_RAID_DISKS = 124,
+  OFF_COMPONENT_SIZE = 128, OFF_ARRAY_SIZE = 136, OFF_MEMBER_SIZE = 144,
+  OFF_CONS_OFFSET = 152, OFF_CONS_SIZE = 160, OFF_CONSISTENCY = 168,
+  OFF_FLAGS = 172, OFF_RESYNC = 176,
+  OFF_RESHAPE_STATE = 184, OFF_RESHAPE_DIR = 188, OFF_RESHAPE_POS = 192,
+  OFF_NEW_LEVEL = 200, OFF_NEW_LAYOUT = 204, OFF_NEW_CHUNK = 208,
+  OFF_NEW_RAID_DEVICES = 212, OFF_NEW_ARRAY_SIZE = 216,
+  OFF_NMEMBERS = 224,
+  OFF_TABLE = 512, ENTRY_SIZE = 64,
+  V1_LEN = OFF_TABLE + SB_MAX_MEMBERS * ENTRY_SIZE,   /* 2560 */
+
+  /* within a member table entry */
+  E_UUID = 0, E_ROLE = 16, E_STATE = 20, E_DATA_OFFSET = 24,
+  E_NEW_DATA_OFFSET = 32, E_RECOVERY_OFFSET = 40, E_ERRORS = 48,
+};
+
+_Static_assert (V1_LEN == 2560, "v1 record length is part of the format");
+_Static_assert (V1_LEN <= SB_SLOT_SIZE, "record must fit a slot");
+_Static_assert (sizeof SB_MAGIC - 1 == 8, "magic is 8 bytes");
+
+/* Little-endian field access. */
+static void
+put_le32 (uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static void
+put_le64 (uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint32_t
+get_le32 (const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static uint64_t
+get_le64 (const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* CRC of a slot with its CRC field taken as zero.  raid_crc32c is one-shot,
+ * so it runs over a copy with the field cleared (4 KiB of stack). */
+static uint32_t
+slot_crc (const uint8_t *p)
+{
+  uint8_t copy[SB_SLOT_SIZE];
+
+  memcpy (copy, p, SB_SLOT_SIZE);
+  put_le32 (copy + OFF_CRC, 0);
+  return raid_crc32c (copy, SB_SLOT_SIZE);
+}
+
+static void
+encode_entry (uint8_t *p, const struct sb_member_entry *e)
+{
+  memcpy (p + E_UUID, e->uuid, RAID_UUID_LEN);
+  put_le32 (p + E_ROLE, (uint32_t) e->role);
+  put_le32 (p + E_STATE, e->state);
+  put_le64 (p + E_DATA_OFFSET, e->data_offset);
+  put_le64 (p + E_NEW_DATA_OFFSET, e->new_data_offset);
+  put_le64 (p + E_RECOVERY_OFFSET, e->recovery_offset);
+  put_le32 (p + E_ERRORS, e->errors);
+}
+
+void
+sb_encode (const struct raid_sb *sb, void *buf)
+{
+  uint8_t *p = buf;
+
+  assert (sb->nmembers <= SB_MAX_MEMBERS);
+  memset (p, 0, SB_SLOT_SIZE);
+  memcpy (p + OFF_MAGIC, SB_MAGIC, 8);
+  put_le32 (p + OFF_VERSION, SB_VERSION);
+  put_le32 (p + OFF_LEN, V1_LEN);
+  put_le64 (p + OFF_EVENTS, sb->events);
+  put_le64 (p + OFF_COMPAT, sb->feature_compat & SB_FEAT_COMPAT_KNOWN);
+  put_le64 (p + OFF_RO_COMPAT, sb->feature_ro_compat);
+  put_le64 (p + OFF_INCOMPAT, sb->feature_incompat);
+
+  memcpy (p + OFF_ARRAY_UUID, sb->array_uuid, RAID_UUID_LEN);
+  memcpy (p + OFF_MEMBER_UUID, sb->member_uuid, RAID_UUID_LEN);
+  put_le64 (p + OFF_CTIME, sb->ctime_ns);
+  put_le64 (p + OFF_UTIME, sb->utime_ns);
+
+  put_le32 (p + OFF_LEVEL, sb->level);
+  put_le32 (p + OFF_LAYOUT, sb->layout);
+  put_le32 (p + OFF_CHUNK, sb->chunk);
+  put_le32 (p + OFF_RAID_DISKS, sb->raid_disks);
+  put_le64 (p + OFF_COMPONENT_SIZE, sb->component_size);
+  put_le64 (p + OFF_ARRAY_SIZE, sb->array_size);
+  put_le64 (p + OFF_MEMBER_SIZE, sb->member_size);
+  put_le64 (p + OFF_CONS_OFFSET, sb->cons_offset);
+  put_le64 (p + OFF_CONS_SIZE, sb->cons_size);
+  put_le32 (p + OFF_CONSISTENCY, sb->consistency);
+  put_le32 (p + OFF_FLAGS, sb->flags);
+  put_le64 (p + OFF_RESYNC, sb->resync_offset);
+
+  put_le32 (p + OFF_RESHAPE_STATE, sb->reshape_state);
+  put_le32 (p + OFF_RESHAPE_DIR, sb->reshape_direction);
+  put_le64 (p + OFF_RESHAPE_POS, sb->reshape_position);
+  put_le32 (p + OFF_NEW_LEVEL, sb->new_level);
+  put_le32 (p + OFF_NEW_LAYOUT, sb->new_layout);
+  put_le32 (p + OFF_NEW_CHUNK, sb->new_chunk);
+  put_le32 (p + OFF_NEW_RAID_DEVICES, sb->new_raid_devices);
+  put_le64 (p + OFF_NEW_ARRAY_SIZE, sb->new_array_size);
+
+  put_le32 (p + OFF_NMEMBERS, sb->nmembers);
+  for (uint32_t i = 0; i < sb->nmembers; i++)
+    encode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
+
+  put_le32 (p + OFF_CRC, slot_crc (p));
+}
+
+/* ---- decoding ---- */
+
+static void __attribute__ ((format (printf, 3, 4)))
+set_err (char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (err == NULL || errlen == 0)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (err, errlen, fmt, ap);
+  va_end (ap);
+}
+
+/* "0x10, 0x400" for the set bits of v. */
+static void
+fmt_bits (uint64_t v, char *out, size_t len)
+{
+  size_t used = 0;
+
+  out[0] = '\0';
+  for (int b = 0; b < 64 && used < len; b++)
+    if (v & (UINT64_C(1) << b)) {
+      int n = snprintf (out + used, len - used, "%s0x%" PRIx64,
+                        used ? ", " : "", UINT64_C(1) << b);
+      if (n < 0)
+        break;
+      used += (size_t) n;
+    }
+}
+
+/* How a slot classifies. */
+enum slot_kind {
+  SLOT_EMPTY,      /* not our magic */
+  SLOT_CORRUPT,    /* our magic, fails a check */
+  SLOT_NEWER,      /* intact, but from a format this build cannot use */
+  SLOT_VALID,
+};
+
+static void
+decode_entry (const uint8_t *p, struct sb_member_entry *e)
+{
+  memcpy (e->uuid, p + E_UUID, RAID_UUID_LEN);
+  e->role = (int32_t) get_le32 (p + E_ROLE);
+  e->state = get_le32 (p + E_STATE);
+  e->data_offset = get_le64 (p + E_DATA_OFFSET);
+  e->new_data_offset = get_le64 (p + E_NEW_DATA_OFFSET);
+  e->recovery_offset = get_le64 (p + E_RECOVERY_OFFSET);
+  e->errors = get_le32 (p + E_ERRORS);
+}
+
+/* The v1 body: everything after the frozen prefix. */
+static void
+decode_body (const uint8_t *p, struct raid_sb *sb)
+{
+  memcpy (sb->array_uuid, p + OFF_ARRAY_UUID, RAID_UUID_LEN);
+  memcpy (sb->member_uuid, p + OFF_MEMBER_UUID, RAID_UUID_LEN);
+  sb->ctime_ns = get_le64 (p + OFF_CTIME);
+  sb->utime_ns = get_le64 (p + OFF_UTIME);
+
+  sb->level = get_le32 (p + OFF_LEVEL);
+  sb->layout = get_le32 (p + OFF_LAYOUT);
+  sb->chunk = get_le32 (p + OFF_CHUNK);
+  sb->raid_disks = get_le32 (p + OFF_RAID_DISKS);
+  sb->component_size = get_le64 (p + OFF_COMPONENT_SIZE);
+  sb->array_size = get_le64 (p + OFF_ARRAY_SIZE);
+  sb->member_size = get_le64 (p + OFF_MEMBER_SIZE);
+  sb->cons_offset = get_le64 (p + OFF_CONS_OFFSET);
+  sb->cons_size = get_le64 (p + OFF_CONS_SIZE);
+  sb->consistency = get_le32 (p + OFF_CONSISTENCY);
+  sb->flags = get_le32 (p + OFF_FLAGS);
+  sb->resync_offset = get_le64 (p + OFF_RESYNC);
+
+  sb->reshape_state = get_le32 (p + OFF_RESHAPE_STATE);
+  sb->reshape_direction = get_le32 (p + OFF_RESHAPE_DIR);
+  sb->reshape_position = get_le64 (p + OFF_RESHAPE_POS);
+  sb->new_level = get_le32 (p + OFF_NEW_LEVEL);
+  sb->new_layout = get_le32 (p + OFF_NEW_LAYOUT);
+  sb->new_chunk = get_le32 (p + OFF_NEW_CHUNK);
+  sb->new_raid_devices = get_le32 (p + OFF_NEW_RAID_DEVICES);
+  sb->new_array_size = get_le64 (p + OFF_NEW_ARRAY_SIZE);
+
+  sb->nmembers = get_le32 (p + OFF_NMEMBERS);
+  for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
+    decode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
+}
+
+/* Checks of the decoded body that the CRC cannot make: a record written by
+ * a buggy writer is as unusable as a damaged one. */
+static bool
+body_ok (const struct raid_sb *sb, char *err, size_t errlen)
+{
+  if (sb->nmembers > SB_MAX_MEMBERS) {
+    set_err (err, errlen, "bad member count %" PRIu32, sb->nmembers);
+    return false;
+  }
+  if (sb->raid_disks > SB_MAX_MEMBERS || sb->new_raid_devices > SB_MAX_MEMBERS) {
+    set_err (err, errlen, "bad raid_disks %" PRIu32 " / new_raid_devices %" PRIu32,
+             sb->raid_disks, sb->new_raid_devices);
+    return false;
+  }
+  for (uint32_t i = 0; i < sb->nmembers; i++) {
+    const struct sb_member_entry *e = &sb->members[i];
+    if (e->role < -1 || e->role >= (int32_t) SB_MAX_MEMBERS) {
+      set_err (err, errlen, "member %" PRIu32 ": bad role %" PRId32, i, e->role);
+      return false;
+    }
+    if (e->state > SB_MEMBER_REBUILDING) {
+      set_err (err, errlen, "member %" PRIu32 ": bad state %" PRIu32, i, e->state);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Classify and decode one slot.  sb->events and the feature words are set
+ * for SLOT_NEWER and SLOT_VALID; the whole record only for SLOT_VALID. */
+static enum slot_kind
+check_slot (const uint8_t *p, struct raid_sb *sb, char *err, size_t errlen)
+{
+  uint32_t stored, crc, len;
+  uint64_t unknown;
+  char bits[96];
+
+  memset (sb, 0, sizeof *sb);
+  if (memcmp (p + OFF_MAGIC, SB_MAGIC, 8) != 0) {
+    set_err (err, errlen, "no superblock");
+    return SLOT_EMPTY;
+  }
+  stored = get_le32 (p + OFF_CRC);
+  crc = slot_crc (p);
+  if (stored != crc) {
+    set_err (err, errlen, "checksum mismatch (stored 0x%08" PRIx32
+             ", computed 0x%08" PRIx32 ")", stored, crc);
+    return SLOT_CORRUPT;
+  }
+
+  /* The frozen prefix: meaningful whatever the version. */
+  sb->version = get_le32 (p + OFF_VERSION);
+  sb->events = get_le64 (p + OFF_EVENTS);
+  sb->feature_compat = get_le64 (p + OFF_COMPAT);
+  sb->feature_ro_compat = get_le64 (p + OFF_RO_COMPAT);
+  sb->feature_incompat = get_le64 (p + OFF_INCOMPAT);
+  len = get_le32 (p + OFF_LEN);
+
+  if (sb->version != SB_VERSION) {
+    set_err (err, errlen, "unsupported format version %" PRIu32, sb->version);
+    return sb->version > SB_VERSION ? SLOT_NEWER : SLOT_CORRUPT;
+  }
+  if (len < V1_LEN || len > SB_SLOT_SIZE) {
+    set_err (err, errlen, "bad record length %" PRIu32, len);
+    return SLOT_CORRUPT;
+  }
+  unknown = sb->feature_incompat & ~(uint64_t) SB_FEAT_INCOMPAT_KNOWN;
+  if (unknown) {
+    fmt_bits (unknown, bits, sizeof bits);
+    set_err (err, errlen, "incompatible feature %s (needs a newer nbdkit-raid)",
+             bits);
+    return SLOT_NEWER;
+  }
+
+  decode_body (p, sb);
+  if (!body_ok (sb, err, errlen))
+    return SLOT_CORRUPT;
+  return SLOT_VALID;
+}
+
+/* err: "" or the note about unknown ro_compat bits. */
+static void
+note_ro_compat (const struct raid_sb *sb, char *err, size_t errlen)
+{
+  uint64_t unknown = sb_ro_compat_unknown (sb);
+  char bits[96];
+
+  if (unknown == 0) {
+    set_err (err, errlen, "%s", "");
+    return;
+  }
+  fmt_bits (unknown, bits, sizeof bits);
+  set_err (err, errlen, "read-only compatible feature %s unknown: read-only "
+           "use only (writing needs a newer nbdkit-raid)", bits);
+}
+
+int
+sb_decode (const void *buf, struct raid_sb *sb, char *err, size_t errlen)
+{
+  if (check_slot (buf, sb, err, errlen) != SLOT_VALID)
+    return -1;
+  note_ro_compat (sb, err, errlen);
+  return 0;
+}
+
+/* ---- the ring ---- */
+
+/* Classify every slot of the ring image buf into ring (which is reset).
+ * tmp has room for SB_RING_SLOTS records.  newer_why receives the reason for
+ * the newest SLOT_NEWER record (unchanged when there is none). */
+static void
+ring_scan (const uint8_t *buf, struct raid_sb *tmp, struct sb_ring *ring,
+           char *newer_why, size_t newer_len)
+{
+  unsigned slot_of[SB_RING_SLOTS];
+  int order[SB_RING_SLOTS];
+  int nv = 0;
+
+  memset (ring, 0, sizeof *ring);
+  for (unsigned s = 0; s < SB_RING_SLOTS; s++) {
+    const uint8_t *p = buf + (size_t) s * SB_SLOT_SIZE;
+    char why[128];
+    enum slot_kind kind = check_slot (p, &tmp[nv], why, sizeof why);
+
+    if (kind == SLOT_VALID) {
+      /* Same events as an earlier slot: keep identical copies, reject a
+       * differing one (the first in slot order wins). */
+      for (int j = 0; j < nv; j++)
+        if (tmp[j].events == tmp[nv].events &&
+            memcmp (buf + (size_t) slot_of[j] * SB_SLOT_SIZE, p,
+                    SB_SLOT_SIZE) != 0) {
+          snprintf (why, sizeof why,
+                    "events %" PRIu64 " also in slot %u with other content",
+                    tmp[nv].events, slot_of[j]);
+          kind = SLOT_CORRUPT;
+          break;
+        }
+    }
+    switch (kind) {
+    case SLOT_VALID:
+      slot_of[nv++] = s;
+      break;
+    case SLOT_EMPTY:
+      ring->nempty++;
+      break;
+    case SLOT_NEWER:
+      if (ring->nincompat == 0 || tmp[nv].events > ring->incompat_events) {
+        ring->incompat_events = tmp[nv].events;
+        set_err (newer_why, newer_len, "%s", why);
+      }
+      ring->nincompat++;       /* a refused record also counts as corrupt */
+      /* fall through */
+    case SLOT_CORRUPT:
+      if (ring->ncorrupt++ == 0)
+        snprintf (ring->first_error, sizeof ring->first_error,
+                  "slot %u: %s", s, why);
+      break;
+    }
+  }
+  if (ring->ncorrupt == 0 && nv == 0)
+    snprintf (ring->first_error, sizeof ring->first_error, "no superblock");
+
+  /* Newest first; insertion sort keeps slot order among equal events. */
+  for (int i = 0; i < nv; i++) {
+    int j = i;
+    while (j > 0 && tmp[order[j - 1]].events < tmp[i].events) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = i;
+  }
+  for (int i = 0; i < nv; i++)
+    ring->rec[i] = tmp[order[i]];
+  ring->nvalid = nv;
+}
+
+/* sb_ring_read, also reporting why the newest refused record was refused. */
+static int
+ring_read (struct member *m, struct sb_ring *ring,
+           char *newer_why, size_t newer_len)
+{
+  uint8_t *buf = raid_alloc_aligned (SB_RING_SIZE);
+  struct raid_sb *tmp = malloc (SB_RING_SLOTS * sizeof *tmp);
+  int r = ENOMEM;
+
+  if (buf && tmp) {
+    r = member_pread (m, buf, SB_RING_SIZE, 0);
+    if (r == 0)
+      ring_scan (buf, tmp, ring, newer_why, newer_len);
+  }
+  free (tmp);
+  free (buf);
+  return r;
+}
+
+int
+sb_ring_read (struct member *m, struct sb_ring *ring)
+{
+  return ring_read (m, ring, NULL, 0);
+}
+
+int
+sb_read_newest (struct member *m, struct raid_sb *sb, char *err, size_t errlen)
+{
+  struct sb_ring *ring = malloc (sizeof *ring);
+  char newer_why[128] = "";
+  int r;
+
+  if (ring == NULL) {
+    set_err (err, errlen, "out of memory");
+    return ENOMEM;
+  }
+  r = ring_read (m, ring, newer_why, sizeof newer_why);
+  if (r != 0)
+    set_err (err, errlen, "cannot read the superblock journal: %s",
+             strerror (r));
+  else if (ring->nincompat > 0 &&
+           (ring->nvalid == 0 || ring->incompat_events > ring->rec[0].events)) {
+    set_err (err, errlen, "%s", newer_why);
+    r = EPROTONOSUPPORT;
+  }
+  else if (ring->nvalid == 0) {
+    if (ring->ncorrupt == 0)
+      set_err (err, errlen, "no superblock");
+    else
+      set_err (err, errlen, "no valid superblock record (%d corrupt, %d empty; "
+               "first: %s)", ring->ncorrupt, ring->nempty, ring->first_error);
+    r = ENOENT;
+  }
+  else {
+    *sb = ring->rec[0];
+    note_ro_compat (sb, err, errlen);
+  }
+  free (ring);
+  return r;
+}
+
+/* ---- appending ---- */
+
+/* Run one phase of an append: op (MIO_FLUSH, or MIO_WRITE of member i's
+ * encoded record iov[i] to the slot its events select) on every member i
+ * whose err[i] is still 0, all in one parallel batch; store the results in
+ * err.  A member that failed an earlier phase takes no further part. */
+static void
+append_phase (enum mio_op op, struct member *const *ms,
+              const struct raid_sb *sbs, struct iovec *iov, size_t n,
+              int *err, struct mio *ios, size_t *who)
+{
+  size_t k = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    if (err[i] != 0)
+      continue;
+    if (op == MIO_FLUSH)
+      ios[k] = (struct mio) { .m = ms[i], .op = MIO_FLUSH };
+    else
+      ios[k] = (struct mio) {
+        .m = ms[i], .op = MIO_WRITE,
+        .off = (sbs[i].events % SB_RING_SLOTS) * (uint64_t) SB_SLOT_SIZE,
+        .len = SB_SLOT_SIZE, .iov = &iov[i], .iovcnt = 1,
+      };
+    who[k++] = i;
+  }
+  if (k > 0)
+    mio_run (ios, k);
+  for (size_t j = 0; j < k; j++)
+    err[who[j]] = ios[j].err;
+}
+
+/* Flush, write, flush.  The first flush makes every write that completed
+ * before the call durable before the record can be: a record (a reshape
+ * checkpoint, a clean state) never describes data a crash could still lose.
+ * The second makes the record durable.  FUA is not used for the slot write:
+ * it would save one round trip on NBD members but give up nothing else, and
+ * one path for every backend is one path to test. */
+int
+sb_append_all (struct member *const *ms, const struct raid_sb *sbs,
+               size_t n, int *results)
+{
+  uint8_t *bufs;
+  struct iovec *iov;
+  struct mio *ios;
+  size_t *who;
+  int *err;
+  int first = 0;
+
+  if (n == 0)
+    return 0;
+  bufs = raid_alloc_aligned (n * SB_SLOT_SIZE);
+  iov = calloc (n, sizeof *iov);
+  ios = calloc (n, sizeof *ios);
+  who = calloc (n, sizeof *who);
+  err = calloc (n, sizeof *err);
+  if (!bufs || !iov || !ios || !who || !err) {
+    for (size_t i = 0; results && i < n; i++)
+      results[i] = ENOMEM;
+    first = ENOMEM;
+    goto out;
+  }
+
+  for (size_t i = 0; i < n; i++) {
+    sb_encode (&sbs[i], bufs + i * SB_SLOT_SIZE);
+    iov[i] = (struct iovec) { bufs + i * SB_SLOT_SIZE, SB_SLOT_SIZE };
+  }
+  append_phase (MIO_FLUSH, ms, sbs, iov, n, err, ios, who);
+  append_phase (MIO_WRITE, ms, sbs, iov, n, err, ios, who);
+  append_phase (MIO_FLUSH, ms, sbs, iov, n, err, ios, who);
+
+  for (size_t i = 0; i < n; i++) {
+    if (results)
+      results[i] = err[i];
+    if (first == 0)
+      first = err[i];
+  }
+ out:
+  free (err);
+  free (who);
+  free (ios);
+  free (iov);
+  free (bufs);
+  return first;
+}
+
+/* ---- member table and names ---- */
+
+struct sb_member_entry *
+sb_find_member (struct raid_sb *sb, const uint8_t uuid[RAID_UUID_LEN])
+{
+  for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
+    if (sb->members[i].state != SB_MEMBER_EMPTY &&
+        memcmp (sb->members[i].uuid, uuid, RAID_UUID_LEN) == 0)
+      return &sb->members[i];
+  return NULL;
+}
+
+struct sb_member_entry *
+sb_find_role (struct raid_sb *sb, int role)
+{
+  struct sb_member_entry *faulty = NULL;
+
+  for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++) {
+    struct sb_member_entry *e = &sb->members[i];
+    if (e->state == SB_MEMBER_EMPTY || e->role != role)
+      continue;
+    if (e->state != SB_MEMBER_FAULTY)
+      return e;
+    if (faulty == NULL)
+      faulty = e;
+  }
+  return faulty;
+}
+
+const char *
+sb_member_state_name (uint32_t state)
+{
+  switch (state) {
+  case SB_MEMBER_EMPTY: return "empty";
+  case SB_MEMBER_IN_SYNC: return "in_sync";
+  case SB_MEMBER_FAULTY: return "faulty";
+  case SB_MEMBER_SPARE: return "spare";
+  case SB_MEMBER_REBUILDING: return "rebuilding";
+  default: return "unknown";
+  }
+}
+
+static const char *const consistency_names[] = {
+  [SB_CONS_JOURNAL] = "journal",
+  [SB_CONS_BITMAP] = "bitmap",
+  [SB_CONS_RESYNC] = "resync",
+};
+#define NR_CONSISTENCY (sizeof consistency_names / sizeof consistency_names[0])
+
+const char *
+sb_consistency_name (uint32_t c)
+{
+  if (c < NR_CONSISTENCY && consistency_names[c])
+    return consistency_names[c];
+  return "unknown";
+}
+
+int
+sb_consistency_parse (const char *name)
+{
+  for (size_t c = 0; name && c < NR_CONSISTENCY; c++)
+    if (consistency_names[c] && strcmp (name, consistency_names[c]) == 0)
+      return (int) c;
+  return -1;
+}
+
+const char *
+sb_reshape_state_name (uint32_t s)
+{
+  switch (s) {
+  case SB_RESHAPE_NONE: return "none";
+  case SB_RESHAPE_FROZEN: return "frozen";
+  case SB_RESHAPE_RUNNING: return "running";
+  default: return "unknown";
+  }
+}

@@ -1,0 +1,31 @@
+#!/bin/bash
+# The full test suite: install dependencies, then build and run `make check`
+# three ways: warnings as errors, pinned to one CPU, and with ASan+UBSan.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+"$top/scripts/deps.sh"
+status=0
+pass=0; fail=0
+# run NAME BUILDDIR COMMAND...: run one `make check`, count its results.
+run() {
+  local name=$1 dir=$2 t; shift 2
+  echo "=== $name"
+  if ! "$@"; then
+    echo "=== $name: FAILED"; status=1
+    grep -l -E '^:test-result: (FAIL|ERROR)' "$dir"/tests/*.trs 2>/dev/null |
+      while read -r t; do echo "--- ${t%.trs}.log"; tail -n 60 "${t%.trs}.log"; done
+  fi
+  for t in "$dir"/tests/*.trs; do
+    [ -f "$t" ] || continue
+    case "$(sed -n 's/^:test-result: //p' "$t")" in
+      PASS) pass=$((pass+1)) ;; *) fail=$((fail+1)) ;;
+    esac
+  done
+}
+"$top/scripts/build.sh" "$top/build" --enable-werror
+run "make check (-Werror build)" "$top/build" make -C "$top/build" -s check
+run "make check pinned to one CPU" "$top/build" taskset -c 0 make -C "$top/build" -s check
+"$top/scripts/build.sh" "$top/build-sanitizers" --enable-werror --enable-sanitizers
+run "make check (ASan+UBSan)" "$top/build-sanitizers" make -C "$top/build-sanitizers" -s check
+echo "$pass passed, $fail failed"
+exit $status

@@ -1,0 +1,1040 @@
+/* nbdkit-raid: unit test of the superblock journal (raidcore/sb.c).
+ *
+ * What is proven:
+ *   - encode/decode round-trips every field of a fully populated record, and
+ *     the bytes land at the offsets of the documented v1 layout (the format
+ *     is pinned here independently of sb.c's own offset table);
+ *   - every single-byte corruption is rejected (all offsets, several
+ *     patterns; every pattern for the first 256 bytes);
+ *   - records that are intact but wrong (version, length, member count,
+ *     roles, states) are rejected; unknown incompat bits are refused naming
+ *     the bit; unknown ro_compat bits decode with a note; unknown compat bits
+ *     are ignored and dropped on re-encode;
+ *   - the ring, on a temp file and on an in-memory custom backend: newest
+ *     wins across 3 wrap-arounds; a torn append (either half) leaves the
+ *     previous record newest; garbage slots are skipped and counted; all
+ *     slots corrupt gives ENOENT; an unreadable member gives its errno; a
+ *     newer-format record newer than every valid one gives EPROTONOSUPPORT;
+ *     duplicate event counts keep the first slot;
+ *   - sb_append_all is flush, slot write, flush on every member (so data
+ *     written before an append is durable before the record can be), reports
+ *     per-member errors, and stops a member at its first failure;
+ *   - member table lookups and the name helpers.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "member.h"
+#include "sb.h"
+#include "util.h"
+
+static unsigned checks, failures;
+
+#define CHECK(cond) check_ ((cond), __FILE__, __LINE__, #cond)
+#define CHECK_U64(a, b) check_u64_ ((a), (b), __FILE__, __LINE__, #a, #b)
+#define CHECK_HAS(s, sub) check_has_ ((s), (sub), __FILE__, __LINE__)
+
+static bool
+check_ (bool ok, const char *file, int line, const char *what)
+{
+  checks++;
+  if (!ok) {
+    failures++;
+    printf ("%s:%d: check failed: %s\n", file, line, what);
+  }
+  return ok;
+}
+
+static bool
+check_u64_ (uint64_t a, uint64_t b, const char *file, int line,
+            const char *as, const char *bs)
+{
+  checks++;
+  if (a != b) {
+    failures++;
+    printf ("%s:%d: %s == %" PRIu64 " (0x%" PRIx64 "), expected %s == %"
+            PRIu64 " (0x%" PRIx64 ")\n", file, line, as, a, a, bs, b, b);
+  }
+  return a == b;
+}
+
+static bool
+check_has_ (const char *s, const char *sub, const char *file, int line)
+{
+  checks++;
+  if (strstr (s, sub) == NULL) {
+    failures++;
+    printf ("%s:%d: \"%s\" does not contain \"%s\"\n", file, line, s, sub);
+    return false;
+  }
+  return true;
+}
+
+/* Deterministic generator (xorshift64*), fixed seed. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15;
+
+static uint64_t
+rnd (void)
+{
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 0x2545f4914f6cdd1d;
+}
+
+static uint32_t
+get32 (const uint8_t *p)
+{
+  return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static uint64_t
+get64 (const uint8_t *p)
+{
+  return get32 (p) | (uint64_t) get32 (p + 4) << 32;
+}
+
+static void
+put32 (uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = v >> (8 * i);
+}
+
+static void
+put64 (uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = v >> (8 * i);
+}
+
+/* Recompute the CRC of a patched slot (v1 layout: CRC at 8, over the whole
+ * slot with the field as zero). */
+static void
+reseal (uint8_t *slot)
+{
+  put32 (slot + 8, 0);
+  put32 (slot + 8, raid_crc32c (slot, SB_SLOT_SIZE));
+}
+
+/* A record with every field set to a distinct non-zero value (features
+ * aside: this build knows none) and a full member table. */
+static void
+fill_full (struct raid_sb *sb, uint64_t events)
+{
+  memset (sb, 0, sizeof *sb);
+  sb->version = SB_VERSION;
+  for (int i = 0; i < RAID_UUID_LEN; i++) {
+    sb->array_uuid[i] = 0xa0 + i;
+    sb->member_uuid[i] = 0x50 + i;
+  }
+  sb->events = events;
+  sb->ctime_ns = 0x1111222233334444;
+  sb->utime_ns = 0x5555666677778888;
+  sb->level = 6;
+  sb->layout = 18;
+  sb->chunk = 65536;
+  sb->raid_disks = 31;
+  sb->component_size = 0x0102030405060708;
+  sb->array_size = 0x1112131415161718;
+  sb->member_size = 0x2122232425262728;
+  sb->cons_offset = 0x3132333435363738;
+  sb->cons_size = 0x4142434445464748;
+  sb->consistency = SB_CONS_BITMAP;
+  sb->flags = 0x80000001;
+  sb->resync_offset = 0x5152535455565758;
+  sb->reshape_state = SB_RESHAPE_RUNNING;
+  sb->reshape_direction = SB_DIR_BACKWARD;
+  sb->reshape_position = 0x6162636465666768;
+  sb->new_level = 5;
+  sb->new_layout = 3;
+  sb->new_chunk = 131072;
+  sb->new_raid_devices = 32;
+  sb->new_array_size = 0x7172737475767778;
+  sb->nmembers = SB_MAX_MEMBERS;
+  for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
+    struct sb_member_entry *e = &sb->members[i];
+    for (int j = 0; j < RAID_UUID_LEN; j++)
+      e->uuid[j] = i * 16 + j + 1;
+    e->role = i == 0 ? -1 : i - 1;
+    e->state = i % 5;
+    e->data_offset = rnd ();
+    e->new_data_offset = rnd ();
+    e->recovery_offset = rnd ();
+    e->errors = rnd ();
+  }
+}
+
+/* Field-by-field comparison naming the first difference. */
+#define SAME(f) if (a->f != b->f) { \
+    printf ("%s:%d: field " #f ": %" PRIu64 " != %" PRIu64 "\n", \
+            __FILE__, line, (uint64_t) a->f, (uint64_t) b->f); \
+    return false; }
+#define SAME_BYTES(f) if (memcmp (a->f, b->f, sizeof a->f) != 0) { \
+    printf ("%s:%d: field " #f " differs\n", __FILE__, line); \
+    return false; }
+
+static bool
+same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
+{
+  SAME (version); SAME (feature_compat); SAME (feature_ro_compat);
+  SAME (feature_incompat); SAME_BYTES (array_uuid); SAME_BYTES (member_uuid);
+  SAME (events); SAME (ctime_ns); SAME (utime_ns);
+  SAME (level); SAME (layout); SAME (chunk); SAME (raid_disks);
+  SAME (component_size); SAME (array_size); SAME (member_size);
+  SAME (cons_offset); SAME (cons_size); SAME (consistency); SAME (flags);
+  SAME (resync_offset);
+  SAME (reshape_state); SAME (reshape_direction); SAME (reshape_position);
+  SAME (new_level); SAME (new_layout); SAME (new_chunk);
+  SAME (new_raid_devices); SAME (new_array_size);
+  SAME (nmembers);
+  for (uint32_t i = 0; i < a->nmembers; i++) {
+    SAME_BYTES (members[i].uuid); SAME (members[i].role);
+    SAME (members[i].state); SAME (members[i].data_offset);
+    SAME (members[i].new_data_offset); SAME (members[i].recovery_offset);
+    SAME (members[i].errors);
+  }
+  return true;
+}
+
+static void
+check_same_ (const struct raid_sb *a, const struct raid_sb *b, int line)
+{
+  checks++;
+  if (!same_sb (a, b, line))
+    failures++;
+}
+#define CHECK_SAME(a, b) check_same_ ((a), (b), __LINE__)
+
+/* ---- records ---- */
+
+static void
+test_round_trip (void)
+{
+  static struct raid_sb a, b, c;
+  static uint8_t buf[SB_SLOT_SIZE], buf2[SB_SLOT_SIZE];
+  char err[160] = "x";
+
+  fill_full (&a, 0x0807060504030201);
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK (err[0] == '\0');
+  CHECK_SAME (&a, &b);
+  sb_encode (&b, buf2);
+  CHECK (memcmp (buf, buf2, SB_SLOT_SIZE) == 0);
+
+  /* A short table: entries past nmembers are written as zero, decode as
+   * zero. */
+  a.nmembers = 3;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
+  CHECK_SAME (&a, &c);
+  CHECK (c.members[3].data_offset == 0 && c.members[31].role == 0);
+  for (size_t off = 512 + 3 * 64; off < 2560; off++)
+    if (!CHECK (buf[off] == 0))
+      break;
+
+  /* sb->version is not trusted: the record is always format 1. */
+  a.version = 7;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
+  CHECK_U64 (c.version, SB_VERSION);
+
+  /* NULL err is allowed. */
+  CHECK (sb_decode (buf, &c, NULL, 0) == 0);
+}
+
+/* The persistent v1 layout, byte by byte. */
+static void
+test_layout (void)
+{
+  static struct raid_sb a;
+  static uint8_t buf[SB_SLOT_SIZE], copy[SB_SLOT_SIZE];
+
+  fill_full (&a, 0x0807060504030201);
+  sb_encode (&a, buf);
+  CHECK (memcmp (buf, "NBDRAID\x01", 8) == 0);
+  memcpy (copy, buf, SB_SLOT_SIZE);
+  put32 (copy + 8, 0);
+  CHECK_U64 (get32 (buf + 8), raid_crc32c (copy, SB_SLOT_SIZE));
+  CHECK_U64 (get32 (buf + 12), 1);
+  CHECK_U64 (get32 (buf + 16), 2560);
+  CHECK_U64 (get64 (buf + 24), a.events);
+  CHECK (buf[24] == 0x01 && buf[31] == 0x08);          /* little-endian */
+  CHECK_U64 (get64 (buf + 32), 0);
+  CHECK_U64 (get64 (buf + 40), 0);
+  CHECK_U64 (get64 (buf + 48), 0);
+  CHECK (memcmp (buf + 64, a.array_uuid, 16) == 0);
+  CHECK (memcmp (buf + 80, a.member_uuid, 16) == 0);
+  CHECK_U64 (get64 (buf + 96), a.ctime_ns);
+  CHECK_U64 (get64 (buf + 104), a.utime_ns);
+  CHECK_U64 (get32 (buf + 112), a.level);
+  CHECK_U64 (get32 (buf + 116), a.layout);
+  CHECK_U64 (get32 (buf + 120), a.chunk);
+  CHECK_U64 (get32 (buf + 124), a.raid_disks);
+  CHECK_U64 (get64 (buf + 128), a.component_size);
+  CHECK_U64 (get64 (buf + 136), a.array_size);
+  CHECK_U64 (get64 (buf + 144), a.member_size);
+  CHECK_U64 (get64 (buf + 152), a.cons_offset);
+  CHECK_U64 (get64 (buf + 160), a.cons_size);
+  CHECK_U64 (get32 (buf + 168), a.consistency);
+  CHECK_U64 (get32 (buf + 172), a.flags);
+  CHECK_U64 (get64 (buf + 176), a.resync_offset);
+  CHECK_U64 (get32 (buf + 184), a.reshape_state);
+  CHECK_U64 (get32 (buf + 188), a.reshape_direction);
+  CHECK_U64 (get64 (buf + 192), a.reshape_position);
+  CHECK_U64 (get32 (buf + 200), a.new_level);
+  CHECK_U64 (get32 (buf + 204), a.new_layout);
+  CHECK_U64 (get32 (buf + 208), a.new_chunk);
+  CHECK_U64 (get32 (buf + 212), a.new_raid_devices);
+  CHECK_U64 (get64 (buf + 216), a.new_array_size);
+  CHECK_U64 (get32 (buf + 224), a.nmembers);
+  for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
+    const uint8_t *e = buf + 512 + 64 * i;
+    const struct sb_member_entry *m = &a.members[i];
+    CHECK (memcmp (e, m->uuid, 16) == 0);
+    CHECK_U64 (get32 (e + 16), (uint32_t) m->role);
+    CHECK_U64 (get32 (e + 20), m->state);
+    CHECK_U64 (get64 (e + 24), m->data_offset);
+    CHECK_U64 (get64 (e + 32), m->new_data_offset);
+    CHECK_U64 (get64 (e + 40), m->recovery_offset);
+    CHECK_U64 (get32 (e + 48), m->errors);
+    for (int j = 52; j < 64; j++)
+      CHECK (e[j] == 0);
+  }
+  CHECK_U64 (get32 (buf + 512 + 16), 0xffffffff);      /* role -1 */
+
+  /* Reserved ranges are zero. */
+  for (int off = 20; off < 24; off++) CHECK (buf[off] == 0);
+  for (int off = 56; off < 64; off++) CHECK (buf[off] == 0);
+  for (int off = 228; off < 512; off++) CHECK (buf[off] == 0);
+  for (int off = 2560; off < (int) SB_SLOT_SIZE; off++) CHECK (buf[off] == 0);
+}
+
+/* Every single-byte change of an encoded record is rejected. */
+static void
+test_corruption (void)
+{
+  static struct raid_sb a, b;
+  static uint8_t good[SB_SLOT_SIZE], bad[SB_SLOT_SIZE];
+  static const uint8_t pattern[] = { 0x01, 0x80, 0xff, 0x5a };
+  char err[160];
+  unsigned rejected = 0, tried = 0;
+
+  fill_full (&a, 42);
+  sb_encode (&a, good);
+  memcpy (bad, good, SB_SLOT_SIZE);
+
+  for (unsigned off = 0; off < SB_SLOT_SIZE; off++) {
+    unsigned nx = off < 256 ? 255 : sizeof pattern;
+    for (unsigned k = 0; k < nx; k++) {
+      uint8_t x = off < 256 ? k + 1 : pattern[k];
+      bool ok;
+      bad[off] ^= x;
+      ok = sb_decode (bad, &b, err, sizeof err) == -1 &&
+           strstr (err, off < 8 ? "no superblock" : "checksum mismatch");
+      tried++;
+      rejected += ok;
+      if (!ok)
+        printf ("%s:%d: offset %u ^ 0x%02x: not rejected as expected (%s)\n",
+                __FILE__, __LINE__, off, x, err);
+      bad[off] ^= x;
+    }
+  }
+  CHECK_U64 (rejected, tried);
+  CHECK (memcmp (bad, good, SB_SLOT_SIZE) == 0);
+  CHECK (sb_decode (bad, &b, err, sizeof err) == 0);
+}
+
+/* Intact (correct CRC) but invalid records. */
+static void
+test_semantic (void)
+{
+  static struct raid_sb a, b;
+  static uint8_t good[SB_SLOT_SIZE], buf[SB_SLOT_SIZE];
+  char err[160];
+  static const struct { unsigned off; uint32_t val; const char *msg; } bad[] = {
+    { 12, 0, "unsupported format version 0" },
+    { 12, 2, "unsupported format version 2" },
+    { 16, 2559, "bad record length 2559" },
+    { 16, 0, "bad record length 0" },
+    { 16, 4097, "bad record length 4097" },
+    { 224, 33, "bad member count 33" },
+    { 224, 0xffffffff, "bad member count" },
+    { 124, 33, "bad raid_disks" },
+    { 212, 33, "bad raid_disks" },
+    { 512 + 64 * 7 + 16, (uint32_t) -2, "member 7: bad role -2" },
+    { 512 + 64 * 31 + 16, 32, "member 31: bad role 32" },
+    { 512 + 64 * 3 + 20, 5, "member 3: bad state 5" },
+  };
+  static const struct { unsigned off; uint32_t val; } fine[] = {
+    { 16, 4096 },                 /* a longer record of a compat extension */
+    { 16, 2561 },
+    { 20, 0xdeadbeef },           /* reserved bytes are ignored on read */
+    { 56, 1 }, { 300, 7 }, { 508, 7 },
+    { 512 + 64 * 5 + 52, 9 },
+    { 2560, 0x12345678 }, { 4092, 0xffffffff },
+    { 512 + 64 * 31 + 16, 31 },   /* highest role */
+  };
+
+  fill_full (&a, 9);
+  sb_encode (&a, good);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    memcpy (buf, good, SB_SLOT_SIZE);
+    put32 (buf + bad[i].off, bad[i].val);
+    reseal (buf);
+    CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+    CHECK_HAS (err, bad[i].msg);
+  }
+  for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+    memcpy (buf, good, SB_SLOT_SIZE);
+    put32 (buf + fine[i].off, fine[i].val);
+    reseal (buf);
+    if (!CHECK (sb_decode (buf, &b, err, sizeof err) == 0))
+      printf ("  offset %u = %u: %s\n", fine[i].off, fine[i].val, err);
+  }
+
+  /* A member table shorter than 32 does not validate unused entries. */
+  a.nmembers = 2;
+  sb_encode (&a, buf);
+  put32 (buf + 512 + 64 * 2 + 16, 1000);
+  reseal (buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK_U64 (b.members[2].role, 0);
+}
+
+static void
+test_features (void)
+{
+  static struct raid_sb a, b, c;
+  static uint8_t buf[SB_SLOT_SIZE];
+  char err[160];
+
+  fill_full (&a, 5);
+  a.feature_incompat = UINT64_C(1) << 37;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "incompatible feature 0x2000000000");
+  CHECK_HAS (err, "needs a newer nbdkit-raid");
+
+  a.feature_incompat = UINT64_C(1) | UINT64_C(1) << 63;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "0x1, 0x8000000000000000");
+
+  /* Unknown ro_compat: decoded, with a note. */
+  a.feature_incompat = 0;
+  a.feature_ro_compat = 0x20;
+  sb_encode (&a, buf);
+  snprintf (err, sizeof err, "junk");
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK_SAME (&a, &b);
+  CHECK_U64 (sb_ro_compat_unknown (&b), 0x20);
+  CHECK_HAS (err, "0x20");
+  CHECK_HAS (err, "read-only");
+
+  /* Unknown compat: decoded silently, dropped when this build writes. */
+  a.feature_ro_compat = 0;
+  sb_encode (&a, buf);
+  put64 (buf + 32, 0x4);
+  reseal (buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK (err[0] == '\0');
+  CHECK_U64 (b.feature_compat, 0x4);
+  CHECK_U64 (sb_ro_compat_unknown (&b), 0);
+  sb_encode (&b, buf);
+  CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
+  CHECK_U64 (c.feature_compat, 0);
+}
+
+/* ---- an in-memory member with fault injection ---- */
+
+enum tear { TEAR_NONE, TEAR_HEAD, TEAR_TAIL };
+
+struct memdev {
+  uint8_t *data;
+  size_t size;
+  int fail_read, fail_write, fail_flush;  /* errno to return, 0 = work */
+  unsigned flush_ok;       /* flushes that still succeed before fail_flush */
+  enum tear tear;          /* next write: only one half lands, then EIO */
+  /* operation log: 'W' (write), 'F' (write with FUA), 'S' (flush) */
+  char log[64];
+  unsigned nlog;
+  uint64_t last_write_off;
+};
+
+static void
+mem_log (struct memdev *d, char c)
+{
+  if (d->nlog < sizeof d->log - 1)
+    d->log[d->nlog++] = c;
+}
+
+static int
+mem_pread (void *priv, void *buf, size_t len, uint64_t off)
+{
+  struct memdev *d = priv;
+  if (d->fail_read)
+    return d->fail_read;
+  if (off > d->size || len > d->size - off)
+    return EIO;
+  memcpy (buf, d->data + off, len);
+  return 0;
+}
+
+static int
+mem_pwrite (void *priv, const void *buf, size_t len, uint64_t off, bool fua)
+{
+  struct memdev *d = priv;
+  size_t half = len / 2;
+
+  mem_log (d, fua ? 'F' : 'W');
+  d->last_write_off = off;
+  if (d->fail_write)
+    return d->fail_write;
+  if (off > d->size || len > d->size - off)
+    return EIO;
+  switch (d->tear) {
+  case TEAR_HEAD:
+    memcpy (d->data + off, buf, half);
+    d->tear = TEAR_NONE;
+    return EIO;
+  case TEAR_TAIL:
+    memcpy (d->data + off + half, (const uint8_t *) buf + half, len - half);
+    d->tear = TEAR_NONE;
+    return EIO;
+  case TEAR_NONE:
+    break;
+  }
+  memcpy (d->data + off, buf, len);
+  return 0;
+}
+
+static int
+mem_flush (void *priv)
+{
+  struct memdev *d = priv;
+  mem_log (d, 'S');
+  if (d->flush_ok > 0) {
+    d->flush_ok--;
+    return 0;
+  }
+  return d->fail_flush;
+}
+
+static const struct member_custom_ops mem_ops = {
+  .pread = mem_pread, .pwrite = mem_pwrite, .flush = mem_flush,
+};
+
+static struct member *
+mem_new (struct memdev *d, size_t size)
+{
+  memset (d, 0, sizeof *d);
+  d->size = size;
+  d->data = calloc (1, size);
+  if (d->data == NULL) {
+    perror ("calloc");
+    exit (1);
+  }
+  return member_new_custom ("mem", size, &mem_ops, d);
+}
+
+static void
+mem_reset_log (struct memdev *d)
+{
+  d->nlog = 0;
+  memset (d->log, 0, sizeof d->log);
+}
+
+/* Append one record with the given events to m; returns sb_append_all's
+ * result. */
+static int
+append1 (struct member *m, uint64_t events, uint64_t incompat)
+{
+  static struct raid_sb sb;
+  int res = -1, r;
+
+  fill_full (&sb, events);
+  sb.utime_ns = events * 1000;
+  sb.feature_incompat = incompat;
+  r = sb_append_all (&m, &sb, 1, &res);
+  CHECK_U64 (res, r);
+  return r;
+}
+
+static struct sb_ring ring;
+
+/* Newest events of m per sb_read_newest, or UINT64_MAX with *r set. */
+static uint64_t
+newest (struct member *m, int *r)
+{
+  static struct raid_sb sb;
+  char err[160];
+
+  *r = sb_read_newest (m, &sb, err, sizeof err);
+  return *r == 0 ? sb.events : UINT64_MAX;
+}
+
+/* Append 3 * SB_RING_SLOTS records; after each, the newest is the one just
+ * written; at the end the ring holds the last SB_RING_SLOTS in order. */
+static void
+ring_wrap (struct member *m)
+{
+  const uint64_t last = 3 * SB_RING_SLOTS;
+  int r;
+
+  static struct raid_sb sb;
+  char err[256];
+
+  CHECK_U64 (newest (m, &r), UINT64_MAX);
+  CHECK_U64 (r, ENOENT);
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), ENOENT);
+  CHECK (strcmp (err, "no superblock") == 0);
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nempty, SB_RING_SLOTS);
+  CHECK_U64 (ring.nvalid, 0);
+  CHECK_HAS (ring.first_error, "no superblock");
+
+  for (uint64_t e = 1; e <= last; e++) {
+    CHECK_U64 (append1 (m, e, 0), 0);
+    CHECK_U64 (newest (m, &r), e);
+  }
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nvalid, SB_RING_SLOTS);
+  CHECK_U64 (ring.ncorrupt, 0);
+  CHECK_U64 (ring.nempty, 0);
+  for (int i = 0; i < (int) SB_RING_SLOTS; i++) {
+    CHECK_U64 (ring.rec[i].events, last - i);
+    CHECK_U64 (ring.rec[i].utime_ns, (last - i) * 1000);
+  }
+}
+
+static void
+test_ring_file (void)
+{
+  char path[] = "/tmp/test-sb-XXXXXX";
+  char err[256];
+  struct member *m;
+  int fd = mkstemp (path);
+
+  if (!CHECK (fd >= 0) || !CHECK (ftruncate (fd, 1 << 20) == 0))
+    return;
+  close (fd);
+  m = member_open (path, false, err, sizeof err);
+  if (!CHECK (m != NULL)) {
+    printf ("  member_open: %s\n", err);
+    unlink (path);
+    return;
+  }
+  ring_wrap (m);
+  member_close (m);
+
+  /* Read back through a fresh, read-only open: the records are on disk. */
+  m = member_open (path, true, err, sizeof err);
+  if (CHECK (m != NULL)) {
+    int r;
+    CHECK_U64 (newest (m, &r), 3 * SB_RING_SLOTS);
+    member_close (m);
+  }
+
+  /* A file too small to hold the ring cannot be read. */
+  CHECK (truncate (path, SB_RING_SIZE - 1) == 0);
+  m = member_open (path, true, err, sizeof err);
+  if (CHECK (m != NULL)) {
+    int r;
+    CHECK_U64 (newest (m, &r), UINT64_MAX);
+    CHECK_U64 (r, EIO);
+    CHECK_U64 (sb_ring_read (m, &ring), EIO);
+    member_close (m);
+  }
+  unlink (path);
+}
+
+/* Each append is flush, slot write (no FUA), flush. */
+static bool
+durable_log (const struct memdev *d)
+{
+  return strcmp (d->log, "SWS") == 0;
+}
+
+static void
+test_ring_mem (void)
+{
+  struct memdev d;
+  struct member *m = mem_new (&d, 1 << 20);
+  const uint64_t last = 3 * SB_RING_SLOTS;
+  uint64_t e;
+  int r;
+
+  ring_wrap (m);
+
+  mem_reset_log (&d);
+  e = last + 1;
+  CHECK_U64 (append1 (m, e, 0), 0);
+  CHECK (durable_log (&d));
+  CHECK_U64 (d.last_write_off, (e % SB_RING_SLOTS) * SB_SLOT_SIZE);
+
+  /* Torn appends: only the first half, or only the second half, of the
+   * new slot lands.  The previous record stays newest; the torn slot is
+   * counted corrupt (head landed: our magic, bad CRC) and nothing is
+   * acknowledged or flushed. */
+  for (int t = TEAR_HEAD; t <= TEAR_TAIL; t++) {
+    uint64_t prev = e;
+    mem_reset_log (&d);
+    d.tear = t;
+    CHECK_U64 (append1 (m, prev + 1, 0), EIO);
+    CHECK (strcmp (d.log, "SW") == 0);
+    CHECK_U64 (newest (m, &r), prev);
+    CHECK (sb_ring_read (m, &ring) == 0);
+    CHECK_U64 (ring.nvalid, SB_RING_SLOTS - 1);
+    CHECK_U64 (ring.ncorrupt, 1);
+    CHECK_HAS (ring.first_error, "checksum mismatch");
+    CHECK_U64 (ring.rec[0].events, prev);
+    CHECK_U64 (ring.rec[SB_RING_SLOTS - 2].events, prev - (SB_RING_SLOTS - 2));
+    /* Retrying the append succeeds and wins. */
+    e = prev + 1;
+    CHECK_U64 (append1 (m, e, 0), 0);
+    CHECK_U64 (newest (m, &r), e);
+  }
+
+  /* Garbage over an old slot: without our magic it is empty, with it it
+   * is corrupt; either way skipped and counted. */
+  {
+    uint8_t *s1 = d.data + ((e - 5) % SB_RING_SLOTS) * SB_SLOT_SIZE;
+    uint8_t *s2 = d.data + ((e - 9) % SB_RING_SLOTS) * SB_SLOT_SIZE;
+    for (unsigned i = 0; i < SB_SLOT_SIZE; i++) {
+      s1[i] = rnd ();
+      s2[i] = rnd ();
+    }
+    memcpy (s2, SB_MAGIC, 8);
+    CHECK (sb_ring_read (m, &ring) == 0);
+    CHECK_U64 (ring.nvalid, SB_RING_SLOTS - 2);
+    CHECK_U64 (ring.nempty, 1);
+    CHECK_U64 (ring.ncorrupt, 1);
+    CHECK_U64 (ring.rec[0].events, e);
+    for (int i = 1; i < ring.nvalid; i++)
+      CHECK (ring.rec[i].events < ring.rec[i - 1].events &&
+             ring.rec[i].events != e - 5 && ring.rec[i].events != e - 9);
+  }
+
+  /* Garbage over the newest slot: the previous record takes over. */
+  memset (d.data + (e % SB_RING_SLOTS) * SB_SLOT_SIZE + 100, 0xee, 200);
+  CHECK_U64 (newest (m, &r), e - 1);
+
+  /* Every slot damaged: ENOENT, all counted corrupt. */
+  for (unsigned s = 0; s < SB_RING_SLOTS; s++)
+    d.data[s * SB_SLOT_SIZE + 1000] ^= 0x10;
+  memcpy (d.data + ((e - 5) % SB_RING_SLOTS) * SB_SLOT_SIZE, SB_MAGIC, 8);
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nvalid, 0);
+  CHECK_U64 (ring.ncorrupt, SB_RING_SLOTS);
+  CHECK_U64 (ring.nempty, 0);
+  {
+    static struct raid_sb sb;
+    char err[256];
+    CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), ENOENT);
+    CHECK_HAS (err, "no valid superblock");
+    CHECK_HAS (err, "64 corrupt");
+  }
+
+  /* A member that cannot be read reports its errno. */
+  d.fail_read = EPERM;
+  CHECK_U64 (sb_ring_read (m, &ring), EPERM);
+  CHECK_U64 (newest (m, &r), UINT64_MAX);
+  CHECK_U64 (r, EPERM);
+  {
+    static struct raid_sb sb;
+    char err[256];
+    CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), EPERM);
+    CHECK_HAS (err, strerror (EPERM));
+  }
+  member_close (m);
+  free (d.data);
+
+  /* A member smaller than the ring. */
+  m = mem_new (&d, SB_RING_SIZE / 2);
+  CHECK_U64 (sb_ring_read (m, &ring), EIO);
+  member_close (m);
+  free (d.data);
+}
+
+/* Records of a newer format in the ring. */
+static void
+test_ring_newer (void)
+{
+  struct memdev d;
+  struct member *m = mem_new (&d, SB_RING_SIZE);
+  static struct raid_sb sb;
+  char err[256];
+  const uint64_t bit = UINT64_C(1) << 12;
+
+  /* Only incompatible records. */
+  for (uint64_t e = 1; e <= 3; e++)
+    CHECK_U64 (append1 (m, e, bit), 0);
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), EPROTONOSUPPORT);
+  CHECK_HAS (err, "incompatible feature 0x1000");
+  CHECK_HAS (err, "needs a newer nbdkit-raid");
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nincompat, 3);
+  CHECK_U64 (ring.ncorrupt, 3);
+  CHECK_U64 (ring.incompat_events, 3);
+
+  /* Valid records newer than the incompatible ones win. */
+  for (uint64_t e = 4; e <= 6; e++)
+    CHECK_U64 (append1 (m, e, 0), 0);
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), 0);
+  CHECK_U64 (sb.events, 6);
+  CHECK (err[0] == '\0');
+
+  /* An incompatible record newer than every valid one: refused, never
+   * fall back to the stale state. */
+  CHECK_U64 (append1 (m, 7, bit << 1), 0);
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), EPROTONOSUPPORT);
+  CHECK_HAS (err, "incompatible feature 0x2000");
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nvalid, 3);
+  CHECK_U64 (ring.nincompat, 4);
+  CHECK_U64 (ring.incompat_events, 7);
+  CHECK_U64 (ring.rec[0].events, 6);
+
+  /* A record of format version 2 counts as newer too. */
+  CHECK_U64 (append1 (m, 8, 0), 0);
+  {
+    uint8_t *s = d.data + 8 * SB_SLOT_SIZE;
+    put32 (s + 12, 2);
+    reseal (s);
+  }
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), EPROTONOSUPPORT);
+  CHECK_HAS (err, "unsupported format version 2");
+
+  /* Unknown ro_compat on the newest record: usable, with the note. */
+  fill_full (&sb, 9);
+  sb.feature_ro_compat = UINT64_C(1) << 40;
+  CHECK_U64 (sb_append_all (&m, &sb, 1, NULL), 0);
+  CHECK_U64 (sb_read_newest (m, &sb, err, sizeof err), 0);
+  CHECK_U64 (sb.events, 9);
+  CHECK_HAS (err, "0x10000000000");
+  CHECK_U64 (sb_ro_compat_unknown (&sb), UINT64_C(1) << 40);
+
+  member_close (m);
+  free (d.data);
+}
+
+/* Two intact records with the same events. */
+static void
+test_ring_duplicate (void)
+{
+  struct memdev d;
+  struct member *m = mem_new (&d, SB_RING_SIZE);
+  static struct raid_sb sb;
+  uint8_t *s6 = d.data + 6 * SB_SLOT_SIZE, *s9 = d.data + 9 * SB_SLOT_SIZE;
+
+  CHECK_U64 (append1 (m, 6, 0), 0);
+  CHECK_U64 (append1 (m, 5, 0), 0);
+
+  /* An identical copy in another slot is harmless. */
+  memcpy (s9, s6, SB_SLOT_SIZE);
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nvalid, 3);
+  CHECK_U64 (ring.ncorrupt, 0);
+  CHECK_U64 (ring.rec[0].events, 6);
+  CHECK_U64 (ring.rec[1].events, 6);
+  CHECK_U64 (ring.rec[2].events, 5);
+
+  /* A differing one: the first slot's record is kept. */
+  fill_full (&sb, 6);
+  sb.level = 1;
+  sb_encode (&sb, s9);
+  CHECK (sb_ring_read (m, &ring) == 0);
+  CHECK_U64 (ring.nvalid, 2);
+  CHECK_U64 (ring.ncorrupt, 1);
+  CHECK_U64 (ring.rec[0].events, 6);
+  CHECK_U64 (ring.rec[0].level, 6);
+  CHECK_HAS (ring.first_error, "slot 9");
+  CHECK_HAS (ring.first_error, "also in slot 6");
+
+  member_close (m);
+  free (d.data);
+}
+
+/* sb_append_all over several members with failures. */
+static void
+test_append_all (void)
+{
+  struct memdev d[3];
+  struct member *ms[3];
+  static struct raid_sb sbs[3], got;
+  int res[3];
+  char err[160];
+
+  for (int i = 0; i < 3; i++) {
+    ms[i] = mem_new (&d[i], SB_RING_SIZE + 65536);
+    fill_full (&sbs[i], 70 + i);
+    sbs[i].member_uuid[0] = i;
+  }
+
+  CHECK_U64 (sb_append_all (ms, sbs, 3, res), 0);
+  for (int i = 0; i < 3; i++) {
+    CHECK_U64 (res[i], 0);
+    CHECK (durable_log (&d[i]));
+    CHECK_U64 (d[i].last_write_off, ((70 + i) % SB_RING_SLOTS) * SB_SLOT_SIZE);
+    CHECK_U64 (sb_read_newest (ms[i], &got, err, sizeof err), 0);
+    CHECK_SAME (&sbs[i], &got);
+  }
+
+  /* The middle member's write fails: it is not flushed, the others are
+   * written and made durable, the first error is returned. */
+  for (int i = 0; i < 3; i++) {
+    mem_reset_log (&d[i]);
+    sbs[i].events += 3;
+  }
+  d[1].fail_write = ENOSPC;
+  CHECK_U64 (sb_append_all (ms, sbs, 3, res), ENOSPC);
+  CHECK_U64 (res[0], 0);
+  CHECK_U64 (res[1], ENOSPC);
+  CHECK_U64 (res[2], 0);
+  CHECK (durable_log (&d[0]));
+  CHECK (strcmp (d[1].log, "SW") == 0);
+  CHECK (durable_log (&d[2]));
+  CHECK_U64 (sb_read_newest (ms[1], &got, err, sizeof err), 0);
+  CHECK_U64 (got.events, 71);
+  CHECK_U64 (sb_read_newest (ms[2], &got, err, sizeof err), 0);
+  CHECK_U64 (got.events, 75);
+
+  /* Flush failures: before the write (member 0: nothing is written) and
+   * after it (member 2: written, but not known durable).  Both fail the
+   * append for that member only. */
+  d[1].fail_write = 0;
+  for (int i = 0; i < 3; i++) {
+    mem_reset_log (&d[i]);
+    sbs[i].events += 1;                   /* 74, 75, 76 */
+  }
+  d[0].fail_flush = EROFS;
+  d[2].fail_flush = EIO;
+  d[2].flush_ok = 1;
+  CHECK_U64 (sb_append_all (ms, sbs, 3, res), EROFS);
+  CHECK_U64 (res[0], EROFS);
+  CHECK_U64 (res[1], 0);
+  CHECK_U64 (res[2], EIO);
+  CHECK (strcmp (d[0].log, "S") == 0);
+  CHECK (durable_log (&d[1]));
+  CHECK (strcmp (d[2].log, "SWS") == 0);
+  CHECK_U64 (sb_read_newest (ms[0], &got, err, sizeof err), 0);
+  CHECK_U64 (got.events, 73);             /* 74 was never written */
+  CHECK_U64 (sb_read_newest (ms[1], &got, err, sizeof err), 0);
+  CHECK_U64 (got.events, 75);
+
+  /* The append is a barrier: a data write issued before it is followed by
+   * a flush before the slot write. */
+  d[0].fail_flush = d[2].fail_flush = 0;
+  mem_reset_log (&d[1]);
+  {
+    static uint8_t data[4096];
+    memset (data, 0x77, sizeof data);
+    CHECK_U64 (member_pwrite (ms[1], data, sizeof data, SB_RING_SIZE, false),
+               0);
+  }
+  sbs[1].events += 1;
+  CHECK_U64 (sb_append_all (&ms[1], &sbs[1], 1, NULL), 0);
+  CHECK (strcmp (d[1].log, "WSWS") == 0);
+
+  /* n == 0 does nothing; results may be NULL. */
+  mem_reset_log (&d[0]);
+  CHECK_U64 (sb_append_all (ms, sbs, 0, NULL), 0);
+  CHECK (d[0].nlog == 0);
+  CHECK_U64 (sb_append_all (ms, sbs, 3, NULL), 0);
+
+  for (int i = 0; i < 3; i++) {
+    member_close (ms[i]);
+    free (d[i].data);
+  }
+}
+
+/* ---- member table and names ---- */
+
+static void
+test_lookup_names (void)
+{
+  static struct raid_sb sb;
+  uint8_t uuid[RAID_UUID_LEN];
+
+  fill_full (&sb, 1);
+  sb.nmembers = 6;
+  for (int i = 0; i < 6; i++)
+    sb.members[i].state = SB_MEMBER_IN_SYNC;
+  sb.members[0].role = 2; sb.members[0].state = SB_MEMBER_FAULTY;
+  sb.members[1].role = 0;
+  sb.members[2].role = 2; sb.members[2].state = SB_MEMBER_REBUILDING;
+  sb.members[3].role = 1; sb.members[3].state = SB_MEMBER_EMPTY;
+  sb.members[4].role = 3; sb.members[4].state = SB_MEMBER_FAULTY;
+  sb.members[5].role = -1; sb.members[5].state = SB_MEMBER_SPARE;
+  sb.members[6].role = 4; sb.members[6].state = SB_MEMBER_IN_SYNC; /* unused */
+
+  CHECK (sb_find_role (&sb, 0) == &sb.members[1]);
+  CHECK (sb_find_role (&sb, 2) == &sb.members[2]);   /* not the faulty one */
+  CHECK (sb_find_role (&sb, 3) == &sb.members[4]);   /* faulty, but the only */
+  CHECK (sb_find_role (&sb, 1) == NULL);             /* empty entry */
+  CHECK (sb_find_role (&sb, 4) == NULL);             /* past nmembers */
+  CHECK (sb_find_role (&sb, -1) == &sb.members[5]);
+  CHECK (sb_find_role (&sb, 9) == NULL);
+
+  memcpy (uuid, sb.members[4].uuid, RAID_UUID_LEN);
+  CHECK (sb_find_member (&sb, uuid) == &sb.members[4]);
+  memcpy (uuid, sb.members[3].uuid, RAID_UUID_LEN);
+  CHECK (sb_find_member (&sb, uuid) == NULL);        /* empty entry */
+  memcpy (uuid, sb.members[6].uuid, RAID_UUID_LEN);
+  CHECK (sb_find_member (&sb, uuid) == NULL);        /* past nmembers */
+  uuid[0] ^= 1;
+  CHECK (sb_find_member (&sb, uuid) == NULL);
+
+  CHECK (strcmp (sb_member_state_name (SB_MEMBER_EMPTY), "empty") == 0);
+  CHECK (strcmp (sb_member_state_name (SB_MEMBER_IN_SYNC), "in_sync") == 0);
+  CHECK (strcmp (sb_member_state_name (SB_MEMBER_FAULTY), "faulty") == 0);
+  CHECK (strcmp (sb_member_state_name (SB_MEMBER_SPARE), "spare") == 0);
+  CHECK (strcmp (sb_member_state_name (SB_MEMBER_REBUILDING), "rebuilding") == 0);
+  CHECK (strcmp (sb_member_state_name (99), "unknown") == 0);
+  CHECK (strcmp (sb_consistency_name (SB_CONS_JOURNAL), "journal") == 0);
+  CHECK (strcmp (sb_consistency_name (SB_CONS_BITMAP), "bitmap") == 0);
+  CHECK (strcmp (sb_consistency_name (SB_CONS_RESYNC), "resync") == 0);
+  CHECK (strcmp (sb_consistency_name (0), "unknown") == 0);
+  CHECK (strcmp (sb_consistency_name (4), "unknown") == 0);
+  CHECK_U64 (sb_consistency_parse ("journal"), SB_CONS_JOURNAL);
+  CHECK_U64 (sb_consistency_parse ("bitmap"), SB_CONS_BITMAP);
+  CHECK_U64 (sb_consistency_parse ("resync"), SB_CONS_RESYNC);
+  CHECK (sb_consistency_parse ("Journal") == -1);
+  CHECK (sb_consistency_parse ("") == -1);
+  CHECK (sb_consistency_parse (NULL) == -1);
+  CHECK (strcmp (sb_reshape_state_name (SB_RESHAPE_NONE), "none") == 0);
+  CHECK (strcmp (sb_reshape_state_name (SB_RESHAPE_FROZEN), "frozen") == 0);
+  CHECK (strcmp (sb_reshape_state_name (SB_RESHAPE_RUNNING), "running") == 0);
+  CHECK (strcmp (sb_reshape_state_name (3), "unknown") == 0);
+}
+
+int
+main (void)
+{
+  test_round_trip ();
+  test_layout ();
+  test_corruption ();
+  test_semantic ();
+  test_features ();
+  test_ring_file ();
+  test_ring_mem ();
+  test_ring_newer ();
+  test_ring_duplicate ();
+  test_append_all ();
+  test_lookup_names ();
+  mio_shutdown ();
+
+  if (failures) {
+    printf ("test-sb: %u of %u checks failed\n", failures, checks);
+    return 1;
+  }
+  printf ("test-sb: %u checks passed\n", checks);
+  return 0;
+}

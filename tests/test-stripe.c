@@ -1,0 +1,425 @@
+/* nbdkit-raid: stripe engine test.
+ *
+ * Arrays of every level and several layouts are created with raid_create on
+ * tmpfs files, loaded into memory, and assembled over in-memory custom
+ * members whose failures are injected deterministically.  A seeded random
+ * workload of writes (aligned, unaligned, sub-sector, multi-row), zeroes and
+ * reads runs against a byte model of the array; after every phase the whole
+ * array is read back and compared with the model, and the parity of every
+ * row is checked directly on the member buffers.  Then members fail (reads,
+ * writes, or both) and the same checks run degraded; beyond redundancy I/O
+ * must fail with EIO.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "array.h"
+#include "create.h"
+#include "geometry.h"
+#include "member.h"
+#include "parity.h"
+#include "sb.h"
+#include "util.h"
+
+static int checks, failures;
+
+#define CHECK(cond, ...) do {                                          \
+    checks++;                                                           \
+    if (!(cond)) {                                                      \
+      failures++;                                                       \
+      fprintf (stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);            \
+      fprintf (stderr, __VA_ARGS__);                                    \
+      fprintf (stderr, "\n");                                           \
+      if (failures > 20) exit (1);                                      \
+    }                                                                   \
+  } while (0)
+
+/* ---- in-memory member with fault injection ---- */
+struct memdev {
+  uint8_t *data;
+  uint64_t size;
+  int fail_reads, fail_writes;       /* nonzero: every such op returns EIO */
+  unsigned long nreads, nwrites;
+};
+
+static int
+md_pread (void *p, void *buf, size_t len, uint64_t off)
+{
+  struct memdev *d = p;
+  __atomic_add_fetch (&d->nreads, 1, __ATOMIC_RELAXED);
+  if (d->fail_reads || off + len > d->size)
+    return EIO;
+  memcpy (buf, d->data + off, len);
+  return 0;
+}
+
+static int
+md_pwrite (void *p, const void *buf, size_t len, uint64_t off, bool fua)
+{
+  struct memdev *d = p;
+  __atomic_add_fetch (&d->nwrites, 1, __ATOMIC_RELAXED);
+  if (d->fail_writes || off + len > d->size)
+    return EIO;
+  memcpy (d->data + off, buf, len);
+  return 0;
+}
+
+static int
+md_flush (void *p)
+{
+  struct memdev *d = p;
+  return d->fail_writes ? EIO : 0;
+}
+
+static const struct member_custom_ops md_ops = {
+  .pread = md_pread, .pwrite = md_pwrite, .flush = md_flush,
+};
+
+/* ---- random ---- */
+static uint64_t rng_state;
+static uint64_t
+rnd (void)
+{
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+struct fixture {
+  int level, layout, n;
+  uint32_t chunk;
+  uint64_t data_offset;
+  struct memdev dev[RAID_MAX_MEMBERS];
+  struct raid_array *a;
+  uint8_t *model;
+  uint64_t size;
+};
+
+#define MEMBER_SIZE (8u << 20)
+#define DATA_OFFSET (4u << 20)
+
+static void
+make_array (struct fixture *f, int level, int layout, int n, uint32_t chunk)
+{
+  char path[RAID_MAX_MEMBERS][64], err[512];
+  const char *specs[RAID_MAX_MEMBERS];
+  struct member *ms[RAID_MAX_MEMBERS];
+  uint8_t uuid[RAID_UUID_LEN];
+  struct raid_create_opts o = {
+    .level = level, .layout = layout, .chunk = chunk, .size = MEMBER_SIZE,
+    .data_offset = DATA_OFFSET, .assume_clean = true, .nmembers = n,
+    .members = specs,
+  };
+  const char *dir = access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+
+  memset (f, 0, sizeof *f);
+  f->level = level; f->layout = layout; f->n = n; f->chunk = chunk;
+  f->data_offset = DATA_OFFSET;
+  for (int i = 0; i < n; i++) {
+    snprintf (path[i], sizeof path[i], "%s/test-stripe-%d-%d", dir, (int) getpid (), i);
+    unlink (path[i]);
+    specs[i] = path[i];
+  }
+  if (raid_create (&o, uuid, err, sizeof err) < 0) {
+    fprintf (stderr, "raid_create: %s\n", err);
+    exit (1);
+  }
+  for (int i = 0; i < n; i++) {
+    FILE *fp = fopen (path[i], "rb");
+    f->dev[i].size = MEMBER_SIZE;
+    f->dev[i].data = calloc (1, MEMBER_SIZE);
+    if (!fp || fread (f->dev[i].data, 1, MEMBER_SIZE, fp) != MEMBER_SIZE) {
+      perror (path[i]);
+      exit (1);
+    }
+    fclose (fp);
+    unlink (path[i]);
+  }
+  /* Assemble in reverse order: roles come from the superblocks. */
+  for (int i = 0; i < n; i++) {
+    int j = n - 1 - i;
+    ms[i] = member_new_custom (path[j], MEMBER_SIZE, &md_ops, &f->dev[j]);
+  }
+  if (raid_array_assemble (ms, n, &(struct raid_assemble_opts) { 0 }, &f->a,
+                           err, sizeof err) < 0) {
+    fprintf (stderr, "assemble: %s\n", err);
+    exit (1);
+  }
+  f->size = raid_array_size (f->a);
+  f->model = calloc (1, f->size);
+}
+
+static void
+free_array (struct fixture *f)
+{
+  raid_array_close (f->a);
+  for (int i = 0; i < f->n; i++)
+    free (f->dev[i].data);
+  free (f->model);
+}
+
+/* Every row's parity, checked directly on the member buffers (roles are
+ * member indexes because raid_create gave member i role i). */
+static int
+verify_parity (struct fixture *f, uint32_t skip_mask)
+{
+  struct raid_geom g;
+  struct raid_row rr;
+  char err[128];
+  int bad = 0;
+
+  raid_geom_init (&g, f->level, f->layout, f->chunk, f->n, err, sizeof err);
+  if (g.level == 0)
+    return 0;
+  for (uint64_t row = 0; row < (MEMBER_SIZE - DATA_OFFSET) / f->chunk; row++) {
+    void *blk[RAID_MAX_MEMBERS + 2];
+    uint64_t off = DATA_OFFSET + row * f->chunk;
+    if (g.level == 1) {
+      for (int r = 1; r < f->n; r++)
+        if (!(skip_mask & (1u << r)) && !(skip_mask & 1) &&
+            memcmp (f->dev[0].data + off, f->dev[r].data + off, f->chunk))
+          bad++;
+      continue;
+    }
+    raid_geom_row (&g, row, &rr);
+    if (skip_mask)
+      continue;                      /* degraded rows: checked via reads */
+    for (int i = 0; i < g.data_disks; i++)
+      blk[g.level == 6 ? rr.slot[i] : i] = f->dev[rr.data[i]].data + off;
+    blk[g.data_disks] = f->dev[rr.pd].data + off;
+    if (g.level == 6)
+      blk[g.data_disks + 1] = f->dev[rr.qd].data + off;
+    if (parity_check (g.data_disks, g.parity_disks, f->chunk, blk) != 1)
+      bad++;
+  }
+  return bad;
+}
+
+static void
+verify_contents (struct fixture *f, const char *when)
+{
+  uint8_t *buf = malloc (f->size);
+  int r = raid_array_pread (f->a, buf, f->size, 0);
+
+  CHECK (r == 0, "%s: full read: %s", when, strerror (r));
+  if (r == 0) {
+    uint64_t i;
+    for (i = 0; i < f->size && buf[i] == f->model[i]; i++)
+      ;
+    CHECK (i == f->size, "%s: raid%d %s n=%d chunk=%u: first difference at %" PRIu64,
+           when, f->level, raid_layout_name (f->layout), f->n, f->chunk, i);
+  }
+  free (buf);
+}
+
+/* One random operation: write / zero / read, checked against the model. */
+static void
+random_op (struct fixture *f, uint8_t *tmp, uint64_t maxlen)
+{
+  uint64_t kind = rnd () % 10;
+  uint64_t len = 1 + rnd () % maxlen;
+  uint64_t off;
+
+  if (rnd () % 4 == 0)       /* aligned to chunk or row boundaries */
+    len = raid_round_up (len, f->chunk);
+  if (len > f->size)
+    len = f->size;
+  off = rnd () % (f->size - len + 1);
+  if (rnd () % 3 == 0)
+    off = raid_round_down (off, f->chunk) + (rnd () % 3 == 0 ? 1 : 0);
+  if (off + len > f->size)
+    off = f->size - len;
+
+  if (kind < 6) {
+    uint8_t v = rnd ();
+    for (uint64_t i = 0; i < len; i++)
+      tmp[i] = v + i * 7;
+    int r = raid_array_pwrite (f->a, tmp, len, off, kind == 0 ? RAID_IO_FUA : 0);
+    CHECK (r == 0, "pwrite %" PRIu64 "+%" PRIu64 ": %s", off, len, strerror (r));
+    memcpy (f->model + off, tmp, len);
+  }
+  else if (kind < 7) {
+    int r = raid_array_zero (f->a, len, off, 0, false);
+    CHECK (r == 0, "zero %" PRIu64 "+%" PRIu64 ": %s", off, len, strerror (r));
+    memset (f->model + off, 0, len);
+  }
+  else {
+    int r = raid_array_pread (f->a, tmp, len, off);
+    CHECK (r == 0 && memcmp (tmp, f->model + off, len) == 0,
+           "pread %" PRIu64 "+%" PRIu64 " mismatch (r=%d)", off, len, r);
+  }
+}
+
+static void
+workload (struct fixture *f, int nops)
+{
+  uint64_t maxlen = 3 * (uint64_t) f->chunk * f->n;
+  uint8_t *tmp = malloc (maxlen + f->chunk);
+
+  for (int i = 0; i < nops; i++)
+    random_op (f, tmp, i % 5 == 0 ? maxlen : 9000);
+  free (tmp);
+}
+
+static int
+tolerance (const struct fixture *f)
+{
+  return f->level == 0 ? 0 : f->level == 1 ? f->n - 1 : f->level == 6 ? 2 : 1;
+}
+
+static void
+run_case (int level, int layout, int n, uint32_t chunk)
+{
+  struct fixture f;
+  char when[128];
+
+  rng_state = 0x9e3779b97f4a7c15ull ^ (level * 1000 + layout * 10 + n) ^ chunk;
+  make_array (&f, level, layout, n, chunk);
+  snprintf (when, sizeof when, "raid%d %s n=%d chunk=%u", level,
+            raid_layout_name (layout), n, chunk);
+
+  workload (&f, 300);
+  verify_contents (&f, when);
+  CHECK (verify_parity (&f, 0) == 0, "%s: parity mismatch after workload", when);
+  CHECK (raid_array_health (f.a) == RAID_HEALTH_OPTIMAL, "%s: not optimal", when);
+
+  /* Fail members one by one, within redundancy: first by reads and writes
+   * failing at run time, then a dead member. */
+  for (int k = 0; k < tolerance (&f) && k < 2; k++) {
+    int victim = (k * 3 + 1) % n;
+    f.dev[victim].fail_reads = f.dev[victim].fail_writes = 1;
+    workload (&f, 150);
+    verify_contents (&f, when);
+    CHECK (raid_array_health (f.a) == RAID_HEALTH_DEGRADED,
+           "%s: health %s after %d failures", when,
+           raid_health_name (raid_array_health (f.a)), k + 1);
+  }
+
+  /* Beyond redundancy: EIO, no hang. */
+  if (level != 1) {
+    uint8_t buf[4096];
+    for (int i = 0; i < n; i++)
+      f.dev[i].fail_reads = f.dev[i].fail_writes = (i % 2 == 0) || i < 3;
+    raid_array_pread (f.a, buf, sizeof buf, 0);
+    raid_array_pwrite (f.a, buf, sizeof buf, 0, 0);
+    int r = raid_array_pread (f.a, buf, sizeof buf, f.size / 2);
+    CHECK (r == EIO, "%s: read beyond redundancy returned %d", when, r);
+    r = raid_array_pwrite (f.a, buf, sizeof buf, 0, 0);
+    CHECK (r == EIO, "%s: write beyond redundancy returned %d", when, r);
+    CHECK (raid_array_health (f.a) == RAID_HEALTH_FAILED, "%s: not failed", when);
+  }
+  free_array (&f);
+}
+
+/* A read error below the limit is repaired: the block is rebuilt from the
+ * others and rewritten, the member stays in sync. */
+static void
+run_read_repair (void)
+{
+  struct fixture f;
+  uint8_t *buf;
+
+  rng_state = 12345;
+  make_array (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 65536);
+  workload (&f, 100);
+  buf = malloc (f.size);
+  /* Corrupt nothing, just fail reads once on member 2: a read error. */
+  f.dev[2].fail_reads = 1;
+  f.dev[2].fail_writes = 0;
+  int r = raid_array_pread (f.a, buf, 65536 * 3, 0);
+  f.dev[2].fail_reads = 0;
+  CHECK (r == 0 && memcmp (buf, f.model, 65536 * 3) == 0, "read repair: data");
+  CHECK (raid_array_health (f.a) == RAID_HEALTH_OPTIMAL, "read repair: health %s",
+         raid_health_name (raid_array_health (f.a)));
+  CHECK (verify_parity (&f, 0) == 0, "read repair: parity");
+  free (buf);
+  free_array (&f);
+}
+
+/* Concurrent writers on interleaved ranges within the same rows. */
+struct thr { struct fixture *f; int id, nthreads; };
+
+static void *
+writer (void *p)
+{
+  struct thr *t = p;
+  struct fixture *f = t->f;
+  uint64_t blk = 1024, nblk = f->size / blk;
+  uint8_t buf[1024];
+
+  for (int iter = 0; iter < 4; iter++)
+    for (uint64_t b = t->id; b < nblk; b += t->nthreads) {
+      memset (buf, (int) (b * 31 + iter + t->id), sizeof buf);
+      if (raid_array_pwrite (f->a, buf, blk, b * blk, 0) != 0)
+        return (void *) 1;
+    }
+  return NULL;
+}
+
+static void
+run_concurrency (int level, int layout, int n)
+{
+  struct fixture f;
+  pthread_t th[6];
+  struct thr t[6];
+
+  make_array (&f, level, layout, n, 4096);
+  for (int i = 0; i < 6; i++) {
+    t[i] = (struct thr) { &f, i, 6 };
+    pthread_create (&th[i], NULL, writer, &t[i]);
+  }
+  for (int i = 0; i < 6; i++) {
+    void *r;
+    pthread_join (th[i], &r);
+    CHECK (r == NULL, "concurrent writer %d failed", i);
+  }
+  for (uint64_t b = 0; b < f.size / 1024; b++)
+    memset (f.model + b * 1024, (int) (b * 31 + 3 + b % 6), 1024);
+  verify_contents (&f, "concurrency");
+  CHECK (verify_parity (&f, 0) == 0, "concurrency: raid%d parity", level);
+  free_array (&f);
+}
+
+int
+main (void)
+{
+  static const struct { int level, layout, n; uint32_t chunk; } cases[] = {
+    { 0, RAID_LAYOUT_NONE, 3, 16384 },
+    { 1, RAID_LAYOUT_NONE, 3, 65536 },
+    { 4, RAID_LAYOUT_PARITY_N, 4, 65536 },
+    { 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 65536 },
+    { 5, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 4096 },
+    { 5, RAID_LAYOUT_RIGHT_ASYMMETRIC, 4, 16384 },
+    { 5, RAID_LAYOUT_LEFT_ASYMMETRIC, 3, 8192 },
+    { 5, RAID_LAYOUT_RIGHT_SYMMETRIC, 6, 4096 },
+    { 5, RAID_LAYOUT_PARITY_0, 4, 32768 },
+    { 5, RAID_LAYOUT_PARITY_N, 2, 8192 },
+    { 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 65536 },
+    { 6, RAID_LAYOUT_LEFT_ASYMMETRIC, 6, 8192 },
+    { 6, RAID_LAYOUT_RIGHT_SYMMETRIC, 4, 4096 },
+    { 6, RAID_LAYOUT_PARITY_0, 5, 16384 },
+    { 6, RAID_LAYOUT_LEFT_SYMMETRIC_6, 5, 8192 },
+    { 6, RAID_LAYOUT_RIGHT_ASYMMETRIC_6, 6, 4096 },
+    { 6, RAID_LAYOUT_PARITY_0_6, 5, 8192 },
+  };
+
+  raid_log_set_sink (NULL);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    run_case (cases[i].level, cases[i].layout, cases[i].n, cases[i].chunk);
+  run_read_repair ();
+  run_concurrency (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
+  run_concurrency (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
+  mio_shutdown ();
+  if (failures) {
+    fprintf (stderr, "test-stripe: %d of %d checks failed\n", failures, checks);
+    return 1;
+  }
+  printf ("test-stripe: %d checks passed\n", checks);
+  return 0;
+}
