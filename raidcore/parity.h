@@ -7,9 +7,11 @@
  * whose Q exponent is s.  This is exactly isa-l pq_gen's convention.
  *
  * Buffers: any pointer alignment is accepted (client buffers from nbdkit are
- * often only 16-byte aligned); misaligned sources are bounced through an
- * aligned per-thread scratch area internally.  len must be a multiple of 64
- * and > 0.  Every isa-l return code is checked; a failure returns -1 with
+ * often only 16-byte aligned); misaligned blocks are either copied through
+ * an aligned per-thread scratch area or handled by isa-l's alignment-free
+ * erasure-code kernels, whichever measured faster.  len must be a multiple
+ * of 64 and > 0; k is at most RAID_MAX_MEMBERS (32).  Out of scratch memory:
+ * -1 with errno = ENOMEM before anything is written.  Every isa-l return code is checked; a failure returns -1 with
  * errno = EINVAL and writes nothing that the caller relies on.
  *
  * All functions are thread-safe and never allocate per call after a
