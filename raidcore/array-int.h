@@ -42,6 +42,29 @@ struct array_member {
 
 #define ARRAY_MAX_READ_ERRORS 20           /* md's default */
 
+/* The background sync action (sync.c).  One action at a time; its state
+ * changes only under `lock`, and every change is broadcast on `changed`,
+ * which the sync thread (waiting for work, unfreeze or stop) and wait
+ * requests (waiting for idle/frozen, with a timeout) sleep on. */
+struct sync_ctl {
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  pthread_t thread;
+  bool started;
+  bool stop;                               /* array closing */
+  int action;                              /* enum raid_sync_action */
+  bool frozen;                             /* action kept, thread idle */
+  uint64_t pos, total;                     /* bytes of the action's unit */
+  uint64_t rate;                           /* bytes/s, smoothed */
+  uint64_t mismatch;                       /* check/repair */
+  int target_slot, target_role;            /* recover */
+  uint64_t speed_min, speed_max;           /* bytes/s; max 0 = unlimited */
+  uint64_t ckpt_ns;                        /* last durable checkpoint */
+};
+
+#define SYNC_SPEED_MIN_DEFAULT (16u << 20)
+#define SYNC_SPEED_MAX_DEFAULT 0           /* unlimited */
+
 struct raid_array {
   pthread_mutex_t sb_lock;                 /* guards sb and member table updates */
   struct raid_sb sb;                       /* newest array state */
@@ -51,10 +74,41 @@ struct raid_array {
   uint64_t size;                           /* exported bytes */
   _Atomic int health;                      /* enum raid_health */
   bool can_fua;
+  struct sync_ctl sync;
+  _Atomic uint64_t rb_row;                 /* rebuild cursor: rows of cur below
+                                              it are valid on REBUILDING roles */
+  _Atomic uint64_t fg_ns;                  /* last foreground I/O (monotonic) */
+  struct member *retired[SB_MAX_MEMBERS * 2]; /* removed members, closed at close */
+  int nretired;
 };
 
-/* Roles of layout L that must not be used (faulty, missing, stale). */
-uint32_t array_bad_roles (struct raid_array *a, const struct layout *L);
+/* Commit a->sb (events + 1) to every member in use; caller holds sb_lock. */
+int array_commit (struct raid_array *a);
+bool array_member_in_use (struct raid_array *a, int t);
+void array_update_health (struct raid_array *a);
+
+/* sync.c */
+void sync_init (struct raid_array *a);
+int sync_thread_start (struct raid_array *a);
+void sync_thread_stop (struct raid_array *a);
+/* Begin an action (caller holds no lock); refuses EBUSY if one exists. */
+int sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
+                uint64_t from, char *err, size_t errlen);
+/* Stop the running recovery of table slot t (it went faulty). */
+void sync_cancel_target (struct raid_array *a, int t);
+/* Start recovery onto table slot `spare` for `role` (holds sb_lock inside). */
+int array_start_recovery (struct raid_array *a, int spare, int role,
+                          char *err, size_t errlen);
+/* manage.c: at start, resume recovery/scrub or begin recovery onto a spare. */
+int array_resume_actions (struct raid_array *a);
+
+/* Roles of layout L that must not be used in any row (faulty, missing,
+ * stale).  Roles being rebuilt are not in it: they are good in rows below
+ * the rebuild cursor; if rb_mask/rb_row are given they receive those roles
+ * and the cursor (rows of L).  Call with the rows of interest locked when
+ * the answer must not change under you. */
+uint32_t array_bad_roles (struct raid_array *a, const struct layout *L,
+                          uint32_t *rb_mask, uint64_t *rb_row);
 
 /* The member holding role r of L, or NULL if the role has none. */
 static inline struct member *
@@ -79,5 +133,9 @@ int stripe_write (struct raid_array *a, const struct layout *L,
                   const void *buf, uint64_t count, uint64_t off, unsigned flags);
 int stripe_zero (struct raid_array *a, const struct layout *L,
                  uint64_t count, uint64_t off, unsigned flags);
+int stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                         uint64_t n, int role, _Atomic uint64_t *cursor);
+int stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                       uint64_t n, bool repair, uint64_t *mismatches);
 
 #endif

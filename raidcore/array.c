@@ -47,16 +47,26 @@ raid_member_state_name (enum raid_member_state s)
 }
 
 uint32_t
-array_bad_roles (struct raid_array *a, const struct layout *L)
+array_bad_roles (struct raid_array *a, const struct layout *L,
+                 uint32_t *rb_mask, uint64_t *rb_row)
 {
-  uint32_t bad = 0;
+  uint32_t bad = 0, rb = 0;
 
+  if (rb_row)
+    *rb_row = atomic_load (&a->rb_row);
   for (int r = 0; r < L->g.raid_disks; r++) {
-    int s = L->slot[r];
-    if (s < 0 || !a->mem[s].m ||
-        atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC)
+    int s = __atomic_load_n (&L->slot[r], __ATOMIC_ACQUIRE);
+    int st = s < 0 || !a->mem[s].m ? RAID_MEMBER_MISSING
+      : atomic_load (&a->mem[s].state);
+    if (st == RAID_MEMBER_REBUILDING)
+      rb |= 1u << r;
+    else if (st != RAID_MEMBER_IN_SYNC)
       bad |= 1u << r;
   }
+  if (rb_mask)
+    *rb_mask = rb;
+  else
+    bad |= rb;
   return bad;
 }
 
@@ -66,10 +76,10 @@ tolerance (const struct raid_geom *g)
   return g->level == 0 ? 0 : g->parity_disks;
 }
 
-static void
-update_health (struct raid_array *a)
+void
+array_update_health (struct raid_array *a)
 {
-  int nbad = __builtin_popcount (array_bad_roles (a, &a->cur));
+  int nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
   enum raid_health h = nbad == 0 ? RAID_HEALTH_OPTIMAL
     : nbad <= tolerance (&a->cur.g) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
 
@@ -80,8 +90,8 @@ update_health (struct raid_array *a)
 }
 
 /* Members that receive journal records: every member still in use. */
-static bool
-member_in_use (struct raid_array *a, int t)
+bool
+array_member_in_use (struct raid_array *a, int t)
 {
   int st = atomic_load (&a->mem[t].state);
   return a->mem[t].m &&
@@ -100,7 +110,7 @@ mark_faulty_locked (struct raid_array *a, int t)
  * A member whose append fails is marked faulty and the commit is redone
  * without it (at most once per member).  Returns 0, or EIO when no member
  * could be written. */
-static int
+int
 array_commit (struct raid_array *a)
 {
   for (int attempt = 0; attempt <= SB_MAX_MEMBERS; attempt++) {
@@ -111,7 +121,7 @@ array_commit (struct raid_array *a)
     a->sb.events++;
     a->sb.utime_ns = raid_now_realtime_ns ();
     for (int t = 0; t < (int) a->sb.nmembers; t++)
-      if (member_in_use (a, t))
+      if (array_member_in_use (a, t))
         idx[n] = t, ms[n++] = a->mem[t].m;
     if (n == 0)
       return EIO;
@@ -132,7 +142,7 @@ array_commit (struct raid_array *a)
         mark_faulty_locked (a, idx[j]);
         nfail++;
       }
-    update_health (a);
+    array_update_health (a);
     if (nfail == 0)
       return 0;
   }
@@ -161,10 +171,11 @@ array_member_io_error (struct raid_array *a, struct member *m, int err,
   if (atomic_load (&a->mem[t].state) != RAID_MEMBER_FAULTY) {
     raid_log (RAID_LOG_ERROR, "member %s marked faulty", member_spec (m));
     mark_faulty_locked (a, t);
-    update_health (a);
+    array_update_health (a);
     array_commit (a);
   }
   pthread_mutex_unlock (&a->sb_lock);
+  sync_cancel_target (a, t);
   return true;
 }
 
@@ -249,13 +260,13 @@ entry_state (const struct raid_sb *newest, const struct sb_member_entry *e,
   if (e->state == SB_MEMBER_FAULTY)
     return RAID_MEMBER_FAULTY;
   current = c->sb.events == newest->events ||
-    (c->sb.events + 1 == newest->events && e->state != SB_MEMBER_REBUILDING);
+    (c->sb.events + 1 == newest->events && e->state == SB_MEMBER_IN_SYNC);
   if (!current)
     return RAID_MEMBER_STALE;
   switch (e->state) {
   case SB_MEMBER_IN_SYNC: return RAID_MEMBER_IN_SYNC;
   case SB_MEMBER_SPARE: return RAID_MEMBER_SPARE;
-  /* Rebuild is not resumed by this build: the member is not trusted. */
+  case SB_MEMBER_REBUILDING: return RAID_MEMBER_REBUILDING;
   default: return RAID_MEMBER_STALE;
   }
 }
@@ -342,7 +353,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   if (build_layout (a, err, errlen) < 0 || bind_members (a, c, n) < 0)
     goto fail;
 
-  nbad = __builtin_popcount (array_bad_roles (a, &a->cur));
+  nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
   raid_uuid_format (a->sb.array_uuid, u);
   if (nbad > tolerance (&a->cur.g)) {
     snprintf (err, errlen,
@@ -352,8 +363,13 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     goto fail;
   }
   a->size = a->sb.array_size;
-  a->can_fua = true;               /* members emulate FUA where not native */
-  update_health (a);
+  a->can_fua = true;
+  sync_init (a);
+  atomic_store (&a->rb_row, 0);
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
+      atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);               /* members emulate FUA where not native */
+  array_update_health (a);
 
   /* Record roles lost since the last record before serving anything. */
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
@@ -398,6 +414,9 @@ raid_array_start (struct raid_array *a)
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m && member_start (a->mem[t].m) != 0)
       return -1;
+  if (sync_thread_start (a) != 0)
+    return -1;
+  array_resume_actions (a);
   return 0;
 }
 
@@ -406,10 +425,13 @@ raid_array_close (struct raid_array *a)
 {
   if (!a)
     return;
+  sync_thread_stop (a);
   raid_array_flush (a);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m)
       member_close (a->mem[t].m);
+  for (int i = 0; i < a->nretired; i++)
+    member_close (a->retired[i]);
   stripe_lock_destroy (&a->locks);
   pthread_mutex_destroy (&a->sb_lock);
   free (a);
@@ -450,6 +472,7 @@ int
 raid_array_pread (struct raid_array *a, void *buf, uint64_t count, uint64_t off)
 {
   int err = check_range (a, count, off);
+  atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
   return err ? err : count ? stripe_read (a, &a->cur, buf, count, off) : 0;
 }
 
@@ -458,6 +481,7 @@ raid_array_pwrite (struct raid_array *a, const void *buf, uint64_t count,
                    uint64_t off, unsigned flags)
 {
   int err = check_range (a, count, off);
+  atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
   return err ? err : count ? stripe_write (a, &a->cur, buf, count, off, flags) : 0;
 }
 
@@ -482,7 +506,7 @@ raid_array_flush (struct raid_array *a)
   size_t n = 0;
 
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (member_in_use (a, t))
+    if (array_member_in_use (a, t))
       mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
   if (mio_run (mios, n) == 0)
     return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;

@@ -77,4 +77,92 @@ enum raid_member_state {
 };
 const char *raid_member_state_name (enum raid_member_state s);
 
+/* ------------------------------------------------------------------
+ * Management (the control socket calls these; every one is safe to call
+ * from any thread while I/O runs, returns within bounded time, and on
+ * refusal returns an errno value with a message in err and changes
+ * nothing: not even the event count).
+ */
+
+/* What status reports: a consistent snapshot. */
+struct raid_member_status {
+  int role;                       /* -1 for a spare */
+  char spec[1024];                /* as given, or "" when missing */
+  enum raid_member_state state;
+  unsigned errors;
+  uint64_t data_offset;
+};
+
+enum raid_sync_action {
+  RAID_SYNC_IDLE, RAID_SYNC_FROZEN, RAID_SYNC_RESYNC, RAID_SYNC_RECOVER,
+  RAID_SYNC_CHECK, RAID_SYNC_REPAIR, RAID_SYNC_RESHAPE,
+};
+const char *raid_sync_action_name (enum raid_sync_action a);
+
+struct raid_geom_status { int level, layout; uint32_t chunk; int raid_disks; };
+
+struct raid_status {
+  uint8_t uuid[RAID_UUID_LEN];
+  struct raid_geom_status geom;   /* as the array is now */
+  int data_disks;
+  uint64_t size;                  /* exported bytes */
+  enum raid_health health;
+  enum raid_sync_action sync_action;
+  int nmembers;
+  struct raid_member_status members[SB_MAX_MEMBERS];
+  bool has_reshape;               /* reshape record present */
+  struct {
+    bool running;                 /* false: frozen */
+    uint64_t position, total, boundary;
+    int direction;                /* enum sb_direction */
+    struct raid_geom_status from, to;
+  } reshape;
+  bool has_progress;              /* a sync action is running or frozen */
+  struct {
+    enum raid_sync_action action;
+    uint64_t done, total, rate;   /* bytes, bytes, bytes/s */
+    int64_t eta_seconds;          /* -1 unknown */
+  } progress;
+  uint64_t mismatch_count;
+  uint64_t events;
+  int consistency;                /* enum sb_consistency */
+  uint64_t speed_min, speed_max;  /* bytes/s */
+};
+
+void raid_array_status (struct raid_array *a, struct raid_status *st);
+
+/* A member named by role number ("2") or by spec (as given on the command
+ * line or to add). */
+int raid_array_fail (struct raid_array *a, const char *member, char *err, size_t errlen);
+int raid_array_remove (struct raid_array *a, const char *member, char *err, size_t errlen);
+/* Open spec, check it is large enough and unused, write its superblock
+ * (spare), add it; a degraded array starts recovery onto it. */
+int raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen);
+/* Rebuild `member` onto `with` (a spare; NULL: any spare) while it serves. */
+int raid_array_replace (struct raid_array *a, const char *member, const char *with,
+                        char *err, size_t errlen);
+int raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen);
+int raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t *max,
+                          char *err, size_t errlen);
+int raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen);
+/* Wait until the sync action is idle or frozen, or timeout_s passes (< 0:
+ * no timeout is NOT allowed: callers pass a bound).  Returns 0 either way. */
+int raid_array_wait (struct raid_array *a, double timeout_s);
+
+/* Reshape (prepare, start, freeze, abort): see SPEC section 6. */
+struct raid_reshape_req {
+  int level;                      /* -1: unchanged */
+  int layout;                     /* -1: unchanged / implied */
+  uint32_t chunk;                 /* 0: unchanged */
+  int raid_devices;               /* 0: unchanged / implied by add */
+  int nadd;
+  const char *const *add;         /* member specs */
+};
+/* Prepare: validates, persists the frozen record; on success fills plan. */
+int raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
+                        struct raid_status *plan, char *err, size_t errlen);
+int raid_array_start_action (struct raid_array *a, char *err, size_t errlen);
+int raid_array_freeze (struct raid_array *a, char *err, size_t errlen);
+int raid_array_abort (struct raid_array *a, char *err, size_t errlen);
+
 #endif

@@ -74,6 +74,8 @@ enum sb_reshape_state {
 
 enum sb_direction { SB_DIR_FORWARD = 0, SB_DIR_BACKWARD = 1 };
 
+enum sb_sync_action { SB_SYNC_NONE = 0, SB_SYNC_CHECK = 1, SB_SYNC_REPAIR = 2 };
+
 /* Array flags. */
 #define SB_FLAG_DIRTY 1u      /* writes may be in flight; set before the first
                                  write after a clean state, cleared at a clean
@@ -116,6 +118,11 @@ struct raid_sb {
   uint64_t reshape_position; /* array bytes already moved (0 .. reshape_total) */
   uint32_t new_level, new_layout, new_chunk, new_raid_devices;
   uint64_t new_array_size;
+
+  /* an interrupted scrub, resumed at the next start */
+  uint32_t sync_action;      /* enum sb_sync_action */
+  uint64_t sync_position;    /* array bytes done */
+  uint64_t mismatch_count;   /* 4 KiB parity columns found wrong so far */
 
   /* member table, indexed by table slot (not role) */
   uint32_t nmembers;         /* used entries: 0..SB_MAX_MEMBERS */

@@ -303,13 +303,30 @@ struct group {
   struct raid_array *a;
   const struct layout *L;
   struct arena *ar;
-  uint32_t bad;                      /* roles not to use */
+  uint32_t bad;                      /* roles not to use, in every row */
+  uint32_t rb_mask;                  /* roles being rebuilt: good below rb_row */
+  uint64_t rb_row;
   uint32_t repair;                   /* read path: roles to rewrite */
   struct raid_row rr;                /* scratch */
   struct seg *segs;
   size_t nsegs, capsegs;
   struct piece_list rd, wr;
 };
+
+/* Roles not to use in `row`.  Taken from a snapshot made while holding the
+ * row locks (or, for unlocked reads, of rows the rebuild has already passed:
+ * the rebuild cursor only moves forward, so they stay good). */
+static uint32_t
+bad_at (const struct group *G, uint64_t row)
+{
+  return G->bad | (row >= G->rb_row ? G->rb_mask : 0);
+}
+
+static void
+snapshot (struct group *G, uint32_t extra)
+{
+  G->bad = array_bad_roles (G->a, G->L, &G->rb_mask, &G->rb_row) | extra;
+}
 
 static int
 nparity (const struct layout *L)
@@ -415,14 +432,10 @@ touch_full (const struct seg *sg, const struct touch *t)
 }
 
 static bool
-row_has_bad (const struct group *G, const struct raid_row *rr)
+row_has_bad (const struct group *G, uint64_t row)
 {
-  const struct layout *L = G->L;
-  for (int i = 0; i < L->g.data_disks; i++)
-    if (G->bad & (1u << rr->data[i]))
-      return true;
-  return (rr->pd >= 0 && (G->bad & (1u << rr->pd))) ||
-         (rr->qd >= 0 && (G->bad & (1u << rr->qd)));
+  uint32_t all = G->L->g.raid_disks >= 32 ? ~0u : (1u << G->L->g.raid_disks) - 1;
+  return (bad_at (G, row) & all) != 0;
 }
 
 static enum seg_plan
@@ -430,7 +443,7 @@ choose_plan (const struct group *G, const struct seg *sg, const struct raid_row 
 {
   int k = G->L->g.data_disks, nfull = 0;
 
-  if (row_has_bad (G, rr))
+  if (row_has_bad (G, sg->row))
     return SEG_RECON;
   for (int i = 0; i < sg->ntouch; i++)
     nfull += touch_full (sg, &sg->t[i]);
@@ -479,7 +492,7 @@ plan_recon_reads (struct group *G, struct seg *sg, const struct raid_row *rr,
     int idx = role_index (L, rr, r);
     if (idx < 0)
       continue;
-    if (G->bad & (1u << r)) {
+    if (bad_at (G, sg->row) & (1u << r)) {
       if (*nmissing == np)
         return EIO;
       missing[(*nmissing)++] = idx;
@@ -599,7 +612,7 @@ compute_write_seg (struct group *G, struct seg *sg)
   case SEG_RECON: {
     int missing[2], n = 0;
     for (int r = 0; r < L->g.raid_disks; r++)
-      if ((G->bad & (1u << r)) && role_index (L, rr, r) >= 0)
+      if ((bad_at (G, sg->row) & (1u << r)) && role_index (L, rr, r) >= 0)
         missing[n++] = role_index (L, rr, r);
     if (n && parity_recover (k, np, len, (void *const *) sg->blk, missing, n) < 0)
       return EIO;
@@ -614,14 +627,14 @@ compute_write_seg (struct group *G, struct seg *sg)
   /* Queue writes: touched data, then parity; never to a bad role. */
   for (int i = 0; i < sg->ntouch; i++) {
     int role = rr->data[sg->t[i].di];
-    if (!(G->bad & (1u << role)) &&
+    if (!(bad_at (G, sg->row) & (1u << role)) &&
         (err = piece_add (G->ar, &G->wr, role, moff (L, role, sg->row, sg->c0),
                           sg->blk[slot_of (L, rr, sg->t[i].di)], len)))
       return err;
   }
   for (int p = 0; p < np; p++) {
     int role = p == 0 ? rr->pd : rr->qd;
-    if (!(G->bad & (1u << role)) &&
+    if (!(bad_at (G, sg->row) & (1u << role)) &&
         (err = piece_add (G->ar, &G->wr, role, moff (L, role, sg->row, sg->c0),
                           sg->blk[k + p], len)))
       return err;
@@ -641,7 +654,7 @@ plan_write_plain (struct group *G, uint64_t row, const struct touch *t, int nt)
     bool wrote = false;
     for (int j = 0; j < nroles; j++) {
       int role = L->g.level == 1 ? j : t[i].di;
-      if (G->bad & (1u << role))
+      if (bad_at (G, row) & (1u << role))
         continue;
       if ((err = piece_add (G->ar, &G->wr, role, moff (L, role, row, t[i].s),
                             t[i].src, t[i].e - t[i].s)))
@@ -679,7 +692,7 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
 
   G->nsegs = 0;
   G->rd.n = G->wr.n = 0;
-  G->bad = array_bad_roles (G->a, L);
+  snapshot (G, 0);
   *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
@@ -788,7 +801,7 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
     /* Spread reads over mirrors by row; skip bad ones. */
     for (int j = 0; j < L->g.raid_disks; j++) {
       int role = (int) ((row + j) % L->g.raid_disks);
-      if (G->bad & (1u << role))
+      if (bad_at (G, row) & (1u << role))
         continue;
       return piece_add (G->ar, &G->rd, role, moff (L, role, row, t[0].s),
                         t[0].src, t[0].e - t[0].s);
@@ -799,7 +812,7 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   raid_geom_row (&L->g, row, rr);
   for (int i = 0; i < nt; i++) {
     int role = rr->data[t[i].di];
-    if (!(G->bad & (1u << role))) {
+    if (!(bad_at (G, row) & (1u << role))) {
       if ((err = piece_add (G->ar, &G->rd, role, moff (L, role, row, t[i].s),
                             t[i].src, t[i].e - t[i].s)))
         return err;
@@ -838,7 +851,7 @@ finish_read_seg (struct group *G, struct seg *sg)
 
   raid_geom_row (&L->g, sg->row, rr);
   for (int r = 0; r < L->g.raid_disks; r++)
-    if ((G->bad & (1u << r)) && role_index (L, rr, r) >= 0)
+    if ((bad_at (G, sg->row) & (1u << r)) && role_index (L, rr, r) >= 0)
       missing[n++] = role_index (L, rr, r);
   if (parity_recover (k, nparity (L), len, (void *const *) sg->blk, missing, n) < 0)
     return EIO;
@@ -905,8 +918,9 @@ read_group (struct raid_array *a, const struct layout *L, uint8_t *buf,
   if (!(G.ar = arena_reset ()))
     return ENOMEM;
   for (int attempt = 0; attempt <= 2 * L->g.raid_disks; attempt++) {
-    G.bad = array_bad_roles (a, L) | exclude;
-    G.repair = exclude & ~array_bad_roles (a, L);
+    snapshot (&G, 0);
+    G.repair = exclude & ~G.bad & ~G.rb_mask;
+    G.bad |= exclude;
     err = read_group_once (&G, buf, off, count, r0, n, nodes != NULL, &failed);
     if (err == EAGAIN && !nodes) {
       if (!(nodes = lock_rows (&G, r0, n)))
@@ -969,7 +983,7 @@ zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n
       err = EIO;
       break;
     }
-    bad = array_bad_roles (a, L);
+    bad = array_bad_roles (a, L, NULL, NULL);   /* rebuilding roles are zeroed too */
     nm = 0;
     for (int r = 0; r < L->g.raid_disks; r++)
       if (!(bad & (1u << r)))
@@ -1040,4 +1054,127 @@ stripe_zero (struct raid_array *a, const struct layout *L,
   if (end > r1 * W)
     return write_zeroes (a, L, end - r1 * W, r1 * W, flags);
   return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Background row operations (driven by sync.c).
+ */
+
+/* Rebuild `role` in rows [r0, r0+n): reconstruct its blocks from the other
+ * roles and write them.  The cursor is advanced to r0+n while the rows are
+ * still locked, so a writer that locks one of these rows afterwards always
+ * sees them as rebuilt and writes the role too. */
+int
+stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                     uint64_t n, int role, _Atomic uint64_t *cursor)
+{
+  struct group G = { .a = a, .L = L };
+  struct stripe_lock_node *nodes;
+  uint32_t failed;
+  int err = 0;
+
+  if (L->g.level == 0)
+    return EINVAL;
+  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
+    return ENOMEM;
+  snapshot (&G, 0);
+  G.repair = 1u << role;
+  for (uint64_t row = r0; row < r0 + n && !err; row++) {
+    struct seg *sg = seg_new (&G);
+    int missing[2], nmissing;
+    if (!sg) {
+      err = ENOMEM;
+      break;
+    }
+    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk; sg->plan = SEG_RECON;
+    if (L->g.level == 1) {
+      /* Copy from the first good mirror. */
+      int src = -1;
+      for (int r = 0; r < L->g.raid_disks && src < 0; r++)
+        if (!(bad_at (&G, row) & (1u << r)))
+          src = r;
+      if (src < 0 || !(sg->blk[0] = read_block (&G, sg, src)))
+        err = src < 0 ? EIO : ENOMEM;
+      else
+        err = piece_add (G.ar, &G.wr, role, moff (L, role, row, 0), sg->blk[0], L->g.chunk);
+      G.nsegs--;
+      continue;
+    }
+    raid_geom_row (&L->g, row, &G.rr);
+    err = plan_recon_reads (&G, sg, &G.rr, missing, &nmissing);
+  }
+  if (!err && !(err = run_pieces (a, L, G.ar, &G.rd, MIO_READ, 0, true, &failed)))
+    err = failed ? EIO : 0;
+  for (size_t i = 0; i < G.nsegs && !err; i++)
+    err = finish_read_seg (&G, &G.segs[i]);
+  if (!err && !(err = run_pieces (a, L, G.ar, &G.wr, MIO_WRITE, 0, true, &failed)))
+    err = failed ? EIO : 0;
+  if (!err)
+    atomic_store (cursor, r0 + n);
+  stripe_unlock_range (&a->locks, n, nodes);
+  return err;
+}
+
+/* Check (and with repair, fix) the parity of rows [r0, r0+n) in 4 KiB
+ * columns; *mismatches is increased by the number of columns found wrong.
+ * Rows with a bad role are skipped (nothing to compare against). */
+int
+stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                   uint64_t n, bool repair, uint64_t *mismatches)
+{
+  struct group G = { .a = a, .L = L };
+  struct stripe_lock_node *nodes;
+  int k = L->g.data_disks, np = nparity (L);
+  uint32_t failed;
+  int err = 0;
+
+  if (np == 0)
+    return 0;
+  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
+    return ENOMEM;
+  snapshot (&G, 0);
+  for (uint64_t row = r0; row < r0 + n && !err; row++) {
+    struct seg *sg;
+    if (row_has_bad (&G, row))
+      continue;
+    if (!(sg = seg_new (&G))) {
+      err = ENOMEM;
+      break;
+    }
+    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk;
+    raid_geom_row (&L->g, row, &G.rr);
+    for (int r = 0; r < L->g.raid_disks && !err; r++)
+      if (!(sg->blk[role_index (L, &G.rr, r)] = read_block (&G, sg, r)))
+        err = ENOMEM;
+  }
+  if (!err && !(err = run_pieces (a, L, G.ar, &G.rd, MIO_READ, 0, true, &failed)))
+    err = failed ? EIO : 0;
+  for (size_t i = 0; i < G.nsegs && !err; i++) {
+    struct seg *sg = &G.segs[i];
+    raid_geom_row (&L->g, sg->row, &G.rr);
+    for (uint32_t c = 0; c < L->g.chunk && !err; c += COL_ALIGN) {
+      void *col[RAID_MAX_MEMBERS + 2];
+      for (int j = 0; j < k + np; j++)
+        col[j] = sg->blk[j] + c;
+      int ok = parity_check (k, np, COL_ALIGN, col);
+      if (ok < 0)
+        err = EIO;
+      if (ok != 0)
+        continue;
+      (*mismatches)++;
+      if (!repair)
+        continue;
+      if (parity_gen (k, COL_ALIGN, col, col[k], np == 2 ? col[k + 1] : NULL) < 0)
+        err = EIO;
+      for (int p = 0; p < np && !err; p++) {
+        int role = p == 0 ? G.rr.pd : G.rr.qd;
+        err = piece_add (G.ar, &G.wr, role, moff (L, role, sg->row, c),
+                         (uint8_t *) col[k + p], COL_ALIGN);
+      }
+    }
+  }
+  if (!err && !(err = run_pieces (a, L, G.ar, &G.wr, MIO_WRITE, 0, true, &failed)))
+    err = failed ? EIO : 0;
+  stripe_unlock_range (&a->locks, n, nodes);
+  return err;
 }

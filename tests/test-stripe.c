@@ -386,6 +386,135 @@ run_concurrency (int level, int layout, int n)
   free_array (&f);
 }
 
+
+/* Rebuild onto a spare while a writer runs; prove the rebuilt member by
+ * failing another one and reading everything back. */
+static void *
+rebuild_writer (void *p)
+{
+  struct fixture *f = p;
+  uint8_t buf[8192];
+
+  for (int i = 0; i < 400; i++) {
+    uint64_t off = (rnd () % (f->size / 4096 - 2)) * 4096 + (i % 3) * 100;
+    memset (buf, i, sizeof buf);
+    if (raid_array_pwrite (f->a, buf, sizeof buf, off, 0) != 0)
+      return (void *) 1;
+    memcpy (f->model + off, buf, sizeof buf);
+  }
+  return NULL;
+}
+
+static void
+run_rebuild (int level, int layout, int n)
+{
+  struct fixture f;
+  struct raid_status st;
+  char err[256], spare[64];
+  uint64_t min = 0, max = 4u << 20;
+  pthread_t th;
+  void *r;
+  FILE *fp;
+
+  rng_state = 777 + level;
+  make_array (&f, level, layout, n, 16384);
+  CHECK (raid_array_start (f.a) == 0, "start");
+  workload (&f, 100);
+  CHECK (raid_array_fail (f.a, "1", err, sizeof err) == 0, "fail role 1: %s", err);
+  if (level == 6)
+    CHECK (raid_array_fail (f.a, "3", err, sizeof err) == 0, "fail role 3: %s", err);
+  if (level != 1)
+    CHECK (raid_array_fail (f.a, "0", err, sizeof err) == EBUSY,
+           "fail beyond redundancy not refused");
+  workload (&f, 50);
+  raid_array_set_speed (f.a, &min, &max, err, sizeof err);
+
+  snprintf (spare, sizeof spare, "/dev/shm/test-stripe-spare-%d", (int) getpid ());
+  unlink (spare);
+  fp = fopen (spare, "w");
+  CHECK (fp && ftruncate (fileno (fp), MEMBER_SIZE) == 0, "spare file");
+  fclose (fp);
+  CHECK (raid_array_add (f.a, spare, err, sizeof err) == 0, "add spare: %s", err);
+  CHECK (raid_array_add (f.a, spare, err, sizeof err) == EEXIST, "add twice: %s", err);
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_RECOVER || level == 1, "recovery not started: %s",
+         raid_sync_action_name (st.sync_action));
+  pthread_create (&th, NULL, rebuild_writer, &f);
+  pthread_join (th, &r);
+  CHECK (r == NULL, "writer during rebuild failed");
+  max = 0;
+  raid_array_set_speed (f.a, NULL, &max, err, sizeof err);
+  raid_array_wait (f.a, 60);
+  raid_array_status (f.a, &st);
+  if (level == 6 && st.health == RAID_HEALTH_DEGRADED) {
+    /* Second spare for the second failed role. */
+    char spare2[80];
+    snprintf (spare2, sizeof spare2, "%s-2", spare);
+    fp = fopen (spare2, "w");
+    CHECK (fp && ftruncate (fileno (fp), MEMBER_SIZE) == 0, "spare file");
+    fclose (fp);
+    CHECK (raid_array_add (f.a, spare2, err, sizeof err) == 0, "add spare 2: %s", err);
+    raid_array_wait (f.a, 60);
+    raid_array_status (f.a, &st);
+    unlink (spare2);
+  }
+  CHECK (st.health == RAID_HEALTH_OPTIMAL && st.sync_action == RAID_SYNC_IDLE,
+         "after rebuild: %s %s", raid_health_name (st.health),
+         raid_sync_action_name (st.sync_action));
+  verify_contents (&f, "after rebuild");
+  /* Now lose other members: data must come from the rebuilt ones. */
+  f.dev[0].fail_reads = f.dev[0].fail_writes = 1;
+  if (level == 6)
+    f.dev[2].fail_reads = f.dev[2].fail_writes = 1;
+  verify_contents (&f, "rebuilt member carries the data");
+  unlink (spare);
+  free_array (&f);
+}
+
+/* check counts exactly the planted parity mismatches; repair fixes them. */
+static void
+run_scrub (int level, int layout, int n)
+{
+  struct fixture f;
+  struct raid_status st;
+  struct raid_geom g;
+  struct raid_row rr;
+  char err[256];
+  const uint64_t rows[] = { 0, 5, 6, 40 };
+
+  rng_state = 4242;
+  make_array (&f, level, layout, n, 16384);
+  CHECK (raid_array_start (f.a) == 0, "start");
+  workload (&f, 200);
+  raid_geom_init (&g, level, layout, 16384, n, err, sizeof err);
+  /* Plant: one byte in P of rows 0, 5, 40; two columns of Q or P in row 6. */
+  for (size_t i = 0; i < 4; i++) {
+    raid_geom_row (&g, rows[i], &rr);
+    uint8_t *p = f.dev[rr.pd].data + DATA_OFFSET + rows[i] * 16384;
+    p[100 + i] ^= 0x5a;
+    if (rows[i] == 6)
+      (level == 6 ? f.dev[rr.qd].data + DATA_OFFSET + 6 * 16384 : p)[8192 + 7] ^= 1;
+  }
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == EBUSY, "second check not refused");
+  raid_array_wait (f.a, 60);
+  raid_array_status (f.a, &st);
+  CHECK (st.mismatch_count == 5, "check found %" PRIu64 " mismatches, planted 5",
+         st.mismatch_count);
+  CHECK (verify_parity (&f, 0) == 4, "check must not modify parity");
+  CHECK (raid_array_check (f.a, true, err, sizeof err) == 0, "repair: %s", err);
+  raid_array_wait (f.a, 60);
+  raid_array_status (f.a, &st);
+  CHECK (st.mismatch_count == 5, "repair found %" PRIu64, st.mismatch_count);
+  CHECK (verify_parity (&f, 0) == 0, "parity after repair");
+  verify_contents (&f, "after repair");
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check 2: %s", err);
+  raid_array_wait (f.a, 60);
+  raid_array_status (f.a, &st);
+  CHECK (st.mismatch_count == 0, "check after repair found %" PRIu64, st.mismatch_count);
+  free_array (&f);
+}
+
 int
 main (void)
 {
@@ -415,6 +544,11 @@ main (void)
   run_read_repair ();
   run_concurrency (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
   run_concurrency (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
+  run_rebuild (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
+  run_rebuild (6, RAID_LAYOUT_LEFT_ASYMMETRIC, 5);
+  run_rebuild (1, RAID_LAYOUT_NONE, 3);
+  run_scrub (5, RAID_LAYOUT_RIGHT_SYMMETRIC, 4);
+  run_scrub (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
   mio_shutdown ();
   if (failures) {
     fprintf (stderr, "test-stripe: %d of %d checks failed\n", failures, checks);
