@@ -33,7 +33,24 @@ struct raid_create_opts {
   int nspares;
 };
 
-/* Create the array.  On success returns 0 and fills array_uuid.  On failure
+/* Create the array.
+ *
+ * Sizes: a member's usable size is o->size when given (a missing file is
+ * created sparse with it; an existing member must be at least that large and
+ * only its first o->size bytes are used), else its actual size.  Every member
+ * must hold data_offset + 2 chunks.  component_size = smallest usable size of
+ * the role members - data_offset, rounded down to the chunk; array_size =
+ * component_size * data_disks.  Spares must hold data_offset + component_size.
+ *
+ * The first record (events 1, clean) says "in sync" (resync_offset
+ * UINT64_MAX) for raid0, with assume_clean, or when every role member's data
+ * area reads as zeroes (new files; existing ones are checked, at most 256 MiB
+ * read per member); otherwise resync_offset is 0.  Before the records are
+ * written, [0, RAID_META_END) of every pre-existing member is zeroed.
+ *
+ * Logs one RAID_LOG_INFO line describing the new array on success.
+ *
+ * On success returns 0 and fills array_uuid.  On failure
  * returns -1 with a one-line message in err (e.g. "/tmp/m1: member is too
  * small (1048576 bytes, needs at least 20971520)", "/tmp/m1 is named twice",
  * "/tmp/m2 already belongs to array 1b4e28ba-...; use --force to overwrite",
