@@ -80,7 +80,21 @@ struct raid_array {
   _Atomic uint64_t fg_ns;                  /* last foreground I/O (monotonic) */
   struct member *retired[SB_MAX_MEMBERS * 2]; /* removed members, closed at close */
   int nretired;
+
+  /* write-hole journal (journal.c) */
+  bool journaled;                          /* consistency journal, raid4/5/6 */
+  pthread_rwlock_t jgate;                  /* shared: a journaled write in flight;
+                                              exclusive: a checkpoint */
+  pthread_mutex_t jlock;                   /* guards jhead */
+  uint64_t jhead[SB_MAX_MEMBERS];          /* next free byte of each log */
+  _Atomic uint64_t jseq_next;
+
+  /* clean/dirty (array.c) */
+  _Atomic bool dirty;                      /* SB_FLAG_DIRTY is on disk */
 };
+
+/* Make sure the superblock says dirty before the first write is issued. */
+int array_mark_dirty (struct raid_array *a);
 
 /* Commit a->sb (events + 1) to every member in use; caller holds sb_lock. */
 int array_commit (struct raid_array *a);

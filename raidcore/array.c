@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "journal.h"
 #include "util.h"
 
 const char *
@@ -329,6 +330,68 @@ build_layout (struct raid_array *a, char *err, size_t errlen)
   return 0;
 }
 
+/* After an unclean stop: replay the journal, or schedule a resync, or refuse
+ * a degraded start that would expose the write hole. */
+static int
+start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
+                   const char *u, char *err, size_t errlen)
+{
+  bool was_dirty = a->sb.flags & SB_FLAG_DIRTY;
+  char e[256];
+  int n, r;
+
+  journal_init (a);
+  a->journaled = journal_enabled (a);
+  atomic_store (&a->dirty, was_dirty);
+  if (!was_dirty || a->cur.g.level < 4)
+    return 0;
+  if (a->journaled) {
+    if ((r = journal_replay (a, &n, e, sizeof e)) != 0) {
+      snprintf (err, errlen, "array %s: %s", u, e);
+      return -1;
+    }
+    raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: "
+              "replayed %d journal records", u, n);
+    return 0;
+  }
+  if (atomic_load (&a->health) != RAID_HEALTH_OPTIMAL && !o->force) {
+    snprintf (err, errlen, "array %s was not shut down cleanly and is degraded: "
+              "stripes being written at the crash may rebuild wrong data (the "
+              "write hole; its consistency policy is %s, not journal); start "
+              "with force=true to accept that", u,
+              sb_consistency_name (a->sb.consistency));
+    return -1;
+  }
+  pthread_mutex_lock (&a->sb_lock);
+  if (a->sb.resync_offset == UINT64_MAX) {
+    a->sb.resync_offset = 0;             /* resync everything, from the start */
+    r = array_commit (a);
+  }
+  else
+    r = 0;
+  pthread_mutex_unlock (&a->sb_lock);
+  raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: resyncing", u);
+  return r ? -1 : 0;
+}
+
+int
+array_mark_dirty (struct raid_array *a)
+{
+  int r = 0;
+
+  if (atomic_load (&a->dirty))
+    return 0;
+  pthread_mutex_lock (&a->sb_lock);
+  if (!(a->sb.flags & SB_FLAG_DIRTY)) {
+    a->sb.flags |= SB_FLAG_DIRTY;
+    r = array_commit (a);
+  }
+  if (r == 0)
+    atomic_store (&a->dirty, true);
+  pthread_mutex_unlock (&a->sb_lock);
+  return r;
+}
+
 int
 raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts *o,
                      struct raid_array **out, char *err, size_t errlen)
@@ -370,6 +433,9 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);               /* members emulate FUA where not native */
   array_update_health (a);
+
+  if (start_consistency (a, o, u, err, errlen) < 0)
+    goto fail;
 
   /* Record roles lost since the last record before serving anything. */
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
@@ -426,13 +492,22 @@ raid_array_close (struct raid_array *a)
   if (!a)
     return;
   sync_thread_stop (a);
+  if (a->journaled && atomic_load (&a->health) != RAID_HEALTH_FAILED)
+    journal_checkpoint (a);
   raid_array_flush (a);
+  pthread_mutex_lock (&a->sb_lock);
+  if ((a->sb.flags & SB_FLAG_DIRTY) && atomic_load (&a->health) != RAID_HEALTH_FAILED) {
+    a->sb.flags &= ~SB_FLAG_DIRTY;          /* everything is durable: clean */
+    array_commit (a);
+  }
+  pthread_mutex_unlock (&a->sb_lock);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m)
       member_close (a->mem[t].m);
   for (int i = 0; i < a->nretired; i++)
     member_close (a->retired[i]);
   stripe_lock_destroy (&a->locks);
+  journal_fini (a);
   pthread_mutex_destroy (&a->sb_lock);
   free (a);
 }
@@ -482,6 +557,8 @@ raid_array_pwrite (struct raid_array *a, const void *buf, uint64_t count,
 {
   int err = check_range (a, count, off);
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
+  if (!err && count)
+    err = array_mark_dirty (a);
   return err ? err : count ? stripe_write (a, &a->cur, buf, count, off, flags) : 0;
 }
 
@@ -496,6 +573,8 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
     return err;
   if (fast && (off % W || (off + count) % W))
     return ENOTSUP;
+  if (count && (err = array_mark_dirty (a)) != 0)
+    return err;
   return count ? stripe_zero (a, &a->cur, count, off, flags) : 0;
 }
 

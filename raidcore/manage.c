@@ -359,6 +359,9 @@ array_resume_actions (struct raid_array *a)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
       return sync_begin (a, RAID_SYNC_RECOVER, t, a->sb.members[t].role,
                          atomic_load (&a->rb_row) * a->cur.g.chunk, e, sizeof e);
+  if (a->sb.resync_offset != UINT64_MAX && a->cur.g.level >= 4 &&
+      raid_array_health (a) == RAID_HEALTH_OPTIMAL)
+    return sync_begin (a, RAID_SYNC_RESYNC, -1, -1, a->sb.resync_offset, e, sizeof e);
   if (a->sb.sync_action != SB_SYNC_NONE && raid_array_health (a) == RAID_HEALTH_OPTIMAL) {
     a->sync.mismatch = a->sb.mismatch_count;
     return sync_begin (a, a->sb.sync_action == SB_SYNC_REPAIR ? RAID_SYNC_REPAIR

@@ -88,7 +88,9 @@
  *      228     4  sync_action (enum sb_sync_action: interrupted check/repair)
  *      232     8  sync_position (array bytes of that action done)
  *      240     8  mismatch_count (4 KiB parity columns found wrong)
- *      248   264  reserved (array-wide fields of later versions)
+ *      248     8  journal_epoch (records of other epochs are ignored)
+ *      256     8  journal_seq (records below it are checkpointed)
+ *      264   248  reserved (array-wide fields of later versions)
  *      512  2048  member table: 32 entries of 64 bytes, entry i at 512 + 64 i;
  *                 entries >= nmembers are written as 0 and ignored
  *     2560  1536  reserved (to the end of the slot)
@@ -128,7 +130,7 @@ enum {
   OFF_NEW_LEVEL = 200, OFF_NEW_LAYOUT = 204, OFF_NEW_CHUNK = 208,
   OFF_NEW_RAID_DEVICES = 212, OFF_NEW_ARRAY_SIZE = 216,
   OFF_NMEMBERS = 224, OFF_SYNC_ACTION = 228, OFF_SYNC_POS = 232,
-  OFF_MISMATCH = 240,
+  OFF_MISMATCH = 240, OFF_JOURNAL_EPOCH = 248, OFF_JOURNAL_SEQ = 256,
   OFF_TABLE = 512, ENTRY_SIZE = 64,
   V1_LEN = OFF_TABLE + SB_MAX_MEMBERS * ENTRY_SIZE,   /* 2560 */
 
@@ -244,6 +246,8 @@ sb_encode (const struct raid_sb *sb, void *buf)
   put_le32 (p + OFF_SYNC_ACTION, sb->sync_action);
   put_le64 (p + OFF_SYNC_POS, sb->sync_position);
   put_le64 (p + OFF_MISMATCH, sb->mismatch_count);
+  put_le64 (p + OFF_JOURNAL_EPOCH, sb->journal_epoch);
+  put_le64 (p + OFF_JOURNAL_SEQ, sb->journal_seq);
   for (uint32_t i = 0; i < sb->nmembers; i++)
     encode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
 
@@ -336,6 +340,8 @@ decode_body (const uint8_t *p, struct raid_sb *sb)
   sb->sync_action = get_le32 (p + OFF_SYNC_ACTION);
   sb->sync_position = get_le64 (p + OFF_SYNC_POS);
   sb->mismatch_count = get_le64 (p + OFF_MISMATCH);
+  sb->journal_epoch = get_le64 (p + OFF_JOURNAL_EPOCH);
+  sb->journal_seq = get_le64 (p + OFF_JOURNAL_SEQ);
   for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
     decode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
 }

@@ -124,6 +124,10 @@ struct raid_sb {
   uint64_t sync_position;    /* array bytes done */
   uint64_t mismatch_count;   /* 4 KiB parity columns found wrong so far */
 
+  /* write-hole journal (consistency journal): see journal.c */
+  uint64_t journal_epoch;    /* changes at every checkpoint */
+  uint64_t journal_seq;      /* first sequence number not yet checkpointed */
+
   /* member table, indexed by table slot (not role) */
   uint32_t nmembers;         /* used entries: 0..SB_MAX_MEMBERS */
   struct sb_member_entry members[SB_MAX_MEMBERS];

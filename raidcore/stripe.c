@@ -67,6 +67,7 @@
 #include <sys/uio.h>
 
 #include "array-int.h"
+#include "journal.h"
 #include "parity.h"
 #include "util.h"
 
@@ -297,6 +298,7 @@ struct seg {
   /* Blocks over [c0, c1): index slot (0..k-1) for data, k for P, k+1 for Q. */
   uint8_t *blk[RAID_MAX_MEMBERS + 2];
   uint8_t *old[RAID_MAX_MEMBERS];    /* RMW: old data by touch index */
+  size_t wr_first, wr_end;           /* its pieces in the group's write list */
 };
 
 struct group {
@@ -383,8 +385,19 @@ row_touches (const struct layout *L, uint64_t s, uint64_t e, uint8_t *src,
   return n;
 }
 
+/* Widest column segment: (k + 2) blocks of it fit one journal record. */
+static uint32_t
+seg_width_cap (const struct layout *L)
+{
+  uint32_t cap = JOURNAL_MAX_RECORD / (L->g.data_disks + 2);
+  while (cap & (cap - 1))
+    cap &= cap - 1;
+  return raid_max_u64 (COL_ALIGN, cap);
+}
+
 /* Split a row's touches into column segments: every maximal aligned column
- * interval over which the set of touched blocks does not change. */
+ * interval over which the set of touched blocks does not change, at most
+ * seg_width_cap wide. */
 static int
 row_segments (struct group *G, uint64_t row, const struct touch *t, int nt)
 {
@@ -405,6 +418,11 @@ row_segments (struct group *G, uint64_t row, const struct touch *t, int nt)
     struct seg *sg;
     if (c0 == c1)
       continue;
+    if (c1 - c0 > seg_width_cap (G->L)) {
+      /* Split wide intervals so one segment's journal record always fits. */
+      c1 = c0 + seg_width_cap (G->L);
+      pts[p--] = c1;
+    }
     sg = NULL;
     for (int i = 0; i < nt; i++) {
       uint32_t s = raid_max_u64 (t[i].s, c0), e = raid_min_u64 (t[i].e, c1);
@@ -443,12 +461,12 @@ choose_plan (const struct group *G, const struct seg *sg, const struct raid_row 
 {
   int k = G->L->g.data_disks, nfull = 0;
 
-  if (row_has_bad (G, sg->row))
-    return SEG_RECON;
   for (int i = 0; i < sg->ntouch; i++)
     nfull += touch_full (sg, &sg->t[i]);
   if (nfull == k)
-    return SEG_FULL;
+    return SEG_FULL;                 /* also when degraded: nothing to read */
+  if (row_has_bad (G, sg->row))
+    return SEG_RECON;
   return (k - nfull) <= sg->ntouch + nparity (G->L) ? SEG_RCW : SEG_RMW;
 }
 
@@ -625,6 +643,7 @@ compute_write_seg (struct group *G, struct seg *sg)
   }
 
   /* Queue writes: touched data, then parity; never to a bad role. */
+  sg->wr_first = G->wr.n;
   for (int i = 0; i < sg->ntouch; i++) {
     int role = rr->data[sg->t[i].di];
     if (!(bad_at (G, sg->row) & (1u << role)) &&
@@ -639,6 +658,7 @@ compute_write_seg (struct group *G, struct seg *sg)
                           sg->blk[k + p], len)))
       return err;
   }
+  sg->wr_end = G->wr.n;
   return 0;
 }
 
@@ -681,6 +701,72 @@ row_width (const struct layout *L)
   return L->g.stripe_width;
 }
 
+/* Journaled writes: segments in batches whose record fits the limits; each
+ * batch's record is durable (journal_append) before its in-place writes
+ * start, and the journal gate is held until they are done. */
+static int
+write_journaled (struct group *G, unsigned mflags, uint32_t *failed)
+{
+  size_t s0 = 0;
+  struct jblock *blocks = arena_alloc (G->ar, JOURNAL_MAX_BLOCKS * sizeof *blocks);
+  struct jrange *ranges = arena_alloc (G->ar, JOURNAL_MAX_RANGES * sizeof *ranges);
+  uint8_t *hdr = arena_alloc (G->ar, journal_header_max ());
+
+  if (!blocks || !ranges || !hdr)
+    return ENOMEM;
+  while (s0 < G->nsegs) {
+    struct jrecord rec = { .layout_id = G->L->id, .first_row = G->segs[s0].row,
+                           .blocks = blocks, .ranges = ranges };
+    uint64_t payload = 0;
+    size_t s1 = s0;
+    int err;
+
+    for (; s1 < G->nsegs; s1++) {
+      struct seg *sg = &G->segs[s1];
+      size_t np = sg->wr_end - sg->wr_first, plen = 0;
+      for (size_t j = sg->wr_first; j < sg->wr_end; j++)
+        plen += G->wr.p[j].len;
+      if (sg->plan == SEG_FULL) {
+        if (rec.nranges && ranges[rec.nranges - 1].row + ranges[rec.nranges - 1].rows > sg->row)
+          continue;                      /* same row, another column slice */
+        if (rec.nranges && ranges[rec.nranges - 1].row + ranges[rec.nranges - 1].rows == sg->row)
+          ranges[rec.nranges - 1].rows++;
+        else if (rec.nranges == JOURNAL_MAX_RANGES)
+          break;
+        else
+          ranges[rec.nranges++] = (struct jrange) { sg->row, 1 };
+        continue;
+      }
+      if (s1 > s0 && (payload + plen > JOURNAL_MAX_RECORD ||
+                      rec.nblocks + np > JOURNAL_MAX_BLOCKS))
+        break;
+      for (size_t j = sg->wr_first; j < sg->wr_end; j++)
+        blocks[rec.nblocks++] = (struct jblock) {
+          G->wr.p[j].role, (uint32_t) G->wr.p[j].len, G->wr.p[j].off, G->wr.p[j].ptr };
+      payload += plen;
+    }
+    err = journal_append (G->a, G->L, &rec, hdr);
+    if (err == EAGAIN) {
+      *failed = 1;                       /* a log copy failed: redo the group */
+      return 0;
+    }
+    if (err)
+      return err;
+    {
+      struct piece_list view = {
+        .p = G->wr.p + G->segs[s0].wr_first,
+        .n = G->segs[s1 - 1].wr_end - G->segs[s0].wr_first,
+      };
+      err = run_pieces (G->a, G->L, G->ar, &view, MIO_WRITE, mflags, true, failed);
+    }
+    journal_end (G->a);
+    if (err || *failed)
+      return err;
+    s0 = s1;
+  }
+  return 0;
+}
+
 static int
 write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
                   uint32_t *failed)
@@ -719,6 +805,8 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
   for (size_t i = 0; i < G->nsegs; i++)
     if ((err = compute_write_seg (G, &G->segs[i])))
       return err;
+  if (G->a->journaled && L->g.level >= 4)
+    return write_journaled (G, mflags, failed);
   return run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, mflags, true, failed);
 }
 
@@ -992,7 +1080,22 @@ zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n
           .flags = (flags & RAID_IO_FUA) ? MIO_FUA : 0,
           .off = moff (L, r, r0, 0), .len = n * L->g.chunk,
         };
-    if ((err = mio_run (mios, nm)) == 0)
+    if (a->journaled && L->g.level >= 4) {
+      struct jrange rg = { r0, n };
+      struct jrecord rec = { .layout_id = L->id, .first_row = r0, .nranges = 1,
+                             .ranges = &rg };
+      uint8_t *hdr = arena_alloc (G.ar, journal_header_max ());
+      err = hdr ? journal_append (a, L, &rec, hdr) : ENOMEM;
+      if (err == EAGAIN)
+        continue;
+      if (err)
+        break;
+      err = mio_run (mios, nm);
+      journal_end (a);
+    }
+    else
+      err = mio_run (mios, nm);
+    if (err == 0)
       break;
     for (size_t i = 0; i < nm; i++)
       if (mios[i].err)

@@ -98,6 +98,8 @@ checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t
     if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING)
       a->sb.members[target].recovery_offset = pos;
   }
+  else if (action == RAID_SYNC_RESYNC)
+    a->sb.resync_offset = pos;
   else {
     a->sb.sync_action = action == RAID_SYNC_REPAIR ? SB_SYNC_REPAIR : SB_SYNC_CHECK;
     a->sb.sync_position = pos;
@@ -118,6 +120,10 @@ finish (struct raid_array *a, int action, int target, uint64_t mism)
       atomic_store (&a->mem[target].state, RAID_MEMBER_IN_SYNC);
       raid_log (RAID_LOG_INFO, "recovery of %s complete", member_spec (a->mem[target].m));
     }
+  }
+  else if (action == RAID_SYNC_RESYNC) {
+    a->sb.resync_offset = UINT64_MAX;
+    raid_log (RAID_LOG_INFO, "resync complete");
   }
   else {
     a->sb.sync_action = SB_SYNC_NONE;
@@ -145,6 +151,10 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
 
   if (action == RAID_SYNC_RECOVER)
     err = stripe_rebuild_rows (a, L, r0, n, role, &a->rb_row);
+  else if (action == RAID_SYNC_RESYNC) {
+    uint64_t ignored = 0;              /* resync rewrites parity, counts nothing */
+    err = stripe_check_rows (a, L, r0, n, true, &ignored);
+  }
   else
     err = stripe_check_rows (a, L, r0, n, action == RAID_SYNC_REPAIR, mism);
   if (err == 0)

@@ -151,6 +151,12 @@ raid_crc32c (const void *buf, size_t len)
   return ~crc32_iscsi ((unsigned char *) buf, (int) len, 0xFFFFFFFF);
 }
 
+uint32_t
+raid_crc32c_update (uint32_t state, const void *buf, size_t len)
+{
+  return crc32_iscsi ((unsigned char *) buf, (int) len, state);
+}
+
 void *
 raid_alloc_aligned (size_t size)
 {

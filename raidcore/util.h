@@ -41,6 +41,8 @@ bool raid_uuid_is_null (const uint8_t uuid[RAID_UUID_LEN]);
 /* CRC32C (Castagnoli), the standard inverted form: crc32c("123456789") ==
  * 0xe3069283. */
 uint32_t raid_crc32c (const void *buf, size_t len);
+/* Chained form: state starts at ~0u; the CRC is ~state after the last call. */
+uint32_t raid_crc32c_update (uint32_t state, const void *buf, size_t len);
 
 /* Aligned allocation for parity/member buffers: alignment RAID_ALIGN,
  * size rounded up to a multiple of RAID_ALIGN.  Free with free(). */

@@ -159,6 +159,8 @@ fill_full (struct raid_sb *sb, uint64_t events)
   sb->sync_action = SB_SYNC_REPAIR;
   sb->sync_position = 0x8182838485868788;
   sb->mismatch_count = 0x9192939495969798;
+  sb->journal_epoch = 0xa1a2a3a4a5a6a7a8;
+  sb->journal_seq = 0xb1b2b3b4b5b6b7b8;
   sb->nmembers = SB_MAX_MEMBERS;
   for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
     struct sb_member_entry *e = &sb->members[i];
@@ -197,6 +199,7 @@ same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
   SAME (new_raid_devices); SAME (new_array_size);
   SAME (nmembers);
   SAME (sync_action); SAME (sync_position); SAME (mismatch_count);
+  SAME (journal_epoch); SAME (journal_seq);
   for (uint32_t i = 0; i < a->nmembers; i++) {
     SAME_BYTES (members[i].uuid); SAME (members[i].role);
     SAME (members[i].state); SAME (members[i].data_offset);
@@ -300,6 +303,8 @@ test_layout (void)
   CHECK_U64 (get32 (buf + 228), a.sync_action);
   CHECK_U64 (get64 (buf + 232), a.sync_position);
   CHECK_U64 (get64 (buf + 240), a.mismatch_count);
+  CHECK_U64 (get64 (buf + 248), a.journal_epoch);
+  CHECK_U64 (get64 (buf + 256), a.journal_seq);
   CHECK_U64 (get32 (buf + 224), a.nmembers);
   for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
     const uint8_t *e = buf + 512 + 64 * i;
@@ -319,7 +324,7 @@ test_layout (void)
   /* Reserved ranges are zero. */
   for (int off = 20; off < 24; off++) CHECK (buf[off] == 0);
   for (int off = 56; off < 64; off++) CHECK (buf[off] == 0);
-  for (int off = 248; off < 512; off++) CHECK (buf[off] == 0);
+  for (int off = 264; off < 512; off++) CHECK (buf[off] == 0);
   for (int off = 2560; off < (int) SB_SLOT_SIZE; off++) CHECK (buf[off] == 0);
 }
 

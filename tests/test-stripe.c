@@ -484,7 +484,6 @@ run_scrub (int level, int layout, int n)
 
   rng_state = 4242;
   make_array (&f, level, layout, n, 16384);
-  CHECK (raid_array_start (f.a) == 0, "start");
   workload (&f, 200);
   raid_geom_init (&g, level, layout, 16384, n, err, sizeof err);
   /* Plant: one byte in P of rows 0, 5, 40; two columns of Q or P in row 6. */
@@ -496,7 +495,9 @@ run_scrub (int level, int layout, int n)
       (level == 6 ? f.dev[rr.qd].data + DATA_OFFSET + 6 * 16384 : p)[8192 + 7] ^= 1;
   }
   CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
+  /* The sync thread is not started yet: the check is pending, not done. */
   CHECK (raid_array_check (f.a, false, err, sizeof err) == EBUSY, "second check not refused");
+  CHECK (raid_array_start (f.a) == 0, "start");
   raid_array_wait (f.a, 60);
   raid_array_status (f.a, &st);
   CHECK (st.mismatch_count == 5, "check found %" PRIu64 " mismatches, planted 5",

@@ -1,0 +1,405 @@
+/* nbdkit-raid: the write-hole journal (consistency policy "journal").
+ *
+ * THE PROBLEM.  A stripe write updates several members.  If the machine
+ * stops part-way (or a member's volatile cache loses unflushed writes), the
+ * row's parity no longer matches its data.  Nothing is wrong yet, but when a
+ * member is lost afterwards, its blocks are rebuilt from that mismatched
+ * parity — including blocks the interrupted write never touched: a crash
+ * would have corrupted data outside the write.  That is the RAID write hole.
+ *
+ * THE JOURNAL.  Before the in-place writes of a group of rows, the engine
+ * appends one record describing them:
+ *   - for partial rows: the complete new contents of every block it is about
+ *     to write (data and parity of the affected columns), with each block's
+ *     role and member offset;
+ *   - for full rows (every data block of the row rewritten) only the row
+ *     range ("intent"): such a row lies entirely inside the write, so any
+ *     torn state is allowed, but its parity must be made consistent again.
+ * The record is written, with FUA, to nparity+1 different members (so one
+ * copy survives the loss the level tolerates), and only when every copy is
+ * durable do the in-place writes start.
+ *
+ * REPLAY (at assembly of an array whose superblock says dirty).  Every valid
+ * record of the current epoch with seq >= journal_seq, found on any member,
+ * is applied in sequence order: payload blocks are written back in place;
+ * intent rows get their parity recomputed from their data.  Afterwards every
+ * row touched since the last checkpoint holds, for each logged write, either
+ * its complete new state or (if its record never became durable and so none
+ * of its in-place writes started) its complete old state; and rows are
+ * consistent, so losing a member afterwards rebuilds correct data.  Applying
+ * records in order also repairs writes whose in-place copies were lost from
+ * a volatile cache, because a later record's payload was computed from the
+ * in-memory state that included them, and their own records come first.
+ *
+ * CHECKPOINT.  Each member's log area is a linear append region reset at
+ * every checkpoint: the gate (a writer-preferring rwlock) is taken
+ * exclusively — new writes wait, in-flight writes finish — all members are
+ * flushed (every in-place write is now durable), and a superblock record
+ * with a new epoch and journal_seq = next seq makes all earlier records
+ * obsolete.  A checkpoint runs when a member's log is full, and at a clean
+ * shutdown.  The wait is bounded by the in-flight writes' own I/O.
+ *
+ * RECORD FORMAT (little-endian; records start on 512-byte boundaries of the
+ * member's consistency area; scanning tries every boundary, so a torn record
+ * cannot hide later ones):
+ *   0   8  magic "NRJREC01"
+ *   8   4  CRC32C of the header (header_len bytes, this field as 0)
+ *   12  4  CRC32C of the payload
+ *   16 16  array uuid
+ *   32  8  epoch
+ *   40  8  seq
+ *   48  4  nblocks       52  4  nranges
+ *   56  4  header_len    60  4  payload_len
+ *   64  4  layout id     68 12  reserved
+ *   80     nblocks x {u32 role, u32 len, u64 member offset}   (16 bytes)
+ *          nranges x {u64 first row, u64 rows}                 (16 bytes)
+ *   header_len (multiple of 512), then the payload: the blocks in order.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array-int.h"
+#include "journal.h"
+#include "util.h"
+
+#define JMAGIC "NRJREC01"
+#define JSECTOR 512u
+#define JHDR_FIXED 80u
+
+static uint32_t get32 (const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24; }
+static uint64_t get64 (const uint8_t *p) { return get32 (p) | (uint64_t) get32 (p + 4) << 32; }
+static void put32 (uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
+static void put64 (uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
+
+bool
+journal_enabled (const struct raid_array *a)
+{
+  return a->sb.consistency == SB_CONS_JOURNAL && a->cur.g.level >= 4 &&
+    a->sb.cons_size >= 2 * JOURNAL_MAX_RECORD;
+}
+
+void
+journal_init (struct raid_array *a)
+{
+  pthread_rwlockattr_t attr;
+
+  pthread_rwlockattr_init (&attr);
+  pthread_rwlockattr_setkind_np (&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&a->jgate, &attr);
+  pthread_rwlockattr_destroy (&attr);
+  pthread_mutex_init (&a->jlock, NULL);
+  atomic_store (&a->jseq_next, a->sb.journal_seq);
+  memset (a->jhead, 0, sizeof a->jhead);
+}
+
+void
+journal_fini (struct raid_array *a)
+{
+  pthread_rwlock_destroy (&a->jgate);
+  pthread_mutex_destroy (&a->jlock);
+}
+
+static uint32_t
+header_len (int nblocks, int nranges)
+{
+  return raid_round_up (JHDR_FIXED + 16u * (nblocks + nranges), JSECTOR);
+}
+
+uint64_t
+journal_record_size (int nblocks, int nranges, uint64_t payload)
+{
+  return header_len (nblocks, nranges) + raid_round_up (payload, JSECTOR);
+}
+
+/* Encode the header for `r` into hdr (header_len bytes, zeroed by caller). */
+static void
+encode_header (const struct raid_array *a, const struct jrecord *r, uint64_t seq,
+               uint8_t *hdr, uint32_t hlen, uint32_t plen, uint32_t pcrc)
+{
+  uint8_t *e = hdr + JHDR_FIXED;
+
+  memcpy (hdr, JMAGIC, 8);
+  put32 (hdr + 12, pcrc);
+  memcpy (hdr + 16, a->sb.array_uuid, RAID_UUID_LEN);
+  put64 (hdr + 32, a->sb.journal_epoch);
+  put64 (hdr + 40, seq);
+  put32 (hdr + 48, r->nblocks);
+  put32 (hdr + 52, r->nranges);
+  put32 (hdr + 56, hlen);
+  put32 (hdr + 60, plen);
+  put32 (hdr + 64, r->layout_id);
+  for (int i = 0; i < r->nblocks; i++, e += 16) {
+    put32 (e, r->blocks[i].role);
+    put32 (e + 4, r->blocks[i].len);
+    put64 (e + 8, r->blocks[i].off);
+  }
+  for (int i = 0; i < r->nranges; i++, e += 16) {
+    put64 (e, r->ranges[i].row);
+    put64 (e + 8, r->ranges[i].rows);
+  }
+  put32 (hdr + 8, raid_crc32c (hdr, hlen));
+}
+
+/* Choose the members that hold the record's copies: nparity+1 usable
+ * members, starting at a row-dependent role so the load spreads. */
+static int
+pick_copies (struct raid_array *a, const struct layout *L, uint64_t row,
+             int *slots)
+{
+  int want = (L->g.level == 1 ? 1 : L->g.parity_disks) + 1, n = 0;
+  uint32_t bad = array_bad_roles (a, L, NULL, NULL);
+
+  for (int i = 0; i < L->g.raid_disks && n < want; i++) {
+    int r = (int) ((row + i) % L->g.raid_disks);
+    int s = L->slot[r];
+    if (!(bad & (1u << r)) && s >= 0)
+      slots[n++] = s;
+  }
+  return n;
+}
+
+/* Reserve len bytes in the log of every slot; false when one is full. */
+static bool
+reserve (struct raid_array *a, const int *slots, int n, uint64_t len, uint64_t *pos)
+{
+  bool ok = true;
+
+  pthread_mutex_lock (&a->jlock);
+  for (int i = 0; i < n; i++)
+    if (a->jhead[slots[i]] + len > a->sb.cons_size)
+      ok = false;
+  for (int i = 0; ok && i < n; i++) {
+    pos[i] = a->jhead[slots[i]];
+    a->jhead[slots[i]] += len;
+  }
+  pthread_mutex_unlock (&a->jlock);
+  return ok;
+}
+
+int
+journal_append (struct raid_array *a, const struct layout *L, const struct jrecord *r,
+                uint8_t *hdr_buf)
+{
+  int slots[RAID_MAX_MEMBERS], n;
+  uint32_t hlen = header_len (r->nblocks, r->nranges), plen = 0, pcrc = 0;
+  uint64_t pos[RAID_MAX_MEMBERS], seq;
+  struct mio mios[RAID_MAX_MEMBERS];
+  struct iovec iov[RAID_MAX_MEMBERS][JOURNAL_MAX_BLOCKS + 2];
+  static const uint8_t pad[JSECTOR];
+  int err;
+
+  for (int i = 0; i < r->nblocks; i++)
+    plen += r->blocks[i].len;
+  for (;;) {
+    pthread_rwlock_rdlock (&a->jgate);      /* released by journal_end */
+    n = pick_copies (a, L, r->first_row, slots);
+    if (n == 0) {
+      pthread_rwlock_unlock (&a->jgate);
+      return EIO;
+    }
+    if (reserve (a, slots, n, journal_record_size (r->nblocks, r->nranges, plen), pos))
+      break;
+    pthread_rwlock_unlock (&a->jgate);
+    if ((err = journal_checkpoint (a)) != 0)
+      return err;
+  }
+  seq = atomic_fetch_add (&a->jseq_next, 1);
+
+  /* CRC of the payload, then the header. */
+  pcrc = ~0u;
+  for (int i = 0; i < r->nblocks; i++)
+    pcrc = raid_crc32c_update (pcrc, r->blocks[i].data, r->blocks[i].len);
+  memset (hdr_buf, 0, hlen);
+  encode_header (a, r, seq, hdr_buf, hlen, plen, ~pcrc);
+
+  for (int c = 0; c < n; c++) {
+    int k = 0;
+    iov[c][k++] = (struct iovec) { hdr_buf, hlen };
+    for (int i = 0; i < r->nblocks; i++)
+      iov[c][k++] = (struct iovec) { (void *) r->blocks[i].data, r->blocks[i].len };
+    if (raid_round_up (plen, JSECTOR) != plen)
+      iov[c][k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
+    mios[c] = (struct mio) {
+      .m = a->mem[slots[c]].m, .op = MIO_WRITE, .flags = MIO_FUA,
+      .off = a->sb.cons_offset + pos[c], .iov = iov[c], .iovcnt = k,
+      .len = journal_record_size (r->nblocks, r->nranges, plen),
+    };
+  }
+  if (mio_run (mios, n) != 0) {
+    for (int c = 0; c < n; c++)
+      if (mios[c].err)
+        array_member_io_error (a, mios[c].m, mios[c].err, true, mios[c].off);
+    pthread_rwlock_unlock (&a->jgate);
+    return EAGAIN;                         /* the caller redoes the group */
+  }
+  return 0;                                /* gate held until journal_end */
+}
+
+void
+journal_end (struct raid_array *a)
+{
+  pthread_rwlock_unlock (&a->jgate);
+}
+
+int
+journal_checkpoint (struct raid_array *a)
+{
+  struct mio mios[SB_MAX_MEMBERS];
+  size_t n = 0;
+  int err;
+
+  pthread_rwlock_wrlock (&a->jgate);       /* waits for in-flight writes */
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (array_member_in_use (a, t))
+      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
+  if (mio_run (mios, n) != 0)
+    for (size_t i = 0; i < n; i++)
+      if (mios[i].err)
+        array_member_io_error (a, mios[i].m, mios[i].err, true, 0);
+  pthread_mutex_lock (&a->sb_lock);
+  a->sb.journal_epoch++;
+  a->sb.journal_seq = atomic_load (&a->jseq_next);
+  err = array_commit (a);
+  pthread_mutex_unlock (&a->sb_lock);
+  if (err == 0) {
+    pthread_mutex_lock (&a->jlock);
+    memset (a->jhead, 0, sizeof a->jhead);
+    pthread_mutex_unlock (&a->jlock);
+  }
+  pthread_rwlock_unlock (&a->jgate);
+  return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Replay. */
+
+struct found {
+  uint64_t seq;
+  uint8_t *rec;                            /* header + payload (in the area buffer) */
+};
+
+static int
+cmp_found (const void *x, const void *y)
+{
+  const struct found *a = x, *b = y;
+  return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Validate a record at p (at most avail bytes); its total length or 0. */
+static uint64_t
+valid_record (const struct raid_array *a, uint8_t *p, uint64_t avail)
+{
+  uint32_t hlen, plen, crc, nb, nr;
+  uint64_t need;
+
+  if (avail < JSECTOR || memcmp (p, JMAGIC, 8) != 0 ||
+      memcmp (p + 16, a->sb.array_uuid, RAID_UUID_LEN) != 0 ||
+      get64 (p + 32) != a->sb.journal_epoch || get64 (p + 40) < a->sb.journal_seq)
+    return 0;
+  nb = get32 (p + 48); nr = get32 (p + 52); hlen = get32 (p + 56); plen = get32 (p + 60);
+  if (nb > JOURNAL_MAX_BLOCKS || nr > JOURNAL_MAX_RANGES ||
+      hlen != header_len (nb, nr) || hlen > avail)
+    return 0;
+  crc = get32 (p + 8);
+  put32 (p + 8, 0);
+  if (raid_crc32c (p, hlen) != crc) {
+    put32 (p + 8, crc);
+    return 0;
+  }
+  put32 (p + 8, crc);
+  need = hlen + raid_round_up (plen, JSECTOR);
+  if (need > avail || raid_crc32c (p + hlen, plen) != get32 (p + 12))
+    return 0;
+  return need;
+}
+
+static int
+apply_record (struct raid_array *a, uint8_t *p)
+{
+  const struct layout *L = &a->cur;
+  uint32_t nb = get32 (p + 48), nr = get32 (p + 52), hlen = get32 (p + 56);
+  uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
+  uint64_t mism = 0;
+  int err = 0;
+
+  for (uint32_t i = 0; i < nb; i++, e += 16) {
+    int role = (int) get32 (e);
+    uint32_t len = get32 (e + 4);
+    uint64_t off = get64 (e + 8);
+    struct member *m = role < L->g.raid_disks ? layout_member (a, L, role) : NULL;
+    if (m && !(array_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
+        member_pwrite (m, data, len, off, false) != 0)
+      array_member_io_error (a, m, EIO, true, off);
+    data += len;
+  }
+  for (uint32_t i = 0; i < nr && !err; i++, e += 16) {
+    uint64_t row = get64 (e), rows = get64 (e + 8);
+    if (row < L->rows && rows <= L->rows - row)
+      err = stripe_check_rows (a, L, row, rows, true, &mism);
+  }
+  return err;
+}
+
+int
+journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
+{
+  uint64_t size = a->sb.cons_size;
+  uint8_t *bufs[SB_MAX_MEMBERS] = { NULL };
+  struct found *f = NULL;
+  size_t nf = 0, capf = 0;
+  int r = 0;
+
+  *napplied = 0;
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    if (!array_member_in_use (a, t))
+      continue;
+    if (!(bufs[t] = raid_alloc_aligned (size)) ||
+        member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset) != 0) {
+      raid_log (RAID_LOG_WARN, "%s: cannot read its journal", member_spec (a->mem[t].m));
+      free (bufs[t]);
+      bufs[t] = NULL;
+      continue;
+    }
+    for (uint64_t pos = 0; pos + JSECTOR <= size;) {
+      uint64_t len = valid_record (a, bufs[t] + pos, size - pos);
+      if (!len) {
+        pos += JSECTOR;
+        continue;
+      }
+      if (nf == capf) {
+        capf = capf ? capf * 2 : 64;
+        f = realloc (f, capf * sizeof *f);
+        if (!f) {
+          snprintf (err, errlen, "out of memory");
+          r = ENOMEM;
+          goto out;
+        }
+      }
+      f[nf++] = (struct found) { get64 (bufs[t] + pos + 40), bufs[t] + pos };
+      pos += len;
+    }
+  }
+  qsort (f, nf, sizeof *f, cmp_found);
+  for (size_t i = 0; i < nf; i++) {
+    if (i > 0 && f[i].seq == f[i - 1].seq)
+      continue;                            /* another copy */
+    if ((r = apply_record (a, f[i].rec)) != 0) {
+      snprintf (err, errlen, "journal replay failed at record %" PRIu64 ": %s",
+                f[i].seq, strerror (r));
+      goto out;
+    }
+    (*napplied)++;
+    atomic_store (&a->jseq_next, raid_max_u64 (atomic_load (&a->jseq_next), f[i].seq + 1));
+  }
+  r = journal_checkpoint (a);               /* flush, new epoch: log cleared */
+  if (r)
+    snprintf (err, errlen, "journal checkpoint after replay failed: %s", strerror (r));
+ out:
+  for (int t = 0; t < SB_MAX_MEMBERS; t++)
+    free (bufs[t]);
+  free (f);
+  return r;
+}
