@@ -13,16 +13,27 @@
  * loop in this layer.
  *
  * How concurrency is achieved:
- *   - NBD members: libnbd aio commands on the member's handle(s); one
- *     dispatcher thread per NBD member runs the poll loop and completes
- *     commands; the submitter sleeps on the batch's condition variable, woken
- *     by the completion callback of its last command.
- *   - File/block members: one op of the batch runs in the calling thread,
- *     the others are handed to a small shared pool of I/O threads (created on
- *     first use; size fixed at MIO_POOL_THREADS).  A batch with a single op
- *     never leaves the calling thread.
- *   - Custom (test) backends: executed synchronously in order, which makes
- *     crash-point enumeration deterministic.
+ *   - NBD members: libnbd aio commands on the member's handle, issued by the
+ *     calling thread; one dispatcher thread per NBD member runs the poll loop
+ *     and completes commands; the submitter sleeps on the batch's condition
+ *     variable, woken by the completion callback of its last command.
+ *     Requests larger than the server's maximum (32 MiB when it names none)
+ *     are split; FUA and zeroing are emulated (flush after the write, writes
+ *     of zeroes) when the server lacks them.  Every operation is bounded:
+ *     see member_set_io_timeout.
+ *   - File/block members: the calling thread first does the ops that
+ *     cannot wait on the device (reads the page cache serves at once, per
+ *     RWF_NOWAIT, and plain buffered writes); then it and up to
+ *     MIO_POOL_THREADS threads of a small shared pool (created on first
+ *     use) claim the remaining ones (uncached reads, FUA writes, flushes,
+ *     zeroing) one at a time, so they run concurrently; the calling thread
+ *     always takes part, so no batch waits for a free pool thread.  A batch
+ *     with a single file op never leaves the calling thread.  No allocation
+ *     per op: the batch lives on the caller's stack.
+ *   - Custom (test) backends: executed synchronously in the calling thread,
+ *     in array order, which makes crash-point enumeration deterministic.
+ *     Each iov element is one pread/pwrite call; a NULL zero callback
+ *     becomes pwrite calls of at most 1 MiB of zeroes.
  *
  * Errors: each mio gets its own err (0 or an errno value).  A short read or
  * write is an error (EIO); reads past the member's end are EIO too, and so
@@ -63,9 +74,13 @@ struct mio {
 
 /* Open a member from its spec: a path (file or block device; opened O_RDWR |
  * O_CLOEXEC) or an NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://).
- * Returns NULL with errno set and a message in err (e.g. "nbd://x: connect:
- * Connection refused", "/a/b: No such file or directory").  readonly opens
- * for reading only (nbdraid examine). */
+ * Returns NULL with errno set and a message "<spec>: <step>: <cause>" in err
+ * (e.g. "nbd://x: connect: Connection refused", "/a/b: open: No such file
+ * or directory", "/dev/null: not a regular file or block device: Invalid
+ * argument", "nbd://x: export is read-only: Read-only file system").
+ * readonly opens for reading only (nbdraid examine).  Connecting to an NBD
+ * server is bounded by the I/O timeout (ETIMEDOUT).  The size is fixed at
+ * open: st_size, BLKGETSIZE64, or the export size. */
 struct member *member_open (const char *spec, bool readonly, char *err, size_t errlen);
 
 /* Custom backend (tests).  Each function is synchronous, returns 0 or an
@@ -80,6 +95,7 @@ struct member_custom_ops {
 struct member *member_new_custom (const char *name, uint64_t size,
                                   const struct member_custom_ops *ops, void *priv);
 
+/* Release the member (NULL is a no-op).  No I/O on it may be in flight. */
 void member_close (struct member *m);
 
 const char *member_spec (const struct member *m);    /* as given to member_open */
@@ -107,20 +123,27 @@ void mio_shutdown (void);
 /* Start the member's background machinery (the dispatcher thread of an NBD
  * member; nothing for other backends).  Returns 0 or an errno value.
  * Idempotent and thread-safe; mio_run calls it lazily, so calling it is
- * only needed to fail early.  Threads do not survive fork(): member_open
- * creates the connection and file descriptors, which do survive, and the
- * threads are started after the fork (nbdkit: in .after_fork, or lazily by
- * the first mio_run).  A member started before a fork is restarted in the
- * child on its next use.  Do not fork while member I/O is in flight. */
+ * only needed to fail early (nbdkit: in .after_fork).
+ *
+ * fork(): member_open creates the connection and file descriptors, which
+ * survive a fork; threads do not.  Fork handlers stop every dispatcher
+ * before a fork, so the parent cannot read replies meant for the child off
+ * the shared connection; afterwards the dispatchers (and the pool) start
+ * again on next use, in the parent and in the child.  So members opened
+ * and used in nbdkit's get_ready keep working in the daemonized child.
+ * Closing a member never sends NBD_CMD_DISC, so a parent closing its copy
+ * does not disturb the child.  Do not fork while member I/O is in flight. */
 int member_start (struct member *m);
 
 /* Bound on every NBD member operation, in seconds (default 30; 0 disables).
  * When an operation of an NBD member has not completed within the bound,
  * that member's connection is shut down: the operation and every other
  * in-flight or later operation of that member fail with ETIMEDOUT.  A lost
- * connection fails them the same way, with the transport's error (e.g.
- * ENOTCONN).  Applies to operations submitted after the call.  File and
- * custom members are not bounded here (the kernel or the test owns them). */
+ * connection fails them the same way (promptly, with the transport's error,
+ * e.g. ENOTCONN); such a member never recovers: close it and open it again.
+ * Applies to operations submitted after the call, and to member_open's
+ * connect and handshake.  File and custom members are not bounded here
+ * (the kernel or the test owns them). */
 void member_set_io_timeout (unsigned seconds);
 
 #endif
