@@ -186,6 +186,7 @@ raid_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
 }
 
 static int raid_can_write (void *handle) { return 1; }
+static int raid_can_extents (void *handle) { return 1; }
 static int raid_can_flush (void *handle) { return 1; }
 static int raid_can_trim (void *handle) { return 1; }
 static int raid_can_zero (void *handle) { return 1; }
@@ -249,6 +250,22 @@ raid_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   return err ? fail ("zero", count, offset, err) : 0;
 }
 
+static int
+add_extent (void *opaque, uint64_t off, uint64_t len, bool zero)
+{
+  return nbdkit_add_extent (opaque, off, len,
+                            zero ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0);
+}
+
+/* Zero extents are rows every member in use holds as a hole. */
+static int
+raid_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
+              struct nbdkit_extents *extents)
+{
+  int err = raid_array_extents (array, count, offset, add_extent, extents);
+  return err ? fail ("extents", count, offset, err > 0 ? err : EIO) : 0;
+}
+
 static struct nbdkit_plugin plugin = {
   .name              = "raid",
   .longname          = "nbdkit software RAID 4/5/6 plugin",
@@ -272,6 +289,8 @@ static struct nbdkit_plugin plugin = {
   .can_fast_zero     = raid_can_fast_zero,
   .can_multi_conn    = raid_can_multi_conn,
   .can_fua           = raid_can_fua,
+  .can_extents       = raid_can_extents,
+  .extents           = raid_extents,
   .pread             = raid_pread,
   .pwrite            = raid_pwrite,
   .flush             = raid_flush,

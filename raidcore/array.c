@@ -594,3 +594,53 @@ raid_array_flush (struct raid_array *a)
       array_member_io_error (a, mios[i].m, mios[i].err, true, 0);
   return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
 }
+
+/* Rows from `row` on (at most max) whose answer is the same: all members in
+ * use hold a hole (zero), or some member holds data. */
+static uint64_t
+row_run (struct raid_array *a, uint64_t row, uint64_t max, bool *zero)
+{
+  const struct layout *L = &a->cur;
+  uint64_t chunk = L->g.chunk, hole_rows = max, data_rows = 0;
+  uint32_t bad = array_bad_roles (a, L, NULL, NULL);
+
+  *zero = true;
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    struct member *m = layout_member (a, L, r);
+    uint64_t run;
+    bool hole;
+    if (!m || (bad & (1u << r)))
+      continue;
+    if (member_extent (m, L->data_offset[r] + row * chunk, max * chunk, &hole, &run) != 0)
+      hole = false, run = chunk;
+    if (hole)
+      hole_rows = raid_min_u64 (hole_rows, run / chunk);
+    else {
+      *zero = false;
+      data_rows = raid_max_u64 (data_rows, raid_round_up (run, chunk) / chunk);
+    }
+  }
+  return raid_max_u64 (1, *zero ? hole_rows : data_rows);
+}
+
+int
+raid_array_extents (struct raid_array *a, uint64_t count, uint64_t off,
+                    raid_extent_fn cb, void *opaque)
+{
+  uint64_t W = a->cur.g.stripe_width, end;
+  int err = check_range (a, count, off);
+
+  if (err)
+    return err == EIO ? cb (opaque, off, count, false) : err;
+  end = off + count;
+  while (off < end) {
+    uint64_t row = off / W, rows_left = (end - 1) / W - row + 1;
+    bool zero;
+    uint64_t n = row_run (a, row, raid_min_u64 (rows_left, a->cur.rows - row), &zero);
+    uint64_t next = raid_min_u64 (end, (row + n) * W);
+    if ((err = cb (opaque, off, next - off, zero)) != 0)
+      return err;
+    off = next;
+  }
+  return 0;
+}

@@ -63,6 +63,14 @@ int raid_array_flush (struct raid_array *a);
 int raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
                      unsigned flags, bool fast);
 
+/* Extents: calls cb for consecutive ranges covering [off, off + count),
+ * in order, each flagged zero when every member in use stores nothing there
+ * (so it reads as zeroes, degraded or not), otherwise data.  Returns 0 or
+ * the first nonzero value returned by cb. */
+typedef int (*raid_extent_fn) (void *opaque, uint64_t off, uint64_t len, bool zero);
+int raid_array_extents (struct raid_array *a, uint64_t count, uint64_t off,
+                        raid_extent_fn cb, void *opaque);
+
 enum raid_health { RAID_HEALTH_OPTIMAL, RAID_HEALTH_DEGRADED, RAID_HEALTH_FAILED };
 enum raid_health raid_array_health (struct raid_array *a);
 const char *raid_health_name (enum raid_health h);

@@ -286,11 +286,40 @@ file_close (struct member *m)
   free (f);
 }
 
+/* Holes of regular files, from SEEK_DATA / SEEK_HOLE. */
+static int
+file_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
+             uint64_t *run)
+{
+  struct file_member *f = (struct file_member *) m;
+  off_t d, h;
+
+  if (f->is_blk)
+    return 0;                   /* block devices: always data */
+  d = lseek (f->fd, off, SEEK_DATA);
+  if (d == -1 && errno == ENXIO) {
+    *hole = true;               /* no data from off to the end */
+    return 0;
+  }
+  if (d == -1)
+    return 0;                   /* cannot tell: data */
+  if ((uint64_t) d > off) {
+    *hole = true;
+    *run = raid_min_u64 (len, d - off);
+    return 0;
+  }
+  h = lseek (f->fd, off, SEEK_HOLE);
+  if (h > (off_t) off)
+    *run = raid_min_u64 (len, h - off);
+  return 0;
+}
+
 static const struct member_backend file_backend = {
   .kind = MEMBER_FILE,
   .run = file_run,
   .try_run = file_try_run,
   .close = file_close,
+  .extent = file_extent,
 };
 
 /* Size of the open file or block device; 0 or errno, message in err. */

@@ -54,6 +54,10 @@ struct member_backend {
   void (*submit) (struct member *m, struct mio_cmd *c);
   /* Release everything; no I/O is in flight. */
   void (*close) (struct member *m);
+  /* Optional: is the range at off a hole (reads as zeroes)?  Sets *hole and
+   * *run, the length from off (<= len) for which that answer holds. */
+  int (*extent) (struct member *m, uint64_t off, uint64_t len, bool *hole,
+                 uint64_t *run);
 };
 
 #define MIO_WOULDBLOCK (-1)    /* never an errno value */

@@ -789,3 +789,14 @@ member_flush (struct member *m)
 
   return mio_run (&io, 1);
 }
+
+int
+member_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
+               uint64_t *run)
+{
+  *hole = false;
+  *run = len;
+  if (len == 0 || !m->be->extent)
+    return 0;
+  return m->be->extent (m, off, len, hole, run);
+}

@@ -108,6 +108,12 @@ bool member_is_nbd (const struct member *m);
  * failed op (in array order); each ios[i].err is set either way. */
 int mio_run (struct mio *ios, size_t n);
 
+/* Allocation status at off: *hole says whether [off, off + *run) reads as
+ * zeroes because nothing is stored there; *run <= len.  Members that cannot
+ * tell (NBD, custom) report data for the whole len.  Returns 0 or errno. */
+int member_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
+                   uint64_t *run);
+
 /* Synchronous helpers built on mio_run (single op). */
 int member_pread (struct member *m, void *buf, size_t len, uint64_t off);
 int member_pwrite (struct member *m, const void *buf, size_t len, uint64_t off, bool fua);
