@@ -613,9 +613,9 @@ row_run (struct raid_array *a, uint64_t row, uint64_t max, bool *zero)
       continue;
     if (member_extent (m, L->data_offset[r] + row * chunk, max * chunk, &hole, &run) != 0)
       hole = false, run = chunk;
-    if (hole)
+    if (hole && run >= chunk)
       hole_rows = raid_min_u64 (hole_rows, run / chunk);
-    else {
+    else {                            /* data, or a hole ending inside the row */
       *zero = false;
       data_rows = raid_max_u64 (data_rows, raid_round_up (run, chunk) / chunk);
     }
