@@ -38,10 +38,10 @@ qemu_io "zeroed range reads as zero" -c "read -P 0 $((10 << 20)) 1M" "$uri"
 
 # A write smaller than a chunk (the member's hole ends inside the row)
 # makes its whole row data, and the map agrees with what reads return.
-qemu_io "sub-chunk write" -c "write -P 0x33 $((row * 50 + 70000)) 1000" "$uri"
-m=$(nbdinfo --map "$uri" | awk -v o=$((row * 50)) '$1 <= o && o < $1 + $2 {print $1, $2, $4}')
-expect_eq "row of a sub-chunk write is data" "$((row * 50)) $row data" "$m"
-qemu_io "sub-chunk data reads back" -c "read -P 0x33 $((row * 50 + 70000)) 1000" "$uri"
+qemu_io "sub-chunk write" -c "write -P 0x33 $((row * 60 + 70000)) 1000" "$uri"
+m=$(nbdinfo --map "$uri" | awk -v o=$((row * 60)) '$1 <= o && o < $1 + $2 {print $1, $2, $4}')
+expect_eq "row of a sub-chunk write is data" "$((row * 60)) $row data" "$m"
+qemu_io "sub-chunk data reads back" -c "read -P 0x33 $((row * 60 + 70000)) 1000" "$uri"
 
 # Degraded: a member gone, zero extents must still read as zero and data
 # outside them is rebuilt.
@@ -50,7 +50,7 @@ stop_nbdkit raid
 rm -f "$d"/m2
 start_raid raid "$d"/m0 "$d"/m1 "$d"/m3
 expect_eq "degraded map" \
-  "0 $first hole,zero;$first $((in0 - first)) data;$in0 $((in1 - in0)) hole,zero;$in1 $((last - in1)) data;$last $((row * 50 - last)) hole,zero;$((row * 50)) $row data;$((row * 51)) $((row * 49)) hole,zero;$((row * 100)) $row data;$((row * 101)) $((size - row * 101)) hole,zero;" \
+  "0 $first hole,zero;$first $((in0 - first)) data;$in0 $((in1 - in0)) hole,zero;$in1 $((last - in1)) data;$last $((row * 60 - last)) hole,zero;$((row * 60)) $row data;$((row * 61)) $((row * 39)) hole,zero;$((row * 100)) $row data;$((row * 101)) $((size - row * 101)) hole,zero;" \
   "$(map)"
 qemu_io "degraded zero read" -c "read -P 0 0 $first" "$uri"
 qemu_io "degraded data read" -c "read -P 0x22 $((row * 100)) $row" "$uri"
