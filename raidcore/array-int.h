@@ -89,6 +89,8 @@ struct raid_array {
   uint64_t jhead[SB_MAX_MEMBERS];          /* next free byte of each log */
   _Atomic uint64_t jseq_next;
 
+  struct bitmap *bm;                       /* consistency bitmap, or NULL */
+
   /* clean/dirty (array.c) */
   _Atomic bool dirty;                      /* SB_FLAG_DIRTY is on disk */
 };

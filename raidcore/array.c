@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "bitmap.h"
 #include "journal.h"
 #include "util.h"
 
@@ -342,9 +343,17 @@ start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
 
   journal_init (a);
   a->journaled = journal_enabled (a);
+  if (bitmap_init (a) != 0) {
+    snprintf (err, errlen, "out of memory for the bitmap");
+    return -1;
+  }
   atomic_store (&a->dirty, was_dirty);
   if (!was_dirty || a->cur.g.level < 4)
     return 0;
+  if (bitmap_enabled (a) && bitmap_load (a) < 0) {
+    snprintf (err, errlen, "array %s: cannot read the write-intent bitmap", u);
+    return -1;
+  }
   if (a->journaled) {
     if ((r = journal_replay (a, &n, e, sizeof e)) != 0) {
       snprintf (err, errlen, "array %s: %s", u, e);
@@ -370,7 +379,8 @@ start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
   else
     r = 0;
   pthread_mutex_unlock (&a->sb_lock);
-  raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: resyncing", u);
+  raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: resyncing %s", u,
+            bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
   return r ? -1 : 0;
 }
 
@@ -495,6 +505,9 @@ raid_array_close (struct raid_array *a)
   if (a->journaled && atomic_load (&a->health) != RAID_HEALTH_FAILED)
     journal_checkpoint (a);
   raid_array_flush (a);
+  if (bitmap_enabled (a) && atomic_load (&a->health) != RAID_HEALTH_FAILED &&
+      a->sb.resync_offset == UINT64_MAX)
+    bitmap_clean (a, true);
   pthread_mutex_lock (&a->sb_lock);
   if ((a->sb.flags & SB_FLAG_DIRTY) && atomic_load (&a->health) != RAID_HEALTH_FAILED) {
     a->sb.flags &= ~SB_FLAG_DIRTY;          /* everything is durable: clean */
@@ -508,6 +521,7 @@ raid_array_close (struct raid_array *a)
     member_close (a->retired[i]);
   stripe_lock_destroy (&a->locks);
   journal_fini (a);
+  bitmap_fini (a);
   pthread_mutex_destroy (&a->sb_lock);
   free (a);
 }

@@ -67,6 +67,7 @@
 #include <sys/uio.h>
 
 #include "array-int.h"
+#include "bitmap.h"
 #include "journal.h"
 #include "parity.h"
 #include "util.h"
@@ -807,6 +808,17 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
       return err;
   if (G->a->journaled && L->g.level >= 4)
     return write_journaled (G, mflags, failed);
+  if (bitmap_enabled (G->a) && L->id == 0) {
+    if ((err = bitmap_start_write (G->a, r0, n)) == EAGAIN) {
+      *failed = 1;                     /* a bitmap copy failed: redo */
+      return 0;
+    }
+    if (err)
+      return err;
+    err = run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, mflags, true, failed);
+    bitmap_end_write (G->a, r0, n);
+    return err;
+  }
   return run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, mflags, true, failed);
 }
 
@@ -1092,6 +1104,14 @@ zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n
         break;
       err = mio_run (mios, nm);
       journal_end (a);
+    }
+    else if (bitmap_enabled (a) && L->id == 0) {
+      if ((err = bitmap_start_write (a, r0, n)) == EAGAIN)
+        continue;
+      if (err)
+        break;
+      err = mio_run (mios, nm);
+      bitmap_end_write (a, r0, n);
     }
     else
       err = mio_run (mios, nm);

@@ -36,11 +36,13 @@
 #include <time.h>
 
 #include "array-int.h"
+#include "bitmap.h"
 #include "util.h"
 
 #define BATCH_BYTES (4u << 20)            /* per member per batch */
 #define CKPT_INTERVAL_NS 1000000000ull
 #define FG_ACTIVE_NS 200000000ull         /* foreground I/O this recent is active */
+#define BITMAP_CLEAN_NS 5000000000ull     /* the bitmap cleaner's period */
 
 const char *
 raid_sync_action_name (enum raid_sync_action a)
@@ -149,6 +151,17 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
   uint64_t n = raid_min_u64 (rows_per_batch (a), (total - *pos + unit - 1) / unit);
   int err;
 
+  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a)) {
+    /* Only regions the bitmap marks can be inconsistent: skip clean ones. */
+    uint64_t rpr = bitmap_rows_per_region (a);
+    while (r0 < L->rows && !bitmap_row_dirty (a, r0))
+      r0 = (r0 / rpr + 1) * rpr;
+    if (r0 >= L->rows) {
+      *pos = total;
+      return 0;
+    }
+    n = raid_min_u64 (raid_min_u64 (n, (r0 / rpr + 1) * rpr - r0), L->rows - r0);
+  }
   if (action == RAID_SYNC_RECOVER)
     err = stripe_rebuild_rows (a, L, r0, n, role, &a->rb_row);
   else if (action == RAID_SYNC_RESYNC) {
@@ -197,7 +210,17 @@ sync_thread (void *arg)
     uint64_t pos, total, mism, t0, ns, bytes;
 
     if (s->action == RAID_SYNC_IDLE || s->frozen) {
-      pthread_cond_wait (&s->changed, &s->lock);   /* woken by begin/start/stop */
+      if (!bitmap_enabled (a) || s->action == RAID_SYNC_RESYNC) {
+        pthread_cond_wait (&s->changed, &s->lock);   /* woken by begin/start/stop */
+        continue;
+      }
+      /* Idle with a bitmap: clean it every BITMAP_CLEAN_NS (or on a change). */
+      timed_wait (s, BITMAP_CLEAN_NS);
+      if (s->stop || (s->action != RAID_SYNC_IDLE && !s->frozen))
+        continue;
+      pthread_mutex_unlock (&s->lock);
+      bitmap_clean (a, false);
+      pthread_mutex_lock (&s->lock);
       continue;
     }
     action = s->action; role = s->target_role; target = s->target_slot;
