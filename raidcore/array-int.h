@@ -60,6 +60,7 @@ struct sync_ctl {
   int target_slot, target_role;            /* recover */
   uint64_t speed_min, speed_max;           /* bytes/s; max 0 = unlimited */
   uint64_t ckpt_ns;                        /* last durable checkpoint */
+  uint8_t *rbuf;                           /* reshape copy buffer (sync thread) */
 };
 
 #define SYNC_SPEED_MIN_DEFAULT (16u << 20)
@@ -93,7 +94,37 @@ struct raid_array {
 
   /* clean/dirty (array.c) */
   _Atomic bool dirty;                      /* SB_FLAG_DIRTY is on disk */
+
+  /* live reshape (reshape.c): while `reshaping`, requests are split at the
+   * boundary between `next` (the new layout) and `cur` */
+  struct layout next;
+  _Atomic bool reshaping;
+  int rdir;                                /* enum sb_direction */
+  pthread_mutex_t rlock;                   /* guards boundary, window, active */
+  pthread_cond_t rcond;                    /* window moved / request finished */
+  uint64_t boundary;
+  uint64_t win_lo, win_hi;                 /* being copied; empty when equal */
+  struct rreq *active;                     /* requests in flight */
+  bool autostart;                          /* resume a running reshape at start */
 };
+
+#define RAID_IO_RAW 0x100u                 /* internal: no journal, no bitmap */
+enum { ARRAY_OP_READ, ARRAY_OP_WRITE, ARRAY_OP_ZERO };
+
+/* One request on one layout (array.c). */
+int array_span_io (struct raid_array *a, const struct layout *L, int op, void *buf,
+                   uint64_t count, uint64_t off, unsigned flags);
+
+/* reshape.c */
+int reshape_assemble (struct raid_array *a, char *err, size_t errlen);
+int reshape_io (struct raid_array *a, int op, void *buf, uint64_t count, uint64_t off,
+                unsigned flags);
+int reshape_check_start (struct raid_array *a, char *err, size_t errlen);
+void reshape_set_state (struct raid_array *a, bool running);
+int reshape_step (struct raid_array *a, uint64_t *done, uint8_t **bufp);
+int reshape_finish (struct raid_array *a);
+int reshape_abort (struct raid_array *a, char *err, size_t errlen);
+void reshape_status (struct raid_array *a, struct raid_status *st);
 
 /* Make sure the superblock says dirty before the first write is issued. */
 int array_mark_dirty (struct raid_array *a);
@@ -109,7 +140,7 @@ int sync_thread_start (struct raid_array *a);
 void sync_thread_stop (struct raid_array *a);
 /* Begin an action (caller holds no lock); refuses EBUSY if one exists. */
 int sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
-                uint64_t from, char *err, size_t errlen);
+                uint64_t from, bool frozen, char *err, size_t errlen);
 /* Stop the running recovery of table slot t (it went faulty). */
 void sync_cancel_target (struct raid_array *a, int t);
 /* Start recovery onto table slot `spare` for `role` (holds sb_lock inside). */

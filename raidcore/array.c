@@ -85,6 +85,16 @@ array_update_health (struct raid_array *a)
   enum raid_health h = nbad == 0 ? RAID_HEALTH_OPTIMAL
     : nbad <= tolerance (&a->cur.g) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
 
+  if (atomic_load (&a->reshaping) && h != RAID_HEALTH_FAILED) {
+    /* While reshaping, the new layout must be servable too. */
+    int nbad1 = __builtin_popcount (array_bad_roles (a, &a->next, NULL, NULL));
+    if (nbad1 > tolerance (&a->next.g))
+      h = RAID_HEALTH_FAILED;
+    else if (nbad1 && h == RAID_HEALTH_OPTIMAL)
+      h = RAID_HEALTH_DEGRADED;
+    nbad = raid_max_u64 (nbad, nbad1);
+  }
+
   if ((int) h != atomic_exchange (&a->health, (int) h))
     raid_log (h == RAID_HEALTH_OPTIMAL ? RAID_LOG_INFO : RAID_LOG_ERROR,
               "array is now %s (%d of %d members unusable)",
@@ -321,6 +331,9 @@ build_layout (struct raid_array *a, char *err, size_t errlen)
     const struct sb_member_entry *e = &a->sb.members[t];
     if (e->role < 0 || e->state == SB_MEMBER_EMPTY || e->state == SB_MEMBER_SPARE)
       continue;
+    if (e->role >= L->g.raid_disks && a->sb.reshape_state != SB_RESHAPE_NONE &&
+        e->role < (int) a->sb.new_raid_devices)
+      continue;                           /* a member only the new layout uses */
     if (e->role >= L->g.raid_disks || L->slot[e->role] >= 0) {
       snprintf (err, errlen, "superblock member table is inconsistent (role %d)", e->role);
       return -1;
@@ -444,6 +457,10 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);               /* members emulate FUA where not native */
   array_update_health (a);
 
+  a->autostart = !o->no_autostart;
+  if (reshape_assemble (a, err, errlen) < 0)
+    goto fail;
+  array_update_health (a);
   if (start_consistency (a, o, u, err, errlen) < 0)
     goto fail;
 
@@ -558,11 +575,34 @@ check_range (struct raid_array *a, uint64_t count, uint64_t off)
 }
 
 int
+array_span_io (struct raid_array *a, const struct layout *L, int op, void *buf,
+               uint64_t count, uint64_t off, unsigned flags)
+{
+  switch (op) {
+  case ARRAY_OP_READ: return stripe_read (a, L, buf, count, off);
+  case ARRAY_OP_WRITE: return stripe_write (a, L, buf, count, off, flags);
+  default: return stripe_zero (a, L, count, off, flags);
+  }
+}
+
+/* A request on the whole array: one layout, or split at a reshape. */
+static int
+array_io (struct raid_array *a, int op, void *buf, uint64_t count, uint64_t off,
+          unsigned flags)
+{
+  if (count == 0)
+    return 0;
+  if (atomic_load (&a->reshaping))
+    return reshape_io (a, op, buf, count, off, flags);
+  return array_span_io (a, &a->cur, op, buf, count, off, flags);
+}
+
+int
 raid_array_pread (struct raid_array *a, void *buf, uint64_t count, uint64_t off)
 {
   int err = check_range (a, count, off);
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
-  return err ? err : count ? stripe_read (a, &a->cur, buf, count, off) : 0;
+  return err ? err : array_io (a, ARRAY_OP_READ, buf, count, off, 0);
 }
 
 int
@@ -573,7 +613,7 @@ raid_array_pwrite (struct raid_array *a, const void *buf, uint64_t count,
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
   if (!err && count)
     err = array_mark_dirty (a);
-  return err ? err : count ? stripe_write (a, &a->cur, buf, count, off, flags) : 0;
+  return err ? err : array_io (a, ARRAY_OP_WRITE, (void *) buf, count, off, flags);
 }
 
 int
@@ -589,7 +629,7 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
     return ENOTSUP;
   if (count && (err = array_mark_dirty (a)) != 0)
     return err;
-  return count ? stripe_zero (a, &a->cur, count, off, flags) : 0;
+  return array_io (a, ARRAY_OP_ZERO, NULL, count, off, flags);
 }
 
 int

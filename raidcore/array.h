@@ -32,6 +32,7 @@ struct raid_array;
 
 struct raid_assemble_opts {
   bool force;                /* start dirty+degraded without a write-hole log */
+  bool no_autostart;         /* keep a running reshape frozen after restart */
 };
 
 /* Assemble from the opened members (any order; ownership passes to the array

@@ -319,7 +319,8 @@ valid_record (const struct raid_array *a, uint8_t *p, uint64_t avail)
 static int
 apply_record (struct raid_array *a, uint8_t *p)
 {
-  const struct layout *L = &a->cur;
+  const struct layout *L = get32 (p + 64) == 1 && atomic_load (&a->reshaping)
+    ? &a->next : &a->cur;
   uint32_t nb = get32 (p + 48), nr = get32 (p + 52), hlen = get32 (p + 56);
   uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
   uint64_t mism = 0;
@@ -337,7 +338,7 @@ apply_record (struct raid_array *a, uint8_t *p)
   }
   for (uint32_t i = 0; i < nr && !err; i++, e += 16) {
     uint64_t row = get64 (e), rows = get64 (e + 8);
-    if (row < L->rows && rows <= L->rows - row)
+    if (L->id == 1 || (row < L->rows && rows <= L->rows - row))
       err = stripe_check_rows (a, L, row, rows, true, &mism);
   }
   return err;

@@ -53,6 +53,7 @@ raid_array_status (struct raid_array *a, struct raid_status *st)
   }
   pthread_mutex_unlock (&a->sb_lock);
 
+  reshape_status (a, st);
   pthread_mutex_lock (&s->lock);
   st->sync_action = s->action == RAID_SYNC_IDLE ? RAID_SYNC_IDLE
     : s->frozen ? RAID_SYNC_FROZEN : s->action;
@@ -345,7 +346,7 @@ array_start_recovery (struct raid_array *a, int t, int role, char *err, size_t e
   }
   raid_log (RAID_LOG_INFO, "recovery of role %d onto %s started", role,
             member_spec (a->mem[t].m));
-  return sync_begin (a, RAID_SYNC_RECOVER, t, role, 0, err, errlen);
+  return sync_begin (a, RAID_SYNC_RECOVER, t, role, 0, false, err, errlen);
 }
 
 /* At start: resume a recovery or a scrub from its checkpoint, or begin
@@ -355,17 +356,28 @@ array_resume_actions (struct raid_array *a)
 {
   char e[256];
 
+  if (atomic_load (&a->reshaping)) {
+    bool run = a->sb.reshape_state == SB_RESHAPE_RUNNING && a->autostart &&
+      reshape_check_start (a, e, sizeof e) == 0;
+    int r = sync_begin (a, RAID_SYNC_RESHAPE, -1, -1, a->sb.reshape_position, !run,
+                        e, sizeof e);
+    if (r == 0 && !run)
+      reshape_set_state (a, false);
+    raid_log (RAID_LOG_INFO, "reshape %s at %" PRIu64 " of %" PRIu64 " bytes",
+              run ? "resumed" : "frozen", a->sb.reshape_position, a->sb.array_size);
+    return r;
+  }
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
       return sync_begin (a, RAID_SYNC_RECOVER, t, a->sb.members[t].role,
-                         atomic_load (&a->rb_row) * a->cur.g.chunk, e, sizeof e);
+                         atomic_load (&a->rb_row) * a->cur.g.chunk, false, e, sizeof e);
   if (a->sb.resync_offset != UINT64_MAX && a->cur.g.level >= 4 &&
       raid_array_health (a) == RAID_HEALTH_OPTIMAL)
-    return sync_begin (a, RAID_SYNC_RESYNC, -1, -1, a->sb.resync_offset, e, sizeof e);
+    return sync_begin (a, RAID_SYNC_RESYNC, -1, -1, a->sb.resync_offset, false, e, sizeof e);
   if (a->sb.sync_action != SB_SYNC_NONE && raid_array_health (a) == RAID_HEALTH_OPTIMAL) {
     a->sync.mismatch = a->sb.mismatch_count;
     return sync_begin (a, a->sb.sync_action == SB_SYNC_REPAIR ? RAID_SYNC_REPAIR
-                       : RAID_SYNC_CHECK, -1, -1, a->sb.sync_position, e, sizeof e);
+                       : RAID_SYNC_CHECK, -1, -1, a->sb.sync_position, false, e, sizeof e);
   }
   if (raid_array_health (a) == RAID_HEALTH_DEGRADED) {
     int role = role_to_recover (a);
@@ -394,6 +406,10 @@ raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen
     : a->sb.component_size / a->cur.g.chunk * a->cur.g.stripe_width;
   int r;
 
+  if (atomic_load (&a->reshaping)) {
+    snprintf (err, errlen, "a reshape is in progress: resize before or after it");
+    return EBUSY;
+  }
   if (size == 0 || size > cap) {
     snprintf (err, errlen, "size %" PRIu64 " is outside 1..%" PRIu64
               " (what the members hold in this geometry)", size, cap);
@@ -410,10 +426,3 @@ raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen
   return r;
 }
 
-int
-raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
-                    struct raid_status *plan, char *err, size_t errlen)
-{
-  snprintf (err, errlen, "live reshape is not implemented in this build");
-  return ENOTSUP;
-}

@@ -806,9 +806,9 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
   for (size_t i = 0; i < G->nsegs; i++)
     if ((err = compute_write_seg (G, &G->segs[i])))
       return err;
-  if (G->a->journaled && L->g.level >= 4)
+  if (G->a->journaled && L->g.level >= 4 && !(q->flags & RAID_IO_RAW))
     return write_journaled (G, mflags, failed);
-  if (bitmap_enabled (G->a) && L->id == 0) {
+  if (bitmap_enabled (G->a) && L->id == 0 && !(q->flags & RAID_IO_RAW)) {
     if ((err = bitmap_start_write (G->a, r0, n)) == EAGAIN) {
       *failed = 1;                     /* a bitmap copy failed: redo */
       return 0;
@@ -1092,7 +1092,7 @@ zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n
           .flags = (flags & RAID_IO_FUA) ? MIO_FUA : 0,
           .off = moff (L, r, r0, 0), .len = n * L->g.chunk,
         };
-    if (a->journaled && L->g.level >= 4) {
+    if (a->journaled && L->g.level >= 4 && !(flags & RAID_IO_RAW)) {
       struct jrange rg = { r0, n };
       struct jrecord rec = { .layout_id = L->id, .first_row = r0, .nranges = 1,
                              .ranges = &rg };
@@ -1105,7 +1105,7 @@ zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n
       err = mio_run (mios, nm);
       journal_end (a);
     }
-    else if (bitmap_enabled (a) && L->id == 0) {
+    else if (bitmap_enabled (a) && L->id == 0 && !(flags & RAID_IO_RAW)) {
       if ((err = bitmap_start_write (a, r0, n)) == EAGAIN)
         continue;
       if (err)

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -95,6 +96,8 @@ rows_per_batch (const struct raid_array *a)
 static void
 checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t mism)
 {
+  if (action == RAID_SYNC_RESHAPE)
+    return;                            /* every reshape step is a checkpoint */
   pthread_mutex_lock (&a->sb_lock);
   if (action == RAID_SYNC_RECOVER) {
     if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING)
@@ -114,6 +117,12 @@ checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t
 static void
 finish (struct raid_array *a, int action, int target, uint64_t mism)
 {
+  if (action == RAID_SYNC_RESHAPE) {
+    int err = reshape_finish (a);
+    if (err)
+      raid_log (RAID_LOG_ERROR, "reshape could not complete: %s", strerror (err));
+    return;
+  }
   pthread_mutex_lock (&a->sb_lock);
   if (action == RAID_SYNC_RECOVER) {
     if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING) {
@@ -147,6 +156,9 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
 {
   const struct layout *L = &a->cur;
   uint64_t unit = action == RAID_SYNC_RECOVER ? L->g.chunk : L->g.stripe_width;
+
+  if (action == RAID_SYNC_RESHAPE)
+    return reshape_step (a, pos, &a->sync.rbuf);
   uint64_t r0 = *pos / unit;
   uint64_t n = raid_min_u64 (rows_per_batch (a), (total - *pos + unit - 1) / unit);
   int err;
@@ -267,6 +279,8 @@ sync_thread (void *arg)
       timed_wait (s, ns);              /* cut short by any state change */
   }
   pthread_mutex_unlock (&s->lock);
+  free (s->rbuf);
+  s->rbuf = NULL;
   return NULL;
 }
 
@@ -303,13 +317,15 @@ sync_thread_stop (struct raid_array *a)
 static uint64_t
 action_total (const struct raid_array *a, int action)
 {
+  if (action == RAID_SYNC_RESHAPE)
+    return a->sb.array_size;
   return action == RAID_SYNC_RECOVER ? a->cur.rows * a->cur.g.chunk
     : a->cur.rows * a->cur.g.stripe_width;
 }
 
 int
 sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
-            uint64_t from, char *err, size_t errlen)
+            uint64_t from, bool frozen, char *err, size_t errlen)
 {
   struct sync_ctl *s = &a->sync;
 
@@ -321,7 +337,7 @@ sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
     return EBUSY;
   }
   s->action = action;
-  s->frozen = false;
+  s->frozen = frozen;                  /* one transition: never runs in between */
   s->target_slot = target_slot;
   s->target_role = target_role;
   s->total = action_total (a, action);
@@ -365,7 +381,7 @@ raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen)
     return EBUSY;
   }
   return sync_begin (a, repair ? RAID_SYNC_REPAIR : RAID_SYNC_CHECK, -1, -1, 0,
-                     err, errlen);
+                     false, err, errlen);
 }
 
 int
@@ -425,7 +441,10 @@ raid_array_freeze (struct raid_array *a, char *err, size_t errlen)
   action = s->action; target = s->target_slot; pos = s->pos; mism = s->mismatch;
   pthread_cond_broadcast (&s->changed);
   pthread_mutex_unlock (&s->lock);
-  checkpoint (a, action, target, pos, mism);    /* durable position */
+  if (action == RAID_SYNC_RESHAPE)
+    reshape_set_state (a, false);             /* its position is durable already */
+  else
+    checkpoint (a, action, target, pos, mism);  /* durable position */
   return 0;
 }
 
@@ -440,6 +459,14 @@ raid_array_start_action (struct raid_array *a, char *err, size_t errlen)
     snprintf (err, errlen, s->action == RAID_SYNC_IDLE
               ? "nothing is prepared or frozen to start" : "already running");
     return s->action == RAID_SYNC_IDLE ? EINVAL : EBUSY;
+  }
+  if (s->action == RAID_SYNC_RESHAPE) {
+    int r;
+    pthread_mutex_unlock (&s->lock);
+    if ((r = reshape_check_start (a, err, errlen)) != 0)
+      return r;
+    reshape_set_state (a, true);               /* durable before data moves */
+    pthread_mutex_lock (&s->lock);
   }
   s->frozen = false;
   pthread_cond_broadcast (&s->changed);
@@ -456,6 +483,23 @@ raid_array_abort (struct raid_array *a, char *err, size_t errlen)
 
   pthread_mutex_lock (&s->lock);
   action = s->action;
+  if (action == RAID_SYNC_RESHAPE) {
+    int r;
+    if (!s->frozen) {
+      pthread_mutex_unlock (&s->lock);
+      snprintf (err, errlen, "the reshape is running: freeze it first");
+      return EBUSY;
+    }
+    pthread_mutex_unlock (&s->lock);
+    if ((r = reshape_abort (a, err, errlen)) != 0)
+      return r;
+    pthread_mutex_lock (&s->lock);
+    s->action = RAID_SYNC_IDLE;
+    s->frozen = false;
+    pthread_cond_broadcast (&s->changed);
+    pthread_mutex_unlock (&s->lock);
+    return 0;
+  }
   if (action != RAID_SYNC_CHECK && action != RAID_SYNC_REPAIR) {
     pthread_mutex_unlock (&s->lock);
     snprintf (err, errlen, action == RAID_SYNC_IDLE ? "nothing to abort"
