@@ -54,6 +54,7 @@ struct sync_ctl {
   bool stop;                               /* array closing */
   int action;                              /* enum raid_sync_action */
   bool frozen;                             /* action kept, thread idle */
+  bool busy;                               /* the thread is inside a batch */
   uint64_t pos, total;                     /* bytes of the action's unit */
   uint64_t rate;                           /* bytes/s, smoothed */
   uint64_t mismatch;                       /* check/repair */

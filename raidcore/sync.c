@@ -237,6 +237,7 @@ sync_thread (void *arg)
     }
     action = s->action; role = s->target_role; target = s->target_slot;
     pos = s->pos; total = s->total; mism = s->mismatch;
+    s->busy = true;
     pthread_mutex_unlock (&s->lock);
 
     t0 = raid_now_mono_ns ();
@@ -244,6 +245,8 @@ sync_thread (void *arg)
     ns = raid_now_mono_ns () - t0;
 
     pthread_mutex_lock (&s->lock);
+    s->busy = false;
+    pthread_cond_broadcast (&s->changed);   /* a freeze may wait for this */
     if (s->action != action || s->target_slot != target) {
       continue;                         /* cancelled meanwhile */
     }
@@ -438,8 +441,10 @@ raid_array_freeze (struct raid_array *a, char *err, size_t errlen)
     return EINVAL;
   }
   s->frozen = true;
-  action = s->action; target = s->target_slot; pos = s->pos; mism = s->mismatch;
   pthread_cond_broadcast (&s->changed);
+  while (s->busy)
+    pthread_cond_wait (&s->changed, &s->lock);  /* the worker ends its batch */
+  action = s->action; target = s->target_slot; pos = s->pos; mism = s->mismatch;
   pthread_mutex_unlock (&s->lock);
   if (action == RAID_SYNC_RESHAPE)
     reshape_set_state (a, false);             /* its position is durable already */
