@@ -27,6 +27,8 @@ NBDKIT_DLL_PUBLIC int raid_debug_verbose = 0;
 static char *member_specs[SB_MAX_MEMBERS];
 static int nmember_specs;
 static bool force;
+static bool reshape_autostart = true;
+static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
 static struct raid_array *array;
 
 static void
@@ -87,11 +89,23 @@ raid_config (const char *key, const char *value)
     }
     member_specs[nmember_specs++] = spec;
   }
-  else if (strcmp (key, "force") == 0) {
+  else if (strcmp (key, "force") == 0 || strcmp (key, "reshape-autostart") == 0) {
     int r = nbdkit_parse_bool (value);
     if (r == -1)
       return -1;
-    force = r;
+    if (key[0] == 'f')
+      force = r;
+    else
+      reshape_autostart = r;
+  }
+  else if (strcmp (key, "speed-min") == 0 || strcmp (key, "speed-max") == 0) {
+    int64_t v = nbdkit_parse_size (value);
+    if (v == -1)
+      return -1;
+    if (key[6] == 'i')
+      speed_min = v;
+    else
+      speed_max = v;
   }
   else {
     nbdkit_error ("unknown parameter '%s'", key);
@@ -108,19 +122,26 @@ raid_config_complete (void)
     nbdkit_error ("no members given: use member=PATH|URI (one per member)");
     return -1;
   }
+  if (speed_min >= 0 && speed_max > 0 && speed_min > speed_max) {
+    nbdkit_error ("speed-min is above speed-max");
+    return -1;
+  }
   return 0;
 }
 
 #define raid_config_help \
   "[member=]PATH|URI ...    Members of the array (files, devices, NBD URIs).\n" \
-  "force=true               Start even when unsafe (see the man page)."
+  "reshape-autostart=false  Keep a running reshape frozen after a restart.\n" \
+  "speed-min=SIZE           Background work rate kept under client load (/s).\n" \
+  "speed-max=SIZE           Background work rate limit (/s, 0: none).\n" \
+  "force=true               Start dirty and degraded without a journal."
 
 /* Open the members and assemble the array. */
 static int
 raid_get_ready (void)
 {
   struct member *ms[SB_MAX_MEMBERS];
-  struct raid_assemble_opts o = { .force = force };
+  struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart };
   char err[512];
 
   for (int i = 0; i < nmember_specs; i++) {
@@ -135,6 +156,14 @@ raid_get_ready (void)
   if (raid_array_assemble (ms, nmember_specs, &o, &array, err, sizeof err) < 0) {
     nbdkit_error ("%s", err);
     return -1;
+  }
+  if (speed_min >= 0 || speed_max >= 0) {
+    uint64_t mn = speed_min, mx = speed_max;
+    if (raid_array_set_speed (array, speed_min >= 0 ? &mn : NULL,
+                              speed_max >= 0 ? &mx : NULL, err, sizeof err) != 0) {
+      nbdkit_error ("%s", err);
+      return -1;
+    }
   }
   return 0;
 }
