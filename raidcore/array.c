@@ -483,6 +483,9 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   raid_log (RAID_LOG_INFO, "array %s: raid%d %s chunk %u, %d members, %s",
             u, a->cur.g.level, raid_layout_name (a->cur.g.layout), a->cur.g.chunk,
             a->cur.g.raid_disks, raid_health_name (atomic_load (&a->health)));
+  for (int i = 0; i < n; i++)              /* members we do not use */
+    if (c[i].m && !c[i].used)
+      member_close (c[i].m);
   free (c);
   *out = a;
   return 0;

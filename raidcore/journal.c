@@ -21,8 +21,15 @@
  *
  * REPLAY (at assembly of an array whose superblock says dirty).  Every valid
  * record of the current epoch with seq >= journal_seq, found on any member,
- * is applied in sequence order: payload blocks are written back in place;
- * intent rows get their parity recomputed from their data.  Afterwards every
+ * is applied in sequence order: payload blocks are written back in place,
+ * except blocks of rows that a LATER intent record covers (that full-row
+ * write's data was not logged; older bytes must not replace it, which
+ * would lose it even if it had been flushed); then every row named by an
+ * intent gets its parity recomputed from the data on the members — the
+ * full-row write may be torn or partly lost from a volatile cache, and a
+ * later partial write may have computed its parity from it.  A full row
+ * lies entirely inside its write, so whatever its data now holds is
+ * allowed; what matters is that parity matches it.  Afterwards every
  * row touched since the last checkpoint holds, for each logged write, either
  * its complete new state or (if its record never became durable and so none
  * of its in-place writes started) its complete old state; and rows are
@@ -316,30 +323,91 @@ valid_record (const struct raid_array *a, uint8_t *p, uint64_t avail)
   return need;
 }
 
-static int
-apply_record (struct raid_array *a, uint8_t *p)
+/* Intent row ranges of all records, to decide which payload blocks are
+ * superseded and which rows need their parity recomputed. */
+struct intent {
+  uint64_t seq, row, rows;
+  int layout_id;
+};
+
+static const struct layout *
+record_layout (struct raid_array *a, int id)
 {
-  const struct layout *L = get32 (p + 64) == 1 && atomic_load (&a->reshaping)
-    ? &a->next : &a->cur;
-  uint32_t nb = get32 (p + 48), nr = get32 (p + 52), hlen = get32 (p + 56);
+  return id == 1 && atomic_load (&a->reshaping) ? &a->next : &a->cur;
+}
+
+/* Does an intent newer than seq cover row `row` of layout id? */
+static bool
+superseded (const struct intent *in, size_t nin, int id, uint64_t seq, uint64_t row)
+{
+  for (size_t i = 0; i < nin; i++)
+    if (in[i].seq > seq && in[i].layout_id == id &&
+        row >= in[i].row && row - in[i].row < in[i].rows)
+      return true;
+  return false;
+}
+
+/* Write a record's payload blocks back in place, except blocks of rows
+ * that a later full-row write (intent) rewrote: its data was not logged,
+ * and the older bytes must not replace it. */
+static void
+apply_payload (struct raid_array *a, uint8_t *p, const struct intent *in, size_t nin)
+{
+  int id = (int) get32 (p + 64);
+  const struct layout *L = record_layout (a, id);
+  uint32_t nb = get32 (p + 48), hlen = get32 (p + 56);
   uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
-  uint64_t mism = 0;
-  int err = 0;
+  uint64_t seq = get64 (p + 40);
 
   for (uint32_t i = 0; i < nb; i++, e += 16) {
     int role = (int) get32 (e);
     uint32_t len = get32 (e + 4);
     uint64_t off = get64 (e + 8);
     struct member *m = role < L->g.raid_disks ? layout_member (a, L, role) : NULL;
+    uint64_t row = m && off >= L->data_offset[role]
+      ? (off - L->data_offset[role]) / L->g.chunk : 0;
     if (m && !(array_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
+        !superseded (in, nin, id, seq, row) &&
         member_pwrite (m, data, len, off, false) != 0)
       array_member_io_error (a, m, EIO, true, off);
     data += len;
   }
-  for (uint32_t i = 0; i < nr && !err; i++, e += 16) {
-    uint64_t row = get64 (e), rows = get64 (e + 8);
-    if (L->id == 1 || (row < L->rows && rows <= L->rows - row))
-      err = stripe_check_rows (a, L, row, rows, true, &mism);
+}
+
+static int
+collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
+{
+  uint32_t nb = get32 (p + 48), nr = get32 (p + 52);
+  uint8_t *e = p + JHDR_FIXED + 16 * nb;
+
+  for (uint32_t i = 0; i < nr; i++, e += 16) {
+    if (*nin == *cap) {
+      struct intent *n2;
+      *cap = *cap ? *cap * 2 : 64;
+      if (!(n2 = realloc (*in, *cap * sizeof **in)))
+        return ENOMEM;
+      *in = n2;
+    }
+    (*in)[(*nin)++] = (struct intent) { get64 (p + 40), get64 (e), get64 (e + 8),
+                                        (int) get32 (p + 64) };
+  }
+  return 0;
+}
+
+/* Rows a full-row write touched: their data may be torn or partly lost from
+ * a volatile cache, and later partial writes computed parity from it; the
+ * only consistent state is parity recomputed from what is on the members.
+ * Done after every payload is back in place. */
+static int
+resync_intents (struct raid_array *a, const struct intent *in, size_t nin)
+{
+  uint64_t mism = 0;
+  int err = 0;
+
+  for (size_t i = 0; i < nin && !err; i++) {
+    const struct layout *L = record_layout (a, in[i].layout_id);
+    if (L->id == 1 || (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row))
+      err = stripe_check_rows (a, L, in[i].row, in[i].rows, true, &mism);
   }
   return err;
 }
@@ -350,7 +418,8 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
   uint64_t size = a->sb.cons_size;
   uint8_t *bufs[SB_MAX_MEMBERS] = { NULL };
   struct found *f = NULL;
-  size_t nf = 0, capf = 0;
+  struct intent *in = NULL;
+  size_t nf = 0, capf = 0, nin = 0, capin = 0;
   int r = 0;
 
   *napplied = 0;
@@ -383,17 +452,24 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
       pos += len;
     }
   }
-  qsort (f, nf, sizeof *f, cmp_found);
-  for (size_t i = 0; i < nf; i++) {
-    if (i > 0 && f[i].seq == f[i - 1].seq)
-      continue;                            /* another copy */
-    if ((r = apply_record (a, f[i].rec)) != 0) {
-      snprintf (err, errlen, "journal replay failed at record %" PRIu64 ": %s",
-                f[i].seq, strerror (r));
+  if (nf)
+    qsort (f, nf, sizeof *f, cmp_found);
+  for (size_t i = 0; i < nf; i++)          /* pass 1: every intent */
+    if ((i == 0 || f[i].seq != f[i - 1].seq) &&
+        (r = collect_intents (f[i].rec, &in, &nin, &capin)) != 0) {
+      snprintf (err, errlen, "out of memory");
       goto out;
     }
+  for (size_t i = 0; i < nf; i++) {        /* pass 2: payloads, in order */
+    if (i > 0 && f[i].seq == f[i - 1].seq)
+      continue;                            /* another copy */
+    apply_payload (a, f[i].rec, in, nin);
     (*napplied)++;
     atomic_store (&a->jseq_next, raid_max_u64 (atomic_load (&a->jseq_next), f[i].seq + 1));
+  }
+  if ((r = resync_intents (a, in, nin)) != 0) {   /* pass 3: full-row writes */
+    snprintf (err, errlen, "journal replay could not resync rows: %s", strerror (r));
+    goto out;
   }
   r = journal_checkpoint (a);               /* flush, new epoch: log cleared */
   if (r)
@@ -402,5 +478,6 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
   for (int t = 0; t < SB_MAX_MEMBERS; t++)
     free (bufs[t]);
   free (f);
+  free (in);
   return r;
 }

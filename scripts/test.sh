@@ -25,6 +25,11 @@ run() {
 "$top/scripts/build.sh" "$top/build" --enable-werror
 run "make check (-Werror build)" "$top/build" make -C "$top/build" -s check
 run "make check pinned to one CPU" "$top/build" taskset -c 0 make -C "$top/build" -s check
+echo "=== make check-clients (QEMU guests, kernel nbd-client, nbdfuse, qemu-img, netns)"
+out=$(make -C "$top/build" -s check-clients 2>&1) || status=1
+printf '%s\n' "$out" | grep -E '^(===|PASS|FAIL|SKIP|check-clients:|failed:)' || true
+read -r cp cf < <(printf '%s\n' "$out" | sed -n 's/^check-clients: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p')
+pass=$((pass + ${cp:-0})); fail=$((fail + ${cf:-1}))
 "$top/scripts/build.sh" "$top/build-sanitizers" --enable-werror --enable-sanitizers
 run "make check (ASan+UBSan)" "$top/build-sanitizers" make -C "$top/build-sanitizers" -s check
 echo "$pass passed, $fail failed"

@@ -1,0 +1,1693 @@
+/* nbdkit-raid: crash consistency — every member write is a crash point.
+ *
+ * THEORY
+ *
+ * An array is created with raid_create on tmpfs files; the images become the
+ * base of simulated members (crashsim.h: durable image + pending writes,
+ * power lost right after the N-th member write).  A scripted, seeded
+ * workload runs on the assembled array: writes (sub-sector, 4 KiB, unaligned,
+ * across chunks, full stripes), zeroes, flushes, FUA writes, and in some
+ * workloads the failure of a member part-way through (all its I/O fails;
+ * it stays dead at the reassembly), and ends with raid_array_close.  It is
+ * run once without a crash to count its member writes (T) and record their
+ * trace, then once for every N in 1..T with the power lost after write N
+ * (assembly, every op and the close are covered).  The trace proves that
+ * write N is the same write in every run.  An op during which the power
+ * was lost counts as not completed.
+ *
+ * For every N and every crash mode (lose-all, keep-all, random subset,
+ * random subset with a torn write; members independent) the post-crash
+ * images are reassembled, in shuffled member order, over fresh simulated
+ * members, and checked:
+ *   1. assembly succeeds and the array serves reads (within redundancy);
+ *   2. durability: every sector holds its last durable version or a later
+ *      one.  A write is durable once it completed and then a flush
+ *      succeeded, or it was FUA and completed, both before the crash;
+ *   3. atomicity outside writes: a sector no non-durable write touched
+ *      holds exactly its last durable version;
+ *   4. redundancy after the crash (the write hole): with the journal
+ *      policy, 2 and 3 hold as well when any one member (raid4/5) or any
+ *      two (raid6) are left out of the reassembly, or when the array was
+ *      already degraded by a member failure; with bitmap/resync, after the
+ *      array's own resync every row's parity verifies.  Reported as "4"
+ *      for a sector outside every non-durable write or holding durable
+ *      data (the write hole proper: SPEC section 7), as "4w" for a sector
+ *      inside a non-durable write that holds neither its old nor a new
+ *      version (SPEC 7 tolerates it, the per-sector rule does not);
+ *   5. with the journal policy, after reassembly (and close) every row's
+ *      parity verifies on the member images, with no resync.
+ * The model keeps, per 512-byte array sector, the content after the last
+ * durable write and the content after every later write (the write in
+ * progress at the crash included); a sector passes when it equals one of
+ * them.  Array sectors map to whole member sectors (data_offset and chunks
+ * are multiples of 4 KiB), so a torn member write cannot split one.  When
+ * a write becomes durable, its sectors' whole content does (bytes of an
+ * earlier non-durable sub-sector write included): the engine writes whole
+ * 4 KiB columns, as a disk with 512-byte sectors writes whole sectors.
+ *
+ * Rows checked: every stripe row of which some member page differs from
+ * the created image in any layer (workload, crash, reassembly, recovery).
+ * Every other row is bit-identical on every member to the freshly created
+ * array, whose content is all zeroes with valid parity, which is what the
+ * model expects there: checking it would only re-test the geometry.
+ *
+ * Counting: a failure is one (crash image set, invariant) pair; the first
+ * one of each invariant per workload is described exactly (N, mode, what
+ * each member kept, members left out, sector, acceptable versions, got).
+ * Any invariant failure, or a failed harness check (a self-test, an op
+ * failing without a crash, a run that is not deterministic), exits 1 —
+ * except "4w", which is counted and its first case described, but does
+ * not fail the run: SPEC section 7 promises that a crash changes no block
+ * OUTSIDE the writes in flight.  Inside a torn full-row write (the whole
+ * row is inside that write) a member lost afterwards may rebuild bytes
+ * that are neither old nor new; closing that too would mean journaling the
+ * data of every full-row write, doubling the bytes of sequential writes.
+ * The journal policy's man page states this limit.
+ *
+ * Options: --modes=abcd (crash modes), --no-removal, --only=SUBSTRING
+ * (workload names), --point=N (one crash point, to reproduce a report),
+ * --quick or SANITIZERS=yes (every 8th crash point: sanitizer builds),
+ * --long[=SECONDS] or CRASH_LONG=1 (random workloads for
+ * CRASH_LONG_SECONDS, default 180, seeded by the clock or CRASH_LONG_SEED;
+ * not part of make check), --verbose.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "array.h"
+#include "create.h"
+#include "crashsim.h"
+#include "geometry.h"
+#include "member.h"
+#include "parity.h"
+#include "sb.h"
+#include "util.h"
+
+static int checks, failures;        /* harness checks (not invariants) */
+static bool verbose;
+static uint64_t only_point;         /* --point=N: that crash point only */
+static uint64_t point_stride = 1;   /* --quick: every 8th crash point */
+
+#define CHECK(cond, ...) do {                                          \
+    checks++;                                                           \
+    if (!(cond)) {                                                      \
+      failures++;                                                       \
+      fprintf (stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);            \
+      fprintf (stderr, __VA_ARGS__);                                    \
+      fprintf (stderr, "\n");                                           \
+      if (failures > 20) exit (1);                                      \
+    }                                                                   \
+  } while (0)
+
+#define MEMBER_SIZE (6u << 20)
+#define DATA_OFFSET (4u << 20)
+#define SECTOR 512u
+#define MAX_OPS 64
+#define NINV 7                      /* invariants 1..5, and 4w */
+#define INV_4W 6                    /* 4, sector inside a non-durable write */
+#define TRACE_CAP 65536
+
+/* ------------------------------------------------------------------ */
+/* Workloads. */
+
+enum op_kind { OP_WRITE, OP_ZERO, OP_FLUSH, OP_FAIL };
+
+struct op {
+  enum op_kind kind;
+  uint64_t off, len;
+  unsigned flags;                   /* RAID_IO_FUA */
+  int member;                       /* OP_FAIL */
+};
+
+struct workload {
+  char name[96];
+  int level, layout, n;
+  uint32_t chunk;
+  int consistency;                  /* enum sb_consistency */
+  uint64_t seed;
+  int failed;                       /* member an OP_FAIL kills, -1 none */
+  int nops;
+  struct op ops[MAX_OPS];
+};
+
+/* Per-workload results. */
+struct tally {
+  uint64_t points, images;
+  uint64_t fail[NINV];
+  char first[NINV][4096];
+};
+
+/* Everything one workload's checks need. */
+struct ctx {
+  struct workload wl;
+  struct raid_geom g;
+  uint64_t size, rows;              /* array bytes, rows of the data area */
+  struct cs_image *base[RAID_MAX_MEMBERS];
+  uint64_t total;                   /* member writes of the crash-free run */
+  uint64_t *ref_trace;
+  unsigned modes;                   /* bit per enum cs_mode */
+  bool no_removal;
+  struct tally t;
+};
+
+static const char *
+op_name (enum op_kind k)
+{
+  switch (k) {
+  case OP_WRITE: return "pwrite";
+  case OP_ZERO: return "zero";
+  case OP_FLUSH: return "flush";
+  case OP_FAIL: return "fail-member";
+  }
+  return "?";
+}
+
+static void
+describe_op (const struct workload *wl, int k, char *buf, size_t len)
+{
+  const struct op *o;
+
+  if (k < 0) {
+    snprintf (buf, len, "assembly");
+    return;
+  }
+  if (k >= wl->nops) {
+    snprintf (buf, len, "close");
+    return;
+  }
+  o = &wl->ops[k];
+  if (o->kind == OP_WRITE || o->kind == OP_ZERO)
+    snprintf (buf, len, "op %d %s %" PRIu64 "+%" PRIu64 "%s", k,
+              op_name (o->kind), o->off, o->len,
+              o->flags & RAID_IO_FUA ? " fua" : "");
+  else if (o->kind == OP_FAIL)
+    snprintf (buf, len, "op %d fail-member %d", k, o->member);
+  else
+    snprintf (buf, len, "op %d flush", k);
+}
+
+static void
+add_op (struct workload *wl, enum op_kind kind, uint64_t off, uint64_t len,
+        unsigned flags)
+{
+  if (wl->nops < MAX_OPS)
+    wl->ops[wl->nops++] = (struct op) { kind, off, len, flags, -1 };
+}
+
+static void
+add_fail (struct workload *wl, int member)
+{
+  add_op (wl, OP_FAIL, 0, 0, 0);
+  wl->ops[wl->nops - 1].member = member;
+  wl->failed = member;
+}
+
+static int
+data_disks (int level, int n)
+{
+  return level == 6 ? n - 2 : n - 1;
+}
+
+static uint64_t
+stripe_width (const struct workload *wl)
+{
+  return (uint64_t) wl->chunk * data_disks (wl->level, wl->n);
+}
+
+/* Rows the scripted workloads write in: a few dozen, so a crash image set
+ * is checked in about a millisecond. */
+#define SPAN_ROWS 24
+
+/* Sub-sector, 4 KiB aligned and unaligned, chunk-crossing and sector
+ * writes, a flush every fourth op; the last ones stay unflushed. */
+static void
+gen_small (struct workload *wl, uint64_t rng, int nwrites)
+{
+  uint64_t span = SPAN_ROWS * stripe_width (wl), c = wl->chunk;
+
+  for (int i = 0; i < nwrites; i++) {
+    uint64_t off, len;
+
+    switch (i % 5) {
+    case 0:                        /* sub-sector */
+      len = 1 + cs_rand (&rng) % 300;
+      off = cs_rand (&rng) % (span - len);
+      break;
+    case 1:                        /* 4 KiB aligned */
+      len = 4096;
+      off = cs_rand (&rng) % (span / 4096 - 1) * 4096;
+      break;
+    case 2:                        /* 4 KiB unaligned */
+      len = 4096;
+      off = cs_rand (&rng) % (span / 4096 - 2) * 4096 + 1 + cs_rand (&rng) % 4000;
+      break;
+    case 3: {                      /* across a chunk boundary */
+      uint64_t k = 1 + cs_rand (&rng) % (span / c - 2);
+      off = k * c - 1 - cs_rand (&rng) % 2000;
+      len = k * c - off + 1 + cs_rand (&rng) % 2000;
+      break;
+    }
+    default:                       /* whole sectors */
+      len = SECTOR * (1 + cs_rand (&rng) % 3);
+      off = cs_rand (&rng) % (span / SECTOR - 4) * SECTOR;
+      break;
+    }
+    add_op (wl, OP_WRITE, off, len, 0);
+    if (i % 4 == 3)
+      add_op (wl, OP_FLUSH, 0, 0, 0);
+  }
+}
+
+/* Whole rows: written, rewritten, FUA, zeroed; first, partial writes to
+ * the same rows, so a recovery that brings back a partial write a later
+ * full-row write superseded is caught. */
+static void
+gen_full (struct workload *wl, uint64_t rng)
+{
+  uint64_t W = stripe_width (wl);
+
+  add_op (wl, OP_WRITE, 1 * W + 100, 1000, 0);
+  add_op (wl, OP_WRITE, 3 * W + W / 2, 700, 0);
+  add_op (wl, OP_FLUSH, 0, 0, 0);
+  add_op (wl, OP_WRITE, 1 * W, W, 0);
+  add_op (wl, OP_WRITE, 2 * W, 2 * W, 0);
+  add_op (wl, OP_FLUSH, 0, 0, 0);
+  add_op (wl, OP_WRITE, 1 * W, W, RAID_IO_FUA);
+  add_op (wl, OP_ZERO, 3 * W, W, 0);
+  add_op (wl, OP_WRITE, 2 * W, W, 0);
+  add_op (wl, OP_FLUSH, 0, 0, 0);
+  add_op (wl, OP_WRITE, 5 * W, 2 * W, 0);
+  add_op (wl, OP_WRITE, 1 * W, W, 0);
+}
+
+/* A random mix of writes of any size up to two rows (some FUA), zeroes
+ * and flushes. */
+static void
+gen_mixed (struct workload *wl, uint64_t rng, int nops)
+{
+  uint64_t W = stripe_width (wl), span = SPAN_ROWS * W;
+
+  for (int i = 0; i < nops; i++) {
+    uint64_t r = cs_rand (&rng) % 10;
+    uint64_t len = 1 + cs_rand (&rng) % (2 * W);
+    uint64_t off = cs_rand (&rng) % (span - len);
+
+    if (cs_rand (&rng) % 3 == 0)
+      off = raid_round_down (off, wl->chunk);
+    if (r < 6)
+      add_op (wl, OP_WRITE, off, len, cs_rand (&rng) % 5 == 0 ? RAID_IO_FUA : 0);
+    else if (r < 8) {
+      if (cs_rand (&rng) % 2)
+        off = raid_round_down (off, W), len = W;
+      add_op (wl, OP_ZERO, off, len, 0);
+    }
+    else if (wl->nops > 0 && wl->ops[wl->nops - 1].kind != OP_FLUSH)
+      add_op (wl, OP_FLUSH, 0, 0, 0);
+    else
+      add_op (wl, OP_WRITE, off, len, 0);
+  }
+}
+
+/* Mixed, with member `victim` failing after the first ops. */
+static void
+gen_failure (struct workload *wl, uint64_t rng, int victim, int nbefore,
+             int nafter)
+{
+  gen_mixed (wl, rng, nbefore);
+  add_fail (wl, victim);
+  gen_mixed (wl, cs_seed (rng, 7, 0, 0), nafter);
+}
+
+/* ------------------------------------------------------------------ */
+/* The model of the array's content (per 512-byte sector). */
+
+struct ver {
+  uint32_t wid;                     /* write id (1..), 0: initial zeroes */
+  uint8_t data[SECTOR];
+};
+
+struct sect {
+  uint32_t n, cap;
+  struct ver *v;                    /* versions after the durable one,
+                                       oldest first */
+};
+
+struct wrec {                       /* write id -> what wrote it */
+  int op;
+  uint64_t off, len;
+};
+
+struct model {
+  uint64_t size, nsect;
+  uint8_t *cur;                     /* content after every issued write */
+  uint8_t *dur;                     /* per sector: last durable version */
+  uint32_t *dur_wid;
+  struct sect *s;
+  uint64_t *dirty;                  /* sectors with later versions */
+  size_t ndirty, capdirty;
+  struct wrec *w;                   /* indexed by write id */
+  uint32_t nw, capw;
+};
+
+static void *
+xcalloc (size_t n, size_t size)
+{
+  void *p = calloc (n ? n : 1, size ? size : 1);
+
+  if (!p) {
+    perror ("calloc");
+    exit (1);
+  }
+  return p;
+}
+
+static void *
+xrealloc (void *p, size_t size)
+{
+  p = realloc (p, size);
+  if (!p) {
+    perror ("realloc");
+    exit (1);
+  }
+  return p;
+}
+
+/* Zeroed memory whose untouched pages cost nothing (a model is built for
+ * every crash point but touches a few rows). */
+static void *
+big_alloc (size_t size)
+{
+  void *p = mmap (NULL, size, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+  if (p == MAP_FAILED) {
+    perror ("mmap");
+    exit (1);
+  }
+  return p;
+}
+
+static void
+model_init (struct model *m, uint64_t size)
+{
+  memset (m, 0, sizeof *m);
+  m->size = size;
+  m->nsect = size / SECTOR;
+  m->cur = big_alloc (size);
+  m->dur = big_alloc (size);
+  m->dur_wid = big_alloc (m->nsect * sizeof *m->dur_wid);
+  m->s = big_alloc (m->nsect * sizeof *m->s);
+  m->capw = 64;
+  m->w = xcalloc (m->capw, sizeof *m->w);
+  m->nw = 1;                        /* write id 0 is the initial content */
+}
+
+static void
+model_free (struct model *m)
+{
+  for (uint64_t i = 0; i < m->nsect; i++)
+    free (m->s[i].v);
+  munmap (m->s, m->nsect * sizeof *m->s);
+  munmap (m->cur, m->size);
+  munmap (m->dur, m->size);
+  munmap (m->dur_wid, m->nsect * sizeof *m->dur_wid);
+  free (m->dirty);
+  free (m->w);
+}
+
+/* Content of write wid at array offset pos: differs between writes and
+ * between positions, so versions are told apart. */
+static uint8_t
+pattern_byte (uint32_t wid, uint64_t pos)
+{
+  uint64_t x = (pos + 1) * 0x9e3779b97f4a7c15ull;
+
+  x ^= (uint64_t) wid * 0xd6e8feb86659fd93ull;
+  x ^= x >> 32;
+  x *= 0xd6e8feb86659fd93ull;
+  x ^= x >> 29;
+  return (uint8_t) (x >> 56);
+}
+
+/* Record a write (data NULL: zeroes) issued by op k; returns its id. */
+static uint32_t
+model_issue (struct model *m, int k, const uint8_t *data, uint64_t len,
+             uint64_t off)
+{
+  uint32_t wid = m->nw++;
+
+  if (wid >= m->capw) {
+    m->capw *= 2;
+    m->w = xrealloc (m->w, m->capw * sizeof *m->w);
+  }
+  m->w[wid] = (struct wrec) { k, off, len };
+  if (data)
+    memcpy (m->cur + off, data, len);
+  else
+    memset (m->cur + off, 0, len);
+  for (uint64_t s = off / SECTOR; len && s <= (off + len - 1) / SECTOR; s++) {
+    struct sect *st = &m->s[s];
+    if (st->n == 0) {
+      if (m->ndirty == m->capdirty) {
+        m->capdirty = m->capdirty ? 2 * m->capdirty : 256;
+        m->dirty = xrealloc (m->dirty, m->capdirty * sizeof *m->dirty);
+      }
+      m->dirty[m->ndirty++] = s;
+    }
+    if (st->n == st->cap) {
+      st->cap = st->cap ? 2 * st->cap : 2;
+      st->v = xrealloc (st->v, st->cap * sizeof *st->v);
+    }
+    st->v[st->n].wid = wid;
+    memcpy (st->v[st->n].data, m->cur + s * SECTOR, SECTOR);
+    st->n++;
+  }
+  return wid;
+}
+
+/* Write wid completed with FUA: it is the durable version of its sectors
+ * (an older version cannot come back: a device never writes stale data over
+ * a durable FUA write). */
+static void
+model_durable_one (struct model *m, uint32_t wid)
+{
+  uint64_t off = m->w[wid].off, len = m->w[wid].len;
+
+  for (uint64_t s = off / SECTOR; len && s <= (off + len - 1) / SECTOR; s++) {
+    struct sect *st = &m->s[s];
+    uint32_t j;
+
+    for (j = 0; j < st->n && st->v[j].wid != wid; j++)
+      ;
+    if (j == st->n)
+      continue;
+    memcpy (m->dur + s * SECTOR, st->v[j].data, SECTOR);
+    m->dur_wid[s] = wid;
+    memmove (st->v, st->v + j + 1, (st->n - j - 1) * sizeof *st->v);
+    st->n -= j + 1;
+  }
+}
+
+/* A flush succeeded: every completed write is durable. */
+static void
+model_flush (struct model *m)
+{
+  for (size_t i = 0; i < m->ndirty; i++) {
+    struct sect *st = &m->s[m->dirty[i]];
+    if (st->n == 0)
+      continue;
+    memcpy (m->dur + m->dirty[i] * SECTOR, st->v[st->n - 1].data, SECTOR);
+    m->dur_wid[m->dirty[i]] = st->v[st->n - 1].wid;
+    st->n = 0;
+  }
+  m->ndirty = 0;
+}
+
+/* 0 when sector s holds an acceptable version; else the invariant it
+ * breaks: 2 (some later write touched it) or 3 (none did). */
+static int
+model_check_sector (const struct model *m, uint64_t s, const uint8_t *got)
+{
+  const struct sect *st = &m->s[s];
+
+  if (memcmp (got, m->dur + s * SECTOR, SECTOR) == 0)
+    return 0;
+  for (uint32_t j = 0; j < st->n; j++)
+    if (memcmp (got, st->v[j].data, SECTOR) == 0)
+      return 0;
+  return st->n ? 2 : 3;
+}
+
+/* ------------------------------------------------------------------ */
+/* Creating the base images. */
+
+static void
+make_base (struct ctx *c)
+{
+  const struct workload *wl = &c->wl;
+  static int serial;
+  char path[RAID_MAX_MEMBERS][96], err[512];
+  const char *specs[RAID_MAX_MEMBERS];
+  uint8_t uuid[RAID_UUID_LEN];
+  const char *dir = access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  struct raid_create_opts o = {
+    .level = wl->level, .layout = wl->layout, .chunk = wl->chunk,
+    .size = MEMBER_SIZE, .consistency = wl->consistency,
+    .data_offset = DATA_OFFSET, .nmembers = wl->n, .members = specs,
+  };
+  uint8_t *buf = malloc (MEMBER_SIZE);
+
+  serial++;
+  for (int i = 0; i < wl->n; i++) {
+    snprintf (path[i], sizeof path[i], "%s/test-crash-%d-%d-%d", dir,
+              (int) getpid (), serial, i);
+    unlink (path[i]);
+    specs[i] = path[i];
+  }
+  if (raid_create (&o, uuid, err, sizeof err) < 0) {
+    fprintf (stderr, "test-crash: raid_create (%s): %s\n", wl->name, err);
+    exit (1);
+  }
+  for (int i = 0; i < wl->n; i++) {
+    FILE *fp = fopen (path[i], "rb");
+    if (!buf || !fp || fread (buf, 1, MEMBER_SIZE, fp) != MEMBER_SIZE) {
+      perror (path[i]);
+      exit (1);
+    }
+    fclose (fp);
+    unlink (path[i]);
+    c->base[i] = cs_image_new (buf, MEMBER_SIZE);
+  }
+  free (buf);
+}
+
+/* ------------------------------------------------------------------ */
+/* Running the workload, possibly up to a crash. */
+
+struct run {
+  struct cs_world *w;
+  struct cs_disk *d[RAID_MAX_MEMBERS];
+  struct model m;
+  bool crashed;
+  int crash_op;                     /* op in progress at the crash (-1 assembly,
+                                       nops: close) */
+  int dead;                         /* member failed before the crash, or -1 */
+  uint64_t writes;
+};
+
+static const struct raid_assemble_opts assemble_opts = { .force = false };
+
+static struct raid_array *
+assemble_disks (struct cs_disk *const *d, const int *order, int n,
+                char *err, size_t errlen)
+{
+  struct member *ms[RAID_MAX_MEMBERS];
+  struct raid_array *a = NULL;
+
+  for (int k = 0; k < n; k++) {
+    char name[32];
+    snprintf (name, sizeof name, "crash-m%d", order[k]);
+    ms[k] = cs_disk_member (d[order[k]], name);
+  }
+  if (raid_array_assemble (ms, n, &assemble_opts, &a, err, errlen) < 0)
+    return NULL;
+  return a;
+}
+
+/* Run op k.  Returns false when the run must stop (crash or error). */
+static bool
+do_op (const struct ctx *c, struct raid_array *a, struct run *r, int k,
+       uint8_t *buf)
+{
+  const struct op *o = &c->wl.ops[k];
+  uint32_t wid = 0;
+  int err = 0;
+
+  switch (o->kind) {
+  case OP_FAIL:
+    cs_disk_set_failed (r->d[o->member], true);
+    r->dead = o->member;
+    return true;
+  case OP_FLUSH:
+    err = raid_array_flush (a);
+    break;
+  case OP_WRITE:
+    for (uint64_t i = 0; i < o->len; i++)
+      buf[i] = pattern_byte (r->m.nw, o->off + i);
+    wid = model_issue (&r->m, k, buf, o->len, o->off);
+    err = raid_array_pwrite (a, buf, o->len, o->off, o->flags);
+    break;
+  case OP_ZERO:
+    wid = model_issue (&r->m, k, NULL, o->len, o->off);
+    err = raid_array_zero (a, o->len, o->off, o->flags, false);
+    break;
+  }
+  if (cs_world_crashed (r->w)) {
+    /* Completed after the crash, if at all: it counts for nothing. */
+    r->crashed = true;
+    r->crash_op = k;
+    return false;
+  }
+  CHECK (err == 0, "%s: op %d (%s) failed without a crash: %s", c->wl.name, k,
+         op_name (o->kind), strerror (err));
+  if (err)
+    return false;
+  if (o->kind == OP_FLUSH)
+    model_flush (&r->m);
+  else if (o->flags & RAID_IO_FUA)
+    model_durable_one (&r->m, wid);
+  return true;
+}
+
+static void
+run_workload (const struct ctx *c, uint64_t arm, uint64_t *trace, size_t cap,
+              struct run *r)
+{
+  const struct workload *wl = &c->wl;
+  int order[RAID_MAX_MEMBERS];
+  struct raid_array *a;
+  uint8_t *buf = malloc (2 * stripe_width (wl) + 65536);
+  char err[512];
+
+  memset (r, 0, sizeof *r);
+  r->dead = -1;
+  r->w = cs_world_new ();
+  cs_world_arm (r->w, arm);
+  cs_world_set_trace_log (r->w, trace, cap);
+  model_init (&r->m, c->size);
+  for (int i = 0; i < wl->n; i++) {
+    r->d[i] = cs_disk_new (r->w, c->base[i], i);
+    order[i] = i;
+  }
+  a = assemble_disks (r->d, order, wl->n, err, sizeof err);
+  if (cs_world_crashed (r->w)) {
+    r->crashed = true;
+    r->crash_op = -1;
+  }
+  else {
+    CHECK (a != NULL, "%s: assembly before any crash failed: %s", wl->name, err);
+    for (int k = 0; a && k < wl->nops && do_op (c, a, r, k, buf); k++)
+      ;
+  }
+  raid_array_close (a);
+  if (!r->crashed && cs_world_crashed (r->w)) {
+    r->crashed = true;
+    r->crash_op = wl->nops;
+  }
+  r->writes = cs_world_writes (r->w);
+  cs_world_set_trace_log (r->w, NULL, 0);
+  free (buf);
+}
+
+static void
+run_free (struct run *r, int n)
+{
+  for (int i = 0; i < n; i++)
+    cs_disk_free (r->d[i]);
+  cs_world_free (r->w);
+  model_free (&r->m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reporting. */
+
+/* Where a check ran: enough to reproduce it by hand. */
+struct where {
+  uint64_t N;
+  enum cs_mode mode;
+  uint32_t removed;
+  const int *order;
+  int norder;
+  char (*desc)[256];
+  const struct run *r;
+  const char *phase;
+};
+
+static void
+appendf (char *buf, size_t len, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+static void
+appendf (char *buf, size_t len, const char *fmt, ...)
+{
+  size_t used = strlen (buf);
+  va_list ap;
+
+  if (used + 1 >= len)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (buf + used, len - used, fmt, ap);
+  va_end (ap);
+}
+
+static void
+describe_where (const struct ctx *c, const struct where *wh, char *buf,
+                size_t len)
+{
+  struct cs_write_info li;
+  char op[128];
+
+  cs_world_last_write (wh->r->w, &li);
+  describe_op (&c->wl, wh->r->crash_op, op, sizeof op);
+  appendf (buf, len, "crash after member write %" PRIu64 "/%" PRIu64
+           " (member %d +%" PRIu64 " len %" PRIu64 "%s%s) during %s; mode %s\n",
+           wh->N, c->total, li.disk_id, li.off, li.len, li.fua ? " fua" : "",
+           li.zero ? " zero" : "", op, cs_mode_name (wh->mode));
+  for (int i = 0; i < c->wl.n; i++)
+    appendf (buf, len, "      member %d image: %s\n", i, wh->desc[i]);
+  appendf (buf, len, "    reassembled in order");
+  for (int k = 0; k < wh->norder; k++)
+    appendf (buf, len, " %d", wh->order[k]);
+  if (wh->removed) {
+    appendf (buf, len, ", left out:");
+    for (int i = 0; i < c->wl.n; i++)
+      if (wh->removed & (1u << i))
+        appendf (buf, len, " %d", i);
+  }
+  if (wh->r->dead >= 0)
+    appendf (buf, len, ", member %d dead (failed before the crash)", wh->r->dead);
+  appendf (buf, len, "; phase: %s\n", wh->phase);
+}
+
+static const char *const inv_label[NINV] = { "", "1", "2", "3", "4", "5", "4w" };
+static const char *const inv_name[NINV] = {
+  "", "assembly/serving", "durability", "atomicity outside writes",
+  "redundancy after crash: the write hole, a sector outside every "
+  "non-durable write or durable data lost",
+  "parity after journal recovery",
+  "redundancy after crash: a sector inside a non-durable write holds "
+  "neither its old nor a new version",
+};
+
+/* Count a failure of invariant inv; describe it if it is the first. */
+static void
+report (struct ctx *c, int inv, const struct where *wh, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+static void
+report (struct ctx *c, int inv, const struct where *wh, const char *fmt, ...)
+{
+  char detail[2048];
+  va_list ap;
+
+  c->t.fail[inv]++;
+  if (c->t.fail[inv] > 1 && !verbose)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (detail, sizeof detail, fmt, ap);
+  va_end (ap);
+  if (c->t.fail[inv] == 1) {
+    char *b = c->t.first[inv];
+    size_t len = sizeof c->t.first[inv];
+    b[0] = '\0';
+    appendf (b, len, "  first failure of invariant %s (%s):\n    ",
+             inv_label[inv], inv_name[inv]);
+    describe_where (c, wh, b, len);
+    appendf (b, len, "    %s\n", detail);
+  }
+  if (verbose)
+    fprintf (stderr, "%s: invariant %s: N=%" PRIu64 " %s removed=0x%x: %s\n",
+             c->wl.name, inv_label[inv], wh->N, cs_mode_name (wh->mode),
+             wh->removed, detail);
+}
+
+static void
+hex8 (char *buf, size_t len, const uint8_t *p)
+{
+  snprintf (buf, len, "%02x%02x%02x%02x%02x%02x%02x%02x",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
+}
+
+/* Describe array sector s: where it lives, what was acceptable, what came. */
+static void
+describe_sector (const struct ctx *c, const struct model *m, uint64_t s,
+                 const uint8_t *got, char *buf, size_t len)
+{
+  uint64_t off = s * SECTOR, row;
+  uint32_t in_chunk;
+  int di;
+  struct raid_row rr;
+  char h[20];
+  const struct sect *st = &m->s[s];
+  size_t same = 0;
+
+  raid_geom_locate (&c->g, off, &row, &di, &in_chunk);
+  raid_geom_row (&c->g, row, &rr);
+  buf[0] = '\0';
+  appendf (buf, len, "array sector %" PRIu64 " (offset %" PRIu64 ", row %" PRIu64
+           ", data index %d on member %d at member offset %" PRIu64 "; P on %d",
+           s, off, row, di, rr.data[di],
+           (uint64_t) DATA_OFFSET + row * c->g.chunk + in_chunk, rr.pd);
+  if (rr.qd >= 0)
+    appendf (buf, len, ", Q on %d", rr.qd);
+  appendf (buf, len, "):\n      expected one of: durable = ");
+  hex8 (h, sizeof h, m->dur + off);
+  if (m->dur_wid[s])
+    appendf (buf, len, "write #%u (op %d) [%s...]", m->dur_wid[s],
+             m->w[m->dur_wid[s]].op, h);
+  else
+    appendf (buf, len, "initial [%s...]", h);
+  for (uint32_t j = 0; j < st->n; j++) {
+    hex8 (h, sizeof h, st->v[j].data);
+    appendf (buf, len, ", write #%u (op %d, not durable) [%s...]", st->v[j].wid,
+             m->w[st->v[j].wid].op, h);
+  }
+  hex8 (h, sizeof h, got);
+  for (size_t i = 0; i < SECTOR; i++)
+    same += got[i] == m->dur[off + i];
+  appendf (buf, len, "\n      got [%s...]: equals none; %zu of 512 bytes "
+           "equal the durable version", h, same);
+  for (size_t i = 0; i < SECTOR; i++) {
+    bool ok = got[i] == m->dur[off + i];
+    for (uint32_t j = 0; j < st->n && !ok; j++)
+      ok = got[i] == st->v[j].data[i];
+    if (!ok) {
+      appendf (buf, len, "; byte %zu matches no version", i);
+      break;
+    }
+    if (i == SECTOR - 1)
+      appendf (buf, len, "; every byte matches some version "
+               "(versions mixed in one sector)");
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks on a reassembled array. */
+
+/* Rows of which some member page may differ from the created image. */
+static void
+touched_rows (const struct ctx *c, struct cs_disk *const *d,
+              struct cs_image *const *img, uint8_t *rowmask)
+{
+  for (uint64_t row = 0; row < c->rows; row++) {
+    uint64_t p0 = (DATA_OFFSET + row * c->g.chunk) / CS_PAGE;
+    uint64_t p1 = (DATA_OFFSET + (row + 1) * c->g.chunk - 1) / CS_PAGE;
+
+    rowmask[row] = 0;
+    for (int i = 0; i < c->wl.n && !rowmask[row]; i++)
+      for (uint64_t p = p0; p <= p1 && !rowmask[row]; p++)
+        rowmask[row] = d[i] ? cs_disk_page_written (d[i], p)
+          : cs_image_page_written (img[i], p);
+  }
+}
+
+/* Read every touched row and check every sector against the model.  A
+ * bad sector counts as invariant 2 or 3 when inv is 0, as 4 or 4w (the
+ * sector had non-durable versions) when inv is 4; each kind is reported at
+ * most once per call (the first such sector).  Returns false on a failure. */
+static bool
+check_data (struct ctx *c, struct raid_array *a, const struct model *m,
+            const uint8_t *rowmask, int inv, const struct where *wh)
+{
+  uint64_t W = c->g.stripe_width;
+  uint8_t *buf = malloc (W);
+  bool seen[NINV] = { false }, ok = true;
+
+  for (uint64_t row = 0; row < c->rows; row++) {
+    int e;
+    if (!rowmask[row])
+      continue;
+    e = raid_array_pread (a, buf, W, row * W);
+    if (e) {
+      report (c, 1, wh, "read of row %" PRIu64 " (array offset %" PRIu64
+              ") failed: %s", row, row * W, strerror (e));
+      ok = false;
+      break;
+    }
+    for (uint64_t s = 0; s < W / SECTOR; s++) {
+      uint64_t sec = row * W / SECTOR + s;
+      int bad = model_check_sector (m, sec, buf + s * SECTOR), k;
+      char d[2048];
+
+      if (!bad)
+        continue;
+      ok = false;
+      k = inv == 4 && bad == 2 ? INV_4W : inv ? inv : bad;
+      if (seen[k])
+        continue;
+      seen[k] = true;
+      describe_sector (c, m, sec, buf + s * SECTOR, d, sizeof d);
+      report (c, k, wh, "%s", d);
+    }
+  }
+  free (buf);
+  return ok;
+}
+
+/* Parity of every touched row, on the member images (member i has role i:
+ * raid_create gave it).  Returns false on a mismatch, reported as inv. */
+static bool
+check_parity (struct ctx *c, struct cs_disk *const *d, const uint8_t *rowmask,
+              int inv, const struct where *wh)
+{
+  const struct raid_geom *g = &c->g;
+  uint32_t col = 4096;
+  uint8_t *blk = malloc ((size_t) g->raid_disks * col);
+  bool ok = true;
+
+  for (uint64_t row = 0; row < c->rows && ok; row++) {
+    struct raid_row rr;
+    if (!rowmask[row])
+      continue;
+    raid_geom_row (g, row, &rr);
+    for (uint32_t x = 0; x < g->chunk && ok; x += col) {
+      void *b[RAID_MAX_MEMBERS + 2];
+      uint64_t moff = DATA_OFFSET + row * g->chunk + x;
+      for (int r = 0; r < g->raid_disks; r++)
+        cs_disk_peek (d[r], blk + (size_t) r * col, col, moff);
+      for (int i = 0; i < g->data_disks; i++)
+        b[g->level == 6 ? rr.slot[i] : i] = blk + (size_t) rr.data[i] * col;
+      b[g->data_disks] = blk + (size_t) rr.pd * col;
+      if (g->level == 6)
+        b[g->data_disks + 1] = blk + (size_t) rr.qd * col;
+      if (parity_check (g->data_disks, g->parity_disks, col, b) != 1) {
+        char q[32] = "";
+        if (rr.qd >= 0)
+          snprintf (q, sizeof q, ", Q on member %d", rr.qd);
+        report (c, inv, wh, "row %" PRIu64 " (array offset %" PRIu64 "), member "
+                "offset %" PRIu64 " +%u: parity does not match the data "
+                "(P on member %d%s)", row, row * g->stripe_width, moff, col,
+                rr.pd, q);
+        ok = false;
+      }
+    }
+  }
+  free (blk);
+  return ok;
+}
+
+static void
+shuffle (int *v, int n, uint64_t *rng)
+{
+  for (int i = n - 1; i > 0; i--) {
+    int j = (int) (cs_rand (rng) % (uint64_t) (i + 1)), t = v[i];
+    v[i] = v[j];
+    v[j] = t;
+  }
+}
+
+/* Reassemble the images minus `removed` and check every invariant. */
+static void
+check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
+              char (*desc)[256], enum cs_mode mode, uint32_t removed,
+              uint64_t N, uint64_t *rng)
+{
+  const struct workload *wl = &c->wl;
+  struct cs_world *w = cs_world_new ();
+  struct cs_disk *d[RAID_MAX_MEMBERS] = { 0 };
+  int order[RAID_MAX_MEMBERS], n = 0;
+  uint8_t *rowmask = malloc (c->rows);
+  bool degraded = removed || r->dead >= 0;
+  struct raid_array *a;
+  char err[512];
+  struct where wh = { N, mode, removed, order, 0, desc, r, "assembly" };
+
+  for (int i = 0; i < wl->n; i++) {
+    if (removed & (1u << i))
+      continue;
+    d[i] = cs_disk_new (w, img[i], i);
+    cs_disk_set_failed (d[i], i == r->dead);
+    order[n++] = i;
+  }
+  shuffle (order, n, rng);
+  wh.norder = n;
+  c->t.images++;
+  a = assemble_disks (d, order, n, err, sizeof err);
+  if (a == NULL) {
+    report (c, 1, &wh, "assembly refused: %s", err);
+    goto out;
+  }
+  touched_rows (c, d, img, rowmask);
+  wh.phase = "read after reassembly";
+  check_data (c, a, &r->m, rowmask, degraded ? 4 : 0, &wh);
+  if (!degraded && wl->consistency == SB_CONS_JOURNAL) {
+    raid_array_close (a);
+    a = NULL;
+    touched_rows (c, d, img, rowmask);
+    wh.phase = "member images after reassembly and close";
+    check_parity (c, d, rowmask, 5, &wh);
+  }
+  else if (!degraded) {
+    uint64_t zero = 0;
+    raid_array_set_speed (a, &zero, &zero, err, sizeof err);
+    struct raid_status *st = malloc (sizeof *st);
+    CHECK (raid_array_start (a) == 0, "%s: raid_array_start failed", wl->name);
+    raid_array_wait (a, 30);
+    raid_array_status (a, st);
+    if (st->sync_action != RAID_SYNC_IDLE)
+      report (c, 4, &wh, "the array's %s did not finish within 30 s",
+              raid_sync_action_name (st->sync_action));
+    free (st);
+    wh.phase = "read after the array's resync";
+    check_data (c, a, &r->m, rowmask, 0, &wh);
+    raid_array_close (a);
+    a = NULL;
+    touched_rows (c, d, img, rowmask);
+    wh.phase = "member images after the array's resync and close";
+    check_parity (c, d, rowmask, 4, &wh);
+  }
+  raid_array_close (a);
+ out:
+  for (int i = 0; i < wl->n; i++)
+    cs_disk_free (d[i]);
+  cs_world_free (w);
+  free (rowmask);
+}
+
+/* Member sets to leave out of the reassembly. */
+static int
+removal_sets (const struct ctx *c, const struct run *r, uint32_t *sets)
+{
+  const struct workload *wl = &c->wl;
+  int k = 0, tol = wl->level == 6 ? 2 : 1;
+
+  sets[k++] = 0;
+  if (c->no_removal || wl->consistency != SB_CONS_JOURNAL)
+    return k;
+  if (r->dead >= 0)
+    tol--;                          /* already degraded */
+  for (int i = 0; i < wl->n; i++) {
+    if (i == r->dead)
+      continue;
+    if (tol == 1)
+      sets[k++] = 1u << i;
+    for (int j = i + 1; tol == 2 && j < wl->n; j++)
+      sets[k++] = 1u << i | 1u << j;
+  }
+  return k;
+}
+
+/* ------------------------------------------------------------------ */
+/* One workload: every crash point, every mode, every removal. */
+
+static void
+ctx_init (struct ctx *c, const struct workload *wl, unsigned modes,
+          bool no_removal)
+{
+  char err[256];
+
+  memset (c, 0, sizeof *c);
+  c->wl = *wl;
+  c->modes = modes;
+  c->no_removal = no_removal;
+  if (raid_geom_init (&c->g, wl->level, wl->layout, wl->chunk, wl->n, err,
+                      sizeof err) < 0) {
+    fprintf (stderr, "test-crash: %s: %s\n", wl->name, err);
+    exit (1);
+  }
+  c->rows = (MEMBER_SIZE - DATA_OFFSET) / wl->chunk;
+  c->size = c->rows * c->g.stripe_width;
+  make_base (c);
+}
+
+static void
+ctx_free (struct ctx *c)
+{
+  for (int i = 0; i < c->wl.n; i++)
+    cs_image_unref (c->base[i]);
+  free (c->ref_trace);
+}
+
+/* The crash-free run: counts T and records the trace. */
+static bool
+reference_run (struct ctx *c)
+{
+  struct run r;
+
+  c->ref_trace = xcalloc (TRACE_CAP, sizeof *c->ref_trace);
+  run_workload (c, 0, c->ref_trace, TRACE_CAP, &r);
+  c->total = r.writes;
+  if (verbose)
+    for (int k = 0; k < c->wl.nops; k++) {
+      char op[128];
+      describe_op (&c->wl, k, op, sizeof op);
+      printf ("%s: %s\n", c->wl.name, op);
+    }
+  CHECK (!r.crashed, "%s: crashed without being armed", c->wl.name);
+  CHECK (c->total > 0 && c->total <= TRACE_CAP, "%s: %" PRIu64 " member writes",
+         c->wl.name, c->total);
+  run_free (&r, c->wl.n);
+  return !r.crashed && c->total > 0 && c->total <= TRACE_CAP;
+}
+
+static void
+crash_point (struct ctx *c, uint64_t N)
+{
+  const struct workload *wl = &c->wl;
+  struct run r;
+  uint32_t sets[1 + RAID_MAX_MEMBERS * RAID_MAX_MEMBERS];
+  int nsets;
+
+  run_workload (c, N, NULL, 0, &r);
+  nsets = removal_sets (c, &r, sets);
+  CHECK (r.crashed && r.writes == N, "%s: armed at %" PRIu64 ", crashed=%d after %"
+         PRIu64 " writes", wl->name, N, r.crashed, r.writes);
+  CHECK (cs_world_trace (r.w) == c->ref_trace[N - 1],
+         "%s: write %" PRIu64 " differs from the crash-free run: the workload is "
+         "not deterministic, crash points cannot be enumerated", wl->name, N);
+  c->t.points++;
+  for (int mode = 0; mode < CS_NMODES; mode++) {
+    struct cs_image *img[RAID_MAX_MEMBERS];
+    char desc[RAID_MAX_MEMBERS][256];
+    uint64_t rng = cs_seed (wl->seed, N, mode, 1);
+
+    if (!(c->modes & (1u << mode)))
+      continue;
+    for (int i = 0; i < wl->n; i++)
+      img[i] = cs_disk_crash_image (r.d[i], mode, &rng, desc[i], sizeof desc[i]);
+    for (int k = 0; k < nsets; k++)
+      check_images (c, &r, img, desc, mode, sets[k], N, &rng);
+    for (int i = 0; i < wl->n; i++)
+      cs_image_unref (img[i]);
+  }
+  run_free (&r, wl->n);
+}
+
+/* Returns the number of invariant failures. */
+static uint64_t
+run_case (const struct workload *wl, unsigned modes, bool no_removal)
+{
+  struct ctx *c = xcalloc (1, sizeof *c);
+  uint64_t nfail = 0;
+  double t0 = (double) raid_now_mono_ns ();
+
+  ctx_init (c, wl, modes, no_removal);
+  if (reference_run (c))
+    for (uint64_t N = 1; N <= c->total; N++)
+      if (only_point ? N == only_point
+          : (N - 1) % point_stride == 0 || N == c->total)
+        crash_point (c, N);
+  for (int i = 1; i < NINV; i++)
+    if (i != INV_4W)                     /* tolerated by SPEC 7: see the top */
+      nfail += c->t.fail[i];
+  printf ("test-crash: %-44s %3" PRIu64 " crash points, %5" PRIu64
+          " images checked, failures: inv1 %" PRIu64 " inv2 %" PRIu64 " inv3 %"
+          PRIu64 " inv4 %" PRIu64 " inv4w %" PRIu64 " inv5 %" PRIu64 " (%.1f s)\n",
+          wl->name, c->t.points, c->t.images, c->t.fail[1], c->t.fail[2],
+          c->t.fail[3], c->t.fail[4], c->t.fail[INV_4W], c->t.fail[5],
+          ((double) raid_now_mono_ns () - t0) / 1e9);
+  for (int i = 1; i < NINV; i++)
+    if (c->t.fail[i])
+      printf ("%s", c->t.first[i]);
+  fflush (stdout);
+  ctx_free (c);
+  free (c);
+  return nfail;
+}
+
+/* ------------------------------------------------------------------ */
+/* Self-tests: the simulator's semantics, and that the checker catches
+ * planted damage. */
+
+static void
+fill (uint8_t *b, size_t n, uint8_t v)
+{
+  for (size_t i = 0; i < n; i++)
+    b[i] = (uint8_t) (v + i * 7);
+}
+
+static bool
+image_is (const struct cs_image *img, uint64_t off, const uint8_t *want, size_t n)
+{
+  uint8_t *got = malloc (n);
+  bool r;
+
+  cs_image_read (img, got, n, off);
+  r = memcmp (got, want, n) == 0;
+  free (got);
+  return r;
+}
+
+static void
+selftest_pending_durable (void)
+{
+  struct cs_world *w = cs_world_new ();
+  struct cs_image *base = cs_image_new (NULL, 65536), *img;
+  struct cs_disk *d = cs_disk_new (w, base, 7);
+  uint8_t a[8192], b[8192], got[8192], zero[8192] = { 0 };
+  uint64_t rng = 1;
+
+  fill (a, sizeof a, 1);
+  fill (b, sizeof b, 99);
+  /* A write is pending: reads see it, the durable image does not. */
+  CHECK (cs_disk_pwrite (d, a, 3000, 1000, false) == 0, "pwrite");
+  CHECK (cs_disk_pread (d, got, 3000, 1000) == 0 && !memcmp (got, a, 3000),
+         "read does not see the pending write");
+  cs_disk_peek_durable (d, got, 3000, 1000);
+  CHECK (!memcmp (got, zero, 3000), "pending write is durable before a flush");
+  CHECK (cs_disk_npending (d) == 1, "npending %zu", cs_disk_npending (d));
+  img = cs_disk_crash_image (d, CS_LOSE_ALL, &rng, NULL, 0);
+  CHECK (image_is (img, 1000, zero, 3000), "lose-all kept a pending write");
+  cs_image_unref (img);
+  img = cs_disk_crash_image (d, CS_KEEP_ALL, &rng, NULL, 0);
+  CHECK (image_is (img, 1000, a, 3000), "keep-all lost a pending write");
+  /* The image is a snapshot: later writes and flushes do not reach it. */
+  CHECK (cs_disk_flush (d) == 0, "flush");
+  CHECK (cs_disk_pwrite (d, b, 4096, 0, false) == 0, "pwrite");
+  CHECK (cs_disk_flush (d) == 0, "flush");
+  CHECK (image_is (img, 1000, a, 3000), "crash image changed after the crash");
+  cs_image_unref (img);
+  /* Flushed: durable. */
+  cs_disk_peek_durable (d, got, 4096, 0);
+  CHECK (!memcmp (got, b, 4096), "flush did not make the write durable");
+  CHECK (cs_disk_npending (d) == 0, "pending after flush");
+
+  /* FUA is durable at once, and an older pending write never lands over it. */
+  CHECK (cs_disk_pwrite (d, a, 8192, 8192, false) == 0, "pwrite");
+  CHECK (cs_disk_pwrite (d, b, 512, 10240, true) == 0, "fua pwrite");
+  cs_disk_peek_durable (d, got, 512, 10240);
+  CHECK (!memcmp (got, b, 512), "FUA write not durable");
+  cs_disk_peek (d, got, 8192, 8192);
+  CHECK (!memcmp (got, a, 2048) && !memcmp (got + 2048, b, 512) &&
+         !memcmp (got + 2560, a + 2560, 8192 - 2560), "volatile view after FUA");
+  CHECK (cs_disk_npending (d) == 2, "older write not split around the FUA one: %zu",
+         cs_disk_npending (d));
+  img = cs_disk_crash_image (d, CS_KEEP_ALL, &rng, NULL, 0);
+  CHECK (image_is (img, 8192, got, 8192), "keep-all: stale data over a FUA write");
+  cs_image_unref (img);
+  img = cs_disk_crash_image (d, CS_LOSE_ALL, &rng, NULL, 0);
+  CHECK (image_is (img, 10240, b, 512) && image_is (img, 8192, zero, 2048),
+         "lose-all: FUA write lost or pending kept");
+  CHECK (cs_image_page_written (img, 2) && !cs_image_page_written (img, 5),
+         "page_written");
+  cs_image_unref (img);
+
+  /* A failed disk fails everything and counts nothing. */
+  {
+    uint64_t n0 = cs_world_writes (w);
+    cs_disk_set_failed (d, true);
+    CHECK (cs_disk_pwrite (d, a, 512, 0, false) == EIO &&
+           cs_disk_pread (d, got, 512, 0) == EIO && cs_disk_flush (d) == EIO,
+           "failed disk did not fail");
+    CHECK (cs_world_writes (w) == n0, "failed write counted");
+    cs_disk_set_failed (d, false);
+    CHECK (cs_disk_pwrite (d, a, 512, 65536 - 256, false) == EIO,
+           "write past the end");
+  }
+  cs_disk_free (d);
+  cs_image_unref (base);
+  cs_world_free (w);
+}
+
+static void
+selftest_crash_point (void)
+{
+  struct cs_world *w = cs_world_new ();
+  struct cs_image *base = cs_image_new (NULL, 65536);
+  struct cs_disk *d0 = cs_disk_new (w, base, 0), *d1 = cs_disk_new (w, base, 1);
+  struct member *m = cs_disk_member (d1, "selftest");
+  uint8_t a[4096], got[4096];
+  uint64_t trace[8] = { 0 };
+  struct cs_write_info li;
+
+  fill (a, sizeof a, 5);
+  cs_world_set_trace_log (w, trace, 8);
+  cs_world_arm (w, 3);
+  CHECK (cs_disk_pwrite (d0, a, 4096, 0, false) == 0, "write 1");
+  CHECK (member_pwrite (m, a, 4096, 8192, false) == 0, "write 2 through the member");
+  CHECK (member_flush (m) == 0, "flush before the crash");
+  CHECK (!cs_world_crashed (w), "crashed early");
+  CHECK (cs_disk_zero (d0, 1024, 4096, true) == 0, "write 3 completes");
+  CHECK (cs_world_crashed (w), "not crashed after write 3");
+  cs_world_last_write (w, &li);
+  CHECK (li.disk_id == 0 && li.off == 4096 && li.len == 1024 && li.fua && li.zero,
+         "last write %d +%" PRIu64 " %" PRIu64, li.disk_id, li.off, li.len);
+  CHECK (cs_disk_pwrite (d1, a, 512, 0, false) == EIO, "write after the crash");
+  CHECK (member_pread (m, got, 512, 0) == EIO, "read after the crash");
+  CHECK (cs_disk_flush (d0) == EIO, "flush after the crash");
+  CHECK (cs_world_writes (w) == 3, "writes %" PRIu64, cs_world_writes (w));
+  CHECK (trace[0] && trace[1] && trace[2] && trace[3] == 0 &&
+         trace[2] == cs_world_trace (w), "trace log");
+  member_close (m);
+  /* The same sequence gives the same trace; a different one does not. */
+  {
+    struct cs_world *w2 = cs_world_new ();
+    struct cs_disk *e0 = cs_disk_new (w2, base, 0);
+    struct cs_disk *e1 = cs_disk_new (w2, base, 1);
+    cs_disk_pwrite (e0, got, 4096, 0, false);
+    cs_disk_pwrite (e1, a, 4096, 8192, false);
+    CHECK (cs_world_trace (w2) == trace[1], "trace depends on the data");
+    cs_disk_pwrite (e1, a, 4096, 0, false);
+    CHECK (cs_world_trace (w2) != trace[2], "trace blind to offsets");
+    cs_disk_free (e0);
+    cs_disk_free (e1);
+    cs_world_free (w2);
+  }
+  cs_disk_free (d0);
+  cs_disk_free (d1);
+  cs_image_unref (base);
+  cs_world_free (w);
+}
+
+/* Subsets and tearing: every sector is wholly old or wholly new; a prefix
+ * tear applies a prefix; over many seeds every outcome shows up. */
+static void
+selftest_modes (void)
+{
+  struct cs_image *base = cs_image_new (NULL, 65536);
+  int seen_none = 0, seen_all = 0, seen_mixed = 0, seen_torn = 0;
+
+  for (uint64_t seed = 1; seed <= 200; seed++) {
+    struct cs_world *w = cs_world_new ();
+    struct cs_disk *d = cs_disk_new (w, base, 0);
+    uint8_t a[4096], got[SECTOR];
+    uint64_t rng = cs_seed (seed, 0, 0, 0);
+    enum cs_mode mode = seed % 2 ? CS_SUBSET : CS_SUBSET_TORN;
+    struct cs_image *img;
+    char desc[256];
+    int napplied = 0, nwrites = 6;
+
+    fill (a, sizeof a, (uint8_t) seed);
+    for (int i = 0; i < nwrites; i++)   /* six disjoint 4 KiB writes */
+      cs_disk_pwrite (d, a, 4096, (uint64_t) i * 8192, false);
+    img = cs_disk_crash_image (d, mode, &rng, desc, sizeof desc);
+    for (int i = 0; i < nwrites; i++) {
+      int nnew = 0;
+      for (int s = 0; s < 8; s++) {
+        uint64_t off = (uint64_t) i * 8192 + s * SECTOR;
+        bool is_new, is_old = true;
+        cs_image_read (img, got, SECTOR, off);
+        is_new = !memcmp (got, a + s * SECTOR, SECTOR);
+        for (size_t k = 0; k < SECTOR; k++)
+          is_old &= got[k] == 0;
+        CHECK (is_new || is_old, "seed %" PRIu64 ": sector torn inside", seed);
+        nnew += is_new;
+      }
+      if (nnew > 0 && nnew < 8)
+        seen_torn++;
+      CHECK (mode == CS_SUBSET_TORN || nnew == 0 || nnew == 8,
+             "seed %" PRIu64 ": write %d torn without tearing (%s)", seed, i, desc);
+      napplied += nnew == 8;
+    }
+    if (strstr (desc, "prefix")) {
+      /* Find the torn write and check its new sectors form a prefix. */
+      for (int i = 0; i < nwrites; i++) {
+        int s, first_old = 8;
+        for (s = 0; s < 8; s++) {
+          cs_image_read (img, got, SECTOR, (uint64_t) i * 8192 + s * SECTOR);
+          if (memcmp (got, a + s * SECTOR, SECTOR) && first_old == 8)
+            first_old = s;
+          else if (!memcmp (got, a + s * SECTOR, SECTOR) && first_old < 8)
+            CHECK (0, "seed %" PRIu64 ": prefix tear left a gap (%s)", seed, desc);
+        }
+      }
+    }
+    seen_none += napplied == 0;
+    seen_all += napplied == nwrites;
+    seen_mixed += napplied > 0 && napplied < nwrites;
+    cs_image_unref (img);
+    cs_disk_free (d);
+    cs_world_free (w);
+  }
+  CHECK (seen_mixed > 50 && seen_torn > 20 && seen_none + seen_all > 0,
+         "subset modes lack variety: none %d all %d mixed %d torn %d",
+         seen_none, seen_all, seen_mixed, seen_torn);
+  cs_image_unref (base);
+}
+
+/* The checker is not vacuous: damage planted in a clean, crash-free array
+ * is reported as the right invariant. */
+static void
+selftest_checker (void)
+{
+  struct workload wl = {
+    .name = "checker self-test", .level = 5, .layout = RAID_LAYOUT_LEFT_SYMMETRIC,
+    .n = 4, .chunk = 4096, .consistency = SB_CONS_JOURNAL, .seed = 11,
+    .failed = -1,
+  };
+  struct ctx *c = xcalloc (1, sizeof *c);
+  struct run r;
+  struct cs_image *img[RAID_MAX_MEMBERS], *bad[RAID_MAX_MEMBERS];
+  char desc[RAID_MAX_MEMBERS][256];
+  uint64_t rng = 5, sec;
+  struct raid_row rr;
+  uint64_t row;
+  uint32_t in_chunk;
+  int di;
+
+  gen_full (&wl, 1);
+  ctx_init (c, &wl, 1u << CS_KEEP_ALL, false);
+  run_workload (c, 0, NULL, 0, &r);
+  c->total = r.writes;
+  CHECK (!r.crashed, "checker self-test: crash");
+  for (sec = 0; sec < r.m.nsect && r.m.dur_wid[sec] == 0; sec++)
+    ;
+  CHECK (sec < r.m.nsect, "checker self-test: nothing durable");
+  cs_world_crash_now (r.w);
+  for (int i = 0; i < wl.n; i++) {
+    img[i] = cs_disk_crash_image (r.d[i], CS_KEEP_ALL, &rng, desc[i],
+                                  sizeof desc[i]);
+    bad[i] = cs_image_ref (img[i]);
+  }
+  raid_geom_locate (&c->g, sec * SECTOR, &row, &di, &in_chunk);
+  raid_geom_row (&c->g, row, &rr);
+
+  /* Intact: no failure at all. */
+  check_images (c, &r, img, desc, CS_KEEP_ALL, 0, r.writes, &rng);
+  check_images (c, &r, img, desc, CS_KEEP_ALL, 1u << rr.pd, r.writes, &rng);
+  CHECK (c->t.fail[1] + c->t.fail[2] + c->t.fail[3] + c->t.fail[4] + c->t.fail[5] +
+         c->t.fail[INV_4W] == 0,
+         "checker self-test: clean array reported as failing:\n%s%s%s%s%s%s",
+         c->t.first[1], c->t.first[2], c->t.first[3], c->t.first[4], c->t.first[5],
+         c->t.first[INV_4W]);
+
+  /* One flipped data byte: a durable write lost (invariant 2 or 3). */
+  {
+    struct cs_world *w = cs_world_new ();
+    struct cs_disk *d = cs_disk_new (w, img[rr.data[di]], 0);
+    uint8_t x;
+    uint64_t moff = DATA_OFFSET + row * c->g.chunk + in_chunk + 17;
+    cs_disk_peek (d, &x, 1, moff);
+    x ^= 0x40;
+    cs_disk_pwrite (d, &x, 1, moff, true);
+    cs_world_crash_now (w);
+    cs_image_unref (bad[rr.data[di]]);
+    bad[rr.data[di]] = cs_disk_crash_image (d, CS_LOSE_ALL, &rng, NULL, 0);
+    cs_disk_free (d);
+    cs_world_free (w);
+  }
+  memset (&c->t, 0, sizeof c->t);
+  check_images (c, &r, bad, desc, CS_KEEP_ALL, 0, r.writes, &rng);
+  CHECK (c->t.fail[2] + c->t.fail[3] == 1 && c->t.fail[5] == 1,
+         "checker self-test: flipped data byte: inv2 %" PRIu64 " inv3 %" PRIu64
+         " inv5 %" PRIu64, c->t.fail[2], c->t.fail[3], c->t.fail[5]);
+  cs_image_unref (bad[rr.data[di]]);
+  bad[rr.data[di]] = cs_image_ref (img[rr.data[di]]);
+
+  /* One flipped parity byte: invisible to reads, caught on the images
+   * (invariant 5), and as lost data once a data member is left out. */
+  {
+    struct cs_world *w = cs_world_new ();
+    struct cs_disk *d = cs_disk_new (w, img[rr.pd], 0);
+    uint8_t x;
+    uint64_t moff = DATA_OFFSET + row * c->g.chunk + in_chunk + 17;
+    cs_disk_peek (d, &x, 1, moff);
+    x ^= 0x40;
+    cs_disk_pwrite (d, &x, 1, moff, true);
+    cs_world_crash_now (w);
+    cs_image_unref (bad[rr.pd]);
+    bad[rr.pd] = cs_disk_crash_image (d, CS_LOSE_ALL, &rng, NULL, 0);
+    cs_disk_free (d);
+    cs_world_free (w);
+  }
+  memset (&c->t, 0, sizeof c->t);
+  check_images (c, &r, bad, desc, CS_KEEP_ALL, 0, r.writes, &rng);
+  CHECK (c->t.fail[2] + c->t.fail[3] == 0 && c->t.fail[5] == 1,
+         "checker self-test: flipped parity byte: inv2/3 %" PRIu64 " inv5 %" PRIu64,
+         c->t.fail[2] + c->t.fail[3], c->t.fail[5]);
+  check_images (c, &r, bad, desc, CS_KEEP_ALL, 1u << rr.data[di], r.writes, &rng);
+  CHECK (c->t.fail[4] + c->t.fail[INV_4W] == 1,
+         "checker self-test: parity damage not seen degraded");
+  if (verbose)
+    printf ("checker self-test, expected failures:\n%s%s%s", c->t.first[4],
+            c->t.first[INV_4W], c->t.first[5]);
+
+  for (int i = 0; i < wl.n; i++) {
+    cs_image_unref (img[i]);
+    cs_image_unref (bad[i]);
+  }
+  run_free (&r, wl.n);
+  ctx_free (c);
+  free (c);
+}
+
+/* ------------------------------------------------------------------ */
+/* The scripted workloads (make check) and the long random run. */
+
+/* Op counts are sized so that make check stays under a minute on one CPU:
+ * a crash image set costs 1-2 ms (the journal scan at assembly reads every
+ * member's consistency area), and raid6 checks 11 member sets per image. */
+struct geomcase {
+  int level, layout, n;
+  uint32_t chunk;
+  int small, mixed, fail_before, fail_after;
+};
+
+static const struct geomcase geoms[] = {
+  { 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 4096, 10, 9, 3, 6 },
+  { 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 8192, 6, 5, 2, 4 },
+  { 4, RAID_LAYOUT_PARITY_N, 3, 16384, 12, 12, 4, 6 },
+};
+
+static void
+wl_init (struct workload *wl, const struct geomcase *gc, int consistency,
+         const char *what, uint64_t seed)
+{
+  char sz[16];
+
+  memset (wl, 0, sizeof *wl);
+  wl->level = gc->level;
+  wl->layout = gc->layout;
+  wl->n = gc->n;
+  wl->chunk = gc->chunk;
+  wl->consistency = consistency;
+  wl->seed = seed;
+  wl->failed = -1;
+  raid_fmt_size (gc->chunk, sz, sizeof sz);
+  snprintf (wl->name, sizeof wl->name, "raid%d %s n=%d chunk=%s %s %s",
+            gc->level, raid_layout_name (gc->layout), gc->n, sz,
+            sb_consistency_name (consistency), what);
+}
+
+static bool
+selected (const char *name, const char *only)
+{
+  return !only || strstr (name, only);
+}
+
+static uint64_t
+run_scripted (unsigned modes, bool no_removal, const char *only)
+{
+  uint64_t nfail = 0;
+
+  for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++) {
+    const struct geomcase *gc = &geoms[gi];
+    struct workload wl;
+    uint64_t seed = 1000 + gi;
+
+    wl_init (&wl, gc, SB_CONS_JOURNAL, "small-writes", seed);
+    gen_small (&wl, cs_seed (seed, 1, 0, 0), gc->small);
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+    wl_init (&wl, gc, SB_CONS_JOURNAL, "full-stripe", seed);
+    gen_full (&wl, cs_seed (seed, 2, 0, 0));
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+    wl_init (&wl, gc, SB_CONS_JOURNAL, "mixed", seed);
+    gen_mixed (&wl, cs_seed (seed, 3, 0, 0), gc->mixed);
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+    wl_init (&wl, gc, SB_CONS_JOURNAL, "member-failure", seed);
+    gen_failure (&wl, cs_seed (seed, 4, 0, 0), (int) (gi + 1) % gc->n,
+                 gc->fail_before, gc->fail_after);
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+  }
+  for (int cons = SB_CONS_BITMAP; cons <= SB_CONS_RESYNC; cons++) {
+    struct workload wl;
+    wl_init (&wl, &geoms[0], cons, "mixed", 2000 + cons);
+    gen_mixed (&wl, cs_seed (2000 + cons, 3, 0, 0), 10);
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+  }
+  return nfail;
+}
+
+/* Random workloads until the time budget is spent. */
+static uint64_t
+run_long (unsigned modes, bool no_removal, double seconds)
+{
+  const char *env = getenv ("CRASH_LONG_SEED");
+  uint64_t nfail = 0, rng = env ? strtoull (env, NULL, 10)
+    : cs_seed ((uint64_t) time (NULL), getpid (), 0, 0);
+  uint64_t t_end = raid_now_mono_ns () + (uint64_t) (seconds * 1e9);
+  int count = 0;
+
+  printf ("test-crash: long run for %.0f s (CRASH_LONG_SEED=%" PRIu64
+          " repeats it)\n", seconds, rng);
+  while (raid_now_mono_ns () < t_end) {
+    struct geomcase gc = geoms[cs_rand (&rng) % 3];
+    struct workload wl;
+    int cons = SB_CONS_JOURNAL;
+    uint64_t seed = cs_rand (&rng);
+    char what[64];
+
+    if (cs_rand (&rng) % 5 == 0)
+      cons = SB_CONS_BITMAP + (int) (cs_rand (&rng) % 2);
+    gc.chunk = 4096u << (cs_rand (&rng) % 3);
+    if (gc.level == 5 && cs_rand (&rng) % 2) {
+      gc.layout = (int) (cs_rand (&rng) % 4);
+      gc.n = 3 + (int) (cs_rand (&rng) % 3);
+    }
+    snprintf (what, sizeof what, "random seed=%" PRIu64, seed);
+    wl_init (&wl, &gc, cons, what, seed);
+    if (cons == SB_CONS_JOURNAL && cs_rand (&rng) % 4 == 0)
+      gen_failure (&wl, seed, (int) (cs_rand (&rng) % gc.n),
+                   1 + (int) (cs_rand (&rng) % 8), 1 + (int) (cs_rand (&rng) % 10));
+    else if (cs_rand (&rng) % 3 == 0)
+      gen_small (&wl, seed, 4 + (int) (cs_rand (&rng) % 12));
+    else
+      gen_mixed (&wl, seed, 6 + (int) (cs_rand (&rng) % 14));
+    nfail += run_case (&wl, modes, no_removal);
+    count++;
+  }
+  printf ("test-crash: long run: %d random workloads\n", count);
+  return nfail;
+}
+
+static void
+quiet_log (enum raid_log_level lvl, const char *msg)
+{
+  if (verbose && lvl <= RAID_LOG_WARN)
+    fprintf (stderr, "raidcore: %s\n", msg);
+}
+
+int
+main (int argc, char **argv)
+{
+  unsigned modes = (1u << CS_NMODES) - 1;
+  const char *env_long = getenv ("CRASH_LONG");
+  const char *env_secs = getenv ("CRASH_LONG_SECONDS");
+  bool no_removal = false, lng = env_long && *env_long && *env_long != '0';
+  double seconds = env_secs ? atof (env_secs) : 180;
+  const char *only = NULL;
+  uint64_t nfail;
+
+  /* Under the sanitizers (make check with --enable-sanitizers) a check is
+   * 5-10 times slower: take every 8th crash point (and the last). */
+  if (getenv ("SANITIZERS") && strcmp (getenv ("SANITIZERS"), "yes") == 0)
+    point_stride = 8;
+  for (int i = 1; i < argc; i++) {
+    if (strncmp (argv[i], "--modes=", 8) == 0) {
+      modes = 0;
+      for (const char *p = argv[i] + 8; *p; p++)
+        if (*p >= 'a' && *p < 'a' + CS_NMODES)
+          modes |= 1u << (*p - 'a');
+    }
+    else if (strcmp (argv[i], "--no-removal") == 0)
+      no_removal = true;
+    else if (strncmp (argv[i], "--only=", 7) == 0)
+      only = argv[i] + 7;
+    else if (strcmp (argv[i], "--long") == 0)
+      lng = true;
+    else if (strncmp (argv[i], "--long=", 7) == 0)
+      lng = true, seconds = atof (argv[i] + 7);
+    else if (strcmp (argv[i], "--verbose") == 0)
+      verbose = true;
+    else if (strcmp (argv[i], "--quick") == 0)
+      point_stride = 8;
+    else if (strncmp (argv[i], "--point=", 8) == 0)
+      only_point = strtoull (argv[i] + 8, NULL, 10);
+    else {
+      fprintf (stderr, "usage: test-crash [--modes=abcd] [--no-removal] "
+               "[--only=SUBSTRING] [--point=N] [--quick] [--long[=SECONDS]] "
+               "[--verbose]\n");
+      return 2;
+    }
+  }
+  raid_log_set_sink (quiet_log);
+  selftest_pending_durable ();
+  selftest_crash_point ();
+  selftest_modes ();
+  selftest_checker ();
+  printf ("test-crash: crashsim and checker self-tests: %d checks, %d failed\n",
+          checks, failures);
+  fflush (stdout);
+  nfail = lng ? run_long (modes, no_removal, seconds)
+    : run_scripted (modes, no_removal, only);
+  mio_shutdown ();
+  if (failures || nfail) {
+    fprintf (stderr, "test-crash: %d of %d harness checks failed, %" PRIu64
+             " invariant failures\n", failures, checks, nfail);
+    return 1;
+  }
+  printf ("test-crash: %d checks passed, no invariant failure\n", checks);
+  return 0;
+}
