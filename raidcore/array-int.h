@@ -55,6 +55,7 @@ struct sync_ctl {
   int action;                              /* enum raid_sync_action */
   bool frozen;                             /* action kept, thread idle */
   bool busy;                               /* the thread is inside a batch */
+  bool replace;                            /* RECOVER is a replace (copy) */
   uint64_t pos, total;                     /* bytes of the action's unit */
   uint64_t rate;                           /* bytes/s, smoothed */
   uint64_t mismatch;                       /* check/repair */
@@ -79,6 +80,10 @@ struct raid_array {
   struct sync_ctl sync;
   _Atomic uint64_t rb_row;                 /* rebuild cursor: rows of cur below
                                               it are valid on REBUILDING roles */
+  /* replace (manage.c): every write to repl_role also goes to repl_slot's
+   * member, while the copy moves the rest; -1 when none */
+  _Atomic int repl_role;
+  int repl_slot;
   _Atomic uint64_t fg_ns;                  /* last foreground I/O (monotonic) */
   struct member *retired[SB_MAX_MEMBERS * 2]; /* removed members, closed at close */
   int nretired;
@@ -185,5 +190,10 @@ int stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t 
                          uint64_t n, int role, _Atomic uint64_t *cursor);
 int stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                        uint64_t n, bool repair, uint64_t *mismatches);
+int stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                      uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor);
+/* manage.c: the replacement is complete / its copy failed. */
+void replace_finish (struct raid_array *a);
+void replace_cancel (struct raid_array *a, bool source_failed);
 
 #endif

@@ -452,6 +452,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   a->can_fua = true;
   sync_init (a);
   atomic_store (&a->rb_row, 0);
+  atomic_store (&a->repl_role, -1);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);               /* members emulate FUA where not native */

@@ -390,13 +390,131 @@ array_resume_actions (struct raid_array *a)
 
 /* ---- replace, resize, reshape ---- */
 
+/* Pick the spare to replace onto: `with` (a spare of this array) or the
+ * first spare.  -1 with a message. */
+static int
+pick_spare (struct raid_array *a, const char *with, char *err, size_t errlen)
+{
+  if (with) {
+    int s = find_member (a, with, err, errlen);
+    if (s >= 0 && atomic_load (&a->mem[s].state) != RAID_MEMBER_SPARE) {
+      snprintf (err, errlen, "%s is not a spare", with);
+      return -1;
+    }
+    return s;
+  }
+  for (int s = 0; s < (int) a->sb.nmembers; s++)
+    if (a->mem[s].m && atomic_load (&a->mem[s].state) == RAID_MEMBER_SPARE)
+      return s;
+  snprintf (err, errlen, "no spare to replace onto: add one first");
+  return -1;
+}
+
+/* Replace: copy a working member onto a spare while both receive every
+ * write; then the spare takes the role and the old member is retired
+ * (faulty).  Begins frozen, is configured, then unfrozen, so the copy can
+ * never run half set up.  Not resumed after a restart (it starts over). */
 int
 raid_array_replace (struct raid_array *a, const char *member, const char *with,
                     char *err, size_t errlen)
 {
-  snprintf (err, errlen, "replace is not implemented in this build: "
-            "fail the member, then add a spare to rebuild onto");
-  return ENOTSUP;
+  int t, s, role, r;
+
+  if (atomic_load (&a->reshaping)) {
+    snprintf (err, errlen, "a reshape is in progress");
+    return EBUSY;
+  }
+  pthread_mutex_lock (&a->sb_lock);
+  t = find_member (a, member, err, errlen);
+  if (t >= 0 && (atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC ||
+                 a->sb.members[t].role < 0)) {
+    snprintf (err, errlen, "%s is %s: only a working member can be replaced", member,
+              raid_member_state_name (atomic_load (&a->mem[t].state)));
+    pthread_mutex_unlock (&a->sb_lock);
+    return EBUSY;
+  }
+  s = t >= 0 ? pick_spare (a, with, err, errlen) : -1;
+  pthread_mutex_unlock (&a->sb_lock);
+  if (t < 0 || s < 0)
+    return ENODEV;
+  role = a->sb.members[t].role;
+  if ((r = sync_begin (a, RAID_SYNC_RECOVER, s, role, 0, true, err, errlen)) != 0)
+    return r;
+  a->repl_slot = s;
+  atomic_store (&a->rb_row, 0);
+  atomic_store (&a->repl_role, role);    /* from here every write reaches s */
+  pthread_mutex_lock (&a->sync.lock);
+  a->sync.replace = true;
+  a->sync.frozen = false;
+  pthread_cond_broadcast (&a->sync.changed);
+  pthread_mutex_unlock (&a->sync.lock);
+  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member, role,
+            member_spec (a->mem[s].m));
+  return 0;
+}
+
+/* Make the replacement the member of its role (rebuilding from `row`, or
+ * in sync when row is UINT64_MAX) and retire the old member.  The role's
+ * slot switches before writes stop being duplicated, so no write misses
+ * the new member.  Caller holds sb_lock. */
+static void
+replace_switch (struct raid_array *a, uint64_t row)
+{
+  int role = atomic_load (&a->repl_role), s = a->repl_slot, t = a->cur.slot[role];
+
+  if (t >= 0) {
+    a->sb.members[t].role = -1;
+    if (a->sb.members[t].state != SB_MEMBER_FAULTY)
+      a->sb.members[t].state = SB_MEMBER_FAULTY;     /* retired */
+    atomic_store (&a->mem[t].state, RAID_MEMBER_FAULTY);
+  }
+  a->sb.members[s].role = role;
+  a->sb.members[s].state = row == UINT64_MAX ? SB_MEMBER_IN_SYNC : SB_MEMBER_REBUILDING;
+  a->sb.members[s].recovery_offset = row == UINT64_MAX ? 0 : row * a->cur.g.chunk;
+  atomic_store (&a->mem[s].state, row == UINT64_MAX ? RAID_MEMBER_IN_SYNC
+                : RAID_MEMBER_REBUILDING);
+  a->cur.data_offset[role] = a->sb.members[s].data_offset;
+  __atomic_store_n (&a->cur.slot[role], s, __ATOMIC_RELEASE);
+  atomic_store (&a->repl_role, -1);
+  array_update_health (a);
+  array_commit (a);
+}
+
+void
+replace_finish (struct raid_array *a)
+{
+  pthread_mutex_lock (&a->sb_lock);
+  if (atomic_load (&a->repl_role) >= 0) {
+    raid_log (RAID_LOG_INFO, "replace complete: %s took role %d",
+              member_spec (a->mem[a->repl_slot].m), atomic_load (&a->repl_role));
+    replace_switch (a, UINT64_MAX);
+  }
+  pthread_mutex_unlock (&a->sb_lock);
+}
+
+void
+replace_cancel (struct raid_array *a, bool source_failed)
+{
+  struct sync_ctl *sc = &a->sync;
+  int role = atomic_load (&a->repl_role);
+
+  if (role < 0)
+    return;
+  if (!source_failed) {                  /* the target failed: just stop */
+    atomic_store (&a->repl_role, -1);
+    return;
+  }
+  /* The member being replaced failed: the copy so far is good, so the
+   * replace becomes a recovery onto the same member from the cursor. */
+  pthread_mutex_lock (&a->sb_lock);
+  replace_switch (a, atomic_load (&a->rb_row));
+  pthread_mutex_unlock (&a->sb_lock);
+  pthread_mutex_lock (&sc->lock);
+  sc->replace = false;
+  sc->pos = atomic_load (&a->rb_row) * a->cur.g.chunk;
+  pthread_cond_broadcast (&sc->changed);
+  pthread_mutex_unlock (&sc->lock);
+  raid_log (RAID_LOG_WARN, "the replaced member failed: recovering role %d instead", role);
 }
 
 int

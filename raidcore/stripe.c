@@ -228,10 +228,12 @@ run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
   struct iovec *iov;
   size_t nmio = 0, niov = 0;
 
+  int repl = L->id == 0 && op == MIO_WRITE ? atomic_load (&a->repl_role) : -1;
+
   *failed = 0;
   if (pl->n == 0)
     return 0;
-  mios = arena_alloc (ar, pl->n * sizeof *mios);
+  mios = arena_alloc (ar, 2 * pl->n * sizeof *mios);
   iov = arena_alloc (ar, pl->n * sizeof *iov);
   if (!mios || !iov)
     return ENOMEM;
@@ -265,11 +267,27 @@ run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
     }
   }
 
+  if (repl >= 0) {
+    /* A replace is running: its target gets every write of the role
+     * (also above the copy cursor: the copy will rewrite the same bytes). */
+    struct member *dst = a->mem[a->repl_slot].m;
+    size_t n0 = nmio;
+    for (size_t i = 0; i < n0; i++)
+      if (mios[i].m == layout_member (a, L, repl)) {
+        mios[nmio] = mios[i];
+        mios[nmio++].m = dst;
+      }
+  }
   if (mio_run (mios, nmio) == 0)
     return 0;
   for (size_t i = 0; i < nmio; i++) {
     if (mios[i].err == 0)
       continue;
+    if (repl >= 0 && mios[i].m == a->mem[a->repl_slot].m) {
+      array_member_io_error (a, mios[i].m, mios[i].err, true, mios[i].off);
+      replace_cancel (a, false);           /* the target failed: stop */
+      continue;
+    }
     for (int r = 0; r < nroles; r++)
       if (layout_member (a, L, r) == mios[i].m)
         *failed |= 1u << r;
@@ -1298,6 +1316,36 @@ stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   }
   if (!err && !(err = run_pieces (a, L, G.ar, &G.wr, MIO_WRITE, 0, true, &failed)))
     err = failed ? EIO : 0;
+  stripe_unlock_range (&a->locks, n, nodes);
+  return err;
+}
+
+/* Copy `role`'s blocks of rows [r0, r0+n) to dst (a replace): read the
+ * member directly; the cursor advances while the rows are locked, as for
+ * a rebuild.  A read error is reported (the member may go faulty; the
+ * caller turns the replace into a recovery then). */
+int
+stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
+                  uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor)
+{
+  struct group G = { .a = a, .L = L };
+  struct stripe_lock_node *nodes;
+  uint64_t len = n * L->g.chunk;
+  uint8_t *buf;
+  int err;
+
+  if (array_bad_roles (a, L, NULL, NULL) & (1u << role))
+    return EIO;                            /* the source failed meanwhile */
+  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)) ||
+      !(buf = arena_alloc (G.ar, len)))
+    return ENOMEM;
+  err = member_pread (layout_member (a, L, role), buf, len, moff (L, role, r0, 0));
+  if (err)
+    array_member_io_error (a, layout_member (a, L, role), err, true, moff (L, role, r0, 0));
+  else if ((err = member_pwrite (dst, buf, len, moff (L, role, r0, 0), false)) != 0)
+    array_member_io_error (a, dst, err, true, moff (L, role, r0, 0));
+  if (!err)
+    atomic_store (cursor, r0 + n);
   stripe_unlock_range (&a->locks, n, nodes);
   return err;
 }

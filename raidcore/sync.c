@@ -99,6 +99,10 @@ checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t
   if (action == RAID_SYNC_RESHAPE)
     return;                            /* every reshape step is a checkpoint */
   pthread_mutex_lock (&a->sb_lock);
+  if (action == RAID_SYNC_RECOVER && a->sync.replace) {
+    pthread_mutex_unlock (&a->sb_lock);
+    return;                            /* a replace restarts after a crash */
+  }
   if (action == RAID_SYNC_RECOVER) {
     if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING)
       a->sb.members[target].recovery_offset = pos;
@@ -117,6 +121,10 @@ checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t
 static void
 finish (struct raid_array *a, int action, int target, uint64_t mism)
 {
+  if (action == RAID_SYNC_RECOVER && a->sync.replace) {
+    replace_finish (a);
+    return;
+  }
   if (action == RAID_SYNC_RESHAPE) {
     int err = reshape_finish (a);
     if (err)
@@ -174,7 +182,9 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
     }
     n = raid_min_u64 (raid_min_u64 (n, (r0 / rpr + 1) * rpr - r0), L->rows - r0);
   }
-  if (action == RAID_SYNC_RECOVER)
+  if (action == RAID_SYNC_RECOVER && a->sync.replace)
+    err = stripe_copy_rows (a, L, r0, n, role, a->mem[a->repl_slot].m, &a->rb_row);
+  else if (action == RAID_SYNC_RECOVER)
     err = stripe_rebuild_rows (a, L, r0, n, role, &a->rb_row);
   else if (action == RAID_SYNC_RESYNC) {
     uint64_t ignored = 0;              /* resync rewrites parity, counts nothing */
@@ -253,6 +263,12 @@ sync_thread (void *arg)
     if (err) {
       raid_log (RAID_LOG_ERROR, "%s stopped at %" PRIu64 ": %s",
                 raid_sync_action_name (action), pos, strerror (err));
+      if (s->replace) {
+        pthread_mutex_unlock (&s->lock);
+        replace_cancel (a, true);        /* the source failed: recover instead */
+        pthread_mutex_lock (&s->lock);
+        continue;
+      }
       s->action = RAID_SYNC_IDLE;
       pthread_cond_broadcast (&s->changed);
       continue;
@@ -341,6 +357,7 @@ sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
   }
   s->action = action;
   s->frozen = frozen;                  /* one transition: never runs in between */
+  s->replace = false;
   s->target_slot = target_slot;
   s->target_role = target_role;
   s->total = action_total (a, action);
@@ -361,7 +378,11 @@ sync_cancel_target (struct raid_array *a, int t)
 
   pthread_mutex_lock (&s->lock);
   if (s->action == RAID_SYNC_RECOVER && s->target_slot == t) {
-    raid_log (RAID_LOG_ERROR, "recovery stopped: its target failed");
+    raid_log (RAID_LOG_ERROR, "%s stopped: its target failed",
+              s->replace ? "replace" : "recovery");
+    if (s->replace)
+      atomic_store (&a->repl_role, -1);    /* stop duplicating writes to it */
+    s->replace = false;
     s->action = RAID_SYNC_IDLE;
     s->target_slot = s->target_role = -1;
     pthread_cond_broadcast (&s->changed);

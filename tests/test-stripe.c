@@ -232,6 +232,76 @@ run_rebuild (int level, int layout, int n)
   free_array (&f);
 }
 
+/* Replace a working member onto a spare while a writer runs; then the old
+ * member is retired and the spare carries the role's data.  With
+ * source_fails, the member being replaced dies half-way: the replace turns
+ * into a recovery onto the same spare. */
+static void
+run_replace (bool source_fails)
+{
+  struct fixture f;
+  struct raid_status st;
+  char err[256], spare[64];
+  uint64_t max = 2u << 20;
+  pthread_t th;
+  void *r;
+  FILE *fp;
+
+  rng_state = source_fails ? 5150 : 5151;
+  /* 20 MiB of data per member: several throttled batches of 4 MiB. */
+  make_array_ex (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 16384, 24u << 20, 4u << 20);
+  CHECK (raid_array_start (f.a) == 0, "start");
+  workload (&f, 100);
+  snprintf (spare, sizeof spare, "/dev/shm/test-stripe-repl-%d", (int) getpid ());
+  unlink (spare);
+  fp = fopen (spare, "w");
+  CHECK (fp && ftruncate (fileno (fp), f.member_size) == 0, "spare file");
+  fclose (fp);
+  CHECK (raid_array_replace (f.a, "1", NULL, err, sizeof err) == ENODEV,
+         "replace without a spare: %s", err);
+  CHECK (raid_array_add (f.a, spare, err, sizeof err) == 0, "add: %s", err);
+  CHECK (raid_array_replace (f.a, spare, NULL, err, sizeof err) == EBUSY,
+         "replacing a spare must be refused");
+  raid_array_set_speed (f.a, &(uint64_t) { 0 }, &max, err, sizeof err);
+  CHECK (raid_array_replace (f.a, "1", spare, err, sizeof err) == 0, "replace: %s", err);
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_RECOVER, "replace runs as recover: %s",
+         raid_sync_action_name (st.sync_action));
+  CHECK (st.health == RAID_HEALTH_OPTIMAL, "optimal while replacing");
+  pthread_create (&th, NULL, rebuild_writer, &f);
+  pthread_join (th, &r);
+  if (source_fails) {
+    raid_array_status (f.a, &st);
+    CHECK (st.sync_action == RAID_SYNC_RECOVER && st.progress.done < st.progress.total,
+           "replace still copying when its source fails (%" PRIu64 "/%" PRIu64 ")",
+           st.progress.done, st.progress.total);
+    f.dev[1].fail_reads = f.dev[1].fail_writes = 1;
+    workload (&f, 20);                     /* writes that meet the dead source */
+  }
+  CHECK (r == NULL, "writer during replace failed");
+  max = 0;
+  raid_array_set_speed (f.a, NULL, &max, err, sizeof err);
+  raid_array_wait (f.a, 60);
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_OPTIMAL && st.sync_action == RAID_SYNC_IDLE,
+         "after replace: %s %s", raid_health_name (st.health),
+         raid_sync_action_name (st.sync_action));
+  for (int i = 0; i < st.nmembers; i++) {
+    if (strcmp (st.members[i].spec, spare) == 0)
+      CHECK (st.members[i].role == 1 && st.members[i].state == RAID_MEMBER_IN_SYNC,
+             "spare took role 1: role %d %s", st.members[i].role,
+             raid_member_state_name (st.members[i].state));
+  }
+  verify_contents (&f, "after replace");
+  /* The old member is out of use: fail it and another old member's
+   * neighbour... only one may go: lose member 0 and read all. */
+  f.dev[1].fail_reads = f.dev[1].fail_writes = 1;
+  f.dev[0].fail_reads = f.dev[0].fail_writes = 1;
+  verify_contents (&f, "replacement carries role 1");
+  unlink (spare);
+  free_array (&f);
+}
+
 /* check counts exactly the planted parity mismatches; repair fixes them. */
 static void
 run_scrub (int level, int layout, int n)
@@ -309,6 +379,8 @@ main (void)
   run_rebuild (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
   run_rebuild (6, RAID_LAYOUT_LEFT_ASYMMETRIC, 5);
   run_rebuild (1, RAID_LAYOUT_NONE, 3);
+  run_replace (false);
+  run_replace (true);
   run_scrub (5, RAID_LAYOUT_RIGHT_SYMMETRIC, 4);
   run_scrub (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
   return test_summary ("test-stripe");
