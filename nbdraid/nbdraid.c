@@ -23,6 +23,7 @@
 
 #include <json-c/json.h>
 
+#include "control-client.h"
 #include "create.h"
 #include "geometry.h"
 #include "member.h"
@@ -763,31 +764,31 @@ cmd_examine (const struct subcommand *sc, const char *control,
 
 /* ---- control-socket subcommands ---- */
 
+/* Online subcommands: control-client.c. */
 static int
-cmd_not_implemented (const struct subcommand *sc, const char *control,
-                     int argc, char **argv)
+cmd_control (const struct subcommand *sc, const char *control,
+             int argc, char **argv)
 {
-  error ("%s: not implemented yet", sc->name);
-  return 1;
+  return control_main (argc, argv, control);
 }
 
 static const struct subcommand subcommands[] = {
   { "create", false, cmd_create },
   { "examine", false, cmd_examine },
-  { "status", true, cmd_not_implemented },
-  { "reshape", true, cmd_not_implemented },
-  { "start", true, cmd_not_implemented },
-  { "freeze", true, cmd_not_implemented },
-  { "abort", true, cmd_not_implemented },
-  { "check", true, cmd_not_implemented },
-  { "repair", true, cmd_not_implemented },
-  { "wait", true, cmd_not_implemented },
-  { "fail", true, cmd_not_implemented },
-  { "remove", true, cmd_not_implemented },
-  { "add", true, cmd_not_implemented },
-  { "replace", true, cmd_not_implemented },
-  { "resize", true, cmd_not_implemented },
-  { "set", true, cmd_not_implemented },
+  { "status", true, cmd_control },
+  { "reshape", true, cmd_control },
+  { "start", true, cmd_control },
+  { "freeze", true, cmd_control },
+  { "abort", true, cmd_control },
+  { "check", true, cmd_control },
+  { "repair", true, cmd_control },
+  { "wait", true, cmd_control },
+  { "fail", true, cmd_control },
+  { "remove", true, cmd_control },
+  { "add", true, cmd_control },
+  { "replace", true, cmd_control },
+  { "resize", true, cmd_control },
+  { "set", true, cmd_control },
 };
 
 static const struct subcommand *

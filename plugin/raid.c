@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "array.h"
+#include "control.h"
 #include "member.h"
 #include "util.h"
 
@@ -26,6 +27,7 @@ NBDKIT_DLL_PUBLIC int raid_debug_verbose = 0;
 
 static char *member_specs[SB_MAX_MEMBERS];
 static int nmember_specs;
+static char *control_path;
 static bool force;
 static bool reshape_autostart = true;
 static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
@@ -67,6 +69,7 @@ raid_unload (void)
 {
   for (int i = 0; i < nmember_specs; i++)
     free (member_specs[i]);
+  free (control_path);
   mio_shutdown ();
 }
 
@@ -88,6 +91,12 @@ raid_config (const char *key, const char *value)
       return -1;
     }
     member_specs[nmember_specs++] = spec;
+  }
+  else if (strcmp (key, "control") == 0) {
+    /* The socket does not exist yet: nbdkit_realpath would fail. */
+    free (control_path);
+    if ((control_path = nbdkit_absolute_path (value)) == NULL)
+      return -1;
   }
   else if (strcmp (key, "force") == 0 || strcmp (key, "reshape-autostart") == 0) {
     int r = nbdkit_parse_bool (value);
@@ -131,6 +140,7 @@ raid_config_complete (void)
 
 #define raid_config_help \
   "[member=]PATH|URI ...    Members of the array (files, devices, NBD URIs).\n" \
+  "control=SOCKET           Serve the control protocol on this UNIX socket.\n" \
   "reshape-autostart=false  Keep a running reshape frozen after a restart.\n" \
   "speed-min=SIZE           Background work rate kept under client load (/s).\n" \
   "speed-max=SIZE           Background work rate limit (/s, 0: none).\n" \
@@ -144,17 +154,26 @@ raid_get_ready (void)
   struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart };
   char err[512];
 
+  /* First, before any member is touched: a server already listening on
+   * the control path is most likely serving this very array, and assembly
+   * may write to the members (it records lost roles). */
+  if (control_path && control_bind (control_path, err, sizeof err) < 0) {
+    nbdkit_error ("control=%s: %s", control_path, err);
+    return -1;
+  }
   for (int i = 0; i < nmember_specs; i++) {
     ms[i] = member_open (member_specs[i], false, err, sizeof err);
     if (ms[i] == NULL) {
       nbdkit_error ("%s", err);
       for (int j = 0; j < i; j++)
         member_close (ms[j]);
+      control_stop ();
       return -1;
     }
   }
   if (raid_array_assemble (ms, nmember_specs, &o, &array, err, sizeof err) < 0) {
     nbdkit_error ("%s", err);
+    control_stop ();
     return -1;
   }
   if (speed_min >= 0 || speed_max >= 0) {
@@ -162,6 +181,7 @@ raid_get_ready (void)
     if (raid_array_set_speed (array, speed_min >= 0 ? &mn : NULL,
                               speed_max >= 0 ? &mx : NULL, err, sizeof err) != 0) {
       nbdkit_error ("%s", err);
+      control_stop ();
       return -1;
     }
   }
@@ -176,6 +196,10 @@ raid_after_fork (void)
     nbdkit_error ("cannot start member I/O threads");
     return -1;
   }
+  if (control_start_thread (array) < 0) {
+    nbdkit_error ("cannot start the control socket threads");
+    return -1;
+  }
   return 0;
 }
 
@@ -183,6 +207,7 @@ raid_after_fork (void)
 static void
 raid_cleanup (void)
 {
+  control_stop ();                 /* no request may use the array after this */
   raid_array_close (array);
   array = NULL;
 }

@@ -62,6 +62,7 @@ struct sync_ctl {
   int target_slot, target_role;            /* recover */
   uint64_t speed_min, speed_max;           /* bytes/s; max 0 = unlimited */
   uint64_t ckpt_ns;                        /* last durable checkpoint */
+  uint64_t last_ns;                        /* end of the previous batch */
   uint8_t *rbuf;                           /* reshape copy buffer (sync thread) */
 };
 
@@ -192,6 +193,8 @@ int stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0
                        uint64_t n, bool repair, uint64_t *mismatches);
 int stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                       uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor);
+/* manage.c: table slot of a member named by role number or spec, or -1. */
+int array_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
 /* manage.c: the replacement is complete / its copy failed. */
 void replace_finish (struct raid_array *a);
 void replace_cancel (struct raid_array *a, bool source_failed);

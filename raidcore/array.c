@@ -372,7 +372,7 @@ start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
       snprintf (err, errlen, "array %s: %s", u, e);
       return -1;
     }
-    raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: "
+    raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: "
               "replayed %d journal records", u, n);
     return 0;
   }
@@ -392,7 +392,7 @@ start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
   else
     r = 0;
   pthread_mutex_unlock (&a->sb_lock);
-  raid_log (RAID_LOG_INFO, "array %s was not shut down cleanly: resyncing %s", u,
+  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s", u,
             bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
   return r ? -1 : 0;
 }

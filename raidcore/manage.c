@@ -81,7 +81,7 @@ find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
   char *end;
   long role = strtol (name, &end, 10);
 
-  if (*name && *end == '\0') {
+  if (*name >= '0' && *name <= '9' && *end == '\0') {   /* a role number */
     for (int t = 0; t < (int) a->sb.nmembers; t++)
       if (a->sb.members[t].state != SB_MEMBER_EMPTY && a->sb.members[t].role == role &&
           a->sb.members[t].state != SB_MEMBER_FAULTY)
@@ -106,6 +106,12 @@ find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
   }
   snprintf (err, errlen, "%s is not a member of this array", name);
   return -1;
+}
+
+int
+array_find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
+{
+  return find_member (a, name, err, errlen);
 }
 
 static int

@@ -386,17 +386,29 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
   return 0;
 }
 
-/* Open and vet the members to add; on failure close what was opened. */
+/* Open and vet the members to add; on failure close what was opened.  A
+ * spare of this array may be named: it is used as it is (reuse[i] = its
+ * table slot, ms[i] = NULL). */
 static int
 open_added (struct raid_array *a, const struct raid_reshape_req *req,
-            struct member **ms, uint64_t *min_size, char *err, size_t errlen)
+            struct member **ms, int *reuse, uint64_t *min_size, char *err, size_t errlen)
 {
   char e[512];
 
   *min_size = UINT64_MAX;
   for (int i = 0; i < req->nadd; i++) {
     struct raid_sb sb;
-    int r = 0;
+    int r = 0, t = array_find_member (a, req->add[i], e, sizeof e);
+    reuse[i] = -1;
+    if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
+      reuse[i] = t;
+      *min_size = raid_min_u64 (*min_size, member_size (a->mem[t].m));
+      continue;
+    }
+    if (t >= 0) {
+      snprintf (err, errlen, "%s is already an active member", req->add[i]);
+      r = EBUSY;
+    }
     for (int j = 0; j < i; j++)
       if (strcmp (req->add[i], req->add[j]) == 0) {
         snprintf (err, errlen, "%s is named twice", req->add[i]);
@@ -413,10 +425,9 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       r = EBUSY;
     }
     if (r) {
-      if (!ms[i])
-        i--;
       for (int j = 0; j <= i; j++)
-        member_close (ms[j]);
+        if (ms[j])
+          member_close (ms[j]);
       return r;
     }
     *min_size = raid_min_u64 (*min_size, member_size (ms[i]));
@@ -483,13 +494,19 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
 /* Persist the frozen record; the new members join with their roles. */
 static int
 persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
-                 int nadd, char *err, size_t errlen)
+                 const int *reuse, int nadd, char *err, size_t errlen)
 {
   int r;
 
   pthread_mutex_lock (&a->sb_lock);
   for (int i = 0; i < nadd; i++) {
-    int t = -1;
+    int t = reuse[i];
+    if (t >= 0) {                          /* a spare of this array */
+      a->sb.members[t].role = p->g0.raid_disks + i;
+      a->sb.members[t].state = SB_MEMBER_IN_SYNC;
+      atomic_store (&a->mem[t].state, RAID_MEMBER_IN_SYNC);
+      continue;
+    }
     for (int u = 0; u < (int) a->sb.nmembers && t < 0; u++)
       if (a->sb.members[u].state == SB_MEMBER_EMPTY && !a->mem[u].m)
         t = u;
@@ -547,7 +564,7 @@ wipe_rings (struct member **ms, int n)
   static const uint8_t zero[SB_SLOT_SIZE];
 
   for (int i = 0; i < n; i++)
-    for (unsigned s = 0; s < SB_RING_SLOTS; s++) {
+    for (unsigned s = 0; ms[i] && s < SB_RING_SLOTS; s++) {
       int r = member_pwrite (ms[i], zero, SB_SLOT_SIZE, (uint64_t) s * SB_SLOT_SIZE, false);
       if (r)
         return r;
@@ -560,6 +577,7 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
                     struct raid_status *plan, char *err, size_t errlen)
 {
   struct member *ms[RAID_MAX_MEMBERS] = { NULL };
+  int reuse[RAID_MAX_MEMBERS];
   struct plan p;
   uint64_t add_min;
   int r;
@@ -582,18 +600,35 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
     snprintf (err, errlen, "too many members to add");
     return EINVAL;
   }
+  /* Growing by more members than named: use the array's spares, as mdadm
+   * --grow does. */
+  if (req->raid_devices > a->cur.g.raid_disks + req->nadd) {
+    static __thread const char *specs[RAID_MAX_MEMBERS];
+    static __thread struct raid_reshape_req grown;
+    int n = 0;
+    for (int i = 0; i < req->nadd; i++)
+      specs[n++] = req->add[i];
+    for (int t = 0; t < (int) a->sb.nmembers &&
+           n < req->raid_devices - a->cur.g.raid_disks; t++)
+      if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
+        specs[n++] = member_spec (a->mem[t].m);
+    grown = *req;
+    grown.add = specs;
+    grown.nadd = n;
+    req = &grown;
+  }
   if ((r = validate_request (a, req, &p, err, errlen)) != 0)
     return r;
-  if ((r = open_added (a, req, ms, &add_min, err, errlen)) != 0)
+  if ((r = open_added (a, req, ms, reuse, &add_min, err, errlen)) != 0)
     return r;
   if ((r = choose_plan (a, &p, add_min, err, errlen)) == 0 &&
       (r = wipe_rings (ms, req->nadd)) != 0)
     snprintf (err, errlen, "cannot initialise the new members: %s", strerror (r));
   for (int i = 0; r == 0 && i < req->nadd; i++)
-    if ((r = member_start (ms[i])) != 0)
+    if (ms[i] && (r = member_start (ms[i])) != 0)
       snprintf (err, errlen, "%s: cannot start its I/O", req->add[i]);
   if (r == 0)
-    r = persist_prepare (a, &p, ms, req->nadd, err, errlen);
+    r = persist_prepare (a, &p, ms, reuse, req->nadd, err, errlen);
   if (r) {
     for (int i = 0; i < req->nadd; i++)
       if (ms[i])
@@ -792,10 +827,12 @@ reshape_abort (struct raid_array *a, char *err, size_t errlen)
       e->new_data_offset = e->data_offset;
   }
   a->sb.reshape_state = SB_RESHAPE_NONE;
+  atomic_store (&a->reshaping, false);     /* before the commit's health update */
   r = array_commit (a);
-  if (r == 0)
-    atomic_store (&a->reshaping, false);
+  if (r)
+    atomic_store (&a->reshaping, true);
   pthread_mutex_unlock (&a->sb_lock);
+  array_update_health (a);
   if (r)
     snprintf (err, errlen, "cannot record the abort: %s", strerror (r));
   return r;

@@ -229,7 +229,7 @@ sync_thread (void *arg)
   pthread_mutex_lock (&s->lock);
   while (!s->stop) {
     int action, role, target, err;
-    uint64_t pos, total, mism, t0, ns, bytes;
+    uint64_t pos, total, mism, t0, ns, bytes, wall;
 
     if (s->action == RAID_SYNC_IDLE || s->frozen) {
       if (!bitmap_enabled (a) || s->action == RAID_SYNC_RESYNC) {
@@ -253,6 +253,10 @@ sync_thread (void *arg)
     t0 = raid_now_mono_ns ();
     err = do_batch (a, action, role, &pos, total, &mism);
     ns = raid_now_mono_ns () - t0;
+    if (s->last_ns == 0 || t0 - s->last_ns > 10ull * 1000000000)
+      s->last_ns = t0;
+    wall = raid_now_mono_ns () - s->last_ns;   /* includes throttle pauses */
+    s->last_ns = raid_now_mono_ns ();
 
     pthread_mutex_lock (&s->lock);
     s->busy = false;
@@ -274,8 +278,8 @@ sync_thread (void *arg)
       continue;
     }
     bytes = pos - s->pos;
-    s->rate = s->rate ? (s->rate * 3 + bytes * 1000000000ull / (ns ? ns : 1)) / 4
-      : bytes * 1000000000ull / (ns ? ns : 1);
+    s->rate = s->rate ? (s->rate * 3 + bytes * 1000000000ull / (wall ? wall : 1)) / 4
+      : bytes * 1000000000ull / (wall ? wall : 1);
     s->pos = pos;
     s->mismatch = mism;
     if (pos >= total || raid_now_mono_ns () - s->ckpt_ns > CKPT_INTERVAL_NS) {
@@ -363,6 +367,7 @@ sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
   s->total = action_total (a, action);
   s->pos = raid_min_u64 (from, s->total);
   s->rate = 0;
+  s->last_ns = 0;
   s->ckpt_ns = raid_now_mono_ns ();
   if (action != RAID_SYNC_RECOVER && from == 0)
     s->mismatch = 0;

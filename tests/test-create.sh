@@ -269,8 +269,10 @@ refuse 2 "unknown subcommand 'frobnicate'" frobnicate
 refuse 2 "no members given" examine
 refuse 2 "status: needs -C SOCKET" status
 refuse 2 "create works on the members directly" -C "$tmp/sock" create --level=5 e0 e1 e2
-refuse 1 "status: not implemented yet" -C "$tmp/sock" status
-NBDRAID_CONTROL=$tmp/sock refuse 1 "freeze: not implemented yet" freeze
+# No server at the socket: a clear error, exit 1 (the protocol itself is
+# tested by test-control.sh).
+refuse 1 "connect: No such file or directory" -C "$tmp/sock" status
+NBDRAID_CONTROL=$tmp/sock refuse 1 "connect: No such file or directory" freeze
 "$NBDRAID" --help > "$tmp/out" || fail "--help: exit $?"
 grep -q "nbdraid examine \[--json\] MEMBER" "$tmp/out" || fail "--help: no usage"
 "$NBDRAID" create --help > "$tmp/out" || fail "create --help: exit $?"

@@ -1,0 +1,1153 @@
+/* nbdkit-raid: the control-socket server.
+ *
+ * The protocol is one JSON object per line each way (SPEC 4.4,
+ * nbdkit-raid-control(7)); this file turns lines into calls of raidcore's
+ * management functions (array.h) and their results into reply lines.
+ *
+ * THREADS.  One accept thread and one thread per connection, at most
+ * CONTROL_MAX_CLIENTS of them.  A connection thread reads its client's
+ * lines and handles them one after another: the request runs in that
+ * thread, so a slow request (a `wait`, or a `fail`/`add`/`reshape` that
+ * appends to every member's superblock journal) delays only the
+ * connection that sent it; every other client, and the NBD data path,
+ * carry on.  Requests of different connections may run concurrently:
+ * raidcore's management functions are safe to call from any thread and
+ * serialize what must be serialized themselves.
+ *
+ * OWNERSHIP.  The connection table belongs to the accept thread while it
+ * runs (it fills slots and reaps finished ones), and to control_stop after
+ * it has joined the accept thread; no lock is needed.  A connection's
+ * buffer, tokener and socket belong to its thread.  The only shared state
+ * is `stop` (atomic) and the stop pipe.
+ *
+ * WAITS.  Every blocking point, who ends it, and its bound:
+ *   W1 accept thread, poll (listen socket, stop pipe): a new connection, or
+ *      control_stop writing the stop pipe.  After an accept error caused by
+ *      a resource limit (EMFILE, ENOMEM...) it polls the stop pipe alone
+ *      for ACCEPT_BACKOFF_MS, so it cannot spin.
+ *   W2 connection thread, poll (client socket, stop pipe): client data or
+ *      hang-up, or control_stop.
+ *   W3 writing a reply: poll (POLLOUT), at most CONTROL_WRITE_TIMEOUT_MS
+ *      in all; a client that does not read is disconnected.
+ *   W4 a `wait` request: raid_array_wait in slices of at most
+ *      CONTROL_WAIT_SLICE_MS; between slices it stops early on control_stop
+ *      or when the client hung up; in all at most the request's timeout
+ *      (<= CONTROL_MAX_WAIT_S), or unbounded in time without a timeout but
+ *      then ended by any of those two events.
+ *   W5 any other raidcore call: bounded by raidcore's contract (its own
+ *      member I/O, itself bounded by member timeouts).
+ *   W6 control_stop: joins the accept thread (ends W1 at once) and the
+ *      connection threads (end W2 at once, W3/W4 within their slice, W5 as
+ *      raidcore returns).
+ * The stop pipe is written once and never read, so it stays readable and
+ * every later poll on it returns at once.
+ *
+ * REFUSALS.  A request is validated completely (op, every field's type and
+ * range, no unknown field) before raidcore is called, so a refused request
+ * changes nothing; raidcore's own refusals promise the same.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "array.h"
+#include "control.h"
+#include "geometry.h"
+#include "status-json.h"
+#include "util.h"
+
+#define ACCEPT_BACKOFF_MS 100
+#define LISTEN_BACKLOG 64
+#define ERRLEN 512
+
+struct conn {
+  int fd;
+  pthread_t thread;
+  atomic_bool done;               /* the thread has finished: join it */
+  uid_t uid;
+  pid_t pid;
+  json_tokener *tok;
+  char *buf;                      /* CONTROL_MAX_LINE + 1 bytes */
+  size_t len;                     /* bytes in buf */
+};
+
+static struct {
+  int listen_fd;                  /* -1: not bound */
+  char *path;                     /* as bound, for the final unlink */
+  dev_t dev;                      /* identity of the socket file we made */
+  ino_t ino;
+  int stop_rd, stop_wr;           /* the stop pipe, -1 when not started */
+  atomic_bool stop;
+  bool running;                   /* the accept thread exists */
+  pthread_t accept_thread;
+  struct raid_array *a;
+  struct conn *conns[CONTROL_MAX_CLIENTS];
+} ctl = { .listen_fd = -1, .stop_rd = -1, .stop_wr = -1 };
+
+/* ------------------------------------------------------------------ */
+/* errno names */
+
+static const struct { int err; const char *name; } errno_names[] = {
+  { EPROTO, "EPROTO" }, { ENOSYS, "ENOSYS" }, { EINVAL, "EINVAL" },
+  { EBUSY, "EBUSY" }, { ENOSPC, "ENOSPC" }, { ENODEV, "ENODEV" },
+  { EIO, "EIO" }, { EACCES, "EACCES" }, { ENOENT, "ENOENT" },
+  { EEXIST, "EEXIST" }, { ENOTSUP, "ENOTSUP" }, { ENOMEM, "ENOMEM" },
+  { ERANGE, "ERANGE" }, { EAGAIN, "EAGAIN" }, { EPERM, "EPERM" },
+  { ETIMEDOUT, "ETIMEDOUT" }, { ENOTCONN, "ENOTCONN" },
+  { ECONNREFUSED, "ECONNREFUSED" }, { EROFS, "EROFS" }, { ENXIO, "ENXIO" },
+  { ENAMETOOLONG, "ENAMETOOLONG" }, { EPROTONOSUPPORT, "EPROTONOSUPPORT" },
+  { EALREADY, "EALREADY" }, { EFBIG, "EFBIG" }, { ENOTDIR, "ENOTDIR" },
+  { EISDIR, "EISDIR" }, { ECANCELED, "ECANCELED" }, { EINTR, "EINTR" },
+  { ESHUTDOWN, "ESHUTDOWN" }, { ECONNRESET, "ECONNRESET" },
+};
+
+static const char *
+errno_name (int err)
+{
+  const char *n;
+
+  for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
+    if (errno_names[i].err == err)
+      return errno_names[i].name;
+  n = strerrorname_np (err);
+  return n ? n : "EIO";
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing replies */
+
+static int
+ms_until (const struct timespec *deadline)
+{
+  struct timespec now;
+  int64_t ms;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ms = (deadline->tv_sec - now.tv_sec) * 1000 +
+    (deadline->tv_nsec - now.tv_nsec) / 1000000;
+  return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int) ms;
+}
+
+/* Write all of buf, bounded by CONTROL_WRITE_TIMEOUT_MS in all (W3).
+ * Returns 0, or -1 when the client is gone or did not read in time. */
+static int
+write_all (int fd, const char *buf, size_t len)
+{
+  struct timespec deadline;
+
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += CONTROL_WRITE_TIMEOUT_MS / 1000;
+  while (len > 0) {
+    ssize_t n = send (fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      buf += n;
+      len -= n;
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return -1;
+    if (n < 0 && errno == EAGAIN) {
+      struct pollfd p = { .fd = fd, .events = POLLOUT };
+      int ms = ms_until (&deadline);
+      if (ms == 0 || poll (&p, 1, ms) == 0)
+        return -1;              /* the client does not read: give up */
+    }
+  }
+  return 0;
+}
+
+/* Send reply as one line and release it.  Returns 0 or -1 (see write_all). */
+static int
+send_reply (int fd, json_object *reply)
+{
+  const char *s;
+  char *line;
+  size_t len;
+  int r = -1;
+
+  if (reply == NULL)
+    return -1;
+  s = json_object_to_json_string_ext (reply, JSON_C_TO_STRING_PLAIN |
+                                      JSON_C_TO_STRING_NOSLASHESCAPE);
+  if (s != NULL && (line = malloc ((len = strlen (s)) + 1)) != NULL) {
+    memcpy (line, s, len);
+    line[len] = '\n';
+    r = write_all (fd, line, len + 1);
+    free (line);
+  }
+  json_object_put (reply);
+  return r;
+}
+
+/* A new reply object: {"id": id, "ok": ok}.  id is borrowed (may be NULL
+ * for a JSON null).  NULL when out of memory. */
+static json_object *
+new_reply (json_object *id, bool ok)
+{
+  json_object *r = json_object_new_object ();
+
+  if (r == NULL)
+    return NULL;
+  if (json_object_object_add (r, "id", json_object_get (id)) != 0 ||
+      json_object_object_add (r, "ok", json_object_new_boolean (ok)) != 0) {
+    json_object_put (r);
+    return NULL;
+  }
+  return r;
+}
+
+static json_object *
+error_reply (json_object *id, int err, const char *msg)
+{
+  json_object *r = new_reply (id, false);
+
+  if (r != NULL &&
+      (json_object_object_add (r, "error",
+                               json_object_new_string (errno_name (err))) != 0 ||
+       json_object_object_add (r, "message", json_object_new_string (msg)) != 0)) {
+    json_object_put (r);
+    return NULL;
+  }
+  return r;
+}
+
+/* Reply with an error to a connection that is about to be closed. */
+static void
+refuse (int fd, int err, const char *msg)
+{
+  send_reply (fd, error_reply (NULL, err, msg));
+}
+
+/* ------------------------------------------------------------------ */
+/* Argument validation.  Each getter returns 0 (value stored, or the field
+ * is absent and *present is false), or EINVAL with a message naming the
+ * field. */
+
+struct req {
+  struct conn *c;
+  const char *op;
+  json_object *obj;               /* the request */
+  char *err;                      /* ERRLEN bytes */
+  bool hung_up;                   /* out: the client left; send no reply */
+};
+
+static int __attribute__ ((format (printf, 2, 3)))
+bad (struct req *q, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (q->err, ERRLEN, fmt, ap);
+  va_end (ap);
+  return EINVAL;
+}
+
+static json_object *
+field (struct req *q, const char *key, bool *present)
+{
+  json_object *v = NULL;
+
+  *present = json_object_object_get_ex (q->obj, key, &v);
+  return v;
+}
+
+/* A non-negative JSON integer up to INT64_MAX (json-c saturates larger
+ * literals, so anything at or above 2^63 is refused as too large). */
+static int
+as_count (struct req *q, const char *key, json_object *v, uint64_t *out)
+{
+  if (json_object_get_type (v) != json_type_int)
+    return bad (q, "%s: expected a non-negative integer", key);
+  if (json_object_get_int64 (v) < 0)
+    return bad (q, "%s: must not be negative", key);
+  *out = json_object_get_uint64 (v);
+  if (*out > INT64_MAX)
+    return bad (q, "%s: number too large", key);
+  return 0;
+}
+
+/* A string field: present, a JSON string, not empty, no NUL, shorter than
+ * max (including the terminator). */
+static int
+as_string (struct req *q, const char *key, json_object *v, size_t max,
+           const char **out)
+{
+  const char *s;
+  size_t len;
+
+  if (json_object_get_type (v) != json_type_string)
+    return bad (q, "%s: expected a string", key);
+  s = json_object_get_string (v);
+  len = (size_t) json_object_get_string_len (v);
+  if (len == 0)
+    return bad (q, "%s: must not be empty", key);
+  if (strlen (s) != len)
+    return bad (q, "%s: contains a NUL character", key);
+  if (len >= max)
+    return bad (q, "%s: longer than %zu bytes", key, max - 1);
+  *out = s;
+  return 0;
+}
+
+/* SIZE: a non-negative integer, or a string with an optional K/M/G/T
+ * suffix (raid_parse_size). */
+static int
+get_size (struct req *q, const char *key, bool *present, uint64_t *out)
+{
+  json_object *v = field (q, key, present);
+  const char *s;
+  int r;
+
+  if (!*present)
+    return 0;
+  if (json_object_get_type (v) != json_type_string)
+    return as_count (q, key, v, out);
+  if ((r = as_string (q, key, v, 64, &s)) != 0)
+    return r;
+  if (raid_parse_size (s, out) == -1)
+    return bad (q, "%s: '%s' is not a size (bytes, or a number with K, M, G "
+                "or T)%s", key, s, errno == ERANGE ? ": too large" : "");
+  if (*out > INT64_MAX)
+    return bad (q, "%s: number too large", key);
+  return 0;
+}
+
+/* An integer in [lo, hi]. */
+static int
+get_int (struct req *q, const char *key, bool *present, int lo, int hi, int *out)
+{
+  json_object *v = field (q, key, present);
+  uint64_t u;
+  int r;
+
+  if (!*present)
+    return 0;
+  if ((r = as_count (q, key, v, &u)) != 0)
+    return r;
+  if (u < (uint64_t) lo || u > (uint64_t) hi)
+    return bad (q, "%s: %" PRIu64 " is outside %d..%d", key, u, lo, hi);
+  *out = (int) u;
+  return 0;
+}
+
+/* A member: a spec string or a role number, returned as a string in buf
+ * (raidcore takes both spellings). */
+static int
+get_member (struct req *q, const char *key, bool *present, char *buf, size_t len)
+{
+  json_object *v = field (q, key, present);
+  const char *s;
+  uint64_t role;
+  char *end;
+  int r;
+
+  if (!*present)
+    return 0;
+  if (json_object_get_type (v) == json_type_int) {
+    if ((r = as_count (q, key, v, &role)) != 0)
+      return r;
+    if (role >= RAID_MAX_MEMBERS)
+      return bad (q, "%s: role %" PRIu64 " is outside 0..%d", key, role,
+                  RAID_MAX_MEMBERS - 1);
+    snprintf (buf, len, "%" PRIu64, role);
+    return 0;
+  }
+  if (json_object_get_type (v) != json_type_string)
+    return bad (q, "%s: expected a member spec (string) or a role (integer)", key);
+  if ((r = as_string (q, key, v, len, &s)) != 0)
+    return r;
+  /* raidcore reads an all-digit string as a role; a negative one is none. */
+  if (strtol (s, &end, 10) < 0 && *end == '\0')
+    return bad (q, "%s: role %s is negative", key, s);
+  snprintf (buf, len, "%s", s);
+  return 0;
+}
+
+/* Refuse fields other than id, op and the op's own. */
+static int
+check_fields (struct req *q, const char *const *allowed)
+{
+  json_object_object_foreach (q->obj, key, val) {
+    bool ok = strcmp (key, "id") == 0 || strcmp (key, "op") == 0;
+    (void) val;
+    for (size_t i = 0; !ok && allowed && allowed[i]; i++)
+      ok = strcmp (key, allowed[i]) == 0;
+    if (!ok)
+      return bad (q, "unknown field '%s' for op '%s'", key, q->op);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ops.  Each returns 0 (reply filled) or an errno value (message in
+ * q->err). */
+
+static int
+add_status (json_object *reply, const struct raid_status *st, struct req *q)
+{
+  if (raid_status_json_fill (reply, st) == -1) {
+    snprintf (q->err, ERRLEN, "out of memory encoding the status");
+    return ENOMEM;
+  }
+  return 0;
+}
+
+static int
+op_status (struct req *q, json_object *reply)
+{
+  struct raid_status *st = malloc (sizeof *st);
+  int r;
+
+  if (st == NULL)
+    return ENOMEM;
+  raid_array_status (ctl.a, st);
+  r = add_status (reply, st, q);
+  free (st);
+  return r;
+}
+
+/* Hung up: POLLHUP means both directions are closed, unlike a client that
+ * only shut down its writing side and still reads replies. */
+static bool
+client_gone (int fd)
+{
+  struct pollfd p = { .fd = fd, .events = 0 };
+
+  return poll (&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+static bool
+action_settled (enum raid_sync_action s)
+{
+  return s == RAID_SYNC_IDLE || s == RAID_SYNC_FROZEN;
+}
+
+/* W4: wait in slices until settled, timed out, stopping, or hung up. */
+static int
+op_wait (struct req *q, json_object *reply)
+{
+  static const char *const fields[] = { "timeout", NULL };
+  struct raid_status *st;
+  struct timespec deadline;
+  json_object *v;
+  bool present, bounded = false;
+  double t = 0;
+  int r;
+
+  if ((r = check_fields (q, fields)) != 0)
+    return r;
+  v = field (q, "timeout", &present);
+  if (present) {
+    if (json_object_get_type (v) != json_type_int &&
+        json_object_get_type (v) != json_type_double)
+      return bad (q, "timeout: expected a number of seconds");
+    if (json_object_get_type (v) == json_type_int)
+      t = json_object_get_int64 (v) < 0 ? -1
+        : json_object_get_uint64 (v) > CONTROL_MAX_WAIT_S ? INFINITY
+        : (double) json_object_get_uint64 (v);
+    else
+      t = json_object_get_double (v);
+    if (!(t >= 0 && t <= CONTROL_MAX_WAIT_S))   /* also refuses NaN */
+      return bad (q, "timeout: must be between 0 and %d seconds", CONTROL_MAX_WAIT_S);
+    bounded = true;
+  }
+  if ((st = malloc (sizeof *st)) == NULL)
+    return ENOMEM;
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += (time_t) t;
+  deadline.tv_nsec += (long) ((t - (double) (time_t) t) * 1e9);
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  for (;;) {
+    int ms;
+
+    raid_array_status (ctl.a, st);
+    if (action_settled (st->sync_action) || atomic_load (&ctl.stop))
+      break;
+    if (client_gone (q->c->fd)) {
+      free (st);
+      q->hung_up = true;        /* nobody to reply to */
+      return 0;
+    }
+    ms = bounded ? ms_until (&deadline) : CONTROL_WAIT_SLICE_MS;
+    if (ms == 0)
+      break;
+    raid_array_wait (ctl.a, (ms < CONTROL_WAIT_SLICE_MS ? ms
+                             : CONTROL_WAIT_SLICE_MS) / 1000.0);
+  }
+  r = add_status (reply, st, q);
+  free (st);
+  return r;
+}
+
+static int
+op_reshape (struct req *q, json_object *reply)
+{
+  static const char *const fields[] = {
+    "level", "layout", "chunk", "raid_devices", "add", NULL
+  };
+  struct raid_reshape_req rq = { .level = -1, .layout = -1 };
+  const char *add[RAID_MAX_MEMBERS];
+  struct raid_status *plan;
+  json_object *v;
+  bool p_level, p_layout, p_chunk, p_disks, p_add;
+  uint64_t chunk;
+  int r;
+
+  if ((r = check_fields (q, fields)) != 0 ||
+      (r = get_int (q, "level", &p_level, 0, 6, &rq.level)) != 0 ||
+      (r = get_size (q, "chunk", &p_chunk, &chunk)) != 0 ||
+      (r = get_int (q, "raid_devices", &p_disks, 2, RAID_MAX_MEMBERS,
+                    &rq.raid_devices)) != 0)
+    return r;
+  if (p_level && rq.level != 0 && rq.level != 1 && rq.level != 4 &&
+      rq.level != 5 && rq.level != 6)
+    return bad (q, "level: %d is not 0, 1, 4, 5 or 6", rq.level);
+  if (p_chunk && (!raid_is_pow2 (chunk) || chunk < RAID_CHUNK_MIN ||
+                  chunk > RAID_CHUNK_MAX))
+    return bad (q, "chunk: %" PRIu64 " is not a power of two between 4K and 64M",
+                chunk);
+  rq.chunk = p_chunk ? (uint32_t) chunk : 0;
+
+  v = field (q, "layout", &p_layout);
+  if (p_layout) {
+    const char *s;
+    if ((r = as_string (q, "layout", v, 64, &s)) != 0)
+      return r;
+    if ((rq.layout = raid_layout_parse (s)) == -1)
+      return bad (q, "layout: unknown layout '%s'", s);
+  }
+
+  v = field (q, "add", &p_add);
+  if (p_add) {
+    size_t n;
+    if (json_object_get_type (v) != json_type_array)
+      return bad (q, "add: expected a list of member specs");
+    n = json_object_array_length (v);
+    if (n > RAID_MAX_MEMBERS)
+      return bad (q, "add: more than %d members", RAID_MAX_MEMBERS);
+    for (size_t i = 0; i < n; i++) {
+      char key[32];
+      snprintf (key, sizeof key, "add[%zu]", i);
+      if ((r = as_string (q, key, json_object_array_get_idx (v, i),
+                          sizeof ((struct raid_member_status *) 0)->spec,
+                          &add[i])) != 0)
+        return r;
+      for (size_t j = 0; j < i; j++)
+        if (strcmp (add[i], add[j]) == 0)
+          return bad (q, "add: %s is named twice", add[i]);
+    }
+    rq.nadd = (int) n;
+    rq.add = add;
+  }
+  if (!p_level && !p_layout && !p_chunk && !p_disks && rq.nadd == 0)
+    return bad (q, "nothing to change: give level, layout, chunk, "
+                "raid_devices or add");
+
+  if ((plan = calloc (1, sizeof *plan)) == NULL)
+    return ENOMEM;
+  r = raid_array_reshape (ctl.a, &rq, plan, q->err, ERRLEN);
+  if (r == 0)
+    r = add_status (reply, plan, q);
+  free (plan);
+  return r;
+}
+
+/* start, freeze, abort, check, repair: no arguments. */
+static int
+op_simple (struct req *q, json_object *reply)
+{
+  int r = check_fields (q, NULL);
+
+  if (r != 0)
+    return r;
+  if (strcmp (q->op, "start") == 0)
+    return raid_array_start_action (ctl.a, q->err, ERRLEN);
+  if (strcmp (q->op, "freeze") == 0)
+    return raid_array_freeze (ctl.a, q->err, ERRLEN);
+  if (strcmp (q->op, "abort") == 0)
+    return raid_array_abort (ctl.a, q->err, ERRLEN);
+  return raid_array_check (ctl.a, strcmp (q->op, "repair") == 0, q->err, ERRLEN);
+}
+
+/* fail, remove, add, replace. */
+static int
+op_member (struct req *q, json_object *reply)
+{
+  static const char *const one[] = { "member", NULL };
+  static const char *const two[] = { "member", "with", NULL };
+  bool is_add = strcmp (q->op, "add") == 0;
+  bool is_replace = strcmp (q->op, "replace") == 0;
+  char member[sizeof ((struct raid_member_status *) 0)->spec];
+  const char *with = NULL;
+  bool present;
+  int r;
+
+  if ((r = check_fields (q, is_replace ? two : one)) != 0)
+    return r;
+  if (is_add) {
+    json_object *v = field (q, "member", &present);
+    const char *s;
+    if (present && (r = as_string (q, "member", v, sizeof member, &s)) != 0)
+      return r;
+    if (present)
+      snprintf (member, sizeof member, "%s", s);
+  }
+  else if ((r = get_member (q, "member", &present, member, sizeof member)) != 0)
+    return r;
+  if (!present)
+    return bad (q, "member: missing");
+  if (is_replace) {
+    json_object *v = field (q, "with", &present);
+    if (present && v != NULL &&
+        (r = as_string (q, "with", v, sizeof member, &with)) != 0)
+      return r;
+  }
+
+  if (is_add)
+    return raid_array_add (ctl.a, member, q->err, ERRLEN);
+  if (is_replace)
+    return raid_array_replace (ctl.a, member, with, q->err, ERRLEN);
+  if (strcmp (q->op, "fail") == 0)
+    return raid_array_fail (ctl.a, member, q->err, ERRLEN);
+  return raid_array_remove (ctl.a, member, q->err, ERRLEN);
+}
+
+static int
+op_resize (struct req *q, json_object *reply)
+{
+  static const char *const fields[] = { "size", NULL };
+  uint64_t size;
+  bool present;
+  int r;
+
+  if ((r = check_fields (q, fields)) != 0 ||
+      (r = get_size (q, "size", &present, &size)) != 0)
+    return r;
+  if (!present)
+    return bad (q, "size: missing");
+  if (size == 0)
+    return bad (q, "size: must be positive");
+  return raid_array_resize (ctl.a, size, q->err, ERRLEN);
+}
+
+static int
+op_set (struct req *q, json_object *reply)
+{
+  static const char *const fields[] = { "speed_min", "speed_max", NULL };
+  uint64_t min, max;
+  bool p_min, p_max;
+  int r;
+
+  if ((r = check_fields (q, fields)) != 0 ||
+      (r = get_size (q, "speed_min", &p_min, &min)) != 0 ||
+      (r = get_size (q, "speed_max", &p_max, &max)) != 0)
+    return r;
+  if (!p_min && !p_max)
+    return bad (q, "nothing to set: give speed_min and/or speed_max");
+  if (p_min && p_max && max != 0 && min > max)
+    return bad (q, "speed_min (%" PRIu64 ") is above speed_max (%" PRIu64 ")",
+                min, max);
+  return raid_array_set_speed (ctl.a, p_min ? &min : NULL, p_max ? &max : NULL,
+                               q->err, ERRLEN);
+}
+
+static int
+op_status_args (struct req *q, json_object *reply)
+{
+  int r = check_fields (q, NULL);
+
+  return r ? r : op_status (q, reply);
+}
+
+static const struct op {
+  const char *name;
+  int (*fn) (struct req *q, json_object *reply);
+  bool quiet;                   /* polled often: log at debug level only */
+} ops[] = {
+  { "status", op_status_args, true },
+  { "wait", op_wait, true },
+  { "reshape", op_reshape, false },
+  { "start", op_simple, false },
+  { "freeze", op_simple, false },
+  { "abort", op_simple, false },
+  { "check", op_simple, false },
+  { "repair", op_simple, false },
+  { "fail", op_member, false },
+  { "remove", op_member, false },
+  { "add", op_member, false },
+  { "replace", op_member, false },
+  { "resize", op_resize, false },
+  { "set", op_set, false },
+};
+
+/* ------------------------------------------------------------------ */
+/* One request line */
+
+/* Run a parsed request object; returns the reply (NULL: none, the client
+ * is gone or memory ran out). */
+static json_object *
+run_request (struct conn *c, json_object *obj)
+{
+  char err[ERRLEN] = "";
+  struct req q = { .c = c, .obj = obj, .err = err };
+  const struct op *op = NULL;
+  json_object *id = NULL, *v, *reply;
+  bool present;
+  int r;
+
+  json_object_object_get_ex (obj, "id", &id);
+  v = field (&q, "op", &present);
+  if (!present)
+    return error_reply (id, EINVAL, "missing op");
+  if (json_object_get_type (v) != json_type_string)
+    return error_reply (id, EINVAL, "op: expected a string");
+  q.op = json_object_get_string (v);
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+    if (strcmp (ops[i].name, q.op) == 0)
+      op = &ops[i];
+  if (op == NULL) {
+    snprintf (err, sizeof err, "unknown op '%.64s'", q.op);
+    return error_reply (id, ENOSYS, err);
+  }
+
+  if ((reply = new_reply (id, true)) == NULL)
+    return NULL;
+  r = op->fn (&q, reply);
+  if (r < 0)
+    r = EIO;                    /* raidcore promised an errno value */
+  raid_log (op->quiet && r == 0 ? RAID_LOG_DEBUG : RAID_LOG_INFO,
+            "control: uid %u pid %d: %s: %s%s%s", (unsigned) c->uid,
+            (int) c->pid, q.op, q.hung_up ? "client hung up"
+            : r ? errno_name (r) : "ok", r ? ": " : "", r ? err : "");
+  if (q.hung_up) {
+    json_object_put (reply);
+    return NULL;
+  }
+  if (r != 0) {
+    json_object_put (reply);
+    if (err[0] == '\0')
+      snprintf (err, sizeof err, "%s", strerror (r));
+    return error_reply (id, r, err);
+  }
+  return reply;
+}
+
+static bool
+blank (const char *s, size_t len)
+{
+  for (size_t i = 0; i < len; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+      return false;
+  return true;
+}
+
+/* Handle one line (without its '\n').  Returns 0, or -1 when the
+ * connection must be closed (the client is gone). */
+static int
+handle_line (struct conn *c, const char *line, size_t len)
+{
+  json_object *obj, *reply;
+  const char *why = NULL;
+
+  if (blank (line, len))
+    return 0;
+  if (memchr (line, '\0', len))
+    return send_reply (c->fd, error_reply (NULL, EPROTO, "not a JSON object: "
+                                           "NUL byte in the request line"));
+  json_tokener_reset (c->tok);
+  obj = json_tokener_parse_ex (c->tok, line, (int) len);
+  if (obj == NULL)
+    why = json_tokener_get_error (c->tok) == json_tokener_continue
+      ? "incomplete JSON (a request is exactly one line)"
+      : json_tokener_error_desc (json_tokener_get_error (c->tok));
+  else if (json_tokener_get_parse_end (c->tok) < len &&
+           !blank (line + json_tokener_get_parse_end (c->tok),
+                   len - json_tokener_get_parse_end (c->tok)))
+    why = "trailing characters after the JSON object";
+  else if (!json_object_is_type (obj, json_type_object))
+    why = "a request must be a JSON object";
+  if (why != NULL) {
+    char msg[ERRLEN];
+    json_object_put (obj);
+    snprintf (msg, sizeof msg, "not a JSON object: %s", why);
+    return send_reply (c->fd, error_reply (NULL, EPROTO, msg));
+  }
+  reply = run_request (c, obj);
+  json_object_put (obj);
+  return reply ? send_reply (c->fd, reply) : -1;
+}
+
+/* Handle every complete line in c->buf, keep the rest.  Returns 0, or -1
+ * to close the connection. */
+static int
+handle_lines (struct conn *c)
+{
+  size_t start = 0;
+  char *nl;
+
+  while ((nl = memchr (c->buf + start, '\n', c->len - start)) != NULL) {
+    size_t end = nl - c->buf;
+    if (handle_line (c, c->buf + start, end - start) == -1)
+      return -1;
+    start = end + 1;
+  }
+  memmove (c->buf, c->buf + start, c->len - start);
+  c->len -= start;
+  if (c->len > CONTROL_MAX_LINE) {
+    char msg[128];
+    snprintf (msg, sizeof msg, "request line longer than %u bytes",
+              CONTROL_MAX_LINE);
+    refuse (c->fd, EPROTO, msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connection threads */
+
+static void *
+conn_thread (void *arg)
+{
+  struct conn *c = arg;
+
+  while (!atomic_load (&ctl.stop)) {
+    struct pollfd p[2] = {
+      { .fd = c->fd, .events = POLLIN },
+      { .fd = ctl.stop_rd, .events = POLLIN },
+    };
+    ssize_t n;
+
+    if (poll (p, 2, -1) == -1 && errno != EINTR)   /* W2 */
+      break;
+    if (p[1].revents)
+      break;
+    if (!p[0].revents)
+      continue;
+    n = recv (c->fd, c->buf + c->len, CONTROL_MAX_LINE + 1 - c->len, 0);
+    if (n == 0) {
+      /* End of input: a last line without '\n' still counts. */
+      if (c->len > 0)
+        handle_line (c, c->buf, c->len);
+      break;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR)
+        continue;
+      break;
+    }
+    c->len += n;
+    if (handle_lines (c) == -1)
+      break;
+  }
+  shutdown (c->fd, SHUT_RDWR);
+  atomic_store (&c->done, true);
+  return NULL;
+}
+
+static void
+conn_free (struct conn *c)
+{
+  if (c == NULL)
+    return;
+  if (c->fd >= 0)
+    close (c->fd);
+  if (c->tok)
+    json_tokener_free (c->tok);
+  free (c->buf);
+  free (c);
+}
+
+/* Join and free finished connections (accept thread, or control_stop). */
+static void
+reap (bool all)
+{
+  for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+    struct conn *c = ctl.conns[i];
+    if (c && (all || atomic_load (&c->done))) {
+      pthread_join (c->thread, NULL);
+      conn_free (c);
+      ctl.conns[i] = NULL;
+    }
+  }
+}
+
+/* Peer check: the server's own uid or root.  Returns 0, or -1 after
+ * replying EACCES. */
+static int
+check_peer (int fd, uid_t *uid, pid_t *pid)
+{
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  char msg[160];
+
+  if (getsockopt (fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
+    refuse (fd, EACCES, "cannot identify the peer (SO_PEERCRED)");
+    return -1;
+  }
+  *uid = cred.uid;
+  *pid = cred.pid;
+  if (cred.uid == geteuid () || cred.uid == 0)
+    return 0;
+  snprintf (msg, sizeof msg, "uid %u may not use this control socket "
+            "(only uid %u and root)", (unsigned) cred.uid, (unsigned) geteuid ());
+  raid_log (RAID_LOG_WARN, "control: refused a connection from uid %u pid %d",
+            (unsigned) cred.uid, (int) cred.pid);
+  refuse (fd, EACCES, msg);
+  return -1;
+}
+
+/* Take a new connection into the table and start its thread. */
+static void
+admit (int fd)
+{
+  struct conn *c;
+  int slot = -1;
+  uid_t uid;
+  pid_t pid;
+
+  if (check_peer (fd, &uid, &pid) == -1) {
+    close (fd);
+    return;
+  }
+  reap (false);
+  for (int i = 0; i < CONTROL_MAX_CLIENTS && slot < 0; i++)
+    if (ctl.conns[i] == NULL)
+      slot = i;
+  if (slot < 0) {
+    refuse (fd, EAGAIN, "too many control connections; try again later");
+    close (fd);
+    return;
+  }
+  c = calloc (1, sizeof *c);
+  if (c == NULL || (c->buf = malloc (CONTROL_MAX_LINE + 1)) == NULL ||
+      (c->tok = json_tokener_new ()) == NULL) {
+    refuse (fd, ENOMEM, "out of memory");
+    close (fd);
+    conn_free (c);
+    return;
+  }
+  json_tokener_set_flags (c->tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+  c->fd = fd;
+  c->uid = uid;
+  c->pid = pid;
+  atomic_init (&c->done, false);
+  if (pthread_create (&c->thread, NULL, conn_thread, c) != 0) {
+    refuse (fd, EAGAIN, "cannot start a thread for this connection");
+    conn_free (c);
+    return;
+  }
+  ctl.conns[slot] = c;
+}
+
+static void *
+accept_thread (void *arg)
+{
+  while (!atomic_load (&ctl.stop)) {
+    struct pollfd p[2] = {
+      { .fd = ctl.listen_fd, .events = POLLIN },
+      { .fd = ctl.stop_rd, .events = POLLIN },
+    };
+    int fd;
+
+    if (poll (p, 2, -1) == -1 && errno != EINTR)   /* W1 */
+      break;
+    if (p[1].revents)
+      break;
+    if (!p[0].revents)
+      continue;
+    fd = accept4 (ctl.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      admit (fd);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+      continue;
+    raid_log (RAID_LOG_ERROR, "control: accept: %s", strerror (errno));
+    reap (false);
+    poll (&p[1], 1, ACCEPT_BACKOFF_MS);            /* W1, resource limits */
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle */
+
+/* A socket file at path: remove it if stale, refuse if someone listens. */
+static int
+clear_stale (const char *path, const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+  struct stat st;
+  int fd, r, e;
+
+  if (lstat (path, &st) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    snprintf (err, errlen, "control socket %s: %m", path);
+    return -1;
+  }
+  if (!S_ISSOCK (st.st_mode)) {
+    snprintf (err, errlen, "control socket %s: the path exists and is not a "
+              "socket: not replacing it", path);
+    return -1;
+  }
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd == -1) {
+    snprintf (err, errlen, "socket: %m");
+    return -1;
+  }
+  r = connect (fd, (const struct sockaddr *) sa, sizeof *sa);
+  e = errno;
+  close (fd);
+  if (r == 0 || e == EAGAIN) {
+    snprintf (err, errlen, "control socket %s: another server is listening "
+              "on it", path);
+    return -1;
+  }
+  if (e != ECONNREFUSED) {
+    snprintf (err, errlen, "control socket %s: %s", path, strerror (e));
+    return -1;
+  }
+  if (unlink (path) == -1 && errno != ENOENT) {
+    snprintf (err, errlen, "control socket %s: removing the stale socket: %m", path);
+    return -1;
+  }
+  raid_log (RAID_LOG_INFO, "control socket %s: removed a stale socket file", path);
+  return 0;
+}
+
+int
+control_bind (const char *path, char *err, size_t errlen)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct stat st;
+  mode_t old;
+  int fd, r;
+
+  if (path == NULL || *path == '\0') {
+    snprintf (err, errlen, "control socket: empty path");
+    return -1;
+  }
+  if (ctl.listen_fd >= 0) {
+    snprintf (err, errlen, "control socket already bound");
+    return -1;
+  }
+  if (strlen (path) >= sizeof sa.sun_path) {
+    snprintf (err, errlen, "control socket %s: path longer than %zu bytes",
+              path, sizeof sa.sun_path - 1);
+    return -1;
+  }
+  strcpy (sa.sun_path, path);
+  if (clear_stale (path, &sa, err, errlen) == -1)
+    return -1;
+  if ((ctl.path = strdup (path)) == NULL) {
+    snprintf (err, errlen, "strdup: %m");
+    return -1;
+  }
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd == -1) {
+    snprintf (err, errlen, "socket: %m");
+    goto fail;
+  }
+  /* Mode 0600 from the start: no window where others could connect. */
+  old = umask (0177);
+  r = bind (fd, (const struct sockaddr *) &sa, sizeof sa);
+  umask (old);
+  if (r == -1) {
+    snprintf (err, errlen, "control socket %s: bind: %m", path);
+    goto fail;
+  }
+  if (chmod (path, 0600) == -1 || stat (path, &st) == -1 ||
+      listen (fd, LISTEN_BACKLOG) == -1) {
+    snprintf (err, errlen, "control socket %s: %m", path);
+    unlink (path);
+    goto fail;
+  }
+  ctl.dev = st.st_dev;
+  ctl.ino = st.st_ino;
+  ctl.listen_fd = fd;
+  return 0;
+
+ fail:
+  if (fd >= 0)
+    close (fd);
+  free (ctl.path);
+  ctl.path = NULL;
+  return -1;
+}
+
+int
+control_start_thread (struct raid_array *a)
+{
+  int p[2];
+
+  if (ctl.listen_fd < 0 || ctl.running)
+    return 0;
+  if (pipe2 (p, O_CLOEXEC | O_NONBLOCK) == -1) {
+    raid_log (RAID_LOG_ERROR, "control: pipe: %s", strerror (errno));
+    return -1;
+  }
+  ctl.stop_rd = p[0];
+  ctl.stop_wr = p[1];
+  ctl.a = a;
+  atomic_store (&ctl.stop, false);
+  if (pthread_create (&ctl.accept_thread, NULL, accept_thread, NULL) != 0) {
+    raid_log (RAID_LOG_ERROR, "control: cannot start the accept thread");
+    close (p[0]);
+    close (p[1]);
+    ctl.stop_rd = ctl.stop_wr = -1;
+    return -1;
+  }
+  ctl.running = true;
+  return 0;
+}
+
+void
+control_stop (void)
+{
+  struct stat st;
+
+  atomic_store (&ctl.stop, true);
+  if (ctl.running) {
+    ssize_t r = write (ctl.stop_wr, "x", 1);   /* wakes W1 and W2 */
+    (void) r;
+    pthread_join (ctl.accept_thread, NULL);
+    ctl.running = false;
+  }
+  reap (true);
+  if (ctl.stop_rd >= 0) {
+    close (ctl.stop_rd);
+    close (ctl.stop_wr);
+    ctl.stop_rd = ctl.stop_wr = -1;
+  }
+  if (ctl.listen_fd >= 0) {
+    close (ctl.listen_fd);
+    ctl.listen_fd = -1;
+    /* Unlink only our own socket, not one a newer server made since. */
+    if (ctl.path && stat (ctl.path, &st) == 0 &&
+        st.st_dev == ctl.dev && st.st_ino == ctl.ino)
+      unlink (ctl.path);
+  }
+  free (ctl.path);
+  ctl.path = NULL;
+  ctl.a = NULL;
+}
