@@ -745,7 +745,7 @@ run_request (struct conn *c, json_object *obj)
   if (r != 0) {
     json_object_put (reply);
     if (err[0] == '\0')
-      snprintf (err, sizeof err, "%s", strerror (r));
+      snprintf (err, sizeof err, "%s", raid_strerror (r));
     return error_reply (id, r, err);
   }
   return reply;
@@ -982,7 +982,7 @@ accept_thread (void *arg)
     }
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
       continue;
-    raid_log (RAID_LOG_ERROR, "control: accept: %s", strerror (errno));
+    raid_log (RAID_LOG_ERROR, "control: accept: %s", raid_strerror (errno));
     reap (false);
     poll (&p[1], 1, ACCEPT_BACKOFF_MS);            /* W1, resource limits */
   }
@@ -1024,7 +1024,7 @@ clear_stale (const char *path, const struct sockaddr_un *sa, char *err, size_t e
     return -1;
   }
   if (e != ECONNREFUSED) {
-    snprintf (err, errlen, "control socket %s: %s", path, strerror (e));
+    snprintf (err, errlen, "control socket %s: %s", path, raid_strerror (e));
     return -1;
   }
   if (unlink (path) == -1 && errno != ENOENT) {
@@ -1103,7 +1103,7 @@ control_start_thread (struct raid_array *a)
   if (ctl.listen_fd < 0 || ctl.running)
     return 0;
   if (pipe2 (p, O_CLOEXEC | O_NONBLOCK) == -1) {
-    raid_log (RAID_LOG_ERROR, "control: pipe: %s", strerror (errno));
+    raid_log (RAID_LOG_ERROR, "control: pipe: %s", raid_strerror (errno));
     return -1;
   }
   ctl.stop_rd = p[0];

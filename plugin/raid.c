@@ -253,7 +253,7 @@ fail (const char *op, uint64_t count, uint64_t off, int err)
 {
   if (err != ENOTSUP)
     nbdkit_error ("%s: %" PRIu64 " bytes at offset %" PRIu64 ": %s",
-                  op, count, off, strerror (err));
+                  op, count, off, raid_strerror (err));
   nbdkit_set_error (err);
   return -1;
 }

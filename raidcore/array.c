@@ -150,7 +150,7 @@ array_commit (struct raid_array *a)
     for (int j = 0; j < n; j++)
       if (res[j]) {
         raid_log (RAID_LOG_ERROR, "%s: superblock update failed: %s",
-                  member_spec (ms[j]), strerror (res[j]));
+                  member_spec (ms[j]), raid_strerror (res[j]));
         mark_faulty_locked (a, idx[j]);
         nfail++;
       }
@@ -174,7 +174,7 @@ array_member_io_error (struct raid_array *a, struct member *m, int err,
     return false;
 
   raid_log (RAID_LOG_ERROR, "member %s: %s error at offset %" PRIu64 ": %s",
-            member_spec (m), is_write ? "write" : "read", off, strerror (err));
+            member_spec (m), is_write ? "write" : "read", off, raid_strerror (err));
   if (!is_write &&
       atomic_fetch_add (&a->mem[t].errors, 1) + 1 <= ARRAY_MAX_READ_ERRORS)
     return false;

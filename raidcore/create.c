@@ -370,7 +370,7 @@ create_check_sb (struct create_ctx *c, struct cmember *cm)
               "use --force to overwrite", cm->spec, why);
   else if (r != 0 && r != ENOENT && r != EPROTONOSUPPORT)
     snprintf (c->err, c->errlen, "%s: reading the superblock journal: %s",
-              cm->spec, strerror (r));
+              cm->spec, raid_strerror (r));
   free (sb);
   if (r == ENOENT || ((r == 0 || r == EPROTONOSUPPORT) && c->o->force))
     return 0;
@@ -453,7 +453,7 @@ range_is_zero (struct create_ctx *c, struct cmember *cm, int fd,
       e = member_pread (cm->m, buf, n, off);
     if (e) {
       snprintf (c->err, c->errlen, "%s: read at %" PRIu64 ": %s",
-                cm->spec, off, strerror (e));
+                cm->spec, off, raid_strerror (e));
       return -1;
     }
     if (isal_zero_detect (buf, n) != 0)
@@ -591,7 +591,7 @@ create_zero_meta (struct create_ctx *c)
     for (size_t i = 0; i < k; i++)
       if (ios[i].err) {
         snprintf (c->err, c->errlen, "%s: zeroing the metadata area: %s",
-                  member_spec (ios[i].m), strerror (ios[i].err));
+                  member_spec (ios[i].m), raid_strerror (ios[i].err));
         break;
       }
     return -1;
@@ -681,7 +681,7 @@ create_write_records (struct create_ctx *c, uint8_t array_uuid[RAID_UUID_LEN])
     for (int i = 0; i < c->n; i++)
       if (res[i]) {
         snprintf (c->err, c->errlen, "%s: writing the superblock: %s",
-                  c->cm[i].spec, strerror (res[i]));
+                  c->cm[i].spec, raid_strerror (res[i]));
         break;
       }
     goto out;

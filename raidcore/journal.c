@@ -468,12 +468,12 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
     atomic_store (&a->jseq_next, raid_max_u64 (atomic_load (&a->jseq_next), f[i].seq + 1));
   }
   if ((r = resync_intents (a, in, nin)) != 0) {   /* pass 3: full-row writes */
-    snprintf (err, errlen, "journal replay could not resync rows: %s", strerror (r));
+    snprintf (err, errlen, "journal replay could not resync rows: %s", raid_strerror (r));
     goto out;
   }
   r = journal_checkpoint (a);               /* flush, new epoch: log cleared */
   if (r)
-    snprintf (err, errlen, "journal checkpoint after replay failed: %s", strerror (r));
+    snprintf (err, errlen, "journal checkpoint after replay failed: %s", raid_strerror (r));
  out:
   for (int t = 0; t < SB_MAX_MEMBERS; t++)
     free (bufs[t]);

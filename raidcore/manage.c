@@ -226,7 +226,7 @@ vet_new_member (struct raid_array *a, struct member *m, const char *spec,
     return EBUSY;
   }
   if (r != ENOENT) {
-    snprintf (err, errlen, "%s: %s", spec, r == EPROTONOSUPPORT ? e : strerror (r));
+    snprintf (err, errlen, "%s: %s", spec, r == EPROTONOSUPPORT ? e : raid_strerror (r));
     return r == EPROTONOSUPPORT ? EBUSY : EIO;
   }
   return 0;
@@ -282,11 +282,11 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
       (r = member_start (m)) != 0) {
     member_close (m);
     if (r > 0 && !*err)
-      snprintf (err, errlen, "%s: %s", spec, strerror (r));
+      snprintf (err, errlen, "%s: %s", spec, raid_strerror (r));
     return r > 0 ? r : EIO;
   }
   if ((r = wipe_ring (m)) != 0) {
-    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, strerror (r));
+    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
     member_close (m);
     return r;
   }
@@ -313,7 +313,7 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
   role = role_to_recover (a);
   pthread_mutex_unlock (&a->sb_lock);
   if (r != 0) {
-    snprintf (err, errlen, "cannot record the new member: %s", strerror (r));
+    snprintf (err, errlen, "cannot record the new member: %s", raid_strerror (r));
     return r;
   }
   raid_log (RAID_LOG_INFO, "%s added as a spare", spec);
@@ -347,7 +347,7 @@ array_start_recovery (struct raid_array *a, int t, int role, char *err, size_t e
   r = array_commit (a);
   pthread_mutex_unlock (&a->sb_lock);
   if (r != 0) {
-    snprintf (err, errlen, "cannot record the recovery: %s", strerror (r));
+    snprintf (err, errlen, "cannot record the recovery: %s", raid_strerror (r));
     return r;
   }
   raid_log (RAID_LOG_INFO, "recovery of role %d onto %s started", role,
@@ -546,7 +546,7 @@ raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen
     a->size = size;
   pthread_mutex_unlock (&a->sb_lock);
   if (r)
-    snprintf (err, errlen, "cannot record the new size: %s", strerror (r));
+    snprintf (err, errlen, "cannot record the new size: %s", raid_strerror (r));
   return r;
 }
 

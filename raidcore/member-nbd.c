@@ -294,7 +294,7 @@ nbd_fail (struct nbd_member *nm, int err, const char *why)
     nm->fail_err = err;
   pthread_mutex_unlock (&nm->lock);
   if (first)
-    raid_log (RAID_LOG_ERROR, "%s: %s: %s", nm->m.spec, why, strerror (err));
+    raid_log (RAID_LOG_ERROR, "%s: %s: %s", nm->m.spec, why, raid_strerror (err));
   shutdown (nm->sock, SHUT_RDWR);
 }
 
@@ -449,7 +449,7 @@ nbd_start (struct member *m)
     if (r == 0)
       atomic_store (&nm->started_gen, gen);
     else
-      raid_log (RAID_LOG_ERROR, "%s: pthread_create: %s", m->spec, strerror (r));
+      raid_log (RAID_LOG_ERROR, "%s: pthread_create: %s", m->spec, raid_strerror (r));
   }
   pthread_mutex_unlock (&nm->lock);
   return r;

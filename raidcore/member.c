@@ -154,7 +154,7 @@ member_err (char *err, size_t errlen, const char *spec, const char *what,
             int errnum)
 {
   if (err && errlen)
-    snprintf (err, errlen, "%s: %s: %s", spec, what, strerror (errnum));
+    snprintf (err, errlen, "%s: %s: %s", spec, what, raid_strerror (errnum));
 }
 
 int
@@ -527,7 +527,7 @@ pool_start_locked (void)
     int r = pthread_create (&pool.thread[pool.nthreads], NULL, pool_thread, NULL);
     if (r) {
       raid_log (RAID_LOG_WARN, "member I/O pool: pthread_create: %s",
-                strerror (r));
+                raid_strerror (r));
       break;
     }
   }

@@ -554,7 +554,7 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   }
   pthread_mutex_unlock (&a->sb_lock);
   if (r && !*err)
-    snprintf (err, errlen, "cannot record the reshape: %s", strerror (r));
+    snprintf (err, errlen, "cannot record the reshape: %s", raid_strerror (r));
   return r;
 }
 
@@ -623,7 +623,7 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
     return r;
   if ((r = choose_plan (a, &p, add_min, err, errlen)) == 0 &&
       (r = wipe_rings (ms, req->nadd)) != 0)
-    snprintf (err, errlen, "cannot initialise the new members: %s", strerror (r));
+    snprintf (err, errlen, "cannot initialise the new members: %s", raid_strerror (r));
   for (int i = 0; r == 0 && i < req->nadd; i++)
     if (ms[i] && (r = member_start (ms[i])) != 0)
       snprintf (err, errlen, "%s: cannot start its I/O", req->add[i]);
@@ -834,7 +834,7 @@ reshape_abort (struct raid_array *a, char *err, size_t errlen)
   pthread_mutex_unlock (&a->sb_lock);
   array_update_health (a);
   if (r)
-    snprintf (err, errlen, "cannot record the abort: %s", strerror (r));
+    snprintf (err, errlen, "cannot record the abort: %s", raid_strerror (r));
   return r;
 }
 

@@ -561,7 +561,7 @@ sb_read_newest (struct member *m, struct raid_sb *sb, char *err, size_t errlen)
   r = ring_read (m, ring, newer_why, sizeof newer_why);
   if (r != 0)
     set_err (err, errlen, "cannot read the superblock journal: %s",
-             strerror (r));
+             raid_strerror (r));
   else if (ring->nincompat > 0 &&
            (ring->nvalid == 0 || ring->incompat_events > ring->rec[0].events)) {
     set_err (err, errlen, "%s", newer_why);

@@ -128,7 +128,7 @@ finish (struct raid_array *a, int action, int target, uint64_t mism)
   if (action == RAID_SYNC_RESHAPE) {
     int err = reshape_finish (a);
     if (err)
-      raid_log (RAID_LOG_ERROR, "reshape could not complete: %s", strerror (err));
+      raid_log (RAID_LOG_ERROR, "reshape could not complete: %s", raid_strerror (err));
     return;
   }
   pthread_mutex_lock (&a->sb_lock);
@@ -266,7 +266,7 @@ sync_thread (void *arg)
     }
     if (err) {
       raid_log (RAID_LOG_ERROR, "%s stopped at %" PRIu64 ": %s",
-                raid_sync_action_name (action), pos, strerror (err));
+                raid_sync_action_name (action), pos, raid_strerror (err));
       if (s->replace) {
         pthread_mutex_unlock (&s->lock);
         replace_cancel (a, true);        /* the source failed: recover instead */

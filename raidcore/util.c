@@ -151,6 +151,13 @@ raid_crc32c (const void *buf, size_t len)
   return ~crc32_iscsi ((unsigned char *) buf, (int) len, 0xFFFFFFFF);
 }
 
+const char *
+raid_strerror (int err)
+{
+  const char *s = strerrordesc_np (err);
+  return s ? s : "Unknown error";
+}
+
 uint32_t
 raid_crc32c_update (uint32_t state, const void *buf, size_t len)
 {

@@ -55,6 +55,11 @@ static inline uint64_t raid_max_u64 (uint64_t a, uint64_t b) { return a > b ? a 
 static inline uint64_t raid_round_down (uint64_t v, uint64_t a) { return v - v % a; }
 static inline uint64_t raid_round_up (uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+/* The description of an errno value, untranslated: unlike strerror it
+ * takes no locale lock (it is called from many I/O threads at once when a
+ * member fails).  Never NULL. */
+const char *raid_strerror (int err);
+
 /* Current wall-clock time in nanoseconds / monotonic nanoseconds. */
 uint64_t raid_now_realtime_ns (void);
 uint64_t raid_now_mono_ns (void);
