@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -40,6 +41,7 @@ struct file_member {
   struct member m;
   int fd;
   bool is_blk;
+  bool sync_free;               /* tmpfs/ramfs: a sync never waits on a device */
   _Atomic bool no_dsync;        /* kernel refused RWF_DSYNC */
   _Atomic bool no_punch;        /* ... FALLOC_FL_PUNCH_HOLE */
   _Atomic bool no_zero_range;   /* ... FALLOC_FL_ZERO_RANGE */
@@ -235,6 +237,8 @@ file_nowait (struct file_member *f, bool write, const struct mio *io,
  * cache can serve at once, and plain buffered writes (without RWF_NOWAIT
  * support they are done anyway: they copy into the page cache and only
  * block under writeback throttling, which parallelism would not avoid). */
+static int file_run (struct member *m, struct mio *io);
+
 static int
 file_try_run (struct member *m, struct mio *io)
 {
@@ -247,11 +251,13 @@ file_try_run (struct member *m, struct mio *io)
     return r == UNSUPPORTED ? MIO_WOULDBLOCK : r;
   case MIO_WRITE:
     if (io->flags & MIO_FUA)
-      return MIO_WOULDBLOCK;
+      return f->sync_free ? file_run (m, io) : MIO_WOULDBLOCK;
     r = file_nowait (f, true, io, &f->no_nowait_write);
     if (r != UNSUPPORTED)
       return r;
     return file_xfer (f, true, io->iov, io->iovcnt, io->off, io->len, 0);
+  case MIO_FLUSH:
+    return f->sync_free ? file_run (m, io) : MIO_WOULDBLOCK;
   default:
     return MIO_WOULDBLOCK;
   }
@@ -378,5 +384,11 @@ member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
   }
   f->fd = fd;
   f->is_blk = is_blk;
+  {
+    struct statfs sfs;
+    f->sync_free = !is_blk && fstatfs (fd, &sfs) == 0 &&
+      (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ ||
+       sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */);
+  }
   return &f->m;
 }
