@@ -174,10 +174,35 @@ for ((rep = 0; rep < REPS; rep++)); do
   done
 done
 
+# Consistency policies (issue: the cost of each): RAID5 of 5 with journal
+# (the default), bitmap and resync, measured in turn with the baseline's
+# figures from above: seq write 1M QD32, 4K random write QD1 and QD32.
+POLICIES=(journal bitmap resync)
+POLICY_CASES=("write 1M 32" "randwrite 4k 1" "randwrite 4k 32")
+for pol in "${POLICIES[@]}"; do
+  m=()
+  for ((i = 0; i < 5; i++)); do m+=("$tmp/pol-$pol-m$i"); done
+  "$NBDRAID" create --level=5 --chunk=64K --consistency="$pol" --size="$MEMBER_SIZE" \
+    "${m[@]}" >"$tmp/create.log" 2>&1 || { cat "$tmp/create.log" >&2; exit 1; }
+  serve "pol-$pol" "$PLUGIN" "${m[@]}"
+  URI[pol-$pol]="$uri"
+  fio_run "$uri" write 1M 32 no >/dev/null
+done
+for c in "${POLICY_CASES[@]}"; do
+  read -r rw bs qd <<<"$c"
+  for ((rep = 0; rep < REPS; rep++)); do
+    for pol in "${POLICIES[@]}"; do
+      r="$(fio_run "${URI[pol-$pol]}" "$rw" "$bs" "$qd")"
+      echo "  policy $pol: $rw bs=$bs qd=$qd: $r" >&2
+      best "pol-$pol" "$c" "$r"
+    done
+  done
+done
+
 # Free the tmpfs space of the steady-state targets.
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-rm -f "$tmp"/*.img "$tmp"/raid5x*-m*
+rm -f "$tmp"/*.img "$tmp"/raid5x*-m* "$tmp"/pol-*
 
 # Reshape (SPEC 8): a filled RAID5 of 4 members grows to 5 with nothing
 # else running (throughput = bytes moved / time), then to 6 while fio reads
@@ -323,4 +348,16 @@ echo "$reshape_report" | sed 's/^/  /' >&2
   echo
   echo "Reshape (RAID5, chunk 64K, members of $RESHAPE_MEMBER_SIZE, filled):"
   printf '%s\n' "$reshape_report" | sed 's/^/  /'
+  echo
+  echo "Consistency policies (RAID5 of 5; MB/s, and the ratio to the file baseline):"
+  printf '  %-18s %16s %16s %16s   %s\n' case journal bitmap resync "journal/bitmap"
+  for c in "${POLICY_CASES[@]}"; do
+    bb="$(awk '{print $1}' <<<"${R["base,$c"]}")"
+    j="$(awk '{print $1}' <<<"${R["pol-journal,$c"]}")"
+    bm="$(awk '{print $1}' <<<"${R["pol-bitmap,$c"]}")"
+    rs="$(awk '{print $1}' <<<"${R["pol-resync,$c"]}")"
+    awk -v c="$c" -v bb="$bb" -v j="$j" -v bm="$bm" -v rs="$rs" 'BEGIN {
+      printf "  %-18s %8.1f (%4.2fx) %8.1f (%4.2fx) %8.1f (%4.2fx)   %4.2fx\n",
+             c, j/1e6, j/bb, bm/1e6, bm/bb, rs/1e6, rs/bb, j/bm }'
+  done
 }
