@@ -59,17 +59,6 @@ struct opts {
   bool tty;                             /* stdout is a terminal */
 };
 
-static void __attribute__ ((format (printf, 1, 2)))
-error (const char *fmt, ...)
-{
-  va_list ap;
-
-  fputs ("nbdraid: ", stderr);
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fputc ('\n', stderr);
-}
 
 static int __attribute__ ((format (printf, 2, 3)))
 usage_error (const char *cmd, const char *fmt, ...)

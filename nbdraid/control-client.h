@@ -19,4 +19,7 @@ int control_main (int argc, char **argv, const char *socket_path);
 /* Whether name is one of the subcommands control_main runs. */
 int control_is_subcommand (const char *name);
 
+/* nbdraid.c: print "nbdraid: MESSAGE" on stderr. */
+void error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+
 #endif

@@ -47,7 +47,7 @@ log_to_stderr (enum raid_log_level lvl, const char *msg)
     fprintf (stderr, "nbdraid: %s\n", msg);
 }
 
-static void __attribute__ ((format (printf, 1, 2)))
+void
 error (const char *fmt, ...)
 {
   va_list ap;

@@ -118,6 +118,10 @@ struct raid_array {
 #define RAID_IO_RAW 0x100u                 /* internal: no journal, no bitmap */
 enum { ARRAY_OP_READ, ARRAY_OP_WRITE, ARRAY_OP_ZERO };
 
+/* array.c: build layout id (0 current, 1 reshape target) from a->sb. */
+int array_layout_from_sb (struct raid_array *a, struct layout *L, int id,
+                          char *err, size_t errlen);
+
 /* One request on one layout (array.c). */
 int array_span_io (struct raid_array *a, const struct layout *L, int op, void *buf,
                    uint64_t count, uint64_t off, unsigned flags);

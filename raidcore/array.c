@@ -315,31 +315,43 @@ bind_members (struct raid_array *a, struct candidate *c, int n)
   return 0;
 }
 
-static int
-build_layout (struct raid_array *a, char *err, size_t errlen)
+/* Build layout `id` from the superblock: 0 the current geometry (data at
+ * data_offset), 1 the reshape target (data at new_data_offset).  Roles the
+ * other layout alone uses are skipped; when two entries claim a role, the
+ * one that is not faulty wins. */
+int
+array_layout_from_sb (struct raid_array *a, struct layout *L, int id,
+                      char *err, size_t errlen)
 {
-  struct layout *L = &a->cur;
+  const struct raid_sb *sb = &a->sb;
+  bool reshaping = sb->reshape_state != SB_RESHAPE_NONE;
+  int other_n = id == 0 ? (int) sb->new_raid_devices : (int) sb->raid_disks;
 
-  if (raid_geom_init (&L->g, a->sb.level, a->sb.layout, a->sb.chunk,
-                      a->sb.raid_disks, err, errlen) < 0)
+  if (id == 0 ? raid_geom_init (&L->g, sb->level, sb->layout, sb->chunk,
+                                sb->raid_disks, err, errlen) < 0
+      : raid_geom_init (&L->g, sb->new_level, sb->new_layout, sb->new_chunk,
+                        sb->new_raid_devices, err, errlen) < 0)
     return -1;
-  L->id = 0;
-  L->rows = a->sb.component_size / a->sb.chunk;
+  L->id = id;
+  L->rows = id == 0 ? sb->component_size / sb->chunk : UINT64_MAX;
   for (int r = 0; r < RAID_MAX_MEMBERS; r++)
     L->slot[r] = -1;
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    const struct sb_member_entry *e = &a->sb.members[t];
+  for (int t = 0; t < (int) sb->nmembers; t++) {
+    const struct sb_member_entry *e = &sb->members[t];
     if (e->role < 0 || e->state == SB_MEMBER_EMPTY || e->state == SB_MEMBER_SPARE)
       continue;
-    if (e->role >= L->g.raid_disks && a->sb.reshape_state != SB_RESHAPE_NONE &&
-        e->role < (int) a->sb.new_raid_devices)
-      continue;                           /* a member only the new layout uses */
-    if (e->role >= L->g.raid_disks || L->slot[e->role] >= 0) {
+    if (e->role >= L->g.raid_disks && reshaping && e->role < other_n)
+      continue;                           /* a member only the other layout uses */
+    if (e->role >= L->g.raid_disks ||
+        (L->slot[e->role] >= 0 && e->state != SB_MEMBER_FAULTY &&
+         sb->members[L->slot[e->role]].state != SB_MEMBER_FAULTY)) {
       snprintf (err, errlen, "superblock member table is inconsistent (role %d)", e->role);
       return -1;
     }
+    if (L->slot[e->role] >= 0 && e->state == SB_MEMBER_FAULTY)
+      continue;
     L->slot[e->role] = t;
-    L->data_offset[e->role] = e->data_offset;
+    L->data_offset[e->role] = id == 0 ? e->data_offset : e->new_data_offset;
   }
   return 0;
 }
@@ -436,7 +448,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   a->sb = c[best].sb;
   pthread_mutex_init (&a->sb_lock, NULL);
   stripe_lock_init (&a->locks);
-  if (build_layout (a, err, errlen) < 0 || bind_members (a, c, n) < 0)
+  if (array_layout_from_sb (a, &a->cur, 0, err, errlen) < 0 || bind_members (a, c, n) < 0)
     goto fail;
 
   nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));

@@ -216,31 +216,6 @@ window_release (struct raid_array *a, bool moved, uint64_t new_boundary)
  * Layout construction.
  */
 
-/* Build a->next from the superblock's reshape record. */
-static int
-build_next (struct raid_array *a, char *err, size_t errlen)
-{
-  struct layout *L = &a->next;
-
-  if (raid_geom_init (&L->g, a->sb.new_level, a->sb.new_layout, a->sb.new_chunk,
-                      a->sb.new_raid_devices, err, errlen) < 0)
-    return -1;
-  L->id = 1;
-  for (int r = 0; r < RAID_MAX_MEMBERS; r++)
-    L->slot[r] = -1;
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    const struct sb_member_entry *e = &a->sb.members[t];
-    if (e->role < 0 || e->role >= L->g.raid_disks || e->state == SB_MEMBER_EMPTY ||
-        e->state == SB_MEMBER_SPARE)
-      continue;
-    if (L->slot[e->role] >= 0 && e->state == SB_MEMBER_FAULTY)
-      continue;
-    L->slot[e->role] = t;
-    L->data_offset[e->role] = e->new_data_offset;
-  }
-  L->rows = UINT64_MAX;                    /* bounded by the plan's capacity */
-  return 0;
-}
 
 static void
 plan_from_sb (const struct raid_array *a, struct plan *p)
@@ -268,7 +243,7 @@ reshape_assemble (struct raid_array *a, char *err, size_t errlen)
   pthread_cond_init (&a->rcond, NULL);
   if (a->sb.reshape_state == SB_RESHAPE_NONE)
     return 0;
-  if (build_next (a, err, errlen) < 0)
+  if (array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
     return -1;
   a->rdir = a->sb.reshape_direction;
   a->boundary = a->rdir == SB_DIR_FORWARD ? a->sb.reshape_position
@@ -545,7 +520,7 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   a->sb.new_raid_devices = p->g1.raid_disks;
   a->sb.new_array_size = p->g1.data_disks > p->g0.data_disks ? p->cap1 : a->size;
   r = array_commit (a);
-  if (r == 0 && build_next (a, err, errlen) < 0)
+  if (r == 0 && array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
     r = EINVAL;
   if (r == 0) {
     a->rdir = p->dir;
