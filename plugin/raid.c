@@ -111,7 +111,7 @@ raid_config (const char *key, const char *value)
     int64_t v = nbdkit_parse_size (value);
     if (v == -1)
       return -1;
-    if (key[6] == 'i')
+    if (strcmp (key, "speed-min") == 0)
       speed_min = v;
     else
       speed_max = v;
