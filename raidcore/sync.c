@@ -423,6 +423,8 @@ raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t 
   pthread_mutex_lock (&s->lock);
   nmin = min ? *min : s->speed_min;
   nmax = max ? *max : s->speed_max;
+  if (!min && nmax && nmin > nmax)
+    nmin = nmax;                         /* a lower limit alone lowers the floor */
   if (nmax && nmin > nmax) {
     pthread_mutex_unlock (&s->lock);
     snprintf (err, errlen, "speed_min (%" PRIu64 ") is above speed_max (%" PRIu64 ")",
