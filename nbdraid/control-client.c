@@ -700,23 +700,6 @@ cmd_status (struct client *c, struct opts *o, int argc, char **argv)
   return 0;
 }
 
-static int
-parse_level (const char *s, int *level)
-{
-  char *end;
-  long v;
-
-  if (strncmp (s, "raid", 4) == 0)
-    s += 4;
-  if (*s < '0' || *s > '9')
-    return -1;
-  v = strtol (s, &end, 10);
-  if (*end || v > 99)
-    return -1;
-  *level = (int) v;
-  return 0;
-}
-
 static void
 plan_text (json_object *plan)
 {

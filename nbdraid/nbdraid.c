@@ -123,7 +123,7 @@ enum {
 };
 
 /* "5" or "raid5" */
-static int
+int
 parse_level (const char *s, int *level)
 {
   char *end;
