@@ -197,6 +197,8 @@ int stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0
                        uint64_t n, bool repair, uint64_t *mismatches);
 int stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                       uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor);
+/* manage.c: zero a member's superblock ring (a new member). 0 or errno. */
+int array_wipe_ring (struct member *m);
 /* manage.c: table slot of a member named by role number or spec, or -1. */
 int array_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
 /* manage.c: the replacement is complete / its copy failed. */

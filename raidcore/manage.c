@@ -233,8 +233,8 @@ vet_new_member (struct raid_array *a, struct member *m, const char *spec,
 }
 
 /* Wipe the superblock ring so no earlier record can resurface. */
-static int
-wipe_ring (struct member *m)
+int
+array_wipe_ring (struct member *m)
 {
   static const uint8_t zero[SB_SLOT_SIZE];
   struct mio mios[SB_RING_SLOTS];
@@ -285,7 +285,7 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
       snprintf (err, errlen, "%s: %s", spec, raid_strerror (r));
     return r > 0 ? r : EIO;
   }
-  if ((r = wipe_ring (m)) != 0) {
+  if ((r = array_wipe_ring (m)) != 0) {
     snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
     member_close (m);
     return r;

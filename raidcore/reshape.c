@@ -452,7 +452,7 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
   if (raid_geom_init (&p->g1, level, layout, chunk, n1, err, errlen) < 0)
     return EINVAL;
   nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
-  if (nbad && tolerance_of (&p->g1) < tolerance_of (&p->g0) + 0) {
+  if (nbad && tolerance_of (&p->g1) < tolerance_of (&p->g0)) {
     snprintf (err, errlen, "the array is degraded: a reshape must keep at least its "
               "redundancy (raid%d tolerates %d, the target %d)", p->g0.level,
               tolerance_of (&p->g0), tolerance_of (&p->g1));
@@ -533,18 +533,15 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   return r;
 }
 
+/* New members (not spares of this array) start with an empty ring. */
 static int
-wipe_rings (struct member **ms, int n)
+wipe_added (struct member **ms, int n)
 {
-  static const uint8_t zero[SB_SLOT_SIZE];
-
-  for (int i = 0; i < n; i++)
-    for (unsigned s = 0; ms[i] && s < SB_RING_SLOTS; s++) {
-      int r = member_pwrite (ms[i], zero, SB_SLOT_SIZE, (uint64_t) s * SB_SLOT_SIZE, false);
-      if (r)
-        return r;
-    }
-  return 0;
+  int r = 0;
+  for (int i = 0; i < n && !r; i++)
+    if (ms[i])
+      r = array_wipe_ring (ms[i]);
+  return r;
 }
 
 int
@@ -597,7 +594,7 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
   if ((r = open_added (a, req, ms, reuse, &add_min, err, errlen)) != 0)
     return r;
   if ((r = choose_plan (a, &p, add_min, err, errlen)) == 0 &&
-      (r = wipe_rings (ms, req->nadd)) != 0)
+      (r = wipe_added (ms, req->nadd)) != 0)
     snprintf (err, errlen, "cannot initialise the new members: %s", raid_strerror (r));
   for (int i = 0; r == 0 && i < req->nadd; i++)
     if (ms[i] && (r = member_start (ms[i])) != 0)
@@ -704,12 +701,10 @@ reshape_step (struct raid_array *a, uint64_t *done, uint8_t **bufp)
 int
 reshape_finish (struct raid_array *a)
 {
-  struct plan p;
   uint64_t size = a->size, newsize;
   char e[256];
   int err = 0;
 
-  plan_from_sb (a, &p);
   newsize = a->sb.new_array_size;
   window_claim (a, 0, UINT64_MAX);         /* drains every request */
   if (newsize > size)
@@ -741,7 +736,6 @@ reshape_finish (struct raid_array *a)
   a->sb.chunk = a->sb.new_chunk;
   a->sb.raid_disks = a->sb.new_raid_devices;
   a->sb.array_size = raid_max_u64 (newsize, size);
-  a->sb.component_size = p.comp1 ? p.comp1 : a->sb.component_size;
   {
     /* Component size of the new layout on the members. */
     uint64_t min = UINT64_MAX;

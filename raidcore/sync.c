@@ -211,7 +211,6 @@ throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
     /* Foreground I/O is active: yield half the time, never below speed_min. */
     uint64_t floor_ns = bytes * 1000000000ull / s->speed_min;
     want = raid_min_u64 (ns, floor_ns > ns ? floor_ns - ns : 0);
-    want = raid_max_u64 (want, 0);
     return raid_min_u64 (want, 100000000ull);
   }
   if (!limit)
