@@ -79,6 +79,7 @@ struct raid_array {
   _Atomic int health;                      /* enum raid_health */
   bool can_fua;
   struct sync_ctl sync;
+  struct raid_test_hooks test;             /* zero in production */
   _Atomic uint64_t rb_row;                 /* rebuild cursor: rows of cur below
                                               it are valid on REBUILDING roles */
   /* replace (manage.c): every write to repl_role also goes to repl_slot's

@@ -86,10 +86,13 @@ array_update_health (struct raid_array *a)
     : nbad <= tolerance (&a->cur.g) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
 
   if (atomic_load (&a->reshaping) && h != RAID_HEALTH_FAILED) {
-    /* While reshaping, the new layout must be servable too. */
+    /* While reshaping, the new layout must be servable too -- once it
+     * holds data.  Before the first window moves (position 0) the old
+     * layout holds everything: the array serves from it, degraded, and
+     * start is refused until the members come back (or abort). */
     int nbad1 = __builtin_popcount (array_bad_roles (a, &a->next, NULL, NULL));
     if (nbad1 > tolerance (&a->next.g))
-      h = RAID_HEALTH_FAILED;
+      h = a->sb.reshape_position == 0 ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
     else if (nbad1 && h == RAID_HEALTH_OPTIMAL)
       h = RAID_HEALTH_DEGRADED;
     nbad = raid_max_u64 (nbad, nbad1);
@@ -356,6 +359,16 @@ array_layout_from_sb (struct raid_array *a, struct layout *L, int id,
   return 0;
 }
 
+/* Whether a layout that holds data lacks a member: the old one always, the
+ * new one once a reshape moved data into it. */
+static bool
+data_degraded (struct raid_array *a)
+{
+  return array_bad_roles (a, &a->cur, NULL, NULL) != 0 ||
+    (atomic_load (&a->reshaping) && a->sb.reshape_position > 0 &&
+     array_bad_roles (a, &a->next, NULL, NULL) != 0);
+}
+
 /* After an unclean stop: replay the journal, or schedule a resync, or refuse
  * a degraded start that would expose the write hole. */
 static int
@@ -388,7 +401,7 @@ start_consistency (struct raid_array *a, const struct raid_assemble_opts *o,
               "replayed %d journal records", u, n);
     return 0;
   }
-  if (atomic_load (&a->health) != RAID_HEALTH_OPTIMAL && !o->force) {
+  if (data_degraded (a) && !o->force) {
     snprintf (err, errlen, "array %s was not shut down cleanly and is degraded: "
               "stripes being written at the crash may rebuild wrong data (the "
               "write hole; its consistency policy is %s, not journal); start "
@@ -467,7 +480,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   atomic_store (&a->repl_role, -1);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
-      atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);               /* members emulate FUA where not native */
+      atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);
   array_update_health (a);
 
   a->autostart = !o->no_autostart;

@@ -174,4 +174,18 @@ int raid_array_start_action (struct raid_array *a, char *err, size_t errlen);
 int raid_array_freeze (struct raid_array *a, char *err, size_t errlen);
 int raid_array_abort (struct raid_array *a, char *err, size_t errlen);
 
+/* Test hooks (tests/test-crash.c): make a reshape step at a time so that a
+ * test thread can interleave its own I/O deterministically.  Set them
+ * before raid_array_start; production code never sets them. */
+struct raid_test_hooks {
+  uint64_t reshape_window;        /* array bytes per reshape step (at least
+                                     one new-layout row); 0: the default */
+  bool reshape_pause;             /* after each step that does not end the
+                                     reshape, the worker pauses as if frozen
+                                     (raid_array_wait returns) without
+                                     recording it; raid_array_start_action
+                                     runs the next step */
+};
+void raid_array_set_test_hooks (struct raid_array *a, const struct raid_test_hooks *h);
+
 #endif

@@ -254,6 +254,13 @@ journal_end (struct raid_array *a)
 int
 journal_checkpoint (struct raid_array *a)
 {
+  return journal_checkpoint_with (a, NULL, NULL);
+}
+
+int
+journal_checkpoint_with (struct raid_array *a,
+                         void (*update) (struct raid_array *a, void *arg), void *arg)
+{
   struct mio mios[SB_MAX_MEMBERS];
   size_t n = 0;
   int err;
@@ -269,6 +276,8 @@ journal_checkpoint (struct raid_array *a)
   pthread_mutex_lock (&a->sb_lock);
   a->sb.journal_epoch++;
   a->sb.journal_seq = atomic_load (&a->jseq_next);
+  if (update)
+    update (a, arg);
   err = array_commit (a);
   pthread_mutex_unlock (&a->sb_lock);
   if (err == 0) {

@@ -51,6 +51,14 @@ void journal_end (struct raid_array *a);
 /* Flush every member and start a new epoch: every record becomes obsolete.
  * Waits for in-flight journaled writes to finish (bounded by their I/O). */
 int journal_checkpoint (struct raid_array *a);
+/* The same, and update(a, arg) changes a->sb (under sb_lock) before the
+ * checkpoint's superblock commit, so that one durable record both empties
+ * the log and carries the update (a reshape position: records of the
+ * moved window must never be replayed into the old layout once the new
+ * position is durable). */
+int journal_checkpoint_with (struct raid_array *a,
+                             void (*update) (struct raid_array *a, void *arg),
+                             void *arg);
 
 /* Apply every valid record after the last checkpoint, in order, then
  * checkpoint.  *napplied receives the number of records applied. */

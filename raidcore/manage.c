@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "journal.h"
 #include "util.h"
 
 /* ---- status ---- */
@@ -538,6 +539,18 @@ raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen
     snprintf (err, errlen, "size %" PRIu64 " is outside 1..%" PRIu64
               " (what the members hold in this geometry)", size, cap);
     return size == 0 ? EINVAL : ENOSPC;
+  }
+  if (size > a->size) {
+    /* Rows past the old size may hold anything (bytes a shrink cut off, or
+     * a reshape left behind) with parity that does not match: zero them,
+     * durably, before exporting them. */
+    r = stripe_zero (a, &a->cur, size - a->size, a->size, RAID_IO_RAW);
+    if (r == 0)                 /* durable, and no older logged write there */
+      r = a->journaled ? journal_checkpoint (a) : raid_array_flush (a);
+    if (r) {
+      snprintf (err, errlen, "cannot zero the new space: %s", raid_strerror (r));
+      return r;
+    }
   }
   pthread_mutex_lock (&a->sb_lock);
   a->sb.array_size = size;

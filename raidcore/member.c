@@ -189,9 +189,21 @@ member_spec_is_nbd (const char *spec)
   return false;
 }
 
+static member_open_hook_fn open_hook;
+
+void
+member_set_open_hook (member_open_hook_fn fn)
+{
+  open_hook = fn;
+}
+
 struct member *
 member_open (const char *spec, bool readonly, char *err, size_t errlen)
 {
+  struct member *m;
+
+  if (open_hook && spec && (m = open_hook (spec)) != NULL)
+    return m;
   if (spec == NULL || *spec == '\0') {
     member_err (err, errlen, "\"\"", "member spec", EINVAL);
     errno = EINVAL;

@@ -95,6 +95,14 @@ struct member_custom_ops {
 struct member *member_new_custom (const char *name, uint64_t size,
                                   const struct member_custom_ops *ops, void *priv);
 
+/* Test hook: when set, member_open first offers every spec to fn, which
+ * returns a member (typically a custom one) or NULL to let member_open
+ * open the spec as usual.  Lets a test name its simulated devices in
+ * requests that take specs (reshape add).  Process-wide; set it before
+ * any array exists; NULL removes it. */
+typedef struct member *(*member_open_hook_fn) (const char *spec);
+void member_set_open_hook (member_open_hook_fn fn);
+
 /* Release the member (NULL is a no-op).  No I/O on it may be in flight. */
 void member_close (struct member *m);
 

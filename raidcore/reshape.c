@@ -67,6 +67,7 @@ struct plan {
   uint64_t gap;                            /* |new_off - old_off| */
   uint64_t total;                          /* bytes to move */
   uint64_t comp1, cap1;                    /* new component size / capacity */
+  uint64_t win;                            /* array bytes per step, <= WIN_MAX */
 };
 
 static uint64_t
@@ -98,17 +99,18 @@ static bool
 next_window (const struct plan *p, uint64_t done, uint64_t *lo, uint64_t *hi)
 {
   uint64_t W1 = width (&p->g1);
+  uint64_t win = p->win ? raid_max_u64 (p->win, W1) : WIN_MAX;
 
   if (p->dir == SB_DIR_FORWARD) {
     *lo = done;
-    *hi = raid_min_u64 (raid_min_u64 (p->total, raid_round_down (*lo + WIN_MAX, W1)),
+    *hi = raid_min_u64 (raid_min_u64 (p->total, raid_round_down (*lo + win, W1)),
                         fwd_max_hi (p, *lo));
     if (*hi <= *lo && *lo + W1 >= p->total && fwd_max_hi (p, *lo) >= *lo + W1)
       *hi = p->total;                      /* the last, partial row */
   }
   else {
     uint64_t top = p->total - done;
-    uint64_t want = top > WIN_MAX ? raid_round_up (top - WIN_MAX, W1) : 0;
+    uint64_t want = top > win ? raid_round_up (top - win, W1) : 0;
     *hi = top;
     *lo = raid_max_u64 (want, bwd_min_lo (p, top));
     if (*lo >= *hi && top <= W1 && bwd_min_lo (p, top) == 0)
@@ -224,6 +226,7 @@ plan_from_sb (const struct raid_array *a, struct plan *p)
   p->g1 = a->next.g;
   p->dir = a->sb.reshape_direction;
   p->total = a->sb.array_size;
+  p->win = a->test.reshape_window;
   p->gap = UINT64_MAX;
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     const struct sb_member_entry *e = &a->sb.members[t];
@@ -466,14 +469,49 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
   return 0;
 }
 
+/* The record could not be written to any member (the array has failed):
+ * take back what persist_prepare changed in memory, keeping the event
+ * count (it never goes back) and the faulty marks the commit made, so
+ * that the caller can close the members it opened. */
+static void
+unprepare (struct raid_array *a, const struct raid_sb *saved)
+{
+  struct raid_sb now = a->sb;
+
+  a->sb = *saved;
+  a->sb.events = now.events;
+  a->sb.utime_ns = now.utime_ns;
+  for (int t = 0; t < (int) now.nmembers; t++) {
+    bool faulty = atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY;
+    if (t >= (int) saved->nmembers || saved->members[t].state == SB_MEMBER_EMPTY) {
+      if (now.members[t].state != SB_MEMBER_EMPTY && a->mem[t].m) {
+        a->mem[t].m = NULL;              /* a new member: the caller closes it */
+        atomic_store (&a->mem[t].state, RAID_MEMBER_MISSING);
+      }
+      continue;
+    }
+    if (faulty)
+      a->sb.members[t].state = SB_MEMBER_FAULTY;
+    else if (saved->members[t].state == SB_MEMBER_SPARE)
+      atomic_store (&a->mem[t].state, RAID_MEMBER_SPARE);
+  }
+  array_update_health (a);
+}
+
 /* Persist the frozen record; the new members join with their roles. */
 static int
 persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
                  const int *reuse, int nadd, char *err, size_t errlen)
 {
+  struct raid_sb *saved = malloc (sizeof *saved);
   int r;
 
+  if (!saved) {
+    snprintf (err, errlen, "out of memory");
+    return ENOMEM;
+  }
   pthread_mutex_lock (&a->sb_lock);
+  *saved = a->sb;
   for (int i = 0; i < nadd; i++) {
     int t = reuse[i];
     if (t >= 0) {                          /* a spare of this array */
@@ -488,7 +526,9 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
     if (t < 0 && a->sb.nmembers < SB_MAX_MEMBERS)
       t = a->sb.nmembers++;
     if (t < 0) {
+      unprepare (a, saved);
       pthread_mutex_unlock (&a->sb_lock);
+      free (saved);
       snprintf (err, errlen, "the member table is full");
       return ENOSPC;
     }
@@ -520,14 +560,17 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   a->sb.new_raid_devices = p->g1.raid_disks;
   a->sb.new_array_size = p->g1.data_disks > p->g0.data_disks ? p->cap1 : a->size;
   r = array_commit (a);
-  if (r == 0 && array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
-    r = EINVAL;
-  if (r == 0) {
+  if (r)
+    unprepare (a, saved);
+  else if (array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
+    abort ();                              /* validated by validate_request */
+  else {
     a->rdir = p->dir;
     a->boundary = p->dir == SB_DIR_FORWARD ? 0 : a->size;
     atomic_store (&a->reshaping, true);
   }
   pthread_mutex_unlock (&a->sb_lock);
+  free (saved);
   if (r && !*err)
     snprintf (err, errlen, "cannot record the reshape: %s", raid_strerror (r));
   return r;
@@ -550,7 +593,7 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
 {
   struct member *ms[RAID_MAX_MEMBERS] = { NULL };
   int reuse[RAID_MAX_MEMBERS];
-  struct plan p;
+  struct plan p = { .win = a->test.reshape_window };
   uint64_t add_min;
   int r;
 
@@ -628,9 +671,23 @@ reshape_check_start (struct raid_array *a, char *err, size_t errlen)
   int nbad1 = __builtin_popcount (array_bad_roles (a, &a->next, NULL, NULL));
   int nbad0 = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
 
+  uint32_t added = 0;
+
   if (nbad1 > tolerance_of (&a->next.g) || nbad0 > tolerance_of (&a->cur.g)) {
     snprintf (err, errlen, "members the reshape needs are missing or faulty "
               "(%d of the new layout, %d of the old)", nbad1, nbad0);
+    return ENODEV;
+  }
+  /* Before any data moved, every member the reshape adds must be there
+   * (else it would start with less redundancy than it was prepared for;
+   * abort and prepare again instead).  Once data moved, a lost member
+   * within redundancy does not stop it. */
+  for (int r = a->cur.g.raid_disks; r < a->next.g.raid_disks; r++)
+    added |= 1u << r;
+  if (a->sb.reshape_position == 0 &&
+      (array_bad_roles (a, &a->next, NULL, NULL) & added)) {
+    snprintf (err, errlen, "a member this reshape adds is missing or faulty; "
+              "abort the reshape and prepare it again");
     return ENODEV;
   }
   return 0;
@@ -665,11 +722,17 @@ flush_all (struct raid_array *a)
   return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
 }
 
+static void
+set_position (struct raid_array *a, void *arg)
+{
+  a->sb.reshape_position = *(uint64_t *) arg;
+}
+
 int
 reshape_step (struct raid_array *a, uint64_t *done, uint8_t **bufp)
 {
   struct plan p;
-  uint64_t lo, hi;
+  uint64_t lo, hi, pos;
   int err;
 
   plan_from_sb (a, &p);
@@ -682,11 +745,20 @@ reshape_step (struct raid_array *a, uint64_t *done, uint8_t **bufp)
   err = stripe_read (a, &a->cur, *bufp, hi - lo, lo);
   if (!err)
     err = stripe_write (a, &a->next, *bufp, hi - lo, lo, RAID_IO_RAW);
-  if (!err)
-    err = flush_all (a);
-  if (!err) {
+  pos = *done + (hi - lo);
+  if (!err && a->journaled) {
+    /* Logged writes of the window's rows in the old layout must never be
+     * replayed once the new position is durable: their member bytes may
+     * now belong to the new layout.  One commit empties the log and
+     * records the position (after a flush of everything, in-flight
+     * writes included). */
+    err = journal_checkpoint_with (a, set_position, &pos);
+    if (!err && atomic_load (&a->health) == RAID_HEALTH_FAILED)
+      err = EIO;
+  }
+  else if (!err && !(err = flush_all (a))) {
     pthread_mutex_lock (&a->sb_lock);
-    a->sb.reshape_position = *done + (hi - lo);
+    set_position (a, &pos);
     err = array_commit (a);
     pthread_mutex_unlock (&a->sb_lock);
   }
@@ -748,6 +820,13 @@ reshape_finish (struct raid_array *a)
   }
   a->sb.reshape_state = SB_RESHAPE_NONE;
   a->sb.reshape_position = 0;
+  if (a->sb.resync_offset != UINT64_MAX) {
+    /* An unclean stop during the reshape: rows written then in the new
+     * layout may be inconsistent (bitmap and resync policies).  Resync
+     * all of the new layout, whatever the bitmap says. */
+    a->sb.resync_offset = 0;
+    a->sb.flags |= SB_FLAG_RESYNC_ALL;
+  }
   err = array_commit (a);
   if (err == 0) {
     a->cur = a->next;
@@ -786,7 +865,13 @@ reshape_abort (struct raid_array *a, char *err, size_t errlen)
     struct sb_member_entry *e = &a->sb.members[t];
     if (e->state == SB_MEMBER_EMPTY)
       continue;
-    if (e->role >= a->cur.g.raid_disks) {
+    if (e->role >= a->cur.g.raid_disks && !a->mem[t].m) {
+      memset (e, 0, sizeof *e);            /* added, but gone (lost its record) */
+      e->state = SB_MEMBER_EMPTY;
+      e->role = -1;
+      atomic_store (&a->mem[t].state, RAID_MEMBER_MISSING);
+    }
+    else if (e->role >= a->cur.g.raid_disks) {
       e->role = -1;                        /* the members it added become spares */
       e->state = SB_MEMBER_SPARE;
       e->data_offset = e->new_data_offset = a->cur.data_offset[0];
@@ -805,6 +890,12 @@ reshape_abort (struct raid_array *a, char *err, size_t errlen)
   if (r)
     snprintf (err, errlen, "cannot record the abort: %s", raid_strerror (r));
   return r;
+}
+
+void
+raid_array_set_test_hooks (struct raid_array *a, const struct raid_test_hooks *h)
+{
+  a->test = *h;
 }
 
 void

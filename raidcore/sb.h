@@ -80,6 +80,9 @@ enum sb_sync_action { SB_SYNC_NONE = 0, SB_SYNC_CHECK = 1, SB_SYNC_REPAIR = 2 };
 #define SB_FLAG_DIRTY 1u      /* writes may be in flight; set before the first
                                  write after a clean state, cleared at a clean
                                  shutdown */
+#define SB_FLAG_RESYNC_ALL 2u /* the owed resync (resync_offset) visits every
+                                 row: the bitmap does not describe them (a
+                                 reshape ended after an unclean stop) */
 
 struct sb_member_entry {
   uint8_t uuid[RAID_UUID_LEN];

@@ -142,6 +142,7 @@ finish (struct raid_array *a, int action, int target, uint64_t mism)
   }
   else if (action == RAID_SYNC_RESYNC) {
     a->sb.resync_offset = UINT64_MAX;
+    a->sb.flags &= ~SB_FLAG_RESYNC_ALL;
     raid_log (RAID_LOG_INFO, "resync complete");
   }
   else {
@@ -165,13 +166,14 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
   const struct layout *L = &a->cur;
   uint64_t unit = action == RAID_SYNC_RECOVER ? L->g.chunk : L->g.stripe_width;
 
-  if (action == RAID_SYNC_RESHAPE)
-    return reshape_step (a, pos, &a->sync.rbuf);
+  if (action == RAID_SYNC_RESHAPE)         /* all moved: only the finish is left */
+    return *pos >= total ? 0 : reshape_step (a, pos, &a->sync.rbuf);
   uint64_t r0 = *pos / unit;
   uint64_t n = raid_min_u64 (rows_per_batch (a), (total - *pos + unit - 1) / unit);
   int err;
 
-  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a)) {
+  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a) &&
+      !(a->sb.flags & SB_FLAG_RESYNC_ALL)) {
     /* Only regions the bitmap marks can be inconsistent: skip clean ones. */
     uint64_t rpr = bitmap_rows_per_region (a);
     while (r0 < L->rows && !bitmap_row_dirty (a, r0))
@@ -292,9 +294,21 @@ sync_thread (void *arg)
       if (pos >= total && s->action == action) {
         s->action = RAID_SYNC_IDLE;
         s->target_slot = s->target_role = -1;
+        if (action == RAID_SYNC_RESHAPE && !atomic_load (&a->reshaping)) {
+          /* A resync (or a recovery onto a member the reshape freed) owed
+           * since before the reshape runs now, on the new layout. */
+          pthread_mutex_unlock (&s->lock);
+          array_resume_actions (a);
+          pthread_mutex_lock (&s->lock);
+        }
         pthread_cond_broadcast (&s->changed);
         continue;
       }
+    }
+    if (action == RAID_SYNC_RESHAPE && a->test.reshape_pause) {
+      s->frozen = true;                 /* test hook: a pause, not recorded */
+      pthread_cond_broadcast (&s->changed);
+      continue;
     }
     ns = throttle_ns (a, bytes, ns);
     if (ns)
@@ -339,10 +353,16 @@ sync_thread_stop (struct raid_array *a)
 static uint64_t
 action_total (const struct raid_array *a, int action)
 {
+  uint64_t W = a->cur.g.stripe_width;
+
   if (action == RAID_SYNC_RESHAPE)
     return a->sb.array_size;
-  return action == RAID_SYNC_RECOVER ? a->cur.rows * a->cur.g.chunk
-    : a->cur.rows * a->cur.g.stripe_width;
+  if (action == RAID_SYNC_RECOVER)
+    return a->cur.rows * a->cur.g.chunk;
+  /* check, repair, resync: the rows holding exported bytes.  Rows past the
+   * size hold nothing (a reshape that kept the data disks leaves old bytes
+   * there); resize zeroes them before it exports them. */
+  return raid_min_u64 (a->cur.rows, (a->size + W - 1) / W) * W;
 }
 
 int

@@ -64,12 +64,37 @@
  * data of every full-row write, doubling the bytes of sequential writes.
  * The journal policy's man page states this limit.
  *
+ * RESHAPE (--reshape; make check runs it as test-crash-reshape.sh).  The
+ * same model and crash points, over workloads that write, prepare a
+ * reshape (members a reshape adds are blank simulated disks, named to
+ * raid_array_reshape through the member open hook), write to the frozen
+ * reshape, let it move one window at a time (raid_test_hooks: a few rows
+ * per step and a pause after each, so the workload's own writes land on
+ * both sides of the boundary in a deterministic order: every member write
+ * of the copy, the flushes and the checkpoint commits is a crash point),
+ * write again, finish it and write to the new geometry.  Cases: grow,
+ * chunk, layout, 5->6, 6->5, 4->5, shrink (after resize), a member failing
+ * mid-reshape, a reshape of a degraded array, and grow with the bitmap and
+ * resync policies.  Each post-crash image set (with any one member left
+ * out, journal policy) is reassembled and checked: the data as the crash
+ * left it (2, 3, 4); then the reshape resumes (or is started if it was
+ * frozen; a reshape that cannot start at position 0, because a member it
+ * adds lost its record, is aborted) and must finish with the planned
+ * geometry (or the old one when the crash came before prepare completed,
+ * or after the abort), with every sector checked again; with every member
+ * present, the array's own scrub must find no parity mismatch (5 for the
+ * journal policy, 4 for the others, whose owed resync must run after the
+ * reshape).  Any one member may be left out (the new layout of 6->5
+ * tolerates one loss, so raid6 cases leave out one too).
+ *
  * Options: --modes=abcd (crash modes), --no-removal, --only=SUBSTRING
  * (workload names), --point=N (one crash point, to reproduce a report),
  * --quick or SANITIZERS=yes (every 8th crash point: sanitizer builds),
- * --long[=SECONDS] or CRASH_LONG=1 (random workloads for
- * CRASH_LONG_SECONDS, default 180, seeded by the clock or CRASH_LONG_SEED;
- * not part of make check), --verbose.
+ * --rotate-modes (crash point N in one mode only, cycling, so every point
+ * is still covered: make check's reshape run), --reshape (the reshape
+ * workloads instead of the others), --long[=SECONDS] or CRASH_LONG=1
+ * (random workloads for CRASH_LONG_SECONDS, default 180, seeded by the
+ * clock or CRASH_LONG_SEED; not part of make check), --verbose.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -94,6 +119,8 @@ static int checks, failures;        /* harness checks (not invariants) */
 static bool verbose;
 static uint64_t only_point;         /* --point=N: that crash point only */
 static uint64_t point_stride = 1;   /* --quick: every 8th crash point */
+static bool rotate_modes;           /* --rotate-modes: crash point N in one
+                                       mode only, the (N mod 4)-th enabled */
 
 #define CHECK(cond, ...) do {                                          \
     checks++;                                                           \
@@ -117,7 +144,10 @@ static uint64_t point_stride = 1;   /* --quick: every 8th crash point */
 /* ------------------------------------------------------------------ */
 /* Workloads. */
 
-enum op_kind { OP_WRITE, OP_ZERO, OP_FLUSH, OP_FAIL };
+enum op_kind { OP_WRITE, OP_ZERO, OP_FLUSH, OP_FAIL,
+               OP_RESHAPE,          /* prepare the workload's reshape (frozen) */
+               OP_STEP,             /* start it; one window moves (test hook) */
+               OP_RESIZE };         /* resize the array to op.len bytes */
 
 struct op {
   enum op_kind kind;
@@ -133,6 +163,12 @@ struct workload {
   int consistency;                  /* enum sb_consistency */
   uint64_t seed;
   int failed;                       /* member an OP_FAIL kills, -1 none */
+  /* Reshape workloads (nadd members are added; 0 with no reshape op). */
+  bool reshape;
+  int nadd;
+  int r_level, r_layout, r_raid_devices;   /* -1/-1/0: unchanged */
+  uint32_t r_chunk;                        /* 0: unchanged */
+  uint64_t member_size, data_offset;       /* 0: MEMBER_SIZE, DATA_OFFSET */
   int nops;
   struct op ops[MAX_OPS];
 };
@@ -149,8 +185,11 @@ struct ctx {
   struct workload wl;
   struct raid_geom g;
   uint64_t size, rows;              /* array bytes, rows of the data area */
+  uint64_t msize, doff;             /* member size, data offset at create */
+  uint64_t size_end;                /* array bytes after the crash-free run */
   struct cs_image *base[RAID_MAX_MEMBERS];
   uint64_t total;                   /* member writes of the crash-free run */
+  int prepare_op;                   /* index of OP_RESHAPE, or -1 */
   uint64_t *ref_trace;
   unsigned modes;                   /* bit per enum cs_mode */
   bool no_removal;
@@ -165,6 +204,9 @@ op_name (enum op_kind k)
   case OP_ZERO: return "zero";
   case OP_FLUSH: return "flush";
   case OP_FAIL: return "fail-member";
+  case OP_RESHAPE: return "reshape-prepare";
+  case OP_STEP: return "reshape-step";
+  case OP_RESIZE: return "resize";
   }
   return "?";
 }
@@ -189,8 +231,10 @@ describe_op (const struct workload *wl, int k, char *buf, size_t len)
               o->flags & RAID_IO_FUA ? " fua" : "");
   else if (o->kind == OP_FAIL)
     snprintf (buf, len, "op %d fail-member %d", k, o->member);
+  else if (o->kind == OP_RESIZE)
+    snprintf (buf, len, "op %d resize %" PRIu64, k, o->len);
   else
-    snprintf (buf, len, "op %d flush", k);
+    snprintf (buf, len, "op %d %s", k, op_name (o->kind));
 }
 
 static void
@@ -207,6 +251,13 @@ add_fail (struct workload *wl, int member)
   add_op (wl, OP_FAIL, 0, 0, 0);
   wl->ops[wl->nops - 1].member = member;
   wl->failed = member;
+}
+
+/* Simulated disks of a workload: the members, then those a reshape adds. */
+static int
+ndisks (const struct workload *wl)
+{
+  return wl->n + wl->nadd;
 }
 
 static int
@@ -323,6 +374,64 @@ gen_failure (struct workload *wl, uint64_t rng, int victim, int nbefore,
   gen_mixed (wl, rng, nbefore);
   add_fail (wl, victim);
   gen_mixed (wl, cs_seed (rng, 7, 0, 0), nafter);
+}
+
+/* Reshape workloads: members of 256 KiB of data after 256 KiB of head
+ * room, so a reshape is a few dozen rows and a few hundred crash points. */
+#define RESHAPE_DOFF ((4u << 20) + (256u << 10))
+#define RESHAPE_MSIZE (RESHAPE_DOFF + (256u << 10))
+
+/* Random writes (some FUA), zeroes and flushes inside [0, span). */
+static void
+gen_rw (struct workload *wl, uint64_t *rng, int nops, uint64_t span)
+{
+  for (int i = 0; i < nops; i++) {
+    uint64_t r = cs_rand (rng) % 8;
+    uint64_t len = 1 + cs_rand (rng) % (r < 4 ? 4096 : 3 * wl->chunk);
+    uint64_t off = cs_rand (rng) % (span - len);
+
+    if (r == 7 && wl->nops > 0 && wl->ops[wl->nops - 1].kind != OP_FLUSH)
+      add_op (wl, OP_FLUSH, 0, 0, 0);
+    else if (r == 6)
+      add_op (wl, OP_ZERO, off, len, 0);
+    else
+      add_op (wl, OP_WRITE, off, len, cs_rand (rng) % 6 == 0 ? RAID_IO_FUA : 0);
+  }
+}
+
+/* Writes; (a member failure;) prepare; writes to the frozen reshape;
+ * three steps each followed by writes on both sides of the boundary (a
+ * member failure after the second when fail_mid >= 0); the rest of the
+ * reshape; writes to the new geometry, the last ones unflushed.  A shrink
+ * (resize_to != 0) resizes first. */
+static void
+gen_reshape (struct workload *wl, uint64_t rng, int fail_before, int fail_mid,
+             uint64_t resize_to)
+{
+  uint64_t span = (uint64_t) (RESHAPE_MSIZE - RESHAPE_DOFF) / wl->chunk
+    * stripe_width (wl);
+
+  wl->reshape = true;
+  wl->member_size = RESHAPE_MSIZE;
+  wl->data_offset = RESHAPE_DOFF;
+  gen_rw (wl, &rng, 4, span);
+  add_op (wl, OP_FLUSH, 0, 0, 0);
+  if (fail_before >= 0)
+    add_fail (wl, fail_before);
+  if (resize_to) {
+    add_op (wl, OP_RESIZE, 0, resize_to, 0);
+    span = resize_to;
+  }
+  add_op (wl, OP_RESHAPE, 0, 0, 0);
+  gen_rw (wl, &rng, 2, span);
+  for (int i = 0; i < 3; i++) {
+    add_op (wl, OP_STEP, 0, 1, 0);
+    gen_rw (wl, &rng, 3, span);
+    if (i == 1 && fail_mid >= 0)
+      add_fail (wl, fail_mid);
+  }
+  add_op (wl, OP_STEP, 0, 0, 0);
+  gen_rw (wl, &rng, 3, span);
 }
 
 /* ------------------------------------------------------------------ */
@@ -539,10 +648,10 @@ make_base (struct ctx *c)
   const char *dir = access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   struct raid_create_opts o = {
     .level = wl->level, .layout = wl->layout, .chunk = wl->chunk,
-    .size = MEMBER_SIZE, .consistency = wl->consistency,
-    .data_offset = DATA_OFFSET, .nmembers = wl->n, .members = specs,
+    .size = c->msize, .consistency = wl->consistency,
+    .data_offset = c->doff, .nmembers = wl->n, .members = specs,
   };
-  uint8_t *buf = malloc (MEMBER_SIZE);
+  uint8_t *buf = malloc (c->msize);
 
   serial++;
   for (int i = 0; i < wl->n; i++) {
@@ -557,14 +666,16 @@ make_base (struct ctx *c)
   }
   for (int i = 0; i < wl->n; i++) {
     FILE *fp = fopen (path[i], "rb");
-    if (!buf || !fp || fread (buf, 1, MEMBER_SIZE, fp) != MEMBER_SIZE) {
+    if (!buf || !fp || fread (buf, 1, c->msize, fp) != c->msize) {
       perror (path[i]);
       exit (1);
     }
     fclose (fp);
     unlink (path[i]);
-    c->base[i] = cs_image_new (buf, MEMBER_SIZE);
+    c->base[i] = cs_image_new (buf, c->msize);
   }
+  for (int i = wl->n; i < ndisks (wl); i++)
+    c->base[i] = cs_image_new (NULL, c->msize);   /* blank: a reshape adds it */
   free (buf);
 }
 
@@ -580,7 +691,34 @@ struct run {
                                        nops: close) */
   int dead;                         /* member failed before the crash, or -1 */
   uint64_t writes;
+  uint64_t size_end;                /* array size at the end (no crash) */
 };
+
+/* The run whose disks a reshape's "crashsim-add:I" specs name (the open
+ * hook below; runs are sequential). */
+static struct run *hook_run;
+
+static struct member *
+open_hook (const char *spec)
+{
+  int i;
+
+  if (!hook_run || sscanf (spec, "crashsim-add:%d", &i) != 1 ||
+      i < 0 || i >= RAID_MAX_MEMBERS || !hook_run->d[i])
+    return NULL;
+  return cs_disk_member (hook_run->d[i], spec);
+}
+
+/* Test hooks for reshape workloads: a few rows per step, a pause after
+ * each, so that the workload's own I/O interleaves deterministically. */
+static void
+set_reshape_hooks (const struct ctx *c, struct raid_array *a)
+{
+  struct raid_test_hooks h = {
+    .reshape_window = 6 * c->g.stripe_width, .reshape_pause = true,
+  };
+  raid_array_set_test_hooks (a, &h);
+}
 
 static const struct raid_assemble_opts assemble_opts = { .force = false };
 
@@ -599,6 +737,67 @@ assemble_disks (struct cs_disk *const *d, const int *order, int n,
   if (raid_array_assemble (ms, n, &assemble_opts, &a, err, errlen) < 0)
     return NULL;
   return a;
+}
+
+/* The target geometry prepare planned (check_reshape compares with it). */
+static struct raid_geom_status reshape_target;
+
+static int
+do_reshape_prepare (const struct ctx *c, struct raid_array *a)
+{
+  const struct workload *wl = &c->wl;
+  char spec[RAID_MAX_MEMBERS][32], e[512];
+  const char *add[RAID_MAX_MEMBERS];
+  struct raid_status *plan = malloc (sizeof *plan);
+  struct raid_reshape_req req = {
+    .level = wl->r_level, .layout = wl->r_layout, .chunk = wl->r_chunk,
+    .raid_devices = wl->r_raid_devices, .nadd = wl->nadd, .add = add,
+  };
+  int err;
+
+  for (int i = 0; i < wl->nadd; i++) {
+    snprintf (spec[i], sizeof spec[i], "crashsim-add:%d", wl->n + i);
+    add[i] = spec[i];
+  }
+  err = raid_array_reshape (a, &req, plan, e, sizeof e);
+  if (err == 0)
+    reshape_target = plan->reshape.to;       /* the same in every run */
+  if (err && verbose)
+    fprintf (stderr, "%s: reshape: %s\n", wl->name, e);
+  free (plan);
+  return err;
+}
+
+static bool
+reshape_pending (struct raid_array *a)
+{
+  struct raid_status *st = malloc (sizeof *st);
+  bool r;
+
+  raid_array_status (a, st);
+  r = st->has_reshape;
+  free (st);
+  return r;
+}
+
+/* Let the reshape move `steps` windows (0: until it ends). */
+static int
+do_reshape_steps (struct raid_array *a, uint64_t steps)
+{
+  char e[512];
+
+  for (uint64_t i = 0; (steps == 0 || i < steps) && reshape_pending (a); i++) {
+    int err = raid_array_start_action (a, e, sizeof e);
+    if (err) {
+      if (verbose)
+        fprintf (stderr, "start: %s\n", e);
+      return err;
+    }
+    raid_array_wait (a, 60);
+    if (raid_array_health (a) == RAID_HEALTH_FAILED)
+      return EIO;
+  }
+  return 0;
 }
 
 /* Run op k.  Returns false when the run must stop (crash or error). */
@@ -628,6 +827,17 @@ do_op (const struct ctx *c, struct raid_array *a, struct run *r, int k,
     wid = model_issue (&r->m, k, NULL, o->len, o->off);
     err = raid_array_zero (a, o->len, o->off, o->flags, false);
     break;
+  case OP_RESHAPE:
+    err = do_reshape_prepare (c, a);
+    break;
+  case OP_STEP:
+    err = do_reshape_steps (a, o->len);
+    break;
+  case OP_RESIZE: {
+    char e[256];
+    err = raid_array_resize (a, o->len, e, sizeof e);
+    break;
+  }
   }
   if (cs_world_crashed (r->w)) {
     /* Completed after the crash, if at all: it counts for nothing. */
@@ -662,10 +872,11 @@ run_workload (const struct ctx *c, uint64_t arm, uint64_t *trace, size_t cap,
   cs_world_arm (r->w, arm);
   cs_world_set_trace_log (r->w, trace, cap);
   model_init (&r->m, c->size);
-  for (int i = 0; i < wl->n; i++) {
+  for (int i = 0; i < ndisks (wl); i++) {
     r->d[i] = cs_disk_new (r->w, c->base[i], i);
     order[i] = i;
   }
+  hook_run = r;
   a = assemble_disks (r->d, order, wl->n, err, sizeof err);
   if (cs_world_crashed (r->w)) {
     r->crashed = true;
@@ -673,10 +884,17 @@ run_workload (const struct ctx *c, uint64_t arm, uint64_t *trace, size_t cap,
   }
   else {
     CHECK (a != NULL, "%s: assembly before any crash failed: %s", wl->name, err);
+    if (a && wl->reshape) {
+      set_reshape_hooks (c, a);
+      CHECK (raid_array_start (a) == 0, "%s: raid_array_start", wl->name);
+    }
     for (int k = 0; a && k < wl->nops && do_op (c, a, r, k, buf); k++)
       ;
+    if (a)
+      r->size_end = raid_array_size (a);
   }
   raid_array_close (a);
+  hook_run = NULL;
   if (!r->crashed && cs_world_crashed (r->w)) {
     r->crashed = true;
     r->crash_op = wl->nops;
@@ -689,7 +907,7 @@ run_workload (const struct ctx *c, uint64_t arm, uint64_t *trace, size_t cap,
 static void
 run_free (struct run *r, int n)
 {
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < RAID_MAX_MEMBERS && i < n; i++)
     cs_disk_free (r->d[i]);
   cs_world_free (r->w);
   model_free (&r->m);
@@ -740,14 +958,14 @@ describe_where (const struct ctx *c, const struct where *wh, char *buf,
            " (member %d +%" PRIu64 " len %" PRIu64 "%s%s) during %s; mode %s\n",
            wh->N, c->total, li.disk_id, li.off, li.len, li.fua ? " fua" : "",
            li.zero ? " zero" : "", op, cs_mode_name (wh->mode));
-  for (int i = 0; i < c->wl.n; i++)
+  for (int i = 0; i < ndisks (&c->wl); i++)
     appendf (buf, len, "      member %d image: %s\n", i, wh->desc[i]);
   appendf (buf, len, "    reassembled in order");
   for (int k = 0; k < wh->norder; k++)
     appendf (buf, len, " %d", wh->order[k]);
   if (wh->removed) {
     appendf (buf, len, ", left out:");
-    for (int i = 0; i < c->wl.n; i++)
+    for (int i = 0; i < ndisks (&c->wl); i++)
       if (wh->removed & (1u << i))
         appendf (buf, len, " %d", i);
   }
@@ -1041,6 +1259,161 @@ check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
   free (rowmask);
 }
 
+/* Reshape workloads: read the whole array (the reshape moved every row)
+ * and check every sector; inv as in check_data.  Returns false on a
+ * failure. */
+static bool
+check_all (struct ctx *c, struct raid_array *a, const struct model *m, int inv,
+           const struct where *wh)
+{
+  uint64_t size = raid_min_u64 (raid_array_size (a), m->size), piece = 65536;
+  uint8_t *buf = malloc (piece);
+  bool seen[NINV] = { false }, ok = true;
+
+  for (uint64_t off = 0; off < size && ok; off += piece) {
+    uint64_t len = raid_min_u64 (piece, size - off);
+    int e = raid_array_pread (a, buf, len, off);
+    if (e) {
+      report (c, 1, wh, "read of array offset %" PRIu64 " +%" PRIu64 " failed: %s",
+              off, len, strerror (e));
+      ok = false;
+      break;
+    }
+    for (uint64_t s = 0; s < len / SECTOR; s++) {
+      uint64_t sec = off / SECTOR + s;
+      int bad = model_check_sector (m, sec, buf + s * SECTOR), k;
+
+      if (!bad)
+        continue;
+      ok = false;
+      k = inv == 4 && bad == 2 ? INV_4W : inv ? inv : bad;
+      if (!seen[k]) {
+        seen[k] = true;
+        report (c, k, wh, "array sector %" PRIu64 " (offset %" PRIu64 ", array "
+                "size now %" PRIu64 ") holds none of its acceptable versions "
+                "(durable: write #%u)", sec, sec * SECTOR, raid_array_size (a),
+                m->dur_wid[sec]);
+      }
+    }
+  }
+  free (buf);
+  return ok;
+}
+
+/* Whether the array's geometry is the one prepare planned (target) or
+ * the one it was created with. */
+static int
+geometry_is (const struct raid_status *st, const struct workload *wl, bool target)
+{
+  struct raid_geom_status g = { wl->level, wl->layout, wl->chunk, wl->n };
+
+  if (target)
+    g = reshape_target;
+  return st->geom.level == g.level && st->geom.raid_disks == g.raid_disks &&
+    st->geom.chunk == g.chunk && st->geom.layout == g.layout;
+}
+
+/* Reassemble a crashed reshape minus `removed`, check the data, let the
+ * reshape resume (or start it if it was frozen) and finish, check the
+ * geometry and the data again, and with every member present let the
+ * array scrub itself: no parity mismatch anywhere. */
+static void
+check_reshape (struct ctx *c, const struct run *r, struct cs_image *const *img,
+               char (*desc)[256], enum cs_mode mode, uint32_t removed,
+               uint64_t N, uint64_t *rng)
+{
+  const struct workload *wl = &c->wl;
+  struct cs_world *w = cs_world_new ();
+  struct cs_disk *d[RAID_MAX_MEMBERS] = { 0 };
+  struct raid_status *st = malloc (sizeof *st);
+  int order[RAID_MAX_MEMBERS], n = 0, inv;
+  bool degraded = removed || r->dead >= 0;
+  struct raid_array *a;
+  char err[512];
+  struct where wh = { N, mode, removed, order, 0, desc, r, "assembly" };
+  uint64_t zero = 0;
+  bool aborted = false;
+
+  for (int i = 0; i < ndisks (wl); i++) {
+    if (removed & (1u << i))
+      continue;
+    d[i] = cs_disk_new (w, img[i], i);
+    cs_disk_set_failed (d[i], i == r->dead);
+    order[n++] = i;
+  }
+  shuffle (order, n, rng);
+  wh.norder = n;
+  c->t.images++;
+  a = assemble_disks (d, order, n, err, sizeof err);
+  if (a == NULL) {
+    report (c, 1, &wh, "assembly refused: %s", err);
+    goto out;
+  }
+  inv = degraded && wl->consistency == SB_CONS_JOURNAL ? 4 : 0;
+  wh.phase = "read after reassembly (reshape where the crash left it)";
+  if (wl->consistency == SB_CONS_JOURNAL || !degraded)
+    check_all (c, a, &r->m, inv, &wh);
+  raid_array_set_speed (a, &zero, &zero, err, sizeof err);
+  if (raid_array_start (a) != 0) {
+    report (c, 1, &wh, "raid_array_start failed");
+    goto out;
+  }
+  for (int i = 0; i < 8; i++) {     /* resume, or start if frozen; then the */
+    raid_array_wait (a, 30);         /* resync or recovery that may follow */
+    raid_array_status (a, st);
+    if (st->sync_action == RAID_SYNC_IDLE && !st->has_reshape)
+      break;
+    if (st->sync_action == RAID_SYNC_FROZEN && st->reshape.position == 0 &&
+        raid_array_start_action (a, err, sizeof err) == ENODEV)
+      break;                         /* cannot start: aborted below */
+    if (st->sync_action == RAID_SYNC_FROZEN)
+      raid_array_start_action (a, err, sizeof err);
+  }
+  raid_array_status (a, st);
+  if (st->has_reshape && st->sync_action == RAID_SYNC_FROZEN &&
+      st->reshape.position == 0) {
+    /* Start refused (a member the reshape adds lost its record, or was
+     * left out): nothing moved, so abort gives back the old geometry. */
+    wh.phase = "abort of a reshape that cannot start";
+    if (raid_array_abort (a, err, sizeof err) != 0)
+      report (c, 1, &wh, "abort at position 0 refused: %s", err);
+    aborted = true;
+    raid_array_status (a, st);
+  }
+  wh.phase = "after the resumed reshape";
+  if (st->has_reshape || st->sync_action != RAID_SYNC_IDLE)
+    report (c, 1, &wh, "reshape not finished after restart: sync_action %s, "
+            "reshape %s, health %s", raid_sync_action_name (st->sync_action),
+            st->has_reshape ? "pending" : "none", raid_health_name (st->health));
+  else if (!(geometry_is (st, wl, true) && !aborted) &&
+           !(geometry_is (st, wl, false) &&
+             (r->crash_op <= c->prepare_op || aborted)))
+    report (c, 1, &wh, "geometry after restart: raid%d %s chunk %u, %d members",
+            st->geom.level, raid_layout_name (st->geom.layout), st->geom.chunk,
+            st->geom.raid_disks);
+  if (wl->consistency == SB_CONS_JOURNAL || !degraded)
+    check_all (c, a, &r->m, inv, &wh);
+  if (!degraded && st->health == RAID_HEALTH_OPTIMAL) {
+    wh.phase = "the array's own parity check (scrub) after the reshape";
+    if (raid_array_check (a, false, err, sizeof err) != 0)
+      report (c, 5, &wh, "check refused: %s", err);
+    else {
+      raid_array_wait (a, 30);
+      raid_array_status (a, st);
+      if (st->sync_action != RAID_SYNC_IDLE || st->mismatch_count != 0)
+        report (c, wl->consistency == SB_CONS_JOURNAL ? 5 : 4, &wh,
+                "scrub: %s, %" PRIu64 " parity mismatches",
+                raid_sync_action_name (st->sync_action), st->mismatch_count);
+    }
+  }
+ out:
+  raid_array_close (a);
+  for (int i = 0; i < ndisks (wl); i++)
+    cs_disk_free (d[i]);
+  cs_world_free (w);
+  free (st);
+}
+
 /* Member sets to leave out of the reassembly. */
 static int
 removal_sets (const struct ctx *c, const struct run *r, uint32_t *sets)
@@ -1048,17 +1421,20 @@ removal_sets (const struct ctx *c, const struct run *r, uint32_t *sets)
   const struct workload *wl = &c->wl;
   int k = 0, tol = wl->level == 6 ? 2 : 1;
 
+  if (wl->reshape && wl->r_level >= 0 && wl->r_level != 6)
+    tol = 1;                        /* the new layout tolerates one loss */
+
   sets[k++] = 0;
   if (c->no_removal || wl->consistency != SB_CONS_JOURNAL)
     return k;
   if (r->dead >= 0)
     tol--;                          /* already degraded */
-  for (int i = 0; i < wl->n; i++) {
+  for (int i = 0; i < ndisks (wl); i++) {
     if (i == r->dead)
       continue;
     if (tol == 1)
       sets[k++] = 1u << i;
-    for (int j = i + 1; tol == 2 && j < wl->n; j++)
+    for (int j = i + 1; tol == 2 && j < ndisks (wl); j++)
       sets[k++] = 1u << i | 1u << j;
   }
   return k;
@@ -1082,15 +1458,21 @@ ctx_init (struct ctx *c, const struct workload *wl, unsigned modes,
     fprintf (stderr, "test-crash: %s: %s\n", wl->name, err);
     exit (1);
   }
-  c->rows = (MEMBER_SIZE - DATA_OFFSET) / wl->chunk;
+  c->msize = wl->member_size ? wl->member_size : MEMBER_SIZE;
+  c->doff = wl->data_offset ? wl->data_offset : DATA_OFFSET;
+  c->rows = (c->msize - c->doff) / wl->chunk;
   c->size = c->rows * c->g.stripe_width;
   make_base (c);
+  c->prepare_op = -1;
+  for (int k = 0; k < wl->nops; k++)
+    if (wl->ops[k].kind == OP_RESHAPE && c->prepare_op < 0)
+      c->prepare_op = k;
 }
 
 static void
 ctx_free (struct ctx *c)
 {
-  for (int i = 0; i < c->wl.n; i++)
+  for (int i = 0; i < ndisks (&c->wl); i++)
     cs_image_unref (c->base[i]);
   free (c->ref_trace);
 }
@@ -1113,8 +1495,21 @@ reference_run (struct ctx *c)
   CHECK (!r.crashed, "%s: crashed without being armed", c->wl.name);
   CHECK (c->total > 0 && c->total <= TRACE_CAP, "%s: %" PRIu64 " member writes",
          c->wl.name, c->total);
-  run_free (&r, c->wl.n);
+  c->size_end = r.size_end;
+  run_free (&r, ndisks (&c->wl));
   return !r.crashed && c->total > 0 && c->total <= TRACE_CAP;
+}
+
+/* The (N mod k)-th of the k enabled modes. */
+static int
+rotated_mode (unsigned modes, uint64_t N)
+{
+  int k = __builtin_popcount (modes), want = (int) (N % (uint64_t) k);
+
+  for (int mode = 0; mode < CS_NMODES; mode++)
+    if ((modes & (1u << mode)) && want-- == 0)
+      return mode;
+  return -1;
 }
 
 static void
@@ -1140,14 +1535,19 @@ crash_point (struct ctx *c, uint64_t N)
 
     if (!(c->modes & (1u << mode)))
       continue;
-    for (int i = 0; i < wl->n; i++)
+    if (rotate_modes && mode != rotated_mode (c->modes, N / point_stride))
+      continue;
+    for (int i = 0; i < ndisks (wl); i++)
       img[i] = cs_disk_crash_image (r.d[i], mode, &rng, desc[i], sizeof desc[i]);
     for (int k = 0; k < nsets; k++)
-      check_images (c, &r, img, desc, mode, sets[k], N, &rng);
-    for (int i = 0; i < wl->n; i++)
+      if (wl->reshape)
+        check_reshape (c, &r, img, desc, mode, sets[k], N, &rng);
+      else
+        check_images (c, &r, img, desc, mode, sets[k], N, &rng);
+    for (int i = 0; i < ndisks (wl); i++)
       cs_image_unref (img[i]);
   }
-  run_free (&r, wl->n);
+  run_free (&r, ndisks (wl));
 }
 
 /* Returns the number of invariant failures. */
@@ -1157,9 +1557,12 @@ run_case (const struct workload *wl, unsigned modes, bool no_removal)
   struct ctx *c = xcalloc (1, sizeof *c);
   uint64_t nfail = 0;
   double t0 = (double) raid_now_mono_ns ();
+  bool ok;
 
   ctx_init (c, wl, modes, no_removal);
-  if (reference_run (c))
+  ok = reference_run (c);
+  c->size = raid_max_u64 (c->size, c->size_end);   /* a grow's new capacity */
+  if (ok)
     for (uint64_t N = 1; N <= c->total; N++)
       if (only_point ? N == only_point
           : (N - 1) % point_stride == 0 || N == c->total)
@@ -1530,6 +1933,7 @@ wl_init (struct workload *wl, const struct geomcase *gc, int consistency,
   wl->consistency = consistency;
   wl->seed = seed;
   wl->failed = -1;
+  wl->r_level = wl->r_layout = -1;
   raid_fmt_size (gc->chunk, sz, sizeof sz);
   snprintf (wl->name, sizeof wl->name, "raid%d %s n=%d chunk=%s %s %s",
             gc->level, raid_layout_name (gc->layout), gc->n, sz,
@@ -1574,6 +1978,73 @@ run_scripted (unsigned modes, bool no_removal, const char *only)
     struct workload wl;
     wl_init (&wl, &geoms[0], cons, "mixed", 2000 + cons);
     gen_mixed (&wl, cs_seed (2000 + cons, 3, 0, 0), 10);
+    if (selected (wl.name, only))
+      nfail += run_case (&wl, modes, no_removal);
+  }
+  return nfail;
+}
+
+/* Reshapes (make check: test-crash --reshape): every change kind of SPEC
+ * 6 that moves data, forward and backward, with each policy, degraded,
+ * and with a member failing mid-reshape. */
+struct rcase {
+  const char *what;
+  int level, layout, n;
+  int cons;
+  int r_level, r_layout, r_raid_devices, nadd;
+  uint32_t r_chunk;
+  int fail_before, fail_mid;
+  bool shrink;
+};
+
+#define LS RAID_LAYOUT_LEFT_SYMMETRIC
+#define J SB_CONS_JOURNAL
+static const struct rcase rcases[] = {
+  { "grow 4->5",           5, LS, 4, J, -1, -1, 0, 1, 0, -1, -1, false },
+  { "chunk 8K->16K",       5, LS, 4, J, -1, -1, 0, 0, 16384, -1, -1, false },
+  { "layout ls->ra",       5, LS, 4, J, -1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0, 0,
+    -1, -1, false },
+  { "level 5->6 add 1",    5, LS, 3, J, 6, -1, 0, 1, 0, -1, -1, false },
+  { "level 6->5",          6, LS, 5, J, 5, -1, 0, 0, 0, -1, -1, false },
+  { "level 4->5",          4, RAID_LAYOUT_PARITY_N, 3, J, 5, -1, 0, 0, 0, -1, -1, false },
+  { "shrink 5->4",         5, LS, 5, J, -1, -1, 4, 0, 0, -1, -1, true },
+  { "grow 4->5 member 2 fails mid-reshape", 5, LS, 4, J, -1, -1, 0, 1, 0, -1, 2, false },
+  { "grow 4->5 of a degraded array (member 1 failed)",
+                           5, LS, 4, J, -1, -1, 0, 1, 0, 1, -1, false },
+  { "grow 4->5",           5, LS, 4, SB_CONS_BITMAP, -1, -1, 0, 1, 0, -1, -1, false },
+  { "grow 4->5",           5, LS, 4, SB_CONS_RESYNC, -1, -1, 0, 1, 0, -1, -1, false },
+};
+#undef LS
+#undef J
+
+static uint64_t
+run_reshapes (unsigned modes, bool no_removal, const char *only)
+{
+  uint64_t nfail = 0;
+
+  for (size_t i = 0; i < sizeof rcases / sizeof rcases[0]; i++) {
+    const struct rcase *rc = &rcases[i];
+    struct geomcase gc = { rc->level, rc->layout, rc->n, 8192, 0, 0, 0, 0 };
+    struct workload wl;
+    char what[96];
+    uint64_t resize_to = 0;
+
+    snprintf (what, sizeof what, "reshape %s", rc->what);
+    wl_init (&wl, &gc, rc->cons, what, 3000 + i);
+    wl.r_level = rc->r_level;
+    wl.r_layout = rc->r_layout;
+    wl.r_raid_devices = rc->r_raid_devices;
+    wl.r_chunk = rc->r_chunk;
+    wl.nadd = rc->nadd;
+    if (rc->shrink) {
+      /* Half the array, in whole rows of the new geometry. */
+      uint64_t w1 = (uint64_t) gc.chunk * data_disks (rc->level, rc->r_raid_devices);
+      uint64_t size = (uint64_t) (RESHAPE_MSIZE - RESHAPE_DOFF) / gc.chunk
+        * stripe_width (&wl);
+      resize_to = raid_round_down (size / 2, w1);
+    }
+    gen_reshape (&wl, cs_seed (3000 + i, 5, 0, 0), rc->fail_before, rc->fail_mid,
+                 resize_to);
     if (selected (wl.name, only))
       nfail += run_case (&wl, modes, no_removal);
   }
@@ -1636,6 +2107,7 @@ main (int argc, char **argv)
   const char *env_long = getenv ("CRASH_LONG");
   const char *env_secs = getenv ("CRASH_LONG_SECONDS");
   bool no_removal = false, lng = env_long && *env_long && *env_long != '0';
+  bool reshapes = false;
   double seconds = env_secs ? atof (env_secs) : 180;
   const char *only = NULL;
   uint64_t nfail;
@@ -1653,6 +2125,10 @@ main (int argc, char **argv)
     }
     else if (strcmp (argv[i], "--no-removal") == 0)
       no_removal = true;
+    else if (strcmp (argv[i], "--reshape") == 0)
+      reshapes = true;
+    else if (strcmp (argv[i], "--rotate-modes") == 0)
+      rotate_modes = true;
     else if (strncmp (argv[i], "--only=", 7) == 0)
       only = argv[i] + 7;
     else if (strcmp (argv[i], "--long") == 0)
@@ -1666,13 +2142,14 @@ main (int argc, char **argv)
     else if (strncmp (argv[i], "--point=", 8) == 0)
       only_point = strtoull (argv[i] + 8, NULL, 10);
     else {
-      fprintf (stderr, "usage: test-crash [--modes=abcd] [--no-removal] "
+      fprintf (stderr, "usage: test-crash [--reshape] [--rotate-modes] [--modes=abcd] [--no-removal] "
                "[--only=SUBSTRING] [--point=N] [--quick] [--long[=SECONDS]] "
                "[--verbose]\n");
       return 2;
     }
   }
   raid_log_set_sink (quiet_log);
+  member_set_open_hook (open_hook);
   selftest_pending_durable ();
   selftest_crash_point ();
   selftest_modes ();
@@ -1681,6 +2158,7 @@ main (int argc, char **argv)
           checks, failures);
   fflush (stdout);
   nfail = lng ? run_long (modes, no_removal, seconds)
+    : reshapes ? run_reshapes (modes, no_removal, only)
     : run_scripted (modes, no_removal, only);
   mio_shutdown ();
   if (failures || nfail) {
