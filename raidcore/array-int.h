@@ -64,6 +64,8 @@ struct sync_ctl {
   uint64_t ckpt_ns;                        /* last durable checkpoint */
   uint64_t last_ns;                        /* end of the previous batch */
   uint8_t *rbuf;                           /* reshape copy buffer (sync thread) */
+  uint64_t step_bytes;                     /* reshape step wanted: speed_max / 2
+                                              (0: default); sync thread only */
 };
 
 #define SYNC_SPEED_MIN_DEFAULT (16u << 20)

@@ -67,7 +67,8 @@ struct plan {
   uint64_t gap;                            /* |new_off - old_off| */
   uint64_t total;                          /* bytes to move */
   uint64_t comp1, cap1;                    /* new component size / capacity */
-  uint64_t win;                            /* array bytes per step, <= WIN_MAX */
+  uint64_t win;                            /* array bytes per step wanted (0:
+                                              WIN_MAX); at least one new row */
 };
 
 static uint64_t
@@ -99,7 +100,7 @@ static bool
 next_window (const struct plan *p, uint64_t done, uint64_t *lo, uint64_t *hi)
 {
   uint64_t W1 = width (&p->g1);
-  uint64_t win = p->win ? raid_max_u64 (p->win, W1) : WIN_MAX;
+  uint64_t win = raid_max_u64 (W1, p->win ? raid_min_u64 (p->win, WIN_MAX) : WIN_MAX);
 
   if (p->dir == SB_DIR_FORWARD) {
     *lo = done;
@@ -226,7 +227,9 @@ plan_from_sb (const struct raid_array *a, struct plan *p)
   p->g1 = a->next.g;
   p->dir = a->sb.reshape_direction;
   p->total = a->sb.array_size;
-  p->win = a->test.reshape_window;
+  /* Smaller steps under a low speed limit, so that progress is smooth
+   * and the pause after each step short (sync thread only). */
+  p->win = a->test.reshape_window ? a->test.reshape_window : a->sync.step_bytes;
   p->gap = UINT64_MAX;
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     const struct sb_member_entry *e = &a->sb.members[t];

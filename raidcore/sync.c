@@ -85,10 +85,16 @@ timed_wait (struct sync_ctl *s, uint64_t ns)
   pthread_cond_timedwait (&s->changed, &s->lock, &ts);
 }
 
+/* Rows per batch: BATCH_BYTES of each member, fewer under a low speed
+ * limit (step_bytes of the action's unit) so that pauses stay short. */
 static uint64_t
-rows_per_batch (const struct raid_array *a)
+rows_per_batch (const struct raid_array *a, uint64_t unit)
 {
-  return raid_max_u64 (1, BATCH_BYTES / a->cur.g.chunk);
+  uint64_t n = BATCH_BYTES / a->cur.g.chunk;
+
+  if (a->sync.step_bytes)
+    n = raid_min_u64 (n, a->sync.step_bytes / unit);
+  return raid_max_u64 (1, n);
 }
 
 /* ---- checkpoints and completion (take sb_lock; never under sync.lock) ---- */
@@ -169,7 +175,7 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
   if (action == RAID_SYNC_RESHAPE)         /* all moved: only the finish is left */
     return *pos >= total ? 0 : reshape_step (a, pos, &a->sync.rbuf);
   uint64_t r0 = *pos / unit;
-  uint64_t n = raid_min_u64 (rows_per_batch (a), (total - *pos + unit - 1) / unit);
+  uint64_t n = raid_min_u64 (rows_per_batch (a, unit), (total - *pos + unit - 1) / unit);
   int err;
 
   if (action == RAID_SYNC_RESYNC && bitmap_enabled (a) &&
@@ -199,7 +205,11 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
   return err;
 }
 
-/* How long to pause after a batch of `bytes` that took `ns`. */
+/* How long to pause after a batch of `bytes` that took `ns` (caller holds
+ * sync.lock).  speed_max is a hard cap whether or not clients are busy;
+ * while they are, the action also yields half its time unless that would
+ * take it below speed_min.  The pause is a timed wait that any state
+ * change (set, freeze, stop) cuts short. */
 static uint64_t
 throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
 {
@@ -207,18 +217,19 @@ throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
   uint64_t now = raid_now_mono_ns ();
   bool fg = now - atomic_load (&a->fg_ns) < FG_ACTIVE_NS;
   uint64_t limit = s->speed_max;
-  uint64_t want;
+  uint64_t want = 0;
 
   if (fg && s->speed_min && (!limit || s->speed_min < limit)) {
-    /* Foreground I/O is active: yield half the time, never below speed_min. */
     uint64_t floor_ns = bytes * 1000000000ull / s->speed_min;
     want = raid_min_u64 (ns, floor_ns > ns ? floor_ns - ns : 0);
-    return raid_min_u64 (want, 100000000ull);
+    want = raid_min_u64 (want, 100000000ull);
   }
-  if (!limit)
-    return 0;
-  want = bytes * 1000000000ull / limit;
-  return want > ns ? raid_min_u64 (want - ns, 1000000000ull) : 0;
+  if (limit) {
+    uint64_t cap_ns = bytes * 1000000000ull / limit;
+    if (cap_ns > ns)
+      want = raid_max_u64 (want, raid_min_u64 (cap_ns - ns, 60000000000ull));
+  }
+  return want;
 }
 
 static void *
@@ -248,6 +259,7 @@ sync_thread (void *arg)
     }
     action = s->action; role = s->target_role; target = s->target_slot;
     pos = s->pos; total = s->total; mism = s->mismatch;
+    s->step_bytes = s->speed_max / 2;
     s->busy = true;
     pthread_mutex_unlock (&s->lock);
 

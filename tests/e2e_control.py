@@ -767,6 +767,64 @@ def mode_latency(c, sock, uri):
     c.check(lat[-1] < 1.0, "slowest status during I/O %.1f ms (< 1000)" % (lat[-1] * 1e3))
 
 
+# ---- throttle ---------------------------------------------------------------
+
+def mode_throttle(c, sock, uri):
+    """speed_max caps a background action, idle and under client I/O (also
+    when speed_min is below it), and a low limit means small steps, not one
+    big batch then a long pause."""
+    import nbd
+    conn = Conn(sock)
+    stop = []
+
+    def io():
+        h = nbd.NBD()
+        h.connect_uri(uri)
+        buf = bytearray(os.urandom(4096))
+        off = 0
+        while not stop:
+            h.pwrite(buf, off)
+            off = (off + 4096 * 37) % (64 << 20)
+        h.shutdown()
+
+    def rate(seconds):
+        st0 = status(sock)
+        t0 = time.time()
+        time.sleep(seconds)
+        st1 = status(sock)
+        t1 = time.time()
+        if not (st0.get("progress") and st1.get("progress")):
+            return None
+        return (st1["progress"]["done"] - st0["progress"]["done"]) / (t1 - t0)
+
+    limit = 4 << 20
+    for load in (False, True):
+        r = conn.req({"op": "set", "id": 1, "speed_min": "1M", "speed_max": limit})
+        c.check(r and r.get("ok") is True, "set: %r" % r)
+        ts = []
+        if load:
+            ts = [threading.Thread(target=io) for _ in range(2)]
+            for t in ts:
+                t.start()
+        r = conn.req({"op": "check", "id": "chk"})
+        c.check(r and r.get("ok") is True, "check: %r" % r)
+        time.sleep(0.5)
+        got = rate(2.5)
+        what = "under client writes" if load else "idle"
+        print("check at speed_max %d MiB/s, %s: %.2f MiB/s" % (
+            limit >> 20, what, (got or 0) / (1 << 20)))
+        c.check(got is not None and 0 < got <= limit * 1.3,
+                "speed_max %d MiB/s holds %s: measured %r B/s" % (limit >> 20, what, got))
+        stop.append(True)
+        for t in ts:
+            t.join(30)
+        stop.clear()
+        r = conn.req({"op": "abort", "id": "ab"})
+        c.check(r and r.get("ok") is True, "abort: %r" % r)
+    conn.req({"op": "set", "id": 2, "speed_min": "16M", "speed_max": 0})
+    conn.close()
+
+
 # ---- peer -----------------------------------------------------------------
 
 def mode_peer(c, sock):
@@ -849,6 +907,8 @@ def main(argv):
         mode_concurrency(c, argv[1])
     elif argv[0] == "latency":
         mode_latency(c, argv[1], argv[2])
+    elif argv[0] == "throttle":
+        mode_throttle(c, argv[1], argv[2])
     elif argv[0] == "peer":
         mode_peer(c, argv[1])
     elif argv[0] == "hangup":

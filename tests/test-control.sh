@@ -12,8 +12,9 @@
 #     64 KiB limit exactly; a 1 MiB line closes only its connection; the
 #     client cap; a peer of another uid gets EACCES and is disconnected.
 # (c) the op happy paths (e2e_control.py ops), 20 concurrent clients doing
-#     status while another waits, status latency while NBD I/O runs, and
-#     clients that hang up in the middle of a wait.
+#     status while another waits, status latency while NBD I/O runs,
+#     speed_max holding (idle and under client writes), and clients that
+#     hang up in the middle of a wait.
 # (d) nbdraid: text and --json output, exit codes 0/1/2, messages, relative
 #     member paths, --watch, wait --timeout, the progress bar on a terminal.
 # (e) SIGTERM while a client is in an unbounded wait: the server stops
@@ -98,6 +99,7 @@ fi
 run_py "ops" "$CTLPY" ops "$ctl" "$d"
 run_py "concurrency" "$CTLPY" concurrency "$ctl"
 run_py "latency" "$CTLPY" latency "$ctl" "$main_uri"
+run_py "throttle" "$CTLPY" throttle "$ctl" "$main_uri"
 run_py "hangup" "$CTLPY" hangup "$ctl"
 "$NBDRAID" -C "$ctl" abort >/dev/null 2>&1 || true
 "$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null 2>&1 || true
