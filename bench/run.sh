@@ -21,13 +21,17 @@
 #   no other load, and from 5 to 6 members while fio reads sequentially
 #   (1M QD32), with fio's throughput during the reshape against before it.
 # Ratios are RAID / baseline on bandwidth.  isa-l's raw parity rate on this
-# CPU (bench/parity-rate.c) is printed for reference.
+# CPU (bench/parity-rate.c) is printed for reference.  Last, bench/net.sh
+# (about 15 s; NET=0 skips it): request latency of a RAID6 whose members
+# answer after a fixed delay (members on other hosts), against one such
+# member used directly.
 #
 # Usage: bench/run.sh            (from the build directory, or set PLUGIN
 #                                 and NBDRAID to the built files)
 # Environment: PLUGIN, NBDRAID, BENCH_DIR (tmpfs dir), RUNTIME (default 4),
 #              REPS (default 2), MEMBER_SIZE (default 512M), FIO_SIZE
-#              (default 384M), RESHAPE_MEMBER_SIZE (default 1G).
+#              (default 384M), RESHAPE_MEMBER_SIZE (default 1G), NET (1),
+#              NET_DELAY (ms, default 10).
 
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
@@ -303,6 +307,13 @@ else
 fi
 echo "$reshape_report" | sed 's/^/  /' >&2
 
+# Members on other hosts: bench/net.sh (its own servers, on the same tmpfs).
+net_report="not measured (NET=0)"
+if [ "${NET:-1}" = 1 ]; then
+  net_report="$(PLUGIN="$PLUGIN" NBDRAID="$NBDRAID" BENCH_DIR="$BENCH_DIR" \
+    DELAY="${NET_DELAY:-10}" bash "$srcdir/bench/net.sh")" || net_report="not measured: bench/net.sh failed"
+fi
+
 # Table.
 {
   echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs), $(uname -r)"
@@ -360,4 +371,7 @@ echo "$reshape_report" | sed 's/^/  /' >&2
       printf "  %-18s %8.1f (%4.2fx) %8.1f (%4.2fx) %8.1f (%4.2fx)   %4.2fx\n",
              c, j/1e6, j/bb, bm/1e6, bm/bb, rs/1e6, rs/bb, j/bm }'
   done
+  echo
+  echo "Members on other hosts (bench/net.sh, latency):"
+  printf '%s\n' "$net_report" | sed 's/^/  /'
 }

@@ -9,10 +9,14 @@
 #                       reaches /init in a few seconds, skipping the bzImage
 #                       real-mode setup and the in-guest decompression.
 #   DIR/initramfs.img   a gzip'd newc cpio with busybox-static (every applet
-#                       linked), nbd-client, mke2fs/e2fsck (with the shared
-#                       libraries ldd names), and the modules a test needs:
-#                       virtio PCI/block/net, nbd, ext4 and crc32c with their
-#                       dependencies from modules.dep; a generic /init (below).
+#                       linked), nbd-client, mke2fs/e2fsck, mdadm (with the
+#                       shared libraries ldd names), and the modules a test
+#                       needs: virtio PCI/block/net/SCSI, SCSI disks, nbd,
+#                       ext4, crc32c and the md drivers (md-mod, raid0,
+#                       raid1, raid10, raid456) with their dependencies from
+#                       modules.dep; a generic /init (below).  Only the
+#                       modules in /etc/guest-modules are loaded at boot; a
+#                       test modprobes the others (md, virtio_scsi) itself.
 #   DIR/kernel-version  the module directory name (uname -r in the guest).
 #   DIR/manifest        package versions and the hash of this script: the key.
 # DIR is printed on stdout (the only thing printed there).
@@ -32,7 +36,9 @@
 #
 # Installs what it needs with apt-get when run as root: qemu-system-x86,
 # busybox-static, nbd-client, e2fsprogs, kmod (depmod), xz-utils; the kernel
-# package is fetched with `apt-get download` and unpacked, never installed.
+# and mdadm packages are fetched with `apt-get download` and unpacked, never
+# installed (mdadm on the host would bring udev rules that assemble arrays on
+# the host's own devices).
 #
 # Exit status: 0 ok; 77 when the packages cannot be had (not root, or apt
 # fails), with the reason on stderr; 1 on any other failure.
@@ -105,11 +111,18 @@ pkg_version () {
 ensure_packages
 kpkg="$(kernel_package)" || skip "cannot resolve linux-image-amd64 (apt-cache)"
 kver_pkg="$(apt-cache policy "$kpkg" | awk '/Candidate:/ { print $2; exit }')"
+mdadm_ver="$(apt-cache policy mdadm 2>/dev/null | awk '/Candidate:/ { print $2; exit }')"
+if [ -z "$mdadm_ver" ] || [ "$mdadm_ver" = "(none)" ]; then
+  apt_update || skip "apt-get update failed"
+  mdadm_ver="$(apt-cache policy mdadm 2>/dev/null | awk '/Candidate:/ { print $2; exit }')"
+fi
+[ -n "$mdadm_ver" ] && [ "$mdadm_ver" != "(none)" ] || skip "no mdadm package candidate (apt-cache)"
 
 # ---- the cache key ----------------------------------------------------------
 manifest="$(
   echo "script $(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
   echo "kernel $kpkg $kver_pkg"
+  echo "mdadm $mdadm_ver"
   for p in busybox-static nbd-client e2fsprogs libc6 libgnutls30; do
     echo "$p $(pkg_version "$p")"
   done
@@ -128,16 +141,24 @@ work="$(mktemp -d "$cache_root/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 say "building the guest image in $out ($kpkg $kver_pkg)"
 
-# ---- kernel -----------------------------------------------------------------
-(cd "$work" && apt-get download "$kpkg" >/dev/null 2>"$work/download.err") || {
-  apt_update || skip "apt-get update failed"
-  (cd "$work" && apt-get download "$kpkg" >/dev/null 2>"$work/download.err") \
-    || { cat "$work/download.err" >&2; skip "apt-get download $kpkg failed"; }
+# download_unpack PKG DIR: `apt-get download PKG` (the candidate version)
+# and unpack it into DIR; the .deb is deleted.
+download_unpack () {
+  local pkg="$1" dir="$2" deb
+  mkdir -p "$work/dl"
+  (cd "$work/dl" && apt-get download "$pkg" >/dev/null 2>"$work/download.err") || {
+    apt_update || skip "apt-get update failed"
+    (cd "$work/dl" && apt-get download "$pkg" >/dev/null 2>"$work/download.err") \
+      || { cat "$work/download.err" >&2; skip "apt-get download $pkg failed"; }
+  }
+  deb="$(ls "$work"/dl/*.deb)"
+  mkdir -p "$dir"
+  dpkg-deb -x "$deb" "$dir"
+  rm -f "$deb"
 }
-deb="$(ls "$work"/*.deb)"
-mkdir "$work/pkg"
-dpkg-deb -x "$deb" "$work/pkg"
-rm -f "$deb"
+
+# ---- kernel -----------------------------------------------------------------
+download_unpack "$kpkg" "$work/pkg"
 kver="$(ls "$work/pkg/lib/modules" | head -n 1)"
 [ -n "$kver" ] || die "no lib/modules in $kpkg"
 bz="$work/pkg/boot/vmlinuz-$kver"
@@ -168,6 +189,7 @@ fi
 # ---- initramfs --------------------------------------------------------------
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,mnt,run,guest,lib64}
+mkdir -p "$root"/etc/mdadm "$root"/run/mdadm
 
 # busybox with every applet as a symlink.
 cp /bin/busybox "$root/bin/busybox"
@@ -190,6 +212,13 @@ copy_with_libs () {
 copy_with_libs /usr/sbin/nbd-client /sbin/nbd-client
 copy_with_libs /usr/sbin/mke2fs /sbin/mke2fs
 copy_with_libs /usr/sbin/e2fsck /sbin/e2fsck
+# mdadm from its unpacked package (the host need not have it installed).
+download_unpack mdadm "$work/mdadm"
+mdadm_bin="$work/mdadm/sbin/mdadm"
+[ -x "$mdadm_bin" ] || mdadm_bin="$work/mdadm/usr/sbin/mdadm"
+[ -x "$mdadm_bin" ] || die "no sbin/mdadm in the mdadm package"
+copy_with_libs "$mdadm_bin" /sbin/mdadm
+rm -rf "$work/mdadm"
 for n in mkfs.ext4 mkfs.ext2; do rm -f "$root/sbin/$n"; ln -s mke2fs "$root/sbin/$n"; done
 for n in fsck.ext4 fsck.ext2; do rm -f "$root/sbin/$n"; ln -s e2fsck "$root/sbin/$n"; done
 cp /etc/mke2fs.conf "$root/etc/" 2>/dev/null || true
@@ -197,7 +226,8 @@ cp /etc/mke2fs.conf "$root/etc/" 2>/dev/null || true
 ldconfig -r "$root" 2>/dev/null || true
 
 # Modules and their dependencies, at their paths under lib/modules.
-mods=(virtio_pci virtio_blk virtio_net nbd crc32c_generic ext4)
+mods=(virtio_pci virtio_blk virtio_net nbd crc32c_generic ext4
+      virtio_scsi sd_mod md-mod raid0 raid1 raid10 raid456)
 kmod_dir="$work/pkg/lib/modules/$kver"
 depmod -b "$work/pkg" "$kver"
 declare -A want=()
@@ -220,7 +250,8 @@ done
 cp "$kmod_dir"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/"
 depmod -b "$root" "$kver"
 # Loaded at boot, in this order (modprobe pulls in the dependencies);
-# nbd is left to the tests that use it.
+# nbd, virtio_scsi/sd_mod and the md drivers are left to the tests that use
+# them.
 printf '%s\n' virtio_pci virtio_blk virtio_net crc32c_generic ext4 \
   >"$root/etc/guest-modules"
 

@@ -9,7 +9,14 @@
 #                 host's 127.0.0.1:$PORT through QEMU's user network) with
 #                 $CONNS connections, device /dev/nbd0;
 #   SEQ_LINES     lines of `seq` in /seq.txt (the host computes that file's
-#                 checksum on its own, so the guest's report is checked too).
+#                 checksum on its own, so the guest's report is checked too);
+#   HOST_SYNC=1   (optional) the host acts on the array while this runs (a
+#                 live reshape): the script stops at two sync points, before
+#                 mkfs ("write-phase") and after the last write is synced
+#                 ("written"), reports "SYNC NAME" and goes on only when the
+#                 host answers "GO" on the third serial port (/dev/ttyS2),
+#                 within SYNC_TIMEOUT seconds (default 240); any other
+#                 answer, or none, ends the script.
 #
 # What it does: mkfs.ext4 (discarding), mount -o discard, write files of
 # random and of known content at aligned and unaligned sizes, overwrite
@@ -22,6 +29,7 @@
 #   STEP WHAT ok | STEP WHAT FAIL RC
 #   SUM SHA256 PATH      (PATH relative to the filesystem root)
 #   INFO TEXT
+#   SYNC NAME            a sync point (HOST_SYNC=1): waiting for the host
 #   DONE                 last line, written only when the script got there
 # A failed step that makes the rest meaningless ends the script (no DONE).
 
@@ -37,6 +45,29 @@ step ()  # step WHAT CMD...: run CMD, report, return its status
   return "$rc"
 }
 die () { echo "guest: giving up: $*"; exit 1; }
+
+# The host's channel is opened once, before the first sync point: opening a
+# serial port resets its FIFO, so a line sent before the open would be lost.
+if [ "${HOST_SYNC:-0}" = 1 ]; then
+  exec 3</dev/ttyS2 || die "no /dev/ttyS2"
+  stty raw -echo <&3 || die "stty /dev/ttyS2"
+fi
+# host_sync NAME: report the sync point, wait for the host's "GO".
+host_sync ()
+{
+  [ "${HOST_SYNC:-0}" = 1 ] || return 0
+  report "SYNC $1"
+  echo "guest: at sync point $1, uptime $(cut -d' ' -f1 /proc/uptime) s"
+  line=
+  read -r -t "${SYNC_TIMEOUT:-240}" line <&3
+  line=$(echo "$line" | tr -d '\r')
+  if [ "$line" = GO ]; then
+    report "STEP sync-$1 ok"
+    return 0
+  fi
+  report "STEP sync-$1 FAIL host said '$line'"
+  die "host said '$line' at sync point $1"
+}
 
 DEV=/dev/vda
 if [ "$MODE" = nbd ]; then
@@ -70,9 +101,11 @@ if [ "$MODE" = nbd ]; then
   step per-cpu-io per_cpu_io
 fi
 
-# ---- LATER (reshape issue): the host may reshape the array while the
-# workload below runs; this script then waits for the host's go-ahead
-# (a line on a third serial port) between the write and verify phases.
+# With HOST_SYNC=1 the host starts its reshape now: mkfs (discarding and
+# writing the whole device), the files and the sync below run while it
+# moves data; the host lets it finish before the "written" sync point
+# returns, so the checks after it read the new layout.
+host_sync write-phase
 
 t0=$(cut -d' ' -f1 /proc/uptime)
 step mkfs mkfs.ext4 -F -q -E lazy_itable_init=0,lazy_journal_init=0 "$DEV" || die mkfs
@@ -116,6 +149,7 @@ while read -r sum path; do report "SUM $sum $path"; done </tmp/sums
 report "INFO $(wc -l </tmp/sums) files, $(du -sk /mnt | cut -f1) KiB"
 
 step sync sync
+host_sync written
 step umount umount /mnt || die umount
 step fsck e2fsck -fn "$DEV"
 

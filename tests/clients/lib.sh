@@ -12,7 +12,11 @@
 #     goes to $tmp/NAME.console, what it reports to $tmp/NAME.results
 #     (second serial port);
 #   - guest_results: turns the guest's report into counted checks;
+#   - guest_channel / wait_guest_line / tell_guest: sync points with a
+#     running guest (it reports "SYNC NAME" and waits for the host's line
+#     on its third serial port);
 #   - run_bounded: a background command with a bound, killed at exit;
+#     py_checks: the counted checks of a Python helper run in the background;
 #   - at_exit / at_exit_late: cleanup steps (unmount, detach loop devices;
 #     delete network namespaces) run by the exit trap before / after the
 #     servers are stopped;
@@ -318,6 +322,7 @@ guest_results ()
         STEP) if [ "$b" = ok ]; then ok; else fail "guest $name: step $a: ${b} ${c}"; fi ;;
         SUM) echo "$a  $b" >>"$tmp/$name.sums" ;;
         INFO) echo "$test_name: guest $name: $a $b $c" ;;
+        SYNC) echo "$test_name: guest $name: passed sync point $a" ;;
       esac
     done <"$r.txt"
   fi
@@ -325,6 +330,63 @@ guest_results ()
     fail "guest $name did not finish its script"
     tail -n 40 "$tmp/$name.console" 2>/dev/null | sed 's/^/    [console] /' >&2 || true
   fi
+}
+
+# py_checks WHAT OUT RC: like functions.sh's run_py for a Python helper that
+# ran in the background (output in OUT, exit status RC): its lines are
+# shown, its "checks: PASSED FAILED" line is added to our counts.
+py_checks ()
+{
+  local what="$1" out="$2" rc="$3" last p f
+  grep -v '^checks: ' "$out" | sed "s/^/    [$what] /" >&2 || true
+  last="$(grep '^checks: ' "$out" | tail -n 1 || true)"
+  if [ -n "$last" ]; then
+    read -r _ p f <<<"$last"
+    checks_passed=$((checks_passed + p))
+    checks_failed=$((checks_failed + f))
+  fi
+  if [ "$rc" -ne 0 ] && { [ -z "$last" ] || [ "${f:-0}" -eq 0 ]; }; then
+    fail "$what: python exited $rc without reporting a failed check"
+  fi
+  return 0
+}
+
+# ---- talking to a running guest ----------------------------------------------
+# A test that acts on the array while the guest works (a reshape, a
+# rebuild) meets the guest at sync points: the guest reports "SYNC NAME" on
+# its report port and then waits for a line from the host on its third
+# serial port (/dev/ttyS2), which the host writes into a FIFO (QEMU's pipe
+# chardev).  No sleeps: each side waits for the other's line, bounded.
+#
+# guest_channel NAME: make the FIFOs $tmp/NAME.go.in/.out; sets
+# $guest_channel_args, the QEMU arguments (after run_guest's two serial
+# ports, so the guest sees it as /dev/ttyS2).
+guest_channel ()
+{
+  local p="$tmp/$1.go"
+  rm -f "$p.in" "$p.out"
+  mkfifo "$p.in" "$p.out"
+  guest_channel_args=(-chardev "pipe,id=go,path=$p" -serial chardev:go)
+}
+
+# tell_guest NAME LINE: send LINE to guest NAME's /dev/ttyS2.  Bounded:
+# with no QEMU holding the FIFO open the write would block; returns 1 then.
+tell_guest ()
+{
+  timeout 10 bash -c 'printf "%s\n" "$1" >"$2"' _ "$2" "$tmp/$1.go.in"
+}
+
+# wait_guest_line NAME LINE BOUND: wait until guest NAME's report holds the
+# line LINE (exactly; carriage returns ignored), at most BOUND seconds.
+# Returns 1 on the bound.
+wait_guest_line ()
+{
+  local f="$tmp/$1.results" n=$(($3 * 10)) i
+  for ((i = 0; i < n; i++)); do
+    if [ -f "$f" ] && tr -d '\r' <"$f" | grep -qxF "$2"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
 }
 
 # ---- host-side verification of a filesystem ---------------------------------

@@ -17,6 +17,20 @@
 #   netns_io.py verify URI MODEL
 #     The export reads exactly as MODEL (a new connection).
 #
+#   netns_io.py reshape-write URI SEED MODEL CTL STARTED
+#     MODEL holds what the export holds.  Keeps writing while the test
+#     reshapes the array: batches of 8 writes in flight (4 KiB to 96 KiB at
+#     unaligned offsets, disjoint within a batch, fixed seed), then a status
+#     request on the control socket CTL between batches.  After the first
+#     batch it creates the file STARTED (the test starts the reshape then);
+#     it stops two batches after status first says the reshape is over
+#     (sync_action idle, reshape null) having said it was running.
+#     Checks: every write succeeds; status showed the reshape running
+#     between batches, at no fewer than two positions (data moved while
+#     this wrote); then, through a new connection, the export is larger
+#     than before, reads as MODEL over the old size and as zeroes beyond
+#     it.  MODEL is extended with those zeroes.
+#
 #   netns_io.py poke URI
 #     Reads the first MiB (errors ignored): makes the array notice a dead
 #     member before anything is timed.
@@ -51,6 +65,9 @@ import sys
 import time
 
 import nbd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from e2e_common import control_request  # noqa: E402
 
 passed = 0
 failed = 0
@@ -181,6 +198,86 @@ def cmd_verify(uri, model_path):
     done()
 
 
+def cmd_reshape_write(uri, seed, model_path, ctl, started_path):
+    rnd = random.Random(seed)
+    model = bytearray(open(model_path, "rb").read())
+    old_size = len(model)
+    h = connect(uri)
+    check(h.get_size() == old_size, "size %d, model %d" % (h.get_size(), old_size))
+    slot = 192 << 10
+    nslots = old_size // slot
+    qd = 8
+    batches = writes = running_batches = 0
+    positions = set()
+    seen_running = False
+    after_end = -1          # batches left once the reshape is over
+    t_end = time.monotonic() + 300
+    while after_end != 0 and time.monotonic() < t_end:
+        inflight = {}
+        for s_ in rnd.sample(range(nslots), qd):
+            off = s_ * slot + rnd.randrange(0, slot // 2)
+            n = rnd.randrange(4096, slot // 2)
+            data = rnd.randbytes(n)
+            inflight[h.aio_pwrite(data, off)] = (off, n)
+            model[off:off + n] = data
+        while inflight:
+            h.poll(-1)
+            while inflight:
+                ck = h.aio_peek_command_completed()
+                if not ck:
+                    break
+                off, n = inflight.pop(ck)
+                try:
+                    h.aio_command_completed(ck)
+                except nbd.Error as e:
+                    check(False, "write [%d, +%d) during the reshape failed: %s" % (off, n, e))
+        batches += 1
+        writes += qd
+        if batches == 1:
+            open(started_path, "w").close()
+        st = control_request(ctl, {"op": "status", "id": batches})
+        if not st.get("ok"):
+            check(False, "status failed: %s" % st)
+            break
+        rs = st.get("reshape")
+        if st.get("sync_action") == "reshape" and rs and rs.get("state") == "running":
+            seen_running = True
+            running_batches += 1
+            positions.add(rs.get("position"))
+        elif seen_running and after_end < 0 and st.get("sync_action") == "idle" and rs is None:
+            after_end = 2
+        if after_end > 0:
+            after_end -= 1
+    check(after_end == 0, "the reshape did not run and end within 300 s (seen running: %s)"
+          % seen_running)
+    check(running_batches >= 2 and len(positions) >= 2,
+          "the reshape was seen running after %d of %d write batches, at %d positions: "
+          "no overlap" % (running_batches, batches, len(positions)))
+    print("%d writes in %d batches, %d batches while the reshape ran (positions %s)"
+          % (writes, batches, running_batches,
+             ", ".join(str(p >> 20) + "M" for p in sorted(positions))), file=sys.stderr)
+    h.flush()
+    h.shutdown()
+    h2 = connect(uri)
+    new_size = h2.get_size()
+    check(new_size > old_size, "size after the grow %d, before %d" % (new_size, old_size))
+    compare_all(h2, model, "after the reshape, the old size")
+    tail = new_size - old_size
+    zeros = bytes(min(tail, 4 << 20))
+    bad = 0
+    for off in range(old_size, new_size, 4 << 20):
+        n = min(4 << 20, new_size - off)
+        if h2.pread(n, off) != zeros[:n]:
+            bad += 1
+    check(bad == 0, "the grown space [%d, %d) does not read as zeroes (%d ranges)"
+          % (old_size, new_size, bad))
+    h2.shutdown()
+    model.extend(bytes(tail))
+    with open(model_path, "wb") as f:
+        f.write(model)
+    done()
+
+
 # md's RAID6 left-symmetric placement: for row r, P on disk n-1-(r mod n),
 # Q on the next disk (wrapping), data disk k on (P + 2 + k) mod n.
 def data_disk(row, k, n):
@@ -268,6 +365,8 @@ def main(argv):
         cmd_fill(argv[2], int(argv[3]), argv[4])
     elif cmd == "write-kill":
         cmd_write_kill(argv[2], int(argv[3]), argv[4], int(argv[5]), int(argv[6]))
+    elif cmd == "reshape-write":
+        cmd_reshape_write(argv[2], int(argv[3]), argv[4], argv[5], argv[6])
     elif cmd == "verify":
         cmd_verify(argv[2], argv[3])
     elif cmd == "latency":

@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # nbdkit-raid: members on other hosts.
 #
-# Six test hosts are network namespaces made here, each joined to the root
+# Test hosts are network namespaces made here, each joined to the root
 # namespace by its own veth pair in a /24 of 10.213.0.0/16 that this test
 # assigns (the root side .1, the host .2); no namespace has a route beyond
 # its own /24, and every address a packet is sent to is one assigned here.
-# Each host runs `nbdkit -i ADDR -p 10809 memory 128M` (host 5 is the spare
-# host for the later rebuild and grow scenarios).  A RAID6 of 5 members is
-# created from the nbd://ADDR:10809 URIs of hosts 0-4 and served on the
-# host's UNIX socket.
+# Each host runs `nbdkit -i ADDR -p 10809 memory 128M`.  Hosts 0-4 exist
+# from the start; host 5 (the replacement) and host 6 (the new member of
+# the grow) are made when they are needed.  A RAID6 of 5 members is created
+# from the nbd://ADDR:10809 URIs of hosts 0-4 and served on the host's UNIX
+# socket, with a control socket.
 #
 # (a) Data: the whole export is written with fixed-seed data and read back.
 # (b) A member host dies mid-write: host 2's nbdkit gets SIGKILL with 16
 #     writes in flight; every write still succeeds, the raid server keeps
-#     serving, a full read through a new connection matches, and `nbdraid
-#     examine` of a surviving member (over NBD) records role 2 faulty, both
-#     while the array is served and after the server stopped; a restart on
-#     the four survivors serves the same data.
-# (c) Latency: fresh members (file plugin) behind nbdkit's delay filter
+#     serving, a full read through a new connection matches, status says
+#     degraded with role 2 faulty, and `nbdraid examine` of a surviving
+#     member (over NBD) records role 2 faulty while the array is served.
+# (c) Rebuild onto a replacement host: host 5 is made (new namespace, veth
+#     and address), serves a fresh export, and `nbdraid -C CTL add
+#     nbd://HOST5:10809` makes it the spare that the degraded array recovers
+#     onto; after `nbdraid -C CTL wait` status says optimal with host 5's
+#     export in role 2, in sync; every byte written before and during the
+#     failure reads back; a scrub (`check`) finds no parity mismatch; the
+#     member superblocks, examined over NBD after the server stops, agree;
+#     a restart on the five members in another order serves the same data.
+# (d) Grow onto a new host while a writer runs: host 6 is made, and
+#     `nbdraid -C CTL reshape --add=nbd://HOST6:10809 --start` runs while
+#     netns_io.py keeps 8 writes in flight at unaligned offsets (it sees
+#     the reshape running at several positions between its writes); after
+#     `nbdraid -C CTL wait`: raid_devices 6, health optimal, all six in
+#     sync, the export larger, every byte as written and the new space
+#     zero.
+# (e) Latency: fresh members (file plugin) behind nbdkit's delay filter
 #     (rdelay=wdelay=DELAY), one request at a time.  A 4 KiB read, and a
 #     4 KiB read of a chunk on a dead member (reconstructed from the row: 3
 #     member reads), take about one member's latency (< 2 x DELAY), not the
@@ -27,7 +42,8 @@
 #     round per member.  The measured figures are printed.
 #
 # Proves: NBD URIs are members like files; the array spans machines, keeps
-# serving when one of them dies, records the failure on the others, and
+# serving when one of them dies, records the failure on the others, rebuilds
+# onto a replacement machine and grows onto a new one while it serves, and
 # issues member requests in parallel.
 
 set -euo pipefail
@@ -35,10 +51,13 @@ source "$(dirname "$0")/lib.sh"
 clients_init test-netns "$@"
 requires ip
 requires nbdinfo
+requires nbdcopy
 [ "$(id -u)" -eq 0 ] || skip_loudly "needs root for network namespaces"
 
-NHOSTS=6
+NHOSTS=7          # /24s reserved: 0-4 the members, 5 the replacement, 6 the grow
 NMEMBERS=5
+REPLACEMENT=5
+NEWHOST=6
 MPORT=10809
 DELAY_MS=50
 CHUNKB=65536
@@ -115,19 +134,19 @@ kill_member ()
   pid_of[$1]=
 }
 
+# new_member_host I: make host I and serve a fresh 128M export on it.
+new_member_host ()
+{
+  make_host "$1" || { fail "network namespace for host $1"; return 1; }
+  start_member "$1" "mem$1" memory 128M || { fail "member server on host $1"; return 1; }
+  expect_eq "host $1 serves 128M" $((128 << 20)) "$(nbdinfo --size "$(muri_of "$1")" 2>&1)"
+}
+
 t0="$(now)"
-for ((i = 0; i < NHOSTS; i++)); do
-  make_host "$i" || { fail "network namespace for host $i"; finish; }
+for ((i = 0; i < NMEMBERS; i++)); do
+  new_member_host "$i" || finish
 done
-ok
-for ((i = 0; i < NHOSTS; i++)); do
-  start_member "$i" "mem$i" memory 128M || { fail "member server on host $i"; finish; }
-done
-ok
-for ((i = 0; i < NHOSTS; i++)); do
-  expect_eq "host $i serves 128M" $((128 << 20)) "$(nbdinfo --size "$(muri_of "$i")" 2>&1)"
-done
-echo "$test_name: $NHOSTS hosts at 10.213.$base.2 .. 10.213.$((base + NHOSTS - 1)).2 up in $(elapsed "$t0") s"
+echo "$test_name: $NMEMBERS hosts at 10.213.$base.2 .. 10.213.$((base + NMEMBERS - 1)).2 up in $(elapsed "$t0") s"
 
 members=()
 for ((i = 0; i < NMEMBERS; i++)); do members+=("$(muri_of "$i")"); done
@@ -135,7 +154,8 @@ for ((i = 0; i < NMEMBERS; i++)); do members+=("$(muri_of "$i")"); done
 # ---- (a) data over the network -----------------------------------------------
 create_array --level=6 "${members[@]}" || { fail "nbdraid create over NBD"; finish; }
 ok
-start_raid raid1 "${members[@]}" || { fail "serve the array"; finish; }
+ctl="$tmp/raid1.ctl"
+start_raid raid1 "${members[@]}" control="$ctl" || { fail "serve the array"; finish; }
 ok
 echo "$test_name: RAID6 of $NMEMBERS NBD members: $(($(nbd_size "$uri") >> 20)) MiB"
 t0="$(now)"
@@ -151,37 +171,118 @@ run_py "(b) write-kill" "$clients_dir/netns_io.py" write-kill "$uri" 10 "$tmp/mo
 kill_member mem$victim     # reaps it (or kills it if the workload did not)
 echo "$test_name: (b) write with a member killed, read back $(elapsed "$t0") s"
 expect_run "(b) the raid server still answers" nbdinfo "$uri"
-# LATER (control socket issue): serve with control= and check that
-# `nbdraid -C ... status` says health degraded, role $victim faulty.
+expect_eq "(b) status: health" degraded "$(status_get "$ctl" health)"
+expect_eq "(b) status: role $victim" faulty "$(status_get "$ctl" "member:$victim")"
 examine "$tmp/ex-live.json" "$(muri_of 0)" || fail "(b) examine a survivor while served"
 expect_eq "(b) examine survivor 0 while served: role $victim" faulty \
   "$(member_state "$tmp/ex-live.json" "$victim")"
+
+# sj FILE EXPR: a Python expression over a saved `nbdraid status --json`
+# reply d.
+sj () { $PYTHON -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+# in_sync_roles FILE: the roles whose members are in sync, in order.
+in_sync_roles () { sj "$1" '" ".join(str(r) for r in sorted(m["role"] for m in d["members"] if m["state"] == "in_sync" and m["role"] is not None))'; }
+# role_of FILE SPEC: "ROLE STATE" of the member SPEC.
+role_of () { sj "$1" '" ".join("%s %s" % (m["role"], m["state"]) for m in d["members"] if m["spec"] == "'"$2"'")'; }
+
+# raidcheck_members WHAT EXAMINE-JSON URI...: copy the member exports (in
+# role order) to files and let tests/raidcheck.py, md's placement re-derived
+# independently of the plugin, check P and Q of every row.
+raidcheck_members ()
+{
+  local what="$1" ex="$2" i=0 u; shift 2
+  local -a files=()
+  for u in "$@"; do
+    files+=("$tmp/rc$i.img")
+    expect_run "$what: copy member $i out" nbdcopy "$u" "$tmp/rc$i.img"
+    i=$((i + 1))
+  done
+  # shellcheck disable=SC2086  # RAIDCHECK is a command line
+  expect_run "$what: md parity of every row (raidcheck)" \
+    $RAIDCHECK --from-examine "$ex" verify "${files[@]}"
+  rm -f "${files[@]}"
+}
+
+# ---- (c) rebuild onto a replacement host --------------------------------------
+t0="$(now)"
+new_member_host "$REPLACEMENT" || finish
+repl="$(muri_of "$REPLACEMENT")"
+expect_run "(c) nbdraid add $repl" "$NBDRAID" -C "$ctl" add "$repl"
+expect_run "(c) nbdraid wait (recovery)" timeout 300 "$NBDRAID" -C "$ctl" wait
+echo "$test_name: (c) rebuild onto host $REPLACEMENT: $(elapsed "$t0") s"
+"$NBDRAID" -C "$ctl" status --json >"$tmp/st-c.json"
+expect_eq "(c) status: health" optimal "$(sj "$tmp/st-c.json" 'd["health"]')"
+expect_eq "(c) status: sync_action" idle "$(sj "$tmp/st-c.json" 'd["sync_action"]')"
+expect_eq "(c) status: the replacement" "$victim in_sync" "$(role_of "$tmp/st-c.json" "$repl")"
+expect_eq "(c) status: roles in sync" "0 1 2 3 4" "$(in_sync_roles "$tmp/st-c.json")"
+run_py "(c) verify after the rebuild" "$clients_dir/netns_io.py" verify "$uri" "$tmp/model.img"
+# A scrub reads every row, the rebuilt member's blocks included.
+expect_run "(c) nbdraid check" "$NBDRAID" -C "$ctl" check
+expect_run "(c) nbdraid wait (check)" timeout 300 "$NBDRAID" -C "$ctl" wait
+expect_eq "(c) scrub: mismatch_count" 0 "$(status_get "$ctl" mismatch_count)"
 stop_nbdkit raid1
-survivors=()
-for ((i = 0; i < NMEMBERS; i++)); do [ "$i" -eq "$victim" ] || survivors+=("$(muri_of "$i")"); done
-examine "$tmp/ex.json" "${survivors[@]}" || fail "(b) examine the survivors"
-expect_eq "(b) examine: role $victim" faulty "$(member_state "$tmp/ex.json" "$victim")"
+members=("$(muri_of 0)" "$(muri_of 1)" "$repl" "$(muri_of 3)" "$(muri_of 4)")
+examine "$tmp/ex.json" "${members[@]}" || fail "(c) examine the members"
 for ((i = 0; i < NMEMBERS; i++)); do
-  [ "$i" -eq "$victim" ] && continue
-  expect_eq "(b) examine: role $i" in_sync "$(member_state "$tmp/ex.json" "$i")"
+  expect_eq "(c) examine: role $i" in_sync "$(member_state "$tmp/ex.json" "$i")"
 done
-# The four survivors, in another order, serve the same data.
-start_raid raid2 "${survivors[3]}" "${survivors[1]}" "${survivors[0]}" "${survivors[2]}" \
-  || { fail "(b) restart on the survivors"; finish; }
+raidcheck_members "(c) after the rebuild" "$tmp/ex.json" "${members[@]}"
+ctl="$tmp/raid2.ctl"
+start_raid raid2 "${members[4]}" "${members[2]}" "${members[0]}" "${members[3]}" "${members[1]}" \
+  control="$ctl" || { fail "(c) restart on the members, the replacement included"; finish; }
 ok
-run_py "(b) verify after restart" "$clients_dir/netns_io.py" verify "$uri" "$tmp/model.img"
+run_py "(c) verify after restart" "$clients_dir/netns_io.py" verify "$uri" "$tmp/model.img"
+
+# ---- (d) grow onto a new host while a writer runs --------------------------------
+new_member_host "$NEWHOST" || finish
+grow="$(muri_of "$NEWHOST")"
+t0="$(now)"
+rm -f "$tmp/writing"
+$PYTHON "$clients_dir/netns_io.py" reshape-write "$uri" 11 "$tmp/model.img" "$ctl" \
+  "$tmp/writing" >"$tmp/reshape-write.out" 2>&1 &
+writer=$!
+bg_pids+=("$writer")
+for ((i = 0; i < 600; i++)); do
+  [ -e "$tmp/writing" ] || ! kill -0 "$writer" 2>/dev/null && break
+  sleep 0.1
+done
+if [ -e "$tmp/writing" ]; then ok; else fail "(d) the writer did not start"; fi
+if "$NBDRAID" -C "$ctl" reshape --add="$grow" --start >"$tmp/reshape.out" 2>&1; then ok; else
+  fail "(d) nbdraid reshape --add=$grow --start: $(cat "$tmp/reshape.out")"
+  kill_pid_quick "$writer"
+fi
+expect_run "(d) nbdraid wait (reshape)" timeout 300 "$NBDRAID" -C "$ctl" wait
+for ((i = 0; i < 600; i++)); do kill -0 "$writer" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$writer" 2>/dev/null; then
+  fail "(d) the writer still runs 60 s after the reshape ended"
+  kill_pid_quick "$writer"
+fi
+rc=0; wait "$writer" || rc=$?
+py_checks "(d) write during the reshape" "$tmp/reshape-write.out" "$rc"
+echo "$test_name: (d) grow onto host $NEWHOST under writes: $(elapsed "$t0") s"
+"$NBDRAID" -C "$ctl" status --json >"$tmp/st-d.json"
+expect_eq "(d) status: raid_devices" 6 "$(sj "$tmp/st-d.json" 'd["raid_devices"]')"
+expect_eq "(d) status: reshape" None "$(sj "$tmp/st-d.json" 'd["reshape"]')"
+expect_eq "(d) status: health" optimal "$(sj "$tmp/st-d.json" 'd["health"]')"
+expect_eq "(d) status: roles in sync" "0 1 2 3 4 5" "$(in_sync_roles "$tmp/st-d.json")"
+expect_eq "(d) status: the new member" "5 in_sync" "$(role_of "$tmp/st-d.json" "$grow")"
+expect_eq "(d) status: size" "$(stat -c %s "$tmp/model.img")" "$(sj "$tmp/st-d.json" 'd["size"]')"
+run_py "(d) verify after the grow" "$clients_dir/netns_io.py" verify "$uri" "$tmp/model.img"
 stop_nbdkit raid2
+members+=("$grow")
+examine "$tmp/ex-d.json" "${members[@]}" || fail "(d) examine the six members"
+expect_eq "(d) examine: raid_devices" 6 "$(exfield "$tmp/ex-d.json" raid_disks)"
+for ((i = 0; i < NMEMBERS + 1; i++)); do
+  expect_eq "(d) examine: role $i" in_sync "$(member_state "$tmp/ex-d.json" "$i")"
+done
+raidcheck_members "(d) after the grow" "$tmp/ex-d.json" "${members[@]}"
+for i in "$REPLACEMENT" "$NEWHOST"; do kill_member "mem$i"; done
+members=()
+for ((i = 0; i < NMEMBERS; i++)); do members+=("$(muri_of "$i")"); done
 
-# ---- LATER (rebuild issue): start the array with a control socket, `nbdraid
-# add` host 5's export (muri_of 5) as the replacement for role 2, wait for
-# the rebuild, check health optimal, kill another host and verify again.
-
-# ---- LATER (reshape issue): grow onto a new host: `nbdraid reshape
-# --raid-devices=6 --add=$(muri_of 5) --start --wait` while a writer runs,
-# then verify the data and the new size.
-
-# ---- (c) latency: members behind the delay filter -------------------------------
-# Member servers (file plugin) that answer each request after DELAY_MS.
+# ---- (e) latency: members behind the delay filter -------------------------------
+# Member servers (file plugin) on hosts 0-4 that answer each request after
+# DELAY_MS.
 # Two arrays on them in turn: --consistency=resync first (a full-stripe
 # write is data and parity only: one round of parallel member writes), then
 # the default policy (journal), optimal and with one member host dead.
@@ -201,7 +302,7 @@ file_members ()
     kill_member "mem$i"
     kill_member "dmem$i"
     start_member "$i" "dmem$i" "${f[@]}" file "$tmp/host$i.img" "${p[@]}" \
-      || { fail "(c) member $i"; return 1; }
+      || { fail "(e) member $i"; return 1; }
   done
 }
 
@@ -220,16 +321,16 @@ latency_array ()
   done
   file_members || return 1
   create_array --level=6 --consistency="$cons" "${members[@]}" \
-    || { fail "(c) nbdraid create --consistency=$cons"; return 1; }
+    || { fail "(e) nbdraid create --consistency=$cons"; return 1; }
   ok
   file_members delayed || return 1
   ok
   t0="$(now)"
-  start_raid "$name" "${members[@]}" || { fail "(c) serve $cons"; return 1; }
+  start_raid "$name" "${members[@]}" || { fail "(e) serve $cons"; return 1; }
   ok
-  echo "$test_name: (c) $cons: assembly over members with ${DELAY_MS} ms latency: $(elapsed "$t0") s"
+  echo "$test_name: (e) $cons: assembly over members with ${DELAY_MS} ms latency: $(elapsed "$t0") s"
   echo "consistency=$cons, all members:" >>"$NETNS_FIGURES"
-  run_py "(c) latency, $cons" "$clients_dir/netns_io.py" latency "$uri" \
+  run_py "(e) latency, $cons" "$clients_dir/netns_io.py" latency "$uri" \
     "$CHUNKB" "$NMEMBERS" -1 "$DELAY_MS" 12 "$write_rounds"
 }
 
@@ -241,11 +342,11 @@ if latency_array raid4 journal 2; then
   # The first request that needs the dead member marks it faulty; not timed.
   $PYTHON "$clients_dir/netns_io.py" poke "$uri" >/dev/null 2>&1 || true
   echo "consistency=journal, member host $victim dead:" >>"$NETNS_FIGURES"
-  run_py "(c) latency, journal, member $victim dead" "$clients_dir/netns_io.py" latency \
+  run_py "(e) latency, journal, member $victim dead" "$clients_dir/netns_io.py" latency \
     "$uri" "$CHUNKB" "$NMEMBERS" "$victim" "$DELAY_MS" 12 2
   stop_nbdkit raid4
 fi
-echo "$test_name: (c) measured (one request at a time; member delay ${DELAY_MS} ms):"
+echo "$test_name: (e) measured (one request at a time; member delay ${DELAY_MS} ms):"
 sed 's/^/    /' "$NETNS_FIGURES"
 
 for ((i = 0; i < NHOSTS; i++)); do kill_member "mem$i"; kill_member "dmem$i"; done
