@@ -170,6 +170,14 @@ int array_resume_actions (struct raid_array *a);
  * the answer must not change under you. */
 uint32_t array_bad_roles (struct raid_array *a, const struct layout *L,
                           uint32_t *rb_mask, uint64_t *rb_row);
+/* While a reshape is prepared or running: whether the new layout holds
+ * data yet.  Before the first window moves (position 0) the old layout
+ * holds everything, so only it counts for health and for serving. */
+static inline bool
+array_next_holds_data (struct raid_array *a)
+{
+  return atomic_load (&a->reshaping) && a->sb.reshape_position > 0;
+}
 
 /* The member holding role r of L, or NULL if the role has none. */
 static inline struct member *

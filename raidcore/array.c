@@ -86,13 +86,12 @@ array_update_health (struct raid_array *a)
     : nbad <= tolerance (&a->cur.g) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
 
   if (atomic_load (&a->reshaping) && h != RAID_HEALTH_FAILED) {
-    /* While reshaping, the new layout must be servable too -- once it
-     * holds data.  Before the first window moves (position 0) the old
-     * layout holds everything: the array serves from it, degraded, and
+    /* While reshaping, the new layout must be servable too, once it holds
+     * data; before that the array serves from the old one, degraded, and
      * start is refused until the members come back (or abort). */
     int nbad1 = __builtin_popcount (array_bad_roles (a, &a->next, NULL, NULL));
     if (nbad1 > tolerance (&a->next.g))
-      h = a->sb.reshape_position == 0 ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
+      h = array_next_holds_data (a) ? RAID_HEALTH_FAILED : RAID_HEALTH_DEGRADED;
     else if (nbad1 && h == RAID_HEALTH_OPTIMAL)
       h = RAID_HEALTH_DEGRADED;
     nbad = raid_max_u64 (nbad, nbad1);
@@ -365,8 +364,7 @@ static bool
 data_degraded (struct raid_array *a)
 {
   return array_bad_roles (a, &a->cur, NULL, NULL) != 0 ||
-    (atomic_load (&a->reshaping) && a->sb.reshape_position > 0 &&
-     array_bad_roles (a, &a->next, NULL, NULL) != 0);
+    (array_next_holds_data (a) && array_bad_roles (a, &a->next, NULL, NULL) != 0);
 }
 
 /* After an unclean stop: replay the journal, or schedule a resync, or refuse

@@ -671,9 +671,9 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
 int
 reshape_check_start (struct raid_array *a, char *err, size_t errlen)
 {
-  int nbad1 = __builtin_popcount (array_bad_roles (a, &a->next, NULL, NULL));
+  uint32_t bad1 = array_bad_roles (a, &a->next, NULL, NULL);
+  int nbad1 = __builtin_popcount (bad1);
   int nbad0 = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
-
   uint32_t added = 0;
 
   if (nbad1 > tolerance_of (&a->next.g) || nbad0 > tolerance_of (&a->cur.g)) {
@@ -687,8 +687,7 @@ reshape_check_start (struct raid_array *a, char *err, size_t errlen)
    * within redundancy does not stop it. */
   for (int r = a->cur.g.raid_disks; r < a->next.g.raid_disks; r++)
     added |= 1u << r;
-  if (a->sb.reshape_position == 0 &&
-      (array_bad_roles (a, &a->next, NULL, NULL) & added)) {
+  if (!array_next_holds_data (a) && (bad1 & added)) {
     snprintf (err, errlen, "a member this reshape adds is missing or faulty; "
               "abort the reshape and prepare it again");
     return ENODEV;

@@ -165,6 +165,19 @@ finish (struct raid_array *a, int action, int target, uint64_t mism)
 
 /* ---- one batch ---- */
 
+/* Whether the owed resync must visit every row (clients change sb.flags
+ * too: read it under sb_lock). */
+static bool
+resync_all (struct raid_array *a)
+{
+  bool all;
+
+  pthread_mutex_lock (&a->sb_lock);
+  all = a->sb.flags & SB_FLAG_RESYNC_ALL;
+  pthread_mutex_unlock (&a->sb_lock);
+  return all;
+}
+
 static int
 do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
           uint64_t total, uint64_t *mism)
@@ -178,8 +191,7 @@ do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
   uint64_t n = raid_min_u64 (rows_per_batch (a, unit), (total - *pos + unit - 1) / unit);
   int err;
 
-  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a) &&
-      !(a->sb.flags & SB_FLAG_RESYNC_ALL)) {
+  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a) && !resync_all (a)) {
     /* Only regions the bitmap marks can be inconsistent: skip clean ones. */
     uint64_t rpr = bitmap_rows_per_region (a);
     while (r0 < L->rows && !bitmap_row_dirty (a, r0))
