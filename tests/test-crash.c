@@ -1096,6 +1096,40 @@ touched_rows (const struct ctx *c, struct cs_disk *const *d,
   }
 }
 
+/* Check nsec sectors read into buf, array sectors from sec0, against the
+ * model.  A bad sector counts as invariant 2 or 3 when inv is 0, as 4 or
+ * 4w (the sector had non-durable versions) when inv is 4; the first of
+ * each kind (seen[]) is described.  Returns false on a failure. */
+static bool
+check_sectors (struct ctx *c, const struct model *m, const uint8_t *buf,
+               uint64_t sec0, uint64_t nsec, int inv, bool *seen,
+               const struct where *wh)
+{
+  bool ok = true;
+
+  for (uint64_t s = 0; s < nsec; s++) {
+    uint64_t sec = sec0 + s;
+    int bad = model_check_sector (m, sec, buf + s * SECTOR), k;
+    char d[2048];
+
+    if (!bad)
+      continue;
+    ok = false;
+    k = inv == 4 && bad == 2 ? INV_4W : inv ? inv : bad;
+    if (seen[k])
+      continue;
+    seen[k] = true;
+    if (c->wl.reshape)                /* two geometries: no member location */
+      snprintf (d, sizeof d, "array sector %" PRIu64 " (offset %" PRIu64
+                ") holds none of its acceptable versions (durable: write #%u)",
+                sec, sec * SECTOR, m->dur_wid[sec]);
+    else
+      describe_sector (c, m, sec, buf + s * SECTOR, d, sizeof d);
+    report (c, k, wh, "%s", d);
+  }
+  return ok;
+}
+
 /* Read every touched row and check every sector against the model.  A
  * bad sector counts as invariant 2 or 3 when inv is 0, as 4 or 4w (the
  * sector had non-durable versions) when inv is 4; each kind is reported at
@@ -1119,21 +1153,7 @@ check_data (struct ctx *c, struct raid_array *a, const struct model *m,
       ok = false;
       break;
     }
-    for (uint64_t s = 0; s < W / SECTOR; s++) {
-      uint64_t sec = row * W / SECTOR + s;
-      int bad = model_check_sector (m, sec, buf + s * SECTOR), k;
-      char d[2048];
-
-      if (!bad)
-        continue;
-      ok = false;
-      k = inv == 4 && bad == 2 ? INV_4W : inv ? inv : bad;
-      if (seen[k])
-        continue;
-      seen[k] = true;
-      describe_sector (c, m, sec, buf + s * SECTOR, d, sizeof d);
-      report (c, k, wh, "%s", d);
-    }
+    ok &= check_sectors (c, m, buf, row * W / SECTOR, W / SECTOR, inv, seen, wh);
   }
   free (buf);
   return ok;
@@ -1191,6 +1211,35 @@ shuffle (int *v, int n, uint64_t *rng)
   }
 }
 
+/* Reassemble the images minus `removed` on fresh simulated disks of w
+ * (d[], the member that died before the crash failing), in shuffled order
+ * (order[], wh->norder).  NULL, reported as invariant 1, when assembly is
+ * refused. */
+static struct raid_array *
+reassemble (struct ctx *c, const struct run *r, struct cs_image *const *img,
+            uint32_t removed, uint64_t *rng, struct cs_world *w,
+            struct cs_disk **d, int *order, struct where *wh)
+{
+  struct raid_array *a;
+  char err[512];
+  int n = 0;
+
+  for (int i = 0; i < ndisks (&c->wl); i++) {
+    if (removed & (1u << i))
+      continue;
+    d[i] = cs_disk_new (w, img[i], i);
+    cs_disk_set_failed (d[i], i == r->dead);
+    order[n++] = i;
+  }
+  shuffle (order, n, rng);
+  wh->norder = n;
+  c->t.images++;
+  a = assemble_disks (d, order, n, err, sizeof err);
+  if (a == NULL)
+    report (c, 1, wh, "assembly refused: %s", err);
+  return a;
+}
+
 /* Reassemble the images minus `removed` and check every invariant. */
 static void
 check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
@@ -1200,28 +1249,16 @@ check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
   const struct workload *wl = &c->wl;
   struct cs_world *w = cs_world_new ();
   struct cs_disk *d[RAID_MAX_MEMBERS] = { 0 };
-  int order[RAID_MAX_MEMBERS], n = 0;
+  int order[RAID_MAX_MEMBERS];
   uint8_t *rowmask = malloc (c->rows);
   bool degraded = removed || r->dead >= 0;
   struct raid_array *a;
   char err[512];
   struct where wh = { N, mode, removed, order, 0, desc, r, "assembly" };
 
-  for (int i = 0; i < wl->n; i++) {
-    if (removed & (1u << i))
-      continue;
-    d[i] = cs_disk_new (w, img[i], i);
-    cs_disk_set_failed (d[i], i == r->dead);
-    order[n++] = i;
-  }
-  shuffle (order, n, rng);
-  wh.norder = n;
-  c->t.images++;
-  a = assemble_disks (d, order, n, err, sizeof err);
-  if (a == NULL) {
-    report (c, 1, &wh, "assembly refused: %s", err);
+  a = reassemble (c, r, img, removed, rng, w, d, order, &wh);
+  if (a == NULL)
     goto out;
-  }
   touched_rows (c, d, img, rowmask);
   wh.phase = "read after reassembly";
   check_data (c, a, &r->m, rowmask, degraded ? 4 : 0, &wh);
@@ -1279,22 +1316,7 @@ check_all (struct ctx *c, struct raid_array *a, const struct model *m, int inv,
       ok = false;
       break;
     }
-    for (uint64_t s = 0; s < len / SECTOR; s++) {
-      uint64_t sec = off / SECTOR + s;
-      int bad = model_check_sector (m, sec, buf + s * SECTOR), k;
-
-      if (!bad)
-        continue;
-      ok = false;
-      k = inv == 4 && bad == 2 ? INV_4W : inv ? inv : bad;
-      if (!seen[k]) {
-        seen[k] = true;
-        report (c, k, wh, "array sector %" PRIu64 " (offset %" PRIu64 ", array "
-                "size now %" PRIu64 ") holds none of its acceptable versions "
-                "(durable: write #%u)", sec, sec * SECTOR, raid_array_size (a),
-                m->dur_wid[sec]);
-      }
-    }
+    ok &= check_sectors (c, m, buf, off / SECTOR, len / SECTOR, inv, seen, wh);
   }
   free (buf);
   return ok;
@@ -1326,7 +1348,7 @@ check_reshape (struct ctx *c, const struct run *r, struct cs_image *const *img,
   struct cs_world *w = cs_world_new ();
   struct cs_disk *d[RAID_MAX_MEMBERS] = { 0 };
   struct raid_status *st = malloc (sizeof *st);
-  int order[RAID_MAX_MEMBERS], n = 0, inv;
+  int order[RAID_MAX_MEMBERS], inv;
   bool degraded = removed || r->dead >= 0;
   struct raid_array *a;
   char err[512];
@@ -1334,21 +1356,9 @@ check_reshape (struct ctx *c, const struct run *r, struct cs_image *const *img,
   uint64_t zero = 0;
   bool aborted = false;
 
-  for (int i = 0; i < ndisks (wl); i++) {
-    if (removed & (1u << i))
-      continue;
-    d[i] = cs_disk_new (w, img[i], i);
-    cs_disk_set_failed (d[i], i == r->dead);
-    order[n++] = i;
-  }
-  shuffle (order, n, rng);
-  wh.norder = n;
-  c->t.images++;
-  a = assemble_disks (d, order, n, err, sizeof err);
-  if (a == NULL) {
-    report (c, 1, &wh, "assembly refused: %s", err);
+  a = reassemble (c, r, img, removed, rng, w, d, order, &wh);
+  if (a == NULL)
     goto out;
-  }
   inv = degraded && wl->consistency == SB_CONS_JOURNAL ? 4 : 0;
   wh.phase = "read after reassembly (reshape where the crash left it)";
   if (wl->consistency == SB_CONS_JOURNAL || !degraded)
