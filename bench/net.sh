@@ -57,49 +57,10 @@ done
 command -v nbdkit >/dev/null || { echo "net.sh: nbdkit is required" >&2; exit 1; }
 $PY -c 'import nbd' 2>/dev/null || { echo "net.sh: python3-libnbd is required" >&2; exit 1; }
 
-tmp="$(mktemp -d "$BENCH_DIR/nbdraid-net.XXXXXX")"
-pids=()
-cleanup ()
-{
-  local p
-  for p in "${pids[@]}"; do
-    kill "$p" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# serve NAME ARGS...: nbdkit on $tmp/NAME.sock; sets $uri and $srv_pid.
-serve ()
-{
-  local name="$1" i; shift
-  local sock="$tmp/$name.sock" pidf="$tmp/$name.pid"
-  rm -f "$sock" "$pidf"
-  nbdkit -f -U "$sock" -P "$pidf" --log=stderr "$@" 2>>"$tmp/$name.log" &
-  srv_pid=$!
-  pids+=("$srv_pid")
-  for ((i = 0; i < 300; i++)); do
-    [ -s "$pidf" ] && [ -S "$sock" ] && { uri="nbd+unix:///?socket=$sock"; return 0; }
-    kill -0 "$srv_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "net.sh: nbdkit $name did not start:" >&2
-  cat "$tmp/$name.log" >&2
-  exit 1
-}
-
-# stop PID: SIGTERM and reap (SIGKILL after 5 s).
-stop ()
-{
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+BENCH_NAME=net.sh
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_tmp nbdraid-net
 
 declare -a MPID MURI
 # members [delayed]: (re)start the member servers on $tmp/mI.img.

@@ -55,41 +55,10 @@ for t in fio nbdkit gcc; do
   command -v "$t" >/dev/null || { echo "bench: $t is required" >&2; exit 1; }
 done
 
-tmp="$(mktemp -d "$BENCH_DIR/nbdraid-bench.XXXXXX")"
-pids=()
-cleanup ()
-{
-  local p
-  for p in "${pids[@]}"; do
-    kill "$p" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# serve NAME ARGS...: nbdkit in the background on $tmp/NAME.sock; sets $uri
-# and $srv_pid.
-serve ()
-{
-  local name="$1" i; shift
-  local sock="$tmp/$name.sock" pidf="$tmp/$name.pid"
-  rm -f "$sock" "$pidf"
-  nbdkit -f -U "$sock" -P "$pidf" --log=stderr "$@" 2>>"$tmp/$name.log" &
-  srv_pid=$!
-  pids+=("$srv_pid")
-  for ((i = 0; i < 300; i++)); do
-    [ -s "$pidf" ] && [ -S "$sock" ] && { uri="nbd+unix:///?socket=$sock"; return 0; }
-    kill -0 "$srv_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "bench: nbdkit $name did not start:" >&2
-  cat "$tmp/$name.log" >&2
-  exit 1
-}
+BENCH_NAME=bench
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_tmp nbdraid-bench
 
 # fio_run URI RW BS QD [TIME_BASED]: prints "BW_BYTES IOPS".
 fio_run ()
@@ -206,6 +175,7 @@ done
 # Free the tmpfs space of the steady-state targets.
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+pids=()
 rm -f "$tmp"/*.img "$tmp"/raid5x*-m* "$tmp"/pol-*
 
 # Reshape (SPEC 8): a filled RAID5 of 4 members grows to 5 with nothing
