@@ -34,17 +34,7 @@
 # A failed step that makes the rest meaningless ends the script (no DONE).
 
 . /guest/params
-R=/dev/ttyS1
-report () { echo "$*" >"$R"; }
-step ()  # step WHAT CMD...: run CMD, report, return its status
-{
-  what="$1"; shift
-  "$@"
-  rc=$?
-  if [ "$rc" -eq 0 ]; then report "STEP $what ok"; else report "STEP $what FAIL $rc"; fi
-  return "$rc"
-}
-die () { echo "guest: giving up: $*"; exit 1; }
+. /guest/lib.sh                    # report, step, die, uptime_s
 
 # The host's channel is opened once, before the first sync point: opening a
 # serial port resets its FIFO, so a line sent before the open would be lost.

@@ -285,6 +285,8 @@ guest_probe ()
 run_guest ()
 {
   local name="$1" overlay="$2" bound="$3" rc=0 t0; shift 3
+  mkdir -p "$overlay/guest"
+  install -m 644 "$clients_dir/guest-lib.sh" "$overlay/guest/lib.sh"
   (cd "$overlay" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -1 >"$tmp/$name.overlay.gz"
   cat "$guest_dir/initramfs.img" "$tmp/$name.overlay.gz" >"$tmp/$name.initrd"
   rm -f "$tmp/$name.console" "$tmp/$name.results"

@@ -34,18 +34,7 @@
 #   DONE                     last line, only when the script got there
 
 . /guest/params
-R=/dev/ttyS1
-report () { echo "$*" >"$R"; }
-step ()  # step WHAT CMD...: run CMD, report, return its status
-{
-  what="$1"; shift
-  "$@"
-  rc=$?
-  if [ "$rc" -eq 0 ]; then report "STEP $what ok"; else report "STEP $what FAIL $rc"; fi
-  return "$rc"
-}
-die () { echo "guest: giving up: $*"; exit 1; }
-uptime_s () { cut -d' ' -f1 /proc/uptime; }
+. /guest/lib.sh                    # report, step, die, uptime_s
 
 # Quiet md's informational lines on the console; dmesg keeps them.
 echo 4 >/proc/sys/kernel/printk
