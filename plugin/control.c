@@ -432,12 +432,6 @@ client_gone (int fd)
   return poll (&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 }
 
-static bool
-action_settled (enum raid_sync_action s)
-{
-  return s == RAID_SYNC_IDLE || s == RAID_SYNC_FROZEN;
-}
-
 /* W4: wait in slices until settled, timed out, stopping, or hung up. */
 static int
 op_wait (struct req *q, json_object *reply)
@@ -479,8 +473,7 @@ op_wait (struct req *q, json_object *reply)
   for (;;) {
     int ms;
 
-    raid_array_status (ctl.a, st);
-    if (action_settled (st->sync_action) || atomic_load (&ctl.stop))
+    if (raid_array_wait (ctl.a, 0) || atomic_load (&ctl.stop))
       break;
     if (client_gone (q->c->fd)) {
       free (st);
@@ -493,6 +486,7 @@ op_wait (struct req *q, json_object *reply)
     raid_array_wait (ctl.a, (ms < CONTROL_WAIT_SLICE_MS ? ms
                              : CONTROL_WAIT_SLICE_MS) / 1000.0);
   }
+  raid_array_status (ctl.a, st);
   r = add_status (reply, st, q);
   free (st);
   return r;

@@ -125,12 +125,14 @@ struct raid_status {
     uint64_t position, total, boundary;
     int direction;                /* enum sb_direction */
     struct raid_geom_status from, to;
+    char error[256];              /* why it was frozen by a failure, or "" */
   } reshape;
   bool has_progress;              /* a sync action is running or frozen */
   struct {
     enum raid_sync_action action;
     uint64_t done, total, rate;   /* bytes, bytes, bytes/s */
     int64_t eta_seconds;          /* -1 unknown */
+    char error[256];              /* why the job was frozen by a failure, or "" */
   } progress;
   uint64_t mismatch_count;
   uint64_t events;
@@ -154,8 +156,10 @@ int raid_array_check (struct raid_array *a, bool repair, char *err, size_t errle
 int raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t *max,
                           char *err, size_t errlen);
 int raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen);
-/* Wait until the sync action is idle or frozen, or timeout_s passes (< 0:
- * no timeout is NOT allowed: callers pass a bound).  Returns 0 either way. */
+/* Wait until the array is settled — no job runs and none is about to begin
+ * (the worker has acted on the latest change), or the job is frozen — or
+ * timeout_s passes (callers pass a bound).  Returns 1 when settled, 0 on
+ * timeout. */
 int raid_array_wait (struct raid_array *a, double timeout_s);
 
 /* Reshape (prepare, start, freeze, abort): see SPEC section 6. */

@@ -65,10 +65,11 @@ int
 bitmap_init (struct raid_array *a)
 {
   struct bitmap *b;
-  uint64_t rows = a->cur.rows, maxbits = a->sb.cons_size * 8;
-  uint64_t rpr = raid_max_u64 (1, BM_MIN_REGION / a->cur.g.chunk);
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  uint64_t rows = L->rows, maxbits = a->sb.cons_size * 8;
+  uint64_t rpr = raid_max_u64 (1, BM_MIN_REGION / L->g.chunk);
 
-  if (a->sb.consistency != SB_CONS_BITMAP || a->cur.g.level < 4)
+  if (a->sb.consistency != SB_CONS_BITMAP || L->g.level < 4)
     return 0;
   rpr = raid_max_u64 (rpr, (rows + maxbits - 1) / maxbits);
   if (!(b = calloc (1, sizeof *b)))
@@ -115,7 +116,7 @@ bitmap_load (struct raid_array *a)
   int64_t n = 0;
 
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    if (!array_member_in_use (a, t) ||
+    if (!state_member_in_use (a, t) ||
         member_pread (a->mem[t].m, b->bits, bytes_of (b->nregions), a->sb.cons_offset) != 0)
       continue;
     for (uint64_t r = 0; r < b->nregions; r++)
@@ -146,7 +147,7 @@ write_pages (struct raid_array *a, uint64_t p0, uint64_t p1)
   memcpy (snap, b->bits + p0 * BM_PAGE, (p1 - p0) * BM_PAGE);
   pthread_mutex_unlock (&b->lock);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (array_member_in_use (a, t)) {
+    if (state_member_in_use (a, t)) {
       iov[n] = (struct iovec) { snap, (p1 - p0) * BM_PAGE };
       mios[n] = (struct mio) { .m = a->mem[t].m, .op = MIO_WRITE, .flags = MIO_FUA,
                                .off = a->sb.cons_offset + p0 * BM_PAGE,
@@ -156,7 +157,7 @@ write_pages (struct raid_array *a, uint64_t p0, uint64_t p1)
   if (mio_run (mios, n) != 0)
     for (size_t i = 0; i < n; i++)
       if (mios[i].err) {
-        array_member_io_error (a, mios[i].m, mios[i].err, true, mios[i].off);
+        state_member_error (a, mios[i].m, mios[i].err, true, mios[i].off);
         err = EAGAIN;
       }
   pthread_mutex_unlock (&b->io_lock);
@@ -249,9 +250,9 @@ bitmap_clean (struct raid_array *a, bool all)
   size_t n = 0;
 
   /* Never while a resync is owed: the set bits are what it must visit. */
-  pthread_mutex_lock (&a->sb_lock);
+  pthread_mutex_lock (&a->state_lock);
   n = a->sb.resync_offset != UINT64_MAX;
-  pthread_mutex_unlock (&a->sb_lock);
+  pthread_mutex_unlock (&a->state_lock);
   if (n)
     return 0;
 
@@ -270,7 +271,7 @@ bitmap_clean (struct raid_array *a, bool all)
     return 0;
 
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (array_member_in_use (a, t))
+    if (state_member_in_use (a, t))
       mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
   if (mio_run (mios, n) != 0)
     return EIO;                           /* keep the bits: nothing is durable */

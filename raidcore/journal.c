@@ -38,6 +38,13 @@
  * a volatile cache, because a later record's payload was computed from the
  * in-memory state that included them, and their own records come first.
  *
+ * WHICH WRITES.  consistency.c decides, per layout: every write of a layout
+ * with parity, in either layout of a reshape (a raid0 -> raid5 takeover's
+ * target is journaled from its first write).  A record names the layout it
+ * was written for (0 current, 1 reshape target), and replay applies it to
+ * that layout.  Every reshape step empties the log in the same commit that
+ * records the new position, so no record of a moved window survives it.
+ *
  * CHECKPOINT.  Each member's log area is a linear append region reset at
  * every checkpoint: the gate (a writer-preferring rwlock) is taken
  * exclusively — new writes wait, in-flight writes finish — all members are
@@ -64,6 +71,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +83,69 @@
 #define JMAGIC "NRJREC01"
 #define JSECTOR 512u
 #define JHDR_FIXED 80u
+#define JHDR_MAX (JHDR_FIXED + 16u * (JOURNAL_MAX_BLOCKS + JOURNAL_MAX_RANGES))
+#define JCOPIES_MAX 3               /* nparity + 1 */
+
+struct jblock {
+  int role;
+  uint32_t len;
+  uint64_t off;                     /* absolute member offset */
+  const void *data;
+};
+
+struct jrange {
+  uint64_t row, rows;
+};
+
+struct jrecord {
+  int layout_id;
+  uint64_t first_row;               /* spreads the copies over members */
+  int nblocks, nranges;
+  struct jblock blocks[JOURNAL_MAX_BLOCKS];
+  struct jrange ranges[JOURNAL_MAX_RANGES];
+};
+
+/* Per-thread scratch of a journaled write: one record being built, its
+ * header and the vectors of its copies (too large for a stack). */
+struct jscratch {
+  struct jrecord rec;
+  struct iovec iov[JCOPIES_MAX][JOURNAL_MAX_BLOCKS + 2];
+  uint8_t *hdr;                     /* JHDR_MAX rounded up to a sector */
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void
+scratch_free (void *p)
+{
+  struct jscratch *js = p;
+  free (js->hdr);
+  free (js);
+}
+
+static void
+scratch_key_init (void)
+{
+  pthread_key_create (&scratch_key, scratch_free);
+}
+
+static struct jscratch *
+scratch (void)
+{
+  struct jscratch *js;
+
+  pthread_once (&scratch_once, scratch_key_init);
+  if ((js = pthread_getspecific (scratch_key)) != NULL)
+    return js;
+  if (!(js = calloc (1, sizeof *js)) ||
+      !(js->hdr = raid_alloc_aligned (raid_round_up (JHDR_MAX, JSECTOR)))) {
+    free (js);
+    return NULL;
+  }
+  pthread_setspecific (scratch_key, js);
+  return js;
+}
 
 static uint32_t get32 (const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24; }
 static uint64_t get64 (const uint8_t *p) { return get32 (p) | (uint64_t) get32 (p + 4) << 32; }
@@ -82,9 +153,9 @@ static void put32 (uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = 
 static void put64 (uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
 
 bool
-journal_enabled (const struct raid_array *a)
+journal_usable (const struct raid_array *a)
 {
-  return a->sb.consistency == SB_CONS_JOURNAL && a->cur.g.level >= 4 &&
+  return a->sb.consistency == SB_CONS_JOURNAL &&
     a->sb.cons_size >= 2 * JOURNAL_MAX_RECORD;
 }
 
@@ -95,18 +166,18 @@ journal_init (struct raid_array *a)
 
   pthread_rwlockattr_init (&attr);
   pthread_rwlockattr_setkind_np (&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init (&a->jgate, &attr);
+  pthread_rwlock_init (&a->jn.gate, &attr);
   pthread_rwlockattr_destroy (&attr);
-  pthread_mutex_init (&a->jlock, NULL);
-  atomic_store (&a->jseq_next, a->sb.journal_seq);
-  memset (a->jhead, 0, sizeof a->jhead);
+  pthread_mutex_init (&a->jn.lock, NULL);
+  atomic_store (&a->jn.seq_next, a->sb.journal_seq);
+  memset (a->jn.head, 0, sizeof a->jn.head);
 }
 
 void
 journal_fini (struct raid_array *a)
 {
-  pthread_rwlock_destroy (&a->jgate);
-  pthread_mutex_destroy (&a->jlock);
+  pthread_rwlock_destroy (&a->jn.gate);
+  pthread_mutex_destroy (&a->jn.lock);
 }
 
 static uint32_t
@@ -115,8 +186,8 @@ header_len (int nblocks, int nranges)
   return raid_round_up (JHDR_FIXED + 16u * (nblocks + nranges), JSECTOR);
 }
 
-uint64_t
-journal_record_size (int nblocks, int nranges, uint64_t payload)
+static uint64_t
+record_size (int nblocks, int nranges, uint64_t payload)
 {
   return header_len (nblocks, nranges) + raid_round_up (payload, JSECTOR);
 }
@@ -157,7 +228,7 @@ pick_copies (struct raid_array *a, const struct layout *L, uint64_t row,
              int *slots)
 {
   int want = (L->g.level == 1 ? 1 : L->g.parity_disks) + 1, n = 0;
-  uint32_t bad = array_bad_roles (a, L, NULL, NULL);
+  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
 
   for (int i = 0; i < L->g.raid_disks && n < want; i++) {
     int r = (int) ((row + i) % L->g.raid_disks);
@@ -174,118 +245,173 @@ reserve (struct raid_array *a, const int *slots, int n, uint64_t len, uint64_t *
 {
   bool ok = true;
 
-  pthread_mutex_lock (&a->jlock);
+  pthread_mutex_lock (&a->jn.lock);
   for (int i = 0; i < n; i++)
-    if (a->jhead[slots[i]] + len > a->sb.cons_size)
+    if (a->jn.head[slots[i]] + len > a->sb.cons_size)
       ok = false;
   for (int i = 0; ok && i < n; i++) {
-    pos[i] = a->jhead[slots[i]];
-    a->jhead[slots[i]] += len;
+    pos[i] = a->jn.head[slots[i]];
+    a->jn.head[slots[i]] += len;
   }
-  pthread_mutex_unlock (&a->jlock);
+  pthread_mutex_unlock (&a->jn.lock);
   return ok;
 }
 
-int
-journal_append (struct raid_array *a, const struct layout *L, const struct jrecord *r,
-                uint8_t *hdr_buf)
+/* Append r durably.  On success returns 0 with the journal gate held
+ * shared: the caller does the in-place writes, then unlocks the gate.
+ * EAGAIN: a copy failed (the member was reported); nothing is held.  May
+ * run a checkpoint when a log is full. */
+static int
+append (struct raid_array *a, const struct layout *L, struct jscratch *js)
 {
+  const struct jrecord *r = &js->rec;
   int slots[RAID_MAX_MEMBERS], n;
-  uint32_t hlen = header_len (r->nblocks, r->nranges), plen = 0, pcrc = 0;
-  uint64_t pos[RAID_MAX_MEMBERS], seq;
-  struct mio mios[RAID_MAX_MEMBERS];
-  struct iovec iov[RAID_MAX_MEMBERS][JOURNAL_MAX_BLOCKS + 2];
+  uint32_t hlen = header_len (r->nblocks, r->nranges), plen = 0, pcrc;
+  uint64_t pos[RAID_MAX_MEMBERS], seq, len;
+  struct mio mios[JCOPIES_MAX];
   static const uint8_t pad[JSECTOR];
   int err;
 
   for (int i = 0; i < r->nblocks; i++)
     plen += r->blocks[i].len;
+  len = record_size (r->nblocks, r->nranges, plen);
   for (;;) {
-    pthread_rwlock_rdlock (&a->jgate);      /* released by journal_end */
+    pthread_rwlock_rdlock (&a->jn.gate);          /* released by the caller */
     n = pick_copies (a, L, r->first_row, slots);
     if (n == 0) {
-      pthread_rwlock_unlock (&a->jgate);
+      pthread_rwlock_unlock (&a->jn.gate);
       return EIO;
     }
-    if (reserve (a, slots, n, journal_record_size (r->nblocks, r->nranges, plen), pos))
+    if (reserve (a, slots, n, len, pos))
       break;
-    pthread_rwlock_unlock (&a->jgate);
-    if ((err = journal_checkpoint (a)) != 0)
+    pthread_rwlock_unlock (&a->jn.gate);
+    if ((err = journal_checkpoint (a, NULL, NULL)) != 0)
       return err;
   }
-  seq = atomic_fetch_add (&a->jseq_next, 1);
+  seq = atomic_fetch_add (&a->jn.seq_next, 1);
 
-  /* CRC of the payload, then the header. */
   pcrc = ~0u;
   for (int i = 0; i < r->nblocks; i++)
     pcrc = raid_crc32c_update (pcrc, r->blocks[i].data, r->blocks[i].len);
-  memset (hdr_buf, 0, hlen);
-  encode_header (a, r, seq, hdr_buf, hlen, plen, ~pcrc);
+  memset (js->hdr, 0, hlen);
+  encode_header (a, r, seq, js->hdr, hlen, plen, ~pcrc);
 
   for (int c = 0; c < n; c++) {
+    struct iovec *iov = js->iov[c];
     int k = 0;
-    iov[c][k++] = (struct iovec) { hdr_buf, hlen };
+    iov[k++] = (struct iovec) { js->hdr, hlen };
     for (int i = 0; i < r->nblocks; i++)
-      iov[c][k++] = (struct iovec) { (void *) r->blocks[i].data, r->blocks[i].len };
+      iov[k++] = (struct iovec) { (void *) r->blocks[i].data, r->blocks[i].len };
     if (raid_round_up (plen, JSECTOR) != plen)
-      iov[c][k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
+      iov[k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
     mios[c] = (struct mio) {
       .m = a->mem[slots[c]].m, .op = MIO_WRITE, .flags = MIO_FUA,
-      .off = a->sb.cons_offset + pos[c], .iov = iov[c], .iovcnt = k,
-      .len = journal_record_size (r->nblocks, r->nranges, plen),
+      .off = a->sb.cons_offset + pos[c], .iov = iov, .iovcnt = k, .len = len,
     };
   }
   if (mio_run (mios, n) != 0) {
     for (int c = 0; c < n; c++)
       if (mios[c].err)
-        array_member_io_error (a, mios[c].m, mios[c].err, true, mios[c].off);
-    pthread_rwlock_unlock (&a->jgate);
-    return EAGAIN;                         /* the caller redoes the group */
+        state_member_error (a, mios[c].m, mios[c].err, true, mios[c].off);
+    pthread_rwlock_unlock (&a->jn.gate);
+    return EAGAIN;
   }
-  return 0;                                /* gate held until journal_end */
+  return 0;
 }
 
-void
-journal_end (struct raid_array *a)
+/* Add unit u to the record: a full unit as an intent range (merged with the
+ * previous one), a partial one as its payload blocks.  False when it does
+ * not fit (the record is flushed first). */
+static bool
+add_unit (struct jrecord *rec, uint64_t *payload, const struct cons_group *g,
+          const struct cons_unit *u)
 {
-  pthread_rwlock_unlock (&a->jgate);
+  size_t np = u->end - u->first, plen = 0;
+
+  if (u->full) {
+    struct jrange *last = rec->nranges ? &rec->ranges[rec->nranges - 1] : NULL;
+    if (last && last->row + last->rows > u->row)
+      return true;                       /* same rows, another column slice */
+    if (last && last->row + last->rows == u->row) {
+      last->rows += u->rows;
+      return true;
+    }
+    if (rec->nranges == JOURNAL_MAX_RANGES)
+      return false;
+    rec->ranges[rec->nranges++] = (struct jrange) { u->row, u->rows };
+    return true;
+  }
+  for (size_t j = u->first; j < u->end; j++)
+    plen += g->pieces[j].len;
+  if ((rec->nblocks || rec->nranges) &&
+      (*payload + plen > JOURNAL_MAX_RECORD || rec->nblocks + np > JOURNAL_MAX_BLOCKS))
+    return false;
+  for (size_t j = u->first; j < u->end; j++) {
+    const struct piece *p = &g->pieces[j];
+    rec->blocks[rec->nblocks++] = (struct jblock) { p->role, (uint32_t) p->len, p->off, p->ptr };
+  }
+  *payload += plen;
+  return true;
 }
 
 int
-journal_checkpoint (struct raid_array *a)
+journal_write (struct raid_array *a, const struct layout *L,
+               const struct cons_group *g, cons_issue_fn issue, void *ctx,
+               uint32_t *failed)
 {
-  return journal_checkpoint_with (a, NULL, NULL);
+  struct jscratch *js = scratch ();
+  size_t u0 = 0;
+
+  *failed = 0;
+  if (!js)
+    return ENOMEM;
+  while (u0 < g->nunits) {
+    struct jrecord *rec = &js->rec;
+    uint64_t payload = 0;
+    size_t u1 = u0;
+    int err;
+
+    rec->layout_id = L->id;
+    rec->first_row = g->units[u0].row;
+    rec->nblocks = rec->nranges = 0;
+    while (u1 < g->nunits && add_unit (rec, &payload, g, &g->units[u1]))
+      u1++;
+    if ((err = append (a, L, js)) == EAGAIN) {
+      *failed = 1;                         /* a log copy failed: redo */
+      return 0;
+    }
+    if (err)
+      return err;
+    err = issue (ctx, g->units[u0].first, g->units[u1 - 1].end, failed);
+    pthread_rwlock_unlock (&a->jn.gate);
+    if (err || *failed)
+      return err;
+    u0 = u1;
+  }
+  return 0;
 }
 
 int
-journal_checkpoint_with (struct raid_array *a,
-                         void (*update) (struct raid_array *a, void *arg), void *arg)
+journal_checkpoint (struct raid_array *a,
+                    void (*update) (struct raid_array *a, void *arg), void *arg)
 {
-  struct mio mios[SB_MAX_MEMBERS];
-  size_t n = 0;
   int err;
 
-  pthread_rwlock_wrlock (&a->jgate);       /* waits for in-flight writes */
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (array_member_in_use (a, t))
-      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
-  if (mio_run (mios, n) != 0)
-    for (size_t i = 0; i < n; i++)
-      if (mios[i].err)
-        array_member_io_error (a, mios[i].m, mios[i].err, true, 0);
-  pthread_mutex_lock (&a->sb_lock);
+  pthread_rwlock_wrlock (&a->jn.gate);       /* waits for in-flight writes */
+  cons_flush_all (a);
+  pthread_mutex_lock (&a->state_lock);
   a->sb.journal_epoch++;
-  a->sb.journal_seq = atomic_load (&a->jseq_next);
+  a->sb.journal_seq = atomic_load (&a->jn.seq_next);
   if (update)
     update (a, arg);
-  err = array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
+  err = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
   if (err == 0) {
-    pthread_mutex_lock (&a->jlock);
-    memset (a->jhead, 0, sizeof a->jhead);
-    pthread_mutex_unlock (&a->jlock);
+    pthread_mutex_lock (&a->jn.lock);
+    memset (a->jn.head, 0, sizeof a->jn.head);
+    pthread_mutex_unlock (&a->jn.lock);
   }
-  pthread_rwlock_unlock (&a->jgate);
+  pthread_rwlock_unlock (&a->jn.gate);
   return err;
 }
 
@@ -339,10 +465,13 @@ struct intent {
   int layout_id;
 };
 
+/* The layout a record was written for (replay runs at assembly, when the
+ * router already knows the reshape, if any). */
 static const struct layout *
 record_layout (struct raid_array *a, int id)
 {
-  return id == 1 && atomic_load (&a->reshaping) ? &a->next : &a->cur;
+  return router_layout (&a->router, id == LAYOUT_NEXT && router_two (&a->router)
+                        ? LAYOUT_NEXT : LAYOUT_CUR);
 }
 
 /* Does an intent newer than seq cover row `row` of layout id? */
@@ -372,13 +501,13 @@ apply_payload (struct raid_array *a, uint8_t *p, const struct intent *in, size_t
     int role = (int) get32 (e);
     uint32_t len = get32 (e + 4);
     uint64_t off = get64 (e + 8);
-    struct member *m = role < L->g.raid_disks ? layout_member (a, L, role) : NULL;
+    struct member *m = role < L->g.raid_disks ? state_role_member (a, L, role) : NULL;
     uint64_t row = m && off >= L->data_offset[role]
       ? (off - L->data_offset[role]) / L->g.chunk : 0;
-    if (m && !(array_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
+    if (m && !(state_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
         !superseded (in, nin, id, seq, row) &&
         member_pwrite (m, data, len, off, false) != 0)
-      array_member_io_error (a, m, EIO, true, off);
+      state_member_error (a, m, EIO, true, off);
     data += len;
   }
 }
@@ -408,21 +537,23 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
  * only consistent state is parity recomputed from what is on the members.
  * Done after every payload is back in place. */
 static int
-resync_intents (struct raid_array *a, const struct intent *in, size_t nin)
+resync_intents (struct raid_array *a, cons_resync_fn resync, const struct intent *in,
+                size_t nin)
 {
-  uint64_t mism = 0;
   int err = 0;
 
   for (size_t i = 0; i < nin && !err; i++) {
     const struct layout *L = record_layout (a, in[i].layout_id);
-    if (L->id == 1 || (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row))
-      err = stripe_check_rows (a, L, in[i].row, in[i].rows, true, &mism);
+    if (L->id == LAYOUT_NEXT ||
+        (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row))
+      err = resync (a, L, in[i].row, in[i].rows);
   }
   return err;
 }
 
 int
-journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
+journal_replay (struct raid_array *a, cons_resync_fn resync, int *napplied,
+                char *err, size_t errlen)
 {
   uint64_t size = a->sb.cons_size;
   uint8_t *bufs[SB_MAX_MEMBERS] = { NULL };
@@ -433,7 +564,7 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
 
   *napplied = 0;
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    if (!array_member_in_use (a, t))
+    if (!state_member_in_use (a, t))
       continue;
     if (!(bufs[t] = raid_alloc_aligned (size)) ||
         member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset) != 0) {
@@ -474,13 +605,13 @@ journal_replay (struct raid_array *a, int *napplied, char *err, size_t errlen)
       continue;                            /* another copy */
     apply_payload (a, f[i].rec, in, nin);
     (*napplied)++;
-    atomic_store (&a->jseq_next, raid_max_u64 (atomic_load (&a->jseq_next), f[i].seq + 1));
+    atomic_store (&a->jn.seq_next, raid_max_u64 (atomic_load (&a->jn.seq_next), f[i].seq + 1));
   }
-  if ((r = resync_intents (a, in, nin)) != 0) {   /* pass 3: full-row writes */
+  if ((r = resync_intents (a, resync, in, nin)) != 0) {   /* pass 3: full-row writes */
     snprintf (err, errlen, "journal replay could not resync rows: %s", raid_strerror (r));
     goto out;
   }
-  r = journal_checkpoint (a);               /* flush, new epoch: log cleared */
+  r = journal_checkpoint (a, NULL, NULL);   /* flush, new epoch: log cleared */
   if (r)
     snprintf (err, errlen, "journal checkpoint after replay failed: %s", raid_strerror (r));
  out:

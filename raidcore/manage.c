@@ -1,10 +1,38 @@
-/* nbdkit-raid: management operations (status, fail, remove, add, resize)
- * and the automatic start of recovery.
+/* nbdkit-raid: management requests — one path for every state change.
  *
- * Every operation validates fully before changing anything; a refusal
- * returns an errno value with a message and leaves the state and the event
- * count untouched.  State changes happen under sb_lock and are durable
- * (array_commit) before the operation returns.
+ * THEORY
+ *
+ * What it owns.  The management lock (a->mgmt_lock) and the requests of
+ * array.h's management section: fail, remove, add, replace, check, repair,
+ * resize, set, reshape (prepare), start, freeze, abort, wait.
+ *
+ * One path.  Every request that changes state holds the management lock
+ * from its first check to its last commit, and so does the sync worker when
+ * it picks or ends a job (sync.h).  Requests from any number of control
+ * connections therefore run one after another: each is validated against
+ * the state left by the previous one, two conflicting requests never both
+ * succeed (the later one finds the state changed and is refused with
+ * EBUSY), and no request can observe another half done.  Inside a request
+ * the order is always
+ *     management lock  >  router claim (if it changes where bytes live)
+ *     >  state lock: validate (again, if slow work ran in between), change,
+ *        commit
+ * so that status, which reads under the state lock, sees all of a change or
+ * none of it.  Slow preparations (opening an NBD member, wiping its ring)
+ * run with only the management lock held; what they validated is validated
+ * again under the state lock before the commit, because a member can fail
+ * at any time (the I/O path records faults under the state lock without the
+ * management lock: it must never wait for a management request).
+ *
+ * Refusals.  A refused request returns an errno value with a message and
+ * changes nothing: not the state, not the event count.  A request never
+ * leaves a half-applied state: its changes are made, and committed, in one
+ * state-lock section.
+ *
+ * Waits.  A request waits for the management lock (bounded by the request
+ * before it), for a router claim (bounded by the requests in flight), for
+ * the worker's current batch (freeze), and for its own member I/O.  `wait`
+ * and `status` take only the state lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,202 +41,126 @@
 #include <string.h>
 
 #include "array-int.h"
-#include "journal.h"
+#include "consistency.h"
+#include "reshape.h"
+#include "stripe.h"
+#include "sync.h"
 #include "util.h"
 
-/* ---- status ---- */
+#define MGMT_BEGIN(a) pthread_mutex_lock (&(a)->mgmt_lock)
+#define MGMT_END(a) pthread_mutex_unlock (&(a)->mgmt_lock)
 
-static void
-geom_status (struct raid_geom_status *gs, int level, int layout, uint32_t chunk,
-             int raid_disks)
+static const struct layout *
+cur_layout (struct raid_array *a)
 {
-  gs->level = level; gs->layout = layout; gs->chunk = chunk; gs->raid_disks = raid_disks;
+  return router_layout (&a->router, LAYOUT_CUR);
 }
 
-void
-raid_array_status (struct raid_array *a, struct raid_status *st)
-{
-  struct sync_ctl *s = &a->sync;
-
-  memset (st, 0, sizeof *st);
-  pthread_mutex_lock (&a->sb_lock);
-  memcpy (st->uuid, a->sb.array_uuid, RAID_UUID_LEN);
-  geom_status (&st->geom, a->cur.g.level, a->cur.g.layout, a->cur.g.chunk,
-               a->cur.g.raid_disks);
-  st->data_disks = a->cur.g.data_disks;
-  st->size = a->size;
-  st->health = raid_array_health (a);
-  st->events = a->sb.events;
-  st->consistency = a->sb.consistency;
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    const struct sb_member_entry *e = &a->sb.members[t];
-    struct raid_member_status *ms;
-    if (e->state == SB_MEMBER_EMPTY)
-      continue;
-    ms = &st->members[st->nmembers++];
-    ms->role = e->role;
-    ms->state = atomic_load (&a->mem[t].state);
-    ms->errors = atomic_load (&a->mem[t].errors);
-    ms->data_offset = e->data_offset;
-    snprintf (ms->spec, sizeof ms->spec, "%s", a->mem[t].m ? member_spec (a->mem[t].m) : "");
-  }
-  pthread_mutex_unlock (&a->sb_lock);
-
-  reshape_status (a, st);
-  pthread_mutex_lock (&s->lock);
-  st->sync_action = s->action == RAID_SYNC_IDLE ? RAID_SYNC_IDLE
-    : s->frozen ? RAID_SYNC_FROZEN : s->action;
-  st->mismatch_count = s->mismatch;
-  st->speed_min = s->speed_min;
-  st->speed_max = s->speed_max;
-  if (s->action != RAID_SYNC_IDLE) {
-    st->has_progress = true;
-    st->progress.action = s->action;
-    st->progress.done = s->pos;
-    st->progress.total = s->total;
-    st->progress.rate = s->frozen ? 0 : s->rate;
-    st->progress.eta_seconds = st->progress.rate
-      ? (int64_t) ((s->total - s->pos) / st->progress.rate) : -1;
-  }
-  pthread_mutex_unlock (&s->lock);
-}
-
-/* ---- naming members ---- */
-
-/* Table slot named by a role number or a spec; -1 with a message. */
+/* Roles of the layouts holding data that have no usable member, at most
+ * (the worse of the two layouts). */
 static int
-find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
+unusable_roles (struct raid_array *a)
 {
-  char *end;
-  long role = strtol (name, &end, 10);
+  int n = __builtin_popcount (state_bad_roles (a, cur_layout (a), NULL, NULL));
 
-  if (*name >= '0' && *name <= '9' && *end == '\0') {   /* a role number */
-    for (int t = 0; t < (int) a->sb.nmembers; t++)
-      if (a->sb.members[t].state != SB_MEMBER_EMPTY && a->sb.members[t].role == role &&
-          a->sb.members[t].state != SB_MEMBER_FAULTY)
-        return t;
-    for (int t = 0; t < (int) a->sb.nmembers; t++)
-      if (a->sb.members[t].state != SB_MEMBER_EMPTY && a->sb.members[t].role == role)
-        return t;
-    snprintf (err, errlen, "no member has role %s", name);
-    return -1;
-  }
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    char *rp;
-    bool same;
-    if (!a->mem[t].m)
-      continue;
-    rp = realpath (name, NULL);
-    same = strcmp (member_spec (a->mem[t].m), name) == 0 ||
-      (rp && strcmp (member_spec (a->mem[t].m), rp) == 0);
-    free (rp);
-    if (same)
-      return t;
-  }
-  snprintf (err, errlen, "%s is not a member of this array", name);
-  return -1;
+  if (state_next_holds_data (a))
+    n = raid_max_u64 (n, __builtin_popcount (
+          state_bad_roles (a, router_layout (&a->router, LAYOUT_NEXT), NULL, NULL)));
+  return n;
 }
 
-int
-array_find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
-{
-  return find_member (a, name, err, errlen);
-}
+/* ---- fail ---- */
 
 static int
-tolerance (const struct raid_array *a)
+fail_locked (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
-  return a->cur.g.level == 0 ? 0 : a->cur.g.parity_disks;
-}
+  int t, st, nbad;
 
-/* ---- fail / remove ---- */
+  if ((t = state_find_member (a, name, err, errlen)) < 0)
+    return ENODEV;
+  st = atomic_load (&a->mem[t].state);
+  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) {
+    snprintf (err, errlen, "%s is already %s", name, raid_member_state_name (st));
+    return EINVAL;
+  }
+  nbad = unusable_roles (a);
+  if (st == RAID_MEMBER_IN_SYNC && a->sb.members[t].role >= 0 &&
+      nbad + 1 > layout_tolerance (cur_layout (a))) {
+    snprintf (err, errlen, "failing %s would fail the array: raid%d tolerates %d "
+              "unusable member(s) and %d already are", name, cur_layout (a)->g.level,
+              layout_tolerance (cur_layout (a)), nbad);
+    return EBUSY;
+  }
+  member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, "failed by request");
+  state_commit (a);
+  return 0;
+}
 
 int
 raid_array_fail (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
-  int t, st, nbad;
+  int r;
 
-  pthread_mutex_lock (&a->sb_lock);
-  if ((t = find_member (a, name, err, errlen)) < 0) {
-    pthread_mutex_unlock (&a->sb_lock);
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  r = fail_locked (a, name, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0)
+    sync_next_job (a);                     /* a spare takes over at once */
+  MGMT_END (a);
+  return r;
+}
+
+/* ---- remove ---- */
+
+static int
+may_remove (struct raid_array *a, const char *name, int *tp, char *err, size_t errlen)
+{
+  int t, st;
+
+  if ((t = state_find_member (a, name, err, errlen)) < 0)
     return ENODEV;
-  }
   st = atomic_load (&a->mem[t].state);
-  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) {
-    pthread_mutex_unlock (&a->sb_lock);
-    snprintf (err, errlen, "%s is already %s", name, raid_member_state_name (st));
-    return EINVAL;
-  }
-  nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
-  if (st == RAID_MEMBER_IN_SYNC && nbad + 1 > tolerance (a)) {
-    pthread_mutex_unlock (&a->sb_lock);
-    snprintf (err, errlen, "failing %s would fail the array: raid%d tolerates %d "
-              "unusable member(s) and %d already are", name, a->cur.g.level,
-              tolerance (a), nbad);
+  if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_SPARE &&
+      st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE) {
+    snprintf (err, errlen, "%s is %s: only faulty or spare members can be removed "
+              "(fail it first)", name, raid_member_state_name (st));
     return EBUSY;
   }
-  raid_log (RAID_LOG_WARN, "member %s failed by request", name);
-  atomic_store (&a->mem[t].state, RAID_MEMBER_FAULTY);
-  a->sb.members[t].state = SB_MEMBER_FAULTY;
-  array_update_health (a);
-  array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
-  sync_cancel_target (a, t);
+  *tp = t;
   return 0;
 }
 
 int
 raid_array_remove (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
-  int t, st;
+  int t, r;
 
-  pthread_mutex_lock (&a->sb_lock);
-  if ((t = find_member (a, name, err, errlen)) < 0) {
-    pthread_mutex_unlock (&a->sb_lock);
-    return ENODEV;
+  MGMT_BEGIN (a);
+  router_claim (&a->router, 0, ROUTER_ALL);      /* it may hold a role */
+  pthread_mutex_lock (&a->state_lock);
+  if ((r = may_remove (a, name, &t, err, errlen)) == 0) {
+    for (int id = LAYOUT_CUR; id <= (router_two (&a->router) ? LAYOUT_NEXT : LAYOUT_CUR); id++)
+      for (int role = 0; role < router_layout (&a->router, id)->g.raid_disks; role++)
+        if (router_layout (&a->router, id)->slot[role] == t)
+          router_bind_role (&a->router, id, role, -1, 0);
+    member_uninstall (a, t);
+    state_commit (a);
   }
-  st = atomic_load (&a->mem[t].state);
-  if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_SPARE &&
-      st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE) {
-    pthread_mutex_unlock (&a->sb_lock);
-    snprintf (err, errlen, "%s is %s: only faulty or spare members can be removed "
-              "(fail it first)", name, raid_member_state_name (st));
-    return EBUSY;
-  }
-  if (a->sb.members[t].role >= 0 && a->cur.slot[a->sb.members[t].role] == t)
-    __atomic_store_n (&a->cur.slot[a->sb.members[t].role], -1, __ATOMIC_RELEASE);
-  memset (&a->sb.members[t], 0, sizeof a->sb.members[t]);
-  a->sb.members[t].role = -1;
-  a->sb.members[t].state = SB_MEMBER_EMPTY;
-  atomic_store (&a->mem[t].state, RAID_MEMBER_MISSING);
-  /* In-flight requests may still hold the pointer: close at array close. */
-  if (a->mem[t].m && a->nretired < (int) (sizeof a->retired / sizeof a->retired[0]))
-    a->retired[a->nretired++] = a->mem[t].m;
-  a->mem[t].m = NULL;
-  array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
-  return 0;
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+  MGMT_END (a);
+  return r;
 }
 
 /* ---- add ---- */
-
-/* A free table slot, or -1. */
-static int
-free_slot (struct raid_array *a)
-{
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (a->sb.members[t].state == SB_MEMBER_EMPTY && !a->mem[t].m)
-      return t;
-  return a->sb.nmembers < SB_MAX_MEMBERS ? (int) a->sb.nmembers : -1;
-}
 
 /* Check a new member before it joins: large enough, not in any array. */
 static int
 vet_new_member (struct raid_array *a, struct member *m, const char *spec,
                 char *err, size_t errlen)
 {
-  uint64_t need = a->sb.members[a->cur.slot[0] >= 0 ? a->cur.slot[0] : 0].data_offset
-    + a->sb.component_size;
+  uint64_t need = cur_layout (a)->data_offset[0] + a->sb.component_size;
   struct raid_sb sb;
   char e[256], u[RAID_UUID_STRLEN];
   int r;
@@ -233,177 +185,76 @@ vet_new_member (struct raid_array *a, struct member *m, const char *spec,
   return 0;
 }
 
-/* Wipe the superblock ring so no earlier record can resurface. */
-int
-array_wipe_ring (struct member *m)
+/* Open, vet and initialise a new member (no lock but management's). */
+static struct member *
+open_new_member (struct raid_array *a, const char *spec, int *rp, char *err, size_t errlen)
 {
-  static const uint8_t zero[SB_SLOT_SIZE];
-  struct mio mios[SB_RING_SLOTS];
-  struct iovec iov[SB_RING_SLOTS];
+  struct member *m;
+  char e[512];
+  int r;
 
-  for (unsigned i = 0; i < SB_RING_SLOTS; i++) {
-    iov[i] = (struct iovec) { (void *) zero, SB_SLOT_SIZE };
-    mios[i] = (struct mio) { .m = m, .op = MIO_WRITE, .off = (uint64_t) i * SB_SLOT_SIZE,
-                             .len = SB_SLOT_SIZE, .iov = &iov[i], .iovcnt = 1 };
+  if (!(m = member_open (spec, false, e, sizeof e))) {
+    *rp = errno ? errno : ENOENT;
+    snprintf (err, errlen, "%s", e);
+    return NULL;
   }
-  return mio_run (mios, SB_RING_SLOTS);
-}
-
-/* A role with no usable member (to recover onto), or -1. */
-static int
-role_to_recover (struct raid_array *a)
-{
-  uint32_t bad = array_bad_roles (a, &a->cur, NULL, NULL);
-  for (int r = 0; r < a->cur.g.raid_disks; r++) {
-    int s = a->cur.slot[r];
-    if ((bad & (1u << r)) &&
-        (s < 0 || atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING))
-      return r;
+  if ((r = vet_new_member (a, m, spec, err, errlen)) == 0 &&
+      (r = sb_wipe_ring (m)) != 0)
+    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
+  if (r == 0 && (r = member_start (m)) != 0)
+    snprintf (err, errlen, "%s: cannot start its I/O", spec);
+  if (r) {
+    member_close (m);
+    *rp = r;
+    return NULL;
   }
-  return -1;
+  return m;
 }
 
 int
 raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
 {
-  struct member *m;
+  struct member *m = NULL;
   char e[512];
-  int t, r, role;
+  int t, r = 0;
 
-  if (find_member (a, spec, e, sizeof e) >= 0) {
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  if (state_find_member (a, spec, e, sizeof e) >= 0) {
     snprintf (err, errlen, "%s is already a member of this array", spec);
-    return EEXIST;
+    r = EEXIST;
   }
-  if (!(m = member_open (spec, false, e, sizeof e))) {
-    r = errno ? errno : ENOENT;
-    snprintf (err, errlen, "%s", e);
-    return r;
-  }
-  if ((r = vet_new_member (a, m, spec, err, errlen)) != 0 ||
-      (r = member_start (m)) != 0) {
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0 && (m = open_new_member (a, spec, &r, err, errlen)) != NULL) {
+    pthread_mutex_lock (&a->state_lock);
+    if ((t = member_free_slot (a)) < 0) {
+      snprintf (err, errlen, "the member table is full (%d entries)", SB_MAX_MEMBERS);
+      r = ENOSPC;
+    }
+    else {
+      uint64_t off = cur_layout (a)->data_offset[0];
+      member_install (a, t, m, RAID_MEMBER_SPARE, -1, off, off);
+      m = NULL;
+      if ((r = state_commit (a)) != 0)
+        snprintf (err, errlen, "cannot record the new member: %s", raid_strerror (r));
+    }
+    pthread_mutex_unlock (&a->state_lock);
     member_close (m);
-    if (r > 0 && !*err)
-      snprintf (err, errlen, "%s: %s", spec, raid_strerror (r));
-    return r > 0 ? r : EIO;
   }
-  if ((r = array_wipe_ring (m)) != 0) {
-    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
-    member_close (m);
-    return r;
-  }
-
-  pthread_mutex_lock (&a->sb_lock);
-  if ((t = free_slot (a)) < 0) {
-    pthread_mutex_unlock (&a->sb_lock);
-    member_close (m);
-    snprintf (err, errlen, "the member table is full (%d entries)", SB_MAX_MEMBERS);
-    return ENOSPC;
-  }
-  memset (&a->sb.members[t], 0, sizeof a->sb.members[t]);
-  raid_uuid_generate (a->sb.members[t].uuid);
-  a->sb.members[t].role = -1;
-  a->sb.members[t].state = SB_MEMBER_SPARE;
-  a->sb.members[t].data_offset = a->sb.members[a->cur.slot[0] >= 0 ? a->cur.slot[0] : 0].data_offset;
-  a->sb.members[t].new_data_offset = a->sb.members[t].data_offset;
-  if (t == (int) a->sb.nmembers)
-    a->sb.nmembers++;
-  a->mem[t].m = m;
-  atomic_store (&a->mem[t].errors, 0);
-  atomic_store (&a->mem[t].state, RAID_MEMBER_SPARE);
-  r = array_commit (a);
-  role = role_to_recover (a);
-  pthread_mutex_unlock (&a->sb_lock);
-  if (r != 0) {
-    snprintf (err, errlen, "cannot record the new member: %s", raid_strerror (r));
-    return r;
-  }
-  raid_log (RAID_LOG_INFO, "%s added as a spare", spec);
-  if (role >= 0 && atomic_load (&a->health) != RAID_HEALTH_FAILED &&
-      array_start_recovery (a, t, role, e, sizeof e) != 0)
-    raid_log (RAID_LOG_WARN, "recovery onto %s not started: %s", spec, e);
-  return 0;
+  if (r == 0)
+    sync_next_job (a);                     /* a degraded array recovers onto it */
+  MGMT_END (a);
+  return r;
 }
 
-/* Make spare `t` the member of `role`, state rebuilding from row 0, and
- * start the recovery action.  The role was bad (faulty/missing), so no I/O
- * used it; after the switch it is bad in every row at or above the cursor
- * (0), so the order of the stores below keeps every reader consistent. */
-int
-array_start_recovery (struct raid_array *a, int t, int role, char *err, size_t errlen)
-{
-  int old, r;
+/* ---- replace ---- */
 
-  pthread_mutex_lock (&a->sb_lock);
-  old = a->cur.slot[role];
-  if (old >= 0) {
-    a->sb.members[old].role = -1;           /* stays faulty, detached */
-  }
-  a->sb.members[t].role = role;
-  a->sb.members[t].state = SB_MEMBER_REBUILDING;
-  a->sb.members[t].recovery_offset = 0;
-  atomic_store (&a->rb_row, 0);
-  atomic_store (&a->mem[t].state, RAID_MEMBER_REBUILDING);
-  __atomic_store_n (&a->cur.slot[role], t, __ATOMIC_RELEASE);
-  a->cur.data_offset[role] = a->sb.members[t].data_offset;
-  r = array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
-  if (r != 0) {
-    snprintf (err, errlen, "cannot record the recovery: %s", raid_strerror (r));
-    return r;
-  }
-  raid_log (RAID_LOG_INFO, "recovery of role %d onto %s started", role,
-            member_spec (a->mem[t].m));
-  return sync_begin (a, RAID_SYNC_RECOVER, t, role, 0, false, err, errlen);
-}
-
-/* At start: resume a recovery or a scrub from its checkpoint, or begin
- * recovery onto a spare when degraded. */
-int
-array_resume_actions (struct raid_array *a)
-{
-  char e[256];
-
-  if (atomic_load (&a->reshaping)) {
-    bool run = a->sb.reshape_state == SB_RESHAPE_RUNNING && a->autostart &&
-      reshape_check_start (a, e, sizeof e) == 0;
-    int r = sync_begin (a, RAID_SYNC_RESHAPE, -1, -1, a->sb.reshape_position, !run,
-                        e, sizeof e);
-    if (r == 0 && !run)
-      reshape_set_state (a, false);
-    raid_log (RAID_LOG_INFO, "reshape %s at %" PRIu64 " of %" PRIu64 " bytes",
-              run ? "resumed" : "frozen", a->sb.reshape_position, a->sb.array_size);
-    return r;
-  }
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
-      return sync_begin (a, RAID_SYNC_RECOVER, t, a->sb.members[t].role,
-                         atomic_load (&a->rb_row) * a->cur.g.chunk, false, e, sizeof e);
-  if (a->sb.resync_offset != UINT64_MAX && a->cur.g.level >= 4 &&
-      raid_array_health (a) == RAID_HEALTH_OPTIMAL)
-    return sync_begin (a, RAID_SYNC_RESYNC, -1, -1, a->sb.resync_offset, false, e, sizeof e);
-  if (a->sb.sync_action != SB_SYNC_NONE && raid_array_health (a) == RAID_HEALTH_OPTIMAL) {
-    a->sync.mismatch = a->sb.mismatch_count;
-    return sync_begin (a, a->sb.sync_action == SB_SYNC_REPAIR ? RAID_SYNC_REPAIR
-                       : RAID_SYNC_CHECK, -1, -1, a->sb.sync_position, false, e, sizeof e);
-  }
-  if (raid_array_health (a) == RAID_HEALTH_DEGRADED) {
-    int role = role_to_recover (a);
-    for (int t = 0; t < (int) a->sb.nmembers && role >= 0; t++)
-      if (atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
-        return array_start_recovery (a, t, role, e, sizeof e);
-  }
-  return 0;
-}
-
-/* ---- replace, resize, reshape ---- */
-
-/* Pick the spare to replace onto: `with` (a spare of this array) or the
- * first spare.  -1 with a message. */
+/* The spare to replace onto: `with` (a spare of this array) or the first. */
 static int
 pick_spare (struct raid_array *a, const char *with, char *err, size_t errlen)
 {
   if (with) {
-    int s = find_member (a, with, err, errlen);
+    int s = state_find_member (a, with, err, errlen);
     if (s >= 0 && atomic_load (&a->mem[s].state) != RAID_MEMBER_SPARE) {
       snprintf (err, errlen, "%s is not a spare", with);
       return -1;
@@ -417,121 +268,125 @@ pick_spare (struct raid_array *a, const char *with, char *err, size_t errlen)
   return -1;
 }
 
-/* Replace: copy a working member onto a spare while both receive every
- * write; then the spare takes the role and the old member is retired
- * (faulty).  Begins frozen, is configured, then unfrozen, so the copy can
- * never run half set up.  Not resumed after a restart (it starts over). */
+static int
+replace_locked (struct raid_array *a, const char *member, const char *with,
+                char *err, size_t errlen)
+{
+  int t, s, role;
+
+  if (router_two (&a->router)) {
+    snprintf (err, errlen, "a reshape is in progress");
+    return EBUSY;
+  }
+  if (a->sync.state != SYNC_IDLE) {
+    snprintf (err, errlen, "%s is in progress: wait for it or abort it first",
+              raid_sync_action_name (a->sync.job.ops->action));
+    return EBUSY;
+  }
+  if ((t = state_find_member (a, member, err, errlen)) < 0)
+    return ENODEV;
+  if (atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC || a->sb.members[t].role < 0) {
+    snprintf (err, errlen, "%s is %s: only a working member can be replaced", member,
+              raid_member_state_name (atomic_load (&a->mem[t].state)));
+    return EBUSY;
+  }
+  if ((s = pick_spare (a, with, err, errlen)) < 0)
+    return ENODEV;
+  role = a->sb.members[t].role;
+  a->sb.members[s].data_offset = a->sb.members[s].new_data_offset =
+    cur_layout (a)->data_offset[role];
+  atomic_store (&a->rb_row, 0);
+  member_transition (a, s, RAID_MEMBER_REBUILDING, -1, "replace target");
+  router_set_mirror (&a->router, role, s);       /* from here every write reaches s */
+  state_commit (a);
+  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member, role,
+            member_spec (a->mem[s].m));
+  return sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
+                       .target_role = role, .source_slot = t }, 0, false, err, errlen);
+}
+
 int
 raid_array_replace (struct raid_array *a, const char *member, const char *with,
                     char *err, size_t errlen)
 {
-  int t, s, role, r;
+  int r;
 
-  if (atomic_load (&a->reshaping)) {
-    snprintf (err, errlen, "a reshape is in progress");
-    return EBUSY;
-  }
-  pthread_mutex_lock (&a->sb_lock);
-  t = find_member (a, member, err, errlen);
-  if (t >= 0 && (atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC ||
-                 a->sb.members[t].role < 0)) {
-    snprintf (err, errlen, "%s is %s: only a working member can be replaced", member,
-              raid_member_state_name (atomic_load (&a->mem[t].state)));
-    pthread_mutex_unlock (&a->sb_lock);
-    return EBUSY;
-  }
-  s = t >= 0 ? pick_spare (a, with, err, errlen) : -1;
-  pthread_mutex_unlock (&a->sb_lock);
-  if (t < 0 || s < 0)
-    return ENODEV;
-  role = a->sb.members[t].role;
-  if ((r = sync_begin (a, RAID_SYNC_RECOVER, s, role, 0, true, err, errlen)) != 0)
-    return r;
-  a->repl_slot = s;
-  atomic_store (&a->rb_row, 0);
-  atomic_store (&a->repl_role, role);    /* from here every write reaches s */
-  pthread_mutex_lock (&a->sync.lock);
-  a->sync.replace = true;
-  a->sync.frozen = false;
-  pthread_cond_broadcast (&a->sync.changed);
-  pthread_mutex_unlock (&a->sync.lock);
-  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member, role,
-            member_spec (a->mem[s].m));
-  return 0;
+  MGMT_BEGIN (a);
+  router_claim (&a->router, 0, ROUTER_ALL);      /* the mirror changes routing */
+  pthread_mutex_lock (&a->state_lock);
+  r = replace_locked (a, member, with, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+  MGMT_END (a);
+  return r;
 }
 
-/* Make the replacement the member of its role (rebuilding from `row`, or
- * in sync when row is UINT64_MAX) and retire the old member.  The role's
- * slot switches before writes stop being duplicated, so no write misses
- * the new member.  Caller holds sb_lock. */
-static void
-replace_switch (struct raid_array *a, uint64_t row)
+/* ---- check, repair, set ---- */
+
+int
+raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen)
 {
-  int role = atomic_load (&a->repl_role), s = a->repl_slot, t = a->cur.slot[role];
+  int r;
 
-  if (t >= 0) {
-    a->sb.members[t].role = -1;
-    if (a->sb.members[t].state != SB_MEMBER_FAULTY)
-      a->sb.members[t].state = SB_MEMBER_FAULTY;     /* retired */
-    atomic_store (&a->mem[t].state, RAID_MEMBER_FAULTY);
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  if (cur_layout (a)->g.level < 4 || router_two (&a->router)) {
+    snprintf (err, errlen, router_two (&a->router) ? "a reshape is in progress"
+              : "raid%d has no parity to check", cur_layout (a)->g.level);
+    r = router_two (&a->router) ? EBUSY : EINVAL;
   }
-  a->sb.members[s].role = role;
-  a->sb.members[s].state = row == UINT64_MAX ? SB_MEMBER_IN_SYNC : SB_MEMBER_REBUILDING;
-  a->sb.members[s].recovery_offset = row == UINT64_MAX ? 0 : row * a->cur.g.chunk;
-  atomic_store (&a->mem[s].state, row == UINT64_MAX ? RAID_MEMBER_IN_SYNC
-                : RAID_MEMBER_REBUILDING);
-  a->cur.data_offset[role] = a->sb.members[s].data_offset;
-  __atomic_store_n (&a->cur.slot[role], s, __ATOMIC_RELEASE);
-  atomic_store (&a->repl_role, -1);
-  array_update_health (a);
-  array_commit (a);
-}
-
-void
-replace_finish (struct raid_array *a)
-{
-  pthread_mutex_lock (&a->sb_lock);
-  if (atomic_load (&a->repl_role) >= 0) {
-    raid_log (RAID_LOG_INFO, "replace complete: %s took role %d",
-              member_spec (a->mem[a->repl_slot].m), atomic_load (&a->repl_role));
-    replace_switch (a, UINT64_MAX);
+  else if (raid_array_health (a) != RAID_HEALTH_OPTIMAL) {
+    snprintf (err, errlen, "array is %s: nothing to compare parity with",
+              raid_health_name (raid_array_health (a)));
+    r = EBUSY;
   }
-  pthread_mutex_unlock (&a->sb_lock);
-}
-
-void
-replace_cancel (struct raid_array *a, bool source_failed)
-{
-  struct sync_ctl *sc = &a->sync;
-  int role = atomic_load (&a->repl_role);
-
-  if (role < 0)
-    return;
-  if (!source_failed) {                  /* the target failed: just stop */
-    atomic_store (&a->repl_role, -1);
-    return;
-  }
-  /* The member being replaced failed: the copy so far is good, so the
-   * replace becomes a recovery onto the same member from the cursor. */
-  pthread_mutex_lock (&a->sb_lock);
-  replace_switch (a, atomic_load (&a->rb_row));
-  pthread_mutex_unlock (&a->sb_lock);
-  pthread_mutex_lock (&sc->lock);
-  sc->replace = false;
-  sc->pos = atomic_load (&a->rb_row) * a->cur.g.chunk;
-  pthread_cond_broadcast (&sc->changed);
-  pthread_mutex_unlock (&sc->lock);
-  raid_log (RAID_LOG_WARN, "the replaced member failed: recovering role %d instead", role);
+  else
+    r = sync_begin (a, &(struct sync_job) {
+                      .ops = repair ? &sync_ops_repair : &sync_ops_check,
+                      .target_slot = -1, .target_role = -1, .source_slot = -1 },
+                    0, false, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  MGMT_END (a);
+  return r;
 }
 
 int
-raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen)
+raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t *max,
+                      char *err, size_t errlen)
 {
-  uint64_t cap = a->cur.g.level == 1 ? a->sb.component_size
-    : a->sb.component_size / a->cur.g.chunk * a->cur.g.stripe_width;
-  int r;
+  struct sync_ctl *s = &a->sync;
+  uint64_t nmin, nmax;
+  int r = 0;
 
-  if (atomic_load (&a->reshaping)) {
+  pthread_mutex_lock (&a->state_lock);
+  nmin = min ? *min : s->speed_min;
+  nmax = max ? *max : s->speed_max;
+  if (!min && nmax && nmin > nmax)
+    nmin = nmax;                         /* a lower limit alone lowers the floor */
+  if (nmax && nmin > nmax) {
+    snprintf (err, errlen, "speed_min (%" PRIu64 ") is above speed_max (%" PRIu64 ")",
+              nmin, nmax);
+    r = EINVAL;
+  }
+  else {
+    s->speed_min = nmin;
+    s->speed_max = nmax;
+    pthread_cond_broadcast (&a->changed);   /* cuts a throttle pause short */
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
+/* ---- resize ---- */
+
+static int
+may_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen)
+{
+  const struct layout *L = cur_layout (a);
+  uint64_t cap = L->g.level == 1 ? a->sb.component_size
+    : a->sb.component_size / L->g.chunk * L->g.stripe_width;
+
+  if (router_two (&a->router)) {
     snprintf (err, errlen, "a reshape is in progress: resize before or after it");
     return EBUSY;
   }
@@ -540,26 +395,189 @@ raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen
               " (what the members hold in this geometry)", size, cap);
     return size == 0 ? EINVAL : ENOSPC;
   }
-  if (size > a->size) {
-    /* Rows past the old size may hold anything (bytes a shrink cut off, or
-     * a reshape left behind) with parity that does not match: zero them,
-     * durably, before exporting them. */
-    r = stripe_zero (a, &a->cur, size - a->size, a->size, RAID_IO_RAW);
-    if (r == 0)                 /* durable, and no older logged write there */
-      r = a->journaled ? journal_checkpoint (a) : raid_array_flush (a);
-    if (r) {
-      snprintf (err, errlen, "cannot zero the new space: %s", raid_strerror (r));
-      return r;
-    }
+  return 0;
+}
+
+/* Rows past the old size may hold anything (bytes a shrink cut off, or a
+ * reshape left behind) with parity that does not match: zero them,
+ * durably, before exporting them.  Nobody addresses them yet; the claim
+ * keeps tickets out all the same. */
+static int
+zero_new_space (struct raid_array *a, uint64_t old, uint64_t size)
+{
+  int r;
+
+  router_claim (&a->router, old, ROUTER_ALL);
+  r = stripe_zero (a, cur_layout (a), size - old, old, RAID_IO_RAW);
+  router_release (&a->router);
+  return r ? r : cons_checkpoint (a, NULL, NULL);   /* durable, no older log */
+}
+
+int
+raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen)
+{
+  uint64_t old = atomic_load (&a->size);
+  int r;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  r = may_resize (a, size, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0 && size > old && (r = zero_new_space (a, old, size)) != 0)
+    snprintf (err, errlen, "cannot zero the new space: %s", raid_strerror (r));
+  if (r == 0) {
+    pthread_mutex_lock (&a->state_lock);
+    a->sb.array_size = size;
+    if ((r = state_commit (a)) == 0)
+      atomic_store (&a->size, size);
+    else
+      snprintf (err, errlen, "cannot record the new size: %s", raid_strerror (r));
+    pthread_mutex_unlock (&a->state_lock);
   }
-  pthread_mutex_lock (&a->sb_lock);
-  a->sb.array_size = size;
-  r = array_commit (a);
-  if (r == 0)
-    a->size = size;
-  pthread_mutex_unlock (&a->sb_lock);
-  if (r)
-    snprintf (err, errlen, "cannot record the new size: %s", raid_strerror (r));
+  MGMT_END (a);
   return r;
 }
 
+/* ---- reshape, start, freeze, abort, wait ---- */
+
+int
+raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
+                    struct raid_status *plan, char *err, size_t errlen)
+{
+  int r;
+
+  MGMT_BEGIN (a);
+  r = reshape_prepare (a, req, err, errlen);
+  MGMT_END (a);
+  if (r == 0 && plan)
+    raid_array_status (a, plan);
+  return r;
+}
+
+static int
+start_locked (struct raid_array *a, char *err, size_t errlen)
+{
+  struct sync_ctl *s = &a->sync;
+  int r;
+
+  if (s->state != SYNC_FROZEN) {
+    snprintf (err, errlen, s->state == SYNC_IDLE
+              ? "nothing is prepared or frozen to start" : "already running");
+    return s->state == SYNC_IDLE ? EINVAL : EBUSY;
+  }
+  if (s->job.ops->may_start && (r = s->job.ops->may_start (a, &s->job, err, errlen)))
+    return r;
+  return sync_transition (a, SYNC_EV_START, NULL, "started by request");
+}
+
+int
+raid_array_start_action (struct raid_array *a, char *err, size_t errlen)
+{
+  int r;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  r = start_locked (a, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  MGMT_END (a);
+  return r;
+}
+
+int
+raid_array_freeze (struct raid_array *a, char *err, size_t errlen)
+{
+  struct sync_ctl *s = &a->sync;
+  int r = 0;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  if (s->state == SYNC_IDLE) {
+    snprintf (err, errlen, "no action is running");
+    r = EINVAL;
+  }
+  else {
+    if (s->state == SYNC_RUNNING)
+      sync_transition (a, SYNC_EV_FREEZE, NULL, "frozen by request");
+    sync_wait_batch (a);                   /* the worker leaves its batch */
+    if (s->state == SYNC_FROZEN)
+      s->job.ops->checkpoint (a, &s->job); /* the position is durable */
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  MGMT_END (a);
+  return r;
+}
+
+int
+raid_array_abort (struct raid_array *a, char *err, size_t errlen)
+{
+  struct sync_ctl *s = &a->sync;
+  struct sync_job j;
+  int r = 0;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  j = s->job;
+  if (s->state == SYNC_IDLE) {
+    snprintf (err, errlen, "nothing to abort");
+    r = EINVAL;
+  }
+  else if (j.ops == &reshape_sync_ops && s->state != SYNC_FROZEN) {
+    snprintf (err, errlen, "the reshape is running: freeze it first");
+    r = EBUSY;
+  }
+  else if (j.ops != &reshape_sync_ops && !j.ops->abortable) {
+    snprintf (err, errlen, "%s cannot be aborted (freeze it instead)",
+              raid_sync_action_name (j.ops->action));
+    r = EBUSY;
+  }
+  else if (j.ops != &reshape_sync_ops) {
+    sync_transition (a, SYNC_EV_ABORT, NULL, "aborted by request");
+    sync_wait_batch (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0 && j.ops == &reshape_sync_ops)
+    r = reshape_abort (a, err, errlen);
+  else if (r == 0 && j.ops->stop)
+    j.ops->stop (a, &j);
+  if (r == 0)
+    sync_next_job (a);                     /* what the array owes next */
+  MGMT_END (a);
+  return r;
+}
+
+/* Nothing runs, and the worker has looked at the latest change (so no
+ * owed job is about to begin); or a job is frozen (state lock held). */
+static bool
+settled (struct raid_array *a)
+{
+  struct sync_ctl *s = &a->sync;
+
+  return s->stop || !s->started || s->state == SYNC_FROZEN ||
+    (s->state == SYNC_IDLE && s->seen_gen == a->state_gen);
+}
+
+int
+raid_array_wait (struct raid_array *a, double timeout_s)
+{
+  uint64_t deadline = raid_now_mono_ns () + (uint64_t) (timeout_s * 1e9);
+  int r;
+
+  pthread_mutex_lock (&a->state_lock);
+  while (!settled (a)) {
+    uint64_t now = raid_now_mono_ns ();
+    struct timespec ts;
+    if (now >= deadline)
+      break;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (deadline - now) / 1000000000;
+    ts.tv_nsec += (deadline - now) % 1000000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait (&a->changed, &a->state_lock, &ts);   /* any change */
+  }
+  r = settled (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}

@@ -3,45 +3,71 @@
  *
  * THEORY
  *
- * Two layouts.  While a reshape record exists the array has the old layout
- * (a->cur, lock space 0) and the new one (a->next, lock space 1), each with
- * its own data offset per member.  Array bytes are moved in order; the
- * boundary separates them: moving forward, [0, boundary) is in the new
- * layout and the rest in the old; moving backward, [boundary, size) is new.
- * The position (bytes moved) is durable in every member's superblock.
+ * Two layouts.  While a reshape record exists the router (router.h) holds
+ * the current layout and the target, each with its own data offset per
+ * member, and routes every array byte to one of them: moving forward,
+ * [0, boundary) is in the target and the rest in the current layout; moving
+ * backward, [boundary, size) is in the target.  The position (bytes moved)
+ * is durable in every member's superblock, and the boundary follows it.
  *
- * Explicit sequencing.  `reshape` (prepare) validates everything, then
+ * Explicit sequencing.  `reshape` (prepare, reshape_prepare) validates
+ * everything, then — holding a router claim over the whole array and the
+ * state lock, so that status and every request see all of it or none —
  * writes the complete record (old and new geometry, new data offsets, new
- * members with their roles, state frozen, position 0) to every member and
- * returns; nothing moves.  The sync action is RESHAPE, frozen.  `start`
- * unfreezes it (after checking every member the new layout needs is
- * usable); `freeze` stops it after the current window, durably.  The worker
- * therefore never sees a half-configured array: everything it uses was
- * durable before `start` could be accepted.
+ * members with their roles, state frozen, position 0) to every member,
+ * routes to both layouts (the boundary at the start: no byte's answer
+ * changes) and begins the reshape job frozen.  Nothing moves.  `start`
+ * records the state running (after checking that every member the target
+ * needs is usable) and unfreezes the job; `freeze` stops it after the
+ * current window, durably.  The worker therefore never sees a half-
+ * configured array: everything it uses was durable before `start` could be
+ * accepted.
  *
  * Out of place, no backup file.  The new data offset is lower than the old
  * one (forward) or higher (backward) by `gap` bytes of head or tail room.
  * Invariant: old-layout data is never overwritten before a durable
- * checkpoint covers its new copy.  A step copies one window of array bytes
- * [lo, hi): forward, lo is the durable position, and the window is cut so
- * that the new layout's member bytes for [0, hi) end at or below where the
- * old layout's not-yet-copied data (array offsets >= lo) starts on every
- * member; backward, symmetrically from the top.  After the copy every member
- * is flushed and the new position committed; only then does the boundary
- * move and the next window begin.
+ * checkpoint covers its new copy.  A step (reshape_step) copies one window
+ * of array bytes [lo, hi): forward, lo is the durable position, and the
+ * window is cut so that the new layout's member bytes for [0, hi) end at or
+ * below where the old layout's not-yet-copied data (array offsets >= lo)
+ * starts on every member; backward, symmetrically from the top.  The step:
+ *   1. router_claim(window): requests on the window wait, and every request
+ *      in flight on it — including one that entered before the reshape was
+ *      prepared — completes first;
+ *   2. copy: read the window from the current layout, write it to the
+ *      target (raw: a crash redoes the window);
+ *   3. checkpoint: flush every member and commit the new position, in one
+ *      record that also empties the write-hole journal (a logged write of
+ *      the window must never be replayed into the old layout afterwards);
+ *   4. move the boundary to the window's far end; release the claim.
+ *
+ * Finish (reshape_finish, once every byte moved).  First the grown capacity
+ * of the target is zeroed (no client can address it yet, so no claim of
+ * client bytes is needed: a claim beyond the exported size keeps tickets
+ * out of the partial last row's tail).  Then, holding a claim over
+ * everything (every request drains; requests that arrive wait and are routed
+ * afresh afterwards): checkpoint with the new geometry in the same record,
+ * make the target the current layout, recreate the bitmap for it, release.
+ * The claim is held for one flush and one commit, never for data movement.
  *
  * Crash anywhere.  The record and position on disk describe a state in
  * which all old data at or beyond the position is intact (nothing above the
  * durable position was overwritten) and all data below it is durable in
- * the new layout (flushed before the position was committed).  Restarting
+ * the target (flushed before the position was committed).  Restarting
  * recopies the interrupted window from the old layout — idempotent.
- * Client writes below the boundary go to the new layout through the
- * ordinary write path (journaled as layout 1); above it, to the old one.
+ * Client writes below the boundary go to the target through the ordinary
+ * write path, under the target's write-hole policy (consistency.h);
+ * above it, to the current layout under its own.
+ *
+ * Failures.  A member lost within redundancy: the reshape continues
+ * degraded.  A step that fails (beyond redundancy, a member that cannot be
+ * written) freezes the job with the error in status; the record says
+ * frozen; nothing spins.
  *
  * Clients never wait on progress.  A request touching the window being
- * copied waits for that window only (bounded by one window's I/O); the
- * copy waits only for requests already in flight on the window.  A frozen
- * reshape has no window, so no request ever waits on it.
+ * copied waits for that window only (bounded by one window's I/O and one
+ * checkpoint); a frozen reshape has no window, so no request ever waits on
+ * it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -51,12 +77,16 @@
 
 #include "array-int.h"
 #include "bitmap.h"
-#include "journal.h"
+#include "consistency.h"
+#include "create.h"
+#include "reshape.h"
+#include "job.h"
+#include "stripe.h"
 #include "util.h"
 
 #define WIN_MAX (16u << 20)                /* array bytes per step */
 #define GAP_PREFERRED (4u << 20)           /* room a reshape takes when it can */
-#define META_END (4u << 20)                /* create.h RAID_META_END */
+#define META_END RAID_META_END
 
 /* ---------------------------------------------------------------------
  * Geometry arithmetic (no I/O).
@@ -134,134 +164,6 @@ plan_feasible (const struct plan *p)
   return true;
 }
 
-/* ---------------------------------------------------------------------
- * The foreground side: split requests at the boundary, wait only for the
- * window.
- */
-struct rreq {
-  uint64_t lo, hi;
-  struct rreq *next;
-};
-
-static bool
-overlaps (uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1)
-{
-  return a0 < b1 && b0 < a1;
-}
-
-int
-reshape_io (struct raid_array *a, int op, void *buf, uint64_t count, uint64_t off,
-            unsigned flags)
-{
-  struct rreq node = { off, off + count, NULL }, **pp;
-  uint64_t B, cut;
-  const struct layout *lower, *upper;
-  int err = 0;
-
-  pthread_mutex_lock (&a->rlock);
-  while (overlaps (node.lo, node.hi, a->win_lo, a->win_hi))
-    pthread_cond_wait (&a->rcond, &a->rlock);   /* woken when the window moves */
-  node.next = a->active;
-  a->active = &node;
-  B = a->boundary;
-  pthread_mutex_unlock (&a->rlock);
-
-  lower = a->rdir == SB_DIR_FORWARD ? &a->next : &a->cur;
-  upper = a->rdir == SB_DIR_FORWARD ? &a->cur : &a->next;
-  cut = raid_max_u64 (off, raid_min_u64 (off + count, B));
-  if (cut > off)
-    err = array_span_io (a, lower, op, buf, cut - off, off, flags);
-  if (!err && off + count > cut)
-    err = array_span_io (a, upper, op, (uint8_t *) buf + (buf ? cut - off : 0),
-                         off + count - cut, cut, flags);
-
-  pthread_mutex_lock (&a->rlock);
-  for (pp = &a->active; *pp != &node; pp = &(*pp)->next)
-    ;
-  *pp = node.next;
-  pthread_cond_broadcast (&a->rcond);
-  pthread_mutex_unlock (&a->rlock);
-  return err;
-}
-
-/* Claim [lo, hi) for the copy: new requests on it wait; wait for those in
- * flight on it (bounded by their I/O). */
-static void
-window_claim (struct raid_array *a, uint64_t lo, uint64_t hi)
-{
-  bool busy;
-
-  pthread_mutex_lock (&a->rlock);
-  a->win_lo = lo;
-  a->win_hi = hi;
-  do {
-    busy = false;
-    for (struct rreq *r = a->active; r; r = r->next)
-      busy |= overlaps (r->lo, r->hi, lo, hi);
-    if (busy)
-      pthread_cond_wait (&a->rcond, &a->rlock);   /* woken by request completion */
-  } while (busy);
-  pthread_mutex_unlock (&a->rlock);
-}
-
-static void
-window_release (struct raid_array *a, bool moved, uint64_t new_boundary)
-{
-  pthread_mutex_lock (&a->rlock);
-  if (moved)
-    a->boundary = new_boundary;
-  a->win_lo = a->win_hi = 0;
-  pthread_cond_broadcast (&a->rcond);
-  pthread_mutex_unlock (&a->rlock);
-}
-
-/* ---------------------------------------------------------------------
- * Layout construction.
- */
-
-
-static void
-plan_from_sb (const struct raid_array *a, struct plan *p)
-{
-  p->g0 = a->cur.g;
-  p->g1 = a->next.g;
-  p->dir = a->sb.reshape_direction;
-  p->total = a->sb.array_size;
-  /* Smaller steps under a low speed limit, so that progress is smooth
-   * and the pause after each step short (sync thread only). */
-  p->win = a->test.reshape_window ? a->test.reshape_window : a->sync.step_bytes;
-  p->gap = UINT64_MAX;
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    const struct sb_member_entry *e = &a->sb.members[t];
-    if (e->role < 0 || e->role >= a->cur.g.raid_disks || e->state == SB_MEMBER_EMPTY ||
-        e->state == SB_MEMBER_SPARE)
-      continue;
-    p->gap = raid_min_u64 (p->gap, e->new_data_offset > e->data_offset
-                           ? e->new_data_offset - e->data_offset
-                           : e->data_offset - e->new_data_offset);
-  }
-}
-
-int
-reshape_assemble (struct raid_array *a, char *err, size_t errlen)
-{
-  pthread_mutex_init (&a->rlock, NULL);
-  pthread_cond_init (&a->rcond, NULL);
-  if (a->sb.reshape_state == SB_RESHAPE_NONE)
-    return 0;
-  if (array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
-    return -1;
-  a->rdir = a->sb.reshape_direction;
-  a->boundary = a->rdir == SB_DIR_FORWARD ? a->sb.reshape_position
-    : a->sb.array_size - a->sb.reshape_position;
-  atomic_store (&a->reshaping, true);
-  return 0;
-}
-
-/* ---------------------------------------------------------------------
- * Prepare.
- */
-
 /* Default layout for a level change (md's takeover conventions). */
 static int
 target_layout (int from_level, int from_layout, int to_level)
@@ -292,7 +194,7 @@ target_layout (int from_level, int from_layout, int to_level)
 }
 
 static int
-tolerance_of (const struct raid_geom *g)
+layout_tol (const struct raid_geom *g)
 {
   return g->level == 0 ? 0 : g->parity_disks;
 }
@@ -302,12 +204,14 @@ static void
 old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_t *max_off)
 {
   *min_size = UINT64_MAX; *min_off = UINT64_MAX; *max_off = 0;
-  for (int r = 0; r < a->cur.g.raid_disks; r++) {
-    struct member *m = layout_member (a, &a->cur, r);
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  for (int r = 0; r < cur->g.raid_disks; r++) {
+    struct member *m = state_role_member (a, cur, r);
     if (m)
       *min_size = raid_min_u64 (*min_size, member_size (m));
-    *min_off = raid_min_u64 (*min_off, a->cur.data_offset[r]);
-    *max_off = raid_max_u64 (*max_off, a->cur.data_offset[r]);
+    *min_off = raid_min_u64 (*min_off, cur->data_offset[r]);
+    *max_off = raid_max_u64 (*max_off, cur->data_offset[r]);
   }
 }
 
@@ -321,7 +225,7 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
 
   old_extent (a, &min_size, &min_off, &max_off);
   min_size = raid_min_u64 (min_size, new_member_min);
-  p->total = a->size;
+  p->total = atomic_load (&a->size);
   need = (uint64_t) p->g0.chunk + p->g1.chunk;
   head = min_off > META_END ? min_off - META_END : 0;
   used1 = raid_round_up (p->total, width (&p->g1)) / width (&p->g1) * p->g1.chunk;
@@ -379,7 +283,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
   *min_size = UINT64_MAX;
   for (int i = 0; i < req->nadd; i++) {
     struct raid_sb sb;
-    int r = 0, t = array_find_member (a, req->add[i], e, sizeof e);
+    int r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
     reuse[i] = -1;
     if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
       reuse[i] = t;
@@ -406,9 +310,10 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       r = EBUSY;
     }
     if (r) {
-      for (int j = 0; j <= i; j++)
-        if (ms[j])
-          member_close (ms[j]);
+      for (int j = 0; j <= i; j++) {
+        member_close (ms[j]);
+        ms[j] = NULL;
+      }
       return r;
     }
     *min_size = raid_min_u64 (*min_size, member_size (ms[i]));
@@ -420,15 +325,16 @@ static int
 validate_request (struct raid_array *a, const struct raid_reshape_req *req,
                   struct plan *p, char *err, size_t errlen)
 {
-  int level = req->level >= 0 ? req->level : a->cur.g.level;
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  int level = req->level >= 0 ? req->level : cur->g.level;
   int layout = req->layout >= 0 ? req->layout
-    : target_layout (a->cur.g.level, a->cur.g.layout, level);
-  uint32_t chunk = req->chunk ? req->chunk : a->cur.g.chunk;
-  int n0 = a->cur.g.raid_disks;
+    : target_layout (cur->g.level, cur->g.layout, level);
+  uint32_t chunk = req->chunk ? req->chunk : cur->g.chunk;
+  int n0 = cur->g.raid_disks;
   int n1 = req->raid_devices ? req->raid_devices : n0 + req->nadd;
   int nbad;
 
-  if (level == a->cur.g.level && layout == a->cur.g.layout && chunk == a->cur.g.chunk &&
+  if (level == cur->g.level && layout == cur->g.layout && chunk == cur->g.chunk &&
       n1 == n0) {
     snprintf (err, errlen, "the requested geometry is the current one");
     return EINVAL;
@@ -442,29 +348,29 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
     snprintf (err, errlen, "add is only for growing (raid_devices %d <= %d)", n1, n0);
     return EINVAL;
   }
-  if (a->cur.g.level == 1 && !(level == 1 || (level == 5 && n0 == 2 && n1 == 2))) {
+  if (cur->g.level == 1 && !(level == 1 || (level == 5 && n0 == 2 && n1 == 2))) {
     snprintf (err, errlen, "raid1 can only become a 2-member raid5");
     return EINVAL;
   }
-  if (level == 1 && !(a->cur.g.level == 5 && n0 == 2 && n1 == 2)) {
+  if (level == 1 && !(cur->g.level == 5 && n0 == 2 && n1 == 2)) {
     snprintf (err, errlen, "only a 2-member raid5 can become raid1");
     return EINVAL;
   }
-  if (level == 0 && a->cur.g.level != 0) {
+  if (level == 0 && cur->g.level != 0) {
     snprintf (err, errlen, "reshape to raid0 would lose all redundancy");
     return EINVAL;
   }
-  p->g0 = a->cur.g;
+  p->g0 = cur->g;
   if (raid_geom_init (&p->g1, level, layout, chunk, n1, err, errlen) < 0)
     return EINVAL;
-  nbad = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
-  if (nbad && tolerance_of (&p->g1) < tolerance_of (&p->g0)) {
+  nbad = __builtin_popcount (state_bad_roles (a, cur, NULL, NULL));
+  if (nbad && layout_tol (&p->g1) < layout_tol (&p->g0)) {
     snprintf (err, errlen, "the array is degraded: a reshape must keep at least its "
               "redundancy (raid%d tolerates %d, the target %d)", p->g0.level,
-              tolerance_of (&p->g0), tolerance_of (&p->g1));
+              layout_tol (&p->g0), layout_tol (&p->g1));
     return EBUSY;
   }
-  if (nbad > tolerance_of (&p->g1) || (nbad && n1 < n0)) {
+  if (nbad > layout_tol (&p->g1) || (nbad && n1 < n0)) {
     snprintf (err, errlen, "the array is degraded (%d unusable): the target could "
               "not keep its data", nbad);
     return EBUSY;
@@ -472,87 +378,119 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
   return 0;
 }
 
-/* The record could not be written to any member (the array has failed):
- * take back what persist_prepare changed in memory, keeping the event
- * count (it never goes back) and the faulty marks the commit made, so
- * that the caller can close the members it opened. */
-static void
-unprepare (struct raid_array *a, const struct raid_sb *saved)
-{
-  struct raid_sb now = a->sb;
+/* ---------------------------------------------------------------------
+ * The record and the plan it implies.
+ */
 
-  a->sb = *saved;
-  a->sb.events = now.events;
-  a->sb.utime_ns = now.utime_ns;
-  for (int t = 0; t < (int) now.nmembers; t++) {
-    bool faulty = atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY;
-    if (t >= (int) saved->nmembers || saved->members[t].state == SB_MEMBER_EMPTY) {
-      if (now.members[t].state != SB_MEMBER_EMPTY && a->mem[t].m) {
-        a->mem[t].m = NULL;              /* a new member: the caller closes it */
-        atomic_store (&a->mem[t].state, RAID_MEMBER_MISSING);
-      }
+/* The plan of the recorded reshape (state lock held, or the worker, which
+ * alone changes the position). */
+static void
+plan_from_sb (struct raid_array *a, struct plan *p)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  p->g0 = cur->g;
+  p->g1 = router_layout (&a->router, LAYOUT_NEXT)->g;
+  p->dir = a->sb.reshape_direction;
+  p->total = a->sb.array_size;
+  /* Smaller steps under a low speed limit, so that progress is smooth
+   * and the pause after each step short. */
+  p->win = a->test.reshape_window ? a->test.reshape_window : a->sync.step_bytes;
+  p->gap = UINT64_MAX;
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    const struct sb_member_entry *e = &a->sb.members[t];
+    if (e->role < 0 || e->role >= cur->g.raid_disks || e->state == SB_MEMBER_EMPTY ||
+        e->state == SB_MEMBER_SPARE)
       continue;
-    }
-    if (faulty)
-      a->sb.members[t].state = SB_MEMBER_FAULTY;
-    else if (saved->members[t].state == SB_MEMBER_SPARE)
-      atomic_store (&a->mem[t].state, RAID_MEMBER_SPARE);
+    p->gap = raid_min_u64 (p->gap, e->new_data_offset > e->data_offset
+                           ? e->new_data_offset - e->data_offset
+                           : e->data_offset - e->new_data_offset);
   }
-  array_update_health (a);
 }
 
-/* Persist the frozen record; the new members join with their roles. */
+/* Route to both layouts as the record says (state lock held, and a claim
+ * or no request yet). */
+static int
+route_record (struct raid_array *a, char *err, size_t errlen)
+{
+  struct layout next;
+  uint64_t end = a->sb.array_size;
+
+  if (layout_from_sb (&a->sb, LAYOUT_NEXT, &next, err, errlen) < 0)
+    return -1;
+  router_begin_reshape (&a->router, &next, a->sb.reshape_direction, end);
+  if (a->sb.reshape_position)
+    router_move_boundary (&a->router, a->sb.reshape_direction == SB_DIR_FORWARD
+                          ? a->sb.reshape_position : end - a->sb.reshape_position);
+  state_update_health (a);
+  return 0;
+}
+
+int
+reshape_assemble (struct raid_array *a, char *err, size_t errlen)
+{
+  int r;
+
+  if (a->sb.reshape_state == SB_RESHAPE_NONE)
+    return 0;
+  router_claim (&a->router, 0, ROUTER_ALL);
+  r = route_record (a, err, errlen);
+  router_release (&a->router);
+  return r;
+}
+
+/* ---------------------------------------------------------------------
+ * Prepare.
+ */
+
+/* The members the request adds that are new to the array. */
+static int
+count_new (const int *reuse, int nadd)
+{
+  int n = 0;
+  for (int i = 0; i < nadd; i++)
+    n += reuse[i] < 0;
+  return n;
+}
+
+static int
+free_slots (struct raid_array *a)
+{
+  int n = SB_MAX_MEMBERS - (int) a->sb.nmembers;
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    n += atomic_load (&a->mem[t].state) == STATE_EMPTY && !a->mem[t].m;
+  return n;
+}
+
+/* Write the frozen record, the new members joining with their roles, and
+ * route to both layouts (state lock and a claim over everything held).  A
+ * failed commit means no member could be written: the array has failed,
+ * and what it holds in memory no longer matters. */
 static int
 persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
                  const int *reuse, int nadd, char *err, size_t errlen)
 {
-  struct raid_sb *saved = malloc (sizeof *saved);
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  uint64_t off0 = cur->data_offset[0];
+  uint64_t new_off = p->dir == SB_DIR_FORWARD ? off0 - p->gap : off0 + p->gap;
   int r;
 
-  if (!saved) {
-    snprintf (err, errlen, "out of memory");
-    return ENOMEM;
-  }
-  pthread_mutex_lock (&a->sb_lock);
-  *saved = a->sb;
-  for (int i = 0; i < nadd; i++) {
-    int t = reuse[i];
-    if (t >= 0) {                          /* a spare of this array */
-      a->sb.members[t].role = p->g0.raid_disks + i;
-      a->sb.members[t].state = SB_MEMBER_IN_SYNC;
-      atomic_store (&a->mem[t].state, RAID_MEMBER_IN_SYNC);
-      continue;
-    }
-    for (int u = 0; u < (int) a->sb.nmembers && t < 0; u++)
-      if (a->sb.members[u].state == SB_MEMBER_EMPTY && !a->mem[u].m)
-        t = u;
-    if (t < 0 && a->sb.nmembers < SB_MAX_MEMBERS)
-      t = a->sb.nmembers++;
-    if (t < 0) {
-      unprepare (a, saved);
-      pthread_mutex_unlock (&a->sb_lock);
-      free (saved);
-      snprintf (err, errlen, "the member table is full");
-      return ENOSPC;
-    }
-    memset (&a->sb.members[t], 0, sizeof a->sb.members[t]);
-    raid_uuid_generate (a->sb.members[t].uuid);
-    a->sb.members[t].role = p->g0.raid_disks + i;
-    a->sb.members[t].state = SB_MEMBER_IN_SYNC;
-    a->mem[t].m = ms[i];
-    atomic_store (&a->mem[t].errors, 0);
-    atomic_store (&a->mem[t].state, RAID_MEMBER_IN_SYNC);
-  }
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     struct sb_member_entry *e = &a->sb.members[t];
-    if (e->state == SB_MEMBER_EMPTY)
-      continue;
-    if (e->role >= p->g0.raid_disks)       /* a new member: only the new layout */
-      e->data_offset = e->new_data_offset = p->dir == SB_DIR_FORWARD
-        ? a->cur.data_offset[0] - p->gap : a->cur.data_offset[0] + p->gap;
-    else
+    if (e->state != SB_MEMBER_EMPTY && e->role >= 0)
       e->new_data_offset = p->dir == SB_DIR_FORWARD ? e->data_offset - p->gap
         : e->data_offset + p->gap;
+  }
+  for (int i = 0; i < nadd; i++) {
+    int role = p->g0.raid_disks + i;
+    if (reuse[i] >= 0) {                   /* a spare of this array */
+      a->sb.members[reuse[i]].data_offset = new_off;
+      a->sb.members[reuse[i]].new_data_offset = new_off;
+      member_transition (a, reuse[i], RAID_MEMBER_IN_SYNC, role, "added by a reshape");
+    }
+    else
+      member_install (a, member_free_slot (a), ms[i], RAID_MEMBER_IN_SYNC, role,
+                      new_off, new_off);
   }
   a->sb.reshape_state = SB_RESHAPE_FROZEN;
   a->sb.reshape_direction = p->dir;
@@ -562,121 +500,152 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   a->sb.new_chunk = p->g1.chunk;
   a->sb.new_raid_devices = p->g1.raid_disks;
   a->sb.new_array_size = p->g1.data_disks > p->g0.data_disks ? p->cap1 : a->size;
-  r = array_commit (a);
-  if (r)
-    unprepare (a, saved);
-  else if (array_layout_from_sb (a, &a->next, 1, err, errlen) < 0)
+  r = state_commit (a);
+  if (route_record (a, err, errlen) < 0)
     abort ();                              /* validated by validate_request */
-  else {
-    a->rdir = p->dir;
-    a->boundary = p->dir == SB_DIR_FORWARD ? 0 : a->size;
-    atomic_store (&a->reshaping, true);
-  }
-  pthread_mutex_unlock (&a->sb_lock);
-  free (saved);
-  if (r && !*err)
+  if (r)
     snprintf (err, errlen, "cannot record the reshape: %s", raid_strerror (r));
   return r;
 }
 
 /* New members (not spares of this array) start with an empty ring. */
 static int
-wipe_added (struct member **ms, int n)
+init_added (struct member **ms, int n, const char *const *specs, char *err, size_t errlen)
 {
   int r = 0;
-  for (int i = 0; i < n && !r; i++)
-    if (ms[i])
-      r = array_wipe_ring (ms[i]);
+
+  for (int i = 0; i < n && !r; i++) {
+    if (!ms[i])
+      continue;
+    if ((r = sb_wipe_ring (ms[i])) != 0)
+      snprintf (err, errlen, "%s: cannot initialise it: %s", specs[i], raid_strerror (r));
+    else if ((r = member_start (ms[i])) != 0)
+      snprintf (err, errlen, "%s: cannot start its I/O", specs[i]);
+  }
   return r;
 }
 
-int
-raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
-                    struct raid_status *plan, char *err, size_t errlen)
+/* The request as it will run: growing by more members than named uses the
+ * array's spares, as mdadm --grow does (specs: storage for the names). */
+static void
+complete_request (struct raid_array *a, const struct raid_reshape_req *req,
+                  struct raid_reshape_req *out, const char **specs)
 {
-  struct member *ms[RAID_MAX_MEMBERS] = { NULL };
-  int reuse[RAID_MAX_MEMBERS];
-  struct plan p = { .win = a->test.reshape_window };
-  uint64_t add_min;
-  int r;
+  int n0 = router_layout (&a->router, LAYOUT_CUR)->g.raid_disks, n = 0;
 
-  *err = '\0';
-  if (atomic_load (&a->reshaping)) {
+  *out = *req;
+  if (req->raid_devices <= n0 + req->nadd)
+    return;
+  for (int i = 0; i < req->nadd; i++)
+    specs[n++] = req->add[i];
+  for (int t = 0; t < (int) a->sb.nmembers && n < req->raid_devices - n0; t++)
+    if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
+      specs[n++] = member_spec (a->mem[t].m);
+  out->add = specs;
+  out->nadd = n;
+}
+
+/* Can a reshape be prepared now (state lock held)?  0 or an errno. */
+static int
+may_prepare (struct raid_array *a, char *err, size_t errlen)
+{
+  if (router_two (&a->router)) {
     snprintf (err, errlen, "a reshape is already prepared (use start, freeze, or abort)");
     return EBUSY;
   }
-  if (a->sync.action != RAID_SYNC_IDLE) {
+  if (a->sync.state != SYNC_IDLE) {
     snprintf (err, errlen, "%s is in progress: wait for it or abort it first",
-              raid_sync_action_name (a->sync.action));
+              raid_sync_action_name (a->sync.job.ops->action));
     return EBUSY;
   }
   if (raid_array_health (a) == RAID_HEALTH_FAILED) {
     snprintf (err, errlen, "the array has failed");
     return EIO;
   }
-  if (req->nadd > RAID_MAX_MEMBERS - a->cur.g.raid_disks) {
+  return 0;
+}
+
+int
+reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
+                 char *err, size_t errlen)
+{
+  struct member *ms[RAID_MAX_MEMBERS] = { NULL };
+  const char *specs[RAID_MAX_MEMBERS];
+  int reuse[RAID_MAX_MEMBERS];
+  struct raid_reshape_req req;
+  struct plan p = { .win = a->test.reshape_window };
+  uint64_t add_min;
+  int r;
+
+  *err = '\0';
+  if (in->nadd > RAID_MAX_MEMBERS -
+      router_layout (&a->router, LAYOUT_CUR)->g.raid_disks) {
     snprintf (err, errlen, "too many members to add");
     return EINVAL;
   }
-  /* Growing by more members than named: use the array's spares, as mdadm
-   * --grow does. */
-  if (req->raid_devices > a->cur.g.raid_disks + req->nadd) {
-    static __thread const char *specs[RAID_MAX_MEMBERS];
-    static __thread struct raid_reshape_req grown;
-    int n = 0;
-    for (int i = 0; i < req->nadd; i++)
-      specs[n++] = req->add[i];
-    for (int t = 0; t < (int) a->sb.nmembers &&
-           n < req->raid_devices - a->cur.g.raid_disks; t++)
-      if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
-        specs[n++] = member_spec (a->mem[t].m);
-    grown = *req;
-    grown.add = specs;
-    grown.nadd = n;
-    req = &grown;
+  pthread_mutex_lock (&a->state_lock);
+  complete_request (a, in, &req, specs);
+  if ((r = may_prepare (a, err, errlen)) == 0)
+    r = validate_request (a, &req, &p, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  if (r)
+    return r;
+  /* Slow: opening NBD members.  Nothing may begin a job meanwhile (the
+   * management lock is held); members may still fail, so the checks that
+   * depend on them are made again below, with the commit. */
+  if ((r = open_added (a, &req, ms, reuse, &add_min, err, errlen)) == 0 &&
+      (r = choose_plan (a, &p, add_min, err, errlen)) == 0)
+    r = init_added (ms, req.nadd, req.add, err, errlen);
+  if (r == 0) {
+    router_claim (&a->router, 0, ROUTER_ALL);
+    pthread_mutex_lock (&a->state_lock);
+    if ((r = may_prepare (a, err, errlen)) == 0 &&
+        (r = validate_request (a, &req, &p, err, errlen)) == 0 &&
+        count_new (reuse, req.nadd) > free_slots (a)) {
+      snprintf (err, errlen, "the member table is full");
+      r = ENOSPC;
+    }
+    if (r == 0) {
+      /* From here the members belong to the array, even when the commit
+       * fails (then no member could be written: the array has failed). */
+      r = persist_prepare (a, &p, ms, reuse, req.nadd, err, errlen);
+      sync_begin (a, &(struct sync_job) { .ops = &reshape_sync_ops, .target_slot = -1,
+                  .target_role = -1, .source_slot = -1 }, 0, true, err, errlen);
+      memset (ms, 0, sizeof ms);
+    }
+    pthread_mutex_unlock (&a->state_lock);
+    router_release (&a->router);
   }
-  if ((r = validate_request (a, req, &p, err, errlen)) != 0)
+  for (int i = 0; i < req.nadd; i++)
+    member_close (ms[i]);                  /* not taken by the array */
+  if (r)
     return r;
-  if ((r = open_added (a, req, ms, reuse, &add_min, err, errlen)) != 0)
-    return r;
-  if ((r = choose_plan (a, &p, add_min, err, errlen)) == 0 &&
-      (r = wipe_added (ms, req->nadd)) != 0)
-    snprintf (err, errlen, "cannot initialise the new members: %s", raid_strerror (r));
-  for (int i = 0; r == 0 && i < req->nadd; i++)
-    if (ms[i] && (r = member_start (ms[i])) != 0)
-      snprintf (err, errlen, "%s: cannot start its I/O", req->add[i]);
-  if (r == 0)
-    r = persist_prepare (a, &p, ms, reuse, req->nadd, err, errlen);
-  if (r) {
-    for (int i = 0; i < req->nadd; i++)
-      if (ms[i])
-        member_close (ms[i]);
-    return r;
-  }
   raid_log (RAID_LOG_INFO, "reshape prepared: raid%d %s chunk %u x%d -> raid%d %s "
             "chunk %u x%d, moving %s (frozen)", p.g0.level, raid_layout_name (p.g0.layout),
             p.g0.chunk, p.g0.raid_disks, p.g1.level, raid_layout_name (p.g1.layout),
             p.g1.chunk, p.g1.raid_disks, p.dir == SB_DIR_FORWARD ? "forward" : "backward");
-  r = sync_begin (a, RAID_SYNC_RESHAPE, -1, -1, 0, true, err, errlen);
-  if (plan)
-    raid_array_status (a, plan);
   return r;
 }
 
 /* ---------------------------------------------------------------------
- * The worker side (called by sync.c).
+ * Start, the steps and the finish.
  */
 
-/* Can the new layout be written and the old one read? */
 int
 reshape_check_start (struct raid_array *a, char *err, size_t errlen)
 {
-  uint32_t bad1 = array_bad_roles (a, &a->next, NULL, NULL);
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
+  uint32_t bad1 = state_bad_roles (a, next, NULL, NULL);
   int nbad1 = __builtin_popcount (bad1);
-  int nbad0 = __builtin_popcount (array_bad_roles (a, &a->cur, NULL, NULL));
+  int nbad0 = __builtin_popcount (state_bad_roles (a, cur, NULL, NULL));
   uint32_t added = 0;
 
-  if (nbad1 > tolerance_of (&a->next.g) || nbad0 > tolerance_of (&a->cur.g)) {
+  if (raid_array_health (a) == RAID_HEALTH_FAILED) {
+    snprintf (err, errlen, "the array has failed");
+    return EIO;
+  }
+  if (nbad1 > layout_tolerance (next) || nbad0 > layout_tolerance (cur)) {
     snprintf (err, errlen, "members the reshape needs are missing or faulty "
               "(%d of the new layout, %d of the old)", nbad1, nbad0);
     return ENODEV;
@@ -685,9 +654,9 @@ reshape_check_start (struct raid_array *a, char *err, size_t errlen)
    * (else it would start with less redundancy than it was prepared for;
    * abort and prepare again instead).  Once data moved, a lost member
    * within redundancy does not stop it. */
-  for (int r = a->cur.g.raid_disks; r < a->next.g.raid_disks; r++)
+  for (int r = cur->g.raid_disks; r < next->g.raid_disks; r++)
     added |= 1u << r;
-  if (!array_next_holds_data (a) && (bad1 & added)) {
+  if (!state_next_holds_data (a) && (bad1 & added)) {
     snprintf (err, errlen, "a member this reshape adds is missing or faulty; "
               "abort the reshape and prepare it again");
     return ENODEV;
@@ -696,32 +665,14 @@ reshape_check_start (struct raid_array *a, char *err, size_t errlen)
 }
 
 void
-reshape_set_state (struct raid_array *a, bool running)
+reshape_record_state (struct raid_array *a, bool running)
 {
-  pthread_mutex_lock (&a->sb_lock);
-  if (a->sb.reshape_state != SB_RESHAPE_NONE &&
-      a->sb.reshape_state != (running ? SB_RESHAPE_RUNNING : SB_RESHAPE_FROZEN)) {
-    a->sb.reshape_state = running ? SB_RESHAPE_RUNNING : SB_RESHAPE_FROZEN;
-    array_commit (a);
+  uint32_t want = running ? SB_RESHAPE_RUNNING : SB_RESHAPE_FROZEN;
+
+  if (a->sb.reshape_state != SB_RESHAPE_NONE && a->sb.reshape_state != want) {
+    a->sb.reshape_state = want;
+    state_commit (a);
   }
-  pthread_mutex_unlock (&a->sb_lock);
-}
-
-static int
-flush_all (struct raid_array *a)
-{
-  struct mio mios[SB_MAX_MEMBERS];
-  size_t n = 0;
-
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (array_member_in_use (a, t))
-      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
-  if (mio_run (mios, n) == 0)
-    return 0;
-  for (size_t i = 0; i < n; i++)
-    if (mios[i].err)
-      array_member_io_error (a, mios[i].m, mios[i].err, true, 0);
-  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
 }
 
 static void
@@ -730,96 +681,78 @@ set_position (struct raid_array *a, void *arg)
   a->sb.reshape_position = *(uint64_t *) arg;
 }
 
-int
-reshape_step (struct raid_array *a, uint64_t *done, uint8_t **bufp)
+/* Copy the window [lo, hi) (a claim over it held). */
+static int
+copy_window (struct raid_array *a, uint64_t lo, uint64_t hi, uint8_t *buf)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
+  int err = stripe_read (a, cur, buf, hi - lo, lo);
+
+  return err ? err : stripe_write (a, next, buf, hi - lo, lo, RAID_IO_RAW);
+}
+
+/* One window from the durable position *done (the worker; *buf is its
+ * copy buffer, allocated here on first use). */
+static int
+reshape_step (struct raid_array *a, uint64_t *done, uint8_t **buf)
 {
   struct plan p;
   uint64_t lo, hi, pos;
   int err;
 
+  pthread_mutex_lock (&a->state_lock);
   plan_from_sb (a, &p);
+  pthread_mutex_unlock (&a->state_lock);
   if (!next_window (&p, *done, &lo, &hi))
     return ENOSPC;                         /* impossible after prepare's walk */
-  if (!*bufp && !(*bufp = raid_alloc_aligned (WIN_MAX + width (&p.g1))))
+  if (!*buf && !(*buf = raid_alloc_aligned (WIN_MAX + width (&p.g1))))
     return ENOMEM;
 
-  window_claim (a, lo, hi);
-  err = stripe_read (a, &a->cur, *bufp, hi - lo, lo);
-  if (!err)
-    err = stripe_write (a, &a->next, *bufp, hi - lo, lo, RAID_IO_RAW);
+  router_claim (&a->router, lo, hi);
   pos = *done + (hi - lo);
-  if (!err && a->journaled) {
-    /* Logged writes of the window's rows in the old layout must never be
-     * replayed once the new position is durable: their member bytes may
-     * now belong to the new layout.  One commit empties the log and
-     * records the position (after a flush of everything, in-flight
-     * writes included). */
-    err = journal_checkpoint_with (a, set_position, &pos);
-    if (!err && atomic_load (&a->health) == RAID_HEALTH_FAILED)
-      err = EIO;
+  if ((err = copy_window (a, lo, hi, *buf)) == 0)
+    err = cons_checkpoint (a, set_position, &pos);
+  if (err == 0 && raid_array_health (a) == RAID_HEALTH_FAILED)
+    err = EIO;
+  if (err == 0) {
+    pthread_mutex_lock (&a->state_lock);
+    router_move_boundary (&a->router, p.dir == SB_DIR_FORWARD ? hi : lo);
+    state_update_health (a);
+    pthread_mutex_unlock (&a->state_lock);
+    *done = pos;
   }
-  else if (!err && !(err = flush_all (a))) {
-    pthread_mutex_lock (&a->sb_lock);
-    set_position (a, &pos);
-    err = array_commit (a);
-    pthread_mutex_unlock (&a->sb_lock);
-  }
-  if (!err)
-    *done += hi - lo;
-  window_release (a, err == 0, p.dir == SB_DIR_FORWARD ? hi : lo);
+  router_release (&a->router);
   return err;
 }
 
-/* All data moved: zero the new capacity, then switch layouts with no
- * request in flight. */
-int
-reshape_finish (struct raid_array *a)
+/* The record of the finished reshape (state lock held). */
+static void
+switch_record (struct raid_array *a, void *arg)
 {
-  uint64_t size = a->size, newsize;
-  char e[256];
-  int err = 0;
+  const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
+  uint64_t min = UINT64_MAX;
 
-  newsize = a->sb.new_array_size;
-  window_claim (a, 0, UINT64_MAX);         /* drains every request */
-  if (newsize > size)
-    err = stripe_zero (a, &a->next, newsize - size, size, RAID_IO_RAW);
-  if (!err && a->journaled)
-    err = journal_checkpoint (a);
-  if (!err)
-    err = flush_all (a);
-  if (!err && bitmap_enabled (a))
-    bitmap_clean (a, true);
-  if (err) {
-    window_release (a, false, 0);
-    return err;
-  }
-  pthread_mutex_lock (&a->sb_lock);
+  (void) arg;
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    struct sb_member_entry *e2 = &a->sb.members[t];
-    if (e2->state == SB_MEMBER_EMPTY)
+    struct sb_member_entry *e = &a->sb.members[t];
+    if (e->state == SB_MEMBER_EMPTY)
       continue;
-    e2->data_offset = e2->new_data_offset;
-    if (e2->role >= a->next.g.raid_disks && e2->state != SB_MEMBER_FAULTY) {
-      e2->role = -1;                       /* no longer used: a spare */
-      e2->state = SB_MEMBER_SPARE;
-      atomic_store (&a->mem[t].state, RAID_MEMBER_SPARE);
-    }
+    e->data_offset = e->new_data_offset;
+    if (e->role >= next->g.raid_disks && e->state != SB_MEMBER_FAULTY)
+      member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
+  }
+  for (int r = 0; r < next->g.raid_disks; r++) {
+    struct member *m = state_role_member (a, next, r);
+    if (m)
+      min = raid_min_u64 (min, member_size (m) - next->data_offset[r]);
   }
   a->sb.level = a->sb.new_level;
   a->sb.layout = a->sb.new_layout;
   a->sb.chunk = a->sb.new_chunk;
   a->sb.raid_disks = a->sb.new_raid_devices;
-  a->sb.array_size = raid_max_u64 (newsize, size);
-  {
-    /* Component size of the new layout on the members. */
-    uint64_t min = UINT64_MAX;
-    for (int r = 0; r < a->next.g.raid_disks; r++) {
-      struct member *m = layout_member (a, &a->next, r);
-      if (m)
-        min = raid_min_u64 (min, member_size (m) - a->next.data_offset[r]);
-    }
-    a->sb.component_size = raid_round_down (min, a->next.g.chunk);
-  }
+  a->sb.array_size = raid_max_u64 (a->sb.new_array_size, a->sb.array_size);
+  a->sb.component_size = raid_round_down (min, next->g.chunk);
   a->sb.reshape_state = SB_RESHAPE_NONE;
   a->sb.reshape_position = 0;
   if (a->sb.resync_offset != UINT64_MAX) {
@@ -829,93 +762,191 @@ reshape_finish (struct raid_array *a)
     a->sb.resync_offset = 0;
     a->sb.flags |= SB_FLAG_RESYNC_ALL;
   }
-  err = array_commit (a);
-  if (err == 0) {
-    a->cur = a->next;
-    a->cur.id = 0;
-    a->cur.rows = a->sb.component_size / a->cur.g.chunk;
-    a->size = a->sb.array_size;
-    atomic_store (&a->reshaping, false);
-    a->journaled = journal_enabled (a);
-    bitmap_fini (a);
-    bitmap_init (a);
-  }
-  pthread_mutex_unlock (&a->sb_lock);
-  array_update_health (a);
-  window_release (a, false, 0);
-  if (err == 0)
-    raid_log (RAID_LOG_INFO, "reshape complete: raid%d %s chunk %u, %d members, %s",
-              a->cur.g.level, raid_layout_name (a->cur.g.layout), a->cur.g.chunk,
-              a->cur.g.raid_disks, raid_fmt_size (a->size, e, sizeof e));
+}
+
+/* Zero the target's grown capacity [size, newsize): nobody can address it
+ * yet; the claim keeps tickets out of it all the same. */
+static int
+zero_grown (struct raid_array *a)
+{
+  uint64_t size = atomic_load (&a->size), newsize = a->sb.new_array_size;
+  int err = 0;
+
+  if (newsize <= size)
+    return 0;
+  router_claim (&a->router, size, ROUTER_ALL);
+  err = stripe_zero (a, router_layout (&a->router, LAYOUT_NEXT), newsize - size, size,
+                     RAID_IO_RAW);
+  router_release (&a->router);
   return err;
 }
 
-/* Abort a prepared reshape that has not moved data. */
-int
-reshape_abort (struct raid_array *a, char *err, size_t errlen)
+/* All data moved: zero the new capacity, then switch layouts with no
+ * request in flight (management lock held). */
+static int
+reshape_finish (struct raid_array *a, const struct sync_job *j)
 {
-  int r;
+  char e[64];
+  int err;
 
-  pthread_mutex_lock (&a->sb_lock);
-  if (a->sb.reshape_position != 0) {
-    pthread_mutex_unlock (&a->sb_lock);
-    snprintf (err, errlen, "data has already moved (%" PRIu64 " bytes): "
-              "a reshape can only be frozen now", a->sb.reshape_position);
-    return EBUSY;
+  (void) j;
+  if ((err = zero_grown (a)) != 0)
+    return err;
+  router_claim (&a->router, 0, ROUTER_ALL);        /* drains every request */
+  if (bitmap_enabled (a))
+    bitmap_clean (a, true);
+  err = cons_checkpoint (a, switch_record, NULL);
+  if (err == 0) {
+    pthread_mutex_lock (&a->state_lock);
+    router_finish_reshape (&a->router, a->sb.component_size / a->sb.chunk);
+    atomic_store (&a->size, a->sb.array_size);
+    bitmap_fini (a);
+    bitmap_init (a);
+    state_update_health (a);
+    pthread_mutex_unlock (&a->state_lock);
   }
+  router_release (&a->router);
+  if (err == 0)
+    raid_log (RAID_LOG_INFO, "reshape complete: raid%d %s chunk %u, %d members, %s",
+              (int) a->sb.level, raid_layout_name (a->sb.layout), a->sb.chunk,
+              (int) a->sb.raid_disks, raid_fmt_size (a->sb.array_size, e, sizeof e));
+  return err;
+}
+
+/* ---------------------------------------------------------------------
+ * Abort.
+ */
+
+/* Take back the prepared record (state lock held). */
+static void
+revert_record (struct raid_array *a)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     struct sb_member_entry *e = &a->sb.members[t];
-    if (e->state == SB_MEMBER_EMPTY)
+    int st = atomic_load (&a->mem[t].state);
+    if (st == STATE_EMPTY)
       continue;
-    if (e->role >= a->cur.g.raid_disks && !a->mem[t].m) {
-      memset (e, 0, sizeof *e);            /* added, but gone (lost its record) */
-      e->state = SB_MEMBER_EMPTY;
-      e->role = -1;
-      atomic_store (&a->mem[t].state, RAID_MEMBER_MISSING);
-    }
-    else if (e->role >= a->cur.g.raid_disks) {
-      e->role = -1;                        /* the members it added become spares */
-      e->state = SB_MEMBER_SPARE;
-      e->data_offset = e->new_data_offset = a->cur.data_offset[0];
-      atomic_store (&a->mem[t].state, RAID_MEMBER_SPARE);
+    if (e->role >= cur->g.raid_disks && !a->mem[t].m)
+      member_uninstall (a, t);             /* added, but gone (lost its record) */
+    else if (e->role >= cur->g.raid_disks) {
+      e->data_offset = e->new_data_offset = cur->data_offset[0];
+      if (st == RAID_MEMBER_IN_SYNC)       /* the members it added: spares */
+        member_transition (a, t, RAID_MEMBER_SPARE, -1, "the reshape was aborted");
+      else
+        e->role = -1;
     }
     else
       e->new_data_offset = e->data_offset;
   }
   a->sb.reshape_state = SB_RESHAPE_NONE;
-  atomic_store (&a->reshaping, false);     /* before the commit's health update */
-  r = array_commit (a);
-  if (r)
-    atomic_store (&a->reshaping, true);
-  pthread_mutex_unlock (&a->sb_lock);
-  array_update_health (a);
-  if (r)
-    snprintf (err, errlen, "cannot record the abort: %s", raid_strerror (r));
+}
+
+int
+reshape_abort (struct raid_array *a, char *err, size_t errlen)
+{
+  int r;
+
+  router_claim (&a->router, 0, ROUTER_ALL);
+  pthread_mutex_lock (&a->state_lock);
+  if (a->sb.reshape_position != 0) {
+    snprintf (err, errlen, "data has already moved (%" PRIu64 " bytes): "
+              "a reshape can only be frozen now", a->sb.reshape_position);
+    r = EBUSY;
+  }
+  else {
+    revert_record (a);
+    router_end_reshape (&a->router);
+    r = state_commit (a);
+    sync_transition (a, SYNC_EV_ABORT, NULL, "aborted by request");
+    state_update_health (a);
+    if (r)
+      snprintf (err, errlen, "cannot record the abort: %s", raid_strerror (r));
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
   return r;
 }
 
-void
-raid_array_set_test_hooks (struct raid_array *a, const struct raid_test_hooks *h)
-{
-  a->test = *h;
-}
+/* ---------------------------------------------------------------------
+ * Status and the job's ops.
+ */
 
 void
 reshape_status (struct raid_array *a, struct raid_status *st)
 {
-  pthread_mutex_lock (&a->sb_lock);
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
   st->has_reshape = a->sb.reshape_state != SB_RESHAPE_NONE;
-  if (st->has_reshape) {
-    st->reshape.running = a->sb.reshape_state == SB_RESHAPE_RUNNING;
-    st->reshape.position = a->sb.reshape_position;
-    st->reshape.total = a->sb.array_size;
-    st->reshape.direction = a->sb.reshape_direction;
-    st->reshape.boundary = a->sb.reshape_direction == SB_DIR_FORWARD
-      ? a->sb.reshape_position : a->sb.array_size - a->sb.reshape_position;
-    st->reshape.from = (struct raid_geom_status) { a->cur.g.level, a->cur.g.layout,
-      a->cur.g.chunk, a->cur.g.raid_disks };
-    st->reshape.to = (struct raid_geom_status) { (int) a->sb.new_level,
-      (int) a->sb.new_layout, a->sb.new_chunk, (int) a->sb.new_raid_devices };
-  }
-  pthread_mutex_unlock (&a->sb_lock);
+  if (!st->has_reshape)
+    return;
+  st->reshape.running = a->sync.state == SYNC_RUNNING &&
+    a->sync.job.ops == &reshape_sync_ops;
+  st->reshape.position = a->sb.reshape_position;
+  st->reshape.total = a->sb.array_size;
+  st->reshape.direction = a->sb.reshape_direction;
+  st->reshape.boundary = a->sb.reshape_direction == SB_DIR_FORWARD
+    ? a->sb.reshape_position : a->sb.array_size - a->sb.reshape_position;
+  st->reshape.from = (struct raid_geom_status) { cur->g.level, cur->g.layout,
+    cur->g.chunk, cur->g.raid_disks };
+  st->reshape.to = (struct raid_geom_status) { (int) a->sb.new_level,
+    (int) a->sb.new_layout, a->sb.new_chunk, (int) a->sb.new_raid_devices };
+  snprintf (st->reshape.error, sizeof st->reshape.error, "%s", a->sync.error);
 }
+
+static uint64_t
+ops_total (struct raid_array *a, const struct sync_job *j)
+{
+  (void) j;
+  return a->sb.array_size;
+}
+
+static enum sync_check
+ops_check (struct raid_array *a, const struct sync_job *j, char *err, size_t errlen)
+{
+  (void) j;
+  if (raid_array_health (a) != RAID_HEALTH_FAILED)
+    return SYNC_GO;
+  snprintf (err, errlen, "the array has failed");
+  return SYNC_STOP_FAIL;
+}
+
+static int
+ops_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+           uint64_t *mismatch, void **scratch)
+{
+  (void) mismatch;
+  return *pos >= j->total ? 0 : reshape_step (a, pos, (uint8_t **) scratch);
+}
+
+/* Every step is its own checkpoint; what is left to record is whether the
+ * job runs (a freeze, a failure). */
+static void
+ops_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  (void) j;
+  reshape_record_state (a, a->sync.state == SYNC_RUNNING);
+}
+
+static int
+ops_may_start (struct raid_array *a, const struct sync_job *j, char *err, size_t errlen)
+{
+  int r;
+
+  (void) j;
+  if ((r = reshape_check_start (a, err, errlen)) == 0)
+    reshape_record_state (a, true);        /* durable before data moves */
+  return r;
+}
+
+const struct sync_ops reshape_sync_ops = {
+  .action = RAID_SYNC_RESHAPE,
+  .abortable = false,                      /* reshape_abort, only before data moved */
+  .total = ops_total,
+  .check = ops_check,
+  .batch = ops_batch,
+  .checkpoint = ops_checkpoint,
+  .may_start = ops_may_start,
+  .finish = reshape_finish,
+};

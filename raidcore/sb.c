@@ -745,3 +745,20 @@ sb_reshape_state_name (uint32_t s)
   default: return "unknown";
   }
 }
+
+/* Wipe the superblock ring so no earlier record can resurface. */
+int
+sb_wipe_ring (struct member *m)
+{
+  static const uint8_t zero[SB_SLOT_SIZE];
+  struct mio mios[SB_RING_SLOTS];
+  struct iovec iov[SB_RING_SLOTS];
+
+  for (unsigned i = 0; i < SB_RING_SLOTS; i++) {
+    iov[i] = (struct iovec) { (void *) zero, SB_SLOT_SIZE };
+    mios[i] = (struct mio) { .m = m, .op = MIO_WRITE, .off = (uint64_t) i * SB_SLOT_SIZE,
+                             .len = SB_SLOT_SIZE, .iov = &iov[i], .iovcnt = 1 };
+  }
+  return mio_run (mios, SB_RING_SLOTS);
+}
+

@@ -196,6 +196,10 @@ int sb_read_newest (struct member *m, struct raid_sb *sb, char *err, size_t errl
 int sb_append_all (struct member *const *ms, const struct raid_sb *sbs,
                    size_t n, int *results);
 
+/* Zero m's whole ring (a new member), so no earlier record can resurface.
+ * 0 or an errno. */
+int sb_wipe_ring (struct member *m);
+
 /* Find a member table entry by uuid / by role; NULL when absent.  Only
  * entries below nmembers whose state is not SB_MEMBER_EMPTY count.  When
  * several entries hold a role, sb_find_role prefers one that is not faulty,

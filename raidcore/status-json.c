@@ -123,7 +123,9 @@ reshape_json (const struct raid_status *st)
       put (o, "direction", jstr (st->reshape.direction == SB_DIR_BACKWARD
                                  ? "backward" : "forward")) ||
       put (o, "from", geom_json (&st->reshape.from)) ||
-      put (o, "to", geom_json (&st->reshape.to))) {
+      put (o, "to", geom_json (&st->reshape.to)) ||
+      (st->reshape.error[0] ? put (o, "error", jstr (st->reshape.error))
+       : put_null (o, "error"))) {
     json_object_put (o);
     return NULL;
   }
@@ -145,6 +147,8 @@ progress_json (const struct raid_status *st)
   r = r || (st->progress.eta_seconds >= 0
             ? put (o, "eta_seconds", jint ((uint64_t) st->progress.eta_seconds))
             : put_null (o, "eta_seconds"));
+  r = r || (st->progress.error[0] ? put (o, "error", jstr (st->progress.error))
+            : put_null (o, "error"));
   if (r) {
     json_object_put (o);
     return NULL;

@@ -6,9 +6,10 @@
  * data each).  Every group runs one fixed, explicit sequence; nothing is
  * steered by flags set elsewhere:
  *
- *   1. plan    From a snapshot of the bad roles (faulty, missing, stale),
- *              describe every row segment: which blocks the request touches,
- *              and how parity is produced (enum seg_plan).
+ *   1. plan    From a snapshot of the roles not to use (state_bad_roles,
+ *              plus roles whose read failed in this group), describe every
+ *              row segment: which blocks the request touches, and how
+ *              parity is produced (enum seg_plan).
  *   2. lock    Writes, and reads that must reconstruct, lock the group's rows
  *              in ascending order (stripe-lock.h).  Plain reads of healthy
  *              blocks take no lock: a read racing a write to the same bytes
@@ -16,7 +17,8 @@
  *   3. read    One batch of member reads, issued in parallel (mio_run).
  *   4. compute Patch new data into old blocks, make parity (read-modify-write
  *              delta, reconstruct-write, or full reconstruction).
- *   5. write   One batch of member writes, in parallel.
+ *   5. write   One batch of member writes, in parallel, under the layout's
+ *              write-hole policy (consistency.h decides which).
  *   6. unlock
  *
  * Plans (levels 4, 5, 6; k data blocks per row, nparity 1 or 2):
@@ -27,31 +29,36 @@
  *   SEG_RCW   read the blocks not wholly overwritten, compute parity from
  *             all data.  Reads: k - fully covered.  The cheaper of RMW/RCW
  *             by member reads is chosen (ties go to RCW).
- *   SEG_RECON a role of the row is bad: read every good block, rebuild the
- *             missing ones from parity, patch, recompute all parity, write
- *             the good touched blocks and good parity.
+ *   SEG_RECON a role of the row is unusable: read every usable block,
+ *             rebuild the missing data blocks whose old content is still
+ *             needed (those not wholly overwritten) from parity, patch,
+ *             recompute all parity, write the usable touched blocks, the
+ *             usable parity and every block being repaired.
  * Level 0 writes and reads data directly; level 1 writes every mirror and
  * reads one.
+ *
+ * Member I/O: run_pieces is the only function that issues member I/O of a
+ * layout's data area.  It coalesces pieces per member, and sends every write
+ * or zeroing of the layout's mirror role (a replace) to the mirror target as
+ * well — so no write path can forget the replacement.
  *
  * Columns: parity is computed over column ranges aligned to COL_ALIGN
  * (4 KiB, which divides every chunk size), so isa-l's length rules hold for
  * any request; unaligned request edges become reads of the enclosing
  * aligned range of that block (which RMW/RCW need anyway).
  *
- * Failures: if any member I/O of a group fails, the member is reported to the
- * array (array_member_io_error) and the group is done again from step 1 with
- * a fresh snapshot.  In the write path every failure makes the member faulty,
- * so each redo has one more bad role and there are at most raid_disks redos.
- * A redo after a partial write is safe because every write plan writes a
+ * Failures: a failed member I/O is reported to the state (state.h) and the
+ * group is done again from step 1, under the same row locks.  A write error
+ * made the member faulty: the redo has one more unusable role.  A read error
+ * was counted: the redo treats that role as missing for reading
+ * (G->exclude), rebuilds its blocks from the others and writes them back
+ * onto it (a failed rewrite makes it faulty).  Each redo follows one more
+ * excluded or faulty role, so there are at most 2 * raid_disks of them.  A
+ * redo after a partial write is safe because every write plan writes a
  * complete new state of the columns it covers (data and parity consistent
  * with each other): whichever of the previous attempt's writes landed, the
- * good members and parity decode to the new data for the written blocks
- * and the old data elsewhere, and the redo, still under the same row locks,
- * reads that and writes it again.
- * In the read path a read error is counted; while the member stays below the
- * error limit the redo reconstructs the block from the other members, and
- * rewrites it onto the failing member under the row lock (a failed rewrite
- * makes it faulty).
+ * usable members decode to the new data for the written blocks and the old
+ * data elsewhere, and the redo reads that and writes it again.
  *
  * Memory: buffers come from a per-thread arena reset at every group, so the
  * steady state allocates nothing per request; full rows use the client's
@@ -67,9 +74,10 @@
 #include <sys/uio.h>
 
 #include "array-int.h"
-#include "bitmap.h"
+#include "consistency.h"
 #include "journal.h"
 #include "parity.h"
+#include "stripe.h"
 #include "util.h"
 
 #define COL_ALIGN 4096u
@@ -184,13 +192,6 @@ arena_alloc (struct arena *ar, size_t size)
 /* ---------------------------------------------------------------------
  * Member I/O pieces, coalesced per member into one vectored op.
  */
-struct piece {
-  int role;
-  uint64_t off;                      /* absolute member offset */
-  void *ptr;
-  size_t len;
-};
-
 struct piece_list {
   struct piece *p;
   size_t n, cap;
@@ -214,85 +215,100 @@ piece_add (struct arena *ar, struct piece_list *pl, int role, uint64_t off,
   return 0;
 }
 
-/* Issue every piece (all of one op) in parallel, one mio per run of
- * contiguous pieces of a role.  Returns 0 or ENOMEM; *failed gets the bit
- * mask of roles whose I/O failed, each failure already reported to the
- * array (fatal: the member is made faulty, whatever the op). */
-static int
-run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
-            const struct piece_list *pl, enum mio_op op, unsigned mflags,
-            bool fatal, uint32_t *failed)
+/* The mirror target of a write of L, while its replace is copying. */
+static struct member *
+mirror_target (struct raid_array *a, const struct layout *L, enum mio_op op)
 {
-  int nroles = L->g.raid_disks;
-  struct mio *mios;
-  struct iovec *iov;
-  size_t nmio = 0, niov = 0;
+  int s = L->mirror_slot;
 
-  int repl = L->id == 0 && op == MIO_WRITE ? atomic_load (&a->repl_role) : -1;
+  if (op == MIO_READ || L->mirror_role < 0 || s < 0 ||
+      atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING)
+    return NULL;
+  return a->mem[s].m;
+}
 
-  *failed = 0;
-  if (pl->n == 0)
-    return 0;
-  mios = arena_alloc (ar, 2 * pl->n * sizeof *mios);
-  iov = arena_alloc (ar, pl->n * sizeof *iov);
-  if (!mios || !iov)
-    return ENOMEM;
+/* Append to mios the ops for pieces[0..n) of role r, merging contiguous
+ * ones; returns the new count. */
+static size_t
+gather_role (struct raid_array *a, const struct layout *L, const struct piece *pp,
+             size_t n, int r, enum mio_op op, unsigned mflags, struct mio *mios,
+             size_t nmio, struct iovec *iov, size_t *niov)
+{
+  struct mio *cur = NULL;
 
-  /* Pieces of one role were added in ascending offset order; gather by
-   * role (stable), merging contiguous ones. */
-  for (int r = 0; r < nroles; r++) {
-    struct mio *cur = NULL;
-    for (size_t i = 0; i < pl->n; i++) {
-      const struct piece *p = &pl->p[i];
-      if (p->role != r)
+  for (size_t i = 0; i < n; i++) {
+    const struct piece *p = &pp[i];
+    if (p->role != r)
+      continue;
+    if (cur && cur->off + cur->len == p->off &&
+        (op == MIO_ZERO || cur->iovcnt < MAX_IOV)) {
+      cur->len += p->len;
+      if (op == MIO_ZERO)
         continue;
-      if (cur && cur->off + cur->len == p->off && cur->iovcnt < MAX_IOV) {
-        struct iovec *last = &cur->iov[cur->iovcnt - 1];
-        if ((uint8_t *) last->iov_base + last->iov_len == (uint8_t *) p->ptr)
-          last->iov_len += p->len;
-        else {
-          iov[niov++] = (struct iovec) { p->ptr, p->len };
-          cur->iovcnt++;
-        }
-        cur->len += p->len;
-        continue;
+      struct iovec *last = &cur->iov[cur->iovcnt - 1];
+      if ((uint8_t *) last->iov_base + last->iov_len == (uint8_t *) p->ptr)
+        last->iov_len += p->len;
+      else {
+        iov[(*niov)++] = (struct iovec) { p->ptr, p->len };
+        cur->iovcnt++;
       }
-      cur = &mios[nmio++];
-      *cur = (struct mio) {
-        .m = layout_member (a, L, r), .op = op, .flags = mflags,
-        .off = p->off, .len = p->len, .iov = &iov[niov], .iovcnt = 1,
-      };
-      iov[niov++] = (struct iovec) { p->ptr, p->len };
-      assert (cur->m != NULL);
+      continue;
+    }
+    cur = &mios[nmio++];
+    *cur = (struct mio) {
+      .m = state_role_member (a, L, r), .op = op, .flags = mflags,
+      .off = p->off, .len = p->len,
+    };
+    assert (cur->m != NULL);
+    if (op != MIO_ZERO) {
+      cur->iov = &iov[*niov];
+      cur->iovcnt = 1;
+      iov[(*niov)++] = (struct iovec) { p->ptr, p->len };
     }
   }
+  return nmio;
+}
 
-  if (repl >= 0) {
-    /* A replace is running: its target gets every write of the role
-     * (also above the copy cursor: the copy will rewrite the same bytes). */
-    struct member *dst = a->mem[a->repl_slot].m;
-    size_t n0 = nmio;
-    for (size_t i = 0; i < n0; i++)
-      if (mios[i].m == layout_member (a, L, repl)) {
-        mios[nmio] = mios[i];
-        mios[nmio++].m = dst;
-      }
-  }
+/* Issue pieces [0, n) (all of one op) in parallel.  Writes and zeroes of
+ * L's mirror role also go to the mirror target.  Returns 0 or ENOMEM;
+ * *failed gets the roles whose member failed, each reported to the state (a
+ * read error is counted, a write error makes the member faulty).  A failed
+ * mirror target is reported (it goes faulty, which ends the replace) but
+ * does not fail the request. */
+static int
+run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
+            const struct piece *pp, size_t n, enum mio_op op, unsigned mflags,
+            uint32_t *failed)
+{
+  struct member *mirror = mirror_target (a, L, op);
+  struct mio *mios;
+  struct iovec *iov;
+  size_t nmio = 0, niov = 0, n0;
+
+  *failed = 0;
+  if (n == 0)
+    return 0;
+  mios = arena_alloc (ar, 2 * n * sizeof *mios);
+  iov = arena_alloc (ar, n * sizeof *iov);
+  if (!mios || !iov)
+    return ENOMEM;
+  for (int r = 0; r < L->g.raid_disks; r++)
+    nmio = gather_role (a, L, pp, n, r, op, mflags, mios, nmio, iov, &niov);
+  n0 = nmio;
+  for (size_t i = 0; mirror && i < n0; i++)
+    if (mios[i].m == state_role_member (a, L, L->mirror_role)) {
+      mios[nmio] = mios[i];
+      mios[nmio++].m = mirror;
+    }
   if (mio_run (mios, nmio) == 0)
     return 0;
   for (size_t i = 0; i < nmio; i++) {
     if (mios[i].err == 0)
       continue;
-    if (repl >= 0 && mios[i].m == a->mem[a->repl_slot].m) {
-      array_member_io_error (a, mios[i].m, mios[i].err, true, mios[i].off);
-      replace_cancel (a, false);           /* the target failed: stop */
-      continue;
-    }
-    for (int r = 0; r < nroles; r++)
-      if (layout_member (a, L, r) == mios[i].m)
+    state_member_error (a, mios[i].m, mios[i].err, op != MIO_READ, mios[i].off);
+    for (int r = 0; i < n0 && r < L->g.raid_disks; r++)
+      if (state_role_member (a, L, r) == mios[i].m)
         *failed |= 1u << r;
-    array_member_io_error (a, mios[i].m, mios[i].err,
-                           fatal || op != MIO_READ, mios[i].off);
   }
   return 0;
 }
@@ -324,29 +340,47 @@ struct group {
   struct raid_array *a;
   const struct layout *L;
   struct arena *ar;
-  uint32_t bad;                      /* roles not to use, in every row */
+  uint32_t unusable;                 /* roles not to use in any row (state) */
+  uint32_t exclude;                  /* roles whose read failed: not read,
+                                        rebuilt and written back */
   uint32_t rb_mask;                  /* roles being rebuilt: good below rb_row */
   uint64_t rb_row;
-  uint32_t repair;                   /* read path: roles to rewrite */
+  uint32_t repair;                   /* roles whose rebuilt blocks are written */
   struct raid_row rr;                /* scratch */
   struct seg *segs;
   size_t nsegs, capsegs;
   struct piece_list rd, wr;
 };
 
-/* Roles not to use in `row`.  Taken from a snapshot made while holding the
+/* Roles not to read in `row`.  Taken from a snapshot made while holding the
  * row locks (or, for unlocked reads, of rows the rebuild has already passed:
  * the rebuild cursor only moves forward, so they stay good). */
 static uint32_t
 bad_at (const struct group *G, uint64_t row)
 {
-  return G->bad | (row >= G->rb_row ? G->rb_mask : 0);
+  return G->unusable | G->exclude | (row >= G->rb_row ? G->rb_mask : 0);
+}
+
+/* Roles not to write in `row`: excluded roles are written (repaired). */
+static uint32_t
+dead_at (const struct group *G, uint64_t row)
+{
+  return G->unusable | (row >= G->rb_row ? G->rb_mask : 0);
 }
 
 static void
-snapshot (struct group *G, uint32_t extra)
+snapshot (struct group *G)
 {
-  G->bad = array_bad_roles (G->a, G->L, &G->rb_mask, &G->rb_row) | extra;
+  G->unusable = state_bad_roles (G->a, G->L, &G->rb_mask, &G->rb_row);
+}
+
+/* Start a new attempt: empty plan and piece lists (arena memory is reused). */
+static void
+group_reset (struct group *G)
+{
+  G->nsegs = G->capsegs = 0;
+  G->rd.n = G->rd.cap = G->wr.n = G->wr.cap = 0;
+  snapshot (G);
 }
 
 static int
@@ -366,6 +400,19 @@ static uint64_t
 moff (const struct layout *L, int r, uint64_t row, uint32_t c)
 {
   return L->data_offset[r] + row * L->g.chunk + c;
+}
+
+static uint64_t
+row_width (const struct layout *L)
+{
+  return L->g.stripe_width;
+}
+
+/* Rows per group: about GROUP_BYTES of data, at least one row. */
+static uint64_t
+group_rows (const struct layout *L)
+{
+  return raid_max_u64 (1, GROUP_BYTES / row_width (L));
 }
 
 static struct seg *
@@ -476,7 +523,7 @@ row_has_bad (const struct group *G, uint64_t row)
 }
 
 static enum seg_plan
-choose_plan (const struct group *G, const struct seg *sg, const struct raid_row *rr)
+choose_plan (const struct group *G, const struct seg *sg)
 {
   int k = G->L->g.data_disks, nfull = 0;
 
@@ -515,31 +562,60 @@ role_index (const struct layout *L, const struct raid_row *rr, int role)
   return rr->role_data[role] >= 0 ? slot_of (L, rr, rr->role_data[role]) : -1;
 }
 
-/* Queue reads of every good role of the row over the segment's columns and
- * list the missing indices.  Returns 0, ENOMEM or EIO (too many missing). */
+/* Queue reads of every readable role of the row over the segment's columns
+ * (buffers for the others).  0 or ENOMEM. */
 static int
-plan_recon_reads (struct group *G, struct seg *sg, const struct raid_row *rr,
-                  int *missing, int *nmissing)
+plan_recon_reads (struct group *G, struct seg *sg, const struct raid_row *rr)
 {
   const struct layout *L = G->L;
-  int np = nparity (L);
 
-  *nmissing = 0;
   for (int r = 0; r < L->g.raid_disks; r++) {
     int idx = role_index (L, rr, r);
     if (idx < 0)
       continue;
-    if (bad_at (G, sg->row) & (1u << r)) {
-      if (*nmissing == np)
-        return EIO;
-      missing[(*nmissing)++] = idx;
-      sg->blk[idx] = arena_alloc (G->ar, sg->c1 - sg->c0);
-    }
-    else
-      sg->blk[idx] = read_block (G, sg, r);
+    sg->blk[idx] = (bad_at (G, sg->row) & (1u << r))
+      ? arena_alloc (G->ar, sg->c1 - sg->c0) : read_block (G, sg, r);
     if (!sg->blk[idx])
       return ENOMEM;
   }
+  return 0;
+}
+
+/* Whether data index di is wholly overwritten by the segment. */
+static bool
+seg_covers (const struct seg *sg, int di)
+{
+  for (int i = 0; i < sg->ntouch; i++)
+    if (sg->t[i].di == di && touch_full (sg, &sg->t[i]))
+      return true;
+  return false;
+}
+
+/* Rebuild the blocks of the row's unreadable roles that are needed: every
+ * one when `all`, else the data blocks whose old content a write still
+ * needs (not wholly overwritten); parity is recomputed by the caller.
+ * EIO when more blocks are missing than parity can rebuild. */
+static int
+recover_seg (struct group *G, struct seg *sg, bool all)
+{
+  const struct layout *L = G->L;
+  struct raid_row *rr = &G->rr;
+  int k = L->g.data_disks, missing[RAID_MAX_MEMBERS + 2], n = 0;
+  bool needed = false;
+
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    int idx = role_index (L, rr, r);
+    if (idx < 0 || !(bad_at (G, sg->row) & (1u << r)))
+      continue;
+    missing[n++] = idx;
+    needed |= all || (idx < k && !seg_covers (sg, rr->role_data[r]));
+  }
+  if (!needed)
+    return 0;
+  if (n > nparity (L) ||
+      parity_recover (k, nparity (L), sg->c1 - sg->c0, (void *const *) sg->blk,
+                      missing, n) < 0)
+    return EIO;
   return 0;
 }
 
@@ -555,7 +631,7 @@ plan_write_seg (struct group *G, struct seg *sg)
   uint32_t len = sg->c1 - sg->c0;
 
   raid_geom_row (&L->g, sg->row, rr);
-  sg->plan = choose_plan (G, sg, rr);
+  sg->plan = choose_plan (G, sg);
   switch (sg->plan) {
   case SEG_FULL:
     for (int i = 0; i < sg->ntouch; i++)
@@ -589,10 +665,8 @@ plan_write_seg (struct group *G, struct seg *sg)
         return ENOMEM;
     return 0;
   }
-  case SEG_RECON: {
-    int missing[2], nmissing;
-    return plan_recon_reads (G, sg, rr, missing, &nmissing);
-  }
+  case SEG_RECON:
+    return plan_recon_reads (G, sg, rr);
   }
   abort ();
 }
@@ -603,78 +677,82 @@ patch (struct seg *sg, uint8_t *blk, const struct touch *t)
   memcpy (blk + (t->s - sg->c0), t->src, t->e - t->s);
 }
 
+/* New data and parity of an RMW segment: delta of each touched block. */
+static int
+compute_rmw (struct group *G, struct seg *sg)
+{
+  const struct layout *L = G->L;
+  struct raid_row *rr = &G->rr;
+  int k = L->g.data_disks;
+  uint32_t len = sg->c1 - sg->c0;
+  void *delta[RAID_MAX_MEMBERS];
+  int slots[RAID_MAX_MEMBERS];
+
+  for (int i = 0; i < sg->ntouch; i++) {
+    const struct touch *t = &sg->t[i];
+    uint8_t *nb = t->src;
+    if (!touch_full (sg, t)) {
+      if (!(nb = arena_alloc (G->ar, len)))
+        return ENOMEM;
+      memcpy (nb, sg->old[i], len);
+      patch (sg, nb, t);
+    }
+    parity_xor_into (sg->old[i], nb, len);       /* old becomes the delta */
+    delta[i] = sg->old[i];
+    slots[i] = slot_of (L, rr, t->di);
+    sg->blk[slots[i]] = nb;
+  }
+  return parity_update (k, len, sg->ntouch, slots, delta, sg->blk[k],
+                        nparity (L) == 2 ? sg->blk[k + 1] : NULL) < 0 ? EIO : 0;
+}
+
+/* Whether role r of the row is written by the segment: touched data, parity,
+ * or a role being repaired (its read failed). */
+static bool
+seg_writes_role (const struct group *G, const struct seg *sg, int r)
+{
+  const struct raid_row *rr = &G->rr;
+
+  if (r == rr->pd || r == rr->qd || (G->exclude & (1u << r)))
+    return true;
+  for (int i = 0; i < sg->ntouch; i++)
+    if (rr->data[sg->t[i].di] == r)
+      return true;
+  return false;
+}
+
 /* Compute new data and parity of a segment and queue its writes. */
 static int
 compute_write_seg (struct group *G, struct seg *sg)
 {
   const struct layout *L = G->L;
   struct raid_row *rr = &G->rr;
-  int k = L->g.data_disks, np = nparity (L);
+  int k = L->g.data_disks, err;
   uint32_t len = sg->c1 - sg->c0;
-  uint8_t *q;
-  int err;
 
   raid_geom_row (&L->g, sg->row, rr);
-  q = np == 2 ? sg->blk[k + 1] : NULL;
-  switch (sg->plan) {
-  case SEG_FULL:
-  case SEG_RCW:
-    for (int i = 0; i < sg->ntouch; i++)
-      if (!touch_full (sg, &sg->t[i]))
+  if (sg->plan == SEG_RMW)
+    err = compute_rmw (G, sg);
+  else {
+    err = sg->plan == SEG_RECON ? recover_seg (G, sg, false) : 0;
+    for (int i = 0; !err && i < sg->ntouch; i++)
+      if (sg->plan == SEG_RECON || !touch_full (sg, &sg->t[i]))
         patch (sg, sg->blk[slot_of (L, rr, sg->t[i].di)], &sg->t[i]);
-    if (parity_gen (k, len, (void *const *) sg->blk, sg->blk[k], q) < 0)
-      return EIO;
-    break;
-  case SEG_RMW: {
-    void *delta[RAID_MAX_MEMBERS];
-    int slots[RAID_MAX_MEMBERS];
-    for (int i = 0; i < sg->ntouch; i++) {
-      const struct touch *t = &sg->t[i];
-      uint8_t *nb = t->src;
-      if (!touch_full (sg, t)) {
-        if (!(nb = arena_alloc (G->ar, len)))
-          return ENOMEM;
-        memcpy (nb, sg->old[i], len);
-        patch (sg, nb, t);
-      }
-      parity_xor_into (sg->old[i], nb, len);       /* old becomes the delta */
-      delta[i] = sg->old[i];
-      slots[i] = slot_of (L, rr, t->di);
-      sg->blk[slots[i]] = nb;
-    }
-    if (parity_update (k, len, sg->ntouch, slots, delta, sg->blk[k], q) < 0)
-      return EIO;
-    break;
+    if (!err && parity_gen (k, len, (void *const *) sg->blk, sg->blk[k],
+                            nparity (L) == 2 ? sg->blk[k + 1] : NULL) < 0)
+      err = EIO;
   }
-  case SEG_RECON: {
-    int missing[2], n = 0;
-    for (int r = 0; r < L->g.raid_disks; r++)
-      if ((bad_at (G, sg->row) & (1u << r)) && role_index (L, rr, r) >= 0)
-        missing[n++] = role_index (L, rr, r);
-    if (n && parity_recover (k, np, len, (void *const *) sg->blk, missing, n) < 0)
-      return EIO;
-    for (int i = 0; i < sg->ntouch; i++)
-      patch (sg, sg->blk[slot_of (L, rr, sg->t[i].di)], &sg->t[i]);
-    if (parity_gen (k, len, (void *const *) sg->blk, sg->blk[k], q) < 0)
-      return EIO;
-    break;
-  }
-  }
+  if (err)
+    return err;
 
-  /* Queue writes: touched data, then parity; never to a bad role. */
   sg->wr_first = G->wr.n;
-  for (int i = 0; i < sg->ntouch; i++) {
-    int role = rr->data[sg->t[i].di];
-    if (!(bad_at (G, sg->row) & (1u << role)) &&
-        (err = piece_add (G->ar, &G->wr, role, moff (L, role, sg->row, sg->c0),
-                          sg->blk[slot_of (L, rr, sg->t[i].di)], len)))
-      return err;
-  }
-  for (int p = 0; p < np; p++) {
-    int role = p == 0 ? rr->pd : rr->qd;
-    if (!(bad_at (G, sg->row) & (1u << role)) &&
-        (err = piece_add (G->ar, &G->wr, role, moff (L, role, sg->row, sg->c0),
-                          sg->blk[k + p], len)))
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    int idx = role_index (L, rr, r);
+    if (idx < 0 || !sg->blk[idx] || (dead_at (G, sg->row) & (1u << r)) ||
+        !seg_writes_role (G, sg, r))
+      continue;
+    if ((err = piece_add (G->ar, &G->wr, r, moff (L, r, sg->row, sg->c0),
+                          sg->blk[idx], len)))
       return err;
   }
   sg->wr_end = G->wr.n;
@@ -693,7 +771,7 @@ plan_write_plain (struct group *G, uint64_t row, const struct touch *t, int nt)
     bool wrote = false;
     for (int j = 0; j < nroles; j++) {
       int role = L->g.level == 1 ? j : t[i].di;
-      if (bad_at (G, row) & (1u << role))
+      if (dead_at (G, row) & (1u << role))
         continue;
       if ((err = piece_add (G->ar, &G->wr, role, moff (L, role, row, t[i].s),
                             t[i].src, t[i].e - t[i].s)))
@@ -706,83 +784,53 @@ plan_write_plain (struct group *G, uint64_t row, const struct touch *t, int nt)
   return 0;
 }
 
-/* Rows [r0, r0+n) of a write; [off, off+count) in layout array space, buf
- * at off (NULL src rows not allowed here). */
+/* A write request's rows [r0, r0+n): [off, off+count) in layout array
+ * space, buf at off. */
 struct req {
   uint8_t *buf;                      /* client bytes for `off` */
   uint64_t off, count;
   unsigned flags;
 };
 
-static uint64_t
-row_width (const struct layout *L)
+/* cons_write's issue callback: write pieces [first, end) of the group. */
+struct issue_ctx {
+  struct group *G;
+  enum mio_op op;
+  unsigned mflags;
+};
+
+static int
+issue_writes (void *p, size_t first, size_t end, uint32_t *failed)
 {
-  return L->g.stripe_width;
+  struct issue_ctx *c = p;
+  return run_pieces (c->G->a, c->G->L, c->G->ar, c->G->wr.p + first, end - first,
+                     c->op, c->mflags, failed);
 }
 
-/* Journaled writes: segments in batches whose record fits the limits; each
- * batch's record is durable (journal_append) before its in-place writes
- * start, and the journal gate is held until they are done. */
+/* Describe the group's writes for the write-hole policy: one unit per
+ * segment (level 0/1: one unit for everything, never logged). */
 static int
-write_journaled (struct group *G, unsigned mflags, uint32_t *failed)
+write_units (struct group *G, uint64_t r0, uint64_t n, struct cons_group *cg)
 {
-  size_t s0 = 0;
-  struct jblock *blocks = arena_alloc (G->ar, JOURNAL_MAX_BLOCKS * sizeof *blocks);
-  struct jrange *ranges = arena_alloc (G->ar, JOURNAL_MAX_RANGES * sizeof *ranges);
-  uint8_t *hdr = arena_alloc (G->ar, journal_header_max ());
+  struct cons_unit *u;
 
-  if (!blocks || !ranges || !hdr)
-    return ENOMEM;
-  while (s0 < G->nsegs) {
-    struct jrecord rec = { .layout_id = G->L->id, .first_row = G->segs[s0].row,
-                           .blocks = blocks, .ranges = ranges };
-    uint64_t payload = 0;
-    size_t s1 = s0;
-    int err;
-
-    for (; s1 < G->nsegs; s1++) {
-      struct seg *sg = &G->segs[s1];
-      size_t np = sg->wr_end - sg->wr_first, plen = 0;
-      for (size_t j = sg->wr_first; j < sg->wr_end; j++)
-        plen += G->wr.p[j].len;
-      if (sg->plan == SEG_FULL) {
-        if (rec.nranges && ranges[rec.nranges - 1].row + ranges[rec.nranges - 1].rows > sg->row)
-          continue;                      /* same row, another column slice */
-        if (rec.nranges && ranges[rec.nranges - 1].row + ranges[rec.nranges - 1].rows == sg->row)
-          ranges[rec.nranges - 1].rows++;
-        else if (rec.nranges == JOURNAL_MAX_RANGES)
-          break;
-        else
-          ranges[rec.nranges++] = (struct jrange) { sg->row, 1 };
-        continue;
-      }
-      if (s1 > s0 && (payload + plen > JOURNAL_MAX_RECORD ||
-                      rec.nblocks + np > JOURNAL_MAX_BLOCKS))
-        break;
-      for (size_t j = sg->wr_first; j < sg->wr_end; j++)
-        blocks[rec.nblocks++] = (struct jblock) {
-          G->wr.p[j].role, (uint32_t) G->wr.p[j].len, G->wr.p[j].off, G->wr.p[j].ptr };
-      payload += plen;
-    }
-    err = journal_append (G->a, G->L, &rec, hdr);
-    if (err == EAGAIN) {
-      *failed = 1;                       /* a log copy failed: redo the group */
-      return 0;
-    }
-    if (err)
-      return err;
-    {
-      struct piece_list view = {
-        .p = G->wr.p + G->segs[s0].wr_first,
-        .n = G->segs[s1 - 1].wr_end - G->segs[s0].wr_first,
-      };
-      err = run_pieces (G->a, G->L, G->ar, &view, MIO_WRITE, mflags, true, failed);
-    }
-    journal_end (G->a);
-    if (err || *failed)
-      return err;
-    s0 = s1;
+  *cg = (struct cons_group) { .pieces = G->wr.p, .r0 = r0, .nrows = n };
+  if (G->nsegs == 0) {
+    if (!(u = arena_alloc (G->ar, sizeof *u)))
+      return ENOMEM;
+    *u = (struct cons_unit) { r0, n, true, 0, G->wr.n };
+    cg->units = u;
+    cg->nunits = 1;
+    return 0;
   }
+  if (!(u = arena_alloc (G->ar, G->nsegs * sizeof *u)))
+    return ENOMEM;
+  for (size_t i = 0; i < G->nsegs; i++) {
+    const struct seg *sg = &G->segs[i];
+    u[i] = (struct cons_unit) { sg->row, 1, sg->plan == SEG_FULL, sg->wr_first, sg->wr_end };
+  }
+  cg->units = u;
+  cg->nunits = G->nsegs;
   return 0;
 }
 
@@ -792,16 +840,14 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
 {
   const struct layout *L = G->L;
   uint64_t W = row_width (L);
-  unsigned mflags = (q->flags & RAID_IO_FUA) ? MIO_FUA : 0;
+  struct issue_ctx ic = { G, MIO_WRITE, (q->flags & RAID_IO_FUA) ? MIO_FUA : 0 };
+  struct cons_group cg;
   int err;
 
-  G->nsegs = 0;
-  G->rd.n = G->wr.n = 0;
-  snapshot (G, 0);
+  group_reset (G);
   *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
-
   for (uint64_t row = r0; row < r0 + n; row++) {
     uint64_t rs = row * W;
     uint64_t s = raid_max_u64 (q->off, rs) - rs;
@@ -817,27 +863,17 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
   for (size_t i = 0; i < G->nsegs; i++)
     if ((err = plan_write_seg (G, &G->segs[i])))
       return err;
-
-  if ((err = run_pieces (G->a, L, G->ar, &G->rd, MIO_READ, 0, true, failed)) ||
-      *failed)
+  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
+      *failed) {
+    G->exclude |= *failed;             /* rebuild and rewrite them */
     return err;
+  }
   for (size_t i = 0; i < G->nsegs; i++)
     if ((err = compute_write_seg (G, &G->segs[i])))
       return err;
-  if (G->a->journaled && L->g.level >= 4 && !(q->flags & RAID_IO_RAW))
-    return write_journaled (G, mflags, failed);
-  if (bitmap_enabled (G->a) && L->id == 0 && !(q->flags & RAID_IO_RAW)) {
-    if ((err = bitmap_start_write (G->a, r0, n)) == EAGAIN) {
-      *failed = 1;                     /* a bitmap copy failed: redo */
-      return 0;
-    }
-    if (err)
-      return err;
-    err = run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, mflags, true, failed);
-    bitmap_end_write (G->a, r0, n);
+  if ((err = write_units (G, r0, n, &cg)))
     return err;
-  }
-  return run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, mflags, true, failed);
+  return cons_write (G->a, L, q->flags, &cg, issue_writes, &ic, failed);
 }
 
 static struct stripe_lock_node *
@@ -849,11 +885,11 @@ lock_rows (struct group *G, uint64_t r0, uint64_t n)
   return nodes;
 }
 
-/* Rows per group: about GROUP_BYTES of data, at least one row. */
-static uint64_t
-group_rows (const struct layout *L)
+/* Redo bound: each redo follows one more excluded or faulty role. */
+static int
+max_attempts (const struct layout *L)
 {
-  return raid_max_u64 (1, GROUP_BYTES / row_width (L));
+  return 2 * L->g.raid_disks + 1;
 }
 
 static int
@@ -867,9 +903,7 @@ write_group (struct raid_array *a, const struct layout *L, const struct req *q,
 
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;
-  /* Redo until clean: each redo follows a member newly made faulty. */
-  for (int attempt = 0; attempt <= L->g.raid_disks; attempt++) {
-    G.capsegs = G.rd.cap = G.wr.cap = 0;   /* arena memory is reused below */
+  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
     err = write_group_once (&G, q, r0, n, &failed);
     if (err || !failed)
       break;
@@ -949,37 +983,34 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
     sg->c1 = raid_max_u64 (sg->c1, raid_round_up (t[i].e, COL_ALIGN));
   }
   if (sg) {
-    int missing[2], nmissing;
     *need_lock = true;
     sg->plan = SEG_RECON;
-    return plan_recon_reads (G, sg, rr, missing, &nmissing);
+    return plan_recon_reads (G, sg, rr);
   }
   return 0;
 }
 
-/* Rebuild the bad blocks of read segments, copy out, and queue rewrites of
- * the blocks of roles being repaired. */
+/* Rebuild the unreadable blocks of a reconstruction segment, copy the
+ * requested bytes out, and queue rewrites of the roles being repaired. */
 static int
 finish_read_seg (struct group *G, struct seg *sg)
 {
   const struct layout *L = G->L;
   struct raid_row *rr = &G->rr;
-  int k = L->g.data_disks, missing[2], n = 0, err;
   uint32_t len = sg->c1 - sg->c0;
+  int err;
 
   raid_geom_row (&L->g, sg->row, rr);
-  for (int r = 0; r < L->g.raid_disks; r++)
-    if ((bad_at (G, sg->row) & (1u << r)) && role_index (L, rr, r) >= 0)
-      missing[n++] = role_index (L, rr, r);
-  if (parity_recover (k, nparity (L), len, (void *const *) sg->blk, missing, n) < 0)
-    return EIO;
+  if ((err = recover_seg (G, sg, true)))
+    return err;
   for (int i = 0; i < sg->ntouch; i++) {
     const struct touch *t = &sg->t[i];
-    memcpy (t->src, sg->blk[slot_of (L, rr, t->di)] + (t->s - sg->c0), t->e - t->s);
+    if (t->src)
+      memcpy (t->src, sg->blk[slot_of (L, rr, t->di)] + (t->s - sg->c0), t->e - t->s);
   }
   for (int r = 0; r < L->g.raid_disks; r++) {
     int idx = role_index (L, rr, r);
-    if ((G->repair & (1u << r)) && idx >= 0 &&
+    if ((G->repair & (1u << r)) && idx >= 0 && !(G->unusable & (1u << r)) &&
         (err = piece_add (G->ar, &G->wr, r, moff (L, r, sg->row, sg->c0),
                           sg->blk[idx], len)))
       return err;
@@ -996,9 +1027,8 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
   bool need_lock = false;
   int err;
 
-  G->nsegs = 0;
-  G->rd.n = G->wr.n = 0;
-  G->capsegs = G->rd.cap = G->wr.cap = 0;
+  group_reset (G);
+  G->repair = G->exclude & ~G->unusable & ~G->rb_mask;
   *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
@@ -1015,13 +1045,15 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
   }
   if (need_lock && !locked)
     return EAGAIN;                   /* caller retries holding the rows */
-  if ((err = run_pieces (G->a, L, G->ar, &G->rd, MIO_READ, 0, false, failed)) ||
-      *failed)
+  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
+      *failed) {
+    G->exclude |= *failed;
     return err;
+  }
   for (size_t i = 0; i < G->nsegs; i++)
     if ((err = finish_read_seg (G, &G->segs[i])))
       return err;
-  return run_pieces (G->a, L, G->ar, &G->wr, MIO_WRITE, 0, true, failed);
+  return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
 }
 
 static int
@@ -1030,15 +1062,12 @@ read_group (struct raid_array *a, const struct layout *L, uint8_t *buf,
 {
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes = NULL;
-  uint32_t failed = 0, exclude = 0;
+  uint32_t failed = 0;
   int err = EIO;
 
   if (!(G.ar = arena_reset ()))
     return ENOMEM;
-  for (int attempt = 0; attempt <= 2 * L->g.raid_disks; attempt++) {
-    snapshot (&G, 0);
-    G.repair = exclude & ~G.bad & ~G.rb_mask;
-    G.bad |= exclude;
+  for (int attempt = 0; attempt < max_attempts (L) + 1; attempt++) {
     err = read_group_once (&G, buf, off, count, r0, n, nodes != NULL, &failed);
     if (err == EAGAIN && !nodes) {
       if (!(nodes = lock_rows (&G, r0, n)))
@@ -1048,8 +1077,7 @@ read_group (struct raid_array *a, const struct layout *L, uint8_t *buf,
     if (err || !failed)
       break;
     /* Read errors: rebuild from the others and rewrite, under the lock.  A
-     * failed rewrite made the member faulty (it is now in bad roles). */
-    exclude |= failed;
+     * failed rewrite made the member faulty. */
     err = EIO;
     if (!nodes && !(nodes = lock_rows (&G, r0, n)))
       return ENOMEM;
@@ -1080,64 +1108,50 @@ stripe_read (struct raid_array *a, const struct layout *L,
 }
 
 /* ---------------------------------------------------------------------
- * Zero: whole rows are zeroed on every good member (the parity of zeroes is
- * zero, for P and Q); partial rows are written with zeroes.
+ * Zero: whole rows are zeroed on every writable member (the parity of
+ * zeroes is zero, for P and Q), through run_pieces (so the replace mirror
+ * gets them) and the write-hole policy (one intent unit); partial rows are
+ * written with zeroes.
  */
+static int
+zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
+                uint32_t *failed)
+{
+  const struct layout *L = G->L;
+  struct issue_ctx ic = { G, MIO_ZERO, (flags & RAID_IO_FUA) ? MIO_FUA : 0 };
+  struct cons_unit u;
+  struct cons_group cg;
+  int err;
+
+  group_reset (G);
+  *failed = 0;
+  if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
+    return EIO;
+  /* Rebuilding roles are zeroed too: zero is valid in every row. */
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if (!(G->unusable & (1u << r)) &&
+        (err = piece_add (G->ar, &G->wr, r, moff (L, r, r0, 0), NULL, n * L->g.chunk)))
+      return err;
+  u = (struct cons_unit) { r0, n, true, 0, G->wr.n };
+  cg = (struct cons_group) { G->wr.p, &u, 1, r0, n };
+  return cons_write (G->a, L, flags, &cg, issue_writes, &ic, failed);
+}
+
 static int
 zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n,
            unsigned flags)
 {
-  struct mio mios[RAID_MAX_MEMBERS];
-  struct stripe_lock_node *nodes;
   struct group G = { .a = a, .L = L };
-  uint32_t bad;
-  size_t nm = 0;
+  struct stripe_lock_node *nodes;
+  uint32_t failed;
   int err = 0;
 
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;
-  for (int attempt = 0; attempt <= L->g.raid_disks; attempt++) {
-    if (raid_array_health (a) == RAID_HEALTH_FAILED) {
-      err = EIO;
+  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
+    err = zero_rows_once (&G, r0, n, flags, &failed);
+    if (err || !failed)
       break;
-    }
-    bad = array_bad_roles (a, L, NULL, NULL);   /* rebuilding roles are zeroed too */
-    nm = 0;
-    for (int r = 0; r < L->g.raid_disks; r++)
-      if (!(bad & (1u << r)))
-        mios[nm++] = (struct mio) {
-          .m = layout_member (a, L, r), .op = MIO_ZERO,
-          .flags = (flags & RAID_IO_FUA) ? MIO_FUA : 0,
-          .off = moff (L, r, r0, 0), .len = n * L->g.chunk,
-        };
-    if (a->journaled && L->g.level >= 4 && !(flags & RAID_IO_RAW)) {
-      struct jrange rg = { r0, n };
-      struct jrecord rec = { .layout_id = L->id, .first_row = r0, .nranges = 1,
-                             .ranges = &rg };
-      uint8_t *hdr = arena_alloc (G.ar, journal_header_max ());
-      err = hdr ? journal_append (a, L, &rec, hdr) : ENOMEM;
-      if (err == EAGAIN)
-        continue;
-      if (err)
-        break;
-      err = mio_run (mios, nm);
-      journal_end (a);
-    }
-    else if (bitmap_enabled (a) && L->id == 0 && !(flags & RAID_IO_RAW)) {
-      if ((err = bitmap_start_write (a, r0, n)) == EAGAIN)
-        continue;
-      if (err)
-        break;
-      err = mio_run (mios, nm);
-      bitmap_end_write (a, r0, n);
-    }
-    else
-      err = mio_run (mios, nm);
-    if (err == 0)
-      break;
-    for (size_t i = 0; i < nm; i++)
-      if (mios[i].err)
-        array_member_io_error (a, mios[i].m, mios[i].err, true, mios[i].off);
     err = EIO;
   }
   stripe_unlock_range (&a->locks, n, nodes);
@@ -1198,154 +1212,256 @@ stripe_zero (struct raid_array *a, const struct layout *L,
 }
 
 /* ---------------------------------------------------------------------
- * Background row operations (driven by sync.c).
+ * Background row operations (driven by the sync worker).
  */
 
-/* Rebuild `role` in rows [r0, r0+n): reconstruct its blocks from the other
- * roles and write them.  The cursor is advanced to r0+n while the rows are
- * still locked, so a writer that locks one of these rows afterwards always
- * sees them as rebuilt and writes the role too. */
+/* Level 1: copy the rows from the first readable mirror to the targets. */
+static int
+plan_mirror_rebuild (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
+{
+  const struct layout *L = G->L;
+  uint32_t len = L->g.chunk;
+  int err = 0;
+
+  for (uint64_t row = r0; row < r0 + n && !err; row++) {
+    struct seg sg = { .row = row, .c0 = 0, .c1 = len };
+    uint8_t *b = NULL;
+    for (int r = 0; r < L->g.raid_disks && !b; r++)
+      if (!(bad_at (G, row) & (1u << r)) && !(b = read_block (G, &sg, r)))
+        return ENOMEM;
+    if (!b)
+      return EIO;
+    for (int r = 0; r < L->g.raid_disks && !err; r++)
+      if ((targets & (1u << r)) && !(G->unusable & (1u << r)))
+        err = piece_add (G->ar, &G->wr, r, moff (L, r, row, 0), b, len);
+  }
+  return err;
+}
+
+/* One attempt at rebuilding `targets` (and repairing roles whose reads
+ * failed) in rows [r0, r0+n), rows locked. */
+static int
+rebuild_once (struct group *G, uint64_t r0, uint64_t n, uint32_t targets,
+              uint32_t *failed)
+{
+  const struct layout *L = G->L;
+  int err = 0;
+
+  group_reset (G);
+  G->repair = targets | (G->exclude & ~G->unusable);
+  *failed = 0;
+  if (raid_array_health (G->a) == RAID_HEALTH_FAILED || (targets & G->unusable))
+    return EIO;                            /* nothing to rebuild from, or onto */
+  if (L->g.level == 1)
+    err = plan_mirror_rebuild (G, r0, n, targets);
+  for (uint64_t row = r0; L->g.level != 1 && row < r0 + n && !err; row++) {
+    struct seg *sg = seg_new (G);
+    if (!sg)
+      return ENOMEM;
+    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk; sg->plan = SEG_RECON;
+    raid_geom_row (&L->g, row, &G->rr);
+    err = plan_recon_reads (G, sg, &G->rr);
+  }
+  if (err)
+    return err;
+  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
+      *failed) {
+    G->exclude |= *failed;
+    return err;
+  }
+  for (size_t i = 0; i < G->nsegs; i++)
+    if ((err = finish_read_seg (G, &G->segs[i])))
+      return err;
+  return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
+}
+
+static int
+rebuild_locked (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
+{
+  uint32_t failed;
+  int err = EIO;
+
+  if (G->L->g.level == 0)
+    return EINVAL;
+  for (int attempt = 0; attempt < max_attempts (G->L); attempt++) {
+    err = rebuild_once (G, r0, n, targets, &failed);
+    if (err || !failed)
+      break;
+    err = EIO;
+  }
+  return err;
+}
+
 int
 stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                      uint64_t n, int role, _Atomic uint64_t *cursor)
 {
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes;
-  uint32_t failed;
-  int err = 0;
+  int err;
 
-  if (L->g.level == 0)
-    return EINVAL;
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;
-  snapshot (&G, 0);
-  G.repair = 1u << role;
-  for (uint64_t row = r0; row < r0 + n && !err; row++) {
-    struct seg *sg = seg_new (&G);
-    int missing[2], nmissing;
-    if (!sg) {
-      err = ENOMEM;
-      break;
-    }
-    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk; sg->plan = SEG_RECON;
-    if (L->g.level == 1) {
-      /* Copy from the first good mirror. */
-      int src = -1;
-      for (int r = 0; r < L->g.raid_disks && src < 0; r++)
-        if (!(bad_at (&G, row) & (1u << r)))
-          src = r;
-      if (src < 0 || !(sg->blk[0] = read_block (&G, sg, src)))
-        err = src < 0 ? EIO : ENOMEM;
-      else
-        err = piece_add (G.ar, &G.wr, role, moff (L, role, row, 0), sg->blk[0], L->g.chunk);
-      G.nsegs--;
-      continue;
-    }
-    raid_geom_row (&L->g, row, &G.rr);
-    err = plan_recon_reads (&G, sg, &G.rr, missing, &nmissing);
-  }
-  if (!err && !(err = run_pieces (a, L, G.ar, &G.rd, MIO_READ, 0, true, &failed)))
-    err = failed ? EIO : 0;
-  for (size_t i = 0; i < G.nsegs && !err; i++)
-    err = finish_read_seg (&G, &G.segs[i]);
-  if (!err && !(err = run_pieces (a, L, G.ar, &G.wr, MIO_WRITE, 0, true, &failed)))
-    err = failed ? EIO : 0;
+  err = rebuild_locked (&G, r0, n, 1u << role);
   if (!err)
     atomic_store (cursor, r0 + n);
   stripe_unlock_range (&a->locks, n, nodes);
   return err;
 }
 
-/* Check (and with repair, fix) the parity of rows [r0, r0+n) in 4 KiB
- * columns; *mismatches is increased by the number of columns found wrong.
- * Rows with a bad role are skipped (nothing to compare against). */
+/* Check the columns of a fully read row; with repair, queue parity fixes.
+ * *found counts the wrong columns. */
+static int
+check_seg (struct group *G, struct seg *sg, bool repair, uint64_t *found)
+{
+  const struct layout *L = G->L;
+  int k = L->g.data_disks, np = nparity (L), err = 0;
+
+  raid_geom_row (&L->g, sg->row, &G->rr);
+  for (uint32_t c = 0; c < L->g.chunk && !err; c += COL_ALIGN) {
+    void *col[RAID_MAX_MEMBERS + 2];
+    int ok;
+    for (int j = 0; j < k + np; j++)
+      col[j] = sg->blk[j] + c;
+    if ((ok = parity_check (k, np, COL_ALIGN, col)) < 0)
+      return EIO;
+    if (ok != 0)
+      continue;
+    (*found)++;
+    if (!repair)
+      continue;
+    if (parity_gen (k, COL_ALIGN, col, col[k], np == 2 ? col[k + 1] : NULL) < 0)
+      return EIO;
+    for (int p = 0; p < np && !err; p++) {
+      int role = p == 0 ? G->rr.pd : G->rr.qd;
+      err = piece_add (G->ar, &G->wr, role, moff (L, role, sg->row, c),
+                       (uint8_t *) col[k + p], COL_ALIGN);
+    }
+  }
+  return err;
+}
+
+/* One attempt at checking rows [r0, r0+n): rows with an unusable role are
+ * skipped; rows with a role whose read failed are rebuilt and rewritten
+ * (their parity cannot be judged); the rest are checked. */
+static int
+check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *found,
+            uint32_t *failed)
+{
+  const struct layout *L = G->L;
+  int err = 0;
+
+  group_reset (G);
+  G->repair = G->exclude & ~G->unusable;
+  *found = 0;
+  *failed = 0;
+  for (uint64_t row = r0; row < r0 + n && !err; row++) {
+    struct seg *sg;
+    if (dead_at (G, row) & ((1ull << L->g.raid_disks) - 1))
+      continue;
+    if (!(sg = seg_new (G)))
+      return ENOMEM;
+    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk;
+    sg->plan = row_has_bad (G, row) ? SEG_RECON : SEG_FULL;
+    raid_geom_row (&L->g, row, &G->rr);
+    err = plan_recon_reads (G, sg, &G->rr);
+  }
+  if (err)
+    return err;
+  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
+      *failed) {
+    G->exclude |= *failed;
+    return err;
+  }
+  for (size_t i = 0; i < G->nsegs && !err; i++)
+    err = G->segs[i].plan == SEG_RECON ? finish_read_seg (G, &G->segs[i])
+      : check_seg (G, &G->segs[i], repair, found);
+  if (err)
+    return err;
+  return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
+}
+
 int
 stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                    uint64_t n, bool repair, uint64_t *mismatches)
 {
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes;
-  int k = L->g.data_disks, np = nparity (L);
+  uint64_t found = 0;
   uint32_t failed;
   int err = 0;
 
-  if (np == 0)
+  if (nparity (L) == 0)
     return 0;
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;
-  snapshot (&G, 0);
-  for (uint64_t row = r0; row < r0 + n && !err; row++) {
-    struct seg *sg;
-    if (row_has_bad (&G, row))
-      continue;
-    if (!(sg = seg_new (&G))) {
-      err = ENOMEM;
+  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
+    err = check_once (&G, r0, n, repair, &found, &failed);
+    if (err || !failed)
       break;
-    }
-    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk;
-    raid_geom_row (&L->g, row, &G.rr);
-    for (int r = 0; r < L->g.raid_disks && !err; r++)
-      if (!(sg->blk[role_index (L, &G.rr, r)] = read_block (&G, sg, r)))
-        err = ENOMEM;
+    err = EIO;
   }
-  if (!err && !(err = run_pieces (a, L, G.ar, &G.rd, MIO_READ, 0, true, &failed)))
-    err = failed ? EIO : 0;
-  for (size_t i = 0; i < G.nsegs && !err; i++) {
-    struct seg *sg = &G.segs[i];
-    raid_geom_row (&L->g, sg->row, &G.rr);
-    for (uint32_t c = 0; c < L->g.chunk && !err; c += COL_ALIGN) {
-      void *col[RAID_MAX_MEMBERS + 2];
-      for (int j = 0; j < k + np; j++)
-        col[j] = sg->blk[j] + c;
-      int ok = parity_check (k, np, COL_ALIGN, col);
-      if (ok < 0)
-        err = EIO;
-      if (ok != 0)
-        continue;
-      (*mismatches)++;
-      if (!repair)
-        continue;
-      if (parity_gen (k, COL_ALIGN, col, col[k], np == 2 ? col[k + 1] : NULL) < 0)
-        err = EIO;
-      for (int p = 0; p < np && !err; p++) {
-        int role = p == 0 ? G.rr.pd : G.rr.qd;
-        err = piece_add (G.ar, &G.wr, role, moff (L, role, sg->row, c),
-                         (uint8_t *) col[k + p], COL_ALIGN);
-      }
-    }
-  }
-  if (!err && !(err = run_pieces (a, L, G.ar, &G.wr, MIO_WRITE, 0, true, &failed)))
-    err = failed ? EIO : 0;
+  if (!err)
+    *mismatches += found;
   stripe_unlock_range (&a->locks, n, nodes);
   return err;
 }
 
-/* Copy `role`'s blocks of rows [r0, r0+n) to dst (a replace): read the
- * member directly; the cursor advances while the rows are locked, as for
- * a rebuild.  A read error is reported (the member may go faulty; the
- * caller turns the replace into a recovery then). */
 int
 stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                   uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor)
 {
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes;
-  uint64_t len = n * L->g.chunk;
-  uint8_t *buf;
+  struct piece p = { role, moff (L, role, r0, 0), NULL, n * L->g.chunk };
+  uint32_t failed;
   int err;
 
-  if (array_bad_roles (a, L, NULL, NULL) & (1u << role))
-    return EIO;                            /* the source failed meanwhile */
-  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)) ||
-      !(buf = arena_alloc (G.ar, len)))
-    return ENOMEM;
-  err = member_pread (layout_member (a, L, role), buf, len, moff (L, role, r0, 0));
-  if (err)
-    array_member_io_error (a, layout_member (a, L, role), err, true, moff (L, role, r0, 0));
-  else if ((err = member_pwrite (dst, buf, len, moff (L, role, r0, 0), false)) != 0)
-    array_member_io_error (a, dst, err, true, moff (L, role, r0, 0));
+  if (!(G.ar = arena_reset ()) || !(p.ptr = arena_alloc (G.ar, p.len)) ||
+      !(nodes = lock_rows (&G, r0, n)))
+    return ENOMEM;                         /* nothing is locked */
+  snapshot (&G);
+  if (G.unusable & (1u << role))
+    err = EIO;                             /* the source failed meanwhile */
+  else if ((err = run_pieces (a, L, G.ar, &p, 1, MIO_READ, 0, &failed)) == 0 && failed) {
+    /* The source cannot read these rows: rebuild them from the others and
+     * write them back to it, which the mirror copies to dst. */
+    G.exclude = 1u << role;
+    err = rebuild_locked (&G, r0, n, 1u << role);
+  }
+  else if (err == 0 && (err = member_pwrite (dst, p.ptr, p.len, p.off, false)) != 0)
+    state_member_error (a, dst, err, true, p.off);
   if (!err)
     atomic_store (cursor, r0 + n);
   stripe_unlock_range (&a->locks, n, nodes);
   return err;
+}
+
+/* ---------------------------------------------------------------------
+ * Block status.
+ */
+uint64_t
+stripe_extent_rows (struct raid_array *a, const struct layout *L, uint64_t row,
+                    uint64_t max, bool *zero)
+{
+  uint64_t chunk = L->g.chunk, hole_rows = max, data_rows = 0;
+  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+
+  *zero = true;
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    struct member *m = state_role_member (a, L, r);
+    uint64_t run;
+    bool hole;
+    if (!m || (bad & (1u << r)))
+      continue;
+    if (member_extent (m, L->data_offset[r] + row * chunk, max * chunk, &hole, &run) != 0)
+      hole = false, run = chunk;
+    if (hole && run >= chunk)
+      hole_rows = raid_min_u64 (hole_rows, run / chunk);
+    else {                            /* data, or a hole ending inside the row */
+      *zero = false;
+      data_rows = raid_max_u64 (data_rows, raid_round_up (run, chunk) / chunk);
+    }
+  }
+  return raid_max_u64 (1, *zero ? hole_rows : data_rows);
 }

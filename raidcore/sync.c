@@ -1,34 +1,5 @@
-/* nbdkit-raid: background sync actions — recovery onto a spare, check and
- * repair — run by one thread per array.
- *
- * STATE MACHINE (struct sync_ctl, changed only under sync.lock, every change
- * broadcast on sync.changed):
- *
- *     IDLE --begin--> ACTION (running) --rows done--> IDLE
- *                       |  ^
- *                freeze |  | start
- *                       v  |
- *                     ACTION (frozen) --abort (check/repair)--> IDLE
- *
- * The thread sleeps on sync.changed while the action is IDLE or frozen; it
- * is woken by sync_begin, start, freeze, abort and stop.  While running it
- * does one bounded batch of rows at a time (stripe_rebuild_rows /
- * stripe_check_rows, each under the rows' stripe locks), never holding
- * sync.lock across member I/O, and re-reads the state between batches, so
- * freeze/abort/stop take effect after at most one batch.  Throttling sleeps
- * are timed waits on sync.changed: a state change cuts them short.
- *
- * Durability: progress is checkpointed into the superblock journal about
- * once a second and at the end: recovery as the target member's
- * recovery_offset (rows below it are rebuilt), check/repair as the array's
- * sync_action/sync_position.  After a crash the action resumes from the
- * last checkpoint; redoing rows between the checkpoint and the crash is
- * harmless (rebuild rewrites the same reconstruction; check recounts).
- *
- * Recovery invariant: rows below a->rb_row are valid on the target; the
- * cursor only moves forward and only while the rows it passes are locked
- * (stripe_rebuild_rows), so writers see a consistent answer per row.
- */
+/* nbdkit-raid: the sync worker and the jobs other than the reshape (theory
+ * in sync.h and job.h). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -38,11 +9,14 @@
 
 #include "array-int.h"
 #include "bitmap.h"
+#include "reshape.h"
+#include "stripe.h"
+#include "sync.h"
 #include "util.h"
 
 #define BATCH_BYTES (4u << 20)            /* per member per batch */
 #define CKPT_INTERVAL_NS 1000000000ull
-#define FG_ACTIVE_NS 200000000ull         /* foreground I/O this recent is active */
+#define FG_ACTIVE_NS 200000000ull         /* client I/O this recent is active */
 #define BITMAP_CLEAN_NS 5000000000ull     /* the bitmap cleaner's period */
 
 const char *
@@ -54,26 +28,15 @@ raid_sync_action_name (enum raid_sync_action a)
   return a >= 0 && a <= RAID_SYNC_RESHAPE ? names[a] : "unknown";
 }
 
-void
-sync_init (struct raid_array *a)
+static const struct layout *
+cur_layout (struct raid_array *a)
 {
-  struct sync_ctl *s = &a->sync;
-  pthread_condattr_t ca;
-
-  pthread_mutex_init (&s->lock, NULL);
-  pthread_condattr_init (&ca);
-  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
-  pthread_cond_init (&s->changed, &ca);
-  pthread_condattr_destroy (&ca);
-  s->action = RAID_SYNC_IDLE;
-  s->speed_min = SYNC_SPEED_MIN_DEFAULT;
-  s->speed_max = SYNC_SPEED_MAX_DEFAULT;
-  s->target_slot = s->target_role = -1;
+  return router_layout (&a->router, LAYOUT_CUR);
 }
 
-/* Timed wait on `changed` (caller holds lock): returns after ns or a change. */
+/* Timed wait on a->changed (state lock held): after ns or a change. */
 static void
-timed_wait (struct sync_ctl *s, uint64_t ns)
+timed_wait (struct raid_array *a, uint64_t ns)
 {
   struct timespec ts;
   uint64_t t;
@@ -82,154 +45,554 @@ timed_wait (struct sync_ctl *s, uint64_t ns)
   t = (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec + ns;
   ts.tv_sec = t / 1000000000;
   ts.tv_nsec = t % 1000000000;
-  pthread_cond_timedwait (&s->changed, &s->lock, &ts);
+  pthread_cond_timedwait (&a->changed, &a->state_lock, &ts);
 }
 
+/* ---------------------------------------------------------------------
+ * Row jobs: each batch holds a router ticket over its rows (one layout:
+ * these jobs never run while a reshape has two).
+ */
+
 /* Rows per batch: BATCH_BYTES of each member, fewer under a low speed
- * limit (step_bytes of the action's unit) so that pauses stay short. */
+ * limit (step_bytes of the job's unit) so that pauses stay short. */
 static uint64_t
-rows_per_batch (const struct raid_array *a, uint64_t unit)
+rows_per_batch (struct raid_array *a, uint64_t unit)
 {
-  uint64_t n = BATCH_BYTES / a->cur.g.chunk;
+  uint64_t n = BATCH_BYTES / cur_layout (a)->g.chunk;
 
   if (a->sync.step_bytes)
     n = raid_min_u64 (n, a->sync.step_bytes / unit);
   return raid_max_u64 (1, n);
 }
 
-/* ---- checkpoints and completion (take sb_lock; never under sync.lock) ---- */
+/* Bytes of the rows that hold exported bytes (check, repair, resync): rows
+ * past the size hold nothing, and resize zeroes them before exporting. */
+static uint64_t
+total_exported (struct raid_array *a, const struct sync_job *j)
+{
+  const struct layout *L = cur_layout (a);
+  uint64_t W = L->g.stripe_width;
+
+  (void) j;
+  return raid_min_u64 (L->rows, (atomic_load (&a->size) + W - 1) / W) * W;
+}
+
+/* Member bytes of the data area (recover, replace). */
+static uint64_t
+total_member (struct raid_array *a, const struct sync_job *j)
+{
+  (void) j;
+  return cur_layout (a)->rows * cur_layout (a)->g.chunk;
+}
+
+/* The rows of one batch from *pos (unit bytes per row), under a ticket. */
+struct rows {
+  struct ticket t;
+  const struct layout *L;
+  uint64_t r0, n;
+};
 
 static void
-checkpoint (struct raid_array *a, int action, int target, uint64_t pos, uint64_t mism)
+rows_enter (struct raid_array *a, uint64_t pos, uint64_t unit, uint64_t total,
+            struct rows *rw)
 {
-  if (action == RAID_SYNC_RESHAPE)
-    return;                            /* every reshape step is a checkpoint */
-  pthread_mutex_lock (&a->sb_lock);
-  if (action == RAID_SYNC_RECOVER && a->sync.replace) {
-    pthread_mutex_unlock (&a->sb_lock);
-    return;                            /* a replace restarts after a crash */
-  }
-  if (action == RAID_SYNC_RECOVER) {
-    if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING)
-      a->sb.members[target].recovery_offset = pos;
-  }
-  else if (action == RAID_SYNC_RESYNC)
-    a->sb.resync_offset = pos;
-  else {
-    a->sb.sync_action = action == RAID_SYNC_REPAIR ? SB_SYNC_REPAIR : SB_SYNC_CHECK;
-    a->sb.sync_position = pos;
-    a->sb.mismatch_count = mism;
-  }
-  array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
+  const struct layout *L = cur_layout (a);
+  uint64_t W = L->g.stripe_width;
+
+  rw->r0 = pos / unit;
+  rw->n = raid_min_u64 (rows_per_batch (a, unit), (total - pos + unit - 1) / unit);
+  router_enter (&a->router, rw->r0 * W, rw->n * W, &rw->t);
+  rw->L = rw->t.p[0].L;
 }
 
 static void
-finish (struct raid_array *a, int action, int target, uint64_t mism)
+rows_leave (struct raid_array *a, struct rows *rw, uint64_t unit, uint64_t total,
+            uint64_t *pos, int err)
 {
-  if (action == RAID_SYNC_RECOVER && a->sync.replace) {
-    replace_finish (a);
-    return;
-  }
-  if (action == RAID_SYNC_RESHAPE) {
-    int err = reshape_finish (a);
-    if (err)
-      raid_log (RAID_LOG_ERROR, "reshape could not complete: %s", raid_strerror (err));
-    return;
-  }
-  pthread_mutex_lock (&a->sb_lock);
-  if (action == RAID_SYNC_RECOVER) {
-    if (atomic_load (&a->mem[target].state) == RAID_MEMBER_REBUILDING) {
-      a->sb.members[target].state = SB_MEMBER_IN_SYNC;
-      a->sb.members[target].recovery_offset = 0;
-      atomic_store (&a->mem[target].state, RAID_MEMBER_IN_SYNC);
-      raid_log (RAID_LOG_INFO, "recovery of %s complete", member_spec (a->mem[target].m));
-    }
-  }
-  else if (action == RAID_SYNC_RESYNC) {
-    a->sb.resync_offset = UINT64_MAX;
-    a->sb.flags &= ~SB_FLAG_RESYNC_ALL;
-    raid_log (RAID_LOG_INFO, "resync complete");
-  }
-  else {
-    a->sb.sync_action = SB_SYNC_NONE;
-    a->sb.sync_position = 0;
-    a->sb.mismatch_count = mism;
-    raid_log (RAID_LOG_INFO, "%s complete: %" PRIu64 " mismatches",
-              raid_sync_action_name (action), mism);
-  }
-  array_update_health (a);
-  array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
+  router_leave (&a->router, &rw->t);
+  if (err == 0)
+    *pos = raid_min_u64 (total, (rw->r0 + rw->n) * unit);
 }
 
-/* ---- one batch ---- */
+static enum sync_check
+need_optimal (struct raid_array *a, const struct sync_job *j, char *err, size_t errlen)
+{
+  (void) j;
+  if (raid_array_health (a) == RAID_HEALTH_OPTIMAL)
+    return SYNC_GO;
+  snprintf (err, errlen, "the array is %s", raid_health_name (raid_array_health (a)));
+  return SYNC_STOP_CANCEL;
+}
 
-/* Whether the owed resync must visit every row (clients change sb.flags
- * too: read it under sb_lock). */
-static bool
-resync_all (struct raid_array *a)
+/* ---- resync ---- */
+
+/* The next row from r0 that the owed resync must visit (the bitmap marks
+ * its region, or every row when the record says so). */
+static uint64_t
+resync_next_row (struct raid_array *a, const struct layout *L, uint64_t r0)
 {
   bool all;
 
-  pthread_mutex_lock (&a->sb_lock);
-  all = a->sb.flags & SB_FLAG_RESYNC_ALL;
-  pthread_mutex_unlock (&a->sb_lock);
-  return all;
+  pthread_mutex_lock (&a->state_lock);
+  all = !bitmap_enabled (a) || (a->sb.flags & SB_FLAG_RESYNC_ALL);
+  pthread_mutex_unlock (&a->state_lock);
+  if (all)
+    return r0;
+  while (r0 < L->rows && !bitmap_row_dirty (a, r0))
+    r0 = (r0 / bitmap_rows_per_region (a) + 1) * bitmap_rows_per_region (a);
+  return r0;
 }
 
 static int
-do_batch (struct raid_array *a, int action, int role, uint64_t *pos,
-          uint64_t total, uint64_t *mism)
+resync_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+              uint64_t *mismatch, void **scratch)
 {
-  const struct layout *L = &a->cur;
-  uint64_t unit = action == RAID_SYNC_RECOVER ? L->g.chunk : L->g.stripe_width;
-
-  if (action == RAID_SYNC_RESHAPE)         /* all moved: only the finish is left */
-    return *pos >= total ? 0 : reshape_step (a, pos, &a->sync.rbuf);
-  uint64_t r0 = *pos / unit;
-  uint64_t n = raid_min_u64 (rows_per_batch (a, unit), (total - *pos + unit - 1) / unit);
+  uint64_t W = cur_layout (a)->g.stripe_width, ignored = 0;
+  uint64_t r = resync_next_row (a, cur_layout (a), *pos / W);
+  struct rows rw;
   int err;
 
-  if (action == RAID_SYNC_RESYNC && bitmap_enabled (a) && !resync_all (a)) {
-    /* Only regions the bitmap marks can be inconsistent: skip clean ones. */
+  (void) mismatch; (void) scratch;
+  if (r * W >= j->total) {
+    *pos = j->total;
+    return 0;
+  }
+  rows_enter (a, r * W, W, j->total, &rw);
+  if (bitmap_enabled (a)) {                /* stay inside one region */
     uint64_t rpr = bitmap_rows_per_region (a);
-    while (r0 < L->rows && !bitmap_row_dirty (a, r0))
-      r0 = (r0 / rpr + 1) * rpr;
-    if (r0 >= L->rows) {
-      *pos = total;
-      return 0;
-    }
-    n = raid_min_u64 (raid_min_u64 (n, (r0 / rpr + 1) * rpr - r0), L->rows - r0);
+    rw.n = raid_min_u64 (rw.n, (rw.r0 / rpr + 1) * rpr - rw.r0);
   }
-  if (action == RAID_SYNC_RECOVER && a->sync.replace)
-    err = stripe_copy_rows (a, L, r0, n, role, a->mem[a->repl_slot].m, &a->rb_row);
-  else if (action == RAID_SYNC_RECOVER)
-    err = stripe_rebuild_rows (a, L, r0, n, role, &a->rb_row);
-  else if (action == RAID_SYNC_RESYNC) {
-    uint64_t ignored = 0;              /* resync rewrites parity, counts nothing */
-    err = stripe_check_rows (a, L, r0, n, true, &ignored);
-  }
-  else
-    err = stripe_check_rows (a, L, r0, n, action == RAID_SYNC_REPAIR, mism);
-  if (err == 0)
-    *pos = raid_min_u64 (total, (r0 + n) * unit);
+  err = stripe_check_rows (a, rw.L, rw.r0, rw.n, true, &ignored);
+  rows_leave (a, &rw, W, j->total, pos, err);
   return err;
 }
 
-/* How long to pause after a batch of `bytes` that took `ns` (caller holds
- * sync.lock).  speed_max is a hard cap whether or not clients are busy;
- * while they are, the action also yields half its time unless that would
- * take it below speed_min.  The pause is a timed wait that any state
- * change (set, freeze, stop) cuts short. */
+static void
+resync_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  a->sb.resync_offset = j->pos;
+  state_commit (a);
+}
+
+static int
+resync_finish (struct raid_array *a, const struct sync_job *j)
+{
+  (void) j;
+  pthread_mutex_lock (&a->state_lock);
+  a->sb.resync_offset = UINT64_MAX;
+  a->sb.flags &= ~SB_FLAG_RESYNC_ALL;
+  state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  raid_log (RAID_LOG_INFO, "resync complete");
+  return 0;
+}
+
+const struct sync_ops sync_ops_resync = {
+  .action = RAID_SYNC_RESYNC, .total = total_exported, .check = need_optimal,
+  .batch = resync_batch, .checkpoint = resync_checkpoint, .finish = resync_finish,
+};
+
+/* ---- check, repair ---- */
+
+static int
+scrub_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+             uint64_t *mismatch, void **scratch)
+{
+  uint64_t W = cur_layout (a)->g.stripe_width;
+  struct rows rw;
+  int err;
+
+  (void) scratch;
+  rows_enter (a, *pos, W, j->total, &rw);
+  err = stripe_check_rows (a, rw.L, rw.r0, rw.n, j->ops == &sync_ops_repair, mismatch);
+  rows_leave (a, &rw, W, j->total, pos, err);
+  return err;
+}
+
+static void
+scrub_record (struct raid_array *a, const struct sync_job *j, bool done)
+{
+  a->sb.sync_action = done ? SB_SYNC_NONE
+    : j->ops == &sync_ops_repair ? SB_SYNC_REPAIR : SB_SYNC_CHECK;
+  a->sb.sync_position = done ? 0 : j->pos;
+  a->sb.mismatch_count = j->mismatch;
+  state_commit (a);
+}
+
+static void
+scrub_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  scrub_record (a, j, false);
+}
+
+static int
+scrub_finish (struct raid_array *a, const struct sync_job *j)
+{
+  pthread_mutex_lock (&a->state_lock);
+  scrub_record (a, j, true);
+  pthread_mutex_unlock (&a->state_lock);
+  raid_log (RAID_LOG_INFO, "%s complete: %" PRIu64 " mismatches",
+            raid_sync_action_name (j->ops->action), j->mismatch);
+  return 0;
+}
+
+/* A scrub that ends early (abort, or the array lost a member) is not
+ * resumed. */
+static void
+scrub_stop (struct raid_array *a, const struct sync_job *j)
+{
+  pthread_mutex_lock (&a->state_lock);
+  scrub_record (a, j, true);
+  pthread_mutex_unlock (&a->state_lock);
+}
+
+const struct sync_ops sync_ops_check = {
+  .action = RAID_SYNC_CHECK, .abortable = true, .total = total_exported,
+  .check = need_optimal, .batch = scrub_batch, .checkpoint = scrub_checkpoint,
+  .finish = scrub_finish, .stop = scrub_stop,
+};
+
+const struct sync_ops sync_ops_repair = {
+  .action = RAID_SYNC_REPAIR, .abortable = true, .total = total_exported,
+  .check = need_optimal, .batch = scrub_batch, .checkpoint = scrub_checkpoint,
+  .finish = scrub_finish, .stop = scrub_stop,
+};
+
+/* ---- recovery onto a spare ---- */
+
+static enum sync_check
+recover_check (struct raid_array *a, const struct sync_job *j, char *err, size_t errlen)
+{
+  int t = j->target_slot;
+
+  if (atomic_load (&a->mem[t].state) != RAID_MEMBER_REBUILDING ||
+      cur_layout (a)->slot[j->target_role] != t) {
+    snprintf (err, errlen, "its target %s is %s", a->mem[t].m ? member_spec (a->mem[t].m)
+              : "(gone)", raid_member_state_name (atomic_load (&a->mem[t].state)));
+    return SYNC_STOP_CANCEL;
+  }
+  if (raid_array_health (a) == RAID_HEALTH_FAILED) {
+    snprintf (err, errlen, "the array has failed");
+    return SYNC_STOP_FAIL;
+  }
+  return SYNC_GO;
+}
+
+static int
+recover_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+               uint64_t *mismatch, void **scratch)
+{
+  uint64_t chunk = cur_layout (a)->g.chunk;
+  struct rows rw;
+  int err;
+
+  (void) mismatch; (void) scratch;
+  rows_enter (a, *pos, chunk, j->total, &rw);
+  err = stripe_rebuild_rows (a, rw.L, rw.r0, rw.n, j->target_role, &a->rb_row);
+  rows_leave (a, &rw, chunk, j->total, pos, err);
+  return err;
+}
+
+static void
+recover_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  if (atomic_load (&a->mem[j->target_slot].state) == RAID_MEMBER_REBUILDING) {
+    a->sb.members[j->target_slot].recovery_offset = j->pos;
+    state_commit (a);
+  }
+}
+
+static int
+recover_finish (struct raid_array *a, const struct sync_job *j)
+{
+  int t = j->target_slot, r = 0;
+
+  pthread_mutex_lock (&a->state_lock);
+  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING) {
+    member_transition (a, t, RAID_MEMBER_IN_SYNC, j->target_role, "recovered");
+    r = state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
+const struct sync_ops sync_ops_recover = {
+  .action = RAID_SYNC_RECOVER, .total = total_member, .check = recover_check,
+  .batch = recover_batch, .checkpoint = recover_checkpoint, .finish = recover_finish,
+};
+
+/* ---- replace: copy a working member onto a spare while both receive
+ * every write (the router's mirror), then switch ---- */
+
+static enum sync_check
+replace_check (struct raid_array *a, const struct sync_job *j, char *err, size_t errlen)
+{
+  int t = j->target_slot, s = j->source_slot;
+
+  if (atomic_load (&a->mem[t].state) != RAID_MEMBER_REBUILDING) {
+    snprintf (err, errlen, "its target %s is %s", member_spec (a->mem[t].m),
+              raid_member_state_name (atomic_load (&a->mem[t].state)));
+    return SYNC_STOP_CANCEL;
+  }
+  if (atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC) {
+    snprintf (err, errlen, "the member it replaces failed: recovering role %d onto "
+              "%s instead", j->target_role, member_spec (a->mem[t].m));
+    return SYNC_STOP_CANCEL;               /* replace_stop turns it into a recovery */
+  }
+  return SYNC_GO;
+}
+
+static int
+replace_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+               uint64_t *mismatch, void **scratch)
+{
+  uint64_t chunk = cur_layout (a)->g.chunk;
+  struct rows rw;
+  int err;
+
+  (void) mismatch; (void) scratch;
+  rows_enter (a, *pos, chunk, j->total, &rw);
+  err = stripe_copy_rows (a, rw.L, rw.r0, rw.n, j->target_role,
+                          a->mem[j->target_slot].m, &a->rb_row);
+  rows_leave (a, &rw, chunk, j->total, pos, err);
+  return err;
+}
+
+/* A replace is not resumed after a restart: nothing to record. */
+static void
+replace_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  (void) a; (void) j;
+}
+
+/* The target takes the role (state lock and a claim over everything held):
+ * in sync when the copy is complete, else rebuilding from the cursor. */
+static void
+replace_switch (struct raid_array *a, const struct sync_job *j, bool complete)
+{
+  int t = j->target_slot, s = j->source_slot, role = j->target_role;
+
+  router_bind_role (&a->router, LAYOUT_CUR, role, t, a->sb.members[t].data_offset);
+  router_set_mirror (&a->router, role, -1);
+  if (atomic_load (&a->mem[s].state) == RAID_MEMBER_IN_SYNC)
+    member_transition (a, s, RAID_MEMBER_FAULTY, role, "replaced");
+  member_detach (a, s);
+  member_transition (a, t, complete ? RAID_MEMBER_IN_SYNC : RAID_MEMBER_REBUILDING,
+                     role, complete ? "replace complete" : "replace became a recovery");
+  if (!complete)
+    a->sb.members[t].recovery_offset = atomic_load (&a->rb_row) * cur_layout (a)->g.chunk;
+  state_commit (a);
+}
+
+static int
+replace_finish (struct raid_array *a, const struct sync_job *j)
+{
+  router_claim (&a->router, 0, ROUTER_ALL);
+  pthread_mutex_lock (&a->state_lock);
+  replace_switch (a, j, true);
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+  return 0;
+}
+
+/* Ended early: stop mirroring; if the member being replaced failed, the
+ * copy so far is good, so the target takes the role and a recovery goes on
+ * from the cursor; else the target is a spare again. */
+static void
+replace_stop (struct raid_array *a, const struct sync_job *j)
+{
+  int t = j->target_slot, s = j->source_slot;
+  bool recover;
+  char e[128];
+
+  router_claim (&a->router, 0, ROUTER_ALL);
+  pthread_mutex_lock (&a->state_lock);
+  recover = atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING &&
+    atomic_load (&a->mem[s].state) == RAID_MEMBER_FAULTY;
+  if (recover)
+    replace_switch (a, j, false);
+  else {
+    router_set_mirror (&a->router, j->target_role, -1);
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
+      member_transition (a, t, RAID_MEMBER_SPARE, -1, "replace stopped");
+    state_commit (a);
+  }
+  if (recover)
+    sync_begin (a, &(struct sync_job) { .ops = &sync_ops_recover, .target_slot = t,
+                  .target_role = j->target_role, .source_slot = -1 },
+                atomic_load (&a->rb_row) * cur_layout (a)->g.chunk, false, e, sizeof e);
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+}
+
+const struct sync_ops sync_ops_replace = {
+  .action = RAID_SYNC_RECOVER, .abortable = true, .total = total_member,
+  .check = replace_check, .batch = replace_batch, .checkpoint = replace_checkpoint,
+  .finish = replace_finish, .stop = replace_stop,
+};
+
+/* ---------------------------------------------------------------------
+ * Choosing the next job (management lock held, state lock not).
+ */
+
+/* A role of the current layout with no usable member and none being
+ * rebuilt, or -1 (state lock held). */
+static int
+role_to_recover (struct raid_array *a)
+{
+  const struct layout *L = cur_layout (a);
+  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+
+  if (L->g.level == 0)
+    return -1;
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if (bad & (1u << r))
+      return r;
+  return -1;
+}
+
+/* A spare to recover onto, or -1 (state lock held). */
+static int
+usable_spare (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
+      return t;
+  return -1;
+}
+
+/* Bind spare t to `role` as rebuilding from row 0 and begin the recovery
+ * (state lock held, and a claim over everything: the binding changes which
+ * member holds the role). */
+static void
+begin_recovery (struct raid_array *a, int t, int role)
+{
+  const struct layout *L = cur_layout (a);
+  int old = L->slot[role];
+  char e[128];
+
+  /* The spare's data goes where the layout has the role's data (a spare
+   * added before a reshape still carries the old layout's offset). */
+  uint64_t off = L->data_offset[old >= 0 ? role : (role + 1) % L->g.raid_disks];
+
+  if (old >= 0)
+    member_detach (a, old);
+  atomic_store (&a->rb_row, 0);
+  a->sb.members[t].recovery_offset = 0;
+  a->sb.members[t].data_offset = a->sb.members[t].new_data_offset = off;
+  router_bind_role (&a->router, LAYOUT_CUR, role, t, off);
+  member_transition (a, t, RAID_MEMBER_REBUILDING, role, "recovering a failed role");
+  state_commit (a);
+  sync_begin (a, &(struct sync_job) { .ops = &sync_ops_recover, .target_slot = t,
+                .target_role = role, .source_slot = -1 }, 0, false, e, sizeof e);
+}
+
+/* A recovery recorded as under way (a rebuilding member with a role). */
+static int
+rebuilding_slot (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING &&
+        a->sb.members[t].role >= 0 && cur_layout (a)->slot[a->sb.members[t].role] == t)
+      return t;
+  return -1;
+}
+
+/* The reshape found in the record (at start): running again unless it was
+ * frozen, autostart is off or it cannot run now. */
+static void
+resume_reshape (struct raid_array *a)
+{
+  char e[256];
+  bool run = a->sb.reshape_state == SB_RESHAPE_RUNNING && a->autostart &&
+    reshape_check_start (a, e, sizeof e) == 0;
+
+  sync_begin (a, &(struct sync_job) { .ops = &reshape_sync_ops, .target_slot = -1,
+                .target_role = -1, .source_slot = -1 },
+              a->sb.reshape_position, !run, e, sizeof e);
+  if (!run)
+    reshape_record_state (a, false);
+  raid_log (RAID_LOG_INFO, "reshape %s at %" PRIu64 " of %" PRIu64 " bytes",
+            run ? "resumed" : "frozen", a->sb.reshape_position, a->sb.array_size);
+}
+
+/* Begin the owed job that needs no claim, if any (state lock held).  True
+ * when the choice is made (a job begun, or nothing to do); false when a
+ * spare should be bound to a role. */
+static bool
+next_simple_job (struct raid_array *a)
+{
+  bool optimal = raid_array_health (a) == RAID_HEALTH_OPTIMAL;
+  char e[128];
+  int t;
+
+  if (a->sync.state != SYNC_IDLE || a->sync.stop ||
+      raid_array_health (a) == RAID_HEALTH_FAILED)
+    return true;
+  if (router_two (&a->router)) {
+    resume_reshape (a);
+    return true;
+  }
+  if ((t = rebuilding_slot (a)) >= 0) {
+    sync_begin (a, &(struct sync_job) { .ops = &sync_ops_recover, .target_slot = t,
+                  .target_role = a->sb.members[t].role, .source_slot = -1 },
+                atomic_load (&a->rb_row) * cur_layout (a)->g.chunk, false, e, sizeof e);
+    return true;
+  }
+  if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
+    return false;
+  if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level >= 4)
+    sync_begin (a, &(struct sync_job) { .ops = &sync_ops_resync, .target_slot = -1,
+                  .target_role = -1, .source_slot = -1 },
+                a->sb.resync_offset, false, e, sizeof e);
+  else if (optimal && a->sb.sync_action != SB_SYNC_NONE) {
+    struct sync_job j = {
+      .ops = a->sb.sync_action == SB_SYNC_REPAIR ? &sync_ops_repair : &sync_ops_check,
+      .target_slot = -1, .target_role = -1, .source_slot = -1,
+    };
+    if (sync_begin (a, &j, a->sb.sync_position, false, e, sizeof e) == 0)
+      a->sync.job.mismatch = a->sb.mismatch_count;
+  }
+  return true;
+}
+
+void
+sync_next_job (struct raid_array *a)
+{
+  bool done;
+
+  pthread_mutex_lock (&a->state_lock);
+  done = next_simple_job (a);
+  pthread_mutex_unlock (&a->state_lock);
+  if (done)
+    return;
+  router_claim (&a->router, 0, ROUTER_ALL);
+  pthread_mutex_lock (&a->state_lock);
+  if (!next_simple_job (a)) {              /* nothing changed meanwhile */
+    int t = usable_spare (a), role = role_to_recover (a);
+    raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
+    begin_recovery (a, t, role);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+}
+
+/* ---------------------------------------------------------------------
+ * The worker.
+ */
+
+/* How long to pause after a batch of `bytes` that took `ns` (state lock
+ * held).  speed_max is a hard cap whether or not clients are busy; while
+ * they are, the job also yields half its time unless that would take it
+ * below speed_min.  The pause is a timed wait that any state change (set,
+ * freeze, stop) cuts short. */
 static uint64_t
 throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
 {
   struct sync_ctl *s = &a->sync;
   uint64_t now = raid_now_mono_ns ();
   bool fg = now - atomic_load (&a->fg_ns) < FG_ACTIVE_NS;
-  uint64_t limit = s->speed_max;
-  uint64_t want = 0;
+  uint64_t limit = s->speed_max, want = 0;
 
   if (fg && s->speed_min && (!limit || s->speed_min < limit)) {
     uint64_t floor_ns = bytes * 1000000000ull / s->speed_min;
@@ -244,103 +607,205 @@ throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
   return want;
 }
 
+/* End the job early with `ev` (cancel) and undo its setup (state lock
+ * held; taken and given back here around the management lock). */
+static void
+end_job (struct raid_array *a, uint64_t gen, enum sync_event ev, const char *why)
+{
+  struct sync_job j;
+  bool ended = false;
+
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_mutex_lock (&a->mgmt_lock);
+  pthread_mutex_lock (&a->state_lock);
+  j = a->sync.job;
+  if (a->sync.state != SYNC_IDLE && j.gen == gen)
+    ended = sync_transition (a, ev, NULL, why) == 0;
+  pthread_mutex_unlock (&a->state_lock);
+  if (ended && j.ops->stop)
+    j.ops->stop (a, &j);
+  if (ended)
+    sync_next_job (a);
+  pthread_mutex_unlock (&a->mgmt_lock);
+  pthread_mutex_lock (&a->state_lock);
+}
+
+/* The job failed: freeze it with the reason, durably (state lock held). */
+static void
+fail_job (struct raid_array *a, const char *why)
+{
+  char msg[sizeof a->sync.error], fault[128];
+
+  state_last_fault (a, fault, sizeof fault);
+  if (*fault)
+    snprintf (msg, sizeof msg, "%.100s (%s)", why, fault);
+  else
+    snprintf (msg, sizeof msg, "%.200s", why);
+  if (sync_transition (a, SYNC_EV_FAIL, NULL, msg) == 0)
+    a->sync.job.ops->checkpoint (a, &a->sync.job);
+}
+
+/* pos == total: complete the job under the management lock (state lock
+ * held on entry and exit). */
+static void
+finish_job (struct raid_array *a, uint64_t gen)
+{
+  struct sync_job j;
+  int err = 0;
+
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_mutex_lock (&a->mgmt_lock);
+  pthread_mutex_lock (&a->state_lock);
+  j = a->sync.job;
+  if (a->sync.state == SYNC_RUNNING && j.gen == gen) {
+    pthread_mutex_unlock (&a->state_lock);
+    err = j.ops->finish (a, &j);
+    pthread_mutex_lock (&a->state_lock);
+    if (a->sync.state == SYNC_RUNNING && a->sync.job.gen == gen) {
+      if (err) {
+        char why[128];
+        snprintf (why, sizeof why, "could not complete: %s", raid_strerror (err));
+        fail_job (a, why);
+      }
+      else if (sync_transition (a, SYNC_EV_DONE, NULL, "complete") == 0)
+        next_simple_job (a);               /* what it owes next, at once */
+    }
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_mutex_unlock (&a->mgmt_lock);
+  pthread_mutex_lock (&a->state_lock);
+}
+
+/* One batch of the running job (state lock held on entry and exit). */
+static void
+run_batch (struct raid_array *a, void **scratch)
+{
+  struct sync_ctl *s = &a->sync;
+  struct sync_job j = s->job;
+  uint64_t pos = j.pos, mism = j.mismatch, t0, ns, wall, bytes;
+  char why[256];
+  int err;
+
+  switch (j.ops->check (a, &j, why, sizeof why)) {
+  case SYNC_STOP_CANCEL:
+    end_job (a, j.gen, SYNC_EV_CANCEL, why);
+    return;
+  case SYNC_STOP_FAIL:
+    fail_job (a, why);
+    return;
+  case SYNC_GO:
+    break;
+  }
+  if (pos >= j.total) {
+    finish_job (a, j.gen);
+    return;
+  }
+  s->step_bytes = s->speed_max / 2;
+  s->busy = true;
+  pthread_mutex_unlock (&a->state_lock);
+
+  t0 = raid_now_mono_ns ();
+  err = j.ops->batch (a, &j, &pos, &mism, scratch);
+  ns = raid_now_mono_ns () - t0;
+
+  pthread_mutex_lock (&a->state_lock);
+  s->busy = false;
+  pthread_cond_broadcast (&a->changed);    /* a freeze may wait for this */
+  if (s->job.gen != j.gen || s->state == SYNC_IDLE)
+    return;                                /* ended meanwhile */
+  if (err == 0 && pos == j.pos) {
+    snprintf (why, sizeof why, "no progress at %" PRIu64, pos);
+    err = EIO;
+  }
+  if (err) {
+    char msg[256];
+    snprintf (msg, sizeof msg, "stopped at %" PRIu64 " of %" PRIu64 ": %s", j.pos,
+              j.total, raid_strerror (err));
+    if (s->state == SYNC_RUNNING)
+      fail_job (a, msg);
+    return;
+  }
+  if (s->last_ns == 0 || t0 - s->last_ns > 10ull * 1000000000)
+    s->last_ns = t0;
+  wall = raid_now_mono_ns () - s->last_ns;  /* includes throttle pauses */
+  s->last_ns = raid_now_mono_ns ();
+  bytes = pos - s->job.pos;
+  s->rate = s->rate ? (s->rate * 3 + bytes * 1000000000ull / (wall ? wall : 1)) / 4
+    : bytes * 1000000000ull / (wall ? wall : 1);
+  s->job.pos = pos;
+  s->job.mismatch = mism;
+  if (s->state != SYNC_RUNNING)
+    return;                                /* frozen: the freezer checkpoints */
+  if (pos < j.total && raid_now_mono_ns () - s->ckpt_ns > CKPT_INTERVAL_NS) {
+    s->ckpt_ns = raid_now_mono_ns ();
+    j.ops->checkpoint (a, &s->job);
+  }
+  if (j.ops == &reshape_sync_ops && a->test.reshape_pause && pos < j.total) {
+    sync_transition (a, SYNC_EV_PAUSE, NULL, "test pause");
+    return;
+  }
+  if ((ns = throttle_ns (a, bytes, ns)) != 0)
+    timed_wait (a, ns);                    /* cut short by any state change */
+}
+
+/* Idle (or frozen): sleep until the state changes; with a bitmap, clean it
+ * every BITMAP_CLEAN_NS meanwhile (state lock held). */
+static void
+idle_wait (struct raid_array *a)
+{
+  if (!bitmap_enabled (a) || router_two (&a->router) ||
+      a->sb.resync_offset != UINT64_MAX) {
+    pthread_cond_wait (&a->changed, &a->state_lock);   /* any state change */
+    return;
+  }
+  timed_wait (a, BITMAP_CLEAN_NS);
+  if (a->sync.stop || a->sync.state == SYNC_RUNNING || a->sync.seen_gen != a->state_gen)
+    return;
+  pthread_mutex_unlock (&a->state_lock);
+  bitmap_clean (a, false);
+  pthread_mutex_lock (&a->state_lock);
+}
+
+/* The state changed while no job runs: a frozen job may have lost its
+ * purpose (cancel it), an idle worker may have work (state lock held). */
+static void
+review (struct raid_array *a)
+{
+  struct sync_ctl *s = &a->sync;
+  char why[256];
+
+  s->seen_gen = a->state_gen;
+  pthread_cond_broadcast (&a->changed);    /* settled now, unless a job begins */
+  if (s->state == SYNC_FROZEN) {
+    if (s->job.ops->check (a, &s->job, why, sizeof why) == SYNC_STOP_CANCEL)
+      end_job (a, s->job.gen, SYNC_EV_CANCEL, why);
+    return;
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_mutex_lock (&a->mgmt_lock);
+  sync_next_job (a);
+  pthread_mutex_unlock (&a->mgmt_lock);
+  pthread_mutex_lock (&a->state_lock);
+}
+
 static void *
-sync_thread (void *arg)
+worker (void *arg)
 {
   struct raid_array *a = arg;
   struct sync_ctl *s = &a->sync;
+  void *scratch = NULL;
 
-  pthread_mutex_lock (&s->lock);
+  pthread_mutex_lock (&a->state_lock);
   while (!s->stop) {
-    int action, role, target, err;
-    uint64_t pos, total, mism, t0, ns, bytes, wall;
-
-    if (s->action == RAID_SYNC_IDLE || s->frozen) {
-      if (!bitmap_enabled (a) || s->action == RAID_SYNC_RESYNC) {
-        pthread_cond_wait (&s->changed, &s->lock);   /* woken by begin/start/stop */
-        continue;
-      }
-      /* Idle with a bitmap: clean it every BITMAP_CLEAN_NS (or on a change). */
-      timed_wait (s, BITMAP_CLEAN_NS);
-      if (s->stop || (s->action != RAID_SYNC_IDLE && !s->frozen))
-        continue;
-      pthread_mutex_unlock (&s->lock);
-      bitmap_clean (a, false);
-      pthread_mutex_lock (&s->lock);
-      continue;
-    }
-    action = s->action; role = s->target_role; target = s->target_slot;
-    pos = s->pos; total = s->total; mism = s->mismatch;
-    s->step_bytes = s->speed_max / 2;
-    s->busy = true;
-    pthread_mutex_unlock (&s->lock);
-
-    t0 = raid_now_mono_ns ();
-    err = do_batch (a, action, role, &pos, total, &mism);
-    ns = raid_now_mono_ns () - t0;
-    if (s->last_ns == 0 || t0 - s->last_ns > 10ull * 1000000000)
-      s->last_ns = t0;
-    wall = raid_now_mono_ns () - s->last_ns;   /* includes throttle pauses */
-    s->last_ns = raid_now_mono_ns ();
-
-    pthread_mutex_lock (&s->lock);
-    s->busy = false;
-    pthread_cond_broadcast (&s->changed);   /* a freeze may wait for this */
-    if (s->action != action || s->target_slot != target) {
-      continue;                         /* cancelled meanwhile */
-    }
-    if (err) {
-      raid_log (RAID_LOG_ERROR, "%s stopped at %" PRIu64 ": %s",
-                raid_sync_action_name (action), pos, raid_strerror (err));
-      if (s->replace) {
-        pthread_mutex_unlock (&s->lock);
-        replace_cancel (a, true);        /* the source failed: recover instead */
-        pthread_mutex_lock (&s->lock);
-        continue;
-      }
-      s->action = RAID_SYNC_IDLE;
-      pthread_cond_broadcast (&s->changed);
-      continue;
-    }
-    bytes = pos - s->pos;
-    s->rate = s->rate ? (s->rate * 3 + bytes * 1000000000ull / (wall ? wall : 1)) / 4
-      : bytes * 1000000000ull / (wall ? wall : 1);
-    s->pos = pos;
-    s->mismatch = mism;
-    if (pos >= total || raid_now_mono_ns () - s->ckpt_ns > CKPT_INTERVAL_NS) {
-      s->ckpt_ns = raid_now_mono_ns ();
-      pthread_mutex_unlock (&s->lock);
-      if (pos >= total)
-        finish (a, action, target, mism);
-      else
-        checkpoint (a, action, target, pos, mism);
-      pthread_mutex_lock (&s->lock);
-      if (pos >= total && s->action == action) {
-        s->action = RAID_SYNC_IDLE;
-        s->target_slot = s->target_role = -1;
-        if (action == RAID_SYNC_RESHAPE && !atomic_load (&a->reshaping)) {
-          /* A resync (or a recovery onto a member the reshape freed) owed
-           * since before the reshape runs now, on the new layout. */
-          pthread_mutex_unlock (&s->lock);
-          array_resume_actions (a);
-          pthread_mutex_lock (&s->lock);
-        }
-        pthread_cond_broadcast (&s->changed);
-        continue;
-      }
-    }
-    if (action == RAID_SYNC_RESHAPE && a->test.reshape_pause) {
-      s->frozen = true;                 /* test hook: a pause, not recorded */
-      pthread_cond_broadcast (&s->changed);
-      continue;
-    }
-    ns = throttle_ns (a, bytes, ns);
-    if (ns)
-      timed_wait (s, ns);              /* cut short by any state change */
+    if (s->state == SYNC_RUNNING)
+      run_batch (a, &scratch);
+    else if (s->seen_gen != a->state_gen)
+      review (a);
+    else
+      idle_wait (a);
   }
-  pthread_mutex_unlock (&s->lock);
-  free (s->rbuf);
-  s->rbuf = NULL;
+  pthread_mutex_unlock (&a->state_lock);
+  free (scratch);
   return NULL;
 }
 
@@ -351,7 +816,10 @@ sync_thread_start (struct raid_array *a)
 
   if (s->started)
     return 0;
-  if (pthread_create (&s->thread, NULL, sync_thread, a) != 0)
+  pthread_mutex_lock (&a->state_lock);
+  s->seen_gen = a->state_gen - 1;          /* look for work at once */
+  pthread_mutex_unlock (&a->state_lock);
+  if (pthread_create (&s->thread, NULL, worker, a) != 0)
     return -1;
   s->started = true;
   return 0;
@@ -364,235 +832,10 @@ sync_thread_stop (struct raid_array *a)
 
   if (!s->started)
     return;
-  pthread_mutex_lock (&s->lock);
+  pthread_mutex_lock (&a->state_lock);
   s->stop = true;
-  pthread_cond_broadcast (&s->changed);
-  pthread_mutex_unlock (&s->lock);
+  pthread_cond_broadcast (&a->changed);
+  pthread_mutex_unlock (&a->state_lock);
   pthread_join (s->thread, NULL);
   s->started = false;
-}
-
-/* Total bytes of an action's unit: member bytes for recovery, array data
- * bytes of whole rows for check/repair. */
-static uint64_t
-action_total (const struct raid_array *a, int action)
-{
-  uint64_t W = a->cur.g.stripe_width;
-
-  if (action == RAID_SYNC_RESHAPE)
-    return a->sb.array_size;
-  if (action == RAID_SYNC_RECOVER)
-    return a->cur.rows * a->cur.g.chunk;
-  /* check, repair, resync: the rows holding exported bytes.  Rows past the
-   * size hold nothing (a reshape that kept the data disks leaves old bytes
-   * there); resize zeroes them before it exports them. */
-  return raid_min_u64 (a->cur.rows, (a->size + W - 1) / W) * W;
-}
-
-int
-sync_begin (struct raid_array *a, int action, int target_slot, int target_role,
-            uint64_t from, bool frozen, char *err, size_t errlen)
-{
-  struct sync_ctl *s = &a->sync;
-
-  pthread_mutex_lock (&s->lock);
-  if (s->action != RAID_SYNC_IDLE) {
-    snprintf (err, errlen, "%s is %s: wait for it, or freeze/abort it first",
-              raid_sync_action_name (s->action), s->frozen ? "frozen" : "running");
-    pthread_mutex_unlock (&s->lock);
-    return EBUSY;
-  }
-  s->action = action;
-  s->frozen = frozen;                  /* one transition: never runs in between */
-  s->replace = false;
-  s->target_slot = target_slot;
-  s->target_role = target_role;
-  s->total = action_total (a, action);
-  s->pos = raid_min_u64 (from, s->total);
-  s->rate = 0;
-  s->last_ns = 0;
-  s->ckpt_ns = raid_now_mono_ns ();
-  if (action != RAID_SYNC_RECOVER && from == 0)
-    s->mismatch = 0;
-  pthread_cond_broadcast (&s->changed);
-  pthread_mutex_unlock (&s->lock);
-  return 0;
-}
-
-void
-sync_cancel_target (struct raid_array *a, int t)
-{
-  struct sync_ctl *s = &a->sync;
-
-  pthread_mutex_lock (&s->lock);
-  if (s->action == RAID_SYNC_RECOVER && s->target_slot == t) {
-    raid_log (RAID_LOG_ERROR, "%s stopped: its target failed",
-              s->replace ? "replace" : "recovery");
-    if (s->replace)
-      atomic_store (&a->repl_role, -1);    /* stop duplicating writes to it */
-    s->replace = false;
-    s->action = RAID_SYNC_IDLE;
-    s->target_slot = s->target_role = -1;
-    pthread_cond_broadcast (&s->changed);
-  }
-  pthread_mutex_unlock (&s->lock);
-}
-
-/* ---- control operations ---- */
-
-int
-raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen)
-{
-  if (a->cur.g.level < 4) {
-    snprintf (err, errlen, "raid%d has no parity to check", a->cur.g.level);
-    return EINVAL;
-  }
-  if (raid_array_health (a) != RAID_HEALTH_OPTIMAL) {
-    snprintf (err, errlen, "array is %s: nothing to compare parity with",
-              raid_health_name (raid_array_health (a)));
-    return EBUSY;
-  }
-  return sync_begin (a, repair ? RAID_SYNC_REPAIR : RAID_SYNC_CHECK, -1, -1, 0,
-                     false, err, errlen);
-}
-
-int
-raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t *max,
-                      char *err, size_t errlen)
-{
-  struct sync_ctl *s = &a->sync;
-  uint64_t nmin, nmax;
-
-  pthread_mutex_lock (&s->lock);
-  nmin = min ? *min : s->speed_min;
-  nmax = max ? *max : s->speed_max;
-  if (!min && nmax && nmin > nmax)
-    nmin = nmax;                         /* a lower limit alone lowers the floor */
-  if (nmax && nmin > nmax) {
-    pthread_mutex_unlock (&s->lock);
-    snprintf (err, errlen, "speed_min (%" PRIu64 ") is above speed_max (%" PRIu64 ")",
-              nmin, nmax);
-    return EINVAL;
-  }
-  s->speed_min = nmin;
-  s->speed_max = nmax;
-  pthread_cond_broadcast (&s->changed);
-  pthread_mutex_unlock (&s->lock);
-  return 0;
-}
-
-int
-raid_array_wait (struct raid_array *a, double timeout_s)
-{
-  struct sync_ctl *s = &a->sync;
-  uint64_t deadline = raid_now_mono_ns () + (uint64_t) (timeout_s * 1e9);
-
-  pthread_mutex_lock (&s->lock);
-  while (s->action != RAID_SYNC_IDLE && !s->frozen && !s->stop) {
-    uint64_t now = raid_now_mono_ns ();
-    if (now >= deadline)
-      break;
-    timed_wait (s, deadline - now);   /* woken by any state change */
-  }
-  pthread_mutex_unlock (&s->lock);
-  return 0;
-}
-
-int
-raid_array_freeze (struct raid_array *a, char *err, size_t errlen)
-{
-  struct sync_ctl *s = &a->sync;
-  int action, target;
-  uint64_t pos, mism;
-
-  pthread_mutex_lock (&s->lock);
-  if (s->action == RAID_SYNC_IDLE) {
-    pthread_mutex_unlock (&s->lock);
-    snprintf (err, errlen, "no action is running");
-    return EINVAL;
-  }
-  s->frozen = true;
-  pthread_cond_broadcast (&s->changed);
-  while (s->busy)
-    pthread_cond_wait (&s->changed, &s->lock);  /* the worker ends its batch */
-  action = s->action; target = s->target_slot; pos = s->pos; mism = s->mismatch;
-  pthread_mutex_unlock (&s->lock);
-  if (action == RAID_SYNC_RESHAPE)
-    reshape_set_state (a, false);             /* its position is durable already */
-  else
-    checkpoint (a, action, target, pos, mism);  /* durable position */
-  return 0;
-}
-
-int
-raid_array_start_action (struct raid_array *a, char *err, size_t errlen)
-{
-  struct sync_ctl *s = &a->sync;
-
-  pthread_mutex_lock (&s->lock);
-  if (s->action == RAID_SYNC_IDLE || !s->frozen) {
-    pthread_mutex_unlock (&s->lock);
-    snprintf (err, errlen, s->action == RAID_SYNC_IDLE
-              ? "nothing is prepared or frozen to start" : "already running");
-    return s->action == RAID_SYNC_IDLE ? EINVAL : EBUSY;
-  }
-  if (s->action == RAID_SYNC_RESHAPE) {
-    int r;
-    pthread_mutex_unlock (&s->lock);
-    if ((r = reshape_check_start (a, err, errlen)) != 0)
-      return r;
-    reshape_set_state (a, true);               /* durable before data moves */
-    pthread_mutex_lock (&s->lock);
-  }
-  s->frozen = false;
-  pthread_cond_broadcast (&s->changed);
-  pthread_mutex_unlock (&s->lock);
-  return 0;
-}
-
-int
-raid_array_abort (struct raid_array *a, char *err, size_t errlen)
-{
-  struct sync_ctl *s = &a->sync;
-  int action;
-  uint64_t mism;
-
-  pthread_mutex_lock (&s->lock);
-  action = s->action;
-  if (action == RAID_SYNC_RESHAPE) {
-    int r;
-    if (!s->frozen) {
-      pthread_mutex_unlock (&s->lock);
-      snprintf (err, errlen, "the reshape is running: freeze it first");
-      return EBUSY;
-    }
-    pthread_mutex_unlock (&s->lock);
-    if ((r = reshape_abort (a, err, errlen)) != 0)
-      return r;
-    pthread_mutex_lock (&s->lock);
-    s->action = RAID_SYNC_IDLE;
-    s->frozen = false;
-    pthread_cond_broadcast (&s->changed);
-    pthread_mutex_unlock (&s->lock);
-    return 0;
-  }
-  if (action != RAID_SYNC_CHECK && action != RAID_SYNC_REPAIR) {
-    pthread_mutex_unlock (&s->lock);
-    snprintf (err, errlen, action == RAID_SYNC_IDLE ? "nothing to abort"
-              : "%s cannot be aborted (freeze it instead)",
-              raid_sync_action_name (action));
-    return action == RAID_SYNC_IDLE ? EINVAL : EBUSY;
-  }
-  mism = s->mismatch;
-  s->action = RAID_SYNC_IDLE;
-  s->frozen = false;
-  pthread_cond_broadcast (&s->changed);
-  pthread_mutex_unlock (&s->lock);
-  pthread_mutex_lock (&a->sb_lock);
-  a->sb.sync_action = SB_SYNC_NONE;
-  a->sb.sync_position = 0;
-  a->sb.mismatch_count = mism;
-  array_commit (a);
-  pthread_mutex_unlock (&a->sb_lock);
-  return 0;
 }

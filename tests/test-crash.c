@@ -1388,6 +1388,7 @@ check_reshape (struct ctx *c, const struct run *r, struct cs_image *const *img,
     if (raid_array_abort (a, err, sizeof err) != 0)
       report (c, 1, &wh, "abort at position 0 refused: %s", err);
     aborted = true;
+    raid_array_wait (a, 30);         /* a resync the array owes */
     raid_array_status (a, st);
   }
   wh.phase = "after the resumed reshape";

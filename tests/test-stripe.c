@@ -62,13 +62,18 @@ run_case (int level, int layout, int n, uint32_t chunk)
            raid_health_name (raid_array_health (f.a)), k + 1);
   }
 
-  /* Beyond redundancy: EIO, no hang. */
+  /* Beyond redundancy: EIO, no hang.  Read errors are only counted while a
+   * member stays below the read-error limit (and a block that cannot be
+   * rebuilt is not rewritten), so it takes a run of failing requests until
+   * the members are faulty: bounded by the limit. */
   if (level != 1) {
     uint8_t buf[4096];
     for (int i = 0; i < n; i++)
       f.dev[i].fail_reads = f.dev[i].fail_writes = (i % 2 == 0) || i < 3;
-    raid_array_pread (f.a, buf, sizeof buf, 0);
-    raid_array_pwrite (f.a, buf, sizeof buf, 0, 0);
+    for (int i = 0; i < 50 && raid_array_health (f.a) != RAID_HEALTH_FAILED; i++) {
+      raid_array_pread (f.a, buf, sizeof buf, i * f.chunk % f.size);
+      raid_array_pwrite (f.a, buf, sizeof buf, 0, 0);
+    }
     int r = raid_array_pread (f.a, buf, sizeof buf, f.size / 2);
     CHECK (r == EIO, "%s: read beyond redundancy returned %d", when, r);
     r = raid_array_pwrite (f.a, buf, sizeof buf, 0, 0);

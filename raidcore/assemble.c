@@ -1,0 +1,338 @@
+/* nbdkit-raid: assembling an array from its members, starting and closing
+ * it.  The assembly rules are stated in array.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "array-int.h"
+#include "bitmap.h"
+#include "consistency.h"
+#include "journal.h"
+#include "reshape.h"
+#include "stripe.h"
+#include "sync.h"
+#include "util.h"
+
+struct candidate {
+  struct member *m;
+  struct raid_sb sb;
+  bool valid;
+  bool used;
+};
+
+static void
+close_all (struct candidate *c, int n)
+{
+  for (int i = 0; i < n; i++)
+    if (c[i].m && !c[i].used)
+      member_close (c[i].m);
+}
+
+/* Read every member's newest record; pick the newest overall. */
+static int
+read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen)
+{
+  char e[256];
+
+  *best = -1;
+  for (int i = 0; i < n; i++) {
+    int r = sb_read_newest (c[i].m, &c[i].sb, e, sizeof e);
+    if (r == EPROTONOSUPPORT || (r == 0 && sb_ro_compat_unknown (&c[i].sb))) {
+      /* A newer format: refuse rather than fall back to older state. */
+      snprintf (err, errlen, "%s: %s", member_spec (c[i].m),
+                r ? e : "unknown read-only-compatible features: "
+                "this build cannot write to it");
+      return -1;
+    }
+    if (r != 0) {
+      raid_log (RAID_LOG_WARN, "%s: %s: treated as missing",
+                member_spec (c[i].m), r == ENOENT ? "no valid superblock" : e);
+      continue;
+    }
+    c[i].valid = true;
+    if (*best < 0 || c[i].sb.events > c[*best].sb.events)
+      *best = i;
+  }
+  if (*best < 0) {
+    snprintf (err, errlen, "no member holds a valid nbdkit-raid superblock");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    char u1[RAID_UUID_STRLEN], u2[RAID_UUID_STRLEN];
+    if (!c[i].valid ||
+        !memcmp (c[i].sb.array_uuid, c[*best].sb.array_uuid, RAID_UUID_LEN))
+      continue;
+    raid_uuid_format (c[i].sb.array_uuid, u1);
+    raid_uuid_format (c[*best].sb.array_uuid, u2);
+    snprintf (err, errlen, "%s belongs to array %s, not to array %s",
+              member_spec (c[i].m), u1, u2);
+    return -1;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (c[i].valid && c[j].valid &&
+          !memcmp (c[i].sb.member_uuid, c[j].sb.member_uuid, RAID_UUID_LEN)) {
+        snprintf (err, errlen, "%s and %s are the same member",
+                  member_spec (c[i].m), member_spec (c[j].m));
+        return -1;
+      }
+  return 0;
+}
+
+/* Runtime state of table entry t given the candidate that carries it. */
+static int
+entry_state (const struct raid_sb *newest, const struct sb_member_entry *e,
+             const struct candidate *c)
+{
+  bool current;
+
+  if (e->state == SB_MEMBER_EMPTY)
+    return STATE_EMPTY;
+  if (!c)
+    return RAID_MEMBER_MISSING;
+  if (e->state == SB_MEMBER_FAULTY)
+    return RAID_MEMBER_FAULTY;
+  current = c->sb.events == newest->events ||
+    (c->sb.events + 1 == newest->events && e->state == SB_MEMBER_IN_SYNC);
+  if (!current)
+    return RAID_MEMBER_STALE;
+  switch (e->state) {
+  case SB_MEMBER_IN_SYNC: return RAID_MEMBER_IN_SYNC;
+  case SB_MEMBER_SPARE: return RAID_MEMBER_SPARE;
+  case SB_MEMBER_REBUILDING: return RAID_MEMBER_REBUILDING;
+  default: return RAID_MEMBER_STALE;
+  }
+}
+
+static void
+bind_members (struct raid_array *a, struct candidate *c, int n)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    struct sb_member_entry *e = &a->sb.members[t];
+    struct candidate *found = NULL;
+    int st;
+
+    for (int i = 0; i < n; i++)
+      if (c[i].valid && !c[i].used &&
+          !memcmp (c[i].sb.member_uuid, e->uuid, RAID_UUID_LEN))
+        found = &c[i];
+    st = entry_state (&a->sb, e, found);
+    atomic_store (&a->mem[t].state, st);
+    atomic_store (&a->mem[t].errors, e->errors);
+    if (found && st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_STALE) {
+      a->mem[t].m = found->m;
+      found->used = true;
+    }
+    if (st == RAID_MEMBER_STALE || st == RAID_MEMBER_MISSING)
+      raid_log (RAID_LOG_WARN, "role %d: member %s", e->role,
+                st == RAID_MEMBER_STALE ? "is stale (older event count): not used"
+                : "is missing");
+  }
+  for (int i = 0; i < n; i++)
+    if (c[i].valid && !c[i].used)
+      raid_log (RAID_LOG_WARN, "%s: not an active member of this array: not used",
+                member_spec (c[i].m));
+}
+
+/* Locks, conditions and defaults of a new array object. */
+static void
+init_array (struct raid_array *a)
+{
+  pthread_condattr_t ca;
+
+  pthread_mutex_init (&a->state_lock, NULL);
+  pthread_mutex_init (&a->mgmt_lock, NULL);
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&a->changed, &ca);
+  pthread_condattr_destroy (&ca);
+  stripe_lock_init (&a->locks);
+  job_init (a);
+  atomic_store (&a->rb_row, 0);
+  a->can_fua = true;
+}
+
+static void
+destroy_array (struct raid_array *a)
+{
+  stripe_lock_destroy (&a->locks);
+  router_destroy (&a->router);
+  pthread_mutex_destroy (&a->state_lock);
+  pthread_mutex_destroy (&a->mgmt_lock);
+  pthread_cond_destroy (&a->changed);
+  free (a);
+}
+
+/* Journal replay's intents: make the rows consistent again. */
+static int
+resync_rows (struct raid_array *a, const struct layout *L, uint64_t row, uint64_t rows)
+{
+  uint64_t ignored = 0;
+  return stripe_check_rows (a, L, row, rows, true, &ignored);
+}
+
+/* The layouts from the record; fail when more roles are lost than the
+ * current layout tolerates. */
+static int
+start_layouts (struct raid_array *a, const char *u, char *err, size_t errlen)
+{
+  struct layout cur;
+  int nbad;
+
+  if (layout_from_sb (&a->sb, LAYOUT_CUR, &cur, err, errlen) < 0)
+    return -1;
+  router_init (&a->router, &cur);
+  nbad = __builtin_popcount (state_bad_roles (a, &cur, NULL, NULL));
+  if (nbad > layout_tolerance (&cur)) {
+    snprintf (err, errlen,
+              "array %s cannot start: %d of %d members usable, raid%d needs at least %d",
+              u, cur.g.raid_disks - nbad, cur.g.raid_disks, cur.g.level,
+              cur.g.raid_disks - layout_tolerance (&cur));
+    return -1;
+  }
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
+      atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);
+  atomic_store (&a->size, a->sb.array_size);
+  pthread_mutex_lock (&a->state_lock);
+  state_update_health (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return reshape_assemble (a, err, errlen);
+}
+
+/* Record roles lost since the last record before serving anything. */
+static int
+record_lost (struct raid_array *a)
+{
+  bool changed = false;
+  int r = 0;
+
+  pthread_mutex_lock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int st = atomic_load (&a->mem[t].state);
+    if (a->sb.members[t].state == SB_MEMBER_IN_SYNC &&
+        (st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)) {
+      a->sb.members[t].state = SB_MEMBER_FAULTY;
+      changed = true;
+    }
+  }
+  if (changed)
+    r = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
+int
+raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts *o,
+                     struct raid_array **out, char *err, size_t errlen)
+{
+  struct candidate *c = calloc (n, sizeof *c);
+  struct raid_array *a = calloc (1, sizeof *a);
+  char u[RAID_UUID_STRLEN];
+  bool router_ok = false;
+  int best;
+
+  if (!c || !a) {
+    snprintf (err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < n; i++)
+    c[i].m = ms[i];
+  if (read_candidates (c, n, &best, err, errlen) < 0)
+    goto fail;
+  a->sb = c[best].sb;
+  raid_uuid_format (a->sb.array_uuid, u);
+  init_array (a);
+  bind_members (a, c, n);
+  a->autostart = !o->no_autostart;
+  if (start_layouts (a, u, err, errlen) < 0) {
+    router_ok = router_layout (&a->router, LAYOUT_CUR)->g.raid_disks > 0;
+    goto fail_bound;
+  }
+  router_ok = true;
+  if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
+    goto fail_cons;
+  if (record_lost (a) != 0) {
+    snprintf (err, errlen, "array %s: cannot record the missing members", u);
+    goto fail_cons;
+  }
+  raid_log (RAID_LOG_INFO, "array %s: raid%d %s chunk %u, %d members, %s",
+            u, (int) a->sb.level, raid_layout_name (a->sb.layout), a->sb.chunk,
+            (int) a->sb.raid_disks, raid_health_name (atomic_load (&a->health)));
+  for (int i = 0; i < n; i++)              /* members we do not use */
+    if (c[i].m && !c[i].used)
+      member_close (c[i].m);
+  free (c);
+  *out = a;
+  return 0;
+
+ fail_cons:
+  cons_stop (a);
+ fail_bound:
+  for (int i = 0; i < n; i++)
+    c[i].used = false;
+  close_all (c, n);
+  if (router_ok)
+    router_destroy (&a->router);
+  stripe_lock_destroy (&a->locks);
+  pthread_mutex_destroy (&a->state_lock);
+  pthread_mutex_destroy (&a->mgmt_lock);
+  pthread_cond_destroy (&a->changed);
+  free (a);
+  free (c);
+  return -1;
+
+ fail:
+  if (c)
+    close_all (c, n);
+  else
+    for (int i = 0; i < n; i++)
+      member_close (ms[i]);
+  free (c);
+  free (a);
+  return -1;
+}
+
+int
+raid_array_start (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m && member_start (a->mem[t].m) != 0)
+      return -1;
+  pthread_mutex_lock (&a->mgmt_lock);
+  sync_next_job (a);                       /* resume what the record owes */
+  pthread_mutex_unlock (&a->mgmt_lock);
+  return sync_thread_start (a) != 0 ? -1 : 0;
+}
+
+void
+raid_array_close (struct raid_array *a)
+{
+  bool failed;
+
+  if (!a)
+    return;
+  sync_thread_stop (a);
+  failed = atomic_load (&a->health) == RAID_HEALTH_FAILED;
+  if (!failed)
+    cons_checkpoint (a, NULL, NULL);       /* durable; the journal emptied */
+  cons_flush_all (a);
+  if (bitmap_enabled (a) && !failed && a->sb.resync_offset == UINT64_MAX)
+    bitmap_clean (a, true);
+  pthread_mutex_lock (&a->state_lock);
+  if ((a->sb.flags & SB_FLAG_DIRTY) && !failed) {
+    a->sb.flags &= ~SB_FLAG_DIRTY;          /* everything is durable: clean */
+    state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    member_close (a->mem[t].m);
+  for (int i = 0; i < a->nretired; i++)
+    member_close (a->retired[i]);
+  cons_stop (a);
+  destroy_array (a);
+}

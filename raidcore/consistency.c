@@ -1,0 +1,166 @@
+/* nbdkit-raid: the write-hole policy of a write (theory in consistency.h). */
+#include <errno.h>
+#include <stdio.h>
+
+#include "array-int.h"
+#include "bitmap.h"
+#include "consistency.h"
+#include "journal.h"
+#include "util.h"
+
+enum cons_policy
+cons_policy (const struct raid_array *a, const struct layout *L, unsigned flags)
+{
+  if ((flags & RAID_IO_RAW) || L->g.level < 4)
+    return CONS_NONE;
+  if (journal_usable (a))
+    return CONS_JOURNAL;
+  if (bitmap_enabled (a) && L->id == LAYOUT_CUR)
+    return CONS_BITMAP;
+  return CONS_NONE;
+}
+
+int
+cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
+            const struct cons_group *g, cons_issue_fn issue, void *ctx,
+            uint32_t *failed)
+{
+  size_t n = g->nunits ? g->units[g->nunits - 1].end : 0;
+  int err;
+
+  *failed = 0;
+  switch (cons_policy (a, L, flags)) {
+  case CONS_JOURNAL:
+    return journal_write (a, L, g, issue, ctx, failed);
+  case CONS_BITMAP:
+    if ((err = bitmap_start_write (a, g->r0, g->nrows)) == EAGAIN) {
+      *failed = 1;                         /* a bitmap copy failed: redo */
+      return 0;
+    }
+    if (err)
+      return err;
+    err = issue (ctx, 0, n, failed);
+    bitmap_end_write (a, g->r0, g->nrows);
+    return err;
+  case CONS_NONE:
+    break;
+  }
+  return issue (ctx, 0, n, failed);
+}
+
+int
+cons_flush_all (struct raid_array *a)
+{
+  struct mio mios[SB_MAX_MEMBERS];
+  size_t n = 0;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (state_member_in_use (a, t))
+      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
+  if (mio_run (mios, n) != 0)
+    for (size_t i = 0; i < n; i++)
+      if (mios[i].err)
+        state_member_error (a, mios[i].m, mios[i].err, true, 0);
+  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
+}
+
+/* Whether some layout's writes are journaled. */
+static bool
+journal_in_use (struct raid_array *a)
+{
+  return journal_usable (a) &&
+    (router_layout (&a->router, LAYOUT_CUR)->g.level >= 4 ||
+     (router_two (&a->router) && router_layout (&a->router, LAYOUT_NEXT)->g.level >= 4));
+}
+
+int
+cons_checkpoint (struct raid_array *a,
+                 void (*update) (struct raid_array *a, void *arg), void *arg)
+{
+  int err;
+
+  if (journal_in_use (a))
+    return journal_checkpoint (a, update, arg);
+  if ((err = cons_flush_all (a)) != 0 || !update)
+    return err;
+  pthread_mutex_lock (&a->state_lock);
+  update (a, arg);
+  err = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return err;
+}
+
+/* Layouts holding data that have parity. */
+static bool
+parity_holds_data (struct raid_array *a)
+{
+  return router_layout (&a->router, LAYOUT_CUR)->g.level >= 4 ||
+    (state_next_holds_data (a) && router_layout (&a->router, LAYOUT_NEXT)->g.level >= 4);
+}
+
+/* Whether a layout holding data lacks a member. */
+static bool
+data_degraded (struct raid_array *a)
+{
+  return state_bad_roles (a, router_layout (&a->router, LAYOUT_CUR), NULL, NULL) != 0 ||
+    (state_next_holds_data (a) &&
+     state_bad_roles (a, router_layout (&a->router, LAYOUT_NEXT), NULL, NULL) != 0);
+}
+
+int
+cons_start (struct raid_array *a, bool force, cons_resync_fn resync,
+            char *err, size_t errlen)
+{
+  bool was_dirty = a->sb.flags & SB_FLAG_DIRTY;
+  char u[RAID_UUID_STRLEN], e[256];
+  int n, r = 0;
+
+  raid_uuid_format (a->sb.array_uuid, u);
+  journal_init (a);
+  if (bitmap_init (a) != 0) {
+    snprintf (err, errlen, "out of memory for the bitmap");
+    return -1;
+  }
+  atomic_store (&a->dirty, was_dirty);
+  if (!was_dirty || !parity_holds_data (a))
+    return 0;
+  if (bitmap_enabled (a) && bitmap_load (a) < 0) {
+    snprintf (err, errlen, "array %s: cannot read the write-intent bitmap", u);
+    return -1;
+  }
+  if (journal_usable (a)) {
+    if (journal_replay (a, resync, &n, e, sizeof e) != 0) {
+      snprintf (err, errlen, "array %s: %s", u, e);
+      return -1;
+    }
+    raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: "
+              "replayed %d journal records", u, n);
+    return 0;
+  }
+  if (data_degraded (a) && !force) {
+    snprintf (err, errlen, "array %s was not shut down cleanly and is degraded: "
+              "stripes being written at the crash may rebuild wrong data (the "
+              "write hole; its consistency policy is %s, not journal); start "
+              "with force=true to accept that", u,
+              sb_consistency_name (a->sb.consistency));
+    return -1;
+  }
+  pthread_mutex_lock (&a->state_lock);
+  if (a->sb.resync_offset == UINT64_MAX) {
+    a->sb.resync_offset = 0;             /* resync everything, from the start */
+    r = state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s", u,
+            bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
+  if (r)
+    snprintf (err, errlen, "array %s: cannot record the owed resync", u);
+  return r ? -1 : 0;
+}
+
+void
+cons_stop (struct raid_array *a)
+{
+  journal_fini (a);
+  bitmap_fini (a);
+}

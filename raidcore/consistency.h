@@ -1,0 +1,101 @@
+/* nbdkit-raid: the write-hole policy of a write — one decision, per layout.
+ *
+ * THEORY
+ *
+ * A stripe write updates several members; a crash part-way leaves parity
+ * that does not match the data (the write hole).  The array's consistency
+ * policy says what protects against that (sb.consistency):
+ *   journal  the write-hole journal (journal.c): every partial-row write is
+ *            logged durably before its in-place writes, full rows as an
+ *            intent; replay at the next start;
+ *   bitmap   the write-intent bitmap (bitmap.c): a region's bit is durable
+ *            before its first write; the next start resyncs marked regions;
+ *   resync   nothing per write; the next unclean start resyncs everything.
+ * Which of these applies is decided HERE, for the layout being written,
+ * not for the array as a whole: during a takeover (raid0 -> raid5) the
+ * target layout has parity from its first write while the current one has
+ * none, and it is protected from that first write.  The decision:
+ *   - no parity in the layout (raid0, raid1), or a raw write (the reshape
+ *     copy, zeroing new space, both redone after a crash): none;
+ *   - journal policy: the journal, in either layout;
+ *   - bitmap policy: the bitmap for the current layout (the bitmap
+ *     describes its rows); nothing for a reshape target, whose rows are all
+ *     resynced after an unclean stop (the finish records that it owes a
+ *     whole-array resync);
+ *   - resync policy: nothing.
+ * The dirty flag (state_mark_dirty) is set before any write under every
+ * policy; cons_start reads it at assembly and runs the policy's recovery.
+ *
+ * Callers: the stripe engine describes one group's member writes (struct
+ * cons_group) and hands them to cons_write, which performs them through the
+ * caller's issue function in the order the policy needs.
+ */
+#ifndef RAIDCORE_CONSISTENCY_H
+#define RAIDCORE_CONSISTENCY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+struct raid_array;
+
+enum cons_policy { CONS_NONE, CONS_JOURNAL, CONS_BITMAP };
+
+enum cons_policy cons_policy (const struct raid_array *a, const struct layout *L,
+                              unsigned flags);
+
+/* One row segment's writes: pieces [first, end) of the group; `full` when
+ * every data block of rows [row, row + rows) is rewritten (then only the
+ * rows are logged, as an intent). */
+struct cons_unit {
+  uint64_t row, rows;
+  bool full;
+  size_t first, end;
+};
+
+struct cons_group {
+  const struct piece *pieces;
+  const struct cons_unit *units;
+  size_t nunits;
+  uint64_t r0, nrows;                      /* every row the group writes */
+};
+
+/* Issue pieces [first, end) of the group (member writes); 0, or an errno
+ * for a failure that is not a member's (ENOMEM); *failed gets the roles
+ * whose member failed (each already reported). */
+typedef int (*cons_issue_fn) (void *ctx, size_t first, size_t end, uint32_t *failed);
+
+/* Perform a group's writes under the layout's policy.  Returns 0 or an
+ * errno; *failed nonzero means a member (or a log or bitmap copy) failed:
+ * the caller redoes the group. */
+int cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
+                const struct cons_group *g, cons_issue_fn issue, void *ctx,
+                uint32_t *failed);
+
+/* Rows to make consistent again after a crash (journal replay's intents):
+ * supplied by the caller, who owns the stripe engine. */
+typedef int (*cons_resync_fn) (struct raid_array *a, const struct layout *L,
+                               uint64_t row, uint64_t rows);
+
+/* At assembly, after the router knows the layouts: set up the policy's
+ * state, and if the record says dirty run its recovery (journal replay, or
+ * schedule a resync, refusing a degraded start that would expose the write
+ * hole unless force).  0, or -1 with a message. */
+int cons_start (struct raid_array *a, bool force, cons_resync_fn resync,
+                char *err, size_t errlen);
+void cons_stop (struct raid_array *a);
+
+/* Make every write so far durable and the log empty (the journal's
+ * checkpoint, or a flush of every member), committing update(a, arg) in the
+ * same record when given.  Waits for journaled writes in flight.  The
+ * reshape's steps and finish, resize and close use it. */
+int cons_checkpoint (struct raid_array *a,
+                     void (*update) (struct raid_array *a, void *arg), void *arg);
+
+/* Flush every member in use; failures are reported.  0, or EIO when the
+ * array failed. */
+int cons_flush_all (struct raid_array *a);
+
+#endif

@@ -1,0 +1,122 @@
+/* nbdkit-raid: the background job's state machine (theory in job.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "array-int.h"
+#include "job.h"
+#include "util.h"
+
+#define BAD (-1)
+
+/* next[state][event]: the state an event leads to, BAD if not allowed. */
+static const int next_state[3][SYNC_EV_ABORT + 1] = {
+  [SYNC_IDLE] = {
+    [SYNC_EV_BEGIN] = SYNC_RUNNING, [SYNC_EV_BEGIN_FROZEN] = SYNC_FROZEN,
+    [SYNC_EV_START] = BAD, [SYNC_EV_FREEZE] = BAD, [SYNC_EV_PAUSE] = BAD,
+    [SYNC_EV_DONE] = BAD, [SYNC_EV_FAIL] = BAD, [SYNC_EV_CANCEL] = BAD,
+    [SYNC_EV_ABORT] = BAD,
+  },
+  [SYNC_RUNNING] = {
+    [SYNC_EV_BEGIN] = BAD, [SYNC_EV_BEGIN_FROZEN] = BAD, [SYNC_EV_START] = BAD,
+    [SYNC_EV_FREEZE] = SYNC_FROZEN, [SYNC_EV_PAUSE] = SYNC_FROZEN,
+    [SYNC_EV_DONE] = SYNC_IDLE, [SYNC_EV_FAIL] = SYNC_FROZEN,
+    [SYNC_EV_CANCEL] = SYNC_IDLE, [SYNC_EV_ABORT] = SYNC_IDLE,
+  },
+  [SYNC_FROZEN] = {
+    [SYNC_EV_BEGIN] = BAD, [SYNC_EV_BEGIN_FROZEN] = BAD,
+    [SYNC_EV_START] = SYNC_RUNNING, [SYNC_EV_FREEZE] = BAD, [SYNC_EV_PAUSE] = BAD,
+    [SYNC_EV_DONE] = BAD, [SYNC_EV_FAIL] = SYNC_FROZEN,
+    [SYNC_EV_CANCEL] = SYNC_IDLE, [SYNC_EV_ABORT] = SYNC_IDLE,
+  },
+};
+
+static const char *const state_names[] = { "idle", "running", "frozen" };
+
+void
+job_init (struct raid_array *a)
+{
+  struct sync_ctl *s = &a->sync;
+
+  memset (s, 0, sizeof *s);
+  s->state = SYNC_IDLE;
+  s->speed_min = SYNC_SPEED_MIN_DEFAULT;
+  s->speed_max = SYNC_SPEED_MAX_DEFAULT;
+  s->job.target_slot = s->job.target_role = s->job.source_slot = -1;
+}
+
+int
+sync_transition (struct raid_array *a, enum sync_event ev,
+                 const struct sync_job *job, const char *why)
+{
+  struct sync_ctl *s = &a->sync;
+  const struct sync_ops *ops = job && job->ops ? job->ops : s->job.ops;
+  int to = next_state[s->state][ev];
+
+  if (to == BAD) {
+    raid_log (RAID_LOG_ERROR, "internal: job %s: event %d refused (%s)",
+              state_names[s->state], (int) ev, why);
+    return EINVAL;
+  }
+  raid_log (ev == SYNC_EV_FAIL ? RAID_LOG_ERROR : RAID_LOG_INFO, "%s: %s -> %s (%s)",
+            raid_sync_action_name (ops->action), state_names[s->state],
+            state_names[to], why);
+  if (ev == SYNC_EV_BEGIN || ev == SYNC_EV_BEGIN_FROZEN) {
+    uint64_t gen = s->job.gen + 1;
+    s->job = *job;
+    s->job.gen = gen;
+    s->rate = 0;
+    s->last_ns = 0;
+    s->ckpt_ns = raid_now_mono_ns ();
+    s->error[0] = '\0';
+  }
+  if (ev == SYNC_EV_START)
+    s->error[0] = '\0';
+  if (ev == SYNC_EV_FAIL)
+    snprintf (s->error, sizeof s->error, "%s", why);
+  s->state = to;
+  if (to == SYNC_IDLE) {
+    s->job.ops = NULL;
+    s->job.target_slot = s->job.target_role = s->job.source_slot = -1;
+  }
+  a->state_gen++;
+  pthread_cond_broadcast (&a->changed);
+  return 0;
+}
+
+int
+sync_begin (struct raid_array *a, const struct sync_job *tmpl, uint64_t from,
+            bool frozen, char *err, size_t errlen)
+{
+  struct sync_ctl *s = &a->sync;
+  struct sync_job j = *tmpl;
+
+  if (s->state != SYNC_IDLE) {
+    snprintf (err, errlen, "%s is %s: wait for it, or freeze/abort it first",
+              raid_sync_action_name (s->job.ops->action), state_names[s->state]);
+    return EBUSY;
+  }
+  j.total = j.ops->total (a, &j);
+  j.pos = raid_min_u64 (from, j.total);
+  j.mismatch = 0;
+  return sync_transition (a, frozen ? SYNC_EV_BEGIN_FROZEN : SYNC_EV_BEGIN, &j,
+                          frozen ? "prepared" : "begun");
+}
+
+void
+sync_wait_batch (struct raid_array *a)
+{
+  while (a->sync.busy)
+    pthread_cond_wait (&a->changed, &a->state_lock);   /* the worker's batch end */
+}
+
+enum raid_sync_action
+sync_status_action (const struct raid_array *a)
+{
+  switch (a->sync.state) {
+  case SYNC_IDLE: return RAID_SYNC_IDLE;
+  case SYNC_FROZEN: return RAID_SYNC_FROZEN;
+  case SYNC_RUNNING: break;
+  }
+  return a->sync.job.ops->action;
+}

@@ -1,0 +1,349 @@
+/* nbdkit-raid: the array's state (theory in state.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array-int.h"
+#include "util.h"
+
+/* ---- member states ---- */
+
+/* Allowed edges: allowed[from][to] (runtime states; STATE_EMPTY is index
+ * 6). */
+#define NSTATES 7
+static int
+idx (int s)
+{
+  return s == STATE_EMPTY ? 6 : s;
+}
+
+static const bool allowed[NSTATES][NSTATES] = {
+  /*                 in_sync faulty missing spare rebuild stale empty */
+  [RAID_MEMBER_IN_SYNC]    = { 0, 1, 0, 1, 0, 0, 0 },
+  [RAID_MEMBER_FAULTY]     = { 0, 0, 0, 0, 0, 0, 1 },
+  [RAID_MEMBER_MISSING]    = { 0, 0, 0, 0, 0, 0, 1 },
+  [RAID_MEMBER_SPARE]      = { 1, 1, 0, 0, 1, 0, 1 },
+  [RAID_MEMBER_REBUILDING] = { 1, 1, 0, 1, 1, 0, 0 },   /* -> rebuilding: a
+                                                         replace target takes the role */
+  [RAID_MEMBER_STALE]      = { 0, 0, 0, 0, 0, 0, 1 },
+  [6]                      = { 1, 0, 0, 1, 0, 0, 0 },
+};
+
+static const char *
+state_name (int s)
+{
+  return s == STATE_EMPTY ? "empty" : raid_member_state_name (s);
+}
+
+static uint32_t
+sb_state_of (int to, int role)
+{
+  switch (to) {
+  case RAID_MEMBER_IN_SYNC: return SB_MEMBER_IN_SYNC;
+  case RAID_MEMBER_FAULTY: return SB_MEMBER_FAULTY;
+  case RAID_MEMBER_SPARE: return SB_MEMBER_SPARE;
+  case RAID_MEMBER_REBUILDING:      /* a replace target is recorded as a spare */
+    return role < 0 ? SB_MEMBER_SPARE : SB_MEMBER_REBUILDING;
+  default: return SB_MEMBER_EMPTY;
+  }
+}
+
+static void
+changed (struct raid_array *a)
+{
+  a->state_gen++;
+  pthread_cond_broadcast (&a->changed);
+}
+
+int
+member_transition (struct raid_array *a, int t, int to, int role, const char *why)
+{
+  int from = atomic_load (&a->mem[t].state);
+  struct sb_member_entry *e = &a->sb.members[t];
+
+  if (!allowed[idx (from)][idx (to)]) {
+    raid_log (RAID_LOG_ERROR, "internal: member slot %d: %s -> %s refused (%s)", t,
+              raid_member_state_name (from), raid_member_state_name (to), why);
+    return EINVAL;
+  }
+  raid_log (to == RAID_MEMBER_FAULTY ? RAID_LOG_ERROR : RAID_LOG_INFO,
+            "member %s: %s -> %s (%s)", a->mem[t].m ? member_spec (a->mem[t].m) : "-",
+            state_name (from), state_name (to), why);
+  atomic_store (&a->mem[t].state, to);
+  if (to == STATE_EMPTY) {
+    memset (e, 0, sizeof *e);
+    e->role = -1;
+    e->state = SB_MEMBER_EMPTY;
+  }
+  else {
+    e->role = role;
+    e->state = sb_state_of (to, role);
+    if (to != RAID_MEMBER_REBUILDING)
+      e->recovery_offset = 0;
+  }
+  state_update_health (a);
+  changed (a);
+  return 0;
+}
+
+void
+member_detach (struct raid_array *a, int t)
+{
+  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY)
+    a->sb.members[t].role = -1;
+}
+
+int
+member_free_slot (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == STATE_EMPTY && !a->mem[t].m)
+      return t;
+  return a->sb.nmembers < SB_MAX_MEMBERS ? (int) a->sb.nmembers : -1;
+}
+
+void
+member_install (struct raid_array *a, int t, struct member *m, int to, int role,
+                uint64_t data_offset, uint64_t new_data_offset)
+{
+  struct sb_member_entry *e = &a->sb.members[t];
+
+  if (t == (int) a->sb.nmembers) {
+    a->sb.nmembers++;
+    atomic_store (&a->mem[t].state, STATE_EMPTY);
+  }
+  memset (e, 0, sizeof *e);
+  raid_uuid_generate (e->uuid);
+  e->data_offset = data_offset;
+  e->new_data_offset = new_data_offset;
+  a->mem[t].m = m;
+  atomic_store (&a->mem[t].errors, 0);
+  member_transition (a, t, to, role, "added");
+}
+
+struct member *
+member_uninstall (struct raid_array *a, int t)
+{
+  struct member *m = a->mem[t].m;
+
+  if (member_transition (a, t, STATE_EMPTY, -1, "removed") != 0)
+    return NULL;
+  a->mem[t].m = NULL;
+  if (m && a->nretired < (int) (sizeof a->retired / sizeof a->retired[0]))
+    a->retired[a->nretired++] = m;       /* closed at array close */
+  return m;
+}
+
+bool
+state_member_in_use (struct raid_array *a, int t)
+{
+  int st = atomic_load (&a->mem[t].state);
+  return a->mem[t].m &&
+    (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_SPARE ||
+     st == RAID_MEMBER_REBUILDING);
+}
+
+/* ---- naming members ---- */
+
+int
+state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
+{
+  char *end;
+  long role = strtol (name, &end, 10);
+
+  if (*name >= '0' && *name <= '9' && *end == '\0') {   /* a role number */
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (a->sb.members[t].state != SB_MEMBER_EMPTY && a->sb.members[t].role == role &&
+          a->sb.members[t].state != SB_MEMBER_FAULTY)
+        return t;
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (a->sb.members[t].state != SB_MEMBER_EMPTY && a->sb.members[t].role == role)
+        return t;
+    snprintf (err, errlen, "no member has role %s", name);
+    return -1;
+  }
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    char *rp;
+    bool same;
+    if (!a->mem[t].m)
+      continue;
+    rp = realpath (name, NULL);
+    same = strcmp (member_spec (a->mem[t].m), name) == 0 ||
+      (rp && strcmp (member_spec (a->mem[t].m), rp) == 0);
+    free (rp);
+    if (same)
+      return t;
+  }
+  snprintf (err, errlen, "%s is not a member of this array", name);
+  return -1;
+}
+
+/* ---- roles and health ---- */
+
+struct member *
+state_role_member (struct raid_array *a, const struct layout *L, int role)
+{
+  int s = L->slot[role];
+  return s < 0 ? NULL : a->mem[s].m;
+}
+
+uint32_t
+state_bad_roles (struct raid_array *a, const struct layout *L,
+                 uint32_t *rb_mask, uint64_t *rb_row)
+{
+  uint32_t bad = 0, rb = 0;
+
+  if (rb_row)
+    *rb_row = atomic_load (&a->rb_row);
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    int s = L->slot[r];
+    int st = s < 0 || !a->mem[s].m ? RAID_MEMBER_MISSING : atomic_load (&a->mem[s].state);
+    if (st == RAID_MEMBER_REBUILDING)
+      rb |= 1u << r;
+    else if (st != RAID_MEMBER_IN_SYNC)
+      bad |= 1u << r;
+  }
+  if (rb_mask)
+    *rb_mask = rb;
+  else
+    bad |= rb;
+  return bad;
+}
+
+bool
+state_next_holds_data (struct raid_array *a)
+{
+  return router_two (&a->router) && a->sb.reshape_position > 0;
+}
+
+void
+state_update_health (struct raid_array *a)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  int nbad = __builtin_popcount (state_bad_roles (a, cur, NULL, NULL));
+  enum raid_health h = nbad == 0 ? RAID_HEALTH_OPTIMAL
+    : nbad <= layout_tolerance (cur) ? RAID_HEALTH_DEGRADED : RAID_HEALTH_FAILED;
+
+  if (router_two (&a->router) && h != RAID_HEALTH_FAILED) {
+    /* The target must be servable too once it holds data; before that the
+     * array serves from the current layout alone. */
+    const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
+    int nbad1 = __builtin_popcount (state_bad_roles (a, next, NULL, NULL));
+    if (nbad1 > layout_tolerance (next))
+      h = state_next_holds_data (a) ? RAID_HEALTH_FAILED : RAID_HEALTH_DEGRADED;
+    else if (nbad1 && h == RAID_HEALTH_OPTIMAL)
+      h = RAID_HEALTH_DEGRADED;
+    nbad = raid_max_u64 (nbad, nbad1);
+  }
+  if ((int) h != atomic_exchange (&a->health, (int) h)) {
+    raid_log (h == RAID_HEALTH_OPTIMAL ? RAID_LOG_INFO : RAID_LOG_ERROR,
+              "array is now %s (%d of %d members unusable)",
+              raid_health_name (h), nbad, cur->g.raid_disks);
+    changed (a);
+  }
+}
+
+/* ---- commits ---- */
+
+static void
+mark_faulty (struct raid_array *a, int t, const char *why)
+{
+  int st = atomic_load (&a->mem[t].state);
+  if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE)
+    member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why);
+}
+
+int
+state_commit (struct raid_array *a)
+{
+  for (int attempt = 0; attempt <= SB_MAX_MEMBERS; attempt++) {
+    struct member *ms[SB_MAX_MEMBERS];
+    struct raid_sb *sbs;
+    int idx[SB_MAX_MEMBERS], res[SB_MAX_MEMBERS], n = 0, nfail = 0;
+
+    a->sb.events++;
+    a->sb.utime_ns = raid_now_realtime_ns ();
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (state_member_in_use (a, t))
+        idx[n] = t, ms[n++] = a->mem[t].m;
+    if (n == 0)
+      return EIO;
+    if (!(sbs = malloc (n * sizeof *sbs)))
+      return ENOMEM;
+    for (int j = 0; j < n; j++) {
+      sbs[j] = a->sb;
+      memcpy (sbs[j].member_uuid, a->sb.members[idx[j]].uuid, RAID_UUID_LEN);
+      sbs[j].member_size = member_size (ms[j]);
+    }
+    sb_append_all (ms, sbs, n, res);
+    free (sbs);
+    for (int j = 0; j < n; j++)
+      if (res[j]) {
+        snprintf (a->last_fault, sizeof a->last_fault, "member %s: superblock update "
+                  "failed: %s", member_spec (ms[j]), raid_strerror (res[j]));
+        raid_log (RAID_LOG_ERROR, "%s", a->last_fault);
+        mark_faulty (a, idx[j], "superblock update failed");
+        nfail++;
+      }
+    if (nfail == 0)
+      return 0;
+  }
+  return EIO;
+}
+
+int
+state_mark_dirty (struct raid_array *a)
+{
+  int r = 0;
+
+  if (atomic_load (&a->dirty))
+    return 0;
+  pthread_mutex_lock (&a->state_lock);
+  if (!(a->sb.flags & SB_FLAG_DIRTY)) {
+    a->sb.flags |= SB_FLAG_DIRTY;
+    r = state_commit (a);
+  }
+  if (r == 0)
+    atomic_store (&a->dirty, true);
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
+/* ---- faults ---- */
+
+bool
+state_member_error (struct raid_array *a, struct member *m, int err,
+                    bool is_write, uint64_t off)
+{
+  bool faulty;
+  int t;
+
+  for (t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->mem[t].m == m)
+      break;
+  if (t == (int) a->sb.nmembers)
+    return false;
+
+  pthread_mutex_lock (&a->state_lock);
+  snprintf (a->last_fault, sizeof a->last_fault, "member %s: %s error at offset %"
+            PRIu64 ": %s", member_spec (m), is_write ? "write" : "read", off,
+            raid_strerror (err));
+  raid_log (RAID_LOG_ERROR, "%s", a->last_fault);
+  faulty = is_write ||
+    atomic_fetch_add (&a->mem[t].errors, 1) + 1 > STATE_MAX_READ_ERRORS;
+  if (faulty && state_member_in_use (a, t)) {
+    mark_faulty (a, t, is_write ? "write error" : "too many read errors");
+    state_commit (a);
+  }
+  faulty = atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY;
+  pthread_mutex_unlock (&a->state_lock);
+  return faulty;
+}
+
+void
+state_last_fault (struct raid_array *a, char *buf, size_t len)
+{
+  snprintf (buf, len, "%s", a->last_fault);
+}

@@ -1,0 +1,140 @@
+/* nbdkit-raid: the array's state — its durable record, the member table,
+ * member states, health.
+ *
+ * THEORY
+ *
+ * What it owns.  a->sb, the newest durable record of the array (geometry,
+ * member table, reshape record, checkpoints); the runtime member table
+ * a->mem[] (the open member and its runtime state per table slot); health;
+ * the state lock and the `changed` condition that every state change
+ * broadcasts.
+ *
+ * The state lock (a->state_lock) guards a->sb, the member table, the sync
+ * worker's state (sync.h) and, together with a router claim, layout changes
+ * (router.h).  It is held across a superblock commit (member I/O, bounded by
+ * member timeouts) but never across data I/O, and never while waiting for
+ * the router, row locks or the journal gate: order is
+ *     management lock  >  router claim  >  journal gate  >  state lock
+ *     >  router lock, bitmap lock, journal lock (leaves).
+ *
+ * Member states.  A member's runtime state changes only in member_transition,
+ * under the state lock, and only along these edges:
+ *     spare      -> rebuilding (bound to a role to recover it, or the
+ *                   target of a replace), in_sync (a reshape adds it),
+ *                   faulty, (removed)
+ *     rebuilding -> in_sync (recovered / replace done), faulty,
+ *                   spare (a replace stopped), rebuilding (a replace
+ *                   target takes the role of the member it replaced,
+ *                   which failed: the copy goes on as a recovery)
+ *     in_sync    -> faulty, spare (a reshape no longer uses it, or an
+ *                   aborted reshape gives it back)
+ *     faulty, missing, stale -> (removed)
+ *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
+ * The durable entry follows: a member's sb state is the runtime one, except
+ * that a replace target (rebuilding without a role) is recorded as a spare
+ * (a restart does not resume a replace), and missing/stale members keep
+ * their last record.  A faulty, missing or stale member is never read or
+ * written again and never receives a record.
+ *
+ * Faults.  Any thread may report a failed member I/O (state_member_error).
+ * A write error marks the member faulty at once.  A read error is counted;
+ * the caller reconstructs the block from the other members and rewrites it
+ * (the stripe engine does so in every path), and the member is marked faulty
+ * only past STATE_MAX_READ_ERRORS (md's default) or when that rewrite fails.
+ * Marking faulty commits a new record before the caller's dependent I/O is
+ * redone, recomputes health and broadcasts `changed` (the sync worker then
+ * decides whether a spare takes over).
+ *
+ * Health: optimal when every role of every layout holding data has a usable
+ * member; failed when some such layout lost more roles than its level
+ * tolerates; degraded otherwise.  The target of a reshape holds data once
+ * its first window moved (position > 0); before that only the current
+ * layout counts.
+ */
+#ifndef RAIDCORE_STATE_H
+#define RAIDCORE_STATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "array.h"
+#include "layout.h"
+#include "member.h"
+#include "sb.h"
+
+#define STATE_MAX_READ_ERRORS 20           /* md's default */
+
+struct array_member {
+  struct member *m;                        /* NULL when missing or empty */
+  _Atomic int state;                       /* enum raid_member_state, or
+                                              STATE_EMPTY */
+  _Atomic unsigned errors;                 /* read errors counted */
+};
+
+#define STATE_EMPTY (-1)                   /* a free table slot */
+
+struct raid_array;
+
+/* Change member t's state along an allowed edge (see above), record its
+ * role in the durable entry (-1: none), log why, recompute health and
+ * broadcast.  Caller holds the state lock and commits afterwards.  Returns
+ * 0, or EINVAL for an edge that is not allowed (nothing changes). */
+int member_transition (struct raid_array *a, int t, int to, int role, const char *why);
+
+/* Put a new member into free table slot t (state spare or in_sync, fresh
+ * uuid, data offsets given); caller holds the state lock and commits. */
+void member_install (struct raid_array *a, int t, struct member *m, int to, int role,
+                     uint64_t data_offset, uint64_t new_data_offset);
+/* Take member t out of the table (it must be faulty, missing, stale or a
+ * spare); returns the member, which the caller retires (it may still be in
+ * use by in-flight requests that read it before). */
+struct member *member_uninstall (struct raid_array *a, int t);
+/* A faulty member no longer holds its role (another member took it). */
+void member_detach (struct raid_array *a, int t);
+/* A free table slot, or -1 when the table is full. */
+int member_free_slot (struct raid_array *a);
+
+/* The table slot of a member named by a role number ("2": the member
+ * holding the role, preferring one that is not faulty) or by its spec (as
+ * given, or the same path), or -1 with a message. */
+int state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
+
+/* Members that receive records: every member still in use (in_sync,
+ * spare, rebuilding). */
+bool state_member_in_use (struct raid_array *a, int t);
+
+/* Append a->sb (events + 1) to every member in use; caller holds the state
+ * lock.  A member whose append fails is marked faulty and the commit is
+ * redone without it.  Returns 0, or EIO when no member could be written. */
+int state_commit (struct raid_array *a);
+
+/* Make sure the record says dirty before the first write is issued. */
+int state_mark_dirty (struct raid_array *a);
+
+/* Report a failed member I/O (any thread; takes the state lock).  Returns
+ * true when the member is now faulty. */
+bool state_member_error (struct raid_array *a, struct member *m, int err,
+                         bool is_write, uint64_t off);
+
+/* Roles of L that must not be used in any row (faulty, missing, stale, no
+ * member).  Rebuilding roles are not in it: they are good below the rebuild
+ * cursor; if rb_mask/rb_row are given they receive those roles and the
+ * cursor (rows of L), else they are added to the result. */
+uint32_t state_bad_roles (struct raid_array *a, const struct layout *L,
+                          uint32_t *rb_mask, uint64_t *rb_row);
+
+/* The member holding role r of L, or NULL. */
+struct member *state_role_member (struct raid_array *a, const struct layout *L, int role);
+
+/* Whether the reshape target holds data (its first window moved). */
+bool state_next_holds_data (struct raid_array *a);
+
+/* Recompute health from the member states (caller holds the state lock). */
+void state_update_health (struct raid_array *a);
+
+/* A one-line description of the last member fault ("member /m1: write
+ * error at offset 4096: Input/output error"), for status. */
+void state_last_fault (struct raid_array *a, char *buf, size_t len);
+
+#endif
