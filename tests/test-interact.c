@@ -122,7 +122,12 @@ gate_open (struct gate *g)
  * Rules on member operations, and the custom backend that obeys them.
  */
 enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_ZERO };
-enum rule_act { BLOCK, NOTIFY, FAIL, DROP };
+enum rule_act {
+  BLOCK,                           /* wait at the gate before the operation */
+  NOTIFY,                          /* post gate.reached after it completed */
+  FAIL,                            /* fail it with EIO */
+  DROP,                            /* skip it, reporting success (a lost write) */
+};
 
 struct rule {
   struct memdev *dev;              /* NULL: any member */
@@ -167,14 +172,16 @@ rules_reset (void)
   atomic_store (&nrules, 0);
 }
 
-/* 0: go on; -1: drop the operation (report success); else an errno. */
+/* Before the operation (after = false): 0 to go on, -1 to drop it
+ * (report success), else an errno.  After it: NOTIFY rules. */
 static int
-apply_rules (struct memdev *d, enum op_kind op, uint64_t off)
+apply_rules (struct memdev *d, enum op_kind op, uint64_t off, bool after)
 {
   for (int i = 0; i < atomic_load (&nrules); i++) {
     struct rule *r = rules[i];
     int n = atomic_load (&r->armed);
-    if (!n || r->op != op || (r->dev && r->dev != d) || off < r->lo || off >= r->hi)
+    if (!n || r->op != op || (r->dev && r->dev != d) || off < r->lo || off >= r->hi ||
+        after != (r->act == NOTIFY))
       continue;
     if (n > 0 && !atomic_compare_exchange_strong (&r->armed, &n, n - 1))
       continue;
@@ -193,36 +200,54 @@ apply_rules (struct memdev *d, enum op_kind op, uint64_t off)
 static int
 hk_pread (void *p, void *buf, size_t len, uint64_t off)
 {
-  int r = apply_rules (p, OP_READ, off);
-  return r > 0 ? r : md_ops.pread (p, buf, len, off);
+  int r = apply_rules (p, OP_READ, off, false);
+
+  if (r == 0)
+    r = md_ops.pread (p, buf, len, off);
+  apply_rules (p, OP_READ, off, true);
+  return r < 0 ? 0 : r;
 }
 
 static int
 hk_pwrite (void *p, const void *buf, size_t len, uint64_t off, bool fua)
 {
-  int r = apply_rules (p, OP_WRITE, off);
-  return r ? (r < 0 ? 0 : r) : md_ops.pwrite (p, buf, len, off, fua);
+  int r = apply_rules (p, OP_WRITE, off, false);
+
+  if (r == 0)
+    r = md_ops.pwrite (p, buf, len, off, fua);
+  apply_rules (p, OP_WRITE, off, true);
+  return r < 0 ? 0 : r;
 }
 
 static int
 hk_flush (void *p)
 {
-  int r = apply_rules (p, OP_FLUSH, 0);
-  return r > 0 ? r : md_ops.flush (p);
+  int r = apply_rules (p, OP_FLUSH, 0, false);
+
+  if (r == 0)
+    r = md_ops.flush (p);
+  apply_rules (p, OP_FLUSH, 0, true);
+  return r < 0 ? 0 : r;
+}
+
+static int
+md_zero (struct memdev *d, size_t len, uint64_t off)
+{
+  if (d->fail_writes || off + len > d->size)
+    return EIO;
+  memset (d->data + off, 0, len);
+  return 0;
 }
 
 static int
 hk_zero (void *p, size_t len, uint64_t off, bool fua)
 {
-  struct memdev *d = p;
-  int r = apply_rules (p, OP_ZERO, off);
+  int r = apply_rules (p, OP_ZERO, off, false);
 
-  if (r)
-    return r < 0 ? 0 : r;
-  if (d->fail_writes || off + len > d->size)
-    return EIO;
-  memset (d->data + off, 0, len);
-  return 0;
+  if (r == 0)
+    r = md_zero (p, len, off);
+  apply_rules (p, OP_ZERO, off, true);
+  return r < 0 ? 0 : r;
 }
 
 static const struct member_custom_ops hk_ops = {
@@ -805,7 +830,7 @@ test_finish_race (void)
   }
   rule_arm (wr, 1);
   w2 = io_job (f.a, 0x11, 4096, 0);
-  sleep_ms (100);          /* bounded: lets W2 reach its wait on the finish */
+  sleep_ms (BOUND_MS);     /* bounded: lets W2 reach its wait on the finish */
   rule_arm (fl, 0);
   gate_open (&fl->gate);
   CHECK (gate_reached (&wr->gate, LONG_MS), "W2 never wrote its data");
@@ -858,9 +883,11 @@ test_inflight_prepare (void)
   p = reshape_job (f.a, -1, 32768, NULL);
   p->fn = j_reshape_start;
   job_go (p);
-  /* bounded: the buggy engine's first window reads row 0 at once; the
-   * fixed one waits for the write first (maybe already in prepare/start) */
-  gate_reached (&rd->gate, BOUND_MS);
+  /* bounded: prepare/start return at once unless the engine makes them
+   * wait for the write (then give up after 1 s); after them the buggy
+   * engine's first window reads row 0 at once, the fixed one waits */
+  if (job_done (p, 1000))
+    gate_reached (&rd->gate, BOUND_MS);
   gate_open (&wr->gate);
   CHECK (job_done (w, LONG_MS) && w->ret == 0, "the client write was not acknowledged");
   CHECK (job_done (p, LONG_MS) && p->ret == 0, "prepare/start: %s", p->err);
@@ -961,6 +988,17 @@ ext_cb (void *o, uint64_t off, uint64_t len, bool zero)
   return 0;
 }
 
+static void
+name_files (char (*path)[64], int n)
+{
+  for (int i = 0; i < n; i++) {
+    snprintf (path[i], 64, "/dev/shm/test-interact-%d-%d", (int) getpid (), i);
+    unlink (path[i]);
+  }
+}
+
+/* An array over n files: the first nmembers are created with raid_create,
+ * the rest are left empty (members to add). */
 static struct raid_array *
 create_files (char (*path)[64], int n, int nmembers, int level, uint64_t size)
 {
@@ -973,8 +1011,6 @@ create_files (char (*path)[64], int n, int nmembers, int level, uint64_t size)
   char err[512];
 
   for (int i = 0; i < n; i++) {
-    snprintf (path[i], 64, "/dev/shm/test-interact-%d-%d", (int) getpid (), i);
-    unlink (path[i]);
     specs[i] = path[i];
     if (i >= nmembers) {                 /* members to add later: empty files */
       FILE *fp = fopen (path[i], "w");
@@ -1001,12 +1037,13 @@ static void
 test_extents_during_reshape (void)
 {
   char path[4][64];
-  struct raid_array *a = create_files (path, 4, 4, 5, 64u << 20);
   struct ext_probe e = { 0, 65536, false };
   struct raid_status st;
+  struct raid_array *a;
   uint8_t buf[65536], rb[65536];
 
-  if (!a)
+  name_files (path, 4);
+  if (!(a = create_files (path, 4, 4, 5, 64u << 20)))
     return;
   raid_array_set_test_hooks (a, &(struct raid_test_hooks) {
       .reshape_window = 1u << 20, .reshape_pause = true });
@@ -1090,9 +1127,10 @@ test_add_during_reshape (void)
 
 /* 7a. Two reshape requests adding one member each, from two threads, each
  * held in its member open until the other is there too (bounded).  Run in
- * a child process, so an abort() is a failure, not a crash of the test.
- * Expected: one succeeds, the other gets EBUSY and changes nothing; the
- * array reassembles with one member added. */
+ * a child process, so an abort() is a failure, not a crash of the test
+ * (the array is created in another child: this process forks with no
+ * threads).  Expected: one succeeds, the other gets EBUSY and changes
+ * nothing; the array reassembles with one member added. */
 static char race_path[5][64];
 static _Atomic int race_arrived;
 
@@ -1127,12 +1165,21 @@ two_reshapes_child (void *unused)
   open_delay = race_rendezvous;
   for (int i = 0; i < 2; i++)
     j[i] = job_go (reshape_job (a, -1, 0, race_path[3 + i]));
-  CHECK (job_done (j[0], LONG_MS) && job_done (j[1], LONG_MS), "reshape requests hang");
+  if (!job_done (j[0], LONG_MS) || !job_done (j[1], LONG_MS)) {
+    CHECK (0, "concurrent reshape requests hang");
+    return;                                        /* abandoned: the child ends */
+  }
   CHECK ((j[0]->ret == 0) + (j[1]->ret == 0) == 1 &&
          (j[0]->ret == EBUSY || j[1]->ret == EBUSY),
          "two concurrent reshape requests returned %d (%s) and %d (%s): expected one "
          "success and one EBUSY", j[0]->ret, j[0]->err, j[1]->ret, j[1]->err);
   close_array (a);
+}
+
+static void
+two_reshapes_create (void *unused)
+{
+  close_array (create_files (race_path, 5, 3, 5, 32u << 20));
 }
 
 static void run_forked (const char *what, void (*fn) (void *), void *arg, unsigned secs);
@@ -1146,8 +1193,8 @@ race_two_reshapes (void)
   struct raid_status st;
   int added = 0;
 
-  if (!(a = create_files (race_path, 5, 3, 5, 32u << 20)) || !close_array (a))
-    return;
+  name_files (race_path, 5);
+  run_forked ("create for two concurrent reshapes", two_reshapes_create, NULL, 15);
   run_forked ("two concurrent reshapes", two_reshapes_child, NULL, 15);
   for (int i = 0; i < 5; i++)
     ms[i] = member_open (race_path[i], false, err, sizeof err);
