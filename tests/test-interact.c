@@ -1558,11 +1558,10 @@ test_read_errors (void)
 
 /* ==================================================================
  * 10. Allocation failure in the replace copy.
- * Interleaving: while armed, allocations of at least ALLOC_FAIL_MIN bytes
- * by engine threads fail; a replace starts (4 MiB chunks: its copy buffer
- * is at least one chunk, while what it allocates before locking rows is
- * smaller); after the first failure the injection stops; a client write
- * to the rows of that copy follows.
+ * Interleaving: the first allocation of at least ALLOC_FAIL_MIN bytes by
+ * an engine thread after arming fails; a replace starts (4 MiB chunks: its
+ * copy buffer is at least one chunk, while what it allocates before
+ * locking rows is smaller); a client write to the rows of that copy follows.
  * Expected: the write completes within 2 s (the failed copy released its
  * rows); the array stays optimal; data intact.
  */
@@ -1576,7 +1575,7 @@ int __wrap_posix_memalign (void **p, size_t align, size_t size);
 int
 __wrap_posix_memalign (void **p, size_t align, size_t size)
 {
-  if (size >= ALLOC_FAIL_MIN && !test_thread && atomic_load (&alloc_fail_armed)) {
+  if (size >= ALLOC_FAIL_MIN && !test_thread && atomic_exchange (&alloc_fail_armed, false)) {
     sem_post (&alloc_failed);
     return ENOMEM;
   }
@@ -1599,7 +1598,6 @@ test_copy_enomem (void)
   atomic_store (&alloc_fail_armed, true);
   CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
   hit = sem_wait_ms (&alloc_failed, LONG_MS);
-  atomic_store (&alloc_fail_armed, false);
   if (!hit) {
     CHECK (0, "no allocation of the replace copy failed: the injection did not trigger");
     teardown (&f);
@@ -1835,13 +1833,15 @@ main (int argc, char **argv)
   member_set_open_hook (open_hook);
   for (int i = 0; i < NTESTS; i++) {
     int f0 = failures, c0 = checks;
+    uint64_t t0 = now_ms ();
     char what[64];
     if (only && only != i + 1)
       continue;
     snprintf (what, sizeof what, "test %d (%s)", i + 1, tests[i].name);
     run_forked (what, run_test, (void *) (intptr_t) i, TEST_TIMEOUT_S);
-    printf ("test-interact: %s: %s (%d checks, %d failures)\n", what,
-            failures > f0 ? "FAILED" : "ok", checks - c0, failures - f0);
+    printf ("test-interact: %s: %s (%d checks, %d failures, %.1f s)\n", what,
+            failures > f0 ? "FAILED" : "ok", checks - c0, failures - f0,
+            (now_ms () - t0) / 1000.0);
   }
   return test_summary ("test-interact");
 }
