@@ -122,6 +122,7 @@ struct sync_ctl {
   pthread_t thread;
   bool started, stop;
   bool busy;                      /* the worker is inside a batch */
+  unsigned retries;               /* batches in a row that ran out of memory */
   uint64_t seen_gen;              /* a->state_gen the worker last acted on */
   uint64_t rate;                  /* bytes/s, smoothed */
   uint64_t speed_min, speed_max;  /* bytes/s; max 0 = unlimited */

@@ -33,7 +33,10 @@
  *             rebuild the missing data blocks whose old content is still
  *             needed (those not wholly overwritten) from parity, patch,
  *             recompute all parity, write the usable touched blocks, the
- *             usable parity and every block being repaired.
+ *             usable parity and every block being repaired.  When more
+ *             blocks are unreadable than parity can rebuild, but the
+ *             touched blocks and the parity can be read, SEG_RMW is used
+ *             instead: the parity delta needs no other block.
  * Level 0 writes and reads data directly; level 1 writes every mirror and
  * reads one.
  *
@@ -522,8 +525,31 @@ row_has_bad (const struct group *G, uint64_t row)
   return (bad_at (G, row) & all) != 0;
 }
 
+/* Whether a read-modify-write of the segment can read everything it needs
+ * (the touched blocks and every parity block) in a row with bad roles. */
+static bool
+rmw_readable (const struct group *G, const struct seg *sg, const struct raid_row *rr)
+{
+  uint32_t bad = bad_at (G, sg->row);
+
+  if ((bad & (1u << rr->pd)) || (rr->qd >= 0 && (bad & (1u << rr->qd))))
+    return false;
+  for (int i = 0; i < sg->ntouch; i++)
+    if (bad & (1u << rr->data[sg->t[i].di]))
+      return false;
+  return true;
+}
+
+/* Roles of the row with a block that cannot be read. */
+static int
+row_unreadable (const struct group *G, uint64_t row)
+{
+  uint32_t all = G->L->g.raid_disks >= 32 ? ~0u : (1u << G->L->g.raid_disks) - 1;
+  return __builtin_popcount (bad_at (G, row) & all);
+}
+
 static enum seg_plan
-choose_plan (const struct group *G, const struct seg *sg)
+choose_plan (const struct group *G, const struct seg *sg, const struct raid_row *rr)
 {
   int k = G->L->g.data_disks, nfull = 0;
 
@@ -532,7 +558,10 @@ choose_plan (const struct group *G, const struct seg *sg)
   if (nfull == k)
     return SEG_FULL;                 /* also when degraded: nothing to read */
   if (row_has_bad (G, sg->row))
-    return SEG_RECON;
+    /* Rebuild the missing blocks (and repair the unreadable ones) when
+     * parity can; past that, the parity delta needs neither. */
+    return row_unreadable (G, sg->row) > nparity (G->L) && rmw_readable (G, sg, rr)
+      ? SEG_RMW : SEG_RECON;
   return (k - nfull) <= sg->ntouch + nparity (G->L) ? SEG_RCW : SEG_RMW;
 }
 
@@ -631,7 +660,7 @@ plan_write_seg (struct group *G, struct seg *sg)
   uint32_t len = sg->c1 - sg->c0;
 
   raid_geom_row (&L->g, sg->row, rr);
-  sg->plan = choose_plan (G, sg);
+  sg->plan = choose_plan (G, sg, rr);
   switch (sg->plan) {
   case SEG_FULL:
     for (int i = 0; i < sg->ntouch; i++)

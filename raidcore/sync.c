@@ -18,6 +18,8 @@
 #define CKPT_INTERVAL_NS 1000000000ull
 #define FG_ACTIVE_NS 200000000ull         /* client I/O this recent is active */
 #define BITMAP_CLEAN_NS 5000000000ull     /* the bitmap cleaner's period */
+#define SYNC_RETRIES 8                    /* ENOMEM: retries before failing */
+#define RETRY_NS 50000000ull              /* first retry pause; doubles */
 
 const char *
 raid_sync_action_name (enum raid_sync_action a)
@@ -717,6 +719,12 @@ run_batch (struct raid_array *a, void **scratch)
     snprintf (why, sizeof why, "no progress at %" PRIu64, pos);
     err = EIO;
   }
+  if (err == ENOMEM && s->state == SYNC_RUNNING && ++s->retries <= SYNC_RETRIES) {
+    raid_log (RAID_LOG_WARN, "%s at %" PRIu64 ": out of memory, retrying",
+              raid_sync_action_name (j.ops->action), j.pos);
+    timed_wait (a, RETRY_NS << (s->retries - 1));   /* a transient shortage */
+    return;
+  }
   if (err) {
     char msg[256];
     snprintf (msg, sizeof msg, "stopped at %" PRIu64 " of %" PRIu64 ": %s", j.pos,
@@ -725,6 +733,7 @@ run_batch (struct raid_array *a, void **scratch)
       fail_job (a, msg);
     return;
   }
+  s->retries = 0;
   if (s->last_ns == 0 || t0 - s->last_ns > 10ull * 1000000000)
     s->last_ns = t0;
   wall = raid_now_mono_ns () - s->last_ns;  /* includes throttle pauses */

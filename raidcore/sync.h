@@ -12,7 +12,8 @@
  * effect after at most one batch.  Throttling pauses are timed waits on
  * a->changed that any state change cuts short.  It never spins: every loop
  * iteration either sleeps or completes a batch that makes progress (a
- * batch that makes none fails the job).
+ * batch that makes none fails the job; one that runs out of memory is
+ * retried after a pause that doubles each time, a few times, then fails).
  *
  * Choosing the next job (sync_next_job, under the management lock, so that
  * it never races a management request): whenever the worker is idle and
