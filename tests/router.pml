@@ -6,9 +6,10 @@
  *   ./pan -m100000            (liveness: -DLIVENESS, no -DSAFETY, ./pan -a)
  *   spin -t [-DOPTION...] router.pml     replays a trail, narrated
  *
- * Options: N (positions, 3), WIN (positions per window, 1), OPS (requests
- * per client, 2), MGMT (a second claimer), CRASH (a power loss anywhere),
- * LIVENESS (the LTL formula `live`), and the defects below.
+ * Options: N (positions, 3), WIN (positions per window, 1), OPS and OPS1
+ * (requests of client 0 and 1, 2 and OPS), MGMT (a second claimer), CRASH
+ * (a power loss anywhere), LIVENESS (the LTL formula `live`), and the
+ * defects below.
  *
  * WHAT IS MODELLED, AND WHERE IT IS IN THE CODE
  *
@@ -107,56 +108,65 @@
  *       (router_release broadcasts moved; router_leave signals drained only
  *       when a claimer waits and the ticket overlaps its claim).  A missing
  *       wake-up is an invalid end state and violates `live`: the mutant
- *       -DDEFECT_NO_DRAIN_SIGNAL (router_leave never signals drained) shows
- *       both checks catch one.  W1's bound is W1_BOUNDED, and it is tight:
+ *       DEFECT_NO_DRAIN_SIGNAL shows both checks catch one.  W1's bound is W1_BOUNDED, and it is tight:
  *       one less and spin finds a request that waits out prepare's claim,
  *       its window's (the worker re-claims before the woken request gets
  *       the lock) and the finish's.
  *
  * DEFECTIVE VARIANTS (spin must reject each; the test requires that the
- * failed assertion is a data property, (a) or (b); -DNO_ANSWER_CHECK turns
- * R1's assertion off so that the trail runs until data is lost)
+ * failed assertion is a data property, (a) or (b), and prints the trail;
+ * -DNO_ANSWER_CHECK turns R1's assertion off so that the trail runs on
+ * until data is lost.  OLD and NEW are GEOM_OLD and GEOM_NEW.)
  *
  *   -DDEFECT_STALE_ROUTE: router_enter computes the answer before waiting
  *       out the claims overlapping it (the old code decided the layout,
  *       then waited for the window or for the finish, and resumed on a
- *       layout that no longer held the bytes).  Shortest trail (pan -i),
- *       N=3, WIN=1, OPS=2:
- *         worker  prepare: commits the record; claims [0,ALL)
- *         c0      write [0,1): answer "all in GEOM_OLD" (no reshape yet),
- *                 then waits (W1) for the claim, without a ticket
- *         worker  begin_reshape; release; claims the window [0,1): no
- *                 ticket to wait for; copies OLD[0] = 0 to NEW;
- *                 checkpoint 1; boundary 1; release
- *         c0      writes OLD[0] = 1 on its stale answer; acknowledged
- *         c0      reads [0,1): answer NEW; gets 0 although 1 was
- *                 acknowledged -> READ_OK fails (and LOST_WRITE would)
- *       The first trail of the depth-first search is the finish case: c1
- *       writes [2,3) while the worker holds the window [2,3), computes
- *       "OLD" and waits; the worker moves the boundary to 3, releases,
- *       claims everything and finishes (CUR is NEW); c1 resumes, writes
- *       OLD[2] = 1, is acknowledged; c0 then reads 0 from NEW[2].
+ *       layout that no longer held the bytes).  The test's trail (OPS=1,
+ *       the depth-first search's first), the finish case:
+ *         worker  prepare; windows [0,1), [1,2); claims [2,3), copies
+ *                 OLD[2] = 0 to NEW, checkpoint 3
+ *         c1      write [2,3): answer "OLD" (the boundary is still 2),
+ *                 then waits (W1) for the window's claim, no ticket yet
+ *         worker  boundary 3; release; claims everything (before c1 gets
+ *                 the lock) and finishes: CUR is NEW; release
+ *         c1      writes OLD[2] = 1 on its stale answer; acknowledged
+ *         end     NEW[2] = 0, acknowledged 1: LOST_WRITE fails
+ *       The shortest trail (pan -i, OPS=2) is the first window's case: c0's
+ *       write [0,1) gets "OLD" and waits for prepare's claim; the worker
+ *       begins the reshape, claims [0,1) (no ticket to wait for), copies
+ *       OLD[0] = 0, moves the boundary to 1; c0 writes OLD[0] = 1, is
+ *       acknowledged, reads [0,1) from NEW: 0 (READ_OK fails).
+ *
  *   -DDEFECT_UNREGISTERED: a request that enters while no reshape exists
  *       (!two) takes no ticket (the old code's array_io went straight to
  *       array_span_io on a->cur when !a->reshaping), so neither prepare's
- *       claim nor the first window's waits for it.  Shortest trail:
+ *       claim nor any window's waits for it.  The test's trail (OPS=1):
  *         worker  prepare: commits the record (nothing claimed yet)
- *         c0      write [0,1) enters: no reshape, so answer OLD, no ticket
- *         worker  claims [0,ALL): no ticket to wait for; begin_reshape;
- *                 release; claims [0,1); copies OLD[0] = 0 to NEW;
- *                 checkpoint 1; boundary 1; release
- *         c0      writes OLD[0] = 1 (below the boundary: no longer the
- *                 layout of position 0); acknowledged
- *         c0      reads [0,1) from NEW: 0 -> READ_OK fails
- *       (the depth-first search's first trail is the same with c1's write
- *       of [2,3), copied by the last window, and c0's read of it).
- *       Without reads, both defects fail LOST_WRITE (v == acked[p]).
+ *         c1      write [2,3) enters: no reshape, so answer "OLD", and no
+ *                 ticket
+ *         worker  claims everything: nothing to wait for; begin_reshape;
+ *                 windows [0,1), [1,2), [2,3) (copies OLD[2] = 0 to NEW:
+ *                 nothing to wait for); finish: CUR is NEW
+ *         c1      writes OLD[2] = 1, which no longer holds position 2;
+ *                 acknowledged
+ *         end     NEW[2] = 0, acknowledged 1: LOST_WRITE fails
+ *       Shortest (pan -i, OPS=2): c0's write [0,1) enters between the
+ *       record's commit and prepare's claim; the worker prepares, copies
+ *       the first window [0,1) and moves the boundary; c0 writes OLD[0] =
+ *       1, is acknowledged, and its read of [0,1) from NEW gets 0.
+ *
+ *   -DDEFECT_NO_DRAIN_SIGNAL: router_leave never signals drained.  The
+ *       worker's finish claim waits (W3) for c1's write, which leaves
+ *       without waking it; the worker sleeps on, and c0's write waits (W1)
+ *       for that claim forever: an invalid end state, and with -DLIVENESS
+ *       an acceptance cycle of `live`.
  *
  *   -DDEFECT_COMMIT_BEFORE_FLUSH (with CRASH): the checkpoint commits the
- *       position before the flush.  A power loss right after the commit
- *       keeps position 1 but not NEW[0]'s copy: the restart serves
- *       position 0 from NEW, which still holds GARBAGE -> LOST_WRITE.
- *       It shows the CRASH run can see a lost durable write.
+ *       position before the flush.  A power loss between the two keeps the
+ *       new position but not NEW's copy of the window: after the restart
+ *       the worker starts after that window, and finishes with NEW[2] =
+ *       GARBAGE: LOST_WRITE fails.  It shows the CRASH run sees a lost
+ *       write across a power loss.
  *
  * WHAT IS ABSTRACTED AWAY, AND WHY THAT IS SOUND
  *
@@ -201,7 +211,10 @@
 #define WIN 1                   /* positions per reshape window */
 #endif
 #ifndef OPS
-#define OPS 2                   /* requests per client */
+#define OPS 2                   /* requests of client 0 */
+#endif
+#ifndef OPS1
+#define OPS1 OPS                /* requests of client 1 */
 #endif
 #define NCLIENT 2
 #define ALL 255                 /* ROUTER_ALL */
@@ -212,7 +225,8 @@
 #define LAYOUT_CUR 0
 #define LAYOUT_NEXT 1
 
-/* Thread ids (clients are 0 and 1): one bit each in moved_w, drained_w. */
+/* Thread ids (clients are 0 and 1): one bit each in moved_w, drained_w;
+ * trails name them c0, c1, t2 (the worker) and t3 (mgmt). */
 #define ID_WORKER 2
 #define ID_MGMT 3
 
@@ -297,11 +311,13 @@ inline route (c)
   fi;
   answered[c] = true;
   if
-  :: t_cut[c] > t_lo[c] ->
+  :: t_cut[c] == t_lo[c] ->
+     printf ("c%d answer: [%d,%d) in G%d\n", c, t_lo[c], t_hi[c], t_upper[c])
+  :: t_cut[c] == t_hi[c] ->
+     printf ("c%d answer: [%d,%d) in G%d\n", c, t_lo[c], t_hi[c], t_lower[c])
+  :: else ->
      printf ("c%d answer: [%d,%d) in G%d, [%d,%d) in G%d\n", c, t_lo[c],
              t_cut[c], t_lower[c], t_cut[c], t_hi[c], t_upper[c])
-  :: else ->
-     printf ("c%d answer: [%d,%d) in G%d\n", c, t_lo[c], t_hi[c], t_upper[c])
   fi
 }
 
@@ -364,7 +380,9 @@ inline router_claim (id, lo, hi)
 {
   atomic {
     do
-    :: claimed -> cond_wait (moved_w, id)                  /* W2 */
+    :: claimed ->
+       printf ("t%d waits (W2) for claim [%d,%d)\n", id, claim_lo, claim_hi);
+       cond_wait (moved_w, id)                             /* W2 */
     :: else -> break
     od;
     claimed = true;
@@ -372,6 +390,7 @@ inline router_claim (id, lo, hi)
     claim_hi = hi;
     do
     :: BUSY ->
+       printf ("t%d waits (W3) for the tickets in [%d,%d)\n", id, lo, hi);
        claimer_waits = true;
        cond_wait (drained_w, id)                           /* W3 */
     :: else -> break
@@ -379,10 +398,7 @@ inline router_claim (id, lo, hi)
     claimer_waits = false;
     holders++;
     assert (holders == 1);                                 /* ONE_CLAIM: R2 */
-    if
-    :: id == ID_WORKER -> printf ("worker claims [%d,%d)\n", lo, hi)
-    :: else -> printf ("mgmt claims [%d,%d)\n", lo, hi)
-    fi
+    printf ("t%d claims [%d,%d)\n", id, lo, hi)
   }
 }
 
@@ -539,7 +555,7 @@ proctype client (byte c)
 
   {
     do
-    :: k < OPS ->
+    :: k < (c == 0 -> OPS : OPS1) ->
        k++;
        if
        :: /* pwrite [lo, hi) */
@@ -647,7 +663,7 @@ inline recover ()
   do
   :: scratch < 2 * N ->
      if
-     :: vol[scratch] = dur[scratch]
+     :: vol[scratch] != dur[scratch] -> vol[scratch] = dur[scratch]
      :: skip                    /* the unflushed write reached the disk */
      fi;
      dur[scratch] = vol[scratch];
@@ -715,15 +731,15 @@ init
     p = 0
   }
   atomic {
+#ifdef CRASH
+    run power ();               /* first: spin removes processes in LIFO */
+#endif
     run client (0);
     run client (1);
-    run worker ();
 #ifdef MGMT
     run mgmt ();
 #endif
-#ifdef CRASH
-    run power ()
-#endif
+    run worker ()
   }
   _nr_pr == 1;
 #ifdef CRASH
