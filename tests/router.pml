@@ -183,12 +183,13 @@
  *   - Each critical section under R->lock is one atomic step: sound, since
  *     router state is only touched under the lock, except lay[] read by the
  *     claim holder (router_layout), which no change can alter meanwhile.
- *     A request's issue is merged into its router_enter and its reply into
- *     its router_leave: the interleavings dropped only widen the window in
- *     which the floor of (b) is taken or an ack is late, which makes (a)
- *     and (b) weaker, never stronger.  A read's member I/O and its leave
- *     are one step (the ticket held longer only delays claimers, which can
- *     do nothing meanwhile).  Member I/O of different cells, the copy's
+ *     A request's issue shares a step with its router_enter, its reply
+ *     with its router_leave, and a read's member I/O with its leave.  Each
+ *     keeps one real timing (issued right before entering, replied right
+ *     after leaving); the timings dropped only make the checks weaker (an
+ *     earlier issue or a later reply lowers acked[], hence a read's floor
+ *     and dacked[]), or only delay a claimer (a ticket held longer), which
+ *     can do nothing meanwhile.  Member I/O of different cells, the copy's
  *     read and write, flushes and superblock commits are separate steps.
  *   - Forward only: backward is the mirror image (route() swaps lower and
  *     upper).  Zero and trim are writes, block status a read; rebuild,
@@ -332,6 +333,7 @@ inline route (c)
 #define W1_CLAIMS(lo, hi) (((hi) - 1) / WIN - (lo) / WIN + 1 + 2)
 #endif
 
+/* w1: the caller's count of its W1 waits (a ghost). */
 inline router_enter (c, lo, hi)
 {
   atomic {
