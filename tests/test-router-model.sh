@@ -10,11 +10,11 @@
 # anywhere; and liveness (every request and every claim ends).  And that
 # spin rejects each defective variant for the right reason: the two old
 # lost-write bugs (a route decided before the wait; no ticket while no
-# reshape exists) fail a data property (the first also R1's assertion,
-# ANSWER_STABLE, when it is on); a missing
-# wake-up is a deadlock and a liveness violation; a checkpoint committed
-# before its flush loses a write across a power loss.  For each rejected
-# variant the narrated trail is printed.
+# reshape exists) fail a data property (the first also fails R1's
+# assertion, ANSWER_STABLE, when it is on); a missing wake-up is a
+# deadlock and a liveness violation; a checkpoint committed before its
+# flush loses a write across a power loss.  For each rejected variant the
+# narrated trail is printed.
 #
 # Needs spin and gcc (scripts/deps.sh installs them): missing is a failure.
 
