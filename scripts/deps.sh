@@ -7,6 +7,7 @@ pkgs=(
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd nbd-client
   libisal-dev libjson-c-dev
   qemu-utils fio util-linux e2fsprogs procps
+  spin                                 # tests/test-router-model.sh
 )
 missing=()
 for p in "${pkgs[@]}"; do
