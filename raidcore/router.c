@@ -15,6 +15,7 @@ router_init (struct router *R, const struct layout *cur)
   R->two = false;
   R->boundary = 0;
   R->claimed = R->claimer_waits = false;
+  R->waiters = 0;
   R->inflight = NULL;
 }
 
@@ -66,8 +67,13 @@ router_enter (struct router *R, uint64_t off, uint64_t len, struct ticket *t)
   t->lo = off;
   t->hi = off + len;
   pthread_mutex_lock (&R->lock);
-  while (claim_overlaps (R, t->lo, t->hi))
-    pthread_cond_wait (&R->moved, &R->lock);           /* W1 */
+  if (claim_overlaps (R, t->lo, t->hi)) {
+    R->waiters++;                      /* the next claim waits for us (W2) */
+    while (claim_overlaps (R, t->lo, t->hi))
+      pthread_cond_wait (&R->moved, &R->lock);         /* W1 */
+    if (--R->waiters == 0)
+      pthread_cond_broadcast (&R->moved);              /* ends W2 */
+  }
   t->prev = NULL;
   t->next = R->inflight;
   if (R->inflight)
@@ -105,7 +111,7 @@ void
 router_claim (struct router *R, uint64_t lo, uint64_t hi)
 {
   pthread_mutex_lock (&R->lock);
-  while (R->claimed)
+  while (R->claimed || R->waiters)
     pthread_cond_wait (&R->moved, &R->lock);           /* W2 */
   R->claimed = true;                                   /* R2: new overlapping
                                                           requests wait */

@@ -39,7 +39,11 @@
  *       overlaps the claim).
  *   R2  While a claim is held, requests overlapping it wait in router_enter
  *       before registering; requests elsewhere proceed.  At most one claim
- *       exists at a time.
+ *       exists at a time, and a new claim is granted only after every
+ *       request that waited out the previous one has registered (a
+ *       turnstile): a request waits out at most ONE claim, never a run of
+ *       them (a large request under consecutive reshape windows, or a
+ *       window followed by the finish).
  *   R3  An answer changes only under a claim covering every byte whose
  *       answer changes (and the state lock).
  * Together: every request runs entirely on the answer that was valid when it
@@ -51,9 +55,12 @@
  *
  * Waits, their wake-ups and bounds.
  *   W1  router_enter on a claim overlapping its range: woken by
- *       router_release (R->moved); bounded by the claimer's work (one
- *       reshape window's copy and checkpoint, or a superblock commit).
- *   W2  router_claim on another claim: woken by router_release (R->moved).
+ *       router_release (R->moved); bounded by that one claimer's work (one
+ *       reshape window's copy and checkpoint, or a flush and a superblock
+ *       commit), since the next claim waits for it (W2).
+ *   W2  router_claim on another claim, or on requests that waited out the
+ *       previous claim and have not registered yet: woken by
+ *       router_release and by the last such request (R->moved).
  *   W3  router_claim on tickets overlapping its range: woken by router_leave
  *       (R->drained); bounded by those requests' own member I/O.
  * A claimer must hold no row lock, no journal gate and not the state lock
@@ -93,6 +100,7 @@ struct router {
   int dir;                                 /* enum sb_direction */
   uint64_t boundary;                       /* where the target meets cur */
   bool claimed;                            /* a claim is held or pending */
+  unsigned waiters;                        /* requests waiting in W1 */
   uint64_t claim_lo, claim_hi;
   bool claimer_waits;                      /* a claimer sleeps in W3 */
   struct ticket *inflight;                 /* registered tickets */
