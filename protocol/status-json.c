@@ -8,9 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "sb.h"
+#include "array.h"
 #include "status-json.h"
-#include "util.h"
 
 /* Add v under k; v == NULL here means json-c failed to allocate it. */
 static int
@@ -93,8 +92,8 @@ static json_object *
 members_json (const struct raid_status *st)
 {
   json_object *a = json_object_new_array ();
-  int n = st->nmembers < 0 ? 0
-    : st->nmembers > SB_MAX_MEMBERS ? SB_MAX_MEMBERS : st->nmembers;
+  const int max = (int) (sizeof st->members / sizeof st->members[0]);
+  int n = st->nmembers < 0 ? 0 : st->nmembers > max ? max : st->nmembers;
 
   if (a == NULL)
     return NULL;
