@@ -9,19 +9,14 @@
 #include <stdio.h>
 
 #include "array.h"
+#include "protocol.h"
 #include "status-json.h"
 
 /* Add v under k; v == NULL here means json-c failed to allocate it. */
 static int
 put (json_object *o, const char *k, json_object *v)
 {
-  if (v == NULL)
-    return -1;
-  if (json_object_object_add (o, k, v) != 0) {
-    json_object_put (v);
-    return -1;
-  }
-  return 0;
+  return proto_json_add (o, k, v);
 }
 
 /* An intended JSON null. */
@@ -34,8 +29,7 @@ put_null (json_object *o, const char *k)
 static json_object *
 jint (uint64_t v)
 {
-  return v <= INT64_MAX ? json_object_new_int64 ((int64_t) v)
-                        : json_object_new_uint64 (v);
+  return proto_json_uint (v);
 }
 
 static json_object *
