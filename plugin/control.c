@@ -44,10 +44,10 @@
  * The stop pipe is written once and never read, so it stays readable and
  * every later poll on it returns at once.
  *
- * REFUSALS.  A request is checked completely by proto_decode (op, every
- * field's type and range, no unknown field) before raidcore is called, so
- * a refused request changes nothing; raidcore's own refusals promise the
- * same.
+ * REFUSALS.  A request is checked completely by proto_parse_line (no NUL
+ * in a field name) and proto_decode (op, every field's type and range, no
+ * unknown field) before raidcore is called, so a refused request changes
+ * nothing; raidcore's own refusals promise the same.
  */
 #include <assert.h>
 #include <errno.h>
@@ -449,11 +449,13 @@ handle_line (struct conn *c, const char *line, size_t len)
 {
   char err[PROTO_ERRLEN];
   json_object *obj, *reply;
+  int r;
 
   if (proto_blank (line, len))
     return 0;
-  if (proto_parse_line (c->tok, line, len, &obj, err, sizeof err) != 0)
-    return send_reply (c->fd, error_reply (NULL, EPROTO, err));
+  r = proto_parse_line (c->tok, line, len, &obj, err, sizeof err);
+  if (r != 0)                   /* EPROTO, or EINVAL: no id can be read */
+    return send_reply (c->fd, error_reply (NULL, r, err));
   reply = run_request (c, obj);
   json_object_put (obj);
   return reply ? send_reply (c->fd, reply) : -1;

@@ -496,12 +496,40 @@ proto_blank (const char *s, size_t len)
   return true;
 }
 
+/* The first object key in s[0..len) (JSON that json-c accepted) spelling
+ * a NUL character (\u0000), as its raw text without quotes; NULL if none.
+ * json-c cuts such a key at the NUL, so only the text can show it. */
+static const char *
+nul_key (const char *s, size_t len, size_t *keylen)
+{
+  size_t i = 0;
+
+  while (i < len) {
+    size_t start;
+    bool nul = false;
+
+    if (s[i++] != '"')
+      continue;
+    for (start = i; i < len && s[i] != '"'; i++)
+      if (s[i] == '\\') {
+        nul |= i + 5 < len && memcmp (s + i + 1, "u0000", 5) == 0;
+        i++;                    /* the escaped character is not a quote */
+      }
+    *keylen = i - start;
+    for (i++; i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'); i++)
+      ;
+    if (nul && i < len && s[i] == ':')
+      return s + start;
+  }
+  return NULL;
+}
+
 int
 proto_parse_line (json_tokener *tok, const char *line, size_t len,
                   json_object **obj, char *err, size_t errlen)
 {
-  const char *why = NULL;
-  size_t end;
+  const char *why = NULL, *key;
+  size_t end = 0, klen;
 
   *obj = NULL;
   if (memchr (line, '\0', len))
@@ -525,10 +553,17 @@ proto_parse_line (json_tokener *tok, const char *line, size_t len,
     snprintf (err, errlen, "not a JSON object: %s", why);
     return EPROTO;
   }
+  if ((key = nul_key (line, end, &klen)) != NULL) {
+    json_object_put (*obj);
+    *obj = NULL;
+    snprintf (err, errlen, "field name \"%.*s\" contains a NUL character",
+              klen > 64 ? 64 : (int) klen, key);
+    return EINVAL;
+  }
   return 0;
 }
 
-/* The op: present, a string, in the table. */
+/* The op: present, a string, no NUL, in the table. */
 static int
 decode_op (json_object *obj, struct proto_request *rq, struct msg *m)
 {
@@ -540,6 +575,8 @@ decode_op (json_object *obj, struct proto_request *rq, struct msg *m)
   if (json_object_get_type (v) != json_type_string)
     return bad (m, "op: expected a string");
   s = json_object_get_string (v);
+  if (strlen (s) != (size_t) json_object_get_string_len (v))
+    return bad (m, "op: contains a NUL character");
   if ((rq->op = proto_op_lookup (s)) == PROTO_OP_NONE) {
     snprintf (m->buf, m->len, "unknown op '%.64s'", s);
     return ENOSYS;

@@ -32,6 +32,10 @@
  *    range, and every required one is present.  The server calls raidcore
  *    only with an accepted request, so a refused request is refused before
  *    any raidcore call and changes nothing.
+ *  - No name on the wire (the op, a field name at any depth, a string
+ *    argument) may contain a NUL character: json-c keeps object keys as C
+ *    strings, so "member\u0000x" would otherwise be read as "member", and
+ *    "fail\u0000zzz" compared as "fail".
  *  - Nothing here calls raidcore's array functions, takes a lock or does
  *    I/O: it uses raidcore's pure helpers (sizes, layout names, limits).
  *    Any thread may call any function here.
@@ -175,9 +179,13 @@ bool proto_blank (const char *line, size_t len);
 /* Parse one request line (without its '\n') with tok (reset here; made
  * with JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8).  Returns:
  *   0       *obj is the request object (the caller releases it);
- *   EPROTO  the line is not exactly one JSON object; *obj is NULL; the
- *           message starts "not a JSON object: ".
- * Messages go to err (errlen bytes, PROTO_ERRLEN is enough). */
+ *   EPROTO  the line is not exactly one JSON object; the message starts
+ *           "not a JSON object: ";
+ *   EINVAL  the line is a JSON object, but a field name in it (at any
+ *           depth, "id" and inside it too) contains a NUL character, so
+ *           not even its id can be read as sent: reply with id null.
+ * *obj is NULL whenever the result is not 0.  Messages go to err (errlen
+ * bytes, PROTO_ERRLEN is enough). */
 int proto_parse_line (json_tokener *tok, const char *line, size_t len,
                       json_object **obj, char *err, size_t errlen);
 

@@ -1,6 +1,6 @@
 /* nbdkit-raid: tests of the control protocol module (protocol/protocol.h)
  * without a server: errno names both ways, the op table, line parsing
- * (EPROTO), argument checking, and requests built by the
+ * (EPROTO, NUL in names), argument checking, and requests built by the
  * client side read back unchanged by the server side.  The end-to-end
  * refusals over a real socket are tests/e2e_control.py's. */
 #include <errno.h>
@@ -81,6 +81,12 @@ static const struct { const char *line; int code; const char *want; } refusals[]
   { "{\"op\":\"status\"}{}", EPROTO, "not a JSON object: " },
   { "{\"op\":\"status\"", EPROTO, "incomplete JSON" },
   { "{\"op\":\"status\",\"id\":\"\xff\"}", EPROTO, "not a JSON object" },
+  /* json-c would read these names as "member", "op" and "fail" */
+  { "{\"op\":\"fail\",\"member\\u0000x\":1}", EINVAL,
+    "field name \"member\\u0000x\" contains a NUL" },
+  { "{\"op\\u0000x\" : \"fail\", \"member\":1}", EINVAL, "contains a NUL character" },
+  { "{\"op\":\"status\",\"id\":{\"k\\u0000\":1}}", EINVAL, "contains a NUL" },
+  { "{\"op\":\"fail\\u0000zzz\",\"member\":1}", EINVAL, "op: contains a NUL character" },
   { "{}", EINVAL, "missing op" },
   { "{\"op\":5}", EINVAL, "op: expected a string" },
   { "{\"op\":\"nosuch\"}", ENOSYS, "unknown op 'nosuch'" },
