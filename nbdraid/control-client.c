@@ -10,9 +10,13 @@
  * are a loop of short server-side waits (POLL_S), so the client can show
  * progress between them and a dead server is noticed within the bound.
  *
- * Arguments are checked here before anything is sent (usage errors exit 2
- * without connecting); the server checks them again.  Member paths are
- * made absolute, because the server runs with / as its working directory.
+ * Requests are built by the protocol module (protocol.h: proto_build), so
+ * they carry only the field names and types the server accepts, and are
+ * checked by the server's own rules before connecting: a command line that
+ * does not parse is a usage error (exit 2), a request the protocol refuses
+ * is reported as the server would report it ("nbdraid: EINVAL: ...", exit
+ * 1), in both cases without connecting.  Member paths are made absolute,
+ * because the server runs with / as its working directory.
  *
  * Output: text for people by default; with --json each reply object as the
  * server sent it, pretty-printed.  Progress: a redrawn bar on a terminal,
@@ -37,6 +41,7 @@
 #include <json-c/json.h>
 
 #include "control-client.h"
+#include "protocol.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
@@ -54,7 +59,8 @@ struct client {
 };
 
 struct opts {
-  const char *name;                     /* the subcommand */
+  enum proto_op op;                     /* the subcommand's op */
+  const char *name;                     /* its name */
   bool json;
   bool tty;                             /* stdout is a terminal */
 };
@@ -203,9 +209,10 @@ consume_line (struct client *c, size_t len)
   c->len -= len + 1;
 }
 
-/* Send req (consumed; an "id" is added) and return the reply object, or
- * NULL after a message.  *ok says whether the server accepted it; on
- * refusal the "CODE: message" has already been printed. */
+/* Send req (consumed; an "id" is added; NULL: a request that request ()
+ * refused) and return the reply object, or NULL after a message.  *ok
+ * says whether the server accepted it; on refusal the "CODE: message" has
+ * already been printed. */
 static json_object *
 call (struct client *c, json_object *req, double timeout_s, bool *ok)
 {
@@ -214,6 +221,8 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
   size_t len;
 
   *ok = false;
+  if (req == NULL)                      /* refused by request (): reported */
+    return NULL;
   if (c->fd == -1 && client_connect (c, c->path) == -1) {
     json_object_put (req);
     return NULL;
@@ -259,17 +268,23 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
   return reply;
 }
 
+/* The request for op with the arguments in a (NULL: none), built and
+ * checked by the protocol module; NULL after printing its refusal worded
+ * as the server's ("nbdraid: EINVAL: ..."), which call () then skips. */
 static json_object *
-request (const char *op)
+request (enum proto_op op, const struct proto_args *a)
 {
-  json_object *r = json_object_new_object ();
+  char err[PROTO_ERRLEN];
+  json_object *req;
+  int r = proto_build (op, a, &req, err, sizeof err);
 
-  if (r == NULL) {
+  if (r == ENOMEM) {
     error ("out of memory");
     exit (1);
   }
-  json_object_object_add (r, "op", json_object_new_string (op));
-  return r;
+  if (r != 0)
+    error ("%s: %s", proto_errno_name (r), err);
+  return req;
 }
 
 /* ------------------------------------------------------------------ */
@@ -494,31 +509,44 @@ print_json (json_object *o)
 /* ------------------------------------------------------------------ */
 /* Argument helpers */
 
-/* A member on the command line: a role number, an NBD URI, or a path
- * (made absolute: the server's working directory is /). */
-static json_object *
+/* A member on the command line: a role number (when role_ok), an NBD
+ * URI, or a path, made absolute (the server's working directory is /).
+ * The spec is malloc'ed (free_specs); exits when out of memory. */
+static struct proto_member
 member_arg (const char *s, bool role_ok)
 {
-  char *abs;
-  json_object *o;
+  struct proto_member m = { .role = -1 };
+  char *abs = NULL;
 
   if (role_ok && *s && strspn (s, "0123456789") == strlen (s) && strlen (s) < 6)
-    return json_object_new_int (atoi (s));
+    return (struct proto_member) { .role = atoi (s) };
   if (strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0 ||
       strncmp (s, "nbd+unix://", 11) == 0 || strncmp (s, "nbds+unix://", 12) == 0 ||
       s[0] == '/')
-    return json_object_new_string (s);
-  abs = realpath (s, NULL);
-  if (abs == NULL) {
+    abs = strdup (s);
+  else if ((abs = realpath (s, NULL)) == NULL) {
     char cwd[PATH_MAX];
     if (getcwd (cwd, sizeof cwd) == NULL)
-      return json_object_new_string (s);
-    if (asprintf (&abs, "%s/%s", cwd, s) == -1)
-      return NULL;
+      abs = strdup (s);
+    else if (asprintf (&abs, "%s/%s", cwd, s) == -1)
+      abs = NULL;
   }
-  o = json_object_new_string (abs);
-  free (abs);
-  return o;
+  if (abs == NULL) {
+    error ("out of memory");
+    exit (1);
+  }
+  m.spec = abs;
+  return m;
+}
+
+/* Release the specs member_arg made for a's arguments. */
+static void
+free_specs (struct proto_args *a)
+{
+  free ((char *) a->member.spec);
+  free ((char *) a->with);
+  for (int i = 0; i < a->nadd; i++)
+    free ((char *) a->add[i]);
 }
 
 static int
@@ -536,9 +564,9 @@ parse_seconds (const char *cmd, const char *s, double *v)
 
   errno = 0;
   *v = strtod (s, &end);
-  if (errno || end == s || *end || !(*v >= 0 && *v <= 86400))
-    return usage_error (cmd, "--timeout: expected seconds between 0 and 86400, "
-                        "not '%s'", s);
+  if (errno || end == s || *end || !(*v >= 0 && *v <= PROTO_MAX_WAIT_S))
+    return usage_error (cmd, "--timeout: expected seconds between 0 and %d, "
+                        "not '%s'", PROTO_MAX_WAIT_S, s);
   return 0;
 }
 
@@ -560,11 +588,12 @@ wait_loop (struct client *c, const struct opts *o, double timeout_s,
   *last = NULL;
   for (;;) {
     double left = deadline - now_s (), slice = left < POLL_S ? left : POLL_S;
-    json_object *req = request ("wait"), *st;
+    struct proto_args a = { .timeout = slice > 0 ? slice : 0 };
+    json_object *st;
     bool ok, done;
 
-    json_object_object_add (req, "timeout", json_object_new_double (slice > 0 ? slice : 0));
-    st = call (c, req, (slice > 0 ? slice : 0) + REPLY_TIMEOUT_S, &ok);
+    proto_set (&a, PROTO_ARG_TIMEOUT);
+    st = call (c, request (PROTO_OP_WAIT, &a), a.timeout + REPLY_TIMEOUT_S, &ok);
     if (!ok) {
       json_object_put (st);
       r = 1;
@@ -618,7 +647,8 @@ show (const struct opts *o, json_object *reply, void (*fn) (json_object *))
     fn (reply);
 }
 
-/* Send req and print the result; returns the exit status. */
+/* Send req (NULL: refused by request ()) and print the result; returns
+ * the exit status. */
 static int
 simple_call (struct client *c, const struct opts *o, json_object *req,
              const char *done_msg, void (*fn) (json_object *))
@@ -671,13 +701,13 @@ cmd_status (struct client *c, struct opts *o, int argc, char **argv)
   if (optind < argc)
     return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
   if (!watch)
-    return simple_call (c, o, request ("status"), NULL, status_text);
+    return simple_call (c, o, request (PROTO_OP_STATUS, NULL), NULL, status_text);
 
   for (long i = 0; count == 0 || i < count; i++) {
     struct timespec ts = { (time_t) interval,
                            (long) ((interval - (double) (time_t) interval) * 1e9) };
     bool ok;
-    json_object *st = call (c, request ("status"), REPLY_TIMEOUT_S, &ok);
+    json_object *st = call (c, request (PROTO_OP_STATUS, NULL), REPLY_TIMEOUT_S, &ok);
 
     if (!ok) {
       json_object_put (st);
@@ -716,6 +746,26 @@ plan_text (json_object *plan)
           jstr (rs, "direction"), from, to);
 }
 
+/* Add the --add members to a, by the protocol's rule for the list; 0, or
+ * 1 after printing its refusal. */
+static int
+add_members (struct proto_args *a, const char *const *specs, int n)
+{
+  char err[PROTO_ERRLEN];
+
+  for (int i = 0; i < n; i++) {
+    struct proto_member m = member_arg (specs[i], false);
+    int r = proto_add_spec (a, m.spec, err, sizeof err);
+
+    if (r != 0) {
+      free ((char *) m.spec);
+      error ("%s: %s", proto_errno_name (r), err);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static int
 cmd_reshape (struct client *c, struct opts *o, int argc, char **argv)
 {
@@ -730,68 +780,66 @@ cmd_reshape (struct client *c, struct opts *o, int argc, char **argv)
     { "wait", no_argument, NULL, OPT_WAIT },
     { NULL },
   };
-  json_object *req = request ("reshape"), *add = NULL, *last;
+  struct proto_args a = { 0 };
+  const char **adds = calloc (argc, sizeof *adds);   /* the --add values */
+  json_object *req = NULL, *last;
   bool start = false, wait = false;
-  uint64_t v;
-  int ch, level, r;
+  int ch, r = 0, nadds = 0;
   char *end;
   long n;
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    r = 0;
+  if (adds == NULL) {
+    error ("out of memory");
+    return 1;
+  }
+  while (r == 0 && (ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
     switch (ch) {
     case OPT_JSON: o->json = true; break;
     case OPT_START: start = true; break;
     case OPT_WAIT: wait = true; break;
     case OPT_LEVEL:
-      if (parse_level (optarg, &level) == -1)
+      if (parse_level (optarg, &a.level) == -1)
         r = usage_error (o->name, "--level: invalid level '%s'", optarg);
-      else
-        json_object_object_add (req, "level", json_object_new_int (level));
+      proto_set (&a, PROTO_ARG_LEVEL);
       break;
     case OPT_LAYOUT:
-      json_object_object_add (req, "layout", json_object_new_string (optarg));
+      a.layout = optarg;
+      proto_set (&a, PROTO_ARG_LAYOUT);
       break;
     case OPT_CHUNK:
-      if ((r = parse_size_arg (o->name, "--chunk", optarg, &v)) == 0)
-        json_object_object_add (req, "chunk", json_object_new_int64 ((int64_t) v));
+      r = parse_size_arg (o->name, "--chunk", optarg, &a.chunk);
+      proto_set (&a, PROTO_ARG_CHUNK);
       break;
     case OPT_RAID_DEVICES:
       n = strtol (optarg, &end, 10);
       if (*end || end == optarg || n < 1 || n > 1000)
         r = usage_error (o->name, "--raid-devices: invalid number '%s'", optarg);
-      else
-        json_object_object_add (req, "raid_devices", json_object_new_int ((int) n));
+      a.raid_devices = (int) n;
+      proto_set (&a, PROTO_ARG_RAID_DEVICES);
       break;
-    case OPT_ADD:
-      if (add == NULL) {
-        add = json_object_new_array ();
-        json_object_object_add (req, "add", add);
-      }
-      json_object_array_add (add, member_arg (optarg, false));
-      break;
+    case OPT_ADD: adds[nadds++] = optarg; break;
     default:
       r = usage_error (o->name, "bad option");
     }
-    if (r) {
-      json_object_put (req);
-      return r;
-    }
   }
-  if (optind < argc) {
-    json_object_put (req);
-    return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
-  }
-  if (json_object_object_length (req) == 1) {
-    json_object_put (req);
-    return usage_error (o->name, "nothing to change: give --level, --layout, "
-                        "--chunk, --raid-devices or --add");
-  }
+  if (r == 0 && optind < argc)
+    r = usage_error (o->name, "unexpected argument '%s'", argv[optind]);
+  if (r == 0 && a.present == 0 && nadds == 0)
+    r = usage_error (o->name, "nothing to change: give --level, --layout, "
+                     "--chunk, --raid-devices or --add");
+  if (r == 0 && (r = add_members (&a, adds, nadds)) == 0 &&
+      (req = request (PROTO_OP_RESHAPE, &a)) == NULL)
+    r = 1;
+  free_specs (&a);
+  free (adds);
+  if (r != 0)
+    return r;
 
   if ((r = simple_call (c, o, req, NULL, plan_text)) != 0)
     return r;
   if (start &&
-      (r = simple_call (c, o, request ("start"), "reshape started", NULL)) != 0)
+      (r = simple_call (c, o, request (PROTO_OP_START, NULL), "reshape started",
+                        NULL)) != 0)
     return r;
   if (!wait)
     return 0;
@@ -854,10 +902,9 @@ cmd_action (struct client *c, struct opts *o, int argc, char **argv)
   if (optind < argc)
     return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
   snprintf (msg, sizeof msg, "%s: %s", o->name,
-            strcmp (o->name, "start") == 0 ? "started"
-            : strcmp (o->name, "freeze") == 0 ? "frozen"
-            : strcmp (o->name, "abort") == 0 ? "aborted" : "started");
-  return simple_call (c, o, request (o->name), msg, NULL);
+            o->op == PROTO_OP_FREEZE ? "frozen"
+            : o->op == PROTO_OP_ABORT ? "aborted" : "started");
+  return simple_call (c, o, request (o->op, NULL), msg, NULL);
 }
 
 /* fail, remove, add, replace */
@@ -869,8 +916,9 @@ cmd_member (struct client *c, struct opts *o, int argc, char **argv)
     { "with", required_argument, NULL, OPT_WITH },
     { NULL },
   };
-  bool is_replace = strcmp (o->name, "replace") == 0;
-  bool is_add = strcmp (o->name, "add") == 0;
+  bool is_replace = o->op == PROTO_OP_REPLACE;
+  bool is_add = o->op == PROTO_OP_ADD;
+  struct proto_args a = { 0 };
   const char *with = NULL;
   json_object *req;
   char msg[PATH_MAX + 64];
@@ -887,13 +935,17 @@ cmd_member (struct client *c, struct opts *o, int argc, char **argv)
   }
   if (optind + 1 != argc)
     return usage_error (o->name, "expected exactly one MEMBER");
-  req = request (o->name);
-  json_object_object_add (req, "member", member_arg (argv[optind], !is_add));
-  if (with)
-    json_object_object_add (req, "with", member_arg (with, false));
+  a.member = member_arg (argv[optind], !is_add);
+  proto_set (&a, PROTO_ARG_MEMBER);
+  if (with) {
+    a.with = member_arg (with, false).spec;
+    proto_set (&a, PROTO_ARG_WITH);
+  }
+  req = request (o->op, &a);
+  free_specs (&a);
   snprintf (msg, sizeof msg, "%s: %s %s", o->name, argv[optind],
             is_add ? "added" : is_replace ? "is being replaced"
-            : strcmp (o->name, "fail") == 0 ? "marked faulty" : "removed");
+            : o->op == PROTO_OP_FAIL ? "marked faulty" : "removed");
   return simple_call (c, o, req, msg, NULL);
 }
 
@@ -904,8 +956,7 @@ cmd_resize (struct client *c, struct opts *o, int argc, char **argv)
     { "json", no_argument, NULL, OPT_JSON },
     { NULL },
   };
-  json_object *req;
-  uint64_t size;
+  struct proto_args a = { 0 };
   char msg[128], h[32];
   int ch, r;
 
@@ -916,13 +967,32 @@ cmd_resize (struct client *c, struct opts *o, int argc, char **argv)
   }
   if (optind + 1 != argc)
     return usage_error (o->name, "expected exactly one SIZE");
-  if ((r = parse_size_arg (o->name, "SIZE", argv[optind], &size)) != 0)
+  if ((r = parse_size_arg (o->name, "SIZE", argv[optind], &a.size)) != 0)
     return r;
-  req = request ("resize");
-  json_object_object_add (req, "size", json_object_new_int64 ((int64_t) size));
+  proto_set (&a, PROTO_ARG_SIZE);
   snprintf (msg, sizeof msg, "resize: size is now %s (%" PRIu64 " bytes)",
-            raid_fmt_size (size, h, sizeof h), size);
-  return simple_call (c, o, req, msg, NULL);
+            raid_fmt_size (a.size, h, sizeof h), a.size);
+  return simple_call (c, o, request (PROTO_OP_RESIZE, &a), msg, NULL);
+}
+
+/* The argument that KEY in KEY=SIZE names: speed_min or speed_max, also
+ * spelt with a hyphen; -1 for anything else. */
+static int
+speed_key (const char *key, size_t klen)
+{
+  static const enum proto_arg keys[] = { PROTO_ARG_SPEED_MIN, PROTO_ARG_SPEED_MAX };
+
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    const char *name = proto_arg_name (keys[i]);
+    size_t j = 0;
+
+    while (j < klen && name[j] && (key[j] == name[j] ||
+                                   (key[j] == '-' && name[j] == '_')))
+      j++;
+    if (j == klen && name[j] == '\0')
+      return keys[i];
+  }
+  return -1;
 }
 
 static int
@@ -932,7 +1002,7 @@ cmd_set (struct client *c, struct opts *o, int argc, char **argv)
     { "json", no_argument, NULL, OPT_JSON },
     { NULL },
   };
-  json_object *req;
+  struct proto_args a = { 0 };
   int ch, r;
 
   while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
@@ -942,81 +1012,63 @@ cmd_set (struct client *c, struct opts *o, int argc, char **argv)
   }
   if (optind >= argc)
     return usage_error (o->name, "expected speed-min=SIZE and/or speed-max=SIZE");
-  req = request ("set");
   for (int i = optind; i < argc; i++) {
     const char *eq = strchr (argv[i], '=');
-    size_t klen = eq ? (size_t) (eq - argv[i]) : 0;
-    const char *key = NULL;
-    uint64_t v;
+    int key = eq ? speed_key (argv[i], eq - argv[i]) : -1;
 
-    if (eq && (strncmp (argv[i], "speed-min", klen) == 0 ||
-               strncmp (argv[i], "speed_min", klen) == 0) && klen == 9)
-      key = "speed_min";
-    else if (eq && (strncmp (argv[i], "speed-max", klen) == 0 ||
-                    strncmp (argv[i], "speed_max", klen) == 0) && klen == 9)
-      key = "speed_max";
-    if (key == NULL) {
-      json_object_put (req);
+    if (key == -1)
       return usage_error (o->name, "expected speed-min=SIZE or speed-max=SIZE, "
                           "not '%s'", argv[i]);
-    }
-    if ((r = parse_size_arg (o->name, key, eq + 1, &v)) != 0) {
-      json_object_put (req);
+    if ((r = parse_size_arg (o->name, proto_arg_name (key), eq + 1,
+                             key == PROTO_ARG_SPEED_MIN ? &a.speed_min
+                                                        : &a.speed_max)) != 0)
       return r;
-    }
-    json_object_object_add (req, key, json_object_new_int64 ((int64_t) v));
+    proto_set (&a, key);
   }
-  return simple_call (c, o, req, "set: done", NULL);
+  return simple_call (c, o, request (PROTO_OP_SET, &a), "set: done", NULL);
 }
 
-static const struct ccmd {
-  const char *name;
-  int (*run) (struct client *c, struct opts *o, int argc, char **argv);
-} cmds[] = {
-  { "status", cmd_status }, { "reshape", cmd_reshape }, { "wait", cmd_wait },
-  { "start", cmd_action }, { "freeze", cmd_action }, { "abort", cmd_action },
-  { "check", cmd_action }, { "repair", cmd_action },
-  { "fail", cmd_member }, { "remove", cmd_member }, { "add", cmd_member },
-  { "replace", cmd_member }, { "resize", cmd_resize }, { "set", cmd_set },
+/* One subcommand per op of the protocol, named after it. */
+static int (*const cmds[PROTO_NOPS]) (struct client *c, struct opts *o,
+                                      int argc, char **argv) = {
+  [PROTO_OP_STATUS] = cmd_status, [PROTO_OP_WAIT] = cmd_wait,
+  [PROTO_OP_RESHAPE] = cmd_reshape,
+  [PROTO_OP_START] = cmd_action, [PROTO_OP_FREEZE] = cmd_action,
+  [PROTO_OP_ABORT] = cmd_action, [PROTO_OP_CHECK] = cmd_action,
+  [PROTO_OP_REPAIR] = cmd_action,
+  [PROTO_OP_FAIL] = cmd_member, [PROTO_OP_REMOVE] = cmd_member,
+  [PROTO_OP_ADD] = cmd_member, [PROTO_OP_REPLACE] = cmd_member,
+  [PROTO_OP_RESIZE] = cmd_resize, [PROTO_OP_SET] = cmd_set,
 };
-
-static const struct ccmd *
-find_cmd (const char *name)
-{
-  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-    if (strcmp (cmds[i].name, name) == 0)
-      return &cmds[i];
-  return NULL;
-}
 
 int
 control_is_subcommand (const char *name)
 {
-  return find_cmd (name) != NULL;
+  return proto_op_lookup (name) != PROTO_OP_NONE;
 }
 
 int
 control_main (int argc, char **argv, const char *socket_path)
 {
   static char prog[64];
-  const struct ccmd *cmd = argc > 0 ? find_cmd (argv[0]) : NULL;
-  struct opts o = { .tty = isatty (STDOUT_FILENO) };
+  enum proto_op op = argc > 0 ? proto_op_lookup (argv[0]) : PROTO_OP_NONE;
+  struct opts o = { .op = op, .tty = isatty (STDOUT_FILENO) };
   struct client c = { .fd = -1, .path = socket_path };
   int r;
 
-  if (cmd == NULL) {
+  if (op == PROTO_OP_NONE) {
     error ("unknown subcommand '%s'", argc > 0 ? argv[0] : "");
     return EXIT_USAGE;
   }
-  o.name = cmd->name;
+  o.name = proto_op_name (op);
   if (socket_path == NULL || *socket_path == '\0')
     return usage_error (o.name, "needs -C SOCKET (or NBDRAID_CONTROL)");
   /* getopt names the subcommand in its own messages. */
-  snprintf (prog, sizeof prog, "nbdraid %s", cmd->name);
+  snprintf (prog, sizeof prog, "nbdraid %s", o.name);
   argv[0] = prog;
   optind = 0;
   opterr = 1;
-  r = cmd->run (&c, &o, argc, argv);
+  r = cmds[op] (&c, &o, argc, argv);
   client_close (&c);
   return r;
 }

@@ -772,32 +772,25 @@ cmd_control (const struct subcommand *sc, const char *control,
   return control_main (argc, argv, control);
 }
 
+/* The offline subcommands; every other one is an op of the control
+ * protocol, run by control-client.c. */
 static const struct subcommand subcommands[] = {
   { "create", false, cmd_create },
   { "examine", false, cmd_examine },
-  { "status", true, cmd_control },
-  { "reshape", true, cmd_control },
-  { "start", true, cmd_control },
-  { "freeze", true, cmd_control },
-  { "abort", true, cmd_control },
-  { "check", true, cmd_control },
-  { "repair", true, cmd_control },
-  { "wait", true, cmd_control },
-  { "fail", true, cmd_control },
-  { "remove", true, cmd_control },
-  { "add", true, cmd_control },
-  { "replace", true, cmd_control },
-  { "resize", true, cmd_control },
-  { "set", true, cmd_control },
 };
 
 static const struct subcommand *
 find_subcommand (const char *name)
 {
+  static struct subcommand online = { NULL, true, cmd_control };
+
   for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
     if (strcmp (subcommands[i].name, name) == 0)
       return &subcommands[i];
-  return NULL;
+  if (!control_is_subcommand (name))
+    return NULL;
+  online.name = name;
+  return &online;
 }
 
 int

@@ -1,8 +1,10 @@
 /* nbdkit-raid: the control-socket server.
  *
  * The protocol is one JSON object per line each way (SPEC 4.4,
- * nbdkit-raid-control(7)); this file turns lines into calls of raidcore's
- * management functions (array.h) and their results into reply lines.
+ * nbdkit-raid-control(7)), defined in protocol/protocol.h; this file reads
+ * lines from the socket, has the protocol module check them, turns checked
+ * requests into calls of raidcore's management functions (array.h), and
+ * their results into reply lines.
  *
  * THREADS.  One accept thread and one thread per connection, at most
  * CONTROL_MAX_CLIENTS of them.  A connection thread reads its client's
@@ -32,7 +34,7 @@
  *   W4 a `wait` request: raid_array_wait in slices of at most
  *      CONTROL_WAIT_SLICE_MS; between slices it stops early on control_stop
  *      or when the client hung up; in all at most the request's timeout
- *      (<= CONTROL_MAX_WAIT_S), or unbounded in time without a timeout but
+ *      (<= PROTO_MAX_WAIT_S), or unbounded in time without a timeout but
  *      then ended by any of those two events.
  *   W5 any other raidcore call: bounded by raidcore's contract (its own
  *      member I/O, itself bounded by member timeouts).
@@ -42,17 +44,16 @@
  * The stop pipe is written once and never read, so it stays readable and
  * every later poll on it returns at once.
  *
- * REFUSALS.  A request is validated completely (op, every field's type and
- * range, no unknown field) before raidcore is called, so a refused request
- * changes nothing; raidcore's own refusals promise the same.
+ * REFUSALS.  A request is checked completely by proto_parse_line (no NUL
+ * in a field name) and proto_decode (op, every field's type and range, no
+ * unknown field) before raidcore is called, so a refused request changes
+ * nothing; raidcore's own refusals promise the same.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <math.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -68,13 +69,12 @@
 
 #include "array.h"
 #include "control.h"
-#include "geometry.h"
+#include "protocol.h"
 #include "status-json.h"
 #include "util.h"
 
 #define ACCEPT_BACKOFF_MS 100
 #define LISTEN_BACKLOG 64
-#define ERRLEN 512
 
 struct conn {
   int fd;
@@ -99,35 +99,6 @@ static struct {
   struct raid_array *a;
   struct conn *conns[CONTROL_MAX_CLIENTS];
 } ctl = { .listen_fd = -1, .stop_rd = -1, .stop_wr = -1 };
-
-/* ------------------------------------------------------------------ */
-/* errno names */
-
-static const struct { int err; const char *name; } errno_names[] = {
-  { EPROTO, "EPROTO" }, { ENOSYS, "ENOSYS" }, { EINVAL, "EINVAL" },
-  { EBUSY, "EBUSY" }, { ENOSPC, "ENOSPC" }, { ENODEV, "ENODEV" },
-  { EIO, "EIO" }, { EACCES, "EACCES" }, { ENOENT, "ENOENT" },
-  { EEXIST, "EEXIST" }, { ENOTSUP, "ENOTSUP" }, { ENOMEM, "ENOMEM" },
-  { ERANGE, "ERANGE" }, { EAGAIN, "EAGAIN" }, { EPERM, "EPERM" },
-  { ETIMEDOUT, "ETIMEDOUT" }, { ENOTCONN, "ENOTCONN" },
-  { ECONNREFUSED, "ECONNREFUSED" }, { EROFS, "EROFS" }, { ENXIO, "ENXIO" },
-  { ENAMETOOLONG, "ENAMETOOLONG" }, { EPROTONOSUPPORT, "EPROTONOSUPPORT" },
-  { EALREADY, "EALREADY" }, { EFBIG, "EFBIG" }, { ENOTDIR, "ENOTDIR" },
-  { EISDIR, "EISDIR" }, { ECANCELED, "ECANCELED" }, { EINTR, "EINTR" },
-  { ESHUTDOWN, "ESHUTDOWN" }, { ECONNRESET, "ECONNRESET" },
-};
-
-static const char *
-errno_name (int err)
-{
-  const char *n;
-
-  for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
-    if (errno_names[i].err == err)
-      return errno_names[i].name;
-  n = strerrorname_np (err);
-  return n ? n : "EIO";
-}
 
 /* ------------------------------------------------------------------ */
 /* Writing replies */
@@ -219,7 +190,7 @@ error_reply (json_object *id, int err, const char *msg)
 
   if (r != NULL &&
       (json_object_object_add (r, "error",
-                               json_object_new_string (errno_name (err))) != 0 ||
+                               json_object_new_string (proto_errno_name (err))) != 0 ||
        json_object_object_add (r, "message", json_object_new_string (msg)) != 0)) {
     json_object_put (r);
     return NULL;
@@ -235,174 +206,24 @@ refuse (int fd, int err, const char *msg)
 }
 
 /* ------------------------------------------------------------------ */
-/* Argument validation.  Each getter returns 0 (value stored, or the field
- * is absent and *present is false), or EINVAL with a message naming the
- * field. */
+/* Ops.  proto_decode has checked every argument against the op table
+ * (protocol.h) before any of these runs; what is left is what only raidcore
+ * can judge.  Each returns 0 (reply filled) or an errno value (message in
+ * q->err). */
 
 struct req {
   struct conn *c;
-  const char *op;
-  json_object *obj;               /* the request */
-  char *err;                      /* ERRLEN bytes */
+  enum proto_op op;
+  const struct proto_args *args;
+  char *err;                      /* PROTO_ERRLEN bytes */
   bool hung_up;                   /* out: the client left; send no reply */
 };
-
-static int __attribute__ ((format (printf, 2, 3)))
-bad (struct req *q, const char *fmt, ...)
-{
-  va_list ap;
-
-  va_start (ap, fmt);
-  vsnprintf (q->err, ERRLEN, fmt, ap);
-  va_end (ap);
-  return EINVAL;
-}
-
-static json_object *
-field (struct req *q, const char *key, bool *present)
-{
-  json_object *v = NULL;
-
-  *present = json_object_object_get_ex (q->obj, key, &v);
-  return v;
-}
-
-/* A non-negative JSON integer up to INT64_MAX (json-c saturates larger
- * literals, so anything at or above 2^63 is refused as too large). */
-static int
-as_count (struct req *q, const char *key, json_object *v, uint64_t *out)
-{
-  if (json_object_get_type (v) != json_type_int)
-    return bad (q, "%s: expected a non-negative integer", key);
-  if (json_object_get_int64 (v) < 0)
-    return bad (q, "%s: must not be negative", key);
-  *out = json_object_get_uint64 (v);
-  if (*out > INT64_MAX)
-    return bad (q, "%s: number too large", key);
-  return 0;
-}
-
-/* A string field: present, a JSON string, not empty, no NUL, shorter than
- * max (including the terminator). */
-static int
-as_string (struct req *q, const char *key, json_object *v, size_t max,
-           const char **out)
-{
-  const char *s;
-  size_t len;
-
-  if (json_object_get_type (v) != json_type_string)
-    return bad (q, "%s: expected a string", key);
-  s = json_object_get_string (v);
-  len = (size_t) json_object_get_string_len (v);
-  if (len == 0)
-    return bad (q, "%s: must not be empty", key);
-  if (strlen (s) != len)
-    return bad (q, "%s: contains a NUL character", key);
-  if (len >= max)
-    return bad (q, "%s: longer than %zu bytes", key, max - 1);
-  *out = s;
-  return 0;
-}
-
-/* SIZE: a non-negative integer, or a string with an optional K/M/G/T
- * suffix (raid_parse_size). */
-static int
-get_size (struct req *q, const char *key, bool *present, uint64_t *out)
-{
-  json_object *v = field (q, key, present);
-  const char *s;
-  int r;
-
-  if (!*present)
-    return 0;
-  if (json_object_get_type (v) != json_type_string)
-    return as_count (q, key, v, out);
-  if ((r = as_string (q, key, v, 64, &s)) != 0)
-    return r;
-  if (raid_parse_size (s, out) == -1)
-    return bad (q, "%s: '%s' is not a size (bytes, or a number with K, M, G "
-                "or T)%s", key, s, errno == ERANGE ? ": too large" : "");
-  if (*out > INT64_MAX)
-    return bad (q, "%s: number too large", key);
-  return 0;
-}
-
-/* An integer in [lo, hi]. */
-static int
-get_int (struct req *q, const char *key, bool *present, int lo, int hi, int *out)
-{
-  json_object *v = field (q, key, present);
-  uint64_t u;
-  int r;
-
-  if (!*present)
-    return 0;
-  if ((r = as_count (q, key, v, &u)) != 0)
-    return r;
-  if (u < (uint64_t) lo || u > (uint64_t) hi)
-    return bad (q, "%s: %" PRIu64 " is outside %d..%d", key, u, lo, hi);
-  *out = (int) u;
-  return 0;
-}
-
-/* A member: a spec string or a role number, returned as a string in buf
- * (raidcore takes both spellings). */
-static int
-get_member (struct req *q, const char *key, bool *present, char *buf, size_t len)
-{
-  json_object *v = field (q, key, present);
-  const char *s;
-  uint64_t role;
-  char *end;
-  int r;
-
-  if (!*present)
-    return 0;
-  if (json_object_get_type (v) == json_type_int) {
-    if ((r = as_count (q, key, v, &role)) != 0)
-      return r;
-    if (role >= RAID_MAX_MEMBERS)
-      return bad (q, "%s: role %" PRIu64 " is outside 0..%d", key, role,
-                  RAID_MAX_MEMBERS - 1);
-    snprintf (buf, len, "%" PRIu64, role);
-    return 0;
-  }
-  if (json_object_get_type (v) != json_type_string)
-    return bad (q, "%s: expected a member spec (string) or a role (integer)", key);
-  if ((r = as_string (q, key, v, len, &s)) != 0)
-    return r;
-  /* raidcore reads an all-digit string as a role; a negative one is none. */
-  if (strtol (s, &end, 10) < 0 && *end == '\0')
-    return bad (q, "%s: role %s is negative", key, s);
-  snprintf (buf, len, "%s", s);
-  return 0;
-}
-
-/* Refuse fields other than id, op and the op's own. */
-static int
-check_fields (struct req *q, const char *const *allowed)
-{
-  json_object_object_foreach (q->obj, key, val) {
-    bool ok = strcmp (key, "id") == 0 || strcmp (key, "op") == 0;
-    (void) val;
-    for (size_t i = 0; !ok && allowed && allowed[i]; i++)
-      ok = strcmp (key, allowed[i]) == 0;
-    if (!ok)
-      return bad (q, "unknown field '%s' for op '%s'", key, q->op);
-  }
-  return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Ops.  Each returns 0 (reply filled) or an errno value (message in
- * q->err). */
 
 static int
 add_status (json_object *reply, const struct raid_status *st, struct req *q)
 {
   if (raid_status_json_fill (reply, st) == -1) {
-    snprintf (q->err, ERRLEN, "out of memory encoding the status");
+    snprintf (q->err, PROTO_ERRLEN, "out of memory encoding the status");
     return ENOMEM;
   }
   return 0;
@@ -436,31 +257,12 @@ client_gone (int fd)
 static int
 op_wait (struct req *q, json_object *reply)
 {
-  static const char *const fields[] = { "timeout", NULL };
+  bool bounded = proto_has (q->args, PROTO_ARG_TIMEOUT);
+  double t = bounded ? q->args->timeout : 0;
   struct raid_status *st;
   struct timespec deadline;
-  json_object *v;
-  bool present, bounded = false;
-  double t = 0;
   int r;
 
-  if ((r = check_fields (q, fields)) != 0)
-    return r;
-  v = field (q, "timeout", &present);
-  if (present) {
-    if (json_object_get_type (v) != json_type_int &&
-        json_object_get_type (v) != json_type_double)
-      return bad (q, "timeout: expected a number of seconds");
-    if (json_object_get_type (v) == json_type_int)
-      t = json_object_get_int64 (v) < 0 ? -1
-        : json_object_get_uint64 (v) > CONTROL_MAX_WAIT_S ? INFINITY
-        : (double) json_object_get_uint64 (v);
-    else
-      t = json_object_get_double (v);
-    if (!(t >= 0 && t <= CONTROL_MAX_WAIT_S))   /* also refuses NaN */
-      return bad (q, "timeout: must be between 0 and %d seconds", CONTROL_MAX_WAIT_S);
-    bounded = true;
-  }
   if ((st = malloc (sizeof *st)) == NULL)
     return ENOMEM;
   clock_gettime (CLOCK_MONOTONIC, &deadline);
@@ -495,249 +297,138 @@ op_wait (struct req *q, json_object *reply)
 static int
 op_reshape (struct req *q, json_object *reply)
 {
-  static const char *const fields[] = {
-    "level", "layout", "chunk", "raid_devices", "add", NULL
+  const struct proto_args *a = q->args;
+  struct raid_reshape_req rq = {
+    .level = proto_has (a, PROTO_ARG_LEVEL) ? a->level : -1,
+    .layout = proto_has (a, PROTO_ARG_LAYOUT) ? a->layout_id : -1,
+    .chunk = proto_has (a, PROTO_ARG_CHUNK) ? (uint32_t) a->chunk : 0,
+    .raid_devices = proto_has (a, PROTO_ARG_RAID_DEVICES) ? a->raid_devices : 0,
+    .nadd = a->nadd,
+    .add = a->add,
   };
-  struct raid_reshape_req rq = { .level = -1, .layout = -1 };
-  const char *add[RAID_MAX_MEMBERS];
   struct raid_status *plan;
-  json_object *v;
-  bool p_level, p_layout, p_chunk, p_disks, p_add;
-  uint64_t chunk;
   int r;
-
-  if ((r = check_fields (q, fields)) != 0 ||
-      (r = get_int (q, "level", &p_level, 0, 6, &rq.level)) != 0 ||
-      (r = get_size (q, "chunk", &p_chunk, &chunk)) != 0 ||
-      (r = get_int (q, "raid_devices", &p_disks, 2, RAID_MAX_MEMBERS,
-                    &rq.raid_devices)) != 0)
-    return r;
-  if (p_level && rq.level != 0 && rq.level != 1 && rq.level != 4 &&
-      rq.level != 5 && rq.level != 6)
-    return bad (q, "level: %d is not 0, 1, 4, 5 or 6", rq.level);
-  if (p_chunk && (!raid_is_pow2 (chunk) || chunk < RAID_CHUNK_MIN ||
-                  chunk > RAID_CHUNK_MAX))
-    return bad (q, "chunk: %" PRIu64 " is not a power of two between 4K and 64M",
-                chunk);
-  rq.chunk = p_chunk ? (uint32_t) chunk : 0;
-
-  v = field (q, "layout", &p_layout);
-  if (p_layout) {
-    const char *s;
-    if ((r = as_string (q, "layout", v, 64, &s)) != 0)
-      return r;
-    if ((rq.layout = raid_layout_parse (s)) == -1)
-      return bad (q, "layout: unknown layout '%s'", s);
-  }
-
-  v = field (q, "add", &p_add);
-  if (p_add) {
-    size_t n;
-    if (json_object_get_type (v) != json_type_array)
-      return bad (q, "add: expected a list of member specs");
-    n = json_object_array_length (v);
-    if (n > RAID_MAX_MEMBERS)
-      return bad (q, "add: more than %d members", RAID_MAX_MEMBERS);
-    for (size_t i = 0; i < n; i++) {
-      char key[32];
-      snprintf (key, sizeof key, "add[%zu]", i);
-      if ((r = as_string (q, key, json_object_array_get_idx (v, i),
-                          sizeof ((struct raid_member_status *) 0)->spec,
-                          &add[i])) != 0)
-        return r;
-      for (size_t j = 0; j < i; j++)
-        if (strcmp (add[i], add[j]) == 0)
-          return bad (q, "add: %s is named twice", add[i]);
-    }
-    rq.nadd = (int) n;
-    rq.add = add;
-  }
-  if (!p_level && !p_layout && !p_chunk && !p_disks && rq.nadd == 0)
-    return bad (q, "nothing to change: give level, layout, chunk, "
-                "raid_devices or add");
 
   if ((plan = calloc (1, sizeof *plan)) == NULL)
     return ENOMEM;
-  r = raid_array_reshape (ctl.a, &rq, plan, q->err, ERRLEN);
+  r = raid_array_reshape (ctl.a, &rq, plan, q->err, PROTO_ERRLEN);
   if (r == 0)
     r = add_status (reply, plan, q);
   free (plan);
   return r;
 }
 
-/* start, freeze, abort, check, repair: no arguments. */
 static int
-op_simple (struct req *q, json_object *reply)
+op_action (struct req *q, json_object *reply)
 {
-  int r = check_fields (q, NULL);
-
-  if (r != 0)
-    return r;
-  if (strcmp (q->op, "start") == 0)
-    return raid_array_start_action (ctl.a, q->err, ERRLEN);
-  if (strcmp (q->op, "freeze") == 0)
-    return raid_array_freeze (ctl.a, q->err, ERRLEN);
-  if (strcmp (q->op, "abort") == 0)
-    return raid_array_abort (ctl.a, q->err, ERRLEN);
-  return raid_array_check (ctl.a, strcmp (q->op, "repair") == 0, q->err, ERRLEN);
+  switch (q->op) {
+  case PROTO_OP_START: return raid_array_start_action (ctl.a, q->err, PROTO_ERRLEN);
+  case PROTO_OP_FREEZE: return raid_array_freeze (ctl.a, q->err, PROTO_ERRLEN);
+  case PROTO_OP_ABORT: return raid_array_abort (ctl.a, q->err, PROTO_ERRLEN);
+  case PROTO_OP_CHECK: return raid_array_check (ctl.a, false, q->err, PROTO_ERRLEN);
+  case PROTO_OP_REPAIR: return raid_array_check (ctl.a, true, q->err, PROTO_ERRLEN);
+  default: abort ();            /* handlers[] sends no other op here */
+  }
 }
 
-/* fail, remove, add, replace. */
+/* fail, remove, add, replace.  raidcore takes a member as a spec or as a
+ * role number in decimal. */
 static int
 op_member (struct req *q, json_object *reply)
 {
-  static const char *const one[] = { "member", NULL };
-  static const char *const two[] = { "member", "with", NULL };
-  bool is_add = strcmp (q->op, "add") == 0;
-  bool is_replace = strcmp (q->op, "replace") == 0;
-  char member[sizeof ((struct raid_member_status *) 0)->spec];
-  const char *with = NULL;
-  bool present;
-  int r;
+  const struct proto_member *m = &q->args->member;
+  const char *with = proto_has (q->args, PROTO_ARG_WITH) ? q->args->with : NULL;
+  char role[16];
+  const char *member = m->spec;
 
-  if ((r = check_fields (q, is_replace ? two : one)) != 0)
-    return r;
-  if (is_add) {
-    json_object *v = field (q, "member", &present);
-    const char *s;
-    if (present && (r = as_string (q, "member", v, sizeof member, &s)) != 0)
-      return r;
-    if (present)
-      snprintf (member, sizeof member, "%s", s);
+  if (m->role >= 0) {
+    snprintf (role, sizeof role, "%d", m->role);
+    member = role;
   }
-  else if ((r = get_member (q, "member", &present, member, sizeof member)) != 0)
-    return r;
-  if (!present)
-    return bad (q, "member: missing");
-  if (is_replace) {
-    json_object *v = field (q, "with", &present);
-    if (present && v != NULL &&
-        (r = as_string (q, "with", v, sizeof member, &with)) != 0)
-      return r;
+  switch (q->op) {
+  case PROTO_OP_FAIL: return raid_array_fail (ctl.a, member, q->err, PROTO_ERRLEN);
+  case PROTO_OP_REMOVE: return raid_array_remove (ctl.a, member, q->err, PROTO_ERRLEN);
+  case PROTO_OP_ADD: return raid_array_add (ctl.a, member, q->err, PROTO_ERRLEN);
+  case PROTO_OP_REPLACE:
+    return raid_array_replace (ctl.a, member, with, q->err, PROTO_ERRLEN);
+  default: abort ();            /* handlers[] sends no other op here */
   }
-
-  if (is_add)
-    return raid_array_add (ctl.a, member, q->err, ERRLEN);
-  if (is_replace)
-    return raid_array_replace (ctl.a, member, with, q->err, ERRLEN);
-  if (strcmp (q->op, "fail") == 0)
-    return raid_array_fail (ctl.a, member, q->err, ERRLEN);
-  return raid_array_remove (ctl.a, member, q->err, ERRLEN);
 }
 
 static int
 op_resize (struct req *q, json_object *reply)
 {
-  static const char *const fields[] = { "size", NULL };
-  uint64_t size;
-  bool present;
-  int r;
-
-  if ((r = check_fields (q, fields)) != 0 ||
-      (r = get_size (q, "size", &present, &size)) != 0)
-    return r;
-  if (!present)
-    return bad (q, "size: missing");
-  if (size == 0)
-    return bad (q, "size: must be positive");
-  return raid_array_resize (ctl.a, size, q->err, ERRLEN);
+  return raid_array_resize (ctl.a, q->args->size, q->err, PROTO_ERRLEN);
 }
 
 static int
 op_set (struct req *q, json_object *reply)
 {
-  static const char *const fields[] = { "speed_min", "speed_max", NULL };
-  uint64_t min, max;
-  bool p_min, p_max;
-  int r;
+  const struct proto_args *a = q->args;
 
-  if ((r = check_fields (q, fields)) != 0 ||
-      (r = get_size (q, "speed_min", &p_min, &min)) != 0 ||
-      (r = get_size (q, "speed_max", &p_max, &max)) != 0)
-    return r;
-  if (!p_min && !p_max)
-    return bad (q, "nothing to set: give speed_min and/or speed_max");
-  if (p_min && p_max && max != 0 && min > max)
-    return bad (q, "speed_min (%" PRIu64 ") is above speed_max (%" PRIu64 ")",
-                min, max);
-  return raid_array_set_speed (ctl.a, p_min ? &min : NULL, p_max ? &max : NULL,
-                               q->err, ERRLEN);
+  return raid_array_set_speed (ctl.a,
+                               proto_has (a, PROTO_ARG_SPEED_MIN) ? &a->speed_min : NULL,
+                               proto_has (a, PROTO_ARG_SPEED_MAX) ? &a->speed_max : NULL,
+                               q->err, PROTO_ERRLEN);
 }
 
-static int
-op_status_args (struct req *q, json_object *reply)
-{
-  int r = check_fields (q, NULL);
-
-  return r ? r : op_status (q, reply);
-}
-
-static const struct op {
-  const char *name;
+/* The server's half of the op table: what runs each op. */
+static const struct handler {
   int (*fn) (struct req *q, json_object *reply);
   bool quiet;                   /* polled often: log at debug level only */
-} ops[] = {
-  { "status", op_status_args, true },
-  { "wait", op_wait, true },
-  { "reshape", op_reshape, false },
-  { "start", op_simple, false },
-  { "freeze", op_simple, false },
-  { "abort", op_simple, false },
-  { "check", op_simple, false },
-  { "repair", op_simple, false },
-  { "fail", op_member, false },
-  { "remove", op_member, false },
-  { "add", op_member, false },
-  { "replace", op_member, false },
-  { "resize", op_resize, false },
-  { "set", op_set, false },
+} handlers[PROTO_NOPS] = {
+  [PROTO_OP_STATUS] = { op_status, true },
+  [PROTO_OP_WAIT] = { op_wait, true },
+  [PROTO_OP_RESHAPE] = { op_reshape, false },
+  [PROTO_OP_START] = { op_action, false },
+  [PROTO_OP_FREEZE] = { op_action, false },
+  [PROTO_OP_ABORT] = { op_action, false },
+  [PROTO_OP_CHECK] = { op_action, false },
+  [PROTO_OP_REPAIR] = { op_action, false },
+  [PROTO_OP_FAIL] = { op_member, false },
+  [PROTO_OP_REMOVE] = { op_member, false },
+  [PROTO_OP_ADD] = { op_member, false },
+  [PROTO_OP_REPLACE] = { op_member, false },
+  [PROTO_OP_RESIZE] = { op_resize, false },
+  [PROTO_OP_SET] = { op_set, false },
 };
 
 /* ------------------------------------------------------------------ */
 /* One request line */
 
-/* Run a parsed request object; returns the reply (NULL: none, the client
- * is gone or memory ran out). */
+/* Check and run a parsed request object; returns the reply (NULL: none,
+ * the client is gone or memory ran out). */
 static json_object *
 run_request (struct conn *c, json_object *obj)
 {
-  char err[ERRLEN] = "";
-  struct req q = { .c = c, .obj = obj, .err = err };
-  const struct op *op = NULL;
-  json_object *id = NULL, *v, *reply;
-  bool present;
+  char err[PROTO_ERRLEN] = "";
+  struct proto_request rq;
+  struct req q = { .c = c, .args = &rq.args, .err = err };
+  json_object *id = NULL, *reply = NULL;
   int r;
 
   json_object_object_get_ex (obj, "id", &id);
-  v = field (&q, "op", &present);
-  if (!present)
-    return error_reply (id, EINVAL, "missing op");
-  if (json_object_get_type (v) != json_type_string)
-    return error_reply (id, EINVAL, "op: expected a string");
-  q.op = json_object_get_string (v);
-  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-    if (strcmp (ops[i].name, q.op) == 0)
-      op = &ops[i];
-  if (op == NULL) {
-    snprintf (err, sizeof err, "unknown op '%.64s'", q.op);
-    return error_reply (id, ENOSYS, err);
+  r = proto_decode (obj, &rq, err, sizeof err);
+  if (rq.op == PROTO_OP_NONE)
+    return error_reply (id, r, err);
+  q.op = rq.op;
+  if (r == 0) {
+    assert (handlers[rq.op].fn != NULL);
+    if ((reply = new_reply (id, true)) == NULL)
+      return NULL;
+    r = handlers[rq.op].fn (&q, reply);
+    if (r < 0)
+      r = EIO;                  /* raidcore promised an errno value */
   }
-
-  if ((reply = new_reply (id, true)) == NULL)
-    return NULL;
-  r = op->fn (&q, reply);
-  if (r < 0)
-    r = EIO;                    /* raidcore promised an errno value */
-  raid_log (op->quiet && r == 0 ? RAID_LOG_DEBUG : RAID_LOG_INFO,
+  raid_log (handlers[rq.op].quiet && r == 0 ? RAID_LOG_DEBUG : RAID_LOG_INFO,
             "control: uid %u pid %d: %s: %s%s%s", (unsigned) c->uid,
-            (int) c->pid, q.op, q.hung_up ? "client hung up"
-            : r ? errno_name (r) : "ok", r ? ": " : "", r ? err : "");
-  if (q.hung_up) {
+            (int) c->pid, proto_op_name (rq.op), q.hung_up ? "client hung up"
+            : r ? proto_errno_name (r) : "ok", r ? ": " : "", r ? err : "");
+  if (q.hung_up || r != 0)
     json_object_put (reply);
+  if (q.hung_up)
     return NULL;
-  }
   if (r != 0) {
-    json_object_put (reply);
     if (err[0] == '\0')
       snprintf (err, sizeof err, "%s", raid_strerror (r));
     return error_reply (id, r, err);
@@ -745,46 +436,20 @@ run_request (struct conn *c, json_object *obj)
   return reply;
 }
 
-static bool
-blank (const char *s, size_t len)
-{
-  for (size_t i = 0; i < len; i++)
-    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
-      return false;
-  return true;
-}
-
 /* Handle one line (without its '\n').  Returns 0, or -1 when the
  * connection must be closed (the client is gone). */
 static int
 handle_line (struct conn *c, const char *line, size_t len)
 {
+  char err[PROTO_ERRLEN];
   json_object *obj, *reply;
-  const char *why = NULL;
+  int r;
 
-  if (blank (line, len))
+  if (proto_blank (line, len))
     return 0;
-  if (memchr (line, '\0', len))
-    return send_reply (c->fd, error_reply (NULL, EPROTO, "not a JSON object: "
-                                           "NUL byte in the request line"));
-  json_tokener_reset (c->tok);
-  obj = json_tokener_parse_ex (c->tok, line, (int) len);
-  if (obj == NULL)
-    why = json_tokener_get_error (c->tok) == json_tokener_continue
-      ? "incomplete JSON (a request is exactly one line)"
-      : json_tokener_error_desc (json_tokener_get_error (c->tok));
-  else if (json_tokener_get_parse_end (c->tok) < len &&
-           !blank (line + json_tokener_get_parse_end (c->tok),
-                   len - json_tokener_get_parse_end (c->tok)))
-    why = "trailing characters after the JSON object";
-  else if (!json_object_is_type (obj, json_type_object))
-    why = "a request must be a JSON object";
-  if (why != NULL) {
-    char msg[ERRLEN];
-    json_object_put (obj);
-    snprintf (msg, sizeof msg, "not a JSON object: %s", why);
-    return send_reply (c->fd, error_reply (NULL, EPROTO, msg));
-  }
+  r = proto_parse_line (c->tok, line, len, &obj, err, sizeof err);
+  if (r != 0)                   /* EPROTO, or EINVAL: no id can be read */
+    return send_reply (c->fd, error_reply (NULL, r, err));
   reply = run_request (c, obj);
   json_object_put (obj);
   return reply ? send_reply (c->fd, reply) : -1;

@@ -27,9 +27,6 @@ struct raid_array;
 /* Connections served at once; one more gets an EAGAIN reply and is closed. */
 #define CONTROL_MAX_CLIENTS 64
 
-/* Largest `timeout` of a `wait` request, in seconds. */
-#define CONTROL_MAX_WAIT_S 86400
-
 /* Create the UNIX socket at path (should be absolute: nbdkit changes to /
  * before serving), mode 0600, and listen on it.  A socket file that nobody
  * listens on (a stale one) is removed first; a path where a server answers,

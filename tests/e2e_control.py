@@ -3,7 +3,8 @@
 # tests/test-control.sh).  Every mode prints "checks: PASSED FAILED" last.
 #
 #   protocol SOCK            every kind of bad input: EPROTO / EINVAL / ENOSYS
-#                            with the right id, the connection surviving
+#                            with the right id (also for a NUL in the op or
+#                            in a field name), the connection surviving
 #                            (or closed after an over-long line), and the
 #                            status (events included) unchanged by each
 #                            refused request; framing (pipelining, split
@@ -158,6 +159,22 @@ EPROTO_LINES = [
 ]
 
 
+# A NUL character in a name: json-c keeps object keys as C strings, so
+# without the rule "member\u0000x" would be read as "member", "op\u0000x" as
+# "op", and "fail\u0000zzz" compared equal to "fail": each would run.  With a
+# NUL in a field name not even the id can be read as sent: the reply's is null.
+NUL_NAMES = [
+    ({"op": "fail\u0000zzz", "id": "nul-op", "member": 1}, "an op with a NUL inside",
+     "nul-op"),
+    ({"op": "fail", "id": "nul-key", "member\u0000x": 1}, "a field name with a NUL", None),
+    ({"op\u0000x": "fail", "id": "nul-op-key", "member": 1}, "the field name op with a NUL",
+     None),
+    ({"op": "fail", "id": "nul-dup", "member": 0, "member\u0000": 1},
+     "a field name that differs from another only after a NUL", None),
+    ({"op": "status", "id": {"k\u0000": 1}}, "a NUL in a key inside the id", None),
+]
+
+
 def bad_requests(spare_small):
     """(request, expected code, what) for requests that parse as objects."""
     B = []
@@ -280,6 +297,12 @@ def mode_protocol(c, sock, spare_small):
 
     for req, code, what in bad_requests(spare_small):
         refused_unchanged(c, sock, conn, req, code, what, before)
+    for req, what, id_ in NUL_NAMES:
+        r = conn.req(req)
+        check_error(c, r, "EINVAL", what, id_)
+        c.check(r and "NUL" in r.get("message", ""), "%s: the message says why: %r" % (
+            what, r and r.get("message")))
+        c.check(strip(status(sock)) == before, "%s: status changed" % what)
     c.check(strip(status(sock)) == before, "status unchanged after all refusals")
 
     # ids are echoed whatever their type

@@ -8,21 +8,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "sb.h"
+#include "array.h"
+#include "protocol.h"
 #include "status-json.h"
-#include "util.h"
 
 /* Add v under k; v == NULL here means json-c failed to allocate it. */
 static int
 put (json_object *o, const char *k, json_object *v)
 {
-  if (v == NULL)
-    return -1;
-  if (json_object_object_add (o, k, v) != 0) {
-    json_object_put (v);
-    return -1;
-  }
-  return 0;
+  return proto_json_add (o, k, v);
 }
 
 /* An intended JSON null. */
@@ -35,8 +29,7 @@ put_null (json_object *o, const char *k)
 static json_object *
 jint (uint64_t v)
 {
-  return v <= INT64_MAX ? json_object_new_int64 ((int64_t) v)
-                        : json_object_new_uint64 (v);
+  return proto_json_uint (v);
 }
 
 static json_object *
@@ -93,8 +86,8 @@ static json_object *
 members_json (const struct raid_status *st)
 {
   json_object *a = json_object_new_array ();
-  int n = st->nmembers < 0 ? 0
-    : st->nmembers > SB_MAX_MEMBERS ? SB_MAX_MEMBERS : st->nmembers;
+  const int max = (int) (sizeof st->members / sizeof st->members[0]);
+  int n = st->nmembers < 0 ? 0 : st->nmembers > max ? max : st->nmembers;
 
   if (a == NULL)
     return NULL;

@@ -1,10 +1,12 @@
 /* nbdkit-raid: the JSON form of an array's status (struct raid_status).
  *
- * One encoder shared by the control-socket server (plugin/control.c), which
- * puts these fields at the top level of its `status`, `wait` and `reshape`
- * replies, and by anything else that reports a status (tests, tools).  The
- * field names, types and spellings are the contract of SPEC section 4.4 and
- * nbdkit-raid-control(7); nbdraid reads them back by name.
+ * Part of the protocol library (protocol.h): raidcore knows nothing of
+ * JSON; it fills struct raid_status (array.h), and this encoder, read only
+ * through array.h, turns it into the reply fields.  The control-socket
+ * server (plugin/control.c) puts them at the top level of its `status`,
+ * `wait` and `reshape` replies.  The field names, types and spellings are
+ * the contract of SPEC section 4.4 and nbdkit-raid-control(7); nbdraid
+ * reads them back by name.
  *
  * Fields added, in this order:
  *   uuid          string, 8-4-4-4-12 lowercase hex
@@ -37,8 +39,8 @@
  * json-c uint64 integers (still plain JSON digits).  Names this build does
  * not know (a corrupt enum value) are encoded as "unknown", never NULL.
  */
-#ifndef RAIDCORE_STATUS_JSON_H
-#define RAIDCORE_STATUS_JSON_H
+#ifndef PROTOCOL_STATUS_JSON_H
+#define PROTOCOL_STATUS_JSON_H
 
 #include <json-c/json.h>
 
