@@ -121,12 +121,12 @@ bind_members (struct raid_array *a, struct candidate *c, int n)
           !memcmp (c[i].sb.member_uuid, e->uuid, RAID_UUID_LEN))
         found = &c[i];
     st = entry_state (&a->sb, e, found);
-    atomic_store (&a->mem[t].state, st);
-    atomic_store (&a->mem[t].errors, e->errors);
     if (found && st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_STALE) {
-      a->mem[t].m = found->m;
+      member_assemble (a, t, st, found->m);
       found->used = true;
     }
+    else
+      member_assemble (a, t, st, NULL);
     if (st == RAID_MEMBER_STALE || st == RAID_MEMBER_MISSING)
       raid_log (RAID_LOG_WARN, "role %d: member %s", e->role,
                 st == RAID_MEMBER_STALE ? "is stale (older event count): not used"
@@ -204,28 +204,6 @@ start_layouts (struct raid_array *a, const char *u, char *err, size_t errlen)
   return reshape_assemble (a, err, errlen);
 }
 
-/* Record roles lost since the last record before serving anything. */
-static int
-record_lost (struct raid_array *a)
-{
-  bool changed = false;
-  int r = 0;
-
-  pthread_mutex_lock (&a->state_lock);
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    int st = atomic_load (&a->mem[t].state);
-    if (a->sb.members[t].state == SB_MEMBER_IN_SYNC &&
-        (st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)) {
-      a->sb.members[t].state = SB_MEMBER_FAULTY;
-      changed = true;
-    }
-  }
-  if (changed)
-    r = state_commit (a);
-  pthread_mutex_unlock (&a->state_lock);
-  return r;
-}
-
 int
 raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts *o,
                      struct raid_array **out, char *err, size_t errlen)
@@ -256,7 +234,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   router_ok = true;
   if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
     goto fail_cons;
-  if (record_lost (a) != 0) {
+  if (state_record_lost (a) != 0) {
     snprintf (err, errlen, "array %s: cannot record the missing members", u);
     goto fail_cons;
   }
@@ -320,7 +298,7 @@ raid_array_close (struct raid_array *a)
   failed = atomic_load (&a->health) == RAID_HEALTH_FAILED;
   if (!failed)
     cons_checkpoint (a, NULL, NULL);       /* durable; the journal emptied */
-  cons_flush_all (a);
+  state_flush_all (a);
   if (bitmap_enabled (a) && !failed && a->sb.resync_offset == UINT64_MAX)
     bitmap_clean (a, true);
   pthread_mutex_lock (&a->state_lock);

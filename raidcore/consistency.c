@@ -22,7 +22,7 @@ cons_policy (const struct raid_array *a, const struct layout *L, unsigned flags)
 
 int
 cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
-            const struct cons_group *g, cons_issue_fn issue, void *ctx,
+            const struct write_batch *g, write_issue_fn issue, void *ctx,
             uint32_t *failed)
 {
   size_t n = g->nunits ? g->units[g->nunits - 1].end : 0;
@@ -48,22 +48,6 @@ cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
   return issue (ctx, 0, n, failed);
 }
 
-int
-cons_flush_all (struct raid_array *a)
-{
-  struct mio mios[SB_MAX_MEMBERS];
-  size_t n = 0;
-
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (state_member_in_use (a, t))
-      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
-  if (mio_run (mios, n) != 0)
-    for (size_t i = 0; i < n; i++)
-      if (mios[i].err)
-        state_member_error (a, mios[i].m, mios[i].err, true, 0);
-  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
-}
-
 /* Whether some layout's writes are journaled. */
 static bool
 journal_in_use (struct raid_array *a)
@@ -81,7 +65,7 @@ cons_checkpoint (struct raid_array *a,
 
   if (journal_in_use (a))
     return journal_checkpoint (a, update, arg);
-  if ((err = cons_flush_all (a)) != 0 || !update)
+  if ((err = state_flush_all (a)) != 0 || !update)
     return err;
   pthread_mutex_lock (&a->state_lock);
   update (a, arg);
@@ -108,7 +92,7 @@ data_degraded (struct raid_array *a)
 }
 
 int
-cons_start (struct raid_array *a, bool force, cons_resync_fn resync,
+cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
             char *err, size_t errlen)
 {
   bool was_dirty = a->sb.flags & SB_FLAG_DIRTY;

@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "journal.h"
 #include "layout.h"
 
 struct raid_array;
@@ -46,44 +47,18 @@ enum cons_policy { CONS_NONE, CONS_JOURNAL, CONS_BITMAP };
 enum cons_policy cons_policy (const struct raid_array *a, const struct layout *L,
                               unsigned flags);
 
-/* One row segment's writes: pieces [first, end) of the group; `full` when
- * every data block of rows [row, row + rows) is rewritten (then only the
- * rows are logged, as an intent). */
-struct cons_unit {
-  uint64_t row, rows;
-  bool full;
-  size_t first, end;
-};
-
-struct cons_group {
-  const struct piece *pieces;
-  const struct cons_unit *units;
-  size_t nunits;
-  uint64_t r0, nrows;                      /* every row the group writes */
-};
-
-/* Issue pieces [first, end) of the group (member writes); 0, or an errno
- * for a failure that is not a member's (ENOMEM); *failed gets the roles
- * whose member failed (each already reported). */
-typedef int (*cons_issue_fn) (void *ctx, size_t first, size_t end, uint32_t *failed);
-
 /* Perform a group's writes under the layout's policy.  Returns 0 or an
  * errno; *failed nonzero means a member (or a log or bitmap copy) failed:
  * the caller redoes the group. */
 int cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
-                const struct cons_group *g, cons_issue_fn issue, void *ctx,
+                const struct write_batch *g, write_issue_fn issue, void *ctx,
                 uint32_t *failed);
-
-/* Rows to make consistent again after a crash (journal replay's intents):
- * supplied by the caller, who owns the stripe engine. */
-typedef int (*cons_resync_fn) (struct raid_array *a, const struct layout *L,
-                               uint64_t row, uint64_t rows);
 
 /* At assembly, after the router knows the layouts: set up the policy's
  * state, and if the record says dirty run its recovery (journal replay, or
  * schedule a resync, refusing a degraded start that would expose the write
  * hole unless force).  0, or -1 with a message. */
-int cons_start (struct raid_array *a, bool force, cons_resync_fn resync,
+int cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
                 char *err, size_t errlen);
 void cons_stop (struct raid_array *a);
 
@@ -94,8 +69,5 @@ void cons_stop (struct raid_array *a);
 int cons_checkpoint (struct raid_array *a,
                      void (*update) (struct raid_array *a, void *arg), void *arg);
 
-/* Flush every member in use; failures are reported.  0, or EIO when the
- * array failed. */
-int cons_flush_all (struct raid_array *a);
 
 #endif

@@ -33,6 +33,16 @@ static const int next_state[3][SYNC_EV_ABORT + 1] = {
 
 static const char *const state_names[] = { "idle", "running", "frozen" };
 
+const char *
+raid_sync_action_name (enum raid_sync_action a)
+{
+  static const char *names[] = {
+    "idle", "frozen", "resync", "recover", "check", "repair", "reshape",
+  };
+  return a >= 0 && a <= RAID_SYNC_RESHAPE ? names[a] : "unknown";
+}
+
+
 void
 job_init (struct raid_array *a)
 {

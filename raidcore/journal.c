@@ -323,8 +323,8 @@ append (struct raid_array *a, const struct layout *L, struct jscratch *js)
  * previous one), a partial one as its payload blocks.  False when it does
  * not fit (the record is flushed first). */
 static bool
-add_unit (struct jrecord *rec, uint64_t *payload, const struct cons_group *g,
-          const struct cons_unit *u)
+add_unit (struct jrecord *rec, uint64_t *payload, const struct write_batch *g,
+          const struct write_unit *u)
 {
   size_t np = u->end - u->first, plen = 0;
 
@@ -356,7 +356,7 @@ add_unit (struct jrecord *rec, uint64_t *payload, const struct cons_group *g,
 
 int
 journal_write (struct raid_array *a, const struct layout *L,
-               const struct cons_group *g, cons_issue_fn issue, void *ctx,
+               const struct write_batch *g, write_issue_fn issue, void *ctx,
                uint32_t *failed)
 {
   struct jscratch *js = scratch ();
@@ -398,7 +398,7 @@ journal_checkpoint (struct raid_array *a,
   int err;
 
   pthread_rwlock_wrlock (&a->jn.gate);       /* waits for in-flight writes */
-  cons_flush_all (a);
+  state_flush_all (a);
   pthread_mutex_lock (&a->state_lock);
   a->sb.journal_epoch++;
   a->sb.journal_seq = atomic_load (&a->jn.seq_next);
@@ -537,7 +537,7 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
  * only consistent state is parity recomputed from what is on the members.
  * Done after every payload is back in place. */
 static int
-resync_intents (struct raid_array *a, cons_resync_fn resync, const struct intent *in,
+resync_intents (struct raid_array *a, journal_resync_fn resync, const struct intent *in,
                 size_t nin)
 {
   int err = 0;
@@ -552,7 +552,7 @@ resync_intents (struct raid_array *a, cons_resync_fn resync, const struct intent
 }
 
 int
-journal_replay (struct raid_array *a, cons_resync_fn resync, int *napplied,
+journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
                 char *err, size_t errlen)
 {
   uint64_t size = a->sb.cons_size;

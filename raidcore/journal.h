@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "consistency.h"
+#include "layout.h"
 #include "sb.h"
 
 struct raid_array;
@@ -25,6 +25,11 @@ struct journal {
   _Atomic uint64_t seq_next;
 };
 
+/* Rows to make consistent again after a crash (replay's intents): supplied
+ * by the caller, who owns the stripe engine. */
+typedef int (*journal_resync_fn) (struct raid_array *a, const struct layout *L,
+                                  uint64_t row, uint64_t rows);
+
 /* Whether the array's policy is the journal and its area can hold it. */
 bool journal_usable (const struct raid_array *a);
 void journal_init (struct raid_array *a);
@@ -36,7 +41,7 @@ void journal_fini (struct raid_array *a);
  * journal gate is held shared until they are done.  A failed log copy sets
  * *failed (its member was reported): the caller redoes the group. */
 int journal_write (struct raid_array *a, const struct layout *L,
-                   const struct cons_group *g, cons_issue_fn issue, void *ctx,
+                   const struct write_batch *g, write_issue_fn issue, void *ctx,
                    uint32_t *failed);
 
 /* Flush every member and start a new epoch: every record becomes obsolete.
@@ -52,7 +57,7 @@ int journal_checkpoint (struct raid_array *a,
 /* Apply every valid record after the last checkpoint, in order, then have
  * resync() make every intent's rows consistent, then checkpoint.
  * *napplied receives the number of records applied. */
-int journal_replay (struct raid_array *a, cons_resync_fn resync, int *napplied,
+int journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
                     char *err, size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@
 #ifndef RAIDCORE_LAYOUT_H
 #define RAIDCORE_LAYOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -74,5 +75,28 @@ struct piece {
   void *ptr;                               /* NULL for a zeroing piece */
   size_t len;
 };
+
+/* A group's member writes, as the stripe engine hands them to the
+ * write-hole policy (consistency.h): pieces, cut into units.  A unit is one
+ * row segment's writes: pieces [first, end) of the batch; `full` when every
+ * data block of rows [row, row + rows) is rewritten (a journal then logs
+ * only the rows, as an intent). */
+struct write_unit {
+  uint64_t row, rows;
+  bool full;
+  size_t first, end;
+};
+
+struct write_batch {
+  const struct piece *pieces;
+  const struct write_unit *units;
+  size_t nunits;
+  uint64_t r0, nrows;                      /* every row the batch writes */
+};
+
+/* Issue pieces [first, end) of a batch (member writes); 0, or an errno for
+ * a failure that is not a member's (ENOMEM); *failed gets the roles whose
+ * member failed (each already reported). */
+typedef int (*write_issue_fn) (void *ctx, size_t first, size_t end, uint32_t *failed);
 
 #endif

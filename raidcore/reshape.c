@@ -835,7 +835,7 @@ revert_record (struct raid_array *a)
       if (st == RAID_MEMBER_IN_SYNC)       /* the members it added: spares */
         member_transition (a, t, RAID_MEMBER_SPARE, -1, "the reshape was aborted");
       else
-        e->role = -1;
+        member_detach (a, t);
     }
     else
       e->new_data_offset = e->data_offset;

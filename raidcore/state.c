@@ -8,6 +8,39 @@
 #include "array-int.h"
 #include "util.h"
 
+/* ---- names ---- */
+
+const char *
+raid_health_name (enum raid_health h)
+{
+  switch (h) {
+  case RAID_HEALTH_OPTIMAL: return "optimal";
+  case RAID_HEALTH_DEGRADED: return "degraded";
+  case RAID_HEALTH_FAILED: return "failed";
+  }
+  return "unknown";
+}
+
+const char *
+raid_member_state_name (enum raid_member_state s)
+{
+  switch (s) {
+  case RAID_MEMBER_IN_SYNC: return "in_sync";
+  case RAID_MEMBER_FAULTY: return "faulty";
+  case RAID_MEMBER_MISSING: return "missing";
+  case RAID_MEMBER_SPARE: return "spare";
+  case RAID_MEMBER_REBUILDING: return "rebuilding";
+  case RAID_MEMBER_STALE: return "stale";
+  }
+  return "unknown";
+}
+
+enum raid_health
+raid_array_health (struct raid_array *a)
+{
+  return atomic_load (&a->health);
+}
+
 /* ---- member states ---- */
 
 /* Allowed edges: allowed[from][to] (runtime states; STATE_EMPTY is index
@@ -91,9 +124,43 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
 void
 member_detach (struct raid_array *a, int t)
 {
-  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY)
+  int st = atomic_load (&a->mem[t].state);
+
+  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)
     a->sb.members[t].role = -1;
 }
+
+void
+member_assemble (struct raid_array *a, int t, int st, struct member *m)
+{
+  a->mem[t].m = m;
+  atomic_store (&a->mem[t].state, st);
+  atomic_store (&a->mem[t].errors, a->sb.members[t].errors);
+}
+
+/* Record roles lost since the last record before serving anything. */
+int
+state_record_lost (struct raid_array *a)
+{
+  bool changed = false;
+  int r = 0;
+
+  pthread_mutex_lock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int st = atomic_load (&a->mem[t].state);
+    if (a->sb.members[t].state == SB_MEMBER_IN_SYNC &&
+        (st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)) {
+      a->sb.members[t].state = SB_MEMBER_FAULTY;
+      changed = true;
+    }
+  }
+  if (changed)
+    r = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
+
 
 int
 member_free_slot (struct raid_array *a)
@@ -309,6 +376,22 @@ state_mark_dirty (struct raid_array *a)
     atomic_store (&a->dirty, true);
   pthread_mutex_unlock (&a->state_lock);
   return r;
+}
+
+int
+state_flush_all (struct raid_array *a)
+{
+  struct mio mios[SB_MAX_MEMBERS];
+  size_t n = 0;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (state_member_in_use (a, t))
+      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
+  if (mio_run (mios, n) != 0)
+    for (size_t i = 0; i < n; i++)
+      if (mios[i].err)
+        state_member_error (a, mios[i].m, mios[i].err, true, 0);
+  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
 }
 
 /* ---- faults ---- */

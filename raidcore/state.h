@@ -90,8 +90,15 @@ void member_install (struct raid_array *a, int t, struct member *m, int to, int 
  * spare); returns the member, which the caller retires (it may still be in
  * use by in-flight requests that read it before). */
 struct member *member_uninstall (struct raid_array *a, int t);
-/* A faulty member no longer holds its role (another member took it). */
+/* A faulty, missing or stale member no longer holds its role. */
 void member_detach (struct raid_array *a, int t);
+/* At assembly, before anything runs: member t's state as its records say
+ * (no transition: this is where the states begin). */
+void member_assemble (struct raid_array *a, int t, int st, struct member *m);
+/* Record roles lost since the last record (missing or stale members still
+ * recorded in sync become faulty in the record) before serving anything.
+ * 0 or an errno. */
+int state_record_lost (struct raid_array *a);
 /* A free table slot, or -1 when the table is full. */
 int member_free_slot (struct raid_array *a);
 
@@ -111,6 +118,10 @@ int state_commit (struct raid_array *a);
 
 /* Make sure the record says dirty before the first write is issued. */
 int state_mark_dirty (struct raid_array *a);
+
+/* Flush every member in use; failures are reported.  0, or EIO when the
+ * array failed. */
+int state_flush_all (struct raid_array *a);
 
 /* Report a failed member I/O (any thread; takes the state lock).  Returns
  * true when the member is now faulty. */

@@ -839,15 +839,15 @@ issue_writes (void *p, size_t first, size_t end, uint32_t *failed)
 /* Describe the group's writes for the write-hole policy: one unit per
  * segment (level 0/1: one unit for everything, never logged). */
 static int
-write_units (struct group *G, uint64_t r0, uint64_t n, struct cons_group *cg)
+write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
 {
-  struct cons_unit *u;
+  struct write_unit *u;
 
-  *cg = (struct cons_group) { .pieces = G->wr.p, .r0 = r0, .nrows = n };
+  *cg = (struct write_batch) { .pieces = G->wr.p, .r0 = r0, .nrows = n };
   if (G->nsegs == 0) {
     if (!(u = arena_alloc (G->ar, sizeof *u)))
       return ENOMEM;
-    *u = (struct cons_unit) { r0, n, true, 0, G->wr.n };
+    *u = (struct write_unit) { r0, n, true, 0, G->wr.n };
     cg->units = u;
     cg->nunits = 1;
     return 0;
@@ -856,7 +856,7 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct cons_group *cg)
     return ENOMEM;
   for (size_t i = 0; i < G->nsegs; i++) {
     const struct seg *sg = &G->segs[i];
-    u[i] = (struct cons_unit) { sg->row, 1, sg->plan == SEG_FULL, sg->wr_first, sg->wr_end };
+    u[i] = (struct write_unit) { sg->row, 1, sg->plan == SEG_FULL, sg->wr_first, sg->wr_end };
   }
   cg->units = u;
   cg->nunits = G->nsegs;
@@ -870,7 +870,7 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
   const struct layout *L = G->L;
   uint64_t W = row_width (L);
   struct issue_ctx ic = { G, MIO_WRITE, (q->flags & RAID_IO_FUA) ? MIO_FUA : 0 };
-  struct cons_group cg;
+  struct write_batch cg;
   int err;
 
   group_reset (G);
@@ -1148,8 +1148,8 @@ zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
 {
   const struct layout *L = G->L;
   struct issue_ctx ic = { G, MIO_ZERO, (flags & RAID_IO_FUA) ? MIO_FUA : 0 };
-  struct cons_unit u;
-  struct cons_group cg;
+  struct write_unit u;
+  struct write_batch cg;
   int err;
 
   group_reset (G);
@@ -1161,8 +1161,8 @@ zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
     if (!(G->unusable & (1u << r)) &&
         (err = piece_add (G->ar, &G->wr, r, moff (L, r, r0, 0), NULL, n * L->g.chunk)))
       return err;
-  u = (struct cons_unit) { r0, n, true, 0, G->wr.n };
-  cg = (struct cons_group) { G->wr.p, &u, 1, r0, n };
+  u = (struct write_unit) { r0, n, true, 0, G->wr.n };
+  cg = (struct write_batch) { G->wr.p, &u, 1, r0, n };
   return cons_write (G->a, L, flags, &cg, issue_writes, &ic, failed);
 }
 

@@ -21,15 +21,6 @@
 #define SYNC_RETRIES 8                    /* ENOMEM: retries before failing */
 #define RETRY_NS 50000000ull              /* first retry pause; doubles */
 
-const char *
-raid_sync_action_name (enum raid_sync_action a)
-{
-  static const char *names[] = {
-    "idle", "frozen", "resync", "recover", "check", "repair", "reshape",
-  };
-  return a >= 0 && a <= RAID_SYNC_RESHAPE ? names[a] : "unknown";
-}
-
 static const struct layout *
 cur_layout (struct raid_array *a)
 {
