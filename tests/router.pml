@@ -8,8 +8,8 @@
  *
  * Options: N (positions, 3), WIN (positions per window, 1), OPS and OPS1
  * (requests of client 0 and 1, 2 and OPS), MGMT (a second claimer), CRASH
- * (a power loss anywhere), LIVENESS (the LTL formula `live`), and the
- * defects below.
+ * (a power loss anywhere), LIVENESS (the LTL formula `live`, with or
+ * without MGMT), and the defects below.
  *
  * WHAT IS MODELLED, AND WHERE IT IS IN THE CODE
  *
@@ -24,6 +24,7 @@
  *     lay[LAYOUT_NEXT]           geometry each slot holds
  *   two, boundary              R->two, R->boundary (R->dir: forward)
  *   claimed, claim_lo/hi       R->claimed, R->claim_lo, R->claim_hi
+ *   waiters                    R->waiters: requests in W1 (the turnstile)
  *   claimer_waits              R->claimer_waits
  *   reg[c], t_lo[c], t_hi[c]   client c's struct ticket, in R->inflight
  *   t_cut, t_lower, t_upper    the ticket's answer (route()): positions below
@@ -84,14 +85,16 @@
  *       issued[p]: never GARBAGE) and is not older than acked[p] was when
  *       the read was issued (a write acknowledged before the read).
  *   (c) No deadlock: spin's invalid end states (every process must end;
- *       none may be left blocked in a wait).  No request waits forever:
- *       -DLIVENESS checks the LTL formula `live` (every request that is
- *       issued is answered; every claim the worker asks for is granted)
- *       for acceptance cycles, without fairness: a thread blocked forever
- *       with no one left to wake it is already a counterexample.  Bounded
- *       waiting, W1_BOUNDED: a request waits out at most the claims that
- *       can cover it (prepare, finish, MGMT's, and the windows its range
- *       overlaps), never a number that grows with the run.
+ *       none may be left blocked in a wait).  No request and no claimer
+ *       waits forever: -DLIVENESS checks the LTL formula `live` (every
+ *       request that is issued is answered; every claim the worker, and
+ *       MGMT's, asks for is granted) for acceptance cycles, without
+ *       fairness: a thread blocked forever with no one left to wake it is
+ *       already a counterexample.  So the turnstile cannot starve a
+ *       claimer (W2 waits for the waiters, and the last one wakes it).
+ *       Bounded waiting, W1_BOUNDED: a request waits out at most ONE claim
+ *       (W1_CLAIMS = 1, whatever its range, the window size, the second
+ *       claimer or the power loss), never a run of them.
  *
  * WHICH INVARIANTS OF router.h THE MODEL CHECKS, AND HOW
  *
@@ -101,20 +104,36 @@
  *       answer they change.  (a) and (b) check its consequence end to end.
  *   R2  ONE_CLAIM: a ghost count of granted claims is at most 1.  "Requests
  *       overlapping the claim wait, the others proceed" is W1's loop
- *       condition, which is the code's.
+ *       condition, which is the code's.  The turnstile ("a new claim is
+ *       granted only after every request that waited out the previous one
+ *       has registered") is the code's: router_enter counts itself in
+ *       waiters before W1 and out after it, broadcasting moved when the
+ *       count reaches 0; W2 waits while claimed || waiters > 0.  Its
+ *       consequence, "a request waits out at most one claim", is
+ *       W1_BOUNDED.
  *   R3  each change function asserts the claim it needs, as router.c does
  *       (claimed; covering the boundary's move; everything for finish).
  *   W1, W2, W3  are the code's while loops with the code's wake-ups
- *       (router_release broadcasts moved; router_leave signals drained only
- *       when a claimer waits and the ticket overlaps its claim).  A missing
- *       wake-up is an invalid end state and violates `live`: the mutant
- *       DEFECT_NO_DRAIN_SIGNAL shows both checks catch one.  W1's bound is W1_BOUNDED, and it is tight:
- *       one less and spin finds a request that waits out prepare's claim,
- *       its window's (the worker re-claims before the woken request gets
- *       the lock) and the finish's.
+ *       (router_release broadcasts moved, ending W1 and W2; the last
+ *       request out of W1 broadcasts moved, ending W2; router_leave
+ *       signals drained only when a claimer waits and the ticket overlaps
+ *       its claim, ending W3).  A missing wake-up is an invalid end state
+ *       and violates `live`: the mutants DEFECT_NO_DRAIN_SIGNAL (W3) and
+ *       DEFECT_NO_WAITERS_WAKE (W2: a claimer starved by the turnstile)
+ *       show the checks catch one.  W1's bound is W1_BOUNDED: the ghost w1
+ *       counts a request's passes through W1's loop, and spin checks that
+ *       it is at most 1 in every run, so a woken request always finds its
+ *       claim gone (no other claim can be granted before it registers).
+ *       The bound is tight (any request that meets a claim waits once),
+ *       and it is the turnstile's: without it (DEFECT_NO_TURNSTILE, the
+ *       old code) the worker re-claims before the woken request gets the
+ *       lock, and the request waits out two claims or more (the old bound
+ *       was prepare's, finish's, MGMT's and every window its range
+ *       overlaps).
  *
  * DEFECTIVE VARIANTS (spin must reject each; the test requires that the
- * failed assertion is a data property, (a) or (b), and prints the trail;
+ * failed assertion is a data property, (a) or (b), unless said otherwise
+ * below, and prints the trail;
  * -DNO_ANSWER_CHECK turns R1's assertion off so that the trail runs on
  * until data is lost.  OLD and NEW are GEOM_OLD and GEOM_NEW.)
  *
@@ -127,15 +146,19 @@
  *                 OLD[2] = 0 to NEW, checkpoint 3
  *         c1      write [2,3): answer "OLD" (the boundary is still 2),
  *                 then waits (W1) for the window's claim, no ticket yet
- *         worker  boundary 3; release; claims everything (before c1 gets
- *                 the lock) and finishes: CUR is NEW; release
+ *         worker  boundary 3; release; the finish's claim waits (W2) for
+ *                 c1, which waited out the window (the turnstile)
+ *         c1      registers, with its stale answer
+ *         worker  claims everything, waits (W3) for c1's ticket
  *         c1      writes OLD[2] = 1 on its stale answer; acknowledged
+ *         worker  finishes: CUR is NEW; release
  *         end     NEW[2] = 0, acknowledged 1: LOST_WRITE fails
- *       The shortest trail (pan -i, OPS=2) is the first window's case: c0's
- *       write [0,1) gets "OLD" and waits for prepare's claim; the worker
- *       begins the reshape, claims [0,1) (no ticket to wait for), copies
- *       OLD[0] = 0, moves the boundary to 1; c0 writes OLD[0] = 1, is
- *       acknowledged, reads [0,1) from NEW: 0 (READ_OK fails).
+ *       The turnstile does not help: the claim it waited out already
+ *       moved its bytes.  The shortest trail (pan -i, OPS=2) is the first
+ *       window's case: the worker prepares, claims [0,1), copies OLD[0] =
+ *       0, checkpoint 1; c0's write [0,1) gets "OLD" and waits (W1) for
+ *       that claim; the boundary moves to 1, release; c0 writes OLD[0] =
+ *       1, is acknowledged, reads [0,1) from NEW: 0 (READ_OK fails).
  *
  *   -DDEFECT_UNREGISTERED: a request that enters while no reshape exists
  *       (!two) takes no ticket (the old code's array_io went straight to
@@ -167,6 +190,32 @@
  *       the worker starts after that window, and finishes with NEW[2] =
  *       GARBAGE: LOST_WRITE fails.  It shows the CRASH run sees a lost
  *       write across a power loss.
+ *
+ *   -DDEFECT_NO_TURNSTILE: router_claim ignores waiters (W2 waits only
+ *       while claimed: the code before the turnstile).  No data is lost,
+ *       but W1_BOUNDED fails.  The test's trail (OPS=1):
+ *         worker  prepare; windows [0,1), [1,2); claims [2,3), copies
+ *                 OLD[2] = 0 to NEW, checkpoint 3, boundary 3
+ *         c1      write [2,3) waits (W1) for the window's claim [2,3)
+ *         worker  release (wakes c1); claims everything for the finish
+ *                 before c1 gets the lock; finish: CUR is NEW
+ *         c1      wakes, finds the finish's claim over [2,3) and waits
+ *                 (W1) again: w1 = 2, W1_BOUNDED fails
+ *       Shortest (pan -i, OPS=2): c0's read [0,1) waits out prepare's
+ *       claim, and the worker claims the window [0,1) before c0 gets the
+ *       lock.  Without the turnstile the run of claims a request can wait
+ *       out is bounded only by the claims that can cover it.
+ *
+ *   -DDEFECT_NO_WAITERS_WAKE: the last request out of W1 does not
+ *       broadcast moved, so a claimer that the turnstile held back in W2
+ *       is never woken: the turnstile starves it.  The test's trail
+ *       (-DLIVENESS, OPS=1): c1's write [2,3) waits (W1) for the last
+ *       window's claim; the worker releases it and asks for the finish's
+ *       claim, which waits (W2) for c1; c1 registers without waking it,
+ *       writes and is acknowledged, c0's write too, and the worker sleeps
+ *       in W2 forever (in_claim stays true): an acceptance cycle of
+ *       `live`.  It shows the liveness run catches a claimer starved by
+ *       the turnstile, which the correct model passes.
  *
  * WHAT IS ABSTRACTED AWAY, AND WHY THAT IS SOUND
  *
@@ -244,6 +293,7 @@ byte lay[2];
 bool two;
 byte boundary;
 bool claimed;
+byte waiters;                   /* requests waiting in W1 */
 byte claim_lo, claim_hi;
 bool claimer_waits;
 byte moved_w, drained_w;
@@ -270,6 +320,7 @@ byte acked[N];
 bool answered[NCLIENT];         /* client c holds an answer (R1) */
 bool in_req[NCLIENT];           /* client c has a request outstanding */
 bool in_claim;                  /* the worker is in router_claim */
+bool in_mclaim;                 /* mgmt is in router_claim */
 byte holders;                   /* claims granted and not released */
 byte scratch;                   /* a loop index, 0 outside atomic steps */
 
@@ -325,13 +376,14 @@ inline route (c)
 /* The geometry of position p in client c's answer. */
 #define PIECE(c, p) ((p) < t_cut[c] -> t_lower[c] : t_upper[c])
 
-/* The most claims a request over [lo, hi) can wait out in W1: prepare,
- * finish, MGMT's, and each window it overlaps. */
-#ifdef MGMT
-#define W1_CLAIMS(lo, hi) (((hi) - 1) / WIN - (lo) / WIN + 1 + 3)
-#else
-#define W1_CLAIMS(lo, hi) (((hi) - 1) / WIN - (lo) / WIN + 1 + 2)
-#endif
+/* W1_BOUNDED: the most claims a request can wait out in W1, whatever its
+ * range, the windows, the claimers and the power loss: one (R2's
+ * turnstile).  The ghost w1 counts the passes through W1's loop, so a
+ * request woken while a claim still overlaps it (a second claim, or a
+ * wake-up that did not end its wait) counts twice.  Spurious wake-ups,
+ * which pthread allows and which only repeat the loop's test for the same
+ * claim, are not modelled. */
+#define W1_CLAIMS 1
 
 /* w1: the caller's count of its W1 waits (a ghost). */
 inline router_enter (c, lo, hi)
@@ -342,14 +394,26 @@ inline router_enter (c, lo, hi)
 #ifdef DEFECT_STALE_ROUTE
     route (c);                  /* the defect: decided before the wait */
 #endif
-    do
+    if
     :: claimed && OVERLAPS (t_lo[c], t_hi[c], claim_lo, claim_hi) ->
-       printf ("c%d waits (W1) for claim [%d,%d)\n", c, claim_lo, claim_hi);
-       w1++;
-       cond_wait (moved_w, c)                              /* W1 */
-    :: else -> break
-    od;
-    assert (w1 <= W1_CLAIMS (lo, hi));                     /* W1_BOUNDED */
+       waiters++;               /* the next claim waits for us (W2) */
+       do
+       :: claimed && OVERLAPS (t_lo[c], t_hi[c], claim_lo, claim_hi) ->
+          printf ("c%d waits (W1) for claim [%d,%d)\n", c, claim_lo, claim_hi);
+          w1++;
+          cond_wait (moved_w, c)                           /* W1 */
+       :: else -> break
+       od;
+       waiters--;
+#ifndef DEFECT_NO_WAITERS_WAKE
+       if
+       :: waiters == 0 -> moved_w = 0                      /* ends W2 */
+       :: else
+       fi
+#endif
+    :: else
+    fi;
+    assert (w1 <= W1_CLAIMS);                              /* W1_BOUNDED */
     w1 = 0;
 #ifdef DEFECT_UNREGISTERED
     reg[c] = two;               /* the defect: no ticket without a reshape */
@@ -382,8 +446,18 @@ inline router_claim (id, lo, hi)
 {
   atomic {
     do
-    :: claimed ->
-       printf ("t%d waits (W2) for claim [%d,%d)\n", id, claim_lo, claim_hi);
+#ifndef DEFECT_NO_TURNSTILE
+    :: claimed || waiters > 0 ->
+#else
+    :: claimed ->               /* the defect: the waiters are ignored */
+#endif
+       if
+       :: claimed ->
+          printf ("t%d waits (W2) for claim [%d,%d)\n", id, claim_lo, claim_hi)
+       :: else ->
+          printf ("t%d waits (W2) for %d request(s) that waited (W1)\n", id,
+                  waiters)
+       fi;
        cond_wait (moved_w, id)                             /* W2 */
     :: else -> break
     od;
@@ -639,7 +713,9 @@ proctype worker ()
 proctype mgmt ()
 {
   {
+    in_mclaim = true;
     router_claim (ID_MGMT, 0, ALL);
+    in_mclaim = false;
     skip;                       /* router_bind_role: no answer changes */
     router_release ()
   } CRASHABLE
@@ -687,8 +763,10 @@ inline recover ()
   :: else -> break
   od;
   scratch = 0;
-  claimed = false; claim_lo = 0; claim_hi = 0; claimer_waits = false;
-  moved_w = 0; drained_w = 0; holders = 0; in_claim = false; running = false;
+  claimed = false; waiters = 0; claim_lo = 0; claim_hi = 0;
+  claimer_waits = false;
+  moved_w = 0; drained_w = 0; holders = 0; in_claim = false; in_mclaim = false;
+  running = false;
   if
   :: new_dur ->
      lay[LAYOUT_CUR] = GEOM_NEW; lay[LAYOUT_NEXT] = 0;
@@ -710,7 +788,8 @@ inline recover ()
 ltl live {
   [] ((in_req[0] -> <> !in_req[0]) &&
       (in_req[1] -> <> !in_req[1]) &&
-      (in_claim -> <> !in_claim))
+      (in_claim -> <> !in_claim) &&
+      (in_mclaim -> <> !in_mclaim))
 }
 #endif
 
