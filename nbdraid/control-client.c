@@ -40,6 +40,7 @@
 
 #include <json-c/json.h>
 
+#include "cli.h"
 #include "control-client.h"
 #include "protocol.h"
 #include "util.h"

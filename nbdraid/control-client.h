@@ -21,10 +21,4 @@ int control_main (int argc, char **argv, const char *socket_path);
 /* Whether name is one of the subcommands control_main runs (an op). */
 int control_is_subcommand (const char *name);
 
-/* nbdraid.c: a level given as "5" or "raid5"; 0, or -1 when malformed. */
-int parse_level (const char *s, int *level);
-
-/* nbdraid.c: print "nbdraid: MESSAGE" on stderr. */
-void error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
-
 #endif

@@ -23,6 +23,7 @@
 
 #include <json-c/json.h>
 
+#include "cli.h"
 #include "control-client.h"
 #include "create.h"
 #include "geometry.h"
@@ -45,18 +46,6 @@ log_to_stderr (enum raid_log_level lvl, const char *msg)
 {
   if (lvl != RAID_LOG_DEBUG)
     fprintf (stderr, "nbdraid: %s\n", msg);
-}
-
-void
-error (const char *fmt, ...)
-{
-  va_list ap;
-
-  fputs ("nbdraid: ", stderr);
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fputc ('\n', stderr);
 }
 
 static void
@@ -121,25 +110,6 @@ enum {
   OPT_LEVEL = 256, OPT_CHUNK, OPT_LAYOUT, OPT_SIZE, OPT_CONSISTENCY,
   OPT_DATA_OFFSET, OPT_ASSUME_CLEAN, OPT_SPARE, OPT_FORCE, OPT_JSON,
 };
-
-/* "5" or "raid5" */
-int
-parse_level (const char *s, int *level)
-{
-  char *end;
-  long v;
-
-  if (strncmp (s, "raid", 4) == 0)
-    s += 4;
-  if (*s < '0' || *s > '9')
-    return -1;
-  errno = 0;
-  v = strtol (s, &end, 10);
-  if (errno || *end || v > 99)
-    return -1;
-  *level = (int) v;
-  return 0;
-}
 
 /* Parse a SIZE option; returns 0, or EXIT_USAGE after a message. */
 static int

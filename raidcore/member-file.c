@@ -34,7 +34,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
-#include "member-int.h"
+#include "member-io.h"
 #include "util.h"
 
 struct file_member {

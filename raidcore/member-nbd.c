@@ -59,7 +59,7 @@
 
 #include <libnbd.h>
 
-#include "member-int.h"
+#include "member-io.h"
 #include "util.h"
 
 #define NBD_DEFAULT_MAX_RW (UINT64_C(32) << 20)  /* unknown server maximum */
@@ -439,7 +439,6 @@ nbd_start (struct member *m)
 
   if (atomic_load (&nm->started_gen) == gen)
     return 0;
-  member_atfork_init ();
   pthread_mutex_lock (&nm->lock);
   if (atomic_load (&nm->started_gen) != gen) {
     sigfillset (&all);

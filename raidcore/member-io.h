@@ -97,10 +97,11 @@ void mio_cmd_done (struct mio_cmd *c, int err);
 const void *member_zeroes (void);
 
 /* Incremented in the child after every fork(): a thread started under an
- * older generation does not exist in this process.  member_atfork_init
- * registers the fork handlers (once); they call the NBD backend's. */
+ * older generation does not exist in this process.  member.c registers
+ * the fork handlers before the first member is opened; they call the
+ * engine's (mio_atfork_child) and the NBD backend's. */
 extern _Atomic unsigned member_fork_gen;
-void member_atfork_init (void);
+void mio_atfork_child (void);
 void member_nbd_atfork_prepare (void);
 void member_nbd_atfork_parent (void);
 void member_nbd_atfork_child (void);
