@@ -401,7 +401,7 @@ class Control:
             self.close()
             if self.ep.server_down() or getattr(self, "gen", None) != self.ep.gen:
                 raise ServerGone()
-            self.ep.check_server_alive()
+            self.ep.check_server_alive(grace=3)
             run.violate("control request %s failed: %s (server pid %d alive)" % (
                 json.dumps(req), e, self.ep.srv.pid))
         line, self.buf = self.buf.split(b"\n", 1)
@@ -650,7 +650,7 @@ class Client(threading.Thread):
                 self.close()
                 time.sleep(0.05)
                 return
-            self.ep.check_server_alive()
+            self.ep.check_server_alive(grace=3)
             self.ep.run.violate("client %s: cannot connect: %s" % (self.who, e))
 
     def close(self):
@@ -671,11 +671,10 @@ class Client(threading.Thread):
             while not self.ep.run.stop.is_set() and not self.ep.clients_done:
                 if self.ep.gate.checkpoint(self):
                     continue
-                if self.h is None and self.ep.doomed:
-                    self.reconnect()
-                    continue
                 if self.h is None or self.gen != self.ep.gen or self.ops_done % 300 == 299:
                     self.reconnect()
+                    if self.h is None:
+                        continue
                 self.one_op()
         except (Violation, Stopped):
             pass
@@ -722,6 +721,7 @@ class Client(threading.Thread):
                 self.ep.gate.park_inflight(self, self.inflight)
             self.close()
             return
+        ep.check_server_alive(grace=3)
         cur = self.current
         ep.run.violate("client %s: %s of [%d, +%d) failed: %s (errno %s) while the array "
                        "was within redundancy" % (self.who, op, cur[1][0] if cur else -1,
@@ -1147,7 +1147,12 @@ class Epoch:
     def server_down(self):
         return self.killing or self.stopping or not self.srv.alive() and self.doomed
 
-    def check_server_alive(self):
+    def check_server_alive(self, grace=0):
+        """A server that exits on its own is a violation; with grace, wait
+        that long for a server that is dying (a connection just failed)."""
+        deadline = time.monotonic() + grace
+        while grace and self.srv.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self.srv.p is not None and self.srv.p.poll() is not None and \
            not (self.killing or self.stopping):
             rc = self.srv.p.returncode
@@ -1470,7 +1475,10 @@ def op_resize(ep, c, r):
     row = st["chunk"] * max(1, st["data_disks"])
     if r[1] < 0.55:
         size = "max" if r[2] < 0.5 else st["size"] + (1 + int(r[3] * 4)) * row
-        c.call("resize", size=size)
+        rep = c.call("resize", size=size)
+        if size == "max" and rep.get("error") == "EINVAL":
+            ep.run.note("resize {\"size\": \"max\"} refused: %s (SPEC 4.4 allows \"max\")"
+                        % rep["message"])
         return
     new = st["size"] - (1 + int(r[3] * 4)) * row
     if new > 0:
@@ -1950,7 +1958,9 @@ def settle(ep, c):
                            "(faults healed, nothing throttled): %s" % json.dumps(st),
                            rule="settle")
         settle_once(ep, c, st)
+        t = time.monotonic()
         c.call("wait", timeout=3, log=False, bound=ep.run.args.reply_bound + 3)
+        time.sleep(max(0, 0.5 - (time.monotonic() - t)))
 
 
 def settle_once(ep, c, st):
@@ -1963,6 +1973,8 @@ def settle_once(ep, c, st):
     elif st["sync_action"] == "frozen":
         c.call("start")
     for m in st["members"]:
+        if m["spec"] is None and m["role"] is None:
+            continue
         if m["state"] == "faulty":
             rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"])
             d = ep.by_spec.get(m["spec"])
