@@ -626,6 +626,7 @@ class Client(threading.Thread):
         self.seq = 0
         self.current = None
         self.unknown = False     # a request failed on a doomed array
+        self.touched = {}        # block -> (time, request) that last changed it
         self.ops_done = 0
 
     # -- connection ------------------------------------------------------
@@ -690,7 +691,7 @@ class Client(threading.Thread):
     def one_op(self):
         ep = self.ep
         r = [self.rng.random() for _ in range(6)]
-        op = weighted(CLIENT_OPS, r[0])
+        op = weighted(self.ep.run.args.io_weights, r[0])
         self.busy = True
         self.seq += 1
         try:
@@ -752,12 +753,18 @@ class Client(threading.Thread):
         of its blocks that are not durable, then update the model."""
         model = self.ep.model
         n = len(data)
+        # FUA makes this write durable, not the earlier bytes of a block it
+        # only partly covers: such a block keeps its history.
+        whole = {b for b in blocks_of(off, n) if off <= b * BS and (b + 1) * BS <= off + n}
         for b in blocks_of(off, n):
-            if b not in self.hist and not durable:
+            if b not in self.hist and not (durable and b in whole):
                 self.hist[b] = [bytes(model[b * BS:(b + 1) * BS])]
         model[off:off + n] = data
+        what = (self.ep.run.now(), "%s [%d,+%d)%s" % (
+            self.current[0] if self.current else "?", off, n, " FUA" if durable else ""))
         for b in blocks_of(off, n):
-            if durable:
+            self.touched[b] = what
+            if durable and b in whole:
                 self.hist.pop(b, None)
             else:
                 self.hist[b].append(bytes(model[b * BS:(b + 1) * BS]))
@@ -998,10 +1005,13 @@ class Epoch:
             is_nbd = rr.random() < nbd_frac
             d = Device(self.dir, "d%d" % i, msize, is_nbd)
             slow = a.slow if a.slow is not None else (0.5 if rr.random() < 0.3 else 0)
-            delay = int(rr.choice([1, 2, 5, 10, 20])) if is_nbd and rr.random() < slow * 2 else 0
+            is_slow = is_nbd and rr.random() < slow * 2
+            delay = int(rr.choice([1, 2, 5, 10, 20])) if is_slow and rr.random() < 0.5 else 0
             if not d.start(delay):
                 raise RuntimeError("member server %s did not start: %s" % (
                     d.name, d.srv.log_tail(10)))
+            if is_slow and not delay:
+                d.set_rate(rr.choice([8, 16, 32]) * MiB)      # bits/s
             self.devs.append(d)
         self.by_spec = {d.spec: d for d in self.devs}
         self.level, self.chunk, self.cons, self.msize = level, chunk, cons, msize
@@ -1165,9 +1175,14 @@ class Epoch:
         return " (status: %s)" % brief_status(st) if st else ""
 
     def read_mismatch(self, who, why, off, got, want):
-        self.run.violate("%s: %s of [%d, +%d) differs from the model: %s%s" % (
-            who, why, off, len(want), describe_diff(off, got, want), self.reshape_note()),
-            rule="data")
+        k = off + next(i for i in range(len(want)) if got[i] != want[i])
+        last = [c.touched[k // BS] for c in self.clients if k // BS in c.touched]
+        self.run.violate("%s: %s of [%d, +%d) differs from the model: %s; that block was "
+                         "last changed by %s%s" % (
+                             who, why, off, len(want), describe_diff(off, got, want),
+                             "%s at t=%.3f" % (last[0][1], last[0][0]) if last else
+                             "the prefill (or never written)", self.reshape_note()),
+                         rule="data")
 
     # -- redundancy accounting for faults ------------------------------------
     def can_lose(self, st, dev=None):
@@ -1274,6 +1289,7 @@ class Manager:
                 batch.append((weighted(self.weights, r2[0]), r2))
             batch = [(o if o != "twin" else "status", x) for o, x in batch]
         self.run_batch(batch)
+        time.sleep(self.ep.run.args.step_pause * r[6])
         if any(o in STATEFUL for o, _ in batch) and r[7] < self.ep.run.args.kill_after:
             self.run_batch([("kill", self.draw())])
         if self.ep.srv.alive():
@@ -1492,6 +1508,9 @@ def shrink(ep, c, new):
         fence(ep, new)
         try:
             rep = c.call("resize", size=new, force=True)
+            if rep.get("error") == "EINVAL" and "force" in rep["message"]:
+                ep.run.note("resize refuses SPEC 4.4's force argument: %s" % rep["message"])
+                rep = c.call("resize", size=new)
         finally:
             st = ep.status("shrink")
             if st["size"] < len(ep.model):
@@ -2238,8 +2257,9 @@ def report(run, ep):
 
 def replay_command(a):
     argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
-    for opt in ("level", "members", "chunk", "consistency", "ops", "threads", "slow",
-                "member_size", "nbd_fraction", "relax", "phase"):
+    for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
+                "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom",
+                "kill_after"):
         v = getattr(a, opt)
         if v is not None:
             argv += ["--" + opt.replace("_", "-"), str(v)]
@@ -2263,12 +2283,16 @@ def parse_args(argv):
     ap.add_argument("--ops", help="NAME[=WEIGHT],... restrict the management/fault mix to "
                     "these (default: every op; see DEFAULT_OPS); +NAME=W adjusts one weight "
                     "of the default mix instead")
+    ap.add_argument("--io", help="NAME[=WEIGHT],... the client request mix, as --ops "
+                    "(names: %s)" % " ".join(CLIENT_OPS))
     ap.add_argument("--phase", type=float, help="seconds between quiet points (default 4-10)")
     ap.add_argument("--epoch", type=float, help="seconds per array (default 30-90)")
     ap.add_argument("--doom", type=float, default=0.3,
                     help="chance that an epoch ends beyond redundancy (default 0.3)")
     ap.add_argument("--kill-after", type=float, default=0.08,
                     help="chance of kill -9 right after a state-changing step")
+    ap.add_argument("--step-pause", type=float, default=0.2,
+                    help="longest pause between management steps (s)")
     ap.add_argument("--reply-bound", type=float, default=30)
     ap.add_argument("--settle-bound", type=float, default=240)
     ap.add_argument("--stall-bound", type=float, default=30)
@@ -2291,12 +2315,13 @@ def parse_args(argv):
         a.seed = random.SystemRandom().randrange(1, 1 << 31)
     a.plugin = os.path.abspath(a.plugin)
     a.nbdraid = os.path.abspath(a.nbdraid)
-    a.op_weights = op_weights(a.ops)
+    a.op_weights = op_weights(a.ops, DEFAULT_OPS)
+    a.io_weights = op_weights(a.io, CLIENT_OPS)
     return a
 
 
-def op_weights(spec):
-    w = dict(DEFAULT_OPS)
+def op_weights(spec, default):
+    w = dict(default)
     if not spec:
         return w
     items = [s.strip() for s in spec.split(",") if s.strip()]
@@ -2304,9 +2329,9 @@ def op_weights(spec):
         w = {}
     for s in items:
         name, _, val = s.lstrip("+").partition("=")
-        if name not in DEFAULT_OPS:
-            raise SystemExit("stress: unknown op %r (ops: %s)" % (name, " ".join(DEFAULT_OPS)))
-        w[name] = float(val) if val else DEFAULT_OPS[name]
+        if name not in default:
+            raise SystemExit("stress: unknown op %r (ops: %s)" % (name, " ".join(default)))
+        w[name] = float(val) if val else default[name]
     return w
 
 
