@@ -144,6 +144,7 @@ class Run:
         self.io_events = collections.deque(maxlen=args.history // 2)  # client I/O
         self.relax = set(args.relax.split(",")) if args.relax else set()
         self.has_member_timeout = True
+        self.changes = []           # (t, text) of accepted state-changing requests
         self.notes = []
 
     def note(self, text):
@@ -327,7 +328,7 @@ class Device:
         return self.srv.start()
 
     def set_rate(self, bits):
-        tmp = self.ratefile + ".new"
+        tmp = "%s.%d.new" % (self.ratefile, threading.get_ident())
         with open(tmp, "w") as f:
             f.write("%d\n" % bits)
         os.rename(tmp, self.ratefile)
@@ -409,6 +410,9 @@ class Control:
         reply = self._parse(req, line)
         if log:
             run.event(self.who, "%s -> %s (%.2fs)" % (brief_req(req), brief_reply(reply), dt))
+        if reply["ok"] and op in STATEFUL:
+            run.changes.append((t - run.t0, "%s ok at t=%.3f-%.3f" % (
+                brief_req(req)[:80], t - run.t0, t - run.t0 + dt)))
         return reply
 
     def _parse(self, req, line):
@@ -760,8 +764,10 @@ class Client(threading.Thread):
             if b not in self.hist and not (durable and b in whole):
                 self.hist[b] = [bytes(model[b * BS:(b + 1) * BS])]
         model[off:off + n] = data
-        what = (self.ep.run.now(), "%s [%d,+%d)%s" % (
-            self.current[0] if self.current else "?", off, n, " FUA" if durable else ""))
+        t_issue = self.current[2] - self.ep.run.t0 if self.current else 0
+        what = (t_issue, "%s [%d,+%d)%s issued at t=%.3f" % (
+            self.current[0] if self.current else "?", off, n, " FUA" if durable else "",
+            t_issue))
         for b in blocks_of(off, n):
             self.touched[b] = what
             if durable and b in whole:
@@ -1058,6 +1064,10 @@ class Epoch:
             extra.append("member-timeout=%d" % self.member_timeout)
         self.srv.argv_tail = (["-v"] if a.server_verbose else []) + [a.plugin]
         ok = self.srv.start(extra)
+        if not ok and "connect: Connection refused" in self.srv.log_tail(3):
+            time.sleep(0.3)             # a member server that died by itself
+            restart_crashed_members(self)
+            ok = self.srv.start(extra)
         if ok:
             self.stopping = False
         if not ok and self.run.has_member_timeout and \
@@ -1122,6 +1132,10 @@ class Epoch:
             self.run.violate("status (%s) is not self-consistent: %s\nstatus: %s" % (
                 where, text, json.dumps(st)), rule=rule)
         with self.status_lock:
+            prev = self.last_status
+            if prev and prev.get("reshape") and not st["reshape"]:
+                self.run.changes.append((self.run.now(), "reshape to %s ended (seen at t=%.3f)"
+                                         % (geom_str(prev["reshape"]["to"]), self.run.now())))
             self.last_status = st
             if st["size"] > self.limit and not self.fencing():
                 self.limit = st["size"]
@@ -1177,11 +1191,12 @@ class Epoch:
     def read_mismatch(self, who, why, off, got, want):
         k = off + next(i for i in range(len(want)) if got[i] != want[i])
         last = [c.touched[k // BS] for c in self.clients if k // BS in c.touched]
+        since = [txt for t, txt in self.run.changes if last and t >= last[0][0] - 0.5]
         self.run.violate("%s: %s of [%d, +%d) differs from the model: %s; that block was "
-                         "last changed by %s%s" % (
+                         "last changed by %s, acknowledged%s; state changes since: %s" % (
                              who, why, off, len(want), describe_diff(off, got, want),
-                             "%s at t=%.3f" % (last[0][1], last[0][0]) if last else
-                             "the prefill (or never written)", self.reshape_note()),
+                             last[0][1] if last else "the prefill (or never written)",
+                             self.reshape_note(), "; ".join(since[-12:]) or "none"),
                          rule="data")
 
     # -- redundancy accounting for faults ------------------------------------
@@ -2300,7 +2315,7 @@ def parse_args(argv):
                     help="idle server CPU share allowed (default 0.10)")
     ap.add_argument("--relax", help="RULE,... log these violations instead of stopping "
                     "(to get past an already-reported defect)")
-    ap.add_argument("--history", type=int, default=60)
+    ap.add_argument("--history", type=int, default=100)
     ap.add_argument("--log-lines", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
     ap.add_argument("--keep-dir", help=argparse.SUPPRESS)
