@@ -622,6 +622,25 @@ class Units:
         return self.by_thread[t][int(x * n)]
 
 
+class Conn:
+    """An NBD connection that is closed at the end of a with block, also on
+    an error (an open connection keeps nbdkit from exiting on SIGTERM)."""
+
+    def __init__(self, uri):
+        self.h = nbd.NBD()
+        self.h.connect_uri(uri)
+
+    def __enter__(self):
+        return self.h
+
+    def __exit__(self, *exc):
+        try:
+            self.h.shutdown()
+        except Exception:
+            pass
+        del self.h                  # the handle closes when it is freed
+
+
 def blocks_of(off, n):
     return range(off // BS, (off + n - 1) // BS + 1)
 
@@ -680,11 +699,7 @@ class Client(threading.Thread):
                 self.h.shutdown()
             except Exception:
                 pass
-            try:
-                self.h.close()
-            except Exception:
-                pass
-        self.h = None
+        self.h = None                # the handle closes when it is freed
 
     # -- the loop --------------------------------------------------------
     def run(self):
@@ -715,7 +730,7 @@ class Client(threading.Thread):
         self.busy = True
         self.seq += 1
         try:
-            limit = min(ep.limit, self.size)
+            limit = min(ep.limit, self.size, ep.run.args.hot or self.size)
             unit = ep.units.pick(self.t, limit, r[1])
             if unit is None:
                 return
@@ -1030,7 +1045,8 @@ class Epoch:
             d = Device(self.dir, "d%d" % i, msize, is_nbd)
             slow = a.slow if a.slow is not None else (0.5 if rr.random() < 0.3 else 0)
             is_slow = is_nbd and rr.random() < slow * 2
-            delay = int(rr.choice([1, 2, 5, 10, 20])) if is_slow and rr.random() < 0.5 else 0
+            kind = {"delay": 0.0, "rate": 1.0}.get(a.slow_kind, 0.5)
+            delay = int(rr.choice([1, 2, 5, 10, 20])) if is_slow and rr.random() >= kind else 0
             if not d.start(delay):
                 raise RuntimeError("member server %s did not start: %s" % (
                     d.name, d.srv.log_tail(10)))
@@ -1105,16 +1121,14 @@ class Epoch:
         move real data."""
         frac = 0.2 + 0.6 * x
         end = int(self.size * frac) // (1 * MiB) * MiB
-        h = nbd.NBD()
-        h.connect_uri(self.uri)
         rng = random.Random("%d:%d:prefill" % (self.run.args.seed, self.n))
-        for off in range(0, end, 4 * MiB):
-            n = min(4 * MiB, end - off)
-            data = rng.randbytes(n)
-            h.pwrite(data, off)
-            self.model[off:off + n] = data
-        h.flush()
-        h.shutdown()
+        with Conn(self.uri) as h:
+            for off in range(0, end, 4 * MiB):
+                n = min(4 * MiB, end - off)
+                data = rng.randbytes(n)
+                h.pwrite(data, off)
+                self.model[off:off + n] = data
+            h.flush()
         self.run.event("setup", "prefilled [0, %d)" % end)
 
     def teardown(self):
@@ -1902,11 +1916,9 @@ def block_candidates(ep):
 def verify_after_kill(ep, torn_ok, exempt=()):
     """Every block: its last durable version or a later one (NBD contract);
     with a member missing, the bytes of a write in flight may be torn."""
-    h = nbd.NBD()
-    h.connect_uri(ep.uri)
-    size = min(h.get_size(), len(ep.model), ep.limit)
-    img = pread_all(h, 0, size)
-    h.shutdown()
+    with Conn(ep.uri) as h:
+        size = min(h.get_size(), len(ep.model), ep.limit)
+        img = pread_all(h, 0, size)
     if img == ep.model[:size]:
         return
     cands, inflight = block_candidates(ep)
@@ -2071,12 +2083,9 @@ def changes_since_quiet(ep):
 
 
 def compare_export(ep, why):
-    h = nbd.NBD()
-    h.connect_uri(ep.uri)
-    size = h.get_size()
-    n = min(size, len(ep.model))
-    got = pread_all(h, 0, n)
-    h.shutdown()
+    with Conn(ep.uri) as h:
+        n = min(h.get_size(), len(ep.model))
+        got = pread_all(h, 0, n)
     if got != ep.model[:n]:
         ep.read_mismatch("main", "%s: full read" % why, 0, got, bytes(ep.model[:n]))
         ep.model[:n] = got          # --relax data: go on from what the array holds
@@ -2213,14 +2222,13 @@ def bounded_io(ep, kind):
 
     def body():
         try:
-            h = nbd.NBD()
-            h.connect_uri(ep.uri)
-            n = min(h.get_size(), 1 * MiB)
-            if kind == "read":
-                h.pread(n, 0)
-            else:
-                h.pwrite(bytes(n), 0)
-                h.flush()
+            with Conn(ep.uri) as h:
+                n = min(h.get_size(), 1 * MiB)
+                if kind == "read":
+                    h.pread(n, 0)
+                else:
+                    h.pwrite(bytes(n), 0)
+                    h.flush()
             out["err"] = None
         except nbd.Error as e:
             out["err"] = e
@@ -2301,7 +2309,8 @@ def report(run, ep):
 def replay_command(a):
     argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
-                "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom",
+                "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom", "slow_kind",
+                "hot",
                 "kill_after"):
         v = getattr(a, opt)
         if v is not None:
@@ -2321,6 +2330,11 @@ def parse_args(argv):
     ap.add_argument("--member-size", type=int, help="MiB per member")
     ap.add_argument("--nbd-fraction", type=float, help="share of NBD members (0..1)")
     ap.add_argument("--slow", type=float, help="share of slow NBD members (0..1)")
+    ap.add_argument("--slow-kind", choices=["delay", "rate", "mix"], default="mix",
+                    help="slow members by latency (delay filter), bandwidth (rate "
+                    "filter) or both (default)")
+    ap.add_argument("--hot", type=lambda s: raidcheck.parse_size(s),
+                    help="client I/O only below this offset (SIZE): same-row collisions")
     ap.add_argument("--threads", type=int, help="client threads (default 3-5)")
     ap.add_argument("--mgmt-threads", type=int, default=3)
     ap.add_argument("--ops", help="NAME[=WEIGHT],... restrict the management/fault mix to "
