@@ -184,7 +184,7 @@ class Run:
     def violate(self, what, rule=None):
         """Record the first violation and stop everything.  A rule named in
         --relax is only logged (to get past an already-reported defect)."""
-        if rule and rule in self.relax:
+        if rule and (rule in self.relax or "all" in self.relax):
             self.event("relaxed", "[%s] %s" % (rule, what.splitlines()[0]))
             return
         with self.lock:
@@ -253,6 +253,7 @@ class Server:
         for f in (self.sock, self.pidfile):
             if os.path.exists(f):
                 os.unlink(f)
+        self.last_extra = extra
         argv = ["nbdkit", "-f", "-U", self.sock, "-P", self.pidfile,
                 "--log=stderr"] + list(self.argv_tail) + list(extra)
         with open(self.log, "a") as logf:
@@ -418,7 +419,7 @@ class Control:
             self.close()
             if self.ep.server_down() or getattr(self, "gen", None) != self.ep.gen:
                 raise ServerGone()
-            self.ep.check_server_alive(grace=3)
+            self.ep.check_server_alive(grace=10)
             run.violate("control request %s failed: %s (server pid %d alive)" % (
                 json.dumps(req), e, self.ep.srv.pid))
         line, self.buf = self.buf.split(b"\n", 1)
@@ -690,7 +691,7 @@ class Client(threading.Thread):
                 self.close()
                 time.sleep(0.05)
                 return
-            self.ep.check_server_alive(grace=3)
+            self.ep.check_server_alive(grace=10)
             self.ep.run.violate("client %s: cannot connect: %s" % (self.who, e))
 
     def close(self):
@@ -757,7 +758,7 @@ class Client(threading.Thread):
                 self.ep.gate.park_inflight(self, self.inflight)
             self.close()
             return
-        ep.check_server_alive(grace=3)
+        ep.check_server_alive(grace=10)
         cur = self.current
         ep.run.violate("client %s: %s of [%d, +%d) failed: %s (errno %s) while the array "
                        "was within redundancy" % (self.who, op, cur[1][0] if cur else -1,
@@ -1212,9 +1213,18 @@ class Epoch:
         if self.srv.p is not None and self.srv.p.poll() is not None and \
            not (self.killing or self.stopping):
             rc = self.srv.p.returncode
-            self.run.violate("the array server died by itself (%s); log tail:\n%s" % (
-                "signal %d" % -rc if rc < 0 else "exit %d" % rc, self.srv.log_tail(25)),
-                rule="server-died")
+            self.run.violate("the array server died by itself (%s); log tail:\n%s\n%s" % (
+                "signal %d" % -rc if rc < 0 else "exit %d" % rc, self.srv.log_tail(25),
+                self.try_restart()), rule="server-died")
+
+    def try_restart(self):
+        """After the server died: does the array still assemble?"""
+        self.stopping = True
+        ok = self.srv.start(self.srv.last_extra)
+        tail = self.srv.log_tail(6)
+        self.srv.kill9()
+        return "restarting it with the same members: %s%s" % (
+            "it assembles" if ok else "REFUSED; log:\n", "" if ok else tail)
 
     def reshape_note(self):
         st = self.last_status
@@ -1330,7 +1340,7 @@ class Manager:
             batch = [(twin, self.draw()), (twin, self.draw())]
         else:
             batch = [(op, r)]
-            more = (r[1] < 0.3) + (r[1] < 0.1)
+            more = min((r[1] < 0.3) + (r[1] < 0.1), self.ep.run.args.batch - 1)
             for _ in range(more):
                 r2 = self.draw()
                 batch.append((weighted(self.weights, r2[0]), r2))
@@ -2310,7 +2320,7 @@ def replay_command(a):
     argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
                 "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom", "slow_kind",
-                "hot",
+                "hot", "batch",
                 "kill_after"):
         v = getattr(a, opt)
         if v is not None:
@@ -2348,6 +2358,8 @@ def parse_args(argv):
                     help="chance that an epoch ends beyond redundancy (default 0.3)")
     ap.add_argument("--kill-after", type=float, default=0.08,
                     help="chance of kill -9 right after a state-changing step")
+    ap.add_argument("--batch", type=int, default=3,
+                    help="most management ops sent at once in one step (default 3)")
     ap.add_argument("--step-pause", type=float, default=0.2,
                     help="longest pause between management steps (s)")
     ap.add_argument("--reply-bound", type=float, default=30)
@@ -2356,7 +2368,8 @@ def parse_args(argv):
     ap.add_argument("--cpu-max", type=float, default=0.10,
                     help="idle server CPU share allowed (default 0.10)")
     ap.add_argument("--relax", help="RULE,... log these violations instead of stopping "
-                    "(to get past an already-reported defect)")
+                    "(to get past an already-reported defect; 'all' for every rule that "
+                    "can be)")
     ap.add_argument("--history", type=int, default=100)
     ap.add_argument("--log-lines", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
