@@ -1017,10 +1017,33 @@ class Epoch:
 
     # -- setup -----------------------------------------------------------
     def setup(self):
-        a, rng = self.run.args, self.rng
-        r = [rng.random() for _ in range(16)]
-        level = a.level if a.level is not None else \
-            [4, 5, 5, 6, 6, 0, 1][int(r[0] * 7)]
+        """Seeded array: geometry, devices, create, serve, prefill."""
+        r = [self.rng.random() for _ in range(16)]
+        g = self.choose(r)
+        self.make_devices(g)
+        self.threads = self.run.args.threads or 3 + int(r[8] * 3)
+        self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
+        members = self.devs[:g["nmem"]]
+        self.create(g, members)
+        self.srv = Server("raid", self.dir, [self.run.args.plugin])
+        self.ctl = os.path.join(self.dir, "ctl")
+        self.start_server([d.spec for d in members])
+        st = self.status()
+        self.size = self.limit = st["size"]
+        self.model = bytearray(g["msize"] * len(self.devs))
+        row = g["chunk"] * max(1, st["data_disks"])
+        self.units = Units(len(self.model), self.threads, min(2 * row, 2 * MiB) + 2 * BS)
+        self.run.event("setup", "raid%d %s chunk %d, %d members + %d spares of %d MiB, "
+                       "%s, %d clients, member-timeout %d, size %d" % (
+                           g["level"], g["layout"], g["chunk"], g["nmem"],
+                           len(self.devs) - g["nmem"], g["msize"] // MiB, g["cons"],
+                           self.threads, self.member_timeout, self.size))
+        self.prefill(r[10])
+
+    def choose(self, r):
+        """The array's parameters from the draws r and the options."""
+        a = self.run.args
+        level = a.level if a.level is not None else [4, 5, 5, 6, 6, 0, 1][int(r[0] * 7)]
         if level == 1:
             nmem = 2
         elif level == 0:
@@ -1028,22 +1051,30 @@ class Epoch:
         else:
             lo = 4 if level == 6 else 3
             nmem = a.members or lo + int(r[1] * (7 - lo))
-        chunk = a.chunk or 4 * KiB << int(r[2] * 7)
-        cons = a.consistency or ["journal", "journal", "bitmap", "resync"][int(r[3] * 4)]
-        nspares = 2 + int(r[4] * 2)
+        g = {"level": level, "nmem": nmem, "chunk": a.chunk or 4 * KiB << int(r[2] * 7),
+             "cons": a.consistency or ["journal", "journal", "bitmap", "resync"][int(r[3] * 4)],
+             "nspares": 2 + int(r[4] * 2)}
         msize = a.member_size * MiB if a.member_size else \
             [16, 24, 32, 48, 64][int(r[5] * 5)] * MiB
-        while msize * (nmem + nspares) > 320 * MiB and msize > 16 * MiB:
+        while msize * (nmem + g["nspares"]) > 320 * MiB and msize > 16 * MiB:
             msize //= 2
-        doff = 8 * MiB if msize >= 24 * MiB else 6 * MiB
         layouts = {5: RAID5_LAYOUTS, 6: RAID6_LAYOUTS[:6]}.get(level)
-        layout = layouts[int(r[6] * len(layouts))] if layouts else None
-        nbd_frac = a.nbd_fraction if a.nbd_fraction is not None else 0.3 + 0.6 * r[7]
-        self.devs = []
+        g.update(msize=msize, doff=8 * MiB if msize >= 24 * MiB else 6 * MiB,
+                 layout=layouts[int(r[6] * len(layouts))] if layouts else None,
+                 nbd_frac=a.nbd_fraction if a.nbd_fraction is not None else 0.3 + 0.6 * r[7])
+        self.level, self.chunk, self.cons = level, g["chunk"], g["cons"]
+        self.takeover = level in (0, 1)
+        return g
+
+    def make_devices(self, g):
+        """Members and spares: files, or NBD exports (some slow: latency
+        from the delay filter, or bandwidth from the rate filter)."""
+        a = self.run.args
         rr = random.Random("%d:%d:devices" % (a.seed, self.n))
-        for i in range(nmem + nspares):
-            is_nbd = rr.random() < nbd_frac
-            d = Device(self.dir, "d%d" % i, msize, is_nbd)
+        self.devs = []
+        for i in range(g["nmem"] + g["nspares"]):
+            is_nbd = rr.random() < g["nbd_frac"]
+            d = Device(self.dir, "d%d" % i, g["msize"], is_nbd)
             slow = a.slow if a.slow is not None else (0.5 if rr.random() < 0.3 else 0)
             is_slow = is_nbd and rr.random() < slow * 2
             kind = {"delay": 0.0, "rate": 1.0}.get(a.slow_kind, 0.5)
@@ -1055,42 +1086,22 @@ class Epoch:
                 d.set_rate(rr.choice([8, 16, 32]) * MiB)      # bits/s
             self.devs.append(d)
         self.by_spec = {d.spec: d for d in self.devs}
-        self.level, self.chunk, self.cons, self.msize = level, chunk, cons, msize
-        self.threads = a.threads or 3 + int(r[8] * 3)
-        self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
-        self.takeover = level in (0, 1)
-        members = self.devs[:nmem]
-        self.pool = self.devs[nmem:]
-        argv = [a.nbdraid, "create", "--level=%d" % level, "--chunk=%d" % chunk,
-                "--consistency=" + cons, "--data-offset=%d" % doff]
-        if layout:
-            argv.append("--layout=" + layout)
+
+    def create(self, g, members):
+        a = self.run.args
+        argv = [a.nbdraid, "create", "--level=%d" % g["level"], "--chunk=%d" % g["chunk"],
+                "--consistency=" + g["cons"], "--data-offset=%d" % g["doff"]]
+        if g["layout"]:
+            argv.append("--layout=" + g["layout"])
         argv += [d.spec for d in members]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         self.run.event("setup", "epoch %d: %s -> %d %s" % (
-            self.n, " ".join(argv[1:6] + ["(%d members: %s)" % (nmem, " ".join(
+            self.n, " ".join(argv[1:6] + ["(%d members: %s)" % (len(members), " ".join(
                 ("nbd:%s%s" % (d.name, "/%dms" % d.delay_ms if d.delay_ms else "")
                  if d.nbd else d.name) for d in members))]),
             p.returncode, (p.stdout + p.stderr).strip().splitlines()[-1:]))
         if p.returncode != 0:
             self.run.violate("nbdraid create failed: %s" % (p.stdout + p.stderr))
-        self.uri = None
-        self.srv = Server("raid", self.dir, [a.plugin])
-        self.ctl = os.path.join(self.dir, "ctl")
-        self.start_server([d.spec for d in members])
-        st = self.status()
-        self.size = st["size"]
-        self.limit = st["size"]
-        maxdd = nmem + nspares
-        self.model = bytearray(msize * maxdd)
-        row = chunk * max(1, st["data_disks"])
-        big = min(2 * row, 2 * MiB) + 2 * BS
-        self.units = Units(len(self.model), self.threads, big)
-        self.run.event("setup", "raid%d %s chunk %d, %d members + %d spares of %d MiB, "
-                       "%s, %d clients, member-timeout %d, size %d" % (
-                           level, layout, chunk, nmem, nspares, msize // MiB, cons,
-                           self.threads, self.member_timeout, self.size))
-        self.prefill(r[10])
 
     def start_server(self, specs, expect_ok=True):
         a = self.run.args
