@@ -1106,6 +1106,8 @@ class Epoch:
     def start_server(self, specs, expect_ok=True):
         a = self.run.args
         extra = list(specs) + ["control=" + self.ctl]
+        if a.speed_max:
+            extra.append("speed-max=%d" % a.speed_max)
         if self.run.has_member_timeout:
             extra.append("member-timeout=%d" % self.member_timeout)
         self.srv.argv_tail = (["-v"] if a.server_verbose else []) + [a.plugin]
@@ -2331,7 +2333,7 @@ def replay_command(a):
     argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
                 "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom", "slow_kind",
-                "hot", "batch",
+                "hot", "batch", "speed_max",
                 "kill_after"):
         v = getattr(a, opt)
         if v is not None:
@@ -2354,6 +2356,9 @@ def parse_args(argv):
     ap.add_argument("--slow-kind", choices=["delay", "rate", "mix"], default="mix",
                     help="slow members by latency (delay filter), bandwidth (rate "
                     "filter) or both (default)")
+    ap.add_argument("--speed-max", type=lambda s: raidcheck.parse_size(s),
+                    help="plugin parameter speed-max at every start: background work "
+                    "stays slow across kills (until a 'set' op or a quiet point)")
     ap.add_argument("--hot", type=lambda s: raidcheck.parse_size(s),
                     help="client I/O only below this offset (SIZE): same-row collisions")
     ap.add_argument("--threads", type=int, help="client threads (default 3-5)")
