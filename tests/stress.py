@@ -1039,6 +1039,9 @@ class Epoch:
                            len(self.devs) - g["nmem"], g["msize"] // MiB, g["cons"],
                            self.threads, self.member_timeout, self.size))
         self.prefill(r[10])
+        for d in self.devs:
+            if d.slow_rate:
+                d.set_rate(d.slow_rate)                     # bits/s
 
     def choose(self, r):
         """The array's parameters from the draws r and the options."""
@@ -1082,8 +1085,8 @@ class Epoch:
             if not d.start(delay):
                 raise RuntimeError("member server %s did not start: %s" % (
                     d.name, d.srv.log_tail(10)))
-            if is_slow and not delay:
-                d.set_rate(rr.choice([8, 16, 32]) * MiB)      # bits/s
+            # bandwidth limits start after create and prefill (see setup)
+            d.slow_rate = rr.choice([8, 16, 32]) * MiB if is_slow and not delay else 0
             self.devs.append(d)
         self.by_spec = {d.spec: d for d in self.devs}
 
