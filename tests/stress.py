@@ -325,6 +325,7 @@ class Device:
         with open(self.path, "wb") as f:
             f.truncate(size)
         self.srv = None
+        self.slow_rate = 0
         if nbd_served:
             self.srv = Server(name, d, [])
             self.spec = "nbd+unix:///?socket=" + self.srv.sock
@@ -1792,7 +1793,7 @@ def heal_all(ep):
                 if not d.start():
                     ep.run.violate("tester: member server %s did not restart" % d.name)
             if d.nbd:
-                d.set_rate(100 << 30)
+                d.set_rate(d.slow_rate or 100 << 30)     # back to its configured speed
         ep.injected.clear()
     ep.run.event("fault", "all member faults healed")
 
