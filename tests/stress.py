@@ -1012,6 +1012,7 @@ class Epoch:
         self.left_out = None
         self.timers = []
         self.gen = 1
+        self.died = False
         self.last_quiet = 0
         self.limit = 0
         self.srv = None
@@ -1230,9 +1231,13 @@ class Epoch:
         if self.srv.p is not None and self.srv.p.poll() is not None and \
            not (self.killing or self.stopping):
             rc = self.srv.p.returncode
+            self.died = True            # other threads' errors are its consequences
+            tail = self.srv.log_tail(25)
             self.run.violate("the array server died by itself (%s); log tail:\n%s\n%s" % (
-                "signal %d" % -rc if rc < 0 else "exit %d" % rc, self.srv.log_tail(25),
-                self.try_restart()), rule="server-died")
+                "signal %d" % -rc if rc < 0 else "exit %d" % rc, tail, self.try_restart()),
+                rule="server-died")
+        if self.died:
+            raise Stopped()
 
     def try_restart(self):
         """After the server died: does the array still assemble?"""
