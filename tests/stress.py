@@ -137,6 +137,11 @@ CLIENT_OPS = {"write": 26, "read": 22, "zero": 9, "trim": 8, "flush": 6,
               "fua": 8, "unaligned": 7, "extents": 10}
 
 
+# Rules after whose violation the run cannot go on meaningfully: never
+# relaxed by --relax all (only by name).
+FATAL = {"stop", "settle", "client-hang", "reply-bound", "doom", "resume"}
+
+
 class Violation(Exception):
     """The product broke a promise; the message says which."""
 
@@ -184,7 +189,7 @@ class Run:
     def violate(self, what, rule=None):
         """Record the first violation and stop everything.  A rule named in
         --relax is only logged (to get past an already-reported defect)."""
-        if rule and (rule in self.relax or "all" in self.relax):
+        if rule and (rule in self.relax or "all" in self.relax and rule not in FATAL):
             self.event("relaxed", "[%s] %s" % (rule, what.splitlines()[0]))
             return
         with self.lock:
@@ -1132,7 +1137,7 @@ class Epoch:
         self.uri = "nbd+unix:///?socket=" + self.srv.sock
         if not ok and expect_ok:
             self.run.violate("the array server did not start with members %s; log:\n%s" % (
-                specs, self.srv.log_tail(30)), rule="assemble")
+                specs, self.srv.log_tail(30)))
         return ok
 
     def prefill(self, x):
@@ -1872,7 +1877,7 @@ def restart_after_kill(ep, specs, before):
         return []
     if "force=true" not in ep.srv.log_tail(5):
         ep.run.violate("the array does not start after kill -9 with members %s; log:\n%s"
-                       % (specs, ep.srv.log_tail(30)), rule="assemble")
+                       % (specs, ep.srv.log_tail(30)))
     ep.run.event("kill", "dirty and degraded without journal: restart with force=true")
     ep.start_server(specs + ["force=true"])
     widths = set()
