@@ -102,7 +102,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import nbd  # noqa: E402
 import raidcheck  # noqa: E402
-from e2e_common import describe_diff, nbd_errno, pread_all  # noqa: E402
+from e2e_common import describe_diff, nbd_errno, newest_record, pread_all  # noqa: E402
 from e2e_kill import BS, gen_write  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -183,8 +183,8 @@ class Run:
         with self.lock:
             (self.io_events if who[0] == "c" and who[1:].isdigit() else
              self.events).append((t, line))
-        if self.args.verbose:
-            print(line, flush=True)
+            if self.args.verbose:
+                print(line, flush=True)
 
     def violate(self, what, rule=None):
         """Record the first violation and stop everything.  A rule named in
@@ -1916,7 +1916,7 @@ def restart_members(ep, leave_out, x):
                  ([ep.left_out] if ep.left_out else []))
     uuid = ep.last_status["uuid"]
     mine = {d: e for d, e in ex.items() if e.get("array_uuid") == uuid}
-    newest = max(mine.values(), key=lambda e: e["events"])
+    newest = newest_record(list(mine.values()))
     table = {m["uuid"]: m for m in newest["members"]}
     keep = [d for d, e in mine.items() if e.get("member_uuid") in table]
     ep.left_out = None
