@@ -2378,8 +2378,9 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, help="client threads (default 3-5)")
     ap.add_argument("--mgmt-threads", type=int, default=3)
     ap.add_argument("--ops", help="NAME[=WEIGHT],... restrict the management/fault mix to "
-                    "these (default: every op; see DEFAULT_OPS); +NAME=W adjusts one weight "
-                    "of the default mix instead")
+                    "these (default: every op); +NAME=W adjusts one weight of the default "
+                    "mix instead (names: %s; twin sends two reshapes that add a member, or "
+                    "two of one random op, at once)" % " ".join(DEFAULT_OPS))
     ap.add_argument("--io", help="NAME[=WEIGHT],... the client request mix, as --ops "
                     "(names: %s)" % " ".join(CLIENT_OPS))
     ap.add_argument("--phase", type=float, help="seconds between quiet points (default 4-10)")
