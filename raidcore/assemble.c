@@ -157,10 +157,11 @@ init_array (struct raid_array *a)
 }
 
 static void
-destroy_array (struct raid_array *a)
+destroy_array (struct raid_array *a, bool router_ok)
 {
   stripe_lock_destroy (&a->locks);
-  router_destroy (&a->router);
+  if (router_ok)
+    router_destroy (&a->router);
   pthread_mutex_destroy (&a->state_lock);
   pthread_mutex_destroy (&a->mgmt_lock);
   pthread_cond_destroy (&a->changed);
@@ -254,13 +255,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   for (int i = 0; i < n; i++)
     c[i].used = false;
   close_all (c, n);
-  if (router_ok)
-    router_destroy (&a->router);
-  stripe_lock_destroy (&a->locks);
-  pthread_mutex_destroy (&a->state_lock);
-  pthread_mutex_destroy (&a->mgmt_lock);
-  pthread_cond_destroy (&a->changed);
-  free (a);
+  destroy_array (a, router_ok);
   free (c);
   return -1;
 
@@ -312,5 +307,5 @@ raid_array_close (struct raid_array *a)
   for (int i = 0; i < a->nretired; i++)
     member_close (a->retired[i]);
   cons_stop (a);
-  destroy_array (a);
+  destroy_array (a, true);
 }

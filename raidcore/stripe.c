@@ -1047,6 +1047,25 @@ finish_read_seg (struct group *G, struct seg *sg)
   return 0;
 }
 
+/* The planned reads; then the reconstruction segments (rebuild what
+ * cannot be read, copy it out) and the repair writes.  A read that failed
+ * excludes its role for the redo. */
+static int
+read_rebuild_write (struct group *G, uint32_t *failed)
+{
+  int err;
+
+  if ((err = run_pieces (G->a, G->L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
+      *failed) {
+    G->exclude |= *failed;
+    return err;
+  }
+  for (size_t i = 0; i < G->nsegs; i++)
+    if ((err = finish_read_seg (G, &G->segs[i])))
+      return err;
+  return run_pieces (G->a, G->L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
+}
+
 static int
 read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
                  uint64_t r0, uint64_t n, bool locked, uint32_t *failed)
@@ -1074,15 +1093,7 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
   }
   if (need_lock && !locked)
     return EAGAIN;                   /* caller retries holding the rows */
-  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
-      *failed) {
-    G->exclude |= *failed;
-    return err;
-  }
-  for (size_t i = 0; i < G->nsegs; i++)
-    if ((err = finish_read_seg (G, &G->segs[i])))
-      return err;
-  return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
+  return read_rebuild_write (G, failed);
 }
 
 static int
@@ -1291,17 +1302,7 @@ rebuild_once (struct group *G, uint64_t r0, uint64_t n, uint32_t targets,
     raid_geom_row (&L->g, row, &G->rr);
     err = plan_recon_reads (G, sg, &G->rr);
   }
-  if (err)
-    return err;
-  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
-      *failed) {
-    G->exclude |= *failed;
-    return err;
-  }
-  for (size_t i = 0; i < G->nsegs; i++)
-    if ((err = finish_read_seg (G, &G->segs[i])))
-      return err;
-  return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
+  return err ? err : read_rebuild_write (G, failed);
 }
 
 static int

@@ -271,19 +271,29 @@ recover_check (struct raid_array *a, const struct sync_job *j, char *err, size_t
   return SYNC_GO;
 }
 
+/* One batch of rebuilding (copy false) or copying (a replace) the target's
+ * role, in member bytes. */
 static int
-recover_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-               uint64_t *mismatch, void **scratch)
+target_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos, bool copy)
 {
   uint64_t chunk = cur_layout (a)->g.chunk;
   struct rows rw;
   int err;
 
-  (void) mismatch; (void) scratch;
   rows_enter (a, *pos, chunk, j->total, &rw);
-  err = stripe_rebuild_rows (a, rw.L, rw.r0, rw.n, j->target_role, &a->rb_row);
+  err = copy ? stripe_copy_rows (a, rw.L, rw.r0, rw.n, j->target_role,
+                                 a->mem[j->target_slot].m, &a->rb_row)
+    : stripe_rebuild_rows (a, rw.L, rw.r0, rw.n, j->target_role, &a->rb_row);
   rows_leave (a, &rw, chunk, j->total, pos, err);
   return err;
+}
+
+static int
+recover_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+               uint64_t *mismatch, void **scratch)
+{
+  (void) mismatch; (void) scratch;
+  return target_batch (a, j, pos, false);
 }
 
 static void
@@ -339,16 +349,8 @@ static int
 replace_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
                uint64_t *mismatch, void **scratch)
 {
-  uint64_t chunk = cur_layout (a)->g.chunk;
-  struct rows rw;
-  int err;
-
   (void) mismatch; (void) scratch;
-  rows_enter (a, *pos, chunk, j->total, &rw);
-  err = stripe_copy_rows (a, rw.L, rw.r0, rw.n, j->target_role,
-                          a->mem[j->target_slot].m, &a->rb_row);
-  rows_leave (a, &rw, chunk, j->total, pos, err);
-  return err;
+  return target_batch (a, j, pos, true);
 }
 
 /* A replace is not resumed after a restart: nothing to record. */
