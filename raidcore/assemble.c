@@ -83,7 +83,10 @@ read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen
   return 0;
 }
 
-/* Runtime state of table entry t given the candidate that carries it. */
+/* Runtime state of table entry t given the candidate that carries it (NULL:
+ * not given, or unreadable).  A member the record calls missing, or whose
+ * own record is older than the array's, is stale: it is opened and rejoins
+ * (is resynced) instead of being trusted. */
 static int
 entry_state (const struct raid_sb *newest, const struct sb_member_entry *e,
              const struct candidate *c)
@@ -92,14 +95,14 @@ entry_state (const struct raid_sb *newest, const struct sb_member_entry *e,
 
   if (e->state == SB_MEMBER_EMPTY)
     return STATE_EMPTY;
-  if (!c)
-    return RAID_MEMBER_MISSING;
   if (e->state == SB_MEMBER_FAULTY)
     return RAID_MEMBER_FAULTY;
+  if (!c)
+    return RAID_MEMBER_MISSING;
   current = c->sb.events == newest->events ||
     (c->sb.events + 1 == newest->events && e->state == SB_MEMBER_IN_SYNC);
-  if (!current)
-    return RAID_MEMBER_STALE;
+  if (!current || e->state == SB_MEMBER_MISSING)
+    return e->role >= 0 ? RAID_MEMBER_STALE : RAID_MEMBER_SPARE;
   switch (e->state) {
   case SB_MEMBER_IN_SYNC: return RAID_MEMBER_IN_SYNC;
   case SB_MEMBER_SPARE: return RAID_MEMBER_SPARE;
@@ -121,16 +124,20 @@ bind_members (struct raid_array *a, struct candidate *c, int n)
           !memcmp (c[i].sb.member_uuid, e->uuid, RAID_UUID_LEN))
         found = &c[i];
     st = entry_state (&a->sb, e, found);
-    if (found && st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_STALE) {
+    if (found && st != RAID_MEMBER_FAULTY) {
       member_assemble (a, t, st, found->m);
+      if (st == RAID_MEMBER_STALE)
+        member_judge_delta (a, t, &found->sb);
       found->used = true;
     }
     else
       member_assemble (a, t, st, NULL);
-    if (st == RAID_MEMBER_STALE || st == RAID_MEMBER_MISSING)
-      raid_log (RAID_LOG_WARN, "role %d: member %s", e->role,
-                st == RAID_MEMBER_STALE ? "is stale (older event count): not used"
-                : "is missing");
+    if (st == RAID_MEMBER_STALE)
+      raid_log (RAID_LOG_WARN, "role %d: member %s is stale (it was away): it "
+                "rejoins and is resynced", e->role, member_spec (found->m));
+    else if (st == RAID_MEMBER_MISSING && e->role >= 0)
+      raid_log (RAID_LOG_WARN, "role %d: member %s is missing", e->role,
+                e->spec_hint[0] ? e->spec_hint : "(unknown)");
   }
   for (int i = 0; i < n; i++)
     if (c[i].valid && !c[i].used)
@@ -294,8 +301,8 @@ raid_array_close (struct raid_array *a)
   if (!failed)
     cons_checkpoint (a, NULL, NULL);       /* durable; the journal emptied */
   state_flush_all (a);
-  if (bitmap_enabled (a) && !failed && a->sb.resync_offset == UINT64_MAX)
-    bitmap_clean (a, true);
+  if (bitmap_enabled (a) && a->sb.resync_offset == UINT64_MAX)
+    bitmap_clean (a, true);              /* only when optimal */
   pthread_mutex_lock (&a->state_lock);
   if ((a->sb.flags & SB_FLAG_DIRTY) && !failed) {
     a->sb.flags &= ~SB_FLAG_DIRTY;          /* everything is durable: clean */

@@ -16,7 +16,11 @@
  *     writer (bounded: one page write);
  *   - a bit is cleared only by the cleaner, for a region with no write in
  *     flight and none since the cleaner's previous pass, after a flush of
- *     every member made those writes durable.
+ *     every member made those writes durable, and only while every role's
+ *     member is in sync.  So the bits also say what an absent member
+ *     missed: a member that comes back is resynced over the marked regions
+ *     alone (a delta), when its own record shows it was in sync in the
+ *     same geometry.
  * Page writes are serialized by io_lock and always write the current
  * in-memory page, so a later write never carries older bits.
  *
@@ -249,9 +253,12 @@ bitmap_clean (struct raid_array *a, bool all)
   uint64_t lo = UINT64_MAX, hi = 0;
   size_t n = 0;
 
-  /* Never while a resync is owed: the set bits are what it must visit. */
+  /* Never while a resync is owed: the set bits are what it must visit; and
+   * never while a role's member is not in sync: the bits are what it
+   * missed, and its delta resync (when it rejoins) visits them. */
   pthread_mutex_lock (&a->state_lock);
-  n = a->sb.resync_offset != UINT64_MAX;
+  n = a->sb.resync_offset != UINT64_MAX ||
+    raid_array_health (a) != RAID_HEALTH_OPTIMAL;
   pthread_mutex_unlock (&a->state_lock);
   if (n)
     return 0;

@@ -106,12 +106,15 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
     return -1;
   }
   atomic_store (&a->dirty, was_dirty);
-  if (!was_dirty || !parity_holds_data (a))
-    return 0;
+  /* The bitmap is read at every start: regions written while a member was
+   * away stay marked (nothing is cleared while the array is not optimal),
+   * and that member's delta resync needs them. */
   if (bitmap_enabled (a) && bitmap_load (a) < 0) {
     snprintf (err, errlen, "array %s: cannot read the write-intent bitmap", u);
     return -1;
   }
+  if (!was_dirty || !parity_holds_data (a))
+    return 0;
   if (journal_usable (a)) {
     if (journal_replay (a, resync, &n, e, sizeof e) != 0) {
       snprintf (err, errlen, "array %s: %s", u, e);

@@ -652,6 +652,7 @@ create_member_table (struct create_ctx *c, struct raid_sb *sb)
     e->new_data_offset = c->data_offset;
     e->recovery_offset = 0;
     e->errors = 0;
+    sb_set_spec_hint (e, c->cm[i].canon ? c->cm[i].canon : c->cm[i].spec);
   }
 }
 

@@ -155,14 +155,57 @@ raid_array_remove (struct raid_array *a, const char *name, char *err, size_t err
 
 /* ---- add ---- */
 
-/* Check a new member before it joins: large enough, not in any array. */
+/* What `add` finds on a member it opened. */
+enum found { FOUND_BLANK, FOUND_OURS_BACK, FOUND_OURS_GONE, FOUND_REFUSED };
+
+/* Read m's newest record and decide: blank (or ours but no longer in the
+ * table: a member removed or replaced earlier) joins as a new spare; ours
+ * and absent from its role rejoins (*tp its slot); anything else is
+ * refused with a message.  State lock held. */
+static enum found
+classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
+          struct raid_sb *own, char *err, size_t errlen)
+{
+  char e[256], u[RAID_UUID_STRLEN];
+  int r = sb_read_newest (m, own, e, sizeof e);
+
+  *tp = -1;
+  if (r == ENOENT)
+    return FOUND_BLANK;
+  if (r != 0) {
+    snprintf (err, errlen, "%s: %s", spec, r == EPROTONOSUPPORT ? e : raid_strerror (r));
+    return FOUND_REFUSED;
+  }
+  raid_uuid_format (own->array_uuid, u);
+  if (memcmp (own->array_uuid, a->sb.array_uuid, RAID_UUID_LEN) != 0) {
+    snprintf (err, errlen, "%s already belongs to array %s (not this one)", spec, u);
+    return FOUND_REFUSED;
+  }
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int st = atomic_load (&a->mem[t].state);
+    if (st == STATE_EMPTY ||
+        memcmp (a->sb.members[t].uuid, own->member_uuid, RAID_UUID_LEN) != 0)
+      continue;
+    if ((st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) && !a->mem[t].m &&
+        a->sb.members[t].role >= 0) {
+      *tp = t;
+      return FOUND_OURS_BACK;
+    }
+    snprintf (err, errlen, "%s is already a member of this array (%s%s)", spec,
+              raid_member_state_name (st), st == RAID_MEMBER_FAULTY
+              ? ": remove it first, then add it again" : "");
+    return FOUND_REFUSED;
+  }
+  return FOUND_OURS_GONE;
+}
+
+/* A new member: large enough; its ring wiped (no earlier record may
+ * resurface) and its I/O started.  No lock but management's. */
 static int
-vet_new_member (struct raid_array *a, struct member *m, const char *spec,
-                char *err, size_t errlen)
+init_new_member (struct raid_array *a, struct member *m, const char *spec,
+                 char *err, size_t errlen)
 {
   uint64_t need = cur_layout (a)->data_offset[0] + a->sb.component_size;
-  struct raid_sb sb;
-  char e[256], u[RAID_UUID_STRLEN];
   int r;
 
   if (member_size (m) < need) {
@@ -170,79 +213,81 @@ vet_new_member (struct raid_array *a, struct member *m, const char *spec,
               spec, member_size (m), need);
     return ENOSPC;
   }
-  r = sb_read_newest (m, &sb, e, sizeof e);
-  if (r == 0) {
-    raid_uuid_format (sb.array_uuid, u);
-    snprintf (err, errlen, "%s already belongs to array %s%s", spec, u,
-              memcmp (sb.array_uuid, a->sb.array_uuid, RAID_UUID_LEN) == 0
-              ? " (this one)" : "");
-    return EBUSY;
-  }
-  if (r != ENOENT) {
-    snprintf (err, errlen, "%s: %s", spec, r == EPROTONOSUPPORT ? e : raid_strerror (r));
-    return r == EPROTONOSUPPORT ? EBUSY : EIO;
-  }
-  return 0;
+  if ((r = sb_wipe_ring (m)) != 0)
+    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
+  return r;
 }
 
-/* Open, vet and initialise a new member (no lock but management's). */
-static struct member *
-open_new_member (struct raid_array *a, const char *spec, int *rp, char *err, size_t errlen)
+/* Install a new spare, or give a returning member back its slot (state
+ * lock held).  0 or an errno. */
+static int
+join (struct raid_array *a, struct member *m, enum found f, int t,
+      const struct raid_sb *own, char *err, size_t errlen)
 {
-  struct member *m;
-  char e[512];
-  int r;
+  uint64_t off = cur_layout (a)->data_offset[0];
 
-  if (!(m = member_open (spec, false, e, sizeof e))) {
-    *rp = errno ? errno : ENOENT;
-    snprintf (err, errlen, "%s", e);
-    return NULL;
+  if (f == FOUND_OURS_BACK) {
+    a->mem[t].m = m;
+    member_judge_delta (a, t, own);
+    sb_set_spec_hint (&a->sb.members[t], member_spec (m));
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING)
+      member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role, "it is back");
+    return 0;                              /* the worker resyncs it */
   }
-  if ((r = vet_new_member (a, m, spec, err, errlen)) == 0 &&
-      (r = sb_wipe_ring (m)) != 0)
-    snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
-  if (r == 0 && (r = member_start (m)) != 0)
-    snprintf (err, errlen, "%s: cannot start its I/O", spec);
-  if (r) {
-    member_close (m);
-    *rp = r;
-    return NULL;
+  if ((t = member_free_slot (a)) < 0) {
+    snprintf (err, errlen, "the member table is full (%d entries)", SB_MAX_MEMBERS);
+    return ENOSPC;
   }
-  return m;
+  member_install (a, t, m, RAID_MEMBER_SPARE, -1, off, off);
+  return 0;
 }
 
 int
 raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
 {
+  struct raid_sb *own = malloc (sizeof *own);
   struct member *m = NULL;
+  enum found f = FOUND_REFUSED;
   char e[512];
   int t, r = 0;
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
-  if (state_find_member (a, spec, e, sizeof e) >= 0) {
+  if ((t = state_find_member (a, spec, e, sizeof e)) >= 0 && a->mem[t].m) {
     snprintf (err, errlen, "%s is already a member of this array", spec);
     r = EEXIST;
   }
   pthread_mutex_unlock (&a->state_lock);
-  if (r == 0 && (m = open_new_member (a, spec, &r, err, errlen)) != NULL) {
+  if (r == 0 && !own)
+    r = ENOMEM;
+  if (r == 0 && !(m = member_open (spec, false, e, sizeof e))) {
+    r = errno ? errno : ENOENT;
+    snprintf (err, errlen, "%s", e);
+  }
+  if (r == 0) {
     pthread_mutex_lock (&a->state_lock);
-    if ((t = member_free_slot (a)) < 0) {
-      snprintf (err, errlen, "the member table is full (%d entries)", SB_MAX_MEMBERS);
-      r = ENOSPC;
-    }
-    else {
-      uint64_t off = cur_layout (a)->data_offset[0];
-      member_install (a, t, m, RAID_MEMBER_SPARE, -1, off, off);
+    f = classify (a, m, spec, &t, own, err, errlen);
+    pthread_mutex_unlock (&a->state_lock);
+    r = f == FOUND_REFUSED ? EBUSY : 0;
+  }
+  if (r == 0 && f != FOUND_OURS_BACK)
+    r = init_new_member (a, m, spec, err, errlen);
+  if (r == 0 && (r = member_start (m)) != 0)
+    snprintf (err, errlen, "%s: cannot start its I/O", spec);
+  if (r == 0) {
+    pthread_mutex_lock (&a->state_lock);
+    /* Nothing else joins meanwhile (management lock): the slot is free. */
+    if ((r = join (a, m, f, t, own, err, errlen)) == 0) {
       m = NULL;
       if ((r = state_commit (a)) != 0)
-        snprintf (err, errlen, "cannot record the new member: %s", raid_strerror (r));
+        snprintf (err, errlen, "cannot record the member: %s", raid_strerror (r));
     }
     pthread_mutex_unlock (&a->state_lock);
-    member_close (m);
   }
+  member_close (m);
+  free (own);
   if (r == 0)
-    sync_next_job (a);                     /* a degraded array recovers onto it */
+    sync_next_job (a);                     /* recovery onto it, or its rejoin */
   MGMT_END (a);
   return r;
 }

@@ -739,6 +739,7 @@ switch_record (struct raid_array *a, void *arg)
     if (e->state == SB_MEMBER_EMPTY)
       continue;
     e->data_offset = e->new_data_offset;
+    a->mem[t].delta = false;               /* a member away now misses all */
     if (e->role >= next->g.raid_disks && e->state != SB_MEMBER_FAULTY)
       member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
   }

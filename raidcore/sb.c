@@ -90,10 +90,16 @@
  *      240     8  mismatch_count (4 KiB parity columns found wrong)
  *      248     8  journal_epoch (records of other epochs are ignored)
  *      256     8  journal_seq (records below it are checkpointed)
- *      264   248  reserved (array-wide fields of later versions)
+ *      264    64  owner host name (compat SB_FEAT_COMPAT_OWNER)
+ *      328     4  owner pid (0: nobody holds the array open)
+ *      332     4  reserved
+ *      336     8  owner start time (realtime ns)
+ *      344   168  reserved (array-wide fields of later versions)
  *      512  2048  member table: 32 entries of 64 bytes, entry i at 512 + 64 i;
  *                 entries >= nmembers are written as 0 and ignored
- *     2560  1536  reserved (to the end of the slot)
+ *     2560  1536  member spec hints: 32 of 48 bytes, NUL-ended, entry i at
+ *                 2560 + 48 i (compat SB_FEAT_COMPAT_SPEC_HINTS; record
+ *                 length 4096); reserved without the bit
  *
  *   member table entry (64 bytes)
  *        0    16  member uuid
@@ -104,6 +110,9 @@
  *       40     8  recovery_offset
  *       48     4  errors
  *       52    12  reserved
+ *   member state 5 (missing) appears only in records with the incompat bit
+ *   SB_FEAT_INCOMPAT_MISSING, set exactly when some entry holds it: arrays
+ *   without an absent member stay readable by builds that predate it.
  */
 
 #include <assert.h>
@@ -131,8 +140,11 @@ enum {
   OFF_NEW_RAID_DEVICES = 212, OFF_NEW_ARRAY_SIZE = 216,
   OFF_NMEMBERS = 224, OFF_SYNC_ACTION = 228, OFF_SYNC_POS = 232,
   OFF_MISMATCH = 240, OFF_JOURNAL_EPOCH = 248, OFF_JOURNAL_SEQ = 256,
+  OFF_OWNER_HOST = 264, OFF_OWNER_PID = 328, OFF_OWNER_START = 336,
   OFF_TABLE = 512, ENTRY_SIZE = 64,
   V1_LEN = OFF_TABLE + SB_MAX_MEMBERS * ENTRY_SIZE,   /* 2560 */
+  OFF_HINTS = V1_LEN, HINT_SIZE = SB_SPEC_HINT,
+  V1_EXT_LEN = OFF_HINTS + SB_MAX_MEMBERS * HINT_SIZE, /* 4096 */
 
   /* within a member table entry */
   E_UUID = 0, E_ROLE = 16, E_STATE = 20, E_DATA_OFFSET = 24,
@@ -140,7 +152,7 @@ enum {
 };
 
 _Static_assert (V1_LEN == 2560, "v1 record length is part of the format");
-_Static_assert (V1_LEN <= SB_SLOT_SIZE, "record must fit a slot");
+_Static_assert (V1_EXT_LEN <= SB_SLOT_SIZE, "record must fit a slot");
 _Static_assert (sizeof SB_MAGIC - 1 == 8, "magic is 8 bytes");
 
 /* Little-endian field access. */
@@ -205,15 +217,21 @@ sb_encode (const struct raid_sb *sb, void *buf)
 {
   uint8_t *p = buf;
 
+  uint64_t incompat = sb->feature_incompat & ~(uint64_t) SB_FEAT_INCOMPAT_MISSING;
+
   assert (sb->nmembers <= SB_MAX_MEMBERS);
+  for (uint32_t i = 0; i < sb->nmembers; i++)
+    if (sb->members[i].state == SB_MEMBER_MISSING)
+      incompat |= SB_FEAT_INCOMPAT_MISSING;
   memset (p, 0, SB_SLOT_SIZE);
   memcpy (p + OFF_MAGIC, SB_MAGIC, 8);
   put_le32 (p + OFF_VERSION, SB_VERSION);
-  put_le32 (p + OFF_LEN, V1_LEN);
+  put_le32 (p + OFF_LEN, V1_EXT_LEN);
   put_le64 (p + OFF_EVENTS, sb->events);
-  put_le64 (p + OFF_COMPAT, sb->feature_compat & SB_FEAT_COMPAT_KNOWN);
+  put_le64 (p + OFF_COMPAT, (sb->feature_compat & SB_FEAT_COMPAT_KNOWN) |
+            SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER);
   put_le64 (p + OFF_RO_COMPAT, sb->feature_ro_compat);
-  put_le64 (p + OFF_INCOMPAT, sb->feature_incompat);
+  put_le64 (p + OFF_INCOMPAT, incompat);
 
   memcpy (p + OFF_ARRAY_UUID, sb->array_uuid, RAID_UUID_LEN);
   memcpy (p + OFF_MEMBER_UUID, sb->member_uuid, RAID_UUID_LEN);
@@ -248,8 +266,14 @@ sb_encode (const struct raid_sb *sb, void *buf)
   put_le64 (p + OFF_MISMATCH, sb->mismatch_count);
   put_le64 (p + OFF_JOURNAL_EPOCH, sb->journal_epoch);
   put_le64 (p + OFF_JOURNAL_SEQ, sb->journal_seq);
-  for (uint32_t i = 0; i < sb->nmembers; i++)
+  memcpy (p + OFF_OWNER_HOST, sb->owner_host, strnlen (sb->owner_host, SB_OWNER_HOST - 1));
+  put_le32 (p + OFF_OWNER_PID, sb->owner_pid);
+  put_le64 (p + OFF_OWNER_START, sb->owner_start_ns);
+  for (uint32_t i = 0; i < sb->nmembers; i++) {
     encode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
+    memcpy (p + OFF_HINTS + i * HINT_SIZE, sb->members[i].spec_hint,
+            strnlen (sb->members[i].spec_hint, HINT_SIZE - 1));
+  }
 
   put_le32 (p + OFF_CRC, slot_crc (p));
 }
@@ -305,9 +329,17 @@ decode_entry (const uint8_t *p, struct sb_member_entry *e)
   e->errors = get_le32 (p + E_ERRORS);
 }
 
-/* The v1 body: everything after the frozen prefix. */
+/* A NUL-ended string of at most size - 1 bytes from p. */
 static void
-decode_body (const uint8_t *p, struct raid_sb *sb)
+get_str (const uint8_t *p, size_t size, char *out)
+{
+  memcpy (out, p, size - 1);
+  out[size - 1] = '\0';
+}
+
+/* The v1 body: everything after the frozen prefix (len: the record length). */
+static void
+decode_body (const uint8_t *p, uint32_t len, struct raid_sb *sb)
 {
   memcpy (sb->array_uuid, p + OFF_ARRAY_UUID, RAID_UUID_LEN);
   memcpy (sb->member_uuid, p + OFF_MEMBER_UUID, RAID_UUID_LEN);
@@ -344,6 +376,14 @@ decode_body (const uint8_t *p, struct raid_sb *sb)
   sb->journal_seq = get_le64 (p + OFF_JOURNAL_SEQ);
   for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
     decode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
+  if (sb->feature_compat & SB_FEAT_COMPAT_OWNER) {
+    get_str (p + OFF_OWNER_HOST, SB_OWNER_HOST, sb->owner_host);
+    sb->owner_pid = get_le32 (p + OFF_OWNER_PID);
+    sb->owner_start_ns = get_le64 (p + OFF_OWNER_START);
+  }
+  if ((sb->feature_compat & SB_FEAT_COMPAT_SPEC_HINTS) && len >= V1_EXT_LEN)
+    for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
+      get_str (p + OFF_HINTS + i * HINT_SIZE, HINT_SIZE, sb->members[i].spec_hint);
 }
 
 /* Checks of the decoded body that the CRC cannot make: a record written by
@@ -366,7 +406,9 @@ body_ok (const struct raid_sb *sb, char *err, size_t errlen)
       set_err (err, errlen, "member %" PRIu32 ": bad role %" PRId32, i, e->role);
       return false;
     }
-    if (e->state > SB_MEMBER_REBUILDING) {
+    if (e->state > SB_MEMBER_MISSING ||
+        (e->state == SB_MEMBER_MISSING &&
+         !(sb->feature_incompat & SB_FEAT_INCOMPAT_MISSING))) {
       set_err (err, errlen, "member %" PRIu32 ": bad state %" PRIu32, i, e->state);
       return false;
     }
@@ -420,7 +462,7 @@ check_slot (const uint8_t *p, struct raid_sb *sb, char *err, size_t errlen)
     return SLOT_NEWER;
   }
 
-  decode_body (p, sb);
+  decode_body (p, len, sb);
   if (!body_ok (sb, err, errlen))
     return SLOT_CORRUPT;
   return SLOT_VALID;
@@ -707,6 +749,7 @@ sb_member_state_name (uint32_t state)
   case SB_MEMBER_FAULTY: return "faulty";
   case SB_MEMBER_SPARE: return "spare";
   case SB_MEMBER_REBUILDING: return "rebuilding";
+  case SB_MEMBER_MISSING: return "missing";
   default: return "unknown";
   }
 }
@@ -762,3 +805,13 @@ sb_wipe_ring (struct member *m)
   return mio_run (mios, SB_RING_SLOTS);
 }
 
+void
+sb_set_spec_hint (struct sb_member_entry *e, const char *spec)
+{
+  size_t n = strlen (spec);
+
+  if (n < SB_SPEC_HINT)
+    memcpy (e->spec_hint, spec, n + 1);
+  else
+    snprintf (e->spec_hint, SB_SPEC_HINT, "...%s", spec + n - (SB_SPEC_HINT - 4));
+}

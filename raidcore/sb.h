@@ -47,9 +47,12 @@ struct member;
 #define SB_MAX_MEMBERS RAID_MAX_MEMBERS               /* member table entries */
 
 /* Feature bits known to this build. */
-#define SB_FEAT_COMPAT_KNOWN 0
+#define SB_FEAT_COMPAT_SPEC_HINTS 1u  /* member specs at 2560 (record length 4096) */
+#define SB_FEAT_COMPAT_OWNER 2u       /* the serving host and process at 264 */
+#define SB_FEAT_INCOMPAT_MISSING 1u   /* a member entry may say "missing" (5) */
+#define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER)
 #define SB_FEAT_RO_COMPAT_KNOWN 0
-#define SB_FEAT_INCOMPAT_KNOWN 0
+#define SB_FEAT_INCOMPAT_KNOWN SB_FEAT_INCOMPAT_MISSING
 
 /* Member state in the member table (what the array believes). */
 enum sb_member_state {
@@ -58,7 +61,13 @@ enum sb_member_state {
   SB_MEMBER_FAULTY = 2,
   SB_MEMBER_SPARE = 3,
   SB_MEMBER_REBUILDING = 4,  /* has a role, data valid below recovery_offset */
+  SB_MEMBER_MISSING = 5,     /* has a role but was absent (not given at a
+                                start, unreachable): receives no records; when
+                                it comes back it is resynced, then in sync */
 };
+
+#define SB_SPEC_HINT 48            /* bytes of a member's last known spec kept */
+#define SB_OWNER_HOST 64           /* bytes of the serving host's name kept */
 
 enum sb_consistency {
   SB_CONS_JOURNAL = 1,       /* write hole closed (default) */
@@ -92,6 +101,8 @@ struct sb_member_entry {
   uint64_t new_data_offset;  /* during a reshape: where the new layout goes */
   uint64_t recovery_offset;  /* REBUILDING: member bytes (data-relative) rebuilt */
   uint32_t errors;           /* corrected read errors counted so far */
+  char spec_hint[SB_SPEC_HINT];  /* last spec it was opened with (NUL-ended;
+                                    the tail after "..." when longer) */
 };
 
 struct raid_sb {
@@ -130,6 +141,12 @@ struct raid_sb {
   /* write-hole journal (consistency journal): see journal.c */
   uint64_t journal_epoch;    /* changes at every checkpoint */
   uint64_t journal_seq;      /* first sequence number not yet checkpointed */
+
+  /* the server holding the array open (owner_pid 0: none; a clean stop
+   * clears it): NBD members cannot be locked, this record guards them */
+  char owner_host[SB_OWNER_HOST];
+  uint32_t owner_pid;
+  uint64_t owner_start_ns;              /* when that server opened it */
 
   /* member table, indexed by table slot (not role) */
   uint32_t nmembers;         /* used entries: 0..SB_MAX_MEMBERS */
@@ -208,6 +225,8 @@ struct sb_member_entry *sb_find_member (struct raid_sb *sb, const uint8_t uuid[R
 struct sb_member_entry *sb_find_role (struct raid_sb *sb, int role);
 
 const char *sb_member_state_name (uint32_t state);   /* "in_sync", "faulty", ... */
+/* Keep spec in a member entry's hint (its tail when too long). */
+void sb_set_spec_hint (struct sb_member_entry *e, const char *spec);
 const char *sb_consistency_name (uint32_t c);        /* "journal", "bitmap", "resync" */
 int sb_consistency_parse (const char *name);         /* -1 when unknown */
 const char *sb_reshape_state_name (uint32_t s);      /* "none", "frozen", "running" */

@@ -56,11 +56,11 @@ static const bool allowed[NSTATES][NSTATES] = {
   /*                 in_sync faulty missing spare rebuild stale empty */
   [RAID_MEMBER_IN_SYNC]    = { 0, 1, 0, 1, 0, 0, 0 },
   [RAID_MEMBER_FAULTY]     = { 0, 0, 0, 0, 0, 0, 1 },
-  [RAID_MEMBER_MISSING]    = { 0, 0, 0, 0, 0, 0, 1 },
+  [RAID_MEMBER_MISSING]    = { 0, 0, 0, 0, 0, 1, 1 },   /* -> stale: it is back */
   [RAID_MEMBER_SPARE]      = { 1, 1, 0, 0, 1, 0, 1 },
   [RAID_MEMBER_REBUILDING] = { 1, 1, 0, 1, 1, 0, 0 },   /* -> rebuilding: a
                                                          replace target takes the role */
-  [RAID_MEMBER_STALE]      = { 0, 0, 0, 0, 0, 0, 1 },
+  [RAID_MEMBER_STALE]      = { 0, 1, 0, 0, 1, 0, 1 },   /* -> rebuilding: rejoins */
   [6]                      = { 1, 0, 0, 1, 0, 0, 0 },
 };
 
@@ -79,6 +79,9 @@ sb_state_of (int to, int role)
   case RAID_MEMBER_SPARE: return SB_MEMBER_SPARE;
   case RAID_MEMBER_REBUILDING:      /* a replace target is recorded as a spare */
     return role < 0 ? SB_MEMBER_SPARE : SB_MEMBER_REBUILDING;
+  case RAID_MEMBER_MISSING:
+  case RAID_MEMBER_STALE:           /* back, not resynced: still not written */
+    return role < 0 ? SB_MEMBER_SPARE : SB_MEMBER_MISSING;
   default: return SB_MEMBER_EMPTY;
   }
 }
@@ -131,14 +134,34 @@ member_detach (struct raid_array *a, int t)
 }
 
 void
+member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own)
+{
+  const struct sb_member_entry *self = sb_find_member ((struct raid_sb *) own,
+                                                       a->sb.members[t].uuid);
+
+  a->mem[t].delta = self && self->state == SB_MEMBER_IN_SYNC &&
+    self->role == a->sb.members[t].role &&
+    self->data_offset == a->sb.members[t].data_offset &&
+    own->level == a->sb.level && own->layout == a->sb.layout &&
+    own->chunk == a->sb.chunk && own->raid_disks == a->sb.raid_disks &&
+    own->reshape_state == SB_RESHAPE_NONE && a->sb.reshape_state == SB_RESHAPE_NONE &&
+    a->sb.consistency == SB_CONS_BITMAP;
+}
+
+void
 member_assemble (struct raid_array *a, int t, int st, struct member *m)
 {
   a->mem[t].m = m;
   atomic_store (&a->mem[t].state, st);
   atomic_store (&a->mem[t].errors, a->sb.members[t].errors);
+  if (m)
+    sb_set_spec_hint (&a->sb.members[t], member_spec (m));
 }
 
-/* Record roles lost since the last record before serving anything. */
+/* Record roles lost since the last record before serving anything: a
+ * member recorded in sync (or rebuilding) that is absent, or too old to
+ * trust, is recorded missing, so that it can never look current again, and
+ * rejoins (is resynced) when it is back. */
 int
 state_record_lost (struct raid_array *a)
 {
@@ -148,9 +171,11 @@ state_record_lost (struct raid_array *a)
   pthread_mutex_lock (&a->state_lock);
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     int st = atomic_load (&a->mem[t].state);
-    if (a->sb.members[t].state == SB_MEMBER_IN_SYNC &&
+    uint32_t was = a->sb.members[t].state;
+    if ((was == SB_MEMBER_IN_SYNC || was == SB_MEMBER_REBUILDING) &&
         (st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)) {
-      a->sb.members[t].state = SB_MEMBER_FAULTY;
+      a->sb.members[t].state = SB_MEMBER_MISSING;   /* not written off: it
+                                                       rejoins when back */
       changed = true;
     }
   }
@@ -185,6 +210,7 @@ member_install (struct raid_array *a, int t, struct member *m, int to, int role,
   raid_uuid_generate (e->uuid);
   e->data_offset = data_offset;
   e->new_data_offset = new_data_offset;
+  sb_set_spec_hint (e, member_spec (m));
   a->mem[t].m = m;
   atomic_store (&a->mem[t].errors, 0);
   member_transition (a, t, to, role, "added");

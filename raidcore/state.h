@@ -28,13 +28,18 @@
  *                   which failed: the copy goes on as a recovery)
  *     in_sync    -> faulty, spare (a reshape no longer uses it, or an
  *                   aborted reshape gives it back)
+ *     missing    -> stale (it is back: opened, not yet resynced)
+ *     stale      -> rebuilding (it rejoins: resynced like a spare, only the
+ *                   regions written while it was away when the write-intent
+ *                   bitmap covers that), faulty
  *     faulty, missing, stale -> (removed)
  *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
  * The durable entry follows: a member's sb state is the runtime one, except
  * that a replace target (rebuilding without a role) is recorded as a spare
- * (a restart does not resume a replace), and missing/stale members keep
- * their last record.  A faulty, missing or stale member is never read or
- * written again and never receives a record.
+ * (a restart does not resume a replace), and a missing or stale member with
+ * a role is recorded "missing": never trusted again as it is, but not
+ * written off either.  A faulty, missing or stale member is never read or
+ * written and never receives a record until it rejoins.
  *
  * Faults.  Any thread may report a failed member I/O (state_member_error).
  * A write error marks the member faulty at once.  A read error is counted;
@@ -70,6 +75,10 @@ struct array_member {
   _Atomic int state;                       /* enum raid_member_state, or
                                               STATE_EMPTY */
   _Atomic unsigned errors;                 /* read errors counted */
+  bool delta;                              /* stale: its own record shows it
+                                              in sync in today's geometry, so
+                                              only the regions the bitmap
+                                              marks can have missed writes */
 };
 
 #define STATE_EMPTY (-1)                   /* a free table slot */
@@ -95,9 +104,13 @@ void member_detach (struct raid_array *a, int t);
 /* At assembly, before anything runs: member t's state as its records say
  * (no transition: this is where the states begin). */
 void member_assemble (struct raid_array *a, int t, int st, struct member *m);
-/* Record roles lost since the last record (missing or stale members still
- * recorded in sync become faulty in the record) before serving anything.
- * 0 or an errno. */
+/* Whether member t, back with its own newest record `own`, can rejoin by a
+ * delta resync (see array_member.delta); sets it. */
+void member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own);
+
+/* Record roles lost since the last record (absent or stale members still
+ * recorded in sync become "missing" in the record) before serving
+ * anything.  0 or an errno. */
 int state_record_lost (struct raid_array *a);
 /* A free table slot, or -1 when the table is full. */
 int member_free_slot (struct raid_array *a);

@@ -43,7 +43,8 @@ members_status (struct raid_array *a, struct raid_status *st)
     ms->state = atomic_load (&a->mem[t].state);
     ms->errors = atomic_load (&a->mem[t].errors);
     ms->data_offset = a->sb.members[t].data_offset;
-    snprintf (ms->spec, sizeof ms->spec, "%s", a->mem[t].m ? member_spec (a->mem[t].m) : "");
+    snprintf (ms->spec, sizeof ms->spec, "%s", a->mem[t].m ? member_spec (a->mem[t].m)
+              : a->sb.members[t].spec_hint);       /* missing: the last spec known */
   }
 }
 

@@ -40,8 +40,9 @@ int stripe_zero (struct raid_array *a, const struct layout *L,
  * [r0, r0 + n) for its whole sequence. */
 
 /* Rebuild `role` in the rows from the other roles and write it.  The
- * cursor is advanced to r0 + n while the rows are still locked, so a writer
- * that locks one of these rows afterwards sees it rebuilt. */
+ * cursor is advanced to r0 + n while the rows are still locked, so a reader
+ * that locks one of these rows afterwards may read the role.  (Writers write
+ * a rebuilding role in every row, above the cursor too.) */
 int stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                          uint64_t n, int role, _Atomic uint64_t *cursor);
 /* Check (and with repair, fix) parity in 4 KiB columns; *mismatches grows

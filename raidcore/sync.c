@@ -324,6 +324,42 @@ const struct sync_ops sync_ops_recover = {
   .batch = recover_batch, .checkpoint = recover_checkpoint, .finish = recover_finish,
 };
 
+/* ---- delta: a member that rejoins rebuilds only the regions the bitmap
+ * marks (everything written while it was away).  Rows of the regions it
+ * skips hold the member's own, current data: the cursor may jump over
+ * them, because every write since it rejoined reached it too (a
+ * rebuilding role is written in every row, and read only below the
+ * cursor). ---- */
+
+static int
+delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
+             uint64_t *mismatch, void **scratch)
+{
+  const struct layout *L = cur_layout (a);
+  uint64_t chunk = L->g.chunk, rpr = bitmap_rows_per_region (a), r = *pos / chunk;
+  struct rows rw;
+  int err;
+
+  (void) mismatch; (void) scratch;
+  while (r < L->rows && !bitmap_row_dirty (a, r))
+    r = (r / rpr + 1) * rpr;
+  if (r >= L->rows) {
+    atomic_store (&a->rb_row, L->rows);
+    *pos = j->total;
+    return 0;
+  }
+  rows_enter (a, r * chunk, chunk, j->total, &rw);
+  rw.n = raid_min_u64 (rw.n, (rw.r0 / rpr + 1) * rpr - rw.r0);   /* one region */
+  err = stripe_rebuild_rows (a, rw.L, rw.r0, rw.n, j->target_role, &a->rb_row);
+  rows_leave (a, &rw, chunk, j->total, pos, err);
+  return err;
+}
+
+const struct sync_ops sync_ops_rejoin = {
+  .action = RAID_SYNC_RECOVER, .total = total_member, .check = recover_check,
+  .batch = delta_batch, .checkpoint = recover_checkpoint, .finish = recover_finish,
+};
+
 /* ---- replace: copy a working member onto a spare while both receive
  * every write (the router's mirror), then switch ---- */
 
@@ -372,6 +408,8 @@ replace_switch (struct raid_array *a, const struct sync_job *j, bool complete)
   if (atomic_load (&a->mem[s].state) == RAID_MEMBER_IN_SYNC)
     member_transition (a, s, RAID_MEMBER_FAULTY, role, "replaced");
   member_detach (a, s);
+  if (complete)
+    member_uninstall (a, s);               /* retired: no longer listed */
   member_transition (a, t, complete ? RAID_MEMBER_IN_SYNC : RAID_MEMBER_REBUILDING,
                      role, complete ? "replace complete" : "replace became a recovery");
   if (!complete)
@@ -482,6 +520,36 @@ begin_recovery (struct raid_array *a, int t, int role)
                 .target_role = role, .source_slot = -1 }, 0, false, e, sizeof e);
 }
 
+/* A member that is back for its role (stale, open, bound): it rejoins. */
+static int
+rejoining_slot (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE && a->mem[t].m &&
+        a->sb.members[t].role >= 0 && cur_layout (a)->slot[a->sb.members[t].role] == t)
+      return t;
+  return -1;
+}
+
+/* Member t rejoins: rebuilding from row 0, by delta when the bitmap covers
+ * what it missed (state lock held; the role's binding does not change). */
+static void
+begin_rejoin (struct raid_array *a, int t)
+{
+  int role = a->sb.members[t].role;
+  bool delta = a->mem[t].delta && bitmap_enabled (a);
+  char e[128];
+
+  atomic_store (&a->rb_row, 0);
+  a->sb.members[t].recovery_offset = 0;
+  member_transition (a, t, RAID_MEMBER_REBUILDING, role,
+                     delta ? "rejoins: resyncing what it missed" : "rejoins: full resync");
+  state_commit (a);
+  sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
+                .target_slot = t, .target_role = role, .source_slot = -1 },
+              0, false, e, sizeof e);
+}
+
 /* A recovery recorded as under way (a rebuilding member with a role). */
 static int
 rebuilding_slot (struct raid_array *a)
@@ -526,6 +594,10 @@ next_simple_job (struct raid_array *a)
     return true;
   if (router_two (&a->router)) {
     resume_reshape (a);
+    return true;
+  }
+  if ((t = rejoining_slot (a)) >= 0) {
+    begin_rejoin (a, t);
     return true;
   }
   if ((t = rebuilding_slot (a)) >= 0) {

@@ -19,7 +19,9 @@
  * it never races a management request): whenever the worker is idle and
  * the array state changed since it last looked — a member failed, a spare
  * was added, a job ended — it begins, in this order: a reshape found in the
- * record at start; a recovery recorded as under way; a recovery onto a spare
+ * record at start; a member that is back for its role (it rejoins: a delta
+ * resync when the bitmap covers what it missed, else a full one); a
+ * recovery recorded as under way; a recovery onto a spare
  * for a role that has no usable member; an owed resync (when nothing is
  * missing); an interrupted scrub.  So a spare added while another job runs
  * is used when that job ends, and several spares rebuild several roles one
@@ -32,8 +34,8 @@
 
 struct raid_array;
 
-extern const struct sync_ops sync_ops_resync, sync_ops_recover, sync_ops_replace,
-  sync_ops_check, sync_ops_repair;
+extern const struct sync_ops sync_ops_resync, sync_ops_recover, sync_ops_rejoin,
+  sync_ops_replace, sync_ops_check, sync_ops_repair;
 
 int sync_thread_start (struct raid_array *a);
 void sync_thread_stop (struct raid_array *a);

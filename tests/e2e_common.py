@@ -178,7 +178,8 @@ def main(argv):
         return 0
     if len(argv) == 3 and argv[0] == "status":
         # The control socket's status reply: a top-level field, or
-        # "member:ROLE" for the state of the member with that role.
+        # "member:ROLE" for the state of the member with that role,
+        # "spec:TAIL" for the state of the member whose spec ends with TAIL.
         try:
             d = control_request(argv[1], {"op": "status", "id": 1})
         except (OSError, ValueError) as e:
@@ -191,12 +192,17 @@ def main(argv):
             role = int(argv[2][7:])
             st = [m.get("state") for m in d.get("members", []) if m.get("role") == role]
             print(st[0] if st else "absent")
+        elif argv[2].startswith("spec:"):
+            tail = argv[2][5:]
+            st = [m.get("state") for m in d.get("members", [])
+                  if (m.get("spec") or "").endswith(tail)]
+            print(st[0] if st else "absent")
         else:
             v = d.get(argv[2])
             print("" if v is None else v)
         return 0
     print("usage: e2e_common.py field FILE KEY | member-state FILE ROLE | "
-          "status FILE KEY|member:ROLE", file=sys.stderr)
+          "status FILE KEY|member:ROLE|spec:TAIL", file=sys.stderr)
     return 2
 
 

@@ -564,16 +564,22 @@ def mode_ops(c, sock, d):
             "remove the faulty member: %r, members %r" % (r, st["members"]))
     refusal(c, sock, conn, {"op": "add", "member": "%s/m1" % d}, ("EEXIST",),
             "add a current member")
-    refusal(c, sock, conn, {"op": "add", "member": "%s/m3" % d}, ("EBUSY",),
-            "add the removed member (still carries a superblock)")
-    r = conn.req({"op": "add", "id": "add", "member": "%s/spare1" % d})
-    c.check(r == {"id": "add", "ok": True}, "add a spare: %r" % r)
-    r = wait_idle(c, conn, "recovery onto the spare")
+    # A member removed from this array is no longer one of its members: it
+    # may be added again, as a new spare (its old contents count for
+    # nothing), and the degraded array recovers onto it.
+    r = conn.req({"op": "add", "id": "readd", "member": "%s/m3" % d})
+    c.check(r == {"id": "readd", "ok": True}, "add the removed member again: %r" % r)
+    r = wait_idle(c, conn, "recovery onto the member added again")
     st = status(sock)
     m3 = member(st, 3)
-    c.check(st["health"] == "optimal" and m3 and m3["spec"] == "%s/spare1" % d and
+    c.check(st["health"] == "optimal" and m3 and m3["spec"] == "%s/m3" % d and
             m3["state"] == "in_sync",
-            "recovered onto the spare: %r %r" % (st["health"], m3))
+            "recovered onto the member added again: %r %r" % (st["health"], m3))
+    r = conn.req({"op": "add", "id": "add", "member": "%s/spare1" % d})
+    c.check(r == {"id": "add", "ok": True}, "add a spare: %r" % r)
+    st = status(sock)
+    c.check(any(m["state"] == "spare" and m["spec"] == "%s/spare1" % d
+                for m in st["members"]), "spare1 is a spare: %r" % st["members"])
 
     # replace, reshape: happy path where raidcore has them, else a clean refusal
     r = refusal(c, sock, conn, {"op": "replace", "member": 0, "with": "%s/nospare" % d},
@@ -593,8 +599,10 @@ def mode_ops(c, sock, d):
         c.check(r and r.get("ok") is True, "replace role 0: %r" % r)
         wait_idle(c, conn, "replace")
         st = status(sock)
-        c.check(member(st, 0) and member(st, 0)["spec"] == "%s/spare2" % d and
-                st["health"] == "optimal", "replaced onto spare2: %r" % st["members"])
+        c.check(member(st, 0) and member(st, 0)["spec"] == "%s/spare1" % d and
+                st["health"] == "optimal", "replaced onto the first spare: %r" % st["members"])
+        c.check(all(m["spec"] != "%s/m0" % d for m in st["members"]),
+                "the replaced member is no longer listed: %r" % st["members"])
 
     conn.close()
 
@@ -659,6 +667,8 @@ def mode_reshape(c, sock, spare, spare2):
             conn.close()
             return
         spare = spare2
+    spares_before = [spare] + [m["spec"] for m in status(sock)["members"]
+                               if m["role"] is None or m["role"] == st0["raid_devices"]]
     r = conn.req({"op": "start", "id": "go"})
     c.check(r == {"id": "go", "ok": True}, "start the reshape: %r" % r)
     r = wait_idle(c, conn, "reshape", timeout=240)
@@ -670,8 +680,8 @@ def mode_reshape(c, sock, spare, spare2):
                                                          "reshape", "health", "sync_action")],))
     c.check(st["size"] >= st0["size"], "a grow does not shrink the export")
     c.check(member(st, st0["raid_devices"]) is not None and
-            member(st, st0["raid_devices"])["spec"] == spare,
-            "the added member holds the new role: %r" % st["members"])
+            member(st, st0["raid_devices"])["spec"] in spares_before,
+            "the added member (a spare before) holds the new role: %r" % st["members"])
     conn.close()
 
 

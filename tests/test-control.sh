@@ -202,10 +202,12 @@ nr -C "$ctl" set speed-min=16M speed-max=0 >/dev/null
   cd "$d"
   expect_exit "(d) fail by relative path" 0 nr -C "$ctl" fail m1
 ) || true
-expect_status "(d) member 1 faulty" "$ctl" member:1 faulty
+expect_status "(d) m1 faulty" "$ctl" spec:/m1 faulty
 expect_exit "(d) second fail: refused" 1 nr -C "$ctl" fail 2
 if grep -q "^nbdraid: EBUSY: " "$tmp/err"; then ok; else fail "(d) EBUSY message: $(cat "$tmp/err")"; fi
-expect_exit "(d) remove 1" 0 nr -C "$ctl" remove 1
+# (A spare, if one is there, has taken role 1 already: remove m1 by name.)
+expect_exit "(d) remove m1" 0 nr -C "$ctl" remove "$d/m1"
+expect_status "(d) m1 removed" "$ctl" spec:/m1 absent
 (
   cd "$d"
   expect_exit "(d) add by relative path" 0 nr -C "$ctl" add spare4

@@ -3,7 +3,8 @@
 #
 # (a) raid5: data written, server stopped, one member file deleted,
 #     restart: reads return the same bytes (reconstructed), writes work,
-#     the survivors' superblocks record the lost role faulty, and the member
+#     the survivors' superblocks record the lost role missing (not written
+#     off: named again, it would rejoin and be resynced), and the member
 #     files alone (raidcheck extract, role missing) hold the client's data.
 # (b) raid5 with one member reached over NBD through nbdkit's error filter:
 #     the member starts failing every request while 16 requests are in
@@ -62,12 +63,12 @@ part_a ()
   expect_run "(a) degraded reads return the data written" cmp "$d/back.img" "$d/expected.img"
   rm -f "$d/back.img"
   examine "$d/ex-deg.json" "$d/m0" "$d/m1" "$d/m3"
-  expect_eq "(a) examine: lost role 2 (right after the degraded start)" faulty \
+  expect_eq "(a) examine: lost role 2 (right after the degraded start)" missing \
     "$(member_state "$d/ex-deg.json" 2)"
   run_py "(a) rw" "$testsdir/e2e_degraded.py" rw "$uri" "$W" "$d/expected.img" "$d/model.img" 5
   stop_nbdkit a2
   examine "$d/ex-deg.json" "$d/m0" "$d/m1" "$d/m3"
-  expect_eq "(a) examine: lost role 2" faulty "$(member_state "$d/ex-deg.json" 2)"
+  expect_eq "(a) examine: lost role 2" missing "$(member_state "$d/ex-deg.json" 2)"
   local r
   for r in 0 1 3; do
     expect_eq "(a) examine: survivor role $r" in_sync "$(member_state "$d/ex-deg.json" $r)"
@@ -143,8 +144,8 @@ part_c ()
   run_py "(c) rw" "$testsdir/e2e_degraded.py" rw "$uri" "$W" "$d/expected.img" "$d/model.img" 6
   stop_nbdkit c2
   examine "$d/ex2.json" "$d/m0" "$d/m2" "$d/m4"
-  expect_eq "(c) examine: role 1" faulty "$(member_state "$d/ex2.json" 1)"
-  expect_eq "(c) examine: role 3" faulty "$(member_state "$d/ex2.json" 3)"
+  expect_eq "(c) examine: role 1" missing "$(member_state "$d/ex2.json" 1)"
+  expect_eq "(c) examine: role 3" missing "$(member_state "$d/ex2.json" 3)"
   expect_run "(c) raidcheck extract without roles 1 and 3" \
     $RAIDCHECK --from-examine "$d/ex.json" --missing 1 --missing 3 -q extract "$d/ext.img" \
     "$d/m0" "$d/m2" "$d/m4"

@@ -161,13 +161,19 @@ fill_full (struct raid_sb *sb, uint64_t events)
   sb->mismatch_count = 0x9192939495969798;
   sb->journal_epoch = 0xa1a2a3a4a5a6a7a8;
   sb->journal_seq = 0xb1b2b3b4b5b6b7b8;
+  snprintf (sb->owner_host, sizeof sb->owner_host, "host.example");
+  sb->owner_pid = 4242;
+  sb->owner_start_ns = 0xc1c2c3c4c5c6c7c8;
+  sb->feature_compat = SB_FEAT_COMPAT_KNOWN;   /* what this build writes */
+  sb->feature_incompat = SB_FEAT_INCOMPAT_MISSING;
   sb->nmembers = SB_MAX_MEMBERS;
   for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
     struct sb_member_entry *e = &sb->members[i];
     for (int j = 0; j < RAID_UUID_LEN; j++)
       e->uuid[j] = i * 16 + j + 1;
     e->role = i == 0 ? -1 : i - 1;
-    e->state = i % 5;
+    e->state = i % 6;                      /* 5: missing, so incompat bit 1 */
+    snprintf (e->spec_hint, sizeof e->spec_hint, "/dev/member-%d", i);
     e->data_offset = rnd ();
     e->new_data_offset = rnd ();
     e->recovery_offset = rnd ();
@@ -200,7 +206,9 @@ same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
   SAME (nmembers);
   SAME (sync_action); SAME (sync_position); SAME (mismatch_count);
   SAME (journal_epoch); SAME (journal_seq);
+  SAME_BYTES (owner_host); SAME (owner_pid); SAME (owner_start_ns);
   for (uint32_t i = 0; i < a->nmembers; i++) {
+    SAME_BYTES (members[i].spec_hint);
     SAME_BYTES (members[i].uuid); SAME (members[i].role);
     SAME (members[i].state); SAME (members[i].data_offset);
     SAME (members[i].new_data_offset); SAME (members[i].recovery_offset);
@@ -238,6 +246,7 @@ test_round_trip (void)
   /* A short table: entries past nmembers are written as zero, decode as
    * zero. */
   a.nmembers = 3;
+  a.feature_incompat = 0;            /* no entry below 3 is missing */
   sb_encode (&a, buf);
   CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
   CHECK_SAME (&a, &c);
@@ -270,12 +279,12 @@ test_layout (void)
   put32 (copy + 8, 0);
   CHECK_U64 (get32 (buf + 8), raid_crc32c (copy, SB_SLOT_SIZE));
   CHECK_U64 (get32 (buf + 12), 1);
-  CHECK_U64 (get32 (buf + 16), 2560);
+  CHECK_U64 (get32 (buf + 16), 4096);
   CHECK_U64 (get64 (buf + 24), a.events);
   CHECK (buf[24] == 0x01 && buf[31] == 0x08);          /* little-endian */
-  CHECK_U64 (get64 (buf + 32), 0);
+  CHECK_U64 (get64 (buf + 32), SB_FEAT_COMPAT_KNOWN);
   CHECK_U64 (get64 (buf + 40), 0);
-  CHECK_U64 (get64 (buf + 48), 0);
+  CHECK_U64 (get64 (buf + 48), SB_FEAT_INCOMPAT_MISSING);
   CHECK (memcmp (buf + 64, a.array_uuid, 16) == 0);
   CHECK (memcmp (buf + 80, a.member_uuid, 16) == 0);
   CHECK_U64 (get64 (buf + 96), a.ctime_ns);
@@ -324,8 +333,15 @@ test_layout (void)
   /* Reserved ranges are zero. */
   for (int off = 20; off < 24; off++) CHECK (buf[off] == 0);
   for (int off = 56; off < 64; off++) CHECK (buf[off] == 0);
-  for (int off = 264; off < 512; off++) CHECK (buf[off] == 0);
-  for (int off = 2560; off < (int) SB_SLOT_SIZE; off++) CHECK (buf[off] == 0);
+  for (int off = 332; off < 336; off++) CHECK (buf[off] == 0);
+  for (int off = 344; off < 512; off++) CHECK (buf[off] == 0);
+  /* Owner and spec hints: NUL-ended strings, NUL-padded. */
+  CHECK (strcmp ((const char *) buf + 264, a.owner_host) == 0);
+  CHECK_U64 (get32 (buf + 328), a.owner_pid);
+  CHECK_U64 (get64 (buf + 336), a.owner_start_ns);
+  for (int i = 0; i < (int) SB_MAX_MEMBERS; i++)
+    CHECK (strcmp ((const char *) buf + 2560 + 48 * i, a.members[i].spec_hint) == 0 &&
+           buf[2560 + 48 * i + 47] == 0);
 }
 
 /* Every single-byte change of an encoded record is rejected. */
@@ -382,15 +398,15 @@ test_semantic (void)
     { 212, 33, "bad raid_disks" },
     { 512 + 64 * 7 + 16, (uint32_t) -2, "member 7: bad role -2" },
     { 512 + 64 * 31 + 16, 32, "member 31: bad role 32" },
-    { 512 + 64 * 3 + 20, 5, "member 3: bad state 5" },
+    { 512 + 64 * 3 + 20, 6, "member 3: bad state 6" },
   };
   static const struct { unsigned off; uint32_t val; } fine[] = {
     { 16, 4096 },                 /* a longer record of a compat extension */
     { 16, 2561 },
     { 20, 0xdeadbeef },           /* reserved bytes are ignored on read */
-    { 56, 1 }, { 300, 7 }, { 508, 7 },
+    { 56, 1 }, { 348, 7 }, { 508, 7 },
     { 512 + 64 * 5 + 52, 9 },
-    { 2560, 0x12345678 }, { 4092, 0xffffffff },
+    { 2560 + 48 * 2 + 40, 0x12345678 },   /* a spec hint's bytes */
     { 512 + 64 * 31 + 16, 31 },   /* highest role */
   };
 
@@ -434,13 +450,13 @@ test_features (void)
   CHECK_HAS (err, "incompatible feature 0x2000000000");
   CHECK_HAS (err, "needs a newer nbdkit-raid");
 
-  a.feature_incompat = UINT64_C(1) | UINT64_C(1) << 63;
+  a.feature_incompat = UINT64_C(2) | UINT64_C(1) << 63;
   sb_encode (&a, buf);
   CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
-  CHECK_HAS (err, "0x1, 0x8000000000000000");
+  CHECK_HAS (err, "0x2, 0x8000000000000000");
 
   /* Unknown ro_compat: decoded, with a note. */
-  a.feature_incompat = 0;
+  a.feature_incompat = SB_FEAT_INCOMPAT_MISSING;
   a.feature_ro_compat = 0x20;
   sb_encode (&a, buf);
   snprintf (err, sizeof err, "junk");
@@ -461,7 +477,7 @@ test_features (void)
   CHECK_U64 (sb_ro_compat_unknown (&b), 0);
   sb_encode (&b, buf);
   CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
-  CHECK_U64 (c.feature_compat, 0);
+  CHECK_U64 (c.feature_compat, SB_FEAT_COMPAT_KNOWN);
 }
 
 /* ---- an in-memory member with fault injection ---- */

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# nbdkit-raid: members that come back rejoin — never written off.
+#
+# (a) journal policy, raid5 of 4: served without member 3, written, stopped;
+#     examine records role 3 "missing" (not faulty); served again with all
+#     four: member 3 is resynced (rebuilding, then in_sync), the data read
+#     back is what was written, and the member files hold md's bytes and
+#     parity (raidcheck).
+# (b) bitmap policy, member 3 an NBD export behind nbdkit's log filter: the
+#     same absence, but only 1 MiB written meanwhile; when it rejoins, the
+#     data bytes written to it are those of the bitmap regions that write
+#     touched (a delta), far fewer than its data area.
+# (c) served without member 3, then `nbdraid add` of member 3 while serving:
+#     it rejoins the same way, and its status row names it while missing.
+# (d) a member of another array, and a member this array still uses, are
+#     refused by `add` and change nothing.
+
+set -euo pipefail
+source "$(dirname "$0")/functions.sh"
+e2e_init test-e2e-rejoin "$@"
+requires nbdcopy
+requires nbdinfo
+
+CHUNK=64K
+MSIZE=24M
+
+new_array () # DIR POLICY -> members[]
+{
+  local d="$1" policy="$2" i
+  mkdir -p "$d"
+  members=()
+  for ((i = 0; i < 4; i++)); do members+=("$d/m$i"); done
+  create_array --level=5 --chunk="$CHUNK" --size="$MSIZE" --data-offset=4M \
+    --consistency="$policy" "${members[@]}"
+}
+
+# write_at URI FILE OFFSET: write FILE at OFFSET of the export.
+write_at ()
+{
+  $PYTHON - "$1" "$2" "$3" <<'EOF'
+import sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+data = open(sys.argv[2], "rb").read()
+h.pwrite(data, int(sys.argv[3])); h.flush(); h.shutdown()
+EOF
+}
+
+# rejoined NAME CTL SPEC-TAIL: the array settles optimal with that member in
+# sync.
+rejoined ()
+{
+  local name="$1" ctl="$2" tail="$3"
+  expect_run "$name: wait" "$NBDRAID" -C "$ctl" wait --timeout=120
+  expect_status "$name: optimal" "$ctl" health optimal
+  expect_status "$name: $tail in sync" "$ctl" "spec:$tail" in_sync
+}
+
+# verify NAME DIR EXPECTED: data read back, then (server stopped by the
+# caller) parity of the member files.
+verify_data ()
+{
+  rm -f "$2/back.img"
+  expect_run "$1: read back" nbdcopy "$uri" "$2/back.img"
+  expect_run "$1: the data written" cmp "$2/back.img" "$3"
+}
+
+# ---- (a) journal --------------------------------------------------------------
+part_a ()
+{
+  local d="$tmp/a" size
+  new_array "$d" journal || { fail "(a) create"; return 0; }
+  examine "$d/ex.json" "${members[@]}"
+  start_raid a1 "$d/m0" "$d/m1" "$d/m2" || { fail "(a) degraded start"; return 0; }
+  size="$(nbd_size "$uri")"
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 21
+  expect_run "(a) write while member 3 is away" nbdcopy "$d/expected.img" "$uri"
+  stop_nbdkit a1
+  examine "$d/ex2.json" "$d/m0" "$d/m1" "$d/m2"
+  expect_eq "(a) examine: role 3 recorded missing" missing "$(member_state "$d/ex2.json" 3)"
+  start_raid_ctl a2 "$d/ctl" "${members[@]}" || { fail "(a) start with m3"; return 0; }
+  rejoined "(a)" "$d/ctl" /m3
+  verify_data "(a)" "$d" "$d/expected.img"
+  stop_nbdkit a2
+  expect_run "(a) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
+}
+
+# ---- (b) bitmap: a delta ------------------------------------------------------
+# Data bytes written to member 3 (beyond its data offset), from the log
+# filter's write lines.
+data_writes ()
+{
+  $PYTHON - "$1" "$2" <<'EOF'
+import re, sys
+off0, total = int(sys.argv[2]), 0
+for line in open(sys.argv[1]):
+    m = re.search(r'Write id=\d+ offset=(0x[0-9a-f]+|\d+) count=(0x[0-9a-f]+|\d+)', line)
+    if m and int(m.group(1), 0) >= off0:
+        total += int(m.group(2), 0)
+print(total)
+EOF
+}
+
+part_b ()
+{
+  local d="$tmp/b" msock="$tmp/m3b.sock" size n
+  new_array "$d" bitmap || { fail "(b) create"; return 0; }
+  examine "$d/ex.json" "${members[@]}"
+  start_raid b1 "$d/m0" "$d/m1" "$d/m2" || { fail "(b) degraded start"; return 0; }
+  size="$(nbd_size "$uri")"
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/one.img" $((1 << 20)) 22
+  expect_run "(b) 1 MiB written while member 3 is away" write_at "$uri" "$d/one.img" $((8 << 20))
+  stop_nbdkit b1
+  start_nbdkit m3b --filter=log file "$d/m3" logfile="$d/m3.log" ||
+    { fail "(b) member server"; return 0; }
+  start_raid_ctl b2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$(uri_of "$msock")" ||
+    { fail "(b) start with m3 over NBD"; return 0; }
+  rejoined "(b)" "$d/ctl" m3b.sock
+  n="$(data_writes "$d/m3.log" $((4 << 20)))"
+  # One bitmap region (at least 2 MiB of each member) covers the write.
+  if [ "$n" -gt 0 ] && [ "$n" -le $((4 << 20)) ]; then ok; else
+    fail "(b) delta resync wrote $n data bytes to member 3 (expected 1..4 MiB of 20 MiB)"; fi
+  stop_nbdkit b2
+  stop_nbdkit m3b
+  expect_run "(b) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
+}
+
+# ---- (c) add brings a missing member back ------------------------------------
+part_c ()
+{
+  local d="$tmp/c" size
+  new_array "$d" journal || { fail "(c) create"; return 0; }
+  examine "$d/ex.json" "${members[@]}"
+  start_raid_ctl c1 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(c) start"; return 0; }
+  expect_status "(c) role 3 missing" "$d/ctl" member:3 missing
+  expect_status "(c) its row names its last spec" "$d/ctl" spec:/m3 missing
+  size="$(nbd_size "$uri")"
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 23
+  expect_run "(c) write while it is away" nbdcopy "$d/expected.img" "$uri"
+  expect_run "(c) add brings it back" "$NBDRAID" -C "$d/ctl" add "$d/m3"
+  rejoined "(c)" "$d/ctl" /m3
+  verify_data "(c)" "$d" "$d/expected.img"
+
+  # (d) refusals change nothing
+  local ev
+  ev="$(status_get "$d/ctl" events)"
+  expect_fail "(d) add a member in use" "$NBDRAID" -C "$d/ctl" add "$d/m1"
+  mkdir -p "$d/other"
+  create_array --level=5 --chunk="$CHUNK" --size="$MSIZE" \
+    "$d/other/x0" "$d/other/x1" "$d/other/x2" || fail "(d) create another array"
+  expect_fail "(d) add a member of another array" "$NBDRAID" -C "$d/ctl" add "$d/other/x0"
+  expect_eq "(d) refusals changed nothing" "$ev" "$(status_get "$d/ctl" events)"
+  stop_nbdkit c1
+  expect_run "(c) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
+}
+
+part_a
+part_b
+part_c
+finish
