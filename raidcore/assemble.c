@@ -228,7 +228,8 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   }
   for (int i = 0; i < n; i++)
     c[i].m = ms[i];
-  if (read_candidates (c, n, &best, err, errlen) < 0)
+  if (read_candidates (c, n, &best, err, errlen) < 0 ||
+      state_check_owner (&c[best].sb, member_spec (c[best].m), o->force, err, errlen))
     goto fail;
   a->sb = c[best].sb;
   raid_uuid_format (a->sb.array_uuid, u);
@@ -283,6 +284,8 @@ raid_array_start (struct raid_array *a)
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m && member_start (a->mem[t].m) != 0)
       return -1;
+  if (state_set_owner (a, true) != 0)      /* after nbdkit's fork: our pid */
+    return -1;
   pthread_mutex_lock (&a->mgmt_lock);
   sync_next_job (a);                       /* resume what the record owes */
   pthread_mutex_unlock (&a->mgmt_lock);
@@ -304,8 +307,11 @@ raid_array_close (struct raid_array *a)
   if (bitmap_enabled (a) && a->sb.resync_offset == UINT64_MAX)
     bitmap_clean (a, true);              /* only when optimal */
   pthread_mutex_lock (&a->state_lock);
-  if ((a->sb.flags & SB_FLAG_DIRTY) && !failed) {
+  if (((a->sb.flags & SB_FLAG_DIRTY) || a->sb.owner_pid) && !failed) {
     a->sb.flags &= ~SB_FLAG_DIRTY;          /* everything is durable: clean */
+    a->sb.owner_pid = 0;                    /* and nobody holds it open */
+    memset (a->sb.owner_host, 0, sizeof a->sb.owner_host);
+    a->sb.owner_start_ns = 0;
     state_commit (a);
   }
   pthread_mutex_unlock (&a->state_lock);

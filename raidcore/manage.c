@@ -242,49 +242,80 @@ join (struct raid_array *a, struct member *m, enum found f, int t,
   return 0;
 }
 
+/* The member spec names for `add`: one removed earlier (still open),
+ * else opened now (*retired says which).  NULL with *rp and a message. */
+static struct member *
+add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
+          char *err, size_t errlen)
+{
+  struct member *m;
+  char e[512];
+  int t;
+
+  pthread_mutex_lock (&a->state_lock);
+  if ((t = state_find_member (a, spec, e, sizeof e)) >= 0 && a->mem[t].m) {
+    snprintf (err, errlen, "%s is already a member of this array", spec);
+    *rp = EEXIST;
+    pthread_mutex_unlock (&a->state_lock);
+    return NULL;
+  }
+  m = member_unretire (a, spec);
+  pthread_mutex_unlock (&a->state_lock);
+  if ((*retired = m != NULL))
+    return m;
+  if (!(m = member_open (spec, false, e, sizeof e))) {
+    *rp = errno ? errno : ENOENT;
+    snprintf (err, errlen, "%s", e);
+  }
+  return m;
+}
+
+/* Classify, initialise and join (no lock but management's). */
+static int
+add_join (struct raid_array *a, struct member *m, const char *spec,
+          struct raid_sb *own, char *err, size_t errlen)
+{
+  enum found f;
+  int t, r;
+
+  pthread_mutex_lock (&a->state_lock);
+  f = classify (a, m, spec, &t, own, err, errlen);
+  pthread_mutex_unlock (&a->state_lock);
+  if (f == FOUND_REFUSED)
+    return EBUSY;
+  if (f != FOUND_OURS_BACK && (r = init_new_member (a, m, spec, err, errlen)) != 0)
+    return r;
+  if ((r = member_start (m)) != 0) {
+    snprintf (err, errlen, "%s: cannot start its I/O", spec);
+    return r;
+  }
+  pthread_mutex_lock (&a->state_lock);
+  /* Nothing else joins meanwhile (management lock): the slot is free. */
+  if ((r = join (a, m, f, t, own, err, errlen)) == 0 && (r = state_commit (a)) != 0)
+    snprintf (err, errlen, "cannot record the member: %s", raid_strerror (r));
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
 int
 raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
 {
   struct raid_sb *own = malloc (sizeof *own);
-  struct member *m = NULL;
-  enum found f = FOUND_REFUSED;
-  char e[512];
-  int t, r = 0;
+  struct member *m;
+  bool retired = false;
+  int r = own ? 0 : ENOMEM;
 
   MGMT_BEGIN (a);
-  pthread_mutex_lock (&a->state_lock);
-  if ((t = state_find_member (a, spec, e, sizeof e)) >= 0 && a->mem[t].m) {
-    snprintf (err, errlen, "%s is already a member of this array", spec);
-    r = EEXIST;
-  }
-  pthread_mutex_unlock (&a->state_lock);
-  if (r == 0 && !own)
-    r = ENOMEM;
-  if (r == 0 && !(m = member_open (spec, false, e, sizeof e))) {
-    r = errno ? errno : ENOENT;
-    snprintf (err, errlen, "%s", e);
-  }
-  if (r == 0) {
-    pthread_mutex_lock (&a->state_lock);
-    f = classify (a, m, spec, &t, own, err, errlen);
-    pthread_mutex_unlock (&a->state_lock);
-    r = f == FOUND_REFUSED ? EBUSY : 0;
-  }
-  if (r == 0 && f != FOUND_OURS_BACK)
-    r = init_new_member (a, m, spec, err, errlen);
-  if (r == 0 && (r = member_start (m)) != 0)
-    snprintf (err, errlen, "%s: cannot start its I/O", spec);
-  if (r == 0) {
-    pthread_mutex_lock (&a->state_lock);
-    /* Nothing else joins meanwhile (management lock): the slot is free. */
-    if ((r = join (a, m, f, t, own, err, errlen)) == 0) {
-      m = NULL;
-      if ((r = state_commit (a)) != 0)
-        snprintf (err, errlen, "cannot record the member: %s", raid_strerror (r));
+  if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
+      (r = add_join (a, m, spec, own, err, errlen)) != 0) {
+    if (retired) {                         /* back where it was */
+      pthread_mutex_lock (&a->state_lock);
+      member_retire (a, m);
+      pthread_mutex_unlock (&a->state_lock);
     }
-    pthread_mutex_unlock (&a->state_lock);
+    else
+      member_close (m);
   }
-  member_close (m);
   free (own);
   if (r == 0)
     sync_next_job (a);                     /* recovery onto it, or its rejoin */

@@ -354,6 +354,39 @@ file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
   return EINVAL;
 }
 
+/* Hold the member exclusively (a member opened for writing): a block
+ * device is reopened with O_EXCL (the kernel refuses it while it is
+ * mounted or held by another exclusive opener), a file gets an OFD write
+ * lock on its whole length (released when the last descriptor of this
+ * open goes, so it survives nbdkit's fork and dies with the process).  A
+ * filesystem without locks (ENOLCK) is let through.  0, or EBUSY with a
+ * message. */
+static int
+hold_exclusively (int *fd, const char *spec, bool is_blk, char *err, size_t errlen)
+{
+  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+  int fd2;
+
+  if (is_blk) {
+    if ((fd2 = open (spec, O_RDWR | O_CLOEXEC | O_EXCL)) == -1) {
+      member_err (err, errlen, spec, errno == EBUSY
+                  ? "in use (mounted, or held by another program)" : "open", errno);
+      return errno;
+    }
+    close (*fd);
+    *fd = fd2;
+    return 0;
+  }
+  if (fcntl (*fd, F_OFD_SETLK, &fl) == 0 || errno == ENOLCK || errno == EINVAL)
+    return 0;
+  if (errno == EAGAIN || errno == EACCES) {
+    member_err (err, errlen, spec, "in use (locked by another server or program)", EBUSY);
+    return EBUSY;
+  }
+  member_err (err, errlen, spec, "lock", errno);
+  return errno;
+}
+
 struct member *
 member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
 {
@@ -370,6 +403,8 @@ member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
     return NULL;
   }
   r = file_size (fd, spec, &is_blk, &size, err, errlen);
+  if (r == 0 && !readonly)
+    r = hold_exclusively (&fd, spec, is_blk, err, errlen);
   f = r ? NULL : calloc (1, sizeof *f);
   if (r == 0 && (f == NULL || member_init (&f->m, &file_backend, spec, size,
                                            true, readonly))) {

@@ -78,7 +78,11 @@ struct mio {
  * (e.g. "nbd://x: connect: Connection refused", "/a/b: open: No such file
  * or directory", "/dev/null: not a regular file or block device: Invalid
  * argument", "nbd://x: export is read-only: Read-only file system").
- * readonly opens for reading only (nbdraid examine).  Connecting to an NBD
+ * readonly opens for reading only (nbdraid examine).  A file or block
+ * device opened for writing is held exclusively while it is open: a file
+ * by an OFD write lock, a block device by O_EXCL; a second open for
+ * writing fails with EBUSY ("/m0: in use (locked by another server or
+ * program)"), in this process too.  Connecting to an NBD
  * server is bounded by the I/O timeout (ETIMEDOUT).  The size is fixed at
  * open: st_size, BLKGETSIZE64, or the export size. */
 struct member *member_open (const char *spec, bool readonly, char *err, size_t errlen);

@@ -3,7 +3,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "array-int.h"
 #include "util.h"
@@ -224,8 +226,32 @@ member_uninstall (struct raid_array *a, int t)
   if (member_transition (a, t, STATE_EMPTY, -1, "removed") != 0)
     return NULL;
   a->mem[t].m = NULL;
-  if (m && a->nretired < (int) (sizeof a->retired / sizeof a->retired[0]))
+  if (m)
+    member_retire (a, m);
+  return m;
+}
+
+void
+member_retire (struct raid_array *a, struct member *m)
+{
+  if (a->nretired < (int) (sizeof a->retired / sizeof a->retired[0]))
     a->retired[a->nretired++] = m;       /* closed at array close */
+}
+
+struct member *
+member_unretire (struct raid_array *a, const char *spec)
+{
+  char *rp = realpath (spec, NULL);
+  struct member *m = NULL;
+
+  for (int i = 0; i < a->nretired && !m; i++) {
+    const char *s = member_spec (a->retired[i]);
+    if (strcmp (s, spec) == 0 || (rp && strcmp (s, rp) == 0)) {
+      m = a->retired[i];
+      a->retired[i] = a->retired[--a->nretired];
+    }
+  }
+  free (rp);
   return m;
 }
 
@@ -455,4 +481,75 @@ void
 state_last_fault (struct raid_array *a, char *buf, size_t len)
 {
   snprintf (buf, len, "%s", a->last_fault);
+}
+
+/* ---- ownership: who holds the array open ---- */
+
+/* The name of process pid ("" when it cannot be read). */
+static void
+process_name (pid_t pid, char *buf, size_t len)
+{
+  char path[64];
+  FILE *fp;
+
+  snprintf (path, sizeof path, "/proc/%d/comm", (int) pid);
+  buf[0] = '\0';
+  if ((fp = fopen (path, "re")) != NULL) {
+    if (fgets (buf, (int) len, fp))
+      buf[strcspn (buf, "\n")] = '\0';
+    fclose (fp);
+  }
+}
+
+/* Whether pid is a live process of the same program as this one. */
+static bool
+same_program_alive (pid_t pid)
+{
+  char theirs[64], ours[64];
+
+  if (kill (pid, 0) == -1 && errno != EPERM)
+    return false;
+  process_name (pid, theirs, sizeof theirs);
+  process_name (getpid (), ours, sizeof ours);
+  return strcmp (theirs, ours) == 0;
+}
+
+int
+state_check_owner (const struct raid_sb *sb, const char *spec, bool force,
+                   char *err, size_t errlen)
+{
+  char host[SB_OWNER_HOST] = "";
+
+  if (sb->owner_pid == 0 || sb->owner_pid == (uint32_t) getpid ())
+    return 0;
+  gethostname (host, sizeof host - 1);
+  if (strcmp (sb->owner_host, host) == 0) {
+    if (!same_program_alive ((pid_t) sb->owner_pid))
+      return 0;                            /* it crashed: the record is stale */
+    snprintf (err, errlen, "%s is in use by another server of this array "
+              "(pid %" PRIu32 " on this host)", spec, sb->owner_pid);
+    return EBUSY;
+  }
+  if (force)
+    return 0;
+  snprintf (err, errlen, "%s: its superblock says the array is open on host %s "
+            "(pid %" PRIu32 "); if that server is gone (it crashed), start with "
+            "force=true", spec, sb->owner_host, sb->owner_pid);
+  return EBUSY;
+}
+
+int
+state_set_owner (struct raid_array *a, bool held)
+{
+  int r;
+
+  pthread_mutex_lock (&a->state_lock);
+  memset (a->sb.owner_host, 0, sizeof a->sb.owner_host);
+  if (held)
+    gethostname (a->sb.owner_host, sizeof a->sb.owner_host - 1);
+  a->sb.owner_pid = held ? (uint32_t) getpid () : 0;
+  a->sb.owner_start_ns = held ? raid_now_realtime_ns () : 0;
+  r = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
 }

@@ -112,6 +112,13 @@ void member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own)
  * recorded in sync become "missing" in the record) before serving
  * anything.  0 or an errno. */
 int state_record_lost (struct raid_array *a);
+/* A member removed earlier (still open: requests that read its pointer
+ * before may not have finished), taken back for `add` (files and block
+ * devices are held exclusively, so the spec cannot be opened twice); NULL
+ * when spec names none.  State lock held. */
+struct member *member_unretire (struct raid_array *a, const char *spec);
+/* Keep m open until the array closes (a removed member). */
+void member_retire (struct raid_array *a, struct member *m);
 /* A free table slot, or -1 when the table is full. */
 int member_free_slot (struct raid_array *a);
 
@@ -156,6 +163,18 @@ bool state_next_holds_data (struct raid_array *a);
 
 /* Recompute health from the member states (caller holds the state lock). */
 void state_update_health (struct raid_array *a);
+
+/* Ownership (NBD members cannot be locked, so the record says who holds
+ * the array open): a record naming a live server of this program on this
+ * host, other than this process, is refused (EBUSY); one naming another
+ * host is refused unless force (that host's server may have crashed); a
+ * record naming a process that is gone is stale and ignored.  0, or EBUSY
+ * with a message naming spec. */
+int state_check_owner (const struct raid_sb *sb, const char *spec, bool force,
+                       char *err, size_t errlen);
+/* Record this process as the holder (held) or nobody, and commit (takes
+ * the state lock).  0 or an errno. */
+int state_set_owner (struct raid_array *a, bool held);
 
 /* A one-line description of the last member fault ("member /m1: write
  * error at offset 4096: Input/output error"), for status. */

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# nbdkit-raid: a member in use belongs to one server.
+#
+# (a) file members: a second server on the members of a running one is
+#     refused at start, naming the member; `nbdraid create --force` on them
+#     is refused too (--force does not override "in use") and writes
+#     nothing.
+# (b) NBD members (they cannot be locked): the superblock records the
+#     serving host and process; a second server on the same exports is
+#     refused, naming the pid; after the first is killed (-9) the record is
+#     stale and a new server starts.
+# (c) a record naming another host (a server started under another host
+#     name, then killed) is refused unless force=true, which then starts.
+
+set -euo pipefail
+source "$(dirname "$0")/functions.sh"
+e2e_init test-e2e-exclusive "$@"
+requires nbdinfo
+requires unshare
+
+# started NAME: the server NAME answered nbdinfo (it is serving).
+served () { nbdinfo --size "$uri" >/dev/null 2>&1; }
+
+# refused WHAT NAME PATTERN ARGS...: a server NAME with ARGS does not start
+# and its log matches PATTERN.
+refused ()
+{
+  local what="$1" name="$2" pattern="$3"; shift 3
+  if start_raid "$name" "$@" 2>/dev/null; then
+    fail "$what: a second server started"
+    stop_nbdkit "$name"
+    return 0
+  fi
+  if grep -q -E "$pattern" "$tmp/$name.log"; then ok; else
+    fail "$what: no message matching '$pattern':"; sed 's/^/    /' "$tmp/$name.log" >&2; fi
+}
+
+# ---- (a) files ----------------------------------------------------------------
+part_a ()
+{
+  local d="$tmp/a" sum
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(a) create"; return 0; }
+  start_raid a1 "$d/m0" "$d/m1" "$d/m2" || { fail "(a) start"; return 0; }
+  served && ok || fail "(a) the first server serves"
+  refused "(a) second server on the same files" a2 "m[0-2]: in use" \
+    "$d/m0" "$d/m1" "$d/m2"
+  sum="$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  expect_fail "(a) create --force over members in use" \
+    "$NBDRAID" create --force --level=5 "$d/m0" "$d/m1" "$d/m2"
+  expect_eq "(a) the refused create wrote nothing" "$sum" "$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  stop_nbdkit a1
+  start_raid a3 "$d/m0" "$d/m1" "$d/m2" || fail "(a) start after the first server stopped"
+  stop_nbdkit a3
+}
+
+# ---- (b) NBD members ----------------------------------------------------------
+nbd_members () # DIR -> urls[]
+{
+  local d="$1" i
+  urls=()
+  for i in 0 1 2; do
+    start_nbdkit "${d##*/}x$i" file "$d/m$i" || return 1
+    urls+=("$(uri_of "$tmp/${d##*/}x$i.sock")")
+  done
+}
+
+part_b ()
+{
+  local d="$tmp/b" pid
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(b) create"; return 0; }
+  nbd_members "$d" || { fail "(b) member servers"; return 0; }
+  start_raid b1 "${urls[@]}" || { fail "(b) start"; return 0; }
+  pid="$(cat "$tmp/b1.pid")"
+  refused "(b) second server on the same exports" b2 "in use by another server.*pid $pid" \
+    "${urls[@]}"
+  kill -9 "$pid"
+  wait "${pid_of[b1]}" 2>/dev/null || true
+  start_raid b3 "${urls[@]}" || { fail "(b) start after kill -9 (a stale record)"; return 0; }
+  served && ok || fail "(b) serves after the stale record"
+  stop_nbdkit b3
+}
+
+# ---- (c) another host ----------------------------------------------------------
+part_c ()
+{
+  local d="$tmp/c" csock="$tmp/c1.sock" pid i
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(c) create"; return 0; }
+  nbd_members "$d" || { fail "(c) member servers"; return 0; }
+  rm -f "$csock" "$tmp/c1.pid"
+  unshare -u sh -c 'hostname elsewhere.example && exec "$@"' sh \
+    nbdkit -f -U "$csock" -P "$tmp/c1.pid" --log=stderr "$PLUGIN" "${urls[@]}" \
+    >"$tmp/c1.log" 2>&1 </dev/null &
+  pid=$!
+  for ((i = 0; i < 200; i++)); do [ -s "$tmp/c1.pid" ] && break; sleep 0.05; done
+  [ -s "$tmp/c1.pid" ] || { fail "(c) server under another host name"; sed 's/^/    /' "$tmp/c1.log" >&2; return 0; }
+  kill -9 "$pid"
+  wait "$pid" 2>/dev/null || true
+  refused "(c) a record of another host" c2 "open on host elsewhere.example.*force=true" \
+    "${urls[@]}"
+  start_raid c3 "${urls[@]}" force=true || { fail "(c) force=true starts"; return 0; }
+  served && ok || fail "(c) serves with force=true"
+  stop_nbdkit c3
+}
+
+part_a
+part_b
+part_c
+finish
