@@ -358,7 +358,7 @@ op_member (struct req *q, json_object *reply)
 static int
 op_resize (struct req *q, json_object *reply)
 {
-  return raid_array_resize (ctl.a, q->args->size, q->err, PROTO_ERRLEN);
+  return raid_array_resize (ctl.a, q->args->size, true, q->err, PROTO_ERRLEN);
 }
 
 static int

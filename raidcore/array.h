@@ -155,7 +155,12 @@ int raid_array_replace (struct raid_array *a, const char *member, const char *wi
 int raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen);
 int raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t *max,
                           char *err, size_t errlen);
-int raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen);
+/* Change the exported size.  RAID_RESIZE_MAX: all the room the members
+ * have now (members that were enlarged are measured again).  A size below
+ * the current one cuts data off and is refused unless force. */
+#define RAID_RESIZE_MAX UINT64_MAX
+int raid_array_resize (struct raid_array *a, uint64_t size, bool force,
+                       char *err, size_t errlen);
 /* Wait until the array is settled — no job runs and none is about to begin
  * (the worker has acted on the latest change), or the job is frozen — or
  * timeout_s passes (callers pass a bound).  Returns 1 when settled, 0 on

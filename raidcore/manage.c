@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "bitmap.h"
 #include "consistency.h"
 #include "reshape.h"
 #include "stripe.h"
@@ -455,23 +456,92 @@ raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t 
 
 /* ---- resize ---- */
 
-static int
-may_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen)
+/* Bytes the geometry exports over component bytes per member. */
+static uint64_t
+capacity (const struct layout *L, uint64_t comp)
+{
+  return L->g.level == 1 ? comp : comp / L->g.chunk * L->g.stripe_width;
+}
+
+/* The component size the role members' sizes allow now (state lock held;
+ * members that grew are measured again). */
+static uint64_t
+component_now (struct raid_array *a)
 {
   const struct layout *L = cur_layout (a);
-  uint64_t cap = L->g.level == 1 ? a->sb.component_size
-    : a->sb.component_size / L->g.chunk * L->g.stripe_width;
+  uint64_t comp = UINT64_MAX;
+
+  for (int r = 0; r < L->g.raid_disks; r++) {
+    struct member *m = state_role_member (a, L, r);
+    if (m)
+      comp = raid_min_u64 (comp, member_refresh_size (m) - L->data_offset[r]);
+  }
+  comp = comp == UINT64_MAX ? a->sb.component_size : raid_round_down (comp, L->g.chunk);
+  return raid_max_u64 (comp, a->sb.component_size);
+}
+
+/* Validate a resize (state lock held): *size resolved ("max"), *comp the
+ * component size it needs.  0 or an errno with a message. */
+static int
+may_resize (struct raid_array *a, uint64_t *size, bool force, uint64_t *comp,
+            char *err, size_t errlen)
+{
+  const struct layout *L = cur_layout (a);
+  uint64_t old = atomic_load (&a->size), cap;
 
   if (router_two (&a->router)) {
     snprintf (err, errlen, "a reshape is in progress: resize before or after it");
     return EBUSY;
   }
-  if (size == 0 || size > cap) {
-    snprintf (err, errlen, "size %" PRIu64 " is outside 1..%" PRIu64
-              " (what the members hold in this geometry)", size, cap);
-    return size == 0 ? EINVAL : ENOSPC;
+  *comp = a->sb.component_size;
+  if (*size == RAID_RESIZE_MAX || *size > capacity (L, *comp))
+    *comp = component_now (a);
+  cap = capacity (L, *comp);
+  if (*size == RAID_RESIZE_MAX)
+    *size = cap;
+  if (*size == 0 || *size > cap) {
+    snprintf (err, errlen, "size %" PRIu64 " is outside 1..%" PRIu64 " (what the "
+              "members hold in this geometry; enlarge the members, then resize to "
+              "max)", *size, cap);
+    return *size == 0 ? EINVAL : ENOSPC;
+  }
+  if (*size < old && !force) {
+    snprintf (err, errlen, "shrinking from %" PRIu64 " to %" PRIu64 " bytes cuts off "
+              "the last %" PRIu64 " bytes of the array: give force to do it", old,
+              *size, old - *size);
+    return EINVAL;
+  }
+  if (*comp > a->sb.component_size && a->sync.state != SYNC_IDLE) {
+    snprintf (err, errlen, "%s is in progress: the members' new room can be used "
+              "when it ends", raid_sync_action_name (a->sync.job.ops->action));
+    return EBUSY;
   }
   return 0;
+}
+
+/* The members grew: the current layout has more rows (nothing runs, a claim
+ * over everything: the bitmap is sized by the rows).  The bitmap's regions
+ * change size with it, so no absent member can rejoin by delta after this. */
+static int
+grow_component (struct raid_array *a, uint64_t comp)
+{
+  int r;
+
+  router_claim (&a->router, 0, ROUTER_ALL);
+  if (bitmap_enabled (a))
+    bitmap_clean (a, true);
+  pthread_mutex_lock (&a->state_lock);
+  a->sb.component_size = comp;
+  router_set_rows (&a->router, comp / cur_layout (a)->g.chunk);
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    a->mem[t].delta = false;
+  bitmap_fini (a);
+  r = bitmap_init (a);
+  if (r == 0)
+    r = state_commit (a);
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+  return r;
 }
 
 /* Rows past the old size may hold anything (bytes a shrink cut off, or a
@@ -490,15 +560,18 @@ zero_new_space (struct raid_array *a, uint64_t old, uint64_t size)
 }
 
 int
-raid_array_resize (struct raid_array *a, uint64_t size, char *err, size_t errlen)
+raid_array_resize (struct raid_array *a, uint64_t size, bool force,
+                   char *err, size_t errlen)
 {
-  uint64_t old = atomic_load (&a->size);
+  uint64_t old = atomic_load (&a->size), comp;
   int r;
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
-  r = may_resize (a, size, err, errlen);
+  r = may_resize (a, &size, force, &comp, err, errlen);
   pthread_mutex_unlock (&a->state_lock);
+  if (r == 0 && comp > a->sb.component_size && (r = grow_component (a, comp)) != 0)
+    snprintf (err, errlen, "cannot record the members' new size: %s", raid_strerror (r));
   if (r == 0 && size > old && (r = zero_new_space (a, old, size)) != 0)
     snprintf (err, errlen, "cannot zero the new space: %s", raid_strerror (r));
   if (r == 0) {

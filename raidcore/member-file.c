@@ -320,8 +320,19 @@ file_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
   return 0;
 }
 
+static int file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
+                      char *err, size_t errlen);
+
+static int
+file_size_now (struct member *m, uint64_t *size)
+{
+  bool blk;
+  return file_size (((struct file_member *) m)->fd, m->spec, &blk, size, NULL, 0);
+}
+
 static const struct member_backend file_backend = {
   .kind = MEMBER_FILE,
+  .size_now = file_size_now,
   .run = file_run,
   .try_run = file_try_run,
   .close = file_close,

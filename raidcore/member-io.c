@@ -187,6 +187,16 @@ member_size (const struct member *m)
   return m->size;
 }
 
+uint64_t
+member_refresh_size (struct member *m)
+{
+  uint64_t size;
+
+  if (m->be->size_now && m->be->size_now (m, &size) == 0 && size > m->size)
+    m->size = size;
+  return m->size;
+}
+
 bool
 member_can_fua (const struct member *m)
 {

@@ -40,6 +40,8 @@ struct member_backend {
   enum member_kind kind;
   /* Start background machinery; idempotent; NULL when there is none. */
   int (*start) (struct member *m);
+  /* Optional: the member's size now (it may have grown); 0 or errno. */
+  int (*size_now) (struct member *m, uint64_t *size);
   /* Synchronous kinds: perform io (already validated), return 0 or errno. */
   int (*run) (struct member *m, struct mio *io);
   /* File kind, optional: perform io only if that cannot wait on the device

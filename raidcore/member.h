@@ -112,6 +112,10 @@ void member_close (struct member *m);
 
 const char *member_spec (const struct member *m);    /* as given to member_open */
 uint64_t member_size (const struct member *m);       /* bytes */
+/* Read the member's size again (a file or device that was enlarged; an
+ * NBD export keeps the size it had at connect) and keep it: it only
+ * grows.  Returns the size. */
+uint64_t member_refresh_size (struct member *m);
 bool member_can_fua (const struct member *m);        /* native FUA */
 bool member_is_nbd (const struct member *m);
 

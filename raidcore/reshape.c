@@ -215,60 +215,142 @@ old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_
   }
 }
 
-/* Choose direction and gap; fill p.  0, or an errno with a message. */
+/* The room a reshape can use on the members (old_extent, and the added
+ * members' sizes). */
+struct room {
+  uint64_t min_size, min_off, max_off;
+  uint64_t head, tail;                     /* before the data / after the new
+                                              layout's extent at max_off */
+  uint64_t need;                           /* the least gap: one chunk of each */
+};
+
+static void
+measure_room (struct raid_array *a, const struct plan *p, uint64_t new_member_min,
+              struct room *rm)
+{
+  uint64_t used1;
+
+  old_extent (a, &rm->min_size, &rm->min_off, &rm->max_off);
+  rm->min_size = raid_min_u64 (rm->min_size, new_member_min);
+  rm->need = (uint64_t) p->g0.chunk + p->g1.chunk;
+  rm->head = rm->min_off > META_END ? rm->min_off - META_END : 0;
+  used1 = raid_round_up (p->total, width (&p->g1)) / width (&p->g1) * p->g1.chunk;
+  rm->tail = rm->min_size > rm->max_off + used1 ? rm->min_size - rm->max_off - used1 : 0;
+}
+
+/* With direction and gap set: the new layout's component size and
+ * capacity on these members; true when it holds the array. */
+static bool
+fits (struct plan *p, const struct room *rm)
+{
+  uint64_t off1 = p->dir == SB_DIR_FORWARD ? rm->min_off - p->gap : rm->max_off + p->gap;
+
+  p->comp1 = rm->min_size > off1 ? raid_round_down (rm->min_size - off1, p->g1.chunk) : 0;
+  p->cap1 = p->g1.level == 1 ? p->comp1 : p->comp1 / p->g1.chunk * width (&p->g1);
+  return p->cap1 >= p->total;
+}
+
+/* The least gap in [lo, hi] with which direction dir never gets stuck
+ * (plan_feasible; more room only helps), or 0. */
+static uint64_t
+feasible_gap (struct plan *p, int dir, uint64_t lo, uint64_t hi)
+{
+  uint64_t mid;
+
+  p->dir = dir;
+  p->gap = hi;
+  if (hi < lo || !plan_feasible (p))
+    return 0;
+  while (hi - lo > 4096) {
+    p->gap = mid = raid_round_down (lo + (hi - lo) / 2, 4096);
+    if (plan_feasible (p))
+      hi = mid;
+    else
+      lo = mid;
+  }
+  p->gap = hi;
+  return hi;
+}
+
+/* Direction dir with the room it has: an eighth of the room (at most
+ * GAP_PREFERRED), or the least gap that works, when the new layout then
+ * holds the array.  True with p filled. */
+static bool
+try_direction (struct plan *p, const struct room *rm, int dir)
+{
+  uint64_t room = raid_round_down (dir == SB_DIR_FORWARD ? rm->head : rm->tail, 4096);
+  uint64_t g = feasible_gap (p, dir, rm->need, room), want;
+
+  if (!g)
+    return false;
+  /* An eighth of the room, so that the room never runs out however many
+   * reshapes follow (each takes a fraction of what is left); at most
+   * GAP_PREFERRED (larger gaps only make the first windows larger). */
+  want = raid_max_u64 (g, raid_round_down (raid_min_u64 (room / 8, GAP_PREFERRED), 4096));
+  p->gap = want;
+  if (fits (p, rm))
+    return true;
+  p->gap = g;
+  return fits (p, rm);
+}
+
+/* Choose direction and gap; fill p.  The direction follows the room: the
+ * natural one first (forward when the data disks grow, backward when they
+ * shrink, else the side with more room), then the other, each taking an
+ * eighth of its room (or what it takes).  So successive reshapes keep
+ * working: each takes a fraction of what is left, and when one side is
+ * used up the other serves (an array smaller than its members has tail
+ * room a grow can use backward).  0, or ENOSPC with a message saying what
+ * would do: a smaller size, more room (and how much), or naming a too
+ * small added member (small_spec). */
 static int
 choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
-             char *err, size_t errlen)
+             const char *small_spec, char *err, size_t errlen)
 {
-  uint64_t min_size, min_off, max_off, head, tail, need, used1;
-  int d0 = p->g0.data_disks, d1 = p->g1.data_disks;
+  int d0 = p->g0.data_disks, d1 = p->g1.data_disks, dirs[2];
+  uint64_t gmin[2], cap = 0;
+  struct room rm, big;
 
-  old_extent (a, &min_size, &min_off, &max_off);
-  min_size = raid_min_u64 (min_size, new_member_min);
   p->total = atomic_load (&a->size);
-  need = (uint64_t) p->g0.chunk + p->g1.chunk;
-  head = min_off > META_END ? min_off - META_END : 0;
-  used1 = raid_round_up (p->total, width (&p->g1)) / width (&p->g1) * p->g1.chunk;
-  tail = min_size > max_off + used1 ? min_size - max_off - used1 : 0;
-
-  p->dir = d1 > d0 ? SB_DIR_FORWARD : d1 < d0 ? SB_DIR_BACKWARD
-    : head >= need ? SB_DIR_FORWARD : SB_DIR_BACKWARD;
-  if (p->dir == SB_DIR_BACKWARD) {
-    /* Does the data fit the new geometry at all (above the smallest gap)? */
-    uint64_t c = min_size > max_off + need
-      ? raid_round_down (min_size - max_off - need, p->g1.chunk) : 0;
-    uint64_t cap = p->g1.level == 1 ? c : c / p->g1.chunk * width (&p->g1);
-    if (cap < p->total) {
-      snprintf (err, errlen, "the new geometry holds %" PRIu64 " bytes but the array "
-                "exports %" PRIu64 ": resize it to at most %" PRIu64 " first",
-                cap, p->total, cap);
-      return ENOSPC;
-    }
-  }
-  {
-    uint64_t room = p->dir == SB_DIR_FORWARD ? head : tail;
-    p->gap = raid_round_down (raid_min_u64 (room, raid_max_u64 (need, GAP_PREFERRED)), 4096);
-    if (p->gap < need || !plan_feasible (p)) {
-      snprintf (err, errlen, "not enough room to reshape out of place: it needs at least "
-                "%" PRIu64 " bytes of %s room per member, the members have %" PRIu64
-                " (create the array with a larger --data-offset, or use larger members)",
-                need, p->dir == SB_DIR_FORWARD ? "head" : "tail", room);
-      return ENOSPC;
-    }
-  }
-  /* Capacity of the new layout on these members. */
-  {
-    uint64_t off1 = p->dir == SB_DIR_FORWARD ? min_off - p->gap : max_off + p->gap;
-    p->comp1 = min_size > off1 ? raid_round_down (min_size - off1, p->g1.chunk) : 0;
-    p->cap1 = p->g1.level == 1 ? p->comp1 : p->comp1 / p->g1.chunk * width (&p->g1);
-  }
-  if (p->cap1 < p->total) {
-    snprintf (err, errlen, "the new geometry holds %" PRIu64 " bytes but the array "
-              "exports %" PRIu64 ": resize it to at most %" PRIu64 " first",
-              p->cap1, p->total, p->cap1);
+  measure_room (a, p, new_member_min, &rm);
+  dirs[0] = d1 > d0 ? SB_DIR_FORWARD : d1 < d0 ? SB_DIR_BACKWARD
+    : rm.head >= rm.tail ? SB_DIR_FORWARD : SB_DIR_BACKWARD;
+  dirs[1] = !dirs[0];
+  for (int k = 0; k < 2; k++)
+    if (try_direction (p, &rm, dirs[k]))
+      return 0;
+  big = rm;
+  old_extent (a, &big.min_size, &big.min_off, &big.max_off);
+  if (small_spec && big.min_size > rm.min_size) {
+    snprintf (err, errlen, "%s is too small: it holds %" PRIu64 " bytes, the members "
+              "of the array %" PRIu64, small_spec, rm.min_size, big.min_size);
     return ENOSPC;
   }
-  return 0;
+  for (int k = 0; k < 2; k++) {
+    /* Head room does not depend on the size; tail room is what the new
+     * layout leaves, so a smaller size makes more of it. */
+    int dir = dirs[k];
+    gmin[dir] = feasible_gap (p, dir, rm.need, rm.min_size);
+    if (gmin[dir] && (dir == SB_DIR_BACKWARD || gmin[dir] <= rm.head) && !fits (p, &rm))
+      cap = raid_max_u64 (cap, p->cap1);   /* the size is the trouble */
+  }
+  if (cap && d1 < d0) {                   /* a shrink: the size must go first */
+    snprintf (err, errlen, "the new geometry holds %" PRIu64 " bytes on these members "
+              "but the array exports %" PRIu64 ": resize it to at most %" PRIu64
+              " first, or use larger members", cap, p->total, cap);
+    return ENOSPC;
+  }
+  snprintf (err, errlen, "not enough room to reshape out of place: moving forward "
+            "needs %" PRIu64 " bytes of head room per member (the members have %"
+            PRIu64 "), moving backward %" PRIu64 " bytes of tail room (they have %"
+            PRIu64 "); enlarge the members and resize to max, or create the array "
+            "with a larger --data-offset", gmin[SB_DIR_FORWARD], rm.head,
+            gmin[SB_DIR_BACKWARD], rm.tail);
+  if (cap) {
+    size_t n = strlen (err);
+    snprintf (err + n, errlen - n, " (or resize the array to at most %" PRIu64 ")", cap);
+  }
+  return ENOSPC;
 }
 
 /* Open and vet the members to add; on failure close what was opened.  A
@@ -276,18 +358,21 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
  * table slot, ms[i] = NULL). */
 static int
 open_added (struct raid_array *a, const struct raid_reshape_req *req,
-            struct member **ms, int *reuse, uint64_t *min_size, char *err, size_t errlen)
+            struct member **ms, int *reuse, uint64_t *min_size, const char **small,
+            char *err, size_t errlen)
 {
   char e[512];
 
   *min_size = UINT64_MAX;
+  *small = NULL;
   for (int i = 0; i < req->nadd; i++) {
     struct raid_sb sb;
     int r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
     reuse[i] = -1;
     if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
       reuse[i] = t;
-      *min_size = raid_min_u64 (*min_size, member_size (a->mem[t].m));
+      if (member_size (a->mem[t].m) < *min_size)
+        *min_size = member_size (a->mem[t].m), *small = req->add[i];
       continue;
     }
     if (t >= 0) {
@@ -316,7 +401,8 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       }
       return r;
     }
-    *min_size = raid_min_u64 (*min_size, member_size (ms[i]));
+    if (member_size (ms[i]) < *min_size)
+      *min_size = member_size (ms[i]), *small = req->add[i];
   }
   return 0;
 }
@@ -574,6 +660,7 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
   int reuse[RAID_MAX_MEMBERS];
   struct raid_reshape_req req;
   struct plan p = { .win = a->test.reshape_window };
+  const char *small = NULL;
   uint64_t add_min;
   int r;
 
@@ -593,8 +680,8 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
   /* Slow: opening NBD members.  Nothing may begin a job meanwhile (the
    * management lock is held); members may still fail, so the checks that
    * depend on them are made again below, with the commit. */
-  if ((r = open_added (a, &req, ms, reuse, &add_min, err, errlen)) == 0 &&
-      (r = choose_plan (a, &p, add_min, err, errlen)) == 0)
+  if ((r = open_added (a, &req, ms, reuse, &add_min, &small, err, errlen)) == 0 &&
+      (r = choose_plan (a, &p, add_min, small, err, errlen)) == 0)
     r = init_added (ms, req.nadd, req.add, err, errlen);
   if (r == 0) {
     router_claim (&a->router, 0, ROUTER_ALL);

@@ -197,6 +197,15 @@ router_bind_role (struct router *R, int id, int role, int slot, uint64_t off)
 }
 
 void
+router_set_rows (struct router *R, uint64_t rows)
+{
+  pthread_mutex_lock (&R->lock);
+  assert (R->claimed && R->claim_lo == 0 && R->claim_hi == ROUTER_ALL && !R->two);
+  R->L[LAYOUT_CUR].rows = rows;
+  pthread_mutex_unlock (&R->lock);
+}
+
+void
 router_set_mirror (struct router *R, int role, int slot)
 {
   pthread_mutex_lock (&R->lock);

@@ -138,6 +138,8 @@ void router_finish_reshape (struct router *R, uint64_t rows);
 void router_end_reshape (struct router *R);
 /* Role `role` of layout `id` is now held by slot (-1: none), data at off. */
 void router_bind_role (struct router *R, int id, int role, int slot, uint64_t off);
+/* The current layout has `rows` rows now (its members grew). */
+void router_set_rows (struct router *R, uint64_t rows);
 /* Writes to `role` of the current layout also go to `slot` (-1: stop). */
 void router_set_mirror (struct router *R, int role, int slot);
 

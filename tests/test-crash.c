@@ -835,7 +835,7 @@ do_op (const struct ctx *c, struct raid_array *a, struct run *r, int k,
     break;
   case OP_RESIZE: {
     char e[256];
-    err = raid_array_resize (a, o->len, e, sizeof e);
+    err = raid_array_resize (a, o->len, true, e, sizeof e);
     break;
   }
   }

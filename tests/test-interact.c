@@ -406,7 +406,7 @@ static int j_pwrite (struct job *j) { return raid_array_pwrite (j->a, j->buf, j-
 static int j_pread (struct job *j) { return raid_array_pread (j->a, j->buf, j->len, j->off); }
 static int j_start (struct job *j) { return raid_array_start_action (j->a, j->err, sizeof j->err); }
 static int j_freeze (struct job *j) { return raid_array_freeze (j->a, j->err, sizeof j->err); }
-static int j_resize (struct job *j) { return raid_array_resize (j->a, j->len, j->err, sizeof j->err); }
+static int j_resize (struct job *j) { return raid_array_resize (j->a, j->len, true, j->err, sizeof j->err); }
 static int j_close (struct job *j) { raid_array_close (j->a); return 0; }
 static int j_wait (struct job *j) { return raid_array_wait (j->a, 0.5); }
 static int j_check (struct job *j) { return raid_array_check (j->a, false, j->err, sizeof j->err); }
@@ -1254,7 +1254,7 @@ race_resize_reshape (void)
     return;
   full = f.size;
   W = raid_array_stripe_width (f.a);
-  CHECK (raid_array_resize (f.a, full - 4 * W, err, sizeof err) == 0, "shrink: %s", err);
+  CHECK (raid_array_resize (f.a, full - 4 * W, true, err, sizeof err) == 0, "shrink: %s", err);
   zr = rule_new (NULL, OP_ZERO, 0, UINT64_MAX, BLOCK);
   rule_arm (zr, 1);
   rz = job_new (j_resize, f.a);

@@ -347,7 +347,7 @@ shrink_case (void)
   p = strstr (err, "at most ");
   cap = p ? strtoull (p + 8, NULL, 10) : 0;
   CHECK (cap > 0 && cap < f.size, "capacity in the message: %s", err);
-  CHECK (raid_array_resize (f.a, cap, err, sizeof err) == 0, "resize: %s", err);
+  CHECK (raid_array_resize (f.a, cap, true, err, sizeof err) == 0, "resize: %s", err);
   f.size = cap;
   CHECK (raid_array_reshape (f.a, &req, &st, err, sizeof err) == 0, "prepare: %s", err);
   CHECK (st.reshape.direction == SB_DIR_BACKWARD, "shrink runs backward");
