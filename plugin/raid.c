@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,7 @@ static char *member_specs[SB_MAX_MEMBERS];
 static int nmember_specs;
 static char *control_path;
 static bool force;
+static bool served_readonly;             /* nbdkit -r: see server_readonly */
 static bool reshape_autostart = true;
 static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
 static struct raid_array *array;
@@ -146,14 +148,43 @@ raid_config_complete (void)
   "speed-max=SIZE           Background work rate limit (/s, 0: none).\n" \
   "force=true               Start dirty and degraded without a journal."
 
+/* Whether nbdkit was started read-only (-r, --readonly): nbdkit does not
+ * tell a plugin before clients connect, so read its command line, up to
+ * the plugin's own name.  A cluster of short options counts when its r
+ * comes before a letter that takes a value. */
+static bool
+server_readonly (void)
+{
+  static char buf[65536];
+  FILE *fp = fopen ("/proc/self/cmdline", "re");
+  size_t n = fp ? fread (buf, 1, sizeof buf - 1, fp) : 0;
+  bool ro = false;
+
+  if (fp)
+    fclose (fp);
+  buf[n] = '\0';
+  for (char *a = buf + strlen (buf) + 1; a < buf + n; a += strlen (a) + 1) {
+    if (strcmp (a, "raid") == 0 || strstr (a, "nbdkit-raid-plugin"))
+      break;                                 /* the plugin: its own params follow */
+    if (strcmp (a, "--readonly") == 0 || strcmp (a, "--read-only") == 0)
+      ro = true;
+    else if (a[0] == '-' && a[1] != '-')
+      for (const char *c = a + 1; *c && !strchr ("DegiPptUu", *c); c++)
+        ro |= *c == 'r';
+  }
+  return ro;
+}
+
 /* Open the members and assemble the array. */
 static int
 raid_get_ready (void)
 {
   struct member *ms[SB_MAX_MEMBERS];
-  struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart };
+  struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart,
+                                  .readonly = server_readonly () };
   char err[512];
 
+  served_readonly = o.readonly;
   /* First, before any member is touched: a server already listening on
    * the control path is most likely serving this very array, and assembly
    * may write to the members (it records lost roles). */
@@ -162,7 +193,7 @@ raid_get_ready (void)
     return -1;
   }
   for (int i = 0; i < nmember_specs; i++) {
-    ms[i] = member_open (member_specs[i], false, err, sizeof err);
+    ms[i] = member_open (member_specs[i], served_readonly, err, sizeof err);
     if (ms[i] == NULL) {
       nbdkit_error ("%s", err);
       for (int j = 0; j < i; j++)
@@ -239,7 +270,8 @@ raid_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
   return 0;
 }
 
-static int raid_can_write (void *handle) { return 1; }
+/* A read-only server (nbdkit -r) writes nothing to any member. */
+static int raid_can_write (void *handle) { return !served_readonly; }
 static int raid_can_extents (void *handle) { return 1; }
 static int raid_can_flush (void *handle) { return 1; }
 static int raid_can_trim (void *handle) { return 1; }

@@ -71,6 +71,7 @@ struct raid_array {
   bool can_fua;
   _Atomic uint64_t fg_ns;                  /* last client I/O (monotonic) */
   bool autostart;                          /* resume a running reshape at start */
+  bool readonly;                           /* nothing is written to members */
   struct raid_test_hooks test;             /* zero in production */
 };
 

@@ -33,6 +33,9 @@ struct raid_array;
 struct raid_assemble_opts {
   bool force;                /* start dirty+degraded without a write-hole log */
   bool no_autostart;         /* keep a running reshape frozen after restart */
+  bool readonly;             /* members opened read-only; nothing is ever
+                                written to them: no record, no repair, no
+                                background work; management refused (EROFS) */
 };
 
 /* Assemble from the opened members (any order; ownership passes to the array

@@ -234,6 +234,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   a->sb = c[best].sb;
   raid_uuid_format (a->sb.array_uuid, u);
   init_array (a);
+  a->readonly = o->readonly;
   bind_members (a, c, n);
   a->autostart = !o->no_autostart;
   if (start_layouts (a, u, err, errlen) < 0) {
@@ -241,6 +242,15 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     goto fail_bound;
   }
   router_ok = true;
+  if (o->readonly && (a->sb.flags & SB_FLAG_DIRTY) &&
+      (a->sb.consistency == SB_CONS_JOURNAL ||
+       atomic_load (&a->health) != RAID_HEALTH_OPTIMAL)) {
+    snprintf (err, errlen, "array %s was not shut down cleanly and needs %s before "
+              "it can be served: start it read-write once", u,
+              a->sb.consistency == SB_CONS_JOURNAL ? "its journal replayed"
+              : "a resync (it is degraded)");
+    goto fail_bound;
+  }
   if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
     goto fail_cons;
   if (state_record_lost (a) != 0) {
@@ -284,6 +294,8 @@ raid_array_start (struct raid_array *a)
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m && member_start (a->mem[t].m) != 0)
       return -1;
+  if (a->readonly)
+    return 0;                              /* no background work, no record */
   if (state_set_owner (a, true) != 0)      /* after nbdkit's fork: our pid */
     return -1;
   pthread_mutex_lock (&a->mgmt_lock);
@@ -300,11 +312,12 @@ raid_array_close (struct raid_array *a)
   if (!a)
     return;
   sync_thread_stop (a);
-  failed = atomic_load (&a->health) == RAID_HEALTH_FAILED;
+  failed = atomic_load (&a->health) == RAID_HEALTH_FAILED || a->readonly;
   if (!failed)
     cons_checkpoint (a, NULL, NULL);       /* durable; the journal emptied */
-  state_flush_all (a);
-  if (bitmap_enabled (a) && a->sb.resync_offset == UINT64_MAX)
+  if (!a->readonly)
+    state_flush_all (a);
+  if (bitmap_enabled (a) && !a->readonly && a->sb.resync_offset == UINT64_MAX)
     bitmap_clean (a, true);              /* only when optimal */
   pthread_mutex_lock (&a->state_lock);
   if (((a->sb.flags & SB_FLAG_DIRTY) || a->sb.owner_pid) && !failed) {

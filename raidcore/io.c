@@ -125,6 +125,8 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
 int
 raid_array_flush (struct raid_array *a)
 {
+  if (a->readonly)
+    return 0;                              /* nothing was written */
   return state_flush_all (a);
 }
 

@@ -51,6 +51,15 @@
 #define MGMT_BEGIN(a) pthread_mutex_lock (&(a)->mgmt_lock)
 #define MGMT_END(a) pthread_mutex_unlock (&(a)->mgmt_lock)
 
+/* A read-only array changes nothing: every state-changing request is
+ * refused with EROFS before it looks at anything. */
+#define REFUSE_READONLY(a, err, errlen) do {                            \
+    if ((a)->readonly) {                                                \
+      snprintf ((err), (errlen), "the array is served read-only");      \
+      return EROFS;                                                     \
+    }                                                                   \
+  } while (0)
+
 static const struct layout *
 cur_layout (struct raid_array *a)
 {
@@ -102,6 +111,8 @@ raid_array_fail (struct raid_array *a, const char *name, char *err, size_t errle
 {
   int r;
 
+  REFUSE_READONLY (a, err, errlen);
+
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
   r = fail_locked (a, name, err, errlen);
@@ -136,6 +147,8 @@ int
 raid_array_remove (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
   int t, r;
+
+  REFUSE_READONLY (a, err, errlen);
 
   MGMT_BEGIN (a);
   router_claim (&a->router, 0, ROUTER_ALL);      /* it may hold a role */
@@ -301,10 +314,14 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
 int
 raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
 {
-  struct raid_sb *own = malloc (sizeof *own);
+  struct raid_sb *own;
   struct member *m;
   bool retired = false;
-  int r = own ? 0 : ENOMEM;
+  int r;
+
+  REFUSE_READONLY (a, err, errlen);
+  own = malloc (sizeof *own);
+  r = own ? 0 : ENOMEM;
 
   MGMT_BEGIN (a);
   if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
@@ -388,6 +405,8 @@ raid_array_replace (struct raid_array *a, const char *member, const char *with,
 {
   int r;
 
+  REFUSE_READONLY (a, err, errlen);
+
   MGMT_BEGIN (a);
   router_claim (&a->router, 0, ROUTER_ALL);      /* the mirror changes routing */
   pthread_mutex_lock (&a->state_lock);
@@ -404,6 +423,8 @@ int
 raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen)
 {
   int r;
+
+  REFUSE_READONLY (a, err, errlen);
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
@@ -566,6 +587,8 @@ raid_array_resize (struct raid_array *a, uint64_t size, bool force,
   uint64_t old = atomic_load (&a->size), comp;
   int r;
 
+  REFUSE_READONLY (a, err, errlen);
+
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
   r = may_resize (a, &size, force, &comp, err, errlen);
@@ -594,6 +617,8 @@ raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,
                     struct raid_status *plan, char *err, size_t errlen)
 {
   int r;
+
+  REFUSE_READONLY (a, err, errlen);
 
   MGMT_BEGIN (a);
   r = reshape_prepare (a, req, err, errlen);
@@ -624,6 +649,8 @@ raid_array_start_action (struct raid_array *a, char *err, size_t errlen)
 {
   int r;
 
+  REFUSE_READONLY (a, err, errlen);
+
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
   r = start_locked (a, err, errlen);
@@ -637,6 +664,8 @@ raid_array_freeze (struct raid_array *a, char *err, size_t errlen)
 {
   struct sync_ctl *s = &a->sync;
   int r = 0;
+
+  REFUSE_READONLY (a, err, errlen);
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
@@ -662,6 +691,8 @@ raid_array_abort (struct raid_array *a, char *err, size_t errlen)
   struct sync_ctl *s = &a->sync;
   struct sync_job j;
   int r = 0;
+
+  REFUSE_READONLY (a, err, errlen);
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);

@@ -377,6 +377,8 @@ mark_faulty (struct raid_array *a, int t, const char *why)
 int
 state_commit (struct raid_array *a)
 {
+  if (a->readonly)
+    return 0;                              /* served read-only: in memory only */
   for (int attempt = 0; attempt <= SB_MAX_MEMBERS; attempt++) {
     struct member *ms[SB_MAX_MEMBERS];
     struct raid_sb *sbs;

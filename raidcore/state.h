@@ -132,7 +132,7 @@ int state_find_member (struct raid_array *a, const char *name, char *err, size_t
 bool state_member_in_use (struct raid_array *a, int t);
 
 /* Append a->sb (events + 1) to every member in use; caller holds the state
- * lock.  A member whose append fails is marked faulty and the commit is
+ * lock.  A read-only array records nothing (the change stays in memory).  A member whose append fails is marked faulty and the commit is
  * redone without it.  Returns 0, or EIO when no member could be written. */
 int state_commit (struct raid_array *a);
 

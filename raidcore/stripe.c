@@ -1081,7 +1081,7 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
   int err;
 
   group_reset (G);
-  G->repair = G->exclude & ~G->unusable & ~G->rb_mask;
+  G->repair = G->a->readonly ? 0 : G->exclude & ~G->unusable & ~G->rb_mask;
   *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
