@@ -98,7 +98,10 @@ struct sync_ops {
   int (*may_start) (struct raid_array *a, const struct sync_job *j,
                     char *err, size_t errlen);
   /* Complete the job once pos == total (management lock held, state lock
-   * not: it may claim the router).  0 or an errno (the job then fails). */
+   * not: it may claim the router).  On success it ends the job (event
+   * DONE) in the same state-lock section that records the completion, so
+   * no status shows one without the other.  0 or an errno (the job then
+   * fails). */
   int (*finish) (struct raid_array *a, const struct sync_job *j);
   /* Undo what beginning it set up, when it ends without finishing (cancel,
    * abort, fail without keep): management lock held, state lock not.  May

@@ -815,12 +815,11 @@ reshape_step (struct raid_array *a, uint64_t *done, uint8_t **buf)
 
 /* The record of the finished reshape (state lock held). */
 static void
-switch_record (struct raid_array *a, void *arg)
+switch_record (struct raid_array *a)
 {
   const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
   uint64_t min = UINT64_MAX;
 
-  (void) arg;
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     struct sb_member_entry *e = &a->sb.members[t];
     if (e->state == SB_MEMBER_EMPTY)
@@ -852,6 +851,25 @@ switch_record (struct raid_array *a, void *arg)
   }
 }
 
+/* Switch to the new layout: record, router, size, bitmap geometry and the
+ * job's end, in one state-lock section (the claim over everything held),
+ * so no status or request sees one half.  The record is committed right
+ * after; all data already sits in the new layout, so the switch stands
+ * even if that commit fails (a restart finds the reshape at its end and
+ * finishes it again). */
+static void
+switch_layouts (struct raid_array *a, void *arg)
+{
+  *(bool *) arg = true;
+  switch_record (a);
+  router_finish_reshape (&a->router, a->sb.component_size / a->sb.chunk);
+  atomic_store (&a->size, a->sb.array_size);
+  bitmap_fini (a);
+  bitmap_init (a);
+  state_update_health (a);
+  sync_transition (a, SYNC_EV_DONE, NULL, "complete");
+}
+
 /* Zero the target's grown capacity [size, newsize): nobody can address it
  * yet; the claim keeps tickets out of it all the same. */
 static int
@@ -874,6 +892,7 @@ zero_grown (struct raid_array *a)
 static int
 reshape_finish (struct raid_array *a, const struct sync_job *j)
 {
+  bool switched = false;
   char e[64];
   int err;
 
@@ -883,22 +902,17 @@ reshape_finish (struct raid_array *a, const struct sync_job *j)
   router_claim (&a->router, 0, ROUTER_ALL);        /* drains every request */
   if (bitmap_enabled (a))
     bitmap_clean (a, true);
-  err = cons_checkpoint (a, switch_record, NULL);
-  if (err == 0) {
-    pthread_mutex_lock (&a->state_lock);
-    router_finish_reshape (&a->router, a->sb.component_size / a->sb.chunk);
-    atomic_store (&a->size, a->sb.array_size);
-    bitmap_fini (a);
-    bitmap_init (a);
-    state_update_health (a);
-    pthread_mutex_unlock (&a->state_lock);
-  }
+  err = cons_checkpoint (a, switch_layouts, &switched);
   router_release (&a->router);
-  if (err == 0)
-    raid_log (RAID_LOG_INFO, "reshape complete: raid%d %s chunk %u, %d members, %s",
+  if (!switched)
+    return err;                            /* members not flushed: fails */
+  if (err)
+    raid_log (RAID_LOG_ERROR, "reshape complete, but its record could not be "
+              "written: %s (the next start finishes it again)", raid_strerror (err));
+  raid_log (RAID_LOG_INFO, "reshape complete: raid%d %s chunk %u, %d members, %s",
               (int) a->sb.level, raid_layout_name (a->sb.layout), a->sb.chunk,
               (int) a->sb.raid_disks, raid_fmt_size (a->sb.array_size, e, sizeof e));
-  return err;
+  return 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -175,6 +175,7 @@ resync_finish (struct raid_array *a, const struct sync_job *j)
   a->sb.resync_offset = UINT64_MAX;
   a->sb.flags &= ~SB_FLAG_RESYNC_ALL;
   state_commit (a);
+  sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
   raid_log (RAID_LOG_INFO, "resync complete");
   return 0;
@@ -223,6 +224,7 @@ scrub_finish (struct raid_array *a, const struct sync_job *j)
 {
   pthread_mutex_lock (&a->state_lock);
   scrub_record (a, j, true);
+  sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
   raid_log (RAID_LOG_INFO, "%s complete: %" PRIu64 " mismatches",
             raid_sync_action_name (j->ops->action), j->mismatch);
@@ -315,6 +317,8 @@ recover_finish (struct raid_array *a, const struct sync_job *j)
     member_transition (a, t, RAID_MEMBER_IN_SYNC, j->target_role, "recovered");
     r = state_commit (a);
   }
+  if (r == 0)
+    sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
   return r;
 }
@@ -423,6 +427,7 @@ replace_finish (struct raid_array *a, const struct sync_job *j)
   router_claim (&a->router, 0, ROUTER_ALL);
   pthread_mutex_lock (&a->state_lock);
   replace_switch (a, j, true);
+  sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
   router_release (&a->router);
   return 0;
@@ -728,15 +733,13 @@ finish_job (struct raid_array *a, uint64_t gen)
     pthread_mutex_unlock (&a->state_lock);
     err = j.ops->finish (a, &j);
     pthread_mutex_lock (&a->state_lock);
-    if (a->sync.state == SYNC_RUNNING && a->sync.job.gen == gen) {
-      if (err) {
-        char why[128];
-        snprintf (why, sizeof why, "could not complete: %s", raid_strerror (err));
-        fail_job (a, why);
-      }
-      else if (sync_transition (a, SYNC_EV_DONE, NULL, "complete") == 0)
-        next_simple_job (a);               /* what it owes next, at once */
+    if (err && a->sync.state == SYNC_RUNNING && a->sync.job.gen == gen) {
+      char why[128];
+      snprintf (why, sizeof why, "could not complete: %s", raid_strerror (err));
+      fail_job (a, why);
     }
+    else if (!err && a->sync.state == SYNC_IDLE)
+      next_simple_job (a);                 /* what it owes next, at once */
   }
   pthread_mutex_unlock (&a->state_lock);
   pthread_mutex_unlock (&a->mgmt_lock);

@@ -884,11 +884,19 @@ run_workload (const struct ctx *c, uint64_t arm, uint64_t *trace, size_t cap,
   }
   else {
     CHECK (a != NULL, "%s: assembly before any crash failed: %s", wl->name, err);
+    bool started = true;
     if (a && wl->reshape) {
+      /* The start records the serving process: a crash point too. */
       set_reshape_hooks (c, a);
-      CHECK (raid_array_start (a) == 0, "%s: raid_array_start", wl->name);
+      started = raid_array_start (a) == 0;
+      if (!started && cs_world_crashed (r->w)) {
+        r->crashed = true;
+        r->crash_op = -1;
+      }
+      else
+        CHECK (started, "%s: raid_array_start", wl->name);
     }
-    for (int k = 0; a && k < wl->nops && do_op (c, a, r, k, buf); k++)
+    for (int k = 0; a && started && k < wl->nops && do_op (c, a, r, k, buf); k++)
       ;
     if (a)
       r->size_end = raid_array_size (a);
