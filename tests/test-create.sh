@@ -3,12 +3,13 @@
 #
 # Proves: create writes one consistent record per member (same array uuid,
 # distinct member uuids, roles in order, spares, sizes computed from the
-# smallest member, resync needed only when a member's data area holds data);
-# every refusal of SPEC 4.2 exits 1 with a clear message and leaves every
-# pre-existing file byte-for-byte unchanged and creates no file; usage errors
-# exit 2; examine decodes the record, counts corrupt slots, keeps showing the
-# newest intact record when another slot is damaged, reports a member without
-# a valid record (exit 1), and names an incompatible feature.
+# smallest member and said on stderr, resync needed only when a member's
+# data area holds data); every refusal of SPEC 4.2 exits 1 with a clear
+# message and leaves every pre-existing file byte-for-byte unchanged and
+# creates no file; usage errors exit 2; examine decodes the record, counts
+# corrupt slots, keeps showing the newest intact record when another slot is
+# damaged, reports a member without a valid record (exit 1), and names an
+# incompatible feature.
 #
 # Environment: NBDRAID = the nbdraid binary to test.
 
@@ -347,10 +348,14 @@ expect "$(q "$tmp/r.json" '(d["members"][0]["layout"], d["members"][0]["array_si
 truncate -s 40M t0
 truncate -s 64M t1 t2
 run create --level=5 --chunk=1M t0 t1 t2
+cp "$tmp/err" "$tmp/sizes.err"
 examine_json "$tmp/r.json" t0 t1
 j=$tmp/r.json
 expect "$(q "$j" '[(m["component_size"], m["member_size"]) for m in d["members"]]')" \
   "[($((24 * M)), $((40 * M))), ($((24 * M)), $((64 * M)))]" "mixed sizes"
+grep -Fqx "nbdraid: members differ in size: the smallest, t0 (40M), sets the size of every member; unused: t1 24M, t2 24M" \
+  "$tmp/sizes.err" || fail "mixed sizes not said: $(cat "$tmp/sizes.err")"
+pass
 # --size on existing larger members: each contributes exactly SIZE bytes
 run create --level=5 --force --size=32M --data-offset=8M --chunk=128K \
   --layout=right-asymmetric --consistency=bitmap t0 t1 t2
@@ -360,6 +365,13 @@ expect "$(q "$j" '[d["members"][0][k] for k in ("member_size", "data_offset", "c
   "[$((32 * M)), $((8 * M)), $((24 * M)), $((48 * M)), 131072, 'right-asymmetric', 'bitmap']" \
   "--size, --data-offset, --chunk, --layout, --consistency"
 expect "$(stat -c %s t1)" $((64 * M)) "--size never truncates an existing member"
+! grep -q "differ in size" "$tmp/err" || fail "--size: sizes said to differ"
+pass
+truncate -s 40M t3
+run create --level=5 --force --spare=t3 t0 t1 t2
+grep -Fqx "nbdraid: members differ in size: the smallest, t0 (40M), sets the size of every member; unused: t1 24M, t2 24M" \
+  "$tmp/err" || fail "a spare as large as the smallest: $(cat "$tmp/err")"
+pass
 
 # ---- examine: damaged rings ----
 # m0's only record (events 1) is in slot 1; re-stamp a copy as events 2 in slot 2
