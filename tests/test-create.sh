@@ -6,10 +6,10 @@
 # smallest member and said on stderr, resync needed only when a member's
 # data area holds data); every refusal of SPEC 4.2 exits 1 with a clear
 # message and leaves every pre-existing file byte-for-byte unchanged and
-# creates no file; usage errors exit 2; examine decodes the record, counts
-# corrupt slots, keeps showing the newest intact record when another slot is
-# damaged, reports a member without a valid record (exit 1), and names an
-# incompatible feature.
+# creates no file; usage errors exit 2; with --json examine's error is in
+# its document; examine decodes the record, counts corrupt slots, keeps
+# showing the newest intact record when another slot is damaged, reports a
+# member without a valid record (exit 1), and names an incompatible feature.
 #
 # Environment: NBDRAID = the nbdraid binary to test.
 
@@ -400,6 +400,11 @@ rc=0; "$NBDRAID" examine --json m2 m3 > "$tmp/x.json" 2> "$tmp/err" || rc=$?
 expect $rc 1 "examine exit with a member without superblock"
 expect "$(q "$j" '[(m["superblock"], m["error"]) for m in d["members"]]')" \
   "[('none', 'no superblock'), ('valid', None)]" "zeroed ring"
+# with --json the error is in the one document on stdout
+expect "$(q "$j" '(d["ok"], d["error"], d["message"])')" \
+  "(False, 'ENODATA', 'm2: no superblock')" "examine --json error"
+[[ ! -s $tmp/err ]] || fail "examine --json wrote to stderr: $(cat "$tmp/err")"
+"$NBDRAID" examine m2 m3 > "$tmp/out" 2> "$tmp/err" && fail "examine m2 m3: exit 0"
 grep -q "^nbdraid: m2: no superblock" "$tmp/err" || fail "examine: no message for m2"
 refuse 1 "m2: no superblock" examine m2
 # an incompatible feature bit (re-stamped in place) is named
