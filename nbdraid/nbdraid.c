@@ -33,6 +33,7 @@
 #include "member.h"
 #include "protocol.h"
 #include "sb.h"
+#include "signature.h"
 #include "util.h"
 
 #define HISTORY_MAX 8           /* records shown by examine */
@@ -173,7 +174,9 @@ print_uuid (const uint8_t uuid[RAID_UUID_LEN])
 static int
 cmd_create (const struct subcommand *sc, int argc, char **argv)
 {
-  struct raid_create_opts o = { .level = -1, .layout = -1 };
+  struct raid_create_opts o = {
+    .level = -1, .layout = -1, .probe = signature_probe,
+  };
   const char **spares = calloc (argc, sizeof *spares);
   uint8_t uuid[RAID_UUID_LEN];
   char err[512];
@@ -723,8 +726,8 @@ static const struct subcommand create_sc = {
   "                 [--assume-clean] [--spare=MEMBER]... [--force] MEMBER...",
   "Write a new array's superblock journal to every MEMBER (roles in the\n"
   "order given) and print the array's UUID.  Nothing is written unless every\n"
-  "check passes.  A member that belongs to an array is refused unless\n"
-  "--force.\n"
+  "check passes.  A member that belongs to an array, or holds a filesystem,\n"
+  "a partition table or a RAID/LVM signature, is refused unless --force.\n"
   "\n"
   "Options:\n"
   "  --level=LEVEL       0, 1, 4, 5 or 6 (required)\n"
@@ -735,7 +738,8 @@ static const struct subcommand create_sc = {
   "  --data-offset=SIZE  where data starts on each member (default 16M)\n"
   "  --assume-clean      record the array as in sync\n"
   "  --spare=MEMBER      add a spare (repeatable)\n"
-  "  --force             overwrite a member of another array\n",
+  "  --force             overwrite a member of another array or one holding\n"
+  "                      a filesystem, partition table or RAID/LVM signature\n",
   create_options, cmd_create,
 };
 
