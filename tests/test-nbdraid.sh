@@ -19,6 +19,9 @@
 # (e) wait: 0 idle, 3 a frozen check, 3 a prepared reshape never started
 #     (also `reshape --wait` without --start), 4 timeout (with --json: the
 #     last status with ok false and ETIMEDOUT).
+# (f) the bash completion script completes the subcommands, and for each
+#     subcommand every option its --help lists; option values; it works
+#     with and without the bash-completion package.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -260,4 +263,55 @@ $PYTHON -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(not (d["ok
 expect_eq "(e) the chunk changed" 131072 "$(status_get "$ctl" chunk)"
 stop_nbdkit main
 
+# ---- (f) bash completion -------------------------------------------------------
+completion="$abs_srcdir/nbdraid/nbdraid.bash"
+# complete [bash-completion|plain] WORDS...: what _nbdraid offers for the
+# last word
+complete_words ()
+{
+  local how="$1"; shift
+  bash -c '
+    how=$1; shift
+    if [ "$how" = bash-completion ]; then
+      source /usr/share/bash-completion/bash_completion 2>/dev/null || exit 77
+    fi
+    source "$COMPLETION"
+    COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+    COMP_LINE= prev=
+    for w in "$@"; do           # as bash has it: no blank around "="
+      if [ "$w" = = ] || [ "$prev" = = ]; then COMP_LINE+=$w
+      else COMP_LINE+=${COMP_LINE:+ }$w; fi
+      prev=$w
+    done
+    COMP_POINT=${#COMP_LINE}
+    _nbdraid nbdraid "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+    printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' _ "$how" "$@"
+}
+export COMPLETION="$completion"
+for how in bash-completion plain; do
+  if [ "$how" = bash-completion ] && [ ! -r /usr/share/bash-completion/bash_completion ]; then
+    echo "$test_name: note: bash-completion is not installed; plain bash only" >&2
+    continue
+  fi
+  expect_eq "(f) $how: subcommands" "start status " "$(complete_words $how nbdraid st)"
+  expect_eq "(f) $how: after -C S" "reshape resize " "$(complete_words $how nbdraid -C /x res)"
+  expect_eq "(f) $how: --level values" "0 1 4 5 6 " "$(complete_words $how nbdraid create --level '')"
+  expect_eq "(f) $how: --consistency values" "bitmap " \
+    "$(complete_words $how nbdraid create --consistency b)"
+  expect_eq "(f) $how: common options" "--json " "$(complete_words $how nbdraid status --js)"
+  if [ "$how" = bash-completion ]; then     # bash splits --layout=left at '='
+    expect_eq "(f) --layout=VALUE" "left-asymmetric left-asymmetric-6 left-symmetric left-symmetric-6 " \
+      "$(complete_words $how nbdraid create --level=5 --layout = left)"
+  fi
+  for s in $subs; do
+    opts="$(nr "$s" --help | sed -n 's/^  \(-[a-zA-Z], \)\{0,1\}\(--[a-z-]*=\{0,1\}\).*/\2/p' | sort -u)"
+    got="$(complete_words $how nbdraid "$s" --)"
+    for o in $opts; do
+      case " $got " in
+        *" $o "*) ok ;;
+        *) fail "(f) $how: 'nbdraid $s --' does not offer $o (offers: $got)" ;;
+      esac
+    done
+  done
+done
 finish
