@@ -5,10 +5,11 @@
  * reply before the next (requests carry increasing ids and the reply's id
  * is checked).  Every wait for a reply is bounded: REPLY_TIMEOUT_S for
  * ordinary requests, the requested server-side wait plus REPLY_TIMEOUT_S
- * for `wait`; a server that does not answer in time is an error (exit 1),
- * never a hang.  Long waits (`wait`, `reshape --wait`, `status --watch`)
- * are a loop of short server-side waits (POLL_S), so the client can show
- * progress between them and a dead server is noticed within the bound.
+ * for `wait`; a server that does not answer in time is an error (exit 1,
+ * ETIMEDOUT), never a hang.  Long waits (`wait`, `reshape --wait`, `status
+ * --watch`) are a loop of short server-side waits (POLL_S), so the client
+ * can show progress between them and a dead server is noticed within the
+ * bound.
  *
  * Requests are built by the protocol module (protocol.h: proto_build), so
  * they carry only the field names and types the server accepts, and are
@@ -18,12 +19,18 @@
  * 1), in both cases without connecting.  Member paths are made absolute,
  * because the server runs with / as its working directory.
  *
- * Output: text for people by default; with --json each reply object as the
- * server sent it, pretty-printed.  Progress: a redrawn bar on a terminal,
- * one plain line per poll otherwise.
+ * Output: text for people by default; with --json one object per command:
+ * the server's reply as it sent it, pretty-printed (reshape: the plan, with
+ * "started" and the final "status" added by --start and --wait), or the
+ * error object (cli.h).  Progress: a redrawn bar on a terminal, one plain
+ * line per poll otherwise, none with --json.
+ *
+ * Exit status for scripts (cli.h): `status --test` 0 optimal, 1 degraded or
+ * a member rebuilding, 2 failed, 4 no status; `wait` (and `reshape --wait`)
+ * 0 nothing running, 3 an action frozen (a prepared reshape that was never
+ * started is one), 4 timeout.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -45,7 +52,6 @@
 #include "protocol.h"
 #include "util.h"
 
-#define EXIT_USAGE 2
 #define REPLY_TIMEOUT_S 30
 #define POLL_S 1.0                      /* one server-side wait slice */
 #define MAX_REPLY (16u << 20)           /* longest reply line accepted */
@@ -60,25 +66,11 @@ struct client {
 };
 
 struct opts {
+  const struct subcommand *sc;
   enum proto_op op;                     /* the subcommand's op */
   const char *name;                     /* its name */
-  bool json;
   bool tty;                             /* stdout is a terminal */
 };
-
-
-static int __attribute__ ((format (printf, 2, 3)))
-usage_error (const char *cmd, const char *fmt, ...)
-{
-  va_list ap;
-
-  fprintf (stderr, "nbdraid: %s: ", cmd);
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fprintf (stderr, "\nTry 'nbdraid --help' for more information.\n");
-  return EXIT_USAGE;
-}
 
 static double
 now_s (void)
@@ -93,28 +85,36 @@ now_s (void)
 /* Connection */
 
 static int
-client_connect (struct client *c, const char *path)
+client_connect (struct client *c)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int e;
 
-  c->path = path;
-  if (strlen (path) >= sizeof sa.sun_path) {
-    error ("%s: control socket path too long", path);
+  if (strlen (c->path) >= sizeof sa.sun_path) {
+    cli_fail ("ENAMETOOLONG", "control socket %s: path too long (at most "
+              "%zu bytes)", c->path, sizeof sa.sun_path - 1);
     return -1;
   }
-  strcpy (sa.sun_path, path);
+  strcpy (sa.sun_path, c->path);
   c->fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (c->fd == -1) {
-    error ("socket: %m");
+    cli_fail_errno (errno, "socket: %m");
     return -1;
   }
-  if (connect (c->fd, (struct sockaddr *) &sa, sizeof sa) == -1) {
-    error ("%s: connect: %m", path);
-    close (c->fd);
-    c->fd = -1;
-    return -1;
-  }
-  return 0;
+  if (connect (c->fd, (struct sockaddr *) &sa, sizeof sa) == 0)
+    return 0;
+  e = errno;
+  if (e == ENOENT)
+    cli_fail_errno (e, "control socket %s: connect: %s (is a server running "
+                    "with control=%s?)", c->path, strerror (e), c->path);
+  else if (e == ECONNREFUSED)
+    cli_fail_errno (e, "control socket %s: connect: %s (no server is "
+                    "listening on it)", c->path, strerror (e));
+  else
+    cli_fail_errno (e, "control socket %s: connect: %s", c->path, strerror (e));
+  close (c->fd);
+  c->fd = -1;
+  return -1;
 }
 
 static void
@@ -137,14 +137,14 @@ send_line (struct client *c, const char *s)
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      error ("%s: send: %m", c->path);
+      cli_fail_errno (errno, "%s: send: %m", c->path);
       return -1;
     }
     s += n;
     len -= n;
   }
   if (send (c->fd, "\n", 1, MSG_NOSIGNAL) != 1) {
-    error ("%s: send: %m", c->path);
+    cli_fail_errno (errno, "%s: send: %m", c->path);
     return -1;
   }
   return 0;
@@ -171,12 +171,12 @@ read_line (struct client *c, double timeout_s, size_t *len)
     if (c->len == c->cap) {
       char *b;
       if (c->cap >= MAX_REPLY) {
-        error ("%s: reply longer than %u bytes", c->path, MAX_REPLY);
+        cli_fail ("EPROTO", "%s: reply longer than %u bytes", c->path, MAX_REPLY);
         return -1;
       }
       b = realloc (c->buf, c->cap ? c->cap * 2 : 65536);
       if (b == NULL) {
-        error ("realloc: %m");
+        cli_fail ("ENOMEM", "out of memory");
         return -1;
       }
       c->buf = b;
@@ -184,18 +184,19 @@ read_line (struct client *c, double timeout_s, size_t *len)
     }
     left = deadline - now_s ();
     if (left <= 0 || poll (&p, 1, (int) (left * 1000) + 1) == 0) {
-      error ("%s: no reply from the server within %.0f s", c->path, timeout_s);
+      cli_fail ("ETIMEDOUT", "%s: no reply from the server within %.0f s",
+                c->path, timeout_s);
       return -1;
     }
     n = recv (c->fd, c->buf + c->len, c->cap - c->len, 0);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      error ("%s: recv: %m", c->path);
+      cli_fail_errno (errno, "%s: recv: %m", c->path);
       return -1;
     }
     if (n == 0) {
-      error ("%s: the server closed the connection", c->path);
+      cli_fail ("ECONNRESET", "%s: the server closed the connection", c->path);
       return -1;
     }
     c->len += n;
@@ -213,7 +214,7 @@ consume_line (struct client *c, size_t len)
 /* Send req (consumed; an "id" is added; NULL: a request that request ()
  * refused) and return the reply object, or NULL after a message.  *ok
  * says whether the server accepted it; on refusal the "CODE: message" has
- * already been printed. */
+ * already been reported. */
 static json_object *
 call (struct client *c, json_object *req, double timeout_s, bool *ok)
 {
@@ -224,7 +225,7 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
   *ok = false;
   if (req == NULL)                      /* refused by request (): reported */
     return NULL;
-  if (c->fd == -1 && client_connect (c, c->path) == -1) {
+  if (c->fd == -1 && client_connect (c) == -1) {
     json_object_put (req);
     return NULL;
   }
@@ -235,7 +236,7 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
   reply = json_tokener_parse (c->buf);
   consume_line (c, len);
   if (reply == NULL || !json_object_is_type (reply, json_type_object)) {
-    error ("%s: the server's reply is not a JSON object", c->path);
+    cli_fail ("EPROTO", "%s: the server's reply is not a JSON object", c->path);
     goto bad;
   }
   if (json_object_object_get_ex (reply, "id", &v) &&
@@ -245,7 +246,8 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
   else if (!json_object_object_get_ex (reply, "id", &v) ||
            json_object_get_type (v) != json_type_int ||
            json_object_get_int64 (v) != id) {
-    error ("%s: the server's reply does not answer request %" PRId64, c->path, id);
+    cli_fail ("EPROTO", "%s: the server's reply does not answer request %"
+              PRId64, c->path, id);
     goto bad;
   }
   if (json_object_object_get_ex (reply, "ok", &v) &&
@@ -257,8 +259,8 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
     json_object *e = NULL, *m = NULL;
     json_object_object_get_ex (reply, "error", &e);
     json_object_object_get_ex (reply, "message", &m);
-    error ("%s: %s", e ? json_object_get_string (e) : "ERROR",
-           m ? json_object_get_string (m) : "(no message)");
+    cli_refused (e ? json_object_get_string (e) : "EIO",
+                 m ? json_object_get_string (m) : "(no message)");
   }
   goto out;
  bad:
@@ -270,7 +272,7 @@ call (struct client *c, json_object *req, double timeout_s, bool *ok)
 }
 
 /* The request for op with the arguments in a (NULL: none), built and
- * checked by the protocol module; NULL after printing its refusal worded
+ * checked by the protocol module; NULL after reporting its refusal worded
  * as the server's ("nbdraid: EINVAL: ..."), which call () then skips. */
 static json_object *
 request (enum proto_op op, const struct proto_args *a)
@@ -280,13 +282,14 @@ request (enum proto_op op, const struct proto_args *a)
   int r = proto_build (op, a, &req, err, sizeof err);
 
   if (r == ENOMEM) {
-    error ("out of memory");
-    exit (1);
+    fprintf (stderr, "nbdraid: out of memory\n");
+    exit (EXIT_FAIL);
   }
   if (r != 0)
-    error ("%s: %s", proto_errno_name (r), err);
+    cli_refused (proto_errno_name (r), err);
   return req;
 }
+
 
 /* ------------------------------------------------------------------ */
 /* Reading reply fields */
@@ -323,6 +326,31 @@ settled (json_object *st)
   const char *a = jstr (st, "sync_action");
 
   return strcmp (a, "idle") == 0 || strcmp (a, "frozen") == 0;
+}
+
+/* Whether st shows a frozen action: a frozen sync action, or a reshape
+ * that is prepared (or was frozen) and not running. */
+static bool
+frozen (json_object *st)
+{
+  json_object *rs = jget (st, "reshape");
+
+  return strcmp (jstr (st, "sync_action"), "frozen") == 0 ||
+         (rs && json_object_get_type (rs) == json_type_object &&
+          strcmp (jstr (rs, "state"), "frozen") == 0);
+}
+
+/* What is frozen in st, for a message: "the check", "the reshape". */
+static const char *
+frozen_what (json_object *st)
+{
+  json_object *p = jget (st, "progress"), *rs = jget (st, "reshape");
+
+  if (p && json_object_get_type (p) == json_type_object)
+    return jstr (p, "action");
+  if (rs && json_object_get_type (rs) == json_type_object)
+    return "reshape";
+  return "sync action";
 }
 
 /* ------------------------------------------------------------------ */
@@ -499,14 +527,6 @@ status_text (json_object *st)
   status_members (st);
 }
 
-static void
-print_json (json_object *o)
-{
-  printf ("%s\n", json_object_to_json_string_ext (o, JSON_C_TO_STRING_PRETTY |
-                                                  JSON_C_TO_STRING_SPACED |
-                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
-}
-
 /* ------------------------------------------------------------------ */
 /* Argument helpers */
 
@@ -533,8 +553,8 @@ member_arg (const char *s, bool role_ok)
       abs = NULL;
   }
   if (abs == NULL) {
-    error ("out of memory");
-    exit (1);
+    fprintf (stderr, "nbdraid: out of memory\n");
+    exit (EXIT_FAIL);
   }
   m.spec = abs;
   return m;
@@ -551,40 +571,81 @@ free_specs (struct proto_args *a)
 }
 
 static int
-parse_size_arg (const char *cmd, const char *what, const char *s, uint64_t *v)
+parse_size_arg (const struct opts *o, const char *what, const char *s,
+                uint64_t *v)
 {
   if (raid_parse_size (s, v) == 0 && *v <= INT64_MAX)
     return 0;
-  return usage_error (cmd, "%s: invalid size '%s'", what, s);
+  return cli_usage (o->sc, "%s: invalid size '%s'", what, s);
 }
 
 static int
-parse_seconds (const char *cmd, const char *s, double *v)
+parse_seconds (const struct opts *o, const char *s, double *v)
 {
   char *end;
 
   errno = 0;
   *v = strtod (s, &end);
   if (errno || end == s || *end || !(*v >= 0 && *v <= PROTO_MAX_WAIT_S))
-    return usage_error (cmd, "--timeout: expected seconds between 0 and %d, "
-                        "not '%s'", PROTO_MAX_WAIT_S, s);
+    return cli_usage (o->sc, "--timeout: expected seconds between 0 and %d, "
+                      "not '%s'", PROTO_MAX_WAIT_S, s);
+  return 0;
+}
+
+/* The rest of the command line after the options: nothing, or a usage
+ * error naming the first extra word. */
+static int
+no_arguments (const struct opts *o, int argc, char **argv)
+{
+  if (optind < argc)
+    return cli_usage (o->sc, "unexpected argument '%s'", argv[optind]);
+  return 0;
+}
+
+/* Every online subcommand needs the socket: -C or NBDRAID_CONTROL. */
+static int
+need_socket (struct client *c, const struct opts *o)
+{
+  const char *path = cli.control ? cli.control : getenv ("NBDRAID_CONTROL");
+
+  if (path == NULL || *path == '\0')
+    return cli_usage (o->sc, "needs -C SOCKET (or NBDRAID_CONTROL)");
+  c->path = path;
+  return 0;
+}
+
+/* The options of a subcommand that has no own ones (but the common ones):
+ * 0, or the exit status to stop with (*stop set). */
+static int
+common_options_only (struct opts *o, int argc, char **argv, bool *stop)
+{
+  int ch, r = 0;
+
+  *stop = false;
+  while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1)
+    if (ch == CLI_STOP) {
+      *stop = true;
+      return r;
+    }
   return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Waiting with progress */
 
+enum wait_result { WAIT_SETTLED, WAIT_FAILED, WAIT_TIMEOUT };
+
 /* Poll with short server-side waits until the sync action is idle or
  * frozen, or timeout_s (< 0: none) passes.  Shows progress unless --json.
- * Returns 0 settled, 1 failed or timed out; *last receives the final
- * status reply (caller releases). */
-static int
+ * *last receives the final status reply (caller releases; NULL when no
+ * reply came).  A failure has been reported; a timeout has not. */
+static enum wait_result
 wait_loop (struct client *c, const struct opts *o, double timeout_s,
            json_object **last)
 {
   double deadline = timeout_s < 0 ? INFINITY : now_s () + timeout_s;
+  enum wait_result r;
   bool drew = false;
-  int r;
 
   *last = NULL;
   for (;;) {
@@ -597,31 +658,26 @@ wait_loop (struct client *c, const struct opts *o, double timeout_s,
     st = call (c, request (PROTO_OP_WAIT, &a), a.timeout + REPLY_TIMEOUT_S, &ok);
     if (!ok) {
       json_object_put (st);
-      r = 1;
+      r = WAIT_FAILED;
       break;
     }
     json_object_put (*last);
     *last = st;
     done = settled (st);
-    if (!o->json && o->tty) {
+    if (!cli.json && o->tty) {
       fputs ("\r\033[K", stdout);
       progress_bar (st, stdout);
       fflush (stdout);
       drew = true;
     }
-    else if (!o->json)
+    else if (!cli.json)
       progress_line (st);
     if (done) {
-      r = 0;
+      r = WAIT_SETTLED;
       break;
     }
     if (now_s () >= deadline) {
-      if (drew)
-        putchar ('\n');
-      drew = false;
-      error ("timed out after %g s: %s still running", timeout_s,
-             jstr (st, "sync_action"));
-      r = 1;
+      r = WAIT_TIMEOUT;
       break;
     }
   }
@@ -630,20 +686,48 @@ wait_loop (struct client *c, const struct opts *o, double timeout_s,
   return r;
 }
 
+/* The exit status of a wait that ended with r and status *last: 0 nothing
+ * running, EXIT_FROZEN, EXIT_TIMEOUT (reported here), EXIT_FAIL. */
+static int
+wait_status (enum wait_result r, json_object *last, double timeout_s)
+{
+  char msg[256];
+
+  switch (r) {
+  case WAIT_FAILED:
+    return EXIT_FAIL;
+  case WAIT_TIMEOUT:
+    snprintf (msg, sizeof msg, "timed out after %g s: %s still running",
+              timeout_s, jstr (last, "sync_action"));
+    if (cli.json)
+      cli_result_error (last, "ETIMEDOUT", msg);
+    else
+      cli_fail ("ETIMEDOUT", "%s", msg);
+    return EXIT_TIMEOUT;
+  case WAIT_SETTLED:
+    break;
+  }
+  if (!frozen (last))
+    return 0;
+  cli_note ("the %s is frozen ('nbdraid start' resumes it)", frozen_what (last));
+  return EXIT_FROZEN;
+}
+
 /* ------------------------------------------------------------------ */
 /* Subcommands */
 
 enum {
-  OPT_JSON = 256, OPT_WATCH, OPT_COUNT, OPT_INTERVAL, OPT_LEVEL, OPT_LAYOUT,
-  OPT_CHUNK, OPT_RAID_DEVICES, OPT_ADD, OPT_START, OPT_WAIT, OPT_TIMEOUT, OPT_WITH,
+  OPT_WATCH = 256, OPT_COUNT, OPT_INTERVAL, OPT_TEST, OPT_LEVEL, OPT_LAYOUT,
+  OPT_CHUNK, OPT_RAID_DEVICES, OPT_ADD, OPT_START, OPT_WAIT, OPT_TIMEOUT,
+  OPT_WITH,
 };
 
 /* Print a successful reply: its JSON, or text from fn (NULL: nothing). */
 static void
-show (const struct opts *o, json_object *reply, void (*fn) (json_object *))
+show (json_object *reply, void (*fn) (json_object *))
 {
-  if (o->json)
-    print_json (reply);
+  if (cli.json)
+    cli_result (reply);
   else if (fn)
     fn (reply);
 }
@@ -651,59 +735,55 @@ show (const struct opts *o, json_object *reply, void (*fn) (json_object *))
 /* Send req (NULL: refused by request ()) and print the result; returns
  * the exit status. */
 static int
-simple_call (struct client *c, const struct opts *o, json_object *req,
-             const char *done_msg, void (*fn) (json_object *))
+simple_call (struct client *c, json_object *req, const char *done_msg,
+             void (*fn) (json_object *))
 {
   bool ok;
   json_object *reply = call (c, req, REPLY_TIMEOUT_S, &ok);
 
   if (ok) {
-    show (o, reply, fn);
-    if (!o->json && done_msg)
+    show (reply, fn);
+    if (!cli.json && done_msg)
       printf ("%s\n", done_msg);
   }
   json_object_put (reply);
-  return ok ? 0 : 1;
+  return ok ? 0 : EXIT_FAIL;
 }
 
+/* status --test: the exit status for the health in st; -1 when the
+ * health is none of optimal, degraded, failed. */
 static int
-cmd_status (struct client *c, struct opts *o, int argc, char **argv)
+health_status (json_object *st)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "watch", no_argument, NULL, OPT_WATCH },
-    { "count", required_argument, NULL, OPT_COUNT },
-    { "interval", required_argument, NULL, OPT_INTERVAL },
-    { NULL },
-  };
-  bool watch = false;
-  long count = 0;
-  double interval = 1;
-  char *end;
-  int ch;
+  const char *h = jstr (st, "health");
+  json_object *ms = jget (st, "members");
+  size_t n = ms && json_object_get_type (ms) == json_type_array
+    ? json_object_array_length (ms) : 0;
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    switch (ch) {
-    case OPT_JSON: o->json = true; break;
-    case OPT_WATCH: watch = true; break;
-    case OPT_COUNT:
-      count = strtol (optarg, &end, 10);
-      if (*end || end == optarg || count < 1)
-        return usage_error (o->name, "--count: expected a positive number");
-      break;
-    case OPT_INTERVAL:
-      interval = strtod (optarg, &end);
-      if (*end || end == optarg || !(interval >= 0.05 && interval <= 3600))
-        return usage_error (o->name, "--interval: expected 0.05 to 3600 seconds");
-      break;
-    default: return usage_error (o->name, "bad option");
-    }
-  }
-  if (optind < argc)
-    return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
-  if (!watch)
-    return simple_call (c, o, request (PROTO_OP_STATUS, NULL), NULL, status_text);
+  if (strcmp (h, "failed") == 0)
+    return EXIT_FAILED;
+  if (strcmp (h, "degraded") == 0)
+    return EXIT_DEGRADED;
+  if (strcmp (h, "optimal") != 0)
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp (jstr (json_object_array_get_idx (ms, i), "state"),
+                "rebuilding") == 0)
+      return EXIT_DEGRADED;
+  return 0;
+}
 
+static const struct option status_options[] = {
+  { "watch", no_argument, NULL, OPT_WATCH },
+  { "count", required_argument, NULL, OPT_COUNT },
+  { "interval", required_argument, NULL, OPT_INTERVAL },
+  { "test", no_argument, NULL, OPT_TEST },
+  { NULL },
+};
+
+static int
+status_watch (struct client *c, struct opts *o, long count, double interval)
+{
   for (long i = 0; count == 0 || i < count; i++) {
     struct timespec ts = { (time_t) interval,
                            (long) ((interval - (double) (time_t) interval) * 1e9) };
@@ -712,11 +792,10 @@ cmd_status (struct client *c, struct opts *o, int argc, char **argv)
 
     if (!ok) {
       json_object_put (st);
-      return 1;
+      return EXIT_FAIL;
     }
-    if (o->json)
-      printf ("%s\n", json_object_to_json_string_ext (st, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+    if (cli.json)
+      cli_result_line (st);
     else if (o->tty) {
       fputs ("\033[H\033[2J", stdout);
       status_text (st);
@@ -729,6 +808,59 @@ cmd_status (struct client *c, struct opts *o, int argc, char **argv)
       nanosleep (&ts, NULL);
   }
   return 0;
+}
+
+static int
+cmd_status (struct client *c, struct opts *o, int argc, char **argv)
+{
+  bool watch = false, test = false, ok;
+  long count = 0;
+  double interval = 1;
+  json_object *st;
+  char *end;
+  int ch, r = 0;
+
+  while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1) {
+    switch (ch) {
+    case CLI_STOP: return r;
+    case OPT_WATCH: watch = true; break;
+    case OPT_TEST: test = true; break;
+    case OPT_COUNT:
+      count = strtol (optarg, &end, 10);
+      if (*end || end == optarg || count < 1)
+        return cli_usage (o->sc, "--count: expected a positive number");
+      break;
+    case OPT_INTERVAL:
+      interval = strtod (optarg, &end);
+      if (*end || end == optarg || !(interval >= 0.05 && interval <= 3600))
+        return cli_usage (o->sc, "--interval: expected 0.05 to 3600 seconds");
+      break;
+    }
+  }
+  if ((r = no_arguments (o, argc, argv)) != 0)
+    return r;
+  if (watch && test)
+    return cli_usage (o->sc, "--test and --watch do not go together");
+  if ((r = need_socket (c, o)) != 0)
+    return r;
+  if (watch)
+    return status_watch (c, o, count, interval);
+  st = call (c, request (PROTO_OP_STATUS, NULL), REPLY_TIMEOUT_S, &ok);
+  if (!ok) {
+    json_object_put (st);
+    return test ? EXIT_NO_STATUS : EXIT_FAIL;
+  }
+  r = test ? health_status (st) : 0;
+  if (r == -1 && cli.json)
+    cli_result_error (st, "EPROTO", "the status names no known health");
+  show (st, status_text);
+  if (r == -1) {
+    if (!cli.json)
+      cli_fail ("EPROTO", "the status names no known health");
+    r = EXIT_NO_STATUS;
+  }
+  json_object_put (st);
+  return r;
 }
 
 static void
@@ -748,7 +880,7 @@ plan_text (json_object *plan)
 }
 
 /* Add the --add members to a, by the protocol's rule for the list; 0, or
- * 1 after printing its refusal. */
+ * EXIT_FAIL after reporting its refusal. */
 static int
 add_members (struct proto_args *a, const char *const *specs, int n)
 {
@@ -760,126 +892,167 @@ add_members (struct proto_args *a, const char *const *specs, int n)
 
     if (r != 0) {
       free ((char *) m.spec);
-      error ("%s: %s", proto_errno_name (r), err);
-      return 1;
+      cli_refused (proto_errno_name (r), err);
+      return EXIT_FAIL;
     }
   }
   return 0;
 }
 
+static const struct option reshape_options[] = {
+  { "level", required_argument, NULL, OPT_LEVEL },
+  { "layout", required_argument, NULL, OPT_LAYOUT },
+  { "chunk", required_argument, NULL, OPT_CHUNK },
+  { "raid-devices", required_argument, NULL, OPT_RAID_DEVICES },
+  { "add", required_argument, NULL, OPT_ADD },
+  { "start", no_argument, NULL, OPT_START },
+  { "wait", no_argument, NULL, OPT_WAIT },
+  { NULL },
+};
+
+/* One reshape option into a (or adds); 0 or a usage error's status. */
 static int
-cmd_reshape (struct client *c, struct opts *o, int argc, char **argv)
+reshape_option (struct opts *o, int ch, struct proto_args *a,
+                const char **adds, int *nadds, bool *start, bool *wait)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "level", required_argument, NULL, OPT_LEVEL },
-    { "layout", required_argument, NULL, OPT_LAYOUT },
-    { "chunk", required_argument, NULL, OPT_CHUNK },
-    { "raid-devices", required_argument, NULL, OPT_RAID_DEVICES },
-    { "add", required_argument, NULL, OPT_ADD },
-    { "start", no_argument, NULL, OPT_START },
-    { "wait", no_argument, NULL, OPT_WAIT },
-    { NULL },
-  };
-  struct proto_args a = { 0 };
-  const char **adds = calloc (argc, sizeof *adds);   /* the --add values */
-  json_object *req = NULL, *last;
-  bool start = false, wait = false;
-  int ch, r = 0, nadds = 0;
   char *end;
   long n;
 
-  if (adds == NULL) {
-    error ("out of memory");
-    return 1;
+  switch (ch) {
+  case OPT_START: *start = true; return 0;
+  case OPT_WAIT: *wait = true; return 0;
+  case OPT_ADD: adds[(*nadds)++] = optarg; return 0;
+  case OPT_LEVEL:
+    proto_set (a, PROTO_ARG_LEVEL);
+    if (parse_level (optarg, &a->level) == -1)
+      return cli_usage (o->sc, "--level: invalid level '%s'", optarg);
+    return 0;
+  case OPT_LAYOUT:
+    a->layout = optarg;
+    proto_set (a, PROTO_ARG_LAYOUT);
+    return 0;
+  case OPT_CHUNK:
+    proto_set (a, PROTO_ARG_CHUNK);
+    return parse_size_arg (o, "--chunk", optarg, &a->chunk);
+  case OPT_RAID_DEVICES:
+    n = strtol (optarg, &end, 10);
+    if (*end || end == optarg || n < 1 || n > 1000)
+      return cli_usage (o->sc, "--raid-devices: invalid number '%s'", optarg);
+    a->raid_devices = (int) n;
+    proto_set (a, PROTO_ARG_RAID_DEVICES);
+    return 0;
   }
-  while (r == 0 && (ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    switch (ch) {
-    case OPT_JSON: o->json = true; break;
-    case OPT_START: start = true; break;
-    case OPT_WAIT: wait = true; break;
-    case OPT_LEVEL:
-      if (parse_level (optarg, &a.level) == -1)
-        r = usage_error (o->name, "--level: invalid level '%s'", optarg);
-      proto_set (&a, PROTO_ARG_LEVEL);
-      break;
-    case OPT_LAYOUT:
-      a.layout = optarg;
-      proto_set (&a, PROTO_ARG_LAYOUT);
-      break;
-    case OPT_CHUNK:
-      r = parse_size_arg (o->name, "--chunk", optarg, &a.chunk);
-      proto_set (&a, PROTO_ARG_CHUNK);
-      break;
-    case OPT_RAID_DEVICES:
-      n = strtol (optarg, &end, 10);
-      if (*end || end == optarg || n < 1 || n > 1000)
-        r = usage_error (o->name, "--raid-devices: invalid number '%s'", optarg);
-      a.raid_devices = (int) n;
-      proto_set (&a, PROTO_ARG_RAID_DEVICES);
-      break;
-    case OPT_ADD: adds[nadds++] = optarg; break;
-    default:
-      r = usage_error (o->name, "bad option");
-    }
-  }
-  if (r == 0 && optind < argc)
-    r = usage_error (o->name, "unexpected argument '%s'", argv[optind]);
-  if (r == 0 && a.present == 0 && nadds == 0)
-    r = usage_error (o->name, "nothing to change: give --level, --layout, "
-                     "--chunk, --raid-devices or --add");
-  if (r == 0 && (r = add_members (&a, adds, nadds)) == 0 &&
-      (req = request (PROTO_OP_RESHAPE, &a)) == NULL)
-    r = 1;
-  free_specs (&a);
-  free (adds);
-  if (r != 0)
-    return r;
+  abort ();                     /* every option in the table is handled */
+}
 
-  if ((r = simple_call (c, o, req, NULL, plan_text)) != 0)
-    return r;
-  if (start &&
-      (r = simple_call (c, o, request (PROTO_OP_START, NULL), "reshape started",
-                        NULL)) != 0)
-    return r;
+/* The prepared reshape's --start and --wait; *plan is the reply to the
+ * reshape request, where --json's result collects what follows. */
+static int
+reshape_start_wait (struct client *c, struct opts *o, bool start, bool wait,
+                    json_object *plan)
+{
+  json_object *reply, *last;
+  enum wait_result w;
+  bool ok;
+  int r;
+
+  cli.context = "the reshape is prepared (frozen), but: ";
+  if (start) {
+    reply = call (c, request (PROTO_OP_START, NULL), REPLY_TIMEOUT_S, &ok);
+    json_object_put (reply);
+    if (!ok)
+      return EXIT_FAIL;
+    if (cli.json)
+      json_object_object_add (plan, "started", json_object_new_boolean (1));
+    else
+      printf ("reshape started\n");
+    cli.context = "the reshape was started, but: ";
+  }
   if (!wait)
     return 0;
-  r = wait_loop (c, o, -1, &last);
-  if (last && o->json)
-    print_json (last);
-  else if (last && r == 0)
+  w = wait_loop (c, o, -1, &last);
+  if (w == WAIT_SETTLED && !cli.json)
     printf ("reshape: %s\n", jstr (last, "sync_action"));
+  r = wait_status (w, last, -1);
+  if (last && cli.json)
+    json_object_object_add (plan, "status", json_object_get (last));
   json_object_put (last);
   return r;
 }
 
 static int
+cmd_reshape (struct client *c, struct opts *o, int argc, char **argv)
+{
+  struct proto_args a = { 0 };
+  const char **adds = calloc (argc, sizeof *adds);   /* the --add values */
+  json_object *req = NULL, *plan = NULL;
+  bool start = false, wait = false, ok;
+  int ch, r = 0, nadds = 0;
+
+  if (adds == NULL) {
+    cli_fail ("ENOMEM", "out of memory");
+    return EXIT_FAIL;
+  }
+  while (r == 0 && (ch = cli_getopt (o->sc, argc, argv, &r)) != -1)
+    if (ch == CLI_STOP)
+      goto out;
+    else
+      r = reshape_option (o, ch, &a, adds, &nadds, &start, &wait);
+  if (r == 0)
+    r = no_arguments (o, argc, argv);
+  if (r == 0 && a.present == 0 && nadds == 0)
+    r = cli_usage (o->sc, "nothing to change: give --level, --layout, "
+                   "--chunk, --raid-devices or --add");
+  if (r == 0)
+    r = need_socket (c, o);
+  if (r == 0 && (r = add_members (&a, adds, nadds)) == 0 &&
+      (req = request (PROTO_OP_RESHAPE, &a)) == NULL)
+    r = EXIT_FAIL;
+  if (r != 0)
+    goto out;
+
+  plan = call (c, req, REPLY_TIMEOUT_S, &ok);
+  if (!ok) {
+    r = EXIT_FAIL;
+    goto out;
+  }
+  if (!cli.json)
+    plan_text (plan);
+  r = reshape_start_wait (c, o, start, wait, plan);
+  if (cli.json && r != EXIT_FAIL)
+    cli_result (plan);
+ out:
+  json_object_put (plan);
+  free_specs (&a);
+  free (adds);
+  return r;
+}
+
+static const struct option wait_options[] = {
+  { "timeout", required_argument, NULL, OPT_TIMEOUT },
+  { NULL },
+};
+
+static int
 cmd_wait (struct client *c, struct opts *o, int argc, char **argv)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "timeout", required_argument, NULL, OPT_TIMEOUT },
-    { NULL },
-  };
   double timeout = -1;
+  enum wait_result w;
   json_object *last;
-  int ch, r;
+  int ch, r = 0;
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    if (ch == OPT_JSON)
-      o->json = true;
-    else if (ch == OPT_TIMEOUT) {
-      if ((r = parse_seconds (o->name, optarg, &timeout)) != 0)
-        return r;
-    }
-    else
-      return usage_error (o->name, "bad option");
+  while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1) {
+    if (ch == CLI_STOP)
+      return r;
+    if ((r = parse_seconds (o, optarg, &timeout)) != 0)   /* OPT_TIMEOUT */
+      return r;
   }
-  if (optind < argc)
-    return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
-  r = wait_loop (c, o, timeout, &last);
-  if (last && o->json)
-    print_json (last);
+  if ((r = no_arguments (o, argc, argv)) != 0 || (r = need_socket (c, o)) != 0)
+    return r;
+  w = wait_loop (c, o, timeout, &last);
+  r = wait_status (w, last, timeout);
+  if (last && cli.json && r != EXIT_FAIL)
+    cli_result (last);
   json_object_put (last);
   return r;
 }
@@ -888,54 +1061,45 @@ cmd_wait (struct client *c, struct opts *o, int argc, char **argv)
 static int
 cmd_action (struct client *c, struct opts *o, int argc, char **argv)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL },
-  };
   char msg[64];
-  int ch;
+  bool stop;
+  int r = common_options_only (o, argc, argv, &stop);
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    if (ch != OPT_JSON)
-      return usage_error (o->name, "bad option");
-    o->json = true;
-  }
-  if (optind < argc)
-    return usage_error (o->name, "unexpected argument '%s'", argv[optind]);
+  if (stop || (r = no_arguments (o, argc, argv)) != 0 ||
+      (r = need_socket (c, o)) != 0)
+    return r;
   snprintf (msg, sizeof msg, "%s: %s", o->name,
             o->op == PROTO_OP_FREEZE ? "frozen"
             : o->op == PROTO_OP_ABORT ? "aborted" : "started");
-  return simple_call (c, o, request (o->op, NULL), msg, NULL);
+  return simple_call (c, request (o->op, NULL), msg, NULL);
 }
+
+static const struct option replace_options[] = {
+  { "with", required_argument, NULL, OPT_WITH },
+  { NULL },
+};
 
 /* fail, remove, add, replace */
 static int
 cmd_member (struct client *c, struct opts *o, int argc, char **argv)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "with", required_argument, NULL, OPT_WITH },
-    { NULL },
-  };
   bool is_replace = o->op == PROTO_OP_REPLACE;
   bool is_add = o->op == PROTO_OP_ADD;
   struct proto_args a = { 0 };
   const char *with = NULL;
   json_object *req;
   char msg[PATH_MAX + 64];
-  int ch;
+  int ch, r = 0;
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    if (ch == OPT_JSON)
-      o->json = true;
-    else if (ch == OPT_WITH && is_replace)
-      with = optarg;
-    else
-      return usage_error (o->name, ch == OPT_WITH ? "--with is only for replace"
-                                                  : "bad option");
+  while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1) {
+    if (ch == CLI_STOP)
+      return r;
+    with = optarg;                      /* OPT_WITH: replace's only */
   }
   if (optind + 1 != argc)
-    return usage_error (o->name, "expected exactly one MEMBER");
+    return cli_usage (o->sc, "expected exactly one MEMBER");
+  if ((r = need_socket (c, o)) != 0)
+    return r;
   a.member = member_arg (argv[optind], !is_add);
   proto_set (&a, PROTO_ARG_MEMBER);
   if (with) {
@@ -947,33 +1111,28 @@ cmd_member (struct client *c, struct opts *o, int argc, char **argv)
   snprintf (msg, sizeof msg, "%s: %s %s", o->name, argv[optind],
             is_add ? "added" : is_replace ? "is being replaced"
             : o->op == PROTO_OP_FAIL ? "marked faulty" : "removed");
-  return simple_call (c, o, req, msg, NULL);
+  return simple_call (c, req, msg, NULL);
 }
 
 static int
 cmd_resize (struct client *c, struct opts *o, int argc, char **argv)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL },
-  };
   struct proto_args a = { 0 };
   char msg[128], h[32];
-  int ch, r;
+  bool stop;
+  int r = common_options_only (o, argc, argv, &stop);
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    if (ch != OPT_JSON)
-      return usage_error (o->name, "bad option");
-    o->json = true;
-  }
+  if (stop)
+    return r;
   if (optind + 1 != argc)
-    return usage_error (o->name, "expected exactly one SIZE");
-  if ((r = parse_size_arg (o->name, "SIZE", argv[optind], &a.size)) != 0)
+    return cli_usage (o->sc, "expected exactly one SIZE");
+  if ((r = parse_size_arg (o, "SIZE", argv[optind], &a.size)) != 0 ||
+      (r = need_socket (c, o)) != 0)
     return r;
   proto_set (&a, PROTO_ARG_SIZE);
   snprintf (msg, sizeof msg, "resize: size is now %s (%" PRIu64 " bytes)",
             raid_fmt_size (a.size, h, sizeof h), a.size);
-  return simple_call (c, o, request (PROTO_OP_RESIZE, &a), msg, NULL);
+  return simple_call (c, request (PROTO_OP_RESIZE, &a), msg, NULL);
 }
 
 /* The argument that KEY in KEY=SIZE names: speed_min or speed_max, also
@@ -999,35 +1158,34 @@ speed_key (const char *key, size_t klen)
 static int
 cmd_set (struct client *c, struct opts *o, int argc, char **argv)
 {
-  static const struct option lopts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL },
-  };
   struct proto_args a = { 0 };
-  int ch, r;
+  bool stop;
+  int r = common_options_only (o, argc, argv, &stop);
 
-  while ((ch = getopt_long (argc, argv, "", lopts, NULL)) != -1) {
-    if (ch != OPT_JSON)
-      return usage_error (o->name, "bad option");
-    o->json = true;
-  }
+  if (stop)
+    return r;
   if (optind >= argc)
-    return usage_error (o->name, "expected speed-min=SIZE and/or speed-max=SIZE");
+    return cli_usage (o->sc, "expected speed-min=SIZE and/or speed-max=SIZE");
   for (int i = optind; i < argc; i++) {
     const char *eq = strchr (argv[i], '=');
     int key = eq ? speed_key (argv[i], eq - argv[i]) : -1;
 
     if (key == -1)
-      return usage_error (o->name, "expected speed-min=SIZE or speed-max=SIZE, "
-                          "not '%s'", argv[i]);
-    if ((r = parse_size_arg (o->name, proto_arg_name (key), eq + 1,
+      return cli_usage (o->sc, "expected speed-min=SIZE or speed-max=SIZE, "
+                        "not '%s'", argv[i]);
+    if ((r = parse_size_arg (o, proto_arg_name (key), eq + 1,
                              key == PROTO_ARG_SPEED_MIN ? &a.speed_min
                                                         : &a.speed_max)) != 0)
       return r;
     proto_set (&a, key);
   }
-  return simple_call (c, o, request (PROTO_OP_SET, &a), "set: done", NULL);
+  if ((r = need_socket (c, o)) != 0)
+    return r;
+  return simple_call (c, request (PROTO_OP_SET, &a), "set: done", NULL);
 }
+
+/* ------------------------------------------------------------------ */
+/* The table */
 
 /* One subcommand per op of the protocol, named after it. */
 static int (*const cmds[PROTO_NOPS]) (struct client *c, struct opts *o,
@@ -1042,34 +1200,96 @@ static int (*const cmds[PROTO_NOPS]) (struct client *c, struct opts *o,
   [PROTO_OP_RESIZE] = cmd_resize, [PROTO_OP_SET] = cmd_set,
 };
 
-int
-control_is_subcommand (const char *name)
+static int
+control_run (const struct subcommand *sc, int argc, char **argv)
 {
-  return proto_op_lookup (name) != PROTO_OP_NONE;
-}
-
-int
-control_main (int argc, char **argv, const char *socket_path)
-{
-  static char prog[64];
-  enum proto_op op = argc > 0 ? proto_op_lookup (argv[0]) : PROTO_OP_NONE;
-  struct opts o = { .op = op, .tty = isatty (STDOUT_FILENO) };
-  struct client c = { .fd = -1, .path = socket_path };
+  enum proto_op op = proto_op_lookup (sc->name);
+  struct opts o = { .sc = sc, .op = op, .name = sc->name,
+                    .tty = isatty (STDOUT_FILENO) };
+  struct client c = { .fd = -1 };
   int r;
 
-  if (op == PROTO_OP_NONE) {
-    error ("unknown subcommand '%s'", argc > 0 ? argv[0] : "");
-    return EXIT_USAGE;
-  }
-  o.name = proto_op_name (op);
-  if (socket_path == NULL || *socket_path == '\0')
-    return usage_error (o.name, "needs -C SOCKET (or NBDRAID_CONTROL)");
-  /* getopt names the subcommand in its own messages. */
-  snprintf (prog, sizeof prog, "nbdraid %s", o.name);
-  argv[0] = prog;
-  optind = 0;
-  opterr = 1;
+  if (op == PROTO_OP_NONE)
+    abort ();                   /* the table names ops only */
   r = cmds[op] (&c, &o, argc, argv);
   client_close (&c);
   return r;
 }
+
+#define ONLINE(name, synopsis, help, options) \
+  { name, true, synopsis, help, options, control_run }
+
+const struct subcommand control_subcommands[] = {
+  ONLINE ("status", "status [--json] [--watch [--count=N] [--interval=SECONDS]] "
+          "[--test]",
+          "Show the array: geometry, size, health, sync action, reshape,\n"
+          "progress and every member with its role and state.\n"
+          "\n"
+          "Options:\n"
+          "  --watch             repeat (a redrawn screen on a terminal, one\n"
+          "                      line per poll otherwise, one JSON object per\n"
+          "                      line with --json)\n"
+          "  --count=N           with --watch: stop after N polls\n"
+          "  --interval=SECONDS  with --watch: between polls (default 1)\n"
+          "  --test              exit 0 optimal, 1 degraded or a member\n"
+          "                      rebuilding, 2 failed, 4 status not read\n",
+          status_options),
+  ONLINE ("reshape", "reshape [--level=N] [--layout=NAME] [--chunk=SIZE]\n"
+          "                              [--raid-devices=N] [--add=MEMBER]... "
+          "[--start] [--wait]",
+          "Prepare a reshape: recorded in every superblock, frozen, nothing\n"
+          "moves until it is started.\n"
+          "\n"
+          "Options:\n"
+          "  --level=N           the new level (0, 1, 4, 5, 6)\n"
+          "  --layout=NAME       the new layout\n"
+          "  --chunk=SIZE        the new chunk size\n"
+          "  --raid-devices=N    the new number of members\n"
+          "  --add=MEMBER        a new member (repeatable)\n"
+          "  --start             start it at once\n"
+          "  --wait              wait for it as 'wait' does (exit 3: frozen)\n",
+          reshape_options),
+  ONLINE ("start", "start",
+          "Start (or resume) a frozen reshape or sync action.\n", NULL),
+  ONLINE ("freeze", "freeze",
+          "Stop the running action at a durable checkpoint (frozen).\n", NULL),
+  ONLINE ("abort", "abort",
+          "Cancel a check or repair, or a prepared reshape that has not moved\n"
+          "data.\n", NULL),
+  ONLINE ("check", "check",
+          "Scrub: count parity mismatches.\n", NULL),
+  ONLINE ("repair", "repair",
+          "Scrub and rewrite parity that does not match.\n", NULL),
+  ONLINE ("wait", "wait [--timeout=SECONDS]",
+          "Wait until no action runs.  Exit 0 when nothing runs, 3 when an\n"
+          "action is frozen (a prepared reshape that was never started is),\n"
+          "4 when the timeout passes first.\n"
+          "\n"
+          "Options:\n"
+          "  --timeout=SECONDS   give up after this long\n",
+          wait_options),
+  ONLINE ("fail", "fail MEMBER",
+          "Mark a member (role number or spec) faulty.\n", NULL),
+  ONLINE ("remove", "remove MEMBER",
+          "Detach a faulty or spare member (role number or spec).\n", NULL),
+  ONLINE ("add", "add MEMBER",
+          "Add a spare; a degraded array starts recovery onto it, a member of\n"
+          "this array rejoins.\n", NULL),
+  ONLINE ("replace", "replace MEMBER [--with=MEMBER]",
+          "Copy a working member onto a spare while it keeps serving.\n"
+          "\n"
+          "Options:\n"
+          "  --with=MEMBER       the spare to use (default: any)\n",
+          replace_options),
+  ONLINE ("resize", "resize SIZE",
+          "Change the exported size (before a shrinking reshape).\n", NULL),
+  ONLINE ("set", "set [speed-min=SIZE] [speed-max=SIZE]",
+          "Throttle background work (bytes per second; speed-max=0: no\n"
+          "limit).\n", NULL),
+};
+
+const size_t control_nsubcommands =
+  sizeof control_subcommands / sizeof control_subcommands[0];
+
+_Static_assert (sizeof control_subcommands / sizeof control_subcommands[0]
+                == PROTO_NOPS, "one subcommand per op");

@@ -1,20 +1,23 @@
 /* nbdraid: create, inspect and (through a running server's control socket)
  * manage nbdkit-raid arrays.
  *
- * Structure: main() parses the global options (-C SOCKET, --help), looks the
- * subcommand up in a table and hands it the rest of the command line.  Each
- * table entry says whether the subcommand works offline on the members
- * themselves (create, examine) or talks to a server through the control
- * socket (the "online" ones, which need -C or NBDRAID_CONTROL).
+ * Structure: main () finds the subcommand anywhere on the command line
+ * (cli.h: options may come before or after it), moves it to the front and
+ * runs it.  The subcommands that work offline on the members themselves
+ * (create, examine) are here; the "online" ones, one per op of the control
+ * protocol, are control-client.c's.  A mistyped subcommand gets a
+ * suggestion.
  *
  * Exit status, for every subcommand: 0 success, 1 the operation failed or
- * was refused (the reason on stderr, prefixed "nbdraid: "), 2 usage error.
- * Nothing but a subcommand's result goes to stdout.
+ * was refused, 2 usage error; `status --test` and `wait` have their own
+ * codes for scripts (cli.h).  Nothing but a subcommand's result goes to
+ * stdout; with --json, errors too, as JSON objects.
  */
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,18 +31,12 @@
 #include "create.h"
 #include "geometry.h"
 #include "member.h"
+#include "protocol.h"
 #include "sb.h"
+#include "signature.h"
 #include "util.h"
 
-#define EXIT_USAGE 2
 #define HISTORY_MAX 8           /* records shown by examine */
-
-struct subcommand {
-  const char *name;
-  bool online;                  /* talks to a server: needs -C SOCKET */
-  int (*run) (const struct subcommand *sc, const char *control,
-              int argc, char **argv);
-};
 
 static void
 log_to_stderr (enum raid_log_level lvl, const char *msg)
@@ -48,67 +45,34 @@ log_to_stderr (enum raid_log_level lvl, const char *msg)
     fprintf (stderr, "nbdraid: %s\n", msg);
 }
 
-static void
-usage (FILE *fp)
-{
-  fprintf (fp,
-"Usage:\n"
-"  nbdraid create --level=LEVEL [--chunk=SIZE] [--layout=NAME] [--size=SIZE]\n"
-"                 [--consistency=journal|bitmap|resync] [--data-offset=SIZE]\n"
-"                 [--assume-clean] [--spare=MEMBER]... [--force] MEMBER...\n"
-"  nbdraid examine [--json] MEMBER...\n"
-"  nbdraid -C SOCKET status [--json] [--watch]\n"
-"  nbdraid -C SOCKET reshape [--level=N] [--layout=NAME] [--chunk=SIZE]\n"
-"                            [--raid-devices=N] [--add=MEMBER]... [--start] [--wait]\n"
-"  nbdraid -C SOCKET start|freeze|abort|check|repair|wait\n"
-"  nbdraid -C SOCKET fail|remove|add|replace MEMBER [--with=MEMBER]\n"
-"  nbdraid -C SOCKET resize SIZE\n"
-"  nbdraid -C SOCKET set speed-min=SIZE speed-max=SIZE\n"
-"\n"
-"A MEMBER is a file, a block device or an NBD URI.  SIZE takes K, M, G, T.\n"
-"-C SOCKET may also come from NBDRAID_CONTROL.  See nbdraid(8).\n");
-}
-
-/* Report a usage error in a subcommand; returns EXIT_USAGE. */
-static int __attribute__ ((format (printf, 2, 3)))
-usage_error (const struct subcommand *sc, const char *fmt, ...)
-{
-  va_list ap;
-
-  fprintf (stderr, "nbdraid: %s: ", sc->name);
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fprintf (stderr, "\nTry 'nbdraid --help' for more information.\n");
-  return EXIT_USAGE;
-}
-
-/* getopt_long already said what is wrong with the option. */
+/* create and examine work on the members: -C has no use there. */
 static int
-bad_option (void)
+offline_only (const struct subcommand *sc)
 {
-  fprintf (stderr, "Try 'nbdraid --help' for more information.\n");
-  return EXIT_USAGE;
-}
-
-/* Make getopt_long restart on a subcommand's argv, and name the subcommand
- * in getopt's own messages. */
-static void
-subcommand_getopt_reset (char **argv, const char *name)
-{
-  static char prog[64];
-
-  snprintf (prog, sizeof prog, "nbdraid %s", name);
-  argv[0] = prog;
-  optind = 0;
-  opterr = 1;
+  if (cli.control == NULL)
+    return 0;
+  return cli_usage (sc, "%s works on the members directly; -C is not used",
+                    sc->name);
 }
 
 /* ---- create ---- */
 
 enum {
   OPT_LEVEL = 256, OPT_CHUNK, OPT_LAYOUT, OPT_SIZE, OPT_CONSISTENCY,
-  OPT_DATA_OFFSET, OPT_ASSUME_CLEAN, OPT_SPARE, OPT_FORCE, OPT_JSON,
+  OPT_DATA_OFFSET, OPT_ASSUME_CLEAN, OPT_SPARE, OPT_FORCE,
+};
+
+static const struct option create_options[] = {
+  { "level", required_argument, NULL, OPT_LEVEL },
+  { "chunk", required_argument, NULL, OPT_CHUNK },
+  { "layout", required_argument, NULL, OPT_LAYOUT },
+  { "size", required_argument, NULL, OPT_SIZE },
+  { "consistency", required_argument, NULL, OPT_CONSISTENCY },
+  { "data-offset", required_argument, NULL, OPT_DATA_OFFSET },
+  { "assume-clean", no_argument, NULL, OPT_ASSUME_CLEAN },
+  { "spare", required_argument, NULL, OPT_SPARE },
+  { "force", no_argument, NULL, OPT_FORCE },
+  { NULL },
 };
 
 /* Parse a SIZE option; returns 0, or EXIT_USAGE after a message. */
@@ -118,8 +82,8 @@ parse_size_opt (const struct subcommand *sc, const char *opt,
 {
   if (raid_parse_size (s, v) == 0)
     return 0;
-  return usage_error (sc, "--%s: invalid size '%s'%s", opt, s,
-                      errno == ERANGE ? " (too large)" : "");
+  return cli_usage (sc, "--%s: invalid size '%s'%s", opt, s,
+                    errno == ERANGE ? " (too large)" : "");
 }
 
 /* Apply one create option to o.  Returns 0, 1 (refused) or EXIT_USAGE. */
@@ -133,46 +97,47 @@ create_option (const struct subcommand *sc, int c, const char *arg,
   switch (c) {
   case OPT_LEVEL:
     if (parse_level (arg, &o->level) == -1)
-      return usage_error (sc, "--level: invalid level '%s'", arg);
+      return cli_usage (sc, "--level: invalid level '%s'", arg);
     return 0;
   case OPT_CHUNK:
     if ((r = parse_size_opt (sc, "chunk", arg, &v)) != 0)
       return r;
     if (v == 0 || v > RAID_CHUNK_MAX) {
-      error ("chunk %" PRIu64 " is not a power of two between 4K and 64M", v);
-      return 1;
+      cli_fail ("EINVAL", "chunk %" PRIu64 " is not a power of two between "
+                "4K and 64M", v);
+      return EXIT_FAIL;
     }
     o->chunk = (uint32_t) v;
     return 0;
   case OPT_LAYOUT:
     o->layout = raid_layout_parse (arg);
     if (o->layout == -1) {
-      error ("unknown layout '%s'", arg);
-      return 1;
+      cli_fail ("EINVAL", "unknown layout '%s'", arg);
+      return EXIT_FAIL;
     }
     return 0;
   case OPT_SIZE:
     if ((r = parse_size_opt (sc, "size", arg, &o->size)) != 0)
       return r;
     if (o->size == 0) {
-      error ("size 0 is too small for a member");
-      return 1;
+      cli_fail ("EINVAL", "size 0 is too small for a member");
+      return EXIT_FAIL;
     }
     return 0;
   case OPT_CONSISTENCY:
     o->consistency = sb_consistency_parse (arg);
     if (o->consistency == -1)
-      return usage_error (sc, "--consistency: expected journal, bitmap or "
-                          "resync, not '%s'", arg);
+      return cli_usage (sc, "--consistency: expected journal, bitmap or "
+                        "resync, not '%s'", arg);
     return 0;
   case OPT_DATA_OFFSET:
     if ((r = parse_size_opt (sc, "data-offset", arg, &o->data_offset)) != 0)
       return r;
     if (o->data_offset == 0) {
-      error ("data offset 0 is below the end of the metadata area "
-             "(%u bytes: superblock journal and consistency area)",
-             RAID_META_END);
-      return 1;
+      cli_fail ("EINVAL", "data offset 0 is below the end of the metadata "
+                "area (%u bytes: superblock journal and consistency area)",
+                RAID_META_END);
+      return EXIT_FAIL;
     }
     return 0;
   case OPT_ASSUME_CLEAN:
@@ -188,59 +153,62 @@ create_option (const struct subcommand *sc, int c, const char *arg,
   abort ();                     /* every option in the table is handled */
 }
 
-static int
-cmd_create (const struct subcommand *sc, const char *control,
-            int argc, char **argv)
+static void
+print_uuid (const uint8_t uuid[RAID_UUID_LEN])
 {
-  static const struct option opts[] = {
-    { "level", required_argument, NULL, OPT_LEVEL },
-    { "chunk", required_argument, NULL, OPT_CHUNK },
-    { "layout", required_argument, NULL, OPT_LAYOUT },
-    { "size", required_argument, NULL, OPT_SIZE },
-    { "consistency", required_argument, NULL, OPT_CONSISTENCY },
-    { "data-offset", required_argument, NULL, OPT_DATA_OFFSET },
-    { "assume-clean", no_argument, NULL, OPT_ASSUME_CLEAN },
-    { "spare", required_argument, NULL, OPT_SPARE },
-    { "force", no_argument, NULL, OPT_FORCE },
-    { "help", no_argument, NULL, 'h' },
-    { NULL },
+  char us[RAID_UUID_STRLEN];
+  json_object *o;
+
+  raid_uuid_format (uuid, us);
+  if (!cli.json) {
+    printf ("%s\n", us);
+    return;
+  }
+  o = json_object_new_object ();
+  json_object_object_add (o, "ok", json_object_new_boolean (1));
+  json_object_object_add (o, "uuid", json_object_new_string (us));
+  cli_result (o);
+  json_object_put (o);
+}
+
+static int
+cmd_create (const struct subcommand *sc, int argc, char **argv)
+{
+  struct raid_create_opts o = {
+    .level = -1, .layout = -1, .probe = signature_probe,
   };
-  struct raid_create_opts o = { .level = -1, .layout = -1 };
   const char **spares = calloc (argc, sizeof *spares);
   uint8_t uuid[RAID_UUID_LEN];
-  char us[RAID_UUID_STRLEN], err[512];
+  char err[512];
   int c, r = 0;
 
   if (spares == NULL) {
-    error ("calloc: %m");
-    return 1;
+    cli_fail ("ENOMEM", "out of memory");
+    return EXIT_FAIL;
   }
-  subcommand_getopt_reset (argv, sc->name);
-  while (r == 0 && (c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
-    if (c == 'h') {
-      usage (stdout);
-      free (spares);
-      return 0;
-    }
-    r = c == '?' ? bad_option () : create_option (sc, c, optarg, &o, spares);
-  }
+  while (r == 0 && (c = cli_getopt (sc, argc, argv, &r)) != -1)
+    if (c != CLI_STOP)
+      r = create_option (sc, c, optarg, &o, spares);
+    else if (r == 0)
+      goto out;                 /* --help, --version */
+  if (r == 0)
+    r = offline_only (sc);
   if (r == 0 && o.level == -1)
-    r = usage_error (sc, "--level is required");
+    r = cli_usage (sc, "--level is required");
   if (r == 0 && optind >= argc)
-    r = usage_error (sc, "no members given");
+    r = cli_usage (sc, "no members given");
   if (r == 0) {
     o.members = (const char *const *) &argv[optind];
     o.nmembers = argc - optind;
     o.spares = spares;
     if (raid_create (&o, uuid, err, sizeof err) == -1) {
-      error ("%s", err);
-      r = 1;
+      cli_fail_errno (errno, "%s", err);
+      r = EXIT_FAIL;
     }
-    else {
-      raid_uuid_format (uuid, us);
-      printf ("%s\n", us);
-    }
+    else
+      print_uuid (uuid);
   }
+ out:
   free (spares);
   return r;
 }
@@ -672,142 +640,306 @@ examine_json (const struct exam *x)
   return o;
 }
 
-static int
-cmd_examine (const struct subcommand *sc, const char *control,
-             int argc, char **argv)
+/* examine's result: {"ok": ..., "members": [...]}; when a member has no
+ * valid superblock, "ok" is false and "error"/"message" name the first. */
+static json_object *
+examine_doc (void)
 {
-  static const struct option opts[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "help", no_argument, NULL, 'h' },
-    { NULL },
+  json_object *doc = json_object_new_object ();
+
+  json_object_object_add (doc, "ok", json_object_new_boolean (1));
+  json_object_object_add (doc, "members", json_object_new_array ());
+  return doc;
+}
+
+static void
+examine_doc_error (json_object *doc, const struct exam *x)
+{
+  static const char *const codes[] = {
+    [SBS_NONE] = "ENODATA", [SBS_CORRUPT] = "ENODATA",
+    [SBS_UNSUPPORTED] = "EPROTONOSUPPORT", [SBS_UNREADABLE] = "EIO",
   };
-  json_object *doc = NULL, *arr = NULL;
+  json_object *ok;
+  char msg[PATH_MAX + 300];
+
+  if (json_object_object_get_ex (doc, "ok", &ok) && !json_object_get_boolean (ok))
+    return;
+  snprintf (msg, sizeof msg, "%s: %s", x->spec, x->why);
+  cli_result_error (doc, codes[x->status], msg);
+}
+
+static int
+cmd_examine (const struct subcommand *sc, int argc, char **argv)
+{
+  json_object *doc = NULL;
   struct exam *x;
-  bool json = false;
   int c, r = 0;
 
-  subcommand_getopt_reset (argv, sc->name);
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
-    if (c == 'h') {
-      usage (stdout);
-      return 0;
-    }
-    if (c != OPT_JSON)
-      return bad_option ();
-    json = true;
-  }
+  while ((c = cli_getopt (sc, argc, argv, &r)) != -1)
+    if (c == CLI_STOP)
+      return r;
+  if ((r = offline_only (sc)) != 0)
+    return r;
   if (optind >= argc)
-    return usage_error (sc, "no members given");
+    return cli_usage (sc, "no members given");
 
   x = malloc (sizeof *x);
   if (x == NULL) {
-    error ("malloc: %m");
-    return 1;
+    cli_fail ("ENOMEM", "out of memory");
+    return EXIT_FAIL;
   }
-  if (json) {
-    doc = json_object_new_object ();
-    arr = json_object_new_array ();
-    json_object_object_add (doc, "members", arr);
-  }
+  if (cli.json)
+    doc = examine_doc ();
   for (int i = optind; i < argc; i++) {
     memset (x, 0, sizeof *x);
     x->spec = argv[i];
     examine_read (x);
     if (x->status != SBS_VALID) {
-      error ("%s: %s", x->spec, x->why);
-      r = 1;
+      if (cli.json)
+        examine_doc_error (doc, x);
+      else
+        cli_fail ("ENODATA", "%s: %s", x->spec, x->why);
+      r = EXIT_FAIL;
     }
-    if (json)
-      json_object_array_add (arr, examine_json (x));
+    if (cli.json)
+      json_object_array_add (json_object_object_get (doc, "members"),
+                             examine_json (x));
     else
       examine_text (x);
-    if (!json && i + 1 < argc)
+    if (!cli.json && i + 1 < argc)
       putchar ('\n');
   }
-  if (json) {
-    printf ("%s\n", json_object_to_json_string_ext (doc, JSON_C_TO_STRING_PRETTY));
+  if (cli.json) {
+    cli_result (doc);
     json_object_put (doc);
   }
   free (x);
   return r;
 }
 
-/* ---- control-socket subcommands ---- */
+/* ---- the subcommands ---- */
 
-/* Online subcommands: control-client.c. */
-static int
-cmd_control (const struct subcommand *sc, const char *control,
-             int argc, char **argv)
-{
-  return control_main (argc, argv, control);
-}
-
-/* The offline subcommands; every other one is an op of the control
- * protocol, run by control-client.c. */
-static const struct subcommand subcommands[] = {
-  { "create", false, cmd_create },
-  { "examine", false, cmd_examine },
+static const struct subcommand create_sc = {
+  "create", false,
+  "create --level=LEVEL [--chunk=SIZE] [--layout=NAME] [--size=SIZE]\n"
+  "                 [--consistency=journal|bitmap|resync] [--data-offset=SIZE]\n"
+  "                 [--assume-clean] [--spare=MEMBER]... [--force] MEMBER...",
+  "Write a new array's superblock journal to every MEMBER (roles in the\n"
+  "order given) and print the array's UUID.  Nothing is written unless every\n"
+  "check passes.  A member that belongs to an array, or holds a filesystem,\n"
+  "a partition table or a RAID/LVM signature, is refused unless --force.\n"
+  "\n"
+  "Options:\n"
+  "  --level=LEVEL       0, 1, 4, 5 or 6 (required)\n"
+  "  --chunk=SIZE        a power of two from 4K to 64M (default 64K)\n"
+  "  --layout=NAME       md's layout names (default left-symmetric)\n"
+  "  --size=SIZE         the size of every member; missing files are created\n"
+  "  --consistency=POLICY  journal (default), bitmap or resync\n"
+  "  --data-offset=SIZE  where data starts on each member (default 16M)\n"
+  "  --assume-clean      record the array as in sync\n"
+  "  --spare=MEMBER      add a spare (repeatable)\n"
+  "  --force             overwrite a member of another array or one holding\n"
+  "                      a filesystem, partition table or RAID/LVM signature\n",
+  create_options, cmd_create,
 };
+
+static const struct subcommand examine_sc = {
+  "examine", false, "examine [--json] MEMBER...",
+  "Decode the superblock journal of each MEMBER (read-only): the newest\n"
+  "record, the member table and the recent history.  Exits 1 when a member\n"
+  "has no valid superblock.\n",
+  NULL, cmd_examine,
+};
+
+/* Every subcommand, in the order --help lists them. */
+static const struct subcommand *subcommands[2 + PROTO_NOPS];
+static size_t nsubcommands;
+
+static void
+subcommands_init (void)
+{
+  subcommands[nsubcommands++] = &create_sc;
+  subcommands[nsubcommands++] = &examine_sc;
+  for (size_t i = 0; i < control_nsubcommands; i++)
+    subcommands[nsubcommands++] = &control_subcommands[i];
+  cli_set_subcommands (subcommands, nsubcommands);
+}
 
 static const struct subcommand *
 find_subcommand (const char *name)
 {
-  static struct subcommand online = { NULL, true, cmd_control };
+  for (size_t i = 0; i < nsubcommands; i++)
+    if (strcmp (subcommands[i]->name, name) == 0)
+      return subcommands[i];
+  return NULL;
+}
 
-  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-    if (strcmp (subcommands[i].name, name) == 0)
-      return &subcommands[i];
-  if (!control_is_subcommand (name))
-    return NULL;
-  online.name = name;
-  return &online;
+/* Whether an option called name (len bytes, after "--") of any subcommand
+ * takes an argument: then the next word is its argument, not a
+ * subcommand. */
+static bool
+any_option_takes_arg (const char *name, size_t len)
+{
+  if (cli_option_takes_arg (NULL, name, len))
+    return true;
+  for (size_t i = 0; i < nsubcommands; i++)
+    if (cli_option_takes_arg (subcommands[i], name, len))
+      return true;
+  return false;
+}
+
+/* The index of the subcommand in argv: the first word that is neither an
+ * option nor an option's argument (after "--": the next word); 0 if none. */
+static int
+subcommand_index (int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+
+    if (strcmp (a, "--") == 0)
+      return i + 1 < argc ? i + 1 : 0;
+    if (strncmp (a, "--", 2) == 0) {
+      if (strchr (a, '=') == NULL && any_option_takes_arg (a + 2, strlen (a + 2)))
+        i++;
+    }
+    else if (a[0] == '-' && a[1] != '\0') {
+      if (strcmp (a, "-C") == 0)        /* -C SOCKET; -CSOCKET is one word */
+        i++;
+    }
+    else
+      return i;
+  }
+  return 0;
+}
+
+/* Damerau-Levenshtein distance (optimal string alignment), short words. */
+static int
+distance (const char *a, const char *b)
+{
+  int la = strlen (a), lb = strlen (b), d[32][32];
+
+  if (la > 30 || lb > 30)
+    return 99;
+  for (int i = 0; i <= la; i++)
+    d[i][0] = i;
+  for (int j = 0; j <= lb; j++)
+    d[0][j] = j;
+  for (int i = 1; i <= la; i++)
+    for (int j = 1; j <= lb; j++) {
+      int cost = a[i - 1] != b[j - 1];
+      int v = d[i - 1][j] + 1;
+
+      if (d[i][j - 1] + 1 < v)
+        v = d[i][j - 1] + 1;
+      if (d[i - 1][j - 1] + cost < v)
+        v = d[i - 1][j - 1] + cost;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb];
+}
+
+/* The subcommand name most likely meant: the only one it abbreviates, or
+ * the nearest within two edits; NULL if none is near. */
+static const char *
+suggest (const char *name)
+{
+  const char *best = NULL, *prefix = NULL;
+  int best_d = 3, nprefix = 0;
+
+  for (size_t i = 0; i < nsubcommands; i++) {
+    const char *n = subcommands[i]->name;
+    int d = distance (name, n);
+
+    if (*name && strncmp (n, name, strlen (name)) == 0) {
+      prefix = n;
+      nprefix++;
+    }
+    if (d < best_d || (d == best_d && best == NULL)) {
+      best = d < 3 ? n : NULL;
+      best_d = d;
+    }
+  }
+  if (nprefix == 1)
+    return prefix;
+  return best && best_d < (int) strlen (name) ? best : NULL;
+}
+
+static int
+unknown_subcommand (const char *name)
+{
+  const char *s = suggest (name);
+
+  if (s)
+    return cli_usage (NULL, "unknown subcommand '%s'; did you mean '%s'?",
+                      name, s);
+  return cli_usage (NULL, "unknown subcommand '%s'", name);
+}
+
+/* No subcommand: only the common options (--help, --version). */
+static int
+no_subcommand (int argc, char **argv)
+{
+  int c, r = 0;
+
+  optind = 0;
+  while ((c = cli_getopt (NULL, argc, argv, &r)) != -1)
+    if (c == CLI_STOP)
+      return r;
+  if (optind < argc)
+    return unknown_subcommand (argv[optind]);
+  if (!cli.json)
+    cli_help (stderr, NULL);
+  return cli_usage (NULL, "no subcommand given");
+}
+
+/* --json anywhere before "--" (also as an option's value: harmless). */
+static bool
+json_anywhere (int argc, char **argv)
+{
+  for (int i = 1; i < argc && strcmp (argv[i], "--") != 0; i++)
+    if (strcmp (argv[i], "--json") == 0)
+      return true;
+  return false;
 }
 
 int
 main (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "control", required_argument, NULL, 'C' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL },
-  };
   const struct subcommand *sc;
-  const char *control = NULL;
-  int c, r;
+  char **args = NULL;
+  int k, r;
 
   raid_log_set_sink (log_to_stderr);
-  while ((c = getopt_long (argc, argv, "+C:h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'C': control = optarg; break;
-    case 'h': usage (stdout); return 0;
-    default: return bad_option ();
-    }
+  subcommands_init ();
+  cli.json = json_anywhere (argc, argv);
+  k = subcommand_index (argc, argv);
+  if (k == 0)
+    r = no_subcommand (argc, argv);
+  else if ((sc = find_subcommand (argv[k])) == NULL)
+    r = unknown_subcommand (argv[k]);
+  else if ((args = calloc (argc + 1, sizeof *args)) == NULL) {
+    cli_fail ("ENOMEM", "out of memory");
+    r = EXIT_FAIL;
   }
-  if (optind >= argc) {
-    usage (stderr);
-    return EXIT_USAGE;
+  else {
+    /* The subcommand first, then every other word in its order. */
+    int n = 0;
+
+    args[n++] = argv[k];
+    for (int i = 1; i < argc; i++)
+      if (i != k && !(i == k - 1 && strcmp (argv[i], "--") == 0))
+        args[n++] = argv[i];
+    optind = 0;
+    r = sc->run (sc, n, args);
   }
-  sc = find_subcommand (argv[optind]);
-  if (sc == NULL) {
-    error ("unknown subcommand '%s'", argv[optind]);
-    usage (stderr);
-    return EXIT_USAGE;
-  }
-  if (sc->online && control == NULL)
-    control = getenv ("NBDRAID_CONTROL");
-  if (sc->online && (control == NULL || *control == '\0')) {
-    error ("%s: needs -C SOCKET (or NBDRAID_CONTROL)", sc->name);
-    return EXIT_USAGE;
-  }
-  if (!sc->online && control != NULL) {
-    error ("%s works on the members directly; -C is not used", sc->name);
-    return EXIT_USAGE;
-  }
-  r = sc->run (sc, control, argc - optind, argv + optind);
+  free (args);
   mio_shutdown ();
   if (fflush (stdout) == EOF || ferror (stdout)) {
-    error ("write error on stdout: %m");
-    r = 1;
+    fprintf (stderr, "nbdraid: write error on stdout: %m\n");
+    r = EXIT_FAIL;
   }
-  return r;
+  return cli_finish (r);
 }

@@ -11,15 +11,19 @@
  *      second node of the same block device all count), that it can be
  *      opened read-write (or, for a missing path, that --size was given so
  *      it can be created), that it is large enough, and that it does not
- *      already hold a superblock record unless force is set.  Finally the
+ *      already hold a superblock record unless force is set, nor (when the
+ *      caller gave a probe) a foreign signature: a filesystem, partition
+ *      table, RAID or LVM label, again unless force is set.  Finally the
  *      data areas of existing members are inspected to decide whether the
  *      new array needs an initial resync.
  *
  *   2. Write.  Missing member files are created sparse, the metadata area
  *      [0, RAID_META_END) of every pre-existing member is zeroed so that no
- *      record or log entry of an earlier array can resurface, and the first
- *      record (events 1) is appended to every member with sb_append_all,
- *      which returns only when every record is durable.
+ *      record or log entry of an earlier array can resurface, the magic
+ *      bytes of foreign signatures that force overrode are zeroed wherever
+ *      they are (so that blkid, mdadm or LVM no longer claim the member),
+ *      and the first record (events 1) is appended to every member with
+ *      sb_append_all, which returns only when every record is durable.
  *
  * Invariant: a failure in phase 1 leaves every member byte-for-byte as it
  * was, and no file is created.  A failure in phase 2 removes the files this
@@ -32,7 +36,11 @@
  * data_offset + RAID_CREATE_MIN_CHUNKS chunks.  All roles use the same
  * component size: the smallest usable size of the role members minus the
  * data offset, rounded down to the chunk.  Spares do not shrink the array:
- * a spare must hold data_offset + component size.
+ * a spare must hold data_offset + component size.  When the members and
+ * spares differ in size, the smallest role member sets the component size
+ * and a successful create says so (which member, and how much of each
+ * larger one is unused): a user who mixed a 1T and a 2T disk learns that 1T
+ * of the second is idle.
  *
  * Initial sync.  The record says the array is in sync (resync_offset
  * UINT64_MAX) when --assume-clean was given, for raid0 (nothing to sync), or
@@ -49,6 +57,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +95,7 @@ struct cmember {
   uint64_t size;             /* usable size */
   struct member *m;          /* open member (phase 1 for existing ones) */
   bool created;              /* we created the file in phase 2 */
+  struct raid_create_sigs sigs; /* foreign signatures found (with force) */
 };
 
 struct create_ctx {
@@ -98,10 +108,27 @@ struct create_ctx {
   uint64_t component_size, array_size;
   bool in_sync;
   int n;                     /* members + spares */
+  int smallest;              /* the role member that sets component_size */
+  bool sizes_differ;         /* usable sizes of members and spares differ */
   struct cmember *cm;
   char *err;
   size_t errlen;
+  int code;                  /* errno value of the refusal in err */
 };
+
+/* Refuse: the message goes to c->err, code (an errno value) to c->code.
+ * Returns -1.  A %m in fmt reads errno, which nothing here changes first. */
+static int __attribute__ ((format (printf, 3, 4)))
+create_fail (struct create_ctx *c, int code, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (c->err, c->errlen, fmt, ap);
+  va_end (ap);
+  c->code = code;
+  return -1;
+}
 
 static bool
 spec_is_uri (const char *spec)
@@ -124,33 +151,27 @@ create_check_geometry (struct create_ctx *c)
   const struct raid_create_opts *o = c->o;
   int level = o->level;
 
-  if (level != 0 && level != 1 && level != 4 && level != 5 && level != 6) {
-    snprintf (c->err, c->errlen,
-              "raid level %d is not supported (0, 1, 4, 5 or 6)", level);
-    return -1;
-  }
+  if (level != 0 && level != 1 && level != 4 && level != 5 && level != 6)
+    return create_fail (c, EINVAL, "raid level %d is not supported "
+                        "(0, 1, 4, 5 or 6)", level);
   c->chunk = o->chunk ? o->chunk : RAID_CHUNK_DEFAULT;
   if (!raid_is_pow2 (c->chunk) ||
       c->chunk < RAID_CHUNK_MIN || c->chunk > RAID_CHUNK_MAX) {
-    snprintf (c->err, c->errlen,
-              "chunk %" PRIu32 " is not a power of two between 4K and 64M",
-              c->chunk);
-    return -1;
+    return create_fail (c, EINVAL, "chunk %" PRIu32 " is not a power of two "
+                        "between 4K and 64M", c->chunk);
   }
   c->layout = o->layout < 0 ? raid_layout_default (level) : o->layout;
   if (!raid_layout_valid_for_level (level, c->layout)) {
     const char *name = raid_layout_name (c->layout);
     if (name)
-      snprintf (c->err, c->errlen, "layout %s does not exist for raid%d",
-                name, level);
+      create_fail (c, EINVAL, "layout %s does not exist for raid%d",
+                   name, level);
     else
-      snprintf (c->err, c->errlen, "layout %d does not exist", c->layout);
+      create_fail (c, EINVAL, "layout %d does not exist", c->layout);
     return -1;
   }
-  if (o->nmembers < 1 || o->members == NULL) {
-    snprintf (c->err, c->errlen, "raid%d needs members", level);
-    return -1;
-  }
+  if (o->nmembers < 1 || o->members == NULL)
+    return create_fail (c, EINVAL, "raid%d needs members", level);
   return raid_geom_init (&c->g, level, c->layout, c->chunk, o->nmembers,
                          c->err, c->errlen);
 }
@@ -164,48 +185,36 @@ create_check_options (struct create_ctx *c)
     return -1;
   if (o->nspares < 0 || (o->nspares > 0 && o->spares == NULL) ||
       o->nmembers + o->nspares > SB_MAX_MEMBERS) {
-    snprintf (c->err, c->errlen,
-              "too many members (%d with spares, at most %d)",
-              o->nmembers + o->nspares, SB_MAX_MEMBERS);
-    return -1;
+    return create_fail (c, EINVAL,
+                        "too many members (%d with spares, at most %d)",
+                        o->nmembers + o->nspares, SB_MAX_MEMBERS);
   }
   c->consistency = o->consistency ? o->consistency : SB_CONS_JOURNAL;
   if (c->consistency != SB_CONS_JOURNAL && c->consistency != SB_CONS_BITMAP &&
       c->consistency != SB_CONS_RESYNC) {
-    snprintf (c->err, c->errlen, "unknown consistency policy %d",
-              c->consistency);
-    return -1;
+    return create_fail (c, EINVAL, "unknown consistency policy %d",
+                        c->consistency);
   }
   c->data_offset = o->data_offset ? o->data_offset : RAID_DATA_OFFSET_DEFAULT;
-  if (c->data_offset % 4096 != 0) {
-    snprintf (c->err, c->errlen,
-              "data offset %" PRIu64 " is not a multiple of 4K",
-              c->data_offset);
-    return -1;
-  }
-  if (c->data_offset > RAID_CREATE_DATA_OFFSET_MAX) {
-    snprintf (c->err, c->errlen, "data offset %" PRIu64 " is too large",
-              c->data_offset);
-    return -1;
-  }
-  if (c->data_offset < RAID_META_END) {
-    snprintf (c->err, c->errlen,
-              "data offset %" PRIu64 " is below the end of the metadata "
-              "area (%u bytes: superblock journal and consistency area)",
-              c->data_offset, RAID_META_END);
-    return -1;
-  }
+  if (c->data_offset % 4096 != 0)
+    return create_fail (c, EINVAL,
+                        "data offset %" PRIu64 " is not a multiple of 4K",
+                        c->data_offset);
+  if (c->data_offset > RAID_CREATE_DATA_OFFSET_MAX)
+    return create_fail (c, EINVAL, "data offset %" PRIu64 " is too large",
+                        c->data_offset);
+  if (c->data_offset < RAID_META_END)
+    return create_fail (c, EINVAL, "data offset %" PRIu64 " is below the "
+                        "end of the metadata area (%u bytes: superblock "
+                        "journal and consistency area)",
+                        c->data_offset, RAID_META_END);
   c->min_member = c->data_offset + (uint64_t) RAID_CREATE_MIN_CHUNKS * c->chunk;
-  if (o->size > INT64_MAX) {
-    snprintf (c->err, c->errlen, "size %" PRIu64 " is too large", o->size);
-    return -1;
-  }
-  if (o->size && o->size < c->min_member) {
-    snprintf (c->err, c->errlen,
-              "size %" PRIu64 " is too small for a member "
-              "(needs at least %" PRIu64 ")", o->size, c->min_member);
-    return -1;
-  }
+  if (o->size > INT64_MAX)
+    return create_fail (c, EINVAL, "size %" PRIu64 " is too large", o->size);
+  if (o->size && o->size < c->min_member)
+    return create_fail (c, EINVAL,
+                        "size %" PRIu64 " is too small for a member "
+                        "(needs at least %" PRIu64 ")", o->size, c->min_member);
   return 0;
 }
 
@@ -245,11 +254,9 @@ create_resolve (struct create_ctx *c, struct cmember *cm)
     cm->canon = strdup (cm->spec);
   }
   else if (stat (cm->spec, &st) == 0) {
-    if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-      snprintf (c->err, c->errlen,
-                "%s: not a regular file or block device", cm->spec);
-      return -1;
-    }
+    if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+      return create_fail (c, EINVAL,
+                          "%s: not a regular file or block device", cm->spec);
     cm->exists = true;
     cm->regular = S_ISREG (st.st_mode);
     cm->have_id = true;
@@ -260,10 +267,8 @@ create_resolve (struct create_ctx *c, struct cmember *cm)
   }
   else if (errno == ENOENT)
     cm->canon = canonical_path (cm->spec, false);
-  if (cm->canon == NULL) {
-    snprintf (c->err, c->errlen, "%s: %m", cm->spec);
-    return -1;
-  }
+  if (cm->canon == NULL)
+    return create_fail (c, errno, "%s: %m", cm->spec);
   return 0;
 }
 
@@ -294,10 +299,10 @@ create_check_names (struct create_ctx *c)
       if (!same_member (&c->cm[j], cm))
         continue;
       if (strcmp (c->cm[j].spec, cm->spec) == 0)
-        snprintf (c->err, c->errlen, "%s is named twice", cm->spec);
+        create_fail (c, EINVAL, "%s is named twice", cm->spec);
       else
-        snprintf (c->err, c->errlen, "%s is named twice (as %s and %s)",
-                  cm->canon, c->cm[j].spec, cm->spec);
+        create_fail (c, EINVAL, "%s is named twice (as %s and %s)",
+                     cm->canon, c->cm[j].spec, cm->spec);
       return -1;
     }
   }
@@ -310,10 +315,9 @@ static int
 too_small (struct create_ctx *c, const struct cmember *cm,
            uint64_t have, uint64_t need)
 {
-  snprintf (c->err, c->errlen,
-            "%s: member is too small (%" PRIu64 " bytes, "
-            "needs at least %" PRIu64 ")", cm->spec, have, need);
-  return -1;
+  return create_fail (c, ENOSPC,
+                      "%s: member is too small (%" PRIu64 " bytes, "
+                      "needs at least %" PRIu64 ")", cm->spec, have, need);
 }
 
 /* A member that does not exist yet: it must be creatable. */
@@ -323,23 +327,16 @@ create_check_new (struct create_ctx *c, struct cmember *cm)
   char *dcopy;
   int r;
 
-  if (c->o->size == 0) {
-    snprintf (c->err, c->errlen,
-              "%s: No such file or directory (give --size to create it)",
-              cm->spec);
-    return -1;
-  }
+  if (c->o->size == 0)
+    return create_fail (c, ENOENT, "%s: No such file or directory "
+                        "(give --size to create it)", cm->spec);
   dcopy = strdup (cm->spec);
-  if (dcopy == NULL) {
-    snprintf (c->err, c->errlen, "strdup: %m");
-    return -1;
-  }
+  if (dcopy == NULL)
+    return create_fail (c, errno, "strdup: %m");
   r = access (dirname (dcopy), W_OK | X_OK);
   free (dcopy);
-  if (r == -1) {
-    snprintf (c->err, c->errlen, "%s: cannot create: %m", cm->spec);
-    return -1;
-  }
+  if (r == -1)
+    return create_fail (c, errno, "%s: cannot create: %m", cm->spec);
   cm->size = c->o->size;
   return 0;
 }
@@ -353,28 +350,60 @@ create_check_sb (struct create_ctx *c, struct cmember *cm)
   int r;
 
   sb = malloc (sizeof *sb);
-  if (sb == NULL) {
-    snprintf (c->err, c->errlen, "malloc: %m");
-    return -1;
-  }
+  if (sb == NULL)
+    return create_fail (c, errno, "malloc: %m");
   r = sb_read_newest (cm->m, sb, why, sizeof why);
   if (r == 0 && !c->o->force) {
     raid_uuid_format (sb->array_uuid, uuid);
-    snprintf (c->err, c->errlen,
-              "%s already belongs to array %s; use --force to overwrite",
-              cm->spec, uuid);
+    create_fail (c, EEXIST,
+                 "%s already belongs to array %s; use --force to overwrite",
+                 cm->spec, uuid);
   }
   else if (r == EPROTONOSUPPORT && !c->o->force)
-    snprintf (c->err, c->errlen,
-              "%s holds a superblock this version cannot read (%s); "
-              "use --force to overwrite", cm->spec, why);
+    create_fail (c, EEXIST,
+                 "%s holds a superblock this version cannot read (%s); "
+                 "use --force to overwrite", cm->spec, why);
   else if (r != 0 && r != ENOENT && r != EPROTONOSUPPORT)
-    snprintf (c->err, c->errlen, "%s: reading the superblock journal: %s",
-              cm->spec, raid_strerror (r));
+    create_fail (c, r, "%s: reading the superblock journal: %s",
+                 cm->spec, raid_strerror (r));
   free (sb);
   if (r == ENOENT || ((r == 0 || r == EPROTONOSUPPORT) && c->o->force))
     return 0;
   return -1;
+}
+
+/* Refuse a member holding a foreign signature (the caller's probe) unless
+ * force; with force keep what was found, to erase it in phase 2. */
+static int
+create_check_signatures (struct create_ctx *c, struct cmember *cm)
+{
+  int r;
+
+  if (c->o->probe == NULL)
+    return 0;
+  memset (&cm->sigs, 0, sizeof cm->sigs);
+  r = c->o->probe (cm->m, &cm->sigs, c->err, c->errlen);
+  if (r != 0) {
+    c->code = r;
+    return -1;
+  }
+  if (cm->sigs.what[0] == '\0' || c->o->force)
+    return 0;
+  return create_fail (c, EEXIST, "%s holds %s (use --force to overwrite it)",
+                      cm->spec, cm->sigs.what);
+}
+
+/* Open a member: member_open's message, errno as the code. */
+static struct member *
+create_open (struct create_ctx *c, const char *spec)
+{
+  struct member *m;
+
+  errno = 0;
+  m = member_open (spec, false, c->err, c->errlen);
+  if (m == NULL)
+    c->code = errno ? errno : EIO;
+  return m;
 }
 
 /* An existing member (file, block device or NBD export). */
@@ -383,7 +412,7 @@ create_check_existing (struct create_ctx *c, struct cmember *cm)
 {
   uint64_t actual;
 
-  cm->m = member_open (cm->spec, false, c->err, c->errlen);
+  cm->m = create_open (c, cm->spec);
   if (cm->m == NULL)
     return -1;
   actual = member_size (cm->m);
@@ -392,7 +421,9 @@ create_check_existing (struct create_ctx *c, struct cmember *cm)
   if (actual < c->min_member)
     return too_small (c, cm, actual, c->min_member);
   cm->size = c->o->size ? c->o->size : actual;
-  return create_check_sb (c, cm);
+  if (create_check_sb (c, cm) == -1)
+    return -1;
+  return create_check_signatures (c, cm);
 }
 
 static int
@@ -407,17 +438,18 @@ create_check_members (struct create_ctx *c)
                        : create_check_new (c, cm);
     if (r == -1)
       return -1;
-    if (i < nroles)
-      smallest = raid_min_u64 (smallest, cm->size);
+    if (i < nroles && cm->size < smallest) {
+      smallest = cm->size;
+      c->smallest = i;
+    }
+    c->sizes_differ |= cm->size != c->cm[0].size;
   }
 
   c->component_size = raid_round_down (smallest - c->data_offset, c->chunk);
-  if (c->component_size > INT64_MAX / (uint64_t) c->g.data_disks) {
-    snprintf (c->err, c->errlen, "the array would be too large "
-              "(%d data members of %" PRIu64 " bytes)",
-              c->g.data_disks, c->component_size);
-    return -1;
-  }
+  if (c->component_size > INT64_MAX / (uint64_t) c->g.data_disks)
+    return create_fail (c, EFBIG, "the array would be too large "
+                        "(%d data members of %" PRIu64 " bytes)",
+                        c->g.data_disks, c->component_size);
   c->array_size = c->component_size * (uint64_t) c->g.data_disks;
 
   for (int i = nroles; i < c->n; i++) {
@@ -451,11 +483,9 @@ range_is_zero (struct create_ctx *c, struct cmember *cm, int fd,
     }
     else
       e = member_pread (cm->m, buf, n, off);
-    if (e) {
-      snprintf (c->err, c->errlen, "%s: read at %" PRIu64 ": %s",
-                cm->spec, off, raid_strerror (e));
-      return -1;
-    }
+    if (e)
+      return create_fail (c, e, "%s: read at %" PRIu64 ": %s",
+                          cm->spec, off, raid_strerror (e));
     if (isal_zero_detect (buf, n) != 0)
       return 0;
     off += n;
@@ -502,10 +532,8 @@ member_data_is_zero (struct create_ctx *c, struct cmember *cm, void *buf)
   if (!cm->regular)
     return range_is_zero (c, cm, -1, off, end - off, &budget, buf);
   fd = open (cm->spec, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    snprintf (c->err, c->errlen, "%s: %m", cm->spec);
-    return -1;
-  }
+  if (fd == -1)
+    return create_fail (c, errno, "%s: %m", cm->spec);
   r = file_is_zero (c, cm, fd, off, end, &budget, buf);
   close (fd);
   return r;
@@ -521,10 +549,8 @@ create_check_sync (struct create_ctx *c)
   if (c->o->assume_clean || c->g.level == 0)
     return 0;
   buf = raid_alloc_aligned (SCAN_BUF);
-  if (buf == NULL) {
-    snprintf (c->err, c->errlen, "malloc: %m");
-    return -1;
-  }
+  if (buf == NULL)
+    return create_fail (c, errno, "malloc: %m");
   for (int i = 0; i < c->o->nmembers && c->in_sync; i++) {
     int r = member_data_is_zero (c, &c->cm[i], buf);
     if (r == -1) {
@@ -549,21 +575,17 @@ create_files (struct create_ctx *c)
     if (cm->exists)
       continue;
     fd = open (cm->spec, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd == -1) {
-      snprintf (c->err, c->errlen, "%s: create: %m", cm->spec);
-      return -1;
-    }
+    if (fd == -1)
+      return create_fail (c, errno, "%s: create: %m", cm->spec);
     cm->created = true;
     if (ftruncate (fd, (off_t) cm->size) == -1) {
-      snprintf (c->err, c->errlen, "%s: truncate: %m", cm->spec);
+      create_fail (c, errno, "%s: truncate: %m", cm->spec);
       close (fd);
       return -1;
     }
-    if (close (fd) == -1) {
-      snprintf (c->err, c->errlen, "%s: close: %m", cm->spec);
-      return -1;
-    }
-    cm->m = member_open (cm->spec, false, c->err, c->errlen);
+    if (close (fd) == -1)
+      return create_fail (c, errno, "%s: close: %m", cm->spec);
+    cm->m = create_open (c, cm->spec);
     if (cm->m == NULL)
       return -1;
   }
@@ -590,11 +612,60 @@ create_zero_meta (struct create_ctx *c)
   if (k > 0 && mio_run (ios, k) != 0) {
     for (size_t i = 0; i < k; i++)
       if (ios[i].err) {
-        snprintf (c->err, c->errlen, "%s: zeroing the metadata area: %s",
-                  member_spec (ios[i].m), raid_strerror (ios[i].err));
+        create_fail (c, ios[i].err, "%s: zeroing the metadata area: %s",
+                     member_spec (ios[i].m), raid_strerror (ios[i].err));
         break;
       }
     return -1;
+  }
+  return 0;
+}
+
+/* Whether [off, off+len) of cm must stay as it is: with assume_clean the
+ * data areas of the roles are declared in sync with their parity, so
+ * nothing may change in them (raid0 has no parity to disagree with). */
+static bool
+create_keep_range (struct create_ctx *c, const struct cmember *cm,
+                   uint64_t off, uint64_t len)
+{
+  uint64_t start = c->data_offset, end = start + c->component_size;
+
+  return c->o->assume_clean && c->g.level != 0 && cm->role >= 0 &&
+         off < end && off + len > start;
+}
+
+/* Zero the magic bytes of every signature force overrode, outside
+ * [0, RAID_META_END) (create_zero_meta did that part), and say so. */
+static int
+create_erase_signatures (struct create_ctx *c)
+{
+  static const uint8_t zero[256];
+
+  for (int i = 0; i < c->n; i++) {
+    struct cmember *cm = &c->cm[i];
+
+    if (cm->sigs.what[0])
+      raid_log (RAID_LOG_WARN, "%s: overwriting %s (--force)",
+                cm->spec, cm->sigs.what);
+    for (int k = 0; k < cm->sigs.n; k++) {
+      uint64_t off = cm->sigs.magic[k].off;
+      uint32_t len = cm->sigs.magic[k].len;
+      int e;
+
+      if (len == 0 || len > sizeof zero || off + len <= RAID_META_END)
+        continue;
+      if (create_keep_range (c, cm, off, len)) {
+        raid_log (RAID_LOG_WARN, "%s: the %s signature at offset %" PRIu64
+                  " is inside the data area and is kept (--assume-clean)",
+                  cm->spec, cm->sigs.magic[k].type, off);
+        continue;
+      }
+      e = member_pwrite (cm->m, zero, len, off, false);
+      if (e)
+        return create_fail (c, e, "%s: erasing the %s signature at offset %"
+                            PRIu64 ": %s", cm->spec, cm->sigs.magic[k].type,
+                            off, raid_strerror (e));
+    }
   }
   return 0;
 }
@@ -664,10 +735,8 @@ create_write_records (struct create_ctx *c, uint8_t array_uuid[RAID_UUID_LEN])
   int res[SB_MAX_MEMBERS] = { 0 };
   int r = -1;
 
-  if (sbs == NULL) {
-    snprintf (c->err, c->errlen, "calloc: %m");
-    return -1;
-  }
+  if (sbs == NULL)
+    return create_fail (c, errno, "calloc: %m");
   raid_uuid_generate (array_uuid);
   create_template (c, &sbs[0], array_uuid);
   create_member_table (c, &sbs[0]);
@@ -681,8 +750,8 @@ create_write_records (struct create_ctx *c, uint8_t array_uuid[RAID_UUID_LEN])
   if (sb_append_all (ms, sbs, c->n, res) != 0) {
     for (int i = 0; i < c->n; i++)
       if (res[i]) {
-        snprintf (c->err, c->errlen, "%s: writing the superblock: %s",
-                  c->cm[i].spec, raid_strerror (res[i]));
+        create_fail (c, res[i], "%s: writing the superblock: %s",
+                     c->cm[i].spec, raid_strerror (res[i]));
         break;
       }
     goto out;
@@ -703,7 +772,8 @@ create_write (struct create_ctx *c, uint8_t array_uuid[RAID_UUID_LEN])
 
   if (create_files (c) == 0) {
     touched = true;
-    if (create_zero_meta (c) == 0 && create_write_records (c, array_uuid) == 0)
+    if (create_zero_meta (c) == 0 && create_erase_signatures (c) == 0 &&
+        create_write_records (c, array_uuid) == 0)
       return 0;
   }
   for (int i = 0; i < c->n; i++)
@@ -722,6 +792,32 @@ create_write (struct create_ctx *c, uint8_t array_uuid[RAID_UUID_LEN])
       break;
     }
   return -1;
+}
+
+/* Members of different sizes: which one sets the size, what the others
+ * leave unused ("m1 24 MiB, m2 1 GiB (spare)"). */
+static void
+create_log_sizes (struct create_ctx *c)
+{
+  const struct cmember *s = &c->cm[c->smallest];
+  char list[1024] = "", h[32];
+  size_t len = 0;
+
+  if (!c->sizes_differ)
+    return;
+  for (int i = 0; i < c->n && len < sizeof list; i++) {
+    const struct cmember *cm = &c->cm[i];
+
+    if (cm->size <= s->size)
+      continue;
+    len += snprintf (list + len, sizeof list - len, "%s%s %s%s",
+                     len ? ", " : "", cm->spec,
+                     raid_fmt_size (cm->size - s->size, h, sizeof h),
+                     cm->role < 0 ? " (spare)" : "");
+  }
+  raid_log (RAID_LOG_WARN, "members differ in size: the smallest, %s (%s), "
+            "sets the size of every member; unused: %s", s->spec,
+            raid_fmt_size (s->size, h, sizeof h), list);
 }
 
 static void
@@ -749,12 +845,15 @@ raid_create (const struct raid_create_opts *o,
   int r = -1;
 
   err[0] = '\0';
-  if (create_check_options (&c) == -1)
+  if (create_check_options (&c) == -1) {
+    errno = c.code ? c.code : EINVAL;
     return -1;
+  }
   c.n = o->nmembers + o->nspares;
   c.cm = calloc (SB_MAX_MEMBERS, sizeof *c.cm);
   if (c.cm == NULL) {
     snprintf (err, errlen, "calloc: %m");
+    errno = ENOMEM;
     return -1;
   }
   for (int i = 0; i < c.n; i++) {
@@ -763,6 +862,7 @@ raid_create (const struct raid_create_opts *o,
   }
   if (create_check_names (&c) == 0 && create_check_members (&c) == 0 &&
       create_check_sync (&c) == 0 && create_write (&c, array_uuid) == 0) {
+    create_log_sizes (&c);
     create_log_summary (&c, array_uuid);
     r = 0;
   }
@@ -772,5 +872,7 @@ raid_create (const struct raid_create_opts *o,
     free (c.cm[i].canon);
   }
   free (c.cm);
+  if (r == -1)
+    errno = c.code ? c.code : EINVAL;
   return r;
 }

@@ -6,7 +6,10 @@ pkgs=(
   build-essential autoconf automake libtool pkg-config
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd nbd-client
   libisal-dev libjson-c-dev
+  libblkid-dev                         # nbdraid create: foreign signatures
+  bash-completion                      # where nbdraid's completion goes
   qemu-utils fio util-linux e2fsprogs procps
+  fdisk mdadm lvm2                     # tests/test-create.sh: real signatures
   spin                                 # tests/test-router-model.sh
 )
 missing=()

@@ -15,8 +15,10 @@
 #     status while another waits, status latency while NBD I/O runs,
 #     speed_max holding (idle and under client writes), and clients that
 #     hang up in the middle of a wait.
-# (d) nbdraid: text and --json output, exit codes 0/1/2, messages, relative
-#     member paths, --watch, wait --timeout, the progress bar on a terminal.
+# (d) nbdraid: text and --json output, exit codes 0/1/2 (and wait's 3 and
+#     4), messages, relative member paths, --watch, wait --timeout, the
+#     progress bar on a terminal (test-nbdraid.sh has the rest of nbdraid
+#     for scripts).
 # (e) SIGTERM while a client is in an unbounded wait: the server stops
 #     promptly and removes its socket.
 # (f) a restart on the same control path; reshape through the socket
@@ -177,11 +179,11 @@ expect_eq "(d) new connections see the new size" $((size - 196608)) "$(nbd_size 
 expect_exit "(d) resize back" 0 nr -C "$ctl" resize "$((size / 1024))K"
 expect_eq "(d) resize back took effect" "$size" "$(status_get "$ctl" size)"
 
-# wait --timeout on a throttled check: exit 1 "timed out"; then a progress
+# wait --timeout on a throttled check: exit 4 "timed out"; then a progress
 # bar on a terminal (script(1) gives nbdraid a pty).
 nr -C "$ctl" set speed-min=0 speed-max=1M >/dev/null
 expect_exit "(d) check (throttled)" 0 nr -C "$ctl" check
-expect_exit "(d) wait --timeout=1 while it runs" 1 nr -C "$ctl" wait --timeout=1
+expect_exit "(d) wait --timeout=1 while it runs" 4 nr -C "$ctl" wait --timeout=1
 if grep -q "timed out" "$tmp/err"; then ok; else fail "(d) timeout message: $(cat "$tmp/err")"; fi
 if command -v script >/dev/null; then
   script -qec "$NBDRAID -C $ctl wait --timeout=2.5" /dev/null >"$tmp/tty.out" 2>&1 || true
@@ -191,7 +193,7 @@ if command -v script >/dev/null; then
 fi
 expect_exit "(d) freeze" 0 nr -C "$ctl" freeze
 expect_eq "(d) frozen" frozen "$(status_get "$ctl" sync_action)"
-expect_exit "(d) wait on frozen" 0 nr -C "$ctl" wait --timeout=5
+expect_exit "(d) wait on frozen: exit 3" 3 nr -C "$ctl" wait --timeout=5
 expect_exit "(d) start" 0 nr -C "$ctl" start
 expect_exit "(d) abort" 0 nr -C "$ctl" abort
 expect_eq "(d) idle after abort" idle "$(status_get "$ctl" sync_action)"

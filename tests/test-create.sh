@@ -3,12 +3,18 @@
 #
 # Proves: create writes one consistent record per member (same array uuid,
 # distinct member uuids, roles in order, spares, sizes computed from the
-# smallest member, resync needed only when a member's data area holds data);
-# every refusal of SPEC 4.2 exits 1 with a clear message and leaves every
-# pre-existing file byte-for-byte unchanged and creates no file; usage errors
-# exit 2; examine decodes the record, counts corrupt slots, keeps showing the
-# newest intact record when another slot is damaged, reports a member without
-# a valid record (exit 1), and names an incompatible feature.
+# smallest member and said on stderr, resync needed only when a member's
+# data area holds data); every refusal of SPEC 4.2 exits 1 with a clear
+# message and leaves every pre-existing file byte-for-byte unchanged and
+# creates no file; usage errors exit 2; members and spares holding a real
+# foreign signature (mkfs.ext4, an sfdisk GPT or MBR, an md v1.0/v1.2
+# superblock that mdadm --examine accepts, an LVM PV from pvcreate) are
+# refused by name, also behind NBD, and --force overrides each and erases
+# it (wipefs then finds nothing); with --json the result and every error
+# are one JSON object on stdout; examine decodes the record, counts corrupt
+# slots, keeps showing the newest intact record when another slot is
+# damaged, reports a member without a valid record (exit 1), and names an
+# incompatible feature.
 #
 # Environment: NBDRAID = the nbdraid binary to test.
 
@@ -347,10 +353,14 @@ expect "$(q "$tmp/r.json" '(d["members"][0]["layout"], d["members"][0]["array_si
 truncate -s 40M t0
 truncate -s 64M t1 t2
 run create --level=5 --chunk=1M t0 t1 t2
+cp "$tmp/err" "$tmp/sizes.err"
 examine_json "$tmp/r.json" t0 t1
 j=$tmp/r.json
 expect "$(q "$j" '[(m["component_size"], m["member_size"]) for m in d["members"]]')" \
   "[($((24 * M)), $((40 * M))), ($((24 * M)), $((64 * M)))]" "mixed sizes"
+grep -Fqx "nbdraid: members differ in size: the smallest, t0 (40M), sets the size of every member; unused: t1 24M, t2 24M" \
+  "$tmp/sizes.err" || fail "mixed sizes not said: $(cat "$tmp/sizes.err")"
+pass
 # --size on existing larger members: each contributes exactly SIZE bytes
 run create --level=5 --force --size=32M --data-offset=8M --chunk=128K \
   --layout=right-asymmetric --consistency=bitmap t0 t1 t2
@@ -360,6 +370,170 @@ expect "$(q "$j" '[d["members"][0][k] for k in ("member_size", "data_offset", "c
   "[$((32 * M)), $((8 * M)), $((24 * M)), $((48 * M)), 131072, 'right-asymmetric', 'bitmap']" \
   "--size, --data-offset, --chunk, --layout, --consistency"
 expect "$(stat -c %s t1)" $((64 * M)) "--size never truncates an existing member"
+! grep -q "differ in size" "$tmp/err" || fail "--size: sizes said to differ"
+pass
+truncate -s 40M t3
+run create --level=5 --force --spare=t3 t0 t1 t2
+grep -Fqx "nbdraid: members differ in size: the smallest, t0 (40M), sets the size of every member; unused: t1 24M, t2 24M" \
+  "$tmp/err" || fail "a spare as large as the smallest: $(cat "$tmp/err")"
+pass
+
+# ---- foreign signatures (libblkid): refused by name, --force erases ----
+# Each fixture is a 20M file (a member needs 16M + 2 chunks) holding one
+# real signature, made by the tool that makes it on disks.  A refusal leaves
+# every byte of every file as it was and creates no file; --force creates
+# the array and erases the signature, so blkid and wipefs find nothing.
+mkdir "$d/sig"
+cd "$d/sig"
+wipefs=$(command -v wipefs || :)
+blkid=$(command -v blkid || :)
+# sig_files: full checksums of every file here, and the names
+sig_files () { find . -type f -print0 | LC_ALL=C sort -z | xargs -0r cksum; ls -A; }
+# refuse_sig REGEX ARGS...: create refused with REGEX, nothing changed
+refuse_sig () {
+  local re=$1 before
+  shift
+  before=$(sig_files)
+  refuse 1 "$re" "$@"
+  [[ $(sig_files) == "$before" ]] || fail "create $*: a member changed"
+}
+# no_signature FILE: blkid and wipefs find nothing on FILE
+no_signature () {
+  if [[ -n $blkid ]]; then
+    rc=0; "$blkid" -p "$1" > "$tmp/blkid.out" 2>&1 || rc=$?
+    [[ $rc -eq 2 ]] || fail "$1 still holds a signature (blkid -p): $(cat "$tmp/blkid.out")"
+  fi
+  if [[ -n $wipefs ]]; then
+    [[ -z $("$wipefs" --noheadings "$1") ]] ||
+      fail "$1 still holds a signature (wipefs): $("$wipefs" "$1")"
+  fi
+  pass
+}
+# md_super FILE VERSION: an md v1.0 (end) or v1.2 (4K) superblock, as mdadm
+# writes it (mdadm --create needs the kernel's md driver, which a test
+# cannot count on; mdadm --examine checks this one below)
+md_super () {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import os, struct, sys
+path, version = sys.argv[1], sys.argv[2]
+size = os.path.getsize(path)
+sector = {"1.0": ((size >> 9) - 16) & ~7, "1.2": 8}[version]
+max_dev = 4
+sb = bytearray(256 + 2 * max_dev)
+struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)        # magic, major
+sb[16:32] = os.urandom(16)                                   # set_uuid
+sb[32:64] = b"nbdraid-test:0".ljust(32, b"\0")               # set_name
+struct.pack_into("<QIIQII", sb, 64, 0, 1, 0, 8192, 0, 2)     # raid1, 2 devs
+struct.pack_into("<QQQQ", sb, 128, 2048 if version == "1.2" else 0, 8192,
+                 sector, 0)                                  # offsets
+sb[168:184] = os.urandom(16)                                 # device_uuid
+struct.pack_into("<QQQ", sb, 192, 0, 1, 2**64 - 1)           # events 1
+struct.pack_into("<I", sb, 220, max_dev)
+struct.pack_into("<HHHH", sb, 256, 0, 1, 0xffff, 0xffff)     # dev_roles
+s = sum(struct.unpack_from("<%dI" % (len(sb) // 4), sb))
+struct.pack_into("<I", sb, 216, ((s & 0xffffffff) + (s >> 32)) & 0xffffffff)
+with open(path, "r+b") as f:
+    f.seek(sector * 512)
+    f.write(sb)
+PYEOF
+}
+# lvm_label FILE: an LVM2 physical volume label.  pvcreate needs a block
+# device: a loop device when we may make one, else the label pvcreate
+# writes (LABELONE in sector 1 with LVM's CRC, as libblkid checks it).
+lvm_label () {
+  local loop
+  if [[ $(id -u) -eq 0 ]] && command -v pvcreate > /dev/null &&
+     loop=$(losetup -f --show "$1" 2> /dev/null); then
+    LVM_SUPPRESS_FD_WARNINGS=1 pvcreate -qq -y \
+      --config 'devices { use_devicesfile = 0 hints = "none" }' \
+      "$loop" > /dev/null 2>&1 || :
+    losetup -d "$loop"
+  fi
+  [[ -z $blkid ]] || "$blkid" -p -s TYPE "$1" 2> /dev/null | grep -q LVM2_member && return 0
+  echo "test-create.sh: note: no pvcreate on a loop device here: LVM label made by hand"
+  "$PY" - "$1" <<'PYEOF'
+import os, struct, sys, zlib
+def lvm_crc(data, init=0xf597a6cf):      # LVM's calc_crc: CRC-32, no final xor
+    return zlib.crc32(data, init ^ 0xffffffff) ^ 0xffffffff
+label = bytearray(512)
+label[0:8] = b"LABELONE"
+struct.pack_into("<QII", label, 8, 1, 0, 32)                 # sector, crc, offset
+label[24:32] = b"LVM2 001"
+label[32:64] = b"nbdraidTestPvUuid0123456789abcde"          # pv_header
+struct.pack_into("<Q", label, 64, os.path.getsize(sys.argv[1]))
+struct.pack_into("<I", label, 16, lvm_crc(bytes(label[20:])))
+with open(sys.argv[1], "r+b") as f:
+    f.seek(512)
+    f.write(label)
+PYEOF
+}
+
+for f in x-ext4 x-gpt x-mbr x-md10 x-md12 x-lvm z0 z1 z2; do truncate -s 20M $f; done
+command -v mkfs.ext4 > /dev/null && mkfs.ext4 -q -F -L precious x-ext4 > /dev/null ||
+  fail "mkfs.ext4 is needed (e2fsprogs)"
+if command -v sfdisk > /dev/null; then
+  printf 'label: gpt\n,8M\n' | sfdisk -q x-gpt > /dev/null
+  printf 'label: dos\n,8M\n' | sfdisk -q x-mbr > /dev/null
+else
+  fail "sfdisk is needed (fdisk)"
+fi
+md_super x-md10 1.0
+md_super x-md12 1.2
+lvm_label x-lvm
+if command -v mdadm > /dev/null; then
+  for f in x-md10 x-md12; do
+    mdadm --examine $f 2> /dev/null | grep -Eq 'Checksum : [0-9a-f]+ - correct' ||
+      fail "mdadm --examine does not accept the superblock of $f"
+  done
+  pass
+fi
+[[ -z $wipefs ]] || [[ $("$wipefs" --noheadings x-gpt | wc -l) -eq 3 ]] ||
+  fail "the GPT fixture is not what wipefs expects: $("$wipefs" x-gpt)"
+sleep 0.05     # let the clock tick: a write now would change every mtime
+
+refuse_sig "x-ext4 holds an ext4 filesystem labelled \"precious\" \(use --force to overwrite it\)\$" \
+  create --level=5 z0 z1 x-ext4
+refuse_sig "x-gpt holds a GPT partition table \(use --force to overwrite it\)\$" \
+  create --level=5 x-gpt z1 z2
+refuse_sig "x-mbr holds an MBR \(dos\) partition table \(use --force" create --level=5 z0 x-mbr z2
+refuse_sig "x-md10 holds a Linux md RAID superblock labelled \"nbdraid-test:0\" \(use --force" \
+  create --level=1 z0 x-md10
+refuse_sig "x-md12 holds a Linux md RAID superblock .*\(use --force" create --level=1 x-md12 z1
+refuse_sig "x-lvm holds an LVM physical volume \(LVM2_member\) \(use --force" \
+  create --level=5 z0 z1 z2 --spare=x-lvm
+# found at the last member, after new files were due: none is created
+refuse_sig "x-ext4 holds an ext4" create --level=5 --size=20M n0 n1 x-ext4
+# --json: the refusal is one object on stdout, nothing on stderr
+before=$(sig_files)
+rc=0; "$NBDRAID" create --json --level=5 z0 z1 x-gpt > "$tmp/out" 2> "$tmp/err" || rc=$?
+expect $rc 1 "create --json refused"
+expect "$(q "$tmp/out" '(d["ok"], d["error"], d["message"])')" \
+  "(False, 'EEXIST', 'x-gpt holds a GPT partition table (use --force to overwrite it)')" \
+  "create --json refusal"
+[[ ! -s $tmp/err && $(sig_files) == "$before" ]] || fail "create --json: stderr or files"
+pass
+
+# --force: created, each signature erased (the GPT's backup header at the
+# end too), the overwrite said on stderr
+run create --level=5 --force z0 z1 x-ext4
+grep -Fq 'nbdraid: x-ext4: overwriting an ext4 filesystem labelled "precious" (--force)' "$tmp/err" ||
+  fail "--force over ext4: $(cat "$tmp/err")"
+run create --level=1 --force x-gpt x-mbr
+run create --level=1 --force x-md10 x-md12
+run create --level=4 --force --json z0 z1 z2 --spare=x-lvm
+expect "$(q "$tmp/out" '(d["ok"], len(d["uuid"]))')" "(True, 36)" "create --json result"
+for f in x-ext4 x-gpt x-mbr x-md10 x-md12 x-lvm; do no_signature $f; done
+examine_json "$tmp/sig.json" x-ext4 x-gpt x-mbr x-md10 x-md12 x-lvm
+expect "$(q "$tmp/sig.json" 'set(m["superblock"] for m in d["members"])')" "{'valid'}" \
+  "forced members hold a superblock"
+# --assume-clean promises the data areas are in sync: a signature inside one
+# (the md v1.0 superblock at the end) is kept, and said
+md_super x-md10 1.0
+run create --level=1 --force --assume-clean x-md10 z1
+grep -q "x-md10: the linux_raid_member signature at offset .* is inside the data area and is kept (--assume-clean)" \
+  "$tmp/err" || fail "--assume-clean kept signature: $(cat "$tmp/err")"
+pass
+cd "$d"
 
 # ---- examine: damaged rings ----
 # m0's only record (events 1) is in slot 1; re-stamp a copy as events 2 in slot 2
@@ -388,6 +562,11 @@ rc=0; "$NBDRAID" examine --json m2 m3 > "$tmp/x.json" 2> "$tmp/err" || rc=$?
 expect $rc 1 "examine exit with a member without superblock"
 expect "$(q "$j" '[(m["superblock"], m["error"]) for m in d["members"]]')" \
   "[('none', 'no superblock'), ('valid', None)]" "zeroed ring"
+# with --json the error is in the one document on stdout
+expect "$(q "$j" '(d["ok"], d["error"], d["message"])')" \
+  "(False, 'ENODATA', 'm2: no superblock')" "examine --json error"
+[[ ! -s $tmp/err ]] || fail "examine --json wrote to stderr: $(cat "$tmp/err")"
+"$NBDRAID" examine m2 m3 > "$tmp/out" 2> "$tmp/err" && fail "examine m2 m3: exit 0"
 grep -q "^nbdraid: m2: no superblock" "$tmp/err" || fail "examine: no message for m2"
 refuse 1 "m2: no superblock" examine m2
 # an incompatible feature bit (re-stamped in place) is named
@@ -439,6 +618,21 @@ if command -v nbdkit > /dev/null; then
     fail "failing NBD member: $(cat "$tmp/err")"
   [[ ! -e nb8 && ! -e nb9 && ! -s $tmp/out ]] || fail "failed create left files behind"
   pass
+  # a GPT on an NBD export, its backup header at the export's end: found
+  # through libblkid too, and erased by --force
+  truncate -s 20M sig/nbd-gpt
+  printf 'label: gpt\n,8M\n' | sfdisk -q sig/nbd-gpt > /dev/null
+  start_nbdkit gpt file "$d/sig/nbd-gpt"
+  gpt="nbd+unix:///?socket=$tmp/gpt.sock"
+  before=$(cksum < sig/nbd-gpt)
+  refuse 1 "socket=$tmp/gpt.sock holds a GPT partition table \(use --force" \
+    create --level=5 --size=20M nb8 nb9 "$gpt"
+  [[ $(cksum < sig/nbd-gpt) == "$before" && ! -e nb8 ]] || fail "refused NBD create wrote"
+  run create --level=5 --size=20M --force nb8 nb9 "$gpt"
+  [[ -z $wipefs || -z $("$wipefs" --noheadings sig/nbd-gpt) ]] ||
+    fail "GPT left on the NBD member: $("$wipefs" sig/nbd-gpt)"
+  pass
+  kill "$(cat "$tmp/gpt.pid")"
   kill "$(cat "$tmp/bad.pid")" "$(cat "$tmp/good.pid")"
   rm -f "$tmp"/*.pid
 else
