@@ -719,7 +719,7 @@ wait_status (enum wait_result r, json_object *last, double timeout_s)
 enum {
   OPT_WATCH = 256, OPT_COUNT, OPT_INTERVAL, OPT_TEST, OPT_LEVEL, OPT_LAYOUT,
   OPT_CHUNK, OPT_RAID_DEVICES, OPT_ADD, OPT_START, OPT_WAIT, OPT_TIMEOUT,
-  OPT_WITH,
+  OPT_WITH, OPT_FORCE,
 };
 
 /* Print a successful reply: its JSON, or text from fn (NULL: nothing). */
@@ -730,6 +730,18 @@ show (json_object *reply, void (*fn) (json_object *))
     cli_result (reply);
   else if (fn)
     fn (reply);
+}
+
+/* resize's reply: the size the array has now. */
+static void
+show_resized (json_object *reply)
+{
+  json_object *v = jget (reply, "size");
+  uint64_t size = v ? (uint64_t) json_object_get_uint64 (v) : 0;
+  char h[32];
+
+  printf ("resize: size is now %s (%" PRIu64 " bytes)\n",
+          raid_fmt_size (size, h, sizeof h), size);
 }
 
 /* Send req (NULL: refused by request ()) and print the result; returns
@@ -1079,6 +1091,11 @@ static const struct option replace_options[] = {
   { NULL },
 };
 
+static const struct option resize_options[] = {
+  { "force", no_argument, NULL, OPT_FORCE },
+  { NULL },
+};
+
 /* fail, remove, add, replace */
 static int
 cmd_member (struct client *c, struct opts *o, int argc, char **argv)
@@ -1118,21 +1135,24 @@ static int
 cmd_resize (struct client *c, struct opts *o, int argc, char **argv)
 {
   struct proto_args a = { 0 };
-  char msg[128], h[32];
-  bool stop;
-  int r = common_options_only (o, argc, argv, &stop);
+  int ch, r = 0;
 
-  if (stop)
-    return r;
+  while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1) {
+    if (ch == CLI_STOP)
+      return r;
+    a.force = true;                     /* OPT_FORCE: resize's only */
+    proto_set (&a, PROTO_ARG_FORCE);
+  }
   if (optind + 1 != argc)
-    return cli_usage (o->sc, "expected exactly one SIZE");
-  if ((r = parse_size_arg (o, "SIZE", argv[optind], &a.size)) != 0 ||
-      (r = need_socket (c, o)) != 0)
+    return cli_usage (o->sc, "expected exactly one SIZE (or max)");
+  if (strcmp (argv[optind], "max") == 0)
+    a.size = PROTO_SIZE_MAX;
+  else if ((r = parse_size_arg (o, "SIZE", argv[optind], &a.size)) != 0)
+    return r;
+  if ((r = need_socket (c, o)) != 0)
     return r;
   proto_set (&a, PROTO_ARG_SIZE);
-  snprintf (msg, sizeof msg, "resize: size is now %s (%" PRIu64 " bytes)",
-            raid_fmt_size (a.size, h, sizeof h), a.size);
-  return simple_call (c, request (PROTO_OP_RESIZE, &a), msg, NULL);
+  return simple_call (c, request (PROTO_OP_RESIZE, &a), NULL, show_resized);
 }
 
 /* The argument that KEY in KEY=SIZE names: speed_min or speed_max, also
@@ -1281,8 +1301,13 @@ const struct subcommand control_subcommands[] = {
           "Options:\n"
           "  --with=MEMBER       the spare to use (default: any)\n",
           replace_options),
-  ONLINE ("resize", "resize SIZE",
-          "Change the exported size (before a shrinking reshape).\n", NULL),
+  ONLINE ("resize", "resize [--force] SIZE|max",
+          "Change the exported size (before a shrinking reshape).  max: all\n"
+          "the room the members have now (after they grew).\n"
+          "\n"
+          "Options:\n"
+          "  --force             allow a shrink (the bytes cut off are lost)\n",
+          resize_options),
   ONLINE ("set", "set [speed-min=SIZE] [speed-max=SIZE]",
           "Throttle background work (bytes per second; speed-max=0: no\n"
           "limit).\n", NULL),

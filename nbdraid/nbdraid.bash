@@ -59,6 +59,7 @@ _nbdraid ()
                    --wait" ;;
     wait) opts="--timeout=" ;;
     replace) opts="--with=" ;;
+    resize) opts="--force" ;;
   esac
 
   if [[ $cur == -* || -z $sub && -z $cur && $cword -gt 1 && ${words[cword - 1]} == -* ]]; then
@@ -73,6 +74,8 @@ _nbdraid ()
   case $sub in
     create|examine|fail|remove|add|replace)
       _nbdraid_files ;;
+    resize)
+      COMPREPLY=($(compgen -W "max" -- "$cur")) ;;
     set)
       COMPREPLY=($(compgen -W "speed-min= speed-max=" -- "$cur"))
       compopt -o nospace 2>/dev/null ;;

@@ -358,7 +358,12 @@ op_member (struct req *q, json_object *reply)
 static int
 op_resize (struct req *q, json_object *reply)
 {
-  return raid_array_resize (ctl.a, q->args->size, true, q->err, PROTO_ERRLEN);
+  uint64_t size = q->args->size == PROTO_SIZE_MAX ? RAID_RESIZE_MAX : q->args->size;
+  int r = raid_array_resize (ctl.a, size, q->args->force, q->err, PROTO_ERRLEN);
+
+  if (r == 0 && proto_json_add (reply, "size", proto_json_uint (raid_array_size (ctl.a))) == -1)
+    return ENOMEM;
+  return r;
 }
 
 static int

@@ -102,6 +102,7 @@ enum ptype {
   T_MEMBER,                     /* struct proto_member: a spec or a role */
   T_SPECS,                      /* nadd/add: a list of specs */
   T_SECONDS,                    /* double: number in [0, hi] */
+  T_BOOL,                       /* bool: true or false */
 };
 
 struct msg {                    /* where a refusal's message goes */
@@ -114,6 +115,7 @@ struct param {
   enum ptype type;
   bool required;
   bool null_absent;             /* a JSON null counts as absent */
+  bool max_ok;                  /* T_SIZE: "max" means PROTO_SIZE_MAX */
   int lo, hi;                   /* T_INT: the range; T_STRING: the buffer
                                    size; T_MEMBER: the highest role;
                                    T_SECONDS: the most seconds */
@@ -144,6 +146,7 @@ static const struct {
   ARG (PROTO_ARG_SPEED_MIN, "speed_min", speed_min),
   ARG (PROTO_ARG_SPEED_MAX, "speed_max", speed_max),
   ARG (PROTO_ARG_TIMEOUT, "timeout", timeout),
+  ARG (PROTO_ARG_FORCE, "force", force),
 #undef ARG
 };
 
@@ -241,7 +244,9 @@ static const struct op_def ops[PROTO_NOPS] = {
       MEMBER_REQUIRED,
       { PROTO_ARG_WITH, T_STRING, .null_absent = true, .hi = PROTO_SPEC_MAX } } },
   [PROTO_OP_RESIZE] = { "resize", {
-      { PROTO_ARG_SIZE, T_SIZE, .required = true, .rule = rule_size } } },
+      { PROTO_ARG_SIZE, T_SIZE, .required = true, .max_ok = true,
+        .rule = rule_size },
+      { PROTO_ARG_FORCE, T_BOOL } } },
   [PROTO_OP_SET] = { "set", {
       { PROTO_ARG_SPEED_MIN, T_SIZE },
       { PROTO_ARG_SPEED_MAX, T_SIZE } }, rule_set },
@@ -309,9 +314,10 @@ as_string (struct msg *m, const char *key, json_object *v, size_t max,
 }
 
 /* SIZE: a non-negative integer, or a string with an optional K/M/G/T
- * suffix (raid_parse_size). */
+ * suffix (raid_parse_size); where max_ok, also "max". */
 static int
-get_size (struct msg *m, const char *key, json_object *v, uint64_t *out)
+get_size (struct msg *m, const char *key, json_object *v, bool max_ok,
+          uint64_t *out)
 {
   const char *s;
   int r;
@@ -320,6 +326,10 @@ get_size (struct msg *m, const char *key, json_object *v, uint64_t *out)
     return as_count (m, key, v, out);
   if ((r = as_string (m, key, v, 64, &s)) != 0)
     return r;
+  if (max_ok && strcmp (s, "max") == 0) {
+    *out = PROTO_SIZE_MAX;
+    return 0;
+  }
   if (raid_parse_size (s, out) == -1)
     return bad (m, "%s: '%s' is not a size (bytes, or a number with K, M, G "
                 "or T)%s", key, s, errno == ERANGE ? ": too large" : "");
@@ -454,6 +464,15 @@ get_seconds (struct msg *m, const struct param *p, const char *key,
   return 0;
 }
 
+static int
+get_bool (struct msg *m, const char *key, json_object *v, bool *out)
+{
+  if (json_object_get_type (v) != json_type_boolean)
+    return bad (m, "%s: expected true or false", key);
+  *out = json_object_get_boolean (v);
+  return 0;
+}
+
 /* One parameter of the op: absent (fine unless required), or read by its
  * type into its field of a, then its rule. */
 static int
@@ -468,13 +487,14 @@ decode_param (json_object *obj, const struct param *p, struct proto_args *a,
   if (!json_object_object_get_ex (obj, key, &v) || (v == NULL && p->null_absent))
     return p->required ? bad (m, "%s: missing", key) : 0;
   switch (p->type) {
-  case T_SIZE: r = get_size (m, key, v, field); break;
+  case T_SIZE: r = get_size (m, key, v, p->max_ok, field); break;
   case T_INT: r = get_int (m, p, key, v, field); break;
   case T_STRING: r = as_string (m, key, v, p->hi, field); break;
   case T_SPEC: r = get_spec (m, key, v, field); break;
   case T_MEMBER: r = get_member (m, p, key, v, field); break;
   case T_SPECS: r = get_specs (m, key, v, a); break;
   case T_SECONDS: r = get_seconds (m, p, key, v, field); break;
+  case T_BOOL: r = get_bool (m, key, v, field); break;
   case T_END: abort ();
   }
   if (r == 0)
@@ -647,7 +667,10 @@ encode_param (const struct param *p, const struct proto_args *a)
   const struct proto_member *mb = field;
 
   switch (p->type) {
-  case T_SIZE: return proto_json_uint (*(const uint64_t *) field);
+  case T_SIZE:
+    if (p->max_ok && *(const uint64_t *) field == PROTO_SIZE_MAX)
+      return json_object_new_string ("max");
+    return proto_json_uint (*(const uint64_t *) field);
   case T_INT: return json_object_new_int (*(const int *) field);
   case T_STRING: return json_object_new_string (*(const char *const *) field);
   case T_SPEC: return json_object_new_string (mb->spec);
@@ -655,6 +678,7 @@ encode_param (const struct param *p, const struct proto_args *a)
                                       : json_object_new_string (mb->spec);
   case T_SPECS: return jspecs (a);
   case T_SECONDS: return json_object_new_double (*(const double *) field);
+  case T_BOOL: return json_object_new_boolean (*(const bool *) field);
   case T_END: break;
   }
   abort ();

@@ -110,10 +110,12 @@ enum proto_arg {
   PROTO_ARG_ADD,                /* reshape: list of member specs */
   PROTO_ARG_MEMBER,             /* fail, remove, replace: MEMBER; add: spec */
   PROTO_ARG_WITH,               /* replace: a spec (null: any spare) */
-  PROTO_ARG_SIZE,               /* resize: SIZE, positive */
+  PROTO_ARG_SIZE,               /* resize: SIZE, positive, or "max"
+                                   (PROTO_SIZE_MAX) */
   PROTO_ARG_SPEED_MIN,          /* set: SIZE (bytes/s) */
   PROTO_ARG_SPEED_MAX,          /* set: SIZE (bytes/s), 0: no limit */
   PROTO_ARG_TIMEOUT,            /* wait: SECONDS up to PROTO_MAX_WAIT_S */
+  PROTO_ARG_FORCE,              /* resize: true allows a shrink */
   PROTO_NARGS
 };
 
@@ -144,7 +146,11 @@ struct proto_args {
   uint64_t size;
   uint64_t speed_min, speed_max;
   double timeout;
+  bool force;
 };
+
+/* resize's size "max": all the room the members have now. */
+#define PROTO_SIZE_MAX UINT64_MAX
 
 static inline bool
 proto_has (const struct proto_args *a, enum proto_arg arg)

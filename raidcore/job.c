@@ -75,13 +75,16 @@ sync_transition (struct raid_array *a, enum sync_event ev,
     uint64_t gen = s->job.gen + 1;
     s->job = *job;
     s->job.gen = gen;
-    s->rate = 0;
-    s->last_ns = 0;
     s->ckpt_ns = raid_now_mono_ns ();
     s->error[0] = '\0';
   }
   if (ev == SYNC_EV_START)
     s->error[0] = '\0';
+  if (to == SYNC_RUNNING) {                /* a new rate window */
+    s->rate = 0;
+    s->rate_ns = raid_now_mono_ns ();
+    s->rate_pos = s->job.pos;
+  }
   if (ev == SYNC_EV_FAIL)
     snprintf (s->error, sizeof s->error, "%s", why);
   s->state = to;
@@ -111,6 +114,43 @@ sync_begin (struct raid_array *a, const struct sync_job *tmpl, uint64_t from,
   j.mismatch = 0;
   return sync_transition (a, frozen ? SYNC_EV_BEGIN_FROZEN : SYNC_EV_BEGIN, &j,
                           frozen ? "prepared" : "begun");
+}
+
+#define RATE_WINDOW_NS 2000000000ull
+
+static uint64_t
+window_rate (const struct sync_ctl *s, uint64_t now)
+{
+  uint64_t ns = now - s->rate_ns;
+  return ns && s->job.pos > s->rate_pos
+    ? (uint64_t) ((s->job.pos - s->rate_pos) * 1e9 / ns) : 0;
+}
+
+void
+sync_rate_update (struct raid_array *a)
+{
+  struct sync_ctl *s = &a->sync;
+  uint64_t now = raid_now_mono_ns ();
+
+  if (now - s->rate_ns < RATE_WINDOW_NS)
+    return;
+  s->rate = window_rate (s, now);
+  s->rate_ns = now;
+  s->rate_pos = s->job.pos;
+}
+
+uint64_t
+sync_rate (const struct raid_array *a)
+{
+  const struct sync_ctl *s = &a->sync;
+  uint64_t now = raid_now_mono_ns ();
+
+  if (s->state != SYNC_RUNNING)
+    return 0;
+  if (now - s->rate_ns >= RATE_WINDOW_NS ||
+      (!s->rate && now - s->rate_ns >= RATE_WINDOW_NS / 4))
+    return window_rate (s, now);           /* a long open window: a stall shows */
+  return s->rate;
 }
 
 void

@@ -127,16 +127,25 @@ struct sync_ctl {
   bool busy;                      /* the worker is inside a batch */
   unsigned retries;               /* batches in a row that ran out of memory */
   uint64_t seen_gen;              /* a->state_gen the worker last acted on */
-  uint64_t rate;                  /* bytes/s, smoothed */
+  uint64_t rate;                  /* bytes/s over the last closed window */
+  uint64_t rate_ns, rate_pos;     /* the open window: its start, pos then */
   uint64_t speed_min, speed_max;  /* bytes/s; max 0 = unlimited */
   uint64_t step_bytes;            /* wanted step: speed_max / 2 (0: default) */
-  uint64_t ckpt_ns, last_ns;
+  uint64_t ckpt_ns;
 };
 
 #define SYNC_SPEED_MIN_DEFAULT (16u << 20)
 #define SYNC_SPEED_MAX_DEFAULT 0
 
 void job_init (struct raid_array *a);
+
+/* The job's rate in bytes per second of wall time, throttle pauses and
+ * stalls included: measured over windows of about two seconds, so one
+ * fast batch never shows as the rate.  sync_rate_update after each batch
+ * (state lock held); sync_rate for status: 0 when not running or not yet
+ * known. */
+void sync_rate_update (struct raid_array *a);
+uint64_t sync_rate (const struct raid_array *a);
 
 /* The one transition function (state lock held).  Returns 0, or EINVAL
  * when the event is not allowed in the current state (nothing changes).

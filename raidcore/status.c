@@ -63,7 +63,7 @@ job_status (struct raid_array *a, struct raid_status *st)
   st->progress.action = s->job.ops->action;
   st->progress.done = s->job.pos;
   st->progress.total = s->job.total;
-  st->progress.rate = s->state == SYNC_FROZEN ? 0 : s->rate;
+  st->progress.rate = sync_rate (a);
   st->progress.eta_seconds = st->progress.rate
     ? (int64_t) ((s->job.total - s->job.pos) / st->progress.rate) : -1;
   snprintf (st->progress.error, sizeof st->progress.error, "%s", s->error);

@@ -752,7 +752,7 @@ run_batch (struct raid_array *a, void **scratch)
 {
   struct sync_ctl *s = &a->sync;
   struct sync_job j = s->job;
-  uint64_t pos = j.pos, mism = j.mismatch, t0, ns, wall, bytes;
+  uint64_t pos = j.pos, mism = j.mismatch, t0, ns, bytes;
   char why[256];
   int err;
 
@@ -802,15 +802,10 @@ run_batch (struct raid_array *a, void **scratch)
     return;
   }
   s->retries = 0;
-  if (s->last_ns == 0 || t0 - s->last_ns > 10ull * 1000000000)
-    s->last_ns = t0;
-  wall = raid_now_mono_ns () - s->last_ns;  /* includes throttle pauses */
-  s->last_ns = raid_now_mono_ns ();
   bytes = pos - s->job.pos;
-  s->rate = s->rate ? (s->rate * 3 + bytes * 1000000000ull / (wall ? wall : 1)) / 4
-    : bytes * 1000000000ull / (wall ? wall : 1);
   s->job.pos = pos;
   s->job.mismatch = mism;
+  sync_rate_update (a);
   if (s->state != SYNC_RUNNING)
     return;                                /* frozen: the freezer checkpoints */
   if (pos < j.total && raid_now_mono_ns () - s->ckpt_ns > CKPT_INTERVAL_NS) {

@@ -517,6 +517,11 @@ def mode_ops(c, sock, d):
             "start resumes the check: %r" % r)
     r = conn.req({"op": "start", "id": "go2"})
     c.check(r and r.get("error") == "EBUSY", "start while running: EBUSY: %r" % r)
+    # the rate is measured over wall time, throttle pauses included: near
+    # the 1M limit, not the speed of one unthrottled batch
+    time.sleep(2.5)
+    rate = status(sock)["progress"]["rate"]
+    c.check(256 << 10 <= rate <= 4 << 20, "rate under a 1M limit: %d bytes/s" % rate)
     r = conn.req({"op": "abort", "id": "ab"})
     st = status(sock)
     c.check(r and r.get("ok") is True and st["sync_action"] == "idle" and
@@ -529,17 +534,33 @@ def mode_ops(c, sock, d):
         c.check(r and r.get("sync_action") == "idle" and r.get("mismatch_count") == 0,
                 "%s finished with no mismatches: %r" % (op, r and r.get("mismatch_count")))
 
-    # resize down and back
-    for size, what in [(size0 - width, "down one stripe"), (size0, "back")]:
-        r = conn.req({"op": "resize", "id": "rz", "size": size})
+    # resize: a shrink needs force; down and back; "max"
+    r = refusal(c, sock, conn, {"op": "resize", "size": size0 - width}, ("EINVAL",),
+                "resize down without force")
+    c.check(r and "force" in r.get("message", ""), "the refusal says why: %r" % r)
+    refusal(c, sock, conn, {"op": "resize", "size": size0 - width, "force": False},
+            ("EINVAL",), "resize down with force false")
+    refusal(c, sock, conn, {"op": "resize", "size": size0 - width, "force": "yes"},
+            ("EINVAL",), "resize with a force that is not a boolean")
+    for size, force, what in [(size0 - width, True, "down one stripe"),
+                              (size0, False, "back")]:
+        r = conn.req({"op": "resize", "id": "rz", "size": size, "force": force})
         c.check(r and r.get("ok") is True and status(sock)["size"] == size,
                 "resize %s: %r" % (what, r))
-    r = conn.req({"op": "resize", "id": "rz", "size": "%dK" % ((size0 - width) >> 10)})
+    r = conn.req({"op": "resize", "id": "rz", "size": "%dK" % ((size0 - width) >> 10),
+                  "force": True})
     c.check(r and r.get("ok") is True and status(sock)["size"] == size0 - width,
             "resize with a K suffix: %r" % r)
-    conn.req({"op": "resize", "id": "rz", "size": size0})
+    r = conn.req({"op": "resize", "id": "rz", "size": "max"})
+    c.check(r and r.get("ok") is True and status(sock)["size"] >= size0,
+            "resize to max: %r, size %d" % (r, status(sock)["size"]))
+    r = conn.req({"op": "resize", "id": "rz", "size": size0, "force": True})
+    c.check(r and r.get("ok") is True and status(sock)["size"] == size0,
+            "resize back from max: %r" % r)
     refusal(c, sock, conn, {"op": "resize", "size": size0 + 2 * width * 10 ** 6},
             ("ENOSPC",), "resize beyond the members")
+    refusal(c, sock, conn, {"op": "resize", "size": "maximum"}, ("EINVAL",),
+            "resize to a size word that is not max")
 
     # fail by spec, refusals while degraded, remove, add -> recovery
     ev = status(sock)["events"]

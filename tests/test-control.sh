@@ -173,11 +173,20 @@ if grep -q "sync_action idle" "$tmp/out"; then ok; else fail "(d) wait output: $
 expect_eq "(d) mismatch_count" 0 "$(status_get "$ctl" mismatch_count)"
 size="$(status_get "$ctl" size)"
 [[ "$size" =~ ^[0-9]+$ ]] || { fail "(d) status size: $size"; size=0; }
-expect_exit "(d) resize" 0 nr -C "$ctl" resize $((size - 196608))
+expect_exit "(d) resize down without --force" 1 nr -C "$ctl" resize $((size - 196608))
+if grep -q "give force" "$tmp/err"; then ok; else fail "(d) shrink refusal: $(cat "$tmp/err")"; fi
+expect_eq "(d) the refused shrink changed nothing" "$size" "$(status_get "$ctl" size)"
+expect_exit "(d) resize" 0 nr -C "$ctl" resize --force $((size - 196608))
+if grep -q "size is now .*($((size - 196608)) bytes)" "$tmp/out"; then ok; else fail "(d) resize output: $(cat "$tmp/out")"; fi
 expect_eq "(d) resize took effect" $((size - 196608)) "$(status_get "$ctl" size)"
 expect_eq "(d) new connections see the new size" $((size - 196608)) "$(nbd_size "$main_uri")"
 expect_exit "(d) resize back" 0 nr -C "$ctl" resize "$((size / 1024))K"
 expect_eq "(d) resize back took effect" "$size" "$(status_get "$ctl" size)"
+expect_exit "(d) resize max" 0 nr -C "$ctl" resize max
+max="$(status_get "$ctl" size)"
+if [ "$max" -ge "$size" ]; then ok; else fail "(d) resize max: $max < $size"; fi
+expect_exit "(d) resize back from max" 0 nr -C "$ctl" resize "$size" --force
+expect_eq "(d) resize back from max took effect" "$size" "$(status_get "$ctl" size)"
 
 # wait --timeout on a throttled check: exit 4 "timed out"; then a progress
 # bar on a terminal (script(1) gives nbdraid a pty).

@@ -101,6 +101,11 @@ static const struct { const char *line; int code; const char *want; } refusals[]
   { "{\"op\":\"resize\",\"size\":0}", EINVAL, "size: must be positive" },
   { "{\"op\":\"resize\",\"size\":\"5MiB\"}", EINVAL, "size: '5MiB' is not a size" },
   { "{\"op\":\"resize\",\"size\":9223372036854775808}", EINVAL, "size: number too large" },
+  { "{\"op\":\"resize\",\"size\":\"Max\"}", EINVAL, "size: 'Max' is not a size" },
+  { "{\"op\":\"resize\",\"size\":1,\"force\":1}", EINVAL, "force: expected true or false" },
+  { "{\"op\":\"resize\",\"size\":1,\"force\":\"true\"}", EINVAL,
+    "force: expected true or false" },
+  { "{\"op\":\"set\",\"speed_max\":\"max\"}", EINVAL, "speed_max: 'max' is not a size" },
   { "{\"op\":\"set\"}", EINVAL, "nothing to set" },
   { "{\"op\":\"set\",\"speed_min\":2,\"speed_max\":1}", EINVAL, "is above speed_max" },
   { "{\"op\":\"reshape\",\"add\":[]}", EINVAL, "nothing to change" },
@@ -137,6 +142,11 @@ test_accepted (void)
          !proto_has (&rq.args, PROTO_ARG_WITH), "replace with null: %s", err);
   CHECK (server_read ("{\"op\":\"resize\",\"size\":\"64K\"}", &rq, err) == 0 &&
          rq.args.size == 65536, "resize 64K: %s", err);
+  CHECK (server_read ("{\"op\":\"resize\",\"size\":\"max\",\"force\":true}", &rq,
+                      err) == 0 && rq.args.size == PROTO_SIZE_MAX && rq.args.force &&
+         proto_has (&rq.args, PROTO_ARG_FORCE), "resize max force: %s", err);
+  CHECK (server_read ("{\"op\":\"resize\",\"size\":4096}", &rq, err) == 0 &&
+         !rq.args.force && !proto_has (&rq.args, PROTO_ARG_FORCE), "resize: %s", err);
   CHECK (server_read ("{\"op\":\"reshape\",\"layout\":\"parity-last\"}", &rq, err) == 0 &&
          rq.args.layout_id == raid_layout_parse ("parity-last"), "layout: %s", err);
 }
@@ -172,6 +182,17 @@ test_build_round_trip (void)
   CHECK (proto_build (PROTO_OP_REPLACE, &a, &o, err, sizeof err) == 0 &&
          proto_decode (o, &rq, err, sizeof err) == 0 && rq.args.member.role == 3 &&
          strcmp (rq.args.with, "/w") == 0, "replace read back: %s", err);
+  json_object_put (o);
+
+  a.present = 0;
+  a.size = PROTO_SIZE_MAX;
+  a.force = true;
+  proto_set (&a, PROTO_ARG_SIZE);
+  proto_set (&a, PROTO_ARG_FORCE);
+  CHECK (proto_build (PROTO_OP_RESIZE, &a, &o, err, sizeof err) == 0 &&
+         strstr (json_object_to_json_string (o), "\"max\"") &&
+         proto_decode (o, &rq, err, sizeof err) == 0 && rq.args.size == PROTO_SIZE_MAX &&
+         rq.args.force, "resize max force read back: %s", err);
   json_object_put (o);
 
   a.present = 0;
