@@ -75,7 +75,13 @@ member_json (const struct raid_member_status *m)
   if (r ||
       put (o, "state", jstr (raid_member_state_name (m->state))) ||
       put (o, "errors", jint (m->errors)) ||
-      put (o, "data_offset", jint (m->data_offset))) {
+      put (o, "data_offset", jint (m->data_offset)) ||
+      (m->away_seconds >= 0 ? put (o, "away_seconds", jint ((uint64_t) m->away_seconds))
+                            : put_null (o, "away_seconds")) ||
+      (m->missed_regions >= 0
+       ? put (o, "missed_regions", jint ((uint64_t) m->missed_regions)) ||
+         put (o, "missed_region_bytes", jint (m->region_bytes))
+       : put_null (o, "missed_regions"))) {
     json_object_put (o);
     return NULL;
   }

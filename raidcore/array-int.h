@@ -8,7 +8,7 @@
  *   sync.c, reshape.c     background jobs and the reshape mechanics
  *   stripe.c              reads and writes of one layout
  *   consistency.c         the write-hole policy of a layout
- *     journal.c, bitmap.c
+ *     journal.c, bitmap.c, missed.c (on regmap.c)
  *   state.c               record, member table, member states, health
  *   router.c, layout.c    which layout holds a byte; in-flight requests
  *   sb, member, geometry, parity, stripe-lock, util
@@ -32,6 +32,7 @@
 #include "job.h"
 
 struct bitmap;
+struct missed;
 
 struct raid_array {
   /* state.c: guarded by state_lock */
@@ -66,12 +67,16 @@ struct raid_array {
   struct journal jn;
   struct bitmap *bm;
 
+  /* missed.c: maps of the regions absent members missed */
+  struct missed *ms;
+
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */
   bool can_fua;
   _Atomic uint64_t fg_ns;                  /* last client I/O (monotonic) */
   bool autostart;                          /* resume a running reshape at start */
   bool readonly;                           /* nothing is written to members */
+  uint64_t member_timeout_ns;              /* grace of an away member (0: none) */
   struct raid_test_hooks test;             /* zero in production */
 };
 

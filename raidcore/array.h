@@ -36,6 +36,10 @@ struct raid_assemble_opts {
   bool readonly;             /* members opened read-only; nothing is ever
                                 written to them: no record, no repair, no
                                 background work; management refused (EROFS) */
+  unsigned member_timeout;   /* seconds an NBD member whose connection is
+                                lost stays missing (reconnected, its missed
+                                regions recorded) before it is faulty; 0: no
+                                grace, a lost member is faulty at once */
 };
 
 /* Assemble from the opened members (any order; ownership passes to the array
@@ -103,6 +107,11 @@ struct raid_member_status {
   enum raid_member_state state;
   unsigned errors;
   uint64_t data_offset;
+  int64_t away_seconds;           /* missing: seconds since it went away
+                                     (-1: not away) */
+  int64_t missed_regions;         /* regions its map of missed regions marks
+                                     (-1: it has none) */
+  uint64_t region_bytes;          /* member bytes per region of that map */
 };
 
 enum raid_sync_action {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
 #include "journal.h"
@@ -126,8 +127,7 @@ bind_members (struct raid_array *a, struct candidate *c, int n)
     st = entry_state (&a->sb, e, found);
     if (found && st != RAID_MEMBER_FAULTY) {
       member_assemble (a, t, st, found->m);
-      if (st == RAID_MEMBER_STALE)
-        member_judge_delta (a, t, &found->sb);
+      a->mem[t].seen = found->sb.events;
       found->used = true;
     }
     else
@@ -235,6 +235,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   raid_uuid_format (a->sb.array_uuid, u);
   init_array (a);
   a->readonly = o->readonly;
+  a->member_timeout_ns = (uint64_t) o->member_timeout * 1000000000u;
   bind_members (a, c, n);
   a->autostart = !o->no_autostart;
   if (start_layouts (a, u, err, errlen) < 0) {
@@ -251,9 +252,18 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
               : "a resync (it is degraded)");
     goto fail_bound;
   }
+  if (missed_init (a) != 0) {
+    snprintf (err, errlen, "array %s: out of memory for the maps of missed regions", u);
+    goto fail_bound;
+  }
+  for (int i = 0; i < n; i++)              /* back: may each rejoin by a delta? */
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (c[i].used && a->mem[t].m == c[i].m &&
+          atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE)
+        member_judge_delta (a, t, &c[i].sb);
   if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
     goto fail_cons;
-  if (state_record_lost (a) != 0) {
+  if (state_record_lost (a) != 0 || missed_settle (a) != 0) {
     snprintf (err, errlen, "array %s: cannot record the missing members", u);
     goto fail_cons;
   }
@@ -269,6 +279,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
 
  fail_cons:
   cons_stop (a);
+  missed_fini (a);
  fail_bound:
   for (int i = 0; i < n; i++)
     c[i].used = false;
@@ -333,5 +344,6 @@ raid_array_close (struct raid_array *a)
   for (int i = 0; i < a->nretired; i++)
     member_close (a->retired[i]);
   cons_stop (a);
+  missed_fini (a);
   destroy_array (a, true);
 }

@@ -17,12 +17,10 @@
  *   - a bit is cleared only by the cleaner, for a region with no write in
  *     flight and none since the cleaner's previous pass, after a flush of
  *     every member made those writes durable, and only while every role's
- *     member is in sync.  So the bits also say what an absent member
- *     missed: a member that comes back is resynced over the marked regions
- *     alone (a delta), when its own record shows it was in sync in the
- *     same geometry.
- * Page writes are serialized by io_lock and always write the current
- * in-memory page, so a later write never carries older bits.
+ *     member is in sync (a dirty start while degraded needs every bit).
+ * What an absent member missed is not this map's business: missed.h.
+ * The durable setting of bits is the region map's (regmap.h); this file
+ * decides when a bit may be cleared.
  *
  * On disk: each member holds the whole bitmap at the start of its
  * consistency area; region size derives from the geometry (at least 2 MiB
@@ -35,20 +33,14 @@
 
 #include "array-int.h"
 #include "bitmap.h"
+#include "regmap.h"
 #include "util.h"
 
-#define BM_PAGE 4096u
 #define BM_MIN_REGION (2u << 20)
 
-enum { R_CLEAN = 0, R_SETTING = 1, R_SET = 2 };
-
 struct bitmap {
-  pthread_mutex_t lock;                   /* guards everything below */
-  pthread_cond_t changed;                 /* a page write finished */
-  pthread_mutex_t io_lock;                /* serializes page writes */
-  uint64_t rows_per_region, nregions;
-  uint8_t *bits;                          /* on-disk image, nregions bits */
-  uint8_t *state;                         /* R_* per region */
+  struct regmap *map;                     /* the bits, durable on members */
+  pthread_mutex_t lock;                   /* guards the counters below */
   uint32_t *inflight;                     /* writes in flight per region */
   uint8_t *touched;                       /* written since the last clean pass */
 };
@@ -59,39 +51,28 @@ bitmap_enabled (const struct raid_array *a)
   return a->bm != NULL;
 }
 
-static uint64_t
-bytes_of (uint64_t nregions)
-{
-  return raid_round_up ((nregions + 7) / 8, BM_PAGE);
-}
-
 int
 bitmap_init (struct raid_array *a)
 {
   struct bitmap *b;
   const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
   uint64_t rows = L->rows, maxbits = a->sb.cons_size * 8;
-  uint64_t rpr = raid_max_u64 (1, BM_MIN_REGION / L->g.chunk);
+  uint64_t rpr = raid_max_u64 (1, BM_MIN_REGION / L->g.chunk), n;
 
   if (a->sb.consistency != SB_CONS_BITMAP || L->g.level < 4)
     return 0;
   rpr = raid_max_u64 (rpr, (rows + maxbits - 1) / maxbits);
+  n = (rows + rpr - 1) / rpr;
   if (!(b = calloc (1, sizeof *b)))
     return ENOMEM;
-  b->rows_per_region = rpr;
-  b->nregions = (rows + rpr - 1) / rpr;
-  b->bits = raid_alloc_aligned (bytes_of (b->nregions));
-  b->state = calloc (b->nregions, 1);
-  b->touched = calloc (b->nregions, 1);
-  b->inflight = calloc (b->nregions, sizeof *b->inflight);
-  if (!b->bits || !b->state || !b->touched || !b->inflight) {
-    free (b->bits); free (b->state); free (b->touched); free (b->inflight); free (b);
+  b->map = regmap_new (rows, rpr, a->sb.cons_offset);
+  b->touched = calloc (n ? n : 1, 1);
+  b->inflight = calloc (n ? n : 1, sizeof *b->inflight);
+  if (!b->map || !b->touched || !b->inflight) {
+    regmap_free (b->map); free (b->touched); free (b->inflight); free (b);
     return ENOMEM;
   }
-  memset (b->bits, 0, bytes_of (b->nregions));
   pthread_mutex_init (&b->lock, NULL);
-  pthread_mutex_init (&b->io_lock, NULL);
-  pthread_cond_init (&b->changed, NULL);
   a->bm = b;
   return 0;
 }
@@ -104,113 +85,49 @@ bitmap_fini (struct raid_array *a)
   if (!b)
     return;
   pthread_mutex_destroy (&b->lock);
-  pthread_mutex_destroy (&b->io_lock);
-  pthread_cond_destroy (&b->changed);
-  free (b->bits); free (b->state); free (b->touched); free (b->inflight);
+  regmap_free (b->map);
+  free (b->touched); free (b->inflight);
   free (b);
   a->bm = NULL;
 }
 
-/* Load the bits from the first member in use that can be read; mark the
- * set ones R_SET.  Returns the number of set regions, or -1. */
+/* Load the bits from the first member in use that can be read.  Returns
+ * the number of set regions, or -1. */
 int64_t
 bitmap_load (struct raid_array *a)
 {
-  struct bitmap *b = a->bm;
-  int64_t n = 0;
-
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    if (!state_member_in_use (a, t) ||
-        member_pread (a->mem[t].m, b->bits, bytes_of (b->nregions), a->sb.cons_offset) != 0)
-      continue;
-    for (uint64_t r = 0; r < b->nregions; r++)
-      if (b->bits[r / 8] & (1u << (r % 8))) {
-        b->state[r] = R_SET;
-        n++;
-      }
-    return n;
-  }
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (state_member_in_use (a, t) && regmap_load (a, a->bm->map, t) == 0)
+      return (int64_t) regmap_count (a->bm->map);
   return -1;
 }
 
-/* Write the pages [p0, p1) of the in-memory bitmap to every member in use. */
-static int
-write_pages (struct raid_array *a, uint64_t p0, uint64_t p1)
+static void
+region_range (const struct bitmap *b, uint64_t row, uint64_t nrows,
+              uint64_t *r0, uint64_t *r1)
 {
-  struct bitmap *b = a->bm;
-  struct mio mios[SB_MAX_MEMBERS];
-  struct iovec iov[SB_MAX_MEMBERS];
-  uint8_t *snap;
-  size_t n = 0;
-  int err = 0;
+  uint64_t rpr = regmap_rows_per_region (b->map);
 
-  if (!(snap = raid_alloc_aligned ((p1 - p0) * BM_PAGE)))
-    return ENOMEM;
-  pthread_mutex_lock (&b->io_lock);
-  pthread_mutex_lock (&b->lock);
-  memcpy (snap, b->bits + p0 * BM_PAGE, (p1 - p0) * BM_PAGE);
-  pthread_mutex_unlock (&b->lock);
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (state_member_in_use (a, t)) {
-      iov[n] = (struct iovec) { snap, (p1 - p0) * BM_PAGE };
-      mios[n] = (struct mio) { .m = a->mem[t].m, .op = MIO_WRITE, .flags = MIO_FUA,
-                               .off = a->sb.cons_offset + p0 * BM_PAGE,
-                               .len = (p1 - p0) * BM_PAGE, .iov = &iov[n], .iovcnt = 1 };
-      n++;
-    }
-  if (mio_run (mios, n) != 0)
-    for (size_t i = 0; i < n; i++)
-      if (mios[i].err) {
-        state_member_error (a, mios[i].m, mios[i].err, true, mios[i].off);
-        err = EAGAIN;
-      }
-  pthread_mutex_unlock (&b->io_lock);
-  free (snap);
-  return err;
+  *r0 = row / rpr;
+  *r1 = raid_min_u64 ((row + nrows - 1) / rpr + 1, regmap_nregions (b->map));
 }
 
 int
 bitmap_start_write (struct raid_array *a, uint64_t row, uint64_t nrows)
 {
   struct bitmap *b = a->bm;
-  uint64_t r0 = row / b->rows_per_region;
-  uint64_t r1 = (row + nrows - 1) / b->rows_per_region + 1;
-  bool mine = false, wait;
-  int err = 0;
+  uint64_t r0, r1;
+  int err;
 
-  pthread_mutex_lock (&b->lock);
+  region_range (b, row, nrows, &r0, &r1);
+  pthread_mutex_lock (&b->lock);         /* the cleaner skips these now */
   for (uint64_t r = r0; r < r1; r++) {
     b->inflight[r]++;
     b->touched[r] = 1;
-    if (b->state[r] == R_CLEAN) {
-      b->state[r] = R_SETTING;
-      b->bits[r / 8] |= 1u << (r % 8);
-      mine = true;
-    }
   }
   pthread_mutex_unlock (&b->lock);
-
-  if (mine)
-    err = write_pages (a, r0 / 8 / BM_PAGE, (r1 - 1) / 8 / BM_PAGE + 1);
-
-  pthread_mutex_lock (&b->lock);
-  if (mine) {
-    for (uint64_t r = r0; r < r1; r++)
-      if (b->state[r] == R_SETTING)
-        b->state[r] = R_SET;
-    pthread_cond_broadcast (&b->changed);
-  }
-  do {                                    /* bits another writer is writing */
-    wait = false;
-    for (uint64_t r = r0; r < r1; r++)
-      wait |= b->state[r] == R_SETTING;
-    if (wait)
-      pthread_cond_wait (&b->changed, &b->lock);   /* woken by its page write */
-  } while (wait);
-  if (err)
-    for (uint64_t r = r0; r < r1; r++)
-      b->inflight[r]--;
-  pthread_mutex_unlock (&b->lock);
+  if ((err = regmap_mark (a, b->map, row, nrows)) != 0)
+    bitmap_end_write (a, row, nrows);
   return err;
 }
 
@@ -218,9 +135,9 @@ void
 bitmap_end_write (struct raid_array *a, uint64_t row, uint64_t nrows)
 {
   struct bitmap *b = a->bm;
-  uint64_t r0 = row / b->rows_per_region;
-  uint64_t r1 = (row + nrows - 1) / b->rows_per_region + 1;
+  uint64_t r0, r1;
 
+  region_range (b, row, nrows, &r0, &r1);
   pthread_mutex_lock (&b->lock);
   for (uint64_t r = r0; r < r1; r++)
     b->inflight[r]--;
@@ -230,19 +147,13 @@ bitmap_end_write (struct raid_array *a, uint64_t row, uint64_t nrows)
 bool
 bitmap_row_dirty (struct raid_array *a, uint64_t row)
 {
-  struct bitmap *b = a->bm;
-  bool dirty;
-
-  pthread_mutex_lock (&b->lock);
-  dirty = b->state[row / b->rows_per_region] != R_CLEAN;
-  pthread_mutex_unlock (&b->lock);
-  return dirty;
+  return regmap_row_marked (a->bm->map, row);
 }
 
 uint64_t
 bitmap_rows_per_region (const struct raid_array *a)
 {
-  return a->bm->rows_per_region;
+  return regmap_rows_per_region (a->bm->map);
 }
 
 int
@@ -250,26 +161,25 @@ bitmap_clean (struct raid_array *a, bool all)
 {
   struct bitmap *b = a->bm;
   struct mio mios[SB_MAX_MEMBERS];
-  uint64_t lo = UINT64_MAX, hi = 0;
-  size_t n = 0;
+  uint64_t lo = UINT64_MAX, hi = 0, n = regmap_nregions (b->map);
+  size_t k = 0;
+  bool skip;
 
   /* Never while a resync is owed: the set bits are what it must visit; and
-   * never while a role's member is not in sync: the bits are what it
-   * missed, and its delta resync (when it rejoins) visits them. */
+   * never while a role's member is not in sync (conservative: a dirty start
+   * while degraded needs the bits). */
   pthread_mutex_lock (&a->state_lock);
-  n = a->sb.resync_offset != UINT64_MAX ||
+  skip = a->sb.resync_offset != UINT64_MAX ||
     raid_array_health (a) != RAID_HEALTH_OPTIMAL;
   pthread_mutex_unlock (&a->state_lock);
-  if (n)
+  if (skip)
     return 0;
 
   /* Candidates: idle regions not written since the previous pass (or every
    * idle region when closing). */
   pthread_mutex_lock (&b->lock);
-  for (uint64_t r = 0; r < b->nregions; r++) {
-    if (b->state[r] != R_SET)
-      continue;
-    if (b->inflight[r] == 0 && (all || !b->touched[r]))
+  for (uint64_t r = 0; r < n; r++) {
+    if (regmap_region_marked (b->map, r) && b->inflight[r] == 0 && (all || !b->touched[r]))
       lo = raid_min_u64 (lo, r), hi = r + 1;
     b->touched[r] = 0;
   }
@@ -279,16 +189,16 @@ bitmap_clean (struct raid_array *a, bool all)
 
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (state_member_in_use (a, t))
-      mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
-  if (mio_run (mios, n) != 0)
+      mios[k++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
+  if (mio_run (mios, k) != 0)
     return EIO;                           /* keep the bits: nothing is durable */
 
+  /* Clear under the lock that orders against bitmap_start_write: a region
+   * a writer entered since is in flight or touched, and keeps its bit. */
   pthread_mutex_lock (&b->lock);
   for (uint64_t r = lo; r < hi; r++)
-    if (b->state[r] == R_SET && b->inflight[r] == 0 && !b->touched[r]) {
-      b->state[r] = R_CLEAN;
-      b->bits[r / 8] &= ~(1u << (r % 8));
-    }
+    if (b->inflight[r] == 0 && !b->touched[r])
+      regmap_clear (b->map, r);
   pthread_mutex_unlock (&b->lock);
-  return write_pages (a, lo / 8 / BM_PAGE, (hi - 1) / 8 / BM_PAGE + 1);
+  return regmap_sync (a, b->map, lo, hi);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
 #include "journal.h"
@@ -20,15 +21,15 @@ cons_policy (const struct raid_array *a, const struct layout *L, unsigned flags)
   return CONS_NONE;
 }
 
-int
-cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
-            const struct write_batch *g, write_issue_fn issue, void *ctx,
-            uint32_t *failed)
+/* The write under the layout's write-hole policy. */
+static int
+policy_write (struct raid_array *a, const struct layout *L, unsigned flags,
+              const struct write_batch *g, write_issue_fn issue, void *ctx,
+              uint32_t *failed)
 {
   size_t n = g->nunits ? g->units[g->nunits - 1].end : 0;
   int err;
 
-  *failed = 0;
   switch (cons_policy (a, L, flags)) {
   case CONS_JOURNAL:
     return journal_write (a, L, g, issue, ctx, failed);
@@ -46,6 +47,29 @@ cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
     break;
   }
   return issue (ctx, 0, n, failed);
+}
+
+int
+cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
+            const struct write_batch *g, write_issue_fn issue, void *ctx,
+            uint32_t *failed)
+{
+  uint64_t token;
+  int err;
+
+  *failed = 0;
+  if (!(flags & RAID_IO_RAW)) {
+    if ((err = missed_start_write (a, L, g->r0, g->nrows, &token)) == EAGAIN) {
+      *failed = 1;                         /* a map copy failed: redo */
+      return 0;
+    }
+    if (err)
+      return err;
+  }
+  err = policy_write (a, L, flags, g, issue, ctx, failed);
+  if (!(flags & RAID_IO_RAW))
+    missed_end_write (a, L, g->r0, g->nrows, token);
+  return err;
 }
 
 /* Whether some layout's writes are journaled. */

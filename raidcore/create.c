@@ -689,7 +689,9 @@ create_template (struct create_ctx *c, struct raid_sb *sb,
   sb->component_size = c->component_size;
   sb->array_size = c->array_size;
   sb->cons_offset = SB_RING_SIZE;
-  sb->cons_size = RAID_CONS_AREA_SIZE;
+  sb->cons_size = RAID_CONS_AREA_SIZE - RAID_MISSED_AREA_SIZE;
+  sb->missed_offset = sb->cons_offset + sb->cons_size;
+  sb->missed_size = RAID_MISSED_AREA_SIZE;
   sb->consistency = c->consistency;
   sb->flags = 0;
   sb->resync_offset = c->in_sync ? UINT64_MAX : 0;

@@ -20,7 +20,11 @@
 #include "sb.h"
 
 /* Defaults (documented in nbdraid(8)). */
-#define RAID_CONS_AREA_SIZE ((4u << 20) - SB_RING_SIZE)  /* after the ring */
+#define RAID_CONS_AREA_SIZE ((4u << 20) - SB_RING_SIZE)  /* after the ring: the
+                                                            consistency area,
+                                                            then the maps of
+                                                            missed regions */
+#define RAID_MISSED_AREA_SIZE (256u << 10)                 /* 4 maps of 64 KiB */
 #define RAID_META_END (4u << 20)                          /* ring + consistency */
 #define RAID_DATA_OFFSET_DEFAULT (16u << 20)              /* 12 MiB head room */
 

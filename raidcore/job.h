@@ -114,6 +114,8 @@ struct sync_job {
   uint64_t gen;                   /* changes at every begin */
   int target_slot, target_role;   /* recovery / replace; -1 */
   int source_slot;                /* replace: the member being replaced */
+  uint64_t from;                  /* rejoin: member bytes from which every
+                                     row is rebuilt (below: marked rows) */
   uint64_t pos, total;            /* bytes in ops->unit */
   uint64_t mismatch;              /* check / repair */
 };

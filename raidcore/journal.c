@@ -77,6 +77,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "journal.h"
 #include "util.h"
 
@@ -506,6 +507,7 @@ apply_payload (struct raid_array *a, uint8_t *p, const struct intent *in, size_t
       ? (off - L->data_offset[role]) / L->g.chunk : 0;
     if (m && !(state_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
         !superseded (in, nin, id, seq, row) &&
+        (L->id != LAYOUT_CUR || missed_mark_rows (a, row, 1) == 0) &&
         member_pwrite (m, data, len, off, false) != 0)
       state_member_error (a, m, EIO, true, off);
     data += len;
@@ -544,9 +546,11 @@ resync_intents (struct raid_array *a, journal_resync_fn resync, const struct int
 
   for (size_t i = 0; i < nin && !err; i++) {
     const struct layout *L = record_layout (a, in[i].layout_id);
-    if (L->id == LAYOUT_NEXT ||
-        (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row))
+    if (L->id == LAYOUT_NEXT)
       err = resync (a, L, in[i].row, in[i].rows);
+    else if (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row &&
+             (err = missed_mark_rows (a, in[i].row, in[i].rows)) == 0)
+      err = resync (a, L, in[i].row, in[i].rows);   /* an absent member misses it */
   }
   return err;
 }

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
 #include "reshape.h"
@@ -558,6 +559,8 @@ grow_component (struct raid_array *a, uint64_t comp)
     a->mem[t].delta = false;
   bitmap_fini (a);
   r = bitmap_init (a);
+  if (r == 0)
+    r = missed_reinit (a);
   if (r == 0)
     r = state_commit (a);
   pthread_mutex_unlock (&a->state_lock);

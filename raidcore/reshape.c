@@ -76,6 +76,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
 #include "create.h"
@@ -586,6 +587,8 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   a->sb.new_chunk = p->g1.chunk;
   a->sb.new_raid_devices = p->g1.raid_disks;
   a->sb.new_array_size = p->g1.data_disks > p->g0.data_disks ? p->cap1 : a->size;
+  missed_end_all (a);          /* rows change meaning: an absent member is
+                                  rebuilt in full when it is back */
   r = state_commit (a);
   if (route_record (a, err, errlen) < 0)
     abort ();                              /* validated by validate_request */
@@ -826,8 +829,13 @@ switch_record (struct raid_array *a)
       continue;
     e->data_offset = e->new_data_offset;
     a->mem[t].delta = false;               /* a member away now misses all */
-    if (e->role >= next->g.raid_disks && e->state != SB_MEMBER_FAULTY)
-      member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
+    if (e->role >= next->g.raid_disks) {
+      int st = atomic_load (&a->mem[t].state);
+      if (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_REBUILDING)
+        member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
+      else
+        member_detach (a, t);              /* absent or failed: holds no role */
+    }
   }
   for (int r = 0; r < next->g.raid_disks; r++) {
     struct member *m = state_role_member (a, next, r);
@@ -866,6 +874,7 @@ switch_layouts (struct raid_array *a, void *arg)
   atomic_store (&a->size, a->sb.array_size);
   bitmap_fini (a);
   bitmap_init (a);
+  missed_reinit (a);
   state_update_health (a);
   sync_transition (a, SYNC_EV_DONE, NULL, "complete");
 }

@@ -94,7 +94,13 @@
  *      328     4  owner pid (0: nobody holds the array open)
  *      332     4  reserved
  *      336     8  owner start time (realtime ns)
- *      344   168  reserved (array-wide fields of later versions)
+ *      344     8  missed_offset (ro_compat SB_FEAT_RO_COMPAT_MISSED)
+ *      352     8  missed_size (0: no maps; the bit is set exactly when not 0)
+ *      360   128  4 missed-region slots of 32 bytes, slot i at 360 + 32 i:
+ *                 member uuid (16), state (4: 0 free, 1 recording),
+ *                 rows per region (4), since: events of the record that
+ *                 began it (8)
+ *      488    24  reserved (array-wide fields of later versions)
  *      512  2048  member table: 32 entries of 64 bytes, entry i at 512 + 64 i;
  *                 entries >= nmembers are written as 0 and ignored
  *     2560  1536  member spec hints: 32 of 48 bytes, NUL-ended, entry i at
@@ -141,6 +147,7 @@ enum {
   OFF_NMEMBERS = 224, OFF_SYNC_ACTION = 228, OFF_SYNC_POS = 232,
   OFF_MISMATCH = 240, OFF_JOURNAL_EPOCH = 248, OFF_JOURNAL_SEQ = 256,
   OFF_OWNER_HOST = 264, OFF_OWNER_PID = 328, OFF_OWNER_START = 336,
+  OFF_MISSED_OFFSET = 344, OFF_MISSED_SIZE = 352, OFF_MISSED = 360, MISSED_SIZE = 32,
   OFF_TABLE = 512, ENTRY_SIZE = 64,
   V1_LEN = OFF_TABLE + SB_MAX_MEMBERS * ENTRY_SIZE,   /* 2560 */
   OFF_HINTS = V1_LEN, HINT_SIZE = SB_SPEC_HINT,
@@ -230,7 +237,8 @@ sb_encode (const struct raid_sb *sb, void *buf)
   put_le64 (p + OFF_EVENTS, sb->events);
   put_le64 (p + OFF_COMPAT, (sb->feature_compat & SB_FEAT_COMPAT_KNOWN) |
             SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER);
-  put_le64 (p + OFF_RO_COMPAT, sb->feature_ro_compat);
+  put_le64 (p + OFF_RO_COMPAT, (sb->feature_ro_compat & ~(uint64_t) SB_FEAT_RO_COMPAT_MISSED) |
+            (sb->missed_size ? SB_FEAT_RO_COMPAT_MISSED : 0));
   put_le64 (p + OFF_INCOMPAT, incompat);
 
   memcpy (p + OFF_ARRAY_UUID, sb->array_uuid, RAID_UUID_LEN);
@@ -269,6 +277,17 @@ sb_encode (const struct raid_sb *sb, void *buf)
   memcpy (p + OFF_OWNER_HOST, sb->owner_host, strnlen (sb->owner_host, SB_OWNER_HOST - 1));
   put_le32 (p + OFF_OWNER_PID, sb->owner_pid);
   put_le64 (p + OFF_OWNER_START, sb->owner_start_ns);
+  if (sb->missed_size) {
+    put_le64 (p + OFF_MISSED_OFFSET, sb->missed_offset);
+    put_le64 (p + OFF_MISSED_SIZE, sb->missed_size);
+    for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+      uint8_t *q = p + OFF_MISSED + i * MISSED_SIZE;
+      memcpy (q, sb->missed[i].uuid, RAID_UUID_LEN);
+      put_le32 (q + 16, sb->missed[i].state);
+      put_le32 (q + 20, sb->missed[i].rows_per_region);
+      put_le64 (q + 24, sb->missed[i].since);
+    }
+  }
   for (uint32_t i = 0; i < sb->nmembers; i++) {
     encode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
     memcpy (p + OFF_HINTS + i * HINT_SIZE, sb->members[i].spec_hint,
@@ -381,6 +400,17 @@ decode_body (const uint8_t *p, uint32_t len, struct raid_sb *sb)
     sb->owner_pid = get_le32 (p + OFF_OWNER_PID);
     sb->owner_start_ns = get_le64 (p + OFF_OWNER_START);
   }
+  if (sb->feature_ro_compat & SB_FEAT_RO_COMPAT_MISSED) {
+    sb->missed_offset = get_le64 (p + OFF_MISSED_OFFSET);
+    sb->missed_size = get_le64 (p + OFF_MISSED_SIZE);
+    for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+      const uint8_t *q = p + OFF_MISSED + i * MISSED_SIZE;
+      memcpy (sb->missed[i].uuid, q, RAID_UUID_LEN);
+      sb->missed[i].state = get_le32 (q + 16);
+      sb->missed[i].rows_per_region = get_le32 (q + 20);
+      sb->missed[i].since = get_le64 (q + 24);
+    }
+  }
   if ((sb->feature_compat & SB_FEAT_COMPAT_SPEC_HINTS) && len >= V1_EXT_LEN)
     for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
       get_str (p + OFF_HINTS + i * HINT_SIZE, HINT_SIZE, sb->members[i].spec_hint);
@@ -400,6 +430,21 @@ body_ok (const struct raid_sb *sb, char *err, size_t errlen)
              sb->raid_disks, sb->new_raid_devices);
     return false;
   }
+  if (sb->missed_size &&
+      (sb->missed_size % (SB_MISSED_SLOTS * 4096u) != 0 || sb->missed_offset % 4096u != 0 ||
+       sb->missed_offset < SB_RING_SIZE || sb->missed_offset > UINT64_MAX / 2 ||
+       sb->missed_size > UINT64_MAX / 2)) {
+    set_err (err, errlen, "bad missed-region area %" PRIu64 "+%" PRIu64,
+             sb->missed_offset, sb->missed_size);
+    return false;
+  }
+  for (int i = 0; i < SB_MISSED_SLOTS; i++)
+    if (sb->missed[i].state > SB_MISSED_RECORDING ||
+        (sb->missed[i].state == SB_MISSED_RECORDING &&
+         (sb->missed[i].rows_per_region == 0 || !sb->missed_size))) {
+      set_err (err, errlen, "bad missed-region slot %d", i);
+      return false;
+    }
   for (uint32_t i = 0; i < sb->nmembers; i++) {
     const struct sb_member_entry *e = &sb->members[i];
     if (e->role < -1 || e->role >= (int32_t) SB_MAX_MEMBERS) {

@@ -50,8 +50,10 @@ struct member;
 #define SB_FEAT_COMPAT_SPEC_HINTS 1u  /* member specs at 2560 (record length 4096) */
 #define SB_FEAT_COMPAT_OWNER 2u       /* the serving host and process at 264 */
 #define SB_FEAT_INCOMPAT_MISSING 1u   /* a member entry may say "missing" (5) */
+#define SB_FEAT_RO_COMPAT_MISSED 1u   /* maps of missed regions (at 344): a build
+                                         that does not keep them may only read */
 #define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER)
-#define SB_FEAT_RO_COMPAT_KNOWN 0
+#define SB_FEAT_RO_COMPAT_KNOWN SB_FEAT_RO_COMPAT_MISSED
 #define SB_FEAT_INCOMPAT_KNOWN SB_FEAT_INCOMPAT_MISSING
 
 /* Member state in the member table (what the array believes). */
@@ -92,6 +94,19 @@ enum sb_sync_action { SB_SYNC_NONE = 0, SB_SYNC_CHECK = 1, SB_SYNC_REPAIR = 2 };
 #define SB_FLAG_RESYNC_ALL 2u /* the owed resync (resync_offset) visits every
                                  row: the bitmap does not describe them (a
                                  reshape ended after an unclean stop) */
+
+/* The map of regions a member missed while it was away (missed.c). */
+#define SB_MISSED_SLOTS 4
+enum sb_missed_state {
+  SB_MISSED_FREE = 0,
+  SB_MISSED_RECORDING = 1,   /* every region written since `since` is marked */
+};
+struct sb_missed_slot {
+  uint8_t uuid[RAID_UUID_LEN];   /* the absent member */
+  uint32_t state;                /* enum sb_missed_state */
+  uint32_t rows_per_region;      /* rows of the current layout per bit */
+  uint64_t since;                /* events of the record that began it */
+};
 
 struct sb_member_entry {
   uint8_t uuid[RAID_UUID_LEN];
@@ -147,6 +162,12 @@ struct raid_sb {
   char owner_host[SB_OWNER_HOST];
   uint32_t owner_pid;
   uint64_t owner_start_ns;              /* when that server opened it */
+
+  /* maps of missed regions (ro_compat SB_FEAT_RO_COMPAT_MISSED, set when
+   * missed_size > 0): SB_MISSED_SLOTS maps of missed_size / SB_MISSED_SLOTS
+   * bytes each at missed_offset of every member */
+  uint64_t missed_offset, missed_size;
+  struct sb_missed_slot missed[SB_MISSED_SLOTS];
 
   /* member table, indexed by table slot (not role) */
   uint32_t nmembers;         /* used entries: 0..SB_MAX_MEMBERS */

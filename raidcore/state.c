@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "util.h"
 
 /* ---- names ---- */
@@ -56,13 +57,14 @@ idx (int s)
 
 static const bool allowed[NSTATES][NSTATES] = {
   /*                 in_sync faulty missing spare rebuild stale empty */
-  [RAID_MEMBER_IN_SYNC]    = { 0, 1, 0, 1, 0, 0, 0 },
+  [RAID_MEMBER_IN_SYNC]    = { 0, 1, 1, 1, 0, 0, 0 },   /* -> missing: away */
   [RAID_MEMBER_FAULTY]     = { 0, 0, 0, 0, 0, 0, 1 },
-  [RAID_MEMBER_MISSING]    = { 0, 0, 0, 0, 0, 1, 1 },   /* -> stale: it is back */
+  [RAID_MEMBER_MISSING]    = { 0, 1, 0, 0, 0, 1, 1 },   /* -> stale: it is back;
+                                                         -> faulty: away too long */
   [RAID_MEMBER_SPARE]      = { 1, 1, 0, 0, 1, 0, 1 },
-  [RAID_MEMBER_REBUILDING] = { 1, 1, 0, 1, 1, 0, 0 },   /* -> rebuilding: a
+  [RAID_MEMBER_REBUILDING] = { 1, 1, 1, 1, 1, 0, 0 },   /* -> rebuilding: a
                                                          replace target takes the role */
-  [RAID_MEMBER_STALE]      = { 0, 1, 0, 0, 1, 0, 1 },   /* -> rebuilding: rejoins */
+  [RAID_MEMBER_STALE]      = { 0, 1, 1, 0, 1, 0, 1 },   /* -> rebuilding: rejoins */
   [6]                      = { 1, 0, 0, 1, 0, 0, 0 },
 };
 
@@ -110,6 +112,13 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
             "member %s: %s -> %s (%s)", a->mem[t].m ? member_spec (a->mem[t].m) : "-",
             state_name (from), state_name (to), why);
   atomic_store (&a->mem[t].state, to);
+  if (to == RAID_MEMBER_MISSING)
+    a->mem[t].away_ns = raid_now_mono_ns ();
+  else if (to != RAID_MEMBER_STALE)
+    a->mem[t].away_ns = 0;
+  if (to == RAID_MEMBER_FAULTY || to == RAID_MEMBER_IN_SYNC || to == STATE_EMPTY ||
+      to == RAID_MEMBER_SPARE)
+    missed_end (a, t);                     /* written off, or nothing missed */
   if (to == STATE_EMPTY) {
     memset (e, 0, sizeof *e);
     e->role = -1;
@@ -138,16 +147,7 @@ member_detach (struct raid_array *a, int t)
 void
 member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own)
 {
-  const struct sb_member_entry *self = sb_find_member ((struct raid_sb *) own,
-                                                       a->sb.members[t].uuid);
-
-  a->mem[t].delta = self && self->state == SB_MEMBER_IN_SYNC &&
-    self->role == a->sb.members[t].role &&
-    self->data_offset == a->sb.members[t].data_offset &&
-    own->level == a->sb.level && own->layout == a->sb.layout &&
-    own->chunk == a->sb.chunk && own->raid_disks == a->sb.raid_disks &&
-    own->reshape_state == SB_RESHAPE_NONE && a->sb.reshape_state == SB_RESHAPE_NONE &&
-    a->sb.consistency == SB_CONS_BITMAP;
+  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from);
 }
 
 void
@@ -179,6 +179,11 @@ state_record_lost (struct raid_array *a)
       a->sb.members[t].state = SB_MEMBER_MISSING;   /* not written off: it
                                                        rejoins when back */
       changed = true;
+    }
+    if (st == RAID_MEMBER_MISSING && a->sb.members[t].role >= 0) {
+      a->mem[t].away_ns = raid_now_mono_ns ();
+      if (!(a->sb.flags & SB_FLAG_DIRTY))
+        missed_begin (a, t);               /* what it misses from now on */
     }
   }
   if (changed)
@@ -366,12 +371,43 @@ state_update_health (struct raid_array *a)
 
 /* ---- commits ---- */
 
-static void
-mark_faulty (struct raid_array *a, int t, const char *why)
+/* Whether err from member m means its connection is lost (it may come
+ * back), not that its storage failed. */
+static bool
+is_away_error (struct raid_array *a, struct member *m, int err)
+{
+  if (!member_is_nbd (m) || a->member_timeout_ns == 0)
+    return false;
+  switch (err) {
+  case ENOTCONN: case ETIMEDOUT: case ECONNRESET: case ECONNABORTED:
+  case ECONNREFUSED: case EPIPE: case ESHUTDOWN: case EHOSTUNREACH:
+  case ENETUNREACH: case ENETDOWN:
+    return true;
+  }
+  return false;
+}
+
+/* Member t failed with err (state lock held; the caller commits): away
+ * (missing, a map of what it misses begun) when its connection is lost,
+ * else faulty.  A member not in use is left alone.  True when it went
+ * away. */
+static bool
+member_lost (struct raid_array *a, int t, int err, const char *why)
 {
   int st = atomic_load (&a->mem[t].state);
-  if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE)
-    member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why);
+  char buf[160];
+
+  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)
+    return false;
+  if (a->mem[t].m && st != RAID_MEMBER_SPARE && a->sb.members[t].role >= 0 &&
+      is_away_error (a, a->mem[t].m, err)) {
+    snprintf (buf, sizeof buf, "%s: %s: away, reconnecting", why, raid_strerror (err));
+    member_transition (a, t, RAID_MEMBER_MISSING, a->sb.members[t].role, buf);
+    missed_begin (a, t);
+    return true;
+  }
+  member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why);
+  return false;
 }
 
 int
@@ -405,9 +441,11 @@ state_commit (struct raid_array *a)
         snprintf (a->last_fault, sizeof a->last_fault, "member %s: superblock update "
                   "failed: %s", member_spec (ms[j]), raid_strerror (res[j]));
         raid_log (RAID_LOG_ERROR, "%s", a->last_fault);
-        mark_faulty (a, idx[j], "superblock update failed");
+        member_lost (a, idx[j], res[j], "superblock update failed");
         nfail++;
       }
+      else
+        a->mem[idx[j]].seen = a->sb.events;
     if (nfail == 0)
       return 0;
   }
@@ -438,6 +476,8 @@ state_flush_all (struct raid_array *a)
   struct mio mios[SB_MAX_MEMBERS];
   size_t n = 0;
 
+  uint64_t stamp = missed_stamp (a);
+
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (state_member_in_use (a, t))
       mios[n++] = (struct mio) { .m = a->mem[t].m, .op = MIO_FLUSH };
@@ -445,7 +485,11 @@ state_flush_all (struct raid_array *a)
     for (size_t i = 0; i < n; i++)
       if (mios[i].err)
         state_member_error (a, mios[i].m, mios[i].err, true, 0);
-  return atomic_load (&a->health) == RAID_HEALTH_FAILED ? EIO : 0;
+  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+    return EIO;
+  missed_flushed (a, stamp);   /* a member that failed it is out of use, its
+                                  map took what it may lack */
+  return 0;
 }
 
 /* ---- faults ---- */
@@ -454,8 +498,7 @@ bool
 state_member_error (struct raid_array *a, struct member *m, int err,
                     bool is_write, uint64_t off)
 {
-  bool faulty;
-  int t;
+  int t, before, now;
 
   for (t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m == m)
@@ -468,15 +511,20 @@ state_member_error (struct raid_array *a, struct member *m, int err,
             PRIu64 ": %s", member_spec (m), is_write ? "write" : "read", off,
             raid_strerror (err));
   raid_log (RAID_LOG_ERROR, "%s", a->last_fault);
-  faulty = is_write ||
-    atomic_fetch_add (&a->mem[t].errors, 1) + 1 > STATE_MAX_READ_ERRORS;
-  if (faulty && state_member_in_use (a, t)) {
-    mark_faulty (a, t, is_write ? "write error" : "too many read errors");
+  before = atomic_load (&a->mem[t].state);
+  if (!state_member_in_use (a, t))
+    ;                                      /* already out of use */
+  else if (is_away_error (a, m, err))
+    member_lost (a, t, err, is_write ? "write error" : "read error");
+  else if (is_write || atomic_fetch_add (&a->mem[t].errors, 1) + 1 > STATE_MAX_READ_ERRORS)
+    member_lost (a, t, err, is_write ? "write error" : "too many read errors");
+  now = atomic_load (&a->mem[t].state);
+  if (now != before)
     state_commit (a);
-  }
-  faulty = atomic_load (&a->mem[t].state) == RAID_MEMBER_FAULTY;
   pthread_mutex_unlock (&a->state_lock);
-  return faulty;
+  if (now == RAID_MEMBER_MISSING && is_write)
+    missed_mark_member_off (a, t, off);    /* the write it did not take */
+  return now == RAID_MEMBER_FAULTY || now == RAID_MEMBER_MISSING;
 }
 
 void

@@ -25,13 +25,16 @@
  *     rebuilding -> in_sync (recovered / replace done), faulty,
  *                   spare (a replace stopped), rebuilding (a replace
  *                   target takes the role of the member it replaced,
- *                   which failed: the copy goes on as a recovery)
+ *                   which failed: the copy goes on as a recovery),
+ *                   missing (its connection was lost)
  *     in_sync    -> faulty, spare (a reshape no longer uses it, or an
- *                   aborted reshape gives it back)
- *     missing    -> stale (it is back: opened, not yet resynced)
+ *                   aborted reshape gives it back), missing (its
+ *                   connection was lost: away, see away.h)
+ *     missing    -> stale (it is back: opened, not yet resynced), faulty
+ *                   (away longer than the member timeout)
  *     stale      -> rebuilding (it rejoins: resynced like a spare, only the
- *                   regions written while it was away when the write-intent
- *                   bitmap covers that), faulty
+ *                   regions its map of missed regions marks when it has
+ *                   one, see missed.h), faulty, missing (lost again)
  *     faulty, missing, stale -> (removed)
  *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
  * The durable entry follows: a member's sb state is the runtime one, except
@@ -42,7 +45,10 @@
  * written and never receives a record until it rejoins.
  *
  * Faults.  Any thread may report a failed member I/O (state_member_error).
- * A write error marks the member faulty at once.  A read error is counted;
+ * An NBD member whose connection is lost (or that stops answering) goes
+ * away: missing, not faulty, with a map of the regions it misses (missed.h)
+ * until it is back or the member timeout passes (away.h).  Any other write
+ * error marks the member faulty at once.  A read error is counted;
  * the caller reconstructs the block from the other members and rewrites it
  * (the stripe engine does so in every path), and the member is marked faulty
  * only past STATE_MAX_READ_ERRORS (md's default) or when that rewrite fails.
@@ -75,10 +81,14 @@ struct array_member {
   _Atomic int state;                       /* enum raid_member_state, or
                                               STATE_EMPTY */
   _Atomic unsigned errors;                 /* read errors counted */
-  bool delta;                              /* stale: its own record shows it
-                                              in sync in today's geometry, so
-                                              only the regions the bitmap
-                                              marks can have missed writes */
+  bool delta;                              /* stale: it may rejoin by a delta
+                                              (missed_judge), from delta_from */
+  uint64_t delta_from;                     /* member bytes from which all is
+                                              rebuilt (see missed_judge) */
+  uint64_t seen;                           /* events of the last record it
+                                              received */
+  uint64_t away_ns;                        /* missing: when it went away
+                                              (monotonic; 0: not away) */
 };
 
 #define STATE_EMPTY (-1)                   /* a free table slot */
@@ -143,8 +153,11 @@ int state_mark_dirty (struct raid_array *a);
  * array failed. */
 int state_flush_all (struct raid_array *a);
 
-/* Report a failed member I/O (any thread; takes the state lock).  Returns
- * true when the member is now faulty. */
+/* Report a failed member I/O (any thread; takes the state lock): an NBD
+ * member whose connection is lost goes away (missing; its map of missed
+ * regions takes a failed write before this returns), any other write error
+ * makes it faulty, read errors are counted.  Returns true when the member
+ * is now out of use (faulty or missing). */
 bool state_member_error (struct raid_array *a, struct member *m, int err,
                          bool is_write, uint64_t off);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "reshape.h"
 #include "util.h"
 
@@ -45,6 +46,10 @@ members_status (struct raid_array *a, struct raid_status *st)
     ms->data_offset = a->sb.members[t].data_offset;
     snprintf (ms->spec, sizeof ms->spec, "%s", a->mem[t].m ? member_spec (a->mem[t].m)
               : a->sb.members[t].spec_hint);       /* missing: the last spec known */
+    ms->away_seconds = ms->state == RAID_MEMBER_MISSING && a->mem[t].away_ns
+      ? (int64_t) ((raid_now_mono_ns () - a->mem[t].away_ns) / 1000000000u) : -1;
+    ms->missed_regions = missed_has_map (a, t) ? (int64_t) missed_count (a, t) : -1;
+    ms->region_bytes = missed_rows_per_region (a, t) * L->g.chunk;
   }
 }
 

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "array-int.h"
+#include "missed.h"
 #include "bitmap.h"
 #include "reshape.h"
 #include "stripe.h"
@@ -328,40 +329,76 @@ const struct sync_ops sync_ops_recover = {
   .batch = recover_batch, .checkpoint = recover_checkpoint, .finish = recover_finish,
 };
 
-/* ---- delta: a member that rejoins rebuilds only the regions the bitmap
- * marks (everything written while it was away).  Rows of the regions it
- * skips hold the member's own, current data: the cursor may jump over
- * them, because every write since it rejoined reached it too (a
- * rebuilding role is written in every row, and read only below the
- * cursor). ---- */
+/* ---- delta: a member that rejoins rebuilds only the rows its map of
+ * missed regions marks (everything written while it was away), and every
+ * row from `from` (it was being rebuilt when it left).  Rows it skips hold
+ * the member's own, current data: the cursor (rb_row) may pass them,
+ * because every write since it rejoined reached it too (a rebuilding role
+ * is written in every row, and read only below the cursor).  Progress
+ * counts the rows rebuilt, out of the rows it needs. ---- */
+
+static uint64_t
+total_delta (struct raid_array *a, const struct sync_job *j)
+{
+  const struct layout *L = cur_layout (a);
+
+  return missed_rows_needed (a, j->target_slot, j->from / L->g.chunk) * L->g.chunk;
+}
+
+/* The first row from r that the delta needs, or L->rows. */
+static uint64_t
+delta_next_row (struct raid_array *a, const struct sync_job *j, uint64_t r)
+{
+  const struct layout *L = cur_layout (a);
+  uint64_t rpr = missed_rows_per_region (a, j->target_slot), from = j->from / L->g.chunk;
+
+  while (r < L->rows && r < from && !missed_row_marked (a, j->target_slot, r))
+    r = raid_min_u64 ((r / rpr + 1) * rpr, from);
+  return raid_min_u64 (r, L->rows);
+}
 
 static int
 delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
              uint64_t *mismatch, void **scratch)
 {
   const struct layout *L = cur_layout (a);
-  uint64_t chunk = L->g.chunk, rpr = bitmap_rows_per_region (a), r = *pos / chunk;
-  struct rows rw;
+  uint64_t chunk = L->g.chunk, W = L->g.stripe_width;
+  uint64_t rpr = missed_rows_per_region (a, j->target_slot), r, n;
+  struct ticket tk;
   int err;
 
   (void) mismatch; (void) scratch;
-  while (r < L->rows && !bitmap_row_dirty (a, r))
-    r = (r / rpr + 1) * rpr;
+  r = delta_next_row (a, j, atomic_load (&a->rb_row));
+  atomic_store (&a->rb_row, r);            /* the rows passed are current */
   if (r >= L->rows) {
-    atomic_store (&a->rb_row, L->rows);
     *pos = j->total;
     return 0;
   }
-  rows_enter (a, r * chunk, chunk, j->total, &rw);
-  rw.n = raid_min_u64 (rw.n, (rw.r0 / rpr + 1) * rpr - rw.r0);   /* one region */
-  err = stripe_rebuild_rows (a, rw.L, rw.r0, rw.n, j->target_role, &a->rb_row);
-  rows_leave (a, &rw, chunk, j->total, pos, err);
+  n = raid_min_u64 (rows_per_batch (a, chunk), L->rows - r);
+  if (r < j->from / chunk)
+    n = raid_min_u64 (n, (r / rpr + 1) * rpr - r);   /* one marked region */
+  router_enter (&a->router, r * W, n * W, &tk);
+  err = stripe_rebuild_rows (a, tk.p[0].L, r, n, j->target_role, &a->rb_row);
+  router_leave (&a->router, &tk);
+  if (err == 0)
+    *pos = raid_min_u64 (j->total, *pos + n * chunk);
   return err;
 }
 
+/* The durable cursor: rows below it hold current data on the member. */
+static void
+delta_checkpoint (struct raid_array *a, const struct sync_job *j)
+{
+  if (atomic_load (&a->mem[j->target_slot].state) == RAID_MEMBER_REBUILDING) {
+    a->sb.members[j->target_slot].recovery_offset =
+      atomic_load (&a->rb_row) * cur_layout (a)->g.chunk;
+    state_commit (a);
+  }
+}
+
 const struct sync_ops sync_ops_rejoin = {
-  .action = RAID_SYNC_RECOVER, .total = total_member, .check = recover_check,
-  .batch = delta_batch, .checkpoint = recover_checkpoint, .finish = recover_finish,
+  .action = RAID_SYNC_RECOVER, .total = total_delta, .check = recover_check,
+  .batch = delta_batch, .checkpoint = delta_checkpoint, .finish = recover_finish,
 };
 
 /* ---- replace: copy a working member onto a spare while both receive
@@ -536,22 +573,29 @@ rejoining_slot (struct raid_array *a)
   return -1;
 }
 
-/* Member t rejoins: rebuilding from row 0, by delta when the bitmap covers
- * what it missed (state lock held; the role's binding does not change). */
+/* Member t rejoins: rebuilding from row 0, by a delta when its map of
+ * missed regions covers what it missed (state lock held; the role's
+ * binding does not change). */
 static void
 begin_rejoin (struct raid_array *a, int t)
 {
   int role = a->sb.members[t].role;
-  bool delta = a->mem[t].delta && bitmap_enabled (a);
-  char e[128];
+  bool delta = a->mem[t].delta && missed_has_map (a, t);
+  char e[128], why[128];
 
   atomic_store (&a->rb_row, 0);
   a->sb.members[t].recovery_offset = 0;
+  if (delta)
+    snprintf (why, sizeof why, "rejoins: resyncing what it missed (%" PRIu64
+              " regions%s)", missed_count (a, t),
+              a->mem[t].delta_from < a->sb.component_size ? ", and what its rebuild had "
+              "not reached" : "");
   member_transition (a, t, RAID_MEMBER_REBUILDING, role,
-                     delta ? "rejoins: resyncing what it missed" : "rejoins: full resync");
+                     delta ? why : "rejoins: full resync");
   state_commit (a);
   sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
-                .target_slot = t, .target_role = role, .source_slot = -1 },
+                .target_slot = t, .target_role = role, .source_slot = -1,
+                .from = delta ? a->mem[t].delta_from : 0 },
               0, false, e, sizeof e);
 }
 

@@ -178,7 +178,8 @@ def main(argv):
         return 0
     if len(argv) == 3 and argv[0] == "status":
         # The control socket's status reply: a top-level field, or
-        # "member:ROLE" for the state of the member with that role,
+        # "member:ROLE" for the state of the member with that role
+        # ("member:ROLE:FIELD" for another of its fields, "" when null),
         # "spec:TAIL" for the state of the member whose spec ends with TAIL.
         try:
             d = control_request(argv[1], {"op": "status", "id": 1})
@@ -189,9 +190,11 @@ def main(argv):
             print("ERROR(%s)" % d)
             return 0
         if argv[2].startswith("member:"):
-            role = int(argv[2][7:])
-            st = [m.get("state") for m in d.get("members", []) if m.get("role") == role]
-            print(st[0] if st else "absent")
+            # member:ROLE, or member:ROLE:FIELD for another field of it
+            parts = argv[2].split(":")
+            role, field = int(parts[1]), parts[2] if len(parts) > 2 else "state"
+            st = [m.get(field) for m in d.get("members", []) if m.get("role") == role]
+            print(("" if st[0] is None else st[0]) if st else "absent")
         elif argv[2].startswith("spec:"):
             tail = argv[2][5:]
             st = [m.get("state") for m in d.get("members", [])

@@ -447,8 +447,12 @@ def check_schema(c, st):
     c.check(isinstance(st.get("layout"), str), "status.layout is a name")
     c.check("reshape" in st and "progress" in st, "reshape and progress present")
     for m in st.get("members", []):
-        c.check(set(m) == {"role", "spec", "state", "errors", "data_offset"},
+        base = {"role", "spec", "state", "errors", "data_offset", "away_seconds",
+                "missed_regions"}
+        c.check(set(m) == base or set(m) == base | {"missed_region_bytes"},
                 "member fields: %r" % sorted(m))
+        c.check((m["away_seconds"] is None) == (m["state"] != "missing"),
+                "away_seconds set exactly for a missing member: %r" % m)
         c.check(m["state"] in {"in_sync", "faulty", "missing", "spare",
                                "rebuilding", "stale"}, "member state %r" % m["state"])
 

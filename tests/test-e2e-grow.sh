@@ -50,7 +50,7 @@ mkdir -p "$d"
 create_array --level=5 --size=64M --data-offset=4M "$d/m0" "$d/m1" "$d/m2" ||
   { fail "(b) create"; finish; exit; }
 start_raid_ctl b "$d/ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(b) start"; finish; exit; }
-expect_run "(b) resize to 64M" "$NBDRAID" -C "$d/ctl" resize 64M
+expect_run "(b) resize to 64M" "$NBDRAID" -C "$d/ctl" resize --force 64M
 $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" $((64 << 20)) 32
 expect_run "(b) fill" nbdcopy "$d/expected.img" "$uri"
 truncate -s 64M "$d/m3"

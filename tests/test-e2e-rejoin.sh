@@ -6,10 +6,12 @@
 #     four: member 3 is resynced (rebuilding, then in_sync), the data read
 #     back is what was written, and the member files hold md's bytes and
 #     parity (raidcheck).
-# (b) bitmap policy, member 3 an NBD export behind nbdkit's log filter: the
-#     same absence, but only 1 MiB written meanwhile; when it rejoins, the
-#     data bytes written to it are those of the bitmap regions that write
-#     touched (a delta), far fewer than its data area.
+# (b) each consistency policy (journal, bitmap, resync), member 3 an NBD
+#     export behind nbdkit's log filter: the same absence, but only 1 MiB
+#     written meanwhile; status shows member 3 away with a map of missed
+#     regions; when it rejoins, the data bytes written to it are those of
+#     the regions that write touched (a delta), far fewer than its data
+#     area, and the resync's progress total is the delta's own.
 # (c) served without member 3, then `nbdraid add` of member 3 while serving:
 #     it rejoins the same way, and its status row names it while missing.
 # (d) a member of another array, and a member this array still uses, are
@@ -103,26 +105,37 @@ EOF
 
 part_b ()
 {
-  local d="$tmp/b" msock="$tmp/m3b.sock" size n
-  new_array "$d" bitmap || { fail "(b) create"; return 0; }
+  local policy="$1" d="$tmp/b-$1" msock="$tmp/m3b-$1.sock" n regions rb
+  new_array "$d" "$policy" || { fail "(b) $policy: create"; return 0; }
   examine "$d/ex.json" "${members[@]}"
-  start_raid b1 "$d/m0" "$d/m1" "$d/m2" || { fail "(b) degraded start"; return 0; }
-  size="$(nbd_size "$uri")"
+  start_raid_ctl b1 "$d/ctl1" "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(b) $policy: degraded start"; return 0; }
   $PYTHON "$testsdir/e2e_basic.py" random "$d/one.img" $((1 << 20)) 22
-  expect_run "(b) 1 MiB written while member 3 is away" write_at "$uri" "$d/one.img" $((8 << 20))
+  expect_run "(b) $policy: 1 MiB written while member 3 is away" \
+    write_at "$uri" "$d/one.img" $((8 << 20))
+  expect_status "(b) $policy: member 3 missing" "$d/ctl1" member:3 missing
+  [[ "$(status_get "$d/ctl1" member:3:away_seconds)" =~ ^[0-9]+$ ]] && ok ||
+    fail "(b) $policy: away_seconds: $(status_get "$d/ctl1" member:3:away_seconds)"
+  regions="$(status_get "$d/ctl1" member:3:missed_regions)"
+  rb="$(status_get "$d/ctl1" member:3:missed_region_bytes)"
+  # 1 MiB over 3 data members: about 350 KiB of each, in regions of rb
+  if [[ "$regions" =~ ^[0-9]+$ ]] && [ "$regions" -ge 1 ] &&
+     [ $((regions * rb)) -le $((1 << 20)) ]; then ok; else
+    fail "(b) $policy: missed regions $regions of $rb bytes for a 1 MiB write"; fi
   stop_nbdkit b1
-  start_nbdkit m3b --filter=log file "$d/m3" logfile="$d/m3.log" ||
-    { fail "(b) member server"; return 0; }
+  start_nbdkit "m3b-$policy" --filter=log file "$d/m3" logfile="$d/m3.log" ||
+    { fail "(b) $policy: member server"; return 0; }
   start_raid_ctl b2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$(uri_of "$msock")" ||
-    { fail "(b) start with m3 over NBD"; return 0; }
-  rejoined "(b)" "$d/ctl" m3b.sock
+    { fail "(b) $policy: start with m3 over NBD"; return 0; }
+  rejoined "(b) $policy" "$d/ctl" "m3b-$policy.sock"
   n="$(data_writes "$d/m3.log" $((4 << 20)))"
-  # One bitmap region (at least 2 MiB of each member) covers the write.
-  if [ "$n" -gt 0 ] && [ "$n" -le $((4 << 20)) ]; then ok; else
-    fail "(b) delta resync wrote $n data bytes to member 3 (expected 1..4 MiB of 20 MiB)"; fi
+  if [ "$n" -gt 0 ] && [ "$n" -le $((regions * rb)) ]; then ok; else
+    fail "(b) $policy: delta resync wrote $n data bytes to member 3 (expected 1.." \
+      "$((regions * rb)) of 20 MiB)"; fi
+  expect_status "(b) $policy: its map is gone" "$d/ctl" member:3:missed_regions ""
   stop_nbdkit b2
-  stop_nbdkit m3b
-  expect_run "(b) member files hold md's bytes and parity" \
+  stop_nbdkit "m3b-$policy"
+  expect_run "(b) $policy: member files hold md's bytes and parity" \
     $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
 }
 
@@ -157,6 +170,6 @@ part_c ()
 }
 
 part_a
-part_b
+for policy in journal bitmap resync; do part_b "$policy"; done
 part_c
 finish

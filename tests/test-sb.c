@@ -164,6 +164,16 @@ fill_full (struct raid_sb *sb, uint64_t events)
   snprintf (sb->owner_host, sizeof sb->owner_host, "host.example");
   sb->owner_pid = 4242;
   sb->owner_start_ns = 0xc1c2c3c4c5c6c7c8;
+  sb->missed_offset = 0x3c0000;
+  sb->missed_size = 0x40000;
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    for (int j = 0; j < RAID_UUID_LEN; j++)
+      sb->missed[i].uuid[j] = 0x70 + i * 16 + j;
+    sb->missed[i].state = i % 2;
+    sb->missed[i].rows_per_region = 0xd1d2d3d4 + i;
+    sb->missed[i].since = 0xe1e2e3e4e5e6e7e8 + i;
+  }
+  sb->feature_ro_compat = SB_FEAT_RO_COMPAT_MISSED;   /* set by missed_size */
   sb->feature_compat = SB_FEAT_COMPAT_KNOWN;   /* what this build writes */
   sb->feature_incompat = SB_FEAT_INCOMPAT_MISSING;
   sb->nmembers = SB_MAX_MEMBERS;
@@ -207,6 +217,11 @@ same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
   SAME (sync_action); SAME (sync_position); SAME (mismatch_count);
   SAME (journal_epoch); SAME (journal_seq);
   SAME_BYTES (owner_host); SAME (owner_pid); SAME (owner_start_ns);
+  SAME (missed_offset); SAME (missed_size);
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    SAME_BYTES (missed[i].uuid); SAME (missed[i].state);
+    SAME (missed[i].rows_per_region); SAME (missed[i].since);
+  }
   for (uint32_t i = 0; i < a->nmembers; i++) {
     SAME_BYTES (members[i].spec_hint);
     SAME_BYTES (members[i].uuid); SAME (members[i].role);
@@ -283,7 +298,7 @@ test_layout (void)
   CHECK_U64 (get64 (buf + 24), a.events);
   CHECK (buf[24] == 0x01 && buf[31] == 0x08);          /* little-endian */
   CHECK_U64 (get64 (buf + 32), SB_FEAT_COMPAT_KNOWN);
-  CHECK_U64 (get64 (buf + 40), 0);
+  CHECK_U64 (get64 (buf + 40), SB_FEAT_RO_COMPAT_MISSED);
   CHECK_U64 (get64 (buf + 48), SB_FEAT_INCOMPAT_MISSING);
   CHECK (memcmp (buf + 64, a.array_uuid, 16) == 0);
   CHECK (memcmp (buf + 80, a.member_uuid, 16) == 0);
@@ -315,6 +330,17 @@ test_layout (void)
   CHECK_U64 (get64 (buf + 248), a.journal_epoch);
   CHECK_U64 (get64 (buf + 256), a.journal_seq);
   CHECK_U64 (get32 (buf + 224), a.nmembers);
+  CHECK_U64 (get64 (buf + 344), a.missed_offset);
+  CHECK_U64 (get64 (buf + 352), a.missed_size);
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    const uint8_t *q = buf + 360 + 32 * i;
+    CHECK (memcmp (q, a.missed[i].uuid, 16) == 0);
+    CHECK_U64 (get32 (q + 16), a.missed[i].state);
+    CHECK_U64 (get32 (q + 20), a.missed[i].rows_per_region);
+    CHECK_U64 (get64 (q + 24), a.missed[i].since);
+  }
+  for (int j = 488; j < 512; j++)
+    CHECK (buf[j] == 0);
   for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
     const uint8_t *e = buf + 512 + 64 * i;
     const struct sb_member_entry *m = &a.members[i];
@@ -334,7 +360,7 @@ test_layout (void)
   for (int off = 20; off < 24; off++) CHECK (buf[off] == 0);
   for (int off = 56; off < 64; off++) CHECK (buf[off] == 0);
   for (int off = 332; off < 336; off++) CHECK (buf[off] == 0);
-  for (int off = 344; off < 512; off++) CHECK (buf[off] == 0);
+  for (int off = 488; off < 512; off++) CHECK (buf[off] == 0);
   /* Owner and spec hints: NUL-ended strings, NUL-padded. */
   CHECK (strcmp ((const char *) buf + 264, a.owner_host) == 0);
   CHECK_U64 (get32 (buf + 328), a.owner_pid);
@@ -457,7 +483,7 @@ test_features (void)
 
   /* Unknown ro_compat: decoded, with a note. */
   a.feature_incompat = SB_FEAT_INCOMPAT_MISSING;
-  a.feature_ro_compat = 0x20;
+  a.feature_ro_compat = 0x20 | SB_FEAT_RO_COMPAT_MISSED;   /* ours: kept by missed_size */
   sb_encode (&a, buf);
   snprintf (err, sizeof err, "junk");
   CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
@@ -466,8 +492,25 @@ test_features (void)
   CHECK_HAS (err, "0x20");
   CHECK_HAS (err, "read-only");
 
+  /* A missed-region area or slot that cannot be: refused. */
+  a.feature_ro_compat = SB_FEAT_RO_COMPAT_MISSED;
+  a.missed_size = 0x40000 + 4096;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "bad missed-region area");
+  a.missed_size = 0x40000;
+  a.missed[2].state = 7;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "bad missed-region slot 2");
+  a.missed[2].state = SB_MISSED_RECORDING;
+  a.missed[2].rows_per_region = 0;
+  sb_encode (&a, buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "bad missed-region slot 2");
+  a.missed[2].rows_per_region = 1;
+
   /* Unknown compat: decoded silently, dropped when this build writes. */
-  a.feature_ro_compat = 0;
   sb_encode (&a, buf);
   put64 (buf + 32, 0x4);
   reseal (buf);

@@ -1,0 +1,413 @@
+/* nbdkit-raid: maps of missed regions (theory in missed.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array-int.h"
+#include "missed.h"
+#include "regmap.h"
+#include "util.h"
+
+#define MISSED_MIN_REGION (256u << 10)     /* member bytes per bit, at least */
+
+struct missed {
+  uint64_t rows, rpr;                      /* of the current layout */
+  struct regmap *map[SB_MISSED_SLOTS];     /* allocated for every slot */
+  _Atomic bool active[SB_MISSED_SLOTS];    /* marks go to it */
+  bool init[SB_MISSED_SLOTS];              /* begun, not yet recorded */
+  struct sb_missed_slot pending[SB_MISSED_SLOTS];   /* what settle records */
+  _Atomic int nactive;
+  _Atomic uint64_t gen;                    /* counts begins */
+  _Atomic uint64_t *stamp;                 /* per region: last write's stamp */
+  _Atomic uint64_t wseq, flushed;          /* stamps given; covered by a flush */
+  struct missed *older;                    /* replaced by a new geometry:
+                                              freed at fini (a thread may
+                                              still hold a pointer) */
+};
+
+static uint64_t
+slot_bytes (const struct raid_array *a)
+{
+  return a->sb.missed_size / SB_MISSED_SLOTS;
+}
+
+static uint64_t
+slot_offset (const struct raid_array *a, int i)
+{
+  return a->sb.missed_offset + (uint64_t) i * slot_bytes (a);
+}
+
+/* The slot holding member t's map (begun or recorded), or -1. */
+static int
+slot_of (struct raid_array *a, int t)
+{
+  struct missed *ms = a->ms;
+
+  for (int i = 0; ms && i < SB_MISSED_SLOTS; i++) {
+    const struct sb_missed_slot *s = ms->init[i] ? &ms->pending[i] : &a->sb.missed[i];
+    if ((ms->init[i] || s->state == SB_MISSED_RECORDING) &&
+        memcmp (s->uuid, a->sb.members[t].uuid, RAID_UUID_LEN) == 0)
+      return i;
+  }
+  return -1;
+}
+
+static void
+activate (struct missed *ms, int i, bool on)
+{
+  if (atomic_exchange (&ms->active[i], on) != on)
+    atomic_fetch_add (&ms->nactive, on ? 1 : -1);
+}
+
+static void
+free_maps (struct missed *ms)
+{
+  while (ms) {
+    struct missed *older = ms->older;
+    for (int i = 0; i < SB_MISSED_SLOTS; i++)
+      regmap_free (ms->map[i]);
+    free ((void *) ms->stamp);
+    free (ms);
+    ms = older;
+  }
+}
+
+/* Empty maps for the current layout's rows. */
+static struct missed *
+new_maps (struct raid_array *a)
+{
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  uint64_t bits = slot_bytes (a) * 8, rows = L->rows;
+  struct missed *ms = calloc (1, sizeof *ms);
+
+  if (!ms)
+    return NULL;
+  ms->rows = rows;
+  ms->rpr = raid_max_u64 (raid_max_u64 (1, MISSED_MIN_REGION / L->g.chunk),
+                          (rows + bits - 1) / bits);
+  ms->stamp = calloc (rows / ms->rpr + 1, sizeof *ms->stamp);
+  for (int i = 0; i < SB_MISSED_SLOTS && ms->stamp; i++)
+    if (!(ms->map[i] = regmap_new (rows, ms->rpr, slot_offset (a, i))))
+      break;
+  if (!ms->stamp || !ms->map[SB_MISSED_SLOTS - 1]) {
+    free_maps (ms);
+    return NULL;
+  }
+  return ms;
+}
+
+int
+missed_reinit (struct raid_array *a)
+{
+  struct missed *ms;
+
+  if (!a->ms)
+    return 0;
+  missed_end_all (a);
+  if (!(ms = new_maps (a)))
+    return ENOMEM;                         /* the old maps stay, all ended */
+  ms->older = a->ms;
+  a->ms = ms;
+  return 0;
+}
+
+int
+missed_init (struct raid_array *a)
+{
+  struct missed *ms;
+
+  if (!a->sb.missed_size || a->readonly)
+    return 0;
+  if (!(ms = new_maps (a)))
+    return ENOMEM;
+  a->ms = ms;
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    struct sb_missed_slot *s = &a->sb.missed[i];
+    if (s->state != SB_MISSED_RECORDING)
+      continue;
+    if (s->rows_per_region != ms->rpr || router_two (&a->router)) {
+      raid_log (RAID_LOG_WARN, "a map of missed regions no longer fits the "
+                "geometry: its member will be rebuilt in full");
+      memset (s, 0, sizeof *s);
+      continue;
+    }
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if (state_member_in_use (a, t))
+        regmap_load (a, ms->map[i], t);    /* the union: marks too much at worst */
+    activate (ms, i, true);
+  }
+  return 0;
+}
+
+void
+missed_fini (struct raid_array *a)
+{
+  if (a->ms)
+    free_maps (a->ms);
+  a->ms = NULL;
+}
+
+/* Mark in map i, in memory, the regions written since the last flush every
+ * member completed: the away member acknowledged them, may not hold them. */
+static void
+mark_unflushed (struct missed *ms, int i)
+{
+  uint64_t flushed = atomic_load (&ms->flushed), n = regmap_nregions (ms->map[i]);
+
+  for (uint64_t r = 0; r < n; r++)
+    if (atomic_load (&ms->stamp[r]) > flushed)
+      regmap_set (ms->map[i], r);
+}
+
+void
+missed_begin (struct raid_array *a, int t)
+{
+  struct missed *ms = a->ms;
+  int i;
+
+  if (!ms || slot_of (a, t) >= 0)
+    return;
+  if (router_two (&a->router)) {
+    raid_log (RAID_LOG_WARN, "member %s is away during a reshape: it will be "
+              "rebuilt in full when it is back", a->sb.members[t].spec_hint);
+    return;
+  }
+  for (i = 0; i < SB_MISSED_SLOTS; i++)
+    if (!ms->init[i] && a->sb.missed[i].state == SB_MISSED_FREE)
+      break;
+  if (i == SB_MISSED_SLOTS) {
+    raid_log (RAID_LOG_WARN, "member %s is away and every map of missed regions "
+              "is taken: it will be rebuilt in full when it is back",
+              a->sb.members[t].spec_hint);
+    return;
+  }
+  memcpy (ms->pending[i].uuid, a->sb.members[t].uuid, RAID_UUID_LEN);
+  ms->pending[i].state = SB_MISSED_RECORDING;
+  ms->pending[i].rows_per_region = (uint32_t) ms->rpr;
+  /* The last record it received: the one it holds if it is open, else
+   * (absent at this start) the newest, which it must hold to qualify. */
+  ms->pending[i].since = a->mem[t].m ? a->mem[t].seen : a->sb.events;
+  regmap_zero (ms->map[i]);
+  mark_unflushed (ms, i);
+  ms->init[i] = true;
+  activate (ms, i, true);
+  atomic_fetch_add (&ms->gen, 1);
+}
+
+int
+missed_settle (struct raid_array *a)
+{
+  struct missed *ms = a->ms;
+  int err = 0;
+
+  for (int i = 0; ms && i < SB_MISSED_SLOTS; i++) {
+    bool todo;
+    pthread_mutex_lock (&a->state_lock);
+    todo = ms->init[i];
+    pthread_mutex_unlock (&a->state_lock);
+    if (!todo)
+      continue;
+    if ((err = regmap_sync (a, ms->map[i], 0, UINT64_MAX)) != 0)
+      continue;                            /* a member failed: try again */
+    pthread_mutex_lock (&a->state_lock);
+    if (ms->init[i]) {                     /* not ended meanwhile */
+      a->sb.missed[i] = ms->pending[i];
+      ms->init[i] = false;
+      err = state_commit (a);
+    }
+    pthread_mutex_unlock (&a->state_lock);
+  }
+  return err;
+}
+
+static void
+end_slot (struct raid_array *a, int i)
+{
+  memset (&a->sb.missed[i], 0, sizeof a->sb.missed[i]);
+  a->ms->init[i] = false;
+  activate (a->ms, i, false);
+}
+
+void
+missed_end (struct raid_array *a, int t)
+{
+  int i = slot_of (a, t);
+
+  if (i >= 0)
+    end_slot (a, i);
+}
+
+void
+missed_end_all (struct raid_array *a)
+{
+  for (int i = 0; a->ms && i < SB_MISSED_SLOTS; i++)
+    end_slot (a, i);
+}
+
+/* Mark rows [row, row + n) in every active map, durably. */
+static int
+mark_all (struct raid_array *a, uint64_t row, uint64_t n)
+{
+  struct missed *ms = a->ms;
+  int err = 0;
+
+  for (int i = 0; i < SB_MISSED_SLOTS; i++)
+    if (atomic_load (&ms->active[i])) {
+      int r = regmap_mark (a, ms->map[i], row, n);
+      err = err ? err : r;
+    }
+  return err;
+}
+
+int
+missed_start_write (struct raid_array *a, const struct layout *L, uint64_t row,
+                    uint64_t n, uint64_t *token)
+{
+  struct missed *ms = a->ms;
+
+  *token = ms ? atomic_load (&ms->gen) : 0;
+  if (!ms || L->id != LAYOUT_CUR || atomic_load (&ms->nactive) == 0)
+    return 0;
+  return mark_all (a, row, n);
+}
+
+int
+missed_end_write (struct raid_array *a, const struct layout *L, uint64_t row,
+                  uint64_t n, uint64_t token)
+{
+  struct missed *ms = a->ms;
+  uint64_t r1;
+
+  if (!ms || L->id != LAYOUT_CUR || n == 0)
+    return 0;
+  r1 = raid_min_u64 ((row + n - 1) / ms->rpr + 1, ms->rows / ms->rpr + 1);
+  for (uint64_t r = row / ms->rpr; r < r1; r++)
+    atomic_store (&ms->stamp[r], atomic_fetch_add (&ms->wseq, 1) + 1);
+  if (atomic_load (&ms->gen) == token)
+    return 0;
+  mark_all (a, row, n);        /* a member went away meanwhile: a failed page
+                                  write left its member out of use, so the
+                                  bits are durable on the members left */
+  return 0;
+}
+
+void
+missed_mark_member_off (struct raid_array *a, int t, uint64_t off)
+{
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  uint64_t row = UINT64_MAX;
+  int role, i = -1;
+
+  if (!a->ms)
+    return;
+  pthread_mutex_lock (&a->state_lock);
+  role = a->sb.members[t].role;
+  if (role >= 0 && role < L->g.raid_disks && L->slot[role] == t &&
+      off >= L->data_offset[role] && (i = slot_of (a, t)) >= 0)
+    row = (off - L->data_offset[role]) / L->g.chunk;
+  pthread_mutex_unlock (&a->state_lock);
+  if (row != UINT64_MAX)                   /* a data write of its role */
+    regmap_mark (a, a->ms->map[i], row, 1);
+}
+
+int
+missed_mark_rows (struct raid_array *a, uint64_t row, uint64_t n)
+{
+  if (!a->ms || atomic_load (&a->ms->nactive) == 0)
+    return 0;
+  return mark_all (a, row, n) == ENOMEM ? ENOMEM : 0;
+}
+
+uint64_t
+missed_stamp (struct raid_array *a)
+{
+  return a->ms ? atomic_load (&a->ms->wseq) : 0;
+}
+
+void
+missed_flushed (struct raid_array *a, uint64_t stamp)
+{
+  struct missed *ms = a->ms;
+  uint64_t cur;
+
+  if (!ms)
+    return;
+  cur = atomic_load (&ms->flushed);
+  while (cur < stamp && !atomic_compare_exchange_weak (&ms->flushed, &cur, stamp))
+    ;
+}
+
+bool
+missed_judge (struct raid_array *a, int t, const struct raid_sb *own, uint64_t *from)
+{
+  const struct sb_member_entry *self, *e = &a->sb.members[t];
+  int i = slot_of (a, t);
+
+  *from = a->sb.component_size;
+  if (i < 0 || a->ms->init[i] || !own)
+    return false;
+  self = sb_find_member ((struct raid_sb *) own, e->uuid);
+  if (!self || (self->state != SB_MEMBER_IN_SYNC && self->state != SB_MEMBER_REBUILDING) ||
+      self->role != e->role || self->data_offset != e->data_offset ||
+      own->events < a->sb.missed[i].since || own->level != a->sb.level ||
+      own->layout != a->sb.layout || own->chunk != a->sb.chunk ||
+      own->raid_disks != a->sb.raid_disks || own->component_size != a->sb.component_size ||
+      own->reshape_state != SB_RESHAPE_NONE || a->sb.reshape_state != SB_RESHAPE_NONE)
+    return false;
+  if (self->state == SB_MEMBER_REBUILDING)
+    *from = self->recovery_offset;         /* it was being rebuilt when it left */
+  return true;
+}
+
+/* slot_of under the state lock, for callers that do not hold it. */
+static int
+slot_of_unlocked (struct raid_array *a, int t)
+{
+  int i;
+
+  pthread_mutex_lock (&a->state_lock);
+  i = slot_of (a, t);
+  pthread_mutex_unlock (&a->state_lock);
+  return i;
+}
+
+bool
+missed_row_marked (struct raid_array *a, int t, uint64_t row)
+{
+  int i = slot_of_unlocked (a, t);
+  return i >= 0 && regmap_row_marked (a->ms->map[i], row);
+}
+
+uint64_t
+missed_rows_per_region (struct raid_array *a, int t)
+{
+  (void) t;
+  return a->ms ? a->ms->rpr : 1;
+}
+
+uint64_t
+missed_count (struct raid_array *a, int t)
+{
+  int i = slot_of (a, t);                  /* state lock held (status) */
+  return i >= 0 ? regmap_count (a->ms->map[i]) : 0;
+}
+
+uint64_t
+missed_rows_needed (struct raid_array *a, int t, uint64_t from_row)
+{
+  int i = slot_of (a, t);
+  uint64_t rows = a->ms ? a->ms->rows : 0, rpr = a->ms ? a->ms->rpr : 1, n = 0;
+
+  from_row = raid_min_u64 (from_row, rows);
+  for (uint64_t r = 0; i >= 0 && r < from_row; r += rpr)
+    if (regmap_region_marked (a->ms->map[i], r / rpr))
+      n += raid_min_u64 (rpr, from_row - r);
+  return n + (rows - from_row);
+}
+
+bool
+missed_has_map (struct raid_array *a, int t)
+{
+  return slot_of (a, t) >= 0;
+}

@@ -1,0 +1,118 @@
+/* nbdkit-raid: maps of the regions an absent member missed.
+ *
+ * THEORY
+ *
+ * A member with a role that is away (its NBD connection dropped, or it was
+ * not given at a start) keeps its data; what it lacks is every write made
+ * while it was away.  Its map of missed regions records exactly those, so
+ * that when it is back only they are resynced (a delta), for every
+ * consistency policy.  Up to SB_MISSED_SLOTS members have a map at a time;
+ * the slots live in the record (sb.h: uuid, state, rows per region, since)
+ * and the bits in the missed-region area of every member in use, kept by a
+ * region map (regmap.h).
+ *
+ * Invariant M: while a slot is RECORDING in the durable record, every row
+ * of the current layout whose bytes on the away member may differ from
+ * what the array holds is marked in the bits on every member in use —
+ * every row written after the member's last record `since`.
+ *
+ * Keeping it:
+ *   - begin (the member goes away; state lock held): the slot is taken in
+ *     memory as INIT (recorded as free) with since = the events of the last
+ *     record the member received, and the regions written since the last
+ *     flush every member completed are marked in memory: the member
+ *     acknowledged those writes but may not hold them durably.  Then
+ *     missed_settle writes the whole area and only after that records the
+ *     slot RECORDING.  A crash before that leaves the slot free: no delta,
+ *     the member is rebuilt in full when it is back.
+ *   - every client write of the current layout (cons_write) marks its rows
+ *     in every slot, durably, before its member writes are issued
+ *     (missed_start_write); one that was in flight when a member went away
+ *     marks them when it ends, before it is acknowledged (missed_end_write).
+ *     The write whose failure sent the member away is marked by the fault
+ *     path itself (missed_mark_member_off).
+ *   - a journal replay at a dirty start rewrites rows on the members that
+ *     are present: it marks them first.
+ *   - a reshape, or a change of the component size, ends every map (the
+ *     rows change meaning): those members are rebuilt in full.
+ * Nothing clears a bit while its slot records; the slot is freed, in the
+ * record that says the member is in sync again, when its delta resync
+ * ends (or when it is written off or removed).  Stale bits left in the
+ * area by an earlier use only ever mark too much.
+ *
+ * Delta allowed (missed_judge): the slot records for this member's uuid,
+ * and the member's own newest record is at least `since` (it received
+ * every record until it left, so every write before is on it or marked),
+ * shows it in sync or rebuilding in today's role, data offset and
+ * geometry, with no reshape.  A member that was rebuilding when it left
+ * resumes from its own recovery offset, plus the marked rows below it.
+ */
+#ifndef RAIDCORE_MISSED_H
+#define RAIDCORE_MISSED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct raid_array;
+struct raid_sb;
+struct layout;
+
+/* At start (after assembly, before serving; no lock needed): the maps of
+ * the slots the record has, loaded as the union of what the members in use
+ * hold.  0 or an errno. */
+int missed_init (struct raid_array *a);
+void missed_fini (struct raid_array *a);
+
+/* Member t went away (state lock held): take a slot for it in memory, and
+ * mark what it may lack.  No-op when it has one already, when the array
+ * has no missed-region area, during a reshape, or when every slot is taken
+ * (it will be rebuilt in full; logged). */
+void missed_begin (struct raid_array *a, int t);
+/* Make begun slots durable: write their areas, then record them (takes
+ * the state lock; commits).  Called by the away watcher; 0 or an errno. */
+int missed_settle (struct raid_array *a);
+/* Member t's map ends (state lock held; the caller commits). */
+void missed_end (struct raid_array *a, int t);
+/* Every map ends (a reshape begins; state lock held; the caller commits). */
+void missed_end_all (struct raid_array *a);
+/* The current layout's rows changed (a reshape ended, the component size
+ * grew): every map ends and new ones fit the new rows (state lock held, a
+ * claim over everything; the caller commits).  0 or ENOMEM (the maps are
+ * ended either way). */
+int missed_reinit (struct raid_array *a);
+
+/* Client writes of rows [row, row + n) of layout L: before the member
+ * writes (0, or EAGAIN: a map write failed, redo; *token for the end), and
+ * after them, before the acknowledgement.  No lock held. */
+int missed_start_write (struct raid_array *a, const struct layout *L, uint64_t row,
+                        uint64_t n, uint64_t *token);
+int missed_end_write (struct raid_array *a, const struct layout *L, uint64_t row,
+                      uint64_t n, uint64_t token);
+/* The write at member offset `off` failed on away member t: mark its row,
+ * durably (no lock held). */
+void missed_mark_member_off (struct raid_array *a, int t, uint64_t off);
+/* Mark rows [row, row + n) of the current layout in every map (a journal
+ * replay), durably.  0 or an errno. */
+int missed_mark_rows (struct raid_array *a, uint64_t row, uint64_t n);
+/* Every member in use completed a flush that began when the write stamp
+ * was `stamp` (missed_stamp, read before it began). */
+uint64_t missed_stamp (struct raid_array *a);
+void missed_flushed (struct raid_array *a, uint64_t stamp);
+
+/* Whether member t, back with its own newest record `own`, can rejoin by
+ * a delta; *from receives the member byte offset from which everything is
+ * rebuilt (the role's size when only marked rows are).  State lock held. */
+bool missed_judge (struct raid_array *a, int t, const struct raid_sb *own,
+                   uint64_t *from);
+/* Member t's map: whether row is marked (state lock not held); rows per
+ * region; marked regions (0 when it has none; state lock held). */
+bool missed_row_marked (struct raid_array *a, int t, uint64_t row);
+uint64_t missed_rows_per_region (struct raid_array *a, int t);
+uint64_t missed_count (struct raid_array *a, int t);
+/* Rows of the current layout member t's delta needs: marked, or at least
+ * from_row (state lock held). */
+uint64_t missed_rows_needed (struct raid_array *a, int t, uint64_t from_row);
+/* Whether member t has a map (begun or recorded; state lock held). */
+bool missed_has_map (struct raid_array *a, int t);
+
+#endif
