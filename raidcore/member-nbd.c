@@ -66,22 +66,28 @@
 #define NBD_LIBNBD_MAX_RW  (UINT64_C(64) << 20)  /* libnbd's own limit */
 #define NBD_MAX_ZERO       (UINT64_C(1) << 30)   /* fits the 32-bit length */
 
+/* One connection to the export, and what the export can do.  Made by
+ * conn_open, ended by conn_close; copied by value (see the top for who may
+ * hold a copy). */
+struct nbd_conn {
+  struct nbd_handle *h;         /* NULL: no connection */
+  int sock;                     /* our dup of the handle's socket */
+  uint64_t size;                /* export size at connect */
+  uint64_t max_rw;              /* largest read/write command */
+  bool can_flush, can_zero, can_fua;
+};
+
 struct nbd_member {
   struct member m;
-  struct nbd_handle *h;
-  int sock;                     /* our dup of the handle's socket */
   int wakefd;                   /* eventfd: submitters poke the dispatcher */
-  uint64_t max_rw;              /* largest read/write command */
-  bool can_flush, can_zero;
 
   struct nbd_member *reg_next;  /* registry of open members (fork) */
 
   pthread_mutex_t lock;         /* guards the fields below */
+  struct nbd_conn conn;
   pthread_t thread;
   _Atomic unsigned started_gen; /* fork generation of the thread; 0 none */
-  bool stopping;                /* member_close: the dispatcher must exit */
-  bool parking;                 /* fork: the dispatcher must exit */
-  bool parked;                  /* it was running when the fork began */
+  bool stop;                    /* close, fork: the dispatcher must exit */
   int fail_err;                 /* 0 while usable, else every op's error */
   struct mio_cmd *head, *tail;  /* ops in flight, oldest first */
 };
@@ -151,9 +157,11 @@ nbd_cmd_cb (void *user_data, int *error)
 
 enum wire { WIRE_READ, WIRE_WRITE, WIRE_ZERO, WIRE_FLUSH };
 
-/* Queue one wire command; 0 or errno (then libnbd will not call back). */
+/* Queue one wire command on cn; 0 or errno (then libnbd will not call
+ * back). */
 static int
-wire_issue (struct nbd_member *nm, struct mio_cmd *c, enum wire w,
+wire_issue (struct nbd_member *nm, const struct nbd_conn *cn,
+            struct mio_cmd *c, enum wire w,
             void *buf, uint64_t n, uint64_t off, uint32_t flags)
 {
   nbd_completion_callback cb = { .callback = nbd_cmd_cb, .user_data = c };
@@ -161,10 +169,10 @@ wire_issue (struct nbd_member *nm, struct mio_cmd *c, enum wire w,
   int e;
 
   switch (w) {
-  case WIRE_READ:  cookie = nbd_aio_pread (nm->h, buf, n, off, cb, 0); break;
-  case WIRE_WRITE: cookie = nbd_aio_pwrite (nm->h, buf, n, off, cb, flags); break;
-  case WIRE_ZERO:  cookie = nbd_aio_zero (nm->h, n, off, cb, flags); break;
-  case WIRE_FLUSH: cookie = nbd_aio_flush (nm->h, cb, 0); break;
+  case WIRE_READ:  cookie = nbd_aio_pread (cn->h, buf, n, off, cb, 0); break;
+  case WIRE_WRITE: cookie = nbd_aio_pwrite (cn->h, buf, n, off, cb, flags); break;
+  case WIRE_ZERO:  cookie = nbd_aio_zero (cn->h, n, off, cb, flags); break;
+  case WIRE_FLUSH: cookie = nbd_aio_flush (cn->h, cb, 0); break;
   }
   if (cookie != -1)
     return 0;
@@ -173,18 +181,27 @@ wire_issue (struct nbd_member *nm, struct mio_cmd *c, enum wire w,
   return e ? e : EIO;
 }
 
+/* How a walk goes: over which connection, and whether it only counts. */
+struct walk {
+  struct nbd_member *nm;
+  const struct nbd_conn *cn;
+  struct mio_cmd *c;
+  bool issue;
+};
+
 /* Walk the wire commands covering [off, off + len) in pieces of at most
  * step bytes, counting them in *k and issuing them when `issue`.  The
  * buffer advances with the offset unless it is the fixed zero buffer. */
 static bool
-walk_range (struct nbd_member *nm, struct mio_cmd *c, bool issue, enum wire w,
-            char *buf, bool buf_moves, uint64_t off, uint64_t len,
-            uint64_t step, uint32_t flags, unsigned *k, int *err)
+walk_range (const struct walk *wk, enum wire w, char *buf, bool buf_moves,
+            uint64_t off, uint64_t len, uint64_t step, uint32_t flags,
+            unsigned *k, int *err)
 {
   while (len > 0) {
     uint64_t n = raid_min_u64 (len, step);
 
-    if (issue && (*err = wire_issue (nm, c, w, buf, n, off, flags)) != 0)
+    if (wk->issue
+        && (*err = wire_issue (wk->nm, wk->cn, wk->c, w, buf, n, off, flags)) != 0)
       return false;
     ++*k;
     off += n;
@@ -197,13 +214,16 @@ walk_range (struct nbd_member *nm, struct mio_cmd *c, bool issue, enum wire w,
 
 /* The wire commands of c in order: counted (issue false) or issued.
  * Returns how many were counted / issued; *err is set when issuing one
- * failed (the walk stops there).  Both walks see the same immutable mio,
- * so the count is exactly the number of commands issued on success. */
+ * failed (the walk stops there).  Both walks see the same immutable mio
+ * and the same connection, so the count is exactly the number of commands
+ * issued on success. */
 static unsigned
-nbd_walk (struct nbd_member *nm, struct mio_cmd *c, bool issue, int *err)
+nbd_walk (const struct walk *wk, int *err)
 {
+  const struct nbd_conn *cn = wk->cn;
+  const struct mio_cmd *c = wk->c;
   const struct mio *io = c->io;
-  uint32_t fua = (io->flags & MIO_FUA) && nm->m.can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
+  uint32_t fua = (io->flags & MIO_FUA) && cn->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
   uint64_t off = io->off;
   unsigned k = 0;
   char *z;
@@ -211,29 +231,30 @@ nbd_walk (struct nbd_member *nm, struct mio_cmd *c, bool issue, int *err)
   *err = 0;
   switch (c->op) {
   case MIO_FLUSH:
-    if (nm->can_flush
-        && !(issue && (*err = wire_issue (nm, c, WIRE_FLUSH, NULL, 0, 0, 0))))
+    if (cn->can_flush
+        && !(wk->issue
+             && (*err = wire_issue (wk->nm, cn, wk->c, WIRE_FLUSH, NULL, 0, 0, 0))))
       k = 1;
     break;
   case MIO_READ:
   case MIO_WRITE:
     for (int i = 0; i < io->iovcnt; i++) {
-      if (!walk_range (nm, c, issue, c->op == MIO_READ ? WIRE_READ : WIRE_WRITE,
+      if (!walk_range (wk, c->op == MIO_READ ? WIRE_READ : WIRE_WRITE,
                        io->iov[i].iov_base, true, off, io->iov[i].iov_len,
-                       nm->max_rw, fua, &k, err))
+                       cn->max_rw, fua, &k, err))
         break;
       off += io->iov[i].iov_len;
     }
     break;
   case MIO_ZERO:
-    if (nm->can_zero)
-      walk_range (nm, c, issue, WIRE_ZERO, NULL, false, off, io->len,
-                  NBD_MAX_ZERO, fua, &k, err);
+    if (cn->can_zero)
+      walk_range (wk, WIRE_ZERO, NULL, false, off, io->len, NBD_MAX_ZERO, fua,
+                  &k, err);
     else if ((z = (char *) member_zeroes ()) == NULL)
       *err = ENOMEM;
     else
-      walk_range (nm, c, issue, WIRE_WRITE, z, false, off, io->len,
-                  raid_min_u64 (nm->max_rw, MEMBER_ZERO_BUF_SIZE), fua, &k, err);
+      walk_range (wk, WIRE_WRITE, z, false, off, io->len,
+                  raid_min_u64 (cn->max_rw, MEMBER_ZERO_BUF_SIZE), fua, &k, err);
     break;
   }
   return k;
@@ -244,17 +265,20 @@ nbd_submit (struct member *m, struct mio_cmd *c)
 {
   struct nbd_member *nm = nbd_member (m);
   uint64_t timeout = member_io_timeout_ns ();
-  unsigned n, issued;
+  struct nbd_conn cn = { .h = NULL };
+  struct walk wk = { .nm = nm, .cn = &cn, .c = c };
+  unsigned n = 0, issued;
   int err;
 
-  if (c->op != MIO_FLUSH)
-    c->need_flush = (c->io->flags & MIO_FUA) && !m->can_fua && nm->can_flush
-                    && (c->op == MIO_WRITE || c->op == MIO_ZERO);
-  n = nbd_walk (nm, c, false, &err);
-
   pthread_mutex_lock (&nm->lock);
-  if (nm->fail_err)
-    err = nm->fail_err;
+  err = nm->fail_err;
+  if (err == 0) {
+    cn = nm->conn;                /* ours while c is in flight: see the top */
+    if (c->op != MIO_FLUSH)
+      c->need_flush = (c->io->flags & MIO_FUA) && !cn.can_fua && cn.can_flush
+                      && (c->op == MIO_WRITE || c->op == MIO_ZERO);
+    n = nbd_walk (&wk, &err);
+  }
   if (err == 0 && n > 0) {
     c->outstanding = n;
     c->err = 0;
@@ -273,7 +297,8 @@ nbd_submit (struct member *m, struct mio_cmd *c)
     return;
   }
 
-  issued = nbd_walk (nm, c, true, &err);
+  wk.issue = true;
+  issued = nbd_walk (&wk, &err);
   if (issued < n)
     cmd_finish (nm, c, n - issued, err ? err : EIO);
   nbd_poke (nm);
@@ -284,7 +309,8 @@ nbd_submit (struct member *m, struct mio_cmd *c)
 /* Mark the member failed (first cause wins) and cut the connection, so
  * libnbd ends every command it still holds at the next notify. */
 static void
-nbd_fail (struct nbd_member *nm, int err, const char *why)
+nbd_fail (struct nbd_member *nm, const struct nbd_conn *cn, int err,
+          const char *why)
 {
   bool first;
 
@@ -295,7 +321,7 @@ nbd_fail (struct nbd_member *nm, int err, const char *why)
   pthread_mutex_unlock (&nm->lock);
   if (first)
     raid_log (RAID_LOG_ERROR, "%s: %s: %s", nm->m.spec, why, raid_strerror (err));
-  shutdown (nm->sock, SHUT_RDWR);
+  shutdown (cn->sock, SHUT_RDWR);
 }
 
 /* Milliseconds until deadline (poll's timeout), -1 for none. */
@@ -321,6 +347,29 @@ drain_wakefd (struct nbd_member *nm)
   (void) r;
 }
 
+/* poll events for a libnbd direction. */
+static short
+dir_events (unsigned dir)
+{
+  return ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
+         | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+}
+
+/* Let libnbd act on what poll saw on h's socket, re-reading the direction
+ * first (a submitter may have changed it meanwhile).  Returns the notify
+ * call's result (0 when there was nothing to do). */
+static int
+handle_notify (struct nbd_handle *h, short revents)
+{
+  unsigned dir = nbd_aio_get_direction (h);
+
+  if ((dir & LIBNBD_AIO_DIRECTION_READ) && (revents & (POLLIN | POLLHUP | POLLERR)))
+    return nbd_aio_notify_read (h);
+  if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && (revents & (POLLOUT | POLLHUP | POLLERR)))
+    return nbd_aio_notify_write (h);
+  return 0;
+}
+
 /* The handle is gone: every command has been ended by libnbd.  Sleep until
  * member_close or a fork says stop (woken by their poke). */
 static void
@@ -332,7 +381,7 @@ wait_for_stop (struct nbd_member *nm)
     bool stop;
 
     pthread_mutex_lock (&nm->lock);
-    stop = nm->stopping || nm->parking;
+    stop = nm->stop;
     pthread_mutex_unlock (&nm->lock);
     if (stop || (poll (&pfd, 1, -1) == -1 && errno != EINTR))
       return;
@@ -340,33 +389,27 @@ wait_for_stop (struct nbd_member *nm)
   }
 }
 
-/* Let libnbd act on what poll saw, re-reading the direction first: a
- * submitter may have changed it meanwhile.  A notify can still fail
- * harmlessly when the state moved on between the two calls, so only a
- * handle that actually died fails the member. */
+/* A notify can fail harmlessly when the state moved on between reading
+ * the direction and notifying, so only a handle that actually died fails
+ * the member. */
 static void
-nbd_notify (struct nbd_member *nm, short revents)
+nbd_notify (struct nbd_member *nm, const struct nbd_conn *cn, short revents)
 {
-  unsigned dir = nbd_aio_get_direction (nm->h);
   char msg[256];
-  int r = 0, e;
+  int e;
 
-  if ((dir & LIBNBD_AIO_DIRECTION_READ) && (revents & (POLLIN | POLLHUP | POLLERR)))
-    r = nbd_aio_notify_read (nm->h);
-  else if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && (revents & (POLLOUT | POLLHUP | POLLERR)))
-    r = nbd_aio_notify_write (nm->h);
-  if (r == 0)
+  if (handle_notify (cn->h, revents) == 0)
     return;
   e = nbd_get_errno ();
   snprintf (msg, sizeof msg, "%s", nbd_get_error ());   /* valid until the */
   raid_log (RAID_LOG_DEBUG, "%s: %s", nm->m.spec, msg);  /* next nbd_ call */
-  if (nbd_aio_is_dead (nm->h) || nbd_aio_is_closed (nm->h))
-    nbd_fail (nm, e ? e : ENOTCONN, "connection lost");
+  if (nbd_aio_is_dead (cn->h) || nbd_aio_is_closed (cn->h))
+    nbd_fail (nm, cn, e ? e : ENOTCONN, "connection lost");
 }
 
 /* Time out the oldest op when its deadline has passed. */
 static void
-nbd_check_deadline (struct nbd_member *nm)
+nbd_check_deadline (struct nbd_member *nm, const struct nbd_conn *cn)
 {
   bool expired;
 
@@ -375,13 +418,18 @@ nbd_check_deadline (struct nbd_member *nm)
             && nm->head->deadline_ns <= raid_now_mono_ns ();
   pthread_mutex_unlock (&nm->lock);
   if (expired)
-    nbd_fail (nm, ETIMEDOUT, "I/O timed out, shutting the connection down");
+    nbd_fail (nm, cn, ETIMEDOUT, "I/O timed out, shutting the connection down");
 }
 
 static void *
 nbd_dispatch (void *arg)
 {
   struct nbd_member *nm = arg;
+  struct nbd_conn cn;
+
+  pthread_mutex_lock (&nm->lock);
+  cn = nm->conn;                   /* ours until we exit: see the top */
+  pthread_mutex_unlock (&nm->lock);
 
   for (;;) {
     struct pollfd pfd[2];
@@ -390,22 +438,21 @@ nbd_dispatch (void *arg)
     bool stop, failed;
 
     pthread_mutex_lock (&nm->lock);
-    stop = nm->stopping || nm->parking;
+    stop = nm->stop;
     failed = nm->fail_err != 0;
     deadline = nm->head && !failed ? nm->head->deadline_ns : UINT64_MAX;
     pthread_mutex_unlock (&nm->lock);
     if (stop)
       break;
-    if (nbd_aio_is_dead (nm->h) || nbd_aio_is_closed (nm->h)) {
-      nbd_fail (nm, ENOTCONN, "connection lost");
+    if (nbd_aio_is_dead (cn.h) || nbd_aio_is_closed (cn.h)) {
+      nbd_fail (nm, &cn, ENOTCONN, "connection lost");
       wait_for_stop (nm);
       break;
     }
 
-    dir = nbd_aio_get_direction (nm->h);
-    pfd[0].fd = dir ? nm->sock : -1;
-    pfd[0].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
-                    | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+    dir = nbd_aio_get_direction (cn.h);
+    pfd[0].fd = dir ? cn.sock : -1;
+    pfd[0].events = dir_events (dir);
     pfd[1].fd = nm->wakefd;
     pfd[1].events = POLLIN;
     pfd[0].revents = pfd[1].revents = 0;
@@ -414,17 +461,17 @@ nbd_dispatch (void *arg)
         continue;
       /* Cannot wait any more: end the connection and let the notify below
        * meet the end of the stream, which fails every command. */
-      nbd_fail (nm, errno, "poll");
+      nbd_fail (nm, &cn, errno, "poll");
       pfd[0].revents = POLLHUP;
       pfd[1].revents = 0;
     }
     if (pfd[1].revents)
       drain_wakefd (nm);
     if (pfd[0].revents & POLLNVAL)   /* impossible: sock outlives us */
-      nbd_fail (nm, EBADF, "poll");
+      nbd_fail (nm, &cn, EBADF, "poll");
     else if (pfd[0].revents)
-      nbd_notify (nm, pfd[0].revents);
-    nbd_check_deadline (nm);
+      nbd_notify (nm, &cn, pfd[0].revents);
+    nbd_check_deadline (nm, &cn);
   }
   return NULL;
 }
@@ -465,15 +512,19 @@ dispatcher_running (struct nbd_member *nm)
   return atomic_load (&nm->started_gen) == atomic_load (&member_fork_gen);
 }
 
-/* Make the dispatcher exit (flag: stopping or parking) and join it. */
+/* Make the dispatcher exit and join it.  Its joiners (close, the fork
+ * handler) never run at the same time for one member. */
 static void
-dispatcher_join (struct nbd_member *nm, bool *flag)
+dispatcher_join (struct nbd_member *nm)
 {
   pthread_mutex_lock (&nm->lock);
-  *flag = true;
+  nm->stop = true;
   pthread_mutex_unlock (&nm->lock);
   nbd_poke (nm);
   pthread_join (nm->thread, NULL);
+  pthread_mutex_lock (&nm->lock);
+  nm->stop = false;
+  pthread_mutex_unlock (&nm->lock);
 }
 
 /* Before fork: no dispatcher may run across it.  The registry stays locked
@@ -485,12 +536,8 @@ member_nbd_atfork_prepare (void)
   for (struct nbd_member *nm = registry; nm; nm = nm->reg_next) {
     if (!dispatcher_running (nm))
       continue;
-    dispatcher_join (nm, &nm->parking);
-    pthread_mutex_lock (&nm->lock);
-    nm->parking = false;
-    nm->parked = true;
+    dispatcher_join (nm);
     atomic_store (&nm->started_gen, 0);
-    pthread_mutex_unlock (&nm->lock);
   }
 }
 
@@ -502,8 +549,7 @@ member_nbd_atfork_parent (void)
     bool busy;
 
     pthread_mutex_lock (&nm->lock);
-    busy = nm->parked && nm->head != NULL;
-    nm->parked = false;
+    busy = nm->head != NULL;
     pthread_mutex_unlock (&nm->lock);
     if (busy)
       nbd_start (&nm->m);
@@ -516,8 +562,128 @@ void
 member_nbd_atfork_child (void)
 {
   pthread_mutex_init (&registry_lock, NULL);
-  for (struct nbd_member *nm = registry; nm; nm = nm->reg_next)
-    nm->parked = false;
+}
+
+/* ---- connections ---- */
+
+/* What a connect is for: its messages read "<spec>: <prefix><step>:
+ * <cause>". */
+struct conn_req {
+  const char *spec;
+  const char *prefix;           /* "" (open) or "reconnect: " */
+  bool readonly;
+};
+
+static int
+conn_err (const struct conn_req *rq, const char *step, int errnum,
+          char *err, size_t errlen)
+{
+  char what[128];
+
+  snprintf (what, sizeof what, "%s%s", rq->prefix, step);
+  member_err (err, errlen, rq->spec, what, errnum);
+  return errnum;
+}
+
+/* The same, from the failed libnbd call just made. */
+static int
+conn_nbd_err (const struct conn_req *rq, const char *step,
+              char *err, size_t errlen)
+{
+  int e = nbd_get_errno ();
+
+  if (e)
+    return conn_err (rq, step, e, err, errlen);
+  if (err && errlen)
+    snprintf (err, errlen, "%s: %s%s: %s", rq->spec, rq->prefix, step,
+              nbd_get_error ());
+  return EIO;
+}
+
+/* nbd_aio_connect_uri and the handshake, bounded like any member I/O: a
+ * server that accepts but never completes the handshake must not hang the
+ * caller. */
+static int
+conn_handshake (struct nbd_handle *h, const struct conn_req *rq,
+                char *err, size_t errlen)
+{
+  uint64_t t = member_io_timeout_ns ();
+  uint64_t deadline = t ? raid_now_mono_ns () + t : UINT64_MAX;
+
+  if (nbd_aio_connect_uri (h, rq->spec) == -1)
+    return conn_nbd_err (rq, "connect", err, errlen);
+  while (nbd_aio_is_connecting (h) == 1) {
+    struct pollfd pfd = {
+      .fd = nbd_aio_get_fd (h), .events = dir_events (nbd_aio_get_direction (h)),
+    };
+    int r = poll (&pfd, 1, ms_until (deadline));
+
+    if (r == -1 && errno != EINTR)
+      return conn_err (rq, "connect", errno, err, errlen);
+    if (pfd.revents & POLLNVAL)      /* impossible: libnbd owns the fd */
+      return conn_err (rq, "connect", EBADF, err, errlen);
+    if (r == 0 && raid_now_mono_ns () >= deadline)
+      return conn_err (rq, "connect", ETIMEDOUT, err, errlen);
+    if (r > 0 && handle_notify (h, pfd.revents) == -1)
+      return conn_nbd_err (rq, "connect", err, errlen);
+  }
+  if (nbd_aio_is_ready (h) != 1)
+    return conn_err (rq, "connect", ECONNRESET, err, errlen);
+  return 0;
+}
+
+/* End a connection (nothing may be in flight on it).  No NBD_CMD_DISC:
+ * see the top.  Safe on one that was never made. */
+static void
+conn_close (struct nbd_conn *cn)
+{
+  if (cn->h)
+    nbd_close (cn->h);
+  if (cn->sock >= 0)
+    close (cn->sock);
+  *cn = (struct nbd_conn) { .h = NULL, .sock = -1 };
+}
+
+/* Connect and learn what the export can do: the one place that configures
+ * a handle (member_open and member_reconnect both come here).  0, or an
+ * errno with a message and *cn left without a connection. */
+static int
+conn_open (struct nbd_conn *cn, const struct conn_req *rq,
+           char *err, size_t errlen)
+{
+  int64_t sz, max;
+  int r = 0;
+
+  *cn = (struct nbd_conn) { .h = nbd_create (), .sock = -1 };
+  if (cn->h == NULL)
+    return conn_nbd_err (rq, "nbd_create", err, errlen);
+  nbd_set_pread_initialize (cn->h, false);   /* failed reads are errors */
+  if ((r = conn_handshake (cn->h, rq, err, errlen)) != 0)
+    goto fail;
+  if ((sz = nbd_get_size (cn->h)) == -1) {
+    r = conn_nbd_err (rq, "size", err, errlen);
+    goto fail;
+  }
+  if (!rq->readonly && nbd_is_read_only (cn->h) == 1) {
+    r = conn_err (rq, "export is read-only", EROFS, err, errlen);
+    goto fail;
+  }
+  max = nbd_get_block_size (cn->h, LIBNBD_SIZE_MAXIMUM);
+  cn->size = sz;
+  cn->max_rw = max > 0 ? raid_min_u64 (max, NBD_LIBNBD_MAX_RW) : NBD_DEFAULT_MAX_RW;
+  cn->can_flush = nbd_can_flush (cn->h) == 1;
+  cn->can_zero = nbd_can_zero (cn->h) == 1;
+  cn->can_fua = nbd_can_fua (cn->h) == 1;
+  cn->sock = fcntl (nbd_aio_get_fd (cn->h), F_DUPFD_CLOEXEC, 0);
+  if (cn->sock == -1) {
+    r = conn_err (rq, "dup socket", errno, err, errlen);
+    goto fail;
+  }
+  return 0;
+
+ fail:
+  conn_close (cn);
+  return r;
 }
 
 /* ---- open / close ---- */
@@ -535,9 +701,8 @@ nbd_close_member (struct member *m)
   pthread_mutex_unlock (&registry_lock);
 
   if (dispatcher_running (nm))
-    dispatcher_join (nm, &nm->stopping);
-  nbd_close (nm->h);                 /* no NBD_CMD_DISC: see the top */
-  close (nm->sock);
+    dispatcher_join (nm);
+  conn_close (&nm->conn);
   close (nm->wakefd);
   pthread_mutex_destroy (&nm->lock);
   member_fini (m);
@@ -551,85 +716,11 @@ static const struct member_backend nbd_backend = {
   .close = nbd_close_member,
 };
 
-/* "<spec>: <what>: <cause>" from the failed libnbd call just made. */
-static int
-nbd_open_error (const char *spec, const char *what, char *err, size_t errlen)
-{
-  int e = nbd_get_errno ();
-
-  if (e)
-    member_err (err, errlen, spec, what, e);
-  else if (err && errlen)
-    snprintf (err, errlen, "%s: %s: %s", spec, what, nbd_get_error ());
-  return e ? e : EIO;
-}
-
-/* nbd_connect_uri, bounded like any member I/O: a server that accepts
- * but never completes the handshake must not hang the caller. */
-static int
-nbd_connect_bounded (struct nbd_handle *h, const char *spec,
-                     char *err, size_t errlen)
-{
-  uint64_t t = member_io_timeout_ns ();
-  uint64_t deadline = t ? raid_now_mono_ns () + t : UINT64_MAX;
-
-  if (nbd_aio_connect_uri (h, spec) == -1)
-    return nbd_open_error (spec, "connect", err, errlen);
-  while (nbd_aio_is_connecting (h) == 1) {
-    int r = nbd_poll (h, ms_until (deadline));
-
-    if (r == -1)
-      return nbd_open_error (spec, "connect", err, errlen);
-    if (r == 0 && raid_now_mono_ns () >= deadline) {
-      member_err (err, errlen, spec, "connect", ETIMEDOUT);
-      return ETIMEDOUT;
-    }
-  }
-  if (nbd_aio_is_ready (h) != 1) {
-    member_err (err, errlen, spec, "connect", ECONNRESET);
-    return ECONNRESET;
-  }
-  return 0;
-}
-
-/* Connect and learn what the export can do; 0 or errno. */
-static int
-nbd_connect_member (struct nbd_member *nm, const char *spec, bool readonly,
-                    uint64_t *size, char *err, size_t errlen)
-{
-  int64_t sz, max;
-  int r;
-
-  nm->h = nbd_create ();
-  if (nm->h == NULL)
-    return nbd_open_error (spec, "nbd_create", err, errlen);
-  nbd_set_pread_initialize (nm->h, false);   /* failed reads are errors */
-  if ((r = nbd_connect_bounded (nm->h, spec, err, errlen)) != 0)
-    return r;
-  if ((sz = nbd_get_size (nm->h)) == -1)
-    return nbd_open_error (spec, "size", err, errlen);
-  if (!readonly && nbd_is_read_only (nm->h) == 1) {
-    member_err (err, errlen, spec, "export is read-only", EROFS);
-    return EROFS;
-  }
-  max = nbd_get_block_size (nm->h, LIBNBD_SIZE_MAXIMUM);
-  nm->max_rw = max > 0 ? raid_min_u64 (max, NBD_LIBNBD_MAX_RW) : NBD_DEFAULT_MAX_RW;
-  nm->can_flush = nbd_can_flush (nm->h) == 1;
-  nm->can_zero = nbd_can_zero (nm->h) == 1;
-  nm->sock = fcntl (nbd_aio_get_fd (nm->h), F_DUPFD_CLOEXEC, 0);
-  if (nm->sock == -1) {
-    member_err (err, errlen, spec, "dup socket", errno);
-    return errno;
-  }
-  *size = sz;
-  return 0;
-}
-
 struct member *
 member_nbd_open (const char *spec, bool readonly, char *err, size_t errlen)
 {
+  struct conn_req rq = { .spec = spec, .prefix = "", .readonly = readonly };
   struct nbd_member *nm = calloc (1, sizeof *nm);
-  uint64_t size = 0;
   int r;
 
   if (nm == NULL) {
@@ -637,22 +728,19 @@ member_nbd_open (const char *spec, bool readonly, char *err, size_t errlen)
     errno = ENOMEM;
     return NULL;
   }
-  nm->sock = nm->wakefd = -1;
-  r = nbd_connect_member (nm, spec, readonly, &size, err, errlen);
+  nm->wakefd = -1;
+  r = conn_open (&nm->conn, &rq, err, errlen);
   if (r == 0 && (nm->wakefd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1) {
     r = errno;
     member_err (err, errlen, spec, "eventfd", r);
   }
-  if (r == 0 && member_init (&nm->m, &nbd_backend, spec, size,
-                             nbd_can_fua (nm->h) == 1, readonly)) {
+  if (r == 0 && member_init (&nm->m, &nbd_backend, spec, nm->conn.size,
+                             nm->conn.can_fua, readonly)) {
     r = ENOMEM;
     member_err (err, errlen, spec, "open", r);
   }
   if (r) {
-    if (nm->h)
-      nbd_close (nm->h);
-    if (nm->sock >= 0)
-      close (nm->sock);
+    conn_close (&nm->conn);
     if (nm->wakefd >= 0)
       close (nm->wakefd);
     free (nm);
