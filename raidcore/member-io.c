@@ -209,6 +209,22 @@ member_is_nbd (const struct member *m)
   return m->be->kind == MEMBER_NBD;
 }
 
+bool
+member_is_down (const struct member *m)
+{
+  return m->be->is_down ? m->be->is_down (m) : false;
+}
+
+int
+member_reconnect (struct member *m, char *err, size_t errlen)
+{
+  if (m->be->reconnect == NULL) {
+    member_err (err, errlen, m->spec, "reconnect", ENOTSUP);
+    return ENOTSUP;
+  }
+  return m->be->reconnect (m, err, errlen);
+}
+
 /* ---- validation and routing ---- */
 
 /* 0 when io is well formed and within the member, else its errno. */

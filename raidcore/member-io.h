@@ -17,7 +17,9 @@
  *
  * Lock order, outermost first: libnbd handle lock (held around completion
  * callbacks) -> backend member lock -> batch lock.  The pool lock is taken
- * before a batch lock, never after it.
+ * before a batch lock, never after it.  Only the NBD fork handler holds
+ * more than one member lock: every NBD member's, under the registry lock,
+ * and it takes no other lock of ours while it holds them.
  */
 #ifndef RAIDCORE_MEMBER_INT_H
 #define RAIDCORE_MEMBER_INT_H
@@ -60,6 +62,10 @@ struct member_backend {
    * *run, the length from off (<= len) for which that answer holds. */
   int (*extent) (struct member *m, uint64_t off, uint64_t len, bool *hole,
                  uint64_t *run);
+  /* Optional (NBD): member_is_down and member_reconnect (member.h).
+   * Without them a member is never down and cannot reconnect. */
+  bool (*is_down) (const struct member *m);
+  int (*reconnect) (struct member *m, char *err, size_t errlen);
 };
 
 #define MIO_WOULDBLOCK (-1)    /* never an errno value */

@@ -113,10 +113,12 @@ void member_close (struct member *m);
 const char *member_spec (const struct member *m);    /* as given to member_open */
 uint64_t member_size (const struct member *m);       /* bytes */
 /* Read the member's size again (a file or device that was enlarged; an
- * NBD export keeps the size it had at connect) and keep it: it only
+ * NBD export keeps the size it had at member_open) and keep it: it only
  * grows.  Returns the size. */
 uint64_t member_refresh_size (struct member *m);
-bool member_can_fua (const struct member *m);        /* native FUA */
+/* Native FUA (an NBD member: of the connection made by member_open; FUA
+ * is emulated on a later connection whose server lacks it). */
+bool member_can_fua (const struct member *m);
 bool member_is_nbd (const struct member *m);
 
 /* Run n member operations concurrently; return when all have completed.
@@ -154,7 +156,9 @@ void mio_shutdown (void);
  * again on next use, in the parent and in the child.  So members opened
  * and used in nbdkit's get_ready keep working in the daemonized child.
  * Closing a member never sends NBD_CMD_DISC, so a parent closing its copy
- * does not disturb the child.  Do not fork while member I/O is in flight. */
+ * does not disturb the child.  A member_reconnect under way is cut short
+ * rather than waited for (see there).  Do not fork while member I/O is in
+ * flight. */
 int member_start (struct member *m);
 
 /* Bound on every NBD member operation, in seconds (default 30; 0 disables).
@@ -162,10 +166,55 @@ int member_start (struct member *m);
  * that member's connection is shut down: the operation and every other
  * in-flight or later operation of that member fail with ETIMEDOUT.  A lost
  * connection fails them the same way (promptly, with the transport's error,
- * e.g. ENOTCONN); such a member never recovers: close it and open it again.
- * Applies to operations submitted after the call, and to member_open's
- * connect and handshake.  File and custom members are not bounded here
- * (the kernel or the test owns them). */
+ * e.g. ENOTCONN).  Either way the member is then down (member_is_down)
+ * until member_reconnect brings it up.  Applies to operations submitted
+ * after the call, and to the connect and handshake of member_open and
+ * member_reconnect.  File and custom members are not bounded here (the
+ * kernel or the test owns them). */
 void member_set_io_timeout (unsigned seconds);
+
+/* Whether the member's connection is down: a lost connection or an op past
+ * its deadline failed it, and every op now fails at once (with that error).
+ * An op that fails because of its connection completes only after the
+ * member is down, so a caller that sees an op fail can ask this to tell a
+ * lost connection from a failed request.  A connection that dies while
+ * nothing is in flight is noticed by the member's dispatcher (running once
+ * the member has been used) or by the next op.
+ * Always false for files, block devices and custom members. */
+bool member_is_down (const struct member *m);
+
+/* Connect a member that is down again, to the same URI (its spec), with a
+ * new handle configured exactly as member_open configures one (TLS for
+ * nbds://, the same options); connect + handshake bounded by the I/O
+ * timeout.  Returns 0 when it is up: ops submitted afterwards use the new
+ * connection.  Every op submitted on the old connection has completed
+ * (those it cut off, with an error) before the new one is used: reconnect
+ * first waits for them, which is prompt once the connection is down (and
+ * bounded by the I/O timeout anyway).  The member keeps the size it had;
+ * the export may have grown (the extra bytes stay unused) but not shrunk.
+ *
+ * Otherwise returns an errno with a message "<spec>: reconnect: <cause>",
+ * and the member stays down (its ops keep failing with their old error):
+ *   - what member_open would fail with, as "<spec>: reconnect: connect:
+ *     Connection refused" (ECONNREFUSED, ENOENT, ETIMEDOUT, ...), or EROFS
+ *     when the export became read-only under a writable member;
+ *   - EIO: the export is smaller than the member ("<spec>: reconnect:
+ *     export is N bytes, smaller than the member (M bytes): ...");
+ *   - EBUSY: another reconnect of this member is under way, or a fork is
+ *     being prepared; this call did nothing (ask again later);
+ *   - ECANCELED: member_close or fork() cut it short.
+ * Returns 0 at once when the member is not down; ENOTSUP (and a message)
+ * for files, block devices and custom members.
+ *
+ * Threads: safe while other threads submit ops to the member (they keep
+ * failing at once until it is up: a reconnect holds no lock they need
+ * while it connects or waits).  member_close may be called while a
+ * reconnect runs in another thread: close cuts it short and waits for it to
+ * return (promptly: only a DNS lookup in the connect is not interruptible);
+ * a reconnect must not be started once close may have begun.  A fork()
+ * likewise cuts a reconnect under way short (it returns ECANCELED in the
+ * parent; the child has no such thread) instead of waiting for it; the
+ * member is then down in both processes and either may reconnect it. */
+int member_reconnect (struct member *m, char *err, size_t errlen);
 
 #endif

@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -718,11 +719,13 @@ test_custom (void)
 struct server {
   pid_t pid;
   char sock[PATH_MAX];
+  char pidfile[PATH_MAX];
+  char logfile[PATH_MAX];
   char uri[PATH_MAX + 32];
 };
 
 static const char *nbdkit;
-static struct server servers[16];
+static struct server servers[32];
 static int nservers;
 
 static const char *
@@ -746,21 +749,15 @@ find_nbdkit (void)
   return NULL;
 }
 
-/* nbdkit -U SOCK -P PIDFILE -f ARGS...; returns once it accepts clients
- * (nbdkit writes the pidfile when it is ready). */
-static struct server *
-server_start (const char *const *args)
+/* nbdkit -U SOCK -P PIDFILE -f ARGS... for s; returns once it accepts
+ * clients (nbdkit writes the pidfile when it is ready). */
+static void
+server_spawn (struct server *s, const char *const *args)
 {
-  struct server *s = &servers[nservers];
-  char pidfile[PATH_MAX], logfile[PATH_MAX];
+  const char *pidfile = s->pidfile, *logfile = s->logfile;
   const char *argv[32];
   int k = 0;
 
-  snprintf (s->sock, sizeof s->sock, "%s/nbd%d.sock", tmpdir, nservers);
-  snprintf (pidfile, sizeof pidfile, "%s/nbd%d.pid", tmpdir, nservers);
-  snprintf (logfile, sizeof logfile, "%s/nbd%d.stderr", tmpdir, nservers);
-  snprintf (s->uri, sizeof s->uri, "nbd+unix:///?socket=%s/nbd%d.sock",
-            tmpdir, nservers);
   argv[k++] = nbdkit;
   argv[k++] = "-U";
   argv[k++] = s->sock;
@@ -778,7 +775,7 @@ server_start (const char *const *args)
     exit (1);
   }
   if (s->pid == 0) {
-    int fd = open (logfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open (logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
       dup2 (fd, 1);
       dup2 (fd, 2);
@@ -786,12 +783,11 @@ server_start (const char *const *args)
     execv (nbdkit, (char **) argv);
     _exit (127);
   }
-  nservers++;
 
   for (int i = 0; i < 1000; i++) {     /* the pidfile appears when ready */
     int status;
     if (file_size_of (pidfile) > 0)
-      return s;
+      return;
     if (waitpid (s->pid, &status, WNOHANG) == s->pid) {
       fprintf (stderr, "nbdkit exited early, see %s\n", logfile);
       s->pid = 0;
@@ -803,6 +799,20 @@ server_start (const char *const *args)
   exit (1);
 }
 
+static struct server *
+server_start (const char *const *args)
+{
+  struct server *s = &servers[nservers++];
+
+  snprintf (s->sock, sizeof s->sock, "%s/nbd%d.sock", tmpdir, nservers - 1);
+  snprintf (s->pidfile, sizeof s->pidfile, "%s/nbd%d.pid", tmpdir, nservers - 1);
+  snprintf (s->logfile, sizeof s->logfile, "%s/nbd%d.stderr", tmpdir, nservers - 1);
+  snprintf (s->uri, sizeof s->uri, "nbd+unix:///?socket=%s/nbd%d.sock",
+            tmpdir, nservers - 1);
+  server_spawn (s, args);
+  return s;
+}
+
 static void
 server_kill (struct server *s)
 {
@@ -811,6 +821,17 @@ server_kill (struct server *s)
     waitpid (s->pid, NULL, 0);
     s->pid = 0;
   }
+}
+
+/* A new server on the same socket (so the same URI): a member that lost
+ * its server finds this one when it reconnects. */
+static void
+server_restart (struct server *s, const char *const *args)
+{
+  server_kill (s);
+  unlink (s->sock);          /* nbdkit killed leaves it behind */
+  unlink (s->pidfile);
+  server_spawn (s, args);
 }
 
 static struct member *
@@ -1296,6 +1317,599 @@ test_nbd_open_errors (void)
   server_kill (s);
 }
 
+/* ---- reconnect ---- */
+
+#define CHECK_PREFIX(msg, want)                                         \
+  do {                                                                  \
+    checks++;                                                           \
+    if (strncmp ((msg), (want), strlen (want)) != 0)                    \
+      fail_at (__FILE__, __LINE__, "message '%s', want '%s...'",        \
+               (msg), (want));                                          \
+  } while (0)
+
+/* "<uri>: reconnect: " + rest, for CHECK_PREFIX. */
+static const char *
+rc_msg (char *buf, size_t len, const struct member *m, const char *rest)
+{
+  snprintf (buf, len, "%s: reconnect: %s", member_spec (m), rest);
+  return buf;
+}
+
+/* Arguments of an nbdkit file plugin server on path. */
+struct file_args {
+  char arg[PATH_MAX + 8];
+  const char *argv[3];
+};
+
+static const char *const *
+file_server_args (struct file_args *fa, const char *path)
+{
+  snprintf (fa->arg, sizeof fa->arg, "file=%s", path);
+  fa->argv[0] = "file";
+  fa->argv[1] = fa->arg;
+  fa->argv[2] = NULL;
+  return fa->argv;
+}
+
+/* Files and custom members are never down and cannot reconnect. */
+static void
+test_reconnect_unsupported (void)
+{
+  const uint64_t SZ = 1 << 20;
+  struct member_custom_ops ops = { c_pread, c_pwrite, c_flush, NULL, NULL };
+  struct cpriv p = { 0, calloc (1, SZ), UINT64_MAX, false };
+  char path[PATH_MAX], err[512] = "", want[PATH_MAX + 64];
+  struct member *f, *c;
+
+  tmppath (path, sizeof path, "rc-file");
+  make_file (path, SZ);
+  f = member_open (path, false, err, sizeof err);
+  c = member_new_custom ("rc-custom", SZ, &ops, &p);
+  CHECK (f != NULL && c != NULL);
+  if (f == NULL || c == NULL)
+    return;
+  CHECK (!member_is_down (f));
+  CHECK (!member_is_down (c));
+  CHECK_ERR (member_reconnect (f, err, sizeof err), ENOTSUP);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, f, strerror (ENOTSUP)));
+  CHECK_ERR (member_reconnect (c, err, sizeof err), ENOTSUP);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, c, strerror (ENOTSUP)));
+  CHECK_ERR (member_pread (f, err, 64, 0), 0);
+  member_close (f);
+  member_close (c);
+  free (p.data);
+}
+
+/* The member's server is killed: ops fail at once and the member is down;
+ * reconnecting fails while nothing listens (ECONNREFUSED: the socket file
+ * is left behind; ENOENT once it is gone), and succeeds against a new
+ * server on the same socket serving the same file: what was written
+ * before reads back, new writes work. */
+static void
+test_nbd_reconnect_restart (void)
+{
+  const size_t N = 65536;
+  struct file_args fa;
+  const char *const *args;
+  char path[PATH_MAX], err[512] = "", want[PATH_MAX + 128];
+  uint8_t *a = malloc (N), *b = malloc (N);
+  struct server *s;
+  struct member *m;
+  double t0;
+
+  tmppath (path, sizeof path, "rc-restart.img");
+  make_file (path, 16 << 20);
+  args = file_server_args (&fa, path);
+  s = server_start (args);
+  m = nbd_open (s);
+
+  CHECK (!member_is_down (m));
+  t0 = now_ms ();
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);   /* up: nothing to do */
+  CHECK (now_ms () - t0 < 100);
+  fill (a, N, 61);
+  CHECK_ERR (member_pwrite (m, a, N, 1 << 20, true), 0);
+
+  server_kill (s);
+  t0 = now_ms ();
+  CHECK (member_pread (m, b, N, 1 << 20) != 0);
+  CHECK (now_ms () - t0 < 1000);
+  CHECK (member_is_down (m));          /* already when the op returned */
+  t0 = now_ms ();
+  CHECK (member_pwrite (m, a, 4096, 0, false) != 0);
+  CHECK (member_flush (m) != 0);
+  CHECK (now_ms () - t0 < 100);
+
+  CHECK_ERR (member_reconnect (m, err, sizeof err), ECONNREFUSED);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "connect: "));
+  CHECK (member_is_down (m));
+  unlink (s->sock);
+  CHECK_ERR (member_reconnect (m, err, sizeof err), ENOENT);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "connect: "));
+  CHECK (member_is_down (m));
+  CHECK (member_pread (m, b, 4096, 0) != 0);
+
+  server_restart (s, args);
+  CHECK (member_is_down (m));          /* nothing reconnects by itself */
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  CHECK (!member_is_down (m));
+  memset (b, 0, N);
+  CHECK_ERR (member_pread (m, b, N, 1 << 20), 0);
+  CHECK_MEM (a, b, N);
+  fill (a, N, 62);
+  CHECK_ERR (member_pwrite (m, a, N, 3 << 20, false), 0);
+  CHECK_ERR (member_flush (m), 0);
+  memset (b, 0, N);
+  CHECK_ERR (member_pread (m, b, N, 3 << 20), 0);
+  CHECK_MEM (a, b, N);
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  member_close (m);
+  server_kill (s);
+  free (a);
+  free (b);
+}
+
+/* A server that stops answering (SIGSTOP): the op fails with ETIMEDOUT
+ * after the timeout and the member is down; a reconnect to the stopped
+ * server (the kernel accepts, nobody shakes hands) fails with ETIMEDOUT
+ * after the timeout too; once the server runs again (SIGCONT), reconnect
+ * succeeds and the data is there. */
+static void
+test_nbd_reconnect_stopped (void)
+{
+  static const char *const args[] = { "memory", "16M", NULL };
+  struct server *s = server_start (args);
+  struct member *m = nbd_open (s);
+  char err[512] = "", want[PATH_MAX + 128];
+  uint8_t a[8192], b[8192];
+  double t0, ms;
+  int status;
+
+  member_set_io_timeout (1);
+  fill (a, sizeof a, 71);
+  CHECK_ERR (member_pwrite (m, a, sizeof a, 4096, false), 0);
+  kill (s->pid, SIGSTOP);
+  CHECK (waitpid (s->pid, &status, WUNTRACED) == s->pid && WIFSTOPPED (status));
+  t0 = now_ms ();
+  CHECK_ERR (member_pread (m, b, sizeof b, 4096), ETIMEDOUT);
+  ms = now_ms () - t0;
+  fprintf (stderr, "read from a stopped server failed after %.0f ms\n", ms);
+  CHECK (ms >= 900 && ms < 3000);
+  CHECK (member_is_down (m));
+
+  t0 = now_ms ();
+  CHECK_ERR (member_reconnect (m, err, sizeof err), ETIMEDOUT);
+  ms = now_ms () - t0;
+  CHECK (ms >= 900 && ms < 3000);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "connect: "));
+  CHECK (member_is_down (m));
+
+  kill (s->pid, SIGCONT);
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  CHECK (!member_is_down (m));
+  memset (b, 0, sizeof b);
+  CHECK_ERR (member_pread (m, b, sizeof b, 4096), 0);
+  CHECK_MEM (a, b, sizeof a);
+  fill (a, sizeof a, 72);
+  CHECK_ERR (member_pwrite (m, a, sizeof a, 0, true), 0);
+  CHECK_ERR (member_pread (m, b, sizeof b, 0), 0);
+  CHECK_MEM (a, b, sizeof a);
+  member_set_io_timeout (30);
+  member_close (m);
+  server_kill (s);
+}
+
+/* A smaller export is refused and the member stays down; a larger one is
+ * taken, the member keeps its size. */
+static void
+test_nbd_reconnect_smaller (void)
+{
+  struct file_args fa;
+  char path[PATH_MAX], small[PATH_MAX], big[PATH_MAX], err[512] = "";
+  char want[PATH_MAX + 128];
+  uint8_t a[4096], b[4096];
+  struct server *s;
+  struct member *m;
+  double t0;
+
+  tmppath (path, sizeof path, "rc-16M.img");
+  tmppath (small, sizeof small, "rc-8M.img");
+  tmppath (big, sizeof big, "rc-32M.img");
+  make_file (path, 16 << 20);
+  make_file (small, 8 << 20);
+  make_file (big, 32 << 20);
+  s = server_start (file_server_args (&fa, path));
+  m = nbd_open (s);
+  CHECK_EQ (member_size (m), 16 << 20);
+  fill (a, sizeof a, 81);
+  CHECK_ERR (member_pwrite (m, a, sizeof a, 0, false), 0);
+
+  server_kill (s);
+  CHECK (member_pread (m, b, sizeof b, 0) != 0);
+  CHECK (member_is_down (m));
+  server_restart (s, file_server_args (&fa, small));
+  CHECK_ERR (member_reconnect (m, err, sizeof err), EIO);
+  snprintf (want, sizeof want,
+            "%s: reconnect: export is 8388608 bytes, smaller than the member "
+            "(16777216 bytes): %s", member_spec (m), strerror (EIO));
+  if (strcmp (err, want) != 0)
+    fail_at (__FILE__, __LINE__, "message '%s', want '%s'", err, want);
+  checks++;
+  CHECK (member_is_down (m));
+  t0 = now_ms ();
+  CHECK (member_pread (m, b, sizeof b, 0) != 0);
+  CHECK (now_ms () - t0 < 100);
+  CHECK_EQ (member_size (m), 16 << 20);
+
+  server_restart (s, file_server_args (&fa, big));
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  CHECK_EQ (member_size (m), 16 << 20);
+  CHECK_ERR (member_pwrite (m, a, sizeof a, (16 << 20) - 4096, false), 0);
+  CHECK_ERR (member_pread (m, b, sizeof b, (16 << 20) - 4096), 0);
+  CHECK_MEM (a, b, sizeof a);
+  CHECK_ERR (member_pread (m, b, sizeof b, 16 << 20), EIO);   /* still 16M */
+
+  server_restart (s, file_server_args (&fa, path));
+  CHECK (member_pread (m, b, sizeof b, 0) != 0);
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  CHECK_ERR (member_pread (m, b, sizeof b, 0), 0);
+  CHECK_MEM (a, b, sizeof a);
+  member_close (m);
+  server_kill (s);
+}
+
+/* ---- reconnect under load ---- */
+
+#define CONC_WORKERS 4
+#define CONC_RECONNECTORS 2
+#define CONC_ROUNDS 6
+#define CONC_BLOCK 4096
+
+struct conc {
+  struct member *m;
+  _Atomic bool stop_workers, stop_reconnectors;
+  _Atomic unsigned ok, failed, bad;
+  _Atomic unsigned rc_ok, rc_busy, rc_other, rc_bad;
+};
+
+struct conc_worker {
+  struct conc *cc;
+  unsigned id;
+  uint64_t ok_seq, try_seq;    /* last acknowledged / attempted write */
+  uint64_t rnd;
+  pthread_t th;
+};
+
+/* Worker id's block after its write number seq (0: never written, zero). */
+static void
+conc_pattern (uint8_t *blk, unsigned id, uint64_t seq)
+{
+  memset (blk, 0, CONC_BLOCK);
+  if (seq == 0)
+    return;
+  memcpy (blk, &seq, sizeof seq);
+  fill (blk + 8, CONC_BLOCK - 8, ((uint64_t) id << 40) ^ seq);
+}
+
+/* A successful read must show a write the worker attempted since its last
+ * acknowledged one (a write cut off by the kill may have landed or not). */
+static bool
+conc_check (struct conc_worker *w, const uint8_t *blk)
+{
+  uint8_t want[CONC_BLOCK];
+  uint64_t seq;
+
+  memcpy (&seq, blk, sizeof seq);
+  if (seq < w->ok_seq || seq > w->try_seq)
+    return false;
+  conc_pattern (want, w->id, seq);
+  return memcmp (want, blk, CONC_BLOCK) == 0;
+}
+
+static void
+conc_count (struct conc_worker *w, int r)
+{
+  if (r == 0)
+    w->cc->ok++;
+  else if (r > 0)
+    w->cc->failed++;
+  else {
+    fprintf (stderr, "worker %u: op returned %d\n", w->id, r);
+    w->cc->bad++;
+  }
+}
+
+/* Write, read back, sometimes flush or a two-op batch, until told to stop.
+ * Every op either succeeds or fails with an errno; data read is checked. */
+static int
+conc_step (struct conc_worker *w)
+{
+  struct member *m = w->cc->m;
+  uint64_t off = (uint64_t) w->id * 65536;
+  uint8_t blk[CONC_BLOCK], rd[CONC_BLOCK];
+  int r;
+
+  switch (rnd (&w->rnd) % 4) {
+  case 0:
+  case 1:
+    conc_pattern (blk, w->id, ++w->try_seq);
+    r = member_pwrite (m, blk, CONC_BLOCK, off, rnd (&w->rnd) & 1);
+    if (r == 0)
+      w->ok_seq = w->try_seq;
+    return r;
+  case 2:
+    r = member_pread (m, rd, CONC_BLOCK, off);
+    if (r == 0 && !conc_check (w, rd)) {
+      fprintf (stderr, "worker %u: read back a block it never wrote\n", w->id);
+      w->cc->bad++;
+    }
+    return r;
+  default: {
+    struct iovec v[2] = { { rd, CONC_BLOCK }, { blk, CONC_BLOCK } };
+    struct mio ios[3] = {
+      rw (m, MIO_READ, &v[0], 1, off, 0),
+      rw (m, MIO_READ, &v[1], 1, off + 32768, 0),   /* never written */
+      { .m = m, .op = MIO_FLUSH },
+    };
+
+    r = mio_run (ios, 3);
+    for (int i = 0; i < 3; i++)
+      if (ios[i].err < 0)
+        w->cc->bad++;
+    if (ios[0].err == 0 && !conc_check (w, rd)) {
+      fprintf (stderr, "worker %u: batch read back a block it never wrote\n", w->id);
+      w->cc->bad++;
+    }
+    if (ios[1].err == 0 && !all_zero (blk, CONC_BLOCK))
+      w->cc->bad++;
+    return r;
+  }
+  }
+}
+
+static void *
+conc_worker_run (void *arg)
+{
+  struct conc_worker *w = arg;
+
+  while (!w->cc->stop_workers)
+    conc_count (w, conc_step (w));
+  return NULL;
+}
+
+static void *
+conc_reconnector_run (void *arg)
+{
+  struct conc *cc = arg;
+  char err[512] = "", want[PATH_MAX + 64];
+
+  snprintf (want, sizeof want, "%s: reconnect: ", member_spec (cc->m));
+  while (!cc->stop_reconnectors) {
+    bool down = member_is_down (cc->m);
+    int r = member_reconnect (cc->m, err, sizeof err);
+
+    if (r == 0)
+      cc->rc_ok += down;
+    else if (r == EBUSY)
+      cc->rc_busy++;
+    else if (r > 0)
+      cc->rc_other++;
+    if (r < 0 || (r && strncmp (err, want, strlen (want)) != 0)) {
+      fprintf (stderr, "reconnect returned %d: %s\n", r, err);
+      cc->rc_bad++;
+    }
+    sleep_ms (1);                      /* pacing, not synchronisation */
+  }
+  return NULL;
+}
+
+/* Wait (bounded) until *counter has passed target; false on timeout. */
+static bool
+conc_wait (_Atomic unsigned *counter, unsigned target)
+{
+  double t0 = now_ms ();
+
+  while (*counter < target)
+    if (now_ms () - t0 > 15000)
+      return false;
+    else
+      sleep_ms (1);
+  return true;
+}
+
+/* Workers hammer one member while its server is killed and restarted
+ * (each restart forks here, which also cuts reconnects short) and two
+ * threads reconnect it over and over: nothing hangs or crashes, every op
+ * succeeds or fails with an errno, reads only ever show data written, and
+ * after the last reconnect every op succeeds. */
+static void
+test_nbd_reconnect_load (void)
+{
+  struct file_args fa;
+  const char *const *args;
+  char path[PATH_MAX], err[512] = "";
+  struct conc cc = { .m = NULL };
+  struct conc_worker w[CONC_WORKERS];
+  pthread_t rt[CONC_RECONNECTORS];
+  struct server *s;
+  bool progress = true;
+
+  tmppath (path, sizeof path, "rc-load.img");
+  make_file (path, 16 << 20);
+  args = file_server_args (&fa, path);
+  s = server_start (args);
+  cc.m = nbd_open (s);
+  member_set_io_timeout (2);
+
+  for (unsigned i = 0; i < CONC_WORKERS; i++) {
+    w[i] = (struct conc_worker) { .cc = &cc, .id = i, .rnd = 1000 + i };
+    pthread_create (&w[i].th, NULL, conc_worker_run, &w[i]);
+  }
+  for (int i = 0; i < CONC_RECONNECTORS; i++)
+    pthread_create (&rt[i], NULL, conc_reconnector_run, &cc);
+
+  for (int round = 0; round < CONC_ROUNDS && progress; round++) {
+    progress = conc_wait (&cc.ok, cc.ok + 50);      /* up and busy */
+    server_kill (s);                                /* ops in flight */
+    progress = progress && conc_wait (&cc.failed, cc.failed + 1);
+    server_restart (s, args);
+  }
+  progress = progress && conc_wait (&cc.ok, cc.ok + 50);
+  CHECK (progress);
+
+  cc.stop_workers = true;
+  for (unsigned i = 0; i < CONC_WORKERS; i++)
+    pthread_join (w[i].th, NULL);
+  cc.stop_reconnectors = true;
+  for (int i = 0; i < CONC_RECONNECTORS; i++)
+    pthread_join (rt[i], NULL);
+  fprintf (stderr, "reconnect under load: %u ops ok, %u failed; reconnects: "
+           "%u ok, %u busy, %u failed\n", cc.ok, cc.failed, cc.rc_ok,
+           cc.rc_busy, cc.rc_other);
+
+  CHECK_EQ (cc.bad, 0);
+  CHECK_EQ (cc.rc_bad, 0);
+  CHECK (cc.failed > 0);
+  CHECK (cc.rc_ok >= CONC_ROUNDS);
+
+  /* the server is up: after a final reconnect every op succeeds */
+  CHECK_ERR (member_reconnect (cc.m, err, sizeof err), 0);
+  CHECK (!member_is_down (cc.m));
+  for (unsigned i = 0; i < CONC_WORKERS; i++)
+    for (int k = 0; k < 20; k++)
+      CHECK_ERR (conc_step (&w[i]), 0);
+  CHECK_EQ (cc.bad, 0);
+  member_set_io_timeout (30);
+  member_close (cc.m);
+  server_kill (s);
+}
+
+/* ---- reconnect against close, fork and a second reconnect ---- */
+
+/* A listener on path that never answers: accept() in the test tells it a
+ * reconnect is in its handshake, deterministically. */
+static int
+mute_listen (const char *path)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  snprintf (sa.sun_path, sizeof sa.sun_path, "%s", path);
+  unlink (path);
+  if (fd == -1 || bind (fd, (struct sockaddr *) &sa, sizeof sa) == -1
+      || listen (fd, 4) == -1) {
+    perror ("mute listener");
+    exit (1);
+  }
+  return fd;
+}
+
+/* The next connection to the listener, or -1 after 5 s. */
+static int
+mute_accept (int lfd)
+{
+  struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+
+  if (poll (&pfd, 1, 5000) != 1)
+    return -1;
+  return accept4 (lfd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+struct rc_thread {
+  struct member *m;
+  pthread_t th;
+  int r;
+  char err[512];
+};
+
+static void *
+rc_thread_run (void *arg)
+{
+  struct rc_thread *t = arg;
+
+  t->r = member_reconnect (t->m, t->err, sizeof t->err);
+  return NULL;
+}
+
+/* Kill s and fail one op on m, so m is down. */
+static void
+make_down (struct server *s, struct member *m)
+{
+  uint8_t b[512];
+
+  server_kill (s);
+  CHECK (member_pread (m, b, sizeof b, 0) != 0);
+  CHECK (member_is_down (m));
+}
+
+/* With the I/O timeout at 30 s, a reconnect stuck in its handshake:
+ *   - a second reconnect returns EBUSY at once, ops fail at once;
+ *   - fork() does not wait for it: it returns ECANCELED, the member is
+ *     down in parent and child, and a later reconnect works;
+ *   - member_close does not wait for it either: it returns ECANCELED. */
+static void
+test_nbd_reconnect_races (void)
+{
+  static const char *const args[] = { "memory", "16M", NULL };
+  struct server *s = server_start (args);
+  struct member *m = nbd_open (s);
+  struct rc_thread t = { .m = m };
+  char err[512] = "", want[PATH_MAX + 128];
+  uint8_t b[512];
+  int lfd, cfd, status = -1;
+  double t0, ms;
+  pid_t pid;
+
+  CHECK_ERR (member_pwrite (m, b, sizeof b, 0, false), 0);
+  make_down (s, m);
+  lfd = mute_listen (s->sock);
+
+  pthread_create (&t.th, NULL, rc_thread_run, &t);
+  cfd = mute_accept (lfd);
+  CHECK (cfd >= 0);
+  t0 = now_ms ();
+  CHECK_ERR (member_reconnect (m, err, sizeof err), EBUSY);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "another reconnect is under way"));
+  CHECK (member_pread (m, b, sizeof b, 0) != 0);
+  CHECK (member_is_down (m));
+  CHECK (now_ms () - t0 < 100);
+
+  t0 = now_ms ();
+  pid = fork ();
+  if (pid == 0)
+    _exit (member_is_down (m) ? 0 : 1);
+  ms = now_ms () - t0;
+  pthread_join (t.th, NULL);
+  fprintf (stderr, "fork during a reconnect returned after %.0f ms\n", ms);
+  CHECK (ms < 1000);
+  CHECK_ERR (t.r, ECANCELED);
+  CHECK_PREFIX (t.err, rc_msg (want, sizeof want, m, "connect: "));
+  CHECK (pid > 0 && waitpid (pid, &status, 0) == pid);
+  CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  CHECK (member_is_down (m));
+  close (cfd);
+  close (lfd);
+
+  server_restart (s, args);
+  CHECK_ERR (member_reconnect (m, err, sizeof err), 0);
+  CHECK_ERR (member_pwrite (m, b, sizeof b, 0, false), 0);
+
+  make_down (s, m);
+  lfd = mute_listen (s->sock);
+  pthread_create (&t.th, NULL, rc_thread_run, &t);
+  cfd = mute_accept (lfd);
+  CHECK (cfd >= 0);
+  t0 = now_ms ();
+  member_close (m);
+  ms = now_ms () - t0;
+  pthread_join (t.th, NULL);
+  fprintf (stderr, "close during a reconnect returned after %.0f ms\n", ms);
+  CHECK (ms < 1000);
+  CHECK_ERR (t.r, ECANCELED);
+  close (cfd);
+  close (lfd);
+}
+
 /* ---- main ---- */
 
 static int
@@ -1326,6 +1940,7 @@ main (void)
   test_file_basic ();
   test_file_batches ();
   test_custom ();
+  test_reconnect_unsupported ();
 
   nbdkit = find_nbdkit ();
   if (nbdkit) {
@@ -1338,6 +1953,11 @@ main (void)
     test_nbd_timeout ();
     test_nbd_fork ();
     test_nbd_open_errors ();
+    test_nbd_reconnect_restart ();
+    test_nbd_reconnect_stopped ();
+    test_nbd_reconnect_smaller ();
+    test_nbd_reconnect_load ();
+    test_nbd_reconnect_races ();
   }
   mio_shutdown ();
 
