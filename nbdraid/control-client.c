@@ -468,6 +468,24 @@ kv (const char *key, const char *fmt, ...)
   putchar ('\n');
 }
 
+/* What status says of an away member, or of one with a map of missed
+ * regions (its delta resync to come or under way). */
+static void
+member_note (json_object *m, char *note, size_t len)
+{
+  bool away = jget (m, "away_seconds") != NULL, map = jget (m, "missed_regions") != NULL;
+
+  note[0] = '\0';
+  if (away && map)
+    snprintf (note, len, "  (away %" PRIu64 " s, %" PRIu64 " regions missed)",
+              ju64 (m, "away_seconds"), ju64 (m, "missed_regions"));
+  else if (away)
+    snprintf (note, len, "  (away %" PRIu64 " s, no map: resynced in full when back)",
+              ju64 (m, "away_seconds"));
+  else if (map)
+    snprintf (note, len, "  (%" PRIu64 " regions missed)", ju64 (m, "missed_regions"));
+}
+
 static void
 status_members (json_object *st)
 {
@@ -480,11 +498,12 @@ status_members (json_object *st)
   for (size_t i = 0; i < n; i++) {
     json_object *m = json_object_array_get_idx (ms, i);
     json_object *role = jget (m, "role"), *spec = jget (m, "spec");
-    char h[32];
-    printf ("  %4s  %-10s %6" PRIu64 "  %12s  %s\n",
+    char h[32], note[160];
+    member_note (m, note, sizeof note);
+    printf ("  %4s  %-10s %6" PRIu64 "  %12s  %s%s\n",
             role ? json_object_get_string (role) : "-", jstr (m, "state"),
             ju64 (m, "errors"), raid_fmt_size (ju64 (m, "data_offset"), h, sizeof h),
-            spec ? json_object_get_string (spec) : "(missing)");
+            spec ? json_object_get_string (spec) : "(missing)", note);
   }
 }
 

@@ -230,7 +230,39 @@ struct exam {
   struct sb_ring ring;          /* when have_ring */
   const struct raid_sb *sb;     /* newest record, when valid */
   const struct sb_member_entry *self; /* this member's table entry or NULL */
+  int64_t marked[SB_MISSED_SLOTS];   /* regions each recording map marks on
+                                        this member (-1: unreadable) */
 };
+
+/* Regions of a map of missed regions in rpr rows of the record's geometry. */
+static uint64_t
+missed_nregions (const struct raid_sb *sb, uint32_t rpr)
+{
+  uint64_t rows = sb->chunk ? sb->component_size / sb->chunk : 0;
+  uint64_t n = rpr ? (rows + rpr - 1) / rpr : 0;
+  return n < sb->missed_size / SB_MISSED_SLOTS * 8 ? n : sb->missed_size / SB_MISSED_SLOTS * 8;
+}
+
+/* Count the marked regions of each recording map, as this member holds it. */
+static void
+examine_maps (struct exam *x, struct member *m)
+{
+  const struct raid_sb *sb = x->sb;
+  uint64_t len = sb->missed_size / SB_MISSED_SLOTS;
+  uint8_t *buf = len ? malloc (len) : NULL;
+
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    uint64_t n = missed_nregions (sb, sb->missed[i].rows_per_region);
+    x->marked[i] = -1;
+    if (sb->missed[i].state != SB_MISSED_RECORDING || !buf ||
+        member_pread (m, buf, len, sb->missed_offset + i * len) != 0)
+      continue;
+    x->marked[i] = 0;
+    for (uint64_t r = 0; r < n; r++)
+      x->marked[i] += (buf[r / 8] >> (r % 8)) & 1;
+  }
+  free (buf);
+}
 
 /* Read one member's ring and classify it. */
 static void
@@ -268,6 +300,7 @@ examine_read (struct exam *x)
     x->status = SBS_VALID;
     x->sb = &x->ring.rec[0];
     x->self = sb_find_member ((struct raid_sb *) x->sb, x->sb->member_uuid);
+    examine_maps (x, m);
   }
   else if (r == EPROTONOSUPPORT) {
     x->status = SBS_UNSUPPORTED;
@@ -393,11 +426,53 @@ text_members (const struct raid_sb *sb)
       snprintf (role, sizeof role, "-");
     raid_uuid_format (e->uuid, u);
     printf ("    %4" PRIu32 " %4s %-10s %-36s %12" PRIu64 " %15" PRIu64
-            " %15" PRIu64 " %6" PRIu32 "%s\n",
+            " %15" PRIu64 " %6" PRIu32 "  %s%s\n",
             i, role, sb_member_state_name (e->state), u, e->data_offset,
             e->new_data_offset, e->recovery_offset, e->errors,
-            self ? "  <- this member" : "");
+            e->spec_hint[0] ? e->spec_hint : "-", self ? "  <- this member" : "");
   }
+}
+
+/* The table entry (slot number) of member uuid, or -1. */
+static int
+entry_of (const struct raid_sb *sb, const uint8_t *uuid)
+{
+  for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
+    if (memcmp (sb->members[i].uuid, uuid, RAID_UUID_LEN) == 0)
+      return (int) i;
+  return -1;
+}
+
+static void
+text_owner_maps (const struct exam *x)
+{
+  const struct raid_sb *sb = x->sb;
+  char t[64], u[RAID_UUID_STRLEN], h[32];
+  bool any = false;
+
+  if (sb->owner_pid)
+    kv ("Open By", "%s, pid %" PRIu32 ", since %s", sb->owner_host, sb->owner_pid,
+        fmt_time (sb->owner_start_ns, t, sizeof t));
+  else
+    kv ("Open By", "nobody (stopped cleanly)");
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    const struct sb_missed_slot *s = &sb->missed[i];
+    int e = entry_of (sb, s->uuid);
+    if (s->state != SB_MISSED_RECORDING)
+      continue;
+    raid_uuid_format (s->uuid, u);
+    kv (any ? "" : "Missed Regions", "member %s (slot %d%s%s): %s of %" PRIu64
+        " regions of %s marked, since event %" PRIu64, u, e,
+        e >= 0 && sb->members[e].spec_hint[0] ? ", " : "",
+        e >= 0 ? sb->members[e].spec_hint : "",
+        x->marked[i] >= 0 ? (snprintf (t, sizeof t, "%" PRId64, x->marked[i]), t)
+                          : "(unreadable)",
+        missed_nregions (sb, s->rows_per_region),
+        raid_fmt_size ((uint64_t) s->rows_per_region * sb->chunk, h, sizeof h), s->since);
+    any = true;
+  }
+  if (!any && sb->missed_size)
+    kv ("Missed Regions", "no member is away");
 }
 
 static void
@@ -455,6 +530,7 @@ text_record (const struct exam *x)
   else
     kv ("Resync", "needed from %" PRIu64, sb->resync_offset);
   text_reshape (sb);
+  text_owner_maps (x);
   text_members (sb);
 }
 
@@ -551,8 +627,51 @@ json_members (const struct raid_sb *sb)
     json_object_object_add (o, "new_data_offset", jnum (e->new_data_offset));
     json_object_object_add (o, "recovery_offset", jnum (e->recovery_offset));
     json_object_object_add (o, "errors", jnum (e->errors));
+    json_object_object_add (o, "spec_hint", e->spec_hint[0]
+                            ? json_object_new_string (e->spec_hint) : NULL);
     json_object_object_add (o, "this", json_object_new_boolean (
                               memcmp (e->uuid, sb->member_uuid, RAID_UUID_LEN) == 0));
+    json_object_array_add (a, o);
+  }
+  return a;
+}
+
+static json_object *
+json_owner (const struct raid_sb *sb)
+{
+  json_object *o;
+
+  if (!sb->owner_pid)
+    return NULL;
+  o = json_object_new_object ();
+  json_object_object_add (o, "host", json_object_new_string (sb->owner_host));
+  json_object_object_add (o, "pid", jnum (sb->owner_pid));
+  json_object_object_add (o, "since", jtime (sb->owner_start_ns));
+  return o;
+}
+
+/* The recording maps of missed regions (an empty list: none). */
+static json_object *
+json_maps (const struct exam *x)
+{
+  const struct raid_sb *sb = x->sb;
+  json_object *a = json_object_new_array ();
+
+  for (int i = 0; i < SB_MISSED_SLOTS; i++) {
+    const struct sb_missed_slot *s = &sb->missed[i];
+    json_object *o;
+    int e = entry_of (sb, s->uuid);
+    if (s->state != SB_MISSED_RECORDING)
+      continue;
+    o = json_object_new_object ();
+    json_object_object_add (o, "member_uuid", juuid (s->uuid));
+    json_object_object_add (o, "slot", e >= 0 ? jnum ((uint64_t) e) : NULL);
+    json_object_object_add (o, "since_events", jnum (s->since));
+    json_object_object_add (o, "region_bytes",
+                            jnum ((uint64_t) s->rows_per_region * sb->chunk));
+    json_object_object_add (o, "regions", jnum (missed_nregions (sb, s->rows_per_region)));
+    json_object_object_add (o, "marked", x->marked[i] >= 0
+                            ? jnum ((uint64_t) x->marked[i]) : NULL);
     json_object_array_add (a, o);
   }
   return a;
@@ -618,6 +737,8 @@ json_record (json_object *o, const struct exam *x)
   ADD ("resync_offset", sb->resync_offset == UINT64_MAX
        ? NULL : jnum (sb->resync_offset));
   ADD ("reshape", json_reshape (sb));
+  ADD ("owner", json_owner (sb));
+  ADD ("missed", json_maps (x));
   ADD ("members", json_members (sb));
 #undef ADD
 }

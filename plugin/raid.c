@@ -33,6 +33,7 @@ static bool force;
 static bool served_readonly;             /* nbdkit -r: see server_readonly */
 static bool reshape_autostart = true;
 static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
+static unsigned member_timeout = 30;     /* seconds; see raid_assemble_opts */
 static struct raid_array *array;
 
 static void
@@ -109,6 +110,14 @@ raid_config (const char *key, const char *value)
     else
       reshape_autostart = r;
   }
+  else if (strcmp (key, "member-timeout") == 0) {
+    if (nbdkit_parse_unsigned ("member-timeout", value, &member_timeout) == -1)
+      return -1;
+    if (member_timeout > 86400) {
+      nbdkit_error ("member-timeout: %u seconds is more than a day", member_timeout);
+      return -1;
+    }
+  }
   else if (strcmp (key, "speed-min") == 0 || strcmp (key, "speed-max") == 0) {
     int64_t v = nbdkit_parse_size (value);
     if (v == -1)
@@ -146,6 +155,7 @@ raid_config_complete (void)
   "reshape-autostart=false  Keep a running reshape frozen after a restart.\n" \
   "speed-min=SIZE           Background work rate kept under client load (/s).\n" \
   "speed-max=SIZE           Background work rate limit (/s, 0: none).\n" \
+  "member-timeout=SECONDS   An NBD member may be away this long (default 30).\n" \
   "force=true               Start dirty and degraded without a journal."
 
 /* Whether nbdkit was started read-only (-r, --readonly): nbdkit does not
@@ -181,8 +191,11 @@ raid_get_ready (void)
 {
   struct member *ms[SB_MAX_MEMBERS];
   struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart,
-                                  .readonly = server_readonly () };
+                                  .readonly = server_readonly (),
+                                  .member_timeout = member_timeout };
+  const char *pending[SB_MAX_MEMBERS];
   char err[512];
+  int n = 0, npending = 0;
 
   served_readonly = o.readonly;
   /* First, before any member is touched: a server already listening on
@@ -192,21 +205,40 @@ raid_get_ready (void)
     nbdkit_error ("control=%s: %s", control_path, err);
     return -1;
   }
+  /* Every NBD operation, connecting included, is bounded by the member
+   * timeout (0: the default bound). */
+  member_set_io_timeout (member_timeout ? member_timeout : 30);
   for (int i = 0; i < nmember_specs; i++) {
-    ms[i] = member_open (member_specs[i], served_readonly, err, sizeof err);
-    if (ms[i] == NULL) {
-      nbdkit_error ("%s", err);
-      for (int j = 0; j < i; j++)
-        member_close (ms[j]);
-      control_stop ();
-      return -1;
+    int e;
+    if ((ms[n] = member_open (member_specs[i], served_readonly, err, sizeof err))) {
+      n++;
+      continue;
     }
+    e = errno;
+    if (is_uri (member_specs[i]) && member_timeout && !served_readonly &&
+        e != EINVAL && e != EROFS && e != ENOTSUP) {
+      /* Not reachable now: a missing member, tried again while serving. */
+      nbdkit_error ("%s (the array starts without it and keeps trying)", err);
+      pending[npending++] = member_specs[i];
+      continue;
+    }
+    nbdkit_error ("%s", err);
+    for (int j = 0; j < n; j++)
+      member_close (ms[j]);
+    control_stop ();
+    return -1;
   }
-  if (raid_array_assemble (ms, nmember_specs, &o, &array, err, sizeof err) < 0) {
+  if (raid_array_assemble (ms, n, &o, &array, err, sizeof err) < 0) {
     nbdkit_error ("%s", err);
     control_stop ();
     return -1;
   }
+  for (int i = 0; i < npending; i++)
+    if (raid_array_add_pending (array, pending[i]) != 0) {
+      nbdkit_error ("out of memory");
+      control_stop ();
+      return -1;
+    }
   if (speed_min >= 0 || speed_max >= 0) {
     uint64_t mn = speed_min, mx = speed_max;
     if (raid_array_set_speed (array, speed_min >= 0 ? &mn : NULL,

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 
 #include "array.h"
+#include "away.h"
 #include "journal.h"
 #include "router.h"
 #include "state.h"
@@ -69,6 +70,9 @@ struct raid_array {
 
   /* missed.c: maps of the regions absent members missed */
   struct missed *ms;
+
+  /* away.c: the watcher of members that come and go (state lock) */
+  struct away_ctl away;
 
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */

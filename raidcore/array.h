@@ -51,8 +51,15 @@ int raid_array_assemble (struct member **ms, int n,
 /* Close: flush, record a clean state when possible, close members. */
 void raid_array_close (struct raid_array *a);
 
-/* Start background threads (member dispatchers).  Call after any fork. */
+/* Start background threads (member dispatchers, the sync worker, the
+ * watcher of away members).  Call after any fork. */
 int raid_array_start (struct raid_array *a);
+
+/* A member spec given at the start that could not be reached (an NBD
+ * export that does not answer): the array keeps trying it, with backoff,
+ * and takes it back if it is an absent member of this array (else it is
+ * dropped with a message).  0 or ENOMEM. */
+int raid_array_add_pending (struct raid_array *a, const char *spec);
 
 uint64_t raid_array_size (const struct raid_array *a);
 /* Full stripe width in bytes (data bytes per row). */

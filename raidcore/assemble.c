@@ -312,7 +312,7 @@ raid_array_start (struct raid_array *a)
   pthread_mutex_lock (&a->mgmt_lock);
   sync_next_job (a);                       /* resume what the record owes */
   pthread_mutex_unlock (&a->mgmt_lock);
-  return sync_thread_start (a) != 0 ? -1 : 0;
+  return sync_thread_start (a) != 0 || away_start (a) != 0 ? -1 : 0;
 }
 
 void
@@ -323,6 +323,7 @@ raid_array_close (struct raid_array *a)
   if (!a)
     return;
   sync_thread_stop (a);
+  away_stop (a);
   failed = atomic_load (&a->health) == RAID_HEALTH_FAILED || a->readonly;
   if (!failed)
     cons_checkpoint (a, NULL, NULL);       /* durable; the journal emptied */
@@ -345,5 +346,6 @@ raid_array_close (struct raid_array *a)
     member_close (a->retired[i]);
   cons_stop (a);
   missed_fini (a);
+  away_fini (a);
   destroy_array (a, true);
 }

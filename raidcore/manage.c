@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "array-int.h"
+#include "manage.h"
 #include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
@@ -90,12 +91,13 @@ fail_locked (struct raid_array *a, const char *name, char *err, size_t errlen)
   if ((t = state_find_member (a, name, err, errlen)) < 0)
     return ENODEV;
   st = atomic_load (&a->mem[t].state);
-  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) {
+  if (st == RAID_MEMBER_FAULTY) {
     snprintf (err, errlen, "%s is already %s", name, raid_member_state_name (st));
     return EINVAL;
   }
   nbad = unusable_roles (a);
-  if (st == RAID_MEMBER_IN_SYNC && a->sb.members[t].role >= 0 &&
+  if (st == RAID_MEMBER_IN_SYNC && a->sb.members[t].role >= 0 &&   /* missing and
+                                           stale ones are unusable already */
       nbad + 1 > layout_tolerance (cur_layout (a))) {
     snprintf (err, errlen, "failing %s would fail the array: raid%d tolerates %d "
               "unusable member(s) and %d already are", name, cur_layout (a)->g.level,
@@ -285,10 +287,11 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   return m;
 }
 
-/* Classify, initialise and join (no lock but management's). */
+/* Classify, initialise and join (no lock but management's); rejoin_only:
+ * only an absent member of this array may join. */
 static int
 add_join (struct raid_array *a, struct member *m, const char *spec,
-          struct raid_sb *own, char *err, size_t errlen)
+          struct raid_sb *own, bool rejoin_only, char *err, size_t errlen)
 {
   enum found f;
   int t, r;
@@ -298,6 +301,10 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   pthread_mutex_unlock (&a->state_lock);
   if (f == FOUND_REFUSED)
     return EBUSY;
+  if (rejoin_only && f != FOUND_OURS_BACK) {
+    snprintf (err, errlen, "%s is not an absent member of this array: not used", spec);
+    return ENODEV;
+  }
   if (f != FOUND_OURS_BACK && (r = init_new_member (a, m, spec, err, errlen)) != 0)
     return r;
   if ((r = member_start (m)) != 0) {
@@ -312,8 +319,9 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   return r;
 }
 
-int
-raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
+static int
+add_spec (struct raid_array *a, const char *spec, bool rejoin_only, char *err,
+          size_t errlen)
 {
   struct raid_sb *own;
   struct member *m;
@@ -326,7 +334,7 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
 
   MGMT_BEGIN (a);
   if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
-      (r = add_join (a, m, spec, own, err, errlen)) != 0) {
+      (r = add_join (a, m, spec, own, rejoin_only, err, errlen)) != 0) {
     if (retired) {                         /* back where it was */
       pthread_mutex_lock (&a->state_lock);
       member_retire (a, m);
@@ -338,6 +346,59 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
   free (own);
   if (r == 0)
     sync_next_job (a);                     /* recovery onto it, or its rejoin */
+  MGMT_END (a);
+  return r;
+}
+
+int
+raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
+{
+  return add_spec (a, spec, false, err, errlen);
+}
+
+int
+manage_rejoin_spec (struct raid_array *a, const char *spec, char *err, size_t errlen)
+{
+  return add_spec (a, spec, true, err, errlen);
+}
+
+int
+manage_member_back (struct raid_array *a, int t, struct member *m,
+                    const struct raid_sb *own)
+{
+  int r = ESTALE;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING && a->mem[t].m == m) {
+    member_judge_delta (a, t, own);
+    r = member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role,
+                           "it is back (reconnected)");
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0)
+    sync_next_job (a);                     /* its rejoin */
+  MGMT_END (a);
+  return r;
+}
+
+int
+manage_write_off (struct raid_array *a, int t, uint64_t away_ns)
+{
+  char why[96];
+  int r = ESTALE;
+
+  MGMT_BEGIN (a);
+  pthread_mutex_lock (&a->state_lock);
+  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING && a->mem[t].away_ns == away_ns) {
+    snprintf (why, sizeof why, "away longer than the member timeout (%" PRIu64 " s)",
+              a->member_timeout_ns / 1000000000u);
+    if ((r = member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why)) == 0)
+      state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  if (r == 0)
+    sync_next_job (a);                     /* a spare takes over */
   MGMT_END (a);
   return r;
 }

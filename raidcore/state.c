@@ -97,6 +97,20 @@ changed (struct raid_array *a)
   pthread_cond_broadcast (&a->changed);
 }
 
+void
+state_changed (struct raid_array *a)
+{
+  changed (a);
+}
+
+bool
+state_away_in_grace (struct raid_array *a, int t)
+{
+  return atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING &&
+    a->sb.members[t].role >= 0 && a->mem[t].away_ns && a->member_timeout_ns &&
+    raid_now_mono_ns () - a->mem[t].away_ns < a->member_timeout_ns;
+}
+
 int
 member_transition (struct raid_array *a, int t, int to, int role, const char *why)
 {

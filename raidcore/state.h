@@ -174,6 +174,13 @@ struct member *state_role_member (struct raid_array *a, const struct layout *L, 
 /* Whether the reshape target holds data (its first window moved). */
 bool state_next_holds_data (struct raid_array *a);
 
+/* Whether member t is away (missing with a role) within its grace of
+ * member_timeout since it went away: a spare must not take its role yet
+ * (state lock held). */
+bool state_away_in_grace (struct raid_array *a, int t);
+/* Wake everyone waiting for a state change (state lock held). */
+void state_changed (struct raid_array *a);
+
 /* Recompute health from the member states (caller holds the state lock). */
 void state_update_health (struct raid_array *a);
 

@@ -521,8 +521,8 @@ role_to_recover (struct raid_array *a)
   if (L->g.level == 0)
     return -1;
   for (int r = 0; r < L->g.raid_disks; r++)
-    if (bad & (1u << r))
-      return r;
+    if ((bad & (1u << r)) && !(L->slot[r] >= 0 && state_away_in_grace (a, L->slot[r])))
+      return r;                            /* an away member keeps it a while */
   return -1;
 }
 

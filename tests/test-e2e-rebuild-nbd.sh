@@ -4,9 +4,10 @@
 # A RAID5 of four NBD members (each a separate `nbdkit file` server, as a
 # member on another host would be) is filled through nbdcopy.  One member
 # server is killed: reads still return every byte (reconstructed), status
-# says degraded with that member faulty.  A fifth member server is added
-# over the control socket: recovery rebuilds onto it; status returns to
-# optimal with the new member in its role.  Then a second original member
+# says degraded with that member away.  A fifth member server is added
+# over the control socket: once the member timeout (2 s here) has passed,
+# the dead member is written off and recovery rebuilds onto the new one;
+# status returns to optimal with the new member in its role.  Then a second original member
 # server is killed: every byte still reads back, which only works if the
 # rebuilt member holds the right data.
 
@@ -22,7 +23,7 @@ done
 mu () { echo "nbd+unix:///?socket=$tmp/member$1.sock"; }
 
 create_array --level=5 --data-offset=4M "$(mu 0)" "$(mu 1)" "$(mu 2)" "$(mu 3)"
-start_raid raid "$(mu 0)" "$(mu 1)" "$(mu 2)" "$(mu 3)" control="$tmp/ctl"
+start_raid raid "$(mu 0)" "$(mu 1)" "$(mu 2)" "$(mu 3)" control="$tmp/ctl" member-timeout=2
 size=$(nbdinfo --size "$uri")
 head -c "$size" /dev/urandom > "$tmp/src"
 expect_run "fill" nbdcopy "$tmp/src" "$uri"

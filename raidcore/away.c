@@ -1,0 +1,263 @@
+/* nbdkit-raid: the watcher of members that come and go (theory in away.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "array-int.h"
+#include "away.h"
+#include "manage.h"
+#include "missed.h"
+#include "util.h"
+
+#define AWAY_POLL_NS 1000000000ull         /* re-check at least this often */
+
+/* After a failed try: the next one, backing off. */
+static void
+try_failed (struct away_try *w, uint64_t now)
+{
+  w->backoff_ns = w->backoff_ns ? raid_min_u64 (w->backoff_ns * 2, AWAY_BACKOFF_MAX_NS)
+    : AWAY_BACKOFF_MIN_NS;
+  w->next_ns = now + w->backoff_ns;
+}
+
+static void
+try_reset (struct away_try *w)
+{
+  memset (w, 0, sizeof *w);
+}
+
+/* Why a try failed: each kind is logged once per streak of failures, so
+ * an unreachable member does not flood the log but a member that answers
+ * with the wrong contents is always reported. */
+enum try_kind { TRY_UNREACHABLE = 1, TRY_UNREADABLE, TRY_NOT_OURS };
+
+static void __attribute__ ((format (printf, 3, 4)))
+log_once (struct away_try *w, enum try_kind kind, const char *fmt, ...)
+{
+  char msg[768];
+  va_list ap;
+
+  if (w->logged == (int) kind)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  raid_log (RAID_LOG_WARN, "%s", msg);
+  w->logged = kind;
+}
+
+/* Whether own, read from away member t, shows that very member of this
+ * array, no newer than the array (state lock held).  Else a message. */
+static bool
+same_member (struct raid_array *a, int t, const struct raid_sb *own, char *why, size_t len)
+{
+  char u[RAID_UUID_STRLEN];
+
+  raid_uuid_format (own->array_uuid, u);
+  if (memcmp (own->array_uuid, a->sb.array_uuid, RAID_UUID_LEN) != 0)
+    snprintf (why, len, "it holds array %s, not this one", u);
+  else if (memcmp (own->member_uuid, a->sb.members[t].uuid, RAID_UUID_LEN) != 0)
+    snprintf (why, len, "it is another member of this array");
+  else if (own->events > a->sb.events)
+    snprintf (why, len, "its record (event %" PRIu64 ") is newer than the array's (%"
+              PRIu64 ")", own->events, a->sb.events);
+  else
+    return true;
+  return false;
+}
+
+/* Try to take back away member t, open as m (no lock held). */
+static void
+try_member (struct raid_array *a, int t, struct member *m, uint64_t now)
+{
+  struct away_try *w = &a->away.member[t];
+  struct raid_sb *own = malloc (sizeof *own);
+  char e[512], why[256];
+  bool same;
+
+  if (!own)
+    return try_failed (w, now);
+  if (member_reconnect (m, e, sizeof e) != 0) {
+    log_once (w, TRY_UNREACHABLE, "%s; trying again", e);
+    try_failed (w, now);
+  }
+  else if (sb_read_newest (m, own, e, sizeof e) != 0) {
+    log_once (w, TRY_UNREADABLE, "%s: back, but its superblock cannot be read (%s): not used",
+              member_spec (m), e);
+    try_failed (w, now);
+  }
+  else {
+    pthread_mutex_lock (&a->state_lock);
+    same = same_member (a, t, own, why, sizeof why);
+    pthread_mutex_unlock (&a->state_lock);
+    if (!same) {
+      log_once (w, TRY_NOT_OURS, "%s: answers again, but %s: refused", member_spec (m), why);
+      try_failed (w, now);
+    }
+    else if (manage_member_back (a, t, m, own) == 0)
+      try_reset (w);
+  }
+  free (own);
+}
+
+/* Try a spec that could not be reached at the start (no lock held).
+ * True when it is settled (rejoined, or not ours: dropped). */
+static bool
+try_pending (struct raid_array *a, int i, uint64_t now)
+{
+  struct away_try *w = &a->away.pending_try[i];
+  char e[512];
+  int r = manage_rejoin_spec (a, a->away.pending[i], e, sizeof e);
+
+  if (r == 0) {
+    raid_log (RAID_LOG_INFO, "%s: reached: it rejoins", a->away.pending[i]);
+    return true;
+  }
+  if (r == ENODEV || r == EBUSY || r == EEXIST || r == EROFS) {
+    raid_log (RAID_LOG_WARN, "%s", e);
+    return true;
+  }
+  log_once (w, TRY_UNREACHABLE, "%s: not reached yet (%s); trying again", a->away.pending[i], e);
+  try_failed (w, now);
+  return false;
+}
+
+/* One pass over the away members (state lock held; dropped around I/O and
+ * management).  Returns when the next pass is due. */
+static uint64_t
+pass (struct raid_array *a)
+{
+  uint64_t now = raid_now_mono_ns (), wake = now + AWAY_POLL_NS;
+
+  for (int t = 0; t < (int) a->sb.nmembers && !a->away.stop; t++) {
+    struct member *m = a->mem[t].m;
+    uint64_t since = a->mem[t].away_ns, end = since + a->member_timeout_ns;
+    struct away_try *w = &a->away.member[t];
+
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_MISSING ||
+        a->sb.members[t].role < 0 || !since) {
+      try_reset (w);
+      a->away.grace_over[t] = false;
+      continue;
+    }
+    if (!m) {                              /* absent since the start */
+      if (a->member_timeout_ns && now < end)
+        wake = raid_min_u64 (wake, end);
+      else if (!a->away.grace_over[t]) {
+        a->away.grace_over[t] = true;      /* a spare may take the role */
+        state_changed (a);
+      }
+      continue;
+    }
+    if (a->member_timeout_ns && now >= end) {
+      pthread_mutex_unlock (&a->state_lock);
+      manage_write_off (a, t, since);
+      pthread_mutex_lock (&a->state_lock);
+      continue;
+    }
+    if (now >= w->next_ns) {
+      pthread_mutex_unlock (&a->state_lock);
+      try_member (a, t, m, now);
+      pthread_mutex_lock (&a->state_lock);
+    }
+    wake = raid_min_u64 (wake, raid_min_u64 (w->next_ns, end));
+  }
+  for (int i = 0; i < a->away.npending && !a->away.stop; i++) {
+    struct away_try *w = &a->away.pending_try[i];
+    if (now >= w->next_ns) {
+      bool settled;
+      pthread_mutex_unlock (&a->state_lock);
+      settled = try_pending (a, i, now);
+      pthread_mutex_lock (&a->state_lock);
+      if (settled) {
+        free (a->away.pending[i]);
+        a->away.pending[i] = a->away.pending[--a->away.npending];
+        a->away.pending_try[i] = a->away.pending_try[a->away.npending];
+        i--;
+        continue;
+      }
+    }
+    wake = raid_min_u64 (wake, w->next_ns);
+  }
+  return wake;
+}
+
+static void *
+watcher (void *arg)
+{
+  struct raid_array *a = arg;
+  uint64_t seen = 0;
+
+  pthread_mutex_lock (&a->state_lock);
+  while (!a->away.stop) {
+    uint64_t wake;
+    struct timespec ts;
+
+    pthread_mutex_unlock (&a->state_lock);
+    missed_settle (a);                     /* maps begun meanwhile */
+    pthread_mutex_lock (&a->state_lock);
+    seen = a->state_gen;
+    wake = pass (a);
+    if (a->away.stop || a->state_gen != seen)
+      continue;                            /* something changed: look again */
+    ts.tv_sec = wake / 1000000000;
+    ts.tv_nsec = wake % 1000000000;
+    pthread_cond_timedwait (&a->changed, &a->state_lock, &ts);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  return NULL;
+}
+
+int
+away_start (struct raid_array *a)
+{
+  int r;
+
+  if (a->readonly || a->away.started)
+    return 0;
+  if ((r = pthread_create (&a->away.thread, NULL, watcher, a)) != 0)
+    return r;
+  a->away.started = true;
+  return 0;
+}
+
+void
+away_stop (struct raid_array *a)
+{
+  if (!a->away.started)
+    return;
+  pthread_mutex_lock (&a->state_lock);
+  a->away.stop = true;
+  pthread_cond_broadcast (&a->changed);
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_join (a->away.thread, NULL);
+  a->away.started = false;
+}
+
+void
+away_fini (struct raid_array *a)
+{
+  for (int i = 0; i < a->away.npending; i++)
+    free (a->away.pending[i]);
+  a->away.npending = 0;
+}
+
+int
+raid_array_add_pending (struct raid_array *a, const char *spec)
+{
+  char *s;
+
+  if (a->away.npending == SB_MAX_MEMBERS || !(s = strdup (spec)))
+    return ENOMEM;
+  pthread_mutex_lock (&a->state_lock);
+  a->away.pending[a->away.npending] = s;
+  try_reset (&a->away.pending_try[a->away.npending]);
+  a->away.npending++;
+  pthread_cond_broadcast (&a->changed);
+  pthread_mutex_unlock (&a->state_lock);
+  return 0;
+}

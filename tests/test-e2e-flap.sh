@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# nbdkit-raid: NBD members that come and go.
+#
+# A RAID5 of four NBD members, each its own `nbdkit file` server on a UNIX
+# socket (as a member on another host would be); member 3's server runs
+# nbdkit's log filter, so the test sees every byte written to it.
+#
+# (a) member 3's server is killed while a writer runs and restarted 1-2 s
+#     later: member 3 is missing (not faulty) with a map of missed regions
+#     while away, reconnects by itself, and rejoins by a delta: the data
+#     bytes resynced onto it are at most those of its marked regions, far
+#     fewer than its data area; every byte reads back as written.
+# (b) ten flaps in a row, each with writes while away.
+# (c) the array server is stopped and started again while member 3 is
+#     away: it starts degraded (member 3 unreachable, kept as a pending
+#     member), and when member 3's server is back it rejoins by a delta.
+# (d) member 3's socket answers with another array's member: refused, it
+#     stays missing; the right server back: it rejoins.
+# (e) a flap during a reshape (chunk 64K -> 128K, throttled): the reshape
+#     goes on degraded and member 3 is rebuilt afterwards.
+# (f) a flap during member 3's own resync (throttled): it rejoins again.
+# (g) an outage longer than member-timeout: member 3 is written off
+#     (faulty) and a spare takes its role.
+# After each part every byte reads back as written; at the end the
+# array's scrub finds no parity mismatch.
+
+set -euo pipefail
+source "$(dirname "$0")/functions.sh"
+e2e_init test-e2e-flap "$@"
+requires nbdinfo
+
+MSIZE=64M
+OFF=$((8 << 20))                 # data offset (room for a reshape)
+FLAP="$PYTHON $testsdir/e2e_flap.py"
+mu () { uri_of "$tmp/member$1.sock"; }
+log_n=0
+
+start_member () # I [FILE]: serve FILE (default f$I) as member I; member 3 logged
+{
+  local i="$1" f="${2:-$tmp/f$1}"
+  if [ "$i" = 3 ]; then
+    log_n=$((log_n + 1))
+    m3log="$tmp/m3.$log_n.log"
+    start_nbdkit "member$i" --filter=log file "$f" logfile="$m3log"
+  else
+    start_nbdkit "member$i" file "$f"
+  fi
+}
+
+kill_member () { kill -9 "${pid_of[member$1]}"; wait "${pid_of[member$1]}" 2>/dev/null || true; }
+
+mfield () { $FLAP member "$ctl" "$1" "$2"; }
+
+# wait_member ROLE STATE SECONDS: until the member with ROLE is in STATE.
+wait_member ()
+{
+  local role="$1" want="$2" i
+  for ((i = 0; i < $3 * 10; i++)); do
+    [ "$(mfield "$role" state)" = "$want" ] && { ok; return 0; }
+    sleep 0.1
+  done
+  fail "member $role did not become $want in $3 s (it is $(mfield "$role" state))"
+  return 1
+}
+
+start_array () # NAME [PARAMS...]
+{
+  local name="$1"; shift
+  start_raid "$name" "$(mu 0)" "$(mu 1)" "$(mu 2)" "$(mu 3)" control="$ctl" "$@"
+  raid_uri="$uri"
+}
+
+verify () { expect_run "$1: every byte reads back as written" $FLAP verify "$raid_uri" "$model"; }
+
+# delta_check NAME REGIONS BYTES: member 3's resync wrote data bytes only
+# in its marked regions.
+delta_check ()
+{
+  local n
+  n="$($FLAP datawrites "$m3log" "$OFF")"
+  if [ "$n" -gt 0 ] && [ "$n" -le $(($2 * $3)) ] && [ "$n" -le $(((60 << 20) / 4)) ]; then ok
+  else fail "$1: member 3 was sent $n data bytes (marked: $2 regions of $3 bytes)"; fi
+}
+
+# away_then_back NAME SEED: member 3 away while 1 MiB is written, back;
+# leaves regions/rbytes for delta_check.
+away_then_back ()
+{
+  local name="$1" seed="$2"
+  kill_member 3
+  expect_run "$name: write while member 3 is away" \
+    $FLAP write "$raid_uri" "$model" $(((seed % 40) << 20)) $((1 << 20)) "$seed"
+  expect_eq "$name: member 3 is missing, not faulty" missing "$(mfield 3 state)"
+  regions="$(mfield 3 missed_regions)"
+  rbytes="$(mfield 3 missed_region_bytes)"
+  [[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "$name: missed regions '$regions'"
+  start_member 3
+  wait_member 3 in_sync 60
+}
+
+for i in 0 1 2 3; do truncate -s "$MSIZE" "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 0)" "$(mu 1)" "$(mu 2)" "$(mu 3)"
+ctl="$tmp/ctl"
+start_array raid1 member-timeout=30
+size="$(nbdinfo --size "$raid_uri")"
+model="$tmp/model.img"
+truncate -s "$size" "$model"
+expect_run "fill" $FLAP write "$raid_uri" "$model" 0 "$size" 1
+
+# ---- (a) a writer runs across the outage -------------------------------------
+$FLAP write "$raid_uri" "$model" $((8 << 20)) $((4 << 20)) 2 3 > "$tmp/w.out" 2>&1 &
+writer=$!
+sleep 1
+kill_member 3
+if wait "$writer"; then ok; else
+  fail "(a) the writer failed during the outage"; sed 's/^/    /' "$tmp/w.out"; fi
+expect_eq "(a) member 3 missing" missing "$(mfield 3 state)"
+[[ "$(mfield 3 away_seconds)" =~ ^[0-9]+$ ]] && ok || fail "(a) away_seconds"
+regions="$(mfield 3 missed_regions)"; rbytes="$(mfield 3 missed_region_bytes)"
+[[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(a) missed regions '$regions'"
+expect_eq "(a) degraded meanwhile" degraded "$(status_get "$ctl" health)"
+start_member 3
+wait_member 3 in_sync 60
+delta_check "(a)" "$regions" "$rbytes"
+expect_eq "(a) optimal again" optimal "$(status_get "$ctl" health)"
+verify "(a)"
+
+# ---- (b) ten flaps -------------------------------------------------------------
+for ((k = 0; k < 10; k++)); do away_then_back "(b) flap $k" $((10 + k)); done
+verify "(b)"
+
+# ---- (c) the array server restarted while member 3 is away ------------------
+kill_member 3
+expect_run "(c) write while away" $FLAP write "$raid_uri" "$model" $((30 << 20)) $((1 << 20)) 30
+regions="$(mfield 3 missed_regions)"; rbytes="$(mfield 3 missed_region_bytes)"
+stop_nbdkit raid1
+start_array raid2 member-timeout=30 ||
+  { fail "(c) the array did not start without member 3"; finish; }
+expect_eq "(c) member 3 missing after the restart" missing "$(mfield 3 state)"
+expect_eq "(c) its map survived the restart" "$regions" "$(mfield 3 missed_regions)"
+verify "(c) degraded"
+start_member 3
+wait_member 3 in_sync 60
+delta_check "(c)" "$regions" "$rbytes"
+verify "(c)"
+
+# ---- (d) someone else's data at member 3's address ----------------------------
+mkdir -p "$tmp/other"
+for i in 0 1 2; do truncate -s "$MSIZE" "$tmp/other/x$i"; done
+create_array --level=5 --data-offset="$OFF" "$tmp/other/x0" "$tmp/other/x1" "$tmp/other/x2"
+kill_member 3
+expect_run "(d) write while away" $FLAP write "$raid_uri" "$model" $((40 << 20)) $((1 << 20)) 40
+start_member 3 "$tmp/other/x0"
+sleep 3
+expect_eq "(d) another array's member is refused" missing "$(mfield 3 state)"
+grep -q "holds array .*, not this one: refused" "$tmp/raid2.log" && ok ||
+  fail "(d) the log says why it was refused"
+kill_member 3
+start_member 3
+wait_member 3 in_sync 60
+verify "(d)"
+
+# ---- (e) a flap during a reshape ------------------------------------------------
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=4M >/dev/null
+expect_run "(e) reshape to chunk 128K" "$NBDRAID" -C "$ctl" reshape --chunk=128K --start
+sleep 1
+kill_member 3
+expect_run "(e) write during the reshape, member 3 away" \
+  $FLAP write "$raid_uri" "$model" $((20 << 20)) $((1 << 20)) 50
+expect_eq "(e) the reshape goes on" reshape "$(status_get "$ctl" sync_action)"
+start_member 3
+"$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
+expect_run "(e) the reshape ends" "$NBDRAID" -C "$ctl" wait --timeout=120
+wait_member 3 in_sync 60
+expect_eq "(e) chunk 128K" 131072 "$(status_get "$ctl" chunk)"
+verify "(e)"
+
+# ---- (f) a flap during member 3's own resync --------------------------------------
+kill_member 3
+expect_run "(f) write while away" $FLAP write "$raid_uri" "$model" 0 $((8 << 20)) 60
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=256K >/dev/null
+start_member 3
+wait_member 3 rebuilding 30
+kill_member 3
+expect_run "(f) write while away again" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 61
+"$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
+start_member 3
+wait_member 3 in_sync 60
+verify "(f)"
+stop_nbdkit raid2
+
+# ---- (g) an outage longer than the member timeout: a spare takes over --------
+truncate -s "$MSIZE" "$tmp/f4"
+start_member 4
+start_array raid3 member-timeout=2
+expect_run "(g) add a spare" "$NBDRAID" -C "$ctl" add "$(mu 4)"
+kill_member 3
+expect_run "(g) write while away" $FLAP write "$raid_uri" "$model" $((10 << 20)) $((1 << 20)) 70
+for ((i = 0; i < 150; i++)); do
+  [ "$(status_get "$ctl" spec:member3.sock)" = faulty ] && break
+  sleep 0.1
+done
+expect_eq "(g) written off after the timeout" faulty "$(status_get "$ctl" spec:member3.sock)"
+expect_run "(g) the spare recovers role 3" "$NBDRAID" -C "$ctl" wait --timeout=120
+expect_eq "(g) optimal" optimal "$(status_get "$ctl" health)"
+"$NBDRAID" -C "$ctl" status --json > "$tmp/g.json"
+expect_eq "(g) member 3 written off, the spare in its role" "faulty 3 in_sync" "$($PYTHON -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+old = [m['state'] for m in d['members'] if (m['spec'] or '').endswith('member3.sock')]
+new = [m for m in d['members'] if (m['spec'] or '').endswith('member4.sock')][0]
+print(old[0] if old else 'gone', new['role'], new['state'])" "$tmp/g.json")"
+verify "(g)"
+expect_run "(g) scrub" "$NBDRAID" -C "$ctl" check
+expect_run "(g) scrub ends" "$NBDRAID" -C "$ctl" wait --timeout=120
+expect_eq "(g) no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
+stop_nbdkit raid3
+finish
