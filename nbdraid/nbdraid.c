@@ -256,7 +256,7 @@ static const char *const sb_status_names[] = {
 struct exam {
   const char *spec;
   enum sb_status status;
-  char why[256];                /* when not valid */
+  char why[320];                /* when not valid */
   char note[256];               /* when valid: sb_read_newest's ro_compat note */
   bool have_ring;
   struct sb_ring ring;          /* when have_ring */
