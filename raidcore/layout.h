@@ -33,10 +33,12 @@ struct layout {
                                               lock key space and the journal
                                               record's layout number */
   int slot[RAID_MAX_MEMBERS];              /* role -> member table slot, -1 */
-  uint64_t data_offset[RAID_MAX_MEMBERS];  /* role -> absolute data offset */
-  uint64_t rows;                           /* rows of the data area
-                                              (UINT64_MAX for the target:
-                                              bounded by the copy instead) */
+  uint64_t data_offset[RAID_MAX_MEMBERS];  /* role -> absolute data offset
+                                              (0 for a role without a slot) */
+  uint64_t rows;                           /* rows of each role's data area:
+                                              [data_offset, + rows * chunk)
+                                              (sb_layout_rows: for the target,
+                                              the rows holding the array) */
   int mirror_role;                         /* replace: every write to this
                                               role also goes to mirror_slot
                                               (-1: none) */
