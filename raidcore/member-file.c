@@ -354,18 +354,54 @@ file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
   return EINVAL;
 }
 
+/* Open a regular file or block device without ever blocking in open():
+ * a FIFO opened for reading waits for a writer forever, and opening a
+ * character device (a tty, a tape) can act on it.  So the type is checked
+ * on the path first, and the open is non-blocking (the path may change in
+ * between) and checked again on the descriptor; only then does the
+ * descriptor become blocking for the member's I/O.  -1 with errno set and
+ * *what naming the step that failed. */
+static int
+open_checked (const char *spec, int flags, const char **what)
+{
+  struct stat st;
+  int fd, e;
+
+  *what = "open";
+  if (stat (spec, &st) == -1)
+    return -1;
+  *what = "not a regular file or block device";
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+    errno = EINVAL;
+    return -1;
+  }
+  *what = "open";
+  if ((fd = open (spec, flags | O_NONBLOCK | O_NOCTTY)) == -1)
+    return -1;
+  *what = "not a regular file or block device";
+  if (fstat (fd, &st) == -1 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode)) ||
+      fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK) == -1) {
+    e = S_ISREG (st.st_mode) || S_ISBLK (st.st_mode) ? errno : EINVAL;
+    close (fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
 struct member *
 member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
 {
   struct file_member *f;
   uint64_t size = 0;
   bool is_blk = false;
+  const char *what;
   int fd, r;
 
-  fd = open (spec, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  fd = open_checked (spec, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC, &what);
   if (fd == -1) {
     r = errno;
-    member_err (err, errlen, spec, "open", r);
+    member_err (err, errlen, spec, what, r);
     errno = r;
     return NULL;
   }
