@@ -10,6 +10,7 @@
  *   consistency.c         the write-hole policy of a layout
  *     journal.c, bitmap.c
  *   state.c               record, member table, member states, health
+ *   identity.c            is a candidate member this array itself?
  *   router.c, layout.c    which layout holds a byte; in-flight requests
  *   sb, member, geometry, parity, stripe-lock, util
  *
@@ -25,6 +26,7 @@
 #include <stdatomic.h>
 
 #include "array.h"
+#include "identity.h"
 #include "journal.h"
 #include "router.h"
 #include "state.h"
@@ -65,6 +67,9 @@ struct raid_array {
   /* journal.c, bitmap.c (consistency.c chooses between them) */
   struct journal jn;
   struct bitmap *bm;
+
+  /* identity.c: the read probe (management lock) */
+  struct identity_probe probe;
 
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */

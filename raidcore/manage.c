@@ -198,7 +198,8 @@ open_new_member (struct raid_array *a, const char *spec, int *rp, char *err, siz
     snprintf (err, errlen, "%s", e);
     return NULL;
   }
-  if ((r = vet_new_member (a, m, spec, err, errlen)) == 0 &&
+  if ((r = identity_check_member (a, m, err, errlen)) == 0 &&
+      (r = vet_new_member (a, m, spec, err, errlen)) == 0 &&
       (r = sb_wipe_ring (m)) != 0)
     snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
   if (r == 0 && (r = member_start (m)) != 0)

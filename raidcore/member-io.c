@@ -159,7 +159,14 @@ void
 member_fini (struct member *m)
 {
   free (m->spec);
-  m->spec = NULL;
+  free (m->description);
+  m->spec = m->description = NULL;
+}
+
+const char *
+member_description (const struct member *m)
+{
+  return m->description;
 }
 
 void

@@ -68,6 +68,7 @@ struct member {
   uint64_t size;               /* bytes */
   bool can_fua;                /* native FUA */
   bool readonly;
+  char *description;           /* NBD export description, or NULL; owned */
 };
 
 struct mio_batch;              /* private to member.c */

@@ -604,6 +604,7 @@ nbd_connect_member (struct nbd_member *nm, const char *spec, bool readonly,
   if (nm->h == NULL)
     return nbd_open_error (spec, "nbd_create", err, errlen);
   nbd_set_pread_initialize (nm->h, false);   /* failed reads are errors */
+  nbd_set_full_info (nm->h, true);          /* ask for the description */
   if ((r = nbd_connect_bounded (nm->h, spec, err, errlen)) != 0)
     return r;
   if ((sz = nbd_get_size (nm->h)) == -1)
@@ -648,6 +649,8 @@ member_nbd_open (const char *spec, bool readonly, char *err, size_t errlen)
     r = ENOMEM;
     member_err (err, errlen, spec, "open", r);
   }
+  if (r == 0)
+    nm->m.description = nbd_get_export_description (nm->h);   /* NULL: none */
   if (r) {
     if (nm->h)
       nbd_close (nm->h);

@@ -110,6 +110,9 @@ const char *member_spec (const struct member *m);    /* as given to member_open 
 uint64_t member_size (const struct member *m);       /* bytes */
 bool member_can_fua (const struct member *m);        /* native FUA */
 bool member_is_nbd (const struct member *m);
+/* The export description an NBD member's server sent (nbdkit-raid's own
+ * export names its array there: identity.h), or NULL (none, or not NBD). */
+const char *member_description (const struct member *m);
 
 /* Run n member operations concurrently; return when all have completed.
  * Returns 0 when every op succeeded, otherwise the errno of the first
