@@ -8,6 +8,7 @@ pkgs=(
   libisal-dev libjson-c-dev
   qemu-utils fio util-linux e2fsprogs procps
   spin                                 # tests/test-router-model.sh
+  clang libclang-rt-14-dev             # make fuzz (libFuzzer)
 )
 missing=()
 for p in "${pkgs[@]}"; do
