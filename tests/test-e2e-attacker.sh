@@ -124,6 +124,13 @@ journal_case ()
   $PYTHON "$ATT" record "${members[@]}" -- flags=dirty
   $PYTHON "$ATT" jrec "${members[0]}" "$@"
   $PYTHON "$ATT" snapshot "$d/snap" "${members[@]}"
+  "$NBDRAID" examine "${members[0]}" >"$d/examine.txt" 2>&1 || true
+  if grep -q -E "First Invalid : offset [0-9]+: ${why#rejected.\*}" "$d/examine.txt"; then
+    ok
+  else
+    fail "($name) examine does not report the invalid log record:"
+    grep -E "Write-hole|Invalid" "$d/examine.txt" | sed 's/^/    /' >&2
+  fi
   attack_start "$name" "${members[@]}"
   expect_eq "($name) $what: served" ready "$outcome"
   if [ "$outcome" = ready ]; then
