@@ -67,6 +67,7 @@ probe_once (struct raid_array *a, struct member *m, void *buf, uint64_t off, boo
   struct identity_probe *p = &a->probe;
   int r;
 
+  member_uncache (m, off, PROBE_LEN);      /* a cached copy would hide us */
   atomic_store (&p->hits, 0);
   atomic_store (&p->lo, off);
   atomic_store_explicit (&p->hi, off + PROBE_LEN, memory_order_release);

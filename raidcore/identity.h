@@ -30,9 +30,12 @@
  *      meanwhile; twice, at two random offsets.  A hit on both proves the
  *      candidate serves the array's bytes from the array (a client reading
  *      exactly those ranges during both probes is the only other cause:
- *      vanishingly rare, and it refuses an add, never corrupts).  A miss
- *      proves nothing when a cache between us and the array answered (a
- *      page cache that already holds the range): such a member passes.
+ *      vanishingly rare, and it refuses an add, never corrupts).  Our own
+ *      page cache of a file or device member is dropped for the range
+ *      first (member_uncache), so a kernel NBD device on the array is
+ *      caught even when its pages were cached; a miss still proves nothing
+ *      when a cache beyond our reach answered (a proxy's own cache, dirty
+ *      pages): such a member passes.
  *   Content comparison (the candidate's first bytes equal to the array's)
  *   is not used: an empty array and an empty candidate compare equal and
  *   must be allowed, and a copy of the array would be refused.

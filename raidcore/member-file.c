@@ -320,12 +320,21 @@ file_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
   return 0;
 }
 
+static void
+file_uncache (struct member *m, uint64_t off, uint64_t len)
+{
+  struct file_member *f = (struct file_member *) m;
+
+  posix_fadvise (f->fd, off, len, POSIX_FADV_DONTNEED);
+}
+
 static const struct member_backend file_backend = {
   .kind = MEMBER_FILE,
   .run = file_run,
   .try_run = file_try_run,
   .close = file_close,
   .extent = file_extent,
+  .uncache = file_uncache,
 };
 
 /* Size of the open file or block device; 0 or errno, message in err. */

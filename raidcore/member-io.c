@@ -656,6 +656,13 @@ member_flush (struct member *m)
   return mio_run (&io, 1);
 }
 
+void
+member_uncache (struct member *m, uint64_t off, uint64_t len)
+{
+  if (m->be->uncache)
+    m->be->uncache (m, off, len);
+}
+
 int
 member_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
                uint64_t *run)

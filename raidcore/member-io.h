@@ -58,6 +58,9 @@ struct member_backend {
    * *run, the length from off (<= len) for which that answer holds. */
   int (*extent) (struct member *m, uint64_t off, uint64_t len, bool *hole,
                  uint64_t *run);
+  /* Optional: drop clean cached copies of [off, off + len), so that the
+   * next read of it reaches the device. */
+  void (*uncache) (struct member *m, uint64_t off, uint64_t len);
 };
 
 #define MIO_WOULDBLOCK (-1)    /* never an errno value */

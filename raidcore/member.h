@@ -125,6 +125,12 @@ int mio_run (struct mio *ios, size_t n);
 int member_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
                    uint64_t *run);
 
+/* Drop clean cached copies of [off, off + len) held on this side (the
+ * page cache of a file or block device member), so that the next read of
+ * the range reaches the device; a no-op for other backends.  Used by the
+ * identity probe (identity.h). */
+void member_uncache (struct member *m, uint64_t off, uint64_t len);
+
 /* Synchronous helpers built on mio_run (single op). */
 int member_pread (struct member *m, void *buf, size_t len, uint64_t off);
 int member_pwrite (struct member *m, const void *buf, size_t len, uint64_t off, bool fua);

@@ -18,9 +18,10 @@
 #   (d) intents of the reshape target with 2^60 and 2^24 rows
 #   (e) a consistency area of 2^61 bytes on a bitmap array
 #   (f) a member smaller than the array's record says -> refused, named
-#   (g) `add` of the array's own export, directly, through a proxy, and
-#       through a proxy that replaces the export description: refused at
-#       once, nothing written, the array keeps serving
+#   (g) `add` of the array's own export, directly, through a proxy,
+#       through a proxy that replaces the export description, and as a file
+#       through FUSE (nbdfuse, when /dev/fuse is usable): refused at once,
+#       nothing written, the array keeps serving
 #   (h) a FIFO given to examine and to add: refused at once
 #   (i) a well-formed crafted log record is replayed (the rules refuse
 #       what is wrong, not what is unusual)
@@ -211,9 +212,11 @@ part_f ()
 part_f
 
 # ---- (g) add of the array's own export --------------------------------------
+g_unmount () { umount "$tmp/g/fuse" 2>/dev/null || true; }
+
 part_g ()
 {
-  local ctl="$tmp/g.ctl" self out t0 t1
+  local ctl="$tmp/g.ctl" self out t0 t1 i
   new_array g 5 3 || { fail "(g) create"; return 0; }
   start_raid_ctl g "$ctl" "${members[@]}" || { fail "(g) start"; return 0; }
   self="$uri"
@@ -239,6 +242,21 @@ part_g ()
       fail "(g) add $spec took $(( (t1 - t0) / 1000000 )) ms"
     fi
   done
+  # A file that is the array through FUSE (nbdfuse): no description at
+  # all, and the kernel's page cache in between (warmed first).
+  if command -v nbdfuse >/dev/null && [ -w /dev/fuse ]; then
+    mkdir -p "$d/fuse"
+    nbdfuse "$d/fuse/disk" "$self" &
+    cleanup_fns+=(g_unmount)
+    for ((i = 0; i < 100; i++)); do [ -s "$d/fuse/disk" ] && break; sleep 0.05; done
+    cat "$d/fuse/disk" >/dev/null
+    set +e; out="$(timeout 60 "$NBDRAID" -C "$ctl" add "$d/fuse/disk" 2>&1)"; rc=$?; set -e
+    expect_eq "(g) add of the array through FUSE: refused" 1 "$rc"
+    if grep -q -F "serves this array's own bytes" <<<"$out"; then ok; else
+      fail "(g) add through FUSE: $out"
+    fi
+    g_unmount
+  fi
   uri="$self"
   expect_pattern "(g) after the refused adds"
   expect_status "(g) no member was added" "$ctl" members "$(status_get "$ctl" members)"
