@@ -149,7 +149,25 @@ def sb_slot(events, **kw):
     return bytes(s)
 
 
+def sb_reshape(slot):
+    """A prepared forward reshape of sb_slot's array to 4 members."""
+    s = bytearray(slot)
+    struct.pack_into("<II", s, 184, 1, 0)            # frozen, forward
+    struct.pack_into("<I", s, 212, 4)                # new_raid_devices
+    struct.pack_into("<Q", s, 216, ((1 << 30) - (12 << 20)) // 65536 * 65536 * 3)
+    struct.pack_into("<I", s, 224, 4)
+    for i in range(4):
+        e = 512 + 64 * i
+        s[e:e + 16] = bytes([0x10 + i]) * 16
+        struct.pack_into("<iIQQ", s, e + 16, i, 1, (12 if i == 3 else 16) << 20, 12 << 20)
+    s[8:12] = b"\0\0\0\0"
+    struct.pack_into("<I", s, 8, crc32c(bytes(s)))
+    return bytes(s)
+
+
 write("corpus/sb/valid-record", b"\x00" + sb_slot(7))
+write("corpus/sb/reshape-record", b"\x00" + sb_reshape(sb_slot(8)))
+write("corpus/sb/raid6-bitmap", b"\x00" + sb_slot(9, level=6, layout=18, raid_disks=3))
 write("corpus/sb/ring-of-three", b"\x00" + sb_slot(7) + sb_slot(8) + sb_slot(9))
 write("corpus/sb/resealed-garbage", b"\x03" + bytes(range(256)) * 16)
 
