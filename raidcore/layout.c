@@ -44,3 +44,12 @@ layout_from_sb (const struct raid_sb *sb, int id, struct layout *L,
   }
   return 0;
 }
+
+uint64_t
+layout_data_offset (const struct layout *L)
+{
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if (L->slot[r] >= 0)
+      return L->data_offset[r];
+  return 0;
+}

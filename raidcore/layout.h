@@ -53,6 +53,12 @@ struct layout {
 int layout_from_sb (const struct raid_sb *sb, int id, struct layout *L,
                     char *err, size_t errlen);
 
+/* The data offset for a member that joins L without a role yet (a spare,
+ * or one a reshape adds): that of the first role with a member, or 0 when
+ * no role has one.  Every bound role has the same offset in practice; role
+ * 0 may have none (removed), so data_offset[0] is not the answer. */
+uint64_t layout_data_offset (const struct layout *L);
+
 /* Rows a byte range of the array touches in L: [*r0, *r0 + *n). */
 static inline void
 layout_rows (const struct layout *L, uint64_t off, uint64_t len,

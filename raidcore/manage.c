@@ -160,7 +160,7 @@ static int
 vet_new_member (struct raid_array *a, struct member *m, const char *spec,
                 char *err, size_t errlen)
 {
-  uint64_t need = cur_layout (a)->data_offset[0] + a->sb.component_size;
+  uint64_t need = layout_data_offset (cur_layout (a)) + a->sb.component_size;
   struct raid_sb sb;
   char e[256], u[RAID_UUID_STRLEN];
   int r;
@@ -233,7 +233,7 @@ raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen
       r = ENOSPC;
     }
     else {
-      uint64_t off = cur_layout (a)->data_offset[0];
+      uint64_t off = layout_data_offset (cur_layout (a));
       member_install (a, t, m, RAID_MEMBER_SPARE, -1, off, off);
       m = NULL;
       if ((r = state_commit (a)) != 0)

@@ -92,7 +92,10 @@
  *       member that replaced them); no two used entries share a uuid;
  *       data_offset and new_data_offset are multiples of 4096 at or after
  *       the end of the consistency area, and the data areas they start end
- *       at or before SB_MEMBER_SIZE_MAX.
+ *       at or before SB_MEMBER_SIZE_MAX — except a spare's: they are set
+ *       when it takes a role (recovery, replace, reshape) and never read
+ *       before, and writers before layout_data_offset recorded 0 there
+ *       when role 0 had no member.
  *   V9  The record's own member (member_uuid) has a used entry, and when it
  *       holds a role of a layout (in_sync or rebuilding), member_size holds
  *       that layout's data area at its offset.
@@ -564,10 +567,11 @@ entry_ok (const struct raid_sb *sb, uint32_t i, char *err, size_t errlen)
              i, e->role, sb_member_state_name (e->state));
     return false;
   }
-  if (e->data_offset % SB_ALIGN || e->data_offset < meta_end ||
-      !area_fits (e->data_offset, area, SB_MEMBER_SIZE_MAX) ||
-      e->new_data_offset % SB_ALIGN || e->new_data_offset < meta_end ||
-      !area_fits (e->new_data_offset, area1, SB_MEMBER_SIZE_MAX)) {
+  if (e->state != SB_MEMBER_SPARE &&
+      (e->data_offset % SB_ALIGN || e->data_offset < meta_end ||
+       !area_fits (e->data_offset, area, SB_MEMBER_SIZE_MAX) ||
+       e->new_data_offset % SB_ALIGN || e->new_data_offset < meta_end ||
+       !area_fits (e->new_data_offset, area1, SB_MEMBER_SIZE_MAX))) {
     set_err (err, errlen, "member %" PRIu32 ": data_offset %" PRIu64 " / "
              "new_data_offset %" PRIu64 " not 4K-aligned after the consistency "
              "area (%" PRIu64 "), or its data area ends beyond 2^63", i,

@@ -468,7 +468,7 @@ begin_recovery (struct raid_array *a, int t, int role)
 
   /* The spare's data goes where the layout has the role's data (a spare
    * added before a reshape still carries the old layout's offset). */
-  uint64_t off = L->data_offset[old >= 0 ? role : (role + 1) % L->g.raid_disks];
+  uint64_t off = old >= 0 ? L->data_offset[role] : layout_data_offset (L);
 
   if (old >= 0)
     member_detach (a, old);

@@ -1194,7 +1194,9 @@ test_rules (void)
   RULE (sb.members[2].data_offset = MIB, "data_offset");
   RULE (sb.members[2].new_data_offset = 0, "new_data_offset");
   RULE (sb.members[2].data_offset = (UINT64_C(1) << 63) - 4096, "ends beyond 2^63");
-  RULE (sb.members[4].data_offset = 4096, "data_offset");     /* spares too */
+  RULE (sb.members[4].data_offset = 0, NULL);      /* a spare's: set when it takes a role */
+  RULE (sb.members[4].state = SB_MEMBER_FAULTY; sb.members[4].data_offset = 4096,
+        "data_offset");                            /* a faulty one's are read */
   /* V9 the record's own member */
   RULE (memset (sb.member_uuid, 0x99, RAID_UUID_LEN), "member_uuid");
   RULE (sb.members[0].state = SB_MEMBER_EMPTY, "member_uuid");
