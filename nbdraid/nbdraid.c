@@ -30,6 +30,8 @@
 #include "control-client.h"
 #include "create.h"
 #include "geometry.h"
+#include "journal.h"
+#include "layout.h"
 #include "member.h"
 #include "protocol.h"
 #include "sb.h"
@@ -224,7 +226,7 @@ static const char *const sb_status_names[] = {
 struct exam {
   const char *spec;
   enum sb_status status;
-  char why[256];                /* when not valid */
+  char why[320];                /* when not valid */
   char note[256];               /* when valid: sb_read_newest's ro_compat note */
   bool have_ring;
   struct sb_ring ring;          /* when have_ring */
@@ -232,6 +234,11 @@ struct exam {
   const struct sb_member_entry *self; /* this member's table entry or NULL */
   int64_t marked[SB_MISSED_SLOTS];   /* regions each recording map marks on
                                         this member (-1: unreadable) */
+  /* The write-hole log (policy journal): its records of the current epoch
+   * as replay would judge them. */
+  bool have_log;
+  int log_valid, log_torn, log_invalid;
+  char log_first[256];          /* the first invalid record, or "" */
 };
 
 /* Regions of a map of missed regions in rpr rows of the record's geometry. */
@@ -262,6 +269,45 @@ examine_maps (struct exam *x, struct member *m)
       x->marked[i] += (buf[r / 8] >> (r % 8)) & 1;
   }
   free (buf);
+}
+
+static int
+log_record (void *arg, uint64_t pos, uint8_t *rec, const char *kind, const char *why)
+{
+  struct exam *x = arg;
+
+  if (rec)
+    x->log_valid++;
+  else if (strcmp (kind, "torn") == 0)
+    x->log_torn++;
+  else if (x->log_invalid++ == 0)
+    snprintf (x->log_first, sizeof x->log_first, "offset %" PRIu64 ": %s",
+              x->sb->cons_offset + pos, why);
+  return 0;
+}
+
+/* The write-hole log of a valid record whose policy is journal: which
+ * records replay would apply and which it would skip, and why. */
+static void
+examine_log (struct exam *x, struct member *m)
+{
+  struct layout cur, next;
+  struct journal_view v;
+  uint8_t *area;
+
+  if (x->sb->consistency != SB_CONS_JOURNAL ||
+      layout_from_sb (x->sb, LAYOUT_CUR, &cur, NULL, 0) < 0 ||
+      (x->sb->reshape_state != SB_RESHAPE_NONE &&
+       layout_from_sb (x->sb, LAYOUT_NEXT, &next, NULL, 0) < 0) ||
+      (area = raid_alloc_aligned (x->sb->cons_size)) == NULL)
+    return;
+  if (member_pread (m, area, x->sb->cons_size, x->sb->cons_offset) == 0) {
+    journal_view_init (&v, x->sb, &cur,
+                       x->sb->reshape_state != SB_RESHAPE_NONE ? &next : NULL);
+    journal_scan (&v, area, x->sb->cons_size, log_record, x);
+    x->have_log = true;
+  }
+  free (area);
 }
 
 /* Read one member's ring and classify it. */
@@ -301,6 +347,7 @@ examine_read (struct exam *x)
     x->sb = &x->ring.rec[0];
     x->self = sb_find_member ((struct raid_sb *) x->sb, x->sb->member_uuid);
     examine_maps (x, m);
+    examine_log (x, m);
   }
   else if (r == EPROTONOSUPPORT) {
     x->status = SBS_UNSUPPORTED;
@@ -531,6 +578,12 @@ text_record (const struct exam *x)
     kv ("Resync", "needed from %" PRIu64, sb->resync_offset);
   text_reshape (sb);
   text_owner_maps (x);
+  if (x->have_log) {
+    kv ("Write-hole Log", "%d record(s) to replay, %d torn, %d invalid",
+        x->log_valid, x->log_torn, x->log_invalid);
+    if (x->log_invalid)
+      kv ("First Invalid", "%s", x->log_first);
+  }
   text_members (sb);
 }
 
@@ -739,6 +792,15 @@ json_record (json_object *o, const struct exam *x)
   ADD ("reshape", json_reshape (sb));
   ADD ("owner", json_owner (sb));
   ADD ("missed", json_maps (x));
+  if (x->have_log) {
+    json_object *l = json_object_new_object ();
+    json_object_object_add (l, "records", jnum (x->log_valid));
+    json_object_object_add (l, "torn", jnum (x->log_torn));
+    json_object_object_add (l, "invalid", jnum (x->log_invalid));
+    json_object_object_add (l, "first_invalid", x->log_invalid
+                            ? json_object_new_string (x->log_first) : NULL);
+    ADD ("write_hole_log", l);
+  }
   ADD ("members", json_members (sb));
 #undef ADD
 }

@@ -35,6 +35,7 @@ static bool reshape_autostart = true;
 static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
 static unsigned member_timeout = 30;     /* seconds; see raid_assemble_opts */
 static struct raid_array *array;
+static char export_description[128];   /* names the array: see identity.h */
 
 static void
 raid_log_to_nbdkit (enum raid_log_level lvl, const char *msg)
@@ -233,6 +234,8 @@ raid_get_ready (void)
     control_stop ();
     return -1;
   }
+  raid_array_export_description (array, export_description,
+                                 sizeof export_description);
   for (int i = 0; i < npending; i++)
     if (raid_array_add_pending (array, pending[i]) != 0) {
       nbdkit_error ("out of memory");
@@ -280,6 +283,14 @@ static void *
 raid_open (int readonly)
 {
   return array;
+}
+
+/* The description names the array, so that this server (or another)
+ * recognises its export when it is offered as a member (identity.h). */
+static const char *
+raid_export_description (void *handle)
+{
+  return export_description;
 }
 
 static int64_t
@@ -399,6 +410,7 @@ static struct nbdkit_plugin plugin = {
   .cleanup           = raid_cleanup,
   .open              = raid_open,
   .get_size          = raid_get_size,
+  .export_description = raid_export_description,
   .block_size        = raid_block_size,
   .can_write         = raid_can_write,
   .can_flush         = raid_can_flush,

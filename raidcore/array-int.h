@@ -10,6 +10,7 @@
  *   consistency.c         the write-hole policy of a layout
  *     journal.c, bitmap.c, missed.c (on regmap.c)
  *   state.c               record, member table, member states, health
+ *   identity.c            is a candidate member this array itself?
  *   router.c, layout.c    which layout holds a byte; in-flight requests
  *   sb, member, geometry, parity, stripe-lock, util
  *
@@ -26,6 +27,7 @@
 
 #include "array.h"
 #include "away.h"
+#include "identity.h"
 #include "journal.h"
 #include "router.h"
 #include "state.h"
@@ -73,6 +75,9 @@ struct raid_array {
 
   /* away.c: the watcher of members that come and go (state lock) */
   struct away_ctl away;
+
+  /* identity.c: the read probe (management lock) */
+  struct identity_probe probe;
 
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */

@@ -62,6 +62,10 @@ int raid_array_start (struct raid_array *a);
 int raid_array_add_pending (struct raid_array *a, const char *spec);
 
 uint64_t raid_array_size (const struct raid_array *a);
+/* The NBD export description of the array's exports: "nbdkit-raid array
+ * UUID", by which a server recognises its own export offered as a member
+ * (identity.h). */
+void raid_array_export_description (struct raid_array *a, char *buf, size_t len);
 /* Full stripe width in bytes (data bytes per row). */
 uint64_t raid_array_stripe_width (const struct raid_array *a);
 bool raid_array_can_fua (const struct raid_array *a);

@@ -37,7 +37,7 @@ close_all (struct candidate *c, int n)
 static int
 read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen)
 {
-  char e[256];
+  char e[256], e2[200];
 
   *best = -1;
   for (int i = 0; i < n; i++) {
@@ -72,6 +72,18 @@ read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen
     snprintf (err, errlen, "%s belongs to array %s, not to array %s",
               member_spec (c[i].m), u1, u2);
     return -1;
+  }
+  for (int i = 0; i < n; i++) {             /* what one record cannot know */
+    const struct sb_member_entry *ent = c[i].valid
+      ? sb_find_member (&c[*best].sb, c[i].sb.member_uuid) : NULL;
+    if (identity_check_description (c[*best].sb.array_uuid, c[i].m, err, errlen) < 0)
+      return -1;
+    if (ent && sb_check_member_size (&c[*best].sb, ent, member_size (c[i].m), e2,
+                                   sizeof e2) < 0) {
+      snprintf (err, errlen, "%s: member is smaller than the array's record says: "
+                "%s", member_spec (c[i].m), e2);
+      return -1;
+    }
   }
   for (int i = 0; i < n; i++)
     for (int j = i + 1; j < n; j++)

@@ -24,10 +24,18 @@
  *
  * On disk: each member holds the whole bitmap at the start of its
  * consistency area; region size derives from the geometry (at least 2 MiB
- * of each member, more when the area would otherwise be too small).
+ * of each member, more when the area would otherwise be too small).  There
+ * is no header: the bits' meaning comes from the superblock record, and any
+ * pattern of bits is valid (a set bit costs a resync of its region, bits
+ * past the last region are ignored).  What must be validated is the shape
+ * (bitmap_check, the one place): at least one region, and every page the
+ * bitmap reads or writes inside the consistency area — whatever cons_size
+ * and the geometry of a crafted record say (no division by zero, no
+ * product that wraps, no page write beyond the area).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +45,7 @@
 #include "util.h"
 
 #define BM_MIN_REGION (2u << 20)
+#define BM_PAGE 4096u                     /* regmap's page: the least area */
 
 struct bitmap {
   struct regmap *map;                     /* the bits, durable on members */
@@ -51,23 +60,60 @@ bitmap_enabled (const struct raid_array *a)
   return a->bm != NULL;
 }
 
+/* The bitmap's shape for layout L of record sb: its regions must number at
+ * least one and their bits fit the consistency area, whatever the record
+ * says (its fields are attacker-controlled; sb.c bounds cons_size, this is
+ * the bitmap's own rule).  0, or -1 with the reason. */
+static int
+shape (const struct raid_sb *sb, const struct layout *L, uint64_t *rpr,
+       uint64_t *nregions, char *err, size_t errlen)
+{
+  uint64_t rows = L->rows, maxbits;
+
+  if (sb->cons_size < BM_PAGE || sb->cons_size > UINT64_MAX / 8 || rows == 0 ||
+      L->g.chunk == 0) {
+    snprintf (err, errlen, "write-intent bitmap: no room (consistency area of %"
+              PRIu64 " bytes, %" PRIu64 " rows)", sb->cons_size, rows);
+    return -1;
+  }
+  maxbits = sb->cons_size * 8;
+  *rpr = raid_max_u64 (raid_max_u64 (1, BM_MIN_REGION / L->g.chunk),
+                       rows / maxbits + (rows % maxbits != 0));
+  *nregions = rows / *rpr + (rows % *rpr != 0);
+  if (regmap_bytes (rows, *rpr) > sb->cons_size) {
+    snprintf (err, errlen, "write-intent bitmap of %" PRIu64 " regions does not fit "
+              "the consistency area (%" PRIu64 " bytes)", *nregions, sb->cons_size);
+    return -1;
+  }
+  return 0;
+}
+
+int
+bitmap_check (const struct raid_sb *sb, const struct layout *L, char *err, size_t errlen)
+{
+  uint64_t rpr, nregions;
+
+  if (sb->consistency != SB_CONS_BITMAP || L->g.level < 4)
+    return 0;
+  return shape (sb, L, &rpr, &nregions, err, errlen);
+}
+
 int
 bitmap_init (struct raid_array *a)
 {
   struct bitmap *b;
   const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
-  uint64_t rows = L->rows, maxbits = a->sb.cons_size * 8;
-  uint64_t rpr = raid_max_u64 (1, BM_MIN_REGION / L->g.chunk), n;
+  uint64_t rpr, n;
 
   if (a->sb.consistency != SB_CONS_BITMAP || L->g.level < 4)
     return 0;
-  rpr = raid_max_u64 (rpr, (rows + maxbits - 1) / maxbits);
-  n = (rows + rpr - 1) / rpr;
+  if (shape (&a->sb, L, &rpr, &n, NULL, 0) < 0)
+    return EINVAL;
   if (!(b = calloc (1, sizeof *b)))
     return ENOMEM;
-  b->map = regmap_new (rows, rpr, a->sb.cons_offset);
-  b->touched = calloc (n ? n : 1, 1);
-  b->inflight = calloc (n ? n : 1, sizeof *b->inflight);
+  b->map = regmap_new (L->rows, rpr, a->sb.cons_offset);
+  b->touched = calloc (n, 1);
+  b->inflight = calloc (n, sizeof *b->inflight);
   if (!b->map || !b->touched || !b->inflight) {
     regmap_free (b->map); free (b->touched); free (b->inflight); free (b);
     return ENOMEM;

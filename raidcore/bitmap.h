@@ -3,11 +3,19 @@
 #define RAIDCORE_BITMAP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct raid_array;
 
-/* Set up a->bm when the array's policy is bitmap (raid4/5/6); 0 or errno. */
+/* Whether the bitmap of layout L of record sb (policy bitmap, raid4/5/6)
+ * fits its consistency area: 0, or -1 with the reason in err. */
+struct raid_sb;
+struct layout;
+int bitmap_check (const struct raid_sb *sb, const struct layout *L, char *err,
+                  size_t errlen);
+/* Set up a->bm when the array's policy is bitmap (raid4/5/6); 0 or errno
+ * (EINVAL: bitmap_check refuses the record). */
 int bitmap_init (struct raid_array *a);
 void bitmap_fini (struct raid_array *a);
 bool bitmap_enabled (const struct raid_array *a);

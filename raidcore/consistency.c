@@ -125,6 +125,10 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
 
   raid_uuid_format (a->sb.array_uuid, u);
   journal_init (a);
+  if (bitmap_check (&a->sb, router_layout (&a->router, LAYOUT_CUR), e, sizeof e) < 0) {
+    snprintf (err, errlen, "array %s: %s", u, e);
+    return -1;
+  }
   if (bitmap_init (a) != 0) {
     snprintf (err, errlen, "out of memory for the bitmap");
     return -1;

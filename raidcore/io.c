@@ -91,6 +91,7 @@ int
 raid_array_pread (struct raid_array *a, void *buf, uint64_t count, uint64_t off)
 {
   int err = check_range (a, count, off);
+  identity_note_read (&a->probe, off, count);   /* is this read our own? */
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
   return err ? err : array_io (a, OP_READ, buf, count, off, 0);
 }

@@ -68,6 +68,37 @@
  *   80     nblocks x {u32 role, u32 len, u64 member offset}   (16 bytes)
  *          nranges x {u64 first row, u64 rows}                 (16 bytes)
  *   header_len (multiple of 512), then the payload: the blocks in order.
+ *
+ * VALIDATION.  Members may be someone else's NBD exports or handed-over
+ * images, and both CRCs are ones anyone can compute: every field of a
+ * record is attacker-controlled.  check_record, the one place a record is
+ * judged, replays a record only when every field obeys these rules, else
+ * treats it like a torn one: skipped, and (replay) logged with the member,
+ * the offset and the rule it breaks.
+ *   J1  magic, array uuid and epoch are this array's current log; seq >=
+ *       the record's journal_seq (older ones were checkpointed), and seq <=
+ *       SB_COUNTER_MAX (sequence numbers never wrap).
+ *   J2  nblocks <= JOURNAL_MAX_BLOCKS, nranges <= JOURNAL_MAX_RANGES,
+ *       header_len is exactly what they need, and header and payload
+ *       (payload_len rounded up to a sector) lie inside the log area; both
+ *       CRCs match.
+ *   J3  layout id is 0 (current) or 1 (reshape target, only while a
+ *       reshape record exists); every field below is checked against that
+ *       layout.
+ *   J4  each block: 0 <= role < raid_disks of that layout; 0 < len, and
+ *       the blocks' lengths add up to exactly payload_len (no block reads
+ *       past the record); its member offset and length lie inside that
+ *       role's data area of that layout, [data_offset, data_offset + rows *
+ *       chunk): replay writes only where the array's data lives, never on
+ *       a superblock, the log, head or tail room.  (A role with no member
+ *       is never written; its offset cannot be placed.)
+ *   J5  each intent: rows > 0 and [row, row + rows) inside the layout's
+ *       rows — the target's too, whose rows are those holding the array
+ *       (sb_layout_rows), and the record's geometry itself was validated
+ *       against the members' real sizes at assembly.
+ * Replay then costs at most what a log this size can hold: intents are
+ * merged into disjoint row runs (each row resynced once, at most the
+ * layout's rows), and whether a block is superseded is one binary search.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -417,6 +448,143 @@ journal_checkpoint (struct raid_array *a,
 }
 
 /* ------------------------------------------------------------------ */
+/* Validation: every field of a record (the rules at the top). */
+
+/* Why the record at p (avail bytes of the area from there) is not one to
+ * replay.  Returns its length when it is valid.  Otherwise 0 with *kind:
+ * JR_NONE (no record of this array's current log starts here: not our
+ * magic, another array or epoch, or checkpointed), JR_TORN (a checksum or
+ * a length that the checksum could not vouch for), JR_INVALID (intact, but
+ * a field breaks a rule); why names it for the last two. */
+enum jr_kind { JR_VALID, JR_NONE, JR_TORN, JR_INVALID };
+
+static uint64_t
+check_record (const struct journal_view *v, uint8_t *p, uint64_t avail,
+              enum jr_kind *kind, char *why, size_t whylen)
+{
+  uint32_t hlen, plen, crc, nb, nr, id;
+  uint64_t need, sum = 0;
+  const struct layout *L;
+  const uint8_t *e;
+
+  *kind = JR_NONE;
+  if (avail < JSECTOR || memcmp (p, JMAGIC, 8) != 0 ||
+      memcmp (p + 16, v->sb->array_uuid, RAID_UUID_LEN) != 0 ||
+      get64 (p + 32) != v->sb->journal_epoch || get64 (p + 40) < v->sb->journal_seq)
+    return 0;
+  *kind = JR_TORN;
+  nb = get32 (p + 48); nr = get32 (p + 52); hlen = get32 (p + 56); plen = get32 (p + 60);
+  if (nb > JOURNAL_MAX_BLOCKS || nr > JOURNAL_MAX_RANGES ||
+      hlen != header_len (nb, nr) || hlen > avail) {
+    snprintf (why, whylen, "header length %" PRIu32 " for %" PRIu32 " blocks and %"
+              PRIu32 " ranges", hlen, nb, nr);
+    return 0;
+  }
+  crc = get32 (p + 8);
+  put32 (p + 8, 0);
+  if (raid_crc32c (p, hlen) != crc) {
+    put32 (p + 8, crc);
+    snprintf (why, whylen, "header checksum mismatch");
+    return 0;
+  }
+  put32 (p + 8, crc);
+  need = hlen + raid_round_up ((uint64_t) plen, JSECTOR);
+  if (need > avail) {
+    snprintf (why, whylen, "payload_len %" PRIu32 " runs past the log area", plen);
+    return 0;
+  }
+  if (raid_crc32c (p + hlen, plen) != get32 (p + 12)) {
+    snprintf (why, whylen, "payload checksum mismatch");
+    return 0;
+  }
+
+  *kind = JR_INVALID;
+  id = get32 (p + 64);
+  if (get64 (p + 40) > SB_COUNTER_MAX) {
+    snprintf (why, whylen, "seq %" PRIu64 " beyond %" PRIu64, get64 (p + 40),
+              SB_COUNTER_MAX);
+    return 0;
+  }
+  if (id > LAYOUT_NEXT || v->L[id] == NULL) {
+    snprintf (why, whylen, "layout %" PRIu32 " does not exist%s", id,
+              id == LAYOUT_NEXT ? " (no reshape)" : "");
+    return 0;
+  }
+  L = v->L[id];
+  e = p + JHDR_FIXED;
+  for (uint32_t i = 0; i < nb; i++, e += 16) {
+    int32_t role = (int32_t) get32 (e);
+    uint32_t len = get32 (e + 4);
+    uint64_t off = get64 (e + 8), area = L->rows * L->g.chunk, rel;
+
+    if (role < 0 || role >= L->g.raid_disks) {
+      snprintf (why, whylen, "block %" PRIu32 ": role %" PRId32 " outside 0..%d of "
+                "layout %" PRIu32, i, role, L->g.raid_disks - 1, id);
+      return 0;
+    }
+    if (len == 0 || len > plen - sum) {
+      snprintf (why, whylen, "block %" PRIu32 ": length %" PRIu32 " beyond the "
+                "payload (%" PRIu32 " bytes, %" PRIu64 " used)", i, len, plen, sum);
+      return 0;
+    }
+    sum += len;
+    rel = off - L->data_offset[role];
+    if (L->slot[role] >= 0 &&
+        (off < L->data_offset[role] || rel > area || len > area - rel)) {
+      snprintf (why, whylen, "block %" PRIu32 ": %" PRIu32 " bytes at offset %"
+                PRIu64 " outside the data area of role %" PRId32 " [%" PRIu64 ", %"
+                PRIu64 ")", i, len, off, role, L->data_offset[role],
+                L->data_offset[role] + area);
+      return 0;
+    }
+  }
+  if (sum != plen) {
+    snprintf (why, whylen, "blocks hold %" PRIu64 " bytes, payload_len says %"
+              PRIu32, sum, plen);
+    return 0;
+  }
+  for (uint32_t i = 0; i < nr; i++, e += 16) {
+    uint64_t row = get64 (e), rows = get64 (e + 8);
+    if (rows == 0 || row >= L->rows || rows > L->rows - row) {
+      snprintf (why, whylen, "intent %" PRIu32 ": rows [%" PRIu64 ", +%" PRIu64
+                ") outside the %" PRIu64 " rows of layout %" PRIu32, i, row, rows,
+                L->rows, id);
+      return 0;
+    }
+  }
+  *kind = JR_VALID;
+  return need;
+}
+
+void
+journal_view_init (struct journal_view *v, const struct raid_sb *sb,
+                   const struct layout *cur, const struct layout *next)
+{
+  v->sb = sb;
+  v->L[LAYOUT_CUR] = cur;
+  v->L[LAYOUT_NEXT] = next;
+}
+
+int
+journal_scan (const struct journal_view *v, uint8_t *area, uint64_t size,
+              journal_record_fn fn, void *arg)
+{
+  int r = 0;
+
+  for (uint64_t pos = 0; pos + JSECTOR <= size && r == 0;) {
+    enum jr_kind kind;
+    char why[200] = "";
+    uint64_t len = check_record (v, area + pos, size - pos, &kind, why, sizeof why);
+
+    if (kind != JR_NONE)
+      r = fn (arg, pos, kind == JR_VALID ? area + pos : NULL,
+              kind == JR_TORN ? "torn" : kind == JR_INVALID ? "invalid" : NULL, why);
+    pos += len ? len : JSECTOR;
+  }
+  return r;
+}
+
+/* ------------------------------------------------------------------ */
 /* Replay. */
 
 struct found {
@@ -431,82 +599,141 @@ cmp_found (const void *x, const void *y)
   return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-/* Validate a record at p (at most avail bytes); its total length or 0. */
-static uint64_t
-valid_record (const struct raid_array *a, uint8_t *p, uint64_t avail)
-{
-  uint32_t hlen, plen, crc, nb, nr;
-  uint64_t need;
-
-  if (avail < JSECTOR || memcmp (p, JMAGIC, 8) != 0 ||
-      memcmp (p + 16, a->sb.array_uuid, RAID_UUID_LEN) != 0 ||
-      get64 (p + 32) != a->sb.journal_epoch || get64 (p + 40) < a->sb.journal_seq)
-    return 0;
-  nb = get32 (p + 48); nr = get32 (p + 52); hlen = get32 (p + 56); plen = get32 (p + 60);
-  if (nb > JOURNAL_MAX_BLOCKS || nr > JOURNAL_MAX_RANGES ||
-      hlen != header_len (nb, nr) || hlen > avail)
-    return 0;
-  crc = get32 (p + 8);
-  put32 (p + 8, 0);
-  if (raid_crc32c (p, hlen) != crc) {
-    put32 (p + 8, crc);
-    return 0;
-  }
-  put32 (p + 8, crc);
-  need = hlen + raid_round_up (plen, JSECTOR);
-  if (need > avail || raid_crc32c (p + hlen, plen) != get32 (p + 12))
-    return 0;
-  return need;
-}
-
 /* Intent row ranges of all records, to decide which payload blocks are
  * superseded and which rows need their parity recomputed. */
 struct intent {
   uint64_t seq, row, rows;
-  int layout_id;
 };
 
-/* The layout a record was written for (replay runs at assembly, when the
- * router already knows the reshape, if any). */
-static const struct layout *
-record_layout (struct raid_array *a, int id)
+/* One layout's intents, as disjoint segments [edge[k], edge[k+1]) each
+ * with the highest seq covering it plus one (0: not covered).  Building it
+ * is O(n log n) and a lookup O(log n), so no log, however crafted, makes
+ * replay quadratic; and the rows to resync are the covered segments,
+ * merged: at most the layout's rows, whatever the intents overlap. */
+struct cover {
+  uint64_t *edge, *top;
+  size_t m;                                /* edges; m - 1 segments */
+};
+
+static int
+cmp_u64 (const void *x, const void *y)
 {
-  return router_layout (&a->router, id == LAYOUT_NEXT && router_two (&a->router)
-                        ? LAYOUT_NEXT : LAYOUT_CUR);
+  uint64_t a = *(const uint64_t *) x, b = *(const uint64_t *) y;
+  return a < b ? -1 : a > b;
 }
 
-/* Does an intent newer than seq cover row `row` of layout id? */
-static bool
-superseded (const struct intent *in, size_t nin, int id, uint64_t seq, uint64_t row)
+static int
+cmp_seq_desc (const void *x, const void *y)
 {
-  for (size_t i = 0; i < nin; i++)
-    if (in[i].seq > seq && in[i].layout_id == id &&
-        row >= in[i].row && row - in[i].row < in[i].rows)
-      return true;
-  return false;
+  const struct intent *a = x, *b = y;
+  return a->seq > b->seq ? -1 : a->seq < b->seq;
+}
+
+/* First k with edge[k] >= v. */
+static size_t
+lower_edge (const struct cover *c, uint64_t v)
+{
+  size_t lo = 0, hi = c->m;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c->edge[mid] < v)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* Next segment at or after k not painted yet (path-halving). */
+static size_t
+next_free (size_t *nx, size_t k)
+{
+  while (nx[k] != k) {
+    nx[k] = nx[nx[k]];
+    k = nx[k];
+  }
+  return k;
+}
+
+/* Build c from in[0..n) (sorted here by seq, highest first, so each
+ * segment is painted once, by the newest intent covering it). */
+static int
+cover_build (struct cover *c, struct intent *in, size_t n)
+{
+  size_t *nx = NULL, m = 0;
+
+  memset (c, 0, sizeof *c);
+  if (n == 0)
+    return 0;
+  if (!(c->edge = malloc (2 * n * sizeof *c->edge)))
+    return ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    c->edge[m++] = in[i].row;
+    c->edge[m++] = in[i].row + in[i].rows;
+  }
+  qsort (c->edge, m, sizeof *c->edge, cmp_u64);
+  c->m = 0;
+  for (size_t i = 0; i < m; i++)
+    if (c->m == 0 || c->edge[c->m - 1] != c->edge[i])
+      c->edge[c->m++] = c->edge[i];
+  if (!(c->top = calloc (c->m, sizeof *c->top)) || !(nx = malloc (c->m * sizeof *nx))) {
+    free (nx);
+    return ENOMEM;
+  }
+  for (size_t k = 0; k < c->m; k++)
+    nx[k] = k;
+  qsort (in, n, sizeof *in, cmp_seq_desc);
+  for (size_t i = 0; i < n; i++) {
+    size_t end = lower_edge (c, in[i].row + in[i].rows);
+    for (size_t k = next_free (nx, lower_edge (c, in[i].row)); k < end;
+         k = next_free (nx, k + 1)) {
+      c->top[k] = in[i].seq + 1;
+      nx[k] = k + 1;
+    }
+  }
+  free (nx);
+  return 0;
+}
+
+static void
+cover_free (struct cover *c)
+{
+  free (c->edge);
+  free (c->top);
+}
+
+/* Does an intent newer than seq cover `row`? */
+static bool
+superseded (const struct cover *c, uint64_t seq, uint64_t row)
+{
+  size_t k = lower_edge (c, row + 1);      /* first edge > row */
+
+  return k > 0 && k < c->m && c->top[k - 1] > seq + 1;
 }
 
 /* Write a record's payload blocks back in place, except blocks of rows
  * that a later full-row write (intent) rewrote: its data was not logged,
- * and the older bytes must not replace it. */
+ * and the older bytes must not replace it.  The record passed
+ * check_record: every block lies inside its role's data area. */
 static void
-apply_payload (struct raid_array *a, uint8_t *p, const struct intent *in, size_t nin)
+apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
+               const struct cover *cv)
 {
   int id = (int) get32 (p + 64);
-  const struct layout *L = record_layout (a, id);
+  const struct layout *L = v->L[id];
   uint32_t nb = get32 (p + 48), hlen = get32 (p + 56);
   uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
   uint64_t seq = get64 (p + 40);
+  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
 
   for (uint32_t i = 0; i < nb; i++, e += 16) {
     int role = (int) get32 (e);
     uint32_t len = get32 (e + 4);
     uint64_t off = get64 (e + 8);
-    struct member *m = role < L->g.raid_disks ? state_role_member (a, L, role) : NULL;
-    uint64_t row = m && off >= L->data_offset[role]
-      ? (off - L->data_offset[role]) / L->g.chunk : 0;
-    if (m && !(state_bad_roles (a, L, NULL, NULL) & (1u << role)) &&
-        !superseded (in, nin, id, seq, row) &&
+    struct member *m = state_role_member (a, L, role);
+    uint64_t row = m ? (off - L->data_offset[role]) / L->g.chunk : 0;
+
+    if (m && !(bad & (1u << role)) && !superseded (&cv[id], seq, row) &&
         (L->id != LAYOUT_CUR || missed_mark_rows (a, row, 1) == 0) &&
         member_pwrite (m, data, len, off, false) != 0)
       state_member_error (a, m, EIO, true, off);
@@ -528,8 +755,7 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
         return ENOMEM;
       *in = n2;
     }
-    (*in)[(*nin)++] = (struct intent) { get64 (p + 40), get64 (e), get64 (e + 8),
-                                        (int) get32 (p + 64) };
+    (*in)[(*nin)++] = (struct intent) { get64 (p + 40), get64 (e), get64 (e + 8) };
   }
   return 0;
 }
@@ -537,22 +763,67 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
 /* Rows a full-row write touched: their data may be torn or partly lost from
  * a volatile cache, and later partial writes computed parity from it; the
  * only consistent state is parity recomputed from what is on the members.
- * Done after every payload is back in place. */
+ * Done after every payload is back in place, once per covered row. */
 static int
-resync_intents (struct raid_array *a, journal_resync_fn resync, const struct intent *in,
-                size_t nin)
+resync_intents (struct raid_array *a, const struct journal_view *v,
+                journal_resync_fn resync, const struct cover *cv)
 {
   int err = 0;
 
-  for (size_t i = 0; i < nin && !err; i++) {
-    const struct layout *L = record_layout (a, in[i].layout_id);
-    if (L->id == LAYOUT_NEXT)
-      err = resync (a, L, in[i].row, in[i].rows);
-    else if (in[i].row < L->rows && in[i].rows <= L->rows - in[i].row &&
-             (err = missed_mark_rows (a, in[i].row, in[i].rows)) == 0)
-      err = resync (a, L, in[i].row, in[i].rows);   /* an absent member misses it */
+  for (int id = LAYOUT_CUR; id <= LAYOUT_NEXT && !err; id++) {
+    const struct cover *c = &cv[id];
+    for (size_t k = 0; k + 1 < c->m && !err;) {
+      size_t j = k;
+      uint64_t row, rows;
+      if (c->top[k] == 0) {
+        k++;
+        continue;
+      }
+      while (j + 1 < c->m && c->top[j] != 0)
+        j++;                               /* [edge[k], edge[j]) covered */
+      row = c->edge[k];
+      rows = c->edge[j] - c->edge[k];
+      if (v->L[id]->id == LAYOUT_CUR)      /* an absent member misses it */
+        err = missed_mark_rows (a, row, rows);
+      if (!err)
+        err = resync (a, v->L[id], row, rows);
+      k = j;
+    }
   }
   return err;
+}
+
+/* Replay's scan of one member's log: keep the valid records, report the
+ * rejected ones (a few by name, the rest counted). */
+struct replay_scan {
+  struct raid_array *a;
+  struct member *m;
+  struct found *f;
+  size_t nf, capf;
+  int nrejected;
+};
+
+static int
+replay_found (void *arg, uint64_t pos, uint8_t *rec, const char *kind, const char *why)
+{
+  struct replay_scan *rs = arg;
+
+  if (rec == NULL) {
+    if (strcmp (kind, "invalid") == 0 && rs->nrejected++ < 4)
+      raid_log (RAID_LOG_WARN, "%s: write-hole log record at offset %" PRIu64
+                " rejected (not replayed): %s", member_spec (rs->m),
+                rs->a->sb.cons_offset + pos, why);
+    return 0;
+  }
+  if (rs->nf == rs->capf) {
+    struct found *f2;
+    rs->capf = rs->capf ? rs->capf * 2 : 64;
+    if (!(f2 = realloc (rs->f, rs->capf * sizeof *f2)))
+      return ENOMEM;
+    rs->f = f2;
+  }
+  rs->f[rs->nf++] = (struct found) { get64 (rec + 40), rec };
+  return 0;
 }
 
 int
@@ -561,12 +832,18 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
 {
   uint64_t size = a->sb.cons_size;
   uint8_t *bufs[SB_MAX_MEMBERS] = { NULL };
-  struct found *f = NULL;
-  struct intent *in = NULL;
-  size_t nf = 0, capf = 0, nin = 0, capin = 0;
+  struct replay_scan rs = { .a = a };
+  struct journal_view v;
+  struct intent *in[2] = { NULL, NULL };
+  struct cover cv[2];
+  size_t nin[2] = { 0, 0 }, capin[2] = { 0, 0 };
   int r = 0;
 
   *napplied = 0;
+  memset (cv, 0, sizeof cv);
+  journal_view_init (&v, &a->sb, router_layout (&a->router, LAYOUT_CUR),
+                     router_two (&a->router) ? router_layout (&a->router, LAYOUT_NEXT)
+                     : NULL);
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     if (!state_member_in_use (a, t))
       continue;
@@ -577,41 +854,40 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
       bufs[t] = NULL;
       continue;
     }
-    for (uint64_t pos = 0; pos + JSECTOR <= size;) {
-      uint64_t len = valid_record (a, bufs[t] + pos, size - pos);
-      if (!len) {
-        pos += JSECTOR;
-        continue;
-      }
-      if (nf == capf) {
-        capf = capf ? capf * 2 : 64;
-        f = realloc (f, capf * sizeof *f);
-        if (!f) {
-          snprintf (err, errlen, "out of memory");
-          r = ENOMEM;
-          goto out;
-        }
-      }
-      f[nf++] = (struct found) { get64 (bufs[t] + pos + 40), bufs[t] + pos };
-      pos += len;
-    }
-  }
-  if (nf)
-    qsort (f, nf, sizeof *f, cmp_found);
-  for (size_t i = 0; i < nf; i++)          /* pass 1: every intent */
-    if ((i == 0 || f[i].seq != f[i - 1].seq) &&
-        (r = collect_intents (f[i].rec, &in, &nin, &capin)) != 0) {
+    rs.m = a->mem[t].m;
+    rs.nrejected = 0;
+    if ((r = journal_scan (&v, bufs[t], size, replay_found, &rs)) != 0) {
       snprintf (err, errlen, "out of memory");
       goto out;
     }
-  for (size_t i = 0; i < nf; i++) {        /* pass 2: payloads, in order */
-    if (i > 0 && f[i].seq == f[i - 1].seq)
-      continue;                            /* another copy */
-    apply_payload (a, f[i].rec, in, nin);
-    (*napplied)++;
-    atomic_store (&a->jn.seq_next, raid_max_u64 (atomic_load (&a->jn.seq_next), f[i].seq + 1));
+    if (rs.nrejected > 4)
+      raid_log (RAID_LOG_WARN, "%s: %d more write-hole log records rejected",
+                member_spec (rs.m), rs.nrejected - 4);
   }
-  if ((r = resync_intents (a, resync, in, nin)) != 0) {   /* pass 3: full-row writes */
+  if (rs.nf)
+    qsort (rs.f, rs.nf, sizeof *rs.f, cmp_found);
+  for (size_t i = 0; i < rs.nf; i++) {     /* pass 1: every intent, per layout */
+    int id = (int) get32 (rs.f[i].rec + 64);
+    if ((i == 0 || rs.f[i].seq != rs.f[i - 1].seq) &&
+        (r = collect_intents (rs.f[i].rec, &in[id], &nin[id], &capin[id])) != 0) {
+      snprintf (err, errlen, "out of memory");
+      goto out;
+    }
+  }
+  for (int id = LAYOUT_CUR; id <= LAYOUT_NEXT; id++)
+    if ((r = cover_build (&cv[id], in[id], nin[id])) != 0) {
+      snprintf (err, errlen, "out of memory");
+      goto out;
+    }
+  for (size_t i = 0; i < rs.nf; i++) {     /* pass 2: payloads, in order */
+    if (i > 0 && rs.f[i].seq == rs.f[i - 1].seq)
+      continue;                            /* another copy */
+    apply_payload (a, &v, rs.f[i].rec, cv);
+    (*napplied)++;
+    atomic_store (&a->jn.seq_next, raid_max_u64 (atomic_load (&a->jn.seq_next),
+                                                 rs.f[i].seq + 1));
+  }
+  if ((r = resync_intents (a, &v, resync, cv)) != 0) {   /* pass 3: full-row writes */
     snprintf (err, errlen, "journal replay could not resync rows: %s", raid_strerror (r));
     goto out;
   }
@@ -621,7 +897,10 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
  out:
   for (int t = 0; t < SB_MAX_MEMBERS; t++)
     free (bufs[t]);
-  free (f);
-  free (in);
+  for (int id = LAYOUT_CUR; id <= LAYOUT_NEXT; id++) {
+    cover_free (&cv[id]);
+    free (in[id]);
+  }
+  free (rs.f);
   return r;
 }

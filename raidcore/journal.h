@@ -56,8 +56,36 @@ int journal_checkpoint (struct raid_array *a,
 
 /* Apply every valid record after the last checkpoint, in order, then have
  * resync() make every intent's rows consistent, then checkpoint.
- * *napplied receives the number of records applied. */
+ * *napplied receives the number of records applied.  A record that breaks
+ * a validation rule (journal.c) is skipped like a torn one and logged with
+ * the member, its offset and the reason. */
 int journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
                     char *err, size_t errlen);
+
+/* ---- Reading a log without an array (replay, nbdraid examine, fuzzing) */
+
+/* What records are checked against: the record naming the log (array
+ * uuid, epoch, first live seq) and the layouts a record may name (next
+ * NULL when there is no reshape).  Both must outlive the view. */
+struct journal_view {
+  const struct raid_sb *sb;
+  const struct layout *L[2];               /* [LAYOUT_CUR], [LAYOUT_NEXT] */
+};
+void journal_view_init (struct journal_view *v, const struct raid_sb *sb,
+                        const struct layout *cur, const struct layout *next);
+
+/* Called for each record of the view's log found at byte pos of the area:
+ * rec is the record when it is valid (to be replayed), else NULL with kind
+ * "torn" (a checksum fails) or "invalid" (intact, but a field breaks a
+ * rule) and why naming it.  A nonzero return stops the scan. */
+typedef int (*journal_record_fn) (void *arg, uint64_t pos, uint8_t *rec,
+                                  const char *kind, const char *why);
+
+/* Scan one member's consistency area (area: its size bytes, as read; the
+ * scan may modify and restore bytes of it) for the view's records, in
+ * order of position, trying every 512-byte boundary.  Returns 0 or the
+ * first nonzero value of fn. */
+int journal_scan (const struct journal_view *v, uint8_t *area, uint64_t size,
+                  journal_record_fn fn, void *arg);
 
 #endif

@@ -19,10 +19,12 @@ layout_from_sb (const struct raid_sb *sb, int id, struct layout *L,
   if (r < 0)
     return -1;
   L->id = id;
-  L->rows = id == LAYOUT_CUR ? sb->component_size / sb->chunk : UINT64_MAX;
+  L->rows = sb_layout_rows (sb, id == LAYOUT_NEXT);
   L->mirror_role = L->mirror_slot = -1;
-  for (int i = 0; i < RAID_MAX_MEMBERS; i++)
+  for (int i = 0; i < RAID_MAX_MEMBERS; i++) {
     L->slot[i] = -1;
+    L->data_offset[i] = 0;
+  }
   for (int t = 0; t < (int) sb->nmembers; t++) {
     const struct sb_member_entry *e = &sb->members[t];
     if (e->role < 0 || e->state == SB_MEMBER_EMPTY || e->state == SB_MEMBER_SPARE)
@@ -40,5 +42,14 @@ layout_from_sb (const struct raid_sb *sb, int id, struct layout *L,
     L->slot[e->role] = t;
     L->data_offset[e->role] = id == LAYOUT_CUR ? e->data_offset : e->new_data_offset;
   }
+  return 0;
+}
+
+uint64_t
+layout_data_offset (const struct layout *L)
+{
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if (L->slot[r] >= 0)
+      return L->data_offset[r];
   return 0;
 }

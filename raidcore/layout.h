@@ -33,10 +33,12 @@ struct layout {
                                               lock key space and the journal
                                               record's layout number */
   int slot[RAID_MAX_MEMBERS];              /* role -> member table slot, -1 */
-  uint64_t data_offset[RAID_MAX_MEMBERS];  /* role -> absolute data offset */
-  uint64_t rows;                           /* rows of the data area
-                                              (UINT64_MAX for the target:
-                                              bounded by the copy instead) */
+  uint64_t data_offset[RAID_MAX_MEMBERS];  /* role -> absolute data offset
+                                              (0 for a role without a slot) */
+  uint64_t rows;                           /* rows of each role's data area:
+                                              [data_offset, + rows * chunk)
+                                              (sb_layout_rows: for the target,
+                                              the rows holding the array) */
   int mirror_role;                         /* replace: every write to this
                                               role also goes to mirror_slot
                                               (-1: none) */
@@ -50,6 +52,12 @@ struct layout {
  * with a message ("superblock member table is inconsistent (role 3)"). */
 int layout_from_sb (const struct raid_sb *sb, int id, struct layout *L,
                     char *err, size_t errlen);
+
+/* The data offset for a member that joins L without a role yet (a spare,
+ * or one a reshape adds): that of the first role with a member, or 0 when
+ * no role has one.  Every bound role has the same offset in practice; role
+ * 0 may have none (removed), so data_offset[0] is not the answer. */
+uint64_t layout_data_offset (const struct layout *L);
 
 /* Rows a byte range of the array touches in L: [*r0, *r0 + *n). */
 static inline void

@@ -222,7 +222,7 @@ static int
 init_new_member (struct raid_array *a, struct member *m, const char *spec,
                  char *err, size_t errlen)
 {
-  uint64_t need = cur_layout (a)->data_offset[0] + a->sb.component_size;
+  uint64_t need = layout_data_offset (cur_layout (a)) + a->sb.component_size;
   int r;
 
   if (member_size (m) < need) {
@@ -241,7 +241,7 @@ static int
 join (struct raid_array *a, struct member *m, enum found f, int t,
       const struct raid_sb *own, char *err, size_t errlen)
 {
-  uint64_t off = cur_layout (a)->data_offset[0];
+  uint64_t off = layout_data_offset (cur_layout (a));
 
   if (f == FOUND_OURS_BACK) {
     a->mem[t].m = m;
@@ -296,6 +296,8 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   enum found f;
   int t, r;
 
+  if ((r = identity_check_member (a, m, err, errlen)) != 0)
+    return r;                              /* the array itself */
   pthread_mutex_lock (&a->state_lock);
   f = classify (a, m, spec, &t, own, err, errlen);
   pthread_mutex_unlock (&a->state_lock);
@@ -789,15 +791,16 @@ raid_array_abort (struct raid_array *a, char *err, size_t errlen)
   return r;
 }
 
-/* Nothing runs, and the worker has looked at the latest change (so no
- * owed job is about to begin); or a job is frozen (state lock held). */
+/* Nothing runs, the worker has looked at the latest change (so no owed
+ * job is about to begin), and no recovery waits for an away member's
+ * grace to end; or a job is frozen (state lock held). */
 static bool
 settled (struct raid_array *a)
 {
   struct sync_ctl *s = &a->sync;
 
   return s->stop || !s->started || s->state == SYNC_FROZEN ||
-    (s->state == SYNC_IDLE && s->seen_gen == a->state_gen);
+    (s->state == SYNC_IDLE && s->seen_gen == a->state_gen && !sync_recovery_due (a));
 }
 
 int

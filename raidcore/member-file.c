@@ -330,6 +330,14 @@ file_size_now (struct member *m, uint64_t *size)
   return file_size (((struct file_member *) m)->fd, m->spec, &blk, size, NULL, 0);
 }
 
+static void
+file_uncache (struct member *m, uint64_t off, uint64_t len)
+{
+  struct file_member *f = (struct file_member *) m;
+
+  posix_fadvise (f->fd, off, len, POSIX_FADV_DONTNEED);
+}
+
 static const struct member_backend file_backend = {
   .kind = MEMBER_FILE,
   .size_now = file_size_now,
@@ -337,6 +345,7 @@ static const struct member_backend file_backend = {
   .try_run = file_try_run,
   .close = file_close,
   .extent = file_extent,
+  .uncache = file_uncache,
 };
 
 /* Size of the open file or block device; 0 or errno, message in err. */
@@ -398,18 +407,54 @@ hold_exclusively (int *fd, const char *spec, bool is_blk, char *err, size_t errl
   return errno;
 }
 
+/* Open a regular file or block device without ever blocking in open():
+ * a FIFO opened for reading waits for a writer forever, and opening a
+ * character device (a tty, a tape) can act on it.  So the type is checked
+ * on the path first, and the open is non-blocking (the path may change in
+ * between) and checked again on the descriptor; only then does the
+ * descriptor become blocking for the member's I/O.  -1 with errno set and
+ * *what naming the step that failed. */
+static int
+open_checked (const char *spec, int flags, const char **what)
+{
+  struct stat st;
+  int fd, e;
+
+  *what = "open";
+  if (stat (spec, &st) == -1)
+    return -1;
+  *what = "not a regular file or block device";
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+    errno = EINVAL;
+    return -1;
+  }
+  *what = "open";
+  if ((fd = open (spec, flags | O_NONBLOCK | O_NOCTTY)) == -1)
+    return -1;
+  *what = "not a regular file or block device";
+  if (fstat (fd, &st) == -1 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode)) ||
+      fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK) == -1) {
+    e = S_ISREG (st.st_mode) || S_ISBLK (st.st_mode) ? errno : EINVAL;
+    close (fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
 struct member *
 member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
 {
   struct file_member *f;
   uint64_t size = 0;
   bool is_blk = false;
+  const char *what;
   int fd, r;
 
-  fd = open (spec, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  fd = open_checked (spec, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC, &what);
   if (fd == -1) {
     r = errno;
-    member_err (err, errlen, spec, "open", r);
+    member_err (err, errlen, spec, what, r);
     errno = r;
     return NULL;
   }

@@ -159,7 +159,14 @@ void
 member_fini (struct member *m)
 {
   free (m->spec);
-  m->spec = NULL;
+  free (m->description);
+  m->spec = m->description = NULL;
+}
+
+const char *
+member_description (const struct member *m)
+{
+  return m->description;
 }
 
 void
@@ -673,6 +680,13 @@ member_flush (struct member *m)
   struct mio io = { .m = m, .op = MIO_FLUSH };
 
   return mio_run (&io, 1);
+}
+
+void
+member_uncache (struct member *m, uint64_t off, uint64_t len)
+{
+  if (m->be->uncache)
+    m->be->uncache (m, off, len);
 }
 
 int

@@ -66,6 +66,9 @@ struct member_backend {
    * Without them a member is never down and cannot reconnect. */
   bool (*is_down) (const struct member *m);
   int (*reconnect) (struct member *m, char *err, size_t errlen);
+  /* Optional: drop clean cached copies of [off, off + len), so that the
+   * next read of it reaches the device. */
+  void (*uncache) (struct member *m, uint64_t off, uint64_t len);
 };
 
 #define MIO_WOULDBLOCK (-1)    /* never an errno value */
@@ -76,6 +79,7 @@ struct member {
   uint64_t size;               /* bytes */
   bool can_fua;                /* native FUA */
   bool readonly;
+  char *description;           /* NBD export description, or NULL; owned */
 };
 
 struct mio_batch;              /* private to member.c */

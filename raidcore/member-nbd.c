@@ -828,6 +828,7 @@ conn_open (struct nbd_conn *cn, const struct conn_req *rq,
   if (cn->h == NULL)
     return conn_nbd_err (rq, "nbd_create", err, errlen);
   nbd_set_pread_initialize (cn->h, false);   /* failed reads are errors */
+  nbd_set_full_info (cn->h, true);           /* ask for the description */
   if ((r = conn_handshake (cn->h, rq, err, errlen)) != 0)
     goto fail;
   if ((sz = nbd_get_size (cn->h)) == -1) {
@@ -1053,6 +1054,8 @@ member_nbd_open (const char *spec, bool readonly, char *err, size_t errlen)
     r = ENOMEM;
     member_err (err, errlen, spec, "open", r);
   }
+  if (r == 0)
+    nm->m.description = nbd_get_export_description (nm->conn.h);   /* NULL: none */
   if (r) {
     conn_close (&nm->conn);
     if (nm->wakefd >= 0)

@@ -120,6 +120,9 @@ uint64_t member_refresh_size (struct member *m);
  * is emulated on a later connection whose server lacks it). */
 bool member_can_fua (const struct member *m);
 bool member_is_nbd (const struct member *m);
+/* The export description an NBD member's server sent (nbdkit-raid's own
+ * export names its array there: identity.h), or NULL (none, or not NBD). */
+const char *member_description (const struct member *m);
 
 /* Run n member operations concurrently; return when all have completed.
  * Returns 0 when every op succeeded, otherwise the errno of the first
@@ -131,6 +134,12 @@ int mio_run (struct mio *ios, size_t n);
  * tell (NBD, custom) report data for the whole len.  Returns 0 or errno. */
 int member_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
                    uint64_t *run);
+
+/* Drop clean cached copies of [off, off + len) held on this side (the
+ * page cache of a file or block device member), so that the next read of
+ * the range reaches the device; a no-op for other backends.  Used by the
+ * identity probe (identity.h). */
+void member_uncache (struct member *m, uint64_t off, uint64_t len);
 
 /* Synchronous helpers built on mio_run (single op). */
 int member_pread (struct member *m, void *buf, size_t len, uint64_t off);

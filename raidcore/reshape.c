@@ -389,6 +389,8 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       r = errno ? errno : ENOENT;
       snprintf (err, errlen, "%s", e);
     }
+    else if (!r && (r = identity_check_member (a, ms[i], e, sizeof e)) != 0)
+      snprintf (err, errlen, "%s", e);
     else if (!r && sb_read_newest (ms[i], &sb, e, sizeof e) != ENOENT) {
       char u[RAID_UUID_STRLEN];
       raid_uuid_format (sb.array_uuid, u);
@@ -558,7 +560,7 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
                  const int *reuse, int nadd, char *err, size_t errlen)
 {
   const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
-  uint64_t off0 = cur->data_offset[0];
+  uint64_t off0 = layout_data_offset (cur);
   uint64_t new_off = p->dir == SB_DIR_FORWARD ? off0 - p->gap : off0 + p->gap;
   int r;
 
@@ -942,7 +944,7 @@ revert_record (struct raid_array *a)
     if (e->role >= cur->g.raid_disks && !a->mem[t].m)
       member_uninstall (a, t);             /* added, but gone (lost its record) */
     else if (e->role >= cur->g.raid_disks) {
-      e->data_offset = e->new_data_offset = cur->data_offset[0];
+      e->data_offset = e->new_data_offset = layout_data_offset (cur);
       if (st == RAID_MEMBER_IN_SYNC)       /* the members it added: spares */
         member_transition (a, t, RAID_MEMBER_SPARE, -1, "the reshape was aborted");
       else

@@ -44,6 +44,76 @@
  * harmless; differing ones are ambiguous, so the first in slot order is kept
  * and the other is counted corrupt.
  *
+ * Validation rules
+ * ----------------
+ * A member may be an NBD export on someone else's machine or an image file
+ * someone handed over, and the CRC is one anyone can compute: every field of
+ * a record is attacker-controlled.  So a record is used only when every
+ * field obeys the rules below (sb_validate, applied by sb_decode); a record
+ * that breaks one is treated exactly like a torn one: skipped, counted
+ * corrupt, its reason kept for `nbdraid examine` ("slot 5: reshape_position
+ * 9000 beyond array_size 8192").  The rules are what every writer of the
+ * format guarantees (sb_append_all checks each record it writes and logs an
+ * internal error when one breaks them), and together they bound every
+ * offset, size and count that later code derives from a record, with no
+ * arithmetic overflow:
+ *
+ *   V1  events, journal_epoch, journal_seq <= SB_COUNTER_MAX: counting on
+ *       from them never wraps.
+ *   V2  level, layout (one that exists for the level), chunk (a power of
+ *       two 4K..64M), raid_disks (the level's minimum..32): raid_geom_init.
+ *       nmembers <= 32.
+ *   V3  component_size is a positive multiple of the chunk; the capacity
+ *       (component_size / chunk rows of stripe width) is computed without
+ *       overflow and array_size <= capacity.  member_size and every data
+ *       area end <= SB_MEMBER_SIZE_MAX (INT64_MAX: off_t's and NBD's
+ *       limit), so member offset + length never overflows.
+ *   V4  The consistency area: cons_offset >= SB_RING_SIZE, 4096 <= cons_size
+ *       <= SB_CONS_SIZE_MAX, both multiples of 4096, and it ends at or
+ *       before every data offset of the member table (V8): the metadata
+ *       area, ring and consistency area, never overlaps a data area.
+ *       The maps of missed regions (missed_size not 0) likewise: 4096-
+ *       aligned after the ring, a multiple of SB_MISSED_SLOTS pages, ending
+ *       at or before every data offset; a slot is free or recording, and a
+ *       recording one has rows_per_region > 0.
+ *   V5  consistency, reshape_state, reshape_direction and sync_action are
+ *       known values; flags has only known bits.
+ *   V6  Checkpoints: resync_offset is UINT64_MAX (in sync) or <= the
+ *       capacity; a rebuilding member's recovery_offset <= component_size.
+ *       sync_position is not bounded: a resumed scrub starts at
+ *       min(position, its total) (sync_begin), so any value is safe, and a
+ *       shrinking reshape may legitimately leave it beyond the new end.
+ *   V7  A reshape (reshape_state not none): the target geometry obeys V2;
+ *       reshape_position <= array_size; the target's rows are the rows that
+ *       hold max(array_size, new_array_size) in the target geometry
+ *       (sb_layout_rows), so nothing a record says reaches beyond them; and
+ *       every member with a role moves its data the way the direction says
+ *       (new_data_offset <= data_offset forward, >= backward).
+ *   V8  The member table: every used entry (state not empty) has a known
+ *       state (on disk, missing only with SB_FEAT_INCOMPAT_MISSING, which
+ *       sb_encode sets) and a role in -1..31; in_sync and rebuilding entries have a
+ *       role below raid_disks (or new_raid_devices during a reshape), and no
+ *       two of them share a role (faulty entries may keep the role of the
+ *       member that replaced them); no two used entries share a uuid;
+ *       data_offset and new_data_offset are multiples of 4096 at or after
+ *       the end of the consistency area, and the data areas they start end
+ *       at or before SB_MEMBER_SIZE_MAX — except a spare's: they are set
+ *       when it takes a role (recovery, replace, reshape) and never read
+ *       before, and writers before layout_data_offset recorded 0 there
+ *       when role 0 had no member.
+ *   V9  The record's own member (member_uuid) has a used entry, and when it
+ *       holds a role of a layout (in_sync or rebuilding), member_size holds
+ *       that layout's data area at its offset.
+ * Entries at or beyond nmembers, empty entries and reserved bytes are never
+ * read, so they are not checked.
+ *
+ * What one record cannot know is checked where it is known: at assembly,
+ * sb_check_member_size holds each member's real size against the data
+ * areas the array's newest record gives it (a member that shrank, or lies
+ * about its size, is refused naming the field).  The write-hole journal
+ * (journal.c) and the bitmap (bitmap.c) validate their own records against
+ * the layouts these fields describe.
+ *
  * Record layout, format version 1 (all integers little-endian; offsets are
  * bytes from the start of the slot; "reserved" bytes are written as 0)
  *
@@ -416,24 +486,119 @@ decode_body (const uint8_t *p, uint32_t len, struct raid_sb *sb)
       get_str (p + OFF_HINTS + i * HINT_SIZE, HINT_SIZE, sb->members[i].spec_hint);
 }
 
-/* Checks of the decoded body that the CRC cannot make: a record written by
- * a buggy writer is as unusable as a damaged one. */
-static bool
-body_ok (const struct raid_sb *sb, char *err, size_t errlen)
+/* ---- validation (the rules V1..V9 at the top) ---- */
+
+#define SB_FLAGS_KNOWN (SB_FLAG_DIRTY | SB_FLAG_RESYNC_ALL)
+
+/* The geometry of the current layout (next false) or of the target. */
+static int
+record_geom (const struct raid_sb *sb, bool next, struct raid_geom *g,
+             char *err, size_t errlen)
 {
-  if (sb->nmembers > SB_MAX_MEMBERS) {
-    set_err (err, errlen, "bad member count %" PRIu32, sb->nmembers);
+  return next
+    ? raid_geom_init (g, (int) sb->new_level, (int) sb->new_layout, sb->new_chunk,
+                      (int) sb->new_raid_devices, err, errlen)
+    : raid_geom_init (g, (int) sb->level, (int) sb->layout, sb->chunk,
+                      (int) sb->raid_disks, err, errlen);
+}
+
+uint64_t
+sb_layout_rows (const struct raid_sb *sb, bool next)
+{
+  struct raid_geom g;
+  uint64_t bytes;
+
+  if (record_geom (sb, next, &g, NULL, 0) < 0)
+    return 0;
+  if (!next)
+    return sb->component_size / g.chunk;
+  bytes = raid_max_u64 (sb->array_size, sb->new_array_size);
+  return bytes / g.stripe_width + (bytes % g.stripe_width != 0);
+}
+
+/* Bytes of each member's data area in a layout: rows * chunk, or false when
+ * that is beyond SB_MEMBER_SIZE_MAX. */
+static bool
+area_bytes (const struct raid_sb *sb, bool next, uint64_t *bytes)
+{
+  uint64_t rows = sb_layout_rows (sb, next);
+  uint32_t chunk = next ? sb->new_chunk : sb->chunk;
+
+  return !__builtin_mul_overflow (rows, (uint64_t) chunk, bytes) &&
+    *bytes <= SB_MEMBER_SIZE_MAX;
+}
+
+/* An area [off, off + len) that ends at or before SB_MEMBER_SIZE_MAX. */
+static bool
+area_fits (uint64_t off, uint64_t len, uint64_t limit)
+{
+  return off <= limit && len <= limit - off;
+}
+
+/* Whether entry e holds a role of a layout (its data is used there). */
+static bool
+entry_active (const struct sb_member_entry *e)
+{
+  return e->role >= 0 &&
+    (e->state == SB_MEMBER_IN_SYNC || e->state == SB_MEMBER_REBUILDING);
+}
+
+/* V1..V7: the array-wide fields. */
+static bool
+array_ok (const struct raid_sb *sb, char *err, size_t errlen)
+{
+  struct raid_geom g, g1;
+  uint64_t rows, cap, area;
+  char why[128];
+
+  if (sb->events > SB_COUNTER_MAX || sb->journal_epoch > SB_COUNTER_MAX ||
+      sb->journal_seq > SB_COUNTER_MAX) {
+    set_err (err, errlen, "events %" PRIu64 " / journal_epoch %" PRIu64
+             " / journal_seq %" PRIu64 " beyond %" PRIu64, sb->events,
+             sb->journal_epoch, sb->journal_seq, SB_COUNTER_MAX);
     return false;
   }
-  if (sb->raid_disks > SB_MAX_MEMBERS || sb->new_raid_devices > SB_MAX_MEMBERS) {
-    set_err (err, errlen, "bad raid_disks %" PRIu32 " / new_raid_devices %" PRIu32,
-             sb->raid_disks, sb->new_raid_devices);
+  if (record_geom (sb, false, &g, why, sizeof why) < 0) {
+    set_err (err, errlen, "geometry: %s", why);
+    return false;
+  }
+  rows = sb->component_size / g.chunk;
+  if (sb->component_size == 0 || sb->component_size % g.chunk != 0 ||
+      !area_bytes (sb, false, &area)) {
+    set_err (err, errlen, "component_size %" PRIu64 " is not a positive multiple "
+             "of the chunk %" PRIu32 " below 2^63", sb->component_size, g.chunk);
+    return false;
+  }
+  if (__builtin_mul_overflow (rows, g.stripe_width, &cap) || sb->array_size > cap) {
+    set_err (err, errlen, "array_size %" PRIu64 " exceeds what component_size %"
+             PRIu64 " holds in this geometry", sb->array_size, sb->component_size);
+    return false;
+  }
+  if (sb->member_size > SB_MEMBER_SIZE_MAX) {
+    set_err (err, errlen, "member_size %" PRIu64 " beyond 2^63", sb->member_size);
+    return false;
+  }
+  if (sb->cons_offset < SB_RING_SIZE || sb->cons_offset % SB_ALIGN ||
+      sb->cons_size < SB_ALIGN || sb->cons_size > SB_CONS_SIZE_MAX ||
+      sb->cons_size % SB_ALIGN || sb->cons_offset > SB_MEMBER_SIZE_MAX) {
+    set_err (err, errlen, "consistency area at %" PRIu64 " of %" PRIu64 " bytes: "
+             "not 4K-aligned after the ring, or larger than %u", sb->cons_offset,
+             sb->cons_size, SB_CONS_SIZE_MAX);
+    return false;
+  }
+  if (sb->consistency < SB_CONS_JOURNAL || sb->consistency > SB_CONS_RESYNC ||
+      (sb->flags & ~SB_FLAGS_KNOWN) || sb->sync_action > SB_SYNC_REPAIR ||
+      sb->reshape_state > SB_RESHAPE_RUNNING || sb->reshape_direction > SB_DIR_BACKWARD) {
+    set_err (err, errlen, "unknown value: consistency %" PRIu32 ", flags 0x%" PRIx32
+             ", sync_action %" PRIu32 ", reshape_state %" PRIu32 ", reshape_direction %"
+             PRIu32, sb->consistency, sb->flags, sb->sync_action, sb->reshape_state,
+             sb->reshape_direction);
     return false;
   }
   if (sb->missed_size &&
       (sb->missed_size % (SB_MISSED_SLOTS * 4096u) != 0 || sb->missed_offset % 4096u != 0 ||
-       sb->missed_offset < SB_RING_SIZE || sb->missed_offset > UINT64_MAX / 2 ||
-       sb->missed_size > UINT64_MAX / 2)) {
+       sb->missed_offset < SB_RING_SIZE || sb->missed_offset > SB_MEMBER_SIZE_MAX ||
+       sb->missed_size > SB_MEMBER_SIZE_MAX - sb->missed_offset)) {
     set_err (err, errlen, "bad missed-region area %" PRIu64 "+%" PRIu64,
              sb->missed_offset, sb->missed_size);
     return false;
@@ -445,20 +610,157 @@ body_ok (const struct raid_sb *sb, char *err, size_t errlen)
       set_err (err, errlen, "bad missed-region slot %d", i);
       return false;
     }
-  for (uint32_t i = 0; i < sb->nmembers; i++) {
-    const struct sb_member_entry *e = &sb->members[i];
-    if (e->role < -1 || e->role >= (int32_t) SB_MAX_MEMBERS) {
-      set_err (err, errlen, "member %" PRIu32 ": bad role %" PRId32, i, e->role);
+  if (sb->resync_offset != UINT64_MAX && sb->resync_offset > cap) {
+    set_err (err, errlen, "resync_offset %" PRIu64 " beyond the capacity %" PRIu64,
+             sb->resync_offset, cap);
+    return false;
+  }
+  if (sb->reshape_state == SB_RESHAPE_NONE)
+    return true;
+  if (record_geom (sb, true, &g1, why, sizeof why) < 0) {
+    set_err (err, errlen, "reshape target geometry: %s", why);
+    return false;
+  }
+  if (sb->reshape_position > sb->array_size) {
+    set_err (err, errlen, "reshape_position %" PRIu64 " beyond array_size %" PRIu64,
+             sb->reshape_position, sb->array_size);
+    return false;
+  }
+  if (!area_bytes (sb, true, &area)) {
+    set_err (err, errlen, "new_array_size %" PRIu64 " needs a target data area "
+             "beyond 2^63", sb->new_array_size);
+    return false;
+  }
+  return true;
+}
+
+/* V8: one used entry i (the array-wide fields are valid). */
+static bool
+entry_ok (const struct raid_sb *sb, uint32_t i, char *err, size_t errlen)
+{
+  const struct sb_member_entry *e = &sb->members[i];
+  bool reshaping = sb->reshape_state != SB_RESHAPE_NONE;
+  uint64_t meta_end = raid_max_u64 (sb->cons_offset + sb->cons_size,
+                                   sb->missed_offset + sb->missed_size);
+  uint64_t area, area1 = 0;
+  uint32_t nroles = reshaping ? raid_max_u64 (sb->raid_disks, sb->new_raid_devices)
+    : sb->raid_disks;
+
+  area_bytes (sb, false, &area);
+  if (reshaping)
+    area_bytes (sb, true, &area1);
+  if (e->state > SB_MEMBER_MISSING) {
+    set_err (err, errlen, "member %" PRIu32 ": bad state %" PRIu32, i, e->state);
+    return false;
+  }
+  if (e->role < -1 || e->role >= (int32_t) SB_MAX_MEMBERS ||
+      (entry_active (e) && (uint32_t) e->role >= nroles)) {
+    set_err (err, errlen, "member %" PRIu32 ": bad role %" PRId32 " for state %s",
+             i, e->role, sb_member_state_name (e->state));
+    return false;
+  }
+  if (e->state != SB_MEMBER_SPARE &&
+      (e->data_offset % SB_ALIGN || e->data_offset < meta_end ||
+       !area_fits (e->data_offset, area, SB_MEMBER_SIZE_MAX) ||
+       e->new_data_offset % SB_ALIGN || e->new_data_offset < meta_end ||
+       !area_fits (e->new_data_offset, area1, SB_MEMBER_SIZE_MAX))) {
+    set_err (err, errlen, "member %" PRIu32 ": data_offset %" PRIu64 " / "
+             "new_data_offset %" PRIu64 " not 4K-aligned after the consistency "
+             "area (%" PRIu64 "), or its data area ends beyond 2^63", i,
+             e->data_offset, e->new_data_offset, meta_end);
+    return false;
+  }
+  if (reshaping && e->role >= 0 && (uint32_t) e->role < sb->raid_disks &&
+      (sb->reshape_direction == SB_DIR_FORWARD
+       ? e->new_data_offset > e->data_offset : e->new_data_offset < e->data_offset)) {
+    set_err (err, errlen, "member %" PRIu32 ": new_data_offset %" PRIu64 " moves "
+             "against the reshape direction (data_offset %" PRIu64 ")", i,
+             e->new_data_offset, e->data_offset);
+    return false;
+  }
+  if (e->state == SB_MEMBER_REBUILDING && e->recovery_offset > sb->component_size) {
+    set_err (err, errlen, "member %" PRIu32 ": recovery_offset %" PRIu64
+             " beyond component_size %" PRIu64, i, e->recovery_offset,
+             sb->component_size);
+    return false;
+  }
+  for (uint32_t j = 0; j < i; j++) {
+    const struct sb_member_entry *o = &sb->members[j];
+    if (o->state == SB_MEMBER_EMPTY)
+      continue;
+    if (memcmp (o->uuid, e->uuid, RAID_UUID_LEN) == 0) {
+      set_err (err, errlen, "members %" PRIu32 " and %" PRIu32 " have the same uuid",
+               j, i);
       return false;
     }
-    if (e->state > SB_MEMBER_MISSING ||
-        (e->state == SB_MEMBER_MISSING &&
-         !(sb->feature_incompat & SB_FEAT_INCOMPAT_MISSING))) {
-      set_err (err, errlen, "member %" PRIu32 ": bad state %" PRIu32, i, e->state);
+    if (entry_active (e) && entry_active (o) && o->role == e->role) {
+      set_err (err, errlen, "members %" PRIu32 " and %" PRIu32 " both hold role %"
+               PRId32, j, i, e->role);
       return false;
     }
   }
   return true;
+}
+
+int
+sb_check_member_size (const struct raid_sb *sb, const struct sb_member_entry *e,
+                      uint64_t size, char *err, size_t errlen)
+{
+  uint64_t area, area1;
+
+  if (!entry_active (e))
+    return 0;
+  if ((uint32_t) e->role < sb->raid_disks && area_bytes (sb, false, &area) &&
+      !area_fits (e->data_offset, area, size)) {
+    set_err (err, errlen, "%" PRIu64 " bytes hold no data area at data_offset %"
+             PRIu64 " of component_size %" PRIu64, size, e->data_offset, area);
+    return -1;
+  }
+  if (sb->reshape_state != SB_RESHAPE_NONE && (uint32_t) e->role < sb->new_raid_devices &&
+      area_bytes (sb, true, &area1) && !area_fits (e->new_data_offset, area1, size)) {
+    set_err (err, errlen, "%" PRIu64 " bytes hold no reshape target data area at "
+             "new_data_offset %" PRIu64 " of %" PRIu64 " bytes (new_array_size %"
+             PRIu64 ")", size, e->new_data_offset, area1, sb->new_array_size);
+    return -1;
+  }
+  return 0;
+}
+
+int
+sb_validate (const struct raid_sb *sb, char *err, size_t errlen)
+{
+  const struct sb_member_entry *self = NULL;
+  char why[192];
+
+  if (sb->nmembers > SB_MAX_MEMBERS) {
+    set_err (err, errlen, "bad member count %" PRIu32, sb->nmembers);
+    return -1;
+  }
+  if (sb->raid_disks > SB_MAX_MEMBERS || sb->new_raid_devices > SB_MAX_MEMBERS) {
+    set_err (err, errlen, "bad raid_disks %" PRIu32 " / new_raid_devices %" PRIu32,
+             sb->raid_disks, sb->new_raid_devices);
+    return -1;
+  }
+  if (!array_ok (sb, err, errlen))
+    return -1;
+  for (uint32_t i = 0; i < sb->nmembers; i++) {
+    const struct sb_member_entry *e = &sb->members[i];
+    if (e->state == SB_MEMBER_EMPTY)
+      continue;
+    if (!entry_ok (sb, i, err, errlen))
+      return -1;
+    if (memcmp (e->uuid, sb->member_uuid, RAID_UUID_LEN) == 0)
+      self = e;
+  }
+  if (self == NULL) {
+    set_err (err, errlen, "member_uuid is not in the member table");
+    return -1;
+  }
+  if (sb_check_member_size (sb, self, sb->member_size, why, sizeof why) < 0) {
+    set_err (err, errlen, "member_size: %s", why);
+    return -1;
+  }
+  return 0;
 }
 
 /* Classify and decode one slot.  sb->events and the feature words are set
@@ -508,8 +810,14 @@ check_slot (const uint8_t *p, struct raid_sb *sb, char *err, size_t errlen)
   }
 
   decode_body (p, len, sb);
-  if (!body_ok (sb, err, errlen))
+  if (sb_validate (sb, err, errlen) < 0)
     return SLOT_CORRUPT;
+  for (uint32_t i = 0; i < sb->nmembers; i++)
+    if (sb->members[i].state == SB_MEMBER_MISSING &&
+        !(sb->feature_incompat & SB_FEAT_INCOMPAT_MISSING)) {
+      set_err (err, errlen, "member %" PRIu32 ": state missing without its feature bit", i);
+      return SLOT_CORRUPT;            /* V8: sb_encode sets the bit */
+    }
   return SLOT_VALID;
 }
 
@@ -554,7 +862,7 @@ ring_scan (const uint8_t *buf, struct raid_sb *tmp, struct sb_ring *ring,
   memset (ring, 0, sizeof *ring);
   for (unsigned s = 0; s < SB_RING_SLOTS; s++) {
     const uint8_t *p = buf + (size_t) s * SB_SLOT_SIZE;
-    char why[128];
+    char why[200];
     enum slot_kind kind = check_slot (p, &tmp[nv], why, sizeof why);
 
     if (kind == SLOT_VALID) {
@@ -702,6 +1010,27 @@ append_phase (enum mio_op op, struct member *const *ms,
     err[who[j]] = ios[j].err;
 }
 
+/* A record this build writes must pass its own readers' rules, or a
+ * restart would skip it and fall back to an older state.  Breaking them is
+ * a bug of the writer: say so loudly (and stop, when the test suite asks
+ * for it with RAIDCORE_STRICT_RECORDS=1), but still write the record: the
+ * state change it carries is being acknowledged. */
+static void
+check_written (struct member *m, const struct raid_sb *sb)
+{
+  char why[200];
+  const char *strict;
+
+  if (sb_validate (sb, why, sizeof why) == 0)
+    return;
+  raid_log (RAID_LOG_ERROR, "internal: the superblock record written to %s "
+            "breaks a validation rule, a restart would skip it: %s",
+            member_spec (m), why);
+  strict = getenv ("RAIDCORE_STRICT_RECORDS");
+  if (strict && strcmp (strict, "1") == 0)
+    abort ();
+}
+
 /* Flush, write, flush.  The first flush makes every write that completed
  * before the call durable before the record can be: a record (a reshape
  * checkpoint, a clean state) never describes data a crash could still lose.
@@ -734,6 +1063,7 @@ sb_append_all (struct member *const *ms, const struct raid_sb *sbs,
   }
 
   for (size_t i = 0; i < n; i++) {
+    check_written (ms[i], &sbs[i]);
     sb_encode (&sbs[i], bufs + i * SB_SLOT_SIZE);
     iov[i] = (struct iovec) { bufs + i * SB_SLOT_SIZE, SB_SLOT_SIZE };
   }

@@ -46,6 +46,16 @@ struct member;
 #define SB_RING_SIZE (SB_SLOT_SIZE * SB_RING_SLOTS)   /* 256 KiB */
 #define SB_MAX_MEMBERS RAID_MAX_MEMBERS               /* member table entries */
 
+/* Limits of a valid record (the rules are at the top of sb.c). */
+#define SB_MEMBER_SIZE_MAX ((uint64_t) INT64_MAX)     /* off_t's and NBD's limit:
+                                                         every member offset plus
+                                                         length fits */
+#define SB_CONS_SIZE_MAX (16u << 20)                  /* journal replay reads the
+                                                         area whole, per member */
+#define SB_COUNTER_MAX (UINT64_C(1) << 62)            /* events, epochs, sequence
+                                                         numbers never wrap */
+#define SB_ALIGN 4096u                                /* offsets of areas */
+
 /* Feature bits known to this build. */
 #define SB_FEAT_COMPAT_SPEC_HINTS 1u  /* member specs at 2560 (record length 4096) */
 #define SB_FEAT_COMPAT_OWNER 2u       /* the serving host and process at 264 */
@@ -183,11 +193,30 @@ void sb_encode (const struct raid_sb *sb, void *buf);
 /* Decode and validate one slot.  Returns 0; or -1 with a message in err:
  * "no superblock" (bad magic), "checksum mismatch", "unsupported format
  * version N", "incompatible feature 0x... (needs a newer nbdkit-raid)",
- * "bad member count" etc.  On success err receives "" or, when the record
- * has ro_compat bits this build does not know, a note naming them (the
- * record is usable read-only: see sb_ro_compat_unknown).  On failure *sb is
- * unspecified. */
+ * "bad member count", or the field that breaks a validation rule (sb.c:
+ * "component_size 4095 is not a positive multiple of the chunk 65536").
+ * On success err receives "" or, when the record has ro_compat bits this
+ * build does not know, a note naming them (the record is usable read-only:
+ * see sb_ro_compat_unknown).  On failure *sb is unspecified. */
 int sb_decode (const void *buf, struct raid_sb *sb, char *err, size_t errlen);
+
+/* The validation rules of sb.c applied to a decoded record (sb_decode
+ * applies them; writers may check what they are about to write).  Returns
+ * 0, or -1 with the field and the rule in err. */
+int sb_validate (const struct raid_sb *sb, char *err, size_t errlen);
+
+/* Rows of the data area of layout `next` (false: the current geometry, true:
+ * the reshape target) that a valid record implies: component_size / chunk
+ * for the current layout; for the target, the rows that hold the array's
+ * bytes in the target geometry, max(array_size, new_array_size) rounded up
+ * to whole rows.  0 when the geometry is invalid. */
+uint64_t sb_layout_rows (const struct raid_sb *sb, bool next);
+
+/* Does a member of `size` bytes hold the data areas that table entry e of
+ * the valid record sb gives it (current layout, and the target during a
+ * reshape)?  Returns 0, or -1 with the field and the sizes in err. */
+int sb_check_member_size (const struct raid_sb *sb, const struct sb_member_entry *e,
+                          uint64_t size, char *err, size_t errlen);
 
 /* The ro_compat bits of sb this build does not know; nonzero means the
  * array may only be used read-only. */
@@ -207,7 +236,7 @@ struct sb_ring {
                                        version), refused */
   uint64_t incompat_events;         /* highest events among those */
   struct raid_sb rec[SB_RING_SLOTS];/* valid records, newest (highest events) first */
-  char first_error[160];            /* first reason a slot was rejected, for examine */
+  char first_error[256];            /* first reason a slot was rejected, for examine */
 };
 
 /* Read and decode every slot of m's ring.  Returns 0 (even when no record is

@@ -536,6 +536,20 @@ usable_spare (struct raid_array *a)
   return -1;
 }
 
+bool
+sync_recovery_due (struct raid_array *a)
+{
+  const struct layout *L = cur_layout (a);
+  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+
+  if (L->g.level == 0 || usable_spare (a) < 0)
+    return false;
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if ((bad & (1u << r)) && L->slot[r] >= 0 && state_away_in_grace (a, L->slot[r]))
+      return true;
+  return false;
+}
+
 /* Bind spare t to `role` as rebuilding from row 0 and begin the recovery
  * (state lock held, and a claim over everything: the binding changes which
  * member holds the role). */
@@ -548,7 +562,7 @@ begin_recovery (struct raid_array *a, int t, int role)
 
   /* The spare's data goes where the layout has the role's data (a spare
    * added before a reshape still carries the old layout's offset). */
-  uint64_t off = L->data_offset[old >= 0 ? role : (role + 1) % L->g.raid_disks];
+  uint64_t off = old >= 0 ? L->data_offset[role] : layout_data_offset (L);
 
   if (old >= 0)
     member_detach (a, old);

@@ -43,4 +43,9 @@ void sync_thread_stop (struct raid_array *a);
 /* Look for owed work and begin it (management lock held, state lock not). */
 void sync_next_job (struct raid_array *a);
 
+/* A recovery the worker will begin by itself once a grace ends: a spare
+ * waits and a role is held by an away member still in its member-timeout
+ * grace (state lock held). */
+bool sync_recovery_due (struct raid_array *a);
+
 #endif

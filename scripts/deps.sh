@@ -11,6 +11,7 @@ pkgs=(
   qemu-utils fio util-linux e2fsprogs procps
   fdisk mdadm lvm2                     # tests/test-create.sh: real signatures
   spin                                 # tests/test-router-model.sh
+  clang libclang-rt-14-dev             # make fuzz (libFuzzer)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -123,16 +123,16 @@ reseal (uint8_t *slot)
 }
 
 /* A record with every field set to a distinct non-zero value (features
- * aside: this build knows none) and a full member table. */
+ * aside: this build knows none) and a full member table, valid by every
+ * rule of sb.c: a running backward reshape of a 31-member raid6 to 32
+ * members of raid5, written to the member in table slot 1. */
 static void
 fill_full (struct raid_sb *sb, uint64_t events)
 {
   memset (sb, 0, sizeof *sb);
   sb->version = SB_VERSION;
-  for (int i = 0; i < RAID_UUID_LEN; i++) {
+  for (int i = 0; i < RAID_UUID_LEN; i++)
     sb->array_uuid[i] = 0xa0 + i;
-    sb->member_uuid[i] = 0x50 + i;
-  }
   sb->events = events;
   sb->ctime_ns = 0x1111222233334444;
   sb->utime_ns = 0x5555666677778888;
@@ -140,27 +140,27 @@ fill_full (struct raid_sb *sb, uint64_t events)
   sb->layout = 18;
   sb->chunk = 65536;
   sb->raid_disks = 31;
-  sb->component_size = 0x0102030405060708;
+  sb->component_size = 0x0102030405060000;
   sb->array_size = 0x1112131415161718;
   sb->member_size = 0x2122232425262728;
-  sb->cons_offset = 0x3132333435363738;
-  sb->cons_size = 0x4142434445464748;
+  sb->cons_offset = 0x31320000;
+  sb->cons_size = 0x414000;
   sb->consistency = SB_CONS_BITMAP;
-  sb->flags = 0x80000001;
-  sb->resync_offset = 0x5152535455565758;
+  sb->flags = SB_FLAG_DIRTY | SB_FLAG_RESYNC_ALL;
+  sb->resync_offset = 0x0152535455565758;
   sb->reshape_state = SB_RESHAPE_RUNNING;
   sb->reshape_direction = SB_DIR_BACKWARD;
-  sb->reshape_position = 0x6162636465666768;
+  sb->reshape_position = 0x0162636465666768;
   sb->new_level = 5;
   sb->new_layout = 3;
   sb->new_chunk = 131072;
   sb->new_raid_devices = 32;
-  sb->new_array_size = 0x7172737475767778;
+  sb->new_array_size = 0x0172737475767778;
   sb->sync_action = SB_SYNC_REPAIR;
   sb->sync_position = 0x8182838485868788;
   sb->mismatch_count = 0x9192939495969798;
-  sb->journal_epoch = 0xa1a2a3a4a5a6a7a8;
-  sb->journal_seq = 0xb1b2b3b4b5b6b7b8;
+  sb->journal_epoch = 0x21a2a3a4a5a6a7a8;
+  sb->journal_seq = 0x31b2b3b4b5b6b7b8;
   snprintf (sb->owner_host, sizeof sb->owner_host, "host.example");
   sb->owner_pid = 4242;
   sb->owner_start_ns = 0xc1c2c3c4c5c6c7c8;
@@ -181,14 +181,16 @@ fill_full (struct raid_sb *sb, uint64_t events)
     struct sb_member_entry *e = &sb->members[i];
     for (int j = 0; j < RAID_UUID_LEN; j++)
       e->uuid[j] = i * 16 + j + 1;
+    e->uuid[0] = i;                       /* distinct: i * 16 wraps */
     e->role = i == 0 ? -1 : i - 1;
     e->state = i % 6;                      /* 5: missing, so incompat bit 1 */
     snprintf (e->spec_hint, sizeof e->spec_hint, "/dev/member-%d", i);
-    e->data_offset = rnd ();
-    e->new_data_offset = rnd ();
-    e->recovery_offset = rnd ();
+    e->data_offset = 0x40000000 + (rnd () & 0xffffff) * 4096;
+    e->new_data_offset = e->data_offset + (rnd () & 0xffff) * 4096;
+    e->recovery_offset = rnd () % sb->component_size;
     e->errors = rnd ();
   }
+  memcpy (sb->member_uuid, sb->members[1].uuid, RAID_UUID_LEN);
 }
 
 /* Field-by-field comparison naming the first difference. */
@@ -430,7 +432,7 @@ test_semantic (void)
     { 16, 4096 },                 /* a longer record of a compat extension */
     { 16, 2561 },
     { 20, 0xdeadbeef },           /* reserved bytes are ignored on read */
-    { 56, 1 }, { 348, 7 }, { 508, 7 },
+    { 56, 1 }, { 492, 7 }, { 508, 7 },
     { 512 + 64 * 5 + 52, 9 },
     { 2560 + 48 * 2 + 40, 0x12345678 },   /* a spec hint's bytes */
     { 512 + 64 * 31 + 16, 31 },   /* highest role */
@@ -452,6 +454,15 @@ test_semantic (void)
     if (!CHECK (sb_decode (buf, &b, err, sizeof err) == 0))
       printf ("  offset %u = %u: %s\n", fine[i].off, fine[i].val, err);
   }
+
+  /* A missing member (state 5, entry 5 of fill_full) needs the incompat
+   * bit that sb_encode sets: without it the record is refused. */
+  memcpy (buf, good, SB_SLOT_SIZE);
+  CHECK (get32 (buf + 512 + 64 * 5 + 20) == SB_MEMBER_MISSING);
+  put32 (buf + 48, 0);
+  reseal (buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
+  CHECK_HAS (err, "member 5: state missing without its feature bit");
 
   /* A member table shorter than 32 does not validate unused entries. */
   a.nmembers = 2;
@@ -919,13 +930,13 @@ test_ring_duplicate (void)
 
   /* A differing one: the first slot's record is kept. */
   fill_full (&sb, 6);
-  sb.level = 1;
+  sb.ctime_ns = 1;
   sb_encode (&sb, s9);
   CHECK (sb_ring_read (m, &ring) == 0);
   CHECK_U64 (ring.nvalid, 2);
   CHECK_U64 (ring.ncorrupt, 1);
   CHECK_U64 (ring.rec[0].events, 6);
-  CHECK_U64 (ring.rec[0].level, 6);
+  CHECK_U64 (ring.rec[0].ctime_ns, 0x1111222233334444);
   CHECK_HAS (ring.first_error, "slot 9");
   CHECK_HAS (ring.first_error, "also in slot 6");
 
@@ -946,7 +957,7 @@ test_append_all (void)
   for (int i = 0; i < 3; i++) {
     ms[i] = mem_new (&d[i], SB_RING_SIZE + 65536);
     fill_full (&sbs[i], 70 + i);
-    sbs[i].member_uuid[0] = i;
+    memcpy (sbs[i].member_uuid, sbs[i].members[1 + i].uuid, RAID_UUID_LEN);
   }
 
   CHECK_U64 (sb_append_all (ms, sbs, 3, res), 0);
@@ -1086,6 +1097,196 @@ test_lookup_names (void)
   CHECK (strcmp (sb_reshape_state_name (3), "unknown") == 0);
 }
 
+/* ---- the validation rules of sb.c, one field at a time ---- */
+
+#define GIB (UINT64_C(1) << 30)
+#define MIB (UINT64_C(1) << 20)
+
+/* What create writes: raid5 left-symmetric, 64K chunk, four 1 GiB members
+ * with data at 16 MiB and a spare, journal policy; written to slot 0. */
+static void
+fill_real (struct raid_sb *sb)
+{
+  memset (sb, 0, sizeof *sb);
+  sb->version = SB_VERSION;
+  memset (sb->array_uuid, 0x42, RAID_UUID_LEN);
+  sb->events = 10;
+  sb->level = 5;
+  sb->layout = 2;
+  sb->chunk = 65536;
+  sb->raid_disks = 4;
+  sb->component_size = GIB - 16 * MIB;
+  sb->array_size = sb->component_size * 3;
+  sb->member_size = GIB;
+  sb->cons_offset = SB_RING_SIZE;
+  sb->cons_size = 4 * MIB - SB_RING_SIZE;
+  sb->consistency = SB_CONS_JOURNAL;
+  sb->resync_offset = UINT64_MAX;
+  sb->new_level = 5;
+  sb->new_layout = 2;
+  sb->new_chunk = 65536;
+  sb->new_raid_devices = 4;
+  sb->new_array_size = sb->array_size;
+  sb->nmembers = 5;
+  for (int i = 0; i < 5; i++) {
+    struct sb_member_entry *e = &sb->members[i];
+    memset (e->uuid, 0x10 + i, RAID_UUID_LEN);
+    e->role = i < 4 ? i : -1;
+    e->state = i < 4 ? SB_MEMBER_IN_SYNC : SB_MEMBER_SPARE;
+    e->data_offset = e->new_data_offset = 16 * MIB;
+  }
+  memcpy (sb->member_uuid, sb->members[0].uuid, RAID_UUID_LEN);
+}
+
+/* A prepared forward reshape of fill_real to 5 members (slot 4 joins with
+ * role 4), 4 MiB of head room taken. */
+static void
+fill_reshape (struct raid_sb *sb)
+{
+  fill_real (sb);
+  sb->reshape_state = SB_RESHAPE_FROZEN;
+  sb->reshape_direction = SB_DIR_FORWARD;
+  sb->new_raid_devices = 5;
+  sb->new_array_size = (GIB - 12 * MIB) / 65536 * 65536 * 4;
+  for (int i = 0; i < 5; i++)
+    sb->members[i].new_data_offset = 12 * MIB;
+  sb->members[4].data_offset = 12 * MIB;
+  sb->members[4].role = 4;
+  sb->members[4].state = SB_MEMBER_IN_SYNC;
+}
+
+static void
+check_rule (const struct raid_sb *sb, const char *want, int line)
+{
+  static uint8_t buf[SB_SLOT_SIZE];
+  static struct raid_sb got;
+  char err[256] = "";
+  int r;
+
+  sb_encode (sb, buf);
+  r = sb_decode (buf, &got, err, sizeof err);
+  checks++;
+  if (want == NULL ? r != 0 : r == 0 || strstr (err, want) == NULL) {
+    failures++;
+    printf ("%s:%d: decode %s: \"%s\", wanted %s%s\n", __FILE__, line,
+            r == 0 ? "accepted" : "refused", err, want ? "a refusal naming " : "",
+            want ? want : "acceptance");
+  }
+}
+#define RULE(stmt, want) do { fill_real (&sb); stmt; check_rule (&sb, want, __LINE__); } while (0)
+#define RULE_R(stmt, want) do { fill_reshape (&sb); stmt; check_rule (&sb, want, __LINE__); } while (0)
+
+static void
+test_rules (void)
+{
+  static struct raid_sb sb;
+  uint64_t cap = (GIB - 16 * MIB) * 3;
+  char err[256];
+
+  /* What writers write is accepted. */
+  RULE ((void) 0, NULL);
+  RULE_R ((void) 0, NULL);
+  RULE (sb.members[3].state = SB_MEMBER_FAULTY; sb.members[4].role = 3;
+        sb.members[4].state = SB_MEMBER_IN_SYNC, NULL);     /* a replace's outcome */
+  RULE (sb.members[2].role = -1, NULL);                      /* detached, still in_sync */
+  RULE (sb.members[4].recovery_offset = UINT64_MAX, NULL);   /* a spare's leftover */
+  RULE (sb.sync_position = UINT64_MAX; sb.sync_action = SB_SYNC_CHECK, NULL);
+  RULE (sb.resync_offset = cap, NULL);
+  RULE (sb.members[1].state = SB_MEMBER_REBUILDING;
+        sb.members[1].recovery_offset = sb.component_size, NULL);
+  RULE (sb.new_level = 77, NULL);                            /* no reshape: not read */
+  RULE (sb.nmembers = 1, NULL);
+  RULE (sb.flags = SB_FLAG_DIRTY | SB_FLAG_RESYNC_ALL, NULL);
+  RULE (sb.member_size = GIB + 1, NULL);
+  RULE (sb.events = SB_COUNTER_MAX, NULL);
+  RULE_R (sb.reshape_position = sb.array_size; sb.reshape_state = SB_RESHAPE_RUNNING, NULL);
+
+  /* V1 counters */
+  RULE (sb.events = SB_COUNTER_MAX + 1, "events");
+  RULE (sb.journal_seq = UINT64_MAX, "journal_seq");
+  RULE (sb.journal_epoch = UINT64_MAX, "journal_epoch");
+  /* V2 geometry */
+  RULE (sb.level = 3, "geometry: raid level 3");
+  RULE (sb.level = UINT32_MAX, "geometry: raid level -1");
+  RULE (sb.layout = 18, "geometry: layout left-symmetric-6 does not exist for raid5");
+  RULE (sb.layout = 9, "geometry: layout 9 is unknown");
+  RULE (sb.chunk = 3000, "not a power of two");
+  RULE (sb.chunk = 0, "not a power of two");
+  RULE (sb.chunk = 128 << 20, "larger than the maximum");
+  RULE (sb.raid_disks = 1, "needs at least");
+  RULE (sb.raid_disks = 0x80000000u, "bad raid_disks");
+  /* V3 sizes */
+  RULE (sb.component_size = 0, "component_size 0");
+  RULE (sb.component_size += 4096, "not a positive multiple");
+  RULE (sb.component_size = UINT64_C(1) << 63, "component_size");
+  RULE (sb.component_size = (UINT64_C(1) << 63) - 65536, "exceeds what component_size"); /* rows * width wraps */
+  RULE (sb.array_size = cap + 1, "array_size");
+  RULE (sb.member_size = UINT64_C(1) << 63, "member_size");
+  /* V4 the consistency area */
+  RULE (sb.cons_size = UINT64_C(1) << 61, "consistency area");
+  RULE (sb.cons_size = 0, "consistency area");
+  RULE (sb.cons_size = 5000, "consistency area");
+  RULE (sb.cons_size = SB_CONS_SIZE_MAX + 4096, "consistency area");
+  RULE (sb.cons_offset = 4096, "consistency area");
+  RULE (sb.cons_offset = UINT64_MAX - 4095, "consistency area");
+  RULE (sb.cons_size = SB_CONS_SIZE_MAX, "after the consistency area");
+  /* V5 enums and flags */
+  RULE (sb.consistency = 0, "unknown value");
+  RULE (sb.consistency = 4, "unknown value");
+  RULE (sb.flags = 4, "unknown value");
+  RULE (sb.sync_action = 3, "unknown value");
+  RULE (sb.reshape_state = 3, "unknown value");
+  RULE (sb.reshape_direction = 2, "unknown value");
+  /* V6 checkpoints */
+  RULE (sb.resync_offset = cap + 1, "resync_offset");
+  RULE (sb.members[1].state = SB_MEMBER_REBUILDING;
+        sb.members[1].recovery_offset = sb.component_size + 1, "recovery_offset");
+  /* V7 the reshape */
+  RULE_R (sb.new_level = 7, "reshape target geometry: raid level 7");
+  RULE_R (sb.new_chunk = 4095, "reshape target geometry");
+  RULE_R (sb.new_raid_devices = 33, "bad raid_disks");
+  RULE_R (sb.reshape_position = sb.array_size + 1, "reshape_position");
+  RULE_R (sb.new_array_size = UINT64_MAX, "new_array_size");
+  RULE_R (sb.members[1].new_data_offset = 20 * MIB, "moves against the reshape");
+  RULE_R (sb.reshape_direction = SB_DIR_BACKWARD, "moves against the reshape");
+  RULE_R (sb.new_array_size *= 2, "member_size: ");          /* target beyond the member */
+  RULE_R (sb.members[4].role = 5, "bad role 5");
+  /* V8 the member table */
+  RULE (sb.members[4].role = 4; sb.members[4].state = SB_MEMBER_IN_SYNC, "bad role 4");
+  RULE (sb.members[4].role = -2, "bad role -2");
+  RULE (sb.members[4].state = 6, "bad state 6");
+  RULE (sb.members[4].role = 1; sb.members[4].state = SB_MEMBER_REBUILDING,
+        "both hold role 1");
+  RULE (memcpy (sb.members[4].uuid, sb.members[2].uuid, RAID_UUID_LEN), "same uuid");
+  RULE (sb.members[2].data_offset += 512, "data_offset");
+  RULE (sb.members[2].data_offset = MIB, "data_offset");
+  RULE (sb.members[2].new_data_offset = 0, "new_data_offset");
+  RULE (sb.members[2].data_offset = (UINT64_C(1) << 63) - 4096, "ends beyond 2^63");
+  RULE (sb.members[4].data_offset = 0, NULL);      /* a spare's: set when it takes a role */
+  RULE (sb.members[4].state = SB_MEMBER_FAULTY; sb.members[4].data_offset = 4096,
+        "data_offset");                            /* a faulty one's are read */
+  /* V9 the record's own member */
+  RULE (memset (sb.member_uuid, 0x99, RAID_UUID_LEN), "member_uuid");
+  RULE (sb.members[0].state = SB_MEMBER_EMPTY, "member_uuid");
+  RULE (sb.member_size = GIB - 1, "member_size: ");
+  RULE (sb.members[0].data_offset = 32 * MIB, "member_size: ");
+
+  /* Sizes known only at assembly. */
+  fill_reshape (&sb);
+  CHECK (sb_check_member_size (&sb, &sb.members[1], GIB, err, sizeof err) == 0);
+  CHECK (sb_check_member_size (&sb, &sb.members[1], GIB - 4096, err, sizeof err) == -1);
+  CHECK_HAS (err, "data_offset 16777216");
+  sb.members[1].new_data_offset = 12 * MIB + 4096;
+  CHECK (sb_check_member_size (&sb, &sb.members[1], GIB, err, sizeof err) == -1);
+  CHECK_HAS (err, "reshape target data area at new_data_offset");
+  CHECK (sb_check_member_size (&sb, &sb.members[5], 0, err, sizeof err) == 0);  /* empty */
+  CHECK_U64 (sb_layout_rows (&sb, false), (GIB - 16 * MIB) / 65536);
+  CHECK_U64 (sb_layout_rows (&sb, true), (GIB - 12 * MIB) / 65536);
+  sb.new_array_size = 0;                   /* the array's size decides */
+  CHECK_U64 (sb_layout_rows (&sb, true),
+             ((GIB - 16 * MIB) * 3 + 4 * 65536 - 1) / (4 * 65536));
+}
+
 int
 main (void)
 {
@@ -1100,6 +1301,7 @@ main (void)
   test_ring_duplicate ();
   test_append_all ();
   test_lookup_names ();
+  test_rules ();
   mio_shutdown ();
 
   if (failures) {
