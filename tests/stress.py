@@ -167,6 +167,7 @@ class Run:
         self.has_member_timeout = True
         self.changes = []           # (t, text) of accepted state-changing requests
         self.notes = []
+        self.log = None             # the epoch's full event log (events.log)
 
     def note(self, text):
         """A deviation worth telling that is not what this tester hunts."""
@@ -183,6 +184,8 @@ class Run:
         with self.lock:
             (self.io_events if who[0] == "c" and who[1:].isdigit() else
              self.events).append((t, line))
+            if self.log is not None:
+                self.log.write(line + "\n")
             if self.args.verbose:
                 print(line, flush=True)
 
@@ -551,10 +554,33 @@ def tolerance(level, raid_devices):
     return TOLERANCE.get(level, 0)
 
 
-def down_roles(st):
-    """Roles in [0, raid_devices) with no in_sync member."""
+def down_roles(st, rd=None):
+    """Roles in [0, rd) (default: the current raid_devices) with no in_sync
+    member.  A role keeps its number in a reshape's target layout."""
     up = {m["role"] for m in st["members"] if m["role"] is not None and m["state"] == "in_sync"}
-    return {r for r in range(st["raid_devices"]) if r not in up}
+    return {r for r in range(st["raid_devices"] if rd is None else rd) if r not in up}
+
+
+def lost_roles(st):
+    """Roles without an in_sync member in the current layout or in a
+    reshape's target (a member a grow adds can be lost too)."""
+    rs = st.get("reshape")
+    return down_roles(st, max(st["raid_devices"], rs["to"]["raid_devices"] if rs else 0))
+
+
+def expected_health(st):
+    """Health from the member states: failed when the current layout lacks
+    more roles than its level tolerates; during a reshape the target counts
+    too (failed beyond its tolerance once it holds data, position > 0;
+    before that the current layout alone serves, so degraded)."""
+    n0 = len(down_roles(st))
+    if n0 > tolerance(st["level"], st["raid_devices"]):
+        return "failed"
+    rs = st["reshape"]
+    n1 = len(down_roles(st, rs["to"]["raid_devices"])) if rs else 0
+    if rs and n1 > tolerance(rs["to"]["level"], rs["to"]["raid_devices"]):
+        return "failed" if rs["position"] > 0 else "degraded"
+    return "degraded" if n0 or n1 else "optimal"
 
 
 def consistency_problems(st):
@@ -585,14 +611,16 @@ def consistency_problems(st):
     if st["level"] in NPARITY and st["data_disks"] != st["raid_devices"] - NPARITY[st["level"]]:
         out.append(("geometry", "data_disks %d with raid%d of %d members" % (
             st["data_disks"], st["level"], st["raid_devices"])))
-    tols = {tolerance(st["level"], st["raid_devices"])}
-    if rs is not None:
-        tols.add(tolerance(rs["to"]["level"], rs["to"]["raid_devices"]))
-    n = len(down_roles(st))
-    want = {("optimal" if n == 0 else "degraded" if n <= t else "failed") for t in tols}
-    if st["health"] not in want:
-        out.append(("health", "health %s but %d role(s) lack an in_sync member (%s), "
-                    "tolerance %s" % (st["health"], n, sorted(down_roles(st)), sorted(tols))))
+    want = expected_health(st)
+    if st["health"] != want:
+        out.append(("health", "health %s but the member states say %s: role(s) %s lack an "
+                    "in_sync member (raid%d of %d tolerates %d%s)" % (
+                        st["health"], want, sorted(lost_roles(st)), st["level"],
+                        st["raid_devices"], tolerance(st["level"], st["raid_devices"]),
+                        "; the reshape's target raid%d of %d tolerates %d, position %d" % (
+                            rs["to"]["level"], rs["to"]["raid_devices"],
+                            tolerance(rs["to"]["level"], rs["to"]["raid_devices"]),
+                            rs["position"]) if rs else "")))
     return out
 
 
@@ -1009,6 +1037,13 @@ class Epoch:
         self.doomed = False
         self.clients_done = False
         self.injected = set()          # devices with an error file or a dead server
+        # NBD devices whose server died while the array server ran: this
+        # build does not reconnect an NBD member (SPEC 4.1's missing and
+        # member-timeout are not implemented), so the array's connection to
+        # it is gone for good and its role is lost at the first I/O, even
+        # after the member server is back.  Counted as lost until the array
+        # server starts again (a start connects afresh).
+        self.severed = set()
         self.fault_lock = threading.Lock()
         self.limit_lock = threading.Lock()
         self.status_lock = threading.Lock()
@@ -1018,7 +1053,7 @@ class Epoch:
         self.timers = []
         self.gen = 1
         self.died = False
-        self.last_quiet = 0
+        self.last_quiet = run.now()     # changes of earlier epochs are not ours
         self.limit = 0
         self.srv = None
 
@@ -1120,7 +1155,7 @@ class Epoch:
             extra.append("speed-max=%d" % a.speed_max)
         if self.run.has_member_timeout:
             extra.append("member-timeout=%d" % self.member_timeout)
-        self.srv.argv_tail = (["-v"] if a.server_verbose else []) + [a.plugin]
+        self.srv.argv_tail = (["-v", "-D", "raid.verbose=1"] if a.server_verbose else []) + [a.plugin]
         ok = self.srv.start(extra)
         if not ok and "connect: Connection refused" in self.srv.log_tail(3):
             time.sleep(0.3)             # a member server that died by itself
@@ -1128,6 +1163,8 @@ class Epoch:
             ok = self.srv.start(extra)
         if ok:
             self.stopping = False
+            with self.fault_lock:
+                self.severed.clear()        # every member connected afresh
         if not ok and self.run.has_member_timeout and \
            "unknown parameter 'member-timeout'" in self.srv.log_tail(3):
             self.run.has_member_timeout = False
@@ -1277,8 +1314,8 @@ class Epoch:
         if rs:
             tol = min(tol, tolerance(rs["to"]["level"], rs["to"]["raid_devices"]))
         role_of = {m["spec"]: m["role"] for m in st["members"] if m["role"] is not None}
-        down = set(down_roles(st))
-        down |= {role_of[d.spec] for d in self.injected if d.spec in role_of}
+        down = set(lost_roles(st))
+        down |= {role_of[d.spec] for d in self.injected | self.severed if d.spec in role_of}
         if dev is not None and dev.spec in role_of:
             down.add(role_of[dev.spec])
         elif dev is not None:
@@ -1501,12 +1538,22 @@ def op_fail(ep, c, r):
         c.call("fail", member=member_arg(m, r[2]))
 
 
+def note_rejoin(ep, rep):
+    if not rep["ok"] and rep["error"] == "EBUSY":
+        ep.run.note("add of a missing member of this array (a rejoin, SPEC 4.3/4.4) is "
+                    "refused: %s; the tester wipes it and adds it as a new member" %
+                    rep["message"])
+
+
 def op_remove(ep, c, r):
     st = c.call("status", log=False)
     pred = (lambda m: m["state"] != "in_sync") if r[2] < 0.8 else (lambda m: True)
     m = pick_member(st, r[1], pred)
-    if m is not None:
+    if m is not None and (m["role"] is not None or m["spec"]):
         c.call("remove", member=member_arg(m, r[3]))
+    elif m is not None:
+        ep.run.note("a %s member with neither role nor spec is listed (after a restart): "
+                    "no request can name it, so it can never be removed" % m["state"])
 
 
 def op_add(ep, c, r):
@@ -1516,7 +1563,8 @@ def op_add(ep, c, r):
         m = missing[int(r[3] * len(missing))]
         spec = m["spec"] or (ep.left_out.spec if ep.left_out else None)
         if spec:
-            c.call("add", member=spec)
+            rep = c.call("add", member=spec)
+            note_rejoin(ep, rep)
             return
     d = free_device(ep, r[1], wipe=r[4] < 0.8, st=st)
     if d is None:
@@ -1691,7 +1739,7 @@ def level_args(ep, st, r):
                                                         None)
     if lvl == 6:
         with ep.fault_lock:         # 6 -> 5 lowers the tolerance
-            if ep.injected:
+            if ep.injected or ep.severed:
                 return None, None
         return {"level": 5}, None
     return None, None
@@ -1705,7 +1753,7 @@ def injectable(ep, st, x, need_role=True):
     cands = [ep.by_spec[m["spec"]] for m in st["members"]
              if m["spec"] in ep.by_spec and ep.by_spec[m["spec"]].nbd
              and (m["role"] is not None or not need_role)
-             and ep.by_spec[m["spec"]] not in ep.injected]
+             and ep.by_spec[m["spec"]] not in ep.injected | ep.severed]
     cands = [d for d in cands if ep.can_lose(st, d)]
     return cands[int(x * len(cands))] if cands else None
 
@@ -1733,7 +1781,15 @@ def clear_error(ep, d):
         if os.path.exists(d.errfile):
             os.unlink(d.errfile)
             ep.run.event("fault", "errors on %s end" % d.name)
-        if d.srv is None or d.srv.alive():
+    # A request that failed just before the error file went away may be
+    # recorded (the member faulty) a moment later: count the device as
+    # injected until then.
+    later(ep, 1.0, uninject, ep, d)
+
+
+def uninject(ep, d):
+    with ep.fault_lock:
+        if not os.path.exists(d.errfile) and (d.srv is None or d.srv.alive()):
             ep.injected.discard(d)
 
 
@@ -1745,6 +1801,7 @@ def op_vanish(ep, c, r):
             return
         d.srv.kill9()
         ep.injected.add(d)
+        ep.severed.add(d)
         ep.run.event("fault", "member server %s killed" % d.name)
     if r[3] < 0.8:
         later(ep, 0.2 + 5 * r[4], revive, ep, d,
@@ -1791,6 +1848,8 @@ def restart_crashed_members(ep):
                             "restarted; see its log" % (d.name, d.srv.argv_tail[-1],
                                                         d.srv.p.returncode))
                 ep.run.event("fault", "member server %s died by itself; restarted" % d.name)
+                if ep.srv is not None and ep.srv.alive() and not ep.killing:
+                    ep.severed.add(d)
                 d.start()
 
 
@@ -1922,10 +1981,17 @@ def restart_members(ep, leave_out, x):
     ep.left_out = None
     if leave_out and ep.cons == "journal" and newest["level"] in (4, 5, 6) \
        and not newest.get("reshape"):
+        # A role is up at the start only when a device we name holds its
+        # in_sync entry with a current superblock (at most one event
+        # behind: older is stale).  Roles with no entry (removed), a faulty,
+        # missing or rebuilding entry, or a stale device are down already:
+        # the engine records them faulty for good (nbdkit-raid-plugin(1),
+        # Assembly), and leaving one more out must stay within what is left.
         in_sync = [d for d in keep if table[mine[d]["member_uuid"]].get("state") == "in_sync"
-                   and table[mine[d]["member_uuid"]].get("role") is not None]
-        down = sum(1 for m in newest["members"] if m.get("role") is not None
-                   and m.get("state") != "in_sync")
+                   and table[mine[d]["member_uuid"]].get("role") is not None
+                   and mine[d].get("events", 0) + 1 >= newest["events"]]
+        up = {table[mine[d]["member_uuid"]]["role"] for d in in_sync}
+        down = sum(1 for r in range(newest["raid_devices"]) if r not in up)
         if in_sync and down + 1 <= tolerance(newest["level"], newest["raid_devices"]):
             ep.left_out = in_sync[int(x * len(in_sync))]
             keep.remove(ep.left_out)
@@ -2007,9 +2073,31 @@ def check_resumed(ep, before, after, busy):
         return
     done = a is None and after["level"] == b["to"]["level"] and \
         after["raid_devices"] == b["to"]["raid_devices"] and after["chunk"] == b["to"]["chunk"]
+    if a and a["state"] == "frozen" and reshape_start_refusal(after):
+        return              # the documented start rules keep it frozen
     if not done and not (a and a["state"] == "running") and ep.left_out is None:
         ep.run.violate("a running reshape to %s did not resume after kill -9: now %s" % (
             geom_str(b["to"]), brief_status(after)), rule="resume")
+
+
+def reshape_start_refusal(st):
+    """Why the documented rules refuse to start (or resume at a restart)
+    the reshape of status st, or None (nbdkit-raid-plugin(1), Live
+    reshape: a member the reshape adds that is missing or faulty before any
+    data moved; SPEC 6: the members it needs beyond either layout's
+    tolerance)."""
+    rs = st["reshape"]
+    if not rs:
+        return None
+    if st["health"] == "failed":
+        return "the array has failed"
+    rd0, rd1 = st["raid_devices"], rs["to"]["raid_devices"]
+    if len(down_roles(st)) > tolerance(st["level"], rd0) or \
+       len(down_roles(st, rd1)) > tolerance(rs["to"]["level"], rd1):
+        return "members it needs are missing or faulty"
+    if rs["position"] == 0 and any(r >= rd0 for r in down_roles(st, rd1)):
+        return "a member it adds is missing or faulty and no data has moved"
+    return None
 
 
 # -- quiet points --------------------------------------------------------------
@@ -2026,6 +2114,9 @@ def quiet_point(ep):
             cpu_idle(ep, "no client I/O, sync_action %s" % st["sync_action"])
         c.call("set", speed_max=0)
         st = settle(ep, c)
+        if ep.left_out is not None and ep.left_out.spec not in listed_specs(st):
+            ep.left_out.wipe()          # its role was rebuilt elsewhere: a free device
+            ep.left_out = None
         if st["health"] == "optimal" and st["level"] >= 4:
             scrub(ep, c)
         compare_export(ep, "quiet point")
@@ -2068,8 +2159,8 @@ def settle(ep, c):
 def settle_once(ep, c, st):
     rs = st["reshape"]
     if rs and rs["state"] == "frozen":
-        if rs["position"] == 0 and ep.rng.random() < 0.3:
-            c.call("abort")
+        if rs["position"] == 0 and (ep.rng.random() < 0.3 or reshape_start_refusal(st)):
+            c.call("abort")     # also what the man page says to do when start is refused
         else:
             c.call("start")
     elif st["sync_action"] == "frozen":
@@ -2085,9 +2176,24 @@ def settle_once(ep, c, st):
                 c.call("add", member=d.spec)
         elif m["state"] == "missing":
             spec = m["spec"] or (ep.left_out.spec if ep.left_out else None)
-            if spec:
-                c.call("add", member=spec)
-    if len(down_roles(st)) and not any(m["state"] == "spare" for m in st["members"]) \
+            if not spec:
+                continue
+            rep = c.call("add", member=spec)
+            note_rejoin(ep, rep)
+            if rep["ok"]:
+                continue
+            # This build records a member absent at a start as faulty for
+            # good (it never rejoins): detach the entry, wipe the device
+            # and add it as a new member, as an administrator would.
+            d = ep.by_spec.get(spec)
+            rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"]) \
+                if m["spec"] or m["role"] is not None else {"ok": True}
+            if rep["ok"] and d:
+                d.wipe()
+                if d is ep.left_out:
+                    ep.left_out = None
+                c.call("add", member=d.spec)
+    if len(lost_roles(st)) and not any(m["state"] == "spare" for m in st["members"]) \
        and st["sync_action"] == "idle":
         d = free_device(ep, 0.0, wipe=True, st=st)
         if d:
@@ -2296,6 +2402,10 @@ def main_loop(run):
             os.makedirs(d, exist_ok=True)
             ep = Epoch(run, n, d)
             run.epoch = ep
+            with run.lock:
+                if run.log is not None:
+                    run.log.close()
+                run.log = open(os.path.join(d, "events.log"), "w", buffering=1)
             run_epoch(ep, deadline)
             ep.teardown()
             if not a.keep:
@@ -2336,6 +2446,14 @@ def report(run, ep):
         len(run.events), len(run.io_events)))
     for _, line in evs:
         print("    " + line)
+    if ep is not None and getattr(ep, "model", None) is not None:
+        try:
+            with open(os.path.join(ep.dir, "model.bin"), "wb") as f:
+                f.write(ep.model)
+            print("stress: the model of the export: %s; every event: %s" % (
+                os.path.join(ep.dir, "model.bin"), os.path.join(ep.dir, "events.log")))
+        except OSError:
+            pass
     if ep is not None and getattr(ep, "srv", None):
         print("stress: array server log tail (%s):" % ep.srv.log)
         for line in ep.srv.log_tail(a.log_lines).splitlines():
