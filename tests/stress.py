@@ -40,21 +40,36 @@
 #    exceeds it); beyond redundancy ("doom") the array must say failed
 #    within a bound, I/O must fail (EIO) without hanging, control requests
 #    must still be answered, and the server must not spin.
+#
+#    What a loss costs follows the engine's documented rules
+#    (nbdkit-raid-plugin(1), Assembly, Failures), not SPEC's future ones:
+#    a member absent at a start, or faulty, is recorded faulty for good
+#    and is "not an active member" at later starts (SPEC 4.3's rejoin of
+#    missing members is not implemented: a refused rejoin is a note, and
+#    the tester wipes such a device and adds it as a new one); an NBD
+#    member whose server died while the array ran is never reconnected
+#    (SPEC 4.1's member-timeout is not implemented), so it counts as lost
+#    from its death until the array server starts again, even once its
+#    server is back.  Roles lost in a reshape's target count too.
 #  - Every control reply arrives within --reply-bound, is well formed, and
 #    only carries error codes SPEC 4.4 allows; after every management step
 #    (and every second from a monitor) the status is self-consistent:
 #    schema, reshape.state running exactly when sync_action is reshape,
 #    members ordered by role with spares last, no two members on one role
 #    (except a replace's rebuilding target), health matching member states
-#    and the level's tolerance, and a running action that is not throttled
-#    makes progress within --stall-bound.
+#    and the level's tolerance (during a reshape also the target's: failed
+#    beyond it once data moved, degraded before), and a running action that
+#    is not throttled makes progress within --stall-bound.
 #  - After kill -9 of the array server (at random moments, also right
 #    after management requests and during reshape/replace/rebuild) and a
-#    restart (sometimes leaving one member out, within redundancy, only
-#    with the journal policy): every block holds its last durable version
-#    or a later one (the in-flight write: old or new; with a member left out
-#    its own bytes may be torn, SPEC 7); the server assembles; a reshape that
-#    was frozen stays frozen and one that was running resumes or is done.
+#    restart (sometimes leaving one member out, within the redundancy that
+#    is left after the roles the newest superblock record already lacks,
+#    only with the journal policy): every block holds its last durable
+#    version or a later one (the in-flight write: old or new; with a member
+#    left out its own bytes may be torn, SPEC 7); the server assembles; a
+#    reshape that was frozen stays frozen and one that was running resumes
+#    or is done, unless the documented start rules refuse it (a member it
+#    adds lost before data moved: then it stays frozen).
 #  - At quiet points: clients paused, faults healed, the array brought to
 #    idle and optimal (a frozen reshape started or aborted; a reshape that
 #    cannot be finished is a violation), server CPU near zero while idle,
@@ -71,7 +86,8 @@
 # On the first violation: print what failed (operation, offsets, expected
 # vs got, the request that last changed a bad block and the state changes
 # since), the last --history events of the schedule, the server log tail;
-# keep the temp dir; exit 1.  Exit 0 when the budget ends clean.  Things
+# keep the temp dir (every event of the epoch in events.log, the model of
+# the export in model.bin); exit 1.  Exit 0 when the budget ends clean.  Things
 # that deviate from SPEC but are not lies about data or state (an unknown
 # plugin parameter, a refused "max") are printed as notes.
 #
@@ -164,6 +180,7 @@ class Run:
         self.events = collections.deque(maxlen=args.history)          # schedule
         self.io_events = collections.deque(maxlen=args.history // 2)  # client I/O
         self.relax = set(args.relax.split(",")) if args.relax else set()
+        self.dodge = set(args.dodge.split(",")) if args.dodge else set()
         self.has_member_timeout = True
         self.changes = []           # (t, text) of accepted state-changing requests
         self.notes = []
@@ -605,6 +622,11 @@ def consistency_problems(st):
         if len(states) > 1 and not (len(states) == 2 and states.count("rebuilding") == 1):
             out.append(("role-unique", "role %d is held by %d members (%s)" % (
                 r, len(states), ", ".join(states))))
+    nroles = max(st["raid_devices"], rs["to"]["raid_devices"] if rs else 0)
+    for m in st["members"]:
+        if m["role"] is not None and not 0 <= m["role"] < nroles:
+            out.append(("member-role", "member %s (%s) has role %d, outside the array's %d "
+                        "roles" % (m["spec"], m["state"], m["role"], nroles)))
     for m in st["members"]:
         if m["role"] is None and m["state"] in ("in_sync", "rebuilding"):
             out.append(("member-state", "member %s is %s without a role" % (m["spec"], m["state"])))
@@ -1054,6 +1076,7 @@ class Epoch:
         self.gen = 1
         self.died = False
         self.last_quiet = run.now()     # changes of earlier epochs are not ours
+        self.nquiet = 0
         self.limit = 0
         self.srv = None
 
@@ -1549,6 +1572,9 @@ def op_remove(ep, c, r):
     st = c.call("status", log=False)
     pred = (lambda m: m["state"] != "in_sync") if r[2] < 0.8 else (lambda m: True)
     m = pick_member(st, r[1], pred)
+    if m is not None and m["role"] is not None and m["state"] != "in_sync" and \
+       "remove-role" in ep.run.dodge:
+        return
     if m is not None and (m["role"] is not None or m["spec"]):
         c.call("remove", member=member_arg(m, r[3]))
     elif m is not None:
@@ -1903,6 +1929,12 @@ def kill_and_restart(ep, leave_out, x):
             before = ep.status("kill")
         except ServerGone:
             pass
+        if before and "kill-rebuild" in ep.run.dodge and (
+                before["sync_action"] == "recover" or
+                any(m["state"] == "rebuilding" and m["role"] is not None
+                    for m in before["members"])):
+            ep.run.event("kill", "kill -9 skipped: a role is being rebuilt (--dodge kill-rebuild)")
+            return
         busy = dict(ep.inflight_ops)
         with ep.gate.cond:
             ep.gate.paused = True
@@ -2117,6 +2149,7 @@ def quiet_point(ep):
         if ep.left_out is not None and ep.left_out.spec not in listed_specs(st):
             ep.left_out.wipe()          # its role was rebuilt elsewhere: a free device
             ep.left_out = None
+        refusals(ep, c, st)
         if st["health"] == "optimal" and st["level"] >= 4:
             scrub(ep, c)
         compare_export(ep, "quiet point")
@@ -2168,6 +2201,8 @@ def settle_once(ep, c, st):
     for m in st["members"]:
         if m["spec"] is None and m["role"] is None:
             continue
+        if m["state"] == "faulty" and m["role"] is not None and "remove-role" in ep.run.dodge:
+            continue            # a spare's recovery detaches it (added below)
         if m["state"] == "faulty":
             rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"])
             d = ep.by_spec.get(m["spec"])
@@ -2186,8 +2221,11 @@ def settle_once(ep, c, st):
             # good (it never rejoins): detach the entry, wipe the device
             # and add it as a new member, as an administrator would.
             d = ep.by_spec.get(spec)
-            rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"]) \
-                if m["spec"] or m["role"] is not None else {"ok": True}
+            if m["role"] is not None and "remove-role" in ep.run.dodge:
+                rep = {"ok": d is not None and d.spec not in listed_specs(st)}
+            else:
+                rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"]) \
+                    if m["spec"] or m["role"] is not None else {"ok": True}
             if rep["ok"] and d:
                 d.wipe()
                 if d is ep.left_out:
@@ -2199,6 +2237,49 @@ def settle_once(ep, c, st):
         if d:
             c.call("add", member=d.spec)
             release(ep, d)
+
+
+def refusals(ep, c, st):
+    """SPEC 4.4: a refused request changes no state, not even the event
+    count.  On the settled array (no client I/O, nothing running), send
+    requests the documented rules refuse; each must be refused, and the
+    status afterwards must equal the status before."""
+    r = random.Random("%d:%d:refusals:%d" % (ep.run.args.seed, ep.n, ep.nquiet))
+    ep.nquiet += 1
+    ins = [m for m in st["members"] if m["state"] == "in_sync" and m["spec"]]
+    reqs = [("start", {}), ("freeze", {}), ("abort", {}),
+            ("resize", {"size": 0}), ("resize", {"size": 1 << 60}),
+            ("reshape", {"chunk": 3 * KiB}), ("reshape", {"layout": "no-such-layout"}),
+            ("set", {"speed_min": 2 * MiB, "speed_max": 1 * MiB}),
+            ("replace", {"member": 0, "with": os.path.join(ep.dir, "no-such-member")}),
+            ("add", {"member": os.path.join(ep.dir, "no-such-member")}),
+            ("fail", {"member": 31}), ("remove", {"member": 31})]
+    if ins:
+        m = ins[int(r.random() * len(ins))]
+        reqs += [("remove", {"member": member_arg(m, r.random())}),
+                 ("add", {"member": m["spec"]})]
+    r.shuffle(reqs)
+    before = c.call("status", log=False)
+    for op, args in reqs[:6]:
+        rep = c.call(op, **args)
+        after = c.call("status", log=False)
+        if rep["ok"]:
+            ep.run.violate("%s %s was accepted on a settled %s array (the documented rules "
+                           "refuse it); status now: %s" % (op, json.dumps(args), st["health"],
+                                                           brief_status(after)),
+                           rule="refusal")
+        strip = ("id", "progress")
+        if {k: v for k, v in before.items() if k not in strip} != \
+           {k: v for k, v in after.items() if k not in strip}:
+            diff = sorted(k for k in set(before) | set(after) if k not in strip and
+                          before.get(k) != after.get(k))
+            ep.run.violate("the refused request %s %s (%s %s) changed the status (SPEC 4.4: "
+                           "a refused request changes no state, not even the event count): "
+                           "%s; before: %s; after: %s" % (
+                               op, json.dumps(args), rep.get("error"), rep.get("message"),
+                               ", ".join(diff), json.dumps({k: before.get(k) for k in diff}),
+                               json.dumps({k: after.get(k) for k in diff})), rule="refusal")
+        before = after
 
 
 def scrub(ep, c):
@@ -2464,7 +2545,7 @@ def report(run, ep):
 def replay_command(a):
     argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
-                "member_size", "nbd_fraction", "relax", "phase", "epoch", "doom", "slow_kind",
+                "member_size", "nbd_fraction", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
                 "hot", "batch", "speed_max",
                 "kill_after"):
         v = getattr(a, opt)
@@ -2519,6 +2600,12 @@ def parse_args(argv):
     ap.add_argument("--relax", help="RULE,... log these violations instead of stopping "
                     "(to get past an already-reported defect; 'all' for every rule that "
                     "can be)")
+    ap.add_argument("--dodge", help="KNOWN,... keep the schedule away from engine defects "
+                    "already reported, to look for others (never the default): remove-role "
+                    "(never remove a member that still holds a role; a spare's recovery "
+                    "detaches it: removing one leaves the role's data offset unset, see "
+                    "begin_recovery and vet_new_member), kill-rebuild (no kill -9 while a "
+                    "role is being rebuilt: journal replay skips the rebuilding member)")
     ap.add_argument("--history", type=int, default=100)
     ap.add_argument("--log-lines", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
