@@ -2198,6 +2198,17 @@ def settle_once(ep, c, st):
             c.call("start")
     elif st["sync_action"] == "frozen":
         c.call("start")
+    if ep.left_out is not None and ep.left_out.spec not in listed_specs(st):
+        # The member left out at a restart: SPEC 4.3 says it rejoins when
+        # given to add; this build records it faulty for good and refuses
+        # (a note).  Then it is a blank device for the spare below, as an
+        # administrator would wipe it; its old entry stays missing until a
+        # recovery takes its role.
+        rep = c.call("add", member=ep.left_out.spec)
+        note_rejoin(ep, rep)
+        if not rep["ok"]:
+            ep.left_out.wipe()
+            ep.left_out = None
     for m in st["members"]:
         if m["spec"] is None and m["role"] is None:
             continue
@@ -2208,28 +2219,6 @@ def settle_once(ep, c, st):
             d = ep.by_spec.get(m["spec"])
             if rep["ok"] and d:
                 d.wipe()
-                c.call("add", member=d.spec)
-        elif m["state"] == "missing":
-            spec = m["spec"] or (ep.left_out.spec if ep.left_out else None)
-            if not spec:
-                continue
-            rep = c.call("add", member=spec)
-            note_rejoin(ep, rep)
-            if rep["ok"]:
-                continue
-            # This build records a member absent at a start as faulty for
-            # good (it never rejoins): detach the entry, wipe the device
-            # and add it as a new member, as an administrator would.
-            d = ep.by_spec.get(spec)
-            if m["role"] is not None and "remove-role" in ep.run.dodge:
-                rep = {"ok": d is not None and d.spec not in listed_specs(st)}
-            else:
-                rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"]) \
-                    if m["spec"] or m["role"] is not None else {"ok": True}
-            if rep["ok"] and d:
-                d.wipe()
-                if d is ep.left_out:
-                    ep.left_out = None
                 c.call("add", member=d.spec)
     if len(lost_roles(st)) and not any(m["state"] == "spare" for m in st["members"]) \
        and st["sync_action"] == "idle":
