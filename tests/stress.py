@@ -81,7 +81,10 @@
 #    With consistency bitmap/resync a dirty degraded restart is refused
 #    (SPEC 4.3) and then forced (force=true): the write hole is the accepted
 #    risk there, so the stripe rows of writes in flight at the kill are
-#    exempt; every other block is still checked.
+#    exempt; every other block is still checked.  The same rows are exempt
+#    when a member is lost after a dirty restart that did not need force,
+#    before the resync it owes has run (the same documented risk), until
+#    the next quiet point; with the journal policy nothing is exempt.
 #
 # On the first violation: print what failed (operation, offsets, expected
 # vs got, the request that last changed a bad block and the state changes
@@ -1072,6 +1075,8 @@ class Epoch:
         self.last_status = None
         self.progress_seen = None      # (key, value, since)
         self.left_out = None
+        self.hole = []                 # write-hole rows since the last quiet point
+        self.hole_open = False         # ... and a member was lost since
         self.timers = []
         self.gen = 1
         self.died = False
@@ -1247,6 +1252,8 @@ class Epoch:
         for rule, text in consistency_problems(st):
             self.run.violate("status (%s) is not self-consistent: %s\nstatus: %s" % (
                 where, text, json.dumps(st)), rule=rule)
+        if self.hole and not self.hole_open and lost_roles(st):
+            open_hole(self, "a member lost")
         with self.status_lock:
             prev = self.last_status
             if prev and prev.get("reshape") and not st["reshape"]:
@@ -1318,6 +1325,16 @@ class Epoch:
         return " (status: %s)" % brief_status(st) if st else ""
 
     def read_mismatch(self, who, why, off, got, want):
+        if self.hole_open:
+            bad = [i for b in range(-(-len(want) // BS))
+                   if got[b * BS:(b + 1) * BS] != want[b * BS:(b + 1) * BS]
+                   for i in range(b * BS, min(len(want), (b + 1) * BS)) if got[i] != want[i]]
+            if all(in_hole(self, off + i) for i in bad):
+                for i in bad:               # the write hole: what the array holds now
+                    self.model[off + i] = got[i]
+                self.run.event(who, "%s: %d bytes in write-hole rows of [%d,+%d) differ from "
+                               "the model: accepted" % (why, len(bad), off, len(want)))
+                return
         k = off + next(i for i in range(len(want)) if got[i] != want[i])
         last = [c.touched[k // BS] for c in self.clients if k // BS in c.touched]
         since = [txt for t, txt in self.run.changes if last and t >= last[0][0] - 0.5]
@@ -1944,6 +1961,8 @@ def kill_and_restart(ep, leave_out, x):
         ep.srv.kill9()
         ep.gen += 1
         ep.gate.pause("kill -9")
+        for cl, (off, n, _) in ep.gate.at_kill:
+            ep.run.event("kill", "%s had [%d,+%d) in flight" % (cl.who, off, n))
         heal_all(ep)
         specs = restart_members(ep, leave_out, x)
         exempt = restart_after_kill(ep, specs, before)
@@ -1960,27 +1979,46 @@ def kill_and_restart(ep, leave_out, x):
 def restart_after_kill(ep, specs, before):
     """Start again; a dirty degraded array without a write-hole log is
     refused (SPEC 4.3) and then started with force=true, accepting the
-    write hole: blocks in the stripe rows of writes in flight are exempt.
-    Returns the exempt byte ranges."""
+    write hole.  Without a write-hole log (bitmap, resync) the stripe rows
+    of writes in flight at the kill may hold parity that does not match
+    their data until the resync owed has run: a member lost before then
+    rebuilds wrong bytes anywhere in those rows (the documented risk of
+    these policies, nbdkit-raid-plugin(1) Crash consistency).  Those rows
+    are kept in ep.hole until the next quiet point and exempt from the
+    data checks once the array has lost a member (at once when the start
+    had to be forced).  Returns the exempt byte ranges."""
     time.sleep(0.3)                 # let member servers notice the reset
     restart_crashed_members(ep)
+    if ep.cons != "journal":
+        widths = set()
+        for g in [before] + ([before["reshape"]["to"]] if before and before["reshape"] else []):
+            if g and g["level"] in NPARITY:
+                widths.add(g["chunk"] * (g["raid_devices"] - NPARITY[g["level"]]))
+        widths = widths or {ep.chunk * 16}
+        for _, (off, n, _) in ep.gate.at_kill:
+            for w in widths:
+                ep.hole.append((off // w * w, -(-(off + n) // w) * w))
     if ep.start_server(specs, expect_ok=ep.cons == "journal"):
-        return []
+        return list(ep.hole) if ep.hole_open else []
     if "force=true" not in ep.srv.log_tail(5):
         ep.run.violate("the array does not start after kill -9 with members %s; log:\n%s"
                        % (specs, ep.srv.log_tail(30)))
     ep.run.event("kill", "dirty and degraded without journal: restart with force=true")
     ep.start_server(specs + ["force=true"])
-    widths = set()
-    for g in [before] + ([before["reshape"]["to"]] if before and before["reshape"] else []):
-        if g and g["level"] in NPARITY:
-            widths.add(g["chunk"] * (g["raid_devices"] - NPARITY[g["level"]]))
-    widths = widths or {ep.chunk * 16}
-    out = []
-    for _, (off, n, _) in ep.gate.at_kill:
-        for w in widths:
-            out.append((off // w * w, -(-(off + n) // w) * w))
-    return out
+    open_hole(ep, "a forced start")
+    return list(ep.hole)
+
+
+def open_hole(ep, why):
+    if ep.hole and not ep.hole_open:
+        ep.hole_open = True
+        ep.run.event("hole", "%s after a dirty start without a write-hole log: the stripe rows "
+                     "of the writes then in flight are exempt until the next quiet point "
+                     "(%d ranges)" % (why, len(ep.hole)))
+
+
+def in_hole(ep, pos):
+    return ep.hole_open and any(lo <= pos < hi for lo, hi in ep.hole)
 
 
 def examine(ep, devs):
@@ -2153,6 +2191,7 @@ def quiet_point(ep):
         if st["health"] == "optimal" and st["level"] >= 4:
             scrub(ep, c)
         compare_export(ep, "quiet point")
+        ep.hole, ep.hole_open = [], False       # settled, resynced and checked
         cpu_idle(ep, "quiet point, array idle")
         c.close()
         clean_stop(ep)
