@@ -1497,7 +1497,10 @@ class Manager:
             c.call("set", speed_max=[2, 4, 8][int(r[2] * 3)] * MiB)
         if ep.level == 0:
             dev = free_device(ep, r[3], wipe=True)
-            c.call("reshape", level=4 if r[4] < 0.3 else 5, add=[dev.spec])
+            try:
+                c.call("reshape", level=4 if r[4] < 0.3 else 5, add=[dev.spec])
+            finally:
+                release(ep, dev)        # once out of the array again it is free
         else:
             c.call("reshape", level=5)
         c.call("start")
