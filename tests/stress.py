@@ -472,6 +472,8 @@ class Control:
             run.violate("malformed reply to %s: %s; reply: %s" % (
                 json.dumps(req), bad, json.dumps(r)[:1500]), rule="reply-schema")
         if r["ok"] and req["op"] in ("status", "wait", "reshape"):
+            if getattr(self.ep, "by_spec", None):
+                self.ep.own_specs(r)        # full specs from here on
             self.ep.saw_status(r, "reply to " + brief_req(req))
         return r
 
@@ -1158,7 +1160,42 @@ class Epoch:
             # bandwidth limits start after create and prefill (see setup)
             d.slow_rate = rr.choice([8, 16, 32]) * MiB if is_slow and not delay else 0
             self.devs.append(d)
+        # The tester's own model of the members: every device by the full
+        # spec it was created with (and, for files, the canonical path the
+        # engine may report).  Specs sent to the engine always come from
+        # here, never from a status reply (see dev_of).
         self.by_spec = {d.spec: d for d in self.devs}
+        for d in self.devs:
+            if not d.nbd:
+                self.by_spec.setdefault(os.path.realpath(d.path), d)
+
+    def dev_of(self, spec):
+        """Our device that a spec shown in a status reply names, or None.
+        The engine shows an open member's spec as given, but a member whose
+        device it does not hold (missing, or faulty and not opened at the
+        start) by the hint kept in the superblock: the last 44 bytes of its
+        last spec after "..." when the spec is 48 bytes or longer
+        (sb_set_spec_hint; an NBD URI of ours always is).  That hint is no
+        spec: naming it to nbdkit or to a request fails."""
+        if not spec:
+            return None
+        d = self.by_spec.get(spec)
+        if d is None and spec.startswith("..."):
+            tail = spec[3:]
+            hits = {x for k, x in self.by_spec.items() if k.endswith(tail)}
+            d = hits.pop() if len(hits) == 1 else None
+        return d
+
+    def own_specs(self, st):
+        """Rewrite each member's spec in a status reply to the full spec of
+        the device of ours it names (the shown text kept as shown_spec when it
+        differs), so that every later use (requests, restarts, lookups) names
+        the device as we created it.  A spec that is none of ours is left."""
+        for m in st.get("members", []):
+            d = self.dev_of(m.get("spec"))
+            if d is not None and m["spec"] != d.spec:
+                m["shown_spec"] = m["spec"]
+                m["spec"] = d.spec
 
     def create(self, g, members):
         a = self.run.args
@@ -1519,17 +1556,20 @@ def mgmt_only(weights):
 
 # -- device bookkeeping ------------------------------------------------------
 
-def listed_specs(st):
-    return {m["spec"] for m in st["members"] if m["spec"]}
+def listed_devs(ep, st):
+    """Our devices that the status lists (in any state).  Resolved through
+    ep.dev_of: a spec shown for a member the engine does not hold open may
+    be an abbreviated hint, which is no spec."""
+    return {d for d in (ep.dev_of(m["spec"]) for m in st["members"]) if d is not None}
 
 
 def free_device(ep, x, wipe=False, st=None):
     """A device of ours that the array does not list, claimed for the
     caller (released by release()); None when there is none."""
     st = st or ep.last_status
-    listed = listed_specs(st)
+    listed = listed_devs(ep, st)
     with ep.claim_lock:
-        free = [d for d in ep.devs if d.spec not in listed and d not in ep.claimed
+        free = [d for d in ep.devs if d not in listed and d not in ep.claimed
                 and d is not ep.left_out and (not d.nbd or d.srv.alive())]
         if not free:
             return None
@@ -1551,8 +1591,12 @@ def pick_member(st, x, pred=lambda m: True):
 
 
 def member_arg(m, x):
-    """A member named by role or by spec (both forms of SPEC 4.4)."""
-    if m["role"] is not None and (x < 0.5 or not m["spec"]):
+    """A member named by role or by spec (both forms of SPEC 4.4).  A
+    missing member is named by its role when it has one: the engine
+    resolves a spec only to a member whose device it holds open
+    (state_find_member), and nbdkit-raid-control(7) shows a missing member
+    with no spec at all; naming it by spec is an expected ENODEV."""
+    if m["role"] is not None and (x < 0.5 or not m["spec"] or m["state"] == "missing"):
         return m["role"]
     return m["spec"]
 
@@ -2187,7 +2231,7 @@ def quiet_point(ep):
             cpu_idle(ep, "no client I/O, sync_action %s" % st["sync_action"])
         c.call("set", speed_max=0)
         st = settle(ep, c)
-        if ep.left_out is not None and ep.left_out.spec not in listed_specs(st):
+        if ep.left_out is not None and ep.left_out not in listed_devs(ep, st):
             ep.left_out.wipe()          # its role was rebuilt elsewhere: a free device
             ep.left_out = None
         refusals(ep, c, st)
@@ -2201,7 +2245,10 @@ def quiet_point(ep):
         t = time.monotonic()
         check_members(ep, st)
         ep.run.event("quiet", "member images hold md's bytes (%.1f s)" % (time.monotonic() - t))
-        ep.start_server(sorted(listed_specs(st)))
+        # The devices the array lists, named by the full specs we created
+        # them with (a status shows a member it does not hold open by an
+        # abbreviated hint, "...TAIL", that nbdkit cannot open).
+        ep.start_server(sorted(d.spec for d in listed_devs(ep, st)))
         ep.gen += 1
         ep.status("restart")
         ep.last_quiet = ep.run.now()
@@ -2240,7 +2287,7 @@ def settle_once(ep, c, st):
             c.call("start")
     elif st["sync_action"] == "frozen":
         c.call("start")
-    if ep.left_out is not None and ep.left_out.spec not in listed_specs(st):
+    if ep.left_out is not None and ep.left_out not in listed_devs(ep, st):
         # The member left out at a restart: SPEC 4.3 says it rejoins when
         # given to add; this build records it faulty for good and refuses
         # (a note).  Then it is a blank device for the spare below, as an
