@@ -104,6 +104,7 @@
 
 import argparse
 import collections
+import glob
 import json
 import os
 import random
@@ -185,6 +186,7 @@ class Run:
         self.relax = set(args.relax.split(",")) if args.relax else set()
         self.dodge = set(args.dodge.split(",")) if args.dodge else set()
         self.has_member_timeout = True
+        self.san_env = sanitizer_env()  # LD_PRELOAD for the array server, or None
         self.changes = []           # (t, text) of accepted state-changing requests
         self.notes = []
         self.log = None             # the epoch's full event log (events.log)
@@ -239,7 +241,7 @@ class Launcher:
     q = None
 
     @classmethod
-    def popen(cls, argv, logf):
+    def popen(cls, argv, logf, env=None):
         with cls.lock:
             if cls.q is None:
                 import queue
@@ -247,7 +249,7 @@ class Launcher:
                 threading.Thread(target=cls.loop, name="launcher", daemon=True).start()
         done = {}
         ev = threading.Event()
-        cls.q.put((argv, logf, done, ev))
+        cls.q.put((argv, logf, env, done, ev))
         ev.wait()
         if "error" in done:
             raise done["error"]
@@ -256,25 +258,51 @@ class Launcher:
     @classmethod
     def loop(cls):
         while True:
-            argv, logf, done, ev = cls.q.get()
+            argv, logf, env, done, ev = cls.q.get()
             try:
                 done["p"] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                             stderr=subprocess.STDOUT)
+                                             stderr=subprocess.STDOUT, env=env)
             except OSError as e:
                 done["error"] = e
             ev.set()
 
 
+def sanitizer_env():
+    """The environment for an nbdkit that loads our plugin when it was
+    built with --enable-sanitizers (SANITIZERS=yes, from automake's
+    TESTS_ENVIRONMENT through test-stress.sh), as start_nbdkit in
+    tests/functions.sh does: nbdkit itself is not instrumented, so the
+    ASan runtime must come first in its library list (LD_PRELOAD), else
+    the plugin refuses to load ("ASan runtime does not come first in
+    initial library list"); libp11-kit is preloaded after it because its
+    constructor calls newlocale before ASan initialises, which corrupts
+    glibc's locale lock (json-c then deadlocks); leak detection is off.
+    None when not a sanitizer build.  Only for the processes we start:
+    never for python itself."""
+    if os.environ.get("SANITIZERS") != "yes":
+        return None
+    asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    if not os.path.isabs(asan):
+        raise SystemExit("stress: SANITIZERS=yes but gcc does not know libasan.so (%r)" % asan)
+    p11 = sorted(glob.glob("/lib/*-linux-gnu/libp11-kit.so.0"))[:1]
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = " ".join([asan] + p11)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+    return env
+
+
 class Server:
     """One nbdkit process on a UNIX socket, in the foreground (-f), its log
-    kept in a file."""
+    kept in a file.  env: its environment (None: ours)."""
 
-    def __init__(self, name, dirpath, argv_tail):
+    def __init__(self, name, dirpath, argv_tail, env=None):
         self.name = name
         self.sock = os.path.join(dirpath, name + ".sock")
         self.pidfile = os.path.join(dirpath, name + ".pid")
         self.log = os.path.join(dirpath, name + ".log")
         self.argv_tail = argv_tail
+        self.env = env
         self.p = None
 
     def start(self, extra=()):
@@ -287,7 +315,7 @@ class Server:
         with open(self.log, "a") as logf:
             logf.write("==== %s\n" % " ".join(argv))
             logf.flush()
-            self.p = Launcher.popen(argv, logf)
+            self.p = Launcher.popen(argv, logf, self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if os.path.exists(self.pidfile) and os.path.getsize(self.pidfile) > 0 \
@@ -1097,7 +1125,9 @@ class Epoch:
         self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
         members = self.devs[:g["nmem"]]
         self.create(g, members)
-        self.srv = Server("raid", self.dir, [self.run.args.plugin])
+        # Only the array server loads our (maybe instrumented) plugin; the
+        # member servers run nbdkit's own file plugin and filters.
+        self.srv = Server("raid", self.dir, [self.run.args.plugin], env=self.run.san_env)
         self.ctl = os.path.join(self.dir, "ctl")
         self.start_server([d.spec for d in members])
         st = self.status()
@@ -2621,7 +2651,10 @@ def report(run, ep):
 
 
 def replay_command(a):
-    argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget)]
+    argv = [sys.argv[0], "--seed", str(a.seed), "--budget", str(a.budget),
+            "--plugin", a.plugin, "--nbdraid", a.nbdraid]
+    if os.environ.get("SANITIZERS") == "yes":
+        argv.insert(0, "SANITIZERS=yes")
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
                 "member_size", "nbd_fraction", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
                 "hot", "batch", "speed_max",
