@@ -2334,9 +2334,27 @@ def settle_once(ep, c, st):
         if m["state"] == "faulty" and m["role"] is not None and "remove-role" in ep.run.dodge:
             continue            # a spare's recovery detaches it (added below)
         if m["state"] == "faulty":
-            rep = c.call("remove", member=m["spec"] if m["spec"] else m["role"])
-            d = ep.by_spec.get(m["spec"])
-            if rep["ok"] and d:
+            # Detach it and reuse its device.  The engine resolves a spec
+            # only to a member whose device it holds open
+            # (state_find_member), and a faulty member is not opened at a
+            # start ("not an active member of this array: not used"): after
+            # a restart its spec gets ENODEV, which proves the engine does
+            # not hold the device, so it is free to wipe and add as a new
+            # spare, as an administrator would.  The entry itself can then
+            # only be named by its role; one without a role cannot be named
+            # at all and stays listed (reported).  A device listed by a
+            # second entry (added again since) is not named by spec: the
+            # spec would name that entry.
+            d = ep.dev_of(m["spec"])
+            shared = d is not None and sum(ep.dev_of(x["spec"]) is d for x in st["members"]) > 1
+            by_spec = None
+            if m["spec"] and not shared:
+                by_spec = c.call("remove", member=m["spec"])
+            if m["role"] is not None and (by_spec is None or not by_spec["ok"] and
+                                          by_spec["error"] == "ENODEV"):
+                c.call("remove", member=m["role"])
+            if d is not None and by_spec is not None and (
+                    by_spec["ok"] or by_spec["error"] == "ENODEV"):
                 d.wipe()
                 c.call("add", member=d.spec)
     if len(lost_roles(st)) and not any(m["state"] == "spare" for m in st["members"]) \
