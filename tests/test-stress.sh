@@ -33,6 +33,10 @@ stress ()
   local what="$1" rc; shift
   echo "$test_name: $what: stress.py $*"
   set +e
+  # SANITIZERS=yes: stress.py preloads libasan into the array server it
+  # starts, as start_nbdkit does (passed explicitly: functions.sh only
+  # defaults it, it may not be exported).
+  SANITIZERS="$SANITIZERS" \
   $PYTHON "$testsdir/stress.py" --plugin "$PLUGIN" --nbdraid "$NBDRAID" \
     ${STRESS_ARGS:-} "$@"
   rc=$?
