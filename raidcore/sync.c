@@ -902,20 +902,25 @@ static void
 review (struct raid_array *a)
 {
   struct sync_ctl *s = &a->sync;
+  uint64_t gen = a->state_gen;             /* the change looked at */
   char why[256];
 
-  s->seen_gen = a->state_gen;
-  pthread_cond_broadcast (&a->changed);    /* settled now, unless a job begins */
   if (s->state == SYNC_FROZEN) {
+    s->seen_gen = gen;
+    pthread_cond_broadcast (&a->changed);  /* settled: frozen */
     if (s->job.ops->check (a, &s->job, why, sizeof why) == SYNC_STOP_CANCEL)
       end_job (a, s->job.gen, SYNC_EV_CANCEL, why);
     return;
   }
+  /* The change counts as seen only once the job it owes has begun: a
+   * `wait` must not find the worker idle and up to date in between. */
   pthread_mutex_unlock (&a->state_lock);
   pthread_mutex_lock (&a->mgmt_lock);
   sync_next_job (a);
   pthread_mutex_unlock (&a->mgmt_lock);
   pthread_mutex_lock (&a->state_lock);
+  s->seen_gen = gen;
+  pthread_cond_broadcast (&a->changed);    /* settled now, unless a job began */
 }
 
 static void *
