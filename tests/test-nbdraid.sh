@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# nbdkit-raid: `nbdraid` for scripts (SPEC 4.5), driven as a script drives it.
+# nbdkit-raid: `nbdraid` for scripts (nbdraid(8): CONTROL, JSON OUTPUT, EXIT
+# STATUS), driven as a script drives it.
 #
 # (a) without a server: --version is configure.ac's version; --help works on
 #     every subcommand (exit 0, that subcommand's usage on stdout, nothing on

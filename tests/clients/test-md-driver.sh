@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # nbdkit-raid: the member images, judged by the real Linux md driver.
 #
-# Theory.  SPEC 3: an array's member area, read from its data offset, must
-# hold exactly the bytes Linux md would hold.  Our own checker
-# (tests/raidcheck.py) re-derives md's rules; this test asks md itself.
+# Theory.  An array's member area, read from its data offset, must hold
+# exactly the bytes Linux md would hold for the same level, layout, chunk
+# size and member order (nbdkit-raid-plugin(1), DESCRIPTION).  Our own
+# checker (tests/raidcheck.py) re-derives md's rules; this test asks md
+# itself.
 #
 # For each scenario the host creates an array with `nbdraid create` on
 # sparse files, serves it with a control socket, fills the whole export
