@@ -296,7 +296,7 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   enum found f;
   int t, r;
 
-  if ((r = identity_check_member (a, m, err, errlen)) != 0)
+  if ((r = identity_check_member (a, raid_array_size (a), m, err, errlen)) != 0)
     return r;                              /* the array itself */
   pthread_mutex_lock (&a->state_lock);
   f = classify (a, m, spec, &t, own, err, errlen);

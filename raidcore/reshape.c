@@ -389,7 +389,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       r = errno ? errno : ENOENT;
       snprintf (err, errlen, "%s", e);
     }
-    else if (!r && (r = identity_check_member (a, ms[i], e, sizeof e)) != 0)
+    else if (!r && (r = identity_check_member (a, raid_array_size (a), ms[i], e, sizeof e)) != 0)
       snprintf (err, errlen, "%s", e);
     else if (!r && sb_read_newest (ms[i], &sb, e, sizeof e) != ENOENT) {
       char u[RAID_UUID_STRLEN];
