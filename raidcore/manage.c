@@ -245,7 +245,7 @@ join (struct raid_array *a, struct member *m, enum found f, int t,
 
   if (f == FOUND_OURS_BACK) {
     a->mem[t].m = m;
-    member_judge_delta (a, t, own);
+    missed_judge_member (a, t, own);
     sb_set_spec_hint (&a->sb.members[t], member_spec (m));
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING)
       member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role, "it is back");
@@ -373,7 +373,7 @@ manage_member_back (struct raid_array *a, int t, struct member *m,
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
   if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING && a->mem[t].m == m) {
-    member_judge_delta (a, t, own);
+    missed_judge_member (a, t, own);
     r = member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role,
                            "it is back (reconnected)");
   }
