@@ -16,6 +16,8 @@
 # (d) a spare added while another action runs (a throttled recovery) is
 #     listed as a spare, queued, and takes the next failed role when that
 #     action ends.
+#     Likewise a spare added during a (throttled) reshape of a degraded
+#     raid6 waits for the reshape and then takes the failed role.
 # (e) `remove` of a spare then `add` of the same file works (and a second
 #     `add` of a spare already in the array is refused, changing nothing).
 # (f) after a `replace`: no ghost row (no member with no role that is
@@ -264,6 +266,36 @@ part_d ()
   stop_nbdkit dd
 }
 
+# (d2) during a reshape of a degraded array
+part_d2 ()
+{
+  local d="$tmp/d2"
+  mkdir -p "$d"
+  create_array --level=6 --chunk=64K --data-offset=8M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" || { fail "(d2) create"; return 0; }
+  truncate -s "$MSIZE" "$d/s0"
+  start_raid_ctl d2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" ||
+    { fail "(d2) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 57 || fail "(d2) write"
+  expect_run "(d2) fail role 3" "$NBDRAID" -C "$d/ctl" fail 3
+  "$NBDRAID" -C "$d/ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "(d2) a reshape (chunk 128K) of the degraded array" \
+    "$NBDRAID" -C "$d/ctl" reshape --chunk=128K --start
+  expect_eq "(d2) reshaping" reshape "$(status_get "$d/ctl" sync_action)"
+  expect_run "(d2) add a spare during the reshape" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  expect_status "(d2) it is queued as a spare" "$d/ctl" spec:/s0 spare
+  expect_eq "(d2) still reshaping" reshape "$(status_get "$d/ctl" sync_action)"
+  "$NBDRAID" -C "$d/ctl" set speed-min=16M speed-max=0 >/dev/null
+  expect_run "(d2) the reshape ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(d2) the recovery ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(d2) the chunk changed" 131072 "$(status_get "$d/ctl" chunk)"
+  expect_eq "(d2) the queued spare holds role 3" s0 "$(role_spec "$d/ctl" 3)"
+  expect_status "(d2) optimal" "$d/ctl" health optimal
+  check_order "(d2) order" "$d/ctl"
+  read_back "(d2)" "$d" "$d/expected.img"
+  stop_nbdkit d2
+}
+
 # ---- (e) remove a spare, add it back -----------------------------------------------
 part_e ()
 {
@@ -330,6 +362,7 @@ part_a
 part_b
 part_c
 part_d
+part_d2
 part_e
 part_f
 finish
