@@ -144,6 +144,8 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
             "member %s: %s -> %s (%s)", a->mem[t].m ? member_spec (a->mem[t].m) : "-",
             state_name (from), state_name (to), why);
   atomic_store (&a->mem[t].state, to);
+  if (to != RAID_MEMBER_REBUILDING)
+    a->mem[t].rejoining = false;           /* begin_rejoin sets it */
   if (to == RAID_MEMBER_MISSING)
     a->mem[t].away_ns = raid_now_mono_ns ();
   else if (to != RAID_MEMBER_STALE)

@@ -89,6 +89,9 @@ struct array_member {
                                               received */
   uint64_t away_ns;                        /* missing: when it went away
                                               (monotonic; 0: not away) */
+  bool rejoining;                          /* rebuilding because it was stale
+                                              (it came back): status shows it
+                                              stale until it is in sync */
 };
 
 #define STATE_EMPTY (-1)                   /* a free table slot */

@@ -606,6 +606,7 @@ begin_rejoin (struct raid_array *a, int t)
               "not reached" : "");
   member_transition (a, t, RAID_MEMBER_REBUILDING, role,
                      delta ? why : "rejoins: full resync");
+  a->mem[t].rejoining = true;
   state_commit (a);
   sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
                 .target_slot = t, .target_role = role, .source_slot = -1,

@@ -180,7 +180,7 @@ kill_member 3
 expect_run "(f) write while away" $FLAP write "$raid_uri" "$model" 0 $((8 << 20)) 60
 "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=256K >/dev/null
 start_member 3
-wait_member 3 rebuilding 30
+wait_member 3 stale 30                  # rejoining: stale until in sync
 kill_member 3
 expect_run "(f) write while away again" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 61
 "$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
