@@ -74,6 +74,7 @@ part_b ()
     { fail "(b) create"; return 0; }
   nbd_members "$d" || { fail "(b) member servers"; return 0; }
   start_raid b1 "${urls[@]}" || { fail "(b) start"; return 0; }
+  served && ok || fail "(b) the first server serves"
   pid="$(cat "$tmp/b1.pid")"
   refused "(b) second server on the same exports" b2 "in use by another server.*pid $pid" \
     "${urls[@]}"
@@ -99,6 +100,12 @@ part_c ()
   pid=$!
   for ((i = 0; i < 200; i++)); do [ -s "$tmp/c1.pid" ] && break; sleep 0.05; done
   [ -s "$tmp/c1.pid" ] || { fail "(c) server under another host name"; sed 's/^/    /' "$tmp/c1.log" >&2; return 0; }
+  # Serving means its owner record is on the members (the pidfile may come
+  # first): only then does the kill leave the record this part is about.
+  for ((i = 0; i < 200; i++)); do
+    nbdinfo --size "$(uri_of "$csock")" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
   kill -9 "$pid"
   wait "$pid" 2>/dev/null || true
   refused "(c) a record of another host" c2 "open on host elsewhere.example.*force=true" \
