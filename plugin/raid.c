@@ -19,6 +19,7 @@
 #include "array.h"
 #include "control.h"
 #include "member.h"
+#include "sb.h"
 #include "util.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -216,6 +217,8 @@ raid_get_ready (void)
       continue;
     }
     e = errno;
+    if (e == EBUSY)
+      sb_name_holder (member_specs[i], err, sizeof err);
     if (is_uri (member_specs[i]) && member_timeout && !served_readonly &&
         e != EINVAL && e != EROFS && e != ENOTSUP) {
       /* Not reachable now: a missing member, tried again while serving. */
