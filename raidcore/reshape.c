@@ -342,7 +342,8 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
   if (cap && d1 < d0) {                   /* a shrink: the size must go first */
     snprintf (err, errlen, "the new geometry holds %" PRIu64 " bytes on these members "
               "but the array exports %" PRIu64 ": resize it to at most %" PRIu64
-              " first, or use larger members", cap, p->total, cap);
+              " first (a shrink: resize with force, the bytes beyond are cut off), "
+              "or use larger members", cap, p->total, cap);
     return ENOSPC;
   }
   /* The way out must work as said: members that grow by what the backward

@@ -97,11 +97,16 @@ part_c ()
     { fail "(c) create"; return 0; }
   nbd_members "$d" || { fail "(c) member servers"; return 0; }
   rm -f "$csock" "$tmp/c1.pid"
+  local -a pre=()
+  if [ "$SANITIZERS" = yes ]; then    # as start_nbdkit does (functions.sh)
+    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
+         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
+  fi
   unshare -u sh -c 'hostname elsewhere.example && exec "$@"' sh \
-    nbdkit -f -U "$csock" -P "$tmp/c1.pid" --log=stderr "$PLUGIN" "${urls[@]}" \
+    "${pre[@]}" nbdkit -f -U "$csock" -P "$tmp/c1.pid" --log=stderr "$PLUGIN" "${urls[@]}" \
     >"$tmp/c1.log" 2>&1 </dev/null &
   pid=$!
-  for ((i = 0; i < 200; i++)); do [ -s "$tmp/c1.pid" ] && break; sleep 0.05; done
+  for ((i = 0; i < 600; i++)); do [ -s "$tmp/c1.pid" ] && break; sleep 0.05; done
   [ -s "$tmp/c1.pid" ] || { fail "(c) server under another host name"; sed 's/^/    /' "$tmp/c1.log" >&2; return 0; }
   # Serving means its owner record is on the members (the pidfile may come
   # first): only then does the kill leave the record this part is about.
