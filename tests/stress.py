@@ -1153,7 +1153,13 @@ class Epoch:
         g = self.choose(r)
         self.make_devices(g)
         self.threads = self.run.args.threads or 3 + int(r[8] * 3)
+        # member-timeout also bounds every NBD member operation (connect,
+        # superblock and journal reads included): a member slowed to a few
+        # MB/s would time out and go away by itself, a loss the tester did
+        # not inject and cannot count.  Slow members get the long bound.
         self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
+        if any(d.slow_rate or d.delay_ms for d in self.devs):
+            self.member_timeout = 30
         members = self.devs[:g["nmem"]]
         self.create(g, members)
         # Only the array server loads our (maybe instrumented) plugin; the
@@ -2197,6 +2203,8 @@ def op_slow(ep, c, r):
         return
     d = ds[int(r[1] * len(ds))]
     bits = [8 * MiB, 32 * MiB, 128 * MiB, 100 << 30][int(r[2] * 4)]
+    if ep.member_timeout < 30:
+        bits = max(bits, 128 * MiB)     # else a timeout makes it go away (see setup)
     d.set_rate(bits)
     ep.run.event("fault", "%s bandwidth %s bit/s" % (d.name, bits))
 
