@@ -119,11 +119,11 @@
 #
 # Focus knobs, to reproduce one defect quickly: --ops (management and fault
 # mix), --io (client mix), --level, --members, --chunk, --consistency,
-# --slow (member latency/bandwidth), --nbd-fraction, --kill-after, --doom,
-# --phase, --epoch; --relax RULE,... logs violations of the named rules
-# (member-order, reshape-state, health, data, mismatch, ...) instead of
-# stopping, to get past a defect already reported.  The default mix covers
-# every op.
+# --slow (member latency/bandwidth), --nbd-fraction, --member-timeout,
+# --kill-after, --doom, --phase, --epoch; --relax RULE,... logs violations
+# of the named rules (member-order, reshape-state, health, data, mismatch,
+# away, rejoin, ...) instead of stopping, to get past a defect already
+# reported.  The default mix covers every op.
 
 import argparse
 import collections
@@ -1160,6 +1160,8 @@ class Epoch:
         self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
         if any(d.slow_rate or d.delay_ms for d in self.devs):
             self.member_timeout = 30
+        if self.run.args.member_timeout is not None:
+            self.member_timeout = self.run.args.member_timeout
         members = self.devs[:g["nmem"]]
         self.create(g, members)
         # Only the array server loads our (maybe instrumented) plugin; the
@@ -3001,7 +3003,7 @@ def replay_command(a):
     if os.environ.get("SANITIZERS") == "yes":
         argv.insert(0, "SANITIZERS=yes")
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
-                "member_size", "nbd_fraction", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
+                "member_size", "nbd_fraction", "member_timeout", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
                 "hot", "batch", "speed_max",
                 "kill_after"):
         v = getattr(a, opt)
@@ -3021,6 +3023,8 @@ def parse_args(argv):
     ap.add_argument("--consistency", choices=["journal", "bitmap", "resync"])
     ap.add_argument("--member-size", type=int, help="MiB per member")
     ap.add_argument("--nbd-fraction", type=float, help="share of NBD members (0..1)")
+    ap.add_argument("--member-timeout", type=int, help="plugin parameter member-timeout "
+                    "(default: 2, 5, 10 or 30 by the seed; 30 with slow members)")
     ap.add_argument("--slow", type=float, help="share of slow NBD members (0..1)")
     ap.add_argument("--slow-kind", choices=["delay", "rate", "mix"], default="mix",
                     help="slow members by latency (delay filter), bandwidth (rate "
