@@ -1368,6 +1368,12 @@ class Epoch:
                 where, text, json.dumps(st)), rule=rule)
         if self.hole and not self.hole_open and lost_roles(st):
             open_hole(self, "a member lost")
+        with self.fault_lock:
+            for d, e in self.away.items():
+                m = member_of(self, st, d, e.role)
+                if e.checked and m is not None and m["role"] == e.role and \
+                   m["state"] != "in_sync":
+                    e.noticed = True        # the engine has met its lost connection
         with self.status_lock:
             prev = self.last_status
             if prev and prev.get("reshape") and not st["reshape"]:
