@@ -278,7 +278,15 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   }
   m = member_unretire (a, spec);
   pthread_mutex_unlock (&a->state_lock);
-  if ((*retired = m != NULL))
+  if ((*retired = m != NULL) && member_is_down (m) &&
+      (*rp = member_reconnect (m, e, sizeof e)) != 0) {
+    snprintf (err, errlen, "%s", e);       /* its connection died: a new one */
+    pthread_mutex_lock (&a->state_lock);
+    member_retire (a, m);                  /* back where it was */
+    pthread_mutex_unlock (&a->state_lock);
+    return NULL;
+  }
+  if (*retired)
     return m;
   if (!(m = member_open (spec, false, e, sizeof e))) {
     *rp = errno ? errno : ENOENT;

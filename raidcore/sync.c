@@ -599,6 +599,17 @@ begin_rejoin (struct raid_array *a, int t)
 
   atomic_store (&a->rb_row, 0);
   a->sb.members[t].recovery_offset = 0;
+  if (layout_tolerance (cur_layout (a)) == 0) {
+    /* No redundancy (raid0): nothing to resync it from, and nothing was
+     * written while it was away (the array was failed and refused every
+     * write): it is back as it is. */
+    member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
+    member_transition (a, t, RAID_MEMBER_IN_SYNC, role, "rejoins as it is: no "
+                       "redundancy to resync it from, and no write was taken "
+                       "while it was away");
+    state_commit (a);
+    return;
+  }
   if (delta)
     snprintf (why, sizeof why, "rejoins: resyncing what it missed (%" PRIu64
               " regions%s)", missed_count (a, t),
