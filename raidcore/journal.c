@@ -733,10 +733,13 @@ apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
     struct member *m = state_role_member (a, L, role);
     uint64_t row = m ? (off - L->data_offset[role]) / L->g.chunk : 0;
 
+    int werr;
+
     if (m && !(bad & (1u << role)) && !superseded (&cv[id], seq, row) &&
         (L->id != LAYOUT_CUR || missed_mark_rows (a, row, 1) == 0) &&
-        member_pwrite (m, data, len, off, false) != 0)
-      state_member_error (a, m, EIO, true, off);
+        (werr = member_pwrite (m, data, len, off, false)) != 0)
+      state_member_error (a, m, werr, true, off);   /* its own error: a member
+                                                     that went away is missing */
     data += len;
   }
 }
@@ -847,9 +850,13 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     if (!state_member_in_use (a, t))
       continue;
-    if (!(bufs[t] = raid_alloc_aligned (size)) ||
-        member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset) != 0) {
-      raid_log (RAID_LOG_WARN, "%s: cannot read its journal", member_spec (a->mem[t].m));
+    int e = (bufs[t] = raid_alloc_aligned (size)) ? 0 : ENOMEM;
+
+    if (e || (e = member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset)) != 0) {
+      raid_log (RAID_LOG_WARN, "%s: cannot read its journal: %s", member_spec (a->mem[t].m),
+                raid_strerror (e));
+      if (e != ENOMEM)                     /* a member that went away is missing */
+        state_member_error (a, a->mem[t].m, e, false, a->sb.cons_offset);
       free (bufs[t]);
       bufs[t] = NULL;
       continue;
