@@ -27,7 +27,8 @@
 # contract: a write is durable when acknowledged with FUA, or acknowledged
 # before a flush that completed; we only credit a thread's own flushes,
 # which under-approximates durability and so is sound), and its one write
-# in flight.  Trimmed and zeroed bytes read back as zeros (SPEC 4.3).
+# in flight.  Trimmed and zeroed bytes read back as zeros
+# (nbdkit-raid-plugin(1), Serving).
 #
 # What is checked, and why it is sound.
 #  - Every client read of a thread's own bytes returns the model's bytes
@@ -72,8 +73,9 @@
 #    Spares whose server dies are not reconnected (they hold no role):
 #    their connection stays dead until the array server starts again.
 #  - Every control reply arrives within --reply-bound, is well formed, and
-#    only carries error codes SPEC 4.4 allows; after every management step
-#    (and every second from a monitor) the status is self-consistent:
+#    only carries error codes nbdkit-raid-control(7) lists under Replies;
+#    after every management step (and every second from a monitor) the
+#    status is self-consistent:
 #    schema, reshape.state running exactly when sync_action is reshape,
 #    members ordered by role with spares last, no two members on one role
 #    (except a replace's rebuilding target), health matching member states
@@ -89,7 +91,9 @@
 #    the array starts degraded with them missing and they rejoin when
 #    their server is back): every block holds its last durable
 #    version or a later one (the in-flight write: old or new; with a member
-#    left out its own bytes may be torn, SPEC 7); the server assembles; a
+#    left out its own bytes may be torn: a crash only promises to change
+#    no block outside the writes in flight, nbdkit-raid-plugin(1), Crash
+#    consistency); the server assembles; a
 #    reshape that was frozen stays frozen and one that was running resumes
 #    or is done, unless the documented start rules refuse it (a member it
 #    adds lost before data moved: then it stays frozen).
@@ -102,8 +106,9 @@
 #    each member's data_offset, and the data equal to the model.
 #
 #    With consistency bitmap/resync a dirty degraded restart is refused
-#    (SPEC 4.3) and then forced (force=true): the write hole is the accepted
-#    risk there, so the stripe rows of writes in flight at the kill are
+#    (nbdkit-raid-plugin(1), Crash consistency) and then forced
+#    (force=true): the write hole is the accepted risk there, so the
+#    stripe rows of writes in flight at the kill are
 #    exempt; every other block is still checked.  The same rows are exempt
 #    when a member is lost after a dirty restart that did not need force,
 #    before the resync it owes has run (the same documented risk), until
@@ -114,8 +119,8 @@
 # since), the last --history events of the schedule, the server log tail;
 # keep the temp dir (every event of the epoch in events.log, the model of
 # the export in model.bin); exit 1.  Exit 0 when the budget ends clean.  Things
-# that deviate from SPEC but are not lies about data or state (an unknown
-# plugin parameter, a refused "max") are printed as notes.
+# that deviate from the man pages but are not lies about data or state (an
+# unknown plugin parameter, a refused "max") are printed as notes.
 #
 # Focus knobs, to reproduce one defect quickly: --ops (management and fault
 # mix), --io (client mix), --level, --members, --chunk, --consistency,
@@ -155,7 +160,7 @@ RAID5_LAYOUTS = ["left-asymmetric", "right-asymmetric", "left-symmetric",
                  "right-symmetric", "parity-first", "parity-last"]
 RAID6_LAYOUTS = RAID5_LAYOUTS + ["left-asymmetric-6", "right-asymmetric-6",
                                  "left-symmetric-6", "right-symmetric-6", "parity-first-6"]
-# Error codes SPEC 4.4 / nbdkit-raid-control(7) allow for a well-formed
+# Error codes nbdkit-raid-control(7) (Replies) allows for a well-formed
 # request; EPROTO, ENOSYS (we only send valid lines and known ops), EACCES
 # and EAGAIN (we are the owner, with few connections) are violations.
 ALLOWED_ERRORS = {"EBUSY", "EINVAL", "ENOSPC", "ENODEV", "ENOENT", "EEXIST",
@@ -440,7 +445,7 @@ class Device:
 
 
 # ---------------------------------------------------------------------------
-# The control socket (SPEC 4.4).
+# The control socket (nbdkit-raid-control(7)).
 
 class ServerGone(Exception):
     """The control connection failed because the server is down."""
@@ -572,7 +577,8 @@ def reply_problems(req, r):
         if not isinstance(r.get("message"), str) or not r["message"]:
             return "error without message"
         if r.get("error") not in ALLOWED_ERRORS:
-            return "error code %r is not one SPEC 4.4 allows for this request" % r.get("error")
+            return ("error code %r is not one nbdkit-raid-control(7) lists for this request"
+                    % r.get("error"))
         return None
     if req["op"] in ("status", "wait", "reshape"):
         return "; ".join(schema_problems(r)) or None
@@ -659,7 +665,10 @@ def expected_health(st):
 
 
 def consistency_problems(st):
-    """The status self-consistency rules of SPEC 4.4, as (rule, text)."""
+    """The status self-consistency rules, as (rule, text): the reshape is
+    running exactly when sync_action is reshape, members are ordered by
+    role with spares last, and the rest below (nbdkit-raid-control(7),
+    STATUS FIELDS; nbdkit-raid-plugin(1), Management)."""
     out = []
     rs = st["reshape"]
     running = rs is not None and rs["state"] == "running"
@@ -987,7 +996,7 @@ class Client(threading.Thread):
         flags = self.fua_flag(r[5])
         self.inflight = (off, n, bytes(n))
         self.h.trim(n, off, flags)
-        # SPEC 4.3: trimmed bytes read back as zeros.
+        # Trimmed bytes read back as zeros (nbdkit-raid-plugin(1), Serving).
         self.apply(off, bytes(n), bool(flags & nbd.CMD_FLAG_FUA))
         self.ep.run.event(self.who, "trim [%d,+%d)" % (off, n))
         if r[4] > 0.5:
@@ -1310,8 +1319,8 @@ class Epoch:
         if not ok and self.run.has_member_timeout and \
            "unknown parameter 'member-timeout'" in self.srv.log_tail(3):
             self.run.has_member_timeout = False
-            self.run.note("the plugin does not take member-timeout= (SPEC 4.1); "
-                          "serving without it")
+            self.run.note("the plugin does not take member-timeout= "
+                          "(nbdkit-raid-plugin(1), PARAMETERS); serving without it")
             return self.start_server(specs, expect_ok)
         self.uri = "nbd+unix:///?socket=" + self.srv.sock
         if not ok and expect_ok:
@@ -1362,7 +1371,8 @@ class Epoch:
                 c.close()
 
     def saw_status(self, st, where):
-        """Every status reply: the SPEC 4.4 self-consistency rules."""
+        """Every status reply: the self-consistency rules of
+        consistency_problems."""
         for rule, text in consistency_problems(st):
             self.run.violate("status (%s) is not self-consistent: %s\nstatus: %s" % (
                 where, text, json.dumps(st)), rule=rule)
@@ -1389,7 +1399,9 @@ class Epoch:
 
     def watch_progress(self, st):
         """A running action that is not throttled must move within
-        --stall-bound seconds (SPEC 4.4: never running with nothing moving)."""
+        --stall-bound seconds: a step that fails freezes the action with an
+        error or fails the array, it is never left running with nothing
+        moving (nbdkit-raid-control(7), STATUS FIELDS: reshape, progress)."""
         act = st["sync_action"]
         if act in ("idle", "frozen") or self.killing or self.stopping:
             self.progress_seen = None
@@ -1809,8 +1821,9 @@ def pick_member(st, x, pred=lambda m: True):
 
 
 def member_arg(m, x):
-    """A member named by role or by spec (both forms of SPEC 4.4).  A
-    missing member is named by its role when it has one: the engine
+    """A member named by role or by spec (both forms nbdkit-raid-control(7)
+    accepts, Requests).  A missing member is named by its role when it has
+    one: the engine
     resolves a spec only to a member whose device it holds open
     (state_find_member), and nbdkit-raid-control(7) shows a missing member
     with no spec at all; naming it by spec is an expected ENODEV."""
@@ -1942,8 +1955,8 @@ def op_resize(ep, c, r):
         size = "max" if r[2] < 0.5 else st["size"] + (1 + int(r[3] * 4)) * row
         rep = c.call("resize", size=size)
         if size == "max" and rep.get("error") == "EINVAL":
-            ep.run.note("resize {\"size\": \"max\"} refused: %s (SPEC 4.4 allows \"max\")"
-                        % rep["message"])
+            ep.run.note("resize {\"size\": \"max\"} refused: %s "
+                        "(nbdkit-raid-control(7) allows \"max\")" % rep["message"])
         return
     new = st["size"] - (1 + int(r[3] * 4)) * row
     if new > 0:
@@ -1952,13 +1965,15 @@ def op_resize(ep, c, r):
 
 def shrink(ep, c, new):
     """A shrinking resize: clients first stop using bytes at or beyond new
-    (the fence), since bytes beyond the end are lost (SPEC 4.4)."""
+    (the fence), since bytes beyond the new end are lost
+    (nbdkit-raid-control(7), resize)."""
     with ep.limit_lock:
         fence(ep, new)
         try:
             rep = c.call("resize", size=new, force=True)
             if rep.get("error") == "EINVAL" and "force" in rep["message"]:
-                ep.run.note("resize refuses SPEC 4.4's force argument: %s" % rep["message"])
+                ep.run.note("resize refuses the force argument of nbdkit-raid-control(7): %s"
+                            % rep["message"])
                 rep = c.call("resize", size=new)
         finally:
             st = ep.status("shrink")
@@ -2351,9 +2366,10 @@ def kill_and_restart(ep, leave_out, x, hold=False, y=0.0):
 
 def restart_after_kill(ep, specs, before):
     """Start again; a dirty degraded array without a write-hole log is
-    refused (SPEC 4.3) and then started with force=true, accepting the
-    write hole.  Without a write-hole log (bitmap, resync) the stripe rows
-    of writes in flight at the kill may hold parity that does not match
+    refused (nbdkit-raid-plugin(1), Crash consistency) and then started
+    with force=true, accepting the write hole.  Without a write-hole log
+    (bitmap, resync) the stripe rows of writes in flight at the kill may
+    hold parity that does not match
     their data until the resync owed has run: a member lost before then
     rebuilds wrong bytes anywhere in those rows (the documented risk of
     these policies, nbdkit-raid-plugin(1) Crash consistency).  Those rows
@@ -2522,8 +2538,8 @@ def explain_block(got, allowed):
 
 
 def check_resumed(ep, before, after, busy):
-    """SPEC 4.3/6: a frozen reshape stays frozen; a running one resumes
-    (or it had finished)."""
+    """A frozen reshape stays frozen; a running one resumes (or it had
+    finished) (nbdkit-raid-plugin(1), reshape-autostart and Live reshape)."""
     if not before or not before.get("reshape") or \
        any(busy.get(o) for o in ("start", "freeze", "abort", "reshape", "reshape_add")):
         return
@@ -2546,8 +2562,8 @@ def reshape_start_refusal(st):
     """Why the documented rules refuse to start (or resume at a restart)
     the reshape of status st, or None (nbdkit-raid-plugin(1), Live
     reshape: a member the reshape adds that is missing or faulty before any
-    data moved; SPEC 6: the members it needs beyond either layout's
-    tolerance)."""
+    data moved; and start needs the members of both layouts within their
+    redundancy: more missing or faulty than either tolerates refuses it)."""
     rs = st["reshape"]
     if not rs:
         return None
@@ -2692,10 +2708,11 @@ def settle_once(ep, c, st):
 
 
 def refusals(ep, c, st):
-    """SPEC 4.4: a refused request changes no state, not even the event
-    count.  On the settled array (no client I/O, nothing running), send
-    requests the documented rules refuse; each must be refused, and the
-    status afterwards must equal the status before."""
+    """A refused request changes no state, not even the event count
+    (nbdkit-raid-control(7), Replies).  On the settled array (no client
+    I/O, nothing running), send requests the documented rules refuse; each
+    must be refused, and the status afterwards must equal the status
+    before."""
     r = random.Random("%d:%d:refusals:%d" % (ep.run.args.seed, ep.n, ep.nquiet))
     ep.nquiet += 1
     ins = [m for m in st["members"] if m["state"] == "in_sync" and m["spec"]]
@@ -2725,7 +2742,8 @@ def refusals(ep, c, st):
            {k: v for k, v in after.items() if k not in strip}:
             diff = sorted(k for k in set(before) | set(after) if k not in strip and
                           before.get(k) != after.get(k))
-            ep.run.violate("the refused request %s %s (%s %s) changed the status (SPEC 4.4: "
+            ep.run.violate("the refused request %s %s (%s %s) changed the status "
+                           "(nbdkit-raid-control(7): "
                            "a refused request changes no state, not even the event count): "
                            "%s; before: %s; after: %s" % (
                                op, json.dumps(args), rep.get("error"), rep.get("message"),
@@ -2768,7 +2786,8 @@ def compare_export(ep, why):
 
 
 def cpu_idle(ep, why):
-    """When nothing runs the server must not spin (SPEC 1)."""
+    """When nothing runs the server must not spin: every wait in it sleeps
+    until something wakes it, so an idle server uses next to no CPU."""
     hz = os.sysconf("SC_CLK_TCK")
     t1 = ep.srv.cpu_ticks()
     per1 = thread_ticks(ep.srv.pid)
