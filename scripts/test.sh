@@ -5,7 +5,8 @@
 # C tests, installs under a temporary prefix and uninstalls cleanly).  The
 # distcheck runs the C tests only (NBDKIT_RAID_CHECK=unit: every
 # tests/*.sh script is a visible SKIP there, the suite having run above);
-# DISTCHECK_FULL=1 runs the whole suite inside it too.
+# DISTCHECK_FULL=1 runs the whole suite inside it too.  Last, the Debian
+# package is built from the tarball and checked by lintian (scripts/deb.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
@@ -49,5 +50,8 @@ else
   grep -l -E '^:test-result: (FAIL|ERROR)' "$top"/build/nbdkit-raid-*/_build/sub/tests/*.trs 2>/dev/null |
     while read -r t; do echo "--- ${t%.trs}.log"; tail -n 60 "${t%.trs}.log"; done
 fi
+echo "=== Debian package (scripts/deb.sh: dpkg-buildpackage, lintian)"
+if "$top/scripts/deb.sh" "$top/build-deb"; then pass=$((pass+1))
+else echo "=== Debian package: FAILED"; status=1; fail=$((fail+1)); fi
 echo "$pass passed, $fail failed"
 exit $status
