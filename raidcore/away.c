@@ -30,24 +30,26 @@ try_reset (struct away_try *w)
   memset (w, 0, sizeof *w);
 }
 
-/* Why a try failed: each kind is logged once per streak of failures, so
- * an unreachable member does not flood the log but a member that answers
- * with the wrong contents is always reported. */
-enum try_kind { TRY_UNREACHABLE = 1, TRY_UNREADABLE, TRY_NOT_OURS };
-
-static void __attribute__ ((format (printf, 3, 4)))
-log_once (struct away_try *w, enum try_kind kind, const char *fmt, ...)
+/* Log a failed try unless it failed exactly as the last logged one did: an
+ * unreachable member does not flood the log, but every new reason (another
+ * errno, a member that answers with the wrong contents) is reported. */
+static void __attribute__ ((format (printf, 2, 3)))
+log_once (struct away_try *w, const char *fmt, ...)
 {
   char msg[768];
+  uint32_t h = 2166136261u;                /* FNV-1a of the message */
   va_list ap;
 
-  if (w->logged == (int) kind)
-    return;
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
   va_end (ap);
+  for (const char *p = msg; *p; p++)
+    h = (h ^ (uint8_t) *p) * 16777619u;
+  h |= 1;                                  /* 0: nothing logged */
+  if (w->logged == h)
+    return;
   raid_log (RAID_LOG_WARN, "%s", msg);
-  w->logged = kind;
+  w->logged = h;
 }
 
 /* Whether own, read from away member t, shows that very member of this
@@ -70,9 +72,21 @@ same_member (struct raid_array *a, int t, const struct raid_sb *own, char *why, 
   return false;
 }
 
+/* How long one reconnect attempt may take to connect: at most
+ * AWAY_CONNECT_MAX_NS (an address that swallows packets must not hold the
+ * attempt past the moment the member is back), and no later than the
+ * member's write-off at `end`, but at least AWAY_CONNECT_MIN_NS. */
+static uint64_t
+connect_bound (struct raid_array *a, uint64_t end, uint64_t now)
+{
+  uint64_t left = a->member_timeout_ns && end > now ? end - now : AWAY_CONNECT_MAX_NS;
+
+  return raid_max_u64 (AWAY_CONNECT_MIN_NS, raid_min_u64 (left, AWAY_CONNECT_MAX_NS));
+}
+
 /* Try to take back away member t, open as m (no lock held). */
 static void
-try_member (struct raid_array *a, int t, struct member *m, uint64_t now)
+try_member (struct raid_array *a, int t, struct member *m, uint64_t now, uint64_t bound)
 {
   struct away_try *w = &a->away.member[t];
   struct raid_sb *own = malloc (sizeof *own);
@@ -81,12 +95,12 @@ try_member (struct raid_array *a, int t, struct member *m, uint64_t now)
 
   if (!own)
     return try_failed (w, now);
-  if (member_reconnect (m, e, sizeof e) != 0) {
-    log_once (w, TRY_UNREACHABLE, "%s; trying again", e);
+  if (member_reconnect_within (m, bound, e, sizeof e) != 0) {
+    log_once (w, "%s; trying again", e);
     try_failed (w, now);
   }
   else if (sb_read_newest (m, own, e, sizeof e) != 0) {
-    log_once (w, TRY_UNREADABLE, "%s: back, but its superblock cannot be read (%s): not used",
+    log_once (w, "%s: back, but its superblock cannot be read (%s): not used",
               member_spec (m), e);
     try_failed (w, now);
   }
@@ -95,7 +109,7 @@ try_member (struct raid_array *a, int t, struct member *m, uint64_t now)
     same = same_member (a, t, own, why, sizeof why);
     pthread_mutex_unlock (&a->state_lock);
     if (!same) {
-      log_once (w, TRY_NOT_OURS, "%s: answers again, but %s: refused", member_spec (m), why);
+      log_once (w, "%s: answers again, but %s: refused", member_spec (m), why);
       try_failed (w, now);
     }
     else if (manage_member_back (a, t, m, own) == 0)
@@ -121,7 +135,7 @@ try_pending (struct raid_array *a, int i, uint64_t now)
     raid_log (RAID_LOG_WARN, "%s", e);
     return true;
   }
-  log_once (w, TRY_UNREACHABLE, "%s: not reached yet (%s); trying again", a->away.pending[i], e);
+  log_once (w, "%s: not reached yet (%s); trying again", a->away.pending[i], e);
   try_failed (w, now);
   return false;
 }
@@ -160,8 +174,9 @@ pass (struct raid_array *a)
       continue;
     }
     if (now >= w->next_ns) {
+      uint64_t bound = connect_bound (a, end, now);
       pthread_mutex_unlock (&a->state_lock);
-      try_member (a, t, m, now);
+      try_member (a, t, m, now, bound);
       pthread_mutex_lock (&a->state_lock);
     }
     wake = raid_min_u64 (wake, raid_min_u64 (w->next_ns, end));

@@ -12,8 +12,11 @@
  * by its own deadlines:
  *
  *   - reconnect: an away NBD member is connected again to the same URI
- *     (member_reconnect), with exponential backoff (AWAY_BACKOFF_MIN_NS
- *     doubling to AWAY_BACKOFF_MAX_NS).  It is taken back only if its own
+ *     (member_reconnect_within), with exponential backoff
+ *     (AWAY_BACKOFF_MIN_NS doubling to AWAY_BACKOFF_MAX_NS); one attempt's
+ *     connect and handshake take at most AWAY_CONNECT_MAX_NS and end
+ *     before the member's write-off, so an address that swallows packets
+ *     cannot hold an attempt past the moment the member is back.  It is taken back only if its own
  *     newest record names this array and this member (array and member
  *     UUID) and is not newer than the array's; anything else — another
  *     array's export at that URI, a member that moved on — is refused and
@@ -51,11 +54,13 @@ struct raid_array;
 
 #define AWAY_BACKOFF_MIN_NS 100000000ull       /* 0.1 s */
 #define AWAY_BACKOFF_MAX_NS 5000000000ull      /* 5 s */
+#define AWAY_CONNECT_MIN_NS 500000000ull       /* one attempt's connect bound: */
+#define AWAY_CONNECT_MAX_NS 3000000000ull      /* see connect_bound in away.c */
 
 struct away_try {                 /* when to try something again */
   uint64_t next_ns, backoff_ns;
-  int logged;                     /* kind of the failure last logged (0:
-                                     none): each new kind is logged once */
+  uint32_t logged;                /* hash of the failure last logged (0:
+                                     none): a repeat is not logged again */
 };
 
 struct away_ctl {

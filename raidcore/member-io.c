@@ -225,11 +225,17 @@ member_is_down (const struct member *m)
 int
 member_reconnect (struct member *m, char *err, size_t errlen)
 {
+  return member_reconnect_within (m, 0, err, errlen);
+}
+
+int
+member_reconnect_within (struct member *m, uint64_t connect_ns, char *err, size_t errlen)
+{
   if (m->be->reconnect == NULL) {
     member_err (err, errlen, m->spec, "reconnect", ENOTSUP);
     return ENOTSUP;
   }
-  return m->be->reconnect (m, err, errlen);
+  return m->be->reconnect (m, connect_ns, err, errlen);
 }
 
 /* ---- validation and routing ---- */

@@ -65,7 +65,7 @@ struct member_backend {
   /* Optional (NBD): member_is_down and member_reconnect (member.h).
    * Without them a member is never down and cannot reconnect. */
   bool (*is_down) (const struct member *m);
-  int (*reconnect) (struct member *m, char *err, size_t errlen);
+  int (*reconnect) (struct member *m, uint64_t connect_ns, char *err, size_t errlen);
   /* Optional: drop clean cached copies of [off, off + len), so that the
    * next read of it reaches the device. */
   void (*uncache) (struct member *m, uint64_t off, uint64_t len);

@@ -723,6 +723,8 @@ struct conn_req {
   bool readonly;
   struct nbd_member *nm;        /* reconnect: whose close or fork may cut
                                    the connect short; NULL at open */
+  uint64_t connect_ns;          /* bound of connect + handshake; 0: the
+                                   I/O timeout */
 };
 
 static int
@@ -774,7 +776,7 @@ static int
 conn_handshake (struct nbd_handle *h, const struct conn_req *rq,
                 char *err, size_t errlen)
 {
-  uint64_t t = member_io_timeout_ns ();
+  uint64_t t = rq->connect_ns ? rq->connect_ns : member_io_timeout_ns ();
   uint64_t deadline = t ? raid_now_mono_ns () + t : UINT64_MAX;
 
   if (nbd_aio_connect_uri (h, rq->spec) == -1)
@@ -951,11 +953,12 @@ reconnect_finish (struct nbd_member *nm, struct nbd_conn *cn, int r,
 }
 
 static int
-nbd_reconnect (struct member *m, char *err, size_t errlen)
+nbd_reconnect (struct member *m, uint64_t connect_ns, char *err, size_t errlen)
 {
   struct nbd_member *nm = nbd_member (m);
   struct conn_req rq = {
     .spec = m->spec, .prefix = "reconnect: ", .readonly = m->readonly, .nm = nm,
+    .connect_ns = connect_ns,
   };
   struct nbd_conn cn = { .h = NULL, .sock = -1 };
   const char *busy;

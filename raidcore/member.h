@@ -225,5 +225,12 @@ bool member_is_down (const struct member *m);
  * parent; the child has no such thread) instead of waiting for it; the
  * member is then down in both processes and either may reconnect it. */
 int member_reconnect (struct member *m, char *err, size_t errlen);
+/* The same, with the connect and handshake bounded by connect_ns instead
+ * (0: the I/O timeout): a caller with its own deadline (the watcher of
+ * members that come and go) does not let one attempt at an address that
+ * swallows packets outlast it.  Waiting for the old connection's ops keeps
+ * the I/O timeout bound. */
+int member_reconnect_within (struct member *m, uint64_t connect_ns,
+                             char *err, size_t errlen);
 
 #endif

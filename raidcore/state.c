@@ -433,6 +433,7 @@ state_commit (struct raid_array *a)
     struct member *ms[SB_MAX_MEMBERS];
     struct raid_sb *sbs;
     int idx[SB_MAX_MEMBERS], res[SB_MAX_MEMBERS], n = 0, nfail = 0;
+    uint64_t stamp;
 
     a->sb.events++;
     a->sb.utime_ns = raid_now_realtime_ns ();
@@ -448,7 +449,8 @@ state_commit (struct raid_array *a)
       memcpy (sbs[j].member_uuid, a->sb.members[idx[j]].uuid, RAID_UUID_LEN);
       sbs[j].member_size = member_size (ms[j]);
     }
-    sb_append_all (ms, sbs, n, res);
+    stamp = missed_stamp (a);              /* writes done before the flush */
+    sb_append_all (ms, sbs, n, res);       /* flushes every member in use */
     free (sbs);
     for (int j = 0; j < n; j++)
       if (res[j]) {
@@ -460,8 +462,10 @@ state_commit (struct raid_array *a)
       }
       else
         a->mem[idx[j]].seen = a->sb.events;
-    if (nfail == 0)
+    if (nfail == 0) {
+      missed_flushed (a, stamp);           /* durable on every member */
       return 0;
+    }
   }
   return EIO;
 }

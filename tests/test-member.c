@@ -1888,6 +1888,16 @@ test_nbd_reconnect_races (void)
   CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
   CHECK (member_is_down (m));
   close (cfd);
+
+  /* member_reconnect_within: a listener that never answers holds the
+   * attempt for the given bound, not the I/O timeout (30 s here). */
+  t0 = now_ms ();
+  CHECK_ERR (member_reconnect_within (m, 300 * UINT64_C(1000000), err, sizeof err), ETIMEDOUT);
+  ms = now_ms () - t0;
+  fprintf (stderr, "a bounded reconnect to a mute listener returned after %.0f ms\n", ms);
+  CHECK (ms >= 250 && ms < 5000);
+  CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "connect: "));
+  CHECK (member_is_down (m));
   close (lfd);
 
   server_restart (s, args);

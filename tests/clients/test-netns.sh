@@ -15,12 +15,14 @@
 # (b) A member host dies mid-write: host 2's nbdkit gets SIGKILL with 16
 #     writes in flight; every write still succeeds, the raid server keeps
 #     serving, a full read through a new connection matches, status says
-#     degraded with role 2 faulty, and `nbdraid examine` of a surviving
-#     member (over NBD) records role 2 faulty while the array is served.
+#     degraded with role 2 missing (away: within member-timeout), and
+#     `nbdraid examine` of a surviving member (over NBD) records role 2
+#     missing while the array is served.
 # (c) Rebuild onto a replacement host: host 5 is made (new namespace, veth
 #     and address), serves a fresh export, and `nbdraid -C CTL add
 #     nbd://HOST5:10809` makes it the spare that the degraded array recovers
-#     onto; after `nbdraid -C CTL wait` status says optimal with host 5's
+#     onto once host 2 is written off (`nbdraid fail`: faulty); after
+#     `nbdraid -C CTL wait` status says optimal with host 5's
 #     export in role 2, in sync; every byte written before and during the
 #     failure reads back; a scrub (`check`) finds no parity mismatch; the
 #     member superblocks, examined over NBD after the server stops, agree;
@@ -40,6 +42,17 @@
 #     --consistency=resync; with the default journal policy a full-stripe
 #     write may take one more round for the log (< 3 x DELAY), never one
 #     round per member.  The measured figures are printed.
+# (f) Members that come and go: a RAID5 of file-backed member servers on
+#     hosts 0-4 (member-timeout=10), member 3's server behind nbdkit's log
+#     filter so the test sees every byte written to it.  While a writer
+#     runs: (f1) host 3's nbdkit is killed and restarted 2 s later; (f2)
+#     host 3's link goes down for 13 s (a black hole: its requests time out
+#     after member-timeout, and its reconnects time out, until the link is
+#     back).  Each time member 3 is missing (not faulty) while away, comes
+#     back by itself, and rejoins by a delta resync: the data bytes written
+#     to it afterwards are at most its marked regions, far below its data
+#     area; every byte reads back as written, and a scrub finds no parity
+#     mismatch.
 #
 # Proves: NBD URIs are members like files; the array spans machines, keeps
 # serving when one of them dies, records the failure on the others, rebuilds
@@ -155,7 +168,8 @@ for ((i = 0; i < NMEMBERS; i++)); do members+=("$(muri_of "$i")"); done
 create_array --level=6 "${members[@]}" || { fail "nbdraid create over NBD"; finish; }
 ok
 ctl="$tmp/raid1.ctl"
-start_raid raid1 "${members[@]}" control="$ctl" || { fail "serve the array"; finish; }
+start_raid raid1 "${members[@]}" control="$ctl" member-timeout=120 ||
+  { fail "serve the array"; finish; }
 ok
 echo "$test_name: RAID6 of $NMEMBERS NBD members: $(($(nbd_size "$uri") >> 20)) MiB"
 t0="$(now)"
@@ -172,9 +186,9 @@ kill_member mem$victim     # reaps it (or kills it if the workload did not)
 echo "$test_name: (b) write with a member killed, read back $(elapsed "$t0") s"
 expect_run "(b) the raid server still answers" nbdinfo "$uri"
 expect_eq "(b) status: health" degraded "$(status_get "$ctl" health)"
-expect_eq "(b) status: role $victim" faulty "$(status_get "$ctl" "member:$victim")"
+expect_eq "(b) status: role $victim" missing "$(status_get "$ctl" "member:$victim")"
 examine "$tmp/ex-live.json" "$(muri_of 0)" || fail "(b) examine a survivor while served"
-expect_eq "(b) examine survivor 0 while served: role $victim" faulty \
+expect_eq "(b) examine survivor 0 while served: role $victim" missing \
   "$(member_state "$tmp/ex-live.json" "$victim")"
 
 # sj FILE EXPR: a Python expression over a saved `nbdraid status --json`
@@ -207,6 +221,10 @@ raidcheck_members ()
 t0="$(now)"
 new_member_host "$REPLACEMENT" || finish
 repl="$(muri_of "$REPLACEMENT")"
+# Host 2 is away, not failed: an operator who knows it is gone writes it
+# off at once instead of waiting for member-timeout.
+expect_run "(c) nbdraid fail the dead host's member" "$NBDRAID" -C "$ctl" fail "$(muri_of "$victim")"
+expect_eq "(c) status: role $victim written off" faulty "$(status_get "$ctl" "member:$victim")"
 expect_run "(c) nbdraid add $repl" "$NBDRAID" -C "$ctl" add "$repl"
 expect_run "(c) nbdraid wait (recovery)" timeout 300 "$NBDRAID" -C "$ctl" wait
 echo "$test_name: (c) rebuild onto host $REPLACEMENT: $(elapsed "$t0") s"
@@ -349,5 +367,101 @@ fi
 echo "$test_name: (e) measured (one request at a time; member delay ${DELAY_MS} ms):"
 sed 's/^/    /' "$NETNS_FIGURES"
 
-for ((i = 0; i < NHOSTS; i++)); do kill_member "mem$i"; kill_member "dmem$i"; done
+# ---- (f) members that come and go -------------------------------------------------
+for ((i = 0; i < NMEMBERS; i++)); do kill_member "mem$i"; kill_member "dmem$i"; done
+FLAP="$PYTHON $abs_srcdir/tests/e2e_flap.py"
+flap=3
+FOFF=$((8 << 20))                 # data offset of (f)'s array
+nflog=0
+# fmember I: host I serves $tmp/host$I.img; member $flap through the log
+# filter, a new log ($flog) each time.
+fmember ()
+{
+  if [ "$1" = "$flap" ]; then
+    nflog=$((nflog + 1))
+    flog="$tmp/flap.$nflog.log"
+    start_member "$1" "fmem$1" --filter=log file "$tmp/host$1.img" logfile="$flog"
+  else
+    start_member "$1" "fmem$1" file "$tmp/host$1.img"
+  fi
+}
+mfield () { $FLAP member "$ctl" "$1" "$2"; }
+# wait_member ROLE STATE SECONDS
+wait_member ()
+{
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    [ "$(mfield "$1" state)" = "$2" ] && { ok; return 0; }
+    sleep 0.1
+  done
+  fail "(f) member $1 did not become $2 in $3 s (it is $(mfield "$1" state))"
+}
+# delta_check NAME LOG REGIONS BYTES: the data bytes written to member
+# $flap in LOG (after it came back) are some, at most its marked regions,
+# and far fewer than its data area.
+delta_check ()
+{
+  local n
+  n="$($FLAP datawrites "$2" "$FOFF")"
+  echo "$test_name: $1: member $flap was sent $n data bytes after it came back ($3 regions of $4 bytes marked)"
+  if [ "$n" -gt 0 ] && [ "$n" -le $(($3 * $4)) ] && [ "$n" -le $((((128 << 20) - FOFF) / 4)) ]
+  then ok; else fail "$1: member $flap was sent $n data bytes (marked: $3 regions of $4 bytes)"; fi
+}
+
+for ((i = 0; i < NMEMBERS; i++)); do
+  rm -f "$tmp/host$i.img"; truncate -s 128M "$tmp/host$i.img"
+  fmember "$i" || { fail "(f) member $i"; clients_finish; }
+done
+create_array --level=5 --data-offset="$FOFF" "${members[@]}" || fail "(f) nbdraid create"
+ctl="$tmp/raid5.ctl"
+start_raid raid5 "${members[@]}" control="$ctl" member-timeout=10 ||
+  { fail "(f) serve"; clients_finish; }
+fmodel="$tmp/fmodel.img"
+truncate -s "$(nbd_size "$uri")" "$fmodel"
+
+# (f1) the member server is killed while a writer runs, and restarted
+t0="$(now)"
+$FLAP write "$uri" "$fmodel" $((16 << 20)) $((8 << 20)) 21 3 >"$tmp/fw1.out" 2>&1 &
+writer=$!
+sleep 1
+kill_member "fmem$flap"
+if wait "$writer"; then ok; else fail "(f1) the writer failed"; sed 's/^/    /' "$tmp/fw1.out"; fi
+expect_eq "(f1) member $flap missing, not faulty" missing "$(mfield "$flap" state)"
+expect_eq "(f1) degraded meanwhile" degraded "$(status_get "$ctl" health)"
+regions="$(mfield "$flap" missed_regions)"; rbytes="$(mfield "$flap" missed_region_bytes)"
+[[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(f1) missed regions '$regions'"
+sleep 1
+fmember "$flap" || fail "(f1) restart member $flap"
+wait_member "$flap" in_sync 60
+echo "$test_name: (f1) outage of host $flap's server and its rejoin: $(elapsed "$t0") s"
+delta_check "(f1)" "$flog" "$regions" "$rbytes"
+expect_eq "(f1) optimal again" optimal "$(status_get "$ctl" health)"
+expect_run "(f1) every byte reads back as written" $FLAP verify "$uri" "$fmodel"
+
+# (f2) host 3's link goes down (a black hole) for 13 s
+t0="$(now)"
+link="nr${tag}h$flap"
+$FLAP write "$uri" "$fmodel" $((40 << 20)) $((8 << 20)) 22 3 >"$tmp/fw2.out" 2>&1 &
+writer=$!
+sleep 1
+ip link set "$link" down
+tdown="$(now)"
+if wait "$writer"; then ok; else fail "(f2) the writer failed"; sed 's/^/    /' "$tmp/fw2.out"; fi
+expect_eq "(f2) member $flap missing, not faulty" missing "$(mfield "$flap" state)"
+regions="$(mfield "$flap" missed_regions)"; rbytes="$(mfield "$flap" missed_region_bytes)"
+[[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(f2) missed regions '$regions'"
+while awk -v e="$(elapsed "$tdown")" 'BEGIN { exit !(e < 13) }'; do sleep 0.2; done
+nlines="$(wc -l <"$flog")"
+ip link set "$link" up
+wait_member "$flap" in_sync 60
+echo "$test_name: (f2) 13 s black hole of host $flap and its rejoin: $(elapsed "$t0") s"
+tail -n +"$((nlines + 1))" "$flog" >"$tmp/flap-after.log"
+delta_check "(f2)" "$tmp/flap-after.log" "$regions" "$rbytes"
+expect_run "(f2) every byte reads back as written" $FLAP verify "$uri" "$fmodel"
+expect_run "(f) scrub" "$NBDRAID" -C "$ctl" check
+expect_run "(f) scrub ends" timeout 300 "$NBDRAID" -C "$ctl" wait
+expect_eq "(f) scrub: mismatch_count" 0 "$(status_get "$ctl" mismatch_count)"
+stop_nbdkit raid5
+
+for ((i = 0; i < NHOSTS; i++)); do kill_member "mem$i"; kill_member "dmem$i"; kill_member "fmem$i"; done
 clients_finish
