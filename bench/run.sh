@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nbdkit-raid benchmark (SPEC section 8): one command, one run, same storage.
+# nbdkit-raid benchmark: one command, one run, same storage.
 #
 # Method.  Everything lives on one tmpfs (/dev/shm unless BENCH_DIR says
 # otherwise), so the members and the baseline file have the same backing
@@ -178,7 +178,7 @@ for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 pids=()
 rm -f "$tmp"/*.img "$tmp"/raid5x*-m* "$tmp"/pol-*
 
-# Reshape (SPEC 8): a filled RAID5 of 4 members grows to 5 with nothing
+# Reshape: a filled RAID5 of 4 members grows to 5 with nothing
 # else running (throughput = bytes moved / time), then to 6 while fio reads
 # sequentially (1M QD32) for RUNTIME seconds: the reshape's progress during
 # that window, and fio's throughput against the same job just before.

@@ -1,7 +1,7 @@
 /* nbdkit-raid: the control-socket server.
  *
- * The protocol is one JSON object per line each way (SPEC 4.4,
- * nbdkit-raid-control(7)), defined in protocol/protocol.h; this file reads
+ * The protocol is one JSON object per line each way
+ * (nbdkit-raid-control(7)), defined in protocol/protocol.h; this file reads
  * lines from the socket, has the protocol module check them, turns checked
  * requests into calls of raidcore's management functions (array.h), and
  * their results into reply lines.

@@ -1,5 +1,4 @@
-/* nbdkit-raid: the control-socket server (protocol: nbdkit-raid-control(7),
- * SPEC section 4.4).
+/* nbdkit-raid: the control-socket server (protocol: nbdkit-raid-control(7)).
  *
  * Life cycle, matching nbdkit's (threads do not survive its daemonizing
  * fork, and get_ready is the last place whose errors the user sees):

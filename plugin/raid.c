@@ -20,6 +20,7 @@
 #include "control.h"
 #include "job.h"                 /* SYNC_SPEED_MIN_DEFAULT */
 #include "member.h"
+#include "sb.h"
 #include "util.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -253,6 +254,8 @@ raid_get_ready (void)
       continue;
     }
     e = errno;
+    if (e == EBUSY)
+      sb_name_holder (member_specs[i], err, sizeof err);
     if (is_uri (member_specs[i]) && member_timeout && !served_readonly &&
         e != EINVAL && e != EROFS && e != ENOTSUP) {
       /* Not reachable now: a missing member, tried again while serving. */

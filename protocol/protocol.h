@@ -1,5 +1,5 @@
-/* nbdkit-raid: the control protocol, defined once (SPEC 4.4, 4.5;
- * nbdkit-raid-control(7)).
+/* nbdkit-raid: the control protocol, defined once (documented in
+ * nbdkit-raid-control(7); nbdraid(8) is its command-line client).
  *
  * WHAT IT OWNS.  The definition of the protocol: the op table (each op's
  * name and the arguments it takes: their names on the wire, types, ranges,

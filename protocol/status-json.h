@@ -5,8 +5,8 @@
  * through array.h, turns it into the reply fields.  The control-socket
  * server (plugin/control.c) puts them at the top level of its `status`,
  * `wait` and `reshape` replies.  The field names, types and spellings are
- * the contract of SPEC section 4.4 and nbdkit-raid-control(7); nbdraid
- * reads them back by name.
+ * a contract with clients, documented in nbdkit-raid-control(7), STATUS
+ * FIELDS; nbdraid reads them back by name.
  *
  * Fields added, in this order:
  *   uuid          string, 8-4-4-4-12 lowercase hex
@@ -20,20 +20,24 @@
  *   sync_action   "idle" | "frozen" | "resync" | "recover" | "check" |
  *                 "repair" | "reshape"
  *   members       array of {role: integer or null (spare), spec: string or
- *                 null (missing), state: "in_sync" | "faulty" | "missing" |
+ *                 null (unknown), state: "in_sync" | "faulty" | "missing" |
  *                 "spare" | "rebuilding" | "stale", errors: integer,
- *                 data_offset: integer}
+ *                 data_offset: integer, away_seconds: integer or null (not
+ *                 missing), missed_regions: integer or null (no map of
+ *                 missed regions), and missed_region_bytes: integer only
+ *                 when missed_regions is not null}
  *   reshape       null, or {state: "frozen" | "running", position, total,
  *                 boundary (integers, bytes), direction: "forward" |
- *                 "backward", from: GEOM, to: GEOM} where GEOM is {level,
- *                 layout, chunk, raid_devices} as above
+ *                 "backward", from: GEOM, to: GEOM, error: string or null}
+ *                 where GEOM is {level, layout, chunk, raid_devices} as
+ *                 above
  *   progress      null, or {action: a sync_action name, done, total
  *                 (bytes), rate (bytes/s), eta_seconds: integer or null
- *                 (unknown)}
+ *                 (unknown), error: string or null}
  *   mismatch_count, events   integers
  *   consistency   "journal" | "bitmap" | "resync"
  *   speed_min, speed_max     integers, bytes/s (0 for speed_max: no limit);
- *                 an extension beyond SPEC 4.4 so `set` can be observed
+ *                 so that the effect of `set` can be observed
  *
  * Every number is a JSON integer; values above INT64_MAX are encoded as
  * json-c uint64 integers (still plain JSON digits).  Names this build does

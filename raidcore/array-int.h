@@ -72,6 +72,10 @@ struct raid_array {
 
   /* missed.c: maps of the regions absent members missed */
   struct missed *ms;
+  /* missed.c's part in state.c's transitions and flushes (missed_hooks,
+   * set at assembly; NULL: none): state.c sits below missed.c and calls
+   * up only through these */
+  const struct state_hooks *hooks;
 
   /* away.c: the watcher of members that come and go (state lock) */
   struct away_ctl away;

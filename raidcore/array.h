@@ -190,7 +190,13 @@ int raid_array_resize (struct raid_array *a, uint64_t size, bool force,
  * timeout. */
 int raid_array_wait (struct raid_array *a, double timeout_s);
 
-/* Reshape (prepare, start, freeze, abort): see SPEC section 6. */
+/* Reshape, and the requests that steer background work.  Prepare
+ * (raid_array_reshape) validates the request and writes the new geometry
+ * into every member's superblock with the reshape frozen at position 0; no
+ * data moves until start.  Start begins or resumes a frozen reshape or
+ * sync action; freeze stops the running one at a durable checkpoint; abort
+ * cancels a prepared reshape that has not moved data, or a check/repair.
+ * The rules: nbdkit-raid-plugin(1), Live reshape; nbdkit-raid-control(7). */
 struct raid_reshape_req {
   int level;                      /* -1: unchanged */
   int layout;                     /* -1: unchanged / implied */

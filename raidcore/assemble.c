@@ -272,7 +272,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     for (int t = 0; t < (int) a->sb.nmembers; t++)
       if (c[i].used && a->mem[t].m == c[i].m &&
           atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE)
-        member_judge_delta (a, t, &c[i].sb);
+        missed_judge_member (a, t, &c[i].sb);
   if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
     goto fail_cons;
   if (state_record_lost (a) != 0 || missed_settle (a) != 0) {

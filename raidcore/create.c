@@ -401,8 +401,8 @@ create_open (struct create_ctx *c, const char *spec)
 
   errno = 0;
   m = member_open (spec, false, c->err, c->errlen);
-  if (m == NULL)
-    c->code = errno ? errno : EIO;
+  if (m == NULL && (c->code = errno ? errno : EIO) == EBUSY)
+    sb_name_holder (spec, c->err, c->errlen);
   return m;
 }
 

@@ -78,9 +78,10 @@ probe_once (struct raid_array *a, struct member *m, void *buf, uint64_t off, boo
 }
 
 int
-identity_check_member (struct raid_array *a, struct member *m, char *err, size_t errlen)
+identity_check_member (struct raid_array *a, uint64_t array_size, struct member *m,
+                       char *err, size_t errlen)
 {
-  uint64_t size = raid_min_u64 (member_size (m), raid_array_size (a));
+  uint64_t size = raid_min_u64 (member_size (m), array_size);
   bool hit = true;
   void *buf;
   int r = 0;

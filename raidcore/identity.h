@@ -71,10 +71,11 @@ void identity_export_description (const uint8_t uuid[RAID_UUID_LEN],
 int identity_check_description (const uint8_t uuid[RAID_UUID_LEN], struct member *m,
                                 char *err, size_t errlen);
 
-/* Both tests on a candidate for running array a (management lock held;
- * nothing written to m yet).  0, or EBUSY with a message naming m, or the
- * errno of a failed probe read (then m is no use either). */
-int identity_check_member (struct raid_array *a, struct member *m,
+/* Both tests on a candidate for running array a, whose exported size is
+ * array_size (management lock held; nothing written to m yet).  0, or
+ * EBUSY with a message naming m, or the errno of a failed probe read (then
+ * m is no use either). */
+int identity_check_member (struct raid_array *a, uint64_t array_size, struct member *m,
                            char *err, size_t errlen);
 
 /* The read probe's marker (one per array; the management lock serializes

@@ -245,7 +245,7 @@ join (struct raid_array *a, struct member *m, enum found f, int t,
 
   if (f == FOUND_OURS_BACK) {
     a->mem[t].m = m;
-    member_judge_delta (a, t, own);
+    missed_judge_member (a, t, own);
     sb_set_spec_hint (&a->sb.members[t], member_spec (m));
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING)
       member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role, "it is back");
@@ -278,7 +278,15 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   }
   m = member_unretire (a, spec);
   pthread_mutex_unlock (&a->state_lock);
-  if ((*retired = m != NULL))
+  if ((*retired = m != NULL) && member_is_down (m) &&
+      (*rp = member_reconnect (m, e, sizeof e)) != 0) {
+    snprintf (err, errlen, "%s", e);       /* its connection died: a new one */
+    pthread_mutex_lock (&a->state_lock);
+    member_retire (a, m);                  /* back where it was */
+    pthread_mutex_unlock (&a->state_lock);
+    return NULL;
+  }
+  if (*retired)
     return m;
   if (!(m = member_open (spec, false, e, sizeof e))) {
     *rp = errno ? errno : ENOENT;
@@ -296,7 +304,7 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   enum found f;
   int t, r;
 
-  if ((r = identity_check_member (a, m, err, errlen)) != 0)
+  if ((r = identity_check_member (a, raid_array_size (a), m, err, errlen)) != 0)
     return r;                              /* the array itself */
   pthread_mutex_lock (&a->state_lock);
   f = classify (a, m, spec, &t, own, err, errlen);
@@ -373,7 +381,7 @@ manage_member_back (struct raid_array *a, int t, struct member *m,
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
   if (atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING && a->mem[t].m == m) {
-    member_judge_delta (a, t, own);
+    missed_judge_member (a, t, own);
     r = member_transition (a, t, RAID_MEMBER_STALE, a->sb.members[t].role,
                            "it is back (reconnected)");
   }

@@ -122,6 +122,7 @@ missed_init (struct raid_array *a)
   if (!(ms = new_maps (a)))
     return ENOMEM;
   a->ms = ms;
+  a->hooks = &missed_hooks;                /* state.c calls us from now on */
   for (int i = 0; i < SB_MISSED_SLOTS; i++) {
     struct sb_missed_slot *s = &a->sb.missed[i];
     if (s->state != SB_MISSED_RECORDING)
@@ -143,6 +144,7 @@ missed_init (struct raid_array *a)
 void
 missed_fini (struct raid_array *a)
 {
+  a->hooks = NULL;
   if (a->ms)
     free_maps (a->ms);
   a->ms = NULL;
@@ -411,3 +413,14 @@ missed_has_map (struct raid_array *a, int t)
 {
   return slot_of (a, t) >= 0;
 }
+
+void
+missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own)
+{
+  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from);
+}
+
+const struct state_hooks missed_hooks = {
+  .away = missed_begin, .done = missed_end, .write_lost = missed_mark_member_off,
+  .stamp = missed_stamp, .flushed = missed_flushed,
+};

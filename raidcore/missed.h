@@ -104,6 +104,14 @@ void missed_flushed (struct raid_array *a, uint64_t stamp);
  * rebuilt (the role's size when only marked rows are).  State lock held. */
 bool missed_judge (struct raid_array *a, int t, const struct raid_sb *own,
                    uint64_t *from);
+/* The same, kept in member t's runtime state (array_member.delta and
+ * delta_from) for the rejoin to use.  State lock held. */
+void missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own);
+
+/* What state.c calls when members come and go and every member is flushed
+ * (state.h: struct state_hooks): missed_begin, missed_end,
+ * missed_mark_member_off, missed_stamp, missed_flushed. */
+extern const struct state_hooks missed_hooks;
 /* Member t's map: whether row is marked (state lock not held); rows per
  * region; marked regions (0 when it has none; state lock held). */
 bool missed_row_marked (struct raid_array *a, int t, uint64_t row);

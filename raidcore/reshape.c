@@ -200,7 +200,11 @@ layout_tol (const struct raid_geom *g)
   return g->level == 0 ? 0 : g->parity_disks;
 }
 
-/* Members of the old layout: usable size and offsets. */
+/* Members of the old layout: usable size and offsets.  The sizes are the
+ * members' sizes now, not when they were opened: a member that has grown
+ * since (an extended file, a larger block device) gives a reshape tail room
+ * at once, without a resize to max first (which would fill that room with
+ * array capacity and leave none for the reshape). */
 static void
 old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_t *max_off)
 {
@@ -210,7 +214,7 @@ old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_
   for (int r = 0; r < cur->g.raid_disks; r++) {
     struct member *m = state_role_member (a, cur, r);
     if (m)
-      *min_size = raid_min_u64 (*min_size, member_size (m));
+      *min_size = raid_min_u64 (*min_size, member_refresh_size (m));
     *min_off = raid_min_u64 (*min_off, cur->data_offset[r]);
     *max_off = raid_max_u64 (*max_off, cur->data_offset[r]);
   }
@@ -338,15 +342,28 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
   if (cap && d1 < d0) {                   /* a shrink: the size must go first */
     snprintf (err, errlen, "the new geometry holds %" PRIu64 " bytes on these members "
               "but the array exports %" PRIu64 ": resize it to at most %" PRIu64
-              " first, or use larger members", cap, p->total, cap);
+              " first (a shrink: resize with force, the bytes beyond are cut off), "
+              "or use larger members", cap, p->total, cap);
     return ENOSPC;
   }
+  /* The way out must work as said: members that grow by what the backward
+   * direction lacks give it that tail room (old_extent measures them anew);
+   * a resize to max before the reshape would turn the room into capacity,
+   * so it comes after. */
   snprintf (err, errlen, "not enough room to reshape out of place: moving forward "
             "needs %" PRIu64 " bytes of head room per member (the members have %"
             PRIu64 "), moving backward %" PRIu64 " bytes of tail room (they have %"
-            PRIu64 "); enlarge the members and resize to max, or create the array "
-            "with a larger --data-offset", gmin[SB_DIR_FORWARD], rm.head,
-            gmin[SB_DIR_BACKWARD], rm.tail);
+            PRIu64 ")", gmin[SB_DIR_FORWARD], rm.head, gmin[SB_DIR_BACKWARD], rm.tail);
+  if (gmin[SB_DIR_BACKWARD] > rm.tail) {
+    size_t n = strlen (err);
+    snprintf (err + n, errlen - n, "; make every member at least %" PRIu64 " bytes "
+              "larger and prepare the reshape again (resize to max after it to use "
+              "the rest)", gmin[SB_DIR_BACKWARD] - rm.tail);
+  }
+  {
+    size_t n = strlen (err);
+    snprintf (err + n, errlen - n, ", or create the array with a larger --data-offset");
+  }
   if (cap) {
     size_t n = strlen (err);
     snprintf (err + n, errlen - n, " (or resize the array to at most %" PRIu64 ")", cap);
@@ -389,7 +406,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       r = errno ? errno : ENOENT;
       snprintf (err, errlen, "%s", e);
     }
-    else if (!r && (r = identity_check_member (a, ms[i], e, sizeof e)) != 0)
+    else if (!r && (r = identity_check_member (a, raid_array_size (a), ms[i], e, sizeof e)) != 0)
       snprintf (err, errlen, "%s", e);
     else if (!r && sb_read_newest (ms[i], &sb, e, sizeof e) != ENOENT) {
       char u[RAID_UUID_STRLEN];

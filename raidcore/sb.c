@@ -1190,3 +1190,19 @@ sb_set_spec_hint (struct sb_member_entry *e, const char *spec)
   else
     snprintf (e->spec_hint, SB_SPEC_HINT, "...%s", spec + n - (SB_SPEC_HINT - 4));
 }
+
+void
+sb_name_holder (const char *spec, char *err, size_t errlen)
+{
+  char e[256];
+  struct member *m = member_open (spec, true, e, sizeof e);
+  struct raid_sb *sb = m ? malloc (sizeof *sb) : NULL;
+  size_t n = strnlen (err, errlen);
+
+  if (sb && sb_read_newest (m, sb, e, sizeof e) == 0 && sb->owner_pid && n < errlen)
+    snprintf (err + n, errlen - n, "; its superblock says it is held by pid %" PRIu32
+              " on host %s", sb->owner_pid, sb->owner_host[0] ? sb->owner_host : "?");
+  free (sb);
+  if (m)
+    member_close (m);
+}

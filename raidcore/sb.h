@@ -281,4 +281,10 @@ const char *sb_consistency_name (uint32_t c);        /* "journal", "bitmap", "re
 int sb_consistency_parse (const char *name);         /* -1 when unknown */
 const char *sb_reshape_state_name (uint32_t s);      /* "none", "frozen", "running" */
 
+/* Append to err (a member_open message for spec, refused because the
+ * member is in use) who holds it, when spec's own newest superblock record
+ * names a server holding its array open: "; its superblock says it is
+ * held by pid N on host H".  Reads only (spec opened read-only). */
+void sb_name_holder (const char *spec, char *err, size_t errlen);
+
 #endif

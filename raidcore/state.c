@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "array-int.h"
-#include "missed.h"
 #include "util.h"
 
 /* ---- names ---- */
@@ -49,6 +48,25 @@ raid_array_health (struct raid_array *a)
 /* Allowed edges: allowed[from][to] (runtime states; STATE_EMPTY is index
  * 6). */
 #define NSTATES 7
+
+/* ---- the hooks of the missed-region maps (state.h) ---- */
+
+static void hook_away (struct raid_array *a, int t) { if (a->hooks) a->hooks->away (a, t); }
+static void hook_done (struct raid_array *a, int t) { if (a->hooks) a->hooks->done (a, t); }
+static void
+hook_write_lost (struct raid_array *a, int t, uint64_t off)
+{
+  if (a->hooks)
+    a->hooks->write_lost (a, t, off);
+}
+static uint64_t hook_stamp (struct raid_array *a) { return a->hooks ? a->hooks->stamp (a) : 0; }
+static void
+hook_flushed (struct raid_array *a, uint64_t stamp)
+{
+  if (a->hooks)
+    a->hooks->flushed (a, stamp);
+}
+
 static int
 idx (int s)
 {
@@ -126,13 +144,15 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
             "member %s: %s -> %s (%s)", a->mem[t].m ? member_spec (a->mem[t].m) : "-",
             state_name (from), state_name (to), why);
   atomic_store (&a->mem[t].state, to);
+  if (to != RAID_MEMBER_REBUILDING)
+    a->mem[t].rejoining = false;           /* begin_rejoin sets it */
   if (to == RAID_MEMBER_MISSING)
     a->mem[t].away_ns = raid_now_mono_ns ();
   else if (to != RAID_MEMBER_STALE)
     a->mem[t].away_ns = 0;
   if (to == RAID_MEMBER_FAULTY || to == RAID_MEMBER_IN_SYNC || to == STATE_EMPTY ||
       to == RAID_MEMBER_SPARE)
-    missed_end (a, t);                     /* written off, or nothing missed */
+    hook_done (a, t);                      /* written off, or nothing missed */
   if (to == STATE_EMPTY) {
     memset (e, 0, sizeof *e);
     e->role = -1;
@@ -156,12 +176,6 @@ member_detach (struct raid_array *a, int t)
 
   if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)
     a->sb.members[t].role = -1;
-}
-
-void
-member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own)
-{
-  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from);
 }
 
 void
@@ -197,7 +211,7 @@ state_record_lost (struct raid_array *a)
     if (st == RAID_MEMBER_MISSING && a->sb.members[t].role >= 0) {
       a->mem[t].away_ns = raid_now_mono_ns ();
       if (!(a->sb.flags & SB_FLAG_DIRTY))
-        missed_begin (a, t);               /* what it misses from now on */
+        hook_away (a, t);                  /* what it misses from now on */
     }
   }
   if (changed)
@@ -417,7 +431,7 @@ member_lost (struct raid_array *a, int t, int err, const char *why)
       is_away_error (a, a->mem[t].m, err)) {
     snprintf (buf, sizeof buf, "%s: %s: away, reconnecting", why, raid_strerror (err));
     member_transition (a, t, RAID_MEMBER_MISSING, a->sb.members[t].role, buf);
-    missed_begin (a, t);
+    hook_away (a, t);
     return true;
   }
   member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why);
@@ -449,7 +463,7 @@ state_commit (struct raid_array *a)
       memcpy (sbs[j].member_uuid, a->sb.members[idx[j]].uuid, RAID_UUID_LEN);
       sbs[j].member_size = member_size (ms[j]);
     }
-    stamp = missed_stamp (a);              /* writes done before the flush */
+    stamp = hook_stamp (a);                /* writes done before the flush */
     sb_append_all (ms, sbs, n, res);       /* flushes every member in use */
     free (sbs);
     for (int j = 0; j < n; j++)
@@ -463,7 +477,7 @@ state_commit (struct raid_array *a)
       else
         a->mem[idx[j]].seen = a->sb.events;
     if (nfail == 0) {
-      missed_flushed (a, stamp);           /* durable on every member */
+      hook_flushed (a, stamp);             /* durable on every member */
       return 0;
     }
   }
@@ -494,7 +508,7 @@ state_flush_all (struct raid_array *a)
   struct mio mios[SB_MAX_MEMBERS];
   size_t n = 0;
 
-  uint64_t stamp = missed_stamp (a);
+  uint64_t stamp = hook_stamp (a);
 
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (state_member_in_use (a, t))
@@ -505,7 +519,7 @@ state_flush_all (struct raid_array *a)
         state_member_error (a, mios[i].m, mios[i].err, true, 0);
   if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
     return EIO;
-  missed_flushed (a, stamp);   /* a member that failed it is out of use, its
+  hook_flushed (a, stamp);     /* a member that failed it is out of use, its
                                   map took what it may lack */
   return 0;
 }
@@ -541,7 +555,7 @@ state_member_error (struct raid_array *a, struct member *m, int err,
     state_commit (a);
   pthread_mutex_unlock (&a->state_lock);
   if (now == RAID_MEMBER_MISSING && is_write)
-    missed_mark_member_off (a, t, off);    /* the write it did not take */
+    hook_write_lost (a, t, off);           /* the write it did not take */
   return now == RAID_MEMBER_FAULTY || now == RAID_MEMBER_MISSING;
 }
 

@@ -89,11 +89,26 @@ struct array_member {
                                               received */
   uint64_t away_ns;                        /* missing: when it went away
                                               (monotonic; 0: not away) */
+  bool rejoining;                          /* rebuilding because it was stale
+                                              (it came back): status shows it
+                                              stale until it is in sync */
 };
 
 #define STATE_EMPTY (-1)                   /* a free table slot */
 
 struct raid_array;
+
+/* What the maps of missed regions (missed.c, above this file) do when the
+ * state changes; state.c calls them through a->hooks (state lock held
+ * unless said otherwise), never by name.  See missed.h for each. */
+struct state_hooks {
+  void (*away) (struct raid_array *a, int t);         /* missed_begin */
+  void (*done) (struct raid_array *a, int t);         /* missed_end */
+  /* a write member t did not take when it went away (no lock held) */
+  void (*write_lost) (struct raid_array *a, int t, uint64_t off);
+  uint64_t (*stamp) (struct raid_array *a);           /* before a full flush */
+  void (*flushed) (struct raid_array *a, uint64_t stamp);   /* after it */
+};
 
 /* Change member t's state along an allowed edge (see above), record its
  * role in the durable entry (-1: none), log why, recompute health and
@@ -114,9 +129,6 @@ void member_detach (struct raid_array *a, int t);
 /* At assembly, before anything runs: member t's state as its records say
  * (no transition: this is where the states begin). */
 void member_assemble (struct raid_array *a, int t, int st, struct member *m);
-/* Whether member t, back with its own newest record `own`, can rejoin by a
- * delta resync (see array_member.delta); sets it. */
-void member_judge_delta (struct raid_array *a, int t, const struct raid_sb *own);
 
 /* Record roles lost since the last record (absent or stale members still
  * recorded in sync become "missing" in the record) before serving

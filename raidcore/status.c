@@ -42,6 +42,11 @@ members_status (struct raid_array *a, struct raid_status *st)
     struct raid_member_status *ms = &st->members[st->nmembers++];
     ms->role = t == L->mirror_slot ? L->mirror_role : a->sb.members[t].role;
     ms->state = atomic_load (&a->mem[t].state);
+    /* A member that came back (stale) is listed stale until it is in sync
+     * again, while its resync runs too: it is not a spare being rebuilt
+     * and is not trusted for reads above the resync point. */
+    if (ms->state == RAID_MEMBER_REBUILDING && a->mem[t].rejoining)
+      ms->state = RAID_MEMBER_STALE;
     ms->errors = atomic_load (&a->mem[t].errors);
     ms->data_offset = a->sb.members[t].data_offset;
     snprintf (ms->spec, sizeof ms->spec, "%s", a->mem[t].m ? member_spec (a->mem[t].m)

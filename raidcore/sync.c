@@ -599,6 +599,17 @@ begin_rejoin (struct raid_array *a, int t)
 
   atomic_store (&a->rb_row, 0);
   a->sb.members[t].recovery_offset = 0;
+  if (layout_tolerance (cur_layout (a)) == 0) {
+    /* No redundancy (raid0): nothing to resync it from, and nothing was
+     * written while it was away (the array was failed and refused every
+     * write): it is back as it is. */
+    member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
+    member_transition (a, t, RAID_MEMBER_IN_SYNC, role, "rejoins as it is: no "
+                       "redundancy to resync it from, and no write was taken "
+                       "while it was away");
+    state_commit (a);
+    return;
+  }
   if (delta)
     snprintf (why, sizeof why, "rejoins: resyncing what it missed (%" PRIu64
               " regions%s)", missed_count (a, t),
@@ -606,6 +617,7 @@ begin_rejoin (struct raid_array *a, int t)
               "not reached" : "");
   member_transition (a, t, RAID_MEMBER_REBUILDING, role,
                      delta ? why : "rejoins: full resync");
+  a->mem[t].rejoining = true;
   state_commit (a);
   sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
                 .target_slot = t, .target_role = role, .source_slot = -1,
@@ -902,20 +914,25 @@ static void
 review (struct raid_array *a)
 {
   struct sync_ctl *s = &a->sync;
+  uint64_t gen = a->state_gen;             /* the change looked at */
   char why[256];
 
-  s->seen_gen = a->state_gen;
-  pthread_cond_broadcast (&a->changed);    /* settled now, unless a job begins */
   if (s->state == SYNC_FROZEN) {
+    s->seen_gen = gen;
+    pthread_cond_broadcast (&a->changed);  /* settled: frozen */
     if (s->job.ops->check (a, &s->job, why, sizeof why) == SYNC_STOP_CANCEL)
       end_job (a, s->job.gen, SYNC_EV_CANCEL, why);
     return;
   }
+  /* The change counts as seen only once the job it owes has begun: a
+   * `wait` must not find the worker idle and up to date in between. */
   pthread_mutex_unlock (&a->state_lock);
   pthread_mutex_lock (&a->mgmt_lock);
   sync_next_job (a);
   pthread_mutex_unlock (&a->mgmt_lock);
   pthread_mutex_lock (&a->state_lock);
+  s->seen_gen = gen;
+  pthread_cond_broadcast (&a->changed);    /* settled now, unless a job began */
 }
 
 static void *

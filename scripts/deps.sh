@@ -12,6 +12,7 @@ pkgs=(
   fdisk mdadm lvm2                     # tests/test-create.sh: real signatures
   spin                                 # tests/test-router-model.sh
   clang libclang-rt-14-dev             # make fuzz (libFuzzer)
+  qemu-system-x86 busybox-static kmod xz-utils   # make check-clients: QEMU guests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,11 +4,11 @@
 #   e2e_basic.py info URI SIZE STRIPE_WIDTH
 #     What a client sees at the handshake, from two real clients: nbdinfo
 #     --json and libnbd (nbd module).  Checks the export size, the
-#     advertised capabilities the SPEC (4.3) promises (flush, FUA, trim,
-#     zero, fast zero, multi-conn, block status), and the block size
-#     constraints: minimum 1, preferred = the largest power of two dividing
-#     the full stripe width (the width itself when it is a power of two),
-#     maximum >= 32 MiB.
+#     advertised capabilities nbdkit-raid-plugin(1) (Serving) promises
+#     (flush, FUA, trim, zero, fast zero, multi-conn, block status), and the
+#     block size constraints: minimum 1, preferred = the largest power of
+#     two dividing the full stripe width (the width itself when it is a
+#     power of two), maximum >= 32 MiB.
 #
 #   e2e_basic.py pattern FILE OFFSET LENGTH BYTE
 #     Patch FILE (an expected image) with LENGTH bytes of BYTE at OFFSET.

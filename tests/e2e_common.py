@@ -143,8 +143,8 @@ def member_state(path, role):
 
 
 def control_request(path, req, timeout=30):
-    """Send one JSON request line on the control socket (SPEC 4.4) and
-    return the decoded reply line."""
+    """Send one JSON request line on the control socket
+    (nbdkit-raid-control(7)) and return the decoded reply line."""
     import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)

@@ -12,15 +12,16 @@
 #       filter
 #   member URI-OR-SOCKET ROLE FIELD
 #       a field of the member with ROLE in the control socket's status
-import json
 import os
 import random
 import re
-import socket
 import sys
 import time
 
 import nbd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_common import control_request  # noqa: E402
 
 BLOCK = 64 << 10
 
@@ -79,16 +80,7 @@ def datawrites(log, off0):
 
 
 def member(ctl, role, field):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(ctl)
-    s.sendall(b'{"op":"status","id":1}\n')
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    d = json.loads(buf)
+    d = control_request(ctl, {"op": "status", "id": 1})
     ms = [x for x in d.get("members", []) if x.get("role") == int(role)]
     v = ms[0].get(field) if ms else "absent"
     print("" if v is None else v)

@@ -67,8 +67,9 @@
 #   e2e_kill.py role-order EXAMINE_JSON member specs in role order, one a line
 #
 # --inflight-unspecified (for a restart with members lost): the bytes a
-# write in flight at the kill covers may hold anything — SPEC 7 promises
-# that a crash changes no block OUTSIDE the range of the write in progress,
+# write in flight at the kill covers may hold anything — the journal
+# policy promises only that a crash changes no block OUTSIDE the range of
+# the write in progress (nbdkit-raid-plugin(1), Crash consistency, BUGS),
 # even when a member is lost afterwards; inside it, a full-row write torn
 # by the crash cannot be rebuilt for the lost member (md's PPL behaves the
 # same).  Such blocks are printed as notes; every byte outside the range of

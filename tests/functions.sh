@@ -295,13 +295,15 @@ exfield () { $PYTHON "$testsdir/e2e_common.py" field "$1" "$2"; }
 member_state () { $PYTHON "$testsdir/e2e_common.py" member-state "$1" "$2"; }
 
 # status_get SOCKET KEY: a field of the control socket's "status" reply,
-# asked directly in the protocol of SPEC 4.4 (KEY "member:ROLE" gives that
-# member's state); "ERROR(...)" when the request fails.
+# asked directly in the control protocol of nbdkit-raid-control(7) (KEY
+# "member:ROLE" gives that member's state); "ERROR(...)" when the request
+# fails.
 status_get () { $PYTHON "$testsdir/e2e_common.py" status "$1" "$2"; }
 
 # start_raid_ctl NAME CTL MEMBER-ARGS...: serve with control=CTL.  A plugin
-# that does not know control= yet is one failed check (SPEC 4.4), and the
-# server is then started without it so that the other checks still run;
+# that does not know control= yet (a parameter of nbdkit-raid-plugin(1)) is
+# one failed check, and the server is then started without it so that the
+# other checks still run;
 # $have_ctl says which happened (expect_status is a no-op without it).
 start_raid_ctl ()
 {
@@ -309,7 +311,7 @@ start_raid_ctl ()
   have_ctl=yes
   if start_raid "$name" "$@" control="$ctl" 2>"$tmp/start.err"; then return 0; fi
   if grep -q "unknown parameter 'control'" "$tmp/$name.log"; then
-    fail "$name: the plugin does not accept control= (SPEC 4.4); control checks skipped"
+    fail "$name: the plugin does not accept control=; control checks skipped"
     have_ctl=no
     start_raid "$name" "$@"
     return

@@ -42,15 +42,35 @@
 #    must still be answered, and the server must not spin.
 #
 #    What a loss costs follows the engine's documented rules
-#    (nbdkit-raid-plugin(1), Assembly, Failures), not SPEC's future ones:
-#    a member absent at a start, or faulty, is recorded faulty for good
-#    and is "not an active member" at later starts (SPEC 4.3's rejoin of
-#    missing members is not implemented: a refused rejoin is a note, and
-#    the tester wipes such a device and adds it as a new one); an NBD
-#    member whose server died while the array ran is never reconnected
-#    (SPEC 4.1's member-timeout is not implemented), so it counts as lost
-#    from its death until the array server starts again, even once its
-#    server is back.  Roles lost in a reshape's target count too.
+#    (nbdkit-raid-plugin(1), Assembly, Failures, Members that come and go;
+#    parameter member-timeout; nbdkit-raid-control(7), status members):
+#    a member that fails I/O is faulty, and a member recorded faulty is not
+#    taken back at a start.  An NBD member whose server dies while it holds
+#    a role is *away*: missing (not faulty), not usable, the array
+#    degraded; the engine reconnects it by itself (every 0.1 s backing off
+#    to 5 s) and takes it back as stale, resyncing only its missed regions,
+#    then in_sync.  So it counts as lost from its server's death until a
+#    status taken after its server is back shows it in_sync again, not one
+#    moment longer (two such members of a raid5 are beyond redundancy: the
+#    array fails).  Away longer than member-timeout it is written off
+#    (faulty) and a spare, if there is one, takes its role; within that
+#    grace no spare does.  At a start a member absent or unreachable is
+#    missing (recorded so), an NBD spec unreachable is kept pending and
+#    rejoins when it answers; a missing member given at a later start, or
+#    handed to add, rejoins (by a delta when its record allows, else it is
+#    rebuilt); a member absent since the start is never written off, but
+#    after the grace a spare may take its role.  Roles lost in a reshape's
+#    target count too.  The away watcher checks these rules on a status
+#    four times a second while a member is away: after its server's death
+#    (and a flush of the array, so the engine meets the dead connection) it
+#    is not in_sync; missing until it is back within BACK_BOUND of its
+#    server being up; faulty not before member-timeout and at most
+#    WRITE_OFF_SLACK after it (never when absent since the start); no spare
+#    in its role within the grace; once written off, a usable spare begins
+#    its recovery within RECOVER_BOUND while the array idles degraded; and
+#    it is back in_sync by itself (quiet points do not wipe or re-add it).
+#    Spares whose server dies are not reconnected (they hold no role):
+#    their connection stays dead until the array server starts again.
 #  - Every control reply arrives within --reply-bound, is well formed, and
 #    only carries error codes SPEC 4.4 allows; after every management step
 #    (and every second from a monitor) the status is self-consistent:
@@ -64,7 +84,10 @@
 #    after management requests and during reshape/replace/rebuild) and a
 #    restart (sometimes leaving one member out, within the redundancy that
 #    is left after the roles the newest superblock record already lacks,
-#    only with the journal policy): every block holds its last durable
+#    only with the journal policy; sometimes with the servers of away
+#    members still down, within that redundancy too, outside a reshape:
+#    the array starts degraded with them missing and they rejoin when
+#    their server is back): every block holds its last durable
 #    version or a later one (the in-flight write: old or new; with a member
 #    left out its own bytes may be torn, SPEC 7); the server assembles; a
 #    reshape that was frozen stays frozen and one that was running resumes
@@ -96,11 +119,11 @@
 #
 # Focus knobs, to reproduce one defect quickly: --ops (management and fault
 # mix), --io (client mix), --level, --members, --chunk, --consistency,
-# --slow (member latency/bandwidth), --nbd-fraction, --kill-after, --doom,
-# --phase, --epoch; --relax RULE,... logs violations of the named rules
-# (member-order, reshape-state, health, data, mismatch, ...) instead of
-# stopping, to get past a defect already reported.  The default mix covers
-# every op.
+# --slow (member latency/bandwidth), --nbd-fraction, --member-timeout,
+# --kill-after, --doom, --phase, --epoch; --relax RULE,... logs violations
+# of the named rules (member-order, reshape-state, health, data, mismatch,
+# away, rejoin, ...) instead of stopping, to get past a defect already
+# reported.  The default mix covers every op.
 
 import argparse
 import collections
@@ -382,6 +405,7 @@ class Device:
             f.truncate(size)
         self.srv = None
         self.slow_rate = 0
+        self.killed = False         # its server was killed by us and is not back
         if nbd_served:
             self.srv = Server(name, d, [])
             self.spec = "nbd+unix:///?socket=" + self.srv.sock
@@ -393,6 +417,7 @@ class Device:
             return True
         if delay_ms is not None:
             self.delay_ms = delay_ms
+        self.killed = False
         tail = ["--filter=error", "--filter=rate", "--filter=delay", "file", self.path,
                 "error-file=" + self.errfile, "error-rate=1", "rate=100G",
                 "rate-file=" + self.ratefile]
@@ -1091,15 +1116,21 @@ class Epoch:
         self.stopping = False
         self.doomed = False
         self.clients_done = False
-        self.injected = set()          # devices with an error file or a dead server
-        # NBD devices whose server died while the array server ran: this
-        # build does not reconnect an NBD member (SPEC 4.1's missing and
-        # member-timeout are not implemented), so the array's connection to
-        # it is gone for good and its role is lost at the first I/O, even
-        # after the member server is back.  Counted as lost until the array
-        # server starts again (a start connects afresh).
+        self.injected = set()          # devices with an error file
+        # Members whose server died while they held a role (device -> Away):
+        # away from then on, so not usable, until a status taken after
+        # their server is back shows them in_sync again (reconnected and
+        # resynced by the engine itself), or written off (faulty), or no
+        # longer in the role (nbdkit-raid-plugin(1), Members that come and
+        # go).  The away watcher checks what the engine does with them.
+        self.away = {}
+        # Spares whose server died while the array ran: only a member with
+        # a role is reconnected, so their connection stays dead until the
+        # array server starts again (the engine fails them when it uses
+        # them).  They hold no role: no redundancy is lost.
         self.severed = set()
-        self.fault_lock = threading.Lock()
+        self.wrote_off = {}            # role -> [t, device, idle since]: a spare owes it
+        self.fault_lock = threading.RLock()
         self.limit_lock = threading.Lock()
         self.status_lock = threading.Lock()
         self.last_status = None
@@ -1122,7 +1153,15 @@ class Epoch:
         g = self.choose(r)
         self.make_devices(g)
         self.threads = self.run.args.threads or 3 + int(r[8] * 3)
+        # member-timeout also bounds every NBD member operation (connect,
+        # superblock and journal reads included): a member slowed to a few
+        # MB/s would time out and go away by itself, a loss the tester did
+        # not inject and cannot count.  Slow members get the long bound.
         self.member_timeout = [2, 5, 10, 30][int(r[9] * 4)]
+        if any(d.slow_rate or d.delay_ms for d in self.devs):
+            self.member_timeout = 30
+        if self.run.args.member_timeout is not None:
+            self.member_timeout = self.run.args.member_timeout
         members = self.devs[:g["nmem"]]
         self.create(g, members)
         # Only the array server loads our (maybe instrumented) plugin; the
@@ -1259,7 +1298,15 @@ class Epoch:
         if ok:
             self.stopping = False
             with self.fault_lock:
-                self.severed.clear()        # every member connected afresh
+                # Every member given connects afresh: one whose server is up
+                # is in_sync or rejoins (stale: the status says so); one
+                # whose server is down is a pending spec (kill_and_restart
+                # tracks it again).
+                self.severed.clear()
+                self.wrote_off.clear()
+                for d in list(self.away):
+                    if d.srv.alive():
+                        del self.away[d]
         if not ok and self.run.has_member_timeout and \
            "unknown parameter 'member-timeout'" in self.srv.log_tail(3):
             self.run.has_member_timeout = False
@@ -1321,6 +1368,12 @@ class Epoch:
                 where, text, json.dumps(st)), rule=rule)
         if self.hole and not self.hole_open and lost_roles(st):
             open_hole(self, "a member lost")
+        with self.fault_lock:
+            for d, e in self.away.items():
+                m = member_of(self, st, d, e.role)
+                if e.checked and m is not None and m["role"] == e.role and \
+                   m["state"] != "in_sync":
+                    e.noticed = True        # the engine has met its lost connection
         with self.status_lock:
             prev = self.last_status
             if prev and prev.get("reshape") and not st["reshape"]:
@@ -1422,7 +1475,7 @@ class Epoch:
             tol = min(tol, tolerance(rs["to"]["level"], rs["to"]["raid_devices"]))
         role_of = {m["spec"]: m["role"] for m in st["members"] if m["role"] is not None}
         down = set(lost_roles(st))
-        down |= {role_of[d.spec] for d in self.injected | self.severed if d.spec in role_of}
+        down |= {role_of[d.spec] for d in self.injected | set(self.away) if d.spec in role_of}
         if dev is not None and dev.spec in role_of:
             down.add(role_of[dev.spec])
         elif dev is not None:
@@ -1445,6 +1498,7 @@ def run_epoch(ep, deadline):
     for c in ep.clients:
         c.start()
     threading.Thread(target=monitor, args=(ep,), name="monitor", daemon=True).start()
+    threading.Thread(target=away_watch, args=(ep,), name="awaywatch", daemon=True).start()
     mg = Manager(ep)
     r = [ep.rng.random() for _ in range(4)]
     end = min(deadline, time.monotonic() + (a.epoch or 30 + 60 * r[0]))
@@ -1458,7 +1512,7 @@ def run_epoch(ep, deadline):
             mg.step()
         quiet_point(ep)
     if doom_at_end:
-        doom(ep)
+        doom(ep, vanish=r[2] < 0.5)
 
 
 def monitor(ep):
@@ -1486,6 +1540,140 @@ def monitor(ep):
             pass
     finally:
         c.close()
+
+
+# Bounds for what the engine does with an away member by itself (seconds):
+# back (no longer missing) this long after its server is up (reconnect
+# backoff is at most 5 s, then the superblock read and the management
+# lock); written off this long after member-timeout; a recovery onto a
+# usable spare begun this long after a role was written off while the
+# array idles degraded.
+BACK_BOUND = 15
+WRITE_OFF_SLACK = 15
+RECOVER_BOUND = 15
+
+
+def away_watch(ep):
+    """Status four times a second on its own connection while a member is
+    away (or a written-off role waits for a spare): check_away."""
+    c = Control(ep, "away")
+    try:
+        while not ep.run.stop.is_set() and not ep.clients_done:
+            time.sleep(0.25)
+            if not ep.away and not ep.wrote_off:
+                continue
+            gen = ep.gen
+            if ep.killing or ep.stopping or ep.doomed:
+                c.close()
+                continue
+            ts = time.monotonic()
+            try:
+                st = c.call("status", log=False)
+            except ServerGone:
+                continue
+            if ep.killing or ep.stopping or ep.doomed or ep.gen != gen:
+                continue
+            with ep.fault_lock:
+                check_away(ep, st, ts)
+    except (Violation, Stopped):
+        pass
+    except Exception:
+        try:
+            ep.run.violate("tester bug in the away watcher: " + traceback.format_exc())
+        except Violation:
+            pass
+    finally:
+        c.close()
+
+
+def check_away(ep, st, ts):
+    """The documented fate of away members (nbdkit-raid-plugin(1), Members
+    that come and go), judged on status st requested at ts (fault_lock
+    held): missing while away; back (stale, rebuilding, then in_sync) by
+    itself within BACK_BOUND of its server being up again; written off
+    (faulty) not before member-timeout after it went away, and within
+    WRITE_OFF_SLACK after it (never, when absent since the start); no spare
+    in its role while it is away within the grace; a role written off is
+    recovered onto a usable spare."""
+    tmo = ep.member_timeout
+    for d, e in list(ep.away.items()):
+        if e.t_down > ts:
+            continue                    # died after this status was asked for
+        back = e.t_back is not None and e.t_back <= ts
+        m = member_of(ep, st, d, e.role)
+        if m is None or m["role"] != e.role:
+            del ep.away[d]
+            ep.run.event("away", "%s no longer holds role %d" % (d.name, e.role))
+            continue
+        s = m["state"]
+        if s != "in_sync":
+            e.noticed = True
+        if s == "in_sync":
+            if back and e.noticed:
+                del ep.away[d]
+                ep.run.event("away", "%s is in_sync again, %.1f s after its server is back" % (
+                    d.name, ts - e.t_back))
+            continue
+        what = "%s (role %d%s, server killed %.1f s before)" % (
+            d.name, e.role, ", absent since the start" if e.at_start else "", ts - e.t_down)
+        if s == "faulty":
+            del ep.away[d]
+            ep.run.event("away", "%s is faulty (written off)" % what)
+            if not e.checked or e.managed:
+                continue
+            if e.at_start:
+                ep.run.violate("member %s was written off (faulty); a member absent at the "
+                               "start is never written off (nbdkit-raid-plugin(1), Members "
+                               "that come and go); status: %s" % (what, brief_status(st)),
+                               rule="away")
+            if ts < e.t_down + tmo - 0.2:
+                ep.run.violate("member %s was written off (faulty) before member-timeout "
+                               "(%d s) had passed since it went away; status: %s" % (
+                                   what, tmo, brief_status(st)), rule="away")
+            ep.wrote_off[e.role] = [ts, d, None]
+            continue
+        if s != "missing" or not e.checked or e.managed:
+            continue                    # stale, rebuilding: back, being resynced
+        if e.t_missing is None:
+            e.t_missing = ts
+        if back and ts > e.t_back + BACK_BOUND:
+            ep.run.violate("member %s is still missing %.1f s after its server is back (it "
+                           "is reconnected every 0.1 s backing off to 5 s, and taken back "
+                           "when its record names this array and member); status: %s" % (
+                               what, ts - e.t_back, brief_status(st)), rule="away")
+        if not e.at_start and ts > e.t_missing + tmo + WRITE_OFF_SLACK:
+            ep.run.violate("member %s has been missing for more than member-timeout (%d s) "
+                           "+ %d s and is not written off; status: %s" % (
+                               what, tmo, WRITE_OFF_SLACK, brief_status(st)), rule="away")
+        if ts < e.t_down + tmo - 0.2:
+            for x in st["members"]:
+                if x is not m and x["role"] == e.role and x["state"] == "rebuilding":
+                    ep.run.violate("a spare (%s) takes role %d while its member %s is away "
+                                   "within member-timeout (%d s): until then no spare takes "
+                                   "the role of a missing member; status: %s" % (
+                                       x["spec"], e.role, what, tmo, brief_status(st)),
+                                   rule="away")
+    lost = lost_roles(st)
+    for role, w in list(ep.wrote_off.items()):
+        if role not in lost or any(x["role"] == role and x["state"] == "rebuilding"
+                                   for x in st["members"]):
+            del ep.wrote_off[role]
+            continue
+        spares = [ep.dev_of(x["spec"]) for x in st["members"] if x["state"] == "spare"]
+        usable = [d for d in spares if d is not None and d not in ep.severed | ep.injected
+                  and not d.killed and d not in ep.claimed]
+        if st["sync_action"] != "idle" or st["reshape"] or st["health"] != "degraded" \
+           or not usable:
+            w[2] = None
+        elif w[2] is None:
+            w[2] = ts
+        elif ts - w[2] > RECOVER_BOUND:
+            ep.run.violate("role %d was written off (%s away longer than member-timeout) "
+                           "and a spare is there (%s), the array idle and degraded for %.0f "
+                           "s, but no recovery runs (a spare takes the role of a member "
+                           "written off); status: %s" % (
+                               role, w[1].name, " ".join(d.name for d in usable), ts - w[2],
+                               brief_status(st)), rule="away")
 
 
 class Manager:
@@ -1652,14 +1840,19 @@ def op_fail(ep, c, r):
            or st["level"] == 0:
             ep.run.event("sched", "fail of role %s skipped: beyond redundancy" % m["role"])
             return
+        mark_managed(ep, m)
         c.call("fail", member=member_arg(m, r[2]))
 
 
-def note_rejoin(ep, rep):
-    if not rep["ok"] and rep["error"] == "EBUSY":
-        ep.run.note("add of a missing member of this array (a rejoin, SPEC 4.3/4.4) is "
-                    "refused: %s; the tester wipes it and adds it as a new member" %
-                    rep["message"])
+def mark_managed(ep, m):
+    """A fail or remove of status entry m: if it is an away member, its
+    fate is ours from now on (fail writes a missing member off at once)."""
+    with ep.fault_lock:
+        for d, e in ep.away.items():
+            if m["role"] == e.role or ep.dev_of(m["spec"]) is d:
+                e.managed = True
+
+
 
 
 def op_remove(ep, c, r):
@@ -1670,6 +1863,7 @@ def op_remove(ep, c, r):
        "remove-role" in ep.run.dodge:
         return
     if m is not None and (m["role"] is not None or m["spec"]):
+        mark_managed(ep, m)
         c.call("remove", member=member_arg(m, r[3]))
     elif m is not None:
         ep.run.note("a %s member with neither role nor spec is listed (after a restart): "
@@ -1680,11 +1874,14 @@ def op_add(ep, c, r):
     st = c.call("status", log=False)
     missing = [m for m in st["members"] if m["state"] == "missing"]
     if missing and r[2] < 0.5:
+        # A rejoin by add: accepted for a member absent since the start,
+        # refused (EEXIST) for one whose device the engine holds (its
+        # connection lost: the engine reconnects it itself).  Not for a
+        # device whose server is down (add cannot reach it).
         m = missing[int(r[3] * len(missing))]
-        spec = m["spec"] or (ep.left_out.spec if ep.left_out else None)
-        if spec:
-            rep = c.call("add", member=spec)
-            note_rejoin(ep, rep)
+        d = ep.dev_of(m["spec"]) or ep.left_out
+        if d is not None and not d.killed:
+            c.call("add", member=d.spec)
             return
     d = free_device(ep, r[1], wipe=r[4] < 0.8, st=st)
     if d is None:
@@ -1859,7 +2056,7 @@ def level_args(ep, st, r):
                                                         None)
     if lvl == 6:
         with ep.fault_lock:         # 6 -> 5 lowers the tolerance
-            if ep.injected or ep.severed:
+            if ep.injected or ep.away:
                 return None, None
         return {"level": 5}, None
     return None, None
@@ -1873,7 +2070,8 @@ def injectable(ep, st, x, need_role=True):
     cands = [ep.by_spec[m["spec"]] for m in st["members"]
              if m["spec"] in ep.by_spec and ep.by_spec[m["spec"]].nbd
              and (m["role"] is not None or not need_role)
-             and ep.by_spec[m["spec"]] not in ep.injected | ep.severed]
+             and ep.by_spec[m["spec"]] not in ep.injected | set(ep.away) | ep.severed
+             and not ep.by_spec[m["spec"]].killed]
     cands = [d for d in cands if ep.can_lose(st, d)]
     return cands[int(x * len(cands))] if cands else None
 
@@ -1914,18 +2112,81 @@ def uninject(ep, d):
 
 
 def op_vanish(ep, c, r):
-    with ep.fault_lock:
-        st = c.call("status", log=False)
-        d = injectable(ep, st, r[1], need_role=r[2] < 0.85)
-        if d is None:
+    with ep.server_lock:
+        if ep.clients_done or ep.killing:
             return
-        d.srv.kill9()
-        ep.injected.add(d)
-        ep.severed.add(d)
-        ep.run.event("fault", "member server %s killed" % d.name)
+        with ep.fault_lock:
+            st = c.call("status", log=False)
+            d = injectable(ep, st, r[1], need_role=r[2] < 0.85)
+            if d is None:
+                return
+            kill_member(ep, d, member_of(ep, st, d))
+        prod(ep, d)
     if r[3] < 0.8:
         later(ep, 0.2 + 5 * r[4], revive, ep, d,
               None if r[5] < 0.7 else [0, 1, 5, 20][int(r[6] * 4)])
+
+
+class Away:
+    """A member whose server died while it held a role.  t_down: when it
+    died (tester clock, before the engine can have noticed: the engine's
+    own away time is later); at_start: down when the array server started
+    (a pending spec: never written off, its grace counted from the start);
+    checked: it was in_sync (or given at a start), so the documented rules
+    say exactly what becomes of it; managed: a request of ours (fail,
+    remove) may have decided its fate instead."""
+
+    def __init__(self, t_down, role, checked, at_start=False):
+        self.t_down, self.role, self.checked, self.at_start = t_down, role, checked, at_start
+        self.t_back = None          # its server is up again
+        self.t_missing = None       # first status that showed it missing
+        self.noticed = at_start     # a status showed it not in_sync since t_down
+        self.managed = False
+
+
+def kill_member(ep, d, m):
+    """kill -9 of d's server (fault_lock held); m: its status entry."""
+    d.srv.kill9()
+    d.killed = True
+    if m is not None and m["role"] is not None:
+        ep.away[d] = Away(time.monotonic(), m["role"], m["state"] == "in_sync")
+    else:
+        ep.severed.add(d)
+    ep.run.event("fault", "member server %s killed (%s)" % (
+        d.name, "role %d, %s" % (m["role"], m["state"]) if m and m["role"] is not None
+        else "no role"))
+
+
+def member_of(ep, st, d, role=None):
+    """d's entry in status st (the one holding role, else one with a role,
+    else any), or None."""
+    ms = [m for m in st["members"] if ep.dev_of(m["spec"]) is d]
+    ms.sort(key=lambda m: (m["role"] != role, m["role"] is None))
+    return ms[0] if ms else None
+
+
+def prod(ep, d):
+    """After d's server died: one flush of the array (sent to every member
+    in use) makes the engine meet the dead connection, so that it cannot
+    stay unnoticed; then the status must show d's member not in_sync
+    (missing: nbdkit-raid-plugin(1), Members that come and go)."""
+    if ep.killing or ep.stopping or ep.doomed or not ep.srv.alive():
+        return
+    err = bounded_io(ep, "flush", rule="client-error")
+    if err is not None:
+        ep.check_server_alive(grace=10)
+        ep.run.violate("a flush of the array failed (%s) after the server of member %s was "
+                       "killed, within redundancy" % (err, d.name), rule="client-error")
+    st = ep.status("away")
+    e = ep.away.get(d)
+    m = member_of(ep, st, d, e and e.role)
+    if e and e.checked and m is not None and m["role"] == e.role and \
+       m["state"] == "in_sync" and not d.srv.alive():
+        ep.run.violate("the server of member %s (role %d) was killed and a flush of the "
+                       "array has completed, yet the status says it is in_sync (an NBD "
+                       "member whose connection is lost is missing, nbdkit-raid-plugin(1), "
+                       "Members that come and go): %s" % (d.name, e.role, brief_status(st)),
+                       rule="away")
 
 
 def revive(ep, d, delay=None):
@@ -1935,10 +2196,11 @@ def revive(ep, d, delay=None):
         if not d.start(delay):
             ep.run.violate("tester: member server %s did not restart: %s" % (
                 d.name, d.srv.log_tail(5)))
+        e = ep.away.get(d)
+        if e is not None and e.t_back is None:
+            e.t_back = time.monotonic()
         ep.run.event("fault", "member server %s back%s" % (
             d.name, " (delay %d ms)" % d.delay_ms if d.delay_ms else ""))
-        if not os.path.exists(d.errfile):
-            ep.injected.discard(d)
 
 
 def op_slow(ep, c, r):
@@ -1949,6 +2211,8 @@ def op_slow(ep, c, r):
         return
     d = ds[int(r[1] * len(ds))]
     bits = [8 * MiB, 32 * MiB, 128 * MiB, 100 << 30][int(r[2] * 4)]
+    if ep.member_timeout < 30:
+        bits = max(bits, 128 * MiB)     # else a timeout makes it go away (see setup)
     d.set_rate(bits)
     ep.run.event("fault", "%s bandwidth %s bit/s" % (d.name, bits))
 
@@ -1960,31 +2224,51 @@ def op_heal(ep, c, r):
 def restart_crashed_members(ep):
     """A member nbdkit that died without being killed by us (nbdkit
     1.32.5's file server can hit an assertion in raw_send_socket when the
-    array server dies under it): not the product's fault; restart it."""
+    array server dies under it): not the product's fault; restart it.  To
+    the array it is a member that went away and came back: tracked as such
+    while the array server runs, and the engine made to notice."""
+    prods = []
     with ep.fault_lock:
         for d in ep.devs:
-            if d.nbd and d.srv.p is not None and not d.srv.alive() and d not in ep.injected:
+            if d.nbd and d.srv.p is not None and not d.srv.alive() and not d.killed:
                 ep.run.note("member server %s (nbdkit %s) died by itself (exit %s): "
                             "restarted; see its log" % (d.name, d.srv.argv_tail[-1],
                                                         d.srv.p.returncode))
                 ep.run.event("fault", "member server %s died by itself; restarted" % d.name)
-                if ep.srv is not None and ep.srv.alive() and not ep.killing:
-                    ep.severed.add(d)
+                if ep.srv is not None and ep.srv.alive() and not ep.killing and \
+                   ep.last_status is not None:
+                    m = member_of(ep, ep.last_status, d)
+                    if m is not None and m["role"] is not None:
+                        ep.away.setdefault(d, Away(time.monotonic(), m["role"], False))
+                        prods.append(d)
+                    else:
+                        ep.severed.add(d)
                 d.start()
+                if d in ep.away and ep.away[d].t_back is None:
+                    ep.away[d].t_back = time.monotonic()
+    for d in prods:
+        with ep.server_lock:
+            prod(ep, d)
 
 
-def heal_all(ep):
+def heal_all(ep, keep_down=()):
+    """Error files gone, member servers up (but those in keep_down), speeds
+    back to their configured values."""
     with ep.fault_lock:
         for d in ep.devs:
             if os.path.exists(d.errfile):
                 os.unlink(d.errfile)
-            if d.nbd and not d.srv.alive():
+            if d.nbd and not d.srv.alive() and d not in keep_down:
                 if not d.start():
                     ep.run.violate("tester: member server %s did not restart" % d.name)
+                e = ep.away.get(d)
+                if e is not None and e.t_back is None:
+                    e.t_back = time.monotonic()
             if d.nbd:
                 d.set_rate(d.slow_rate or 100 << 30)     # back to its configured speed
         ep.injected.clear()
-    ep.run.event("fault", "all member faults healed")
+    ep.run.event("fault", "all member faults healed%s" % (
+        " but the servers of %s" % " ".join(d.name for d in keep_down) if keep_down else ""))
 
 
 def later(ep, delay, fn, *args):
@@ -2002,7 +2286,7 @@ def later(ep, delay, fn, *args):
 
 def op_kill(ep, c, r, leave_out=False):
     time.sleep(1.5 * r[1])
-    kill_and_restart(ep, leave_out and r[2] < 0.9, r[3])
+    kill_and_restart(ep, leave_out and r[2] < 0.9, r[3], r[4] < 0.6, r[5])
 
 
 def op_kill_missing(ep, c, r):
@@ -2014,7 +2298,7 @@ OPS = {name[3:]: fn for name, fn in list(globals().items()) if name.startswith("
 
 # -- kill -9 of the array server ----------------------------------------------
 
-def kill_and_restart(ep, leave_out, x):
+def kill_and_restart(ep, leave_out, x, hold=False, y=0.0):
     with ep.server_lock:
         if ep.clients_done:
             return
@@ -2040,9 +2324,21 @@ def kill_and_restart(ep, leave_out, x):
         ep.gate.pause("kill -9")
         for cl, (off, n, _) in ep.gate.at_kill:
             ep.run.event("kill", "%s had [%d,+%d) in flight" % (cl.who, off, n))
-        heal_all(ep)
-        specs = restart_members(ep, leave_out, x)
+        # Members whose server is down may stay down across the restart
+        # (hold): the array starts without them, degraded, when the level
+        # tolerates that, and they rejoin when their server is back.
+        down = [d for d in ep.away if not d.srv.alive()] if hold else []
+        specs, held = restart_members(ep, leave_out, x, down)
+        heal_all(ep, keep_down=[d for d, _ in held])
+        t_launch = time.monotonic()
         exempt = restart_after_kill(ep, specs, before)
+        with ep.fault_lock:
+            for d, role in held:
+                ep.away[d] = Away(t_launch, role, True, at_start=True)
+        for i, (d, _) in enumerate(held):
+            # back within the grace, or after it (a spare may have taken the
+            # role: then it is dropped, not added as a spare)
+            later(ep, [0.3, 1.5, ep.member_timeout + 1][int(y * 3 + i) % 3], revive, ep, d)
         after = ep.status("restart")
         verify_after_kill(ep, ep.left_out is not None or after["health"] != "optimal", exempt)
         check_resumed(ep, before, after, busy)
@@ -2114,10 +2410,13 @@ def examine(ep, devs):
             if m.get("spec") in by_path and m.get("superblock") == "valid"}
 
 
-def restart_members(ep, leave_out, x):
+def restart_members(ep, leave_out, x, down=()):
     """The devices to name at restart: those the newest superblock record
     (highest events among our devices) lists; maybe one in_sync member left
-    out (within redundancy, journal policy only)."""
+    out (within redundancy, journal policy only).  down: devices whose
+    server is down and may stay down at the start (named all the same: an
+    NBD spec unreachable at the start is kept pending).  Returns the specs
+    and the [(device, role)] kept down (within redundancy, no reshape)."""
     ex = examine(ep, [d for d in ep.devs if d is not ep.left_out] +
                  ([ep.left_out] if ep.left_out else []))
     uuid = ep.last_status["uuid"]
@@ -2126,24 +2425,40 @@ def restart_members(ep, leave_out, x):
     table = {m["uuid"]: m for m in newest["members"]}
     keep = [d for d, e in mine.items() if e.get("member_uuid") in table]
     ep.left_out = None
-    if leave_out and ep.cons == "journal" and newest["level"] in (4, 5, 6) \
-       and not newest.get("reshape"):
-        # A role is up at the start only when a device we name holds its
-        # in_sync entry with a current superblock (at most one event
-        # behind: older is stale).  Roles with no entry (removed), a faulty,
-        # missing or rebuilding entry, or a stale device are down already:
-        # the engine records them faulty for good (nbdkit-raid-plugin(1),
-        # Assembly), and leaving one more out must stay within what is left.
-        in_sync = [d for d in keep if table[mine[d]["member_uuid"]].get("state") == "in_sync"
-                   and table[mine[d]["member_uuid"]].get("role") is not None
-                   and mine[d].get("events", 0) + 1 >= newest["events"]]
-        up = {table[mine[d]["member_uuid"]]["role"] for d in in_sync}
-        down = sum(1 for r in range(newest["raid_devices"]) if r not in up)
-        if in_sync and down + 1 <= tolerance(newest["level"], newest["raid_devices"]):
+    # A role is up at the start only when a device we name and that answers
+    # holds its in_sync entry with a current superblock (at most one event
+    # behind: older is stale).  Roles with no entry (removed), a faulty,
+    # missing or rebuilding entry, or a stale device are down already (a
+    # missing or stale one rejoins once the array runs, a faulty one is not
+    # taken back: nbdkit-raid-plugin(1), Assembly); what we keep down or
+    # leave out must stay within what is left.
+    in_sync = [d for d in keep if table[mine[d]["member_uuid"]].get("state") == "in_sync"
+               and table[mine[d]["member_uuid"]].get("role") is not None
+               and mine[d].get("events", 0) + 1 >= newest["events"]]
+    role = {d: table[mine[d]["member_uuid"]].get("role") for d in keep}
+    tol = tolerance(newest["level"], newest["raid_devices"]) \
+        if newest["level"] in (4, 5, 6) and not newest.get("reshape") else -1
+    held = []
+    for d in down:
+        entry = table.get(mine[d]["member_uuid"]) if d in mine else None
+        if d not in keep or entry is None or entry.get("role") is None or \
+           entry.get("state") not in ("in_sync", "missing", "rebuilding"):
+            continue
+        up = {role[k] for k in in_sync if k is not d and k not in dict(held)}
+        if sum(1 for r in range(newest["raid_devices"]) if r not in up) <= tol:
+            held.append((d, role[d]))
+    in_sync = [d for d in in_sync if d not in dict(held)]
+    if leave_out and ep.cons == "journal" and tol >= 0:
+        up = {role[d] for d in in_sync}
+        ndown = sum(1 for r in range(newest["raid_devices"]) if r not in up)
+        if in_sync and ndown + 1 <= tol:
             ep.left_out = in_sync[int(x * len(in_sync))]
             keep.remove(ep.left_out)
             ep.run.event("kill", "restart without %s" % ep.left_out.name)
-    return [d.spec for d in keep]
+    if held:
+        ep.run.event("kill", "restart with the servers of %s down" % " ".join(
+            "%s (role %d)" % (d.name, r) for d, r in held))
+    return [d.spec for d in keep], held
 
 
 def block_candidates(ep):
@@ -2318,21 +2633,32 @@ def settle_once(ep, c, st):
     elif st["sync_action"] == "frozen":
         c.call("start")
     if ep.left_out is not None and ep.left_out not in listed_devs(ep, st):
-        # The member left out at a restart: SPEC 4.3 says it rejoins when
-        # given to add; this build records it faulty for good and refuses
-        # (a note).  Then it is a blank device for the spare below, as an
-        # administrator would wipe it; its old entry stays missing until a
-        # recovery takes its role.
+        # The member left out at a restart (its entry missing, or a spare
+        # has taken its role after the grace): handed to add it rejoins, or
+        # joins as a new spare when its entry is gone (nbdkit-raid-plugin(1),
+        # Assembly).  Refused only when its entry is no longer absent
+        # (faulty: failed on request), then it is reused below.
         rep = c.call("add", member=ep.left_out.spec)
-        note_rejoin(ep, rep)
         if not rep["ok"]:
+            now = c.call("status", log=False)
+            m = member_of(ep, now, ep.left_out)
+            if m is not None and m["state"] == "missing":
+                ep.run.violate("add of %s, a member left out at the last start and absent "
+                               "since, was refused (%s %s); a member that comes back rejoins "
+                               "when handed to add (nbdkit-raid-plugin(1), Assembly); "
+                               "status: %s" % (ep.left_out.name, rep["error"], rep["message"],
+                                               brief_status(now)), rule="rejoin")
             ep.left_out.wipe()
             ep.left_out = None
+    spare = any(m["state"] == "spare" and ep.dev_of(m["spec"]) is not None and
+                not ep.dev_of(m["spec"]).killed and ep.dev_of(m["spec"]) not in ep.severed
+                for m in st["members"])
     for m in st["members"]:
         if m["spec"] is None and m["role"] is None:
             continue
-        if m["state"] == "faulty" and m["role"] is not None and "remove-role" in ep.run.dodge:
-            continue            # a spare's recovery detaches it (added below)
+        if m["state"] == "faulty" and m["role"] is not None and (
+                spare or "remove-role" in ep.run.dodge):
+            continue            # a spare takes its role by itself, which detaches it
         if m["state"] == "faulty":
             # Detach it and reuse its device.  The engine resolves a spec
             # only to a member whose device it holds open
@@ -2528,9 +2854,10 @@ def check_rows(ep, g, mem, size):
 
 # -- beyond redundancy ---------------------------------------------------------
 
-def doom(ep):
-    """More members fail than the level tolerates: failed, EIO, control
-    answers, no spinning."""
+def doom(ep, vanish=False):
+    """More members fail than the level tolerates (they fail every request,
+    or with vanish their servers are killed: away members are not usable
+    either): failed, EIO, control answers, no spinning."""
     with ep.server_lock:
         c = Control(ep, "doom")
         st = c.call("status")
@@ -2541,10 +2868,15 @@ def doom(ep):
         if len(victims) < tol + 1 or st["reshape"]:
             return
         ep.doomed = True
-        ep.run.event("doom", "I/O errors on %s (tolerance %d)" % (
+        ep.run.event("doom", "%s %s (tolerance %d)" % (
+            "servers killed:" if vanish else "I/O errors on",
             " ".join(d.name for d in victims), tol))
         for d in victims:
-            open(d.errfile, "w").close()
+            if vanish:
+                with ep.fault_lock:
+                    kill_member(ep, d, None)
+            else:
+                open(d.errfile, "w").close()
         deadline = time.monotonic() + ep.run.args.reply_bound
         while True:
             bounded_io(ep, "write")
@@ -2552,7 +2884,7 @@ def doom(ep):
             if st["health"] == "failed":
                 break
             if time.monotonic() > deadline:
-                ep.run.violate("%d members fail every request but health is %s after %.0f s" % (
+                ep.run.violate("%d members are lost but health is %s after %.0f s" % (
                     tol + 1, st["health"], ep.run.args.reply_bound), rule="doom")
         for kind in ("read", "write"):
             if bounded_io(ep, kind) is None:
@@ -2565,9 +2897,10 @@ def doom(ep):
         clean_stop(ep)
 
 
-def bounded_io(ep, kind):
+def bounded_io(ep, kind, rule="doom"):
     """One request on a fresh connection, in a thread: it must complete
-    (with an error or not) within the reply bound.  Returns the error."""
+    (with an error or not) within the reply bound.  Returns the error
+    (on a failed array, rule doom: only EIO)."""
     out = {}
 
     def body():
@@ -2576,6 +2909,8 @@ def bounded_io(ep, kind):
                 n = min(h.get_size(), 1 * MiB)
                 if kind == "read":
                     h.pread(n, 0)
+                elif kind == "flush":
+                    h.flush()
                 else:
                     h.pwrite(bytes(n), 0)
                     h.flush()
@@ -2586,10 +2921,10 @@ def bounded_io(ep, kind):
     t.start()
     t.join(ep.run.args.reply_bound)
     if t.is_alive():
-        ep.run.violate("a %s on the failed array did not complete within %.0f s" % (
-            kind, ep.run.args.reply_bound), rule="doom")
+        ep.run.violate("a %s on the %s array did not complete within %.0f s" % (
+            kind, "failed" if rule == "doom" else "", ep.run.args.reply_bound), rule=rule)
     err = out.get("err")
-    if err is not None and nbd_errno(err) != 5:
+    if err is not None and nbd_errno(err) != 5 and rule == "doom":
         ep.run.violate("a %s on the failed array failed with %s, not EIO" % (kind, err),
                        rule="doom")
     return err
@@ -2674,7 +3009,7 @@ def replay_command(a):
     if os.environ.get("SANITIZERS") == "yes":
         argv.insert(0, "SANITIZERS=yes")
     for opt in ("level", "members", "chunk", "consistency", "ops", "io", "threads", "slow",
-                "member_size", "nbd_fraction", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
+                "member_size", "nbd_fraction", "member_timeout", "relax", "dodge", "phase", "epoch", "doom", "slow_kind",
                 "hot", "batch", "speed_max",
                 "kill_after"):
         v = getattr(a, opt)
@@ -2694,6 +3029,8 @@ def parse_args(argv):
     ap.add_argument("--consistency", choices=["journal", "bitmap", "resync"])
     ap.add_argument("--member-size", type=int, help="MiB per member")
     ap.add_argument("--nbd-fraction", type=float, help="share of NBD members (0..1)")
+    ap.add_argument("--member-timeout", type=int, help="plugin parameter member-timeout "
+                    "(default: 2, 5, 10 or 30 by the seed; 30 with slow members)")
     ap.add_argument("--slow", type=float, help="share of slow NBD members (0..1)")
     ap.add_argument("--slow-kind", choices=["delay", "rate", "mix"], default="mix",
                     help="slow members by latency (delay filter), bandwidth (rate "

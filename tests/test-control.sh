@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # nbdkit-raid: the control socket and the online nbdraid subcommands, against
-# a real nbdkit serving a raid5 with control=SOCKET (SPEC 4.4, 4.5).
+# a real nbdkit serving a raid5 with control=SOCKET (nbdkit-raid-control(7),
+# nbdraid(8)).
 #
 # (a) start-up: a stale socket file is replaced; the socket is mode 0600;
 #     a second server on the same control path is refused and leaves the

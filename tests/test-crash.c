@@ -31,9 +31,10 @@
  *      already degraded by a member failure; with bitmap/resync, after the
  *      array's own resync every row's parity verifies.  Reported as "4"
  *      for a sector outside every non-durable write or holding durable
- *      data (the write hole proper: SPEC section 7), as "4w" for a sector
- *      inside a non-durable write that holds neither its old nor a new
- *      version (SPEC 7 tolerates it, the per-sector rule does not);
+ *      data (the write hole proper), as "4w" for a sector inside a
+ *      non-durable write that holds neither its old nor a new version
+ *      (the journal policy allows it, the per-sector rule does not: see
+ *      below);
  *   5. with the journal policy, after reassembly (and close) every row's
  *      parity verifies on the member images, with no resync.
  * The model keeps, per 512-byte array sector, the content after the last
@@ -57,11 +58,12 @@
  * Any invariant failure, or a failed harness check (a self-test, an op
  * failing without a crash, a run that is not deterministic), exits 1 —
  * except "4w", which is counted and its first case described, but does
- * not fail the run: SPEC section 7 promises that a crash changes no block
- * OUTSIDE the writes in flight.  Inside a torn full-row write (the whole
- * row is inside that write) a member lost afterwards may rebuild bytes
- * that are neither old nor new; closing that too would mean journaling the
- * data of every full-row write, doubling the bytes of sequential writes.
+ * not fail the run: the journal policy promises only that a crash changes
+ * no block OUTSIDE the writes in flight (nbdkit-raid-plugin(1), Crash
+ * consistency).  Inside a torn full-row write (the whole row is inside
+ * that write) a member lost afterwards may rebuild bytes that are neither
+ * old nor new; closing that too would mean journaling the data of every
+ * full-row write, doubling the bytes of sequential writes.
  * The journal policy's man page states this limit.
  *
  * RESHAPE (--reshape; make check runs it as test-crash-reshape.sh).  The
@@ -1587,7 +1589,7 @@ run_case (const struct workload *wl, unsigned modes, bool no_removal)
           : (N - 1) % point_stride == 0 || N == c->total)
         crash_point (c, N);
   for (int i = 1; i < NINV; i++)
-    if (i != INV_4W)                     /* tolerated by SPEC 7: see the top */
+    if (i != INV_4W)                     /* tolerated: see the top */
       nfail += c->t.fail[i];
   printf ("test-crash: %-44s %3" PRIu64 " crash points, %5" PRIu64
           " images checked, failures: inv1 %" PRIu64 " inv2 %" PRIu64 " inv3 %"
@@ -2003,9 +2005,10 @@ run_scripted (unsigned modes, bool no_removal, const char *only)
   return nfail;
 }
 
-/* Reshapes (make check: test-crash --reshape): every change kind of SPEC
- * 6 that moves data, forward and backward, with each policy, degraded,
- * and with a member failing mid-reshape. */
+/* Reshapes (make check: test-crash --reshape): every kind of change that
+ * moves data (grow, shrink, chunk, layout, raid4->5, raid5<->6), forward
+ * and backward, with each policy, degraded, and with a member failing
+ * mid-reshape. */
 struct rcase {
   const char *what;
   int level, layout, n;

@@ -4,17 +4,17 @@
 # Proves: create writes one consistent record per member (same array uuid,
 # distinct member uuids, roles in order, spares, sizes computed from the
 # smallest member and said on stderr, resync needed only when a member's
-# data area holds data); every refusal of SPEC 4.2 exits 1 with a clear
-# message and leaves every pre-existing file byte-for-byte unchanged and
-# creates no file; usage errors exit 2; members and spares holding a real
-# foreign signature (mkfs.ext4, an sfdisk GPT or MBR, an md v1.0/v1.2
-# superblock that mdadm --examine accepts, an LVM PV from pvcreate) are
-# refused by name, also behind NBD, and --force overrides each and erases
-# it (wipefs then finds nothing); with --json the result and every error
-# are one JSON object on stdout; examine decodes the record, counts corrupt
-# slots, keeps showing the newest intact record when another slot is
-# damaged, reports a member without a valid record (exit 1), and names an
-# incompatible feature.
+# data area holds data); every refusal listed in nbdraid(8), CREATE, exits
+# 1 with a clear message and leaves every pre-existing file byte-for-byte
+# unchanged and creates no file; usage errors exit 2; members and spares
+# holding a real foreign signature (mkfs.ext4, an sfdisk GPT or MBR, an md
+# v1.0/v1.2 superblock that mdadm --examine accepts, an LVM PV from
+# pvcreate) are refused by name, also behind NBD, and --force overrides
+# each and erases it (wipefs then finds nothing); with --json the result
+# and every error are one JSON object on stdout; examine decodes the
+# record, counts corrupt slots, keeps showing the newest intact record when
+# another slot is damaged, reports a member without a valid record (exit
+# 1), and names an incompatible feature.
 #
 # Environment: NBDRAID = the nbdraid binary to test.
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# nbdkit-raid: member images from an attacker (SPEC 7: bad input never
-# crashes the server or corrupts data).
+# nbdkit-raid: member images from an attacker.  The rule: bad input never
+# crashes the server or corrupts data (nbdkit-raid-plugin(1), Members from
+# untrusted sources).
 #
 # A member may be someone else's NBD export or an image file someone handed
 # over, and its records carry a CRC anyone can compute.  For each finding of

@@ -4,7 +4,8 @@
 #
 # For each array: create it with nbdraid, serve it, and check that
 #   - the export size is component_size * data_disks from `examine --json`,
-#     and the handshake advertises what SPEC 4.3 promises (e2e_basic.py);
+#     and the handshake advertises what nbdkit-raid-plugin(1), Serving,
+#     promises (e2e_basic.py);
 #   - 24 MiB of random data written with nbdcopy and a qemu-io pattern near
 #     the end read back identical (the whole export is compared with an
 #     expected image);

@@ -180,7 +180,7 @@ kill_member 3
 expect_run "(f) write while away" $FLAP write "$raid_uri" "$model" 0 $((8 << 20)) 60
 "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=256K >/dev/null
 start_member 3
-wait_member 3 rebuilding 30
+wait_member 3 stale 30                  # rejoining: stale until in sync
 kill_member 3
 expect_run "(f) write while away again" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 61
 "$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
@@ -214,5 +214,11 @@ verify "(g)"
 expect_run "(g) scrub" "$NBDRAID" -C "$ctl" check
 expect_run "(g) scrub ends" "$NBDRAID" -C "$ctl" wait --timeout=120
 expect_eq "(g) no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
+# The written-off member's server is back: remove, then add it again (its
+# old connection is dead: add connects anew) and it is a spare.
+start_member 3
+expect_run "(g) remove the written-off member" "$NBDRAID" -C "$ctl" remove "$(mu 3)"
+expect_run "(g) add it again once its server is back" "$NBDRAID" -C "$ctl" add "$(mu 3)"
+expect_eq "(g) it is a spare" spare "$(status_get "$ctl" spec:member3.sock)"
 stop_nbdkit raid3
 finish

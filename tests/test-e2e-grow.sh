@@ -9,6 +9,13 @@
 #     parity.
 # (b) An array with no head room (data offset 4 MiB) but made smaller than
 #     its members holds (resize) grows backward, through the tail room.
+# (c) An array with no room at all (data offset 4 MiB, members full): a grow
+#     is refused with ENOSPC saying how much head and tail room each way
+#     needs and by how much to enlarge the members; a too-small added
+#     member is named as such; a shrink without --force says how many bytes
+#     it would cut; none of these changes a byte of any member.  Following
+#     the advice (members exactly that many bytes larger) the grow runs,
+#     and `resize max` afterwards takes what members gained since.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -64,5 +71,57 @@ examine "$d/ex.json" "$d/m0" "$d/m1" "$d/m2" "$d/m3"
 off="$(exfield "$d/ex.json" data_offset)"
 if [ "$off" -gt $((4 << 20)) ]; then ok; else fail "(b) data offset $off: the grow did not run backward"; fi
 expect_run "(b) member files hold md's bytes and parity" \
+  $RAIDCHECK --from-examine "$d/ex.json" verify "$d/m0" "$d/m1" "$d/m2" "$d/m3"
+
+# (c) no room: the messages, and the way out they give
+d="$tmp/c"
+mkdir -p "$d"
+create_array --level=5 --size=64M --data-offset=4M "$d/m0" "$d/m1" "$d/m2" ||
+  { fail "(c) create"; finish; exit; }
+start_raid_ctl c "$d/ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(c) start"; finish; exit; }
+size="$(nbd_size "$uri")"
+$PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 33
+expect_run "(c) fill" nbdcopy "$d/expected.img" "$uri"
+truncate -s 64M "$d/m3"
+truncate -s 32M "$d/small"
+sums () { md5sum "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/small" | awk '{ print $1 }' | tr '\n' ' '; }
+before="$(sums) $(status_get "$d/ctl" events)"
+if "$NBDRAID" -C "$d/ctl" reshape --add="$d/m3" >"$tmp/out" 2>&1; then
+  fail "(c) a grow with no room was prepared"
+else
+  msg="$(cat "$tmp/out")"
+  re='ENOSPC: not enough room to reshape out of place: moving forward needs ([0-9]+) bytes of head room per member \(the members have 0\), moving backward ([0-9]+) bytes of tail room \(they have ([0-9]+)\); make every member at least ([0-9]+) bytes larger and prepare the reshape again \(resize to max after it to use the rest\)'
+  if [[ "$msg" =~ $re ]] && [ "${BASH_REMATCH[4]}" -eq $((BASH_REMATCH[2] - BASH_REMATCH[3])) ]; then
+    ok; more="${BASH_REMATCH[4]}"
+  else
+    fail "(c) ENOSPC message: $msg"; more=$((1 << 20))
+  fi
+fi
+if "$NBDRAID" -C "$d/ctl" reshape --add="$d/small" >"$tmp/out" 2>&1; then
+  fail "(c) a too-small member was accepted"
+elif grep -q "ENOSPC: $d/small is too small: it holds 33554432 bytes, the members of the array 67108864" "$tmp/out"
+then ok; else fail "(c) too-small message: $(cat "$tmp/out")"; fi
+if "$NBDRAID" -C "$d/ctl" resize $((size - 196608)) >"$tmp/out" 2>&1; then
+  fail "(c) a shrink without --force"
+elif grep -q "shrinking from $size to $((size - 196608)) bytes cuts off the last 196608 bytes of the array: give force" "$tmp/out"
+then ok; else fail "(c) shrink message: $(cat "$tmp/out")"; fi
+expect_eq "(c) the refusals changed nothing" "$before" "$(sums) $(status_get "$d/ctl" events)"
+expect_eq "(c) no reshape recorded" idle "$(status_get "$d/ctl" sync_action)"
+# the advice: every member that many bytes larger
+for f in m0 m1 m2 m3; do truncate -s $(((64 << 20) + more)) "$d/$f"; done
+expect_run "(c) the grow runs once the members are larger" \
+  "$NBDRAID" -C "$d/ctl" reshape --add="$d/m3" --start --wait
+expect_status "(c) four members" "$d/ctl" raid_devices 4
+expect_eq "(c) the grow keeps the size" "$size" "$(status_get "$d/ctl" size)"
+for f in m0 m1 m2 m3; do truncate -s 80M "$d/$f"; done
+expect_run "(c) members grown again: resize max" "$NBDRAID" -C "$d/ctl" resize max
+new="$(status_get "$d/ctl" size)"
+if [ "$new" -gt "$size" ]; then ok; else fail "(c) resize max: $new <= $size"; fi
+rm -f "$d/back.img"
+expect_run "(c) read back" nbdcopy "$uri" "$d/back.img"
+expect_run "(c) the data" cmp -n "$size" "$d/back.img" "$d/expected.img"
+stop_nbdkit c
+examine "$d/ex.json" "$d/m0" "$d/m1" "$d/m2" "$d/m3"
+expect_run "(c) member files hold md's bytes and parity" \
   $RAIDCHECK --from-examine "$d/ex.json" verify "$d/m0" "$d/m1" "$d/m2" "$d/m3"
 finish

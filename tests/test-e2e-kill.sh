@@ -15,8 +15,9 @@
 #     kill -> restart (all members) -> verify -> kill the restarted server ->
 #     restart -> verify -> clean stop, members hold md parity (raidcheck) ->
 #     start -> kill -> remove one (raid5) / two (raid6) member files ->
-#     restart degraded -> verify (the write-hole journal at work; there the
-#     bytes of writes in flight at the kill may hold anything, SPEC 7, unless
+#     restart degraded -> verify (the write-hole journal at work: a crash
+#     changes no block outside the writes in flight, so there the bytes of
+#     writes in flight at the kill may hold anything unless
 #     E2E_KILL_STRICT=1; every other byte must verify).  Every restart
 #     after a kill must log "was not shut down cleanly"; a start after a
 #     clean stop must not.
@@ -271,8 +272,9 @@ journal_seed ()
   shuffle $((seed + 4)) "${keep[@]}"
   restart "$p-e" dirty "${order[@]}" || return 0
   # Members lost: the bytes of writes in flight at the kill are unspecified
-  # (SPEC 7; e2e_kill.py --inflight-unspecified); E2E_KILL_STRICT=1 demands
-  # old-or-new there too.
+  # (only bytes outside them are protected: nbdkit-raid-plugin(1), Crash
+  # consistency and BUGS; e2e_kill.py --inflight-unspecified);
+  # E2E_KILL_STRICT=1 demands old-or-new there too.
   if [ -n "${E2E_KILL_STRICT:-}" ]; then
     verify "$p-e" "$d/j3"
   else

@@ -3,7 +3,7 @@
 #
 # (a) journal policy, raid5 of 4: served without member 3, written, stopped;
 #     examine records role 3 "missing" (not faulty); served again with all
-#     four: member 3 is resynced (rebuilding, then in_sync), the data read
+#     four: member 3 is resynced (stale, then in_sync), the data read
 #     back is what was written, and the member files hold md's bytes and
 #     parity (raidcheck).
 # (b) each consistency policy (journal, bitmap, resync), member 3 an NBD
@@ -16,6 +16,11 @@
 #     it rejoins the same way, and its status row names it while missing.
 # (d) a member of another array, and a member this array still uses, are
 #     refused by `add` and change nothing.
+# (e) a stale member (its own record older than the array's: a copy from
+#     before the last writes put back) is listed as `stale` by status and
+#     the log while the array resyncs it, never read meanwhile (the data
+#     reads back as last written), then in_sync.
+# (a) also: the start without member 3 logs its role and last known spec.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -67,12 +72,47 @@ verify_data ()
 }
 
 # ---- (a) journal --------------------------------------------------------------
+# ---- (e) stale: an older copy of a member put back ----------------------------
+part_e ()
+{
+  local d="$tmp/e" size
+  new_array "$d" journal || { fail "(e) create"; return 0; }
+  examine "$d/ex.json" "${members[@]}"
+  start_raid e1 "${members[@]}" || { fail "(e) start"; return 0; }
+  size="$(nbd_size "$uri")"
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/old.img" "$size" 24
+  expect_run "(e) first data" nbdcopy "$d/old.img" "$uri"
+  stop_nbdkit e1
+  cp --sparse=always "$d/m3" "$d/m3.old"
+  start_raid e2 "${members[@]}" || { fail "(e) second start"; return 0; }
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 25
+  expect_run "(e) new data" nbdcopy "$d/expected.img" "$uri"
+  stop_nbdkit e2
+  cp --sparse=always "$d/m3.old" "$d/m3"     # member 3 as it was before
+  start_raid_ctl e3 "$d/ctl" "${members[@]}" speed-max=512K ||
+    { fail "(e) start with the stale member"; return 0; }
+  grep -q "role 3: member $d/m3 is stale" "$tmp/e3.log" && ok ||
+    fail "(e) the log says stale: $(grep -i 'role 3' "$tmp/e3.log")"
+  expect_status "(e) status lists it stale" "$d/ctl" member:3 stale
+  expect_status "(e) degraded meanwhile" "$d/ctl" health degraded
+  expect_status "(e) its resync runs" "$d/ctl" sync_action recover
+  verify_data "(e) while it resyncs" "$d" "$d/expected.img"
+  "$NBDRAID" -C "$d/ctl" set speed-max=0 >/dev/null
+  rejoined "(e)" "$d/ctl" /m3
+  verify_data "(e)" "$d" "$d/expected.img"
+  stop_nbdkit e3
+  expect_run "(e) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
+}
+
 part_a ()
 {
   local d="$tmp/a" size
   new_array "$d" journal || { fail "(a) create"; return 0; }
   examine "$d/ex.json" "${members[@]}"
   start_raid a1 "$d/m0" "$d/m1" "$d/m2" || { fail "(a) degraded start"; return 0; }
+  grep -q "role 3: member $d/m3 is missing" "$tmp/a1.log" && ok ||
+    fail "(a) the log names the missing role and its spec: $(grep -i missing "$tmp/a1.log")"
   size="$(nbd_size "$uri")"
   $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 21
   expect_run "(a) write while member 3 is away" nbdcopy "$d/expected.img" "$uri"
@@ -172,4 +212,5 @@ part_c ()
 part_a
 for policy in journal bitmap resync; do part_b "$policy"; done
 part_c
+part_e
 finish

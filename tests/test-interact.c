@@ -1,5 +1,6 @@
 /* nbdkit-raid: interactions between client I/O, management requests and
- * background work (SPEC 4.4, 6 and 7).
+ * background work.  Each test states the behaviour it expects (the rules
+ * of nbdkit-raid-plugin(1): Failures, Live reshape, Management).
  *
  * One test per known interaction defect, numbered as in the issue.  Each
  * test runs in its own forked process under an alarm, so a hang or an
@@ -1452,8 +1453,9 @@ test_finish_zeroing (void)
  * 9. A read error met by a write's read-modify-write, a rebuild, a scrub.
  * Interleaving: the next read of a member's data area fails once (for the
  * write: of whichever member its read phase reads first).
- * Expected (SPEC 7): the block is reconstructed (or read again), the
- * operation succeeds, the error is counted, the member stays in_sync.
+ * Expected (nbdkit-raid-plugin(1), Failures): the block is reconstructed
+ * (or read again), the operation succeeds, the error is counted, the
+ * member stays in_sync.
  */
 static struct rule *
 read_error_once (struct memdev *d)

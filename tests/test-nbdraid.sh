@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# nbdkit-raid: `nbdraid` for scripts (SPEC 4.5), driven as a script drives it.
+# nbdkit-raid: `nbdraid` for scripts (nbdraid(8): CONTROL, JSON OUTPUT, EXIT
+# STATUS), driven as a script drives it.
 #
 # (a) without a server: --version is configure.ac's version; --help works on
 #     every subcommand (exit 0, that subcommand's usage on stdout, nothing on
@@ -17,8 +18,9 @@
 #     member (health still optimal), 2 failed (two members behind the error
 #     filter), 4 no status.
 # (e) wait: 0 idle, 3 a frozen check, 3 a prepared reshape never started
-#     (also `reshape --wait` without --start), 4 timeout (with --json: the
-#     last status with ok false and ETIMEDOUT).
+#     (also `reshape --wait` without --start), 3 for a running reshape
+#     frozen while `wait` and `reshape --start --wait` wait for it, 4
+#     timeout (with --json: the last status with ok false and ETIMEDOUT).
 # (f) the bash completion script completes the subcommands, and for each
 #     subcommand every option its --help lists; option values; it works
 #     with and without the bash-completion package.
@@ -257,6 +259,28 @@ expect_eq "(e) no reshape after abort" idle "$(status_get "$ctl" sync_action)"
 run_nr 3 "(e) reshape --wait without --start" -C "$ctl" reshape --add="$d/new" --wait
 grep -q "^reshape prepared (frozen" "$tmp/out" && ok || fail "(e) plan text: $(cat "$tmp/out")"
 run_nr 0 "(e) abort it" -C "$ctl" abort
+# a running reshape frozen while a client waits for it: the waiter (plain
+# wait, and reshape --start --wait) returns 3, not 0; started again, 0
+nr -C "$ctl" set speed-min=0 speed-max=1M >/dev/null
+set +e
+"$NBDRAID" -C "$ctl" reshape --chunk=32K --start --wait >"$tmp/rw.out" 2>"$tmp/rw.err" &
+rw=$!
+sleep 1
+"$NBDRAID" -C "$ctl" wait --timeout=60 >"$tmp/w.out" 2>"$tmp/w.err" &
+w=$!
+set -e
+sleep 1
+expect_eq "(e) the reshape runs" reshape "$(status_get "$ctl" sync_action)"
+run_nr 0 "(e) freeze the running reshape" -C "$ctl" freeze
+set +e; wait "$w"; wrc=$?; wait "$rw"; rwrc=$?; set -e
+expect_eq "(e) wait on a reshape frozen while it waited" 3 "$wrc"
+expect_eq "(e) reshape --start --wait, frozen meanwhile" 3 "$rwrc"
+grep -q "reshape is frozen" "$tmp/w.err" && ok || fail "(e) frozen note: $(cat "$tmp/w.err")"
+expect_eq "(e) still frozen, not ended" frozen "$(status_get "$ctl" sync_action)"
+nr -C "$ctl" set speed-min=16M speed-max=0 >/dev/null
+run_nr 0 "(e) start it again" -C "$ctl" start
+run_nr 0 "(e) wait until it ends" -C "$ctl" wait --timeout=120
+expect_eq "(e) the chunk changed" 32768 "$(status_get "$ctl" chunk)"
 expect_json "(e) reshape --start --wait --json" 0 "True True" ok started -- \
   -C "$ctl" reshape --chunk=128K --start --wait --json
 $PYTHON -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(not (d["ok"] and d["started"] and d["status"]["sync_action"] == "idle" and d["reshape"]["to"]["chunk"] == 131072))' \

@@ -1,6 +1,8 @@
 /* nbdkit-raid: live reshape test (raidcore level).
  *
- * Every change of SPEC section 6 runs on an in-memory array (members of
+ * Every supported change (nbdkit-raid-plugin(1), Live reshape: member
+ * count up and down, chunk, layout, raid4<->5, raid5<->6, raid0->5,
+ * raid1<->5 with two members) runs on an in-memory array (members of
  * 24 MiB, data at 8 MiB: 4 MiB of head room) with a writer running while
  * data moves; afterwards the whole array is compared with the model, the
  * new geometry is checked, and the array is read again with a member

@@ -28,8 +28,9 @@
 # the host verifies the filesystem once more after a restart.
 #
 # Proves: the kernel client's requests, spread over two connections whose
-# flushes must cover each other's writes (multi-conn, SPEC 4.3), reach the
-# members durably; the export advertises multi-conn; a live reshape under
+# flushes must cover each other's writes (multi-conn: a flush on any
+# connection makes every completed write durable), reach the members
+# durably; the export advertises multi-conn; a live reshape under
 # a mounted filesystem loses and corrupts nothing.
 
 set -euo pipefail
@@ -69,7 +70,7 @@ ok
 size="$(nbd_size "$uri")"
 echo "$test_name: array of $((size >> 20)) MiB on $uri"
 if nbdinfo --can multi-conn "$uri"; then ok; else
-  fail "the export does not advertise multi-conn (SPEC 4.3); nbd-client -connections $CONNS relies on it"
+  fail "the export does not advertise multi-conn; nbd-client -connections $CONNS relies on it"
 fi
 
 # ---- the guest ---------------------------------------------------------------
@@ -233,7 +234,8 @@ expect_eq "size after restart (grown)" "$newsize" "$(nbd_size "$uri")"
 [ "$newsize" != unknown ] || newsize="$(nbd_size "$uri")"
 expect_run "nbdcopy the export out" nbdcopy "$uri" "$tmp/fs.img"
 stop_nbdkit raid2
-# The new capacity beyond the filesystem reads as zeroes (SPEC 4.4).
+# The new capacity beyond the filesystem reads as zeroes (a grow zeroes
+# it before exporting it: nbdkit-raid-plugin(1), Live reshape).
 expect_run "the grown space reads as zeroes" \
   cmp -n $((newsize - size)) -i "$size:0" "$tmp/fs.img" /dev/zero
 truncate -s "$size" "$tmp/fs.img"

@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# nbdkit-raid: hot spares, as a user meets them.
+#
+# (a) a FILE member fails with an I/O error (a file on a FUSE mount made by
+#     nbdfuse over an export behind nbdkit's error filter): the configured
+#     spare takes its role at once (seconds, far below member-timeout's
+#     30 s, which applies only to NBD members whose connection is lost),
+#     the array is optimal again, the data reads back, the member files
+#     hold md's bytes and parity.
+# (b) the same with an NBD member that answers every request with EIO (an
+#     error, not a lost connection): faulty and replaced by the spare at
+#     once.
+# (c) raid6, two spares configured, two members failed one after the other
+#     while the first recovery runs: both roles are rebuilt, one after the
+#     other, onto the two spares.
+# (d) a spare added while another action runs (a throttled recovery) is
+#     listed as a spare, queued, and takes the next failed role when that
+#     action ends.
+#     Likewise a spare added during a (throttled) reshape of a degraded
+#     raid6 waits for the reshape and then takes the failed role.
+# (e) `remove` of a spare then `add` of the same file works (and a second
+#     `add` of a spare already in the array is refused, changing nothing).
+# (f) after a `replace`: no ghost row (no member with no role that is
+#     missing), members listed by role with spares last, the replaced
+#     member gone; a restart logs no "role -1" and no missing member.
+# Throughout: status lists members by role, spares and detached members
+# last.
+
+set -euo pipefail
+source "$(dirname "$0")/functions.sh"
+e2e_init test-e2e-spares "$@"
+requires nbdcopy
+requires nbdinfo
+
+MSIZE=32M
+
+# members CTL: "role:state:basename" of every status row, in order.
+members ()
+{
+  $PYTHON - "$1" <<'EOF'
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'{"op":"status","id":1}\n')
+buf = b""
+while not buf.endswith(b"\n"):
+    buf += s.recv(65536)
+d = json.loads(buf)
+print(" ".join("%s:%s:%s" % ("-" if m["role"] is None else m["role"], m["state"],
+                             os.path.basename(m["spec"] or "?").split("socket=")[-1])
+               for m in d["members"]))
+EOF
+}
+
+# check_order WHAT CTL: rows with a role come first, by role; no row without
+# a role is missing (a ghost).
+check_order ()
+{
+  local what="$1" rows last=-1 seen_norole=no r role state bad=""
+  rows="$(members "$2")"
+  for r in $rows; do
+    IFS=: read -r role state _ <<<"$r"
+    if [ "$role" = - ]; then
+      seen_norole=yes
+      [ "$state" != missing ] || bad="a ghost row (no role, missing): $r"
+    else
+      [ "$seen_norole" = no ] || bad="role $role listed after a member without a role"
+      [ "$role" -gt "$last" ] || bad="role $role listed after role $last"
+      last="$role"
+    fi
+  done
+  if [ -z "$bad" ]; then ok; else fail "$what: $bad: $rows"; fi
+}
+
+# role_spec CTL ROLE: basename of the member in ROLE (in_sync or not).
+role_spec ()
+{
+  local r role
+  for r in $(members "$1"); do
+    IFS=: read -r role _ spec <<<"$r"
+    if [ "$role" = "$2" ]; then echo "$spec"; return; fi
+  done
+  echo none
+}
+
+# write_random URI FILE SEED: fill the export, keep the image in FILE.
+write_random ()
+{
+  $PYTHON "$testsdir/e2e_basic.py" random "$2" "$(nbd_size "$1")" "$3"
+  nbdcopy "$2" "$1"
+}
+
+read_back () # WHAT DIR EXPECTED
+{
+  rm -f "$2/back.img"
+  expect_run "$1: read back" nbdcopy "$uri" "$2/back.img"
+  expect_run "$1: the data" cmp "$2/back.img" "$3"
+}
+
+# until_role WHAT CTL ROLE SPEC SECONDS: poll until SPEC holds ROLE; records
+# how long it took in $took_ms.
+until_role ()
+{
+  local what="$1" ctl="$2" role="$3" spec="$4" secs="$5" t0 i
+  t0=$(date +%s%N)
+  for ((i = 0; i < secs * 20; i++)); do
+    [ "$(role_spec "$ctl" "$role")" = "$spec" ] && break
+    sleep 0.05
+  done
+  took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  expect_eq "$what: $spec holds role $role within $secs s" "$spec" "$(role_spec "$ctl" "$role")"
+}
+
+# ---- (a) a file member fails with EIO: the spare at once -------------------------
+fuse_pid=
+fuse_dir=
+fuse_cleanup ()
+{
+  if [ -n "$fuse_dir" ] && mountpoint -q "$fuse_dir"; then umount "$fuse_dir" 2>/dev/null ||
+    umount -l "$fuse_dir" 2>/dev/null || true; fi
+  [ -z "$fuse_pid" ] || kill "$fuse_pid" 2>/dev/null || true
+}
+cleanup_fns+=(fuse_cleanup)
+
+part_a ()
+{
+  local d="$tmp/a" i
+  mkdir -p "$d/mnt"
+  if [ ! -e /dev/fuse ] || ! command -v nbdfuse >/dev/null || ! command -v mountpoint >/dev/null; then
+    echo "$test_name: note: no FUSE (nbdfuse, /dev/fuse): (a) skipped, (b) covers EIO" >&2
+    return 0
+  fi
+  truncate -s "$MSIZE" "$d/b2" "$d/s0"
+  rm -f "$d/trigger"
+  start_nbdkit fa-err --filter=error file "$d/b2" error-rate=100% error-file="$d/trigger" ||
+    { fail "(a) member server"; return 0; }
+  nbdfuse "$d/mnt" "$uri" >"$tmp/nbdfuse.log" 2>&1 &
+  fuse_pid=$! fuse_dir="$d/mnt"
+  for ((i = 0; i < 100; i++)); do [ -e "$d/mnt/nbd" ] && break; sleep 0.05; done
+  if [ ! -e "$d/mnt/nbd" ]; then
+    echo "$test_name: note: nbdfuse did not mount: (a) skipped" >&2
+    sed 's/^/    /' "$tmp/nbdfuse.log" >&2
+    return 0
+  fi
+  create_array --level=5 --chunk=64K --data-offset=4M --spare="$d/s0" \
+    "$d/m0" "$d/m1" "$d/mnt/nbd" --size="$MSIZE" || { fail "(a) create"; return 0; }
+  examine "$d/ex.json" "$d/m0" "$d/m1" "$d/mnt/nbd"
+  start_raid_ctl a "$d/ctl" "$d/m0" "$d/m1" "$d/mnt/nbd" "$d/s0" ||
+    { fail "(a) start"; return 0; }
+  expect_eq "(a) the spare is listed last" "0:in_sync:m0 1:in_sync:m1 2:in_sync:nbd -:spare:s0" \
+    "$(members "$d/ctl")"
+  write_random "$uri" "$d/expected.img" 51 || fail "(a) write"
+  touch "$d/trigger"                     # the file member now fails every I/O
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/more.img" $((1 << 20)) 52
+  dd if="$d/more.img" of="$d/expected.img" conv=notrunc status=none
+  expect_run "(a) a write while the member fails" nbdcopy "$d/more.img" "$uri"
+  until_role "(a) the spare takes role 2" "$d/ctl" 2 s0 5
+  [ "$took_ms" -lt 5000 ] && ok || fail "(a) the spare took $took_ms ms"
+  expect_status "(a) the file member is faulty" "$d/ctl" spec:/mnt/nbd faulty
+  expect_run "(a) recovery ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_status "(a) optimal" "$d/ctl" health optimal
+  expect_status "(a) role 2 in sync" "$d/ctl" member:2 in_sync
+  check_order "(a) order after the takeover" "$d/ctl"
+  read_back "(a)" "$d" "$d/expected.img"
+  expect_run "(a) remove the faulty member" "$NBDRAID" -C "$d/ctl" remove "$d/mnt/nbd"
+  expect_eq "(a) members" "0:in_sync:m0 1:in_sync:m1 2:in_sync:s0" "$(members "$d/ctl")"
+  stop_nbdkit a
+  expect_run "(a) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "$d/m0" "$d/m1" "$d/s0"
+  fuse_cleanup
+  fuse_pid= fuse_dir=
+  stop_nbdkit fa-err
+}
+
+# ---- (b) an NBD member answers EIO: the spare at once ------------------------------
+part_b ()
+{
+  local d="$tmp/b" msock
+  mkdir -p "$d"
+  truncate -s "$MSIZE" "$d/b2" "$d/s0"
+  rm -f "$d/trigger"
+  start_nbdkit fb-err --filter=error file "$d/b2" error-rate=100% error-file="$d/trigger" \
+    error=EIO || { fail "(b) member server"; return 0; }
+  msock="$uri"
+  create_array --level=5 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$msock" || { fail "(b) create"; return 0; }
+  start_raid_ctl b "$d/ctl" "$d/m0" "$d/m1" "$msock" || { fail "(b) start"; return 0; }
+  expect_run "(b) add a spare" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  write_random "$uri" "$d/expected.img" 53 || fail "(b) write"
+  touch "$d/trigger"
+  expect_run "(b) a read while the member fails" nbdcopy "$uri" "$d/back.img"
+  expect_run "(b) a write while the member fails" nbdcopy "$d/expected.img" "$uri"
+  until_role "(b) the spare takes role 2" "$d/ctl" 2 s0 5
+  expect_status "(b) the NBD member is faulty" "$d/ctl" spec:fb-err.sock faulty
+  expect_run "(b) recovery ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_status "(b) optimal" "$d/ctl" health optimal
+  read_back "(b)" "$d" "$d/expected.img"
+  check_order "(b) order" "$d/ctl"
+  stop_nbdkit b
+  stop_nbdkit fb-err
+}
+
+# ---- (c) raid6: two spares for two failed roles ----------------------------------
+part_c ()
+{
+  local d="$tmp/c" rows
+  mkdir -p "$d"
+  create_array --level=6 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    --spare="$d/s0" --spare="$d/s1" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" ||
+    { fail "(c) create"; return 0; }
+  examine "$d/ex.json" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4"
+  start_raid_ctl c "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" "$d/s0" "$d/s1" ||
+    { fail "(c) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 54 || fail "(c) write"
+  "$NBDRAID" -C "$d/ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "(c) fail role 1" "$NBDRAID" -C "$d/ctl" fail 1
+  until_role "(c) a spare takes role 1" "$d/ctl" 1 s0 5
+  expect_eq "(c) recovering role 1" recover "$(status_get "$d/ctl" sync_action)"
+  expect_run "(c) fail role 3 while role 1 recovers" "$NBDRAID" -C "$d/ctl" fail 3
+  expect_status "(c) the second spare waits" "$d/ctl" spec:/s1 spare
+  "$NBDRAID" -C "$d/ctl" set speed-min=16M speed-max=0 >/dev/null
+  expect_run "(c) both recoveries end" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  # wait returns when idle; the second recovery follows the first at once
+  expect_run "(c) and the second" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_status "(c) optimal" "$d/ctl" health optimal
+  rows="$(members "$d/ctl")"
+  case "$rows" in
+    "0:in_sync:m0 1:in_sync:s0 2:in_sync:m2 3:in_sync:s1 4:in_sync:m4 -:faulty:m"[13]" -:faulty:m"[13] |\
+    "0:in_sync:m0 1:in_sync:s0 2:in_sync:m2 3:in_sync:s1 4:in_sync:m4"*) ok ;;
+    *) fail "(c) both roles rebuilt onto the spares: $rows" ;;
+  esac
+  check_order "(c) order" "$d/ctl"
+  read_back "(c)" "$d" "$d/expected.img"
+  stop_nbdkit c
+  expect_run "(c) member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$d/ex.json" verify "$d/m0" "$d/s0" "$d/m2" "$d/s1" "$d/m4"
+}
+
+# ---- (d) a spare added during another action is queued -----------------------------
+part_d ()
+{
+  local d="$tmp/d"
+  mkdir -p "$d"
+  create_array --level=6 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$d/m2" "$d/m3" || { fail "(d) create"; return 0; }
+  truncate -s "$MSIZE" "$d/s0" "$d/s1"
+  start_raid_ctl dd "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" || { fail "(d) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 55 || fail "(d) write"
+  expect_run "(d) fail role 0" "$NBDRAID" -C "$d/ctl" fail 0
+  expect_run "(d) fail role 2" "$NBDRAID" -C "$d/ctl" fail 2
+  expect_status "(d) degraded" "$d/ctl" health degraded
+  "$NBDRAID" -C "$d/ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "(d) add a spare: recovery of role 0" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  until_role "(d) the first spare takes role 0" "$d/ctl" 0 s0 5
+  expect_eq "(d) recovering" recover "$(status_get "$d/ctl" sync_action)"
+  expect_run "(d) add a spare during the recovery" "$NBDRAID" -C "$d/ctl" add "$d/s1"
+  expect_status "(d) it is queued as a spare" "$d/ctl" spec:/s1 spare
+  expect_eq "(d) role 2 still waits" "m2" "$(role_spec "$d/ctl" 2)"
+  check_order "(d) order during the recovery" "$d/ctl"
+  "$NBDRAID" -C "$d/ctl" set speed-min=16M speed-max=0 >/dev/null
+  expect_run "(d) the first recovery ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(d) the queued one ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_status "(d) optimal" "$d/ctl" health optimal
+  expect_eq "(d) the queued spare holds role 2" s1 "$(role_spec "$d/ctl" 2)"
+  expect_status "(d) in sync" "$d/ctl" member:2 in_sync
+  read_back "(d)" "$d" "$d/expected.img"
+  stop_nbdkit dd
+}
+
+# (d2) during a reshape of a degraded array
+part_d2 ()
+{
+  local d="$tmp/d2"
+  mkdir -p "$d"
+  create_array --level=6 --chunk=64K --data-offset=8M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" || { fail "(d2) create"; return 0; }
+  truncate -s "$MSIZE" "$d/s0"
+  start_raid_ctl d2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/m4" ||
+    { fail "(d2) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 57 || fail "(d2) write"
+  expect_run "(d2) fail role 3" "$NBDRAID" -C "$d/ctl" fail 3
+  "$NBDRAID" -C "$d/ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "(d2) a reshape (chunk 128K) of the degraded array" \
+    "$NBDRAID" -C "$d/ctl" reshape --chunk=128K --start
+  expect_eq "(d2) reshaping" reshape "$(status_get "$d/ctl" sync_action)"
+  expect_run "(d2) add a spare during the reshape" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  expect_status "(d2) it is queued as a spare" "$d/ctl" spec:/s0 spare
+  expect_eq "(d2) still reshaping" reshape "$(status_get "$d/ctl" sync_action)"
+  "$NBDRAID" -C "$d/ctl" set speed-min=16M speed-max=0 >/dev/null
+  expect_run "(d2) the reshape ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(d2) the recovery ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(d2) the chunk changed" 131072 "$(status_get "$d/ctl" chunk)"
+  expect_eq "(d2) the queued spare holds role 3" s0 "$(role_spec "$d/ctl" 3)"
+  expect_status "(d2) optimal" "$d/ctl" health optimal
+  check_order "(d2) order" "$d/ctl"
+  read_back "(d2)" "$d" "$d/expected.img"
+  stop_nbdkit d2
+}
+
+# ---- (e) remove a spare, add it back -----------------------------------------------
+part_e ()
+{
+  local d="$tmp/e" ev
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$d/m2" || { fail "(e) create"; return 0; }
+  truncate -s "$MSIZE" "$d/s0"
+  start_raid_ctl e "$d/ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(e) start"; return 0; }
+  expect_run "(e) add a spare" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  ev="$(status_get "$d/ctl" events)"
+  expect_fail "(e) add it twice" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  expect_eq "(e) the refused add changed nothing" "$ev" "$(status_get "$d/ctl" events)"
+  expect_run "(e) remove the spare" "$NBDRAID" -C "$d/ctl" remove "$d/s0"
+  expect_status "(e) gone" "$d/ctl" spec:/s0 absent
+  expect_run "(e) add it back" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  expect_status "(e) a spare again" "$d/ctl" spec:/s0 spare
+  expect_run "(e) remove it again" "$NBDRAID" -C "$d/ctl" remove "$d/s0"
+  expect_run "(e) and add it again" "$NBDRAID" -C "$d/ctl" add "$d/s0"
+  expect_eq "(e) members" "0:in_sync:m0 1:in_sync:m1 2:in_sync:m2 -:spare:s0" "$(members "$d/ctl")"
+  # it still does its job
+  expect_run "(e) fail role 1" "$NBDRAID" -C "$d/ctl" fail 1
+  expect_run "(e) recovery" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(e) the re-added spare holds role 1" s0 "$(role_spec "$d/ctl" 1)"
+  expect_status "(e) optimal" "$d/ctl" health optimal
+  stop_nbdkit e
+}
+
+# ---- (f) replace: no ghost rows ------------------------------------------------------
+part_f ()
+{
+  local d="$tmp/f"
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    --spare="$d/s0" --spare="$d/s1" "$d/m0" "$d/m1" "$d/m2" "$d/m3" ||
+    { fail "(f) create"; return 0; }
+  start_raid_ctl f1 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" "$d/s0" "$d/s1" ||
+    { fail "(f) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 56 || fail "(f) write"
+  expect_run "(f) replace role 2 with s1" "$NBDRAID" -C "$d/ctl" replace 2 --with="$d/s1"
+  expect_run "(f) the replace ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(f) members after the replace" \
+    "0:in_sync:m0 1:in_sync:m1 2:in_sync:s1 3:in_sync:m3 -:spare:s0" "$(members "$d/ctl")"
+  check_order "(f) order" "$d/ctl"
+  expect_run "(f) replace role 0 (any spare)" "$NBDRAID" -C "$d/ctl" replace 0
+  expect_run "(f) the second replace ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(f) members after two replaces" \
+    "0:in_sync:s0 1:in_sync:m1 2:in_sync:s1 3:in_sync:m3" "$(members "$d/ctl")"
+  expect_fail "(f) the replaced member cannot be removed (it left)" \
+    "$NBDRAID" -C "$d/ctl" remove "$d/m2"
+  stop_nbdkit f1
+  start_raid_ctl f2 "$d/ctl" "$d/s0" "$d/m1" "$d/s1" "$d/m3" || { fail "(f) restart"; return 0; }
+  if grep -q -E 'role -1|is missing' "$tmp/f2.log"; then
+    fail "(f) the restart logs a missing member:"; grep -E 'role -1|is missing' "$tmp/f2.log" >&2
+  else ok; fi
+  expect_eq "(f) members after the restart" \
+    "0:in_sync:s0 1:in_sync:m1 2:in_sync:s1 3:in_sync:m3" "$(members "$d/ctl")"
+  expect_status "(f) optimal" "$d/ctl" health optimal
+  read_back "(f)" "$d" "$d/expected.img"
+  stop_nbdkit f2
+}
+
+part_a
+part_b
+part_c
+part_d
+part_d2
+part_e
+part_f
+finish
