@@ -18,6 +18,7 @@
 
 #include "array.h"
 #include "control.h"
+#include "job.h"                 /* SYNC_SPEED_MIN_DEFAULT */
 #include "member.h"
 #include "sb.h"
 #include "util.h"
@@ -151,14 +152,50 @@ raid_config_complete (void)
   return 0;
 }
 
+/* Every parameter with its default: nbdkit raid --help prints this, and
+ * raid_dump_plugin prints the same defaults as raid_param_NAME=DEFAULT
+ * lines (tests/test-release.sh checks that the two, and the man page's
+ * PARAMETERS, name the same parameters). */
 #define raid_config_help \
-  "[member=]PATH|URI ...    Members of the array (files, devices, NBD URIs).\n" \
-  "control=SOCKET           Serve the control protocol on this UNIX socket.\n" \
-  "reshape-autostart=false  Keep a running reshape frozen after a restart.\n" \
-  "speed-min=SIZE           Background work rate kept under client load (/s).\n" \
-  "speed-max=SIZE           Background work rate limit (/s, 0: none).\n" \
-  "member-timeout=SECONDS   An NBD member may be away this long (default 30).\n" \
-  "force=true               Start dirty and degraded without a journal."
+  "[member=]PATH|URI ...     Members of the array: files, block devices,\n" \
+  "                          NBD URIs; spares too, in any order (required).\n" \
+  "control=SOCKET            Serve the control protocol on this UNIX socket\n" \
+  "                          (default: none).\n" \
+  "reshape-autostart=BOOL    Resume a reshape that was running when the\n" \
+  "                          server stopped (default true).\n" \
+  "speed-min=SIZE            Background work rate kept under client load,\n" \
+  "                          bytes/s (default 16M).\n" \
+  "speed-max=SIZE            Background work rate limit, bytes/s\n" \
+  "                          (default 0: no limit).\n" \
+  "member-timeout=SECONDS    How long an NBD member may be away before it is\n" \
+  "                          faulty; bounds every NBD operation (default 30).\n" \
+  "force=BOOL                Start dirty and degraded without a journal, or\n" \
+  "                          recorded as served by another host (default false)."
+
+_Static_assert (SYNC_SPEED_MIN_DEFAULT == 16u << 20 && SYNC_SPEED_MAX_DEFAULT == 0,
+                "a speed default changed: update raid_config_help and raid_params");
+
+static const struct { const char *name, *dflt; } raid_params[] = {
+  { "member", "required" },
+  { "control", "none" },
+  { "reshape-autostart", "true" },
+  { "speed-min", "16777216" },
+  { "speed-max", "0" },
+  { "member-timeout", "30" },
+  { "force", "false" },
+};
+
+/* nbdkit raid --dump-plugin: after nbdkit's own lines (version= is this
+ * plugin's version), the version again under the plugin's own key and
+ * every parameter's default. */
+static void
+raid_dump_plugin (void)
+{
+  printf ("raid_version=%s\n", PACKAGE_VERSION);
+  printf ("raid_max_members=%d\n", SB_MAX_MEMBERS);
+  for (size_t i = 0; i < sizeof raid_params / sizeof raid_params[0]; i++)
+    printf ("raid_param_%s=%s\n", raid_params[i].name, raid_params[i].dflt);
+}
 
 /* Whether nbdkit was started read-only (-r, --readonly): nbdkit does not
  * tell a plugin before clients connect, so read its command line, up to
@@ -407,6 +444,7 @@ static struct nbdkit_plugin plugin = {
   .config            = raid_config,
   .config_complete   = raid_config_complete,
   .config_help       = raid_config_help,
+  .dump_plugin       = raid_dump_plugin,
   .magic_config_key  = "member",
   .get_ready         = raid_get_ready,
   .after_fork        = raid_after_fork,

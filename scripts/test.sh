@@ -1,6 +1,12 @@
 #!/bin/bash
 # The full test suite: install dependencies, then build and run `make check`
-# three ways: warnings as errors, pinned to one CPU, and with ASan+UBSan.
+# three ways: warnings as errors, pinned to one CPU, and with ASan+UBSan;
+# then `make distcheck` (the release tarball builds out of tree, passes its
+# C tests, installs under a temporary prefix and uninstalls cleanly).  The
+# distcheck runs the C tests only (NBDKIT_RAID_CHECK=unit: every
+# tests/*.sh script is a visible SKIP there, the suite having run above);
+# DISTCHECK_FULL=1 runs the whole suite inside it too.  Last, the Debian
+# package is built from the tarball and checked by lintian (scripts/deb.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
@@ -32,5 +38,20 @@ read -r cp cf < <(printf '%s\n' "$out" | sed -n 's/^check-clients: \([0-9]*\) pa
 pass=$((pass + ${cp:-0})); fail=$((fail + ${cf:-1}))
 "$top/scripts/build.sh" "$top/build-sanitizers" --enable-werror --enable-sanitizers
 run "make check (ASan+UBSan)" "$top/build-sanitizers" make -C "$top/build-sanitizers" -s check
+# distcheck counts as one result; on failure the failed tests' logs of the
+# tarball's build (left in place by distcheck) are shown.
+if [ -n "${DISTCHECK_FULL:-}" ]; then scope=; what="full make check"
+else scope=unit; what="C tests only: NBDKIT_RAID_CHECK=unit"; fi
+echo "=== make distcheck ($what)"
+if NBDKIT_RAID_CHECK=$scope make -C "$top/build" -s distcheck; then
+  pass=$((pass+1))
+else
+  echo "=== make distcheck: FAILED"; status=1; fail=$((fail+1))
+  grep -l -E '^:test-result: (FAIL|ERROR)' "$top"/build/nbdkit-raid-*/_build/sub/tests/*.trs 2>/dev/null |
+    while read -r t; do echo "--- ${t%.trs}.log"; tail -n 60 "${t%.trs}.log"; done
+fi
+echo "=== Debian package (scripts/deb.sh: dpkg-buildpackage, lintian)"
+if "$top/scripts/deb.sh" "$top/build-deb"; then pass=$((pass+1))
+else echo "=== Debian package: FAILED"; status=1; fail=$((fail+1)); fi
 echo "$pass passed, $fail failed"
 exit $status

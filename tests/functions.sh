@@ -30,6 +30,19 @@ testsdir="$abs_srcdir/tests"
 PYTHON=/usr/bin/python3
 RAIDCHECK="$PYTHON $testsdir/raidcheck.py"
 
+# ---- scope -------------------------------------------------------------
+# NBDKIT_RAID_CHECK=unit (make distcheck in scripts/test.sh sets it): only
+# the C test programs run (unit tests, tests/test-crash's write harness,
+# the fuzz corpus replays); every tests/*.sh script says so and exits 77
+# (SKIP).  Scripts that do not source this file repeat the same lines.
+e2e_scope_gate ()
+{
+  if [ "${NBDKIT_RAID_CHECK:-}" = unit ]; then
+    echo "$1: SKIP: NBDKIT_RAID_CHECK=unit: end-to-end test not run" >&2
+    exit 77
+  fi
+}
+
 # ---- bounded run -------------------------------------------------------
 # Call first thing: e2e_init NAME "$@".  Re-executes the script under
 # timeout(1) (300 s unless E2E_TIMEOUT says otherwise), then sets up $tmp
@@ -37,6 +50,7 @@ RAIDCHECK="$PYTHON $testsdir/raidcheck.py"
 e2e_init ()
 {
   test_name="$1"; shift
+  e2e_scope_gate "$test_name"
   if [ -z "${E2E_UNDER_TIMEOUT:-}" ]; then
     export E2E_UNDER_TIMEOUT=1
     exec timeout -k 10 "${E2E_TIMEOUT:-300}" bash "$0" "$@"
