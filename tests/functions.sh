@@ -186,6 +186,18 @@ qemu_io ()
 # ---- nbdkit --------------------------------------------------------------
 uri_of () { echo "nbd+unix:///?socket=$1"; }
 
+# nbdkit_run ARGS...: nbdkit ARGS in the foreground, under the sanitizers
+# with the preload that start_nbdkit uses (a one-shot: --dump-plugin, --help).
+nbdkit_run ()
+{
+  if [ "$SANITIZERS" = yes ]; then
+    env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)" \
+      ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" nbdkit "$@"
+  else
+    nbdkit "$@"
+  fi
+}
+
 # start_nbdkit NAME ARGS...: start `nbdkit -f -U $tmp/NAME.sock -P
 # $tmp/NAME.pid --log=stderr ARGS...` in the background, log to
 # $tmp/NAME.log, wait (bounded) until its pidfile exists.  Sets

@@ -16,7 +16,7 @@ e2e_init test-release "$@"
 requires nbdkit
 requires man
 
-dump="$(nbdkit "$PLUGIN" --dump-plugin)"
+dump="$(nbdkit_run "$PLUGIN" --dump-plugin)"
 
 # ---- one version
 v="$(sed -n 's/^AC_INIT(\[nbdkit-raid\], \[\([^]]*\)\].*/\1/p' "$abs_srcdir/configure.ac")"
@@ -39,7 +39,7 @@ for page in nbdkit-raid-plugin.1 nbdraid.8 nbdkit-raid-control.7; do
   fi
 done
 
-help="$(nbdkit "$PLUGIN" --help | sed -n '/^plugin: raid/,$p')"
+help="$(nbdkit_run "$PLUGIN" --help | sed -n '/^plugin: raid/,$p')"
 mapfile -t params < <(sed -n 's/^raid_param_\([^=]*\)=.*/\1/p' <<<"$dump")
 expect_eq "--dump-plugin lists the parameters" \
   "member control reshape-autostart speed-min speed-max member-timeout force" "${params[*]}"
