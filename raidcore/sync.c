@@ -510,20 +510,30 @@ const struct sync_ops sync_ops_replace = {
  * Choosing the next job (management lock held, state lock not).
  */
 
+/* The roles of the current layout with no usable member (state lock
+ * held): *later those whose away member is still within its grace (it
+ * keeps the role a while), the others returned (a recovery is owed now). */
+static uint32_t
+roles_to_recover (struct raid_array *a, uint32_t *later)
+{
+  const struct layout *L = cur_layout (a);
+  uint32_t bad = L->g.level == 0 ? 0 : state_bad_roles (a, L, NULL, NULL), wait = 0;
+
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if ((bad & (1u << r)) && L->slot[r] >= 0 && state_away_in_grace (a, L->slot[r]))
+      wait |= 1u << r;
+  *later = wait;
+  return bad & ~wait;
+}
+
 /* A role of the current layout with no usable member and none being
- * rebuilt, or -1 (state lock held). */
+ * rebuilt that is owed a recovery now, or -1 (state lock held). */
 static int
 role_to_recover (struct raid_array *a)
 {
-  const struct layout *L = cur_layout (a);
-  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+  uint32_t later, now = roles_to_recover (a, &later);
 
-  if (L->g.level == 0)
-    return -1;
-  for (int r = 0; r < L->g.raid_disks; r++)
-    if ((bad & (1u << r)) && !(L->slot[r] >= 0 && state_away_in_grace (a, L->slot[r])))
-      return r;                            /* an away member keeps it a while */
-  return -1;
+  return now ? __builtin_ctz (now) : -1;
 }
 
 /* A spare to recover onto, or -1 (state lock held). */
@@ -539,15 +549,10 @@ usable_spare (struct raid_array *a)
 bool
 sync_recovery_due (struct raid_array *a)
 {
-  const struct layout *L = cur_layout (a);
-  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+  uint32_t later;
 
-  if (L->g.level == 0 || usable_spare (a) < 0)
-    return false;
-  for (int r = 0; r < L->g.raid_disks; r++)
-    if ((bad & (1u << r)) && L->slot[r] >= 0 && state_away_in_grace (a, L->slot[r]))
-      return true;
-  return false;
+  roles_to_recover (a, &later);
+  return later && usable_spare (a) >= 0;
 }
 
 /* Bind spare t to `role` as rebuilding from row 0 and begin the recovery
