@@ -21,7 +21,10 @@
  *
  * REPLAY (at assembly of an array whose superblock says dirty).  Every valid
  * record of the current epoch with seq >= journal_seq, found on any member,
- * is applied in sequence order: payload blocks are written back in place,
+ * is applied in sequence order: payload blocks are written back in place
+ * on every member in use — a member being rebuilt included, in every row:
+ * below its recovery offset it holds the row and nothing rebuilds it again
+ * (a member rejoining by delta holds rows above it too) —
  * except blocks of rows that a LATER intent record covers (that full-row
  * write's data was not logged; older bytes must not replace it, which
  * would lose it even if it had been flushed); then every row named by an
@@ -713,8 +716,11 @@ superseded (const struct cover *c, uint64_t seq, uint64_t row)
 
 /* Write a record's payload blocks back in place, except blocks of rows
  * that a later full-row write (intent) rewrote: its data was not logged,
- * and the older bytes must not replace it.  The record passed
- * check_record: every block lies inside its role's data area. */
+ * and the older bytes must not replace it.  A member being rebuilt gets
+ * its blocks too, in every row, as the stripe engine writes it: below its
+ * recovery offset it holds the row and nothing will rebuild it again.  The
+ * record passed check_record: every block lies inside its role's data
+ * area. */
 static void
 apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
                const struct cover *cv)
@@ -724,7 +730,7 @@ apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
   uint32_t nb = get32 (p + 48), hlen = get32 (p + 56);
   uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
   uint64_t seq = get64 (p + 40);
-  uint32_t bad = state_bad_roles (a, L, NULL, NULL);
+  uint32_t rebuilding, bad = state_bad_roles (a, L, &rebuilding, NULL);
 
   for (uint32_t i = 0; i < nb; i++, e += 16) {
     int role = (int) get32 (e);

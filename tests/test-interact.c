@@ -977,6 +977,76 @@ test_takeover_write_hole (void)
 }
 
 /* ==================================================================
+ * 4b. A journal replay at a dirty start reaches a member being rebuilt.
+ * Interleaving: role 3 is failed and recovered onto a spare; the recovery
+ * stops at its second batch and is frozen, so the record says the spare
+ * holds the rows of the first batch.  A 4 KiB write at 0 (row 0, whose
+ * parity is role 3's) reaches role 0 but its parity write to the spare is
+ * lost; the members are copied as a crash left them and assembled again.
+ * Expected: the replay writes the logged parity onto the spare (it holds
+ * row 0: the recovery will not redo it), so after the recovery ends the
+ * check finds no mismatch and the write reads back with role 0 failed.
+ */
+static void
+test_replay_to_rebuilding (void)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[4];
+  struct memdev *devs[4] = { &img[0], &img[1], &img[2], &img[3] };
+  const char *names[4] = { "dev0", "dev1", "dev2", "sim:spare" };
+  struct fixture f;
+  struct raid_status st;
+  struct rule *gate, *drop;
+  struct job *fz;
+  char err[256];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
+    return;
+  fail_member (f.a, "3");
+  gate = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (gate, 1);
+  add_member (f.a, "sim:spare");
+  if (!gate_reached (&gate->gate, LONG_MS)) {
+    CHECK (0, "the recovery never wrote past its first batch");
+    return;
+  }
+  fz = job_go (job_new (j_freeze, f.a));
+  gate_open (&gate->gate);
+  CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_FROZEN && find_spec (&st, "sim:spare") &&
+         find_spec (&st, "sim:spare")->state == RAID_MEMBER_REBUILDING,
+         "the recovery is not frozen with the spare rebuilding");
+  drop = rule_new (spare, OP_WRITE, DOFF, DOFF + CHUNK, DROP);
+  rule_arm (drop, 1);
+  memset (f.model, 0xEE, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write at 0");
+  CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to the spare");
+  for (int i = 0; i < 4; i++) {           /* the crash: the array is abandoned */
+    const struct memdev *src = i < 3 ? &f.dev[i] : spare;
+    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (img[i].data, src->data, src->size);
+  }
+  if (!(f.a = assemble_devs (devs, names, 4, NULL)))
+    return;
+  raid_array_status (f.a, &st);
+  CHECK (find_spec (&st, "sim:spare") &&
+         find_spec (&st, "sim:spare")->state == RAID_MEMBER_REBUILDING,
+         "after the crash: the spare is not rebuilding");
+  if (st.sync_action == RAID_SYNC_FROZEN)
+    CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "start: %s", err);
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  expect_optimal_with (f.a, "sim:spare", 3, "after the recovery");
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
+  CHECK (wait_idle (f.a, 10), "check did not end");
+  raid_array_status (f.a, &st);
+  CHECK (st.mismatch_count == 0, "check after the crash: %" PRIu64 " mismatches",
+         st.mismatch_count);
+  fail_member (f.a, "0");
+  verify_contents (&f, "after the crash, role 0 failed");
+}
+
+/* ==================================================================
  * 5. Block status during a reshape (real sparse files).
  * Interleaving: the first window moves; 64K are written at 0 (below the
  * boundary) and flushed.
@@ -1764,6 +1834,7 @@ static const struct {
   { "finish_race", test_finish_race },
   { "inflight_prepare", test_inflight_prepare },
   { "takeover_write_hole", test_takeover_write_hole },
+  { "replay_to_rebuilding", test_replay_to_rebuilding },
   { "extents_during_reshape", test_extents_during_reshape },
   { "add_during_reshape", test_add_during_reshape },
   { "management_races", test_management_races },
