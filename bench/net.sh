@@ -10,8 +10,11 @@
 # used directly, the latency of a single remote disk.  The subject is a
 # RAID6 of 5 of them (chunk 64K, 3 data members, full stripe 192K), served
 # by the raid plugin, with the consistency policy `journal` (the default)
-# and `resync`, and with `journal` again after one member server is killed
-# (degraded).  The client (libnbd, one connection) issues one request at a
+# and `resync`, and with `journal` again after one member server is killed:
+# first while that member is away (missing, within member-timeout: the
+# first write to each region while it is away marks its map of missed
+# regions, durably, before the write goes on: one more round), then after
+# `nbdraid fail` wrote it off (faulty: degraded, no map).  The client (libnbd, one connection) issues one request at a
 # time, SAMPLES of each kind, untimed warm-up first:
 #   4K read            a 4 KiB read inside one chunk of a live member
 #   4K read, degraded  a 4 KiB read of a chunk on the dead member (rebuilt
@@ -150,18 +153,24 @@ for pol in journal resync; do
   "$NBDRAID" create --level=6 --chunk=64K --consistency="$pol" "${MURI[@]}" \
     >"$tmp/create.log" 2>&1 || { cat "$tmp/create.log" >&2; exit 1; }
   members delayed
-  serve "raid-$pol" "$PLUGIN" "${MURI[@]}"
+  serve "raid-$pol" "$PLUGIN" "${MURI[@]}" control="$tmp/ctl"
   raid_pid=$srv_pid
   echo "net.sh: RAID6 $pol" >&2
   measure "$pol" "$uri" "raid -1"
   if [ "$pol" = journal ]; then
     stop "${MPID[$DEAD]}"; MPID[$DEAD]=
-    # The first request that needs the dead member marks it faulty.
+    # The first request that needs the member finds its server gone: it
+    # is away (missing) until member-timeout, and each first write to a
+    # region marks its map of missed regions first.
     $PY -c 'import nbd, sys
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 try: h.pread(1 << 20, 0)
 except nbd.Error: pass' "$uri"
-    echo "net.sh: RAID6 $pol, member $DEAD dead" >&2
+    echo "net.sh: RAID6 $pol, member $DEAD away" >&2
+    measure "$pol-away" "$uri" "raid $DEAD"
+    # Written off (what member-timeout does later): faulty, no map.
+    "$NBDRAID" -C "$tmp/ctl" fail "${MURI[$DEAD]}" >/dev/null
+    echo "net.sh: RAID6 $pol, member $DEAD failed" >&2
     measure "$pol-degraded" "$uri" "raid $DEAD"
   fi
   stop "$raid_pid"
@@ -176,21 +185,22 @@ for line in open(fig):
     label, kind, med, p90 = line.split()
     r[label, kind] = (float(med), float(p90))
 cols = [("single", "one member"), ("journal", "RAID6 journal"),
-        ("resync", "RAID6 resync"), ("journal-degraded", "RAID6 journal, 1 dead")]
+        ("resync", "RAID6 resync"), ("journal-away", "RAID6 journal, 1 away"),
+        ("journal-degraded", "RAID6 journal, 1 failed")]
 rows = [("read4k", "4K read"), ("read4k-degraded", "4K read of the dead member"),
         ("write-fullstripe", "full-stripe write (192K)"), ("write-partial", "partial write (4K)")]
 print("RAID6 of %d members (chunk 64K, 3 data), each member nbdkit file + delay filter "
       "%g ms per read/write;" % (n, delay))
 print("one request at a time; median (90th percentile) in ms, [median in units of the delay]")
 print()
-print("| %-27s | %-20s | %-20s | %-20s | %-22s |" % (("case",) + tuple(c[1] for c in cols)))
-print("|%s|%s|%s|%s|%s|" % ("-" * 29, "-" * 22, "-" * 22, "-" * 22, "-" * 24))
+print("| %-27s | %-20s | %-20s | %-20s | %-22s | %-22s |" % (("case",) + tuple(c[1] for c in cols)))
+print("|%s|%s|%s|%s|%s|%s|" % ("-" * 29, "-" * 22, "-" * 22, "-" * 22, "-" * 24, "-" * 24))
 for kind, name in rows:
     cells = []
     for label, _ in cols:
         v = r.get((label, kind))
         cells.append("%6.1f (%5.1f) [%.1f]" % (v[0], v[1], v[0] / delay) if v else "-")
-    print("| %-27s | %-20s | %-20s | %-20s | %-22s |" % ((name,) + tuple(cells)))
+    print("| %-27s | %-20s | %-20s | %-20s | %-22s | %-22s |" % ((name,) + tuple(cells)))
 print()
 print("member requests per case (issued one after another they would cost that many "
       "delays): 4K read 1; degraded read %d; full-stripe write %d (%d degraded), journal "
