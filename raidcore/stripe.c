@@ -29,7 +29,8 @@
  *   SEG_RCW   read the blocks not wholly overwritten, compute parity from
  *             all data.  Reads: k - fully covered.  The cheaper of RMW/RCW
  *             by member reads is chosen (ties go to RCW).
- *   SEG_RECON a role of the row is unusable: read every usable block,
+ *   SEG_RECON a role of the row is unusable: read every usable block
+ *             (once: a read request's own blocks come from the same read),
  *             rebuild the missing data blocks whose old content is still
  *             needed (those not wholly overwritten) from parity, patch,
  *             recompute all parity, write the usable touched blocks, the
@@ -331,6 +332,9 @@ struct seg {
   uint64_t row;
   uint32_t c0, c1;                   /* aligned columns */
   enum seg_plan plan;
+  bool read_in_place;                /* a read: readable blocks a touch covers
+                                        wholly are read into the client's
+                                        buffer (read_target) */
   int ntouch;
   struct touch t[RAID_MAX_MEMBERS];
   /* Blocks over [c0, c1): index slot (0..k-1) for data, k for P, k+1 for Q. */
@@ -596,6 +600,19 @@ role_index (const struct layout *L, const struct raid_row *rr, int role)
   return rr->role_data[role] >= 0 ? slot_of (L, rr, rr->role_data[role]) : -1;
 }
 
+/* The client's bytes a segment's read of data index di can land in: a
+ * touch of a readable block that covers exactly the segment's columns
+ * (a degraded read of whole rows reads each surviving block once, into
+ * the client's buffer), else NULL. */
+static uint8_t *
+read_target (const struct seg *sg, int di)
+{
+  for (int i = 0; sg->read_in_place && di >= 0 && i < sg->ntouch; i++)
+    if (sg->t[i].di == di && sg->t[i].src && sg->t[i].s == sg->c0 && sg->t[i].e == sg->c1)
+      return sg->t[i].src;
+  return NULL;
+}
+
 /* Queue reads of every readable role of the row over the segment's columns
  * (buffers for the others).  0 or ENOMEM. */
 static int
@@ -605,10 +622,16 @@ plan_recon_reads (struct group *G, struct seg *sg, const struct raid_row *rr)
 
   for (int r = 0; r < L->g.raid_disks; r++) {
     int idx = role_index (L, rr, r);
+    uint8_t *into;
     if (idx < 0)
       continue;
-    sg->blk[idx] = (bad_at (G, sg->row) & (1u << r))
-      ? arena_alloc (G->ar, sg->c1 - sg->c0) : read_block (G, sg, r);
+    if (bad_at (G, sg->row) & (1u << r))
+      sg->blk[idx] = arena_alloc (G->ar, sg->c1 - sg->c0);
+    else if ((into = read_target (sg, rr->role_data[r])) != NULL)
+      sg->blk[idx] = piece_add (G->ar, &G->rd, r, moff (L, r, sg->row, sg->c0), into,
+                                sg->c1 - sg->c0) ? NULL : into;
+    else
+      sg->blk[idx] = read_block (G, sg, r);
     if (!sg->blk[idx])
       return ENOMEM;
   }
@@ -973,7 +996,10 @@ stripe_write (struct raid_array *a, const struct layout *L,
  */
 
 /* Plan the reads of one row: direct reads for good blocks, a reconstruction
- * segment over the union of columns of bad ones. */
+ * segment over the union of columns of bad ones.  Every block of the row is
+ * read once: the columns of a good block that the reconstruction reads
+ * anyway are taken from that read (into the client's buffer when the block
+ * covers them wholly, else copied out), only the rest is read directly. */
 static int
 plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
                bool *need_lock)
@@ -981,13 +1007,14 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   const struct layout *L = G->L;
   struct raid_row *rr = &G->rr;
   struct seg *sg = NULL;
+  uint32_t bad = bad_at (G, row);
   int err;
 
   if (L->g.level == 1) {
     /* Spread reads over mirrors by row; skip bad ones. */
     for (int j = 0; j < L->g.raid_disks; j++) {
       int role = (int) ((row + j) % L->g.raid_disks);
-      if (bad_at (G, row) & (1u << role))
+      if (bad & (1u << role))
         continue;
       return piece_add (G->ar, &G->rd, role, moff (L, role, row, t[0].s),
                         t[0].src, t[0].e - t[0].s);
@@ -996,14 +1023,9 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   }
 
   raid_geom_row (&L->g, row, rr);
-  for (int i = 0; i < nt; i++) {
-    int role = rr->data[t[i].di];
-    if (!(bad_at (G, row) & (1u << role))) {
-      if ((err = piece_add (G->ar, &G->rd, role, moff (L, role, row, t[i].s),
-                            t[i].src, t[i].e - t[i].s)))
-        return err;
+  for (int i = 0; i < nt; i++) {           /* the blocks to rebuild */
+    if (!(bad & (1u << rr->data[t[i].di])))
       continue;
-    }
     if (L->g.level == 0)
       return EIO;
     if (!sg) {
@@ -1016,9 +1038,29 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
     sg->c0 = raid_min_u64 (sg->c0, raid_round_down (t[i].s, COL_ALIGN));
     sg->c1 = raid_max_u64 (sg->c1, raid_round_up (t[i].e, COL_ALIGN));
   }
+  for (int i = 0; i < nt; i++) {           /* the blocks read as they are */
+    int role = rr->data[t[i].di];
+    uint32_t s = t[i].s, e = t[i].e, o0 = s, o1 = s;
+    if (bad & (1u << role))
+      continue;
+    if (sg && raid_max_u64 (s, sg->c0) < raid_min_u64 (e, sg->c1)) {
+      o0 = raid_max_u64 (s, sg->c0);       /* columns the rebuild reads: */
+      o1 = raid_min_u64 (e, sg->c1);       /* copied from its read */
+      sg->t[sg->ntouch++] = (struct touch) { t[i].di, o0, o1, t[i].src + (o0 - s) };
+    }
+    if (o0 == o1)
+      err = piece_add (G->ar, &G->rd, role, moff (L, role, row, s), t[i].src, e - s);
+    else if ((err = s < o0 ? piece_add (G->ar, &G->rd, role, moff (L, role, row, s),
+                                        t[i].src, o0 - s) : 0) == 0 && o1 < e)
+      err = piece_add (G->ar, &G->rd, role, moff (L, role, row, o1),
+                       t[i].src + (o1 - s), e - o1);
+    if (err)
+      return err;
+  }
   if (sg) {
     *need_lock = true;
     sg->plan = SEG_RECON;
+    sg->read_in_place = true;
     return plan_recon_reads (G, sg, rr);
   }
   return 0;
@@ -1039,8 +1081,9 @@ finish_read_seg (struct group *G, struct seg *sg)
     return err;
   for (int i = 0; i < sg->ntouch; i++) {
     const struct touch *t = &sg->t[i];
-    if (t->src)
-      memcpy (t->src, sg->blk[slot_of (L, rr, t->di)] + (t->s - sg->c0), t->e - t->s);
+    const uint8_t *from = sg->blk[slot_of (L, rr, t->di)] + (t->s - sg->c0);
+    if (t->src && t->src != from)          /* not read in place */
+      memcpy (t->src, from, t->e - t->s);
   }
   for (int r = 0; r < L->g.raid_disks; r++) {
     int idx = role_index (L, rr, r);

@@ -36,6 +36,7 @@ struct memdev {
   uint64_t size;
   int fail_reads, fail_writes;       /* nonzero: every such op returns EIO */
   unsigned long nreads, nwrites;
+  unsigned long long rbytes;         /* bytes read */
 };
 
 extern const struct member_custom_ops md_ops;

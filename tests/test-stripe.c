@@ -83,6 +83,48 @@ run_case (int level, int layout, int n, uint32_t chunk)
   free_array (&f);
 }
 
+/* A degraded read reads every surviving block of a row once: reading the
+ * whole array with one member failed takes exactly each survivor's data
+ * area on raid5 (the blocks the reconstruction needs are the request's
+ * own), at most that on raid6 (Q is not read where P is there), and the
+ * contents are right; then the same for a read that starts and ends
+ * inside chunks (those rows are read once too, over the columns needed). */
+static void
+run_degraded_read_once (int level, int layout, int n)
+{
+  struct fixture f;
+  uint64_t area, rows;
+  uint8_t *buf;
+  char err[256];
+
+  rng_state = 777 + level;
+  make_array (&f, level, layout, n, 65536);
+  workload (&f, 100);
+  CHECK (raid_array_fail (f.a, "1", err, sizeof err) == 0, "fail: %s", err);
+  buf = malloc (f.size);
+  rows = f.size / (65536ull * (n - (level == 6 ? 2 : 1)));
+  area = rows * 65536;
+  for (int i = 0; i < n; i++)
+    f.dev[i].rbytes = 0;
+  CHECK (raid_array_pread (f.a, buf, f.size, 0) == 0 && memcmp (buf, f.model, f.size) == 0,
+         "raid%d degraded read: data", level);
+  for (int i = 0; i < n; i++)
+    CHECK (i == 1 || (level == 5 ? f.dev[i].rbytes == area : f.dev[i].rbytes <= area),
+           "raid%d degraded read: member %d read %llu bytes for a data area of %llu",
+           level, i, f.dev[i].rbytes, (unsigned long long) area);
+  for (int i = 0; i < n; i++)
+    f.dev[i].rbytes = 0;
+  CHECK (raid_array_pread (f.a, buf, f.size - 2 * 5000, 5000) == 0 &&
+         memcmp (buf, f.model + 5000, f.size - 2 * 5000) == 0,
+         "raid%d degraded unaligned read: data", level);
+  for (int i = 0; i < n; i++)
+    CHECK (i == 1 || f.dev[i].rbytes <= area, "raid%d degraded unaligned read: member %d "
+           "read %llu bytes, more than its data area %llu", level, i, f.dev[i].rbytes,
+           (unsigned long long) area);
+  free (buf);
+  free_array (&f);
+}
+
 /* A read error below the limit is repaired: the block is rebuilt from the
  * others and rewritten, the member stays in sync. */
 static void
@@ -379,6 +421,8 @@ main (void)
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     run_case (cases[i].level, cases[i].layout, cases[i].n, cases[i].chunk);
   run_read_repair ();
+  run_degraded_read_once (5, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
+  run_degraded_read_once (6, RAID_LAYOUT_LEFT_SYMMETRIC, 6);
   run_concurrency (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
   run_concurrency (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
   run_rebuild (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
