@@ -937,6 +937,24 @@ crash_copy (struct fixture *f, struct memdev *added, struct memdev *img)
   return assemble_devs (devs, names, 4, NULL);
 }
 
+/* After a crash and whatever recovery it owed: the check finds no parity
+ * mismatch, and everything reads back with member `fail` failed. */
+static void
+check_after_crash (struct fixture *f, const char *fail)
+{
+  struct raid_status st;
+  char err[256], when[64];
+
+  CHECK (raid_array_check (f->a, false, err, sizeof err) == 0, "check: %s", err);
+  CHECK (wait_idle (f->a, 10), "check did not end");
+  raid_array_status (f->a, &st);
+  CHECK (st.mismatch_count == 0, "check after the crash: %" PRIu64 " mismatches",
+         st.mismatch_count);
+  fail_member (f->a, fail);
+  snprintf (when, sizeof when, "after the crash, role %s failed", fail);
+  verify_contents (f, when);
+}
+
 static void
 test_takeover_write_hole (void)
 {
@@ -946,7 +964,6 @@ test_takeover_write_hole (void)
   struct raid_status st;
   const struct raid_member_status *m;
   struct rule *drop;
-  char err[256];
 
   if (!setup (&f, 0, 3, CHUNK, &h) || !prepare (f.a, 5, 0, "sim:add", true))
     return;
@@ -967,13 +984,7 @@ test_takeover_write_hole (void)
   f.n = 4;
   if (!f.a || !run_reshape (f.a, 20) || !wait_idle (f.a, 10))
     return;
-  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
-  CHECK (wait_idle (f.a, 10), "check did not end");
-  raid_array_status (f.a, &st);
-  CHECK (st.mismatch_count == 0, "check after the crash: %" PRIu64 " mismatches",
-         st.mismatch_count);
-  fail_member (f.a, "1");
-  verify_contents (&f, "after the crash, role 1 failed");
+  check_after_crash (&f, "1");
 }
 
 /* ==================================================================
@@ -1037,13 +1048,7 @@ test_replay_to_rebuilding (void)
     CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "start: %s", err);
   CHECK (wait_idle (f.a, 20), "the recovery did not end");
   expect_optimal_with (f.a, "sim:spare", 3, "after the recovery");
-  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
-  CHECK (wait_idle (f.a, 10), "check did not end");
-  raid_array_status (f.a, &st);
-  CHECK (st.mismatch_count == 0, "check after the crash: %" PRIu64 " mismatches",
-         st.mismatch_count);
-  fail_member (f.a, "0");
-  verify_contents (&f, "after the crash, role 0 failed");
+  check_after_crash (&f, "0");
 }
 
 /* ==================================================================
