@@ -234,7 +234,9 @@ file_nowait (struct file_member *f, bool write, const struct mio *io,
 }
 
 /* What the calling thread does before the pool is involved: reads the page
- * cache can serve at once, and plain buffered writes (without RWF_NOWAIT
+ * cache can serve at once (every read of a tmpfs or ramfs file: RWF_NOWAIT
+ * is not supported there, and such a read is a memory copy that never
+ * waits on a device), and plain buffered writes (without RWF_NOWAIT
  * support they are done anyway: they copy into the page cache and only
  * block under writeback throttling, which parallelism would not avoid). */
 static int file_run (struct member *m, struct mio *io);
@@ -248,6 +250,8 @@ file_try_run (struct member *m, struct mio *io)
   switch (io->op) {
   case MIO_READ:
     r = file_nowait (f, false, io, &f->no_nowait_read);
+    if (r == UNSUPPORTED && f->sync_free)  /* tmpfs: no RWF_NOWAIT, and its */
+      return file_run (m, io);             /* reads are memory copies */
     return r == UNSUPPORTED ? MIO_WOULDBLOCK : r;
   case MIO_WRITE:
     if (io->flags & MIO_FUA)
