@@ -60,27 +60,6 @@ BENCH_NAME=bench
 source "$(dirname "$0")/lib.sh"
 bench_tmp nbdraid-bench
 
-# fio_run URI RW BS QD [TIME_BASED]: prints "BW_BYTES IOPS".
-fio_run ()
-{
-  local uri="$1" rw="$2" bs="$3" qd="$4" out="$tmp/fio.json"
-  local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time=1)
-  [ "${5:-yes}" = yes ] || tb=()
-  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
-      --iodepth="$qd" --size="$FIO_SIZE" --randrepeat=1 --norandommap \
-      "${tb[@]}" --output-format=json --output="$out" >/dev/null 2>"$tmp/fio.err" || {
-    echo "bench: fio $rw bs=$bs qd=$qd on $uri failed:" >&2
-    cat "$tmp/fio.err" "$out" >&2 2>/dev/null
-    exit 1
-  }
-  $PY - "$out" "$rw" <<'EOF'
-import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
-d = j["write"] if "write" in sys.argv[2] else j["read"]
-print(int(d["bw_bytes"]), round(d["iops"]))
-EOF
-}
-
 CASES=("write 1M 32" "read 1M 32" "randread 4k 1" "randread 4k 32" "randwrite 4k 1" "randwrite 4k 32")
 declare -A R
 
@@ -173,9 +152,7 @@ for c in "${POLICY_CASES[@]}"; do
 done
 
 # Free the tmpfs space of the steady-state targets.
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-pids=()
+stop_all
 rm -f "$tmp"/*.img "$tmp"/raid5x*-m* "$tmp"/pol-*
 
 # Reshape: a filled RAID5 of 4 members grows to 5 with nothing
