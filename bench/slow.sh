@@ -60,6 +60,20 @@
 #                                data per second (524 MB/s at N=5, R=100);
 #                                done one after the other, half that.
 #                                Target >= 0.7 of the limit.
+#      rebuild and reshape, 0.01 s burst
+#                                the same two jobs on a second RAID5 whose
+#                                members (and spare, and new member) have a
+#                                burst allowance of 0.01 s, behind the
+#                                blocksize filter (maxdata=256K; see member
+#                                below) (STRICT=0 skips it).  Each
+#                                direction's bucket refills while that
+#                                direction idles, and at 0.1 s (10 MiB) it
+#                                holds a whole background step: a job that
+#                                reads, then writes, then reads again is
+#                                charged for about one direction, which a
+#                                real link, banking no idle time, would not
+#                                do.  At 0.01 s (1 MiB) it is not.  Same
+#                                limits and targets.
 #
 # B. Far members (latency).  Each member: `nbdkit --filter=delay
 #    --filter=noparallel file IMG rdelay=DELAYms wdelay=DELAYms
@@ -97,8 +111,10 @@
 #              NDISKS (5), REPS (3), RUNTIME (4), RAMP (fio ramp, 500ms),
 #              MEMBER_SIZE (256M), FIO_SIZE (fio's region, MEMBER_SIZE: it
 #              must fit the one member), PARTS ("A B"), RAID6 (1),
-#              BITMAP (1), BENCH_DIR (/dev/shm).
-# Prints the tables on stdout (progress on stderr).  About 6 minutes.
+#              BITMAP (1), STRICT (1), THREADS (the array server's nbdkit -t; empty:
+#              nbdkit's default, 16 threads per connection, so at most 16
+#              of fio's 32 requests are in progress), BENCH_DIR (/dev/shm).
+# Prints the tables on stdout (progress on stderr).  About 7 minutes.
 
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
@@ -117,6 +133,9 @@ export LC_ALL=C
 : "${PARTS:=A B}"
 : "${RAID6:=1}"
 : "${BITMAP:=1}"
+: "${THREADS:=}"
+: "${STRICT:=1}"
+STRICT_BURST=0.01
 : "${BENCH_DIR:=/dev/shm}"
 PY=/usr/bin/python3
 DEAD=2                                  # the role failed in A
@@ -138,12 +157,26 @@ res="$tmp/results"
 : >"$res"
 declare -A URI MURI MPID
 
-# far NAME IMG: serve IMG as a far member (DELAY ms per read or write, one
-# request at a time over all connections).
-far ()
+# member KIND NAME IMG: serve IMG as a member of KIND
+#   rated   RATE MiB/s each way, burst allowance 0.1 s (serve_rated)
+#   strict  the same with a burst allowance of 0.01 s, behind the blocksize
+#           filter (maxdata=256K): the rate filter refills a bucket at most
+#           to its capacity between two sleeps, so a request larger than
+#           the bucket (1 MiB at 0.01 s) is charged more than its size
+#           (measured: 4M writes at QD1 ran at 46 MB/s); in 256K pieces
+#           every pattern runs at the rate (4M QD1, 64K QD1, 1M QD32, 4K
+#           QD32: 104-107 MB/s)
+#   far     DELAY ms per read or write, one request at a time over all
+#           connections
+member ()
 {
-  serve "$1" --filter=delay --filter=noparallel file "$2" \
-    rdelay="${DELAY}ms" wdelay="${DELAY}ms" serialize=all-requests
+  case "$1" in
+    rated) serve_rated "$2" "$3" "$RATE" ;;
+    strict) serve "$2" --filter=blocksize --filter=rate file "$3" rate="$((RATE * 8))M" \
+              burstiness="$STRICT_BURST" maxdata=256K ;;
+    far) serve "$2" --filter=delay --filter=noparallel file "$3" \
+           rdelay="${DELAY}ms" wdelay="${DELAY}ms" serialize=all-requests ;;
+  esac
 }
 
 # prepare NAME LEVEL [CREATE-OPTIONS]: a new array of N sparse files
@@ -161,20 +194,19 @@ prepare ()
   stop "$srv_pid"
 }
 
-# members KIND NAME: serve the members of array NAME (KIND serve_rated or
-# far), then the array on them as target NAME with control=$tmp/NAME.ctl.
+# members KIND NAME: serve the members of array NAME (see member), then
+# the array on them as target NAME with control=$tmp/NAME.ctl.
 members ()
 {
   local kind="$1" name="$2" i
   local -a u=()
   for ((i = 0; i < NDISKS; i++)); do
-    if [ "$kind" = far ]; then far "$name-m$i" "$tmp/$name-m$i.img"
-    else serve_rated "$name-m$i" "$tmp/$name-m$i.img" "$RATE"; fi
+    member "$kind" "$name-m$i" "$tmp/$name-m$i.img"
     MURI[$name,$i]=$uri
     MPID[$name,$i]=$srv_pid
     u+=("$uri")
   done
-  serve "$name" "$PLUGIN" "${u[@]}" control="$tmp/$name.ctl"
+  serve "$name" ${THREADS:+-t "$THREADS"} "$PLUGIN" "${u[@]}" control="$tmp/$name.ctl"
   URI[$name]=$uri
   MPID[$name]=$srv_pid
 }
@@ -201,6 +233,56 @@ run_case ()
   done
 }
 
+# degrade NAME: fail member DEAD of array NAME, kill its server (its host
+# dies: SIGTERM would wait for the array to hang up), remove it.
+degrade ()
+{
+  local ctl="$tmp/$1.ctl"
+  say "$1: failing member $DEAD"
+  ctl_ok "$ctl" fail "${MURI[$1,$DEAD]}"
+  kill -9 "${MPID[$1,$DEAD]}"
+  stop "${MPID[$1,$DEAD]}"
+  ctl_ok "$ctl" remove "${MURI[$1,$DEAD]}"
+  expect "$ctl" 'd["health"]' degraded
+}
+
+# rebuild NAME KIND: add a fresh spare of KIND to the degraded array
+# NAME, time it until `nbdraid wait` returns; records "X NAME rebuild
+# BYTES SECONDS" (BYTES: the member data area, i.e. the component size).
+rebuild ()
+{
+  local ctl="$tmp/$1.ctl" bytes t0 t
+  truncate -s "$MEMBER_SIZE" "$tmp/$1-spare.img"
+  member "$2" "$1-spare" "$tmp/$1-spare.img"
+  bytes="$(ctl_field "$ctl" 'd["size"] // d["data_disks"]')"
+  t0="$(now)"
+  ctl_ok "$ctl" add "$uri"
+  ctl_ok "$ctl" wait
+  t="$(since "$t0")"
+  expect "$ctl" 'd["health"]' optimal
+  echo "X $1 rebuild $bytes $t" >>"$res"
+  say "$1: rebuild: $((bytes >> 20)) MiB in $t s"
+}
+
+# grow NAME KIND: reshape the array NAME to one more (fresh) member of KIND: `reshape --add`, then `start` timed until `wait` returns; records
+# "X NAME reshape BYTES SECONDS" (BYTES: the array size before, all moved).
+grow ()
+{
+  local ctl="$tmp/$1.ctl" bytes t0 t
+  truncate -s "$MEMBER_SIZE" "$tmp/$1-new.img"
+  member "$2" "$1-new" "$tmp/$1-new.img"
+  bytes="$(ctl_field "$ctl" 'd["size"]')"
+  ctl_ok "$ctl" reshape --add="$uri"
+  t0="$(now)"
+  ctl_ok "$ctl" start
+  ctl_ok "$ctl" wait
+  t="$(since "$t0")"
+  expect "$ctl" 'd["raid_devices"]' $((NDISKS + 1))
+  expect "$ctl" 'd["health"]' optimal
+  echo "X $1 reshape $bytes $t" >>"$res"
+  say "$1: reshape $NDISKS -> $((NDISKS + 1)) members: $((bytes >> 20)) MiB in $t s"
+}
+
 say () { echo "slow.sh: [$(since "$t_start" | cut -d. -f1) s] $*" >&2; }
 ctl_ok () { "$NBDRAID" -C "$1" "${@:2}" >"$tmp/ctl.out" 2>&1 || { echo "slow.sh: nbdraid ${*:2} failed:" >&2; cat "$tmp/ctl.out" >&2; exit 1; }; }
 expect () { local v; v="$(ctl_field "$1" "$2")"; [ "$v" = "$3" ] || { echo "slow.sh: $2 is $v, not $3" >&2; exit 1; }; }
@@ -208,17 +290,16 @@ expect () { local v; v="$(ctl_field "$1" "$2")"; [ "$v" = "$3" ] || { echo "slow
 echo "slow.sh: storage $tmp ($(df --output=fstype "$tmp" | tail -1)), ${RUNTIME}s per run after $RAMP ramp, median of $REPS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 t_start="$(now)"
 load0="$(cut -d' ' -f1 /proc/loadavg)"
-rebuild_s=0 rebuild_bytes=0 reshape_s=0 reshape_bytes=0
 
 if [[ " $PARTS " == *" A "* ]]; then
   say "A. slow members: $RATE MiB/s each way, RAID5 of $NDISKS x $MEMBER_SIZE"
   truncate -s "$MEMBER_SIZE" "$tmp/one.img"
-  serve_rated one "$tmp/one.img" "$RATE"
+  member rated one "$tmp/one.img"
   URI[one]=$uri
   fio_run "$uri" write 1M 32 no >/dev/null
   say "filling the arrays"
   prepare raid5 5
-  members serve_rated raid5
+  members rated raid5
   # A 1M write is whole stripe rows only when 1M is a multiple of the
   # row's data (64K per data member); when it is not (RAID6 of 5: 192K),
   # the sequential write also runs with the largest such block under 1M.
@@ -227,7 +308,7 @@ if [[ " $PARTS " == *" A "* ]]; then
   [ "$aligned" = 1024 ] || wt+=("raid5:${aligned}k")
   if [ "$RAID6" = 1 ]; then
     prepare raid6 6
-    members serve_rated raid6
+    members rated raid6
     wt+=(raid6)
     aligned=$(( (1024 / (64 * (NDISKS - 2))) * 64 * (NDISKS - 2) ))
     [ "$aligned" = 1024 ] || wt+=("raid6:${aligned}k")
@@ -245,38 +326,24 @@ if [[ " $PARTS " == *" A "* ]]; then
   run_case A rw1 randwrite 4k 1 one raid5
   run_case A rw32 randwrite 4k 32 one raid5
 
-  ctl="$tmp/raid5.ctl"
-  say "failing member $DEAD"
-  ctl_ok "$ctl" fail "${MURI[raid5,$DEAD]}"
-  kill -9 "${MPID[raid5,$DEAD]}"          # its host dies (SIGTERM would wait
-  stop "${MPID[raid5,$DEAD]}"             # for the array to hang up)
-  ctl_ok "$ctl" remove "${MURI[raid5,$DEAD]}"
-  expect "$ctl" 'd["health"]' degraded
+  degrade raid5
   run_case A degraded read 1M 32 one raid5
+  rebuild raid5 rated
+  grow raid5 rated
+  stop_all
+  rm -f "$tmp"/*.img
 
-  say "rebuild onto a fresh spare"
-  truncate -s "$MEMBER_SIZE" "$tmp/spare.img"
-  serve_rated spare "$tmp/spare.img" "$RATE"
-  rebuild_bytes="$(ctl_field "$ctl" 'd["size"] // d["data_disks"]')"
-  t0="$(now)"
-  ctl_ok "$ctl" add "$uri"
-  ctl_ok "$ctl" wait
-  rebuild_s="$(since "$t0")"
-  expect "$ctl" 'd["health"]' optimal
-  say "rebuild: $((rebuild_bytes >> 20)) MiB in $rebuild_s s"
-
-  say "reshape $NDISKS -> $((NDISKS + 1)) members"
-  truncate -s "$MEMBER_SIZE" "$tmp/new.img"
-  serve_rated new "$tmp/new.img" "$RATE"
-  reshape_bytes="$(ctl_field "$ctl" 'd["size"]')"
-  ctl_ok "$ctl" reshape --add="$uri"
-  t0="$(now)"
-  ctl_ok "$ctl" start
-  ctl_ok "$ctl" wait
-  reshape_s="$(since "$t0")"
-  expect "$ctl" 'd["raid_devices"]' $((NDISKS + 1))
-  expect "$ctl" 'd["health"]' optimal
-  say "reshape: $((reshape_bytes >> 20)) MiB in $reshape_s s"
+  # The same with a burst allowance of 0.01 s: a background step that
+  # alternates reads and writes no longer draws on the bucket of the
+  # direction that idled meanwhile (see the header).
+  if [ "$STRICT" = 1 ]; then
+    say "rebuild and reshape again, members with burstiness $STRICT_BURST"
+    prepare strict 5
+    members strict strict
+    degrade strict
+    rebuild strict strict
+    grow strict strict
+  fi
   stop_all
   rm -f "$tmp"/*.img
 fi
@@ -284,7 +351,7 @@ fi
 if [[ " $PARTS " == *" B "* ]]; then
   say "B. far members: ${DELAY} ms per request, one at a time; RAID5 of $NDISKS x $MEMBER_SIZE"
   truncate -s "$MEMBER_SIZE" "$tmp/fone.img"
-  far fone "$tmp/fone.img"
+  member far fone "$tmp/fone.img"
   URI[fone]=$uri
   fio_run "$uri" write 1M 32 no >/dev/null
   prepare far5 5
@@ -306,17 +373,19 @@ elapsed="$(since "$t_start")"
 load0="$load0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end"
 
 # The tables.
-$PY - "$res" "$NDISKS" "$RATE" "$DELAY" "$MEMBER_SIZE" "$REPS" "$RUNTIME" "$RAMP" \
-  "$rebuild_bytes" "$rebuild_s" "$reshape_bytes" "$reshape_s" "$elapsed" "$load0" <<'EOF'
+$PY - "$res" "$NDISKS" "$RATE" "$DELAY" "$MEMBER_SIZE" "$REPS" "$RUNTIME" "$RAMP" "${THREADS:-16 (default)}" \
+  "$elapsed" "$load0" "$STRICT_BURST" <<'EOF'
 import statistics, sys
-(fn, n, rate, delay, msize, reps, runtime, ramp,
- rb_bytes, rb_s, rs_bytes, rs_s, elapsed, load) = sys.argv[1:]
+(fn, n, rate, delay, msize, reps, runtime, ramp, threads,
+ elapsed, load, strict_burst) = sys.argv[1:]
 n, rate, delay = int(n), float(rate), float(delay)
-rb_bytes, rb_s, rs_bytes, rs_s = int(rb_bytes), float(rb_s), int(rs_bytes), float(rs_s)
-runs = {}
+runs, bg = {}, {}
 for line in open(fn):
-    part, tgt, key, bw, iops = line.split()
-    runs.setdefault((part, tgt, key), []).append((float(bw), float(iops)))
+    part, tgt, key, a, b = line.split()
+    if part == "X":                     # background job: bytes, seconds
+        bg[tgt, key] = (int(a), float(b))
+    else:
+        runs.setdefault((part, tgt, key), []).append((float(a), float(b)))
 
 def med(part, tgt, key, field):
     v = runs.get((part, tgt, key))
@@ -341,8 +410,8 @@ def row(name, one, arr, limit=None, frac=None, scale=1e6, fmt="%10.1f"):
         tgt_s, res = "-", ""
     print(hdr % (name, fmt % (one / scale), fmt % (arr / scale), "%5.2fx" % ratio, lim, tgt_s, res))
 
-common = "%s runs of %s s after %s ramp, medians; ratio = array / one member, limit and " \
-         "target in the same unit" % (reps, runtime, ramp)
+common = "%s runs of %s s after %s ramp, medians;\n   array server: nbdkit -t %s; " \
+         "ratio = array / one member, limit and target in the same unit" % (reps, runtime, ramp, threads)
 if any(k[0] == "A" for k in runs):
     print("A. Slow members: nbdkit file + rate filter, %g MiB/s = %.1f MB/s each way (rate=%dM, "
           "burstiness=0.1);" % (rate, rate * 1.048576, rate * 8))
@@ -365,27 +434,36 @@ if any(k[0] == "A" for k in runs):
     row("seq read 1M QD32", sr, med("A", "raid5", "seqread", 0), n, 0.95)
     row("degraded seq read 1M QD32", med("A", "one", "degraded", 0),
         med("A", "raid5", "degraded", 0), n - 1, 0.9)
-    rb = rb_bytes / rb_s if rb_s > 0 else None
-    row("rebuild (vs one's seq write)", sw, rb, 1, 0.8)
-    rs = rs_bytes / rs_s if rs_s > 0 else None
     lim_rs = n * min(sr, sw) / sw if sr and sw else None
-    row("reshape %d->%d (vs one's seq write)" % (n, n + 1), sw, rs, lim_rs, 0.7)
+    bgrate = lambda t, k: bg[t, k][0] / bg[t, k][1] if (t, k) in bg else None
+    row("rebuild (vs one's seq write)", sw, bgrate("raid5", "rebuild"), 1, 0.8)
+    row("reshape %d->%d (vs one's seq write)" % (n, n + 1), sw, bgrate("raid5", "reshape"),
+        lim_rs, 0.7)
+    if ("strict", "rebuild") in bg:
+        row("rebuild, %s s burst" % strict_burst, sw, bgrate("strict", "rebuild"), 1, 0.8)
+        row("reshape %d->%d, %s s burst" % (n, n + 1, strict_burst), sw,
+            bgrate("strict", "reshape"), lim_rs, 0.7)
     print()
     header("one IOPS", "array IOPS")
     for key, name in (("rr1", "4K randread QD1"), ("rr32", "4K randread QD32"),
                       ("rw1", "4K randwrite QD1"), ("rw32", "4K randwrite QD32")):
         row(name, med("A", "one", key, 1), med("A", "raid5", key, 1), scale=1, fmt="%10.0f")
     print()
-    if rb:
-        print("rebuild: %d MiB (the member data area) in %.2f s = %.1f MB/s, %.2fx one member's "
-              "seq write" % (rb_bytes >> 20, rb_s, rb / 1e6, rb / sw))
-    if rs:
-        lim = n * min(sr, sw)
-        print("reshape: %d MiB of array data moved in %.2f s = %.1f MB/s; limit N x min(read, write "
-              "of one member) = %d x %.1f = %.1f MB/s;" % (rs_bytes >> 20, rs_s, rs / 1e6, n,
-                                                          min(sr, sw) / 1e6, lim / 1e6))
-        print("         %.2f of the limit (target 0.7; reads and writes one after the other "
-              "would give 0.5)" % (rs / lim))
+    for t, label in (("raid5", "burst 0.1 s"), ("strict", "burst %s s" % strict_burst)):
+        if (t, "rebuild") in bg:
+            b, secs = bg[t, "rebuild"]
+            print("rebuild (%s): %d MiB (the member data area) in %.2f s = %.1f MB/s, %.2fx one "
+                  "member's seq write" % (label, b >> 20, secs, b / secs / 1e6, b / secs / sw))
+    lim = n * min(sr, sw) if sr and sw else None
+    for t, label in (("raid5", "burst 0.1 s"), ("strict", "burst %s s" % strict_burst)):
+        if (t, "reshape") in bg and lim:
+            b, secs = bg[t, "reshape"]
+            print("reshape (%s): %d MiB of array data moved in %.2f s = %.1f MB/s = %.2f of the "
+                  "limit" % (label, b >> 20, secs, b / secs / 1e6, b / secs / lim))
+    if lim:
+        print("reshape limit: N x min(read, write of one member) = %d x %.1f = %.1f MB/s "
+              "(reads and writes overlapped;" % (n, min(sr, sw) / 1e6, lim / 1e6))
+        print("  one after the other: 0.5 of it)")
     print()
 if any(k[0] == "B" for k in runs):
     m_r = med("B", "fone", "rr32", 1)
