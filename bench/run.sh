@@ -24,14 +24,18 @@
 # CPU (bench/parity-rate.c) is printed for reference.  Last, bench/net.sh
 # (about 15 s; NET=0 skips it): request latency of a RAID6 whose members
 # answer after a fixed delay (members on other hosts), against one such
-# member used directly.
+# member used directly.  Then bench/slow.sh (about 7 minutes; SLOW=0
+# skips it): throughput of a RAID5 whose members are rate-limited, and of
+# one whose members answer one request at a time after a delay, against
+# one such member, with rebuild and reshape rates.
 #
 # Usage: bench/run.sh            (from the build directory, or set PLUGIN
 #                                 and NBDRAID to the built files)
 # Environment: PLUGIN, NBDRAID, BENCH_DIR (tmpfs dir), RUNTIME (default 4),
 #              REPS (default 2), MEMBER_SIZE (default 512M), FIO_SIZE
 #              (default 384M), RESHAPE_MEMBER_SIZE (default 1G), NET (1),
-#              NET_DELAY (ms, default 10).
+#              NET_DELAY (ms, default 10), SLOW (1), SLOW_DELAY (ms,
+#              default 1).
 
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
@@ -261,6 +265,15 @@ if [ "${NET:-1}" = 1 ]; then
     DELAY="${NET_DELAY:-10}" bash "$srcdir/bench/net.sh")" || net_report="not measured: bench/net.sh failed"
 fi
 
+# Slow and far members: bench/slow.sh (its own servers and sizes: this
+# script's FIO_SIZE and MEMBER_SIZE are not passed on).
+slow_report="not measured (SLOW=0)"
+if [ "${SLOW:-1}" = 1 ]; then
+  slow_report="$(env -u FIO_SIZE -u MEMBER_SIZE PLUGIN="$PLUGIN" NBDRAID="$NBDRAID" \
+    BENCH_DIR="$BENCH_DIR" DELAY="${SLOW_DELAY:-1}" bash "$srcdir/bench/slow.sh")" ||
+    slow_report="not measured: bench/slow.sh failed"
+fi
+
 # Table.
 {
   echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs), $(uname -r)"
@@ -321,4 +334,7 @@ fi
   echo
   echo "Members on other hosts (bench/net.sh, latency):"
   printf '%s\n' "$net_report" | sed 's/^/  /'
+  echo
+  echo "Slow and far members (bench/slow.sh, throughput):"
+  printf '%s\n' "$slow_report" | sed 's/^/  /'
 }
