@@ -391,10 +391,10 @@ def med(part, tgt, key, field):
     v = runs.get((part, tgt, key))
     return statistics.median(x[field] for x in v) if v else None
 
-hdr = "| %-34s | %10s | %10s | %7s | %6s | %8s | %-6s |"
+hdr = "| %-34s | %10s | %10s | %7s | %7s | %9s | %-6s |"
 def header(unit_one, unit_arr):
     print(hdr % ("case", unit_one, unit_arr, "ratio", "limit", "target", "result"))
-    print("|%s|%s|%s|%s|%s|%s|%s|" % ("-" * 36, "-" * 12, "-" * 12, "-" * 9, "-" * 8, "-" * 10, "-" * 8))
+    print("|%s|%s|%s|%s|%s|%s|%s|" % ("-" * 36, "-" * 12, "-" * 12, "-" * 9, "-" * 9, "-" * 11, "-" * 8))
 
 def row(name, one, arr, limit=None, frac=None, scale=1e6, fmt="%10.1f"):
     """one, arr: figures; limit: in multiples of one; frac: target fraction."""
@@ -402,13 +402,13 @@ def row(name, one, arr, limit=None, frac=None, scale=1e6, fmt="%10.1f"):
         print(hdr % (name, "-", "-", "-", "-", "-", "-"))
         return
     ratio = arr / one
-    lim = "%5.2fx" % limit if limit is not None else "-"
+    lim = "%.3fx" % limit if limit is not None else "-"
     if limit is not None and frac is not None:
         tgt = frac * limit
-        tgt_s, res = ">=%5.2fx" % tgt, ("met" if ratio >= tgt else "MISSED")
+        tgt_s, res = ">= %.3fx" % tgt, ("met" if ratio >= tgt else "MISSED")
     else:
         tgt_s, res = "-", ""
-    print(hdr % (name, fmt % (one / scale), fmt % (arr / scale), "%5.2fx" % ratio, lim, tgt_s, res))
+    print(hdr % (name, fmt % (one / scale), fmt % (arr / scale), "%.3fx" % ratio, lim, tgt_s, res))
 
 common = "%s runs of %s s after %s ramp, medians;\n   array server: nbdkit -t %s; " \
          "ratio = array / one member, limit and target in the same unit" % (reps, runtime, ramp, threads)
