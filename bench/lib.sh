@@ -1,12 +1,27 @@
 # shellcheck shell=bash disable=SC2034
-# nbdkit-raid bench: helpers shared by bench/run.sh, bench/net.sh and
-# bench/policy.sh (source it after setting BENCH_NAME and BENCH_DIR).
+# nbdkit-raid bench: helpers shared by the bench/*.sh scripts (source it
+# after setting BENCH_NAME and BENCH_DIR).
 #
 #   bench_tmp PREFIX  a fresh directory $tmp under $BENCH_DIR; at exit every
 #                     server in pids[] is stopped and $tmp removed
 #   serve NAME ARGS   nbdkit ARGS in the background on $tmp/NAME.sock (log in
 #                     $tmp/NAME.log); sets $uri and $srv_pid
+#   serve_rated NAME IMG MBPS
+#                     serve IMG with nbdkit file behind the rate filter,
+#                     MBPS MB/s each way (rate counts bits: MBPS*8 Mbit/s),
+#                     burst allowance 0.1 s so that the rate is steady
 #   stop PID          SIGTERM, then SIGKILL after 5 s, and reap
+#   stop_all          stop every server in pids[] and empty it (all are sent
+#                     SIGTERM first: nbdkit does not exit while a client,
+#                     such as a raid server on top of it, stays connected)
+#   fio_run URI RW BS QD [TIME_BASED]
+#                     fio's nbd engine on the first $FIO_SIZE bytes of URI,
+#                     RUNTIME s after RAMP (default 1 s) of ramp, or one pass
+#                     when TIME_BASED is "no"; prints "BW_BYTES IOPS"
+#   ctl_field SOCKET EXPR
+#                     a Python expression over the status JSON (as d) of the
+#                     server whose control socket is SOCKET ($NBDRAID)
+#   now, since T0     wall clock (s), and seconds since T0 (2 decimals)
 
 pids=()
 
@@ -16,13 +31,22 @@ stop ()
   for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+  local i
+  for i in "${!pids[@]}"; do [ "${pids[$i]}" != "$1" ] || unset 'pids[i]'; done
 }
 
 bench_cleanup ()
 {
-  local p
-  for p in "${pids[@]}"; do stop "$p"; done
+  stop_all
   rm -rf "$tmp"
+}
+
+stop_all ()
+{
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do stop "$p"; done
+  pids=()
 }
 
 bench_tmp ()
@@ -49,3 +73,40 @@ serve ()
   cat "$tmp/$name.log" >&2
   exit 1
 }
+
+# The rate filter limits reads and writes separately; after idling it lets
+# a connection burst for `burstiness` seconds' worth of bytes (2 s by
+# default), cut to 0.1 s here so that figures are the steady rate.
+serve_rated ()
+{
+  serve "$1" --filter=rate file "$2" rate="$(($3 * 8))M" burstiness=0.1
+}
+
+fio_run ()
+{
+  local uri="$1" rw="$2" bs="$3" qd="$4" out="$tmp/fio.json"
+  local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time="${RAMP:-1}")
+  [ "${5:-yes}" = yes ] || tb=()
+  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
+      --iodepth="$qd" --size="$FIO_SIZE" --randrepeat=1 --norandommap \
+      "${tb[@]}" --output-format=json --output="$out" >/dev/null 2>"$tmp/fio.err" || {
+    echo "$BENCH_NAME: fio $rw bs=$bs qd=$qd on $uri failed:" >&2
+    cat "$tmp/fio.err" "$out" >&2 2>/dev/null
+    exit 1
+  }
+  "${PY:-/usr/bin/python3}" - "$out" "$rw" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+d = j["write"] if "write" in sys.argv[2] else j["read"]
+print(int(d["bw_bytes"]), round(d["iops"]))
+EOF
+}
+
+ctl_field ()
+{
+  "$NBDRAID" -C "$1" status --json |
+    "${PY:-/usr/bin/python3}" -c "import json,sys; d=json.load(sys.stdin); print($2)"
+}
+
+now () { date +%s.%N; }
+since () { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }

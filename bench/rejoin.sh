@@ -57,25 +57,17 @@ BENCH_NAME=rejoin.sh
 source "$(dirname "$0")/lib.sh"
 bench_tmp nbdraid-rejoin
 
-now () { date +%s.%N; }
-since () { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 mbps () { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", b / t / 1e6 }'; }
-bits=$((RATE * 8))M
-# The filter lets a connection burst for `burstiness` seconds' worth of
-# bytes after idling (2 s by default): 0.1 s here, so that the figures are
-# the steady rate and not the burst.
-BURST=0.1
-
 declare -a MPID MURI
 # member I: (re)start the rate-limited server of $tmp/mI.img.
 member ()
 {
   [ -z "${MPID[$1]:-}" ] || stop "${MPID[$1]}"
-  serve "m$1" --filter=rate file "$tmp/m$1.img" rate="$bits" burstiness="$BURST"
+  serve_rated "m$1" "$tmp/m$1.img" "$RATE"
   MPID[$1]=$srv_pid
   MURI[$1]=$uri
 }
-field () { "$NBDRAID" -C "$tmp/ctl" status --json | $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+field () { ctl_field "$tmp/ctl" "$1"; }
 mstate () { field "[m['$2'] for m in d['members'] if m['role'] == $1][0]"; }
 
 echo "rejoin.sh: members limited to $RATE MB/s each way, $NDISKS x $MEMBER_SIZE on $BENCH_DIR" >&2
@@ -84,7 +76,7 @@ load0="$(cut -d' ' -f1 /proc/loadavg)"
 # 1. one member's write rate
 head -c 256M /dev/urandom >"$tmp/rand"
 truncate -s 256M "$tmp/single.img"
-serve single --filter=rate file "$tmp/single.img" rate="$bits" burstiness="$BURST"
+serve_rated single "$tmp/single.img" "$RATE"
 t0="$(now)"
 nbdcopy "$tmp/rand" "$uri"
 t="$(since "$t0")"

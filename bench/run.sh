@@ -24,14 +24,18 @@
 # CPU (bench/parity-rate.c) is printed for reference.  Last, bench/net.sh
 # (about 15 s; NET=0 skips it): request latency of a RAID6 whose members
 # answer after a fixed delay (members on other hosts), against one such
-# member used directly.
+# member used directly.  Then bench/slow.sh (about 7 minutes; SLOW=0
+# skips it): throughput of a RAID5 whose members are rate-limited, and of
+# one whose members answer one request at a time after a delay, against
+# one such member, with rebuild and reshape rates.
 #
 # Usage: bench/run.sh            (from the build directory, or set PLUGIN
 #                                 and NBDRAID to the built files)
 # Environment: PLUGIN, NBDRAID, BENCH_DIR (tmpfs dir), RUNTIME (default 4),
 #              REPS (default 2), MEMBER_SIZE (default 512M), FIO_SIZE
 #              (default 384M), RESHAPE_MEMBER_SIZE (default 1G), NET (1),
-#              NET_DELAY (ms, default 10).
+#              NET_DELAY (ms, default 10), SLOW (1), SLOW_DELAY (ms,
+#              default 1).
 
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
@@ -59,27 +63,6 @@ BENCH_NAME=bench
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 bench_tmp nbdraid-bench
-
-# fio_run URI RW BS QD [TIME_BASED]: prints "BW_BYTES IOPS".
-fio_run ()
-{
-  local uri="$1" rw="$2" bs="$3" qd="$4" out="$tmp/fio.json"
-  local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time=1)
-  [ "${5:-yes}" = yes ] || tb=()
-  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
-      --iodepth="$qd" --size="$FIO_SIZE" --randrepeat=1 --norandommap \
-      "${tb[@]}" --output-format=json --output="$out" >/dev/null 2>"$tmp/fio.err" || {
-    echo "bench: fio $rw bs=$bs qd=$qd on $uri failed:" >&2
-    cat "$tmp/fio.err" "$out" >&2 2>/dev/null
-    exit 1
-  }
-  $PY - "$out" "$rw" <<'EOF'
-import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
-d = j["write"] if "write" in sys.argv[2] else j["read"]
-print(int(d["bw_bytes"]), round(d["iops"]))
-EOF
-}
 
 CASES=("write 1M 32" "read 1M 32" "randread 4k 1" "randread 4k 32" "randwrite 4k 1" "randwrite 4k 32")
 declare -A R
@@ -173,9 +156,7 @@ for c in "${POLICY_CASES[@]}"; do
 done
 
 # Free the tmpfs space of the steady-state targets.
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-pids=()
+stop_all
 rm -f "$tmp"/*.img "$tmp"/raid5x*-m* "$tmp"/pol-*
 
 # Reshape: a filled RAID5 of 4 members grows to 5 with nothing
@@ -284,6 +265,15 @@ if [ "${NET:-1}" = 1 ]; then
     DELAY="${NET_DELAY:-10}" bash "$srcdir/bench/net.sh")" || net_report="not measured: bench/net.sh failed"
 fi
 
+# Slow and far members: bench/slow.sh (its own servers and sizes: this
+# script's FIO_SIZE and MEMBER_SIZE are not passed on).
+slow_report="not measured (SLOW=0)"
+if [ "${SLOW:-1}" = 1 ]; then
+  slow_report="$(env -u FIO_SIZE -u MEMBER_SIZE PLUGIN="$PLUGIN" NBDRAID="$NBDRAID" \
+    BENCH_DIR="$BENCH_DIR" DELAY="${SLOW_DELAY:-1}" bash "$srcdir/bench/slow.sh")" ||
+    slow_report="not measured: bench/slow.sh failed"
+fi
+
 # Table.
 {
   echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs), $(uname -r)"
@@ -344,4 +334,7 @@ fi
   echo
   echo "Members on other hosts (bench/net.sh, latency):"
   printf '%s\n' "$net_report" | sed 's/^/  /'
+  echo
+  echo "Slow and far members (bench/slow.sh, throughput):"
+  printf '%s\n' "$slow_report" | sed 's/^/  /'
 }
