@@ -96,6 +96,7 @@ struct mio_cmd {
   uint64_t deadline_ns;        /* monotonic; UINT64_MAX: none */
   unsigned outstanding;        /* wire commands not yet completed */
   int err;                     /* first error of those commands */
+  void *bounce;                /* a vectored write gathered (NBD) */
 };
 
 /* Complete c with err (0 or errno).  Called exactly once per submit. */

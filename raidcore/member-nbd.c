@@ -15,7 +15,10 @@
  * polled by the thread making the connection, before anyone else sees it.
  *
  * One mio becomes one or more wire commands (a request larger than the
- * server's maximum is split; iov elements are separate commands; a zero
+ * server's maximum is split; a vectored write is gathered into one buffer
+ * first, the op's bounce, freed when it completes, so that it goes out as
+ * one command and not one per iov element, which a far member pays a round
+ * for each; the iov elements of a read are separate commands; a zero
  * without server support is a series of writes of the zero buffer).  Its
  * mio_cmd counts them in `outstanding`, set to the full count before the
  * first is issued, so it cannot complete early; every command ends in
@@ -196,6 +199,15 @@ log_down (struct nbd_member *nm, int err, const char *why)
  * libnbd ends a command with ENOTCONN only when it aborts it because the
  * handle died (no NBD server can send that errno), so that error marks the
  * member down first: the op then completes on a member already down. */
+/* Hand c back (after its last wire command: nothing holds its bounce). */
+static void
+cmd_done (struct mio_cmd *c, int err)
+{
+  free (c->bounce);
+  c->bounce = NULL;
+  mio_cmd_done (c, err);
+}
+
 static void
 cmd_finish (struct nbd_member *nm, struct mio_cmd *c, unsigned k, int err)
 {
@@ -219,7 +231,7 @@ cmd_finish (struct nbd_member *nm, struct mio_cmd *c, unsigned k, int err)
   if (lost)
     log_down (nm, ENOTCONN, "connection lost");
   if (done)
-    mio_cmd_done (c, err);
+    cmd_done (c, err);
 }
 
 /* libnbd completion callback: record and retire (return 1), nothing else. */
@@ -325,8 +337,14 @@ nbd_walk (const struct walk *wk, int *err)
              && (*err = wire_issue (wk->nm, cn, wk->c, WIRE_FLUSH, NULL, 0, 0, 0))))
       k = 1;
     break;
-  case MIO_READ:
   case MIO_WRITE:
+    if (c->bounce) {
+      walk_range (wk, WIRE_WRITE, c->bounce, true, off, io->len, cn->max_rw, fua,
+                  &k, err);
+      break;
+    }
+    /* fall through */
+  case MIO_READ:
     for (int i = 0; i < io->iovcnt; i++) {
       if (!walk_range (wk, c->op == MIO_READ ? WIRE_READ : WIRE_WRITE,
                        io->iov[i].iov_base, true, off, io->iov[i].iov_len,
@@ -349,6 +367,28 @@ nbd_walk (const struct walk *wk, int *err)
   return k;
 }
 
+/* A vectored write's bytes in one buffer, or NULL (not vectored, or no
+ * memory: then each element goes out as its own command). */
+static void *
+gather (const struct mio_cmd *c)
+{
+  const struct mio *io = c->io;
+  uint64_t total = 0;
+  char *b, *p;
+
+  if (c->op != MIO_WRITE || io->iovcnt < 2)
+    return NULL;
+  for (int i = 0; i < io->iovcnt; i++)
+    total += io->iov[i].iov_len;
+  if (total != io->len || !(b = p = malloc (total)))
+    return NULL;
+  for (int i = 0; i < io->iovcnt; i++) {
+    memcpy (p, io->iov[i].iov_base, io->iov[i].iov_len);
+    p += io->iov[i].iov_len;
+  }
+  return b;
+}
+
 static void
 nbd_submit (struct member *m, struct mio_cmd *c)
 {
@@ -359,6 +399,7 @@ nbd_submit (struct member *m, struct mio_cmd *c)
   unsigned n = 0, issued;
   int err;
 
+  c->bounce = gather (c);
   pthread_mutex_lock (&nm->lock);
   err = nm->fail_err;
   if (err == 0) {
@@ -383,7 +424,7 @@ nbd_submit (struct member *m, struct mio_cmd *c)
   }
   pthread_mutex_unlock (&nm->lock);
   if (err || n == 0) {              /* failed member, or nothing to send */
-    mio_cmd_done (c, err);
+    cmd_done (c, err);
     return;
   }
 
