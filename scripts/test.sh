@@ -11,7 +11,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
 status=0
-pass=0; fail=0
+pass=0; fail=0; skip=0
 # run NAME BUILDDIR COMMAND...: run one `make check`, count its results.
 run() {
   local name=$1 dir=$2 t; shift 2
@@ -24,7 +24,7 @@ run() {
   for t in "$dir"/tests/*.trs; do
     [ -f "$t" ] || continue
     case "$(sed -n 's/^:test-result: //p' "$t")" in
-      PASS) pass=$((pass+1)) ;; *) fail=$((fail+1)) ;;
+      PASS) pass=$((pass+1)) ;; SKIP) skip=$((skip+1)) ;; *) fail=$((fail+1)) ;;
     esac
   done
 }
@@ -34,8 +34,15 @@ run "make check pinned to one CPU" "$top/build" taskset -c 0 make -C "$top/build
 echo "=== make check-clients (QEMU guests, kernel nbd-client, nbdfuse, qemu-img, netns)"
 out=$(make -C "$top/build" -s check-clients 2>&1) || status=1
 printf '%s\n' "$out" | grep -E '^(===|PASS|FAIL|SKIP|check-clients:|failed:)' || true
-read -r cp cf < <(printf '%s\n' "$out" | sed -n 's/^check-clients: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p')
-pass=$((pass + ${cp:-0})); fail=$((fail + ${cf:-1}))
+# A failed client test: its own output (the section after its "=== NAME").
+for t in $(printf '%s\n' "$out" | sed -n 's/^failed: //p'); do
+  echo "--- $t"
+  printf '%s\n' "$out" | awk -v t="=== $t" '$0 == t { on = 1; next } /^=== / { on = 0 } on' |
+    tail -n 80
+done
+read -r cp cf cs < <(printf '%s\n' "$out" |
+  sed -n 's/^check-clients: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p')
+pass=$((pass + ${cp:-0})); fail=$((fail + ${cf:-1})); skip=$((skip + ${cs:-0}))
 "$top/scripts/build.sh" "$top/build-sanitizers" --enable-werror --enable-sanitizers
 run "make check (ASan+UBSan)" "$top/build-sanitizers" make -C "$top/build-sanitizers" -s check
 # distcheck counts as one result; on failure the failed tests' logs of the
@@ -53,5 +60,5 @@ fi
 echo "=== Debian package (scripts/deb.sh: dpkg-buildpackage, lintian)"
 if "$top/scripts/deb.sh" "$top/build-deb"; then pass=$((pass+1))
 else echo "=== Debian package: FAILED"; status=1; fail=$((fail+1)); fi
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, $skip skipped"
 exit $status
