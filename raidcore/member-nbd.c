@@ -195,10 +195,6 @@ log_down (struct nbd_member *nm, int err, const char *why)
   raid_log (RAID_LOG_ERROR, "%s: %s: %s", nm->m.spec, why, raid_strerror (err));
 }
 
-/* k wire commands of c ended with err.  The last one completes c.
- * libnbd ends a command with ENOTCONN only when it aborts it because the
- * handle died (no NBD server can send that errno), so that error marks the
- * member down first: the op then completes on a member already down. */
 /* Hand c back (after its last wire command: nothing holds its bounce). */
 static void
 cmd_done (struct mio_cmd *c, int err)
@@ -208,6 +204,10 @@ cmd_done (struct mio_cmd *c, int err)
   mio_cmd_done (c, err);
 }
 
+/* k wire commands of c ended with err.  The last one completes c.
+ * libnbd ends a command with ENOTCONN only when it aborts it because the
+ * handle died (no NBD server can send that errno), so that error marks the
+ * member down first: the op then completes on a member already down. */
 static void
 cmd_finish (struct nbd_member *nm, struct mio_cmd *c, unsigned k, int err)
 {

@@ -995,6 +995,16 @@ stripe_write (struct raid_array *a, const struct layout *L,
  * Read path.
  */
 
+/* Read columns [from, to) of touch t's block straight into the client's
+ * buffer (nothing when empty). */
+static int
+read_direct (struct group *G, int role, uint64_t row, const struct touch *t,
+             uint32_t from, uint32_t to)
+{
+  return from < to ? piece_add (G->ar, &G->rd, role, moff (G->L, role, row, from),
+                                t->src + (from - t->s), to - from) : 0;
+}
+
 /* Plan the reads of one row: direct reads for good blocks, a reconstruction
  * segment over the union of columns of bad ones.  Every block of the row is
  * read once: the columns of a good block that the reconstruction reads
@@ -1040,21 +1050,16 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   }
   for (int i = 0; i < nt; i++) {           /* the blocks read as they are */
     int role = rr->data[t[i].di];
-    uint32_t s = t[i].s, e = t[i].e, o0 = s, o1 = s;
-    if (bad & (1u << role))
+    uint32_t s = t[i].s, e = t[i].e, o0 = e, o1 = e;   /* [o0, o1): taken from */
+    if (bad & (1u << role))                           /* the rebuild's read */
       continue;
     if (sg && raid_max_u64 (s, sg->c0) < raid_min_u64 (e, sg->c1)) {
-      o0 = raid_max_u64 (s, sg->c0);       /* columns the rebuild reads: */
-      o1 = raid_min_u64 (e, sg->c1);       /* copied from its read */
+      o0 = raid_max_u64 (s, sg->c0);
+      o1 = raid_min_u64 (e, sg->c1);
       sg->t[sg->ntouch++] = (struct touch) { t[i].di, o0, o1, t[i].src + (o0 - s) };
     }
-    if (o0 == o1)
-      err = piece_add (G->ar, &G->rd, role, moff (L, role, row, s), t[i].src, e - s);
-    else if ((err = s < o0 ? piece_add (G->ar, &G->rd, role, moff (L, role, row, s),
-                                        t[i].src, o0 - s) : 0) == 0 && o1 < e)
-      err = piece_add (G->ar, &G->rd, role, moff (L, role, row, o1),
-                       t[i].src + (o1 - s), e - o1);
-    if (err)
+    if ((err = read_direct (G, role, row, &t[i], s, o0)) ||
+        (err = read_direct (G, role, row, &t[i], o1, e)))
       return err;
   }
   if (sg) {
