@@ -287,16 +287,22 @@ say () { echo "slow.sh: [$(since "$t_start" | cut -d. -f1) s] $*" >&2; }
 ctl_ok () { "$NBDRAID" -C "$1" "${@:2}" >"$tmp/ctl.out" 2>&1 || { echo "slow.sh: nbdraid ${*:2} failed:" >&2; cat "$tmp/ctl.out" >&2; exit 1; }; }
 expect () { local v; v="$(ctl_field "$1" "$2")"; [ "$v" = "$3" ] || { echo "slow.sh: $2 is $v, not $3" >&2; exit 1; }; }
 
+# baseline KIND NAME: the one member of this part, served and filled.
+baseline ()
+{
+  truncate -s "$MEMBER_SIZE" "$tmp/$2.img"
+  member "$1" "$2" "$tmp/$2.img"
+  URI[$2]=$uri
+  fio_run "$uri" write 1M 32 no >/dev/null
+}
+
 echo "slow.sh: storage $tmp ($(df --output=fstype "$tmp" | tail -1)), ${RUNTIME}s per run after $RAMP ramp, median of $REPS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 t_start="$(now)"
 load0="$(cut -d' ' -f1 /proc/loadavg)"
 
 if [[ " $PARTS " == *" A "* ]]; then
   say "A. slow members: $RATE MiB/s each way, RAID5 of $NDISKS x $MEMBER_SIZE"
-  truncate -s "$MEMBER_SIZE" "$tmp/one.img"
-  member rated one "$tmp/one.img"
-  URI[one]=$uri
-  fio_run "$uri" write 1M 32 no >/dev/null
+  baseline rated one
   say "filling the arrays"
   prepare raid5 5
   members rated raid5
@@ -350,10 +356,7 @@ fi
 
 if [[ " $PARTS " == *" B "* ]]; then
   say "B. far members: ${DELAY} ms per request, one at a time; RAID5 of $NDISKS x $MEMBER_SIZE"
-  truncate -s "$MEMBER_SIZE" "$tmp/fone.img"
-  member far fone "$tmp/fone.img"
-  URI[fone]=$uri
-  fio_run "$uri" write 1M 32 no >/dev/null
+  baseline far fone
   prepare far5 5
   members far far5
   B5=()
