@@ -41,10 +41,11 @@
  * Level 0 writes and reads data directly; level 1 writes every mirror and
  * reads one.
  *
- * Member I/O: run_pieces is the only function that issues member I/O of a
- * layout's data area.  It coalesces pieces per member, and sends every write
- * or zeroing of the layout's mirror role (a replace) to the mirror target as
- * well — so no write path can forget the replacement.
+ * Member I/O: run_runs (run_pieces for one list) is the only function that
+ * issues member I/O of a layout's data area.  It coalesces pieces per
+ * member, and sends every write or zeroing of the layout's mirror role (a
+ * replace) to the mirror target as well — so no write path can forget the
+ * replacement.
  *
  * Columns: parity is computed over column ranges aligned to COL_ALIGN
  * (4 KiB, which divides every chunk size), so isa-l's length rules hold for
@@ -273,48 +274,81 @@ gather_role (struct raid_array *a, const struct layout *L, const struct piece *p
   return nmio;
 }
 
-/* Issue pieces [0, n) (all of one op) in parallel.  Writes and zeroes of
- * L's mirror role also go to the mirror target.  Returns 0 or ENOMEM;
- * *failed gets the roles whose member failed, each reported to the state (a
- * read error is counted, a write error makes the member faulty).  A failed
- * mirror target is reported (it goes faulty, which ends the replace) but
- * does not fail the request. */
+/* One list of pieces, all of one op, for run_runs. */
+struct piece_run {
+  const struct piece *pp;
+  size_t n;
+  enum mio_op op;
+  unsigned mflags;
+  uint32_t failed;                   /* out: roles whose member failed */
+};
+
+/* Issue the pieces of runs[0..nruns) (nruns <= 2) together, in parallel.
+ * Writes and zeroes of L's mirror role also go to the mirror target.
+ * Returns 0 or ENOMEM; each run's `failed` gets the roles whose member
+ * failed one of its pieces, each reported to the state (a read error is
+ * counted, a write error makes the member faulty).  A failed mirror target
+ * is reported (it goes faulty, which ends the replace) but does not fail
+ * the request. */
+static int
+run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
+          struct piece_run *runs, int nruns)
+{
+  size_t total = 0, nmio = 0, niov = 0, first[2], own[2], end[2];
+  struct mio *mios;
+  struct iovec *iov;
+
+  assert (nruns <= 2);
+  for (int k = 0; k < nruns; k++) {
+    runs[k].failed = 0;
+    total += runs[k].n;
+  }
+  if (total == 0)
+    return 0;
+  mios = arena_alloc (ar, 2 * total * sizeof *mios);
+  iov = arena_alloc (ar, total * sizeof *iov);
+  if (!mios || !iov)
+    return ENOMEM;
+  for (int k = 0; k < nruns; k++) {
+    struct member *mirror = mirror_target (a, L, runs[k].op);
+    first[k] = nmio;
+    for (int r = 0; r < L->g.raid_disks; r++)
+      nmio = gather_role (a, L, runs[k].pp, runs[k].n, r, runs[k].op, runs[k].mflags,
+                          mios, nmio, iov, &niov);
+    own[k] = nmio;
+    for (size_t i = first[k]; mirror && i < own[k]; i++)
+      if (mios[i].m == state_role_member (a, L, L->mirror_role)) {
+        mios[nmio] = mios[i];
+        mios[nmio++].m = mirror;
+      }
+    end[k] = nmio;
+  }
+  if (mio_run (mios, nmio) == 0)
+    return 0;
+  for (int k = 0; k < nruns; k++)
+    for (size_t i = first[k]; i < end[k]; i++) {
+      if (mios[i].err == 0)
+        continue;
+      state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
+      for (int r = 0; i < own[k] && r < L->g.raid_disks; r++)
+        if (state_role_member (a, L, r) == mios[i].m)
+          runs[k].failed |= 1u << r;
+    }
+  return 0;
+}
+
+/* Issue pieces [0, n), all of one op, in parallel (run_runs with one run):
+ * *failed gets the roles whose member failed. */
 static int
 run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
             const struct piece *pp, size_t n, enum mio_op op, unsigned mflags,
             uint32_t *failed)
 {
-  struct member *mirror = mirror_target (a, L, op);
-  struct mio *mios;
-  struct iovec *iov;
-  size_t nmio = 0, niov = 0, n0;
+  struct piece_run run = { pp, n, op, mflags, 0 };
+  int err = run_runs (a, L, ar, &run, 1);
 
-  *failed = 0;
-  if (n == 0)
-    return 0;
-  mios = arena_alloc (ar, 2 * n * sizeof *mios);
-  iov = arena_alloc (ar, n * sizeof *iov);
-  if (!mios || !iov)
-    return ENOMEM;
-  for (int r = 0; r < L->g.raid_disks; r++)
-    nmio = gather_role (a, L, pp, n, r, op, mflags, mios, nmio, iov, &niov);
-  n0 = nmio;
-  for (size_t i = 0; mirror && i < n0; i++)
-    if (mios[i].m == state_role_member (a, L, L->mirror_role)) {
-      mios[nmio] = mios[i];
-      mios[nmio++].m = mirror;
-    }
-  if (mio_run (mios, nmio) == 0)
-    return 0;
-  for (size_t i = 0; i < nmio; i++) {
-    if (mios[i].err == 0)
-      continue;
-    state_member_error (a, mios[i].m, mios[i].err, op != MIO_READ, mios[i].off);
-    for (int r = 0; i < n0 && r < L->g.raid_disks; r++)
-      if (state_role_member (a, L, r) == mios[i].m)
-        *failed |= 1u << r;
-  }
-  return 0;
+  *failed = run.failed;
+  return err;
 }
 
 /* ---------------------------------------------------------------------
@@ -1100,6 +1134,17 @@ finish_read_seg (struct group *G, struct seg *sg)
   return 0;
 }
 
+/* Finish every segment of a group whose reads are in. */
+static int
+finish_segs (struct group *G)
+{
+  int err = 0;
+
+  for (size_t i = 0; i < G->nsegs && !err; i++)
+    err = finish_read_seg (G, &G->segs[i]);
+  return err;
+}
+
 /* The planned reads; then the reconstruction segments (rebuild what
  * cannot be read, copy it out) and the repair writes.  A read that failed
  * excludes its role for the redo. */
@@ -1113,9 +1158,8 @@ read_rebuild_write (struct group *G, uint32_t *failed)
     G->exclude |= *failed;
     return err;
   }
-  for (size_t i = 0; i < G->nsegs; i++)
-    if ((err = finish_read_seg (G, &G->segs[i])))
-      return err;
+  if ((err = finish_segs (G)))
+    return err;
   return run_pieces (G->a, G->L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
 }
 
@@ -1331,23 +1375,23 @@ plan_mirror_rebuild (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
   return err;
 }
 
-/* One attempt at rebuilding `targets` (and repairing roles whose reads
- * failed) in rows [r0, r0+n), rows locked. */
+/* Plan rebuilding `targets` (and repairing roles whose reads failed) in
+ * rows [r0, r0+n), rows locked: the reads, and for level 1 the writes (the
+ * other levels' writes are queued by finish_read_seg once the reads are
+ * in).  0, EIO (nothing to rebuild from, or onto) or ENOMEM. */
 static int
-rebuild_once (struct group *G, uint64_t r0, uint64_t n, uint32_t targets,
-              uint32_t *failed)
+rebuild_plan (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
 {
   const struct layout *L = G->L;
   int err = 0;
 
   group_reset (G);
   G->repair = targets | (G->exclude & ~G->unusable);
-  *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED || (targets & G->unusable))
-    return EIO;                            /* nothing to rebuild from, or onto */
+    return EIO;
   if (L->g.level == 1)
-    err = plan_mirror_rebuild (G, r0, n, targets);
-  for (uint64_t row = r0; L->g.level != 1 && row < r0 + n && !err; row++) {
+    return plan_mirror_rebuild (G, r0, n, targets);
+  for (uint64_t row = r0; row < r0 + n && !err; row++) {
     struct seg *sg = seg_new (G);
     if (!sg)
       return ENOMEM;
@@ -1355,6 +1399,17 @@ rebuild_once (struct group *G, uint64_t r0, uint64_t n, uint32_t targets,
     raid_geom_row (&L->g, row, &G->rr);
     err = plan_recon_reads (G, sg, &G->rr);
   }
+  return err;
+}
+
+/* One attempt at rebuilding rows [r0, r0+n), rows locked. */
+static int
+rebuild_once (struct group *G, uint64_t r0, uint64_t n, uint32_t targets,
+              uint32_t *failed)
+{
+  int err = rebuild_plan (G, r0, n, targets);
+
+  *failed = 0;
   return err ? err : read_rebuild_write (G, failed);
 }
 
@@ -1375,17 +1430,71 @@ rebuild_locked (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
   return err;
 }
 
+/* Rebuild rows [r0, r0+n) (locked) as a pipeline of REBUILD_STAGES
+ * sub-batches: one parallel run carries the reads of sub-batch i and the
+ * writes of sub-batch i-1, so a rebuild moves at the slower of the
+ * survivors' read rate and the target's write rate rather than at the two
+ * one after the other.  Two groups alternate; they share the batch's
+ * arena, so no buffer is reused while a run may still use it.
+ *
+ * Returns the row below which every write landed.  It stops at the first
+ * failure of any kind (a read or write error, ENOMEM, a state change that
+ * leaves nothing to rebuild from) and leaves the rows from there to
+ * rebuild_locked, which redoes them with a single group's failure
+ * handling: the rows stay locked, and a row rebuilt twice gets the same
+ * bytes.  Roles whose read failed are added to *exclude, so the redo does
+ * not read (and count) them again. */
+#define REBUILD_STAGES 8
+
+static uint64_t
+rebuild_pipelined (struct group G[2], uint64_t r0, uint64_t n, uint32_t targets,
+                   uint32_t *exclude)
+{
+  uint64_t step = (n + REBUILD_STAGES - 1) / REBUILD_STAGES;
+  uint64_t row = r0, done = r0, prev_end = r0;
+  struct group *prev = NULL;
+
+  for (int i = 0; ; i++) {
+    struct group *cur = row < r0 + n ? &G[i % 2] : NULL;
+    uint64_t m = cur ? raid_min_u64 (step, r0 + n - row) : 0;
+    struct piece_run runs[2];
+    int nr = 0, ri = -1, wi = -1;
+
+    if (cur && rebuild_plan (cur, row, m, targets))
+      break;
+    if (cur)
+      runs[ri = nr++] = (struct piece_run) { cur->rd.p, cur->rd.n, MIO_READ, 0, 0 };
+    if (prev)
+      runs[wi = nr++] = (struct piece_run) { prev->wr.p, prev->wr.n, MIO_WRITE, 0, 0 };
+    if (nr == 0 || run_runs (G[0].a, G[0].L, G[0].ar, runs, nr))
+      break;
+    if (wi >= 0 && !runs[wi].failed)
+      done = prev_end;
+    if (ri >= 0)
+      *exclude |= runs[ri].failed;
+    if (!cur || (wi >= 0 && runs[wi].failed) || runs[ri].failed || finish_segs (cur))
+      break;
+    prev = cur;
+    prev_end = row += m;
+  }
+  return done;
+}
+
 int
 stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                      uint64_t n, int role, _Atomic uint64_t *cursor)
 {
-  struct group G = { .a = a, .L = L };
+  struct group G[2] = { { .a = a, .L = L }, { .a = a, .L = L } };
   struct stripe_lock_node *nodes;
-  int err;
+  uint64_t done = r0;
+  int err = 0;
 
-  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
+  if (!(G[0].ar = G[1].ar = arena_reset ()) || !(nodes = lock_rows (&G[0], r0, n)))
     return ENOMEM;
-  err = rebuild_locked (&G, r0, n, 1u << role);
+  if (L->g.level != 0)
+    done = rebuild_pipelined (G, r0, n, 1u << role, &G[0].exclude);
+  if (done < r0 + n)
+    err = rebuild_locked (&G[0], done, r0 + n - done, 1u << role);
   if (!err)
     atomic_store (cursor, r0 + n);
   stripe_unlock_range (&a->locks, n, nodes);
