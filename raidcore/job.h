@@ -74,6 +74,12 @@ enum sync_event {
 /* Outcome of a job's validity check before each batch. */
 enum sync_check { SYNC_GO, SYNC_STOP_CANCEL, SYNC_STOP_FAIL };
 
+/* The sync worker's buffer (sync_ops.batch). */
+struct sync_scratch {
+  void *p;
+  size_t cap;                     /* bytes at p */
+};
+
 struct sync_ops {
   enum raid_sync_action action;
   bool abortable;                 /* `abort` may end it */
@@ -86,10 +92,10 @@ struct sync_ops {
                             char *err, size_t errlen);
   /* One bounded batch from j->pos (no lock held): advances *pos (and
    * *mismatch); 0 or an errno.  *scratch is the worker's own buffer, kept
-   * between batches (NULL at first, freed with free() when the worker
-   * ends). */
+   * between batches and jobs (empty at first; a batch that needs more
+   * replaces it; freed with free() when the worker ends). */
   int (*batch) (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-                uint64_t *mismatch, void **scratch);
+                uint64_t *mismatch, struct sync_scratch *scratch);
   /* Record progress durably (state lock held; commits). */
   void (*checkpoint) (struct raid_array *a, const struct sync_job *j);
   /* Before a frozen job starts (state lock held): 0, or an errno with a

@@ -35,7 +35,8 @@
  *      in flight on it — including one that entered before the reshape was
  *      prepared — completes first;
  *   2. copy: read the window from the current layout, write it to the
- *      target (raw: a crash redoes the window);
+ *      target (raw: a crash redoes the window); in parts, each part's
+ *      write overlapping the next part's read (copy_window);
  *   3. checkpoint: flush every member and commit the new position, in one
  *      record that also empties the write-hole journal (a logged write of
  *      the window must never be replayed into the old layout afterwards);
@@ -71,6 +72,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -790,24 +792,81 @@ set_position (struct raid_array *a, void *arg)
   a->sb.reshape_position = *(uint64_t *) arg;
 }
 
-/* Copy the window [lo, hi) (a claim over it held). */
+/* A window's copy is cut into this many parts: the target's writes of one
+ * part run while the next part is read (copy_window). */
+#define COPY_PARTS 8
+
+/* The write of one part to the target, on a helper thread. */
+struct part_write {
+  pthread_t th;
+  struct raid_array *a;
+  const struct layout *next;
+  const uint8_t *buf;
+  uint64_t off, len;
+  int err;
+};
+
+static void *
+part_write_run (void *arg)
+{
+  struct part_write *w = arg;
+
+  w->err = stripe_write (w->a, w->next, w->buf, w->len, w->off, RAID_IO_RAW);
+  return NULL;
+}
+
+/* Copy the window [lo, hi) (a claim over it held; buf holds cap bytes).
+ * The window goes in parts of whole target rows: while a helper thread
+ * writes part i to the target, this thread reads part i+1 from the current
+ * layout into the other half of buf.  The two never touch the same member
+ * bytes: the window was cut so that the target's member bytes for [0, hi)
+ * lie on the far side of every old-layout byte not yet copied (next_window),
+ * and no client request reaches the window while the claim is held.  A
+ * failed part stops the copy once the write in flight has ended; the step
+ * is redone from the durable position. */
 static int
-copy_window (struct raid_array *a, uint64_t lo, uint64_t hi, uint8_t *buf)
+copy_window (struct raid_array *a, uint64_t lo, uint64_t hi, uint8_t *buf, uint64_t cap)
 {
   const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
   const struct layout *next = router_layout (&a->router, LAYOUT_NEXT);
-  int err = stripe_read (a, cur, buf, hi - lo, lo);
+  uint64_t part = raid_round_up ((hi - lo + COPY_PARTS - 1) / COPY_PARTS,
+                                 next->g.stripe_width);
+  struct part_write w = { .a = a, .next = next };
+  bool writing = false;
+  int err = 0;
 
-  return err ? err : stripe_write (a, next, buf, hi - lo, lo, RAID_IO_RAW);
+  if (2 * part > cap)
+    part = hi - lo;                        /* one part: no overlap */
+  for (uint64_t off = lo, i = 0; off < hi && !err; off += w.len, i++) {
+    uint8_t *b = buf + (i % 2) * part;
+    uint64_t len = raid_min_u64 (part, hi - off);
+    err = stripe_read (a, cur, b, len, off);
+    if (writing) {
+      pthread_join (w.th, NULL);
+      writing = false;
+      err = err ? err : w.err;
+    }
+    w.buf = b; w.off = off; w.len = len; w.err = 0;
+    if (!err && off + len == hi)
+      err = stripe_write (a, next, b, len, off, RAID_IO_RAW);    /* the last */
+    else if (!err && (err = pthread_create (&w.th, NULL, part_write_run, &w)) == 0)
+      writing = true;
+  }
+  if (writing) {
+    pthread_join (w.th, NULL);
+    err = err ? err : w.err;
+  }
+  return err;
 }
 
 /* One window from the durable position *done (the worker; *buf is its
- * copy buffer, allocated here on first use). */
+ * copy buffer, replaced here when it is smaller than this reshape's
+ * windows need: a later reshape may have wider rows). */
 static int
-reshape_step (struct raid_array *a, uint64_t *done, uint8_t **buf)
+reshape_step (struct raid_array *a, uint64_t *done, struct sync_scratch *buf)
 {
   struct plan p;
-  uint64_t lo, hi, pos;
+  uint64_t lo, hi, pos, need;
   int err;
 
   pthread_mutex_lock (&a->state_lock);
@@ -815,12 +874,17 @@ reshape_step (struct raid_array *a, uint64_t *done, uint8_t **buf)
   pthread_mutex_unlock (&a->state_lock);
   if (!next_window (&p, *done, &lo, &hi))
     return ENOSPC;                         /* impossible after prepare's walk */
-  if (!*buf && !(*buf = raid_alloc_aligned (WIN_MAX + width (&p.g1))))
-    return ENOMEM;
+  need = WIN_MAX + width (&p.g1);          /* windows are at most max(W1, WIN_MAX) */
+  if (buf->cap < need) {
+    free (buf->p);
+    buf->cap = (buf->p = raid_alloc_aligned (need)) ? need : 0;
+    if (!buf->p)
+      return ENOMEM;
+  }
 
   router_claim (&a->router, lo, hi);
   pos = *done + (hi - lo);
-  if ((err = copy_window (a, lo, hi, *buf)) == 0)
+  if ((err = copy_window (a, lo, hi, buf->p, buf->cap)) == 0)
     err = cons_checkpoint (a, set_position, &pos);
   if (err == 0 && raid_array_health (a) == RAID_HEALTH_FAILED)
     err = EIO;
@@ -1044,10 +1108,10 @@ ops_check (struct raid_array *a, const struct sync_job *j, char *err, size_t err
 
 static int
 ops_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-           uint64_t *mismatch, void **scratch)
+           uint64_t *mismatch, struct sync_scratch *scratch)
 {
   (void) mismatch;
-  return *pos >= j->total ? 0 : reshape_step (a, pos, (uint8_t **) scratch);
+  return *pos >= j->total ? 0 : reshape_step (a, pos, scratch);
 }
 
 /* Every step is its own checkpoint; what is left to record is whether the

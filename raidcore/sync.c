@@ -139,7 +139,7 @@ resync_next_row (struct raid_array *a, const struct layout *L, uint64_t r0)
 
 static int
 resync_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-              uint64_t *mismatch, void **scratch)
+              uint64_t *mismatch, struct sync_scratch *scratch)
 {
   uint64_t W = cur_layout (a)->g.stripe_width, ignored = 0;
   uint64_t r = resync_next_row (a, cur_layout (a), *pos / W);
@@ -191,7 +191,7 @@ const struct sync_ops sync_ops_resync = {
 
 static int
 scrub_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-             uint64_t *mismatch, void **scratch)
+             uint64_t *mismatch, struct sync_scratch *scratch)
 {
   uint64_t W = cur_layout (a)->g.stripe_width;
   struct rows rw;
@@ -293,7 +293,7 @@ target_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos, boo
 
 static int
 recover_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-               uint64_t *mismatch, void **scratch)
+               uint64_t *mismatch, struct sync_scratch *scratch)
 {
   (void) mismatch; (void) scratch;
   return target_batch (a, j, pos, false);
@@ -359,7 +359,7 @@ delta_next_row (struct raid_array *a, const struct sync_job *j, uint64_t r)
 
 static int
 delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-             uint64_t *mismatch, void **scratch)
+             uint64_t *mismatch, struct sync_scratch *scratch)
 {
   const struct layout *L = cur_layout (a);
   uint64_t chunk = L->g.chunk, W = L->g.stripe_width;
@@ -424,7 +424,7 @@ replace_check (struct raid_array *a, const struct sync_job *j, char *err, size_t
 
 static int
 replace_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
-               uint64_t *mismatch, void **scratch)
+               uint64_t *mismatch, struct sync_scratch *scratch)
 {
   (void) mismatch; (void) scratch;
   return target_batch (a, j, pos, true);
@@ -823,7 +823,7 @@ finish_job (struct raid_array *a, uint64_t gen)
 
 /* One batch of the running job (state lock held on entry and exit). */
 static void
-run_batch (struct raid_array *a, void **scratch)
+run_batch (struct raid_array *a, struct sync_scratch *scratch)
 {
   struct sync_ctl *s = &a->sync;
   struct sync_job j = s->job;
@@ -945,7 +945,7 @@ worker (void *arg)
 {
   struct raid_array *a = arg;
   struct sync_ctl *s = &a->sync;
-  void *scratch = NULL;
+  struct sync_scratch scratch = { NULL, 0 };
 
   pthread_mutex_lock (&a->state_lock);
   while (!s->stop) {
@@ -957,7 +957,7 @@ worker (void *arg)
       idle_wait (a);
   }
   pthread_mutex_unlock (&a->state_lock);
-  free (scratch);
+  free (scratch.p);
   return NULL;
 }
 

@@ -397,6 +397,37 @@ abort_case (void)
   cleanup_members ();
 }
 
+/* Two reshapes in one run, the second with target rows (20 MiB) wider
+ * than the first one's copy buffer needed (a window is at least one row):
+ * the worker's buffer must grow, and the data come through intact. */
+static void
+wide_rows_case (void)
+{
+  struct fixture f;
+  struct raid_reshape_req req;
+  char err[256];
+
+  make_array_ex (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 6, 65536, 48u << 20, 16u << 20);
+  CHECK (raid_array_start (f.a) == 0, "start");
+  workload (&f, 60);
+  req = req_of (-1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0, 0);
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == 0, "wide rows: "
+         "prepare the layout change: %s", err);
+  CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "wide rows: start: %s", err);
+  raid_array_wait (f.a, 120);
+  status_geom (&f, 5, RAID_LAYOUT_RIGHT_ASYMMETRIC, 65536, 6, "wide rows: first reshape");
+  req = req_of (-1, -1, 4u << 20, 0, 0);
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == 0, "wide rows: "
+         "prepare chunk 4M: %s", err);
+  CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "wide rows: start: %s", err);
+  raid_array_wait (f.a, 120);
+  status_geom (&f, 5, RAID_LAYOUT_RIGHT_ASYMMETRIC, 4u << 20, 6, "wide rows: chunk 4M");
+  verify_contents (&f, "wide rows");
+  f.dev[2].fail_reads = f.dev[2].fail_writes = 1;
+  verify_contents (&f, "wide rows, member 2 failed");
+  free_array (&f);
+}
+
 int
 main (void)
 {
@@ -431,6 +462,7 @@ main (void)
   freeze_case ();
   restart_case ();
   abort_case ();
+  wide_rows_case ();
   refusal_case ();
   cleanup_members ();
   return test_summary ("test-reshape");
