@@ -48,6 +48,25 @@
  * that layout.  Every reshape step empties the log in the same commit that
  * records the new position, so no record of a moved window survives it.
  *
+ * GROUP COMMIT.  A record's copies are appended at log positions reserved
+ * in order under the journal lock; the writes themselves are shared.  Each
+ * copy joins its member's queue (sorted by position).  A writer whose copy
+ * waits on a member that nobody is writing to takes every queued copy of
+ * that member (a batch, bounded by JQ_IOV vectors and JQ_ENTRIES copies)
+ * and writes it, each run of contiguous copies as one FUA write; when the
+ * batch is done it marks every copy in it done (or failed) and wakes the
+ * writers waiting on that member (a writer waits on one member whose batch
+ * is in flight and looks at all its copies again when woken: a member
+ * left idle meanwhile with a copy of its queued is taken over then).
+ * Every writer waits until its own copies are done, so a record
+ * is still durable on every copy before its in-place writes start:
+ * batching changes how many member writes carry the records, not what is
+ * on the log or when a write may proceed.  A failed batch write is
+ * reported once (its member goes faulty) and fails every copy in it: each
+ * of their writers redoes its group, as with a failed copy of its own.
+ * Nobody waits while holding a batch, and a batch is bounded by member
+ * I/O, so every wait is bounded by one batch write.
+ *
  * CHECKPOINT.  Each member's log area is a linear append region reset at
  * every checkpoint: the gate (a writer-preferring rwlock) is taken
  * exclusively — new writes wait, in-flight writes finish — all members are
@@ -105,10 +124,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "array-int.h"
 #include "missed.h"
@@ -120,6 +141,25 @@
 #define JHDR_FIXED 80u
 #define JHDR_MAX (JHDR_FIXED + 16u * (JOURNAL_MAX_BLOCKS + JOURNAL_MAX_RANGES))
 #define JCOPIES_MAX 3               /* nparity + 1 */
+#define JQ_IOV 2048                 /* vectors of one member's batch */
+#define JQ_ENTRIES 128              /* copies in one member's batch */
+
+/* A record copy in its member's queue (struct jqueue).  Lives on the stack
+ * of its writer, who waits until done; its iov is the writer's scratch. */
+struct jq_entry {
+  struct jq_entry *next;
+  uint64_t pos, len;                /* in the member's log area */
+  const struct iovec *iov;
+  int iovcnt;
+  int err;                          /* once done: 0 or the write's errno */
+  bool done;
+};
+
+/* A batch one writer took from one member's queue. */
+struct jbatch {
+  int slot;
+  struct jq_entry *list;            /* by log position */
+};
 
 struct jblock {
   int role;
@@ -146,6 +186,9 @@ struct jscratch {
   struct jrecord rec;
   struct iovec iov[JCOPIES_MAX][JOURNAL_MAX_BLOCKS + 2];
   uint8_t *hdr;                     /* JHDR_MAX rounded up to a sector */
+  /* Batches this writer writes for others too (GROUP COMMIT). */
+  struct iovec biov[JCOPIES_MAX][JQ_IOV];
+  struct mio bmio[JCOPIES_MAX * JQ_ENTRIES];
 };
 
 static pthread_key_t scratch_key;
@@ -206,12 +249,19 @@ journal_init (struct raid_array *a)
   pthread_mutex_init (&a->jn.lock, NULL);
   atomic_store (&a->jn.seq_next, a->sb.journal_seq);
   memset (a->jn.head, 0, sizeof a->jn.head);
+  for (int t = 0; t < SB_MAX_MEMBERS; t++) {
+    a->jn.q[t].head = NULL;
+    a->jn.q[t].busy = false;
+    pthread_cond_init (&a->jn.q[t].written, NULL);
+  }
 }
 
 void
 journal_fini (struct raid_array *a)
 {
   pthread_rwlock_destroy (&a->jn.gate);
+  for (int t = 0; t < SB_MAX_MEMBERS; t++)
+    pthread_cond_destroy (&a->jn.q[t].written);
   pthread_mutex_destroy (&a->jn.lock);
 }
 
@@ -292,6 +342,143 @@ reserve (struct raid_array *a, const int *slots, int n, uint64_t len, uint64_t *
   return ok;
 }
 
+/* ---- group commit (the theory at the top) ---- */
+
+static void
+jq_insert (struct jqueue *q, struct jq_entry *e)
+{
+  struct jq_entry **pp = &q->head;
+
+  while (*pp && (*pp)->pos < e->pos)
+    pp = &(*pp)->next;
+  e->next = *pp;
+  *pp = e;
+}
+
+/* Take a batch from q (lock held): its first copies within the bounds. */
+static struct jq_entry *
+jq_take (struct jqueue *q)
+{
+  struct jq_entry *list = q->head, *last = NULL, *e = list;
+  int iovs = 0, n = 0;
+
+  while (e && n < JQ_ENTRIES && iovs + e->iovcnt <= JQ_IOV) {
+    iovs += e->iovcnt;
+    n++;
+    last = e;
+    e = e->next;
+  }
+  if (!last) {                     /* cannot happen: one copy always fits */
+    last = list;
+    e = list->next;
+  }
+  last->next = NULL;
+  q->head = e;
+  q->busy = true;
+  return list;
+}
+
+/* Queue b's copies into mios: each run of contiguous copies (within
+ * IOV_MAX vectors) is one FUA write.  Returns the number of mios. */
+static int
+batch_mios (struct raid_array *a, const struct jbatch *b, struct iovec *biov,
+            struct mio *mios)
+{
+  struct mio *cur = NULL;
+  int n = 0, niov = 0;
+
+  for (const struct jq_entry *e = b->list; e; e = e->next) {
+    if (!cur || cur->off + cur->len != a->sb.cons_offset + e->pos ||
+        cur->iovcnt + e->iovcnt > IOV_MAX) {
+      cur = &mios[n++];
+      *cur = (struct mio) {
+        .m = a->mem[b->slot].m, .op = MIO_WRITE, .flags = MIO_FUA,
+        .off = a->sb.cons_offset + e->pos, .iov = &biov[niov],
+      };
+    }
+    memcpy (&biov[niov], e->iov, e->iovcnt * sizeof *e->iov);
+    niov += e->iovcnt;
+    cur->iovcnt += e->iovcnt;
+    cur->len += e->len;
+  }
+  return n;
+}
+
+/* Write the batches (no lock held); a failed write is reported and its
+ * errno recorded in every copy it carried. */
+static void
+write_batches (struct raid_array *a, struct jscratch *js, struct jbatch *b, int nb)
+{
+  struct mio *mios = js->bmio;
+  int first[JCOPIES_MAX + 1], n = 0;
+
+  for (int i = 0; i < nb; i++) {
+    first[i] = n;
+    n += batch_mios (a, &b[i], js->biov[i], &mios[n]);
+  }
+  first[nb] = n;
+  if (mio_run (mios, n) == 0)
+    return;
+  for (int i = 0; i < nb; i++)
+    for (int k = first[i]; k < first[i + 1]; k++) {
+      if (mios[k].err == 0)
+        continue;
+      state_member_error (a, mios[k].m, mios[k].err, true, mios[k].off);
+      for (struct jq_entry *e = b[i].list; e; e = e->next)
+        if (a->sb.cons_offset + e->pos >= mios[k].off &&
+            a->sb.cons_offset + e->pos < mios[k].off + mios[k].len)
+          e->err = mios[k].err;
+    }
+}
+
+/* Make the n copies ent[] (on slots[]) durable, sharing the member writes
+ * with other writers' copies.  0, or EAGAIN when a copy failed (its member
+ * was reported). */
+static int
+commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
+               struct jq_entry *ent, int n)
+{
+  int err = 0;
+
+  pthread_mutex_lock (&a->jn.lock);
+  for (int c = 0; c < n; c++)
+    jq_insert (&a->jn.q[slots[c]], &ent[c]);
+  for (;;) {
+    struct jbatch b[JCOPIES_MAX];
+    int nb = 0, wait = -1;
+    for (int c = 0; c < n; c++) {
+      struct jqueue *q = &a->jn.q[slots[c]];
+      if (ent[c].done)
+        continue;
+      if (!q->busy)
+        b[nb++] = (struct jbatch) { slots[c], jq_take (q) };
+      else
+        wait = slots[c];
+    }
+    if (nb == 0 && wait < 0)
+      break;                               /* all done */
+    if (nb == 0) {
+      pthread_cond_wait (&a->jn.q[wait].written, &a->jn.lock);   /* its batch ended */
+      continue;
+    }
+    pthread_mutex_unlock (&a->jn.lock);
+    write_batches (a, js, b, nb);
+    pthread_mutex_lock (&a->jn.lock);
+    for (int i = 0; i < nb; i++) {
+      struct jqueue *q = &a->jn.q[b[i].slot];
+      for (struct jq_entry *e = b[i].list; e; e = e->next)
+        e->done = true;
+      q->busy = false;
+      pthread_cond_broadcast (&q->written);
+    }
+  }
+  for (int c = 0; c < n; c++)
+    if (ent[c].err)
+      err = EAGAIN;
+  pthread_mutex_unlock (&a->jn.lock);
+  return err;
+}
+
 /* Append r durably.  On success returns 0 with the journal gate held
  * shared: the caller does the in-place writes, then unlocks the gate.
  * EAGAIN: a copy failed (the member was reported); nothing is held.  May
@@ -303,7 +490,7 @@ append (struct raid_array *a, const struct layout *L, struct jscratch *js)
   int slots[RAID_MAX_MEMBERS], n;
   uint32_t hlen = header_len (r->nblocks, r->nranges), plen = 0, pcrc;
   uint64_t pos[RAID_MAX_MEMBERS], seq, len;
-  struct mio mios[JCOPIES_MAX];
+  struct jq_entry ent[JCOPIES_MAX];
   static const uint8_t pad[JSECTOR];
   int err;
 
@@ -339,15 +526,9 @@ append (struct raid_array *a, const struct layout *L, struct jscratch *js)
       iov[k++] = (struct iovec) { (void *) r->blocks[i].data, r->blocks[i].len };
     if (raid_round_up (plen, JSECTOR) != plen)
       iov[k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
-    mios[c] = (struct mio) {
-      .m = a->mem[slots[c]].m, .op = MIO_WRITE, .flags = MIO_FUA,
-      .off = a->sb.cons_offset + pos[c], .iov = iov, .iovcnt = k, .len = len,
-    };
+    ent[c] = (struct jq_entry) { .pos = pos[c], .len = len, .iov = iov, .iovcnt = k };
   }
-  if (mio_run (mios, n) != 0) {
-    for (int c = 0; c < n; c++)
-      if (mios[c].err)
-        state_member_error (a, mios[c].m, mios[c].err, true, mios[c].off);
+  if (commit_copies (a, js, slots, ent, n) != 0) {
     pthread_rwlock_unlock (&a->jn.gate);
     return EAGAIN;
   }

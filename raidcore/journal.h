@@ -16,12 +16,24 @@ struct raid_array;
 #define JOURNAL_MAX_RANGES 64       /* intent row ranges per record */
 #define JOURNAL_MAX_RECORD (1u << 20) /* payload bytes per record */
 
+/* One record copy waiting for its member's log write (journal.c). */
+struct jq_entry;
+
+/* The copies waiting for one member's log write, and whether a writer is
+ * writing a batch of them now (journal.c, GROUP COMMIT). */
+struct jqueue {
+  struct jq_entry *head;            /* by log position */
+  bool busy;
+  pthread_cond_t written;           /* a batch of this member ended */
+};
+
 /* The journal's runtime state (journal.c owns it). */
 struct journal {
   pthread_rwlock_t gate;            /* shared: a journaled write in flight;
                                        exclusive: a checkpoint */
-  pthread_mutex_t lock;             /* guards head */
+  pthread_mutex_t lock;             /* guards head, q */
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
+  struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;
 };
 

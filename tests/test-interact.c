@@ -217,10 +217,33 @@ hk_pread (void *p, void *buf, size_t len, uint64_t off)
   return r < 0 ? 0 : r;
 }
 
+/* Writes of one member in one range, recorded with the thread that
+ * issued them (test 14): custom members run in the calling thread. */
+#define MAX_SEEN 256
+static struct memdev *_Atomic seen_dev;
+static uint64_t seen_lo, seen_hi;
+static struct { uint64_t off; size_t len; pthread_t th; } seen_w[MAX_SEEN];
+static _Atomic int nseen;
+
+static void
+see_write (struct memdev *d, uint64_t off, size_t len)
+{
+  int i;
+
+  if (atomic_load (&seen_dev) != d || off < seen_lo || off >= seen_hi ||
+      (i = atomic_fetch_add (&nseen, 1)) >= MAX_SEEN)
+    return;
+  seen_w[i].off = off;
+  seen_w[i].len = len;
+  seen_w[i].th = pthread_self ();
+}
+
 static int
 hk_pwrite (void *p, const void *buf, size_t len, uint64_t off, bool fua)
 {
   int r = apply_rules (p, OP_WRITE, off, false);
+
+  see_write (p, off, len);
 
   if (r == 0)
     r = md_ops.pwrite (p, buf, len, off, fua);
@@ -1829,6 +1852,211 @@ test_two_spares (void)
   teardown (&f);
 }
 
+/* ==================================================================
+ * 13. The rebuild as a pipeline: the new member's writes overlap the
+ * survivors' reads (nbdkit-raid-plugin(1), Rebuild).
+ * (a) Interleaving: role 3 of a RAID5 of 4 is recovered onto a spare; its
+ *     first data write stops at a gate.  Expected: by then the survivors
+ *     have read less than half of the first batch (4 MiB of each member):
+ *     the rebuild writes what it has rebuilt while it reads the rest.
+ * (b) Role 4 of a RAID6 of 5 is recovered; a survivor's read fails in the
+ *     middle of a batch (rows 24-31).  Expected: the recovery completes, the error is counted once (the redo
+ *     does not read that member again), the spare holds its role, data
+ *     reads back with another member failed, parity verifies.
+ * (c) The spare's write fails in the middle of a batch.  Expected: the
+ *     spare is faulty, the recovery ends, the array is degraded (not
+ *     failed) and every byte reads back.
+ */
+#define PIPE_BATCH (4u << 20)      /* the rebuild's batch per member (sync.c) */
+
+static void
+pipeline_overlap (void)
+{
+  struct memdev *spare = sim_new ("sim:spare");
+  struct fixture f;
+  struct rule *w;
+  unsigned long long rd;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  fail_member (f.a, "3");
+  w = rule_new (spare, OP_WRITE, DOFF, UINT64_MAX, BLOCK);
+  rule_arm (w, 1);
+  __atomic_store_n (&f.dev[0].rbytes, 0, __ATOMIC_SEQ_CST);
+  add_member (f.a, "sim:spare");
+  if (!gate_reached (&w->gate, LONG_MS)) {
+    CHECK (0, "overlap: the recovery never wrote to the spare");
+    return;
+  }
+  rd = __atomic_load_n (&f.dev[0].rbytes, __ATOMIC_SEQ_CST);
+  CHECK (rd < PIPE_BATCH / 2, "overlap: role 0 had read %llu bytes when the spare's "
+         "first write was issued (expected less than half a batch, %u)", rd, PIPE_BATCH / 2);
+  gate_open (&w->gate);
+  CHECK (wait_idle (f.a, 20), "overlap: the recovery did not end");
+  expect_optimal_with (f.a, "sim:spare", 3, "overlap");
+  verify_contents (&f, "overlap: after the recovery");
+  CHECK (parity_with (&f, 3, spare) == 0, "overlap: rows with wrong parity");
+  teardown (&f);
+}
+
+static void
+pipeline_read_error (void)
+{
+  struct memdev *spare = sim_new ("sim:spare");
+  struct fixture f;
+  struct raid_status st;
+  struct rule *r;
+  const struct raid_member_status *m;
+
+  if (!setup (&f, 6, 5, CHUNK, NULL))
+    return;
+  fail_member (f.a, "4");
+  r = rule_new (&f.dev[1], OP_READ, DOFF + 24 * CHUNK, DOFF + 32 * CHUNK, FAIL);
+  rule_arm (r, 1);
+  add_member (f.a, "sim:spare");
+  CHECK (wait_idle (f.a, 20), "read error: the recovery did not end");
+  CHECK (atomic_load (&r->armed) == 0, "read error: rows 24-31 of role 1 were never "
+         "read");
+  expect_optimal_with (f.a, "sim:spare", 4, "read error");
+  raid_array_status (f.a, &st);
+  m = find_role (&st, 1);
+  CHECK (m && m->errors == 1, "read error: role 1 has %u errors (expected 1: the "
+         "redo does not read it again)", m ? m->errors : 0);
+  CHECK (parity_with (&f, 4, spare) == 0, "read error: rows with wrong parity");
+  if (raid_array_health (f.a) == RAID_HEALTH_OPTIMAL) {
+    fail_member (f.a, "1");
+    verify_contents (&f, "read error: after the recovery, role 1 failed");
+  }
+  teardown (&f);
+}
+
+static void
+pipeline_write_error (void)
+{
+  struct memdev *spare = sim_new ("sim:spare");
+  struct fixture f;
+  struct raid_status st;
+  struct rule *r;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  fail_member (f.a, "3");
+  r = rule_new (spare, OP_WRITE, DOFF + 16 * CHUNK, DOFF + 24 * CHUNK, FAIL);
+  rule_arm (r, 1);
+  add_member (f.a, "sim:spare");
+  CHECK (wait_idle (f.a, 20), "write error: the recovery did not end");
+  CHECK (atomic_load (&r->armed) == 0, "write error: rows 16-23 of the spare were "
+         "never written");
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_DEGRADED && find_spec (&st, "sim:spare") &&
+         find_spec (&st, "sim:spare")->state == RAID_MEMBER_FAULTY,
+         "write error: health %s, the spare %s (expected degraded, faulty)",
+         raid_health_name (st.health), state_of (find_spec (&st, "sim:spare")));
+  verify_contents (&f, "write error: degraded");
+  teardown (&f);
+}
+
+static void
+test_rebuild_pipeline (void)
+{
+  pipeline_overlap ();
+  pipeline_read_error ();
+  pipeline_write_error ();
+}
+
+/* ==================================================================
+ * 14. Journal copies bound for one member share its log writes
+ * (group commit, the journal's theory statement).
+ * (a) Interleaving: a 4K write to row 0 stops at its log write on role 0
+ *     (a RAID5 of 4: rows 0, 4 and 8 keep their record copies on roles 0
+ *     and 1); writes to rows 4 and 8 follow meanwhile.  Expected: once the
+ *     first log write is let through, the other two records reach role 0
+ *     in one batch: one thread writes both (each writer wrote its own
+ *     before), and all three writes read back.
+ * (b) The same, and the log write that carries the two records fails.
+ *     Expected: both writes are redone without role 0 and succeed; role 0
+ *     is faulty, the array degraded, every write reads back.
+ */
+#define LOG_LO (256u << 10)        /* the consistency area: after the ring */
+#define ROW4 (4ull * 3 * CHUNK)    /* RAID5 of 4: a row holds 3 chunks */
+#define JHDR 512u                  /* a 4K write's record header */
+
+/* The threads that wrote the record headers seen, in order. */
+static int
+header_threads (pthread_t *th, int max)
+{
+  int n = 0;
+
+  for (int i = 0; i < atomic_load (&nseen) && i < MAX_SEEN && n < max; i++)
+    if (seen_w[i].len == JHDR)
+      th[n++] = seen_w[i].th;
+  return n;
+}
+
+static void
+group_commit_case (bool fail)
+{
+  struct fixture f;
+  struct rule *hold, *bad = NULL;
+  struct job *w[3];
+  pthread_t th[8];
+  int nh;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  hold = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
+  rule_arm (hold, 1);
+  seen_lo = LOG_LO;
+  seen_hi = RAID_META_END;
+  atomic_store (&nseen, 0);
+  atomic_store (&seen_dev, &f.dev[0]);
+  w[0] = io_job (f.a, 0xA1, 4096, 0);
+  if (!gate_reached (&hold->gate, LONG_MS)) {
+    CHECK (0, "group commit: the first write never wrote its record");
+    return;
+  }
+  if (fail) {
+    bad = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
+    rule_arm (bad, 1);
+  }
+  w[1] = io_job (f.a, 0xB2, 4096, ROW4);
+  w[2] = io_job (f.a, 0xC3, 4096, 2 * ROW4);
+  sleep_ms (BOUND_MS);     /* the fixed code queues their copies here */
+  gate_open (&hold->gate);
+  for (int i = 0; i < 3; i++) {
+    CHECK (job_done (w[i], LONG_MS) && w[i]->ret == 0, "group commit: write %d: %s", i,
+           job_done (w[i], 0) ? strerror (w[i]->ret) : "did not return");
+    memset (f.model + i * ROW4, w[i]->buf[0], 4096);
+  }
+  atomic_store (&seen_dev, NULL);
+  nh = header_threads (th, 8);
+  if (!fail)
+    CHECK (nh == 3 && !pthread_equal (th[0], th[1]) && pthread_equal (th[1], th[2]),
+           "group commit: %d record headers on role 0; the last two %s written by one "
+           "thread (expected 3, and one thread: one batch)", nh,
+           nh == 3 && pthread_equal (th[1], th[2]) ? "were" : "were not");
+  else {
+    struct raid_status st;
+    raid_array_status (f.a, &st);
+    CHECK (atomic_load (&bad->armed) == 0, "group commit: the shared write never came");
+    CHECK (st.health == RAID_HEALTH_DEGRADED && find_role (&st, 0) &&
+           find_role (&st, 0)->state == RAID_MEMBER_FAULTY, "group commit: health %s, "
+           "role 0 %s (expected degraded, faulty)", raid_health_name (st.health),
+           state_of (find_role (&st, 0)));
+  }
+  verify_contents (&f, fail ? "group commit, the shared log write failed" : "group commit");
+  for (int i = 0; i < 3; i++)
+    job_put (w[i]);
+  teardown (&f);
+}
+
+static void
+test_group_commit (void)
+{
+  group_commit_case (false);
+  group_commit_case (true);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -1848,6 +2076,8 @@ static const struct {
   { "copy_enomem", test_copy_enomem },
   { "reshape_failure_status", test_reshape_failure_status },
   { "two_spares", test_two_spares },
+  { "rebuild_pipeline", test_rebuild_pipeline },
+  { "group_commit", test_group_commit },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
