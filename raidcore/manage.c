@@ -88,7 +88,7 @@ fail_locked (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
   int t, st, nbad;
 
-  if ((t = state_find_member (a, name, err, errlen)) < 0)
+  if ((t = state_find_listed (a, name, err, errlen)) < 0)
     return ENODEV;
   st = atomic_load (&a->mem[t].state);
   if (st == RAID_MEMBER_FAULTY) {
@@ -133,7 +133,7 @@ may_remove (struct raid_array *a, const char *name, int *tp, char *err, size_t e
 {
   int t, st;
 
-  if ((t = state_find_member (a, name, err, errlen)) < 0)
+  if ((t = state_find_listed (a, name, err, errlen)) < 0)
     return ENODEV;
   st = atomic_load (&a->mem[t].state);
   if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_SPARE &&

@@ -332,6 +332,18 @@ state_find_member (struct raid_array *a, const char *name, char *err, size_t err
   return -1;
 }
 
+int
+state_find_listed (struct raid_array *a, const char *name, char *err, size_t errlen)
+{
+  int t = state_find_member (a, name, err, errlen);
+
+  for (int s = 0; t < 0 && s < (int) a->sb.nmembers; s++)
+    if (!a->mem[s].m && a->sb.members[s].state != SB_MEMBER_EMPTY &&
+        strcmp (a->sb.members[s].spec_hint, name) == 0)
+      t = s;
+  return t;
+}
+
 /* ---- roles and health ---- */
 
 struct member *

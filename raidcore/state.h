@@ -149,6 +149,11 @@ int member_free_slot (struct raid_array *a);
  * given, or the same path), or -1 with a message. */
 int state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
 
+/* As state_find_member, and also a member that is not open (missing, or
+ * faulty and closed) by the spec status lists for it (its last known
+ * spec): the members `fail` and `remove` can name. */
+int state_find_listed (struct raid_array *a, const char *name, char *err, size_t errlen);
+
 /* Members that receive records: every member still in use (in_sync,
  * spare, rebuilding). */
 bool state_member_in_use (struct raid_array *a, int t);

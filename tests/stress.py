@@ -2176,7 +2176,9 @@ def member_of(ep, st, d, role=None):
     """d's entry in status st (the one holding role, else one with a role,
     else any), or None."""
     ms = [m for m in st["members"] if ep.dev_of(m["spec"]) is d]
-    ms.sort(key=lambda m: (m["role"] != role, m["role"] is None))
+    # A spec can be listed twice: a closed faulty record and the member
+    # added again.  Without a role asked for, the entry holding one wins.
+    ms.sort(key=lambda m: (role is None or m["role"] != role, m["role"] is None))
     return ms[0] if ms else None
 
 

@@ -23,6 +23,10 @@
 # (f) after a `replace`: no ghost row (no member with no role that is
 #     missing), members listed by role with spares last, the replaced
 #     member gone; a restart logs no "role -1" and no missing member.
+# (g) a faulty member that a restart does not open is listed with its
+#     last spec; `remove` by that spec takes it out (it is not "not a
+#     member"), and `add` of the same file then rebuilds its role: each
+#     file is listed once.
 # Throughout: status lists members by role, spares and detached members
 # last.
 
@@ -358,6 +362,31 @@ part_f ()
   stop_nbdkit f2
 }
 
+# ---- (g) a faulty member closed at a restart: remove by its listed spec -------------
+part_g ()
+{
+  local d="$tmp/g"
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --data-offset=4M --size="$MSIZE" \
+    "$d/m0" "$d/m1" "$d/m2" "$d/m3" || { fail "(g) create"; return 0; }
+  start_raid_ctl g1 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" || { fail "(g) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 7
+  expect_run "(g) fail role 3" "$NBDRAID" -C "$d/ctl" fail 3
+  stop_nbdkit g1
+  start_raid_ctl g2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3" || { fail "(g) restart"; return 0; }
+  expect_eq "(g) members after the restart" \
+    "0:in_sync:m0 1:in_sync:m1 2:in_sync:m2 3:faulty:m3" "$(members "$d/ctl")"
+  expect_run "(g) remove the faulty member by its listed spec" \
+    "$NBDRAID" -C "$d/ctl" remove "$d/m3"
+  expect_status "(g) gone" "$d/ctl" spec:/m3 absent
+  expect_run "(g) add it again" "$NBDRAID" -C "$d/ctl" add "$d/m3"
+  expect_run "(g) its recovery" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(g) members" "0:in_sync:m0 1:in_sync:m1 2:in_sync:m2 3:in_sync:m3" \
+    "$(members "$d/ctl")"
+  read_back "(g)" "$d" "$d/expected.img"
+  stop_nbdkit g2
+}
+
 part_a
 part_b
 part_c
@@ -365,4 +394,5 @@ part_d
 part_d2
 part_e
 part_f
+part_g
 finish
