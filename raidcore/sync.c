@@ -357,13 +357,26 @@ delta_next_row (struct raid_array *a, const struct sync_job *j, uint64_t r)
   return raid_min_u64 (r, L->rows);
 }
 
+/* The end of the run of marked regions from row r (marked, below `from`):
+ * one batch rebuilds consecutive marked regions together (its pipeline
+ * needs rows), and no unmarked row below `from`. */
+static uint64_t
+marked_run (struct raid_array *a, const struct sync_job *j, uint64_t r)
+{
+  uint64_t rpr = missed_rows_per_region (a, j->target_slot);
+  uint64_t from = j->from / cur_layout (a)->g.chunk, e = (r / rpr + 1) * rpr;
+
+  while (e < from && missed_row_marked (a, j->target_slot, e))
+    e += rpr;
+  return e;                                /* rows from `from` on are all needed */
+}
+
 static int
 delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
              uint64_t *mismatch, struct sync_scratch *scratch)
 {
   const struct layout *L = cur_layout (a);
-  uint64_t chunk = L->g.chunk, W = L->g.stripe_width;
-  uint64_t rpr = missed_rows_per_region (a, j->target_slot), r, n;
+  uint64_t chunk = L->g.chunk, W = L->g.stripe_width, r, n;
   struct ticket tk;
   int err;
 
@@ -376,7 +389,7 @@ delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
   }
   n = raid_min_u64 (rows_per_batch (a, chunk), L->rows - r);
   if (r < j->from / chunk)
-    n = raid_min_u64 (n, (r / rpr + 1) * rpr - r);   /* one marked region */
+    n = raid_min_u64 (n, marked_run (a, j, r) - r);   /* marked regions only */
   router_enter (&a->router, r * W, n * W, &tk);
   err = stripe_rebuild_rows (a, tk.p[0].L, r, n, j->target_role, &a->rb_row);
   router_leave (&a->router, &tk);
