@@ -847,10 +847,10 @@ copy_window (struct raid_array *a, uint64_t lo, uint64_t hi, uint8_t *buf, uint6
       err = err ? err : w.err;
     }
     w.buf = b; w.off = off; w.len = len; w.err = 0;
-    if (!err && off + len == hi)
-      err = stripe_write (a, next, b, len, off, RAID_IO_RAW);    /* the last */
-    else if (!err && (err = pthread_create (&w.th, NULL, part_write_run, &w)) == 0)
+    if (!err && off + len < hi && pthread_create (&w.th, NULL, part_write_run, &w) == 0)
       writing = true;
+    else if (!err)                         /* the last part, or no thread */
+      err = stripe_write (a, next, b, len, off, RAID_IO_RAW);
   }
   if (writing) {
     pthread_join (w.th, NULL);
