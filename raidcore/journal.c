@@ -50,22 +50,25 @@
  *
  * GROUP COMMIT.  A record's copies are appended at log positions reserved
  * in order under the journal lock; the writes themselves are shared.  Each
- * copy joins its member's queue (sorted by position).  A writer whose copy
- * waits on a member that nobody is writing to takes every queued copy of
- * that member (a batch, bounded by JQ_IOV vectors and JQ_ENTRIES copies)
- * and writes it, each run of contiguous copies as one FUA write; when the
- * batch is done it marks every copy in it done (or failed) and wakes the
- * writers waiting on that member (a writer waits on one member whose batch
- * is in flight and looks at all its copies again when woken: a member
- * left idle meanwhile with a copy of its queued is taken over then).
- * Every writer waits until its own copies are done, so a record
- * is still durable on every copy before its in-place writes start:
- * batching changes how many member writes carry the records, not what is
- * on the log or when a write may proceed.  A failed batch write is
- * reported once (its member goes faulty) and fails every copy in it: each
- * of their writers redoes its group, as with a failed copy of its own.
- * Nobody waits while holding a batch, and a batch is bounded by member
- * I/O, so every wait is bounded by one batch write.
+ * copy joins its member's queue (sorted by position, under the queue's own
+ * lock).  A writer whose copy is queued on a member with fewer than
+ * JQ_INFLIGHT batches in flight takes every queued copy of that member (a
+ * batch, bounded by JQ_IOV vectors and JQ_ENTRIES copies) and writes it,
+ * each run of contiguous copies as one FUA write; when the batch is done
+ * it marks every copy in it done (or failed) and wakes the writers waiting
+ * on that member.  A writer waits on one member at a time and, woken,
+ * looks at all its copies again (a member that can take a batch meanwhile
+ * is taken over then).  Two batches in flight keep a fast member as busy
+ * as writers issuing their own copies would; on a slow one, the copies
+ * that arrive while both are in flight share the next write.  Every
+ * writer waits until its own copies are done, so a record is still
+ * durable on every copy before its in-place writes start: batching changes
+ * how many member writes carry the records, not what is on the log or
+ * when a write may proceed.  A failed batch write is reported once (its
+ * member goes faulty) and fails every copy in it: each of their writers
+ * redoes its group, as with a failed copy of its own.  Nobody waits while
+ * holding a batch or a lock, and a batch is bounded by member I/O, so
+ * every wait is bounded by one batch write.
  *
  * CHECKPOINT.  Each member's log area is a linear append region reset at
  * every checkpoint: the gate (a writer-preferring rwlock) is taken
@@ -143,6 +146,7 @@
 #define JCOPIES_MAX 3               /* nparity + 1 */
 #define JQ_IOV 2048                 /* vectors of one member's batch */
 #define JQ_ENTRIES 128              /* copies in one member's batch */
+#define JQ_INFLIGHT 2               /* batches of one member in flight */
 
 /* A record copy in its member's queue (struct jqueue).  Lives on the stack
  * of its writer, who waits until done; its iov is the writer's scratch. */
@@ -251,7 +255,8 @@ journal_init (struct raid_array *a)
   memset (a->jn.head, 0, sizeof a->jn.head);
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     a->jn.q[t].head = NULL;
-    a->jn.q[t].busy = false;
+    a->jn.q[t].busy = 0;
+    pthread_mutex_init (&a->jn.q[t].lock, NULL);
     pthread_cond_init (&a->jn.q[t].written, NULL);
   }
 }
@@ -260,8 +265,10 @@ void
 journal_fini (struct raid_array *a)
 {
   pthread_rwlock_destroy (&a->jn.gate);
-  for (int t = 0; t < SB_MAX_MEMBERS; t++)
+  for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     pthread_cond_destroy (&a->jn.q[t].written);
+    pthread_mutex_destroy (&a->jn.q[t].lock);
+  }
   pthread_mutex_destroy (&a->jn.lock);
 }
 
@@ -374,7 +381,7 @@ jq_take (struct jqueue *q)
   }
   last->next = NULL;
   q->head = e;
-  q->busy = true;
+  q->busy++;
   return list;
 }
 
@@ -432,50 +439,57 @@ write_batches (struct raid_array *a, struct jscratch *js, struct jbatch *b, int 
 }
 
 /* Make the n copies ent[] (on slots[]) durable, sharing the member writes
- * with other writers' copies.  0, or EAGAIN when a copy failed (its member
- * was reported). */
+ * with other writers' copies.  Each queue has its own lock; no two are
+ * held at once.  0, or EAGAIN when a copy failed (its member was
+ * reported). */
 static int
 commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
                struct jq_entry *ent, int n)
 {
   int err = 0;
 
-  pthread_mutex_lock (&a->jn.lock);
-  for (int c = 0; c < n; c++)
-    jq_insert (&a->jn.q[slots[c]], &ent[c]);
+  for (int c = 0; c < n; c++) {
+    struct jqueue *q = &a->jn.q[slots[c]];
+    pthread_mutex_lock (&q->lock);
+    jq_insert (q, &ent[c]);
+    pthread_mutex_unlock (&q->lock);
+  }
   for (;;) {
     struct jbatch b[JCOPIES_MAX];
     int nb = 0, wait = -1;
     for (int c = 0; c < n; c++) {
       struct jqueue *q = &a->jn.q[slots[c]];
-      if (ent[c].done)
-        continue;
-      if (!q->busy)
+      pthread_mutex_lock (&q->lock);
+      if (!ent[c].done && q->head && q->busy < JQ_INFLIGHT)
         b[nb++] = (struct jbatch) { slots[c], jq_take (q) };
-      else
-        wait = slots[c];
+      else if (!ent[c].done && wait < 0)
+        wait = c;
+      pthread_mutex_unlock (&q->lock);
     }
     if (nb == 0 && wait < 0)
       break;                               /* all done */
     if (nb == 0) {
-      pthread_cond_wait (&a->jn.q[wait].written, &a->jn.lock);   /* its batch ended */
+      struct jqueue *q = &a->jn.q[slots[wait]];
+      pthread_mutex_lock (&q->lock);
+      while (!ent[wait].done && (q->busy >= JQ_INFLIGHT || !q->head))
+        pthread_cond_wait (&q->written, &q->lock);   /* a batch ends */
+      pthread_mutex_unlock (&q->lock);
       continue;
     }
-    pthread_mutex_unlock (&a->jn.lock);
     write_batches (a, js, b, nb);
-    pthread_mutex_lock (&a->jn.lock);
     for (int i = 0; i < nb; i++) {
       struct jqueue *q = &a->jn.q[b[i].slot];
+      pthread_mutex_lock (&q->lock);
       for (struct jq_entry *e = b[i].list; e; e = e->next)
         e->done = true;
-      q->busy = false;
+      q->busy--;
       pthread_cond_broadcast (&q->written);
+      pthread_mutex_unlock (&q->lock);
     }
   }
   for (int c = 0; c < n; c++)
     if (ent[c].err)
       err = EAGAIN;
-  pthread_mutex_unlock (&a->jn.lock);
   return err;
 }
 

@@ -20,10 +20,11 @@ struct raid_array;
 struct jq_entry;
 
 /* The copies waiting for one member's log write, and whether a writer is
- * writing a batch of them now (journal.c, GROUP COMMIT). */
+ * batches of them are being written now (journal.c, GROUP COMMIT). */
 struct jqueue {
+  pthread_mutex_t lock;             /* guards head, busy, its copies' done */
   struct jq_entry *head;            /* by log position */
-  bool busy;
+  int busy;                         /* batches being written */
   pthread_cond_t written;           /* a batch of this member ended */
 };
 
@@ -31,7 +32,7 @@ struct jqueue {
 struct journal {
   pthread_rwlock_t gate;            /* shared: a journaled write in flight;
                                        exclusive: a checkpoint */
-  pthread_mutex_t lock;             /* guards head, q */
+  pthread_mutex_t lock;             /* guards head */
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
   struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;

@@ -1967,12 +1967,13 @@ test_rebuild_pipeline (void)
 /* ==================================================================
  * 14. Journal copies bound for one member share its log writes
  * (group commit, the journal's theory statement).
- * (a) Interleaving: a 4K write to row 0 stops at its log write on role 0
- *     (a RAID5 of 4: rows 0, 4 and 8 keep their record copies on roles 0
- *     and 1); writes to rows 4 and 8 follow meanwhile.  Expected: once the
- *     first log write is let through, the other two records reach role 0
+ * (a) Interleaving: in a RAID5 of 4, rows 0, 4, 8 and 12 keep their record
+ *     copies on roles 0 and 1.  4K writes to rows 0 and 4 stop at their
+ *     log writes on role 0 (two batches in flight, as many as a member
+ *     takes); writes to rows 8 and 12 follow meanwhile.  Expected: once
+ *     the first two are let through, the other two records reach role 0
  *     in one batch: one thread writes both (each writer wrote its own
- *     before), and all three writes read back.
+ *     before), and all four writes read back.
  * (b) The same, and the log write that carries the two records fails.
  *     Expected: both writes are redone without role 0 and succeed; role 0
  *     is faulty, the array degraded, every write reads back.
@@ -1981,15 +1982,27 @@ test_rebuild_pipeline (void)
 #define ROW4 (4ull * 3 * CHUNK)    /* RAID5 of 4: a row holds 3 chunks */
 #define JHDR 512u                  /* a 4K write's record header */
 
-/* The threads that wrote the record headers seen, in order. */
+/* The threads that wrote the record headers seen, by log position (the
+ * order the records were reserved in). */
 static int
 header_threads (pthread_t *th, int max)
 {
+  uint64_t off[8];
   int n = 0;
 
-  for (int i = 0; i < atomic_load (&nseen) && i < MAX_SEEN && n < max; i++)
-    if (seen_w[i].len == JHDR)
-      th[n++] = seen_w[i].th;
+  for (int i = 0; i < atomic_load (&nseen) && i < MAX_SEEN && n < max && n < 8; i++) {
+    int j = n++;
+    if (seen_w[i].len != JHDR) {
+      n--;
+      continue;
+    }
+    for (; j > 0 && off[j - 1] > seen_w[i].off; j--) {
+      off[j] = off[j - 1];
+      th[j] = th[j - 1];
+    }
+    off[j] = seen_w[i].off;
+    th[j] = seen_w[i].th;
+  }
   return n;
 }
 
@@ -1997,33 +2010,35 @@ static void
 group_commit_case (bool fail)
 {
   struct fixture f;
-  struct rule *hold, *bad = NULL;
-  struct job *w[3];
+  struct rule *hold, *bad;
+  struct job *w[4];
   pthread_t th[8];
   int nh;
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
+  /* bad comes first: a held write, let through, meets no armed rule. */
+  bad = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
   hold = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
-  rule_arm (hold, 1);
+  rule_arm (hold, 2);
   seen_lo = LOG_LO;
   seen_hi = RAID_META_END;
   atomic_store (&nseen, 0);
   atomic_store (&seen_dev, &f.dev[0]);
   w[0] = io_job (f.a, 0xA1, 4096, 0);
-  if (!gate_reached (&hold->gate, LONG_MS)) {
-    CHECK (0, "group commit: the first write never wrote its record");
+  w[1] = io_job (f.a, 0xA2, 4096, ROW4);
+  if (!gate_reached (&hold->gate, LONG_MS) || !gate_reached (&hold->gate, LONG_MS)) {
+    CHECK (0, "group commit: the first two writes never wrote their records");
     return;
   }
-  if (fail) {
-    bad = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
+  if (fail)
     rule_arm (bad, 1);
-  }
-  w[1] = io_job (f.a, 0xB2, 4096, ROW4);
-  w[2] = io_job (f.a, 0xC3, 4096, 2 * ROW4);
+  w[2] = io_job (f.a, 0xB3, 4096, 2 * ROW4);
+  w[3] = io_job (f.a, 0xC4, 4096, 3 * ROW4);
   sleep_ms (BOUND_MS);     /* the fixed code queues their copies here */
   gate_open (&hold->gate);
-  for (int i = 0; i < 3; i++) {
+  gate_open (&hold->gate);
+  for (int i = 0; i < 4; i++) {
     CHECK (job_done (w[i], LONG_MS) && w[i]->ret == 0, "group commit: write %d: %s", i,
            job_done (w[i], 0) ? strerror (w[i]->ret) : "did not return");
     memset (f.model + i * ROW4, w[i]->buf[0], 4096);
@@ -2031,10 +2046,11 @@ group_commit_case (bool fail)
   atomic_store (&seen_dev, NULL);
   nh = header_threads (th, 8);
   if (!fail)
-    CHECK (nh == 3 && !pthread_equal (th[0], th[1]) && pthread_equal (th[1], th[2]),
+    CHECK (nh == 4 && !pthread_equal (th[0], th[2]) && !pthread_equal (th[1], th[2]) &&
+           pthread_equal (th[2], th[3]),
            "group commit: %d record headers on role 0; the last two %s written by one "
-           "thread (expected 3, and one thread: one batch)", nh,
-           nh == 3 && pthread_equal (th[1], th[2]) ? "were" : "were not");
+           "thread (expected 4, and one thread: one batch)", nh,
+           nh == 4 && pthread_equal (th[2], th[3]) ? "were" : "were not");
   else {
     struct raid_status st;
     raid_array_status (f.a, &st);
@@ -2045,7 +2061,7 @@ group_commit_case (bool fail)
            state_of (find_role (&st, 0)));
   }
   verify_contents (&f, fail ? "group commit, the shared log write failed" : "group commit");
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     job_put (w[i]);
   teardown (&f);
 }
