@@ -147,6 +147,7 @@
 #define JQ_IOV 2048                 /* vectors of one member's batch */
 #define JQ_ENTRIES 128              /* copies in one member's batch */
 #define JQ_INFLIGHT 2               /* batches of one member in flight */
+_Static_assert (JOURNAL_MAX_BLOCKS + 2 <= JQ_IOV, "a batch holds any one copy");
 
 /* A record copy in its member's queue (struct jqueue).  Lives on the stack
  * of its writer, who waits until done; its iov is the writer's scratch. */
@@ -369,15 +370,11 @@ jq_take (struct jqueue *q)
   struct jq_entry *list = q->head, *last = NULL, *e = list;
   int iovs = 0, n = 0;
 
-  while (e && n < JQ_ENTRIES && iovs + e->iovcnt <= JQ_IOV) {
+  while (e && n < JQ_ENTRIES && iovs + e->iovcnt <= JQ_IOV) {   /* the first fits */
     iovs += e->iovcnt;
     n++;
     last = e;
     e = e->next;
-  }
-  if (!last) {                     /* cannot happen: one copy always fits */
-    last = list;
-    e = list->next;
   }
   last->next = NULL;
   q->head = e;

@@ -1468,12 +1468,14 @@ rebuild_pipelined (struct group G[2], uint64_t r0, uint64_t n, uint32_t targets,
       runs[wi = nr++] = (struct piece_run) { prev->wr.p, prev->wr.n, MIO_WRITE, 0, 0 };
     if (nr == 0 || run_runs (G[0].a, G[0].L, G[0].ar, runs, nr))
       break;
-    if (wi >= 0 && !runs[wi].failed)
-      done = prev_end;
     if (ri >= 0)
       *exclude |= runs[ri].failed;
-    if (!cur || (wi >= 0 && runs[wi].failed) || runs[ri].failed || finish_segs (cur))
-      break;
+    if (wi >= 0 && runs[wi].failed)
+      break;                               /* the target failed a write */
+    if (wi >= 0)
+      done = prev_end;
+    if (!cur || *exclude || finish_segs (cur))
+      break;                               /* the end, a read failed, or ENOMEM */
     prev = cur;
     prev_end = row += m;
   }

@@ -1991,11 +1991,10 @@ header_threads (pthread_t *th, int max)
   int n = 0;
 
   for (int i = 0; i < atomic_load (&nseen) && i < MAX_SEEN && n < max && n < 8; i++) {
-    int j = n++;
-    if (seen_w[i].len != JHDR) {
-      n--;
+    int j = n;
+    if (seen_w[i].len != JHDR)
       continue;
-    }
+    n++;
     for (; j > 0 && off[j - 1] > seen_w[i].off; j--) {
       off[j] = off[j - 1];
       th[j] = th[j - 1];
