@@ -81,6 +81,12 @@ journal_in_use (struct raid_array *a)
      (router_two (&a->router) && router_layout (&a->router, LAYOUT_NEXT)->g.level >= 4));
 }
 
+bool
+cons_join_due (struct raid_array *a)
+{
+  return journal_in_use (a) && journal_join_due (a);
+}
+
 int
 cons_checkpoint (struct raid_array *a,
                  void (*update) (struct raid_array *a, void *arg), void *arg)

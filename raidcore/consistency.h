@@ -69,5 +69,10 @@ void cons_stop (struct raid_array *a);
 int cons_checkpoint (struct raid_array *a,
                      void (*update) (struct raid_array *a, void *arg), void *arg);
 
+/* Whether a checkpoint must come before a member takes a role (a member
+ * left one since the last: JOINS in journal.c); false unless the journal
+ * is in use (state lock held, or a hint its holder re-checks). */
+bool cons_join_due (struct raid_array *a);
+
 
 #endif

@@ -8,16 +8,53 @@
  * would have corrupted data outside the write.  That is the RAID write hole.
  *
  * THE JOURNAL.  Before the in-place writes of a group of rows, the engine
- * appends one record describing them:
+ * appends records describing them:
  *   - for partial rows: the complete new contents of every block it is about
  *     to write (data and parity of the affected columns), with each block's
  *     role and member offset;
  *   - for full rows (every data block of the row rewritten) only the row
  *     range ("intent"): such a row lies entirely inside the write, so any
  *     torn state is allowed, but its parity must be made consistent again.
- * The record is written, with FUA, to nparity+1 different members (so one
- * copy survives the loss the level tolerates), and only when every copy is
- * durable do the in-place writes start.
+ * The record is written, with FUA, to the members PLACEMENT names, and
+ * only when every copy is durable do the in-place writes start.
+ *
+ * PLACEMENT.  Replay needs, for each row, every record written to it since
+ * the last checkpoint, in order, whenever the row still has parity to be
+ * made consistent; a record the loss of its member takes away must be one
+ * that loss made unnecessary.  So payload records are cut by parity roles
+ * (one record holds rows whose P, and Q, roles are the same), and:
+ *   - when every parity role of those rows is held by an in-sync member,
+ *     the copies go exactly there: one copy on the P member (raid4/5), two
+ *     on P and Q (raid6).  Losing the P member of a raid5 row loses that
+ *     row's parity with its records: no block of the row is ever rebuilt
+ *     from parity again, and each data block holds its own bytes, old or
+ *     new only where a write was in flight.  A raid6 row keeps the copy on
+ *     its other parity member, and losing both leaves no parity at all.
+ *     One log write per partial write, on a member that takes a write
+ *     anyway, is what makes this policy cheap;
+ *   - otherwise (a parity role whose member is away, failed or being
+ *     rebuilt), and for intents: nparity + 1 in-sync members from a
+ *     row-dependent role, so one copy survives any loss the level
+ *     tolerates.  When the parity role's member comes back in sync, later
+ *     records go to it while the earlier ones keep their nparity + 1
+ *     copies: the row's records stay complete after any tolerated loss.
+ *   - a replace hands a role to another member that keeps its parity: the
+ *     records on the member it retires would vanish while the parity stays,
+ *     so the switch is a checkpoint (sync.c, replace_finish/replace_stop).
+ * The records of one group (up to JSET: its intents, and its payload cut
+ * by parity roles) are reserved, numbered and committed together, so a
+ * write across rows with different parity members still waits for one
+ * round of log writes.
+ *
+ * JOINS.  A record written while role X's member was in use carries X's
+ * block as it was then.  Once X's member has left (failed, away), writes
+ * stop updating X; if a member then takes X again (a spare's recovery, a
+ * rejoin) and the array crashes after it caught up, replaying that older
+ * record would put X's stale block on the new holder, where nothing
+ * repairs it again.  So once any member has left a role, the next member
+ * to take one waits for a checkpoint (journal_join_due; sync.c runs it):
+ * every earlier record is then obsolete, and records written since carry
+ * no block for a role without a member.
  *
  * REPLAY (at assembly of an array whose superblock says dirty).  Every valid
  * record of the current epoch with seq >= journal_seq, found on any member,
@@ -143,7 +180,9 @@
 #define JSECTOR 512u
 #define JHDR_FIXED 80u
 #define JHDR_MAX (JHDR_FIXED + 16u * (JOURNAL_MAX_BLOCKS + JOURNAL_MAX_RANGES))
-#define JCOPIES_MAX 3               /* nparity + 1 */
+#define JCOPIES_MAX 3               /* copies of one record: nparity + 1 */
+#define JSET 4                      /* records of one group appended together */
+#define JBATCH_MAX 3                /* batches one writer takes at a time */
 #define JQ_IOV 2048                 /* vectors of one member's batch */
 #define JQ_ENTRIES 128              /* copies in one member's batch */
 #define JQ_INFLIGHT 2               /* batches of one member in flight */
@@ -179,21 +218,25 @@ struct jrange {
 
 struct jrecord {
   int layout_id;
-  uint64_t first_row;               /* spreads the copies over members */
+  bool payload;                     /* payload blocks (else intents only) */
+  int pd, qd;                       /* payload: its rows' parity roles (-1) */
+  uint64_t first_row;               /* spreads nparity + 1 copies */
+  uint64_t plen;                    /* payload bytes so far */
   int nblocks, nranges;
   struct jblock blocks[JOURNAL_MAX_BLOCKS];
   struct jrange ranges[JOURNAL_MAX_RANGES];
 };
 
-/* Per-thread scratch of a journaled write: one record being built, its
- * header and the vectors of its copies (too large for a stack). */
+/* Per-thread scratch of a journaled write: the records being built (a
+ * set appended together), their headers and vectors (every copy of a
+ * record shares them); too large for a stack. */
 struct jscratch {
-  struct jrecord rec;
-  struct iovec iov[JCOPIES_MAX][JOURNAL_MAX_BLOCKS + 2];
-  uint8_t *hdr;                     /* JHDR_MAX rounded up to a sector */
+  struct jrecord rec[JSET];
+  struct iovec iov[JSET][JOURNAL_MAX_BLOCKS + 2];
+  uint8_t *hdr[JSET];               /* JHDR_MAX rounded up to a sector */
   /* Batches this writer writes for others too (GROUP COMMIT). */
-  struct iovec biov[JCOPIES_MAX][JQ_IOV];
-  struct mio bmio[JCOPIES_MAX * JQ_ENTRIES];
+  struct iovec biov[JBATCH_MAX][JQ_IOV];
+  struct mio bmio[JBATCH_MAX * JQ_ENTRIES];
 };
 
 static pthread_key_t scratch_key;
@@ -203,7 +246,8 @@ static void
 scratch_free (void *p)
 {
   struct jscratch *js = p;
-  free (js->hdr);
+  for (int i = 0; i < JSET; i++)
+    free (js->hdr[i]);
   free (js);
 }
 
@@ -221,11 +265,13 @@ scratch (void)
   pthread_once (&scratch_once, scratch_key_init);
   if ((js = pthread_getspecific (scratch_key)) != NULL)
     return js;
-  if (!(js = calloc (1, sizeof *js)) ||
-      !(js->hdr = raid_alloc_aligned (raid_round_up (JHDR_MAX, JSECTOR)))) {
-    free (js);
+  if (!(js = calloc (1, sizeof *js)))
     return NULL;
-  }
+  for (int i = 0; i < JSET; i++)
+    if (!(js->hdr[i] = raid_alloc_aligned (raid_round_up (JHDR_MAX, JSECTOR)))) {
+      scratch_free (js);
+      return NULL;
+    }
   pthread_setspecific (scratch_key, js);
   return js;
 }
@@ -254,6 +300,7 @@ journal_init (struct raid_array *a)
   pthread_mutex_init (&a->jn.lock, NULL);
   atomic_store (&a->jn.seq_next, a->sb.journal_seq);
   memset (a->jn.head, 0, sizeof a->jn.head);
+  a->jn.join_due = false;
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     a->jn.q[t].head = NULL;
     a->jn.q[t].busy = 0;
@@ -314,37 +361,55 @@ encode_header (const struct raid_array *a, const struct jrecord *r, uint64_t seq
   put32 (hdr + 8, raid_crc32c (hdr, hlen));
 }
 
-/* Choose the members that hold the record's copies: nparity+1 usable
- * members, starting at a row-dependent role so the load spreads. */
+/* Whether a payload record's copies go on its rows' parity members: each
+ * parity role held by an in-sync member (PLACEMENT). */
+static bool
+parity_placed (const struct layout *L, uint32_t bad, int pd, int qd)
+{
+  return pd >= 0 && L->slot[pd] >= 0 && !(bad & (1u << pd)) &&
+    (qd < 0 || (L->slot[qd] >= 0 && !(bad & (1u << qd))));
+}
+
+/* Choose the members that hold r's copies (PLACEMENT): its rows' parity
+ * members, or nparity+1 in-sync members from a row-dependent role. */
 static int
-pick_copies (struct raid_array *a, const struct layout *L, uint64_t row,
+pick_copies (struct raid_array *a, const struct layout *L, const struct jrecord *r,
              int *slots)
 {
   int want = (L->g.level == 1 ? 1 : L->g.parity_disks) + 1, n = 0;
   uint32_t bad = state_bad_roles (a, L, NULL, NULL);
 
+  if (r->payload && parity_placed (L, bad, r->pd, r->qd)) {
+    slots[n++] = L->slot[r->pd];
+    if (r->qd >= 0)
+      slots[n++] = L->slot[r->qd];
+    return n;
+  }
   for (int i = 0; i < L->g.raid_disks && n < want; i++) {
-    int r = (int) ((row + i) % L->g.raid_disks);
-    int s = L->slot[r];
-    if (!(bad & (1u << r)) && s >= 0)
+    int role = (int) ((r->first_row + i) % L->g.raid_disks);
+    int s = L->slot[role];
+    if (!(bad & (1u << role)) && s >= 0)
       slots[n++] = s;
   }
   return n;
 }
 
-/* Reserve len bytes in the log of every slot; false when one is full. */
+/* Reserve len[c] bytes in the log of slots[c] for each of n copies (a slot
+ * may appear more than once); false when a log is full. */
 static bool
-reserve (struct raid_array *a, const int *slots, int n, uint64_t len, uint64_t *pos)
+reserve (struct raid_array *a, const int *slots, const uint64_t *len, int n,
+         uint64_t *pos)
 {
+  uint64_t need[SB_MAX_MEMBERS] = { 0 };
   bool ok = true;
 
   pthread_mutex_lock (&a->jn.lock);
-  for (int i = 0; i < n; i++)
-    if (a->jn.head[slots[i]] + len > a->sb.cons_size)
+  for (int c = 0; c < n; c++)
+    if (a->jn.head[slots[c]] + (need[slots[c]] += len[c]) > a->sb.cons_size)
       ok = false;
-  for (int i = 0; ok && i < n; i++) {
-    pos[i] = a->jn.head[slots[i]];
-    a->jn.head[slots[i]] += len;
+  for (int c = 0; ok && c < n; c++) {
+    pos[c] = a->jn.head[slots[c]];
+    a->jn.head[slots[c]] += len[c];
   }
   pthread_mutex_unlock (&a->jn.lock);
   return ok;
@@ -414,7 +479,7 @@ static void
 write_batches (struct raid_array *a, struct jscratch *js, struct jbatch *b, int nb)
 {
   struct mio *mios = js->bmio;
-  int first[JCOPIES_MAX + 1], n = 0;
+  int first[JBATCH_MAX + 1], n = 0;
 
   for (int i = 0; i < nb; i++) {
     first[i] = n;
@@ -437,8 +502,8 @@ write_batches (struct raid_array *a, struct jscratch *js, struct jbatch *b, int 
 
 /* Make the n copies ent[] (on slots[]) durable, sharing the member writes
  * with other writers' copies.  Each queue has its own lock; no two are
- * held at once.  0, or EAGAIN when a copy failed (its member was
- * reported). */
+ * held at once; a writer takes at most JBATCH_MAX batches at a time.  0,
+ * or EAGAIN when a copy failed (its member was reported). */
 static int
 commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
                struct jq_entry *ent, int n)
@@ -452,12 +517,12 @@ commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
     pthread_mutex_unlock (&q->lock);
   }
   for (;;) {
-    struct jbatch b[JCOPIES_MAX];
+    struct jbatch b[JBATCH_MAX];
     int nb = 0, wait = -1;
     for (int c = 0; c < n; c++) {
       struct jqueue *q = &a->jn.q[slots[c]];
       pthread_mutex_lock (&q->lock);
-      if (!ent[c].done && q->head && q->busy < JQ_INFLIGHT)
+      if (!ent[c].done && nb < JBATCH_MAX && q->head && q->busy < JQ_INFLIGHT)
         b[nb++] = (struct jbatch) { slots[c], jq_take (q) };
       else if (!ent[c].done && wait < 0)
         wait = c;
@@ -490,54 +555,70 @@ commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
   return err;
 }
 
-/* Append r durably.  On success returns 0 with the journal gate held
- * shared: the caller does the in-place writes, then unlocks the gate.
- * EAGAIN: a copy failed (the member was reported); nothing is held.  May
- * run a checkpoint when a log is full. */
+/* Encode record i of the set with sequence number seq, and the vectors
+ * every copy of it writes; returns their count. */
 static int
-append (struct raid_array *a, const struct layout *L, struct jscratch *js)
+encode_record (struct raid_array *a, struct jscratch *js, int i, uint64_t seq)
 {
-  const struct jrecord *r = &js->rec;
-  int slots[RAID_MAX_MEMBERS], n;
-  uint32_t hlen = header_len (r->nblocks, r->nranges), plen = 0, pcrc;
-  uint64_t pos[RAID_MAX_MEMBERS], seq, len;
-  struct jq_entry ent[JCOPIES_MAX];
+  const struct jrecord *r = &js->rec[i];
+  uint32_t hlen = header_len (r->nblocks, r->nranges), plen = (uint32_t) r->plen;
+  uint32_t pcrc = ~0u;
   static const uint8_t pad[JSECTOR];
+  struct iovec *iov = js->iov[i];
+  int k = 0;
+
+  for (int b = 0; b < r->nblocks; b++)
+    pcrc = raid_crc32c_update (pcrc, r->blocks[b].data, r->blocks[b].len);
+  memset (js->hdr[i], 0, hlen);
+  encode_header (a, r, seq, js->hdr[i], hlen, plen, ~pcrc);
+  iov[k++] = (struct iovec) { js->hdr[i], hlen };
+  for (int b = 0; b < r->nblocks; b++)
+    iov[k++] = (struct iovec) { (void *) r->blocks[b].data, r->blocks[b].len };
+  if (raid_round_up (plen, JSECTOR) != plen)
+    iov[k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
+  return k;
+}
+
+/* Append the set's nrec records durably, each with its own sequence number
+ * and copies (PLACEMENT), all committed together.  On success returns 0
+ * with the journal gate held shared: the caller does the in-place writes,
+ * then unlocks the gate.  EAGAIN: a copy failed (the member was reported);
+ * nothing is held.  May run a checkpoint when a log is full. */
+static int
+append_set (struct raid_array *a, const struct layout *L, struct jscratch *js, int nrec)
+{
+  int slots[JSET * JCOPIES_MAX], first[JSET + 1], n;
+  uint64_t pos[JSET * JCOPIES_MAX], len[JSET * JCOPIES_MAX];
+  struct jq_entry ent[JSET * JCOPIES_MAX];
   int err;
 
-  for (int i = 0; i < r->nblocks; i++)
-    plen += r->blocks[i].len;
-  len = record_size (r->nblocks, r->nranges, plen);
   for (;;) {
     pthread_rwlock_rdlock (&a->jn.gate);          /* released by the caller */
-    n = pick_copies (a, L, r->first_row, slots);
-    if (n == 0) {
-      pthread_rwlock_unlock (&a->jn.gate);
-      return EIO;
+    n = 0;
+    for (int i = 0; i < nrec; i++) {
+      const struct jrecord *r = &js->rec[i];
+      int k = pick_copies (a, L, r, &slots[n]);
+      if (k == 0) {
+        pthread_rwlock_unlock (&a->jn.gate);
+        return EIO;
+      }
+      first[i] = n;
+      for (int c = n; c < n + k; c++)
+        len[c] = record_size (r->nblocks, r->nranges, r->plen);
+      n += k;
     }
-    if (reserve (a, slots, n, len, pos))
+    first[nrec] = n;
+    if (reserve (a, slots, len, n, pos))
       break;
     pthread_rwlock_unlock (&a->jn.gate);
     if ((err = journal_checkpoint (a, NULL, NULL)) != 0)
       return err;
   }
-  seq = atomic_fetch_add (&a->jn.seq_next, 1);
-
-  pcrc = ~0u;
-  for (int i = 0; i < r->nblocks; i++)
-    pcrc = raid_crc32c_update (pcrc, r->blocks[i].data, r->blocks[i].len);
-  memset (js->hdr, 0, hlen);
-  encode_header (a, r, seq, js->hdr, hlen, plen, ~pcrc);
-
-  for (int c = 0; c < n; c++) {
-    struct iovec *iov = js->iov[c];
-    int k = 0;
-    iov[k++] = (struct iovec) { js->hdr, hlen };
-    for (int i = 0; i < r->nblocks; i++)
-      iov[k++] = (struct iovec) { (void *) r->blocks[i].data, r->blocks[i].len };
-    if (raid_round_up (plen, JSECTOR) != plen)
-      iov[k++] = (struct iovec) { (void *) pad, raid_round_up (plen, JSECTOR) - plen };
-    ent[c] = (struct jq_entry) { .pos = pos[c], .len = len, .iov = iov, .iovcnt = k };
+  for (int i = 0; i < nrec; i++) {
+    int k = encode_record (a, js, i, atomic_fetch_add (&a->jn.seq_next, 1));
+    for (int c = first[i]; c < first[i + 1]; c++)
+      ent[c] = (struct jq_entry) { .pos = pos[c], .len = len[c], .iov = js->iov[i],
+                                   .iovcnt = k };
   }
   if (commit_copies (a, js, slots, ent, n) != 0) {
     pthread_rwlock_unlock (&a->jn.gate);
@@ -546,12 +627,45 @@ append (struct raid_array *a, const struct layout *L, struct jscratch *js)
   return 0;
 }
 
-/* Add unit u to the record: a full unit as an intent range (merged with the
+/* The record of the set that unit u belongs in (PLACEMENT: intents in
+ * one, payload by its row's parity roles), begun when there is none yet;
+ * NULL when the set is full. */
+static struct jrecord *
+set_record (struct jscratch *js, int *nrec, const struct layout *L,
+            const struct write_unit *u)
+{
+  struct jrecord *r;
+  int pd = -1, qd = -1;
+
+  if (!u->full && L->g.level >= 4) {
+    struct raid_row R;
+    raid_geom_row (&L->g, u->row, &R);
+    pd = R.pd;
+    qd = R.qd;
+  }
+  for (int i = 0; i < *nrec; i++) {
+    r = &js->rec[i];
+    if (r->payload == !u->full && r->pd == pd && r->qd == qd)
+      return r;
+  }
+  if (*nrec == JSET)
+    return NULL;
+  r = &js->rec[(*nrec)++];
+  r->layout_id = L->id;
+  r->payload = !u->full;
+  r->pd = pd;
+  r->qd = qd;
+  r->first_row = u->row;
+  r->plen = 0;
+  r->nblocks = r->nranges = 0;
+  return r;
+}
+
+/* Add unit u to rec: a full unit as an intent range (merged with the
  * previous one), a partial one as its payload blocks.  False when it does
- * not fit (the record is flushed first). */
+ * not fit (a record begun for it always does). */
 static bool
-add_unit (struct jrecord *rec, uint64_t *payload, const struct write_batch *g,
-          const struct write_unit *u)
+add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_unit *u)
 {
   size_t np = u->end - u->first, plen = 0;
 
@@ -570,14 +684,14 @@ add_unit (struct jrecord *rec, uint64_t *payload, const struct write_batch *g,
   }
   for (size_t j = u->first; j < u->end; j++)
     plen += g->pieces[j].len;
-  if ((rec->nblocks || rec->nranges) &&
-      (*payload + plen > JOURNAL_MAX_RECORD || rec->nblocks + np > JOURNAL_MAX_BLOCKS))
+  if (rec->nblocks &&
+      (rec->plen + plen > JOURNAL_MAX_RECORD || rec->nblocks + np > JOURNAL_MAX_BLOCKS))
     return false;
   for (size_t j = u->first; j < u->end; j++) {
     const struct piece *p = &g->pieces[j];
     rec->blocks[rec->nblocks++] = (struct jblock) { p->role, (uint32_t) p->len, p->off, p->ptr };
   }
-  *payload += plen;
+  rec->plen += plen;
   return true;
 }
 
@@ -593,17 +707,16 @@ journal_write (struct raid_array *a, const struct layout *L,
   if (!js)
     return ENOMEM;
   while (u0 < g->nunits) {
-    struct jrecord *rec = &js->rec;
-    uint64_t payload = 0;
     size_t u1 = u0;
-    int err;
+    int nrec = 0, err;
 
-    rec->layout_id = L->id;
-    rec->first_row = g->units[u0].row;
-    rec->nblocks = rec->nranges = 0;
-    while (u1 < g->nunits && add_unit (rec, &payload, g, &g->units[u1]))
+    while (u1 < g->nunits) {
+      struct jrecord *rec = set_record (js, &nrec, L, &g->units[u1]);
+      if (!rec || !add_unit (rec, g, &g->units[u1]))
+        break;
       u1++;
-    if ((err = append (a, L, js)) == EAGAIN) {
+    }
+    if ((err = append_set (a, L, js, nrec)) == EAGAIN) {
       *failed = 1;                         /* a log copy failed: redo */
       return 0;
     }
@@ -616,6 +729,18 @@ journal_write (struct raid_array *a, const struct layout *L,
     u0 = u1;
   }
   return 0;
+}
+
+void
+journal_role_left (struct raid_array *a)
+{
+  a->jn.join_due = true;
+}
+
+bool
+journal_join_due (struct raid_array *a)
+{
+  return a->jn.join_due;
 }
 
 int
@@ -632,6 +757,8 @@ journal_checkpoint (struct raid_array *a,
   if (update)
     update (a, arg);
   err = state_commit (a);
+  if (err == 0)
+    a->jn.join_due = false;                /* every record is obsolete now */
   pthread_mutex_unlock (&a->state_lock);
   if (err == 0) {
     pthread_mutex_lock (&a->jn.lock);

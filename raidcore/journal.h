@@ -36,6 +36,8 @@ struct journal {
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
   struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;
+  bool join_due;                    /* a member left a role since the last
+                                       checkpoint (JOINS; state lock) */
 };
 
 /* Rows to make consistent again after a crash (replay's intents): supplied
@@ -49,13 +51,22 @@ void journal_init (struct raid_array *a);
 void journal_fini (struct raid_array *a);
 
 /* Perform a group's writes journaled (consistency.c): the units are cut into
- * records that fit the limits; each record is durable (FUA, nparity + 1
- * copies on different members) before its in-place writes start, and the
- * journal gate is held shared until they are done.  A failed log copy sets
+ * records that fit the limits and share a placement; each record is
+ * durable (FUA, its copies where PLACEMENT in journal.c says) before its
+ * in-place writes start, and the journal gate is held shared until they
+ * are done.  A failed log copy sets
  * *failed (its member was reported): the caller redoes the group. */
 int journal_write (struct raid_array *a, const struct layout *L,
                    const struct write_batch *g, write_issue_fn issue, void *ctx,
                    uint32_t *failed);
+
+/* A member stopped holding a role (state lock held): the next member to
+ * take a role waits for a checkpoint (JOINS in journal.c). */
+void journal_role_left (struct raid_array *a);
+
+/* Whether a member may take a role only after a checkpoint (state lock
+ * held, or a hint that the holder of it re-checks). */
+bool journal_join_due (struct raid_array *a);
 
 /* Flush every member and start a new epoch: every record becomes obsolete.
  * Waits for in-flight journaled writes (bounded by their I/O).  update(a,

@@ -10,6 +10,7 @@
 #include "array-int.h"
 #include "missed.h"
 #include "bitmap.h"
+#include "consistency.h"
 #include "reshape.h"
 #include "stripe.h"
 #include "sync.h"
@@ -475,6 +476,8 @@ static int
 replace_finish (struct raid_array *a, const struct sync_job *j)
 {
   router_claim (&a->router, 0, ROUTER_ALL);
+  cons_checkpoint (a, NULL, NULL);         /* PLACEMENT (journal.c): the
+                                              retired member's records */
   pthread_mutex_lock (&a->state_lock);
   replace_switch (a, j, true);
   sync_transition (a, SYNC_EV_DONE, NULL, "complete");
@@ -494,6 +497,7 @@ replace_stop (struct raid_array *a, const struct sync_job *j)
   char e[128];
 
   router_claim (&a->router, 0, ROUTER_ALL);
+  cons_checkpoint (a, NULL, NULL);         /* the target may take the role */
   pthread_mutex_lock (&a->state_lock);
   recover = atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING &&
     atomic_load (&a->mem[s].state) == RAID_MEMBER_FAULTY;
@@ -690,7 +694,8 @@ next_simple_job (struct raid_array *a)
     return true;
   }
   if ((t = rejoining_slot (a)) >= 0) {
-    begin_rejoin (a, t);
+    if (!cons_join_due (a))                /* else sync_next_job checkpoints */
+      begin_rejoin (a, t);
     return true;
   }
   if ((t = rebuilding_slot (a)) >= 0) {
@@ -716,11 +721,24 @@ next_simple_job (struct raid_array *a)
   return true;
 }
 
+/* Whether a member is ready to take a role: one rejoining, or a spare for
+ * a role to recover (state lock held). */
+static bool
+join_ready (struct raid_array *a)
+{
+  return rejoining_slot (a) >= 0 || (role_to_recover (a) >= 0 && usable_spare (a) >= 0);
+}
+
 void
 sync_next_job (struct raid_array *a)
 {
-  bool done;
+  bool done, join;
 
+  pthread_mutex_lock (&a->state_lock);
+  join = cons_join_due (a) && join_ready (a);
+  pthread_mutex_unlock (&a->state_lock);
+  if (join)
+    cons_checkpoint (a, NULL, NULL);       /* JOINS (journal.c) */
   pthread_mutex_lock (&a->state_lock);
   done = next_simple_job (a);
   pthread_mutex_unlock (&a->state_lock);
@@ -728,7 +746,7 @@ sync_next_job (struct raid_array *a)
     return;
   router_claim (&a->router, 0, ROUTER_ALL);
   pthread_mutex_lock (&a->state_lock);
-  if (!next_simple_job (a)) {              /* nothing changed meanwhile */
+  if (!next_simple_job (a) && !cons_join_due (a)) {   /* nothing changed meanwhile */
     int t = usable_spare (a), role = role_to_recover (a);
     raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
     begin_recovery (a, t, role);

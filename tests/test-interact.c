@@ -217,25 +217,29 @@ hk_pread (void *p, void *buf, size_t len, uint64_t off)
   return r < 0 ? 0 : r;
 }
 
-/* Writes of one member in one range, recorded with the thread that
- * issued them (test 14): custom members run in the calling thread. */
+/* Writes of one member (or of every member: SEEN_ALL) in one range,
+ * recorded with the member and the thread that issued them (tests 15, 17):
+ * custom members run in the calling thread. */
 #define MAX_SEEN 256
+#define SEEN_ALL ((struct memdev *) 1)
 static struct memdev *_Atomic seen_dev;
 static uint64_t seen_lo, seen_hi;
-static struct { uint64_t off; size_t len; pthread_t th; } seen_w[MAX_SEEN];
+static struct { uint64_t off; size_t len; pthread_t th; struct memdev *d; } seen_w[MAX_SEEN];
 static _Atomic int nseen;
 
 static void
 see_write (struct memdev *d, uint64_t off, size_t len)
 {
+  struct memdev *want = atomic_load (&seen_dev);
   int i;
 
-  if (atomic_load (&seen_dev) != d || off < seen_lo || off >= seen_hi ||
+  if ((want != d && want != SEEN_ALL) || off < seen_lo || off >= seen_hi ||
       (i = atomic_fetch_add (&nseen, 1)) >= MAX_SEEN)
     return;
   seen_w[i].off = off;
   seen_w[i].len = len;
   seen_w[i].th = pthread_self ();
+  seen_w[i].d = d;
 }
 
 static int
@@ -1967,16 +1971,18 @@ test_rebuild_pipeline (void)
 /* ==================================================================
  * 14. Journal copies bound for one member share its log writes
  * (group commit, the journal's theory statement).
- * (a) Interleaving: in a RAID5 of 4, rows 0, 4, 8 and 12 keep their record
- *     copies on roles 0 and 1.  4K writes to rows 0 and 4 stop at their
- *     log writes on role 0 (two batches in flight, as many as a member
- *     takes); writes to rows 8 and 12 follow meanwhile.  Expected: once
- *     the first two are let through, the other two records reach role 0
- *     in one batch: one thread writes both (each writer wrote its own
- *     before), and all four writes read back.
+ * (a) Interleaving: in a RAID5 of 4 (left-symmetric), rows 0, 4, 8 and 12
+ *     have their parity on role 3, which holds their records (PLACEMENT:
+ *     one copy, on the row's P member).  4K writes to rows 0 and 4 stop at
+ *     their log writes on role 3 (two batches in flight, as many as a
+ *     member takes); writes to rows 8 and 12 follow meanwhile.  Expected:
+ *     once the first two are let through, the other two records reach
+ *     role 3 in one batch: one thread writes both (each writer wrote its
+ *     own before), and all four writes read back.
  * (b) The same, and the log write that carries the two records fails.
- *     Expected: both writes are redone without role 0 and succeed; role 0
- *     is faulty, the array degraded, every write reads back.
+ *     Expected: both writes are redone without role 3 (their records on
+ *     two other members) and succeed; role 3 is faulty, the array
+ *     degraded, every write reads back.
  */
 #define LOG_LO (256u << 10)        /* the consistency area: after the ring */
 #define ROW4 (4ull * 3 * CHUNK)    /* RAID5 of 4: a row holds 3 chunks */
@@ -2017,13 +2023,13 @@ group_commit_case (bool fail)
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
   /* bad comes first: a held write, let through, meets no armed rule. */
-  bad = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
-  hold = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
+  bad = rule_new (&f.dev[3], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
+  hold = rule_new (&f.dev[3], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
   rule_arm (hold, 2);
   seen_lo = LOG_LO;
   seen_hi = RAID_META_END;
   atomic_store (&nseen, 0);
-  atomic_store (&seen_dev, &f.dev[0]);
+  atomic_store (&seen_dev, &f.dev[3]);
   w[0] = io_job (f.a, 0xA1, 4096, 0);
   w[1] = io_job (f.a, 0xA2, 4096, ROW4);
   if (!gate_reached (&hold->gate, LONG_MS) || !gate_reached (&hold->gate, LONG_MS)) {
@@ -2047,17 +2053,17 @@ group_commit_case (bool fail)
   if (!fail)
     CHECK (nh == 4 && !pthread_equal (th[0], th[2]) && !pthread_equal (th[1], th[2]) &&
            pthread_equal (th[2], th[3]),
-           "group commit: %d record headers on role 0; the last two %s written by one "
+           "group commit: %d record headers on role 3; the last two %s written by one "
            "thread (expected 4, and one thread: one batch)", nh,
            nh == 4 && pthread_equal (th[2], th[3]) ? "were" : "were not");
   else {
     struct raid_status st;
     raid_array_status (f.a, &st);
     CHECK (atomic_load (&bad->armed) == 0, "group commit: the shared write never came");
-    CHECK (st.health == RAID_HEALTH_DEGRADED && find_role (&st, 0) &&
-           find_role (&st, 0)->state == RAID_MEMBER_FAULTY, "group commit: health %s, "
-           "role 0 %s (expected degraded, faulty)", raid_health_name (st.health),
-           state_of (find_role (&st, 0)));
+    CHECK (st.health == RAID_HEALTH_DEGRADED && find_role (&st, 3) &&
+           find_role (&st, 3)->state == RAID_MEMBER_FAULTY, "group commit: health %s, "
+           "role 3 %s (expected degraded, faulty)", raid_health_name (st.health),
+           state_of (find_role (&st, 3)));
   }
   verify_contents (&f, fail ? "group commit, the shared log write failed" : "group commit");
   for (int i = 0; i < 4; i++)
@@ -2070,6 +2076,144 @@ test_group_commit (void)
 {
   group_commit_case (false);
   group_commit_case (true);
+}
+
+/* ==================================================================
+ * 16. A record written before a member left its role is not replayed
+ * onto the member that takes the role next (JOINS, the journal's theory).
+ * Interleaving: RAID5 of 4, left-symmetric: row 1 holds data index 0 on
+ * role 3 and its parity on role 2.  A 4K write at the start of row 1
+ * (role 3's block) is logged; role 3 is failed; the same 4K are written
+ * again (degraded: only the parity changes) and flushed; a spare is
+ * added and recovers role 3, which rebuilds that block from the parity;
+ * then the power is lost (the members are copied as they are) and the
+ * array is assembled from the copies.
+ * Expected: the replay does not put the first write's block back on the
+ * spare: the flushed second write reads back, the check finds no
+ * mismatch, and every byte reads back with role 0 failed.  The old code
+ * replays the first record (no checkpoint came between) and the second
+ * write is lost.
+ */
+#define ROW1 (3ull * CHUNK)        /* RAID5 of 4: row 1's first byte */
+
+static void
+test_join_after_leave (void)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[4];
+  struct memdev *devs[4] = { &img[0], &img[1], &img[2], &img[3] };
+  const char *names[4] = { "dev0", "dev1", "dev2", "sim:spare" };
+  struct fixture f;
+  uint8_t *back;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
+    return;
+  memset (f.model + ROW1, 0x51, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model + ROW1, 4096, ROW1, 0) == 0, "first write");
+  fail_member (f.a, "3");
+  memset (f.model + ROW1, 0x52, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model + ROW1, 4096, ROW1, 0) == 0, "second write");
+  CHECK (raid_array_flush (f.a) == 0, "flush");
+  add_member (f.a, "sim:spare");
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  expect_optimal_with (f.a, "sim:spare", 3, "after the recovery");
+  for (int i = 0; i < 4; i++) {           /* the crash: the array is abandoned */
+    const struct memdev *src = i < 3 ? &f.dev[i] : spare;
+    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (img[i].data, src->data, src->size);
+  }
+  if (!(f.a = assemble_devs (devs, names, 4, NULL)))
+    return;
+  back = malloc (4096);
+  CHECK (raid_array_pread (f.a, back, 4096, ROW1) == 0 && back[0] == 0x52 &&
+         back[4095] == 0x52, "after the crash: row 1 reads 0x%02x, not the flushed "
+         "second write's 0x52", back[0]);
+  free (back);
+  CHECK (wait_idle (f.a, 20), "the array did not settle after the crash");
+  check_after_crash (&f, "0");
+}
+
+/* ==================================================================
+ * 17. Where a partial write's record goes (PLACEMENT, the journal's
+ * theory): on its row's parity members only, when they are in sync.
+ * (a) RAID5 of 4: a 4K write to each of rows 0..3 writes exactly one log
+ *     copy, on the row's P member.
+ * (b) RAID6 of 5: exactly two, on the row's P and Q members.
+ * (c) RAID5 of 4 with role 3 failed: a 4K write to row 0 (P on role 3)
+ *     writes two copies, on two other members.
+ * Record copies are counted per member as the record headers written to
+ * its consistency area (a 4K write's header is one 512-byte sector).
+ */
+/* Record headers written to each member since the last call. */
+static void
+log_writes (const struct fixture *f, int *n)
+{
+  int k = raid_min_u64 ((uint64_t) atomic_load (&nseen), MAX_SEEN);
+
+  for (int i = 0; i < f->n; i++) {
+    n[i] = 0;
+    for (int j = 0; j < k; j++)
+      n[i] += seen_w[j].d == &f->dev[i] && seen_w[j].len == JHDR;
+  }
+  atomic_store (&nseen, 0);
+}
+
+static void
+placement_case (int level, int n, int failed)
+{
+  struct fixture f;
+  struct raid_geom g;
+  char err[128];
+  int seen[6];
+
+  if (!setup (&f, level, n, CHUNK, NULL) ||
+      raid_geom_init (&g, level, raid_layout_default (level), CHUNK, n, err, sizeof err))
+    return;
+  if (failed >= 0) {
+    char name[8];
+    snprintf (name, sizeof name, "%d", failed);
+    fail_member (f.a, name);
+  }
+  seen_lo = LOG_LO;
+  seen_hi = RAID_META_END;
+  atomic_store (&nseen, 0);
+  atomic_store (&seen_dev, SEEN_ALL);
+  for (uint64_t row = 0; row < 4; row++) {
+    struct raid_row R;
+    int total = 0, others = 0;
+    raid_geom_row (&g, row, &R);
+    if (failed >= 0 && R.pd != failed)
+      continue;
+    memset (f.model + row * g.stripe_width, 0x60 + (int) row, 4096);
+    CHECK (raid_array_pwrite (f.a, f.model + row * g.stripe_width, 4096,
+                              row * g.stripe_width, 0) == 0, "placement: write row %" PRIu64, row);
+    log_writes (&f, seen);
+    for (int i = 0; i < n; i++) {
+      total += seen[i];
+      if (i != R.pd && i != R.qd)
+        others += seen[i] != 0;
+    }
+    if (failed < 0)
+      CHECK (total == (R.qd >= 0 ? 2 : 1) && seen[R.pd] == 1 && (R.qd < 0 || seen[R.qd] == 1),
+             "raid%d row %" PRIu64 ": %d log writes, %d on P (role %d), %d on Q (expected "
+             "exactly one on each parity member)", level, row, total, seen[R.pd], R.pd,
+             R.qd >= 0 ? seen[R.qd] : 0);
+    else
+      CHECK (total == 2 && seen[failed] == 0 && others == 2,
+             "raid%d row %" PRIu64 " with its P member failed: %d log writes on %d "
+             "members (expected one on each of two other members)", level, row, total, others);
+  }
+  atomic_store (&seen_dev, NULL);
+  verify_contents (&f, "placement");
+  teardown (&f);
+}
+
+static void
+test_record_placement (void)
+{
+  placement_case (5, 4, -1);
+  placement_case (6, 5, -1);
+  placement_case (5, 4, 3);
 }
 
 /* ================================================================== */
@@ -2093,6 +2237,8 @@ static const struct {
   { "two_spares", test_two_spares },
   { "rebuild_pipeline", test_rebuild_pipeline },
   { "group_commit", test_group_commit },
+  { "join_after_leave", test_join_after_leave },
+  { "record_placement", test_record_placement },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
