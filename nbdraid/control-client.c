@@ -320,11 +320,17 @@ ju64 (json_object *o, const char *key)
   return v == NULL ? 0 : json_object_get_uint64 (v);
 }
 
+/* Whether a wait reply says the array settled: the server's "settled"
+ * (idle is not settled while a recovery is about to begin, e.g. once an
+ * away member's grace ends); a server without it: idle or frozen. */
 static bool
 settled (json_object *st)
 {
+  json_object *s = jget (st, "settled");
   const char *a = jstr (st, "sync_action");
 
+  if (s && json_object_get_type (s) == json_type_boolean)
+    return json_object_get_boolean (s);
   return strcmp (a, "idle") == 0 || strcmp (a, "frozen") == 0;
 }
 

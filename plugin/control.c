@@ -261,6 +261,7 @@ op_wait (struct req *q, json_object *reply)
   double t = bounded ? q->args->timeout : 0;
   struct raid_status *st;
   struct timespec deadline;
+  bool settled;
   int r;
 
   if ((st = malloc (sizeof *st)) == NULL)
@@ -288,9 +289,12 @@ op_wait (struct req *q, json_object *reply)
     raid_array_wait (ctl.a, (ms < CONTROL_WAIT_SLICE_MS ? ms
                              : CONTROL_WAIT_SLICE_MS) / 1000.0);
   }
+  settled = raid_array_wait (ctl.a, 0);
   raid_array_status (ctl.a, st);
   r = add_status (reply, st, q);
   free (st);
+  if (r == 0)   /* idle is not settled while owed work is about to begin */
+    json_object_object_add (reply, "settled", json_object_new_boolean (settled));
   return r;
 }
 
