@@ -207,7 +207,9 @@ expect_exit "(d) wait on frozen: exit 3" 3 nr -C "$ctl" wait --timeout=5
 expect_exit "(d) start" 0 nr -C "$ctl" start
 expect_exit "(d) abort" 0 nr -C "$ctl" abort
 expect_eq "(d) idle after abort" idle "$(status_get "$ctl" sync_action)"
-nr -C "$ctl" set speed-min=16M speed-max=0 >/dev/null
+# A spare left by (c) takes role 1 as soon as m1 fails: slow its recovery
+# down so that role 1 is still unusable when the second fail comes.
+nr -C "$ctl" set speed-min=0 speed-max=1M >/dev/null
 
 # member ops with relative paths (the server runs in /)
 (
@@ -224,6 +226,7 @@ expect_status "(d) m1 removed" "$ctl" spec:/m1 absent
   cd "$d"
   expect_exit "(d) add by relative path" 0 nr -C "$ctl" add spare4
 ) || true
+nr -C "$ctl" set speed-min=16M speed-max=0 >/dev/null
 expect_exit "(d) wait for recovery" 0 nr -C "$ctl" wait --timeout=120
 expect_status "(d) recovered" "$ctl" health optimal
 expect_status "(d) role 1 rebuilt" "$ctl" member:1 in_sync
