@@ -88,16 +88,20 @@
  * GROUP COMMIT.  A record's copies are appended at log positions reserved
  * in order under the journal lock; the writes themselves are shared.  Each
  * copy joins its member's queue (sorted by position, under the queue's own
- * lock).  A writer whose copy is queued on a member with fewer than
- * JQ_INFLIGHT batches in flight takes every queued copy of that member (a
+ * lock).  A writer whose copy is queued on a member with fewer batches in
+ * flight than its limit (jq_limit) takes every queued copy of that member (a
  * batch, bounded by JQ_IOV vectors and JQ_ENTRIES copies) and writes it,
  * each run of contiguous copies as one FUA write; when the batch is done
  * it marks every copy in it done (or failed) and wakes the writers waiting
  * on that member.  A writer waits on one member at a time and, woken,
  * looks at all its copies again (a member that can take a batch meanwhile
  * is taken over then).  Two batches in flight keep a fast member as busy
- * as writers issuing their own copies would; on a slow one, the copies
- * that arrive while both are in flight share the next write.  Every
+ * as writers issuing their own copies would; a slow (far) member, whose
+ * log writes lately took longer than JQ_SLOW_NS on average, gets one, so
+ * that every copy arriving during it shares the next write: a member
+ * that serves one request at a time spends its time on fewer of them
+ * (the limit is a matter of speed only: any value keeps what follows
+ * true).  Every
  * writer waits until its own copies are done, so a record is still
  * durable on every copy before its in-place writes start: batching changes
  * how many member writes carry the records, not what is on the log or
@@ -185,7 +189,9 @@
 #define JBATCH_MAX 3                /* batches one writer takes at a time */
 #define JQ_IOV 2048                 /* vectors of one member's batch */
 #define JQ_ENTRIES 128              /* copies in one member's batch */
-#define JQ_INFLIGHT 2               /* batches of one member in flight */
+#define JQ_INFLIGHT 2               /* batches of a fast member in flight */
+#define JQ_SLOW_NS 250000           /* a member whose log write took longer
+                                       has one batch in flight */
 _Static_assert (JOURNAL_MAX_BLOCKS + 2 <= JQ_IOV, "a batch holds any one copy");
 
 /* A record copy in its member's queue (struct jqueue).  Lives on the stack
@@ -304,6 +310,7 @@ journal_init (struct raid_array *a)
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     a->jn.q[t].head = NULL;
     a->jn.q[t].busy = 0;
+    a->jn.q[t].lat_ns = 0;
     pthread_mutex_init (&a->jn.q[t].lock, NULL);
     pthread_cond_init (&a->jn.q[t].written, NULL);
   }
@@ -500,6 +507,17 @@ write_batches (struct raid_array *a, struct jscratch *js, struct jbatch *b, int 
     }
 }
 
+/* How many batches q may have in flight (lock held): a slow (far) member
+ * gets one, so that the copies arriving meanwhile share its next write;
+ * a fast one two, so that its writers need not wait for each other.  Slow
+ * means its log writes took longer than JQ_SLOW_NS lately (lat_ns, a
+ * moving average of the batch writes it took part in). */
+static int
+jq_limit (const struct jqueue *q)
+{
+  return q->lat_ns > JQ_SLOW_NS ? 1 : JQ_INFLIGHT;
+}
+
 /* Make the n copies ent[] (on slots[]) durable, sharing the member writes
  * with other writers' copies.  Each queue has its own lock; no two are
  * held at once; a writer takes at most JBATCH_MAX batches at a time.  0,
@@ -522,7 +540,7 @@ commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
     for (int c = 0; c < n; c++) {
       struct jqueue *q = &a->jn.q[slots[c]];
       pthread_mutex_lock (&q->lock);
-      if (!ent[c].done && nb < JBATCH_MAX && q->head && q->busy < JQ_INFLIGHT)
+      if (!ent[c].done && nb < JBATCH_MAX && q->head && q->busy < jq_limit (q))
         b[nb++] = (struct jbatch) { slots[c], jq_take (q) };
       else if (!ent[c].done && wait < 0)
         wait = c;
@@ -533,18 +551,22 @@ commit_copies (struct raid_array *a, struct jscratch *js, const int *slots,
     if (nb == 0) {
       struct jqueue *q = &a->jn.q[slots[wait]];
       pthread_mutex_lock (&q->lock);
-      while (!ent[wait].done && (q->busy >= JQ_INFLIGHT || !q->head))
+      while (!ent[wait].done && (q->busy >= jq_limit (q) || !q->head))
         pthread_cond_wait (&q->written, &q->lock);   /* a batch ends */
       pthread_mutex_unlock (&q->lock);
       continue;
     }
+    uint64_t t0 = raid_now_mono_ns (), ns;
     write_batches (a, js, b, nb);
+    ns = raid_now_mono_ns () - t0;
     for (int i = 0; i < nb; i++) {
       struct jqueue *q = &a->jn.q[b[i].slot];
       pthread_mutex_lock (&q->lock);
       for (struct jq_entry *e = b[i].list; e; e = e->next)
         e->done = true;
       q->busy--;
+      q->lat_ns = (7 * q->lat_ns + ns) / 8;   /* smoothed: one preempted write
+                                                 does not make it slow */
       pthread_cond_broadcast (&q->written);
       pthread_mutex_unlock (&q->lock);
     }

@@ -25,6 +25,8 @@ struct jqueue {
   pthread_mutex_t lock;             /* guards head, busy, its copies' done */
   struct jq_entry *head;            /* by log position */
   int busy;                         /* batches being written */
+  uint64_t lat_ns;                  /* how long its batch writes take
+                                       (moving average) */
   pthread_cond_t written;           /* a batch of this member ended */
 };
 

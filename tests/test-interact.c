@@ -132,7 +132,9 @@ enum rule_act {
   NOTIFY,                          /* post gate.reached after it completed */
   FAIL,                            /* fail it with EIO */
   DROP,                            /* skip it, reporting success (a lost write) */
+  DELAY,                           /* take DELAY_MS longer (a far member) */
 };
+#define DELAY_MS 2
 
 struct rule {
   struct memdev *dev;              /* NULL: any member */
@@ -198,6 +200,8 @@ apply_rules (struct memdev *d, enum op_kind op, uint64_t off, bool after)
     atomic_store (&r->last_dev, d);
     if (r->act == BLOCK)
       gate_pass (&r->gate);
+    else if (r->act == DELAY)
+      sleep_ms (DELAY_MS);
     else if (r->act == NOTIFY)
       sem_post (&r->gate.reached);
     else
@@ -242,11 +246,31 @@ see_write (struct memdev *d, uint64_t off, size_t len)
   seen_w[i].d = d;
 }
 
+/* The most writes of seen_dev in [seen_lo, seen_hi) that were in flight
+ * at once (test 18). */
+static _Atomic int seen_inflight, seen_inflight_max;
+
+static void
+see_inflight (struct memdev *d, uint64_t off, int delta)
+{
+  int n;
+
+  if (atomic_load (&seen_dev) != d || off < seen_lo || off >= seen_hi)
+    return;
+  n = atomic_fetch_add (&seen_inflight, delta) + delta;
+  for (int m = atomic_load (&seen_inflight_max); n > m &&
+       !atomic_compare_exchange_weak (&seen_inflight_max, &m, n);)
+    ;
+}
+
 static int
 hk_pwrite (void *p, const void *buf, size_t len, uint64_t off, bool fua)
 {
-  int r = apply_rules (p, OP_WRITE, off, false);
+  int r;
 
+  see_inflight (p, off, 1);
+  r = apply_rules (p, OP_WRITE, off, false);
+  see_inflight (p, off, -1);
   see_write (p, off, len);
 
   if (r == 0)
@@ -2216,6 +2240,67 @@ test_record_placement (void)
   placement_case (5, 4, 3);
 }
 
+/* ==================================================================
+ * 18. A far member's log writes are shared (GROUP COMMIT, the journal's
+ * theory): a member whose log writes take long has one batch in flight,
+ * so the records that arrive meanwhile go out together.
+ * Interleaving: RAID5 of 4; every write to role 3's consistency area takes
+ * DELAY_MS longer.  Sixteen 4K writes to rows whose parity is on role 3
+ * (0, 4, ..., 60) run at once, after a few one by one let the member's
+ * latency be measured.
+ * Expected: at most one log write on role 3 in flight at any time (a
+ * fast member takes two), fewer log writes than records, and every write
+ * reads back.
+ */
+static void
+test_far_member_batches (void)
+{
+  struct fixture f;
+  struct rule *slow;
+  struct job *w[16];
+  int warm = 4;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  slow = rule_new (&f.dev[3], OP_WRITE, LOG_LO, RAID_META_END, DELAY);
+  rule_arm (slow, -1);
+  for (int i = 0; i < warm; i++) {        /* latency seen: one log write each */
+    memset (f.model + (uint64_t) i * ROW4, 0x70 + i, 4096);
+    CHECK (raid_array_pwrite (f.a, f.model + (uint64_t) i * ROW4, 4096,
+                              (uint64_t) i * ROW4, 0) == 0, "far member: warm-up write %d", i);
+  }
+  seen_lo = LOG_LO;
+  seen_hi = RAID_META_END;
+  atomic_store (&nseen, 0);
+  atomic_store (&seen_inflight_max, 0);
+  atomic_store (&seen_dev, &f.dev[3]);
+  for (int i = 0; i < 16; i++)
+    w[i] = io_job (f.a, 0x80 + i, 4096, (uint64_t) (warm + i) * ROW4);
+  for (int i = 0; i < 16; i++) {
+    CHECK (job_done (w[i], LONG_MS) && w[i]->ret == 0, "far member: write %d: %s", i,
+           job_done (w[i], 0) ? strerror (w[i]->ret) : "did not return");
+    memset (f.model + (uint64_t) (warm + i) * ROW4, w[i]->buf[0], 4096);
+  }
+  atomic_store (&seen_dev, NULL);
+  {
+    int writes = 0, k = raid_min_u64 ((uint64_t) atomic_load (&nseen), MAX_SEEN);
+    uint64_t last_end = UINT64_MAX;
+    for (int j = 0; j < k; j++) {           /* member writes: runs of vectors */
+      if (seen_w[j].off != last_end)
+        writes++;
+      last_end = seen_w[j].off + seen_w[j].len;
+    }
+    CHECK (atomic_load (&seen_inflight_max) == 1,
+           "far member: %d log writes on role 3 in flight at once (expected 1)",
+           atomic_load (&seen_inflight_max));
+    CHECK (writes < 16, "far member: %d log writes for 16 records (expected fewer: "
+           "records that arrive during one share the next)", writes);
+  }
+  rules_reset ();
+  verify_contents (&f, "far member");
+  teardown (&f);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2239,6 +2324,7 @@ static const struct {
   { "group_commit", test_group_commit },
   { "join_after_leave", test_join_after_leave },
   { "record_placement", test_record_placement },
+  { "far_member_batches", test_far_member_batches },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
