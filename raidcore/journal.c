@@ -52,7 +52,8 @@
  * rejoin) and the array crashes after it caught up, replaying that older
  * record would put X's stale block on the new holder, where nothing
  * repairs it again.  So once any member has left a role, the next member
- * to take one waits for a checkpoint (journal_join_due; sync.c runs it):
+ * to take one waits for a checkpoint (journal_join_due: state.c counts
+ * the members that leave a role in a->roles_left; sync.c runs it):
  * every earlier record is then obsolete, and records written since carry
  * no block for a role without a member.
  *
@@ -306,7 +307,7 @@ journal_init (struct raid_array *a)
   pthread_mutex_init (&a->jn.lock, NULL);
   atomic_store (&a->jn.seq_next, a->sb.journal_seq);
   memset (a->jn.head, 0, sizeof a->jn.head);
-  a->jn.join_due = false;
+  a->jn.roles_left_seen = a->roles_left;
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     a->jn.q[t].head = NULL;
     a->jn.q[t].busy = 0;
@@ -753,16 +754,10 @@ journal_write (struct raid_array *a, const struct layout *L,
   return 0;
 }
 
-void
-journal_role_left (struct raid_array *a)
-{
-  a->jn.join_due = true;
-}
-
 bool
 journal_join_due (struct raid_array *a)
 {
-  return a->jn.join_due;
+  return a->jn.roles_left_seen != a->roles_left;
 }
 
 int
@@ -780,7 +775,7 @@ journal_checkpoint (struct raid_array *a,
     update (a, arg);
   err = state_commit (a);
   if (err == 0)
-    a->jn.join_due = false;                /* every record is obsolete now */
+    a->jn.roles_left_seen = a->roles_left; /* every record is obsolete now */
   pthread_mutex_unlock (&a->state_lock);
   if (err == 0) {
     pthread_mutex_lock (&a->jn.lock);

@@ -38,8 +38,8 @@ struct journal {
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
   struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;
-  bool join_due;                    /* a member left a role since the last
-                                       checkpoint (JOINS; state lock) */
+  uint64_t roles_left_seen;         /* a->roles_left at the last checkpoint
+                                       (JOINS; state lock) */
 };
 
 /* Rows to make consistent again after a crash (replay's intents): supplied
@@ -62,12 +62,9 @@ int journal_write (struct raid_array *a, const struct layout *L,
                    const struct write_batch *g, write_issue_fn issue, void *ctx,
                    uint32_t *failed);
 
-/* A member stopped holding a role (state lock held): the next member to
- * take a role waits for a checkpoint (JOINS in journal.c). */
-void journal_role_left (struct raid_array *a);
-
-/* Whether a member may take a role only after a checkpoint (state lock
- * held, or a hint that the holder of it re-checks). */
+/* Whether a member may take a role only after a checkpoint: one left a
+ * role since the last (a->roles_left moved; JOINS in journal.c).  State
+ * lock held, or a hint that the holder of it re-checks. */
 bool journal_join_due (struct raid_array *a);
 
 /* Flush every member and start a new epoch: every record becomes obsolete.

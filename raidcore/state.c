@@ -145,7 +145,7 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
             state_name (from), state_name (to), why);
   if ((from == RAID_MEMBER_IN_SYNC || from == RAID_MEMBER_REBUILDING) && e->role >= 0 &&
       to != RAID_MEMBER_IN_SYNC && to != RAID_MEMBER_REBUILDING)
-    journal_role_left (a);                 /* its role's blocks stop being written */
+    a->roles_left++;                       /* its role's blocks stop being written */
   atomic_store (&a->mem[t].state, to);
   if (to != RAID_MEMBER_REBUILDING)
     a->mem[t].rejoining = false;           /* begin_rejoin sets it */

@@ -974,11 +974,14 @@ test_inflight_prepare (void)
  * member the crashed write never touched (role 1) failed, every byte reads
  * back.
  */
+/* The power is lost: copies of roles 0-2 (the fixture's dev0-dev2) and
+ * of the simulated member `added`, named `name`, assembled. */
 static struct raid_array *
-crash_copy (struct fixture *f, struct memdev *added, struct memdev *img)
+crash_copy (struct fixture *f, const struct memdev *added, const char *name,
+            struct memdev *img)
 {
   struct memdev *devs[4] = { &img[0], &img[1], &img[2], &img[3] };
-  const char *names[4] = { "dev0", "dev1", "dev2", "sim:add" };
+  const char *names[4] = { "dev0", "dev1", "dev2", name };
 
   for (int i = 0; i < 4; i++) {
     const struct memdev *src = i < 3 ? &f->dev[i] : added;
@@ -1029,7 +1032,7 @@ test_takeover_write_hole (void)
   memset (f.model, 0xEE, 4096);
   CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write at 0");
   CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to the added member");
-  f.a = crash_copy (&f, added, img);               /* the crashed array is abandoned */
+  f.a = crash_copy (&f, added, "sim:add", img);               /* the crashed array is abandoned */
   f.level = 5;
   f.layout = RAID_LAYOUT_PARITY_N;
   f.n = 4;
@@ -1053,8 +1056,6 @@ static void
 test_replay_to_rebuilding (void)
 {
   struct memdev *spare = sim_new ("sim:spare"), img[4];
-  struct memdev *devs[4] = { &img[0], &img[1], &img[2], &img[3] };
-  const char *names[4] = { "dev0", "dev1", "dev2", "sim:spare" };
   struct fixture f;
   struct raid_status st;
   struct rule *gate, *drop;
@@ -1084,12 +1085,7 @@ test_replay_to_rebuilding (void)
   memset (f.model, 0xEE, 4096);
   CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write at 0");
   CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to the spare");
-  for (int i = 0; i < 4; i++) {           /* the crash: the array is abandoned */
-    const struct memdev *src = i < 3 ? &f.dev[i] : spare;
-    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
-    memcpy (img[i].data, src->data, src->size);
-  }
-  if (!(f.a = assemble_devs (devs, names, 4, NULL)))
+  if (!(f.a = crash_copy (&f, spare, "sim:spare", img)))   /* the array is abandoned */
     return;
   raid_array_status (f.a, &st);
   CHECK (find_spec (&st, "sim:spare") &&
@@ -2124,8 +2120,6 @@ static void
 test_join_after_leave (void)
 {
   struct memdev *spare = sim_new ("sim:spare"), img[4];
-  struct memdev *devs[4] = { &img[0], &img[1], &img[2], &img[3] };
-  const char *names[4] = { "dev0", "dev1", "dev2", "sim:spare" };
   struct fixture f;
   uint8_t *back;
 
@@ -2141,12 +2135,7 @@ test_join_after_leave (void)
   add_member (f.a, "sim:spare");
   CHECK (wait_idle (f.a, 20), "the recovery did not end");
   expect_optimal_with (f.a, "sim:spare", 3, "after the recovery");
-  for (int i = 0; i < 4; i++) {           /* the crash: the array is abandoned */
-    const struct memdev *src = i < 3 ? &f.dev[i] : spare;
-    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
-    memcpy (img[i].data, src->data, src->size);
-  }
-  if (!(f.a = assemble_devs (devs, names, 4, NULL)))
+  if (!(f.a = crash_copy (&f, spare, "sim:spare", img)))   /* the array is abandoned */
     return;
   back = malloc (4096);
   CHECK (raid_array_pread (f.a, back, 4096, ROW1) == 0 && back[0] == 0x52 &&
