@@ -42,9 +42,9 @@ struct raid_array {
   pthread_mutex_t state_lock;
   pthread_cond_t changed;                  /* any state change */
   uint64_t state_gen;                      /* counts the changes */
-  uint64_t roles_left;                     /* times a member stopped holding a
+  _Atomic uint64_t roles_left;             /* times a member stopped holding a
                                               role (state.c; the journal's
-                                              JOINS) */
+                                              PLACEMENT and JOINS) */
   struct raid_sb sb;
   struct array_member mem[SB_MAX_MEMBERS];
   _Atomic int health;                      /* enum raid_health */

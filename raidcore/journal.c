@@ -32,19 +32,28 @@
  *     its other parity member, and losing both leaves no parity at all.
  *     One log write per partial write, on a member that takes a write
  *     anyway, is what makes this policy cheap;
- *   - otherwise (a parity role whose member is away, failed or being
- *     rebuilt), and for intents: nparity + 1 in-sync members from a
+ *   - otherwise, and for intents: nparity + 1 in-sync members from a
  *     row-dependent role, so one copy survives any loss the level
- *     tolerates.  When the parity role's member comes back in sync, later
- *     records go to it while the earlier ones keep their nparity + 1
- *     copies: the row's records stay complete after any tolerated loss.
+ *     tolerates.  "Otherwise" is: a parity role whose member is away,
+ *     failed or being rebuilt, or was not in sync at the last checkpoint
+ *     (stable_slots), or any member left a role since then.  A row's
+ *     placement must not move from these copies to its parity member
+ *     within an epoch: losing that member afterwards would take the
+ *     row's later records and leave its earlier ones, and replaying
+ *     those alone would put older bytes over newer (flushed) ones.  It
+ *     moves only at a checkpoint, which makes every earlier record
+ *     obsolete.
  *   - a replace hands a role to another member that keeps its parity: the
  *     records on the member it retires would vanish while the parity stays,
  *     so the switch is a checkpoint (sync.c, replace_finish/replace_stop).
  * The records of one group (up to JSET: its intents, and its payload cut
- * by parity roles) are reserved, numbered and committed together, so a
- * write across rows with different parity members still waits for one
- * round of log writes.
+ * by parity roles; at most JOURNAL_MAX_RECORD of payload in all, so that
+ * a set always fits an empty log) are reserved, numbered and committed
+ * together, so a write across rows with different parity members still
+ * waits for one round of log writes.  Its intents are numbered first: a
+ * row can hold a full and a partial segment of one write, and an intent
+ * supersedes only payload older than itself (REPLAY), never the payload
+ * written with it.
  *
  * JOINS.  A record written while role X's member was in use carries X's
  * block as it was then.  Once X's member has left (failed, away), writes
@@ -194,6 +203,8 @@
 #define JQ_SLOW_NS 250000           /* a member whose log write took longer
                                        has one batch in flight */
 _Static_assert (JOURNAL_MAX_BLOCKS + 2 <= JQ_IOV, "a batch holds any one copy");
+_Static_assert (JSET * (JHDR_MAX + JSECTOR) + JOURNAL_MAX_RECORD + JSECTOR <=
+                2 * JOURNAL_MAX_RECORD, "a set fits the smallest log (journal_usable)");
 
 /* A record copy in its member's queue (struct jqueue).  Lives on the stack
  * of its writer, who waits until done; its iov is the writer's scratch. */
@@ -295,6 +306,22 @@ journal_usable (const struct raid_array *a)
     a->sb.cons_size >= 2 * JOURNAL_MAX_RECORD;
 }
 
+/* At a checkpoint (gate held exclusively, state lock held), or at the
+ * start, when no record of the current epoch exists or replay checkpoints
+ * before any write: the members in sync now may hold their rows' records
+ * until the next (PLACEMENT), and no departure is pending (JOINS). */
+static void
+checkpoint_placement (struct raid_array *a)
+{
+  uint64_t stable = 0;
+
+  for (int t = 0; t < (int) a->sb.nmembers && t < 64; t++)
+    if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_IN_SYNC)
+      stable |= UINT64_C (1) << t;
+  a->jn.stable_slots = stable;
+  a->jn.roles_left_seen = atomic_load (&a->roles_left);
+}
+
 void
 journal_init (struct raid_array *a)
 {
@@ -307,7 +334,7 @@ journal_init (struct raid_array *a)
   pthread_mutex_init (&a->jn.lock, NULL);
   atomic_store (&a->jn.seq_next, a->sb.journal_seq);
   memset (a->jn.head, 0, sizeof a->jn.head);
-  a->jn.roles_left_seen = a->roles_left;
+  checkpoint_placement (a);
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     a->jn.q[t].head = NULL;
     a->jn.q[t].busy = 0;
@@ -369,13 +396,22 @@ encode_header (const struct raid_array *a, const struct jrecord *r, uint64_t seq
   put32 (hdr + 8, raid_crc32c (hdr, hlen));
 }
 
-/* Whether a payload record's copies go on its rows' parity members: each
- * parity role held by an in-sync member (PLACEMENT). */
 static bool
-parity_placed (const struct layout *L, uint32_t bad, int pd, int qd)
+role_placed (const struct raid_array *a, const struct layout *L, uint32_t bad, int role)
 {
-  return pd >= 0 && L->slot[pd] >= 0 && !(bad & (1u << pd)) &&
-    (qd < 0 || (L->slot[qd] >= 0 && !(bad & (1u << qd))));
+  int s = L->slot[role];
+
+  return s >= 0 && s < 64 && !(bad & (1u << role)) && (a->jn.stable_slots >> s & 1);
+}
+
+/* Whether a payload record's copies go on its rows' parity members: each
+ * parity role held by a member in sync now and at the last checkpoint,
+ * and no member left a role since (PLACEMENT). */
+static bool
+parity_placed (struct raid_array *a, const struct layout *L, uint32_t bad, int pd, int qd)
+{
+  return pd >= 0 && a->jn.roles_left_seen == atomic_load (&a->roles_left) &&
+    role_placed (a, L, bad, pd) && (qd < 0 || role_placed (a, L, bad, qd));
 }
 
 /* Choose the members that hold r's copies (PLACEMENT): its rows' parity
@@ -387,7 +423,7 @@ pick_copies (struct raid_array *a, const struct layout *L, const struct jrecord 
   int want = (L->g.level == 1 ? 1 : L->g.parity_disks) + 1, n = 0;
   uint32_t bad = state_bad_roles (a, L, NULL, NULL);
 
-  if (r->payload && parity_placed (L, bad, r->pd, r->qd)) {
+  if (r->payload && parity_placed (a, L, bad, r->pd, r->qd)) {
     slots[n++] = L->slot[r->pd];
     if (r->qd >= 0)
       slots[n++] = L->slot[r->qd];
@@ -637,12 +673,15 @@ append_set (struct raid_array *a, const struct layout *L, struct jscratch *js, i
     if ((err = journal_checkpoint (a, NULL, NULL)) != 0)
       return err;
   }
-  for (int i = 0; i < nrec; i++) {
-    int k = encode_record (a, js, i, atomic_fetch_add (&a->jn.seq_next, 1));
-    for (int c = first[i]; c < first[i + 1]; c++)
-      ent[c] = (struct jq_entry) { .pos = pos[c], .len = len[c], .iov = js->iov[i],
-                                   .iovcnt = k };
-  }
+  for (int pass = 0; pass < 2; pass++)     /* intents first (PLACEMENT) */
+    for (int i = 0; i < nrec; i++) {
+      if (js->rec[i].payload != (pass == 1))
+        continue;
+      int k = encode_record (a, js, i, atomic_fetch_add (&a->jn.seq_next, 1));
+      for (int c = first[i]; c < first[i + 1]; c++)
+        ent[c] = (struct jq_entry) { .pos = pos[c], .len = len[c], .iov = js->iov[i],
+                                     .iovcnt = k };
+    }
   if (commit_copies (a, js, slots, ent, n) != 0) {
     pthread_rwlock_unlock (&a->jn.gate);
     return EAGAIN;
@@ -684,13 +723,25 @@ set_record (struct jscratch *js, int *nrec, const struct layout *L,
   return r;
 }
 
+/* The payload bytes unit u adds to a record (0 for a full one). */
+static uint64_t
+unit_bytes (const struct write_batch *g, const struct write_unit *u)
+{
+  uint64_t plen = 0;
+
+  for (size_t j = u->first; !u->full && j < u->end; j++)
+    plen += g->pieces[j].len;
+  return plen;
+}
+
 /* Add unit u to rec: a full unit as an intent range (merged with the
  * previous one), a partial one as its payload blocks.  False when it does
  * not fit (a record begun for it always does). */
 static bool
 add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_unit *u)
 {
-  size_t np = u->end - u->first, plen = 0;
+  size_t np = u->end - u->first;
+  uint64_t plen = unit_bytes (g, u);
 
   if (u->full) {
     struct jrange *last = rec->nranges ? &rec->ranges[rec->nranges - 1] : NULL;
@@ -705,8 +756,6 @@ add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_u
     rec->ranges[rec->nranges++] = (struct jrange) { u->row, u->rows };
     return true;
   }
-  for (size_t j = u->first; j < u->end; j++)
-    plen += g->pieces[j].len;
   if (rec->nblocks &&
       (rec->plen + plen > JOURNAL_MAX_RECORD || rec->nblocks + np > JOURNAL_MAX_BLOCKS))
     return false;
@@ -731,12 +780,17 @@ journal_write (struct raid_array *a, const struct layout *L,
     return ENOMEM;
   while (u0 < g->nunits) {
     size_t u1 = u0;
+    uint64_t set_bytes = 0;
     int nrec = 0, err;
 
     while (u1 < g->nunits) {
-      struct jrecord *rec = set_record (js, &nrec, L, &g->units[u1]);
-      if (!rec || !add_unit (rec, g, &g->units[u1]))
+      const struct write_unit *u = &g->units[u1];
+      struct jrecord *rec;
+      if (u1 > u0 && set_bytes + unit_bytes (g, u) > JOURNAL_MAX_RECORD)
+        break;                             /* the set fits an empty log */
+      if (!(rec = set_record (js, &nrec, L, u)) || !add_unit (rec, g, u))
         break;
+      set_bytes += unit_bytes (g, u);
       u1++;
     }
     if ((err = append_set (a, L, js, nrec)) == EAGAIN) {
@@ -757,7 +811,7 @@ journal_write (struct raid_array *a, const struct layout *L,
 bool
 journal_join_due (struct raid_array *a)
 {
-  return a->jn.roles_left_seen != a->roles_left;
+  return a->jn.roles_left_seen != atomic_load (&a->roles_left);
 }
 
 int
@@ -774,8 +828,8 @@ journal_checkpoint (struct raid_array *a,
   if (update)
     update (a, arg);
   err = state_commit (a);
-  if (err == 0)
-    a->jn.roles_left_seen = a->roles_left; /* every record is obsolete now */
+  if (err == 0)                            /* every record is obsolete now */
+    checkpoint_placement (a);
   pthread_mutex_unlock (&a->state_lock);
   if (err == 0) {
     pthread_mutex_lock (&a->jn.lock);

@@ -40,6 +40,9 @@ struct journal {
   _Atomic uint64_t seq_next;
   uint64_t roles_left_seen;         /* a->roles_left at the last checkpoint
                                        (JOINS; state lock) */
+  uint64_t stable_slots;            /* member slots in sync at the last
+                                       checkpoint (PLACEMENT; both written
+                                       with the gate held exclusively) */
 };
 
 /* Rows to make consistent again after a crash (replay's intents): supplied

@@ -475,9 +475,14 @@ replace_switch (struct raid_array *a, const struct sync_job *j, bool complete)
 static int
 replace_finish (struct raid_array *a, const struct sync_job *j)
 {
+  int err;
+
   router_claim (&a->router, 0, ROUTER_ALL);
-  cons_checkpoint (a, NULL, NULL);         /* PLACEMENT (journal.c): the
-                                              retired member's records */
+  if ((err = cons_checkpoint (a, NULL, NULL)) != 0) {   /* PLACEMENT (journal.c):
+                                                           the retired member's records */
+    router_release (&a->router);
+    return err;                            /* the job stops; start retries it */
+  }
   pthread_mutex_lock (&a->state_lock);
   replace_switch (a, j, true);
   sync_transition (a, SYNC_EV_DONE, NULL, "complete");
@@ -488,18 +493,19 @@ replace_finish (struct raid_array *a, const struct sync_job *j)
 
 /* Ended early: stop mirroring; if the member being replaced failed, the
  * copy so far is good, so the target takes the role and a recovery goes on
- * from the cursor; else the target is a spare again. */
+ * from the cursor (after a checkpoint: when that fails, the role is
+ * recovered afresh later); else the target is a spare again. */
 static void
 replace_stop (struct raid_array *a, const struct sync_job *j)
 {
-  int t = j->target_slot, s = j->source_slot;
+  int t = j->target_slot, s = j->source_slot, ckpt;
   bool recover;
   char e[128];
 
   router_claim (&a->router, 0, ROUTER_ALL);
-  cons_checkpoint (a, NULL, NULL);         /* the target may take the role */
+  ckpt = cons_checkpoint (a, NULL, NULL);  /* before the target takes the role */
   pthread_mutex_lock (&a->state_lock);
-  recover = atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING &&
+  recover = ckpt == 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING &&
     atomic_load (&a->mem[s].state) == RAID_MEMBER_FAULTY;
   if (recover)
     replace_switch (a, j, false);

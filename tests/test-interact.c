@@ -2290,6 +2290,108 @@ test_far_member_batches (void)
   teardown (&f);
 }
 
+/* ==================================================================
+ * 19. A write's payload is not superseded by the intent written with it
+ * (PLACEMENT: a set's intents are numbered first).
+ * Interleaving: RAID5 of 4, left-symmetric, role 0 failed.  A write of
+ * [4K, 192K) covers row 0's blocks 1 and 2 and block 0 from 4K: its
+ * first 4K of every column are a partial segment (logged with its data
+ * and parity), the rest a full one (an intent).  Its parity write to role
+ * 3 is lost; the power is lost; the members are assembled from copies.
+ * Expected: the replay writes the logged parity of the first 4K, so the
+ * failed role's first 4K (outside the write) reads back as before.  With
+ * the intent numbered after the payload, replay skipped the payload as
+ * older than the intent, and those bytes read back wrong.
+ */
+static void
+test_intent_before_payload (void)
+{
+  struct memdev img[4];
+  struct fixture f;
+  struct rule *drop;
+  uint8_t *back = malloc (4096), *buf = malloc (188u << 10);
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
+    goto out;
+  fail_member (f.a, "0");
+  drop = rule_new (&f.dev[3], OP_WRITE, DOFF, DOFF + 4096, DROP);
+  rule_arm (drop, 1);
+  memset (buf, 0x5C, 188u << 10);
+  CHECK (raid_array_pwrite (f.a, buf, 188u << 10, 4096, 0) == 0, "write [4K, 192K)");
+  CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to role 3");
+  if (!(f.a = crash_copy (&f, &f.dev[3], "dev3", img)))   /* the array is abandoned */
+    goto out;
+  CHECK (raid_array_pread (f.a, back, 4096, 0) == 0 && memcmp (back, f.model, 4096) == 0,
+         "after the crash: role 0's first 4K (outside the write) read 0x%02x, not 0x%02x",
+         back[0], f.model[0]);
+ out:
+  free (back);
+  free (buf);
+}
+
+/* ==================================================================
+ * 20. A member that has just caught up does not take its rows' records
+ * before the next checkpoint (PLACEMENT).
+ * Interleaving: RAID5 of 4; role 3 (row 0's parity) is failed and
+ * recovered onto a spare; while the recovery is frozen, a 4K write at 0
+ * is logged (the spare is not in sync: on two other members); the
+ * recovery ends; the same 4K are written again and flushed; the power is
+ * lost, and the array is assembled from copies without the spare.
+ * Expected: the second write reads back.  Had its record gone to the
+ * spare alone, the replay would find only the first write's record and
+ * put its older bytes over the flushed second write.
+ */
+static void
+test_placement_after_recovery (void)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[4];
+  struct memdev *devs[3] = { &img[0], &img[1], &img[2] };
+  struct fixture f;
+  struct raid_status st;
+  struct rule *gate;
+  struct job *fz;
+  char err[256];
+  uint8_t *back = malloc (4096);
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))
+    goto out;
+  fail_member (f.a, "3");
+  gate = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (gate, 1);
+  add_member (f.a, "sim:spare");
+  if (!gate_reached (&gate->gate, LONG_MS)) {
+    CHECK (0, "the recovery never wrote past its first batch");
+    goto out;
+  }
+  fz = job_go (job_new (j_freeze, f.a));
+  gate_open (&gate->gate);
+  CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
+  memset (f.model, 0x31, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "first write");
+  CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "start: %s", err);
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  raid_array_status (f.a, &st);
+  CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->state ==
+         RAID_MEMBER_IN_SYNC, "the spare is not in sync after the recovery");
+  memset (f.model, 0x32, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "second write");
+  CHECK (raid_array_flush (f.a) == 0, "flush");
+  for (int i = 0; i < 3; i++) {           /* the crash; the spare is lost with it */
+    img[i] = (struct memdev) { .size = f.dev[i].size, .data = malloc (f.dev[i].size) };
+    memcpy (img[i].data, f.dev[i].data, f.dev[i].size);
+  }
+  if (!(f.a = assemble_devs (devs, dev_names, 3, NULL)))
+    goto out;
+  CHECK (raid_array_pread (f.a, back, 4096, 0) == 0 && back[0] == 0x32 && back[4095] == 0x32,
+         "after the crash without the spare: offset 0 reads 0x%02x, not the flushed "
+         "second write's 0x32", back[0]);
+  verify_contents (&f, "after the crash without the spare");
+ out:
+  free (back);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2314,6 +2416,8 @@ static const struct {
   { "join_after_leave", test_join_after_leave },
   { "record_placement", test_record_placement },
   { "far_member_batches", test_far_member_batches },
+  { "intent_before_payload", test_intent_before_payload },
+  { "placement_after_recovery", test_placement_after_recovery },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
