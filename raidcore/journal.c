@@ -50,10 +50,7 @@
  * by parity roles; at most JOURNAL_MAX_RECORD of payload in all, so that
  * a set always fits an empty log) are reserved, numbered and committed
  * together, so a write across rows with different parity members still
- * waits for one round of log writes.  Its intents are numbered first: a
- * row can hold a full and a partial segment of one write, and an intent
- * supersedes only payload older than itself (REPLAY), never the payload
- * written with it.
+ * waits for one round of log writes.
  *
  * JOINS.  A record written while role X's member was in use carries X's
  * block as it was then.  Once X's member has left (failed, away), writes
@@ -72,9 +69,16 @@
  * on every member in use — a member being rebuilt included, in every row:
  * below its recovery offset it holds the row and nothing rebuilds it again
  * (a member rejoining by delta holds rows above it too) —
- * except blocks of rows that a LATER intent record covers (that full-row
- * write's data was not logged; older bytes must not replace it, which
- * would lose it even if it had been flushed); then every row named by an
+ * except blocks of rows that an intent of a LATER write covers (that
+ * full-row write's data was not logged; older bytes must not replace it,
+ * which would lose it even if it had been flushed).  "Later write": every
+ * record names the first seq of its write (field first), and an intent
+ * supersedes only payload numbered below that.  A write is logged in
+ * several records, possibly in several rounds, and one row can hold a
+ * full and a partial segment of it: its own intent must never supersede
+ * its own payload, whatever their order; two writes that share a row do
+ * not overlap in time (the row's stripe lock), so their numbers do not
+ * interleave.  Then every row named by an
  * intent gets its parity recomputed from the data on the members — the
  * full-row write may be torn or partly lost from a volatile cache, and a
  * later partial write may have computed its parity from it.  A full row
@@ -140,7 +144,10 @@
  *   40  8  seq
  *   48  4  nblocks       52  4  nranges
  *   56  4  header_len    60  4  payload_len
- *   64  4  layout id     68 12  reserved
+ *   64  4  layout id
+ *   68  8  first: 1 + the seq of the first record of the same write (0 in
+ *          records of older versions: the record's own seq counts)
+ *   76  4  reserved
  *   80     nblocks x {u32 role, u32 len, u64 member offset}   (16 bytes)
  *          nranges x {u64 first row, u64 rows}                 (16 bytes)
  *   header_len (multiple of 512), then the payload: the blocks in order.
@@ -172,6 +179,8 @@
  *       rows — the target's too, whose rows are those holding the array
  *       (sb_layout_rows), and the record's geometry itself was validated
  *       against the members' real sizes at assembly.
+ *   J6  first is 0, or at most seq + 1 (a write's first record comes
+ *       before its others).
  * Replay then costs at most what a log this size can hold: intents are
  * merged into disjoint row runs (each row resynced once, at most the
  * layout's rows), and whether a block is superseded is one binary search.
@@ -252,6 +261,8 @@ struct jscratch {
   struct jrecord rec[JSET];
   struct iovec iov[JSET][JOURNAL_MAX_BLOCKS + 2];
   uint8_t *hdr[JSET];               /* JHDR_MAX rounded up to a sector */
+  uint64_t first;                   /* 1 + seq of this write's first record,
+                                       0 before it is numbered */
   /* Batches this writer writes for others too (GROUP COMMIT). */
   struct iovec biov[JBATCH_MAX][JQ_IOV];
   struct mio bmio[JBATCH_MAX * JQ_ENTRIES];
@@ -370,7 +381,7 @@ record_size (int nblocks, int nranges, uint64_t payload)
 /* Encode the header for `r` into hdr (header_len bytes, zeroed by caller). */
 static void
 encode_header (const struct raid_array *a, const struct jrecord *r, uint64_t seq,
-               uint8_t *hdr, uint32_t hlen, uint32_t plen, uint32_t pcrc)
+               uint64_t first, uint8_t *hdr, uint32_t hlen, uint32_t plen, uint32_t pcrc)
 {
   uint8_t *e = hdr + JHDR_FIXED;
 
@@ -384,6 +395,7 @@ encode_header (const struct raid_array *a, const struct jrecord *r, uint64_t seq
   put32 (hdr + 56, hlen);
   put32 (hdr + 60, plen);
   put32 (hdr + 64, r->layout_id);
+  put64 (hdr + 68, first);
   for (int i = 0; i < r->nblocks; i++, e += 16) {
     put32 (e, r->blocks[i].role);
     put32 (e + 4, r->blocks[i].len);
@@ -629,7 +641,9 @@ encode_record (struct raid_array *a, struct jscratch *js, int i, uint64_t seq)
   for (int b = 0; b < r->nblocks; b++)
     pcrc = raid_crc32c_update (pcrc, r->blocks[b].data, r->blocks[b].len);
   memset (js->hdr[i], 0, hlen);
-  encode_header (a, r, seq, js->hdr[i], hlen, plen, ~pcrc);
+  if (js->first == 0)
+    js->first = seq + 1;                   /* this write's first record */
+  encode_header (a, r, seq, js->first, js->hdr[i], hlen, plen, ~pcrc);
   iov[k++] = (struct iovec) { js->hdr[i], hlen };
   for (int b = 0; b < r->nblocks; b++)
     iov[k++] = (struct iovec) { (void *) r->blocks[b].data, r->blocks[b].len };
@@ -673,15 +687,12 @@ append_set (struct raid_array *a, const struct layout *L, struct jscratch *js, i
     if ((err = journal_checkpoint (a, NULL, NULL)) != 0)
       return err;
   }
-  for (int pass = 0; pass < 2; pass++)     /* intents first (PLACEMENT) */
-    for (int i = 0; i < nrec; i++) {
-      if (js->rec[i].payload != (pass == 1))
-        continue;
-      int k = encode_record (a, js, i, atomic_fetch_add (&a->jn.seq_next, 1));
-      for (int c = first[i]; c < first[i + 1]; c++)
-        ent[c] = (struct jq_entry) { .pos = pos[c], .len = len[c], .iov = js->iov[i],
-                                     .iovcnt = k };
-    }
+  for (int i = 0; i < nrec; i++) {
+    int k = encode_record (a, js, i, atomic_fetch_add (&a->jn.seq_next, 1));
+    for (int c = first[i]; c < first[i + 1]; c++)
+      ent[c] = (struct jq_entry) { .pos = pos[c], .len = len[c], .iov = js->iov[i],
+                                   .iovcnt = k };
+  }
   if (commit_copies (a, js, slots, ent, n) != 0) {
     pthread_rwlock_unlock (&a->jn.gate);
     return EAGAIN;
@@ -778,6 +789,7 @@ journal_write (struct raid_array *a, const struct layout *L,
   *failed = 0;
   if (!js)
     return ENOMEM;
+  js->first = 0;
   while (u0 < g->nunits) {
     size_t u1 = u0;
     uint64_t set_bytes = 0;
@@ -893,6 +905,11 @@ check_record (const struct journal_view *v, uint8_t *p, uint64_t avail,
 
   *kind = JR_INVALID;
   id = get32 (p + 64);
+  if (get64 (p + 68) > get64 (p + 40) + 1) {
+    snprintf (why, whylen, "first %" PRIu64 " after its own seq %" PRIu64, get64 (p + 68),
+              get64 (p + 40));
+    return 0;
+  }
   if (get64 (p + 40) > SB_COUNTER_MAX) {
     snprintf (why, whylen, "seq %" PRIu64 " beyond %" PRIu64, get64 (p + 40),
               SB_COUNTER_MAX);
@@ -995,7 +1012,8 @@ cmp_found (const void *x, const void *y)
 /* Intent row ranges of all records, to decide which payload blocks are
  * superseded and which rows need their parity recomputed. */
 struct intent {
-  uint64_t seq, row, rows;
+  uint64_t seq, row, rows;          /* seq: payload numbered below it is
+                                       superseded (intent_first) */
 };
 
 /* One layout's intents, as disjoint segments [edge[k], edge[k+1]) each
@@ -1140,6 +1158,16 @@ apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
   }
 }
 
+/* Payload numbered below this is superseded by the record's intents: the
+ * first seq of its write (REPLAY), or its own seq in an older record. */
+static uint64_t
+intent_first (const uint8_t *p)
+{
+  uint64_t first = get64 (p + 68);
+
+  return first ? first - 1 : get64 (p + 40);
+}
+
 static int
 collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
 {
@@ -1154,7 +1182,7 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
         return ENOMEM;
       *in = n2;
     }
-    (*in)[(*nin)++] = (struct intent) { get64 (p + 40), get64 (e), get64 (e + 8) };
+    (*in)[(*nin)++] = (struct intent) { intent_first (p), get64 (e), get64 (e + 8) };
   }
   return 0;
 }

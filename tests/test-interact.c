@@ -2291,43 +2291,58 @@ test_far_member_batches (void)
 }
 
 /* ==================================================================
- * 19. A write's payload is not superseded by the intent written with it
- * (PLACEMENT: a set's intents are numbered first).
- * Interleaving: RAID5 of 4, left-symmetric, role 0 failed.  A write of
- * [4K, 192K) covers row 0's blocks 1 and 2 and block 0 from 4K: its
- * first 4K of every column are a partial segment (logged with its data
- * and parity), the rest a full one (an intent).  Its parity write to role
- * 3 is lost; the power is lost; the members are assembled from copies.
- * Expected: the replay writes the logged parity of the first 4K, so the
- * failed role's first 4K (outside the write) reads back as before.  With
- * the intent numbered after the payload, replay skipped the payload as
- * older than the intent, and those bytes read back wrong.
+ * 19. A write's payload is not superseded by an intent of the same write
+ * (REPLAY: an intent supersedes only payload numbered below its write's
+ * first record).
+ * Interleaving: RAID5 of 4, left-symmetric, role 0 failed.  A write
+ * covers row 0's blocks 1 and 2 and block 0 from offset x: the first x of
+ * every column are partial segments (logged with their data and parity),
+ * the rest a full one (an intent).  Parity writes to role 3 below x are
+ * lost; the power is lost; the members are assembled from copies.
+ * (a) chunk 64K, x = 4K: one round of records.
+ * (b) chunk 512K, x = 384K: the partial segments (128K wide) need two
+ *     rounds, the intent comes in the second.
+ * Expected: the replay writes the logged parity, so the failed role's
+ * first x bytes (outside the write) read back as before.  Numbered after
+ * the payload (a), or in a later round (b), the intent made replay skip
+ * the payload, and those bytes read back wrong.
  */
 static void
-test_intent_before_payload (void)
+intent_case (uint32_t chunk, uint64_t x)
 {
   struct memdev img[4];
   struct fixture f;
   struct rule *drop;
-  uint8_t *back = malloc (4096), *buf = malloc (188u << 10);
+  uint64_t len = 3 * (uint64_t) chunk - x;
+  uint8_t *back = malloc (x), *buf = malloc (len);
 
-  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+  if (!setup (&f, 5, 4, chunk, NULL) || !close_array (f.a) ||
       !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
     goto out;
   fail_member (f.a, "0");
-  drop = rule_new (&f.dev[3], OP_WRITE, DOFF, DOFF + 4096, DROP);
-  rule_arm (drop, 1);
-  memset (buf, 0x5C, 188u << 10);
-  CHECK (raid_array_pwrite (f.a, buf, 188u << 10, 4096, 0) == 0, "write [4K, 192K)");
-  CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to role 3");
+  drop = rule_new (&f.dev[3], OP_WRITE, DOFF, DOFF + x, DROP);
+  rule_arm (drop, -1);
+  memset (buf, 0x5C, len);
+  CHECK (raid_array_pwrite (f.a, buf, len, x, 0) == 0, "chunk %" PRIu32 ": write", chunk);
+  CHECK (atomic_load (&drop->last_dev) == &f.dev[3], "chunk %" PRIu32 ": no parity write "
+         "below x was lost", chunk);
+  rule_arm (drop, 0);
   if (!(f.a = crash_copy (&f, &f.dev[3], "dev3", img)))   /* the array is abandoned */
     goto out;
-  CHECK (raid_array_pread (f.a, back, 4096, 0) == 0 && memcmp (back, f.model, 4096) == 0,
-         "after the crash: role 0's first 4K (outside the write) read 0x%02x, not 0x%02x",
-         back[0], f.model[0]);
+  CHECK (raid_array_pread (f.a, back, x, 0) == 0 && memcmp (back, f.model, x) == 0,
+         "chunk %" PRIu32 ": after the crash, role 0's first %" PRIu64 " bytes (outside "
+         "the write) read back wrong", chunk, x);
+  teardown (&f);
  out:
   free (back);
   free (buf);
+}
+
+static void
+test_intent_before_payload (void)
+{
+  intent_case (CHUNK, 4096);
+  intent_case (512u << 10, 384u << 10);
 }
 
 /* ==================================================================
