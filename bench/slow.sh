@@ -97,11 +97,12 @@
 #      4K random write QD32     limit N M / 4: a read-modify-write costs 2
 #                               reads and 2 writes on 2 members; target >=
 #                               0.9.  The journal policy adds its record,
-#                               with FUA, on 2 members: 6 requests (N M / 6)
-#                               when each record is its own member write;
-#                               records bound for one member while its log
-#                               write is in flight share the next one, so
-#                               under load it costs less;
+#                               with FUA, on the row's parity member: 5
+#                               requests (N M / 5) when each record is its
+#                               own member write; records bound for a far
+#                               member while its log write is in flight
+#                               share the next one, so under load it costs
+#                               less;
 #                               bitmap adds a bitmap write only when a write
 #                               dirties a clean region.
 #    QD1 cases: no target (one request costs 1 round of DELAY for a read; 3
@@ -497,8 +498,8 @@ if any(k[0] == "B" for k in runs):
               % (m_r, m_w, nominal, ser))
         print("random write limit: N x M / 4 = %d x %.0f / 4 = %.0f writes/s (M = one member's "
               "writes/s at QD32; nominal %.0f);" % (n, m_w, n * m_w / 4, n * nominal / 4))
-        print("  the journal's record on 2 members: 6 requests a write if no two records share "
-              "a log write, N x M / 6 = %.0f writes/s" % (n * m_w / 6))
+        print("  the journal's record on the row's parity member: 5 requests a write if no two "
+              "records share a log write, N x M / 5 = %.0f writes/s" % (n * m_w / 5))
     print()
 print("delta resync after an outage: bench/rejoin.sh (RESULTS.md, runs 5 and 9)")
 print("elapsed: %.0f s; load average %s" % (float(elapsed), load))

@@ -1052,30 +1052,43 @@ test_takeover_write_hole (void)
  * row 0: the recovery will not redo it), so after the recovery ends the
  * check finds no mismatch and the write reads back with role 0 failed.
  */
+/* Role 3 failed and recovered onto spare ("sim:spare"), the recovery
+ * frozen after its first batch: the spare holds those rows and is still
+ * rebuilding.  False (reported) when it could not be staged. */
+static bool
+recovery_frozen (struct fixture *f, struct memdev *spare)
+{
+  struct rule *gate;
+  struct job *fz;
+
+  fail_member (f->a, "3");
+  gate = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (gate, 1);
+  add_member (f->a, "sim:spare");
+  if (!gate_reached (&gate->gate, LONG_MS)) {
+    CHECK (0, "the recovery never wrote past its first batch");
+    return false;
+  }
+  fz = job_go (job_new (j_freeze, f->a));
+  gate_open (&gate->gate);
+  CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
+  return true;
+}
+
 static void
 test_replay_to_rebuilding (void)
 {
   struct memdev *spare = sim_new ("sim:spare"), img[4];
   struct fixture f;
   struct raid_status st;
-  struct rule *gate, *drop;
-  struct job *fz;
+  struct rule *drop;
   char err[256];
 
   if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
       !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
     return;
-  fail_member (f.a, "3");
-  gate = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (gate, 1);
-  add_member (f.a, "sim:spare");
-  if (!gate_reached (&gate->gate, LONG_MS)) {
-    CHECK (0, "the recovery never wrote past its first batch");
+  if (!recovery_frozen (&f, spare))
     return;
-  }
-  fz = job_go (job_new (j_freeze, f.a));
-  gate_open (&gate->gate);
-  CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
   raid_array_status (f.a, &st);
   CHECK (st.sync_action == RAID_SYNC_FROZEN && find_spec (&st, "sim:spare") &&
          find_spec (&st, "sim:spare")->state == RAID_MEMBER_REBUILDING,
@@ -2364,25 +2377,14 @@ test_placement_after_recovery (void)
   struct memdev *devs[3] = { &img[0], &img[1], &img[2] };
   struct fixture f;
   struct raid_status st;
-  struct rule *gate;
-  struct job *fz;
   char err[256];
   uint8_t *back = malloc (4096);
 
   if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
       !(f.a = reassemble (&f, NULL, 0, NULL)))
     goto out;
-  fail_member (f.a, "3");
-  gate = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (gate, 1);
-  add_member (f.a, "sim:spare");
-  if (!gate_reached (&gate->gate, LONG_MS)) {
-    CHECK (0, "the recovery never wrote past its first batch");
+  if (!recovery_frozen (&f, spare))
     goto out;
-  }
-  fz = job_go (job_new (j_freeze, f.a));
-  gate_open (&gate->gate);
-  CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
   memset (f.model, 0x31, 4096);
   CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "first write");
   CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "start: %s", err);
