@@ -212,6 +212,7 @@
 #define JQ_SLOW_NS 250000           /* a member whose log write took longer
                                        has one batch in flight */
 _Static_assert (JOURNAL_MAX_BLOCKS + 2 <= JQ_IOV, "a batch holds any one copy");
+_Static_assert (SB_MAX_MEMBERS <= 64, "stable_slots has a bit per member slot");
 _Static_assert (JSET * (JHDR_MAX + JSECTOR) + JOURNAL_MAX_RECORD + JSECTOR <=
                 2 * JOURNAL_MAX_RECORD, "a set fits the smallest log (journal_usable)");
 
@@ -326,7 +327,7 @@ checkpoint_placement (struct raid_array *a)
 {
   uint64_t stable = 0;
 
-  for (int t = 0; t < (int) a->sb.nmembers && t < 64; t++)
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_IN_SYNC)
       stable |= UINT64_C (1) << t;
   a->jn.stable_slots = stable;
@@ -413,7 +414,7 @@ role_placed (const struct raid_array *a, const struct layout *L, uint32_t bad, i
 {
   int s = L->slot[role];
 
-  return s >= 0 && s < 64 && !(bad & (1u << role)) && (a->jn.stable_slots >> s & 1);
+  return s >= 0 && !(bad & (1u << role)) && (a->jn.stable_slots >> s & 1);
 }
 
 /* Whether a payload record's copies go on its rows' parity members: each
@@ -745,14 +746,15 @@ unit_bytes (const struct write_batch *g, const struct write_unit *u)
   return plen;
 }
 
-/* Add unit u to rec: a full unit as an intent range (merged with the
- * previous one), a partial one as its payload blocks.  False when it does
- * not fit (a record begun for it always does). */
+/* Add unit u (plen payload bytes: unit_bytes) to rec: a full unit as an
+ * intent range (merged with the previous one), a partial one as its
+ * payload blocks.  False when it does not fit (a record begun for it
+ * always does). */
 static bool
-add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_unit *u)
+add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_unit *u,
+          uint64_t plen)
 {
   size_t np = u->end - u->first;
-  uint64_t plen = unit_bytes (g, u);
 
   if (u->full) {
     struct jrange *last = rec->nranges ? &rec->ranges[rec->nranges - 1] : NULL;
@@ -797,12 +799,13 @@ journal_write (struct raid_array *a, const struct layout *L,
 
     while (u1 < g->nunits) {
       const struct write_unit *u = &g->units[u1];
+      uint64_t ub = unit_bytes (g, u);
       struct jrecord *rec;
-      if (u1 > u0 && set_bytes + unit_bytes (g, u) > JOURNAL_MAX_RECORD)
+      if (u1 > u0 && set_bytes + ub > JOURNAL_MAX_RECORD)
         break;                             /* the set fits an empty log */
-      if (!(rec = set_record (js, &nrec, L, u)) || !add_unit (rec, g, u))
+      if (!(rec = set_record (js, &nrec, L, u)) || !add_unit (rec, g, u, ub))
         break;
-      set_bytes += unit_bytes (g, u);
+      set_bytes += ub;
       u1++;
     }
     if ((err = append_set (a, L, js, nrec)) == EAGAIN) {

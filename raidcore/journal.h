@@ -38,11 +38,10 @@ struct journal {
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
   struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;
-  uint64_t roles_left_seen;         /* a->roles_left at the last checkpoint
-                                       (JOINS; state lock) */
-  uint64_t stable_slots;            /* member slots in sync at the last
-                                       checkpoint (PLACEMENT; both written
-                                       with the gate held exclusively) */
+  /* At the last checkpoint (both written there, with the gate held
+   * exclusively and the state lock): */
+  uint64_t roles_left_seen;         /* a->roles_left (JOINS, PLACEMENT) */
+  uint64_t stable_slots;            /* member slots in sync (PLACEMENT) */
 };
 
 /* Rows to make consistent again after a crash (replay's intents): supplied
