@@ -31,6 +31,10 @@
 #                                the case also runs with the largest block
 #                                of whole rows under 1M (960K), labelled
 #                                "whole rows"
+#      seq write 4K QD32         the same sequential stream in 4K requests,
+#                                against the same array's 1M figure (the
+#                                full-stripe rate): the write gather joins
+#                                them into whole rows; target >= 0.7 of it
 #      seq read 1M QD32          limit N R: parity chunks are skipped, so
 #                                every member delivers data; target >= 0.95
 #      4K random read, write, QD1 and QD32: IOPS, no target
@@ -326,6 +330,10 @@ if [[ " $PARTS " == *" A "* ]]; then
   fi
   say "measuring"
   run_case A seqwrite write 1M 32 one "${wt[@]}"
+  # The same stream in 4K requests (as a filesystem writes when nothing
+  # merges): the write gather joins them into whole rows.
+  s4=(raid5); [ "$RAID6" = 1 ] && s4+=(raid6)
+  run_case A sw4k write 4k 32 "${s4[@]}"
   if [ "$RAID6" = 1 ]; then
     stop "${MPID[raid6]}"
     for ((i = 0; i < NDISKS; i++)); do stop "${MPID[raid6,$i]}"; done
@@ -439,6 +447,10 @@ if any(k[0] == "A" for k in runs):
         if key == "seqwrite" and tgt.startswith("raid6-"):
             row("RAID6 seq write %s, whole rows" % tgt[6:].upper(), sw,
                 med("A", tgt, "seqwrite", 0), n - 2, 0.95)
+    for t, lv in (("raid5", "RAID5"), ("raid6", "RAID6")):
+        if ("A", t, "sw4k") in runs:
+            row("%s seq write 4K QD32 / its 1M" % lv, med("A", t, "seqwrite", 0),
+                med("A", t, "sw4k", 0), 1, 0.7)
     row("seq read 1M QD32", sr, med("A", "raid5", "seqread", 0), n, 0.95)
     row("degraded seq read 1M QD32", med("A", "one", "degraded", 0),
         med("A", "raid5", "degraded", 0), n - 1, 0.9)

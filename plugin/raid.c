@@ -34,6 +34,7 @@ static char *control_path;
 static bool force;
 static bool served_readonly;             /* nbdkit -r: see server_readonly */
 static bool reshape_autostart = true;
+static bool write_gather = true;         /* see raid_assemble_opts */
 static int64_t speed_min = -1, speed_max = -1;   /* -1: raidcore's default */
 static unsigned member_timeout = 30;     /* seconds; see raid_assemble_opts */
 static struct raid_array *array;
@@ -104,14 +105,17 @@ raid_config (const char *key, const char *value)
     if ((control_path = nbdkit_absolute_path (value)) == NULL)
       return -1;
   }
-  else if (strcmp (key, "force") == 0 || strcmp (key, "reshape-autostart") == 0) {
+  else if (strcmp (key, "force") == 0 || strcmp (key, "reshape-autostart") == 0 ||
+           strcmp (key, "write-gather") == 0) {
     int r = nbdkit_parse_bool (value);
     if (r == -1)
       return -1;
     if (key[0] == 'f')
       force = r;
-    else
+    else if (key[0] == 'r')
       reshape_autostart = r;
+    else
+      write_gather = r;
   }
   else if (strcmp (key, "member-timeout") == 0) {
     if (nbdkit_parse_unsigned ("member-timeout", value, &member_timeout) == -1)
@@ -170,7 +174,10 @@ raid_config_complete (void)
   "member-timeout=SECONDS    How long an NBD member may be away before it is\n" \
   "                          faulty; bounds every NBD operation (default 30).\n" \
   "force=BOOL                Start dirty and degraded without a journal, or\n" \
-  "                          recorded as served by another host (default false)."
+  "                          recorded as served by another host (default false).\n" \
+  "write-gather=BOOL         Hold partial-row writes briefly (up to 20 ms) to\n" \
+  "                          join them into whole rows; durable after a flush,\n" \
+  "                          as always (default true)."
 
 _Static_assert (SYNC_SPEED_MIN_DEFAULT == 16u << 20 && SYNC_SPEED_MAX_DEFAULT == 0,
                 "a speed default changed: update raid_config_help and raid_params");
@@ -183,6 +190,7 @@ static const struct { const char *name, *dflt; } raid_params[] = {
   { "speed-max", "0" },
   { "member-timeout", "30" },
   { "force", "false" },
+  { "write-gather", "true" },
 };
 
 /* nbdkit raid --dump-plugin: after nbdkit's own lines (version= is this
@@ -231,7 +239,8 @@ raid_get_ready (void)
   struct member *ms[SB_MAX_MEMBERS];
   struct raid_assemble_opts o = { .force = force, .no_autostart = !reshape_autostart,
                                   .readonly = server_readonly (),
-                                  .member_timeout = member_timeout };
+                                  .member_timeout = member_timeout,
+                                  .gather = write_gather };
   const char *pending[SB_MAX_MEMBERS];
   char err[512];
   int n = 0, npending = 0;

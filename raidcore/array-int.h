@@ -27,6 +27,7 @@
 
 #include "array.h"
 #include "away.h"
+#include "gather.h"
 #include "identity.h"
 #include "journal.h"
 #include "router.h"
@@ -86,6 +87,9 @@ struct raid_array {
   /* identity.c: the read probe (management lock) */
   struct identity_probe probe;
 
+  /* gather.c: client writes held to be joined into whole rows (io.c) */
+  struct gather gather;
+
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */
   bool can_fua;
@@ -95,6 +99,12 @@ struct raid_array {
   uint64_t member_timeout_ns;              /* grace of an away member (0: none) */
   struct raid_test_hooks test;             /* zero in production */
 };
+
+/* io.c: a client write as the array makes it (gather.c's write callback;
+ * opaque is the array): bytes past the exported size are dropped (a shrink
+ * cut them off). */
+int array_gathered_write (void *opaque, const uint8_t *buf, uint64_t len,
+                          uint64_t off, unsigned flags);
 
 #define RAID_IO_RAW 0x100u                 /* internal: no write-hole policy */
 

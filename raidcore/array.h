@@ -36,6 +36,10 @@ struct raid_assemble_opts {
   bool readonly;             /* members opened read-only; nothing is ever
                                 written to them: no record, no repair, no
                                 background work; management refused (EROFS) */
+  bool gather;               /* hold partial-row writes briefly to join them
+                                into whole rows (gather.h); acknowledged
+                                before they are written, durable after a
+                                flush */
   unsigned member_timeout;   /* seconds an NBD member whose connection is
                                 lost stays missing (reconnected, its missed
                                 regions recorded) before it is faulty; 0: no

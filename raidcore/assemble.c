@@ -159,7 +159,7 @@ bind_members (struct raid_array *a, struct candidate *c, int n)
 
 /* Locks, conditions and defaults of a new array object. */
 static void
-init_array (struct raid_array *a)
+init_array (struct raid_array *a, bool gather)
 {
   pthread_condattr_t ca;
 
@@ -173,11 +173,13 @@ init_array (struct raid_array *a)
   job_init (a);
   atomic_store (&a->rb_row, 0);
   a->can_fua = true;
+  gather_init (&a->gather, gather, array_gathered_write, a);
 }
 
 static void
 destroy_array (struct raid_array *a, bool router_ok)
 {
+  gather_fini (&a->gather);
   stripe_lock_destroy (&a->locks);
   if (router_ok)
     router_destroy (&a->router);
@@ -245,7 +247,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     goto fail;
   a->sb = c[best].sb;
   raid_uuid_format (a->sb.array_uuid, u);
-  init_array (a);
+  init_array (a, o->gather && !o->readonly);
   a->readonly = o->readonly;
   a->member_timeout_ns = (uint64_t) o->member_timeout * 1000000000u;
   bind_members (a, c, n);
@@ -324,7 +326,8 @@ raid_array_start (struct raid_array *a)
   pthread_mutex_lock (&a->mgmt_lock);
   sync_next_job (a);                       /* resume what the record owes */
   pthread_mutex_unlock (&a->mgmt_lock);
-  return sync_thread_start (a) != 0 || away_start (a) != 0 ? -1 : 0;
+  return sync_thread_start (a) != 0 || away_start (a) != 0 ||
+    gather_start (&a->gather) != 0 ? -1 : 0;
 }
 
 void
@@ -334,6 +337,9 @@ raid_array_close (struct raid_array *a)
 
   if (!a)
     return;
+  gather_stop (&a->gather);
+  if (gather_drain_all (&a->gather))         /* G4: held writes reach the array */
+    raid_log (RAID_LOG_ERROR, "writes held for gathering could not be written");
   sync_thread_stop (a);
   away_stop (a);
   failed = atomic_load (&a->health) == RAID_HEALTH_FAILED || a->readonly;

@@ -90,21 +90,57 @@ array_io (struct raid_array *a, enum array_op op, void *buf, uint64_t count,
 int
 raid_array_pread (struct raid_array *a, void *buf, uint64_t count, uint64_t off)
 {
+  struct gather_snap snap;
   int err = check_range (a, count, off);
+
   identity_note_read (&a->probe, off, count);   /* is this read our own? */
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
-  return err ? err : array_io (a, OP_READ, buf, count, off, 0);
+  if (err || (err = gather_snap_take (&a->gather, off, off + count, &snap)) != 0)
+    return err;
+  err = array_io (a, OP_READ, buf, count, off, 0);  /* G1: after the snapshot */
+  if (!err)
+    gather_snap_apply (&snap, buf, off, count);
+  gather_snap_free (&snap);
+  return err;
 }
 
+int
+array_gathered_write (void *opaque, const uint8_t *buf, uint64_t len,
+                      uint64_t off, unsigned flags)
+{
+  struct raid_array *a = opaque;
+  uint64_t size = atomic_load (&a->size);
+  int err;
+
+  if (off >= size)
+    return 0;
+  len = raid_min_u64 (len, size - off);
+  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+    return EIO;
+  if ((err = state_mark_dirty (a)) != 0)
+    return err;
+  return array_io (a, OP_WRITE, (void *) buf, len, off, flags);
+}
+
+/* The unit the gather joins writes into: a row of the current layout, when
+ * a partial row costs a read-modify-write (levels with parity). */
+static uint64_t
+gather_unit (struct raid_array *a)
+{
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  return L->g.level >= 4 ? L->g.stripe_width : 0;
+}
+
+/* Through the gather (gather.h): held, or written now. */
 int
 raid_array_pwrite (struct raid_array *a, const void *buf, uint64_t count,
                    uint64_t off, unsigned flags)
 {
   int err = check_range (a, count, off);
   atomic_store_explicit (&a->fg_ns, raid_now_mono_ns (), memory_order_relaxed);
-  if (!err && count)
-    err = state_mark_dirty (a);
-  return err ? err : array_io (a, OP_WRITE, (void *) buf, count, off, flags);
+  if (err || count == 0)
+    return err;
+  return gather_write (&a->gather, buf, count, off, gather_unit (a), flags);
 }
 
 int
@@ -118,7 +154,8 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
     return err;
   if (fast && (off % W || (off + count) % W))
     return ENOTSUP;
-  if (count && (err = state_mark_dirty (a)) != 0)
+  if (count && ((err = gather_settle (&a->gather, off, off + count, true)) != 0 ||
+                (err = state_mark_dirty (a)) != 0))
     return err;
   return array_io (a, OP_ZERO, NULL, count, off, flags);
 }
@@ -126,9 +163,13 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
 int
 raid_array_flush (struct raid_array *a)
 {
+  int held, err;
+
   if (a->readonly)
     return 0;                              /* nothing was written */
-  return state_flush_all (a);
+  held = gather_drain_all (&a->gather);    /* G3 */
+  err = state_flush_all (a);
+  return held ? held : err;
 }
 
 /* Block status of one piece of an answer, in row runs of its layout. */
@@ -164,6 +205,8 @@ raid_array_extents (struct raid_array *a, uint64_t count, uint64_t off,
     return err == EIO ? cb (opaque, off, count, false) : err;
   if (count == 0)
     return 0;
+  if ((err = gather_settle (&a->gather, off, off + count, false)) != 0)
+    return err;                            /* G4: held bytes are data */
   router_enter (&a->router, off, count, &t);
   for (int i = 0; i < t.n && !err; i++)
     err = piece_extents (a, &t.p[i], cb, opaque);

@@ -64,6 +64,8 @@ rnd (void)
 
 
 
+struct raid_assemble_opts fixture_opts;
+
 void
 make_array_ex (struct fixture *f, int level, int layout, int n, uint32_t chunk,
                uint64_t member_size, uint64_t data_offset)
@@ -108,7 +110,7 @@ make_array_ex (struct fixture *f, int level, int layout, int n, uint32_t chunk,
     int j = n - 1 - i;
     ms[i] = member_new_custom (path[j], f->member_size, &md_ops, &f->dev[j]);
   }
-  if (raid_array_assemble (ms, n, &(struct raid_assemble_opts) { 0 }, &f->a,
+  if (raid_array_assemble (ms, n, &fixture_opts, &f->a,
                            err, sizeof err) < 0) {
     fprintf (stderr, "assemble: %s\n", err);
     exit (1);

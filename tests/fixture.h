@@ -52,6 +52,10 @@ struct fixture {
   uint64_t member_size;
 };
 
+/* The options make_array_ex assembles with (all zero unless a test sets
+ * them first). */
+extern struct raid_assemble_opts fixture_opts;
+
 extern uint64_t rng_state;
 uint64_t rnd (void);
 

@@ -42,7 +42,7 @@ done
 help="$(nbdkit_run "$PLUGIN" --help | sed -n '/^plugin: raid/,$p')"
 mapfile -t params < <(sed -n 's/^raid_param_\([^=]*\)=.*/\1/p' <<<"$dump")
 expect_eq "--dump-plugin lists the parameters" \
-  "member control reshape-autostart speed-min speed-max member-timeout force" "${params[*]}"
+  "member control reshape-autostart speed-min speed-max member-timeout force write-gather" "${params[*]}"
 
 # The plugin man page as man renders it: generated in the build tree, or
 # the source's.

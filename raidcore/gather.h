@@ -1,0 +1,161 @@
+/* nbdkit-raid: the write gather — partial-row client writes held briefly in
+ * memory and joined into whole rows before parity is computed.
+ *
+ * THEORY
+ *
+ * Why.  A write that covers part of a row costs a read-modify-write: the
+ * old data and parity are read, the new parity computed, both written (and
+ * with the journal, logged first); writes to one row are serialized by its
+ * stripe lock.  A client that writes a stream in small requests (4 KiB at
+ * queue depth 32, as a filesystem or a guest without merging does) sends
+ * every request into the same one or two rows: they queue on the row lock
+ * and each pays the whole cycle.  Joined into whole rows, the same bytes
+ * need no read at all, one parity computation per row and no logged
+ * payload.  Measured before this existed: 4 KiB sequential writes on RAID5
+ * of 5 slow members ran at 3% of the 1 MiB rate.
+ *
+ * What it is.  A small table of slots (GATHER_SLOTS, fewer for large rows:
+ * GATHER_BYTES_MAX of them in use at most).  A slot holds one
+ * unit — one row of the layout that holds the bytes when the slot is made
+ * (the array's stripe width), at most GATHER_UNIT_MAX — a buffer for it,
+ * and the list of byte ranges of it that client writes have filled
+ * (segments: sorted, disjoint, never adjacent, at most GATHER_SEGS).  A
+ * slot is FREE, FILLING (writes may add bytes) or DRAINING (one thread is
+ * writing its segments to the array; nobody changes it).  One transition
+ * function (slot_set) makes every change of state; the table's lock is a
+ * leaf mutex held for bookkeeping and copying only, never across array I/O.
+ *
+ * The contract kept.  NBD lets a server acknowledge a write before it is
+ * durable; durability is promised only after a FLUSH (or for FUA writes).
+ * A gathered write is acknowledged once its bytes are in its slot.  So:
+ *   G1  Every read sees every acknowledged write: a read copies the
+ *       overlapping bytes of every non-FREE slot (a snapshot, under the
+ *       lock) BEFORE it reads the array, then lays the snapshot over what
+ *       it read.  A slot leaves the table only after its bytes are on the
+ *       array, so a byte is in the snapshot or on the array by the time
+ *       the array read starts (both, in between: the same bytes).
+ *   G2  Bytes reach the array in the order their writes were acknowledged:
+ *       any write, zero or trim that bypasses the table (FUA, whole rows,
+ *       the heuristic's no) first settles every slot it overlaps — a FILLING
+ *       slot whose bytes it covers entirely is dropped (they are superseded),
+ *       one it covers partly is drained before it — and waits for slots
+ *       being drained.  A gathered write into a slot being drained waits
+ *       for that drain, then goes into a new slot.
+ *   G3  FLUSH drains every slot that held bytes when it was called (and
+ *       waits for drains already running), then flushes the members; it
+ *       fails with the first error any drain met since the previous flush
+ *       (the bytes of an acknowledged write that could not be written are
+ *       reported to the next flush, as a disk's write cache reports them).
+ *       Multi-conn stays honest: the table is the array's, not a
+ *       connection's.
+ *   G4  Nothing is held long: a slot whose unit is complete is drained at
+ *       once by the writer that completed it; a slot older than
+ *       GATHER_AGE_NS is drained by the ager thread; a full table makes the
+ *       writer that needs a slot drain the oldest one itself; block status
+ *       (extents) settles the slots it overlaps first (a gathered write in
+ *       a hole must not be reported as a hole); a clean close drains all.
+ *       A kill -9 loses at most the unflushed writes of the last
+ *       GATHER_AGE_NS, which the contract allows.
+ *   G5  Layout changes need nothing from here: a drain is an ordinary array
+ *       write (router ticket, stripe locks, write-hole policy), routed when
+ *       it runs.  A unit that no longer matches a row (a reshape changed
+ *       the stripe width) is written as partial rows: slower, still right.
+ *
+ * Which writes.  FUA writes go straight through (after settling).  A write
+ * is cut at unit boundaries; whole units go straight through; a partial
+ * piece is gathered when its unit already has a slot, or it starts the
+ * unit, or the unit before it has a slot or was just completed (a stream
+ * crossing into the next row, even when the requests arrive out of order);
+ * any other partial piece (a random small write) goes straight through.
+ *
+ * Waits, their wake-ups and bounds.
+ *   W1  A writer, a settle or a flush on a slot being drained by another
+ *       thread: woken by that drain's end (freed), bounded by its array
+ *       writes.  Drains never wait on the table.
+ *   W2  The ager sleeps GATHER_AGE_NS / 2 at a time (tick), woken early by
+ *       gather_stop.
+ */
+#ifndef RAIDCORE_GATHER_H
+#define RAIDCORE_GATHER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define GATHER_SLOTS 16
+#define GATHER_SEGS 16
+#define GATHER_UNIT_MAX (4u << 20)
+#define GATHER_BYTES_MAX (16u << 20)       /* slots in use x unit, at most */
+#define GATHER_AGE_NS (20 * 1000000ull)
+#define GATHER_RECENT 4
+
+enum gslot_state { GS_FREE, GS_FILLING, GS_DRAINING };
+
+struct gseg { uint64_t lo, hi; };          /* array bytes [lo, hi) */
+
+struct gslot {
+  enum gslot_state state;
+  uint64_t gen;                            /* counts the slot's uses */
+  uint64_t off, len;                       /* the unit */
+  uint64_t born_ns;
+  int nseg;
+  struct gseg seg[GATHER_SEGS];
+  uint8_t *buf;                            /* byte off of the unit at buf[0] */
+  uint64_t cap;
+};
+
+/* The array write a drain or a bypassing write makes: 0 or errno. */
+typedef int (*gather_write_fn) (void *opaque, const uint8_t *buf, uint64_t len,
+                                uint64_t off, unsigned flags);
+
+struct gather {
+  bool on;
+  gather_write_fn write;
+  void *opaque;
+  pthread_mutex_t lock;
+  pthread_cond_t freed;                    /* a slot left DRAINING (W1) */
+  pthread_cond_t tick;                     /* the ager's sleep (W2) */
+  _Atomic int nlive;                       /* slots not FREE */
+  struct gslot slot[GATHER_SLOTS];
+  uint64_t recent[GATHER_RECENT];          /* ends of units completed lately */
+  unsigned nrecent;
+  int err;                                 /* first drain error since a flush */
+  pthread_t ager;
+  bool ager_running, stop;
+};
+
+/* on false: every call below passes straight to write (and reads see no
+ * slot).  0 or ENOMEM. */
+int gather_init (struct gather *G, bool on, gather_write_fn write, void *opaque);
+/* Every slot must be FREE (gather_drain_all after gather_stop). */
+void gather_fini (struct gather *G);
+int gather_start (struct gather *G);       /* the ager; 0 or errno */
+void gather_stop (struct gather *G);
+
+/* A client write of [off, off + len): gathered or written through as above;
+ * unit is the row size now (0: never gather).  0 once it is held or
+ * written, or errno. */
+int gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
+                  uint64_t unit, unsigned flags);
+/* Before a zero or trim (superseded true) or block status (false) of
+ * [lo, hi): G2 / G4.  0 or the error of a drain it made. */
+int gather_settle (struct gather *G, uint64_t lo, uint64_t hi, bool superseded);
+/* Drain every slot that holds bytes now (G3's first half); then returns and
+ * clears the first drain error since the last call. */
+int gather_drain_all (struct gather *G);
+
+/* A read's snapshot of held bytes over [lo, hi) (G1). */
+struct gather_snap {
+  int n;
+  struct { uint64_t off, len; uint8_t *data; } *piece;
+};
+/* 0 or ENOMEM; free with gather_snap_free after gather_snap_apply. */
+int gather_snap_take (struct gather *G, uint64_t lo, uint64_t hi,
+                      struct gather_snap *s);
+/* Lay the snapshot over buf, which holds array bytes from lo. */
+void gather_snap_apply (const struct gather_snap *s, uint8_t *buf, uint64_t lo,
+                        uint64_t len);
+void gather_snap_free (struct gather_snap *s);
+
+#endif
