@@ -83,7 +83,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define GATHER_SLOTS 16
+#define GATHER_SLOTS 32
 #define GATHER_SEGS 16
 #define GATHER_UNIT_MAX (4u << 20)
 #define GATHER_BYTES_MAX (16u << 20)       /* slots in use x unit, at most */
