@@ -1,4 +1,5 @@
 /* nbdkit-raid: the write gather (theory in gather.h). */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,10 @@ any_draining (struct gather *G)
 /* ---- drains (called without the lock, on a slot this thread set
  * DRAINING) ---- */
 
+/* Write the slot's segments.  Written: FREE.  EIO (the array cannot store
+ * them: it failed): FREE, and lost is set for good (G3).  Any other error
+ * (ENOMEM): the slot is FILLING again, its bytes still held and tried
+ * again (by the ager, or the next flush). */
 static int
 drain (struct gather *G, struct gslot *s)
 {
@@ -202,9 +207,14 @@ drain (struct gather *G, struct gslot *s)
     err = G->write (G->opaque, s->buf + (s->seg[i].lo - s->off),
                     s->seg[i].hi - s->seg[i].lo, s->seg[i].lo, 0);
   pthread_mutex_lock (&G->lock);
-  if (err && !G->err)
-    G->err = err;
-  slot_set (G, s, GS_FREE);
+  if (err && err != EIO) {
+    s->born_ns = raid_now_mono_ns ();
+    slot_set (G, s, GS_FILLING);
+  }
+  else {
+    G->lost |= err == EIO;
+    slot_set (G, s, GS_FREE);
+  }
   pthread_mutex_unlock (&G->lock);
   return err;
 }
@@ -221,48 +231,101 @@ drain_list (struct gather *G, struct gslot **list, int n)
   return err;
 }
 
+/* Wait (W1) until no slot holding bytes in [lo, hi) is being drained.  A
+ * caller waits here before it takes any slot, never while it holds one:
+ * so no two threads can each wait for the other's slot. */
+static void
+wait_overlap_drained (struct gather *G, uint64_t lo, uint64_t hi)
+{
+  bool busy;
+  do {
+    busy = false;
+    for (int i = 0; i < GATHER_SLOTS && !busy; i++)
+      busy = G->slot[i].state == GS_DRAINING && segs_overlap (&G->slot[i], lo, hi);
+    if (busy)
+      pthread_cond_wait (&G->freed, &G->lock);
+  } while (busy);
+}
+
 /* ---- writes ---- */
 
 int
-gather_settle (struct gather *G, uint64_t lo, uint64_t hi, bool superseded)
+gather_settle (struct gather *G, uint64_t lo, uint64_t hi, struct gather_hold *h)
 {
   struct gslot *mine[GATHER_SLOTS];
   int n = 0;
 
+  if (h)
+    h->n = 0;
   if (!G->on || atomic_load (&G->nlive) == 0)
     return 0;
   pthread_mutex_lock (&G->lock);
- again:
+  wait_overlap_drained (G, lo, hi);
   for (int i = 0; i < GATHER_SLOTS; i++) {
     struct gslot *s = &G->slot[i];
-    if (s->state == GS_FREE || !segs_overlap (s, lo, hi))
+    if (s->state != GS_FILLING || !segs_overlap (s, lo, hi))
       continue;
-    if (s->state == GS_DRAINING) {
-      bool ours = false;
-      for (int j = 0; j < n; j++)
-        ours |= mine[j] == s;
-      if (ours)
-        continue;
-      pthread_cond_wait (&G->freed, &G->lock);           /* W1 */
-      goto again;
-    }
-    if (superseded && segs_inside (s, lo, hi))
-      slot_set (G, s, GS_FREE);                          /* every byte replaced */
-    else {
-      slot_set (G, s, GS_DRAINING);
-      mine[n++] = s;
-    }
+    slot_set (G, s, GS_DRAINING);
+    if (h && segs_inside (s, lo, hi))
+      h->s[h->n++] = s;                  /* replaced: held until the write lands */
+    else
+      mine[n++] = s;                     /* older bytes around it: written first */
   }
   pthread_mutex_unlock (&G->lock);
   return drain_list (G, mine, n);
+}
+
+void
+gather_release (struct gather *G, struct gather_hold *h, int err)
+{
+  if (h->n == 0)
+    return;
+  if (err) {                             /* not replaced after all */
+    drain_list (G, h->s, h->n);
+    return;
+  }
+  pthread_mutex_lock (&G->lock);
+  for (int i = 0; i < h->n; i++)
+    slot_set (G, h->s[i], GS_FREE);
+  pthread_mutex_unlock (&G->lock);
+}
+
+void
+gather_discard (struct gather *G, uint64_t from)
+{
+  if (!G->on || atomic_load (&G->nlive) == 0)
+    return;
+  pthread_mutex_lock (&G->lock);
+  wait_overlap_drained (G, from, UINT64_MAX);
+  for (int i = 0; i < GATHER_SLOTS; i++) {
+    struct gslot *s = &G->slot[i];
+    int n = 0;
+    if (s->state != GS_FILLING)
+      continue;
+    for (int j = 0; j < s->nseg; j++)
+      if (s->seg[j].lo < from) {
+        s->seg[n] = s->seg[j];
+        s->seg[n].hi = raid_min_u64 (s->seg[n].hi, from);
+        n++;
+      }
+    s->nseg = n;
+    if (n == 0)
+      slot_set (G, s, GS_FREE);
+  }
+  pthread_mutex_unlock (&G->lock);
 }
 
 static int
 through (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
          unsigned flags)
 {
-  int err = gather_settle (G, off, off + len, true);
-  return err ? err : G->write (G->opaque, buf, len, off, flags);
+  struct gather_hold h;
+  int err = gather_settle (G, off, off + len, &h);
+
+  if (!err)
+    err = G->write (G->opaque, buf, len, off, flags);
+  gather_release (G, &h, err);
+  return err;
 }
 
 /* A piece inside one unit [u0, u0 + unit). */
@@ -312,14 +375,11 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
     pthread_mutex_unlock (&G->lock);
     return 0;
 
-  drain_it:
+  drain_it:                              /* another write's bytes: make room */
     slot_set (G, d, GS_DRAINING);
     pthread_mutex_unlock (&G->lock);
-    {
-      int err = drain (G, d);
-      if (err)
-        return err;
-    }
+    if (drain (G, d) != 0)
+      return through (G, buf, len, off, 0);  /* its failure is not this write's */
     pthread_mutex_lock (&G->lock);
   }
   pthread_mutex_unlock (&G->lock);
@@ -338,7 +398,7 @@ gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
   lo = raid_round_up (off, unit);                        /* first whole unit */
   hi = raid_round_down (end, unit);                      /* end of the last */
   if (lo >= hi) {                                        /* within two units */
-    uint64_t cut = lo < end ? lo : end;
+    uint64_t cut = lo > off && lo < end ? lo : end;
     err = put (G, buf, cut - off, off, unit);
     if (!err && cut < end)
       err = put (G, buf + (cut - off), end - cut, cut, unit);
@@ -358,29 +418,42 @@ gather_drain_all (struct gather *G)
 {
   struct gslot *mine[GATHER_SLOTS];
   uint64_t gen[GATHER_SLOTS];
-  bool theirs[GATHER_SLOTS];
-  int n = 0, err;
+  bool held[GATHER_SLOTS];
+  int err = 0;
 
   if (!G->on)
     return 0;
   pthread_mutex_lock (&G->lock);
   for (int i = 0; i < GATHER_SLOTS; i++) {
-    struct gslot *s = &G->slot[i];
-    theirs[i] = s->state == GS_DRAINING;
-    gen[i] = s->gen;
-    if (s->state == GS_FILLING) {
-      slot_set (G, s, GS_DRAINING);
-      mine[n++] = s;
-    }
+    held[i] = G->slot[i].state != GS_FREE;
+    gen[i] = G->slot[i].gen;
   }
-  pthread_mutex_unlock (&G->lock);
-  drain_list (G, mine, n);
-  pthread_mutex_lock (&G->lock);
-  for (int i = 0; i < GATHER_SLOTS; i++)
-    while (theirs[i] && G->slot[i].gen == gen[i] && G->slot[i].state == GS_DRAINING)
-      pthread_cond_wait (&G->freed, &G->lock);           /* W1 */
-  err = G->err;
-  G->err = 0;
+  while (!err) {                           /* each slot that held bytes then */
+    bool pending = false;
+    int n = 0;
+    for (int i = 0; i < GATHER_SLOTS; i++) {
+      struct gslot *s = &G->slot[i];
+      if (!held[i] || s->gen != gen[i] || s->state == GS_FREE)
+        continue;
+      if (s->state == GS_FILLING) {
+        slot_set (G, s, GS_DRAINING);
+        mine[n++] = s;
+      }
+      else
+        pending = true;                    /* another thread is writing it */
+    }
+    if (n) {
+      pthread_mutex_unlock (&G->lock);
+      err = drain_list (G, mine, n);
+      pthread_mutex_lock (&G->lock);
+    }
+    else if (pending)
+      pthread_cond_wait (&G->freed, &G->lock);  /* W1, holding nothing */
+    else
+      break;
+  }
+  if (!err && G->lost)
+    err = EIO;
   pthread_mutex_unlock (&G->lock);
   return err;
 }
@@ -439,9 +512,10 @@ void
 gather_snap_apply (const struct gather_snap *s, uint8_t *buf, uint64_t lo,
                    uint64_t len)
 {
-  for (int i = 0; i < s->n; i++)
-    if (s->piece[i].off >= lo && s->piece[i].off + s->piece[i].len <= lo + len)
-      memcpy (buf + (s->piece[i].off - lo), s->piece[i].data, s->piece[i].len);
+  for (int i = 0; i < s->n; i++) {
+    assert (s->piece[i].off >= lo && s->piece[i].off + s->piece[i].len <= lo + len);
+    memcpy (buf + (s->piece[i].off - lo), s->piece[i].data, s->piece[i].len);
+  }
 }
 
 void

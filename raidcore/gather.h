@@ -23,7 +23,8 @@
  * slot is FREE, FILLING (writes may add bytes) or DRAINING (one thread is
  * writing its segments to the array; nobody changes it).  One transition
  * function (slot_set) makes every change of state; the table's lock is a
- * leaf mutex held for bookkeeping and copying only, never across array I/O.
+ * leaf mutex held for bookkeeping, copying and a slot buffer's first
+ * allocation only, never across array I/O.
  *
  * The contract kept.  NBD lets a server acknowledge a write before it is
  * durable; durability is promised only after a FLUSH (or for FUA writes).
@@ -31,35 +32,46 @@
  *   G1  Every read sees every acknowledged write: a read copies the
  *       overlapping bytes of every non-FREE slot (a snapshot, under the
  *       lock) BEFORE it reads the array, then lays the snapshot over what
- *       it read.  A slot leaves the table only after its bytes are on the
- *       array, so a byte is in the snapshot or on the array by the time
- *       the array read starts (both, in between: the same bytes).
+ *       it read.  A slot leaves the table only after its bytes, or the
+ *       bytes of a later write that replaced them, are on the array; so
+ *       each byte is in the snapshot or on the array by the time the array
+ *       read starts.
  *   G2  Bytes reach the array in the order their writes were acknowledged:
  *       any write, zero or trim that bypasses the table (FUA, whole rows,
- *       the heuristic's no) first settles every slot it overlaps — a FILLING
- *       slot whose bytes it covers entirely is dropped (they are superseded),
- *       one it covers partly is drained before it — and waits for slots
- *       being drained.  A gathered write into a slot being drained waits
- *       for that drain, then goes into a new slot.
+ *       the heuristic's no) first settles every slot it overlaps.  A
+ *       FILLING slot it covers entirely is held (DRAINING, owned by that
+ *       request, not written) until the request's own array write has
+ *       landed, then freed — its bytes were replaced — or, if that write
+ *       failed, drained after all; one it covers partly is drained before
+ *       the request's write.  A settle first waits until no slot it
+ *       overlaps is being drained, then takes all of them in one step, so
+ *       it never waits while it holds a slot.  A gathered write into a slot
+ *       being drained waits for that drain, then goes into a new slot.
  *   G3  FLUSH drains every slot that held bytes when it was called (and
- *       waits for drains already running), then flushes the members; it
- *       fails with the first error any drain met since the previous flush
- *       (the bytes of an acknowledged write that could not be written are
- *       reported to the next flush, as a disk's write cache reports them).
- *       Multi-conn stays honest: the table is the array's, not a
+ *       waits for drains already running), then flushes the members.  A
+ *       drain that fails with EIO (the array cannot store them: it failed)
+ *       loses acknowledged writes, and every flush from then on fails with
+ *       EIO; one that fails otherwise (ENOMEM) puts the slot back, its
+ *       bytes still held and tried again, and fails the flush that made
+ *       it.  Multi-conn stays honest: the table is the array's, not a
  *       connection's.
  *   G4  Nothing is held long: a slot whose unit is complete is drained at
- *       once by the writer that completed it; a slot older than
- *       GATHER_AGE_NS is drained by the ager thread; a full table makes the
- *       writer that needs a slot drain the oldest one itself; block status
- *       (extents) settles the slots it overlaps first (a gathered write in
- *       a hole must not be reported as a hole); a clean close drains all.
- *       A kill -9 loses at most the unflushed writes of the last
- *       GATHER_AGE_NS, which the contract allows.
+ *       once by the writer that completed it; a slot that is GATHER_AGE_NS
+ *       old is drained by the ager thread, which looks every
+ *       GATHER_AGE_NS / 2 (so within about 1.5 x GATHER_AGE_NS, plus the
+ *       drains before it); a full table makes the writer that needs a slot
+ *       drain the oldest one itself; block status (extents) settles the
+ *       slots it overlaps first (a gathered write in a hole must not be
+ *       reported as a hole); a clean close drains all.  A kill -9 loses at
+ *       most the unflushed writes of those last milliseconds, which the
+ *       contract allows.
  *   G5  Layout changes need nothing from here: a drain is an ordinary array
  *       write (router ticket, stripe locks, write-hole policy), routed when
  *       it runs.  A unit that no longer matches a row (a reshape changed
  *       the stripe width) is written as partial rows: slower, still right.
+ *       A shrink discards held bytes past the new end (gather_discard), so
+ *       that a later grow, which zeroes its new space, cannot bring them
+ *       back.
  *
  * Which writes.  FUA writes go straight through (after settling).  A write
  * is cut at unit boundaries; whole units go straight through; a partial
@@ -69,9 +81,11 @@
  * any other partial piece (a random small write) goes straight through.
  *
  * Waits, their wake-ups and bounds.
- *   W1  A writer, a settle or a flush on a slot being drained by another
- *       thread: woken by that drain's end (freed), bounded by its array
- *       writes.  Drains never wait on the table.
+ *   W1  A writer, a settle, a discard or a flush on a slot being drained
+ *       by another thread: woken by that drain's end (freed), bounded by
+ *       its array writes (a slot held by a bypassing request: by that
+ *       request's array write).  Drains never wait on the table, and no
+ *       thread waits while it holds a slot.
  *   W2  The ager sleeps GATHER_AGE_NS / 2 at a time (tick), woken early by
  *       gather_stop.
  */
@@ -120,7 +134,7 @@ struct gather {
   struct gslot slot[GATHER_SLOTS];
   uint64_t recent[GATHER_RECENT];          /* ends of units completed lately */
   unsigned nrecent;
-  int err;                                 /* first drain error since a flush */
+  bool lost;                               /* a drain failed with EIO (G3) */
   pthread_t ager;
   bool ager_running, stop;
 };
@@ -128,7 +142,8 @@ struct gather {
 /* on false: every call below passes straight to write (and reads see no
  * slot).  0 or ENOMEM. */
 int gather_init (struct gather *G, bool on, gather_write_fn write, void *opaque);
-/* Every slot must be FREE (gather_drain_all after gather_stop). */
+/* Frees the table; bytes still held are lost (gather_stop and
+ * gather_drain_all first). */
 void gather_fini (struct gather *G);
 int gather_start (struct gather *G);       /* the ager; 0 or errno */
 void gather_stop (struct gather *G);
@@ -138,11 +153,22 @@ void gather_stop (struct gather *G);
  * written, or errno. */
 int gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
                   uint64_t unit, unsigned flags);
-/* Before a zero or trim (superseded true) or block status (false) of
- * [lo, hi): G2 / G4.  0 or the error of a drain it made. */
-int gather_settle (struct gather *G, uint64_t lo, uint64_t hi, bool superseded);
-/* Drain every slot that holds bytes now (G3's first half); then returns and
- * clears the first drain error since the last call. */
+/* The slots a bypassing write replaces, held until it has landed (G2). */
+struct gather_hold {
+  int n;
+  struct gslot *s[GATHER_SLOTS];
+};
+/* Before a zero or trim (h: the slots it replaces, for gather_release) or
+ * block status (h NULL: every overlapping slot is written) of [lo, hi):
+ * G2 / G4.  0 or the error of a drain it made; release h either way. */
+int gather_settle (struct gather *G, uint64_t lo, uint64_t hi, struct gather_hold *h);
+/* After the request's own array write: err 0 frees the held slots (their
+ * bytes were replaced); otherwise they are drained now. */
+void gather_release (struct gather *G, struct gather_hold *h, int err);
+/* A shrink: held bytes at or past from are dropped (G5). */
+void gather_discard (struct gather *G, uint64_t from);
+/* Drain every slot that holds bytes now (G3's first half).  0, the error
+ * of a drain it made, or EIO once a drain ever lost bytes. */
 int gather_drain_all (struct gather *G);
 
 /* A read's snapshot of held bytes over [lo, hi) (G1). */

@@ -148,16 +148,20 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
                  unsigned flags, bool fast)
 {
   uint64_t W = raid_array_stripe_width (a);
+  struct gather_hold held;
   int err = check_range (a, count, off);
 
   if (err)
     return err;
   if (fast && (off % W || (off + count) % W))
     return ENOTSUP;
-  if (count && ((err = gather_settle (&a->gather, off, off + count, true)) != 0 ||
-                (err = state_mark_dirty (a)) != 0))
-    return err;
-  return array_io (a, OP_ZERO, NULL, count, off, flags);
+  if (count == 0)
+    return 0;
+  if ((err = gather_settle (&a->gather, off, off + count, &held)) == 0 &&
+      (err = state_mark_dirty (a)) == 0)
+    err = array_io (a, OP_ZERO, NULL, count, off, flags);
+  gather_release (&a->gather, &held, err);   /* G2: replaced once zeroed */
+  return err;
 }
 
 int
@@ -205,7 +209,7 @@ raid_array_extents (struct raid_array *a, uint64_t count, uint64_t off,
     return err == EIO ? cb (opaque, off, count, false) : err;
   if (count == 0)
     return 0;
-  if ((err = gather_settle (&a->gather, off, off + count, false)) != 0)
+  if ((err = gather_settle (&a->gather, off, off + count, NULL)) != 0)
     return err;                            /* G4: held bytes are data */
   router_enter (&a->router, off, count, &t);
   for (int i = 0; i < t.n && !err; i++)

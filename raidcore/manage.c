@@ -648,6 +648,10 @@ zero_new_space (struct raid_array *a, uint64_t old, uint64_t size)
 {
   int r;
 
+  /* Nothing held past the end may come back: the shrink discarded it, but
+   * a write that passed the size check just before the shrink may have
+   * been gathered just after. */
+  gather_discard (&a->gather, old);
   router_claim (&a->router, old, ROUTER_ALL);
   r = stripe_zero (a, cur_layout (a), size - old, old, RAID_IO_RAW);
   router_release (&a->router);
@@ -679,6 +683,8 @@ raid_array_resize (struct raid_array *a, uint64_t size, bool force,
     else
       snprintf (err, errlen, "cannot record the new size: %s", raid_strerror (r));
     pthread_mutex_unlock (&a->state_lock);
+    if (r == 0 && size < old)
+      gather_discard (&a->gather, size);   /* the shrink cut held bytes off */
   }
   MGMT_END (a);
   return r;

@@ -20,6 +20,20 @@
  *   9. The writers of 7 while a reshape doubles the chunk (the rows, and so
  *      the units, change under held bytes: G5); then every byte, also
  *      with a member's reads failing (parity right in the new layout).
+ *  Then the gather alone, over a memory "array" whose writes can be held
+ *  at a gate or fail on cue:
+ *  10. A write that replaces held bytes is in flight: a read returns the
+ *      held bytes or the new ones, never the older ones, and a flush does
+ *      not return before the new bytes are on the array (G1, G2, G3).
+ *  11. Settles that overlap a slot being drained and each other all end
+ *      (W1: nobody waits while holding a slot).
+ *  12. Drain errors: EIO loses the bytes and fails every later flush;
+ *      another error keeps them held, fails that flush, and a later flush
+ *      writes them (G3).
+ *  13. Streams of small writes, block status and FUA writes across rows on
+ *      a started array: no request waits forever (a watchdog).
+ *  14. A shrink and a grow after a held write past the new end: the new
+ *      space reads as zeros (G5).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,30 +42,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fixture.h"
+#include "gather.h"
 #include "util.h"
 
 #define CHUNK 65536u
 
+/* Operations the members received, all of them. */
 static unsigned long
-member_reads (const struct fixture *f)
+member_ops (const struct fixture *f, bool writes)
 {
   unsigned long n = 0;
   for (int i = 0; i < f->n; i++)
-    n += __atomic_load_n (&f->dev[i].nreads, __ATOMIC_RELAXED);
+    n += __atomic_load_n (writes ? &f->dev[i].nwrites : &f->dev[i].nreads,
+                          __ATOMIC_RELAXED);
   return n;
 }
-
-static unsigned long
-member_writes (const struct fixture *f)
-{
-  unsigned long n = 0;
-  for (int i = 0; i < f->n; i++)
-    n += __atomic_load_n (&f->dev[i].nwrites, __ATOMIC_RELAXED);
-  return n;
-}
+#define member_reads(f) member_ops ((f), false)
+#define member_writes(f) member_ops ((f), true)
 
 static void
 fill (uint8_t *b, uint64_t len, uint64_t seed)
@@ -391,6 +402,304 @@ test_reshape (void)
   free_array (&f);
 }
 
+/* ---- the gather alone ---- */
+#define MUNIT 65536u
+static uint8_t mdisk[16 * MUNIT];
+static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mcond = PTHREAD_COND_INITIALIZER;
+static bool gate_fua, gate_open;             /* FUA writes wait at the gate */
+static int64_t gate_off = -1;                /* ... and writes at this offset */
+static int mfail;                            /* nonzero: every write fails so */
+static int nblocked;
+
+static int
+mwrite (void *opaque, const uint8_t *buf, uint64_t len, uint64_t off, unsigned flags)
+{
+  pthread_mutex_lock (&mlock);
+  if ((gate_fua && flags) || (int64_t) off == gate_off) {
+    nblocked++;
+    pthread_cond_broadcast (&mcond);
+    while (!gate_open)
+      pthread_cond_wait (&mcond, &mlock);
+  }
+  pthread_mutex_unlock (&mlock);
+  if (mfail)
+    return mfail;
+  memcpy (mdisk + off, buf, len);
+  return 0;
+}
+
+static void
+mreset (struct gather *G)
+{
+  memset (mdisk, 'O', sizeof mdisk);
+  gate_fua = gate_open = false;
+  gate_off = -1;
+  mfail = nblocked = 0;
+  gather_init (G, true, mwrite, NULL);
+}
+
+static bool
+wait_blocked (int n)
+{
+  struct timespec ts;
+  bool ok = true;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += 5;
+  pthread_mutex_lock (&mlock);
+  while (nblocked < n && ok)
+    ok = pthread_cond_timedwait (&mcond, &mlock, &ts) == 0;
+  pthread_mutex_unlock (&mlock);
+  return nblocked >= n;
+}
+
+static void
+gate_release (void)
+{
+  pthread_mutex_lock (&mlock);
+  gate_open = true;
+  pthread_cond_broadcast (&mcond);
+  pthread_mutex_unlock (&mlock);
+}
+
+static uint8_t
+mread (struct gather *G, uint64_t off)
+{
+  struct gather_snap sn;
+  uint8_t b;
+  gather_snap_take (G, off, off + 1, &sn);
+  b = mdisk[off];
+  gather_snap_apply (&sn, &b, off, 1);
+  gather_snap_free (&sn);
+  return b;
+}
+
+/* Join with a bound: false if the thread did not end in 5 s. */
+static bool
+join_within (pthread_t t)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += 5;
+  return pthread_timedjoin_np (t, NULL, &ts) == 0;
+}
+
+static struct gather MG;
+static uint8_t Cbuf[4096];
+static atomic_int flushed;
+
+static void *fua_run (void *x) { gather_write (&MG, Cbuf, 4096, 0, MUNIT, 1); return NULL; }
+static void *flush_run (void *x) { gather_drain_all (&MG); atomic_store (&flushed, 1); return NULL; }
+
+/* 10 */
+static void
+test_replaced_in_flight (void)
+{
+  uint8_t A[4096];
+  pthread_t fw, fl;
+
+  mreset (&MG);
+  memset (A, 'A', sizeof A);
+  memset (Cbuf, 'C', sizeof Cbuf);
+  CHECK (gather_write (&MG, A, 4096, 0, MUNIT, 0) == 0 && mdisk[0] == 'O',
+         "replaced: A was not held");
+  gate_fua = true;
+  pthread_create (&fw, NULL, fua_run, NULL);        /* C over A, held at the gate */
+  CHECK (wait_blocked (1), "replaced: C never reached the array");
+  CHECK (mread (&MG, 0) == 'A' || mread (&MG, 0) == 'C',
+         "replaced: a read while C is in flight returned '%c' (A or C)", mread (&MG, 0));
+  atomic_store (&flushed, 0);
+  pthread_create (&fl, NULL, flush_run, NULL);
+  usleep (100000);
+  CHECK (!atomic_load (&flushed),
+         "replaced: a flush returned while neither A nor C was on the array");
+  gate_release ();
+  if (!join_within (fw) || !join_within (fl)) {
+    CHECK (0, "replaced: C or the flush never ended");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+  CHECK (mdisk[0] == 'C' && mread (&MG, 0) == 'C', "replaced: '%c' on the array, not C",
+         mdisk[0]);
+  gather_fini (&MG);
+}
+
+static void *settle_all (void *x) { gather_settle (&MG, 0, 3 * MUNIT, NULL); return NULL; }
+static void *settle_two (void *x) { gather_settle (&MG, 0, 2 * MUNIT, NULL); return NULL; }
+static void *settle_last (void *x) { gather_settle (&MG, 2 * MUNIT, 3 * MUNIT, NULL); return NULL; }
+
+/* 11 (on its own thread: the main thread's write must not hang either) */
+static void *
+settles_scenario (void *arg)
+{
+  uint8_t B[4096];
+  pthread_t t4, t2, t1;
+
+  mreset (&MG);
+  memset (B, 'B', sizeof B);
+  for (int u = 0; u < 3; u++)                       /* three held units */
+    gather_write (&MG, B, 4096, u * MUNIT, MUNIT, 0);
+  gate_off = 2 * MUNIT;
+  pthread_create (&t4, NULL, settle_last, NULL);    /* drains unit 2: held at the gate */
+  CHECK (wait_blocked (1), "settles: the drain of unit 2 never started");
+  pthread_create (&t2, NULL, settle_all, NULL);     /* overlaps the slot being drained */
+  usleep (20000);
+  gather_write (&MG, B, 4096, 0, MUNIT, 0);
+  pthread_create (&t1, NULL, settle_two, NULL);
+  usleep (20000);
+  gate_release ();
+  if (!join_within (t4) || !join_within (t2) || !join_within (t1)) {
+    CHECK (0, "settles: a settle never ended (two waiting for each other's slot)");
+    test_summary ("test-gather");
+    _exit (1);                                        /* threads are stuck */
+  }
+  CHECK (atomic_load (&MG.nlive) == 0, "settles: %d slots left", atomic_load (&MG.nlive));
+  CHECK (mdisk[0] == 'B' && mdisk[MUNIT] == 'B' && mdisk[2 * MUNIT] == 'B',
+         "settles: a held write did not reach the array");
+  gather_fini (&MG);
+  return NULL;
+}
+
+static void
+test_settles (void)
+{
+  struct timespec ts;
+  pthread_t t;
+
+  pthread_create (&t, NULL, settles_scenario, NULL);
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += 20;
+  if (pthread_timedjoin_np (t, NULL, &ts) != 0) {
+    CHECK (0, "settles: a write or settle never ended (two waiting for each other's slot)");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+}
+
+/* 12 */
+static void
+test_drain_errors (void)
+{
+  uint8_t B[4096];
+
+  mreset (&MG);
+  memset (B, 'B', sizeof B);
+  gather_write (&MG, B, 4096, 0, MUNIT, 0);
+  mfail = ENOMEM;
+  CHECK (gather_drain_all (&MG) == ENOMEM, "errors: a failed drain was not reported");
+  CHECK (mread (&MG, 0) == 'B', "errors: the bytes of a drain that failed with ENOMEM "
+         "were dropped");
+  mfail = 0;
+  CHECK (gather_drain_all (&MG) == 0 && mdisk[0] == 'B',
+         "errors: the next flush did not write the kept bytes");
+  gather_write (&MG, B, 4096, MUNIT, MUNIT, 0);
+  mfail = EIO;
+  CHECK (gather_drain_all (&MG) == EIO, "errors: EIO was not reported");
+  mfail = 0;
+  CHECK (gather_drain_all (&MG) == EIO && gather_drain_all (&MG) == EIO,
+         "errors: a later flush succeeded after acknowledged bytes were lost");
+  gather_fini (&MG);
+}
+
+/* 13 */
+static atomic_bool hstop;
+static atomic_ulong hops;
+static int ext_cb (void *o, uint64_t off, uint64_t len, bool z) { return 0; }
+
+static void *
+hammer (void *arg)
+{
+  struct writer *w = arg;
+  struct fixture *f = w->f;
+  uint64_t W = raid_array_stripe_width (f->a), rows = f->size / W;
+  uint8_t *b = calloc (1, W);
+
+  while (!atomic_load (&hstop)) {
+    uint64_t row = wrnd (w) % (rows - 4);
+    switch (w->id % 4) {
+    case 0: case 1:                                   /* a stream through 3 rows */
+      for (uint64_t o = 0; o < 3 * W && !atomic_load (&hstop); o += 4096, hops++)
+        raid_array_pwrite (f->a, b, 4096, row * W + o, 0);
+      break;
+    case 2:                                           /* block status over 3 rows */
+      raid_array_extents (f->a, 3 * W, row * W + 512, ext_cb, NULL);
+      hops++;
+      break;
+    case 3:                                           /* FUA across two rows */
+      raid_array_pwrite (f->a, b, W, row * W + W / 2, RAID_IO_FUA);
+      hops++;
+      break;
+    }
+  }
+  free (b);
+  return NULL;
+}
+
+static void
+test_hammer (void)
+{
+  struct fixture f;
+  struct writer w[NWRITERS];
+  pthread_t th[NWRITERS];
+  unsigned long last = 0;
+  bool stuck = false;
+
+  make_array (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 16384);
+  CHECK (raid_array_start (f.a) == 0, "hammer: start");
+  atomic_store (&hstop, false);
+  for (int i = 0; i < NWRITERS; i++) {
+    w[i] = (struct writer) { &f, i, 0, 0, 0x9E3779B97F4A7C15ull * (i + 7) };
+    pthread_create (&th[i], NULL, hammer, &w[i]);
+  }
+  for (int t = 0; t < 30 && !stuck; t++) {           /* 3 s, progress every 0.1 s */
+    usleep (100000);
+    stuck = atomic_load (&hops) == last;
+    for (int i = 0; i < 50 && stuck; i++) {           /* 5 s without progress: a hang */
+      usleep (100000);
+      stuck = atomic_load (&hops) == last;
+    }
+    last = atomic_load (&hops);
+  }
+  if (stuck) {
+    CHECK (0, "hammer: no request completed for 5 s: a deadlock");
+    test_summary ("test-gather");
+    _exit (1);                                        /* threads are stuck: no cleanup */
+  }
+  atomic_store (&hstop, true);
+  for (int i = 0; i < NWRITERS; i++)
+    pthread_join (th[i], NULL);
+  CHECK (raid_array_flush (f.a) == 0, "hammer: flush");
+  CHECK (verify_parity (&f, 0) == 0, "hammer: parity mismatch on the members");
+  free_array (&f);
+}
+
+/* 14 */
+static void
+test_shrink_grow (void)
+{
+  struct fixture f;
+  uint8_t b[4096], r[4096];
+  char err[256];
+  uint64_t W, size;
+
+  make_array (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 5, CHUNK);
+  W = raid_array_stripe_width (f.a);
+  size = f.size;
+  memset (b, 0xAB, sizeof b);
+  CHECK (raid_array_pwrite (f.a, b, sizeof b, size - W, 0) == 0, "shrink: held write");
+  CHECK (raid_array_resize (f.a, size - W, true, err, sizeof err) == 0, "shrink: %s", err);
+  CHECK (raid_array_resize (f.a, size, false, err, sizeof err) == 0, "grow: %s", err);
+  for (int pass = 0; pass < 2; pass++) {
+    memset (r, 1, sizeof r);
+    CHECK (raid_array_pread (f.a, r, sizeof r, size - W) == 0 && r[0] == 0 &&
+           memcmp (r, r + 1, sizeof r - 1) == 0,
+           "shrink: bytes the shrink cut off came back (0x%02x)%s", r[0],
+           pass ? " after a flush" : "");
+    CHECK (raid_array_flush (f.a) == 0, "shrink: flush");
+  }
+  free_array (&f);
+}
+
 int
 main (void)
 {
@@ -408,5 +717,10 @@ main (void)
   for (int level = 4; level <= 6; level++)
     test_workload (level);
   test_reshape ();
+  test_replaced_in_flight ();
+  test_settles ();
+  test_drain_errors ();
+  test_hammer ();
+  test_shrink_grow ();
   return test_summary ("test-gather");
 }

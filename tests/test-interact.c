@@ -1070,6 +1070,10 @@ recovery_frozen (struct fixture *f, struct memdev *spare)
     return false;
   }
   fz = job_go (job_new (j_freeze, f->a));
+  /* The freeze must reach the worker while the batch is held, or the
+   * recovery (a few batches) may end first: "no action is running".  It
+   * shows nowhere until the batch ends, so give it BOUND_MS. */
+  sleep_ms (BOUND_MS);
   gate_open (&gate->gate);
   CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
   return true;
