@@ -175,7 +175,7 @@ raid_config_complete (void)
   "                          faulty; bounds every NBD operation (default 30).\n" \
   "force=BOOL                Start dirty and degraded without a journal, or\n" \
   "                          recorded as served by another host (default false).\n" \
-  "write-gather=BOOL         Hold partial-row writes briefly (up to 20 ms) to\n" \
+  "write-gather=BOOL         Hold partial-row writes briefly (20-30 ms) to\n" \
   "                          join them into whole rows; durable after a flush,\n" \
   "                          as always (default true)."
 
