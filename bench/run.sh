@@ -253,6 +253,9 @@ except Exception as e:
 print("\n".join(lines))
 EOF
 )"
+  # The 5->6 reshape goes on after its window: stop it, or it runs (a CPU
+  # and tmpfs's bandwidth) under net.sh and slow.sh.
+  stop "$srv_pid"
 else
   reshape_report="reshape: not measured: $(tail -n 1 "$tmp/create.log")"
 fi

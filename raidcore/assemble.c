@@ -338,8 +338,12 @@ raid_array_close (struct raid_array *a)
   if (!a)
     return;
   gather_stop (&a->gather);
-  if (gather_drain_all (&a->gather))         /* G4: held writes reach the array */
-    raid_log (RAID_LOG_ERROR, "writes held for gathering could not be written");
+  for (int i = 0, e = -1; e != 0; i++)       /* G4: held writes reach the array */
+    if ((e = gather_drain_all (&a->gather)) != 0 && (e == EIO || i == 2)) {
+      raid_log (RAID_LOG_ERROR, "writes held for gathering could not be written: %s",
+                raid_strerror (e));
+      break;
+    }
   sync_thread_stop (a);
   away_stop (a);
   failed = atomic_load (&a->health) == RAID_HEALTH_FAILED || a->readonly;

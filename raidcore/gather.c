@@ -231,17 +231,26 @@ drain_list (struct gather *G, struct gslot **list, int n)
   return err;
 }
 
-/* Wait (W1) until no slot holding bytes in [lo, hi) is being drained.  A
+/* Wait (W1) until none of the slots that hold bytes in [lo, hi) now is
+ * being drained.  Only those: slots filled later hold writes concurrent
+ * with the caller's request, which need no order, and a stream that keeps
+ * draining rows in the range would otherwise keep the caller waiting.  A
  * caller waits here before it takes any slot, never while it holds one:
  * so no two threads can each wait for the other's slot. */
 static void
 wait_overlap_drained (struct gather *G, uint64_t lo, uint64_t hi)
 {
-  bool busy;
+  uint64_t gen[GATHER_SLOTS];
+  bool rec[GATHER_SLOTS], busy;
+
+  for (int i = 0; i < GATHER_SLOTS; i++) {
+    rec[i] = G->slot[i].state != GS_FREE && segs_overlap (&G->slot[i], lo, hi);
+    gen[i] = G->slot[i].gen;
+  }
   do {
     busy = false;
     for (int i = 0; i < GATHER_SLOTS && !busy; i++)
-      busy = G->slot[i].state == GS_DRAINING && segs_overlap (&G->slot[i], lo, hi);
+      busy = rec[i] && G->slot[i].gen == gen[i] && G->slot[i].state == GS_DRAINING;
     if (busy)
       pthread_cond_wait (&G->freed, &G->lock);
   } while (busy);
@@ -370,7 +379,7 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
       G->recent[G->nrecent++ % GATHER_RECENT] = u0 + unit;
       slot_set (G, s, GS_DRAINING);                      /* complete: a row */
       pthread_mutex_unlock (&G->lock);
-      return drain (G, s);
+      return drain (G, s) == EIO ? EIO : 0;   /* else its bytes stay held (G3) */
     }
     pthread_mutex_unlock (&G->lock);
     return 0;

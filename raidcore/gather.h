@@ -43,9 +43,11 @@
  *       request, not written) until the request's own array write has
  *       landed, then freed — its bytes were replaced — or, if that write
  *       failed, drained after all; one it covers partly is drained before
- *       the request's write.  A settle first waits until no slot it
- *       overlaps is being drained, then takes all of them in one step, so
- *       it never waits while it holds a slot.  A gathered write into a slot
+ *       the request's write.  A settle first waits until none of the slots
+ *       it overlapped when it began is being drained (slots filled since
+ *       hold writes concurrent with its request), then takes the ones
+ *       still filling in one step, so it never waits while it holds a
+ *       slot.  A gathered write into a slot
  *       being drained waits for that drain, then goes into a new slot.
  *   G3  FLUSH drains every slot that held bytes when it was called (and
  *       waits for drains already running), then flushes the members.  A
