@@ -43,8 +43,10 @@
  *   - a server that stops answering: the in-flight list is kept oldest
  *     first, and the dispatcher's poll timeout is the oldest op's deadline.
  *     When it passes, the member goes down with ETIMEDOUT and the
- *     dispatcher shuts the socket down (shutdown(2) on our own dup of it,
- *     which stays valid even after libnbd closed its fd); the next notify
+ *     dispatcher cuts the connection (raid_sock_abort on our own dup of the
+ *     socket, which stays valid even after libnbd closed its fd: a TCP
+ *     connection is reset and its unsent requests dropped, so none of
+ *     them reaches the server after a lost link comes back); the next notify
  *     sees the end of the stream, the handle dies, and the aborted
  *     commands report ETIMEDOUT (fail_err overrides libnbd's ENOTCONN).
  *
@@ -450,7 +452,7 @@ nbd_fail (struct nbd_member *nm, const struct nbd_conn *cn, int err,
   pthread_mutex_unlock (&nm->lock);
   if (first)
     log_down (nm, err, why);
-  shutdown (cn->sock, SHUT_RDWR);
+  raid_sock_abort (cn->sock);   /* unsent requests must never land later */
 }
 
 /* Milliseconds until deadline (poll's timeout), -1 for none. */

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <isa-l/crc.h>
 
@@ -191,4 +192,15 @@ raid_now_mono_ns (void)
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
   return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+raid_sock_abort (int fd)
+{
+  struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+  struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+  (void) setsockopt (fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  (void) connect (fd, &sa, sizeof sa);
+  (void) shutdown (fd, SHUT_RDWR);
 }

@@ -60,6 +60,18 @@ static inline uint64_t raid_round_up (uint64_t v, uint64_t a) { return (v + a - 
  * member fails).  Never NULL. */
 const char *raid_strerror (int err);
 
+/* Cut a stream socket's connection now, dropping what it has not sent.
+ * A TCP connection is reset (connect to AF_UNSPEC aborts it; SO_LINGER 0
+ * makes the last close reset it too, should that be refused): the bytes
+ * still in its send queue are discarded, never retransmitted, and the peer
+ * sees ECONNRESET.  shutdown(2) alone queues a FIN behind them, and the
+ * kernel keeps retransmitting them even after the last close, so a peer
+ * behind a lost route receives them once the route is back.  Other
+ * sockets (UNIX: bytes are delivered at once, nothing is left to recall)
+ * get shutdown(SHUT_RDWR).  Either way, reads on fd then see the end.
+ * Errors are ignored (fd may be dead already). */
+void raid_sock_abort (int fd);
+
 /* Current wall-clock time in nanoseconds / monotonic nanoseconds. */
 uint64_t raid_now_realtime_ns (void);
 uint64_t raid_now_mono_ns (void);

@@ -10,6 +10,9 @@
 #   datawrites LOG OFF0
 #       bytes written at or beyond member offset OFF0, from nbdkit's log
 #       filter
+#   stalewrites LOG NLINES
+#       writes logged after line NLINES of LOG that came on a connection
+#       already open within its first NLINES lines (one the array gave up)
 #   member URI-OR-SOCKET ROLE FIELD
 #       a field of the member with ROLE in the control socket's status
 import os
@@ -79,6 +82,19 @@ def datawrites(log, off0):
     print(total)
 
 
+def stalewrites(log, nlines):
+    old, n = set(), 0
+    for i, line in enumerate(open(log)):
+        m = re.search(r'connection=(\d+) (Connect|Write id=\d+ offset=)', line)
+        if not m:
+            continue
+        if i < nlines:
+            old.add(m.group(1))
+        elif m.group(2) != "Connect" and m.group(1) in old:
+            n += 1
+    print(n)
+
+
 def member(ctl, role, field):
     d = control_request(ctl, {"op": "status", "id": 1})
     ms = [x for x in d.get("members", []) if x.get("role") == int(role)]
@@ -95,6 +111,9 @@ def main(argv):
         return verify(argv[1], argv[2])
     if argv[0] == "datawrites":
         datawrites(argv[1], int(argv[2]))
+        return 0
+    if argv[0] == "stalewrites":
+        stalewrites(argv[1], int(argv[2]))
         return 0
     if argv[0] == "member":
         member(argv[1], argv[2], argv[3])

@@ -46,13 +46,20 @@
 #     hosts 0-4 (member-timeout=10), member 3's server behind nbdkit's log
 #     filter so the test sees every byte written to it.  While a writer
 #     runs: (f1) host 3's nbdkit is killed and restarted 2 s later; (f2)
-#     host 3's link goes down for 13 s (a black hole: its requests time out
-#     after member-timeout, and its reconnects time out, until the link is
-#     back).  Each time member 3 is missing (not faulty) while away, comes
-#     back by itself, and rejoins by a delta resync: the data bytes written
-#     to it afterwards are at most its marked regions, far below its data
-#     area; every byte reads back as written, and a scrub finds no parity
-#     mismatch.
+#     host 3 is a black hole for 13 s (a blackhole route to it: every
+#     packet is dropped silently, so its requests time out after
+#     member-timeout and its reconnects time out, while TCP keeps what it
+#     could not deliver and retransmits it until the route is back).  Each
+#     time member 3 is missing (not faulty) while away, comes back by
+#     itself, and rejoins by a delta resync.  In (f2) the connection the
+#     array gave up is gone with its unsent requests before the route is
+#     back (ss lists no connection to host 3 holding unsent bytes), and no
+#     write of it reaches the member afterwards: a connection that were
+#     merely shut down would retransmit its writes then, and they could
+#     land, stale, after the resync rewrote the same bytes.  The data bytes
+#     written to member 3 after it came back are at most its marked
+#     regions, far below its data area; every byte reads back as written,
+#     and a scrub finds no parity mismatch.
 #
 # Proves: NBD URIs are members like files; the array spans machines, keeps
 # serving when one of them dies, records the failure on the others, rebuilds
@@ -442,13 +449,14 @@ delta_check "(f1)" "$flog" "$regions" "$rbytes"
 expect_eq "(f1) optimal again" optimal "$(status_get "$ctl" health)"
 expect_run "(f1) every byte reads back as written" $FLAP verify "$uri" "$fmodel"
 
-# (f2) host 3's link goes down (a black hole) for 13 s
+# (f2) host 3 is a black hole for 13 s
 t0="$(now)"
-link="nr${tag}h$flap"
 $FLAP write "$uri" "$fmodel" $((40 << 20)) $((8 << 20)) 22 3 >"$tmp/fw2.out" 2>&1 &
 writer=$!
 sleep 1
-ip link set "$link" down
+hole="$(addr_of "$flap")/32"
+at_exit ip route del blackhole "$hole"
+ip route add blackhole "$hole"
 tdown="$(now)"
 if wait "$writer"; then ok; else fail "(f2) the writer failed"; sed 's/^/    /' "$tmp/fw2.out"; fi
 expect_eq "(f2) member $flap missing, not faulty" missing "$(mfield "$flap" state)"
@@ -456,7 +464,12 @@ regions="$(mfield "$flap" missed_regions)"; rbytes="$(mfield "$flap" missed_regi
 [[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(f2) missed regions '$regions'"
 while awk -v e="$(elapsed "$tdown")" 'BEGIN { exit !(e < 13) }'; do sleep 0.2; done
 nlines="$(wc -l <"$flog")"
-ip link set "$link" up
+# Every connection to host $flap that the array gave up must be gone with
+# its unsent requests (reset), not left retransmitting them: those would
+# reach the member, stale, once the route is back.
+unsent="$(ss -Htna dst "$(addr_of "$flap")" | awk '$1 != "SYN-SENT" && $3 > 0' | wc -l)"
+expect_eq "(f2) no connection to host $flap holds unsent requests before the route is back" 0 "$unsent"
+ip route del blackhole "$hole"
 wait_member "$flap" in_sync 60
 echo "$test_name: (f2) 13 s black hole of host $flap and its rejoin: $(elapsed "$t0") s"
 tail -n +"$((nlines + 1))" "$flog" >"$tmp/flap-after.log"
@@ -465,6 +478,8 @@ expect_run "(f2) every byte reads back as written" $FLAP verify "$uri" "$fmodel"
 expect_run "(f) scrub" "$NBDRAID" -C "$ctl" check
 expect_run "(f) scrub ends" timeout 300 "$NBDRAID" -C "$ctl" wait
 expect_eq "(f) scrub: mismatch_count" 0 "$(status_get "$ctl" mismatch_count)"
+expect_eq "(f2) no write of a connection cut in the black hole reaches member $flap after it" \
+  0 "$($FLAP stalewrites "$flog" "$nlines")"
 stop_nbdkit raid5
 
 for ((i = 0; i < NHOSTS; i++)); do kill_member "mem$i"; kill_member "dmem$i"; kill_member "fmem$i"; done
