@@ -86,6 +86,12 @@ struct sync_ops {
   uint64_t unit_bytes;            /* 0: array bytes; else per-member bytes */
   /* Bytes the job covers (state lock held). */
   uint64_t (*total) (struct raid_array *a, const struct sync_job *j);
+  /* For a job whose work can grow while it runs: the bytes still to do
+   * from where it is (state lock held).  Before each batch the worker sets
+   * total = pos + left, so the job ends when nothing is left, never
+   * because a count made at its start ran out.  NULL: the total is fixed
+   * at the start. */
+  uint64_t (*left) (struct raid_array *a, const struct sync_job *j);
   /* Can the job go on (state lock held)?  A job whose target failed is
    * cancelled; one that cannot continue at all fails (err set). */
   enum sync_check (*check) (struct raid_array *a, const struct sync_job *j,

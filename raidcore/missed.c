@@ -396,16 +396,18 @@ missed_count (struct raid_array *a, int t)
 }
 
 uint64_t
-missed_rows_needed (struct raid_array *a, int t, uint64_t from_row)
+missed_rows_needed (struct raid_array *a, int t, uint64_t start_row,
+                    uint64_t from_row)
 {
   int i = slot_of (a, t);
   uint64_t rows = a->ms ? a->ms->rows : 0, rpr = a->ms ? a->ms->rpr : 1, n = 0;
 
   from_row = raid_min_u64 (from_row, rows);
-  for (uint64_t r = 0; i >= 0 && r < from_row; r += rpr)
+  start_row = raid_min_u64 (start_row, rows);
+  for (uint64_t r = start_row; i >= 0 && r < from_row; r = (r / rpr + 1) * rpr)
     if (regmap_region_marked (a->ms->map[i], r / rpr))
-      n += raid_min_u64 (rpr, from_row - r);
-  return n + (rows - from_row);
+      n += raid_min_u64 ((r / rpr + 1) * rpr, from_row) - r;
+  return n + (rows - raid_max_u64 (from_row, start_row));
 }
 
 bool

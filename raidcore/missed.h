@@ -117,9 +117,10 @@ extern const struct state_hooks missed_hooks;
 bool missed_row_marked (struct raid_array *a, int t, uint64_t row);
 uint64_t missed_rows_per_region (struct raid_array *a, int t);
 uint64_t missed_count (struct raid_array *a, int t);
-/* Rows of the current layout member t's delta needs: marked, or at least
- * from_row (state lock held). */
-uint64_t missed_rows_needed (struct raid_array *a, int t, uint64_t from_row);
+/* Rows of the current layout, from start_row on, that member t's delta
+ * needs: marked, or at least from_row (state lock held). */
+uint64_t missed_rows_needed (struct raid_array *a, int t, uint64_t start_row,
+                             uint64_t from_row);
 /* Whether member t has a map (begun or recorded; state lock held). */
 bool missed_has_map (struct raid_array *a, int t);
 

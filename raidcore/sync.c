@@ -336,14 +336,29 @@ const struct sync_ops sync_ops_recover = {
  * the member's own, current data: the cursor (rb_row) may pass them,
  * because every write since it rejoined reached it too (a rebuilding role
  * is written in every row, and read only below the cursor).  Progress
- * counts the rows rebuilt, out of the rows it needs. ---- */
+ * counts the rows rebuilt, out of the rows it needs; the map keeps being
+ * marked while the delta runs (by those writes), so the rows still needed
+ * are counted again from the cursor before every batch (`left`): the job
+ * ends when no marked row is left ahead of the cursor.  (A total counted
+ * once at the start ran out early when rows marked later ahead of the
+ * cursor were rebuilt on the way, and the delta ended with regions marked
+ * before it began never resynced.) ---- */
 
 static uint64_t
 total_delta (struct raid_array *a, const struct sync_job *j)
 {
   const struct layout *L = cur_layout (a);
 
-  return missed_rows_needed (a, j->target_slot, j->from / L->g.chunk) * L->g.chunk;
+  return missed_rows_needed (a, j->target_slot, 0, j->from / L->g.chunk) * L->g.chunk;
+}
+
+static uint64_t
+left_delta (struct raid_array *a, const struct sync_job *j)
+{
+  const struct layout *L = cur_layout (a);
+
+  return missed_rows_needed (a, j->target_slot, atomic_load (&a->rb_row),
+                             j->from / L->g.chunk) * L->g.chunk;
 }
 
 /* The first row from r that the delta needs, or L->rows. */
@@ -411,7 +426,8 @@ delta_checkpoint (struct raid_array *a, const struct sync_job *j)
 }
 
 const struct sync_ops sync_ops_rejoin = {
-  .action = RAID_SYNC_RECOVER, .total = total_delta, .check = recover_check,
+  .action = RAID_SYNC_RECOVER, .total = total_delta, .left = left_delta,
+  .check = recover_check,
   .batch = delta_batch, .checkpoint = delta_checkpoint, .finish = recover_finish,
 };
 
@@ -878,6 +894,8 @@ run_batch (struct raid_array *a, struct sync_scratch *scratch)
   case SYNC_GO:
     break;
   }
+  if (j.ops->left)
+    j.total = s->job.total = pos + j.ops->left (a, &j);
   if (pos >= j.total) {
     finish_job (a, j.gen);
     return;

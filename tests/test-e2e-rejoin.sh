@@ -20,6 +20,15 @@
 #     before the last writes put back) is listed as `stale` by status and
 #     the log while the array resyncs it, never read meanwhile (the data
 #     reads back as last written), then in_sync.
+# (f) a delta resync while clients write ahead of its cursor: member 3
+#     away while the first 2 MiB and the last 1 MiB are written (its map
+#     marks them), then back with the resync throttled; while it is still
+#     in the first regions, 4 KiB writes land in dozens of regions between
+#     (marked too, though each reaches member 3 itself).  It must still
+#     resync the last regions: the data reads back as written and the
+#     member files hold md's bytes and parity.  (A delta that counted the
+#     regions it needed once, at its start, spent that count on the regions
+#     marked later and ended before the last ones.)
 # (a) also: the start without member 3 logs its role and last known spec.
 
 set -euo pipefail
@@ -71,6 +80,19 @@ verify_data ()
   expect_run "$1: the data written" cmp "$2/back.img" "$3"
 }
 
+# settle NAME DIR SERVER: unthrottled, the array settles with member 3 in
+# sync, the data reads back as DIR/expected.img, and (SERVER stopped) the
+# member files hold md's bytes and parity.
+settle ()
+{
+  "$NBDRAID" -C "$2/ctl" set speed-max=0 >/dev/null
+  rejoined "$1" "$2/ctl" /m3
+  verify_data "$1" "$2" "$2/expected.img"
+  stop_nbdkit "$3"
+  expect_run "$1 member files hold md's bytes and parity" \
+    $RAIDCHECK --from-examine "$2/ex.json" verify "${members[@]}"
+}
+
 # ---- (a) journal --------------------------------------------------------------
 # ---- (e) stale: an older copy of a member put back ----------------------------
 part_e ()
@@ -97,12 +119,7 @@ part_e ()
   expect_status "(e) degraded meanwhile" "$d/ctl" health degraded
   expect_status "(e) its resync runs" "$d/ctl" sync_action recover
   verify_data "(e) while it resyncs" "$d" "$d/expected.img"
-  "$NBDRAID" -C "$d/ctl" set speed-max=0 >/dev/null
-  rejoined "(e)" "$d/ctl" /m3
-  verify_data "(e)" "$d" "$d/expected.img"
-  stop_nbdkit e3
-  expect_run "(e) member files hold md's bytes and parity" \
-    $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
+  settle "(e)" "$d" e3
 }
 
 part_a ()
@@ -209,6 +226,50 @@ part_c ()
     $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
 }
 
+# ---- (f) a delta resync while clients write ahead of its cursor --------------
+# write_model URI MODEL SEED OFFSET:LENGTH...: random bytes at each range of
+# the export and of MODEL (the expected image), then a flush.
+write_model ()
+{
+  $PYTHON - "$@" <<'EOF2'
+import random, sys, nbd
+uri, model, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rnd = random.Random(seed)
+h = nbd.NBD(); h.connect_uri(uri)
+with open(model, "r+b") as m:
+    for r in sys.argv[4:]:
+        off, n = (int(x) for x in r.split(":"))
+        buf = rnd.randbytes(n)
+        h.pwrite(buf, off)
+        m.seek(off); m.write(buf)
+h.flush(); h.shutdown()
+EOF2
+}
+
+part_f ()
+{
+  local d="$tmp/f" size mid=() off
+  new_array "$d" journal || { fail "(f) create"; return 0; }
+  examine "$d/ex.json" "${members[@]}"
+  start_raid_ctl f1 "$d/ctl1" "$d/m0" "$d/m1" "$d/m2" || { fail "(f) degraded start"; return 0; }
+  size="$(nbd_size "$uri")"
+  truncate -s "$size" "$d/expected.img"
+  expect_run "(f) the first 2 MiB and the last 1 MiB written while member 3 is away" \
+    write_model "$uri" "$d/expected.img" 31 0:$((2 << 20)) $((size - (1 << 20))):$((1 << 20))
+  stop_nbdkit f1
+  start_raid_ctl f2 "$d/ctl" "${members[@]}" speed-max=64K ||
+    { fail "(f) start with member 3"; return 0; }
+  expect_status "(f) its delta runs" "$d/ctl" sync_action recover
+  for ((off = 4 << 20; off < size - (2 << 20); off += 768 << 10)); do
+    mid+=("$off:4096")
+  done
+  expect_run "(f) ${#mid[@]} writes ahead of the delta's cursor" \
+    write_model "$uri" "$d/expected.img" 32 "${mid[@]}"
+  expect_status "(f) the delta still runs after them" "$d/ctl" sync_action recover
+  settle "(f)" "$d" f2
+}
+
+part_f
 part_a
 for policy in journal bitmap resync; do part_b "$policy"; done
 part_c
