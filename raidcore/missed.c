@@ -404,9 +404,20 @@ missed_rows_needed (struct raid_array *a, int t, uint64_t start_row,
 
   from_row = raid_min_u64 (from_row, rows);
   start_row = raid_min_u64 (start_row, rows);
-  for (uint64_t r = start_row; i >= 0 && r < from_row; r = (r / rpr + 1) * rpr)
-    if (regmap_region_marked (a->ms->map[i], r / rpr))
-      n += raid_min_u64 ((r / rpr + 1) * rpr, from_row) - r;
+  if (i >= 0 && start_row < from_row) {
+    /* the regions wholly in [start, from) in one look (the worker asks
+     * before every batch, with the state lock held), the two ends apart */
+    uint64_t r0 = start_row / rpr, r1 = (from_row - 1) / rpr;   /* first, last */
+    if (r0 == r1)
+      n = regmap_region_marked (a->ms->map[i], r0) ? from_row - start_row : 0;
+    else {
+      n = regmap_count_marked (a->ms->map[i], r0 + 1, r1) * rpr;
+      if (regmap_region_marked (a->ms->map[i], r0))
+        n += (r0 + 1) * rpr - start_row;
+      if (regmap_region_marked (a->ms->map[i], r1))
+        n += from_row - r1 * rpr;
+    }
+  }
   return n + (rows - raid_max_u64 (from_row, start_row));
 }
 

@@ -191,6 +191,18 @@ regmap_region_marked (struct regmap *m, uint64_t r)
   return marked;
 }
 
+uint64_t
+regmap_count_marked (struct regmap *m, uint64_t r0, uint64_t r1)
+{
+  uint64_t n = 0;
+
+  pthread_mutex_lock (&m->lock);
+  for (uint64_t r = r0; r < raid_min_u64 (r1, m->nregions); r++)
+    n += m->state[r] != R_CLEAN;
+  pthread_mutex_unlock (&m->lock);
+  return n;
+}
+
 bool
 regmap_row_marked (struct regmap *m, uint64_t row)
 {

@@ -54,6 +54,9 @@ void regmap_zero (struct regmap *m);
 /* Whether the region holding `row` is marked (in memory). */
 bool regmap_row_marked (struct regmap *m, uint64_t row);
 bool regmap_region_marked (struct regmap *m, uint64_t r);
+/* How many regions of [r0, r1) are marked (set or being set), in one
+ * look under the map's lock. */
+uint64_t regmap_count_marked (struct regmap *m, uint64_t r0, uint64_t r1);
 /* Marked regions. */
 uint64_t regmap_count (struct regmap *m);
 
