@@ -335,7 +335,8 @@ const struct sync_ops sync_ops_recover = {
  * row from `from` (it was being rebuilt when it left).  Rows it skips hold
  * the member's own, current data: the cursor (rb_row) may pass them,
  * because every write since it rejoined reached it too (a rebuilding role
- * is written in every row, and read only below the cursor).  Progress
+ * is written in every row, and read only below the cursor; the first
+ * batch drains the writes planned before, while it was away).  Progress
  * counts the rows rebuilt, out of the rows it needs; the map keeps being
  * marked while the delta runs (by those writes), so the rows still needed
  * are counted again from the cursor before every batch (`left`): the job
@@ -397,6 +398,15 @@ delta_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
   int err;
 
   (void) mismatch; (void) scratch;
+  if (*pos == 0) {
+    /* A write planned while the member was away leaves it out and marks
+     * its map only before its member writes (after its reads): maybe
+     * after the walk below passed the row.  Drain every request in flight
+     * (a claim of everything, released at once): from here on each write
+     * was planned with the member rebuilding, so it reaches the member. */
+    router_claim (&a->router, 0, ROUTER_ALL);
+    router_release (&a->router);
+  }
   r = delta_next_row (a, j, atomic_load (&a->rb_row));
   atomic_store (&a->rb_row, r);            /* the rows passed are current */
   if (r >= L->rows) {
