@@ -345,14 +345,7 @@ const struct sync_ops sync_ops_recover = {
  * cursor were rebuilt on the way, and the delta ended with regions marked
  * before it began never resynced.) ---- */
 
-static uint64_t
-total_delta (struct raid_array *a, const struct sync_job *j)
-{
-  const struct layout *L = cur_layout (a);
-
-  return missed_rows_needed (a, j->target_slot, 0, j->from / L->g.chunk) * L->g.chunk;
-}
-
+/* What is left from the cursor; at the start (cursor 0) the total. */
 static uint64_t
 left_delta (struct raid_array *a, const struct sync_job *j)
 {
@@ -436,7 +429,7 @@ delta_checkpoint (struct raid_array *a, const struct sync_job *j)
 }
 
 const struct sync_ops sync_ops_rejoin = {
-  .action = RAID_SYNC_RECOVER, .total = total_delta, .left = left_delta,
+  .action = RAID_SYNC_RECOVER, .total = left_delta, .left = left_delta,
   .check = recover_check,
   .batch = delta_batch, .checkpoint = delta_checkpoint, .finish = recover_finish,
 };
