@@ -2413,6 +2413,77 @@ test_placement_after_recovery (void)
   free (back);
 }
 
+/* ==================================================================
+ * 21. A write planned while a member was away, still reading when the
+ * member comes back and its delta resync begins.
+ * Interleaving: RAID5 of 4 assembled without role 3 (it is away: its
+ * map of missed regions records what it misses); the last chunk is
+ * written (a marked region for the delta); then a 4K write of role 3's
+ * block in row 1 is planned without role 3 (a reconstruct-write: it
+ * reads row 1's other data blocks) and stops in its read of role 0; role
+ * 3 comes back (a pending spec, the same bytes) and its delta begins;
+ * the write goes on once the delta has ended, or after BOUND_MS.
+ * Expected: the write's row is resynced on role 3 (every row's parity
+ * holds with role 3's bytes; its map marks the row only after its reads,
+ * so a delta that walked past row 1 meanwhile would leave role 3's block
+ * stale there, with role 3 in sync).
+ */
+static void
+test_delta_inflight_write (void)
+{
+  struct memdev *back = sim_new ("sim:back");
+  struct memdev *devs[3];
+  const struct raid_member_status *m;
+  struct fixture f;
+  struct raid_status st;
+  struct rule *rd;
+  struct job *w;
+  uint64_t end;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a))
+    return;
+  memcpy (back->data, f.dev[3].data, MSIZE);         /* role 3's bytes, kept */
+  for (int i = 0; i < 3; i++)
+    devs[i] = &f.dev[i];
+  if (!(f.a = assemble_devs (devs, dev_names, 3, NULL)))
+    return;
+  memset (f.model + f.size - CHUNK, 0x4d, CHUNK);
+  CHECK (raid_array_pwrite (f.a, f.model + f.size - CHUNK, CHUNK, f.size - CHUNK, 0) == 0,
+         "write of the last chunk while role 3 is away");
+  /* row 1 of left-symmetric RAID5 of 4: P on role 2, role 3's block first
+   * (array offset 3 chunks), role 0's next (member offset 1 chunk) */
+  rd = rule_new (&f.dev[0], OP_READ, DOFF + CHUNK, DOFF + 2 * CHUNK, BLOCK);
+  rule_arm (rd, 1);
+  w = io_job (f.a, 0x4e, 4096, 3 * CHUNK);
+  if (!gate_reached (&rd->gate, LONG_MS)) {
+    CHECK (0, "the write of role 3's block never read role 0's block of its row");
+    return;
+  }
+  CHECK (raid_array_add_pending (f.a, "sim:back") == 0, "add_pending");
+  /* bounded: the defective engine's delta ends at once (row 1 is not
+   * marked yet); the fixed one waits for the write */
+  for (end = now_ms () + BOUND_MS + 1000; now_ms () < end; sleep_ms (20)) {
+    raid_array_status (f.a, &st);
+    if ((m = find_spec (&st, "sim:back")) && m->state == RAID_MEMBER_IN_SYNC)
+      break;
+  }
+  gate_open (&rd->gate);
+  CHECK (job_done (w, LONG_MS) && w->ret == 0, "the write was not acknowledged");
+  job_put (w);
+  memset (f.model + 3 * CHUNK, 0x4e, 4096);
+  CHECK (wait_idle (f.a, 20), "the delta did not end");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:back");
+  CHECK (m && m->role == 3 && m->state == RAID_MEMBER_IN_SYNC,
+         "role 3 is %s after its delta, not in sync", state_of (m));
+  CHECK (raid_array_flush (f.a) == 0, "flush");
+  CHECK (parity_with (&f, 3, back) == 0, "a row's parity does not hold with role 3's "
+         "bytes after its delta: the write planned while it was away was not resynced");
+  verify_contents (&f, "after the delta");
+  fail_member (f.a, "dev0");
+  verify_contents (&f, "with role 0 failed (row 1 rebuilt from role 3)");
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2439,6 +2510,7 @@ static const struct {
   { "far_member_batches", test_far_member_batches },
   { "intent_before_payload", test_intent_before_payload },
   { "placement_after_recovery", test_placement_after_recovery },
+  { "delta_inflight_write", test_delta_inflight_write },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
