@@ -2200,7 +2200,7 @@ placement_case (int level, int n, int failed)
       raid_geom_init (&g, level, raid_layout_default (level), CHUNK, n, err, sizeof err))
     return;
   if (failed >= 0) {
-    char name[8];
+    char name[16];
     snprintf (name, sizeof name, "%d", failed);
     fail_member (f.a, name);
   }

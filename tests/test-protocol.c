@@ -243,7 +243,7 @@ test_build_refusals (void)
          strstr (err, "add: /d is named twice") && a.nadd == 1, "a duplicate: %s", err);
   a = (struct proto_args) { 0 };
   for (int i = 0; i < 32; i++) {
-    static char specs[32][8];
+    static char specs[32][16];
     snprintf (specs[i], sizeof specs[i], "/s%d", i);
     CHECK (proto_add_spec (&a, specs[i], err, sizeof err) == 0, "spec %d: %s", i, err);
   }
