@@ -194,6 +194,17 @@ arena_alloc (struct arena *ar, size_t size)
   return p;
 }
 
+/* size bytes at the offset from a RAID_ALIGN boundary that `like` has (a
+ * block that shares a client buffer's offset: parity.c then runs its
+ * aligned kernels on both). */
+static void *
+arena_alloc_like (struct arena *ar, size_t size, const void *like)
+{
+  uint8_t *p = arena_alloc (ar, size + RAID_ALIGN);
+
+  return p ? p + ((uintptr_t) like & (RAID_ALIGN - 1)) : NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Member I/O pieces, coalesced per member into one vectored op.
  */
@@ -611,11 +622,24 @@ choose_plan (const struct group *G, const struct seg *sg, const struct raid_row 
 /* ---------------------------------------------------------------------
  * Reading phase helpers.
  */
+/* A block of the segment's columns, at the offset its client's bytes have
+ * (the client's buffer and the engine's blocks meet in one parity call). */
+static uint8_t *
+seg_block (struct group *G, const struct seg *sg)
+{
+  const uint8_t *like = NULL;
+
+  for (int i = 0; i < sg->ntouch && !like; i++)
+    if (sg->t[i].src)
+      like = sg->t[i].src - (sg->t[i].s - sg->c0);
+  return arena_alloc_like (G->ar, sg->c1 - sg->c0, like);
+}
+
 static uint8_t *
 read_block (struct group *G, const struct seg *sg, int role)
 {
   uint32_t len = sg->c1 - sg->c0;
-  uint8_t *b = arena_alloc (G->ar, len);
+  uint8_t *b = seg_block (G, sg);
 
   if (b && piece_add (G->ar, &G->rd, role, moff (G->L, role, sg->row, sg->c0), b, len))
     return NULL;
@@ -659,9 +683,10 @@ plan_recon_reads (struct group *G, struct seg *sg, const struct raid_row *rr)
     uint8_t *into;
     if (idx < 0)
       continue;
+    into = read_target (sg, rr->role_data[r]);
     if (bad_at (G, sg->row) & (1u << r))
-      sg->blk[idx] = arena_alloc (G->ar, sg->c1 - sg->c0);
-    else if ((into = read_target (sg, rr->role_data[r])) != NULL)
+      sg->blk[idx] = into ? into : seg_block (G, sg);   /* rebuilt there */
+    else if (into)
       sg->blk[idx] = piece_add (G->ar, &G->rd, r, moff (L, r, sg->row, sg->c0), into,
                                 sg->c1 - sg->c0) ? NULL : into;
     else
@@ -719,7 +744,6 @@ plan_write_seg (struct group *G, struct seg *sg)
   const struct layout *L = G->L;
   struct raid_row *rr = &G->rr;
   int k = L->g.data_disks, np = nparity (L);
-  uint32_t len = sg->c1 - sg->c0;
 
   raid_geom_row (&L->g, sg->row, rr);
   sg->plan = choose_plan (G, sg, rr);
@@ -728,7 +752,7 @@ plan_write_seg (struct group *G, struct seg *sg)
     for (int i = 0; i < sg->ntouch; i++)
       sg->blk[slot_of (L, rr, sg->t[i].di)] = sg->t[i].src;
     for (int p = 0; p < np; p++)
-      if (!(sg->blk[k + p] = arena_alloc (G->ar, len)))
+      if (!(sg->blk[k + p] = seg_block (G, sg)))
         return ENOMEM;
     return 0;
   case SEG_RMW:
@@ -752,7 +776,7 @@ plan_write_seg (struct group *G, struct seg *sg)
           !(sg->blk[slot_of (L, rr, di)] = read_block (G, sg, rr->data[di])))
         return ENOMEM;
     for (int p = 0; p < np; p++)
-      if (!(sg->blk[k + p] = arena_alloc (G->ar, len)))
+      if (!(sg->blk[k + p] = seg_block (G, sg)))
         return ENOMEM;
     return 0;
   }

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +191,24 @@ row_alloc (const struct cfg *c, struct row *w)
     buf_alloc (&w->delta[i], c->len, block_off (c, i + 2));
 }
 
+/* Nothing was written around any block (its buffer's 0xee guard bytes
+ * before and after it are intact). */
+static bool
+guards_intact (const struct cfg *c, const struct row *w)
+{
+  for (int i = 0; i < c->k + c->np; i++) {
+    const struct buf *b = &w->blk[i];
+    size_t before = (size_t) (b->p - b->mem), after = 128 - before;
+    for (size_t j = 0; j < before; j++)
+      if (b->mem[j] != 0xee)
+        return false;
+    for (size_t j = 0; j < after; j++)
+      if (b->p[c->len + j] != 0xee)
+        return false;
+  }
+  return true;
+}
+
 static void
 row_free (const struct cfg *c, struct row *w)
 {
@@ -338,6 +357,7 @@ run_cfg (const struct cfg *c)
   test_check (c, &w);
   test_update (c, &w);
   test_recover (c, &w);
+  CHECK (guards_intact (c, &w), "a write outside the blocks " DESC, ARGS);
   row_free (c, &w);
 }
 
