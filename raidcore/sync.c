@@ -471,7 +471,12 @@ replace_checkpoint (struct raid_array *a, const struct sync_job *j)
 }
 
 /* The target takes the role (state lock and a claim over everything held):
- * in sync when the copy is complete, else rebuilding from the cursor. */
+ * in sync when the copy is complete, else rebuilding from the cursor.  The
+ * target's state changes before the source leaves: each transition
+ * recomputes the health, which requests read without waiting for the
+ * claim, so a role bound to a target not yet in sync would make a
+ * degraded array look failed for that moment (a client write then got
+ * EIO: stress seed 830421078). */
 static void
 replace_switch (struct raid_array *a, const struct sync_job *j, bool complete)
 {
@@ -479,13 +484,13 @@ replace_switch (struct raid_array *a, const struct sync_job *j, bool complete)
 
   router_bind_role (&a->router, LAYOUT_CUR, role, t, a->sb.members[t].data_offset);
   router_set_mirror (&a->router, role, -1);
+  member_transition (a, t, complete ? RAID_MEMBER_IN_SYNC : RAID_MEMBER_REBUILDING,
+                     role, complete ? "replace complete" : "replace became a recovery");
   if (atomic_load (&a->mem[s].state) == RAID_MEMBER_IN_SYNC)
     member_transition (a, s, RAID_MEMBER_FAULTY, role, "replaced");
   member_detach (a, s);
   if (complete)
     member_uninstall (a, s);               /* retired: no longer listed */
-  member_transition (a, t, complete ? RAID_MEMBER_IN_SYNC : RAID_MEMBER_REBUILDING,
-                     role, complete ? "replace complete" : "replace became a recovery");
   if (!complete)
     a->sb.members[t].recovery_offset = atomic_load (&a->rb_row) * cur_layout (a)->g.chunk;
   state_commit (a);
