@@ -52,7 +52,7 @@ check_range (struct raid_array *a, uint64_t count, uint64_t off)
 
   if (off > size || count > size - off)
     return EINVAL;
-  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+  if (state_failed (a))
     return EIO;
   return 0;
 }
@@ -115,7 +115,7 @@ array_gathered_write (void *opaque, const uint8_t *buf, uint64_t len,
   if (off >= size)
     return 0;
   len = raid_min_u64 (len, size - off);
-  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+  if (state_failed (a))
     return EIO;
   if ((err = state_mark_dirty (a)) != 0)
     return err;

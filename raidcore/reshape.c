@@ -912,13 +912,6 @@ switch_record (struct raid_array *a)
       continue;
     e->data_offset = e->new_data_offset;
     a->mem[t].delta = false;               /* a member away now misses all */
-    if (e->role >= next->g.raid_disks) {
-      int st = atomic_load (&a->mem[t].state);
-      if (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_REBUILDING)
-        member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
-      else
-        member_detach (a, t);              /* absent or failed: holds no role */
-    }
   }
   for (int r = 0; r < next->g.raid_disks; r++) {
     struct member *m = state_role_member (a, next, r);
@@ -942,6 +935,25 @@ switch_record (struct raid_array *a)
   }
 }
 
+/* Members with a role the new layout (current now) does not have leave it:
+ * only now, so that no health computed in between counts their roles of
+ * the old layout as lost (state lock held). */
+static void
+leave_unused_roles (struct raid_array *a)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int st = atomic_load (&a->mem[t].state);
+    if (a->sb.members[t].state == SB_MEMBER_EMPTY || a->sb.members[t].role < cur->g.raid_disks)
+      continue;
+    if (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_REBUILDING)
+      member_transition (a, t, RAID_MEMBER_SPARE, -1, "no longer used by the reshape");
+    else
+      member_detach (a, t);                /* absent or failed: holds no role */
+  }
+}
+
 /* Switch to the new layout: record, router, size, bitmap geometry and the
  * job's end, in one state-lock section (the claim over everything held),
  * so no status or request sees one half.  The record is committed right
@@ -954,6 +966,7 @@ switch_layouts (struct raid_array *a, void *arg)
   *(bool *) arg = true;
   switch_record (a);
   router_finish_reshape (&a->router, a->sb.component_size / a->sb.chunk);
+  leave_unused_roles (a);
   atomic_store (&a->size, a->sb.array_size);
   bitmap_fini (a);
   bitmap_init (a);
@@ -1050,8 +1063,8 @@ reshape_abort (struct raid_array *a, char *err, size_t errlen)
     r = EBUSY;
   }
   else {
+    router_end_reshape (&a->router);       /* first: the target's roles stop counting */
     revert_record (a);
-    router_end_reshape (&a->router);
     r = state_commit (a);
     sync_transition (a, SYNC_EV_ABORT, NULL, "aborted by request");
     state_update_health (a);

@@ -412,6 +412,19 @@ state_update_health (struct raid_array *a)
   }
 }
 
+bool
+state_failed (struct raid_array *a)
+{
+  bool failed;
+
+  if (atomic_load (&a->health) != RAID_HEALTH_FAILED)
+    return false;
+  pthread_mutex_lock (&a->state_lock);     /* a change in progress ends first */
+  failed = atomic_load (&a->health) == RAID_HEALTH_FAILED;
+  pthread_mutex_unlock (&a->state_lock);
+  return failed;
+}
+
 /* ---- commits ---- */
 
 /* Whether err from member m means its connection is lost (it may come
@@ -532,7 +545,7 @@ state_flush_all (struct raid_array *a)
     for (size_t i = 0; i < n; i++)
       if (mios[i].err)
         state_member_error (a, mios[i].m, mios[i].err, true, 0);
-  if (atomic_load (&a->health) == RAID_HEALTH_FAILED)
+  if (state_failed (a))
     return EIO;
   hook_flushed (a, stamp);     /* a member that failed it is out of use, its
                                   map took what it may lack */

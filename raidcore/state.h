@@ -60,7 +60,14 @@
  * member; failed when some such layout lost more roles than its level
  * tolerates; degraded otherwise.  The target of a reshape holds data once
  * its first window moved (position > 0); before that only the current
- * layout counts.
+ * layout counts.  Health is recomputed at every transition, and one state
+ * change may make several under one state-lock section (a replace's
+ * switch, a reshape's end), so a reader without the lock can see a step
+ * inside one.  Each change orders its transitions so that no step has more
+ * unusable roles than before and after it (members leave roles only after
+ * they stopped counting), and a request that would fail on a health read
+ * without the lock confirms it under the lock (state_failed): no request
+ * fails, and no "failed" is logged, in the middle of a change.
  */
 #ifndef RAIDCORE_STATE_H
 #define RAIDCORE_STATE_H
@@ -200,6 +207,10 @@ void state_changed (struct raid_array *a);
 
 /* Recompute health from the member states (caller holds the state lock). */
 void state_update_health (struct raid_array *a);
+
+/* Whether the array is failed as the last completed state change left it
+ * (state lock not held; it is taken only when the health read says failed). */
+bool state_failed (struct raid_array *a);
 
 /* Ownership (NBD members cannot be locked, so the record says who holds
  * the array open): a record naming a live server of this program on this

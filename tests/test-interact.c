@@ -554,8 +554,8 @@ static const char *const dev_names[] = { "dev0", "dev1", "dev2", "dev3", "dev4",
 
 /* Assemble over hk_ops members, set the test hooks, start. */
 static struct raid_array *
-assemble_devs (struct memdev *const *devs, const char *const *names, int n,
-               const struct raid_test_hooks *h)
+assemble_devs_opts (struct memdev *const *devs, const char *const *names, int n,
+                    const struct raid_test_hooks *h, const struct raid_assemble_opts *o)
 {
   struct member *ms[RAID_MAX_MEMBERS];
   struct raid_array *a;
@@ -563,8 +563,7 @@ assemble_devs (struct memdev *const *devs, const char *const *names, int n,
 
   for (int i = 0; i < n; i++)
     ms[i] = member_new_custom (names[i], devs[i]->size, &hk_ops, devs[i]);
-  if (raid_array_assemble (ms, n, &(struct raid_assemble_opts) { 0 }, &a,
-                           err, sizeof err) < 0) {
+  if (raid_array_assemble (ms, n, o, &a, err, sizeof err) < 0) {
     CHECK (0, "assemble: %s", err);
     return NULL;
   }
@@ -572,6 +571,13 @@ assemble_devs (struct memdev *const *devs, const char *const *names, int n,
     raid_array_set_test_hooks (a, h);
   CHECK (raid_array_start (a) == 0, "raid_array_start");
   return a;
+}
+
+static struct raid_array *
+assemble_devs (struct memdev *const *devs, const char *const *names, int n,
+               const struct raid_test_hooks *h)
+{
+  return assemble_devs_opts (devs, names, n, h, &(struct raid_assemble_opts) { 0 });
 }
 
 /* The fixture's members plus the simulated members named in sims_used. */
@@ -2484,6 +2490,144 @@ test_delta_inflight_write (void)
   verify_contents (&f, "with role 0 failed (row 1 rebuilt from role 3)");
 }
 
+/* ==================================================================
+ * 22. Changes of several member transitions while a role is already lost.
+ * The engine recomputes the health at each transition; requests read it
+ * without waiting for the change (their fast path to EIO on a failed
+ * array), and the log says when it changes.
+ * (a) Interleaving: RAID5 of 3 assembled without role 2 (away, within a
+ *     60 s member timeout: the spare waits instead of recovering it); a
+ *     spare replaces role 0's member; at the first log line after "the
+ *     source leaves" (inside the switch) a client write of role 0's block
+ *     is issued and waited for up to BOUND_MS, then the switch goes on.
+ *     Expected: the write succeeds, "array is now failed" is never logged,
+ *     the spare holds role 0 in sync, the array is degraded, contents hold.
+ *     (An engine that failed the source before its replacement took the
+ *     role showed a failed array there: the write got EIO at once.)
+ * (b) Interleaving: RAID5 of 4 shrunk to 3 members one window at a time;
+ *     role 1 is failed midway; the reshape runs to its end (role 3's
+ *     member leaves its role).  Expected: "array is now failed" is never
+ *     logged; the member the shrink freed recovers role 1; contents hold.
+ *     (An engine whose member left its role before the new layout took
+ *     over counted two lost roles of the old layout.)
+ */
+static _Atomic int watch_failed;           /* "array is now failed" seen */
+static _Atomic int watch_stage;            /* 1: wait for "(replaced)", 2: write at the next line */
+static struct raid_array *watch_array;
+static struct job *watch_write;
+
+static void
+watch_log (enum raid_log_level lvl, const char *msg)
+{
+  if (lvl != RAID_LOG_DEBUG)
+    fprintf (stderr, "%s\n", msg);
+  if (strstr (msg, "array is now failed"))
+    atomic_store (&watch_failed, 1);
+  if (atomic_load (&watch_stage) == 2) {
+    atomic_store (&watch_stage, 0);
+    watch_write = io_job (watch_array, 0x5a, 4096, 0);
+    job_done (watch_write, BOUND_MS);      /* the fixed engine holds it: bounded */
+  }
+  if (atomic_load (&watch_stage) == 1 && strstr (msg, "(replaced)"))
+    atomic_store (&watch_stage, 2);
+}
+
+static void
+switch_health_replace (void)
+{
+  struct memdev *devs[2];
+  const struct raid_member_status *m;
+  struct fixture f;
+  struct raid_status st;
+  char err[256];
+
+  sim_new ("sim:spare");
+  if (!setup (&f, 5, 3, CHUNK, NULL) || !close_array (f.a))
+    return;
+  devs[0] = &f.dev[0];
+  devs[1] = &f.dev[1];
+  if (!(f.a = assemble_devs_opts (devs, dev_names, 2, NULL,
+                                  &(struct raid_assemble_opts) { .member_timeout = 60 })))
+    return;
+  add_member (f.a, "sim:spare");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->state == RAID_MEMBER_SPARE && st.health == RAID_HEALTH_DEGRADED,
+         "(a) before the replace: the spare is %s, the array %s (expected a spare, "
+         "degraded)", state_of (m), raid_health_name (st.health));
+  watch_array = f.a;
+  atomic_store (&watch_stage, 1);
+  raid_log_set_sink (watch_log);
+  CHECK (raid_array_replace (f.a, "dev0", "sim:spare", err, sizeof err) == 0,
+         "(a) replace: %s", err);
+  CHECK (wait_idle (f.a, 20), "(a) the replace did not end");
+  raid_log_set_sink (NULL);
+  CHECK (watch_write != NULL, "(a) the switch logged nothing after the source left");
+  if (watch_write) {
+    CHECK (job_done (watch_write, LONG_MS) && watch_write->ret == 0,
+           "(a) a write during the replace's switch failed: %s (the array was "
+           "degraded before and after it)", strerror (watch_write->ret));
+    if (watch_write->ret == 0)
+      memset (f.model, 0x5a, 4096);
+    job_put (watch_write);
+  }
+  CHECK (!atomic_load (&watch_failed), "(a) \"array is now failed\" was logged during "
+         "the replace's switch (the array was degraded before and after it)");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->role == 0 && m->state == RAID_MEMBER_IN_SYNC &&
+         st.health == RAID_HEALTH_DEGRADED, "(a) after the replace: the spare is %s in "
+         "role %d, the array %s (expected in_sync in role 0, degraded)", state_of (m),
+         m ? m->role : -2, raid_health_name (st.health));
+  verify_contents (&f, "(a) after the replace");
+}
+
+static void
+switch_health_shrink (void)
+{
+  struct raid_test_hooks h = { .reshape_window = 1u << 20, .reshape_pause = true };
+  struct raid_reshape_req req = { -1, -1, 0, 3, 0, NULL };
+  struct fixture f;
+  struct raid_status st;
+  char err[512], *p;
+  uint64_t cap;
+
+  if (!setup (&f, 5, 4, CHUNK, &h))
+    return;
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == ENOSPC &&
+         (p = strstr (err, "at most ")) != NULL, "(b) shrink before resize: %s", err);
+  cap = (p = strstr (err, "at most ")) ? strtoull (p + 8, NULL, 10) : 0;
+  CHECK (cap > 0 && raid_array_resize (f.a, cap, true, err, sizeof err) == 0,
+         "(b) resize: %s", err);
+  f.size = cap;
+  atomic_store (&watch_failed, 0);
+  raid_log_set_sink (watch_log);
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == 0, "(b) prepare: %s", err);
+  if (!run_steps_until (f.a, cap / 2))
+    goto out;
+  fail_member (f.a, "dev1");
+  if (!run_reshape (f.a, 20))
+    goto out;
+  CHECK (!atomic_load (&watch_failed), "(b) \"array is now failed\" was logged when "
+         "the shrink ended (the array was degraded before and after it)");
+  CHECK (wait_idle (f.a, 20), "(b) the recovery onto the member the shrink freed did not end");
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_OPTIMAL && st.geom.raid_disks == 3,
+         "(b) after the shrink and the recovery of role 1 onto the member it freed: "
+         "%s with %d roles (expected optimal, 3)", raid_health_name (st.health),
+         st.geom.raid_disks);
+  verify_contents (&f, "(b) after the shrink, role 1 failed and recovered");
+ out:
+  raid_log_set_sink (NULL);
+}
+
+static void
+test_switch_health (void)
+{
+  switch_health_replace ();
+  switch_health_shrink ();
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2511,6 +2655,7 @@ static const struct {
   { "intent_before_payload", test_intent_before_payload },
   { "placement_after_recovery", test_placement_after_recovery },
   { "delta_inflight_write", test_delta_inflight_write },
+  { "switch_health", test_switch_health },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
