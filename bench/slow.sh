@@ -120,9 +120,12 @@
 #              NDISKS (5), REPS (3), RUNTIME (4), RAMP (fio ramp, 500ms),
 #              MEMBER_SIZE (256M), FIO_SIZE (fio's region, MEMBER_SIZE: it
 #              must fit the one member), PARTS ("A B"), RAID6 (1),
-#              BITMAP (1), STRICT (1), THREADS (the array server's nbdkit -t; empty:
-#              nbdkit's default, 16 threads per connection, so at most 16
-#              of fio's 32 requests are in progress), BENCH_DIR (/dev/shm).
+#              BITMAP (1), STRICT (1), THREADS (the array server's nbdkit -t,
+#              64: what nbdkit-raid-plugin(1), Serving, advises for members
+#              that answer slowly; with nbdkit's default of 16 threads per
+#              connection at most 16 of fio's 32 requests are in progress,
+#              and members sit idle; empty: nbdkit's default),
+#              BENCH_DIR (/dev/shm).
 # Prints the tables on stdout (progress on stderr).  About 7 minutes.
 
 set -euo pipefail
@@ -142,7 +145,7 @@ export LC_ALL=C
 : "${PARTS:=A B}"
 : "${RAID6:=1}"
 : "${BITMAP:=1}"
-: "${THREADS:=}"
+: "${THREADS=64}"
 : "${STRICT:=1}"
 STRICT_BURST=0.01
 : "${BENCH_DIR:=/dev/shm}"
