@@ -113,7 +113,9 @@ struct sync_ops {
    * not: it may claim the router).  On success it ends the job (event
    * DONE) in the same state-lock section that records the completion, so
    * no status shows one without the other.  0 or an errno (the job then
-   * fails). */
+   * fails); ECANCELED when its check no longer passes (a member failed in
+   * the finish's own I/O): the job then ends as check says, as it would
+   * have before a batch. */
   int (*finish) (struct raid_array *a, const struct sync_job *j);
   /* Undo what beginning it set up, when it ends without finishing (cancel,
    * abort, fail without keep): management lock held, state lock not.  May

@@ -315,10 +315,12 @@ recover_finish (struct raid_array *a, const struct sync_job *j)
   int t = j->target_slot, r = 0;
 
   pthread_mutex_lock (&a->state_lock);
-  if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING) {
-    member_transition (a, t, RAID_MEMBER_IN_SYNC, j->target_role, "recovered");
-    r = state_commit (a);
+  if (atomic_load (&a->mem[t].state) != RAID_MEMBER_REBUILDING) {
+    pthread_mutex_unlock (&a->state_lock);
+    return ECANCELED;                      /* it failed since the last batch */
   }
+  member_transition (a, t, RAID_MEMBER_IN_SYNC, j->target_role, "recovered");
+  r = state_commit (a);
   if (r == 0)
     sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
@@ -508,6 +510,12 @@ replace_finish (struct raid_array *a, const struct sync_job *j)
     return err;                            /* the job stops; start retries it */
   }
   pthread_mutex_lock (&a->state_lock);
+  if (atomic_load (&a->mem[j->target_slot].state) != RAID_MEMBER_REBUILDING) {
+    pthread_mutex_unlock (&a->state_lock); /* it failed since the last batch (the
+                                              checkpoint flushed it): no switch */
+    router_release (&a->router);
+    return ECANCELED;
+  }
   replace_switch (a, j, true);
   sync_transition (a, SYNC_EV_DONE, NULL, "complete");
   pthread_mutex_unlock (&a->state_lock);
@@ -815,16 +823,14 @@ throttle_ns (struct raid_array *a, uint64_t bytes, uint64_t ns)
   return want;
 }
 
-/* End the job early with `ev` (cancel) and undo its setup (state lock
- * held; taken and given back here around the management lock). */
+/* End the job early with `ev` (cancel) and undo its setup (management
+ * lock held, state lock not). */
 static void
-end_job (struct raid_array *a, uint64_t gen, enum sync_event ev, const char *why)
+end_job_mgmt (struct raid_array *a, uint64_t gen, enum sync_event ev, const char *why)
 {
   struct sync_job j;
   bool ended = false;
 
-  pthread_mutex_unlock (&a->state_lock);
-  pthread_mutex_lock (&a->mgmt_lock);
   pthread_mutex_lock (&a->state_lock);
   j = a->sync.job;
   if (a->sync.state != SYNC_IDLE && j.gen == gen)
@@ -834,6 +840,16 @@ end_job (struct raid_array *a, uint64_t gen, enum sync_event ev, const char *why
     j.ops->stop (a, &j);
   if (ended)
     sync_next_job (a);
+}
+
+/* The same with the state lock held (given back around the management
+ * lock). */
+static void
+end_job (struct raid_array *a, uint64_t gen, enum sync_event ev, const char *why)
+{
+  pthread_mutex_unlock (&a->state_lock);
+  pthread_mutex_lock (&a->mgmt_lock);
+  end_job_mgmt (a, gen, ev, why);
   pthread_mutex_unlock (&a->mgmt_lock);
   pthread_mutex_lock (&a->state_lock);
 }
@@ -854,11 +870,15 @@ fail_job (struct raid_array *a, const char *why)
 }
 
 /* pos == total: complete the job under the management lock (state lock
- * held on entry and exit). */
+ * held on entry and exit).  A finish that found the job's check failing
+ * (ECANCELED: a member failed in the finish's own I/O) ends it as the
+ * check says, like a check before a batch. */
 static void
 finish_job (struct raid_array *a, uint64_t gen)
 {
   struct sync_job j;
+  char why[256] = "";
+  bool cancel = false;
   int err = 0;
 
   pthread_mutex_unlock (&a->state_lock);
@@ -870,14 +890,20 @@ finish_job (struct raid_array *a, uint64_t gen)
     err = j.ops->finish (a, &j);
     pthread_mutex_lock (&a->state_lock);
     if (err && a->sync.state == SYNC_RUNNING && a->sync.job.gen == gen) {
-      char why[128];
-      snprintf (why, sizeof why, "could not complete: %s", raid_strerror (err));
-      fail_job (a, why);
+      if (err == ECANCELED && j.ops->check (a, &j, why, sizeof why) == SYNC_STOP_CANCEL)
+        cancel = true;
+      else {
+        if (!*why)
+          snprintf (why, sizeof why, "could not complete: %s", raid_strerror (err));
+        fail_job (a, why);
+      }
     }
     else if (!err && a->sync.state == SYNC_IDLE)
       next_simple_job (a);                 /* what it owes next, at once */
   }
   pthread_mutex_unlock (&a->state_lock);
+  if (cancel)
+    end_job_mgmt (a, gen, SYNC_EV_CANCEL, why);
   pthread_mutex_unlock (&a->mgmt_lock);
   pthread_mutex_lock (&a->state_lock);
 }

@@ -2628,6 +2628,68 @@ test_switch_health (void)
   switch_health_shrink ();
 }
 
+/* ==================================================================
+ * 23. A replace whose target fails in the replace's own last step.
+ * Interleaving: RAID5 of 3 and a spare; the spare replaces role 0's
+ * member; the first flush of the spare after the replace has begun fails
+ * (the array is idle, so that is the flush of the checkpoint the replace
+ * makes before the spare takes the role: the copy is complete by then).
+ * Expected: the spare does not take the role (it is faulty); role 0's
+ * member stays in sync in role 0; the array is optimal; no transition is
+ * refused ("internal:" in the log); contents hold, also with role 1
+ * failed.  (An engine that did not look at the target again after that
+ * checkpoint bound the faulty spare to role 0 and retired the member it
+ * replaced: the array degraded, and failed had a role been lost before.)
+ */
+static struct rule *fin_flush;
+static _Atomic int fin_internal;
+
+static void
+fin_log (enum raid_log_level lvl, const char *msg)
+{
+  if (lvl != RAID_LOG_DEBUG)
+    fprintf (stderr, "%s\n", msg);
+  if (strstr (msg, "internal:"))
+    atomic_store (&fin_internal, 1);
+  if (fin_flush && strstr (msg, "recover: idle -> running"))
+    rule_arm (fin_flush, 1);               /* from the replace's start on */
+}
+
+static void
+test_replace_target_fails_at_finish (void)
+{
+  const struct raid_member_status *m;
+  struct fixture f;
+  struct raid_status st;
+  char err[256];
+
+  if (!setup (&f, 5, 3, CHUNK, NULL))
+    return;
+  fin_flush = rule_new (sim_new ("sim:spare"), OP_FLUSH, 0, UINT64_MAX, FAIL);
+  add_member (f.a, "sim:spare");
+  raid_log_set_sink (fin_log);
+  CHECK (raid_array_replace (f.a, "dev0", "sim:spare", err, sizeof err) == 0,
+         "replace: %s", err);
+  CHECK (wait_idle (f.a, 20), "the replace did not end");
+  raid_log_set_sink (NULL);
+  fin_flush = NULL;
+  raid_array_status (f.a, &st);
+  m = find_role (&st, 0);
+  CHECK (m && m->state == RAID_MEMBER_IN_SYNC && strcmp (m->spec, "dev0") == 0,
+         "role 0 is held by %s (%s), not by dev0 in sync: the replace switched to a "
+         "target that had failed", m ? m->spec : "nobody", state_of (m));
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->role < 0 && m->state == RAID_MEMBER_FAULTY,
+         "the failed target is %s with role %d (expected faulty, no role)", state_of (m),
+         m ? m->role : -2);
+  CHECK (st.health == RAID_HEALTH_OPTIMAL, "the array is %s (expected optimal)",
+         raid_health_name (st.health));
+  CHECK (!atomic_load (&fin_internal), "a transition was refused (\"internal:\" logged)");
+  verify_contents (&f, "after the replace whose target failed");
+  fail_member (f.a, "1");
+  verify_contents (&f, "after the replace whose target failed, role 1 failed");
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2656,6 +2718,7 @@ static const struct {
   { "placement_after_recovery", test_placement_after_recovery },
   { "delta_inflight_write", test_delta_inflight_write },
   { "switch_health", test_switch_health },
+  { "replace_target_fails_at_finish", test_replace_target_fails_at_finish },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
