@@ -2706,10 +2706,24 @@ def settle_once(ep, c, st):
                 c.call("add", member=d.spec)
     if len(lost_roles(st)) and not any(m["state"] == "spare" for m in st["members"]) \
        and st["sync_action"] == "idle":
-        d = free_device(ep, 0.0, wipe=True, st=st)
-        if d:
-            c.call("add", member=d.spec)
-            release(ep, d)
+        d = free_device(ep, 0.0, wipe=True, st=st) or extra_device(ep)
+        c.call("add", member=d.spec)
+        release(ep, d)
+
+
+def extra_device(ep):
+    """A new blank file device, claimed (released by release()): what an
+    administrator brings when a role is lost and every device is in use
+    (a reshape grew the array onto the device that would have been its
+    spare)."""
+    d = Device(ep.dir, "d%d" % len(ep.devs), max(x.size for x in ep.devs), False)
+    with ep.claim_lock:
+        ep.devs.append(d)
+        ep.by_spec[d.spec] = d
+        ep.by_spec.setdefault(os.path.realpath(d.path), d)
+        ep.claimed.add(d)
+    ep.run.event("quiet", "every device is in use and a role is lost: new device %s" % d.name)
+    return d
 
 
 def refusals(ep, c, st):
