@@ -2659,13 +2659,15 @@ static void
 test_replace_target_fails_at_finish (void)
 {
   const struct raid_member_status *m;
+  struct memdev *spare;
   struct fixture f;
   struct raid_status st;
   char err[256];
 
   if (!setup (&f, 5, 3, CHUNK, NULL))
     return;
-  fin_flush = rule_new (sim_new ("sim:spare"), OP_FLUSH, 0, UINT64_MAX, FAIL);
+  spare = sim_new ("sim:spare");
+  fin_flush = rule_new (spare, OP_FLUSH, 0, UINT64_MAX, FAIL);
   add_member (f.a, "sim:spare");
   raid_log_set_sink (fin_log);
   CHECK (raid_array_replace (f.a, "dev0", "sim:spare", err, sizeof err) == 0,
@@ -2685,6 +2687,9 @@ test_replace_target_fails_at_finish (void)
   CHECK (st.health == RAID_HEALTH_OPTIMAL, "the array is %s (expected optimal)",
          raid_health_name (st.health));
   CHECK (!atomic_load (&fin_internal), "a transition was refused (\"internal:\" logged)");
+  CHECK (memcmp (spare->data + DOFF, f.dev[0].data + DOFF, f.size / 2) == 0,
+         "the spare does not hold all of role 0: the replace ended before its copy was "
+         "complete, not in its last step");
   verify_contents (&f, "after the replace whose target failed");
   fail_member (f.a, "1");
   verify_contents (&f, "after the replace whose target failed, role 1 failed");
