@@ -2810,7 +2810,8 @@ def cpu_idle(ep, why):
     window in which the array's state changed (a member that came back
     rejoined and was resynced, a job began: its record's event count moved
     or an action runs) did work, not spin: it is measured again, at most
-    three times."""
+    three times; an array still changing then is not judged here (settle
+    and its stall bound judge whether the work moves)."""
     hz = os.sysconf("SC_CLK_TCK")
     for attempt in range(3):
         st1 = ep.status()
