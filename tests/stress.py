@@ -2370,7 +2370,8 @@ def restart_after_kill(ep, specs, before):
     """Start again; a dirty degraded array without a write-hole log is
     refused (nbdkit-raid-plugin(1), Crash consistency) and then started
     with force=true, accepting the write hole.  Without a write-hole log
-    (bitmap, resync) the stripe rows of writes in flight at the kill may
+    (bitmap, resync) the stripe rows of writes in flight at the kill (not
+    durable: unanswered, or acknowledged but not flushed) may
     hold parity that does not match
     their data until the resync owed has run: a member lost before then
     rebuilds wrong bytes anywhere in those rows (the documented risk of
@@ -2386,7 +2387,12 @@ def restart_after_kill(ep, specs, before):
             if g and g["level"] in NPARITY:
                 widths.add(g["chunk"] * (g["raid_devices"] - NPARITY[g["level"]]))
         widths = widths or {ep.chunk * 16}
-        for _, (off, n, _) in ep.gate.at_kill:
+        # in flight at the kill: the requests unanswered, and the blocks
+        # written since they were last durable (acknowledged, not flushed:
+        # the array may have held them gathered or written them in part)
+        spans = [(off, n) for _, (off, n, _) in ep.gate.at_kill]
+        spans += [(b * BS, BS) for cl in ep.clients for b in cl.hist]
+        for off, n in spans:
             for w in widths:
                 ep.hole.append((off // w * w, -(-(off + n) // w) * w))
     if ep.start_server(specs, expect_ok=ep.cons == "journal"):
