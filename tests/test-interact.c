@@ -2516,11 +2516,18 @@ static _Atomic int watch_stage;            /* 1: wait for "(replaced)", 2: write
 static struct raid_array *watch_array;
 static struct job *watch_write;
 
+/* What raidcore prints without a sink: the log sinks below echo it. */
 static void
-watch_log (enum raid_log_level lvl, const char *msg)
+echo_log (enum raid_log_level lvl, const char *msg)
 {
   if (lvl != RAID_LOG_DEBUG)
     fprintf (stderr, "%s\n", msg);
+}
+
+static void
+watch_log (enum raid_log_level lvl, const char *msg)
+{
+  echo_log (lvl, msg);
   if (strstr (msg, "array is now failed"))
     atomic_store (&watch_failed, 1);
   if (atomic_load (&watch_stage) == 2) {
@@ -2647,8 +2654,7 @@ static _Atomic int fin_internal;
 static void
 fin_log (enum raid_log_level lvl, const char *msg)
 {
-  if (lvl != RAID_LOG_DEBUG)
-    fprintf (stderr, "%s\n", msg);
+  echo_log (lvl, msg);
   if (strstr (msg, "internal:"))
     atomic_store (&fin_internal, 1);
   if (fin_flush && strstr (msg, "recover: idle -> running"))
