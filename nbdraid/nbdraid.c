@@ -318,7 +318,7 @@ examine_read (struct exam *x)
   struct raid_sb tmp;
   int r;
 
-  m = member_open (x->spec, true, x->why, sizeof x->why);
+  m = member_open (x->spec, MEMBER_PEEK, x->why, sizeof x->why);
   if (m == NULL) {
     size_t n = strlen (x->spec);
 

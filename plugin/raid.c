@@ -258,7 +258,8 @@ raid_get_ready (void)
   member_set_io_timeout (member_timeout ? member_timeout : 30);
   for (int i = 0; i < nmember_specs; i++) {
     int e;
-    if ((ms[n] = member_open (member_specs[i], served_readonly, err, sizeof err))) {
+    enum member_access how = served_readonly ? MEMBER_READ_SHARED : MEMBER_READ_WRITE;
+    if ((ms[n] = member_open (member_specs[i], how, err, sizeof err))) {
       n++;
       continue;
     }

@@ -243,7 +243,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   for (int i = 0; i < n; i++)
     c[i].m = ms[i];
   if (read_candidates (c, n, &best, err, errlen) < 0 ||
-      state_check_owner (&c[best].sb, member_spec (c[best].m), o->force, err, errlen))
+      sb_check_owner (&c[best].sb, member_spec (c[best].m), o->force, err, errlen))
     goto fail;
   a->sb = c[best].sb;
   raid_uuid_format (a->sb.array_uuid, u);

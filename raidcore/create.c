@@ -15,7 +15,15 @@
  *      caller gave a probe) a foreign signature: a filesystem, partition
  *      table, RAID or LVM label, again unless force is set.  Finally the
  *      data areas of existing members are inspected to decide whether the
- *      new array needs an initial resync.
+ *      new array needs an initial resync.  Last, when an NBD export is among
+ *      the existing members, distinct storage is proven: names cannot tell
+ *      that an export serves a file named beside it, or that two URIs reach
+ *      one export.  Each existing member's first block is read and kept, a
+ *      marker of its own is written there, every member reads its block
+ *      back (a member that reads another's marker shares its storage), and
+ *      the kept blocks are written back: the one write of phase 1, undone
+ *      before it returns (a crash in between leaves a marker in the
+ *      metadata area that phase 2 would have zeroed).
  *
  *   2. Write.  Missing member files are created sparse, the metadata area
  *      [0, RAID_META_END) of every pre-existing member is zeroed so that no
@@ -26,7 +34,8 @@
  *      sb_append_all, which returns only when every record is durable.
  *
  * Invariant: a failure in phase 1 leaves every member byte-for-byte as it
- * was, and no file is created.  A failure in phase 2 removes the files this
+ * was (the distinctness probe's block is written back; a file's mtime may
+ * move), and no file is created.  A failure in phase 2 removes the files this
  * call created; pre-existing members may then have lost their old records
  * (the message says so).
  *
@@ -341,7 +350,8 @@ create_check_new (struct create_ctx *c, struct cmember *cm)
   return 0;
 }
 
-/* Refuse a member that already holds a superblock record. */
+/* Refuse a member that already holds a superblock record, and with
+ * --force one whose record names a server that holds it open now. */
 static int
 create_check_sb (struct create_ctx *c, struct cmember *cm)
 {
@@ -353,6 +363,11 @@ create_check_sb (struct create_ctx *c, struct cmember *cm)
   if (sb == NULL)
     return create_fail (c, errno, "malloc: %m");
   r = sb_read_newest (cm->m, sb, why, sizeof why);
+  if (r == 0 && sb_check_owner (sb, cm->spec, c->o->force, c->err, c->errlen)) {
+    c->code = EBUSY;                   /* served now: --force does not help */
+    free (sb);
+    return -1;
+  }
   if (r == 0 && !c->o->force) {
     raid_uuid_format (sb->array_uuid, uuid);
     create_fail (c, EEXIST,
@@ -400,7 +415,7 @@ create_open (struct create_ctx *c, const char *spec)
   struct member *m;
 
   errno = 0;
-  m = member_open (spec, false, c->err, c->errlen);
+  m = member_open (spec, MEMBER_READ_WRITE, c->err, c->errlen);
   if (m == NULL && (c->code = errno ? errno : EIO) == EBUSY)
     sb_name_holder (spec, c->err, c->errlen);
   return m;
@@ -561,6 +576,102 @@ create_check_sync (struct create_ctx *c)
   }
   free (buf);
   return 0;
+}
+
+/* ---- phase 1: distinct storage ---- */
+
+#define PROBE_BLOCK 4096u
+#define PROBE_MAGIC "nbdkit-raid create: is this member distinct?"
+
+struct probe_marker {
+  char magic[sizeof PROBE_MAGIC];
+  uint8_t nonce[RAID_UUID_LEN];
+  int32_t index;                  /* into c->cm */
+};
+
+/* Write the markers to the members ix[0..n) (over their kept blocks) and
+ * read them back: 0, or -1 naming two members that share storage (or one
+ * that does not read back what was written to it).  *written counts the
+ * members written, which the caller restores. */
+static int
+probe_markers (struct create_ctx *c, const int *ix, int n, const uint8_t *kept,
+               uint8_t *buf, int *written)
+{
+  struct probe_marker mk = { PROBE_MAGIC };
+  struct probe_marker got;
+  int r;
+
+  raid_uuid_generate (mk.nonce);
+  for (int k = 0; k < n; k++) {
+    struct cmember *cm = &c->cm[ix[k]];
+    memcpy (buf, kept + (size_t) k * PROBE_BLOCK, PROBE_BLOCK);
+    mk.index = ix[k];
+    memcpy (buf, &mk, sizeof mk);
+    if ((r = member_pwrite (cm->m, buf, PROBE_BLOCK, 0, false)) != 0)
+      return create_fail (c, r, "%s: writing a probe block: %s", cm->spec,
+                          raid_strerror (r));
+    (*written)++;
+  }
+  for (int k = 0; k < n; k++) {
+    struct cmember *cm = &c->cm[ix[k]];
+    if ((r = member_pread (cm->m, buf, PROBE_BLOCK, 0)) != 0)
+      return create_fail (c, r, "%s: reading a probe block: %s", cm->spec,
+                          raid_strerror (r));
+    memcpy (&got, buf, sizeof got);
+    if (memcmp (got.magic, mk.magic, sizeof mk.magic) != 0 ||
+        memcmp (got.nonce, mk.nonce, sizeof mk.nonce) != 0 ||
+        got.index < 0 || got.index >= c->n)
+      return create_fail (c, EIO, "%s does not read back what was just written "
+                          "to it", cm->spec);
+    if (got.index != ix[k])
+      return create_fail (c, EINVAL, "%s and %s are the same storage (what is "
+                          "written to one is read from the other): name each "
+                          "member once", c->cm[got.index].spec, cm->spec);
+  }
+  return 0;
+}
+
+/* Prove that the existing members are distinct storage when an NBD export
+ * is among them (theory above). */
+static int
+create_check_distinct (struct create_ctx *c)
+{
+  int ix[SB_MAX_MEMBERS], n = 0, nuri = 0, written = 0, r = 0;
+  uint8_t *kept, *buf;
+
+  for (int i = 0; i < c->n; i++)
+    if (c->cm[i].m) {
+      ix[n++] = i;
+      nuri += c->cm[i].is_uri;
+    }
+  if (nuri == 0 || n < 2)
+    return 0;
+  kept = raid_alloc_aligned ((size_t) n * PROBE_BLOCK);
+  buf = raid_alloc_aligned (PROBE_BLOCK);
+  if (!kept || !buf) {
+    free (kept);
+    free (buf);
+    return create_fail (c, ENOMEM, "probing the members: out of memory");
+  }
+  for (int k = 0; k < n && r == 0; k++)
+    if ((r = member_pread (c->cm[ix[k]].m, kept + (size_t) k * PROBE_BLOCK,
+                           PROBE_BLOCK, 0)) != 0)
+      create_fail (c, r, "%s: reading: %s", c->cm[ix[k]].spec, raid_strerror (r));
+  if (r == 0 && probe_markers (c, ix, n, kept, buf, &written) == -1)
+    r = -1;
+  /* Undo, last written first: storage named twice gets its kept block. */
+  for (int k = written - 1; k >= 0; k--) {
+    struct cmember *cm = &c->cm[ix[k]];
+    int e = member_pwrite (cm->m, kept + (size_t) k * PROBE_BLOCK, PROBE_BLOCK, 0, false);
+    if (e == 0)
+      e = member_flush (cm->m);
+    if (e != 0 && r == 0)
+      r = create_fail (c, e, "%s: restoring its first block: %s", cm->spec,
+                       raid_strerror (e));
+  }
+  free (kept);
+  free (buf);
+  return r ? -1 : 0;
 }
 
 /* ---- phase 2: writing ---- */
@@ -863,7 +974,8 @@ raid_create (const struct raid_create_opts *o,
     c.cm[i].role = i < o->nmembers ? i : -1;
   }
   if (create_check_names (&c) == 0 && create_check_members (&c) == 0 &&
-      create_check_sync (&c) == 0 && create_write (&c, array_uuid) == 0) {
+      create_check_sync (&c) == 0 && create_check_distinct (&c) == 0 &&
+      create_write (&c, array_uuid) == 0) {
     create_log_sizes (&c);
     create_log_summary (&c, array_uuid);
     r = 0;

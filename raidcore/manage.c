@@ -288,7 +288,7 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   }
   if (*retired)
     return m;
-  if (!(m = member_open (spec, false, e, sizeof e))) {
+  if (!(m = member_open (spec, MEMBER_READ_WRITE, e, sizeof e))) {
     *rp = errno ? errno : ENOENT;
     snprintf (err, errlen, "%s", e);
   }

@@ -378,21 +378,27 @@ file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
   return EINVAL;
 }
 
-/* Hold the member exclusively (a member opened for writing): a block
- * device is reopened with O_EXCL (the kernel refuses it while it is
- * mounted or held by another exclusive opener), a file gets an OFD write
- * lock on its whole length (released when the last descriptor of this
- * open goes, so it survives nbdkit's fork and dies with the process).  A
- * filesystem without locks (ENOLCK) is let through.  0, or EBUSY with a
- * message. */
+/* Hold the member as `access` says (member.h): a block device is reopened
+ * with O_EXCL (the kernel refuses it while it is mounted or held by
+ * another exclusive opener), a file gets an OFD lock on its whole length,
+ * a write lock exclusively and a read lock shared (released when the last
+ * descriptor of this open goes, so it survives nbdkit's fork and dies with
+ * the process).  A filesystem without locks (ENOLCK) is let through.  0,
+ * or EBUSY with a message. */
 static int
-hold_exclusively (int *fd, const char *spec, bool is_blk, char *err, size_t errlen)
+hold (int *fd, const char *spec, bool is_blk, enum member_access access,
+      char *err, size_t errlen)
 {
-  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+  struct flock fl = { .l_type = access == MEMBER_READ_WRITE ? F_WRLCK : F_RDLCK,
+                      .l_whence = SEEK_SET };
   int fd2;
 
+  if (access == MEMBER_PEEK)
+    return 0;
   if (is_blk) {
-    if ((fd2 = open (spec, O_RDWR | O_CLOEXEC | O_EXCL)) == -1) {
+    fd2 = open (spec, (access == MEMBER_READ_WRITE ? O_RDWR : O_RDONLY) |
+                O_CLOEXEC | O_EXCL);
+    if (fd2 == -1) {
       member_err (err, errlen, spec, errno == EBUSY
                   ? "in use (mounted, or held by another program)" : "open", errno);
       return errno;
@@ -447,8 +453,9 @@ open_checked (const char *spec, int flags, const char **what)
 }
 
 struct member *
-member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
+member_file_open (const char *spec, enum member_access access, char *err, size_t errlen)
 {
+  bool readonly = access != MEMBER_READ_WRITE;
   struct file_member *f;
   uint64_t size = 0;
   bool is_blk = false;
@@ -463,8 +470,8 @@ member_file_open (const char *spec, bool readonly, char *err, size_t errlen)
     return NULL;
   }
   r = file_size (fd, spec, &is_blk, &size, err, errlen);
-  if (r == 0 && !readonly)
-    r = hold_exclusively (&fd, spec, is_blk, err, errlen);
+  if (r == 0)
+    r = hold (&fd, spec, is_blk, access, err, errlen);
   f = r ? NULL : calloc (1, sizeof *f);
   if (r == 0 && (f == NULL || member_init (&f->m, &file_backend, spec, size,
                                            true, readonly))) {

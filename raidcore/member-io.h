@@ -132,7 +132,7 @@ int member_init (struct member *m, const struct member_backend *be,
 void member_fini (struct member *m);
 
 /* Backend constructors: NULL with errno set and a message in err. */
-struct member *member_file_open (const char *spec, bool readonly,
+struct member *member_file_open (const char *spec, enum member_access access,
                                  char *err, size_t errlen);
 struct member *member_nbd_open (const char *spec, bool readonly,
                                 char *err, size_t errlen);

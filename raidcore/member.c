@@ -58,7 +58,7 @@ member_set_open_hook (member_open_hook_fn fn)
 }
 
 struct member *
-member_open (const char *spec, bool readonly, char *err, size_t errlen)
+member_open (const char *spec, enum member_access access, char *err, size_t errlen)
 {
   struct member *m;
 
@@ -71,8 +71,8 @@ member_open (const char *spec, bool readonly, char *err, size_t errlen)
   }
   pthread_once (&atfork_once, atfork_register);
   if (member_spec_is_nbd (spec))
-    return member_nbd_open (spec, readonly, err, errlen);
-  return member_file_open (spec, readonly, err, errlen);
+    return member_nbd_open (spec, access != MEMBER_READ_WRITE, err, errlen);
+  return member_file_open (spec, access, err, errlen);
 }
 
 /* ---- custom (test) backend: synchronous, in the calling thread ---- */

@@ -78,14 +78,24 @@ struct mio {
  * (e.g. "nbd://x: connect: Connection refused", "/a/b: open: No such file
  * or directory", "/dev/null: not a regular file or block device: Invalid
  * argument", "nbd://x: export is read-only: Read-only file system").
- * readonly opens for reading only (nbdraid examine).  A file or block
- * device opened for writing is held exclusively while it is open: a file
- * by an OFD write lock, a block device by O_EXCL; a second open for
- * writing fails with EBUSY ("/m0: in use (locked by another server or
- * program)"), in this process too.  Connecting to an NBD
- * server is bounded by the I/O timeout (ETIMEDOUT).  The size is fixed at
- * open: st_size, BLKGETSIZE64, or the export size. */
-struct member *member_open (const char *spec, bool readonly, char *err, size_t errlen);
+ * `access` says how the member is held while it is open (below).  A file
+ * or block device held exclusively or shared cannot be held exclusively by
+ * anyone else meanwhile, in this process too: such an open fails with EBUSY
+ * ("/m0: in use (locked by another server or program)").  A file is held
+ * by an OFD lock on its whole length (a write lock exclusively, a read
+ * lock shared), a block device by O_EXCL (both ways: the kernel has no
+ * shared claim).  An NBD export cannot be locked (the superblock's owner
+ * record stands in, state.h).  Connecting to an NBD server is bounded by
+ * the I/O timeout (ETIMEDOUT).  The size is fixed at open: st_size,
+ * BLKGETSIZE64, or the export size. */
+enum member_access {
+  MEMBER_READ_WRITE,    /* a server, create, add: read and write, exclusively */
+  MEMBER_READ_SHARED,   /* a read-only server: read only, held shared */
+  MEMBER_PEEK,          /* read only, not held (nbdraid examine, naming a
+                           member's holder) */
+};
+struct member *member_open (const char *spec, enum member_access access,
+                            char *err, size_t errlen);
 
 /* Custom backend (tests).  Each function is synchronous, returns 0 or an
  * errno value.  priv is passed back. */

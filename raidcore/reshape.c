@@ -404,7 +404,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
         snprintf (err, errlen, "%s is named twice", req->add[i]);
         r = EINVAL;
       }
-    if (!r && !(ms[i] = member_open (req->add[i], false, e, sizeof e))) {
+    if (!r && !(ms[i] = member_open (req->add[i], MEMBER_READ_WRITE, e, sizeof e))) {
       r = errno ? errno : ENOENT;
       snprintf (err, errlen, "%s", e);
     }

@@ -197,7 +197,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "member.h"
 #include "sb.h"
@@ -1191,11 +1193,89 @@ sb_set_spec_hint (struct sb_member_entry *e, const char *spec)
     snprintf (e->spec_hint, SB_SPEC_HINT, "...%s", spec + n - (SB_SPEC_HINT - 4));
 }
 
+/* When process pid started, in ns since the epoch, from /proc (its start
+ * in clock ticks since boot, and the boot time in seconds: about a second
+ * coarse).  0 when it cannot be read. */
+static uint64_t
+process_start_ns (pid_t pid, char *state)
+{
+  char path[64], buf[1024], *p;
+  unsigned long long ticks = 0, btime = 0;
+  FILE *fp;
+  size_t n;
+
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  if ((fp = fopen (path, "re")) == NULL)
+    return 0;
+  n = fread (buf, 1, sizeof buf - 1, fp);
+  fclose (fp);
+  buf[n] = '\0';
+  /* "pid (comm) S ..." where comm may hold spaces and parentheses: the
+   * state follows the last ')', the start time is field 22. */
+  if ((p = strrchr (buf, ')')) == NULL ||
+      sscanf (p + 1, " %c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+              "%*s %*s %*s %*s %*s %*s %llu", state, &ticks) != 2)
+    return 0;
+  if ((fp = fopen ("/proc/stat", "re")) == NULL)
+    return 0;
+  while (fgets (buf, sizeof buf, fp))
+    if (sscanf (buf, "btime %llu", &btime) == 1)
+      break;
+  fclose (fp);
+  if (btime == 0 || sysconf (_SC_CLK_TCK) <= 0)
+    return 0;
+  return btime * UINT64_C(1000000000) +
+    ticks * (UINT64_C(1000000000) / (uint64_t) sysconf (_SC_CLK_TCK));
+}
+
+/* Whether the server the record names (on this host) still runs. */
+static bool
+owner_alive (const struct raid_sb *sb)
+{
+  const uint64_t slack = UINT64_C(2000000000);     /* btime's second, ticks */
+  pid_t pid = (pid_t) sb->owner_pid;
+  char state = '?';
+  uint64_t started;
+
+  if (kill (pid, 0) == -1 && errno != EPERM)
+    return false;
+  started = process_start_ns (pid, &state);
+  if (state == 'Z' || state == 'X')
+    return false;                          /* killed, not yet reaped */
+  if (started == 0 || sb->owner_start_ns == 0)
+    return true;                           /* cannot tell: assume it runs */
+  return started <= sb->owner_start_ns + slack;
+}
+
+int
+sb_check_owner (const struct raid_sb *sb, const char *spec, bool force,
+                char *err, size_t errlen)
+{
+  char host[SB_OWNER_HOST] = "";
+
+  if (sb->owner_pid == 0 || sb->owner_pid == (uint32_t) getpid ())
+    return 0;
+  gethostname (host, sizeof host - 1);
+  if (strcmp (sb->owner_host, host) == 0) {
+    if (!owner_alive (sb))
+      return 0;                            /* it crashed: the record is stale */
+    snprintf (err, errlen, "%s is in use by another server of this array "
+              "(pid %" PRIu32 " on this host)", spec, sb->owner_pid);
+    return EBUSY;
+  }
+  if (force)
+    return 0;
+  snprintf (err, errlen, "%s: its superblock says the array is open on host %s "
+            "(pid %" PRIu32 "); if that server is gone (it crashed), start with "
+            "force=true", spec, sb->owner_host, sb->owner_pid);
+  return EBUSY;
+}
+
 void
 sb_name_holder (const char *spec, char *err, size_t errlen)
 {
   char e[256];
-  struct member *m = member_open (spec, true, e, sizeof e);
+  struct member *m = member_open (spec, MEMBER_PEEK, e, sizeof e);
   struct raid_sb *sb = m ? malloc (sizeof *sb) : NULL;
   size_t n = strnlen (err, errlen);
 

@@ -281,6 +281,17 @@ const char *sb_consistency_name (uint32_t c);        /* "journal", "bitmap", "re
 int sb_consistency_parse (const char *name);         /* -1 when unknown */
 const char *sb_reshape_state_name (uint32_t s);      /* "none", "frozen", "running" */
 
+/* Ownership (an NBD export cannot be locked, so the record says who holds
+ * the array open).  A record naming a process on this host that is still
+ * running and started no later than the record was written (so not a
+ * later process that got its pid again; a zombie counts as gone) is refused
+ * (EBUSY), whatever force says; one naming another host is refused unless
+ * force (that host's server may have crashed, which cannot be seen from
+ * here); one naming nobody, this process, or a process that is gone is let
+ * through.  0, or EBUSY with a message naming spec. */
+int sb_check_owner (const struct raid_sb *sb, const char *spec, bool force,
+                    char *err, size_t errlen);
+
 /* Append to err (a member_open message for spec, refused because the
  * member is in use) who holds it, when spec's own newest superblock record
  * names a server holding its array open: "; its superblock says it is

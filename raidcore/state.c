@@ -3,7 +3,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -593,60 +592,7 @@ state_last_fault (struct raid_array *a, char *buf, size_t len)
   snprintf (buf, len, "%s", a->last_fault);
 }
 
-/* ---- ownership: who holds the array open ---- */
-
-/* The name of process pid ("" when it cannot be read). */
-static void
-process_name (pid_t pid, char *buf, size_t len)
-{
-  char path[64];
-  FILE *fp;
-
-  snprintf (path, sizeof path, "/proc/%d/comm", (int) pid);
-  buf[0] = '\0';
-  if ((fp = fopen (path, "re")) != NULL) {
-    if (fgets (buf, (int) len, fp))
-      buf[strcspn (buf, "\n")] = '\0';
-    fclose (fp);
-  }
-}
-
-/* Whether pid is a live process of the same program as this one. */
-static bool
-same_program_alive (pid_t pid)
-{
-  char theirs[64], ours[64];
-
-  if (kill (pid, 0) == -1 && errno != EPERM)
-    return false;
-  process_name (pid, theirs, sizeof theirs);
-  process_name (getpid (), ours, sizeof ours);
-  return strcmp (theirs, ours) == 0;
-}
-
-int
-state_check_owner (const struct raid_sb *sb, const char *spec, bool force,
-                   char *err, size_t errlen)
-{
-  char host[SB_OWNER_HOST] = "";
-
-  if (sb->owner_pid == 0 || sb->owner_pid == (uint32_t) getpid ())
-    return 0;
-  gethostname (host, sizeof host - 1);
-  if (strcmp (sb->owner_host, host) == 0) {
-    if (!same_program_alive ((pid_t) sb->owner_pid))
-      return 0;                            /* it crashed: the record is stale */
-    snprintf (err, errlen, "%s is in use by another server of this array "
-              "(pid %" PRIu32 " on this host)", spec, sb->owner_pid);
-    return EBUSY;
-  }
-  if (force)
-    return 0;
-  snprintf (err, errlen, "%s: its superblock says the array is open on host %s "
-            "(pid %" PRIu32 "); if that server is gone (it crashed), start with "
-            "force=true", spec, sb->owner_host, sb->owner_pid);
-  return EBUSY;
-}
+/* ---- ownership: who holds the array open (checked by sb_check_owner) ---- */
 
 int
 state_set_owner (struct raid_array *a, bool held)

@@ -212,14 +212,6 @@ void state_update_health (struct raid_array *a);
  * (state lock not held; it is taken only when the health read says failed). */
 bool state_failed (struct raid_array *a);
 
-/* Ownership (NBD members cannot be locked, so the record says who holds
- * the array open): a record naming a live server of this program on this
- * host, other than this process, is refused (EBUSY); one naming another
- * host is refused unless force (that host's server may have crashed); a
- * record naming a process that is gone is stale and ignored.  0, or EBUSY
- * with a message naming spec. */
-int state_check_owner (const struct raid_sb *sb, const char *spec, bool force,
-                       char *err, size_t errlen);
 /* Record this process as the holder (held) or nobody, and commit (takes
  * the state lock).  0 or an errno. */
 int state_set_owner (struct raid_array *a, bool held);

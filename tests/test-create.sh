@@ -635,7 +635,26 @@ if command -v nbdkit > /dev/null; then
   [[ -z $wipefs || -z $("$wipefs" --noheadings sig/nbd-gpt) ]] ||
     fail "GPT left on the NBD member: $("$wipefs" sig/nbd-gpt)"
   pass
-  kill "$(cat "$tmp/gpt.pid")"
+  # one storage named twice where names cannot tell: a file and the export
+  # that serves it, or two spellings of one export's URI; refused, the bytes
+  # as they were (the probe's marker is written back: the file's mtime
+  # moves, so not `refuse`, whose snapshot compares times)
+  truncate -s 20M sig/twice
+  start_nbdkit twice file "$d/sig/twice"
+  twice="nbd+unix:///?socket=$tmp/twice.sock"
+  before=$(cksum < sig/twice)
+  for args in "sig/twice $twice" "$twice nbd+unix:///?socket=$tmp/./twice.sock"; do
+    rc=0
+    # shellcheck disable=SC2086
+    "$NBDRAID" create --level=5 --size=20M tw0 $args > "$tmp/out" 2> "$tmp/err" || rc=$?
+    expect $rc 1 "create naming one storage twice ($args)"
+    grep -Eq "^nbdraid: .*twice(\.sock)? and .*twice(\.sock)? are the same storage" "$tmp/err" ||
+      fail "same storage: $(cat "$tmp/err")"
+    [[ $(cksum < sig/twice) == "$before" && ! -e tw0 && ! -s $tmp/out ]] ||
+      fail "refused create (same storage) wrote"
+    pass
+  done
+  kill "$(cat "$tmp/twice.pid")" "$(cat "$tmp/gpt.pid")"
   kill "$(cat "$tmp/bad.pid")" "$(cat "$tmp/good.pid")"
   rm -f "$tmp"/*.pid
 else

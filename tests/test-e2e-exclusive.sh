@@ -11,6 +11,14 @@
 #     stale and a new server starts.
 # (c) a record naming another host (a server started under another host
 #     name, then killed) is refused unless force=true, which then starts.
+# (d) a read-only server (nbdkit -r) holds its file members shared: a
+#     read-write server and `create --force` are refused, a second
+#     read-only server starts.
+# (e) `create --force` over the NBD exports of a running server, or over
+#     the file behind one of them, is refused naming the server (the owner
+#     record) and writes nothing.
+# (f) a server killed (-9) but not yet reaped (a zombie, its parent has
+#     not waited) holds nothing: a new server on its NBD exports starts.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -81,6 +89,20 @@ part_b ()
   pid="$(cat "$tmp/b1.pid")"
   refused "(b) second server on the same exports" b2 "in use by another server.*pid $pid" \
     "${urls[@]}"
+  # (e) create --force over the exports, and over the file behind one
+  local sum
+  sum="$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  if "$NBDRAID" create --force --level=5 "${urls[@]}" 2>"$tmp/e-create.err"; then
+    fail "(e) create --force over the exports of a running server succeeded"
+  elif grep -q "in use by another server.*pid $pid" "$tmp/e-create.err"; then ok; else
+    fail "(e) create --force refusal does not name the server:"; sed 's/^/    /' "$tmp/e-create.err" >&2; fi
+  if "$NBDRAID" create --force --level=5 "$d/m0" "$tmp/e-x1" "$tmp/e-x2" --size=24M \
+       2>"$tmp/e-create2.err"; then
+    fail "(e) create --force over the file behind an export of a running server succeeded"
+  elif grep -q "m0 is in use by another server.*pid $pid" "$tmp/e-create2.err"; then ok; else
+    fail "(e) create --force on the file: no holder named:"; sed 's/^/    /' "$tmp/e-create2.err" >&2; fi
+  expect_eq "(e) the refused creates wrote nothing" "$sum" "$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  [ ! -e "$tmp/e-x1" ] && ok || fail "(e) the refused create made a new member file"
   kill -9 "$pid"
   wait "${pid_of[b1]}" 2>/dev/null || true
   start_raid b3 "${urls[@]}" || { fail "(b) start after kill -9 (a stale record)"; return 0; }
@@ -123,7 +145,69 @@ part_c ()
   stop_nbdkit c3
 }
 
+# ---- (d) read-only servers ---------------------------------------------------
+part_d ()
+{
+  local d="$tmp/d" sum
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(d) create"; return 0; }
+  start_nbdkit d1 -r "$PLUGIN" "$d/m0" "$d/m1" "$d/m2" || { fail "(d) read-only start"; return 0; }
+  served && ok || fail "(d) the read-only server serves"
+  sum="$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  refused "(d) read-write server beside a read-only one" d2 "m[0-2]: in use" \
+    "$d/m0" "$d/m1" "$d/m2"
+  if "$NBDRAID" create --force --level=5 "$d/m0" "$d/m1" "$d/m2" 2>"$tmp/d-create.err"; then
+    fail "(d) create --force over the members of a read-only server succeeded"
+  elif grep -q "m[0-2]: in use" "$tmp/d-create.err"; then ok; else
+    fail "(d) create --force refusal:"; sed 's/^/    /' "$tmp/d-create.err" >&2; fi
+  expect_eq "(d) nothing written to the members" "$sum" "$(cat "$d/m0" "$d/m1" "$d/m2" | md5sum)"
+  start_nbdkit d3 -r "$PLUGIN" "$d/m0" "$d/m1" "$d/m2" || fail "(d) a second read-only server"
+  stop_nbdkit d3
+  stop_nbdkit d1
+  start_raid d4 "$d/m0" "$d/m1" "$d/m2" || fail "(d) read-write after the read-only servers stopped"
+  stop_nbdkit d4
+}
+
+# ---- (f) a killed server not yet reaped ----------------------------------------
+part_f ()
+{
+  local d="$tmp/f" fsock="$tmp/f1.sock" parent pid i
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(f) create"; return 0; }
+  nbd_members "$d" || { fail "(f) member servers"; return 0; }
+  rm -f "$fsock" "$tmp/f1.pid"
+  local -a pre=()
+  if [ "$SANITIZERS" = yes ]; then    # as start_nbdkit does (functions.sh)
+    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
+         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
+  fi
+  # The server's parent execs into a sleep, which never waits for it.
+  sh -c '"$@" >"$0" 2>&1 </dev/null & exec sleep 120' "$tmp/f1.log" \
+    "${pre[@]}" nbdkit -f -U "$fsock" -P "$tmp/f1.pid" --log=stderr "$PLUGIN" "${urls[@]}" &
+  parent=$!
+  nbdkit_pids+=("$parent")
+  for ((i = 0; i < 200; i++)); do
+    [ -s "$tmp/f1.pid" ] && nbdinfo --size "$(uri_of "$fsock")" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  pid="$(cat "$tmp/f1.pid" 2>/dev/null)"
+  [ -n "$pid" ] || { fail "(f) server under a parent that does not reap"; return 0; }
+  kill -9 "$pid"
+  for ((i = 0; i < 200; i++)); do
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
+    sleep 0.05
+  done
+  expect_eq "(f) the killed server is a zombie" Z "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)"
+  start_raid f2 "${urls[@]}" || fail "(f) a new server beside the zombie of the old one"
+  stop_nbdkit f2
+  kill "$parent" 2>/dev/null; wait "$parent" 2>/dev/null || true
+}
+
 part_a
 part_b
 part_c
+part_d
+part_f
 finish

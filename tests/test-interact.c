@@ -1178,7 +1178,7 @@ create_files (char (*path)[64], int n, int nmembers, int level, uint64_t size)
     return NULL;
   }
   for (int i = 0; i < nmembers; i++)
-    if (!(ms[i] = member_open (path[i], false, err, sizeof err))) {
+    if (!(ms[i] = member_open (path[i], MEMBER_READ_WRITE, err, sizeof err))) {
       CHECK (0, "%s", err);
       return NULL;
     }
@@ -1313,7 +1313,7 @@ two_reshapes_child (void *unused)
   struct job *j[2];
 
   for (int i = 0; i < 3; i++)
-    ms[i] = member_open (race_path[i], false, err, sizeof err);
+    ms[i] = member_open (race_path[i], MEMBER_READ_WRITE, err, sizeof err);
   if (raid_array_assemble (ms, 3, &(struct raid_assemble_opts) { 0 }, &a, err,
                            sizeof err) < 0 || raid_array_start (a) != 0) {
     CHECK (0, "assemble: %s", err);
@@ -1352,7 +1352,7 @@ race_two_reshapes (void)
   run_forked ("create for two concurrent reshapes", two_reshapes_create, NULL, 15);
   run_forked ("two concurrent reshapes", two_reshapes_child, NULL, 15);
   for (int i = 0; i < 5; i++)
-    ms[i] = member_open (race_path[i], false, err, sizeof err);
+    ms[i] = member_open (race_path[i], MEMBER_READ_WRITE, err, sizeof err);
   if (raid_array_assemble (ms, 5, &(struct raid_assemble_opts) { 0 }, &a, err,
                            sizeof err) < 0)
     CHECK (0, "after two concurrent reshapes the array does not assemble: %s", err);

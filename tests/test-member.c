@@ -212,7 +212,7 @@ test_file_errors (void)
 
   tmppath (path, sizeof path, "does-not-exist");
   errno = 0;
-  m = member_open (path, false, err, sizeof err);
+  m = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m == NULL);
   CHECK_ERR (errno, ENOENT);
   snprintf (want, sizeof want, "%s: open: %s", path, strerror (ENOENT));
@@ -220,14 +220,53 @@ test_file_errors (void)
     fail_at (__FILE__, __LINE__, "message '%s', want '%s'", err, want);
   checks++;
 
-  m = member_open ("/dev/null", false, err, sizeof err);
+  m = member_open ("/dev/null", MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m == NULL);
   CHECK_ERR (errno, EINVAL);
   CHECK (strstr (err, "/dev/null: not a regular file or block device") == err);
 
-  m = member_open ("", false, err, sizeof err);
+  m = member_open ("", MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m == NULL);
   CHECK_ERR (errno, EINVAL);
+}
+
+/* How a file member is held (member.h): exclusively for reading and
+ * writing, shared by read-only servers, not at all by a peek. */
+static void
+test_file_holding (void)
+{
+  char path[PATH_MAX], err[512];
+  struct member *rw, *sh1, *sh2, *pk;
+
+  tmppath (path, sizeof path, "holding");
+  make_file (path, 1 << 20);
+  rw = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
+  CHECK (rw != NULL);
+  errno = 0;
+  CHECK (member_open (path, MEMBER_READ_SHARED, err, sizeof err) == NULL);
+  CHECK_ERR (errno, EBUSY);
+  CHECK (strstr (err, "in use (locked by another server or program)") != NULL);
+  pk = member_open (path, MEMBER_PEEK, err, sizeof err);
+  CHECK (pk != NULL);
+  member_close (pk);
+  member_close (rw);
+
+  sh1 = member_open (path, MEMBER_READ_SHARED, err, sizeof err);
+  sh2 = member_open (path, MEMBER_READ_SHARED, err, sizeof err);
+  CHECK (sh1 != NULL && sh2 != NULL);
+  errno = 0;
+  CHECK (member_open (path, MEMBER_READ_WRITE, err, sizeof err) == NULL);
+  CHECK_ERR (errno, EBUSY);
+  member_close (sh1);
+  errno = 0;
+  CHECK (member_open (path, MEMBER_READ_WRITE, err, sizeof err) == NULL);
+  CHECK_ERR (errno, EBUSY);                  /* the other reader still holds it */
+  member_close (sh2);
+  rw = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
+  CHECK (rw != NULL);
+  if (rw)
+    member_close (rw);
+  unlink (path);
 }
 
 static void
@@ -241,7 +280,7 @@ test_file_basic (void)
 
   tmppath (path, sizeof path, "basic");
   make_file (path, SZ);
-  m = member_open (path, false, err, sizeof err);
+  m = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m != NULL);
   if (m == NULL) {
     fprintf (stderr, "%s\n", err);
@@ -311,7 +350,7 @@ test_file_basic (void)
   CHECK_ERR (run1 ((struct mio) { .m = m, .op = (enum mio_op) 42 }), EINVAL);
 
   /* readonly */
-  ro = member_open (path, true, err, sizeof err);
+  ro = member_open (path, MEMBER_PEEK, err, sizeof err);
   CHECK (ro != NULL);
   CHECK_ERR (member_pread (ro, b, 65536, 12345), 0);
   fill (a, 65536, 1);
@@ -464,7 +503,7 @@ test_file_batches (void)
     snprintf (name, sizeof name, "batch%d", f);
     tmppath (path, sizeof path, name);
     make_file (path, FILE_SZ);
-    fm[f] = member_open (path, false, err, sizeof err);
+    fm[f] = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
     CHECK (fm[f] != NULL);
     shadow[f] = calloc (1, FILE_SZ);
   }
@@ -838,7 +877,7 @@ static struct member *
 nbd_open (struct server *s)
 {
   char err[512];
-  struct member *m = member_open (s->uri, false, err, sizeof err);
+  struct member *m = member_open (s->uri, MEMBER_READ_WRITE, err, sizeof err);
 
   if (m == NULL) {
     fprintf (stderr, "member_open: %s\n", err);
@@ -1274,7 +1313,7 @@ test_nbd_fork (void)
 
   tmppath (path, sizeof path, "fork");
   make_file (path, 1 << 20);
-  f = member_open (path, false, err, sizeof err);
+  f = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
   CHECK (f != NULL);
   fill (pat, sizeof pat, 41);
   ios[0] = rw (m, MIO_WRITE, &iov[0], 1, 0, 0);       /* starts both the */
@@ -1310,7 +1349,7 @@ test_nbd_open_errors (void)
 
   snprintf (uri, sizeof uri, "nbd+unix:///?socket=%s/no-such.sock", tmpdir);
   errno = 0;
-  m = member_open (uri, false, err, sizeof err);
+  m = member_open (uri, MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m == NULL);
   CHECK (errno != 0);
   snprintf (want, sizeof want, "%s: connect: ", uri);
@@ -1330,7 +1369,7 @@ test_nbd_open_errors (void)
     CHECK (listen (fd, 4) == 0);
     member_set_io_timeout (1);
     t0 = now_ms ();
-    m = member_open (uri, false, err, sizeof err);
+    m = member_open (uri, MEMBER_READ_WRITE, err, sizeof err);
     CHECK (m == NULL);
     CHECK_ERR (errno, ETIMEDOUT);
     CHECK (now_ms () - t0 >= 900 && now_ms () - t0 < 3000);
@@ -1343,11 +1382,11 @@ test_nbd_open_errors (void)
   }
 
   s = server_start (ro);
-  m = member_open (s->uri, false, err, sizeof err);
+  m = member_open (s->uri, MEMBER_READ_WRITE, err, sizeof err);
   CHECK (m == NULL);
   CHECK_ERR (errno, EROFS);
   CHECK (strstr (err, "export is read-only") != NULL);
-  m = member_open (s->uri, true, err, sizeof err);
+  m = member_open (s->uri, MEMBER_PEEK, err, sizeof err);
   CHECK (m != NULL);
   if (m) {
     CHECK_ERR (member_pread (m, buf, sizeof buf, 0), 0);
@@ -1403,7 +1442,7 @@ test_reconnect_unsupported (void)
 
   tmppath (path, sizeof path, "rc-file");
   make_file (path, SZ);
-  f = member_open (path, false, err, sizeof err);
+  f = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
   c = member_new_custom ("rc-custom", SZ, &ops, &p);
   CHECK (f != NULL && c != NULL);
   if (f == NULL || c == NULL)
@@ -1987,6 +2026,7 @@ main (void)
   atexit (cleanup);
 
   test_file_errors ();
+  test_file_holding ();
   test_file_basic ();
   test_file_batches ();
   test_custom ();

@@ -252,7 +252,7 @@ restart_case (void)
 
   for (int i = 0; i < 4; i++)
     ms[i] = member_new_custom ("mem", MSIZE, &md_ops, &f.dev[i]);
-  ms[4] = member_open (spare_paths[0], false, err, sizeof err);
+  ms[4] = member_open (spare_paths[0], MEMBER_READ_WRITE, err, sizeof err);
   CHECK (ms[4] != NULL, "reopen added member: %s", err);
   CHECK (raid_array_assemble (ms, 5, &(struct raid_assemble_opts) { 0 }, &f.a,
                               err, sizeof err) == 0, "reassemble: %s", err);

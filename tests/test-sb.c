@@ -707,7 +707,7 @@ test_ring_file (void)
   if (!CHECK (fd >= 0) || !CHECK (ftruncate (fd, 1 << 20) == 0))
     return;
   close (fd);
-  m = member_open (path, false, err, sizeof err);
+  m = member_open (path, MEMBER_READ_WRITE, err, sizeof err);
   if (!CHECK (m != NULL)) {
     printf ("  member_open: %s\n", err);
     unlink (path);
@@ -717,7 +717,7 @@ test_ring_file (void)
   member_close (m);
 
   /* Read back through a fresh, read-only open: the records are on disk. */
-  m = member_open (path, true, err, sizeof err);
+  m = member_open (path, MEMBER_PEEK, err, sizeof err);
   if (CHECK (m != NULL)) {
     int r;
     CHECK_U64 (newest (m, &r), 3 * SB_RING_SLOTS);
@@ -726,7 +726,7 @@ test_ring_file (void)
 
   /* A file too small to hold the ring cannot be read. */
   CHECK (truncate (path, SB_RING_SIZE - 1) == 0);
-  m = member_open (path, true, err, sizeof err);
+  m = member_open (path, MEMBER_PEEK, err, sizeof err);
   if (CHECK (m != NULL)) {
     int r;
     CHECK_U64 (newest (m, &r), UINT64_MAX);
