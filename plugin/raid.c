@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "array.h"
 #include "control.h"
@@ -81,6 +82,16 @@ raid_unload (void)
 }
 
 /* One key=value from the command line. */
+/* A parameter nbdkit's parser refused (its message came first, without
+ * the parameter's name): name it.  Returns -1. */
+static int
+bad_value (const char *key, const char *value)
+{
+  nbdkit_error ("%s=%s: not a valid value for %s (see nbdkit-raid-plugin(1))",
+                key, value, key);
+  return -1;
+}
+
 static int
 raid_config (const char *key, const char *value)
 {
@@ -102,14 +113,19 @@ raid_config (const char *key, const char *value)
   else if (strcmp (key, "control") == 0) {
     /* The socket does not exist yet: nbdkit_realpath would fail. */
     free (control_path);
-    if ((control_path = nbdkit_absolute_path (value)) == NULL)
+    control_path = NULL;
+    if (*value == '\0') {
+      nbdkit_error ("control: an empty path (give control=PATH of the socket)");
       return -1;
+    }
+    if ((control_path = nbdkit_absolute_path (value)) == NULL)
+      return bad_value (key, value);
   }
   else if (strcmp (key, "force") == 0 || strcmp (key, "reshape-autostart") == 0 ||
            strcmp (key, "write-gather") == 0) {
     int r = nbdkit_parse_bool (value);
     if (r == -1)
-      return -1;
+      return bad_value (key, value);
     if (key[0] == 'f')
       force = r;
     else if (key[0] == 'r')
@@ -119,7 +135,7 @@ raid_config (const char *key, const char *value)
   }
   else if (strcmp (key, "member-timeout") == 0) {
     if (nbdkit_parse_unsigned ("member-timeout", value, &member_timeout) == -1)
-      return -1;
+      return bad_value (key, value);
     if (member_timeout > 86400) {
       nbdkit_error ("member-timeout: %u seconds is more than a day", member_timeout);
       return -1;
@@ -128,7 +144,7 @@ raid_config (const char *key, const char *value)
   else if (strcmp (key, "speed-min") == 0 || strcmp (key, "speed-max") == 0) {
     int64_t v = nbdkit_parse_size (value);
     if (v == -1)
-      return -1;
+      return bad_value (key, value);
     if (strcmp (key, "speed-min") == 0)
       speed_min = v;
     else
@@ -137,6 +153,32 @@ raid_config (const char *key, const char *value)
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
+  }
+  return 0;
+}
+
+/* Refuse a member named twice: the same URI, or paths (already made
+ * real, so links and spellings are resolved) of one file or device. */
+static int
+check_named_once (void)
+{
+  struct stat st[SB_MAX_MEMBERS];
+  bool have[SB_MAX_MEMBERS];
+
+  for (int i = 0; i < nmember_specs; i++) {
+    have[i] = !is_uri (member_specs[i]) && stat (member_specs[i], &st[i]) == 0;
+    for (int j = 0; j < i; j++) {
+      bool same = strcmp (member_specs[i], member_specs[j]) == 0 ||
+        (have[i] && have[j] && st[i].st_dev == st[j].st_dev && st[i].st_ino == st[j].st_ino) ||
+        (have[i] && have[j] && S_ISBLK (st[i].st_mode) && st[i].st_rdev == st[j].st_rdev);
+      if (same && strcmp (member_specs[i], member_specs[j]) == 0)
+        nbdkit_error ("member %s is named twice", member_specs[i]);
+      else if (same)
+        nbdkit_error ("member %s is named twice (as %s and %s)", member_specs[i],
+                      member_specs[j], member_specs[i]);
+      if (same)
+        return -1;
+    }
   }
   return 0;
 }
@@ -153,7 +195,7 @@ raid_config_complete (void)
     nbdkit_error ("speed-min is above speed-max");
     return -1;
   }
-  return 0;
+  return check_named_once ();
 }
 
 /* Every parameter with its default: nbdkit raid --help prints this, and

@@ -671,6 +671,10 @@ raid_array_resize (struct raid_array *a, uint64_t size, bool force,
   pthread_mutex_lock (&a->state_lock);
   r = may_resize (a, &size, force, &comp, err, errlen);
   pthread_mutex_unlock (&a->state_lock);
+  if (r == 0 && size == old && comp == a->sb.component_size) {
+    MGMT_END (a);                          /* already so: nothing to record */
+    return 0;
+  }
   if (r == 0 && comp > a->sb.component_size && (r = grow_component (a, comp)) != 0)
     snprintf (err, errlen, "cannot record the members' new size: %s", raid_strerror (r));
   if (r == 0 && size > old && (r = zero_new_space (a, old, size)) != 0)

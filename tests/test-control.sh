@@ -188,6 +188,9 @@ max="$(status_get "$ctl" size)"
 if [ "$max" -ge "$size" ]; then ok; else fail "(d) resize max: $max < $size"; fi
 expect_exit "(d) resize back from max" 0 nr -C "$ctl" resize "$size" --force
 expect_eq "(d) resize back from max took effect" "$size" "$(status_get "$ctl" size)"
+ev="$(status_get "$ctl" events)"
+expect_exit "(d) resize to the size it has" 0 nr -C "$ctl" resize "$size"
+expect_eq "(d) a resize to the same size records nothing" "$ev" "$(status_get "$ctl" events)"
 
 # wait --timeout on a throttled check: exit 4 "timed out"; then a progress
 # bar on a terminal (script(1) gives nbdraid a pty).

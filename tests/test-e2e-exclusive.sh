@@ -19,6 +19,8 @@
 #     record) and writes nothing.
 # (f) a server killed (-9) but not yet reaped (a zombie, its parent has
 #     not waited) holds nothing: a new server on its NBD exports starts.
+# (g) mistakes on the server's command line: a member named twice (the
+#     same path, a hard link) says so; a bad parameter value is named.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -205,9 +207,32 @@ part_f ()
   kill "$parent" 2>/dev/null; wait "$parent" 2>/dev/null || true
 }
 
+# ---- (g) the server's command line ---------------------------------------------
+part_g ()
+{
+  local d="$tmp/g"
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+    { fail "(g) create"; return 0; }
+  ln "$d/m2" "$d/hard-m2"
+  refused "(g) a member named twice" g1 "member $d/m1 is named twice\$" \
+    "$d/m0" "$d/m1" "$d/m1" "$d/m2"
+  refused "(g) a member named twice through a hard link" g2 \
+    "member $d/hard-m2 is named twice \(as $d/m2 and $d/hard-m2\)" \
+    "$d/m0" "$d/m1" "$d/m2" "$d/hard-m2"
+  refused "(g) speed-min=abc" g3 "speed-min=abc: not a valid value for speed-min" \
+    "$d/m0" "$d/m1" "$d/m2" speed-min=abc
+  refused "(g) member-timeout=soon" g4 "member-timeout=soon: not a valid value" \
+    "$d/m0" "$d/m1" "$d/m2" member-timeout=soon
+  refused "(g) control=" g5 "control: an empty path" "$d/m0" "$d/m1" "$d/m2" control=
+  start_raid g6 "$d/m0" "$d/m1" "$d/m2" || fail "(g) the members, named once each, serve"
+  stop_nbdkit g6
+}
+
 part_a
 part_b
 part_c
 part_d
 part_f
+part_g
 finish
