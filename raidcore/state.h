@@ -37,6 +37,12 @@
  *                   one, see missed.h), faulty, missing (lost again)
  *     faulty, missing, stale -> (removed)
  *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
+ * Which member serves a role: the one bound to it, except while a replace
+ * mirrors the role and that member has left in sync (failed, or away):
+ * then the replace target serves it as a member being rebuilt (written in
+ * every row, read below the copy cursor) until the replace stops, so that
+ * no write between the failure and the stop misses the rows the target
+ * already holds (state_role_member, state_bad_roles).
  * The durable entry follows: a member's sb state is the runtime one, except
  * that a replace target (rebuilding without a role) is recorded as a spare
  * (a restart does not resume a replace), and a missing or stale member with
@@ -192,7 +198,8 @@ bool state_member_error (struct raid_array *a, struct member *m, int err,
 uint32_t state_bad_roles (struct raid_array *a, const struct layout *L,
                           uint32_t *rb_mask, uint64_t *rb_row);
 
-/* The member holding role r of L, or NULL. */
+/* The member serving role r of L (the one bound to it, or a replace target
+ * whose source failed: above), or NULL. */
 struct member *state_role_member (struct raid_array *a, const struct layout *L, int role);
 
 /* Whether the reshape target holds data (its first window moved). */

@@ -231,14 +231,16 @@ piece_add (struct arena *ar, struct piece_list *pl, int role, uint64_t off,
   return 0;
 }
 
-/* The mirror target of a write of L, while its replace is copying. */
+/* The mirror target of a write of L, while its replace is copying (not
+ * when the target serves the role itself: its member failed, state.c). */
 static struct member *
 mirror_target (struct raid_array *a, const struct layout *L, enum mio_op op)
 {
   int s = L->mirror_slot;
 
   if (op == MIO_READ || L->mirror_role < 0 || s < 0 ||
-      atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING)
+      atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING ||
+      state_role_member (a, L, L->mirror_role) == a->mem[s].m)
     return NULL;
   return a->mem[s].m;
 }
@@ -1639,8 +1641,9 @@ stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
       !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;                         /* nothing is locked */
   snapshot (&G);
-  if (G.unusable & (1u << role))
-    err = EIO;                             /* the source failed meanwhile */
+  if ((G.unusable | G.rb_mask) & (1u << role))
+    err = EIO;                             /* the source failed meanwhile (the
+                                              target serves the role, state.c) */
   else if ((err = run_pieces (a, L, G.ar, &p, 1, MIO_READ, 0, &failed)) == 0 && failed) {
     /* The source cannot read these rows: rebuild them from the others and
      * write them back to it, which the mirror copies to dst. */

@@ -2701,6 +2701,58 @@ test_replace_target_fails_at_finish (void)
   verify_contents (&f, "after the replace whose target failed, role 1 failed");
 }
 
+/* ==================================================================
+ * 24. The member being replaced fails in the middle of the copy.
+ * Interleaving: the replace's copy onto the spare stops at its first write
+ * past row 0; role 0's member (the one being replaced) is failed; a client
+ * write of role 0's block in row 0 (a row copied already) runs; the copy
+ * goes on and the replace becomes a recovery from its cursor.
+ * Expected: the replacement holds that write (what it copied was good, and
+ * every write since must reach it): contents equal the model and parity is
+ * consistent with it, also with role 1 failed.  (Before: with its member
+ * failed the role took no write until the replace stopped, the recovery
+ * went on from the cursor, and the block kept its copied, old bytes; found
+ * by stress seed 2478436581.)
+ */
+static void
+test_replace_source_fails_midcopy (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  const struct raid_member_status *m;
+  struct raid_status st;
+  struct rule *copy;
+  char err[256];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  fail_member (f.a, "0");
+  memset (f.model, 0x5a, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write of role 0's block in row 0");
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 10), "the replace, then the recovery, did not end");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->role == 0 && m->state == RAID_MEMBER_IN_SYNC,
+         "the replacement is %s with role %d (expected in_sync in role 0)", state_of (m),
+         m ? m->role : -2);
+  CHECK (memcmp (spare->data + DOFF, f.model, 4096) == 0,
+         "the replacement lacks the write made after the member it replaces failed");
+  verify_contents (&f, "after the replace became a recovery");
+  CHECK (parity_with (&f, 0, spare) == 0, "rows with wrong parity after the recovery");
+  fail_member (f.a, "1");
+  verify_contents (&f, "after the recovery, role 1 failed");
+  teardown (&f);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2730,6 +2782,7 @@ static const struct {
   { "delta_inflight_write", test_delta_inflight_write },
   { "switch_health", test_switch_health },
   { "replace_target_fails_at_finish", test_replace_target_fails_at_finish },
+  { "replace_source_fails_midcopy", test_replace_source_fails_midcopy },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
