@@ -1,4 +1,4 @@
-/* nbdraid: foreign signatures on members, found with libblkid (see
+/* nbdkit-raid: foreign signatures on members, found with libblkid (see
  * signature.h).
  *
  * The probe is wipefs's: every chain (superblocks: filesystems, RAID, LVM,

@@ -1,8 +1,10 @@
-/* nbdraid: foreign signatures on members (signature.c), found with
- * libblkid, the library wipefs, mkfs and mdadm use.
+/* nbdkit-raid: foreign signatures on members (signature.c), found with
+ * libblkid, the library wipefs, mkfs and mdadm use.  Part of raidcore so
+ * that the server can probe too; nbdraid create passes signature_probe to
+ * raid_create.
  */
-#ifndef NBDRAID_SIGNATURE_H
-#define NBDRAID_SIGNATURE_H
+#ifndef RAIDCORE_SIGNATURE_H
+#define RAIDCORE_SIGNATURE_H
 
 #include <stddef.h>
 
