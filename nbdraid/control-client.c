@@ -942,6 +942,7 @@ static const struct option reshape_options[] = {
   { "chunk", required_argument, NULL, OPT_CHUNK },
   { "raid-devices", required_argument, NULL, OPT_RAID_DEVICES },
   { "add", required_argument, NULL, OPT_ADD },
+  { "force", no_argument, NULL, OPT_FORCE },
   { "start", no_argument, NULL, OPT_START },
   { "wait", no_argument, NULL, OPT_WAIT },
   { NULL },
@@ -959,6 +960,10 @@ reshape_option (struct opts *o, int ch, struct proto_args *a,
   case OPT_START: *start = true; return 0;
   case OPT_WAIT: *wait = true; return 0;
   case OPT_ADD: adds[(*nadds)++] = optarg; return 0;
+  case OPT_FORCE:
+    a->force = true;
+    proto_set (a, PROTO_ARG_FORCE);
+    return 0;
   case OPT_LEVEL:
     proto_set (a, PROTO_ARG_LEVEL);
     if (parse_level (optarg, &a->level) == -1)
@@ -1037,7 +1042,7 @@ cmd_reshape (struct client *c, struct opts *o, int argc, char **argv)
       r = reshape_option (o, ch, &a, adds, &nadds, &start, &wait);
   if (r == 0)
     r = no_arguments (o, argc, argv);
-  if (r == 0 && a.present == 0 && nadds == 0)
+  if (r == 0 && (a.present & ~(1u << PROTO_ARG_FORCE)) == 0 && nadds == 0)
     r = cli_usage (o->sc, "nothing to change: give --level, --layout, "
                    "--chunk, --raid-devices or --add");
   if (r == 0)
@@ -1111,6 +1116,11 @@ cmd_action (struct client *c, struct opts *o, int argc, char **argv)
   return simple_call (c, request (o->op, NULL), msg, NULL);
 }
 
+static const struct option add_options[] = {
+  { "force", no_argument, NULL, OPT_FORCE },
+  { NULL },
+};
+
 static const struct option replace_options[] = {
   { "with", required_argument, NULL, OPT_WITH },
   { NULL },
@@ -1136,7 +1146,12 @@ cmd_member (struct client *c, struct opts *o, int argc, char **argv)
   while ((ch = cli_getopt (o->sc, argc, argv, &r)) != -1) {
     if (ch == CLI_STOP)
       return r;
-    with = optarg;                      /* OPT_WITH: replace's only */
+    if (ch == OPT_FORCE) {              /* add's only */
+      a.force = true;
+      proto_set (&a, PROTO_ARG_FORCE);
+    }
+    else
+      with = optarg;                    /* OPT_WITH: replace's only */
   }
   if (optind + 1 != argc)
     return cli_usage (o->sc, "expected exactly one MEMBER");
@@ -1281,7 +1296,7 @@ const struct subcommand control_subcommands[] = {
           status_options),
   ONLINE ("reshape", "reshape [--level=N] [--layout=NAME] [--chunk=SIZE]\n"
           "                              [--raid-devices=N] [--add=MEMBER]... "
-          "[--start] [--wait]",
+          "[--force] [--start] [--wait]",
           "Prepare a reshape: recorded in every superblock, frozen, nothing\n"
           "moves until it is started.\n"
           "\n"
@@ -1291,6 +1306,9 @@ const struct subcommand control_subcommands[] = {
           "  --chunk=SIZE        the new chunk size\n"
           "  --raid-devices=N    the new number of members\n"
           "  --add=MEMBER        a new member (repeatable)\n"
+          "  --force             take a new member holding a filesystem, a\n"
+          "                      partition table or a RAID/LVM signature\n"
+          "                      (otherwise refused; it is overwritten)\n"
           "  --start             start it at once\n"
           "  --wait              wait for it as 'wait' does (exit 3: frozen)\n",
           reshape_options),
@@ -1317,9 +1335,13 @@ const struct subcommand control_subcommands[] = {
           "Mark a member (role number or spec) faulty.\n", NULL),
   ONLINE ("remove", "remove MEMBER",
           "Detach a faulty or spare member (role number or spec).\n", NULL),
-  ONLINE ("add", "add MEMBER",
+  ONLINE ("add", "add [--force] MEMBER",
           "Add a spare; a degraded array starts recovery onto it, a member of\n"
-          "this array rejoins.\n", NULL),
+          "this array rejoins.  A new member holding a filesystem, a partition\n"
+          "table or a RAID/LVM signature is refused unless --force.\n"
+          "\n"
+          "Options:\n"
+          "  --force             overwrite such a member\n", add_options),
   ONLINE ("replace", "replace MEMBER [--with=MEMBER]",
           "Copy a working member onto a spare while it keeps serving.\n"
           "\n"

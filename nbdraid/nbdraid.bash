@@ -55,9 +55,10 @@ _nbdraid ()
     create) opts="--level= --chunk= --layout= --size= --consistency=
                   --data-offset= --assume-clean --spare= --force" ;;
     status) opts="--watch --count= --interval= --test" ;;
-    reshape) opts="--level= --layout= --chunk= --raid-devices= --add= --start
-                   --wait" ;;
+    reshape) opts="--level= --layout= --chunk= --raid-devices= --add= --force
+                   --start --wait" ;;
     wait) opts="--timeout=" ;;
+    add) opts="--force" ;;
     replace) opts="--with=" ;;
     resize) opts="--force" ;;
   esac

@@ -309,6 +309,7 @@ op_reshape (struct req *q, json_object *reply)
     .raid_devices = proto_has (a, PROTO_ARG_RAID_DEVICES) ? a->raid_devices : 0,
     .nadd = a->nadd,
     .add = a->add,
+    .force = a->force,
   };
   struct raid_status *plan;
   int r;
@@ -352,7 +353,8 @@ op_member (struct req *q, json_object *reply)
   switch (q->op) {
   case PROTO_OP_FAIL: return raid_array_fail (ctl.a, member, q->err, PROTO_ERRLEN);
   case PROTO_OP_REMOVE: return raid_array_remove (ctl.a, member, q->err, PROTO_ERRLEN);
-  case PROTO_OP_ADD: return raid_array_add (ctl.a, member, q->err, PROTO_ERRLEN);
+  case PROTO_OP_ADD:
+    return raid_array_add (ctl.a, member, q->args->force, q->err, PROTO_ERRLEN);
   case PROTO_OP_REPLACE:
     return raid_array_replace (ctl.a, member, with, q->err, PROTO_ERRLEN);
   default: abort ();            /* handlers[] sends no other op here */

@@ -122,7 +122,7 @@ struct param {
   int (*rule) (struct proto_args *a, struct msg *m);   /* after the type */
 };
 
-#define MAX_PARAMS 5
+#define MAX_PARAMS 6
 
 struct op_def {
   const char *name;
@@ -198,7 +198,8 @@ rule_size (struct proto_args *a, struct msg *m)
 static int
 rule_reshape (const struct proto_args *a, struct msg *m)
 {
-  if ((a->present & ~(1u << PROTO_ARG_ADD)) == 0 && a->nadd == 0)
+  if ((a->present & ~(1u << PROTO_ARG_ADD | 1u << PROTO_ARG_FORCE)) == 0 &&
+      a->nadd == 0)
     return bad (m, "nothing to change: give level, layout, chunk, "
                 "raid_devices or add");
   return 0;
@@ -230,7 +231,8 @@ static const struct op_def ops[PROTO_NOPS] = {
       { PROTO_ARG_CHUNK, T_SIZE, .rule = rule_chunk },
       { PROTO_ARG_RAID_DEVICES, T_INT, .lo = 2, .hi = RAID_MAX_MEMBERS },
       { PROTO_ARG_LAYOUT, T_STRING, .hi = 64, .rule = rule_layout },
-      { PROTO_ARG_ADD, T_SPECS } }, rule_reshape },
+      { PROTO_ARG_ADD, T_SPECS },
+      { PROTO_ARG_FORCE, T_BOOL } }, rule_reshape },
   [PROTO_OP_START] = { "start" },
   [PROTO_OP_FREEZE] = { "freeze" },
   [PROTO_OP_ABORT] = { "abort" },
@@ -239,7 +241,8 @@ static const struct op_def ops[PROTO_NOPS] = {
   [PROTO_OP_FAIL] = { "fail", { MEMBER_REQUIRED } },
   [PROTO_OP_REMOVE] = { "remove", { MEMBER_REQUIRED } },
   [PROTO_OP_ADD] = { "add", {
-      { PROTO_ARG_MEMBER, T_SPEC, .required = true } } },
+      { PROTO_ARG_MEMBER, T_SPEC, .required = true },
+      { PROTO_ARG_FORCE, T_BOOL } } },
   [PROTO_OP_REPLACE] = { "replace", {
       MEMBER_REQUIRED,
       { PROTO_ARG_WITH, T_STRING, .null_absent = true, .hi = PROTO_SPEC_MAX } } },

@@ -115,7 +115,9 @@ enum proto_arg {
   PROTO_ARG_SPEED_MIN,          /* set: SIZE (bytes/s) */
   PROTO_ARG_SPEED_MAX,          /* set: SIZE (bytes/s), 0: no limit */
   PROTO_ARG_TIMEOUT,            /* wait: SECONDS up to PROTO_MAX_WAIT_S */
-  PROTO_ARG_FORCE,              /* resize: true allows a shrink */
+  PROTO_ARG_FORCE,              /* resize: true allows a shrink; add,
+                                   reshape: true takes new members holding
+                                   a foreign signature */
   PROTO_NARGS
 };
 

@@ -174,8 +174,13 @@ void raid_array_status (struct raid_array *a, struct raid_status *st);
 int raid_array_fail (struct raid_array *a, const char *member, char *err, size_t errlen);
 int raid_array_remove (struct raid_array *a, const char *member, char *err, size_t errlen);
 /* Open spec, check it is large enough and unused, write its superblock
- * (spare), add it; a degraded array starts recovery onto it. */
-int raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen);
+ * (spare), add it; a degraded array starts recovery onto it.  A member new
+ * to the array (no record of it: not one removed earlier or coming back)
+ * is probed for foreign signatures first (signature.h): one holding a
+ * filesystem, partition table, RAID or LVM label is refused with EEXIST
+ * unless force (then its magic bytes are erased). */
+int raid_array_add (struct raid_array *a, const char *spec, bool force, char *err,
+                    size_t errlen);
 /* Rebuild `member` onto `with` (a spare; NULL: any spare) while it serves. */
 int raid_array_replace (struct raid_array *a, const char *member, const char *with,
                         char *err, size_t errlen);
@@ -208,6 +213,8 @@ struct raid_reshape_req {
   int raid_devices;               /* 0: unchanged / implied by add */
   int nadd;
   const char *const *add;         /* member specs */
+  bool force;                     /* added members new to the array may hold
+                                     a foreign signature (as raid_array_add) */
 };
 /* Prepare: validates, persists the frozen record; on success fills plan. */
 int raid_array_reshape (struct raid_array *a, const struct raid_reshape_req *req,

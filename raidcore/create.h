@@ -5,8 +5,8 @@
  * (files that did not exist are not left behind either).
  *
  * Foreign signatures (a filesystem, a partition table, another RAID or LVM
- * label) are found by a probe the caller supplies (nbdraid's uses libblkid),
- * so raidcore itself needs no probing library; raid_create decides when the
+ * label) are found by a probe the caller supplies (nbdraid passes
+ * signature.h's signature_probe, libblkid's); raid_create decides when the
  * probe runs (validation, after the member is open, before anything is
  * written) and what a signature means (a refusal unless force; with force,
  * its magic bytes are erased when the array is written).

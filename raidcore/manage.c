@@ -46,6 +46,7 @@
 #include "bitmap.h"
 #include "consistency.h"
 #include "reshape.h"
+#include "signature.h"
 #include "stripe.h"
 #include "sync.h"
 #include "util.h"
@@ -216,13 +217,17 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
   return FOUND_OURS_GONE;
 }
 
-/* A new member: large enough; its ring wiped (no earlier record may
- * resurface) and its I/O started.  No lock but management's. */
+/* A new member: large enough; a blank one (no record of this array: new
+ * to it) holding no foreign signature, unless force (signature.h: the
+ * probe reads it, before anything is written; with force the signatures'
+ * magic bytes are erased); its ring wiped (no earlier record may
+ * resurface).  No lock but management's. */
 static int
 init_new_member (struct raid_array *a, struct member *m, const char *spec,
-                 char *err, size_t errlen)
+                 bool blank, bool force, char *err, size_t errlen)
 {
   uint64_t need = layout_data_offset (cur_layout (a)) + a->sb.component_size;
+  struct raid_create_sigs sigs = { .what = "" };
   int r;
 
   if (member_size (m) < need) {
@@ -230,6 +235,9 @@ init_new_member (struct raid_array *a, struct member *m, const char *spec,
               spec, member_size (m), need);
     return ENOSPC;
   }
+  if (blank && ((r = signature_refuse (m, spec, force, &sigs, err, errlen)) != 0 ||
+                (r = signature_erase (m, spec, &sigs, err, errlen)) != 0))
+    return r;
   if ((r = sb_wipe_ring (m)) != 0)
     snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
   return r;
@@ -296,10 +304,11 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
 }
 
 /* Classify, initialise and join (no lock but management's); rejoin_only:
- * only an absent member of this array may join. */
+ * only an absent member of this array may join; force: a new one may hold
+ * a foreign signature. */
 static int
 add_join (struct raid_array *a, struct member *m, const char *spec,
-          struct raid_sb *own, bool rejoin_only, char *err, size_t errlen)
+          struct raid_sb *own, bool rejoin_only, bool force, char *err, size_t errlen)
 {
   enum found f;
   int t, r;
@@ -315,7 +324,8 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
     snprintf (err, errlen, "%s is not an absent member of this array: not used", spec);
     return ENODEV;
   }
-  if (f != FOUND_OURS_BACK && (r = init_new_member (a, m, spec, err, errlen)) != 0)
+  if (f != FOUND_OURS_BACK &&
+      (r = init_new_member (a, m, spec, f == FOUND_BLANK, force, err, errlen)) != 0)
     return r;
   if ((r = member_start (m)) != 0) {
     snprintf (err, errlen, "%s: cannot start its I/O", spec);
@@ -330,8 +340,8 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
 }
 
 static int
-add_spec (struct raid_array *a, const char *spec, bool rejoin_only, char *err,
-          size_t errlen)
+add_spec (struct raid_array *a, const char *spec, bool rejoin_only, bool force,
+          char *err, size_t errlen)
 {
   struct raid_sb *own;
   struct member *m;
@@ -344,7 +354,7 @@ add_spec (struct raid_array *a, const char *spec, bool rejoin_only, char *err,
 
   MGMT_BEGIN (a);
   if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
-      (r = add_join (a, m, spec, own, rejoin_only, err, errlen)) != 0) {
+      (r = add_join (a, m, spec, own, rejoin_only, force, err, errlen)) != 0) {
     if (retired) {                         /* back where it was */
       pthread_mutex_lock (&a->state_lock);
       member_retire (a, m);
@@ -361,15 +371,16 @@ add_spec (struct raid_array *a, const char *spec, bool rejoin_only, char *err,
 }
 
 int
-raid_array_add (struct raid_array *a, const char *spec, char *err, size_t errlen)
+raid_array_add (struct raid_array *a, const char *spec, bool force, char *err,
+                size_t errlen)
 {
-  return add_spec (a, spec, false, err, errlen);
+  return add_spec (a, spec, false, force, err, errlen);
 }
 
 int
 manage_rejoin_spec (struct raid_array *a, const char *spec, char *err, size_t errlen)
 {
-  return add_spec (a, spec, true, err, errlen);
+  return add_spec (a, spec, true, false, err, errlen);
 }
 
 int

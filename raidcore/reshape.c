@@ -84,6 +84,7 @@
 #include "create.h"
 #include "reshape.h"
 #include "job.h"
+#include "signature.h"
 #include "stripe.h"
 #include "util.h"
 
@@ -375,11 +376,13 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
 
 /* Open and vet the members to add; on failure close what was opened.  A
  * spare of this array may be named: it is used as it is (reuse[i] = its
- * table slot, ms[i] = NULL). */
+ * table slot, ms[i] = NULL).  A new member holding a foreign signature is
+ * refused unless req->force (signature.h; sigs[i]: what was found, for
+ * init_added to erase).  Reads only. */
 static int
 open_added (struct raid_array *a, const struct raid_reshape_req *req,
-            struct member **ms, int *reuse, uint64_t *min_size, const char **small,
-            char *err, size_t errlen)
+            struct member **ms, int *reuse, struct raid_create_sigs *sigs,
+            uint64_t *min_size, const char **small, char *err, size_t errlen)
 {
   char e[512];
 
@@ -416,6 +419,8 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       snprintf (err, errlen, "%s already holds a superblock (array %s)", req->add[i], u);
       r = EBUSY;
     }
+    else if (!r)
+      r = signature_refuse (ms[i], req->add[i], req->force, &sigs[i], err, errlen);
     if (r) {
       for (int j = 0; j <= i; j++) {
         member_close (ms[j]);
@@ -618,15 +623,19 @@ persist_prepare (struct raid_array *a, const struct plan *p, struct member **ms,
   return r;
 }
 
-/* New members (not spares of this array) start with an empty ring. */
+/* New members (not spares of this array) start with an empty ring, and
+ * without the signatures force overrode. */
 static int
-init_added (struct member **ms, int n, const char *const *specs, char *err, size_t errlen)
+init_added (struct member **ms, int n, const char *const *specs,
+            const struct raid_create_sigs *sigs, char *err, size_t errlen)
 {
   int r = 0;
 
   for (int i = 0; i < n && !r; i++) {
     if (!ms[i])
       continue;
+    if ((r = signature_erase (ms[i], specs[i], &sigs[i], err, errlen)) != 0)
+      break;
     if ((r = sb_wipe_ring (ms[i])) != 0)
       snprintf (err, errlen, "%s: cannot initialise it: %s", specs[i], raid_strerror (r));
     else if ((r = member_start (ms[i])) != 0)
@@ -682,6 +691,7 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
   struct member *ms[RAID_MAX_MEMBERS] = { NULL };
   const char *specs[RAID_MAX_MEMBERS];
   int reuse[RAID_MAX_MEMBERS];
+  struct raid_create_sigs *sigs;
   struct raid_reshape_req req;
   struct plan p = { .win = a->test.reshape_window };
   const char *small = NULL;
@@ -694,19 +704,25 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
     snprintf (err, errlen, "too many members to add");
     return EINVAL;
   }
+  if ((sigs = calloc (RAID_MAX_MEMBERS, sizeof *sigs)) == NULL)
+    return ENOMEM;
   pthread_mutex_lock (&a->state_lock);
   complete_request (a, in, &req, specs);
   if ((r = may_prepare (a, err, errlen)) == 0)
     r = validate_request (a, &req, &p, err, errlen);
   pthread_mutex_unlock (&a->state_lock);
-  if (r)
+  if (r) {
+    free (sigs);
     return r;
-  /* Slow: opening NBD members.  Nothing may begin a job meanwhile (the
-   * management lock is held); members may still fail, so the checks that
-   * depend on them are made again below, with the commit. */
-  if ((r = open_added (a, &req, ms, reuse, &add_min, &small, err, errlen)) == 0 &&
+  }
+  /* Slow: opening NBD members, probing new ones (no lock but
+   * management's).  Nothing may begin a job meanwhile (the management lock
+   * is held); members may still fail, so the checks that depend on them
+   * are made again below, with the commit. */
+  if ((r = open_added (a, &req, ms, reuse, sigs, &add_min, &small, err, errlen)) == 0 &&
       (r = choose_plan (a, &p, add_min, small, err, errlen)) == 0)
-    r = init_added (ms, req.nadd, req.add, err, errlen);
+    r = init_added (ms, req.nadd, req.add, sigs, err, errlen);
+  free (sigs);
   if (r == 0) {
     router_claim (&a->router, 0, ROUTER_ALL);
     pthread_mutex_lock (&a->state_lock);

@@ -787,7 +787,7 @@ static void
 add_member (struct raid_array *a, const char *spec)
 {
   char err[256];
-  int r = raid_array_add (a, spec, err, sizeof err);
+  int r = raid_array_add (a, spec, false, err, sizeof err);
 
   CHECK (r == 0, "add %s: %s", spec, err);
 }

@@ -109,6 +109,11 @@ static const struct { const char *line; int code; const char *want; } refusals[]
   { "{\"op\":\"set\"}", EINVAL, "nothing to set" },
   { "{\"op\":\"set\",\"speed_min\":2,\"speed_max\":1}", EINVAL, "is above speed_max" },
   { "{\"op\":\"reshape\",\"add\":[]}", EINVAL, "nothing to change" },
+  { "{\"op\":\"reshape\",\"force\":true}", EINVAL, "nothing to change" },
+  { "{\"op\":\"add\",\"member\":\"/a\",\"force\":\"yes\"}", EINVAL,
+    "force: expected true or false" },
+  { "{\"op\":\"replace\",\"member\":0,\"force\":true}", EINVAL,
+    "unknown field 'force' for op 'replace'" },
   { "{\"op\":\"reshape\",\"level\":3}", EINVAL, "level: 3 is not 0, 1, 4, 5 or 6" },
   { "{\"op\":\"reshape\",\"level\":5.0}", EINVAL, "level: expected a non-negative integer" },
   { "{\"op\":\"reshape\",\"chunk\":3000}", EINVAL, "chunk: 3000 is not a power of two" },
@@ -135,6 +140,10 @@ test_accepted (void)
    * echoed, not refused. */
   CHECK (server_read ("{\"op\":\"status\",\"id\":{\"a\\\\u0000\":\"\\u0000\"}} \r",
                       &rq, err) == 0 && rq.op == PROTO_OP_STATUS, "%s", err);
+  CHECK (server_read ("{\"op\":\"add\",\"member\":\"/a\",\"force\":true}", &rq, err) == 0 &&
+         rq.args.force && proto_has (&rq.args, PROTO_ARG_FORCE), "add force: %s", err);
+  CHECK (server_read ("{\"op\":\"reshape\",\"add\":[\"/a\"],\"force\":false}", &rq,
+                      err) == 0 && !rq.args.force && rq.args.nadd == 1, "reshape force: %s", err);
   CHECK (server_read ("{\"op\":\"wait\",\"timeout\":0.5}", &rq, err) == 0 &&
          proto_has (&rq.args, PROTO_ARG_TIMEOUT) && rq.args.timeout == 0.5, "%s", err);
   CHECK (server_read ("{\"op\":\"replace\",\"member\":\"2\",\"with\":null}", &rq, err) == 0 &&

@@ -242,8 +242,8 @@ run_rebuild (int level, int layout, int n)
   fp = fopen (spare, "w");
   CHECK (fp && ftruncate (fileno (fp), f.member_size) == 0, "spare file");
   fclose (fp);
-  CHECK (raid_array_add (f.a, spare, err, sizeof err) == 0, "add spare: %s", err);
-  CHECK (raid_array_add (f.a, spare, err, sizeof err) == EEXIST, "add twice: %s", err);
+  CHECK (raid_array_add (f.a, spare, false, err, sizeof err) == 0, "add spare: %s", err);
+  CHECK (raid_array_add (f.a, spare, false, err, sizeof err) == EEXIST, "add twice: %s", err);
   raid_array_status (f.a, &st);
   CHECK (st.sync_action == RAID_SYNC_RECOVER || level == 1, "recovery not started: %s",
          raid_sync_action_name (st.sync_action));
@@ -261,7 +261,7 @@ run_rebuild (int level, int layout, int n)
     fp = fopen (spare2, "w");
     CHECK (fp && ftruncate (fileno (fp), f.member_size) == 0, "spare file");
     fclose (fp);
-    CHECK (raid_array_add (f.a, spare2, err, sizeof err) == 0, "add spare 2: %s", err);
+    CHECK (raid_array_add (f.a, spare2, false, err, sizeof err) == 0, "add spare 2: %s", err);
     raid_array_wait (f.a, 60);
     raid_array_status (f.a, &st);
     unlink (spare2);
@@ -306,7 +306,7 @@ run_replace (bool source_fails)
   fclose (fp);
   CHECK (raid_array_replace (f.a, "1", NULL, err, sizeof err) == ENODEV,
          "replace without a spare: %s", err);
-  CHECK (raid_array_add (f.a, spare, err, sizeof err) == 0, "add: %s", err);
+  CHECK (raid_array_add (f.a, spare, false, err, sizeof err) == 0, "add: %s", err);
   CHECK (raid_array_replace (f.a, spare, NULL, err, sizeof err) == EBUSY,
          "replacing a spare must be refused");
   raid_array_set_speed (f.a, &(uint64_t) { 0 }, &max, err, sizeof err);

@@ -1,4 +1,4 @@
-/* nbdraid: foreign signatures on members, found with libblkid (see
+/* nbdkit-raid: foreign signatures on members, found with libblkid (see
  * signature.h).
  *
  * The probe is wipefs's: every chain (superblocks: filesystems, RAID, LVM,
@@ -25,6 +25,7 @@
 #include <blkid.h>
 
 #include "member.h"
+#include "member-io.h"
 #include "signature.h"
 #include "util.h"
 
@@ -209,6 +210,8 @@ signature_probe (struct member *m, struct raid_create_sigs *sigs,
   blkid_probe pr;
   int fd, r;
 
+  if (m->be->kind == MEMBER_CUSTOM)
+    return 0;                              /* a test's device: no probe */
   if (member_is_nbd (m)) {
     if ((r = nbd_image (m, &fd, err, errlen)) != 0)
       return r;
@@ -243,4 +246,45 @@ signature_probe (struct member *m, struct raid_create_sigs *sigs,
     blkid_free_probe (pr);
   close (fd);
   return r;
+}
+
+int
+signature_refuse (struct member *m, const char *spec, bool force,
+                  struct raid_create_sigs *sigs, char *err, size_t errlen)
+{
+  int r;
+
+  memset (sigs, 0, sizeof *sigs);
+  if ((r = signature_probe (m, sigs, err, errlen)) != 0)
+    return r;
+  if (sigs->what[0] == '\0' || force)
+    return 0;
+  snprintf (err, errlen, "%s holds %s (add it with force to overwrite it)",
+            spec, sigs->what);
+  return EEXIST;
+}
+
+int
+signature_erase (struct member *m, const char *spec,
+                 const struct raid_create_sigs *sigs, char *err, size_t errlen)
+{
+  static const uint8_t zero[256];
+
+  if (sigs->what[0] == '\0')
+    return 0;
+  raid_log (RAID_LOG_WARN, "%s: overwriting %s (force)", spec, sigs->what);
+  for (int k = 0; k < sigs->n; k++) {
+    uint64_t off = sigs->magic[k].off;
+    uint32_t len = sigs->magic[k].len;
+    int e;
+
+    if (len == 0 || len > sizeof zero || off + len > member_size (m))
+      continue;
+    if ((e = member_pwrite (m, zero, len, off, false)) != 0) {
+      snprintf (err, errlen, "%s: erasing the %s signature at offset %" PRIu64
+                ": %s", spec, sigs->magic[k].type, off, raid_strerror (e));
+      return e;
+    }
+  }
+  return 0;
 }

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# nbdkit-raid: a running array does not take a new member that holds a
+# filesystem, a partition table or a RAID/LVM signature unless force, as
+# `nbdraid create` does not (nbdkit-raid-control(7), ERRORS; nbdraid(8)).
+#
+# (a) add: an ext4 file, a GPT-partitioned and an MBR-partitioned file are
+#     refused (exit 1, EEXIST, the message names the file and what it
+#     holds); the file is unchanged, and so are the event count and the
+#     member table.  With --force each is taken as a spare, and its
+#     signature is gone (blkid finds nothing).
+# (b) reshape --add: the same refusal; a second, blank member named in the
+#     same request is not written either.  With --force the reshape is
+#     prepared; aborted, the member stays a spare.
+# (c) replace --with takes only a spare of this array: a file that is not
+#     one is refused (ENODEV) and unchanged.
+# (d) members of this array need no force: one failed, removed and added
+#     back, and one left out at a restart and added back.
+# (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
+#     NBD, and unchanged.
+
+set -euo pipefail
+source "$(dirname "$0")/functions.sh"
+e2e_init test-e2e-signatures "$@"
+requires nbdinfo
+requires mkfs.ext4
+requires sfdisk
+requires blkid
+export PATH="$PATH:/usr/sbin:/sbin"
+
+d="$tmp/d"
+ctl="$tmp/ctl"
+mkdir -p "$d"
+
+# What `status --json` says: events, the number of members, or the state
+# of the member with spec SPEC ("none" when there is none).
+st () # events | nmembers | state SPEC
+{
+  "$NBDRAID" -C "$ctl" status --json | $PYTHON -c '
+import json, sys
+s = json.load(sys.stdin)
+if sys.argv[1] == "events":
+    print(s["events"])
+elif sys.argv[1] == "nmembers":
+    print(len(s["members"]))
+else:
+    print(next((m["state"] for m in s["members"] if m["spec"] == sys.argv[2]), "none"))
+' "$@"
+}
+
+ext4 () { truncate -s 32M "$1"; mkfs.ext4 -q -F -L "$2" "$1"; }
+gpt () { truncate -s 32M "$1"; printf 'label: gpt\n,8M\n' | sfdisk -q "$1" >/dev/null; }
+mbr () { truncate -s 32M "$1"; printf 'label: dos\n,8M\n' | sfdisk -q "$1" >/dev/null; }
+
+# refused WHAT FILE PATTERN CODE NBDRAID-ARGS...: nbdraid exits 1 with a
+# message matching PATTERN (and with --json the error CODE); FILE's bytes,
+# the event count and the member table are as before.
+refused ()
+{
+  local what="$1" file="$2" pattern="$3" code="$4" sum ev nm rc out; shift 4
+  sum="$(md5sum <"$file")"; ev="$(st events)"; nm="$(st nmembers)"
+  set +e
+  out="$("$NBDRAID" -C "$ctl" "$@" 2>&1)"; rc=$?
+  set -e
+  expect_eq "$what: exit status" 1 "$rc"
+  if grep -q -E "$pattern" <<<"$out"; then ok; else
+    fail "$what: no message matching '$pattern':"; sed 's/^/    /' <<<"$out" >&2; fi
+  set +e
+  out="$("$NBDRAID" -C "$ctl" --json "$@" 2>&1)"
+  set -e
+  if grep -q "\"error\": \"$code\"" <<<"$out"; then ok; else
+    fail "$what: --json: no error $code:"; sed 's/^/    /' <<<"$out" >&2; fi
+  expect_eq "$what: the file is unchanged" "$sum" "$(md5sum <"$file")"
+  expect_eq "$what: the event count is unchanged" "$ev" "$(st events)"
+  expect_eq "$what: the member table is unchanged" "$nm" "$(st nmembers)"
+}
+
+# taken WHAT FILE NBDRAID-ARGS...: nbdraid succeeds, FILE is a spare of the
+# array and blkid finds no signature on it any more.
+taken ()
+{
+  local what="$1" file="$2"; shift 2
+  expect_run "$what" "$NBDRAID" -C "$ctl" "$@"
+  expect_eq "$what: a spare" spare "$(st state "$file")"
+  if blkid -p "$file" >/dev/null 2>&1; then
+    fail "$what: blkid still finds a signature: $(blkid -p "$file")"; else ok; fi
+}
+
+create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
+  { fail "create"; finish; }
+start_raid_ctl r1 "$ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "start"; finish; }
+
+# ---- (d) members of this array need no force --------------------------------
+# Before any spare exists: the member added back is rebuilt onto.
+expect_run "(d) fail role 2" "$NBDRAID" -C "$ctl" fail 2
+expect_run "(d) remove it" "$NBDRAID" -C "$ctl" remove "$d/m2"
+expect_run "(d) add it back without force" "$NBDRAID" -C "$ctl" add "$d/m2"
+expect_run "(d) its recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(d) optimal again" "$ctl" health optimal
+stop_nbdkit r1
+start_raid_ctl r2 "$ctl" "$d/m0" "$d/m1" || { fail "(d) start without m2"; finish; }
+expect_status "(d) degraded without m2" "$ctl" health degraded
+expect_run "(d) m2 back without force" "$NBDRAID" -C "$ctl" add "$d/m2"
+expect_run "(d) its rejoin ends" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(d) optimal after the rejoin" "$ctl" health optimal
+
+# ---- (a) add ----------------------------------------------------------------
+ext4 "$d/e1" precious
+gpt "$d/g1"
+mbr "$d/p1"
+refused "(a) add ext4" "$d/e1" \
+  "^nbdraid: EEXIST: $d/e1 holds an ext4 filesystem labelled \"precious\" \(add it with force to overwrite it\)$" \
+  EEXIST add "$d/e1"
+refused "(a) add GPT" "$d/g1" "$d/g1 holds a GPT partition table \(add it with force" \
+  EEXIST add "$d/g1"
+refused "(a) add MBR" "$d/p1" "$d/p1 holds an MBR \(dos\) partition table \(add it with force" \
+  EEXIST add "$d/p1"
+taken "(a) add --force ext4" "$d/e1" add --force "$d/e1"
+taken "(a) add --force GPT" "$d/g1" add --force "$d/g1"
+if grep -q "$d/e1: overwriting an ext4 filesystem labelled \"precious\" (force)" "$tmp/r2.log"
+then ok; else fail "(a) the server log does not say what force overwrote"; fi
+
+# ---- (c) replace --with -----------------------------------------------------
+refused "(c) replace --with a file that is no spare" "$d/p1" \
+  "ENODEV: $d/p1 is not a member of this array" ENODEV replace 0 --with="$d/p1"
+expect_status "(c) nothing is being replaced" "$ctl" health optimal
+
+# ---- (b) reshape --add ------------------------------------------------------
+# The spares are taken out first: a reshape growing by more members than
+# named would use them.
+expect_run "(b) remove spare e1" "$NBDRAID" -C "$ctl" remove "$d/e1"
+expect_run "(b) remove spare g1" "$NBDRAID" -C "$ctl" remove "$d/g1"
+ext4 "$d/e2" precious
+truncate -s 32M "$d/b2"
+refused "(b) reshape --add ext4" "$d/e2" \
+  "EEXIST: $d/e2 holds an ext4 filesystem labelled \"precious\" \(add it with force" \
+  EEXIST reshape --add="$d/e2"
+expect_status "(b) no reshape" "$ctl" sync_action idle
+refused "(b) reshape --add MBR" "$d/p1" "$d/p1 holds an MBR \(dos\) partition table" \
+  EEXIST reshape --add="$d/p1"
+sum_b2="$(md5sum <"$d/b2")"
+refused "(b) reshape --add blank and ext4" "$d/e2" "EEXIST: $d/e2 holds an ext4" \
+  EEXIST reshape --add="$d/b2" --add="$d/e2"
+expect_eq "(b) the blank member named with it is unchanged" "$sum_b2" "$(md5sum <"$d/b2")"
+expect_run "(b) reshape --add --force" "$NBDRAID" -C "$ctl" reshape --force --add="$d/e2"
+expect_eq "(b) the added member holds a role" in_sync "$(st state "$d/e2")"
+expect_run "(b) abort the prepared reshape" "$NBDRAID" -C "$ctl" abort
+expect_eq "(b) aborted: the added member stays a spare" spare "$(st state "$d/e2")"
+if blkid -p "$d/e2" >/dev/null 2>&1; then
+  fail "(b) blkid still finds a signature on e2"; else ok; fi
+
+# ---- (e) an NBD member ------------------------------------------------------
+ext4 "$d/e4" precious
+start_nbdkit x4 file "$d/e4" || { fail "(e) nbdkit file"; finish; }
+u4="$(uri_of "$tmp/x4.sock")"
+refused "(e) add over NBD" "$d/e4" \
+  "EEXIST: nbd\+unix:///\?socket=.*/x4\.sock holds an ext4 filesystem labelled \"precious\" \(add it with force" \
+  EEXIST add "$u4"
+expect_eq "(e) not a member" none "$(st state "$u4")"
+
+stop_nbdkit r2
+finish
