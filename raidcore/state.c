@@ -348,30 +348,10 @@ state_find_listed (struct raid_array *a, const char *name, char *err, size_t err
 
 /* ---- roles and health ---- */
 
-/* The slot that serves `role` in L: the member bound to it, unless a
- * replace mirrors the role and that member is no longer in sync (it
- * failed): then the replace target.  It holds the role below the copy
- * cursor (copied, and every write since reached it through the mirror), so
- * it serves as a member being rebuilt does: written in every row, read
- * below the cursor; the replace stops at its next check and the target
- * takes the role, recovering from that cursor.  Were the role only
- * unusable until then, writes to rows already copied would miss the
- * target, and the recovery from the cursor would never redo them. */
-static int
-role_slot (struct raid_array *a, const struct layout *L, int role)
-{
-  int s = L->slot[role];
-
-  if (L->mirror_role == role && L->mirror_slot >= 0 &&
-      (s < 0 || !a->mem[s].m || atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC))
-    return L->mirror_slot;
-  return s;
-}
-
 struct member *
 state_role_member (struct raid_array *a, const struct layout *L, int role)
 {
-  int s = role_slot (a, L, role);
+  int s = L->slot[role];
   return s < 0 ? NULL : a->mem[s].m;
 }
 
@@ -384,7 +364,7 @@ state_bad_roles (struct raid_array *a, const struct layout *L,
   if (rb_row)
     *rb_row = atomic_load (&a->rb_row);
   for (int r = 0; r < L->g.raid_disks; r++) {
-    int s = role_slot (a, L, r);
+    int s = L->slot[r];
     int st = s < 0 || !a->mem[s].m ? RAID_MEMBER_MISSING : atomic_load (&a->mem[s].state);
     if (st == RAID_MEMBER_REBUILDING)
       rb |= 1u << r;

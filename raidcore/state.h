@@ -37,12 +37,11 @@
  *                   one, see missed.h), faulty, missing (lost again)
  *     faulty, missing, stale -> (removed)
  *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
- * Which member serves a role: the one bound to it, except while a replace
- * mirrors the role and that member has left in sync (failed, or away):
- * then the replace target serves it as a member being rebuilt (written in
- * every row, read below the copy cursor) until the replace stops, so that
- * no write between the failure and the stop misses the rows the target
- * already holds (state_role_member, state_bad_roles).
+ * Which member serves a role: the one bound to it (state_role_member),
+ * which changes only under a router claim (router.h), never with a member
+ * state.  While a replace mirrors a role whose member has left in sync, the
+ * role is unusable but the stripe engine still writes it to the replace
+ * target (stripe.c), until the replace stops and the target takes the role.
  * The durable entry follows: a member's sb state is the runtime one, except
  * that a replace target (rebuilding without a role) is recorded as a spare
  * (a restart does not resume a replace), and a missing or stale member with
@@ -198,8 +197,7 @@ bool state_member_error (struct raid_array *a, struct member *m, int err,
 uint32_t state_bad_roles (struct raid_array *a, const struct layout *L,
                           uint32_t *rb_mask, uint64_t *rb_row);
 
-/* The member serving role r of L (the one bound to it, or a replace target
- * whose source failed: above), or NULL. */
+/* The member bound to role r of L, or NULL. */
 struct member *state_role_member (struct raid_array *a, const struct layout *L, int role);
 
 /* Whether the reshape target holds data (its first window moved). */

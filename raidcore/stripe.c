@@ -45,7 +45,13 @@
  * issues member I/O of a layout's data area.  It coalesces pieces per
  * member, and sends every write or zeroing of the layout's mirror role (a
  * replace) to the mirror target as well — so no write path can forget the
- * replacement.
+ * replacement.  When the member being replaced has failed (the replace
+ * stops at its next check and the target takes the role, recovering from
+ * the copy cursor), the role is unusable, but its writes are still planned
+ * and go to the target alone (G->mirror_only, from the group's snapshot):
+ * the rows the target already holds must not miss them.  Which member a
+ * piece goes to is decided by the role's binding and that snapshot only,
+ * never by member states read again later.
  *
  * Columns: parity is computed over column ranges aligned to COL_ALIGN
  * (4 KiB, which divides every chunk size), so isa-l's length rules hold for
@@ -231,26 +237,24 @@ piece_add (struct arena *ar, struct piece_list *pl, int role, uint64_t off,
   return 0;
 }
 
-/* The mirror target of a write of L, while its replace is copying (not
- * when the target serves the role itself: its member failed, state.c). */
+/* The mirror target of a write of L, while its replace is copying. */
 static struct member *
 mirror_target (struct raid_array *a, const struct layout *L, enum mio_op op)
 {
   int s = L->mirror_slot;
 
   if (op == MIO_READ || L->mirror_role < 0 || s < 0 ||
-      atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING ||
-      state_role_member (a, L, L->mirror_role) == a->mem[s].m)
+      atomic_load (&a->mem[s].state) != RAID_MEMBER_REBUILDING)
     return NULL;
   return a->mem[s].m;
 }
 
-/* Append to mios the ops for pieces[0..n) of role r, merging contiguous
- * ones; returns the new count. */
+/* Append to mios the ops for pieces[0..n) of role r, on member m, merging
+ * contiguous ones; returns the new count. */
 static size_t
-gather_role (struct raid_array *a, const struct layout *L, const struct piece *pp,
-             size_t n, int r, enum mio_op op, unsigned mflags, struct mio *mios,
-             size_t nmio, struct iovec *iov, size_t *niov)
+gather_role (struct member *m, const struct piece *pp, size_t n, int r, enum mio_op op,
+             unsigned mflags, struct mio *mios, size_t nmio, struct iovec *iov,
+             size_t *niov)
 {
   struct mio *cur = NULL;
 
@@ -273,10 +277,7 @@ gather_role (struct raid_array *a, const struct layout *L, const struct piece *p
       continue;
     }
     cur = &mios[nmio++];
-    *cur = (struct mio) {
-      .m = state_role_member (a, L, r), .op = op, .flags = mflags,
-      .off = p->off, .len = p->len,
-    };
+    *cur = (struct mio) { .m = m, .op = op, .flags = mflags, .off = p->off, .len = p->len };
     assert (cur->m != NULL);
     if (op != MIO_ZERO) {
       cur->iov = &iov[*niov];
@@ -293,6 +294,8 @@ struct piece_run {
   size_t n;
   enum mio_op op;
   unsigned mflags;
+  uint32_t mirror_only;              /* roles whose pieces go to the mirror
+                                        target alone (writes) */
   uint32_t failed;                   /* out: roles whose member failed */
 };
 
@@ -325,9 +328,13 @@ run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
   for (int k = 0; k < nruns; k++) {
     struct member *mirror = mirror_target (a, L, runs[k].op);
     first[k] = nmio;
-    for (int r = 0; r < L->g.raid_disks; r++)
-      nmio = gather_role (a, L, runs[k].pp, runs[k].n, r, runs[k].op, runs[k].mflags,
-                          mios, nmio, iov, &niov);
+    for (int r = 0; r < L->g.raid_disks; r++) {
+      struct member *m = runs[k].mirror_only & (1u << r) ? mirror
+                                                       : state_role_member (a, L, r);
+      if (m)                             /* (no mirror: the target failed) */
+        nmio = gather_role (m, runs[k].pp, runs[k].n, r, runs[k].op, runs[k].mflags,
+                            mios, nmio, iov, &niov);
+    }
     own[k] = nmio;
     for (size_t i = first[k]; mirror && i < own[k]; i++)
       if (mios[i].m == state_role_member (a, L, L->mirror_role)) {
@@ -344,7 +351,7 @@ run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
         continue;
       state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
       for (int r = 0; i < own[k] && r < L->g.raid_disks; r++)
-        if (state_role_member (a, L, r) == mios[i].m)
+        if (!(runs[k].mirror_only & (1u << r)) && state_role_member (a, L, r) == mios[i].m)
           runs[k].failed |= 1u << r;
     }
   return 0;
@@ -357,7 +364,7 @@ run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
             const struct piece *pp, size_t n, enum mio_op op, unsigned mflags,
             uint32_t *failed)
 {
-  struct piece_run run = { pp, n, op, mflags, 0 };
+  struct piece_run run = { pp, n, op, mflags, 0, 0 };
   int err = run_runs (a, L, ar, &run, 1);
 
   *failed = run.failed;
@@ -398,6 +405,8 @@ struct group {
   uint32_t exclude;                  /* roles whose read failed: not read,
                                         rebuilt and written back */
   uint32_t rb_mask;                  /* roles being rebuilt: good below rb_row */
+  uint32_t mirror_only;              /* unusable roles written to the replace
+                                        target alone (its member failed) */
   uint64_t rb_row;
   uint32_t repair;                   /* roles whose rebuilt blocks are written */
   struct raid_row rr;                /* scratch */
@@ -424,13 +433,27 @@ static uint32_t
 dead_at (const struct group *G, uint64_t row)
 {
   (void) row;
-  return G->unusable;
+  return G->unusable & ~G->mirror_only;
+}
+
+/* The replace's role, when its member has left in sync while the copy goes
+ * on (the target is still being written): as a mask, else 0. */
+static uint32_t
+orphaned_mirror (const struct group *G)
+{
+  const struct layout *L = G->L;
+
+  if (L->mirror_role < 0 || L->mirror_slot < 0 || !(G->unusable & (1u << L->mirror_role)) ||
+      atomic_load (&G->a->mem[L->mirror_slot].state) != RAID_MEMBER_REBUILDING)
+    return 0;
+  return 1u << L->mirror_role;
 }
 
 static void
 snapshot (struct group *G)
 {
   G->unusable = state_bad_roles (G->a, G->L, &G->rb_mask, &G->rb_row);
+  G->mirror_only = orphaned_mirror (G);
 }
 
 /* Start a new attempt: empty plan and piece lists (arena memory is reused). */
@@ -920,8 +943,12 @@ static int
 issue_writes (void *p, size_t first, size_t end, uint32_t *failed)
 {
   struct issue_ctx *c = p;
-  return run_pieces (c->G->a, c->G->L, c->G->ar, c->G->wr.p + first, end - first,
-                     c->op, c->mflags, failed);
+  struct piece_run run = { c->G->wr.p + first, end - first, c->op, c->mflags,
+                           c->G->mirror_only, 0 };
+  int err = run_runs (c->G->a, c->G->L, c->G->ar, &run, 1);
+
+  *failed = run.failed;
+  return err;
 }
 
 /* Describe the group's writes for the write-hole policy: one unit per
@@ -1292,7 +1319,7 @@ zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
     return EIO;
   /* Rebuilding roles are zeroed too: zero is valid in every row. */
   for (int r = 0; r < L->g.raid_disks; r++)
-    if (!(G->unusable & (1u << r)) &&
+    if (!(dead_at (G, r0) & (1u << r)) &&
         (err = piece_add (G->ar, &G->wr, r, moff (L, r, r0, 0), NULL, n * L->g.chunk)))
       return err;
   u = (struct write_unit) { r0, n, true, 0, G->wr.n };
@@ -1641,9 +1668,8 @@ stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
       !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;                         /* nothing is locked */
   snapshot (&G);
-  if ((G.unusable | G.rb_mask) & (1u << role))
-    err = EIO;                             /* the source failed meanwhile (the
-                                              target serves the role, state.c) */
+  if (G.unusable & (1u << role))
+    err = EIO;                             /* the source failed meanwhile */
   else if ((err = run_pieces (a, L, G.ar, &p, 1, MIO_READ, 0, &failed)) == 0 && failed) {
     /* The source cannot read these rows: rebuild them from the others and
      * write them back to it, which the mirror copies to dst. */

@@ -1728,9 +1728,17 @@ static sem_t alloc_failed;
 int __real_posix_memalign (void **p, size_t align, size_t size);
 int __wrap_posix_memalign (void **p, size_t align, size_t size);
 
+static _Thread_local bool hold_alloc;     /* this thread's next allocation waits at
+                                             hold_gate (test 27) */
+static struct gate hold_gate;
+
 int
 __wrap_posix_memalign (void **p, size_t align, size_t size)
 {
+  if (hold_alloc) {
+    hold_alloc = false;
+    gate_pass (&hold_gate);
+  }
   if (size >= ALLOC_FAIL_MIN && !test_thread && atomic_exchange (&alloc_fail_armed, false)) {
     sem_post (&alloc_failed);
     return ENOMEM;
@@ -2753,6 +2761,215 @@ test_replace_source_fails_midcopy (void)
   teardown (&f);
 }
 
+/* ==================================================================
+ * 25-28. Which member serves a replaced role while the member being
+ * replaced fails (a reviewer's tests of a first fix for 24, which let the
+ * target serve the role from the moment its member failed; each failed
+ * on it, each passes on the code before and after).
+ * 25. During a replace (copy held as in 24), role 0's member fails reads
+ * until its read error past STATE_MAX_READ_ERRORS makes it faulty, in a
+ * client read of role 0.  Expected: every read returns the right bytes
+ * (the first fix took the failed read for good data: the member serving
+ * the role was asked again after the error had changed it). */
+static void
+test_replace_read_error_limit (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  struct raid_status st;
+  struct rule *copy, *rf;
+  char err[256];
+  uint8_t *buf = malloc (4096);
+  int bad = -1;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  rf = rule_new (&f.dev[0], OP_READ, DOFF, UINT64_MAX, FAIL);
+  rule_arm (rf, -1);
+  for (int i = 0; i < 25; i++) {
+    memset (buf, 0, 4096);
+    int r = raid_array_pread (f.a, buf, 4096, 0);
+    if ((r != 0 || memcmp (buf, f.model, 4096) != 0) && bad < 0)
+      bad = i;
+  }
+  raid_array_status (f.a, &st);
+  printf ("  role-0 member (dev0) is %s, errors %u\n", state_of (find_spec (&st, "dev0")),
+          find_spec (&st, "dev0") ? find_spec (&st, "dev0")->errors : 0);
+  CHECK (bad < 0, "read #%d of role 0's block in row 0 returned wrong bytes", bad + 1);
+  rule_arm (rf, 0);
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 10), "the replace, then the recovery, did not end");
+  verify_contents (&f, "after the recovery");
+  free (buf);
+  teardown (&f);
+}
+
+/* 26. As 25, but the read error past the limit is the copy's own read of
+ * the member being replaced.  Expected: the cursor never passes rows the
+ * target did not get; the replacement ends equal to the replaced member
+ * (which still holds every row). */
+static void
+test_replace_copy_read_error_limit (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  const struct raid_member_status *m;
+  struct raid_status st;
+  struct rule *copy, *rf;
+  char err[256];
+  uint64_t W;
+  uint8_t *buf;
+  unsigned errs = 0;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  W = raid_array_stripe_width (f.a);
+  buf = malloc (W);
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  printf ("  copy held at member offset %" PRIu64 " (row %" PRIu64 ")\n",
+          atomic_load (&copy->last_off), (atomic_load (&copy->last_off) - DOFF) / CHUNK);
+  /* rows 128..: the next batch's (not yet read) rows */
+  rf = rule_new (&f.dev[0], OP_READ, DOFF + 128 * CHUNK, UINT64_MAX, FAIL);
+  rule_arm (rf, -1);
+  for (uint64_t row = 128; row < 190 && errs < 20; row++) {
+    CHECK (raid_array_pread (f.a, buf, W, row * W) == 0, "read row %" PRIu64, row);
+    CHECK (memcmp (buf, f.model + row * W, W) == 0, "read row %" PRIu64 " wrong", row);
+    raid_array_status (f.a, &st);
+    m = find_spec (&st, "dev0");
+    errs = m ? m->errors : 0;
+  }
+  printf ("  dev0 errors now %u\n", errs);
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 10), "the replace, then the recovery, did not end");
+  rule_arm (rf, 0);
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  printf ("  spare is %s role %d; dev0 %s\n", state_of (m), m ? m->role : -2,
+          state_of (find_spec (&st, "dev0")));
+  {
+    uint64_t badrows = 0;
+    for (uint64_t row = 0; row < 256; row++)
+      if (memcmp (spare->data + DOFF + row * CHUNK, f.dev[0].data + DOFF + row * CHUNK, CHUNK))
+        badrows++;
+    CHECK (badrows == 0, "%" PRIu64 " rows of role 0 differ between the replacement and "
+           "the replaced member (which still holds them all)", badrows);
+  }
+  verify_contents (&f, "after the replace became a recovery");
+  free (buf);
+  teardown (&f);
+}
+
+/* 27. A plain (unlocked) read of row 200 (the copy has not reached it)
+ * planned while role 0's member was in sync, held between its plan and its
+ * member I/O (at its first allocation) while that member is failed.
+ * Expected: the right bytes (the first fix sent it to the target, which
+ * does not hold that row yet). */
+static int
+j_pread_held (struct job *j)
+{
+  hold_alloc = true;
+  return raid_array_pread (j->a, j->buf, j->len, j->off);
+}
+
+static void
+test_replace_read_planned_before_failure (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  struct rule *copy;
+  struct job *rd;
+  char err[256];
+  uint64_t W, off;
+
+  gate_init (&hold_gate);
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  W = raid_array_stripe_width (f.a);
+  off = 200 * W;                           /* row 200: role 0 holds data index 0 */
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  rd = io_job_new (f.a, -1, 4096, off);
+  rd->fn = j_pread_held;
+  job_go (rd);
+  if (!gate_reached (&hold_gate, LONG_MS)) {
+    CHECK (0, "the read allocated nothing");
+    return;
+  }
+  fail_member (f.a, "0");
+  gate_open (&hold_gate);
+  CHECK (job_done (rd, LONG_MS) && rd->ret == 0, "the read failed");
+  CHECK (memcmp (rd->buf, f.model + off, 4096) == 0,
+         "the read of row 200 (above the copy cursor) returned wrong bytes (%s)",
+         rd->buf[0] == 0 && rd->buf[4095] == 0 ? "zeros: the spare's" : "other");
+  job_put (rd);
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 10), "the replace, then the recovery, did not end");
+  verify_contents (&f, "after the recovery");
+  teardown (&f);
+}
+
+/* 28. As 25, but the read error past the limit is a read-modify-write's
+ * read of role 0.  Expected: contents and parity right after the replace
+ * became a recovery. */
+static void
+test_replace_rmw_read_error_limit (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  struct rule *copy, *rf;
+  char err[256];
+  uint8_t *buf = malloc (4096);
+  uint64_t off;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  off = 200 * raid_array_stripe_width (f.a) + 8192;   /* role 0, row 200 */
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  rf = rule_new (&f.dev[0], OP_READ, DOFF, UINT64_MAX, FAIL);
+  rule_arm (rf, -1);
+  for (int i = 0; i < 20; i++)
+    CHECK (raid_array_pread (f.a, buf, 4096, 0) == 0 && memcmp (buf, f.model, 4096) == 0,
+           "read %d", i);
+  off += 100;                              /* unaligned: RMW (reads role 0 and P) */
+  memset (f.model + off, 0x77, 1000);
+  CHECK (raid_array_pwrite (f.a, f.model + off, 1000, off, 0) == 0, "RMW write");
+  rule_arm (rf, 0);
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 10), "the replace, then the recovery, did not end");
+  verify_contents (&f, "after the recovery");
+  CHECK (parity_with (&f, 0, spare) == 0, "rows with wrong parity after the recovery");
+  free (buf);
+  teardown (&f);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -2783,6 +3000,10 @@ static const struct {
   { "switch_health", test_switch_health },
   { "replace_target_fails_at_finish", test_replace_target_fails_at_finish },
   { "replace_source_fails_midcopy", test_replace_source_fails_midcopy },
+  { "replace_read_error_limit", test_replace_read_error_limit },
+  { "replace_copy_read_error_limit", test_replace_copy_read_error_limit },
+  { "replace_read_planned_before_failure", test_replace_read_planned_before_failure },
+  { "replace_rmw_read_error_limit", test_replace_rmw_read_error_limit },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
