@@ -197,25 +197,53 @@ resync_rows (struct raid_array *a, const struct layout *L, uint64_t row, uint64_
   return stripe_check_rows (a, L, row, rows, true, &ignored);
 }
 
-/* The layouts from the record; fail when more roles are lost than the
- * current layout tolerates. */
+/* Fail when more roles are lost than the current layout tolerates. */
 static int
-start_layouts (struct raid_array *a, const char *u, char *err, size_t errlen)
+check_usable (struct raid_array *a, const char *u, char *err, size_t errlen)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+  int nbad = __builtin_popcount (state_bad_roles (a, cur, NULL, NULL));
+
+  if (nbad <= layout_tolerance (cur))
+    return 0;
+  snprintf (err, errlen,
+            "array %s cannot start: %d of %d members usable, raid%d needs at least %d",
+            u, cur->g.raid_disks - nbad, cur->g.raid_disks, cur->g.level,
+            cur->g.raid_disks - layout_tolerance (cur));
+  return -1;
+}
+
+/* A stale member (back from being away) whose map of missed regions says
+ * it missed nothing holds the array's data: it is in sync again before the
+ * array counts its usable members (an outage of a member of a degraded
+ * array that failed it, then a restart).  State lock not needed: nothing
+ * runs yet; committed with the start's record. */
+static void
+take_back_unmissed (struct raid_array *a)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int role = a->sb.members[t].role;
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_STALE || !a->mem[t].delta ||
+        role < 0 || !missed_has_map (a, t) ||
+        missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur->g.chunk) != 0)
+      continue;
+    member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
+    member_transition (a, t, RAID_MEMBER_IN_SYNC, role,
+                       "back as it is: it missed no write while it was away");
+  }
+}
+
+/* The layouts from the record. */
+static int
+start_layouts (struct raid_array *a, char *err, size_t errlen)
 {
   struct layout cur;
-  int nbad;
 
   if (layout_from_sb (&a->sb, LAYOUT_CUR, &cur, err, errlen) < 0)
     return -1;
   router_init (&a->router, &cur);
-  nbad = __builtin_popcount (state_bad_roles (a, &cur, NULL, NULL));
-  if (nbad > layout_tolerance (&cur)) {
-    snprintf (err, errlen,
-              "array %s cannot start: %d of %d members usable, raid%d needs at least %d",
-              u, cur.g.raid_disks - nbad, cur.g.raid_disks, cur.g.level,
-              cur.g.raid_disks - layout_tolerance (&cur));
-    return -1;
-  }
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);
@@ -252,7 +280,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   a->member_timeout_ns = (uint64_t) o->member_timeout * 1000000000u;
   bind_members (a, c, n);
   a->autostart = !o->no_autostart;
-  if (start_layouts (a, u, err, errlen) < 0) {
+  if (start_layouts (a, err, errlen) < 0) {
     router_ok = router_layout (&a->router, LAYOUT_CUR)->g.raid_disks > 0;
     goto fail_bound;
   }
@@ -275,6 +303,11 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
       if (c[i].used && a->mem[t].m == c[i].m &&
           atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE)
         missed_judge_member (a, t, &c[i].sb);
+  take_back_unmissed (a);
+  if (check_usable (a, u, err, errlen) < 0) {
+    missed_fini (a);
+    goto fail_bound;
+  }
   if (cons_start (a, o->force, resync_rows, err, errlen) < 0)
     goto fail_cons;
   if (state_record_lost (a) != 0 || missed_settle (a) != 0) {

@@ -647,6 +647,31 @@ rejoining_slot (struct raid_array *a)
   return -1;
 }
 
+/* Member t is back as it is, in sync (state lock held). */
+static void
+rejoin_as_is (struct raid_array *a, int t, const char *why)
+{
+  int role = a->sb.members[t].role;
+
+  atomic_store (&a->rb_row, 0);
+  a->sb.members[t].recovery_offset = 0;
+  member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
+  member_transition (a, t, RAID_MEMBER_IN_SYNC, role, why);
+  state_commit (a);
+}
+
+/* Whether member t's map of missed regions says it missed nothing: no
+ * region marked, and it was not being rebuilt when it left (state lock
+ * held).  Its data is the array's: it needs no job, and no checkpoint
+ * first (JOINS, journal.c: a record of a row it has not missed carries its
+ * block as it still is). */
+static bool
+missed_nothing (struct raid_array *a, int t)
+{
+  return a->mem[t].delta && missed_has_map (a, t) &&
+    missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur_layout (a)->g.chunk) == 0;
+}
+
 /* Member t rejoins: rebuilding from row 0, by a delta when its map of
  * missed regions covers what it missed (state lock held; the role's
  * binding does not change). */
@@ -657,19 +682,16 @@ begin_rejoin (struct raid_array *a, int t)
   bool delta = a->mem[t].delta && missed_has_map (a, t);
   char e[128], why[128];
 
-  atomic_store (&a->rb_row, 0);
-  a->sb.members[t].recovery_offset = 0;
   if (layout_tolerance (cur_layout (a)) == 0) {
     /* No redundancy (raid0): nothing to resync it from, and nothing was
      * written while it was away (the array was failed and refused every
      * write): it is back as it is. */
-    member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
-    member_transition (a, t, RAID_MEMBER_IN_SYNC, role, "rejoins as it is: no "
-                       "redundancy to resync it from, and no write was taken "
-                       "while it was away");
-    state_commit (a);
+    rejoin_as_is (a, t, "rejoins as it is: no redundancy to resync it from, and "
+                  "no write was taken while it was away");
     return;
   }
+  atomic_store (&a->rb_row, 0);
+  a->sb.members[t].recovery_offset = 0;
   if (delta)
     snprintf (why, sizeof why, "rejoins: resyncing what it missed (%" PRIu64
               " regions%s)", missed_count (a, t),
@@ -724,8 +746,15 @@ next_simple_job (struct raid_array *a)
   char e[128];
   int t;
 
-  if (a->sync.state != SYNC_IDLE || a->sync.stop ||
-      raid_array_health (a) == RAID_HEALTH_FAILED)
+  if (a->sync.state != SYNC_IDLE || a->sync.stop)
+    return true;
+  if ((t = rejoining_slot (a)) >= 0 && missed_nothing (a, t)) {
+    /* also when the array failed without it (a short outage of a member
+     * of a degraded array): it is what makes the array whole again */
+    rejoin_as_is (a, t, "rejoins as it is: it missed no write while it was away");
+    return true;
+  }
+  if (raid_array_health (a) == RAID_HEALTH_FAILED)
     return true;
   if (router_two (&a->router)) {
     resume_reshape (a);

@@ -21,6 +21,11 @@
 # (f) a flap during member 3's own resync (throttled): it rejoins again.
 # (g) an outage longer than member-timeout: member 3 is written off
 #     (faulty) and a spare takes its role.
+# (h) a degraded RAID5 of three (one member failed): an outage of a member
+#     it still needs fails the array, but only for the outage: back, the
+#     member missed no write (none was taken) and is in sync again at once,
+#     the array degraded; the same with the array server killed (-9) while
+#     the member is away and started again once it is back.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -221,4 +226,39 @@ expect_run "(g) remove the written-off member" "$NBDRAID" -C "$ctl" remove "$(mu
 expect_run "(g) add it again once its server is back" "$NBDRAID" -C "$ctl" add "$(mu 3)"
 expect_eq "(g) it is a spare" spare "$(status_get "$ctl" spec:member3.sock)"
 stop_nbdkit raid3
+
+# ---- (h) a degraded array loses a member it needs for a moment ----------------
+for i in 5 6 7; do truncate -s 32M "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K "$(mu 5)" "$(mu 6)" "$(mu 7)"
+ctl="$tmp/ctl4"
+start_raid raid4 "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30
+raid_uri="$uri"
+model="$tmp/model4.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(h) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 80
+expect_run "(h) fail member 5" "$NBDRAID" -C "$ctl" fail "$(mu 5)"
+# h_outage NAME: member 6 away; a read finds it gone (the array fails).
+h_outage ()
+{
+  kill_member 6
+  $FLAP verify "$raid_uri" "$model" >/dev/null 2>&1 || true
+  wait_member 1 missing 30
+  expect_eq "$1: failed while member 6 is away" failed "$(status_get "$ctl" health)"
+}
+h_outage "(h)"
+start_member 6
+wait_member 1 in_sync 30
+expect_eq "(h) degraded again" degraded "$(status_get "$ctl" health)"
+verify "(h)"
+h_outage "(h) restart"
+sleep 1                                  # its map of missed regions recorded
+kill -9 "${pid_of[raid4]}"; wait "${pid_of[raid4]}" 2>/dev/null || true
+start_member 6
+start_raid raid5 "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30 ||
+  { fail "(h) the array did not start with member 6 back"; finish; }
+raid_uri="$uri"
+expect_eq "(h) restart: member 6 in sync" in_sync "$(mfield 1 state)"
+expect_eq "(h) restart: degraded" degraded "$(status_get "$ctl" health)"
+verify "(h) restart"
+stop_nbdkit raid5
 finish
