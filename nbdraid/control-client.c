@@ -568,8 +568,8 @@ member_arg (const char *s, bool role_ok)
     return (struct proto_member) { .role = atoi (s) };
   if (strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0 ||
       strncmp (s, "nbd+unix://", 11) == 0 || strncmp (s, "nbds+unix://", 12) == 0 ||
-      s[0] == '/')
-    abs = strdup (s);
+      s[0] == '/' || (strncmp (s, "...", 3) == 0 && access (s, F_OK) != 0))
+    abs = strdup (s);                    /* (a long spec as status lists it) */
   else if ((abs = realpath (s, NULL)) == NULL) {
     char cwd[PATH_MAX];
     if (getcwd (cwd, sizeof cwd) == NULL)

@@ -68,7 +68,11 @@ sync_transition (struct raid_array *a, enum sync_event ev,
               state_names[s->state], (int) ev, why);
     return EINVAL;
   }
-  raid_log (ev == SYNC_EV_FAIL ? RAID_LOG_ERROR : RAID_LOG_INFO, "%s: %s -> %s (%s)",
+  /* A job ended short of its end without a request (a member left: a
+   * check of a degraded array, a replace whose member failed) says so as
+   * loudly as a failure does not, but louder than routine changes. */
+  raid_log (ev == SYNC_EV_FAIL ? RAID_LOG_ERROR
+            : ev == SYNC_EV_CANCEL ? RAID_LOG_WARN : RAID_LOG_INFO, "%s: %s -> %s (%s)",
             raid_sync_action_name (ops->action), state_names[s->state],
             state_names[to], why);
   if (ev == SYNC_EV_BEGIN || ev == SYNC_EV_BEGIN_FROZEN) {

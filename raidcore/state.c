@@ -334,6 +334,20 @@ state_find_member (struct raid_array *a, const char *name, char *err, size_t err
   return -1;
 }
 
+/* Whether a member's spec hint (its spec, or "..." and the spec's tail when
+ * it was too long: sb_set_spec_hint) names `name`: the hint as status lists
+ * it, or the full spec. */
+static bool
+hint_names (const char *hint, const char *name)
+{
+  size_t hl = strlen (hint), nl = strlen (name);
+
+  if (strcmp (hint, name) == 0)
+    return true;
+  return hl > 3 && strncmp (hint, "...", 3) == 0 && nl >= hl - 3 &&
+    strcmp (name + nl - (hl - 3), hint + 3) == 0;
+}
+
 int
 state_find_listed (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
@@ -341,7 +355,7 @@ state_find_listed (struct raid_array *a, const char *name, char *err, size_t err
 
   for (int s = 0; t < 0 && s < (int) a->sb.nmembers; s++)
     if (!a->mem[s].m && a->sb.members[s].state != SB_MEMBER_EMPTY &&
-        strcmp (a->sb.members[s].spec_hint, name) == 0)
+        hint_names (a->sb.members[s].spec_hint, name))
       t = s;
   return t;
 }

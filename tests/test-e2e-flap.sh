@@ -26,6 +26,9 @@
 #     member missed no write (none was taken) and is in sync again at once,
 #     the array degraded; the same with the array server killed (-9) while
 #     the member is away and started again once it is back.
+# (i) a member whose spec is longer than the superblock keeps (status lists
+#     "..." and its tail) and that is absent at a start: `nbdraid remove`
+#     finds it by the spec status lists, and by its full spec.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -261,4 +264,27 @@ expect_eq "(h) restart: member 6 in sync" in_sync "$(mfield 1 state)"
 expect_eq "(h) restart: degraded" degraded "$(status_get "$ctl" health)"
 verify "(h) restart"
 stop_nbdkit raid5
+
+# ---- (i) a long spec -------------------------------------------------------------
+long="$tmp/a-directory-name-long-enough-for-the-spec-to-be-cut"
+mkdir -p "$long"
+i_member () { start_nbdkit "$1" file "$tmp/f$2"; mv "$tmp/$1.sock" "$long/$1.sock"; }
+for i in 5 6 7; do truncate -s 32M "$tmp/f$i"; done
+i_member lm5 5; i_member lm6 6; i_member lm7 7
+lu () { uri_of "$long/lm$1.sock"; }
+create_array --level=5 --chunk=64K --force "$(lu 5)" "$(lu 6)" "$(lu 7)"
+for way in listed full; do
+  kill -9 "${pid_of[lm6]}"; wait "${pid_of[lm6]}" 2>/dev/null || true
+  start_raid "raid-$way" "$(lu 5)" "$(lu 6)" "$(lu 7)" control="$ctl" ||
+    { fail "(i) start without member 6"; break; }
+  listed="$(mfield 1 spec)"
+  case "$listed" in ...*) ok ;; *) fail "(i) status lists '$listed', not a cut spec" ;; esac
+  if [ "$way" = listed ]; then spec="$listed"; else spec="$(lu 6)"; fi
+  expect_run "(i) remove the absent member by its $way spec" "$NBDRAID" -C "$ctl" remove "$spec"
+  i_member lm6 6
+  expect_run "(i) add it back ($way)" "$NBDRAID" -C "$ctl" add "$(lu 6)"
+  expect_run "(i) rebuilt ($way)" "$NBDRAID" -C "$ctl" wait --timeout=60
+  expect_eq "(i) optimal ($way)" optimal "$(status_get "$ctl" health)"
+  stop_nbdkit "raid-$way"
+done
 finish
