@@ -61,7 +61,14 @@
  * to take one waits for a checkpoint (journal_join_due: state.c counts
  * the members that leave a role in a->roles_left; sync.c runs it):
  * every earlier record is then obsolete, and records written since carry
- * no block for a role without a member.
+ * no block for a role without a member — except a replaced role whose
+ * member failed while the copy went on (stripe.c writes it to the replace
+ * target alone): its blocks are in the record, but replay never puts them
+ * anywhere (no replace is resumed: the target is a spare at a start, the
+ * failed member has no role), and the target takes the role only after a
+ * checkpoint (replace_stop).  A member that rejoins having missed nothing
+ * needs no checkpoint: a record of a row it did not miss carries its block
+ * as it still is.
  *
  * REPLAY (at assembly of an array whose superblock says dirty).  Every valid
  * record of the current epoch with seq >= journal_seq, found on any member,

@@ -2970,6 +2970,263 @@ test_replace_rmw_read_error_limit (void)
   teardown (&f);
 }
 
+/* ==================================================================
+ * 29-33.  Writes of every plan after the member being
+ * replaced failed, rows below the copy cursor (0..127; the copy is held
+ * in its second batch, rows 64..127 locked), a few above (300..).
+ * Expected: the replacement, once the replace became a recovery, holds
+ * exactly role 0; parity right; contents right with another role failed.
+ */
+static void
+win_write (struct fixture *f, uint64_t off, uint64_t len, int fill, unsigned flags)
+{
+  int r;
+  memset (f->model + off, fill, len);
+  r = raid_array_pwrite (f->a, f->model + off, len, off, flags);
+  CHECK (r == 0, "write %" PRIu64 "+%" PRIu64 ": %s", off, len, strerror (r));
+}
+
+static void
+win_zero (struct fixture *f, uint64_t off, uint64_t len)
+{
+  int r;
+  memset (f->model + off, 0, len);
+  r = raid_array_zero (f->a, len, off, 0, false);
+  CHECK (r == 0, "zero %" PRIu64 "+%" PRIu64 ": %s", off, len, strerror (r));
+}
+
+static void
+window_case (int level, int n, int also_fail, bool gather)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  const struct raid_member_status *m;
+  struct raid_status st;
+  struct rule *copy;
+  char err[256];
+  uint64_t W, C = CHUNK;
+  int fill = 0x11;
+
+  if (gather)
+    fixture_opts.gather = true;
+  if (!setup (&f, level, n, CHUNK, NULL))
+    return;
+  W = raid_array_stripe_width (f.a);
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  printf ("  copy held at row %" PRIu64 "\n", (atomic_load (&copy->last_off) - DOFF) / CHUNK);
+  fail_member (f.a, "0");
+  if (also_fail >= 0) {
+    char nm[8];
+    snprintf (nm, sizeof nm, "%d", also_fail);
+    fail_member (f.a, nm);
+  }
+  /* partial writes into every block of rows 1..2n (RECON: role 0 data,
+   * parity, or untouched) */
+  for (uint64_t row = 1; row <= (uint64_t) (2 * n); row++)
+    for (uint64_t b = 0; b * C < W; b++)
+      win_write (&f, row * W + b * C + 100, 1000, fill++, 0);
+  /* aligned 4 KiB in every block of rows 20..25 */
+  for (uint64_t row = 12; row < 18; row++)
+    for (uint64_t b = 0; b * C < W; b++)
+      win_write (&f, row * W + b * C + 8192, 4096, fill++, 0);
+  /* whole blocks (RCW-like): all but the last block of rows 30..35 */
+  for (uint64_t row = 18; row < 24; row++)
+    win_write (&f, row * W, W - C, fill++, 0);
+  /* all but the first block */
+  for (uint64_t row = 24; row < 30; row++)
+    win_write (&f, row * W + C, W - C, fill++, 0);
+  /* full rows (SEG_FULL) */
+  win_write (&f, 30 * W, 4 * W, fill++, 0);
+  /* rows 50.5 .. 55.5: mixed */
+  win_write (&f, 34 * W + W / 2 + 512, 5 * W, fill++, 0);
+  /* FUA */
+  win_write (&f, 40 * W + 3000, 70000, fill++, RAID_IO_FUA);
+  win_write (&f, 41 * W, 2 * W, fill++, RAID_IO_FUA);
+  /* zero: whole rows, and partial */
+  win_zero (&f, 44 * W, 6 * W);
+  win_zero (&f, 50 * W + 777, 3 * W);
+  win_zero (&f, 54 * W + 4096, 8192);
+  /* small unaligned writes, gatherable stream */
+  for (uint64_t o = 56 * W; o < 57 * W + 5000; o += 3000)
+    win_write (&f, o, 3000, fill++, 0);
+  /* above the cursor */
+  win_write (&f, 200 * W + 100, 1000, fill++, 0);
+  win_zero (&f, 210 * W, 2 * W);
+  CHECK (raid_array_flush (f.a) == 0, "flush");
+  raid_array_status (f.a, &st);
+  printf ("  before the stop: dev0 %s, spare %s\n", state_of (find_spec (&st, "dev0")),
+          state_of (find_spec (&st, "sim:spare")));
+  {
+    /* a write of the held batch's rows (64..127): waits for its locks */
+    memset (f.model + 70 * W + 5000, 0xab, 20000);
+    struct job *wj = io_job (f.a, 0xab, 20000, 70 * W + 5000);
+    sleep_ms (50);
+    gate_open (&copy->gate);
+    CHECK (job_done (wj, LONG_MS) && wj->ret == 0, "write in the held batch");
+    job_put (wj);
+  }
+  CHECK (wait_idle (f.a, 20), "the replace, then the recovery, did not end");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->role == 0 && m->state == RAID_MEMBER_IN_SYNC,
+         "the replacement is %s with role %d (expected in_sync in role 0)", state_of (m),
+         m ? m->role : -2);
+  verify_contents (&f, "after the recovery");
+  if (also_fail < 0) {
+    CHECK (parity_with (&f, 0, spare) == 0, "rows with wrong parity after the recovery");
+    fail_member (f.a, "1");
+    verify_contents (&f, "after the recovery, role 1 failed");
+  }
+  else if (level == 6) {
+    fail_member (f.a, "1");
+    verify_contents (&f, "after the recovery, roles 1 and also_fail failed");
+  }
+  teardown (&f);
+}
+
+static void test_win_r5 (void) { window_case (5, 4, -1, false); }
+static void test_win_r6 (void) { window_case (6, 5, -1, false); }
+static void test_win_r6_two (void) { window_case (6, 5, 3, false); }
+static void test_win_r1 (void) { window_case (1, 3, -1, false); }
+static void test_win_r5_gather (void) { window_case (5, 4, -1, true); }
+/* 34.  Crash in the window: role 0's member failed during the
+ * replace, journaled writes below the cursor (role 0's blocks go to the
+ * target alone), one in-place parity write lost; the members are copied
+ * as the crash left them and assembled again.  Expected: the replay puts
+ * nothing on the faulty source or the target (a spare now), the array
+ * recovers role 0 onto the spare, contents and parity right. */
+static void
+win_crash (bool io_fail)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[5], *devs[5];
+  const char *names[5] = { "dev0", "dev1", "dev2", "dev3", "sim:spare" };
+  struct fixture f;
+  struct raid_status st;
+  struct rule *copy, *drop;
+  char err[256];
+  uint64_t W;
+  uint8_t *d0, *sp;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))
+    return;
+  W = raid_array_stripe_width (f.a);
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  if (io_fail) {
+    struct rule *wf = rule_new (&f.dev[0], OP_WRITE, DOFF, UINT64_MAX, FAIL);
+    rule_arm (wf, -1);
+  }
+  else
+    fail_member (f.a, "0");
+  /* row 2 (RAID5 of 4 left-symmetric: parity on role 1; role 0 data): lose
+   * dev1's in-place parity write */
+  drop = rule_new (&f.dev[1], OP_WRITE, DOFF + 2 * CHUNK, DOFF + 3 * CHUNK, DROP);
+  rule_arm (drop, 1);
+  for (uint64_t row = 1; row < 8; row++) {
+    memset (f.model + row * W + 100, 0x30 + (int) row, 5000);
+    CHECK (raid_array_pwrite (f.a, f.model + row * W + 100, 5000, row * W + 100, 0) == 0,
+           "write row %" PRIu64, row);
+  }
+  memset (f.model + 10 * W, 0x44, 2 * W);
+  CHECK (raid_array_pwrite (f.a, f.model + 10 * W, 2 * W, 10 * W, 0) == 0, "full rows");
+  CHECK (atomic_load (&drop->armed) == 0, "no parity write dropped");
+  d0 = malloc (MSIZE); sp = malloc (MSIZE);
+  memcpy (d0, f.dev[0].data, MSIZE);
+  memcpy (sp, spare->data, MSIZE);
+  for (int i = 0; i < 5; i++) {
+    const struct memdev *src = i < 4 ? &f.dev[i] : spare;
+    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (img[i].data, src->data, src->size);
+    devs[i] = &img[i];
+  }
+  /* the crashed array is abandoned (its copy held at the gate) */
+  if (!(f.a = assemble_devs (devs, names, 5, NULL)))
+    return;
+  for (int i = 0; i < 4; i++)
+    f.dev[i] = img[i];
+  raid_array_status (f.a, &st);
+  printf ("  after the crash: dev0 %s role %d, spare %s role %d, sync %s\n",
+          state_of (find_spec (&st, "dev0")), find_spec (&st, "dev0") ? find_spec (&st, "dev0")->role : -2,
+          state_of (find_spec (&st, "sim:spare")),
+          find_spec (&st, "sim:spare") ? find_spec (&st, "sim:spare")->role : -2,
+          raid_sync_action_name (st.sync_action));
+  CHECK (memcmp (img[0].data + DOFF, d0 + DOFF, MSIZE - DOFF) == 0,
+         "the replay wrote onto the faulty source");
+  verify_contents (&f, "after the crash (degraded)");
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  raid_array_status (f.a, &st);
+  printf ("  then: spare %s role %d\n", state_of (find_spec (&st, "sim:spare")),
+          find_spec (&st, "sim:spare") ? find_spec (&st, "sim:spare")->role : -2);
+  verify_contents (&f, "after the crash and recovery");
+  f.dev[0] = img[4];
+  CHECK (verify_parity (&f, 0) == 0, "rows with wrong parity after recovery");
+  check_after_crash (&f, "1");
+  free (d0); free (sp);
+}
+static void test_win_crash (void) { win_crash (false); }
+static void test_win_crash_io (void) { win_crash (true); }
+/* 36.  The target fails in the window (its writes fail) after
+ * role 0's member failed.  Expected: client writes succeed (the target's
+ * failure does not fail them), the replace ends with the target faulty,
+ * contents right (degraded). */
+static void
+test_win_target_fails (void)
+{
+  struct fixture f;
+  struct memdev *spare = sim_new ("sim:spare");
+  struct raid_status st;
+  struct rule *copy, *tf;
+  char err[256];
+  uint64_t W;
+
+  if (!setup (&f, 6, 5, CHUNK, NULL))
+    return;
+  W = raid_array_stripe_width (f.a);
+  add_member (f.a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return;
+  }
+  fail_member (f.a, "0");
+  tf = rule_new (spare, OP_WRITE, DOFF, DOFF + 64 * CHUNK, FAIL);
+  rule_arm (tf, -1);
+  for (uint64_t row = 1; row < 12; row++) {
+    memset (f.model + row * W + 100, 0x60 + (int) row, 3 * CHUNK);
+    CHECK (raid_array_pwrite (f.a, f.model + row * W + 100, 3 * CHUNK, row * W + 100, 0) == 0,
+           "write row %" PRIu64, row);
+  }
+  memset (f.model + 20 * W, 0, 2 * W);
+  CHECK (raid_array_zero (f.a, 2 * W, 20 * W, 0, false) == 0, "zero");
+  raid_array_status (f.a, &st);
+  printf ("  spare %s\n", state_of (find_spec (&st, "sim:spare")));
+  rule_arm (tf, 0);
+  gate_open (&copy->gate);
+  CHECK (wait_idle (f.a, 20), "the replace did not end");
+  raid_array_status (f.a, &st);
+  printf ("  after: spare %s role %d, health %s\n", state_of (find_spec (&st, "sim:spare")),
+          find_spec (&st, "sim:spare") ? find_spec (&st, "sim:spare")->role : -2,
+          raid_health_name (st.health));
+  verify_contents (&f, "after the target failed");
+  teardown (&f);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -3004,6 +3261,14 @@ static const struct {
   { "replace_copy_read_error_limit", test_replace_copy_read_error_limit },
   { "replace_read_planned_before_failure", test_replace_read_planned_before_failure },
   { "replace_rmw_read_error_limit", test_replace_rmw_read_error_limit },
+  { "replace_window_r5", test_win_r5 },
+  { "replace_window_r6", test_win_r6 },
+  { "replace_window_r6_two", test_win_r6_two },
+  { "replace_window_r1", test_win_r1 },
+  { "replace_window_r5_gather", test_win_r5_gather },
+  { "replace_window_crash", test_win_crash },
+  { "replace_window_crash_io", test_win_crash_io },
+  { "replace_window_target_fails", test_win_target_fails },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
