@@ -1116,6 +1116,15 @@ reshape_status (struct raid_array *a, struct raid_status *st)
   st->reshape.to = (struct raid_geom_status) { (int) a->sb.new_level,
     (int) a->sb.new_layout, a->sb.new_chunk, (int) a->sb.new_raid_devices };
   snprintf (st->reshape.error, sizeof st->reshape.error, "%s", a->sync.error);
+  if (st->has_progress && st->progress.action == RAID_SYNC_RESHAPE) {
+    /* One figure: a step records its position before the worker counts
+     * the batch done, so the job's count may lag it by a window. */
+    st->progress.done = st->reshape.position;
+    st->progress.eta_seconds = st->progress.rate
+      ? (int64_t) ((st->progress.total - raid_min_u64 (st->progress.total,
+                                                       st->progress.done)) /
+                   st->progress.rate) : -1;
+  }
 }
 
 static uint64_t

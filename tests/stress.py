@@ -675,6 +675,10 @@ def consistency_problems(st):
     if running != (st["sync_action"] == "reshape"):
         out.append(("reshape-state", "reshape.state is %s but sync_action is %s" % (
             rs and rs["state"], st["sync_action"])))
+    pg = st["progress"]
+    if running and pg and pg["action"] == "reshape" and pg["done"] != rs["position"]:
+        out.append(("reshape-progress", "progress.done %d but reshape.position %d" % (
+            pg["done"], rs["position"])))
     roles = [m["role"] for m in st["members"]]
     ranked = [r for r in roles if r is not None]
     first_none = roles.index(None) if None in roles else len(roles)
