@@ -118,6 +118,44 @@ try_member (struct raid_array *a, int t, struct member *m, uint64_t now, uint64_
   free (own);
 }
 
+/* Try to have down spare t, open as m, back (no lock held): connected
+ * again and still this array's member, it gets the current record and is
+ * a spare in use again. */
+static void
+try_spare (struct raid_array *a, int t, struct member *m, uint64_t now)
+{
+  struct away_try *w = &a->away.member[t];
+  struct raid_sb *own = malloc (sizeof *own);
+  char e[512], why[256];
+  bool same = false;
+
+  if (!own)
+    return try_failed (w, now);
+  if (member_reconnect_within (m, AWAY_CONNECT_MAX_NS, e, sizeof e) != 0)
+    log_once (w, "%s; trying again", e);
+  else if (sb_read_newest (m, own, e, sizeof e) != 0)
+    log_once (w, "spare %s: back, but its superblock cannot be read (%s): not used",
+              member_spec (m), e);
+  else {
+    pthread_mutex_lock (&a->state_lock);
+    same = atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE && a->mem[t].m == m &&
+      same_member (a, t, own, why, sizeof why);
+    if (same) {
+      raid_log (RAID_LOG_INFO, "spare %s is back", member_spec (m));
+      state_commit (a);                    /* its record is current again */
+      state_changed (a);                   /* a role may be waiting for it */
+    }
+    pthread_mutex_unlock (&a->state_lock);
+    if (!same)
+      log_once (w, "spare %s: answers again, but %s: not used", member_spec (m), why);
+  }
+  if (same)
+    try_reset (w);
+  else
+    try_failed (w, now);
+  free (own);
+}
+
 /* Try a spec that could not be reached at the start (no lock held).
  * True when it is settled (rejoined, or not ours: dropped). */
 static bool
@@ -152,6 +190,15 @@ pass (struct raid_array *a)
     uint64_t since = a->mem[t].away_ns, end = since + a->member_timeout_ns;
     struct away_try *w = &a->away.member[t];
 
+    if (m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE && member_is_down (m)) {
+      if (now >= w->next_ns) {             /* a spare whose connection was lost */
+        pthread_mutex_unlock (&a->state_lock);
+        try_spare (a, t, m, now);
+        pthread_mutex_lock (&a->state_lock);
+      }
+      wake = raid_min_u64 (wake, w->next_ns);
+      continue;
+    }
     if (atomic_load (&a->mem[t].state) != RAID_MEMBER_MISSING ||
         a->sb.members[t].role < 0 || !since) {
       try_reset (w);

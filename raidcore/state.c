@@ -295,8 +295,8 @@ state_member_in_use (struct raid_array *a, int t)
 {
   int st = atomic_load (&a->mem[t].state);
   return a->mem[t].m &&
-    (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_SPARE ||
-     st == RAID_MEMBER_REBUILDING);
+    (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_REBUILDING ||
+     (st == RAID_MEMBER_SPARE && !member_is_down (a->mem[t].m)));
 }
 
 /* ---- naming members ---- */
@@ -474,6 +474,20 @@ member_lost (struct raid_array *a, int t, int err, const char *why)
     member_transition (a, t, RAID_MEMBER_MISSING, a->sb.members[t].role, buf);
     hook_away (a, t);
     return true;
+  }
+  if (a->mem[t].m && a->sb.members[t].role < 0 && is_away_error (a, a->mem[t].m, err)) {
+    /* A spare, or a replace's target (rebuilding without a role), holds no
+     * data of the array: its lost connection does not write it off.  It is
+     * a spare that is down: not in use, not chosen, until the away watcher
+     * has it back (away.c).  A replace onto it stops. */
+    snprintf (buf, sizeof buf, "%s: %s: its connection is lost; a spare again once it "
+              "is back", why, raid_strerror (err));
+    if (st == RAID_MEMBER_REBUILDING)
+      member_transition (a, t, RAID_MEMBER_SPARE, -1, buf);
+    else
+      raid_log (RAID_LOG_WARN, "member %s: spare: %s", member_spec (a->mem[t].m), buf);
+    changed (a);
+    return false;
   }
   member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role, why);
   return false;

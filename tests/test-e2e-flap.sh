@@ -29,6 +29,9 @@
 # (i) a member whose spec is longer than the superblock keeps (status lists
 #     "..." and its tail) and that is absent at a start: `nbdraid remove`
 #     finds it by the spec status lists, and by its full spec.
+# (j) a spare's server restarts: the spare is not written off; back, it
+#     recovers the role of a member failed afterwards.  A replace whose
+#     target's server restarts stops; the target is a spare again.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -287,4 +290,38 @@ for way in listed full; do
   expect_eq "(i) optimal ($way)" optimal "$(status_get "$ctl" health)"
   stop_nbdkit "raid-$way"
 done
+
+# ---- (j) spares come and go ------------------------------------------------------
+for i in 5 6 7 8; do truncate -s 32M "$tmp/j$i"; start_member "$i" "$tmp/j$i"; done
+create_array --level=5 --chunk=64K "$(mu 5)" "$(mu 6)" "$(mu 7)"
+start_raid raid6 "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30
+raid_uri="$uri"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(j) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 90
+expect_run "(j) add a spare" "$NBDRAID" -C "$ctl" add "$(mu 8)"
+kill_member 8
+expect_run "(j) write while the spare is away" $FLAP write "$raid_uri" "$model" 0 $((4 << 20)) 91
+expect_eq "(j) the spare is not written off" spare "$(status_get "$ctl" spec:member8.sock)"
+start_member 8 "$tmp/j8"
+sleep 1
+expect_run "(j) fail member 6" "$NBDRAID" -C "$ctl" fail "$(mu 6)"
+expect_run "(j) the spare recovers its role" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_eq "(j) optimal" optimal "$(status_get "$ctl" health)"
+verify "(j)"
+expect_run "(j) remove member 6" "$NBDRAID" -C "$ctl" remove "$(mu 6)"
+kill_member 6
+truncate -s 32M "$tmp/j6b"
+start_member 6 "$tmp/j6b"
+expect_run "(j) a new spare" "$NBDRAID" -C "$ctl" add "$(mu 6)"
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=1M >/dev/null
+expect_run "(j) replace member 5 onto it" "$NBDRAID" -C "$ctl" replace "$(mu 5)" --with="$(mu 6)"
+kill_member 6
+expect_run "(j) write while the target is away" $FLAP write "$raid_uri" "$model" $((4 << 20)) $((1 << 20)) 92
+start_member 6 "$tmp/j6b"
+"$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
+expect_run "(j) the replace has stopped" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_eq "(j) the target is a spare again" spare "$(status_get "$ctl" spec:member6.sock)"
+expect_eq "(j) member 5 keeps its role" in_sync "$(status_get "$ctl" spec:member5.sock)"
+verify "(j) after the replace stopped"
+stop_nbdkit raid6
 finish
