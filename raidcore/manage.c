@@ -210,7 +210,8 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
       return FOUND_OURS_BACK;
     }
     snprintf (err, errlen, "%s is already a member of this array (%s%s)", spec,
-              raid_member_state_name (st), st == RAID_MEMBER_FAULTY
+              raid_member_state_name (st), st == RAID_MEMBER_FAULTY ||
+              (st == RAID_MEMBER_MISSING && a->sb.members[t].role < 0)
               ? ": remove it first, then add it again" : "");
     return FOUND_REFUSED;
   }
