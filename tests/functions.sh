@@ -186,16 +186,26 @@ qemu_io ()
 # ---- nbdkit --------------------------------------------------------------
 uri_of () { echo "nbd+unix:///?socket=$1"; }
 
+# sanitizer_prefix: san_env=(the command prefix every nbdkit of the tests
+# runs under): empty, or under the sanitizers `env` with libasan preloaded
+# and libp11-kit after it (libp11-kit's constructor calls newlocale before
+# ASan initialises, which corrupts glibc's locale lock: json-c then
+# deadlocks).
+sanitizer_prefix ()
+{
+  san_env=()
+  [ "$SANITIZERS" = yes ] || return 0
+  san_env=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
+           ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
+}
+
 # nbdkit_run ARGS...: nbdkit ARGS in the foreground, under the sanitizers
 # with the preload that start_nbdkit uses (a one-shot: --dump-plugin, --help).
 nbdkit_run ()
 {
-  if [ "$SANITIZERS" = yes ]; then
-    env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)" \
-      ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" nbdkit "$@"
-  else
-    nbdkit "$@"
-  fi
+  local -a san_env
+  sanitizer_prefix
+  "${san_env[@]}" nbdkit "$@"
 }
 
 # start_nbdkit NAME ARGS...: start `nbdkit -f -U $tmp/NAME.sock -P
@@ -210,15 +220,9 @@ start_nbdkit ()
   pidfile="$tmp/$name.pid"
   uri="$(uri_of "$sock")"
   rm -f "$sock" "$pidfile"
-  local -a pre=()
-  if [ "$SANITIZERS" = yes ]; then
-    # libp11-kit's constructor calls newlocale before ASan initialises,
-    # which corrupts glibc's locale lock (json-c then deadlocks): load it
-    # after libasan explicitly.
-    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
-         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
-  fi
-  "${pre[@]}" nbdkit -f -U "$sock" -P "$pidfile" --log=stderr "$@" \
+  local -a san_env
+  sanitizer_prefix
+  "${san_env[@]}" nbdkit -f -U "$sock" -P "$pidfile" --log=stderr "$@" \
     >>"$tmp/$name.log" 2>&1 </dev/null &
   pid=$!
   nbdkit_pids+=("$pid")

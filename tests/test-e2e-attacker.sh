@@ -67,15 +67,12 @@ expect_pattern ()
 attack_start ()
 {
   local name="$1" t0 t1 i pid; shift
-  local -a pre=()
+  local -a san_env
   sock="$tmp/$name.sock"; pidfile="$tmp/$name.pid"; uri="$(uri_of "$sock")"
   rm -f "$sock" "$pidfile"
-  if [ "$SANITIZERS" = yes ]; then
-    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
-         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
-  fi
+  sanitizer_prefix
   t0=$(date +%s%N)
-  "${pre[@]}" nbdkit -f -U "$sock" -P "$pidfile" --log=stderr "$PLUGIN" "$@" \
+  "${san_env[@]}" nbdkit -f -U "$sock" -P "$pidfile" --log=stderr "$PLUGIN" "$@" \
     >"$tmp/$name.log" 2>&1 </dev/null &
   pid=$!
   nbdkit_pids+=("$pid")

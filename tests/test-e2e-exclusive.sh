@@ -121,13 +121,10 @@ part_c ()
     { fail "(c) create"; return 0; }
   nbd_members "$d" || { fail "(c) member servers"; return 0; }
   rm -f "$csock" "$tmp/c1.pid"
-  local -a pre=()
-  if [ "$SANITIZERS" = yes ]; then    # as start_nbdkit does (functions.sh)
-    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
-         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
-  fi
+  local -a san_env
+  sanitizer_prefix
   unshare -u sh -c 'hostname elsewhere.example && exec "$@"' sh \
-    "${pre[@]}" nbdkit -f -U "$csock" -P "$tmp/c1.pid" --log=stderr "$PLUGIN" "${urls[@]}" \
+    "${san_env[@]}" nbdkit -f -U "$csock" -P "$tmp/c1.pid" --log=stderr "$PLUGIN" "${urls[@]}" \
     >"$tmp/c1.log" 2>&1 </dev/null &
   pid=$!
   for ((i = 0; i < 600; i++)); do [ -s "$tmp/c1.pid" ] && break; sleep 0.05; done
@@ -180,14 +177,11 @@ part_f ()
     { fail "(f) create"; return 0; }
   nbd_members "$d" || { fail "(f) member servers"; return 0; }
   rm -f "$fsock" "$tmp/f1.pid"
-  local -a pre=()
-  if [ "$SANITIZERS" = yes ]; then    # as start_nbdkit does (functions.sh)
-    pre=(env LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(ls /lib/*-linux-gnu/libp11-kit.so.0 2>/dev/null | head -n 1)"
-         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}")
-  fi
+  local -a san_env
+  sanitizer_prefix
   # The server's parent execs into a sleep, which never waits for it.
   sh -c '"$@" >"$0" 2>&1 </dev/null & exec sleep 120' "$tmp/f1.log" \
-    "${pre[@]}" nbdkit -f -U "$fsock" -P "$tmp/f1.pid" --log=stderr "$PLUGIN" "${urls[@]}" &
+    "${san_env[@]}" nbdkit -f -U "$fsock" -P "$tmp/f1.pid" --log=stderr "$PLUGIN" "${urls[@]}" &
   parent=$!
   nbdkit_pids+=("$parent")
   for ((i = 0; i < 200; i++)); do

@@ -792,6 +792,26 @@ add_member (struct raid_array *a, const char *spec)
   CHECK (r == 0, "add %s: %s", spec, err);
 }
 
+/* Add sim:spare (spare) and replace role 0 onto it, the copy held at its
+ * first write past row 0 (its second batch, rows 64.. locked): the rule
+ * holding it, or NULL (a failed check) when the copy never got there. */
+static struct rule *
+replace_held (struct fixture *f, struct memdev *spare)
+{
+  struct rule *copy;
+  char err[256];
+
+  add_member (f->a, "sim:spare");
+  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
+  rule_arm (copy, 1);
+  CHECK (raid_array_replace (f->a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&copy->gate, LONG_MS)) {
+    CHECK (0, "the replace never copied past row 0");
+    return NULL;
+  }
+  return copy;
+}
+
 /* ==================================================================
  * 1. Zero of whole stripe rows during a replace.
  * Interleaving: the replace's copy onto the spare stops at its first
@@ -812,14 +832,8 @@ test_zero_during_replace (void)
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   rows = raid_min_u64 ((atomic_load (&copy->last_off) - DOFF) / CHUNK, 4);
   CHECK (rows > 0 && raid_array_zero (f.a, rows * raid_array_stripe_width (f.a), 0, 0,
                                       false) == 0, "zero of %" PRIu64 " copied rows", rows);
@@ -2734,14 +2748,8 @@ test_replace_source_fails_midcopy (void)
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   fail_member (f.a, "0");
   memset (f.model, 0x5a, 4096);
   CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write of role 0's block in row 0");
@@ -2784,14 +2792,8 @@ test_replace_read_error_limit (void)
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   rf = rule_new (&f.dev[0], OP_READ, DOFF, UINT64_MAX, FAIL);
   rule_arm (rf, -1);
   for (int i = 0; i < 25; i++) {
@@ -2833,14 +2835,8 @@ test_replace_copy_read_error_limit (void)
     return;
   W = raid_array_stripe_width (f.a);
   buf = malloc (W);
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   printf ("  copy held at member offset %" PRIu64 " (row %" PRIu64 ")\n",
           atomic_load (&copy->last_off), (atomic_load (&copy->last_off) - DOFF) / CHUNK);
   /* rows 128..: the next batch's (not yet read) rows */
@@ -2901,14 +2897,8 @@ test_replace_read_planned_before_failure (void)
     return;
   W = raid_array_stripe_width (f.a);
   off = 200 * W;                           /* row 200: role 0 holds data index 0 */
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   rd = io_job_new (f.a, -1, 4096, off);
   rd->fn = j_pread_held;
   job_go (rd);
@@ -2945,14 +2935,8 @@ test_replace_rmw_read_error_limit (void)
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
   off = 200 * raid_array_stripe_width (f.a) + 8192;   /* role 0, row 200 */
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   rf = rule_new (&f.dev[0], OP_READ, DOFF, UINT64_MAX, FAIL);
   rule_arm (rf, -1);
   for (int i = 0; i < 20; i++)
@@ -3012,14 +2996,8 @@ window_case (int level, int n, int also_fail, bool gather)
   if (!setup (&f, level, n, CHUNK, NULL))
     return;
   W = raid_array_stripe_width (f.a);
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   printf ("  copy held at row %" PRIu64 "\n", (atomic_load (&copy->last_off) - DOFF) / CHUNK);
   fail_member (f.a, "0");
   if (also_fail >= 0) {
@@ -3118,14 +3096,8 @@ win_crash (bool io_fail)
       !(f.a = reassemble (&f, NULL, 0, NULL)))
     return;
   W = raid_array_stripe_width (f.a);
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   if (io_fail) {
     struct rule *wf = rule_new (&f.dev[0], OP_WRITE, DOFF, UINT64_MAX, FAIL);
     rule_arm (wf, -1);
@@ -3196,14 +3168,8 @@ test_win_target_fails (void)
   if (!setup (&f, 6, 5, CHUNK, NULL))
     return;
   W = raid_array_stripe_width (f.a);
-  add_member (f.a, "sim:spare");
-  copy = rule_new (spare, OP_WRITE, DOFF + 1, UINT64_MAX, BLOCK);
-  rule_arm (copy, 1);
-  CHECK (raid_array_replace (f.a, "0", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
-  if (!gate_reached (&copy->gate, LONG_MS)) {
-    CHECK (0, "the replace never copied past row 0");
+  if (!(copy = replace_held (&f, spare)))
     return;
-  }
   fail_member (f.a, "0");
   tf = rule_new (spare, OP_WRITE, DOFF, DOFF + 64 * CHUNK, FAIL);
   rule_arm (tf, -1);
