@@ -120,7 +120,8 @@ try_member (struct raid_array *a, int t, struct member *m, uint64_t now, uint64_
 
 /* Try to have down spare t, open as m, back (no lock held): connected
  * again and still this array's member, it gets the current record and is
- * a spare in use again. */
+ * a spare in use again.  Until then it is unverified (pass): connected
+ * but not checked, or found to be something else, it is never used. */
 static void
 try_spare (struct raid_array *a, int t, struct member *m, uint64_t now)
 {
@@ -141,6 +142,7 @@ try_spare (struct raid_array *a, int t, struct member *m, uint64_t now)
     same = atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE && a->mem[t].m == m &&
       same_member (a, t, own, why, sizeof why);
     if (same) {
+      a->mem[t].unverified = false;        /* in use again */
       raid_log (RAID_LOG_INFO, "spare %s is back", member_spec (m));
       state_commit (a);                    /* its record is current again */
       state_changed (a);                   /* a role may be waiting for it */
@@ -190,7 +192,9 @@ pass (struct raid_array *a)
     uint64_t since = a->mem[t].away_ns, end = since + a->member_timeout_ns;
     struct away_try *w = &a->away.member[t];
 
-    if (m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE && member_is_down (m)) {
+    if (m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE &&
+        (member_is_down (m) || a->mem[t].unverified)) {
+      a->mem[t].unverified = true;         /* until try_spare has checked it */
       if (now >= w->next_ns) {             /* a spare whose connection was lost */
         pthread_mutex_unlock (&a->state_lock);
         try_spare (a, t, m, now);

@@ -437,10 +437,15 @@ pick_spare (struct raid_array *a, const char *with, char *err, size_t errlen)
       snprintf (err, errlen, "%s is not a spare", with);
       return -1;
     }
+    if (s >= 0 && !state_spare_usable (a, s)) {
+      snprintf (err, errlen, "%s is a spare whose connection is lost: wait until it "
+                "is back", with);
+      return -1;
+    }
     return s;
   }
   for (int s = 0; s < (int) a->sb.nmembers; s++)
-    if (a->mem[s].m && atomic_load (&a->mem[s].state) == RAID_MEMBER_SPARE)
+    if (state_spare_usable (a, s))
       return s;
   snprintf (err, errlen, "no spare to replace onto: add one first");
   return -1;

@@ -392,13 +392,18 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
     struct raid_sb sb;
     int r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
     reuse[i] = -1;
-    if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
+    if (t >= 0 && state_spare_usable (a, t)) {
       reuse[i] = t;
       if (member_size (a->mem[t].m) < *min_size)
         *min_size = member_size (a->mem[t].m), *small = req->add[i];
       continue;
     }
-    if (t >= 0) {
+    if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
+      snprintf (err, errlen, "%s is a spare whose connection is lost: wait until it "
+                "is back", req->add[i]);
+      r = EBUSY;
+    }
+    else if (t >= 0) {
       snprintf (err, errlen, "%s is already an active member", req->add[i]);
       r = EBUSY;
     }
@@ -658,7 +663,7 @@ complete_request (struct raid_array *a, const struct raid_reshape_req *req,
   for (int i = 0; i < req->nadd; i++)
     specs[n++] = req->add[i];
   for (int t = 0; t < (int) a->sb.nmembers && n < req->raid_devices - n0; t++)
-    if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE)
+    if (state_spare_usable (a, t))
       specs[n++] = member_spec (a->mem[t].m);
   out->add = specs;
   out->nadd = n;

@@ -249,6 +249,7 @@ member_install (struct raid_array *a, int t, struct member *m, int to, int role,
   e->new_data_offset = new_data_offset;
   sb_set_spec_hint (e, member_spec (m));
   a->mem[t].m = m;
+  a->mem[t].unverified = false;
   atomic_store (&a->mem[t].errors, 0);
   member_transition (a, t, to, role, "added");
 }
@@ -291,12 +292,19 @@ member_unretire (struct raid_array *a, const char *spec)
 }
 
 bool
+state_spare_usable (struct raid_array *a, int t)
+{
+  return a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE &&
+    !a->mem[t].unverified && !member_is_down (a->mem[t].m);
+}
+
+bool
 state_member_in_use (struct raid_array *a, int t)
 {
   int st = atomic_load (&a->mem[t].state);
   return a->mem[t].m &&
     (st == RAID_MEMBER_IN_SYNC || st == RAID_MEMBER_REBUILDING ||
-     (st == RAID_MEMBER_SPARE && !member_is_down (a->mem[t].m)));
+     state_spare_usable (a, t));
 }
 
 /* ---- naming members ---- */
@@ -482,6 +490,7 @@ member_lost (struct raid_array *a, int t, int err, const char *why)
      * has it back (away.c).  A replace onto it stops. */
     snprintf (buf, sizeof buf, "%s: %s: its connection is lost; a spare again once it "
               "is back", why, raid_strerror (err));
+    a->mem[t].unverified = true;           /* away.c checks it when it is back */
     if (st == RAID_MEMBER_REBUILDING)
       member_transition (a, t, RAID_MEMBER_SPARE, -1, buf);
     else

@@ -104,6 +104,10 @@ struct array_member {
   bool rejoining;                          /* rebuilding because it was stale
                                               (it came back): status shows it
                                               stale until it is in sync */
+  bool unverified;                         /* a spare whose connection was
+                                              lost: not used until the away
+                                              watcher has checked it is back
+                                              as this member (state lock) */
 };
 
 #define STATE_EMPTY (-1)                   /* a free table slot */
@@ -196,6 +200,11 @@ bool state_member_error (struct raid_array *a, struct member *m, int err,
  * cursor (rows of L), else they are added to the result. */
 uint32_t state_bad_roles (struct raid_array *a, const struct layout *L,
                           uint32_t *rb_mask, uint64_t *rb_row);
+
+/* Whether slot t is a spare that may be used: open, its connection up,
+ * and (after it was lost) checked to be this member again (state lock
+ * held).  Every choice of a spare asks this. */
+bool state_spare_usable (struct raid_array *a, int t);
 
 /* The member bound to role r of L, or NULL. */
 struct member *state_role_member (struct raid_array *a, const struct layout *L, int role);

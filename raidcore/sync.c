@@ -596,8 +596,7 @@ static int
 usable_spare (struct raid_array *a)
 {
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (a->mem[t].m && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE &&
-        !member_is_down (a->mem[t].m))     /* (down: the away watcher has it) */
+    if (state_spare_usable (a, t))
       return t;
   return -1;
 }

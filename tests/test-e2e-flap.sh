@@ -29,9 +29,11 @@
 # (i) a member whose spec is longer than the superblock keeps (status lists
 #     "..." and its tail) and that is absent at a start: `nbdraid remove`
 #     finds it by the spec status lists, and by its full spec.
-# (j) a spare's server restarts: the spare is not written off; back, it
-#     recovers the role of a member failed afterwards.  A replace whose
-#     target's server restarts stops; the target is a spare again.
+# (j) a spare's server restarts: the spare is not written off; another
+#     array's member answering at its address is never used (a member
+#     failed meanwhile stays unrecovered); the spare back, it recovers that
+#     role.  A replace whose target's server restarts stops; the target is
+#     a spare again.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -302,11 +304,25 @@ expect_run "(j) add a spare" "$NBDRAID" -C "$ctl" add "$(mu 8)"
 kill_member 8
 expect_run "(j) write while the spare is away" $FLAP write "$raid_uri" "$model" 0 $((4 << 20)) 91
 expect_eq "(j) the spare is not written off" spare "$(status_get "$ctl" spec:member8.sock)"
-start_member 8 "$tmp/j8"
-sleep 1
+# another array's member answers at the spare's address: never used
+mkdir -p "$tmp/jo"
+for i in 0 1 2; do truncate -s 32M "$tmp/jo/x$i"; done
+create_array --level=5 --chunk=64K "$tmp/jo/x0" "$tmp/jo/x1" "$tmp/jo/x2"
+sum="$(md5sum < "$tmp/jo/x0")"
+start_member 8 "$tmp/jo/x0"
+sleep 2
 expect_run "(j) fail member 6" "$NBDRAID" -C "$ctl" fail "$(mu 6)"
-expect_run "(j) the spare recovers its role" "$NBDRAID" -C "$ctl" wait --timeout=60
-expect_eq "(j) optimal" optimal "$(status_get "$ctl" health)"
+sleep 2
+expect_eq "(j) a foreign device at the spare's address is not used" degraded \
+  "$(status_get "$ctl" health)"
+expect_eq "(j) the foreign device is unchanged" "$sum" "$(md5sum < "$tmp/jo/x0")"
+kill_member 8
+start_member 8 "$tmp/j8"
+for ((i = 0; i < 600; i++)); do
+  [ "$(status_get "$ctl" health)" = optimal ] && break
+  sleep 0.1
+done
+expect_eq "(j) the spare, back, recovers role 1" optimal "$(status_get "$ctl" health)"
 verify "(j)"
 expect_run "(j) remove member 6" "$NBDRAID" -C "$ctl" remove "$(mu 6)"
 kill_member 6
