@@ -214,12 +214,17 @@ check_usable (struct raid_array *a, const char *u, char *err, size_t errlen)
 }
 
 /* A stale member (back from being away) whose map of missed regions says
- * it missed nothing holds the array's data: it is in sync again before the
- * array counts its usable members (an outage of a member of a degraded
- * array that failed it, then a restart).  State lock not needed: nothing
- * runs yet; committed with the start's record. */
+ * it missed nothing: with force, it is in sync again before the array
+ * counts its usable members (an outage of a member that a degraded array
+ * needed failed the array, then a restart).  Only with force: the maps
+ * loaded are the union of the copies on the members present, and a member
+ * that came into use after a map began holds only the pages marked since;
+ * when only such members are present the union may miss a mark (while
+ * serving, the map in memory is whole: sync.c needs no force).  Without
+ * force, a start that lacks members says that force takes it back.  State
+ * lock not needed: nothing runs yet; committed with the start's record. */
 static void
-take_back_unmissed (struct raid_array *a)
+take_back_unmissed (struct raid_array *a, bool force)
 {
   const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
 
@@ -229,6 +234,12 @@ take_back_unmissed (struct raid_array *a)
         role < 0 || !missed_has_map (a, t) ||
         missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur->g.chunk) != 0)
       continue;
+    if (!force) {
+      raid_log (RAID_LOG_WARN, "role %d: %s is stale, and its map of missed regions "
+                "marks nothing: force=true takes it back as it is if the array "
+                "cannot start without it", role, member_spec (a->mem[t].m));
+      continue;
+    }
     member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
     member_transition (a, t, RAID_MEMBER_IN_SYNC, role,
                        "back as it is: it missed no write while it was away");
@@ -303,7 +314,8 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
       if (c[i].used && a->mem[t].m == c[i].m &&
           atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE)
         missed_judge_member (a, t, &c[i].sb);
-  take_back_unmissed (a);
+  if (check_usable (a, u, err, errlen) < 0)
+    take_back_unmissed (a, o->force);
   if (check_usable (a, u, err, errlen) < 0) {
     missed_fini (a);
     goto fail_bound;

@@ -647,14 +647,13 @@ rejoining_slot (struct raid_array *a)
   return -1;
 }
 
-/* Member t is back as it is, in sync (state lock held). */
+/* Member t is back as it is, in sync (state lock held).  The cursor of
+ * another member's recovery (paused while the array was failed) stays. */
 static void
 rejoin_as_is (struct raid_array *a, int t, const char *why)
 {
   int role = a->sb.members[t].role;
 
-  atomic_store (&a->rb_row, 0);
-  a->sb.members[t].recovery_offset = 0;
   member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
   member_transition (a, t, RAID_MEMBER_IN_SYNC, role, why);
   state_commit (a);
@@ -746,15 +745,8 @@ next_simple_job (struct raid_array *a)
   char e[128];
   int t;
 
-  if (a->sync.state != SYNC_IDLE || a->sync.stop)
-    return true;
-  if ((t = rejoining_slot (a)) >= 0 && missed_nothing (a, t)) {
-    /* also when the array failed without it (a short outage of a member
-     * of a degraded array): it is what makes the array whole again */
-    rejoin_as_is (a, t, "rejoins as it is: it missed no write while it was away");
-    return true;
-  }
-  if (raid_array_health (a) == RAID_HEALTH_FAILED)
+  if (a->sync.state != SYNC_IDLE || a->sync.stop ||
+      raid_array_health (a) == RAID_HEALTH_FAILED)
     return true;
   if (router_two (&a->router)) {
     resume_reshape (a);
@@ -796,10 +788,38 @@ join_ready (struct raid_array *a)
   return rejoining_slot (a) >= 0 || (role_to_recover (a) >= 0 && usable_spare (a) >= 0);
 }
 
+/* A member back that missed nothing rejoins as it is (no job; also when
+ * the array failed without it: it is what makes the array whole again).
+ * Writes planned before it left mark its map only when they end (missed.h),
+ * so they are drained first (a claim of everything) and the map is looked
+ * at again.  Management lock held. */
+static void
+rejoin_unmissed (struct raid_array *a)
+{
+  int t;
+  bool due;
+
+  pthread_mutex_lock (&a->state_lock);
+  due = a->sync.state == SYNC_IDLE && !a->sync.stop &&
+    (t = rejoining_slot (a)) >= 0 && missed_nothing (a, t);
+  pthread_mutex_unlock (&a->state_lock);
+  if (!due)
+    return;
+  router_claim (&a->router, 0, ROUTER_ALL);
+  pthread_mutex_lock (&a->state_lock);
+  if (a->sync.state == SYNC_IDLE && !a->sync.stop &&
+      (t = rejoining_slot (a)) >= 0 && missed_nothing (a, t))
+    rejoin_as_is (a, t, "rejoins as it is: it missed no write while it was away");
+  pthread_mutex_unlock (&a->state_lock);
+  router_release (&a->router);
+}
+
 void
 sync_next_job (struct raid_array *a)
 {
   bool done, join;
+
+  rejoin_unmissed (a);
 
   pthread_mutex_lock (&a->state_lock);
   join = cons_join_due (a) && join_ready (a);

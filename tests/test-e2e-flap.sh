@@ -24,8 +24,9 @@
 # (h) a degraded RAID5 of three (one member failed): an outage of a member
 #     it still needs fails the array, but only for the outage: back, the
 #     member missed no write (none was taken) and is in sync again at once,
-#     the array degraded; the same with the array server killed (-9) while
-#     the member is away and started again once it is back.
+#     the array degraded; with the array server killed (-9) while the
+#     member is away and started again once it is back, the start says
+#     force=true takes it back, and does with it.
 # (i) a member whose spec is longer than the superblock keeps (status lists
 #     "..." and its tail) and that is absent at a start: `nbdraid remove`
 #     finds it by the spec status lists, and by its full spec.
@@ -262,13 +263,17 @@ h_outage "(h) restart"
 sleep 1                                  # its map of missed regions recorded
 kill -9 "${pid_of[raid4]}"; wait "${pid_of[raid4]}" 2>/dev/null || true
 start_member 6
-start_raid raid5 "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30 ||
-  { fail "(h) the array did not start with member 6 back"; finish; }
+if start_raid raid5 "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30 2>/dev/null; then
+  fail "(h) restart: started without force=true"; stop_nbdkit raid5
+elif grep -q "marks nothing: force=true takes it back" "$tmp/raid5.log"; then ok
+else fail "(h) restart: the refusal does not say force=true takes member 6 back"; fi
+start_raid raid5f "$(mu 5)" "$(mu 6)" "$(mu 7)" control="$ctl" member-timeout=30 force=true ||
+  { fail "(h) the array did not start with member 6 back and force=true"; finish; }
 raid_uri="$uri"
 expect_eq "(h) restart: member 6 in sync" in_sync "$(mfield 1 state)"
 expect_eq "(h) restart: degraded" degraded "$(status_get "$ctl" health)"
 verify "(h) restart"
-stop_nbdkit raid5
+stop_nbdkit raid5f
 
 # ---- (i) a long spec -------------------------------------------------------------
 long="$tmp/a-directory-name-long-enough-for-the-spec-to-be-cut"
