@@ -197,19 +197,31 @@ resync_rows (struct raid_array *a, const struct layout *L, uint64_t row, uint64_
   return stripe_check_rows (a, L, row, rows, true, &ignored);
 }
 
-/* Fail when more roles are lost than the current layout tolerates. */
+/* Whether no more roles are lost than the current layout tolerates. */
+static bool
+enough_usable (struct raid_array *a)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  return __builtin_popcount (state_bad_roles (a, cur, NULL, NULL)) <=
+    layout_tolerance (cur);
+}
+
+/* Fail when more roles are lost than the current layout tolerates; hint
+ * (may be empty) ends the message. */
 static int
-check_usable (struct raid_array *a, const char *u, char *err, size_t errlen)
+check_usable (struct raid_array *a, const char *u, const char *hint, char *err,
+              size_t errlen)
 {
   const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
   int nbad = __builtin_popcount (state_bad_roles (a, cur, NULL, NULL));
 
-  if (nbad <= layout_tolerance (cur))
+  if (enough_usable (a))
     return 0;
   snprintf (err, errlen,
-            "array %s cannot start: %d of %d members usable, raid%d needs at least %d",
+            "array %s cannot start: %d of %d members usable, raid%d needs at least %d%s",
             u, cur->g.raid_disks - nbad, cur->g.raid_disks, cur->g.level,
-            cur->g.raid_disks - layout_tolerance (cur));
+            cur->g.raid_disks - layout_tolerance (cur), hint);
   return -1;
 }
 
@@ -224,26 +236,38 @@ check_usable (struct raid_array *a, const char *u, char *err, size_t errlen)
  * force, a start that lacks members says that force takes it back.  State
  * lock not needed: nothing runs yet; committed with the start's record. */
 static void
-take_back_unmissed (struct raid_array *a, bool force)
+take_back_unmissed (struct raid_array *a, bool force, char *hint, size_t hintlen)
 {
   const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
 
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+  for (int t = 0; t < (int) a->sb.nmembers && !enough_usable (a); t++) {
     int role = a->sb.members[t].role;
     if (atomic_load (&a->mem[t].state) != RAID_MEMBER_STALE || !a->mem[t].delta ||
         role < 0 || !missed_has_map (a, t) ||
         missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur->g.chunk) != 0)
       continue;
     if (!force) {
-      raid_log (RAID_LOG_WARN, "role %d: %s is stale, and its map of missed regions "
-                "marks nothing: force=true takes it back as it is if the array "
-                "cannot start without it", role, member_spec (a->mem[t].m));
+      snprintf (hint, hintlen, "; %s (role %d) is stale, and its map of missed "
+                "regions marks nothing: force=true takes it back as it is",
+                member_spec (a->mem[t].m), role);
       continue;
     }
     member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
     member_transition (a, t, RAID_MEMBER_IN_SYNC, role,
                        "back as it is: it missed no write while it was away");
   }
+}
+
+/* Enough members to start, stale ones that missed nothing taken back with
+ * force when needed (take_back_unmissed); else -1 with a message. */
+static int
+start_usable (struct raid_array *a, const char *u, bool force, char *err, size_t errlen)
+{
+  char hint[400] = "";
+
+  if (!enough_usable (a))
+    take_back_unmissed (a, force, hint, sizeof hint);
+  return check_usable (a, u, hint, err, errlen);
 }
 
 /* The layouts from the record. */
@@ -314,9 +338,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
       if (c[i].used && a->mem[t].m == c[i].m &&
           atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE)
         missed_judge_member (a, t, &c[i].sb);
-  if (check_usable (a, u, err, errlen) < 0)
-    take_back_unmissed (a, o->force);
-  if (check_usable (a, u, err, errlen) < 0) {
+  if (start_usable (a, u, o->force, err, errlen) < 0) {
     missed_fini (a);
     goto fail_bound;
   }

@@ -21,6 +21,9 @@ struct missed {
   _Atomic uint64_t gen;                    /* counts begins */
   _Atomic uint64_t *stamp;                 /* per region: last write's stamp */
   _Atomic uint64_t wseq, flushed;          /* stamps given; covered by a flush */
+  uint64_t whole_on;                       /* slots in use when every recorded
+                                              map was last written whole (the
+                                              watcher's; 0 at start) */
   struct missed *older;                    /* replaced by a new geometry:
                                               freed at fini (a thread may
                                               still hold a pointer) */
@@ -197,6 +200,38 @@ missed_begin (struct raid_array *a, int t)
   atomic_fetch_add (&ms->gen, 1);
 }
 
+/* Members that came into use (a spare added, one back) hold only the map
+ * pages marked since: write every recorded map whole once more, so each
+ * member in use holds all of it (a start reads the union of the members
+ * present).  0 or an errno (tried again at the next settle). */
+static int
+settle_joined (struct raid_array *a)
+{
+  struct missed *ms = a->ms;
+  uint64_t inuse = 0;
+  bool any = false;
+  int err = 0;
+
+  if (!ms)
+    return 0;
+  pthread_mutex_lock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (state_member_in_use (a, t))
+      inuse |= UINT64_C(1) << t;
+  for (int i = 0; i < SB_MISSED_SLOTS; i++)
+    any |= a->sb.missed[i].state == SB_MISSED_RECORDING && !ms->init[i];
+  pthread_mutex_unlock (&a->state_lock);
+  ms->whole_on &= inuse;                   /* one that left lacks what follows */
+  if (!any || !(inuse & ~ms->whole_on))
+    return 0;
+  for (int i = 0; i < SB_MISSED_SLOTS && !err; i++)
+    if (atomic_load (&ms->active[i]))
+      err = regmap_sync (a, ms->map[i], 0, UINT64_MAX);
+  if (!err)
+    ms->whole_on = inuse;
+  return err;
+}
+
 int
 missed_settle (struct raid_array *a)
 {
@@ -220,7 +255,7 @@ missed_settle (struct raid_array *a)
     }
     pthread_mutex_unlock (&a->state_lock);
   }
-  return err;
+  return err ? err : settle_joined (a);
 }
 
 static void

@@ -33,6 +33,10 @@
  *     path itself (missed_mark_member_off).
  *   - a journal replay at a dirty start rewrites rows on the members that
  *     are present: it marks them first.
+ *   - a member that comes into use (a spare added, one back) holds only the
+ *     pages marked since: the watcher's next settle writes every recorded
+ *     map whole again (settle_joined), so each member in use holds all of
+ *     it — a start loads the union of the members present.
  *   - a reshape, or a change of the component size, ends every map (the
  *     rows change meaning): those members are rebuilt in full.
  * Nothing clears a bit while its slot records; the slot is freed, in the

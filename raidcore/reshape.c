@@ -737,6 +737,11 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
       snprintf (err, errlen, "the member table is full");
       r = ENOSPC;
     }
+    for (int i = 0; r == 0 && i < req.nadd; i++)
+      if (reuse[i] >= 0 && !state_spare_usable (a, reuse[i])) {
+        snprintf (err, errlen, "%s: its connection was lost meanwhile", req.add[i]);
+        r = EBUSY;                         /* (open_added checked it unlocked) */
+      }
     if (r == 0) {
       /* From here the members belong to the array, even when the commit
        * fails (then no member could be written: the array has failed). */

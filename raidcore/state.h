@@ -104,7 +104,7 @@ struct array_member {
   bool rejoining;                          /* rebuilding because it was stale
                                               (it came back): status shows it
                                               stale until it is in sync */
-  bool unverified;                         /* a spare whose connection was
+  _Atomic bool unverified;                 /* a spare whose connection was
                                               lost: not used until the away
                                               watcher has checked it is back
                                               as this member (state lock) */

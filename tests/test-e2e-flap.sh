@@ -35,6 +35,9 @@
 #     failed meanwhile stays unrecovered); the spare back, it recovers that
 #     role.  A replace whose target's server restarts stops; the target is
 #     a spare again.
+# (k) a spare added while a member is away holds the whole map of what that
+#     member missed (written whole when it comes into use), not only the
+#     bits marked after it came.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -344,5 +347,22 @@ expect_run "(j) the replace has stopped" "$NBDRAID" -C "$ctl" wait --timeout=60
 expect_eq "(j) the target is a spare again" spare "$(status_get "$ctl" spec:member6.sock)"
 expect_eq "(j) member 5 keeps its role" in_sync "$(status_get "$ctl" spec:member5.sock)"
 verify "(j) after the replace stopped"
+
+# ---- (k) a member that comes into use gets the maps whole ----------------------
+kill_member 7
+expect_run "(k) write while member 7 is away" $FLAP write "$raid_uri" "$model" $((8 << 20)) $((2 << 20)) 93
+regions="$(mfield 2 missed_regions)"
+[[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(k) missed regions '$regions'"
+truncate -s 32M "$tmp/k9"
+expect_run "(k) add a spare (a file)" "$NBDRAID" -C "$ctl" add "$tmp/k9"
+for ((i = 0; i < 50; i++)); do
+  got="$("$NBDRAID" examine "$tmp/k9" | sed -n 's/.*Missed Regions : member .*: \([0-9]*\) of .*/\1/p')"
+  [ "$got" = "$regions" ] && break
+  sleep 0.1
+done
+expect_eq "(k) the new spare holds the whole map" "$regions" "$got"
+start_member 7 "$tmp/j7"
+wait_member 2 in_sync 60
+verify "(k)"
 stop_nbdkit raid6
 finish
