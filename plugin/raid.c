@@ -215,10 +215,9 @@ raid_config_complete (void)
   "                          (default 0: no limit).\n" \
   "member-timeout=SECONDS    How long an NBD member may be away before it is\n" \
   "                          faulty; bounds every NBD operation (default 30).\n" \
-  "force=BOOL                Start dirty and degraded without a journal,\n" \
-  "                          recorded as served by another host, or taking\n" \
-  "                          back a stale member that missed nothing\n" \
-  "                          (default false).\n" \
+  "force=BOOL                Start dirty and degraded without a journal, as\n" \
+  "                          served by another host, or taking back a stale\n" \
+  "                          member that missed nothing (default false).\n" \
   "write-gather=BOOL         Hold partial-row writes briefly (20-30 ms) to\n" \
   "                          join them into whole rows; durable after a flush,\n" \
   "                          as always (default true)."
