@@ -49,6 +49,12 @@
  * written off either.  A faulty, missing or stale member is never read or
  * written and never receives a record until it rejoins.
  *
+ * A spare (or a replace target, which becomes a spare) whose NBD connection
+ * is lost holds no data of the array: it is not written off, but
+ * unverified, neither written nor chosen (state_spare_usable), until the
+ * away watcher has it connected and has checked its superblock names this
+ * array and member (away.h).
+ *
  * Faults.  Any thread may report a failed member I/O (state_member_error).
  * An NBD member whose connection is lost (or that stops answering) goes
  * away: missing, not faulty, with a map of the regions it misses (missed.h)
