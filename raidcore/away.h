@@ -33,7 +33,12 @@
  *     never written off (nothing says it failed); after the same grace a
  *     spare may take its role (away_in_grace), and the watcher wakes the
  *     worker when the grace ends.
- *   - maps begun while a member went away are made durable (missed_settle).
+ *   - a spare whose connection was lost (no role: it holds no data) is
+ *     reconnected the same way; it is used again only once its superblock
+ *     shows this array and this member (try_spare; unverified until then,
+ *     also when the reconnect succeeded and the check did not).
+ *   - maps begun while a member went away are made durable, and maps are
+ *     written whole to members that came into use (missed_settle).
  *
  * The watcher never holds the state lock across member I/O (reconnect,
  * record reads, the add path); every decision is re-checked under the
