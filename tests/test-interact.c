@@ -827,7 +827,6 @@ test_zero_during_replace (void)
   struct memdev *spare = sim_new ("sim:spare");
   struct raid_status st;
   struct rule *copy;
-  char err[256];
   uint64_t rows;
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
@@ -2744,7 +2743,6 @@ test_replace_source_fails_midcopy (void)
   const struct raid_member_status *m;
   struct raid_status st;
   struct rule *copy;
-  char err[256];
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
@@ -2786,7 +2784,6 @@ test_replace_read_error_limit (void)
   struct memdev *spare = sim_new ("sim:spare");
   struct raid_status st;
   struct rule *copy, *rf;
-  char err[256];
   uint8_t *buf = malloc (4096);
   int bad = -1;
 
@@ -2826,7 +2823,6 @@ test_replace_copy_read_error_limit (void)
   const struct raid_member_status *m;
   struct raid_status st;
   struct rule *copy, *rf;
-  char err[256];
   uint64_t W;
   uint8_t *buf;
   unsigned errs = 0;
@@ -2889,7 +2885,6 @@ test_replace_read_planned_before_failure (void)
   struct memdev *spare = sim_new ("sim:spare");
   struct rule *copy;
   struct job *rd;
-  char err[256];
   uint64_t W, off;
 
   gate_init (&hold_gate);
@@ -2928,7 +2923,6 @@ test_replace_rmw_read_error_limit (void)
   struct fixture f;
   struct memdev *spare = sim_new ("sim:spare");
   struct rule *copy, *rf;
-  char err[256];
   uint8_t *buf = malloc (4096);
   uint64_t off;
 
@@ -2987,7 +2981,6 @@ window_case (int level, int n, int also_fail, bool gather)
   const struct raid_member_status *m;
   struct raid_status st;
   struct rule *copy;
-  char err[256];
   uint64_t W, C = CHUNK;
   int fill = 0x11;
 
@@ -3001,7 +2994,7 @@ window_case (int level, int n, int also_fail, bool gather)
   printf ("  copy held at row %" PRIu64 "\n", (atomic_load (&copy->last_off) - DOFF) / CHUNK);
   fail_member (f.a, "0");
   if (also_fail >= 0) {
-    char nm[8];
+    char nm[16];
     snprintf (nm, sizeof nm, "%d", also_fail);
     fail_member (f.a, nm);
   }
@@ -3088,7 +3081,6 @@ win_crash (bool io_fail)
   struct fixture f;
   struct raid_status st;
   struct rule *copy, *drop;
-  char err[256];
   uint64_t W;
   uint8_t *d0, *sp;
 
@@ -3162,7 +3154,6 @@ test_win_target_fails (void)
   struct memdev *spare = sim_new ("sim:spare");
   struct raid_status st;
   struct rule *copy, *tf;
-  char err[256];
   uint64_t W;
 
   if (!setup (&f, 6, 5, CHUNK, NULL))
