@@ -487,10 +487,10 @@ member_lost (struct raid_array *a, int t, int err, const char *why)
     /* A spare, or a replace's target (rebuilding without a role), holds no
      * data of the array: its lost connection does not write it off.  It is
      * a spare that is down: not in use, not chosen, until the away watcher
-     * has it back (away.c).  A replace onto it stops. */
+     * has it back and checked (away.c pass: the one place that marks it
+     * unverified).  A replace onto it stops. */
     snprintf (buf, sizeof buf, "%s: %s: its connection is lost; a spare again once it "
               "is back", why, raid_strerror (err));
-    a->mem[t].unverified = true;           /* away.c checks it when it is back */
     if (st == RAID_MEMBER_REBUILDING)
       member_transition (a, t, RAID_MEMBER_SPARE, -1, buf);
     else
