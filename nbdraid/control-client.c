@@ -482,7 +482,9 @@ member_note (json_object *m, char *note, size_t len)
   bool away = jget (m, "away_seconds") != NULL, map = jget (m, "missed_regions") != NULL;
 
   note[0] = '\0';
-  if (away && map)
+  if (!away && jget (m, "down") && json_object_get_boolean (jget (m, "down")))
+    snprintf (note, len, "  (down: its connection is lost; not used until it is back)");
+  else if (away && map)
     snprintf (note, len, "  (away %" PRIu64 " s, %" PRIu64 " regions missed)",
               ju64 (m, "away_seconds"), ju64 (m, "missed_regions"));
   else if (away)

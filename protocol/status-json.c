@@ -76,6 +76,7 @@ member_json (const struct raid_member_status *m)
       put (o, "state", jstr (raid_member_state_name (m->state))) ||
       put (o, "errors", jint (m->errors)) ||
       put (o, "data_offset", jint (m->data_offset)) ||
+      put (o, "down", json_object_new_boolean (m->down)) ||
       (m->away_seconds >= 0 ? put (o, "away_seconds", jint ((uint64_t) m->away_seconds))
                             : put_null (o, "away_seconds")) ||
       (m->missed_regions >= 0

@@ -127,6 +127,9 @@ struct raid_member_status {
   int64_t missed_regions;         /* regions its map of missed regions marks
                                      (-1: it has none) */
   uint64_t region_bytes;          /* member bytes per region of that map */
+  bool down;                      /* cannot be used now: missing, or a spare
+                                     whose connection is lost (or that is
+                                     back but not yet checked) */
 };
 
 enum raid_sync_action {

@@ -174,12 +174,23 @@ raid_array_remove (struct raid_array *a, const char *name, char *err, size_t err
 /* ---- add ---- */
 
 /* What `add` finds on a member it opened. */
-enum found { FOUND_BLANK, FOUND_OURS_BACK, FOUND_OURS_GONE, FOUND_REFUSED };
+enum found {
+  FOUND_BLANK,                   /* no record of this array: a new spare */
+  FOUND_OURS_BACK,               /* an absent member of a role: it rejoins */
+  FOUND_OURS_MOVED,              /* the same, while its old spec's connection
+                                    is still kept (an NBD member away): it
+                                    rejoins under the new spec */
+  FOUND_OURS_GONE,               /* ours, no longer in the table: a new spare */
+  FOUND_REFUSED,
+};
 
 /* Read m's newest record and decide: blank (or ours but no longer in the
  * table: a member removed or replaced earlier) joins as a new spare; ours
- * and absent from its role rejoins (*tp its slot); anything else is
- * refused with a message.  State lock held. */
+ * and absent from its role rejoins (*tp its slot), also when the member
+ * it was is still open under another spec, missing (an NBD export that
+ * moved to another address: the member is who its record says, not
+ * where it was); anything else is refused with a message.  State lock
+ * held. */
 static enum found
 classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
           struct raid_sb *own, char *err, size_t errlen)
@@ -208,6 +219,10 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
         a->sb.members[t].role >= 0) {
       *tp = t;
       return FOUND_OURS_BACK;
+    }
+    if (st == RAID_MEMBER_MISSING && a->mem[t].m && a->sb.members[t].role >= 0) {
+      *tp = t;
+      return FOUND_OURS_MOVED;
     }
     snprintf (err, errlen, "%s is already a member of this array (%s%s)", spec,
               raid_member_state_name (st), st == RAID_MEMBER_FAULTY ||
@@ -252,6 +267,15 @@ join (struct raid_array *a, struct member *m, enum found f, int t,
 {
   uint64_t off = layout_data_offset (cur_layout (a));
 
+  if (f == FOUND_OURS_MOVED) {
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_MISSING || !a->mem[t].m) {
+      snprintf (err, errlen, "%s: its member came back meanwhile", member_spec (m));
+      return EBUSY;
+    }
+    member_retire (a, a->mem[t].m);        /* kept open: the watcher may be
+                                              trying it, I/O may hold it */
+    f = FOUND_OURS_BACK;
+  }
   if (f == FOUND_OURS_BACK) {
     a->mem[t].m = m;
     missed_judge_member (a, t, own);
@@ -268,39 +292,27 @@ join (struct raid_array *a, struct member *m, enum found f, int t,
   return 0;
 }
 
-/* The member spec names for `add`: one removed earlier (still open),
- * else opened now (*retired says which).  NULL with *rp and a message. */
+/* The member spec names for `add` (member_open_joining), unless it is in
+ * the table already.  NULL with *rp and a message. */
 static struct member *
 add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
           char *err, size_t errlen)
 {
   struct member *m;
   char e[512];
+  bool in;
   int t;
 
   pthread_mutex_lock (&a->state_lock);
-  if ((t = state_find_member (a, spec, e, sizeof e)) >= 0 && a->mem[t].m) {
+  in = (t = state_find_member (a, spec, e, sizeof e)) >= 0 && a->mem[t].m;
+  pthread_mutex_unlock (&a->state_lock);
+  if (in) {
     snprintf (err, errlen, "%s is already a member of this array", spec);
     *rp = EEXIST;
-    pthread_mutex_unlock (&a->state_lock);
     return NULL;
   }
-  m = member_unretire (a, spec);
-  pthread_mutex_unlock (&a->state_lock);
-  if ((*retired = m != NULL) && member_is_down (m) &&
-      (*rp = member_reconnect (m, e, sizeof e)) != 0) {
-    snprintf (err, errlen, "%s", e);       /* its connection died: a new one */
-    pthread_mutex_lock (&a->state_lock);
-    member_retire (a, m);                  /* back where it was */
-    pthread_mutex_unlock (&a->state_lock);
-    return NULL;
-  }
-  if (*retired)
-    return m;
-  if (!(m = member_open (spec, MEMBER_READ_WRITE, e, sizeof e))) {
-    *rp = errno ? errno : ENOENT;
-    snprintf (err, errlen, "%s", e);
-  }
+  if (!(m = member_open_joining (a, spec, retired, err, errlen)))
+    *rp = errno;
   return m;
 }
 
@@ -321,11 +333,11 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   pthread_mutex_unlock (&a->state_lock);
   if (f == FOUND_REFUSED)
     return EBUSY;
-  if (rejoin_only && f != FOUND_OURS_BACK) {
+  if (rejoin_only && f != FOUND_OURS_BACK && f != FOUND_OURS_MOVED) {
     snprintf (err, errlen, "%s is not an absent member of this array: not used", spec);
     return ENODEV;
   }
-  if (f != FOUND_OURS_BACK &&
+  if ((f == FOUND_BLANK || f == FOUND_OURS_GONE) &&
       (r = init_new_member (a, m, spec, f == FOUND_BLANK, force, err, errlen)) != 0)
     return r;
   if ((r = member_start (m)) != 0) {
@@ -355,15 +367,8 @@ add_spec (struct raid_array *a, const char *spec, bool rejoin_only, bool force,
 
   MGMT_BEGIN (a);
   if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
-      (r = add_join (a, m, spec, own, rejoin_only, force, err, errlen)) != 0) {
-    if (retired) {                         /* back where it was */
-      pthread_mutex_lock (&a->state_lock);
-      member_retire (a, m);
-      pthread_mutex_unlock (&a->state_lock);
-    }
-    else
-      member_close (m);
-  }
+      (r = add_join (a, m, spec, own, rejoin_only, force, err, errlen)) != 0)
+    member_close_joining (a, m, retired);
   free (own);
   if (r == 0)
     sync_next_job (a);                     /* recovery onto it, or its rejoin */

@@ -374,15 +374,35 @@ choose_plan (struct raid_array *a, struct plan *p, uint64_t new_member_min,
   return ENOSPC;
 }
 
-/* Open and vet the members to add; on failure close what was opened.  A
- * spare of this array may be named: it is used as it is (reuse[i] = its
- * table slot, ms[i] = NULL).  A new member holding a foreign signature is
- * refused unless req->force (signature.h; sigs[i]: what was found, for
- * init_added to erase).  Reads only. */
+/* Whether sb, read from a member to add, refuses it: a record of another
+ * array, or of a member this array still lists.  A former member of this
+ * array (removed, or left behind by a replace) holds nothing the array
+ * needs and joins as new, as `add` takes it.  State lock held. */
+static bool
+holds_a_member (struct raid_array *a, const struct raid_sb *sb, const char *spec,
+                char *err, size_t errlen)
+{
+  char u[RAID_UUID_STRLEN];
+
+  if (memcmp (sb->array_uuid, a->sb.array_uuid, RAID_UUID_LEN) == 0 &&
+      state_slot_of_uuid (a, sb->member_uuid) < 0)
+    return false;
+  raid_uuid_format (sb->array_uuid, u);
+  snprintf (err, errlen, "%s already holds a superblock (array %s)", spec, u);
+  return true;
+}
+
+/* Open and vet the members to add; on failure give back what was opened
+ * (member_close_joining: retired[i] says it was a removed member of this
+ * array, still open).  A spare of this array may be named: it is used as
+ * it is (reuse[i] = its table slot, ms[i] = NULL).  A new member holding a
+ * foreign signature is refused unless req->force (signature.h; sigs[i]:
+ * what was found, for init_added to erase).  Reads only. */
 static int
 open_added (struct raid_array *a, const struct raid_reshape_req *req,
-            struct member **ms, int *reuse, struct raid_create_sigs *sigs,
-            uint64_t *min_size, const char **small, char *err, size_t errlen)
+            struct member **ms, bool *retired, int *reuse,
+            struct raid_create_sigs *sigs, uint64_t *min_size, const char **small,
+            char *err, size_t errlen)
 {
   char e[512];
 
@@ -390,7 +410,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
   *small = NULL;
   for (int i = 0; i < req->nadd; i++) {
     struct raid_sb sb;
-    int r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
+    int rs, r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
     reuse[i] = -1;
     if (t >= 0 && state_spare_usable (a, t)) {
       reuse[i] = t;
@@ -412,23 +432,27 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
         snprintf (err, errlen, "%s is named twice", req->add[i]);
         r = EINVAL;
       }
-    if (!r && !(ms[i] = member_open (req->add[i], MEMBER_READ_WRITE, e, sizeof e))) {
-      r = errno ? errno : ENOENT;
+    if (!r && !(ms[i] = member_open_joining (a, req->add[i], &retired[i], e, sizeof e))) {
+      r = errno;
       snprintf (err, errlen, "%s", e);
     }
     else if (!r && (r = identity_check_member (a, raid_array_size (a), ms[i], e, sizeof e)) != 0)
       snprintf (err, errlen, "%s", e);
-    else if (!r && sb_read_newest (ms[i], &sb, e, sizeof e) != ENOENT) {
-      char u[RAID_UUID_STRLEN];
-      raid_uuid_format (sb.array_uuid, u);
-      snprintf (err, errlen, "%s already holds a superblock (array %s)", req->add[i], u);
-      r = EBUSY;
+    else if (!r && (rs = sb_read_newest (ms[i], &sb, e, sizeof e)) != ENOENT) {
+      if (rs != 0) {
+        snprintf (err, errlen, "%s: %s", req->add[i], e);
+        r = EBUSY;
+      }
+      pthread_mutex_lock (&a->state_lock);
+      if (!r && holds_a_member (a, &sb, req->add[i], err, errlen))
+        r = EBUSY;
+      pthread_mutex_unlock (&a->state_lock);
     }
     else if (!r)
       r = signature_refuse (ms[i], req->add[i], req->force, &sigs[i], err, errlen);
     if (r) {
       for (int j = 0; j <= i; j++) {
-        member_close (ms[j]);
+        member_close_joining (a, ms[j], retired[j]);
         ms[j] = NULL;
       }
       return r;
@@ -694,6 +718,7 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
                  char *err, size_t errlen)
 {
   struct member *ms[RAID_MAX_MEMBERS] = { NULL };
+  bool retired[RAID_MAX_MEMBERS] = { false };
   const char *specs[RAID_MAX_MEMBERS];
   int reuse[RAID_MAX_MEMBERS];
   struct raid_create_sigs *sigs;
@@ -724,7 +749,8 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
    * management's).  Nothing may begin a job meanwhile (the management lock
    * is held); members may still fail, so the checks that depend on them
    * are made again below, with the commit. */
-  if ((r = open_added (a, &req, ms, reuse, sigs, &add_min, &small, err, errlen)) == 0 &&
+  if ((r = open_added (a, &req, ms, retired, reuse, sigs, &add_min, &small,
+                       err, errlen)) == 0 &&
       (r = choose_plan (a, &p, add_min, small, err, errlen)) == 0)
     r = init_added (ms, req.nadd, req.add, sigs, err, errlen);
   free (sigs);
@@ -754,7 +780,7 @@ reshape_prepare (struct raid_array *a, const struct raid_reshape_req *in,
     router_release (&a->router);
   }
   for (int i = 0; i < req.nadd; i++)
-    member_close (ms[i]);                  /* not taken by the array */
+    member_close_joining (a, ms[i], retired[i]);   /* not taken by the array */
   if (r)
     return r;
   raid_log (RAID_LOG_INFO, "reshape prepared: raid%d %s chunk %u x%d -> raid%d %s "
@@ -1064,11 +1090,16 @@ revert_record (struct raid_array *a)
     if (e->role >= cur->g.raid_disks && !a->mem[t].m)
       member_uninstall (a, t);             /* added, but gone (lost its record) */
     else if (e->role >= cur->g.raid_disks) {
+      /* The members it added: spares again, also one that was lost or is
+       * back (it holds nothing of the array); one that is away is a spare
+       * that is down (unverified until the away watcher has it back). */
       e->data_offset = e->new_data_offset = layout_data_offset (cur);
-      if (st == RAID_MEMBER_IN_SYNC)       /* the members it added: spares */
-        member_transition (a, t, RAID_MEMBER_SPARE, -1, "the reshape was aborted");
-      else
+      if (st == RAID_MEMBER_FAULTY)
         member_detach (a, t);
+      else {
+        a->mem[t].unverified = st == RAID_MEMBER_MISSING;
+        member_transition (a, t, RAID_MEMBER_SPARE, -1, "the reshape was aborted");
+      }
     }
     else
       e->new_data_offset = e->data_offset;

@@ -76,12 +76,14 @@ static const bool allowed[NSTATES][NSTATES] = {
   /*                 in_sync faulty missing spare rebuild stale empty */
   [RAID_MEMBER_IN_SYNC]    = { 0, 1, 1, 1, 0, 0, 0 },   /* -> missing: away */
   [RAID_MEMBER_FAULTY]     = { 0, 0, 0, 0, 0, 0, 1 },
-  [RAID_MEMBER_MISSING]    = { 0, 1, 0, 0, 0, 1, 1 },   /* -> stale: it is back;
-                                                         -> faulty: away too long */
+  [RAID_MEMBER_MISSING]    = { 0, 1, 0, 1, 0, 1, 1 },   /* -> stale: it is back;
+                                                         -> faulty: away too long;
+                                                         -> spare: its role is gone */
   [RAID_MEMBER_SPARE]      = { 1, 1, 0, 0, 1, 0, 1 },
   [RAID_MEMBER_REBUILDING] = { 1, 1, 1, 1, 1, 0, 0 },   /* -> rebuilding: a
                                                          replace target takes the role */
-  [RAID_MEMBER_STALE]      = { 0, 1, 1, 0, 1, 0, 1 },   /* -> rebuilding: rejoins */
+  [RAID_MEMBER_STALE]      = { 0, 1, 1, 1, 1, 0, 1 },   /* -> rebuilding: rejoins;
+                                                         -> spare: its role is gone */
   [6]                      = { 1, 0, 0, 1, 0, 0, 0 },
 };
 
@@ -289,6 +291,54 @@ member_unretire (struct raid_array *a, const char *spec)
   }
   free (rp);
   return m;
+}
+
+struct member *
+member_open_joining (struct raid_array *a, const char *spec, bool *retired,
+                     char *err, size_t errlen)
+{
+  struct member *m;
+  int r;
+
+  pthread_mutex_lock (&a->state_lock);
+  m = member_unretire (a, spec);
+  pthread_mutex_unlock (&a->state_lock);
+  if ((*retired = m != NULL)) {
+    if (!member_is_down (m) || (r = member_reconnect (m, err, errlen)) == 0)
+      return m;
+    pthread_mutex_lock (&a->state_lock);   /* its connection died: no new one */
+    member_retire (a, m);
+    pthread_mutex_unlock (&a->state_lock);
+    errno = r;
+    return NULL;
+  }
+  if (!(m = member_open (spec, MEMBER_READ_WRITE, err, errlen)) && !errno)
+    errno = ENOENT;
+  return m;
+}
+
+void
+member_close_joining (struct raid_array *a, struct member *m, bool retired)
+{
+  if (!m)
+    return;
+  if (!retired)
+    member_close (m);
+  else {
+    pthread_mutex_lock (&a->state_lock);
+    member_retire (a, m);                  /* back where it was */
+    pthread_mutex_unlock (&a->state_lock);
+  }
+}
+
+int
+state_slot_of_uuid (struct raid_array *a, const uint8_t *member_uuid)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) != STATE_EMPTY &&
+        memcmp (a->sb.members[t].uuid, member_uuid, RAID_UUID_LEN) == 0)
+      return t;
+  return -1;
 }
 
 bool

@@ -31,10 +31,13 @@
  *                   aborted reshape gives it back), missing (its
  *                   connection was lost: away, see away.h)
  *     missing    -> stale (it is back: opened, not yet resynced), faulty
- *                   (away longer than the member timeout)
+ *                   (away longer than the member timeout), spare (the role
+ *                   it had is gone: an aborted reshape added it; a spare
+ *                   that is down, unverified until it is back, below)
  *     stale      -> rebuilding (it rejoins: resynced like a spare, only the
  *                   regions its map of missed regions marks when it has
- *                   one, see missed.h), faulty, missing (lost again)
+ *                   one, see missed.h), faulty, missing (lost again), spare
+ *                   (the role it had is gone, as above)
  *     faulty, missing, stale -> (removed)
  *     (empty)    -> spare (add), in_sync (a reshape adds a new member)
  * Which member serves a role: the one bound to it (state_role_member),
@@ -163,6 +166,17 @@ int state_record_lost (struct raid_array *a);
 struct member *member_unretire (struct raid_array *a, const char *spec);
 /* Keep m open until the array closes (a removed member). */
 void member_retire (struct raid_array *a, struct member *m);
+/* Open spec to join the array (add, a reshape's new member): a member
+ * removed earlier, taken back with member_unretire and connected again if
+ * its connection died, else opened anew, read-write.  *retired says
+ * which; give it back with member_close_joining when it does not join.
+ * NULL with errno and a message.  Takes the state lock; call without it. */
+struct member *member_open_joining (struct raid_array *a, const char *spec,
+                                    bool *retired, char *err, size_t errlen);
+/* m (NULL: nothing) did not join: closed, or retired again. */
+void member_close_joining (struct raid_array *a, struct member *m, bool retired);
+/* The table slot whose member has this uuid, or -1.  State lock held. */
+int state_slot_of_uuid (struct raid_array *a, const uint8_t *member_uuid);
 /* A free table slot, or -1 when the table is full. */
 int member_free_slot (struct raid_array *a);
 

@@ -55,6 +55,8 @@ members_status (struct raid_array *a, struct raid_status *st)
       ? (int64_t) ((raid_now_mono_ns () - a->mem[t].away_ns) / 1000000000u) : -1;
     ms->missed_regions = missed_has_map (a, t) ? (int64_t) missed_count (a, t) : -1;
     ms->region_bytes = missed_rows_per_region (a, t) * L->g.chunk;
+    ms->down = ms->state == RAID_MEMBER_SPARE ? !state_spare_usable (a, t)
+      : ms->state == RAID_MEMBER_MISSING;
   }
 }
 

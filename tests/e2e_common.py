@@ -180,7 +180,8 @@ def main(argv):
         # The control socket's status reply: a top-level field, or
         # "member:ROLE" for the state of the member with that role
         # ("member:ROLE:FIELD" for another of its fields, "" when null),
-        # "spec:TAIL" for the state of the member whose spec ends with TAIL.
+        # "spec:TAIL" for the state of the member whose spec ends with TAIL
+        # ("specfield:FIELD:TAIL" for another of its fields).
         try:
             d = control_request(argv[1], {"op": "status", "id": 1})
         except (OSError, ValueError) as e:
@@ -195,17 +196,22 @@ def main(argv):
             role, field = int(parts[1]), parts[2] if len(parts) > 2 else "state"
             st = [m.get(field) for m in d.get("members", []) if m.get("role") == role]
             print(("" if st[0] is None else st[0]) if st else "absent")
-        elif argv[2].startswith("spec:"):
-            tail = argv[2][5:]
-            st = [m.get("state") for m in d.get("members", [])
+        elif argv[2].startswith("spec:") or argv[2].startswith("specfield:"):
+            # spec:TAIL, or specfield:FIELD:TAIL for another field of it
+            if argv[2].startswith("specfield:"):
+                field, tail = argv[2][10:].split(":", 1)
+            else:
+                field, tail = "state", argv[2][5:]
+            st = [m.get(field) for m in d.get("members", [])
                   if (m.get("spec") or "").endswith(tail)]
-            print(st[0] if st else "absent")
+            print(("null" if st[0] is None else str(st[0]).lower() if isinstance(st[0], bool)
+                   else st[0]) if st else "absent")
         else:
             v = d.get(argv[2])
             print("" if v is None else v)
         return 0
     print("usage: e2e_common.py field FILE KEY | member-state FILE ROLE | "
-          "status FILE KEY|member:ROLE|spec:TAIL", file=sys.stderr)
+          "status FILE KEY|member:ROLE|spec:TAIL|specfield:FIELD:TAIL", file=sys.stderr)
     return 2
 
 

@@ -447,12 +447,15 @@ def check_schema(c, st):
     c.check(isinstance(st.get("layout"), str), "status.layout is a name")
     c.check("reshape" in st and "progress" in st, "reshape and progress present")
     for m in st.get("members", []):
-        base = {"role", "spec", "state", "errors", "data_offset", "away_seconds",
+        base = {"role", "spec", "state", "errors", "data_offset", "down", "away_seconds",
                 "missed_regions"}
         c.check(set(m) == base or set(m) == base | {"missed_region_bytes"},
                 "member fields: %r" % sorted(m))
         c.check((m["away_seconds"] is None) == (m["state"] != "missing"),
                 "away_seconds set exactly for a missing member: %r" % m)
+        c.check(m["down"] is True if m["state"] == "missing" else
+                m["down"] is False if m["state"] != "spare" else isinstance(m["down"], bool),
+                "down: true for a missing member, a boolean for a spare, else false: %r" % m)
         c.check(m["state"] in {"in_sync", "faulty", "missing", "spare",
                                "rebuilding", "stale"}, "member state %r" % m["state"])
 

@@ -38,6 +38,13 @@
 # (k) a spare added while a member is away holds the whole map of what that
 #     member missed (written whole when it comes into use), not only the
 #     bits marked after it came.
+# (l) a member whose export moved (killed, served again at another
+#     socket) rejoins its role when `add` is given the new address; its
+#     image at a second address while it is in use is refused.
+# (m) the member a prepared reshape adds drops (and comes back) before
+#     the start: the start is refused with how to go on; aborted, the
+#     member is a spare again (down while it is away) and the reshape,
+#     prepared again with it, runs.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -312,6 +319,10 @@ expect_run "(j) add a spare" "$NBDRAID" -C "$ctl" add "$(mu 8)"
 kill_member 8
 expect_run "(j) write while the spare is away" $FLAP write "$raid_uri" "$model" 0 $((4 << 20)) 91
 expect_eq "(j) the spare is not written off" spare "$(status_get "$ctl" spec:member8.sock)"
+expect_eq "(j) status shows the spare down" true "$(status_get "$ctl" specfield:down:member8.sock)"
+"$NBDRAID" -C "$ctl" status > "$tmp/j.status"
+grep -q 'member8.sock.*(down: its connection is lost' "$tmp/j.status" && ok ||
+  { fail "(j) nbdraid status shows the spare down"; cat "$tmp/j.status" >&2; }
 # another array's member answers at the spare's address: never used
 mkdir -p "$tmp/jo"
 for i in 0 1 2; do truncate -s 32M "$tmp/jo/x$i"; done
@@ -331,6 +342,7 @@ for ((i = 0; i < 600; i++)); do
   sleep 0.1
 done
 expect_eq "(j) the spare, back, recovers role 1" optimal "$(status_get "$ctl" health)"
+expect_eq "(j) it is not down" false "$(status_get "$ctl" specfield:down:member8.sock)"
 verify "(j)"
 expect_run "(j) remove member 6" "$NBDRAID" -C "$ctl" remove "$(mu 6)"
 kill_member 6
@@ -364,5 +376,70 @@ expect_eq "(k) the new spare holds the whole map" "$regions" "$got"
 start_member 7 "$tmp/j7"
 wait_member 2 in_sync 60
 verify "(k)"
+
+# ---- (l) a member whose export moved to another address ------------------------
+truncate -s 32M "$tmp/l10"
+start_member 10 "$tmp/j5"        # member 5's image at a second address, in use
+expect_fail "(l) a member in use, at another address, is refused" \
+  "$NBDRAID" -C "$ctl" add "$(mu 10)"
+kill_member 10
+kill_member 7
+expect_run "(l) write while member 7 is away" $FLAP write "$raid_uri" "$model" $((12 << 20)) $((1 << 20)) 94
+expect_eq "(l) member 7 missing" missing "$(mfield 2 state)"
+start_member 9 "$tmp/j7"         # the same image, served at a new socket
+expect_run "(l) add it at its new address" "$NBDRAID" -C "$ctl" add "$(mu 9)"
+wait_member 2 in_sync 60
+expect_eq "(l) role 2 is listed under its new spec" in_sync "$(status_get "$ctl" spec:member9.sock)"
+expect_eq "(l) the old address is no longer listed" absent "$(status_get "$ctl" spec:member7.sock)"
+expect_fail "(l) added again: already a member" "$NBDRAID" -C "$ctl" add "$(mu 9)"
+start_member 7 "$tmp/j8"         # something answers at the old address: not used
+sleep 2
+expect_eq "(l) optimal" optimal "$(status_get "$ctl" health)"
+verify "(l)"
+kill_member 7
+
+# ---- (m) a member a prepared reshape adds drops before the start -------------------
+# wait_spec TAIL FIELD VALUE SECONDS: until the member whose spec ends with
+# TAIL has FIELD = VALUE.
+wait_spec ()
+{
+  local i
+  for ((i = 0; i < $4 * 10; i++)); do
+    [ "$(status_get "$ctl" "specfield:$2:$1")" = "$3" ] && { ok; return 0; }
+    sleep 0.1
+  done
+  fail "(m) $1: $2 did not become $3 in $4 s (it is $(status_get "$ctl" "specfield:$2:$1"))"
+}
+truncate -s 32M "$tmp/m10" "$tmp/m11"
+start_member 10 "$tmp/m10"
+expect_run "(m) prepare a reshape adding member 10" "$NBDRAID" -C "$ctl" reshape --add="$(mu 10)"
+kill_member 10
+expect_run "(m) add a spare (its record reaches every member)" "$NBDRAID" -C "$ctl" add "$tmp/m11"
+expect_eq "(m) member 10 is missing" missing "$(status_get "$ctl" spec:member10.sock)"
+start_member 10 "$tmp/m10"
+wait_spec member10.sock state stale 30
+if out="$("$NBDRAID" -C "$ctl" start 2>&1)"; then
+  fail "(m) start succeeded while the member it adds was not in sync"
+elif [[ "$out" == *"abort the reshape and prepare it again"* ]]; then ok
+else fail "(m) the refused start says how to go on: $out"; fi
+expect_run "(m) abort it" "$NBDRAID" -C "$ctl" abort
+expect_eq "(m) member 10 is a spare again" spare "$(status_get "$ctl" spec:member10.sock)"
+expect_eq "(m) and not down" false "$(status_get "$ctl" specfield:down:member10.sock)"
+expect_run "(m) prepare it again" "$NBDRAID" -C "$ctl" reshape --add="$(mu 10)"
+kill_member 10
+expect_run "(m) remove the other spare (a record again)" "$NBDRAID" -C "$ctl" remove "$tmp/m11"
+expect_eq "(m) member 10 is missing again" missing "$(status_get "$ctl" spec:member10.sock)"
+expect_run "(m) abort while it is away" "$NBDRAID" -C "$ctl" abort
+expect_eq "(m) a spare" spare "$(status_get "$ctl" spec:member10.sock)"
+expect_eq "(m) that is down" true "$(status_get "$ctl" specfield:down:member10.sock)"
+start_member 10 "$tmp/m10"
+wait_spec member10.sock down false 30
+expect_run "(m) prepare it a third time, run it" \
+  "$NBDRAID" -C "$ctl" reshape --add="$(mu 10)" --start --wait
+expect_eq "(m) four members" 4 "$(status_get "$ctl" raid_devices)"
+expect_eq "(m) member 10 in sync" in_sync "$(status_get "$ctl" spec:member10.sock)"
+expect_eq "(m) optimal" optimal "$(status_get "$ctl" health)"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"    # the grow reads as zeros
+verify "(m)"
 stop_nbdkit raid6
 finish

@@ -27,6 +27,9 @@
 #     last spec; `remove` by that spec takes it out (it is not "not a
 #     member"), and `add` of the same file then rebuilds its role: each
 #     file is listed once.
+# (h) a member the array let go of (failed and removed, or replaced) is
+#     taken by a reshape that adds it (`reshape --add`), as `add` takes it;
+#     an active member named there is refused, changing nothing.
 # Throughout: status lists members by role, spares and detached members
 # last.
 
@@ -387,6 +390,42 @@ part_g ()
   stop_nbdkit g2
 }
 
+# ---- (h) a reshape takes members the array let go of ---------------------------------
+part_h ()
+{
+  local d="$tmp/h" ev
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --data-offset=8M --size="$MSIZE" \
+    --spare="$d/s0" "$d/m0" "$d/m1" "$d/m2" || { fail "(h) create"; return 0; }
+  truncate -s "$MSIZE" "$d/s1"
+  start_raid_ctl h "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/s0" || { fail "(h) start"; return 0; }
+  write_random "$uri" "$d/expected.img" 81 || fail "(h) write"
+  expect_run "(h) fail role 2" "$NBDRAID" -C "$d/ctl" fail 2
+  expect_run "(h) recovery onto the spare" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(h) remove the failed member" "$NBDRAID" -C "$d/ctl" remove "$d/m2"
+  ev="$(status_get "$d/ctl" events)"
+  expect_fail "(h) a reshape cannot add an active member" \
+    "$NBDRAID" -C "$d/ctl" reshape --add="$d/s0"
+  expect_eq "(h) the refused reshape changed nothing" "$ev" "$(status_get "$d/ctl" events)"
+  expect_run "(h) a reshape adds the removed member" \
+    "$NBDRAID" -C "$d/ctl" reshape --add="$d/m2" --start --wait
+  expect_eq "(h) members after it" "0:in_sync:m0 1:in_sync:m1 2:in_sync:s0 3:in_sync:m2" \
+    "$(members "$d/ctl")"
+  truncate -s "$(nbd_size "$uri")" "$d/expected.img"      # the grow reads as zeros
+  read_back "(h) after the first reshape" "$d" "$d/expected.img"
+  expect_run "(h) add a spare" "$NBDRAID" -C "$d/ctl" add "$d/s1"
+  expect_run "(h) replace role 0 with it" "$NBDRAID" -C "$d/ctl" replace 0 --with="$d/s1"
+  expect_run "(h) the replace ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(h) a reshape adds the replaced member" \
+    "$NBDRAID" -C "$d/ctl" reshape --add="$d/m0" --start --wait
+  expect_eq "(h) members after the second" \
+    "0:in_sync:s1 1:in_sync:m1 2:in_sync:s0 3:in_sync:m2 4:in_sync:m0" "$(members "$d/ctl")"
+  expect_status "(h) optimal" "$d/ctl" health optimal
+  truncate -s "$(nbd_size "$uri")" "$d/expected.img"
+  read_back "(h) after the second reshape" "$d" "$d/expected.img"
+  stop_nbdkit h
+}
+
 part_a
 part_b
 part_c
@@ -395,4 +434,5 @@ part_d2
 part_e
 part_f
 part_g
+part_h
 finish
