@@ -238,13 +238,10 @@ check_usable (struct raid_array *a, const char *u, const char *hint, char *err,
 static void
 take_back_unmissed (struct raid_array *a, bool force, char *hint, size_t hintlen)
 {
-  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
-
   for (int t = 0; t < (int) a->sb.nmembers && !enough_usable (a); t++) {
     int role = a->sb.members[t].role;
-    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_STALE || !a->mem[t].delta ||
-        role < 0 || !missed_has_map (a, t) ||
-        missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur->g.chunk) != 0)
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_STALE || role < 0 ||
+        !missed_nothing (a, t))
       continue;
     if (!force) {
       snprintf (hint, hintlen, "; %s (role %d) is stale, and its map of missed "

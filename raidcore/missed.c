@@ -462,6 +462,15 @@ missed_has_map (struct raid_array *a, int t)
   return slot_of (a, t) >= 0;
 }
 
+bool
+missed_nothing (struct raid_array *a, int t)
+{
+  const struct layout *cur = router_layout (&a->router, LAYOUT_CUR);
+
+  return a->mem[t].delta && missed_has_map (a, t) &&
+    missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur->g.chunk) == 0;
+}
+
 void
 missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own)
 {

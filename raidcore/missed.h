@@ -127,5 +127,9 @@ uint64_t missed_rows_needed (struct raid_array *a, int t, uint64_t start_row,
                              uint64_t from_row);
 /* Whether member t has a map (begun or recorded; state lock held). */
 bool missed_has_map (struct raid_array *a, int t);
+/* Whether member t, judged (missed_judge_member) able to rejoin by a
+ * delta, missed nothing: its map marks no row its delta needs, so it is
+ * back as it is, with no resync (state lock held). */
+bool missed_nothing (struct raid_array *a, int t);
 
 #endif

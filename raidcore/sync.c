@@ -636,13 +636,20 @@ begin_recovery (struct raid_array *a, int t, int role)
                 .target_role = role, .source_slot = -1 }, 0, false, e, sizeof e);
 }
 
-/* A member that is back for its role (stale, open, bound): it rejoins. */
+/* Whether member t is back for its role (stale, open, bound): it rejoins. */
+static bool
+rejoining (struct raid_array *a, int t)
+{
+  return atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE && a->mem[t].m &&
+    a->sb.members[t].role >= 0 && cur_layout (a)->slot[a->sb.members[t].role] == t;
+}
+
+/* The first member that rejoins, or -1. */
 static int
 rejoining_slot (struct raid_array *a)
 {
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE && a->mem[t].m &&
-        a->sb.members[t].role >= 0 && cur_layout (a)->slot[a->sb.members[t].role] == t)
+    if (rejoining (a, t))
       return t;
   return -1;
 }
@@ -659,16 +666,19 @@ rejoin_as_is (struct raid_array *a, int t, const char *why)
   state_commit (a);
 }
 
-/* Whether member t's map of missed regions says it missed nothing: no
- * region marked, and it was not being rebuilt when it left (state lock
- * held).  Its data is the array's: it needs no job, and no checkpoint
- * first (JOINS, journal.c: a record of a row it has not missed carries its
- * block as it still is). */
-static bool
-missed_nothing (struct raid_array *a, int t)
+/* The first member that rejoins having missed nothing (missed_nothing:
+ * its data is the array's; it needs no job, and no checkpoint first,
+ * JOINS in journal.c: a record of a row it has not missed carries its
+ * block as it still is), or -1.  Any of them, not only the first that
+ * rejoins: that one may need a job, which cannot run while the array has
+ * failed for want of this one. */
+static int
+unmissed_slot (struct raid_array *a)
 {
-  return a->mem[t].delta && missed_has_map (a, t) &&
-    missed_rows_needed (a, t, 0, a->mem[t].delta_from / cur_layout (a)->g.chunk) == 0;
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (rejoining (a, t) && missed_nothing (a, t))
+      return t;
+  return -1;
 }
 
 /* Member t rejoins: rebuilding from row 0, by a delta when its map of
@@ -800,15 +810,13 @@ rejoin_unmissed (struct raid_array *a)
   bool due;
 
   pthread_mutex_lock (&a->state_lock);
-  due = a->sync.state == SYNC_IDLE && !a->sync.stop &&
-    (t = rejoining_slot (a)) >= 0 && missed_nothing (a, t);
+  due = a->sync.state == SYNC_IDLE && !a->sync.stop && unmissed_slot (a) >= 0;
   pthread_mutex_unlock (&a->state_lock);
   if (!due)
     return;
   router_claim (&a->router, 0, ROUTER_ALL);
   pthread_mutex_lock (&a->state_lock);
-  if (a->sync.state == SYNC_IDLE && !a->sync.stop &&
-      (t = rejoining_slot (a)) >= 0 && missed_nothing (a, t))
+  while (a->sync.state == SYNC_IDLE && !a->sync.stop && (t = unmissed_slot (a)) >= 0)
     rejoin_as_is (a, t, "rejoins as it is: it missed no write while it was away");
   pthread_mutex_unlock (&a->state_lock);
   router_release (&a->router);

@@ -45,6 +45,10 @@
 #     the start: the start is refused with how to go on; aborted, the
 #     member is a spare again (down while it is away) and the reshape,
 #     prepared again with it, runs.
+# (n) two members of a RAID5 go away one after the other (the second
+#     fails the array); the first, which missed writes, is back first:
+#     the second, back later, missed nothing and makes the array whole
+#     again at once, then the first rejoins by its delta.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -442,4 +446,28 @@ expect_eq "(m) optimal" optimal "$(status_get "$ctl" health)"
 truncate -s "$(nbdinfo --size "$raid_uri")" "$model"    # the grow reads as zeros
 verify "(m)"
 stop_nbdkit raid6
+
+# ---- (n) an outage fails the array; the member that missed writes is back first --
+for i in 11 12 13 14; do truncate -s 32M "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K "$(mu 11)" "$(mu 12)" "$(mu 13)" "$(mu 14)"
+ctl="$tmp/ctl7"
+start_raid raid7 "$(mu 11)" "$(mu 12)" "$(mu 13)" "$(mu 14)" control="$ctl" member-timeout=30
+raid_uri="$uri"
+model="$tmp/model7.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(n) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 100
+kill_member 12
+expect_run "(n) write while member 12 is away" $FLAP write "$raid_uri" "$model" $((4 << 20)) $((1 << 20)) 101
+kill_member 13
+$FLAP verify "$raid_uri" "$model" >/dev/null 2>&1 || true   # a read finds it gone
+wait_member 2 missing 30
+expect_eq "(n) failed" failed "$(status_get "$ctl" health)"
+start_member 12
+wait_member 1 stale 30
+start_member 13                          # it missed nothing: back as it is
+wait_member 2 in_sync 30
+wait_member 1 in_sync 60                 # then member 12's delta runs
+expect_eq "(n) optimal" optimal "$(status_get "$ctl" health)"
+verify "(n)"
+stop_nbdkit raid7
 finish
