@@ -52,26 +52,6 @@ log_once (struct away_try *w, const char *fmt, ...)
   w->logged = h;
 }
 
-/* Whether own, read from away member t, shows that very member of this
- * array, no newer than the array (state lock held).  Else a message. */
-static bool
-same_member (struct raid_array *a, int t, const struct raid_sb *own, char *why, size_t len)
-{
-  char u[RAID_UUID_STRLEN];
-
-  raid_uuid_format (own->array_uuid, u);
-  if (memcmp (own->array_uuid, a->sb.array_uuid, RAID_UUID_LEN) != 0)
-    snprintf (why, len, "it holds array %s, not this one", u);
-  else if (memcmp (own->member_uuid, a->sb.members[t].uuid, RAID_UUID_LEN) != 0)
-    snprintf (why, len, "it is another member of this array");
-  else if (own->events > a->sb.events)
-    snprintf (why, len, "its record (event %" PRIu64 ") is newer than the array's (%"
-              PRIu64 ")", own->events, a->sb.events);
-  else
-    return true;
-  return false;
-}
-
 /* How long one reconnect attempt may take to connect: at most
  * AWAY_CONNECT_MAX_NS (an address that swallows packets must not hold the
  * attempt past the moment the member is back), and no later than the
@@ -106,7 +86,7 @@ try_member (struct raid_array *a, int t, struct member *m, uint64_t now, uint64_
   }
   else {
     pthread_mutex_lock (&a->state_lock);
-    same = same_member (a, t, own, why, sizeof why);
+    same = state_record_names (a, t, own, why, sizeof why);
     pthread_mutex_unlock (&a->state_lock);
     if (!same) {
       log_once (w, "%s: answers again, but %s: refused", member_spec (m), why);
@@ -140,7 +120,7 @@ try_spare (struct raid_array *a, int t, struct member *m, uint64_t now)
   else {
     pthread_mutex_lock (&a->state_lock);
     same = atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE && a->mem[t].m == m &&
-      same_member (a, t, own, why, sizeof why);
+      state_record_names (a, t, own, why, sizeof why);
     if (same) {
       a->mem[t].unverified = false;        /* in use again */
       raid_log (RAID_LOG_INFO, "spare %s is back", member_spec (m));

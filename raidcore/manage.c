@@ -189,8 +189,27 @@ enum found {
  * and absent from its role rejoins (*tp its slot), also when the member
  * it was is still open under another spec, missing (an NBD export that
  * moved to another address: the member is who its record says, not
- * where it was); anything else is refused with a message.  State lock
- * held. */
+ * where it was) — when its record is no newer than the array's
+ * (state_record_names, as for a member back at its address) and it is
+ * large enough for its entry; anything else is refused with a message.
+ * State lock held. */
+/* Whether m, whose record own names member t of this array, may take t
+ * back (see classify); else false with a message.  State lock held. */
+static bool
+may_take_back (struct raid_array *a, struct member *m, int t, const struct raid_sb *own,
+               const char *spec, char *err, size_t errlen)
+{
+  char why[256];
+
+  if (!state_record_names (a, t, own, why, sizeof why) ||
+      sb_check_member_size (&a->sb, &a->sb.members[t], member_size (m), why,
+                            sizeof why) < 0) {
+    snprintf (err, errlen, "%s: %s: refused", spec, why);
+    return false;
+  }
+  return true;
+}
+
 static enum found
 classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
           struct raid_sb *own, char *err, size_t errlen)
@@ -215,15 +234,14 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
     if (st == STATE_EMPTY ||
         memcmp (a->sb.members[t].uuid, own->member_uuid, RAID_UUID_LEN) != 0)
       continue;
+    *tp = t;
     if ((st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) && !a->mem[t].m &&
-        a->sb.members[t].role >= 0) {
-      *tp = t;
-      return FOUND_OURS_BACK;
-    }
-    if (st == RAID_MEMBER_MISSING && a->mem[t].m && a->sb.members[t].role >= 0) {
-      *tp = t;
-      return FOUND_OURS_MOVED;
-    }
+        a->sb.members[t].role >= 0)
+      return may_take_back (a, m, t, own, spec, err, errlen) ? FOUND_OURS_BACK
+                                                              : FOUND_REFUSED;
+    if (st == RAID_MEMBER_MISSING && a->mem[t].m && a->sb.members[t].role >= 0)
+      return may_take_back (a, m, t, own, spec, err, errlen) ? FOUND_OURS_MOVED
+                                                              : FOUND_REFUSED;
     snprintf (err, errlen, "%s is already a member of this array (%s%s)", spec,
               raid_member_state_name (st), st == RAID_MEMBER_FAULTY ||
               (st == RAID_MEMBER_MISSING && a->sb.members[t].role < 0)
@@ -233,14 +251,15 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
   return FOUND_OURS_GONE;
 }
 
-/* A new member: large enough; a blank one (no record of this array: new
- * to it) holding no foreign signature, unless force (signature.h: the
- * probe reads it, before anything is written; with force the signatures'
- * magic bytes are erased); its ring wiped (no earlier record may
- * resurface).  No lock but management's. */
+/* A new member (blank, or a former member of this array: either may have
+ * been put to another use since): large enough; holding no foreign
+ * signature, unless force (signature.h: the probe reads it, before
+ * anything is written; with force the signatures' magic bytes are
+ * erased); its ring wiped (no earlier record may resurface).  No lock but
+ * management's. */
 static int
 init_new_member (struct raid_array *a, struct member *m, const char *spec,
-                 bool blank, bool force, char *err, size_t errlen)
+                 bool force, char *err, size_t errlen)
 {
   uint64_t need = layout_data_offset (cur_layout (a)) + a->sb.component_size;
   struct raid_create_sigs sigs = { .what = "" };
@@ -251,8 +270,8 @@ init_new_member (struct raid_array *a, struct member *m, const char *spec,
               spec, member_size (m), need);
     return ENOSPC;
   }
-  if (blank && ((r = signature_refuse (m, spec, force, &sigs, err, errlen)) != 0 ||
-                (r = signature_erase (m, spec, &sigs, err, errlen)) != 0))
+  if ((r = signature_refuse (m, spec, force, &sigs, err, errlen)) != 0 ||
+      (r = signature_erase (m, spec, &sigs, err, errlen)) != 0)
     return r;
   if ((r = sb_wipe_ring (m)) != 0)
     snprintf (err, errlen, "%s: cannot write its superblock: %s", spec, raid_strerror (r));
@@ -316,12 +335,40 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   return m;
 }
 
+/* A member that moved (FOUND_OURS_MOVED) while the server at its old
+ * address may still hold writes for it: the old connection was cut
+ * because that server stopped answering, not closed by it, so it may be
+ * alive, stalled, and apply those writes later, over regions the rejoin
+ * has rewritten since (the same storage served at two addresses).  Only
+ * force (the operator says that server is stopped) takes it.  0 or EBUSY
+ * with a message.  Management lock held. */
+static int
+old_address_fenced (struct raid_array *a, int t, const char *spec, bool force,
+                    char *err, size_t errlen)
+{
+  struct member *old;
+  int e;
+
+  pthread_mutex_lock (&a->state_lock);
+  old = a->mem[t].m;
+  pthread_mutex_unlock (&a->state_lock);
+  if (force || !old || (e = member_down_error (old)) != ETIMEDOUT)
+    return 0;
+  snprintf (err, errlen, "%s: its server at its old address %s stopped answering and "
+            "may still hold writes for it that it would apply later: stop that server, "
+            "then add it with force", spec, member_spec (old));
+  return EBUSY;
+}
+
 /* Classify, initialise and join (no lock but management's); rejoin_only:
  * only an absent member of this array may join; force: a new one may hold
- * a foreign signature. */
+ * a foreign signature, a moved one may leave its old server unfenced.
+ * *taken: m belongs to the array now (also when the commit failed: then
+ * no member could be written and the array has failed). */
 static int
 add_join (struct raid_array *a, struct member *m, const char *spec,
-          struct raid_sb *own, bool rejoin_only, bool force, char *err, size_t errlen)
+          struct raid_sb *own, bool rejoin_only, bool force, bool *taken,
+          char *err, size_t errlen)
 {
   enum found f;
   int t, r;
@@ -337,8 +384,10 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
     snprintf (err, errlen, "%s is not an absent member of this array: not used", spec);
     return ENODEV;
   }
+  if (f == FOUND_OURS_MOVED && (r = old_address_fenced (a, t, spec, force, err, errlen)))
+    return r;
   if ((f == FOUND_BLANK || f == FOUND_OURS_GONE) &&
-      (r = init_new_member (a, m, spec, f == FOUND_BLANK, force, err, errlen)) != 0)
+      (r = init_new_member (a, m, spec, force, err, errlen)) != 0)
     return r;
   if ((r = member_start (m)) != 0) {
     snprintf (err, errlen, "%s: cannot start its I/O", spec);
@@ -346,8 +395,11 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   }
   pthread_mutex_lock (&a->state_lock);
   /* Nothing else joins meanwhile (management lock): the slot is free. */
-  if ((r = join (a, m, f, t, own, err, errlen)) == 0 && (r = state_commit (a)) != 0)
-    snprintf (err, errlen, "cannot record the member: %s", raid_strerror (r));
+  if ((r = join (a, m, f, t, own, err, errlen)) == 0) {
+    *taken = true;
+    if ((r = state_commit (a)) != 0)
+      snprintf (err, errlen, "cannot record the member: %s", raid_strerror (r));
+  }
   pthread_mutex_unlock (&a->state_lock);
   return r;
 }
@@ -358,7 +410,7 @@ add_spec (struct raid_array *a, const char *spec, bool rejoin_only, bool force,
 {
   struct raid_sb *own;
   struct member *m;
-  bool retired = false;
+  bool retired = false, taken = false;
   int r;
 
   REFUSE_READONLY (a, err, errlen);
@@ -367,7 +419,8 @@ add_spec (struct raid_array *a, const char *spec, bool rejoin_only, bool force,
 
   MGMT_BEGIN (a);
   if (r == 0 && (m = add_open (a, spec, &retired, &r, err, errlen)) != NULL &&
-      (r = add_join (a, m, spec, own, rejoin_only, force, err, errlen)) != 0)
+      (r = add_join (a, m, spec, own, rejoin_only, force, &taken, err, errlen)) != 0 &&
+      !taken)
     member_close_joining (a, m, retired);
   free (own);
   if (r == 0)

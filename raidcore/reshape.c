@@ -448,7 +448,7 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
         r = EBUSY;
       pthread_mutex_unlock (&a->state_lock);
     }
-    else if (!r)
+    if (!r)                                /* a former member may have been reused */
       r = signature_refuse (ms[i], req->add[i], req->force, &sigs[i], err, errlen);
     if (r) {
       for (int j = 0; j <= i; j++) {

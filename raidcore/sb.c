@@ -710,8 +710,8 @@ sb_check_member_size (const struct raid_sb *sb, const struct sb_member_entry *e,
 {
   uint64_t area, area1;
 
-  if (!entry_active (e))
-    return 0;
+  if (!entry_active (e) && !(e->role >= 0 && e->state == SB_MEMBER_MISSING))
+    return 0;                          /* a role, in use or to be taken back */
   if ((uint32_t) e->role < sb->raid_disks && area_bytes (sb, false, &area) &&
       !area_fits (e->data_offset, area, size)) {
     set_err (err, errlen, "%" PRIu64 " bytes hold no data area at data_offset %"

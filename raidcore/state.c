@@ -331,6 +331,25 @@ member_close_joining (struct raid_array *a, struct member *m, bool retired)
   }
 }
 
+bool
+state_record_names (struct raid_array *a, int t, const struct raid_sb *own,
+                    char *why, size_t len)
+{
+  char u[RAID_UUID_STRLEN];
+
+  raid_uuid_format (own->array_uuid, u);
+  if (memcmp (own->array_uuid, a->sb.array_uuid, RAID_UUID_LEN) != 0)
+    snprintf (why, len, "it holds array %s, not this one", u);
+  else if (memcmp (own->member_uuid, a->sb.members[t].uuid, RAID_UUID_LEN) != 0)
+    snprintf (why, len, "it is another member of this array");
+  else if (own->events > a->sb.events)
+    snprintf (why, len, "its record (event %" PRIu64 ") is newer than the array's (%"
+              PRIu64 "): it was used by another server since", own->events, a->sb.events);
+  else
+    return true;
+  return false;
+}
+
 int
 state_slot_of_uuid (struct raid_array *a, const uint8_t *member_uuid)
 {

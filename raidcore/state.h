@@ -175,6 +175,13 @@ struct member *member_open_joining (struct raid_array *a, const char *spec,
                                     bool *retired, char *err, size_t errlen);
 /* m (NULL: nothing) did not join: closed, or retired again. */
 void member_close_joining (struct raid_array *a, struct member *m, bool retired);
+/* Whether own, the newest record read from a member that is to take slot
+ * t back (away and answering again, or handed to add), shows that very
+ * member of this array, no newer than the array (a newer one was used by
+ * another server since: its data is not this array's).  Else false with
+ * the reason in why.  State lock held. */
+bool state_record_names (struct raid_array *a, int t, const struct raid_sb *own,
+                         char *why, size_t len);
 /* The table slot whose member has this uuid, or -1.  State lock held. */
 int state_slot_of_uuid (struct raid_array *a, const uint8_t *member_uuid);
 /* A free table slot, or -1 when the table is full. */

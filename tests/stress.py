@@ -70,8 +70,9 @@
 #    in its role within the grace; once written off, a usable spare begins
 #    its recovery within RECOVER_BOUND while the array idles degraded; and
 #    it is back in_sync by itself (quiet points do not wipe or re-add it).
-#    Spares whose server dies are not reconnected (they hold no role):
-#    their connection stays dead until the array server starts again.
+#    A spare whose server dies holds no role: the engine shows it down,
+#    reconnects it and uses it again once it has checked its superblock;
+#    the tester does not count on it until the next quiet point (severed).
 #  - Every control reply arrives within --reply-bound, is well formed, and
 #    only carries error codes nbdkit-raid-control(7) lists under Replies;
 #    after every management step (and every second from a monitor) the

@@ -41,6 +41,14 @@
 # (l) a member whose export moved (killed, served again at another
 #     socket) rejoins its role when `add` is given the new address; its
 #     image at a second address while it is in use is refused.
+# (l2) a moved export smaller than the members' data area is refused.
+# (l3) a member moves while the server at its old address is stalled (it
+#     stopped answering, so it may still apply writes it had received):
+#     `add` at the new address is refused, saying so; with that server
+#     stopped, `add --force` takes it.
+# (l4) the same add, when no record can be written (the other members
+#     fail every write): an error, the array failed, the server still
+#     answers (the member joined is the array's, not closed under it).
 # (m) the member a prepared reshape adds drops (and comes back) before
 #     the start: the start is refused with how to go on; aborted, the
 #     member is a spare again (down while it is away) and the reshape,
@@ -401,6 +409,73 @@ sleep 2
 expect_eq "(l) optimal" optimal "$(status_get "$ctl" health)"
 verify "(l)"
 kill_member 7
+# (l2) the moved export is smaller than the members (a truncated copy): refused,
+# as a reconnect at the old address refuses a smaller export
+kill_member 9
+expect_run "(l2) write while role 2 is away" $FLAP write "$raid_uri" "$model" $((14 << 20)) $((1 << 20)) 95
+cp "$tmp/j7" "$tmp/l2small"; truncate -s 16M "$tmp/l2small"   # the members: 32M
+start_member 11 "$tmp/l2small"
+expect_fail "(l2) a moved member too small for its data area is refused" \
+  "$NBDRAID" -C "$ctl" add "$(mu 11)"
+expect_eq "(l2) role 2 still missing" missing "$(mfield 2 state)"
+kill_member 11
+$FLAP write "$raid_uri" "$model" $((14 << 20)) $((1 << 20)) 96 >/dev/null 2>&1 || true
+start_member 9 "$tmp/j7"
+"$NBDRAID" -C "$ctl" add "$(mu 9)" >/dev/null 2>&1 || true   # only if (l2) took member 11
+wait_member 2 in_sync 60
+verify "(l2)"
+
+# ---- (l3) a member that moved while the server at its old address is stalled ------
+for i in 15 16 17; do truncate -s 32M "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K "$(mu 15)" "$(mu 16)" "$(mu 17)"
+ctl8="$tmp/ctl8"
+start_raid raid8 "$(mu 15)" "$(mu 16)" "$(mu 17)" control="$ctl8" member-timeout=2
+uri8="$uri"
+model8="$tmp/model8.img"
+truncate -s "$(nbdinfo --size "$uri8")" "$model8"
+expect_run "(l3) fill" $FLAP write "$uri8" "$model8" 0 "$(stat -c %s "$model8")" 110
+kill -STOP "${pid_of[member17]}"         # stalled: it stops answering, it is not gone
+expect_run "(l3) write while member 17 is stalled" $FLAP write "$uri8" "$model8" $((1 << 20)) $((1 << 20)) 111
+expect_eq "(l3) member 17 missing" missing "$(status_get "$ctl8" member:2)"
+start_member 18 "$tmp/f17"                # its storage, at another address
+if out="$("$NBDRAID" -C "$ctl8" add "$(mu 18)" 2>&1)"; then
+  fail "(l3) taken while the server at its old address may still write to it"
+elif [[ "$out" == *"stopped answering"*"force"* ]]; then ok
+else fail "(l3) the refusal says why and what to do: $out"; fi
+expect_eq "(l3) role 2 still missing" missing "$(status_get "$ctl8" member:2)"
+kill -9 "${pid_of[member17]}"; wait "${pid_of[member17]}" 2>/dev/null || true
+expect_run "(l3) with the old server stopped, add --force takes it" \
+  "$NBDRAID" -C "$ctl8" add --force "$(mu 18)"
+for ((i = 0; i < 600; i++)); do
+  [ "$(status_get "$ctl8" health)" = optimal ] && break
+  sleep 0.1
+done
+expect_eq "(l3) optimal" optimal "$(status_get "$ctl8" health)"
+expect_run "(l3) every byte reads back as written" $FLAP verify "$uri8" "$model8"
+stop_nbdkit raid8
+
+# ---- (l4) add of a moved member whose record cannot be written ---------------------
+for i in 19 20; do
+  truncate -s 32M "$tmp/f$i"
+  start_nbdkit "member$i" --filter=error file "$tmp/f$i" error-pwrite=EIO \
+    error-pwrite-rate=1 error-pwrite-file="$tmp/trig$i"
+done
+truncate -s 32M "$tmp/f21"; start_member 21
+create_array --level=5 --chunk=64K "$(mu 19)" "$(mu 20)" "$(mu 21)"
+ctl9="$tmp/ctl9"
+start_raid raid9 "$(mu 19)" "$(mu 20)" "$(mu 21)" control="$ctl9" member-timeout=60
+uri9="$uri"
+truncate -s "$(nbdinfo --size "$uri9")" "$tmp/model9.img"
+kill_member 21
+expect_run "(l4) write while member 21 is away" $FLAP write "$uri9" "$tmp/model9.img" 0 $((1 << 20)) 120
+start_member 22 "$tmp/f21"
+touch "$tmp/trig19" "$tmp/trig20"        # no record can be written now
+expect_fail "(l4) add fails: its record cannot be written" "$NBDRAID" -C "$ctl9" add "$(mu 22)"
+expect_eq "(l4) the server still answers: failed" failed "$(status_get "$ctl9" health)"
+expect_eq "(l4) the member taken is listed" 2 "$(status_get "$ctl9" specfield:role:member22.sock)"
+rm -f "$tmp/trig19" "$tmp/trig20"
+expect_eq "(l4) still answering" failed "$(status_get "$ctl9" health)"
+stop_nbdkit raid9
 
 # ---- (m) a member a prepared reshape adds drops before the start -------------------
 # wait_spec TAIL FIELD VALUE SECONDS: until the member whose spec ends with

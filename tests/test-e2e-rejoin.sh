@@ -29,6 +29,9 @@
 #     member files hold md's bytes and parity.  (A delta that counted the
 #     regions it needed once, at its start, spent that count on the regions
 #     marked later and ended before the last ones.)
+# (g) a copy of a member that another server used since (its record is
+#     newer than the array's) is refused by `add`, changing nothing; the
+#     member itself then rejoins.
 # (a) also: the start without member 3 logs its role and last known spec.
 
 set -euo pipefail
@@ -226,6 +229,40 @@ part_c ()
     $RAIDCHECK --from-examine "$d/ex.json" verify "${members[@]}"
 }
 
+# ---- (g) a copy that another server used since is not this array's member ----
+part_g ()
+{
+  local d="$tmp/g" size ev out i
+  new_array "$d" journal || { fail "(g) create"; return 0; }
+  start_raid_ctl g1 "$d/ctl" "${members[@]}" || { fail "(g) start"; return 0; }
+  size="$(nbd_size "$uri")"
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/expected.img" "$size" 31
+  expect_run "(g) data" nbdcopy "$d/expected.img" "$uri"
+  stop_nbdkit g1
+  for i in 0 1 2 3; do cp --sparse=always "$d/m$i" "$d/c$i"; done
+  # another server uses the copies: its records move on
+  start_raid_ctl g2 "$d/ctl2" "$d/c0" "$d/c1" "$d/c2" "$d/c3" || { fail "(g) copies"; return 0; }
+  $PYTHON "$testsdir/e2e_basic.py" random "$d/other.img" "$size" 32
+  expect_run "(g) other data on the copies" nbdcopy "$d/other.img" "$uri"
+  expect_run "(g) fail a copy" "$NBDRAID" -C "$d/ctl2" fail 0
+  expect_run "(g) remove it" "$NBDRAID" -C "$d/ctl2" remove "$d/c0"
+  expect_run "(g) add it again" "$NBDRAID" -C "$d/ctl2" add "$d/c0"
+  expect_run "(g) its recovery" "$NBDRAID" -C "$d/ctl2" wait --timeout=120
+  stop_nbdkit g2
+  start_raid_ctl g3 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(g) restart"; return 0; }
+  ev="$(status_get "$d/ctl" events)"
+  if out="$("$NBDRAID" -C "$d/ctl" add "$d/c3" 2>&1)"; then
+    fail "(g) the copy of member 3, used by another server since, was taken"
+  elif [[ "$out" == *"is newer than the array's"* ]]; then ok
+  else fail "(g) the refusal says why: $out"; fi
+  expect_eq "(g) the refusal changed nothing" "$ev" "$(status_get "$d/ctl" events)"
+  expect_status "(g) role 3 still missing" "$d/ctl" member:3 missing
+  expect_run "(g) add member 3 itself" "$NBDRAID" -C "$d/ctl" add "$d/m3"
+  rejoined "(g)" "$d/ctl" /m3
+  verify_data "(g)" "$d" "$d/expected.img"
+  stop_nbdkit g3
+}
+
 # ---- (f) a delta resync while clients write ahead of its cursor --------------
 # write_model URI MODEL SEED OFFSET:LENGTH...: random bytes at each range of
 # the export and of MODEL (the expected image), then a flush.
@@ -274,4 +311,5 @@ part_a
 for policy in journal bitmap resync; do part_b "$policy"; done
 part_c
 part_e
+part_g
 finish

@@ -30,6 +30,8 @@
 # (h) a member the array let go of (failed and removed, or replaced) is
 #     taken by a reshape that adds it (`reshape --add`), as `add` takes it;
 #     an active member named there is refused, changing nothing.
+# (i) a former member that now holds a foreign signature (the user reused
+#     it) is refused by `reshape --add` and `add` without --force.
 # Throughout: status lists members by role, spares and detached members
 # last.
 
@@ -38,6 +40,7 @@ source "$(dirname "$0")/functions.sh"
 e2e_init test-e2e-spares "$@"
 requires nbdcopy
 requires nbdinfo
+requires mkswap
 
 MSIZE=32M
 
@@ -426,6 +429,26 @@ part_h ()
   stop_nbdkit h
 }
 
+# ---- (i) a former member the user reused is not overwritten without force ------
+part_i ()
+{
+  local d="$tmp/i"
+  mkdir -p "$d"
+  create_array --level=5 --chunk=64K --data-offset=8M --size="$MSIZE" \
+    --spare="$d/s0" "$d/m0" "$d/m1" "$d/m2" || { fail "(i) create"; return 0; }
+  start_raid_ctl i "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/s0" || { fail "(i) start"; return 0; }
+  expect_run "(i) fail role 2" "$NBDRAID" -C "$d/ctl" fail 2
+  expect_run "(i) recovery onto the spare" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_run "(i) remove the failed member" "$NBDRAID" -C "$d/ctl" remove "$d/m2"
+  mkswap "$d/m2" >/dev/null 2>&1           # the user reuses it (its ring's tail survives)
+  expect_fail "(i) reshape --add refuses the swap signature without force" \
+    "$NBDRAID" -C "$d/ctl" reshape --add="$d/m2"
+  "$NBDRAID" -C "$d/ctl" abort >/dev/null 2>&1 || true
+  expect_fail "(i) add refuses it too" "$NBDRAID" -C "$d/ctl" add "$d/m2"
+  wipefs "$d/m2" 2>/dev/null | grep -q swap && ok || fail "(i) the swap signature survived"
+  stop_nbdkit i
+}
+
 part_a
 part_b
 part_c
@@ -435,4 +458,5 @@ part_e
 part_f
 part_g
 part_h
+part_i
 finish

@@ -1276,6 +1276,14 @@ test_rules (void)
   CHECK (sb_check_member_size (&sb, &sb.members[1], GIB, err, sizeof err) == 0);
   CHECK (sb_check_member_size (&sb, &sb.members[1], GIB - 4096, err, sizeof err) == -1);
   CHECK_HAS (err, "data_offset 16777216");
+  {                                        /* away (missing): checked too */
+    uint32_t st = sb.members[1].state;
+    sb.members[1].state = SB_MEMBER_MISSING;
+    CHECK (sb_check_member_size (&sb, &sb.members[1], GIB - 4096, err, sizeof err) == -1);
+    sb.members[1].state = SB_MEMBER_FAULTY;  /* never taken back: not */
+    CHECK (sb_check_member_size (&sb, &sb.members[1], GIB - 4096, err, sizeof err) == 0);
+    sb.members[1].state = st;
+  }
   sb.members[1].new_data_offset = 12 * MIB + 4096;
   CHECK (sb_check_member_size (&sb, &sb.members[1], GIB, err, sizeof err) == -1);
   CHECK_HAS (err, "reshape target data area at new_data_offset");
