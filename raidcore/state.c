@@ -274,6 +274,10 @@ member_retire (struct raid_array *a, struct member *m)
 {
   if (a->nretired < (int) (sizeof a->retired / sizeof a->retired[0]))
     a->retired[a->nretired++] = m;       /* closed at array close */
+  else                                   /* kept open, never closed: */
+    raid_log (RAID_LOG_WARN, "%s: too many members let go of are kept open (%d); "
+              "this one stays open, and cannot be added again, until the server "
+              "stops", member_spec (m), a->nretired);
 }
 
 struct member *
