@@ -347,12 +347,11 @@ old_address_fenced (struct raid_array *a, int t, const char *spec, bool force,
                     char *err, size_t errlen)
 {
   struct member *old;
-  int e;
 
   pthread_mutex_lock (&a->state_lock);
   old = a->mem[t].m;
   pthread_mutex_unlock (&a->state_lock);
-  if (force || !old || (e = member_down_error (old)) != ETIMEDOUT)
+  if (force || !old || member_down_error (old) != ETIMEDOUT)
     return 0;
   snprintf (err, errlen, "%s: its server at its old address %s stopped answering and "
             "may still hold writes for it that it would apply later: stop that server, "

@@ -216,8 +216,8 @@ uint64_t sb_layout_rows (const struct raid_sb *sb, bool next);
  * the valid record sb gives it (current layout, and the target during a
  * reshape)?  Asked of every entry with a role in use, and of one recorded
  * missing (its member away or stale): a member too small for its role
- * can never serve it, now or when it is taken back.  Returns 0, or -1 with the field and
- * the sizes in err. */
+ * can never serve it, now or when it is taken back.  Returns 0, or -1
+ * with the field and the sizes in err. */
 int sb_check_member_size (const struct raid_sb *sb, const struct sb_member_entry *e,
                           uint64_t size, char *err, size_t errlen);
 
