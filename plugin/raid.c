@@ -216,8 +216,8 @@ raid_config_complete (void)
   "member-timeout=SECONDS    How long an NBD member may be away before it is\n" \
   "                          faulty; bounds every NBD operation (default 30).\n" \
   "force=BOOL                Start dirty and degraded without a journal, as\n" \
-  "                          served by another host, or taking back a stale\n" \
-  "                          member that missed nothing (default false).\n" \
+  "                          served by another host, or taking back stale\n" \
+  "                          members as they are (default false).\n" \
   "write-gather=BOOL         Hold partial-row writes briefly (20-30 ms) to\n" \
   "                          join them into whole rows; durable after a flush,\n" \
   "                          as always (default true)."

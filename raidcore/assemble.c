@@ -255,8 +255,58 @@ take_back_unmissed (struct raid_array *a, bool force, char *hint, size_t hintlen
   }
 }
 
+/* The stale member whose map marks the fewest regions (it may rejoin by a
+ * delta, but no delta can run: too few members are left to rebuild it
+ * from), or -1. */
+static int
+least_missed (struct raid_array *a)
+{
+  int best = -1;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
+        a->sb.members[t].role >= 0 && a->mem[t].delta && missed_has_map (a, t) &&
+        (best < 0 || missed_count (a, t) < missed_count (a, best)))
+      best = t;
+  return best;
+}
+
+/* When even the members that missed nothing are not enough (the outage
+ * that failed the array also cost its last member a write in flight, or
+ * writes not yet flushed when it left, which its map marks): with force,
+ * as mdadm --assemble --force does, the stale members whose maps mark the
+ * fewest regions are taken back as they are, until the array can start.
+ * Their marked regions may hold older data than was written there (writes
+ * never acknowledged, or not flushed): logged with their count.  Without
+ * force, the hint says so. */
+static void
+take_back_missed (struct raid_array *a, bool force, char *hint, size_t hintlen)
+{
+  int t;
+
+  while (!enough_usable (a) && (t = least_missed (a)) >= 0) {
+    int role = a->sb.members[t].role;
+    uint64_t n = missed_count (a, t);
+    if (!force) {
+      size_t l = strlen (hint);
+      snprintf (hint + l, hintlen - l, "; %s (role %d) is stale, its map marks %" PRIu64
+                " regions it may have missed: force=true takes it back as it is (the "
+                "data there may be older than last written)", member_spec (a->mem[t].m),
+                role, n);
+      return;
+    }
+    raid_log (RAID_LOG_WARN, "%s (role %d): taken back as it is with force=true, though "
+              "its map marks %" PRIu64 " regions it may have missed: the data there may "
+              "be older than last written (writes in flight or not flushed when it "
+              "left); run a check", member_spec (a->mem[t].m), role, n);
+    member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
+    member_transition (a, t, RAID_MEMBER_IN_SYNC, role, "back as it is, forced");
+  }
+}
+
 /* Enough members to start, stale ones that missed nothing taken back with
- * force when needed (take_back_unmissed); else -1 with a message. */
+ * force when needed (take_back_unmissed), then, with force, those that
+ * missed the least (take_back_missed); else -1 with a message. */
 static int
 start_usable (struct raid_array *a, const char *u, bool force, char *err, size_t errlen)
 {
@@ -264,6 +314,8 @@ start_usable (struct raid_array *a, const char *u, bool force, char *err, size_t
 
   if (!enough_usable (a))
     take_back_unmissed (a, force, hint, sizeof hint);
+  if (!enough_usable (a) && !*hint)
+    take_back_missed (a, force, hint, sizeof hint);
   return check_usable (a, u, hint, err, errlen);
 }
 

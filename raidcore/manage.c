@@ -335,27 +335,29 @@ add_open (struct raid_array *a, const char *spec, bool *retired, int *rp,
   return m;
 }
 
-/* A member that moved (FOUND_OURS_MOVED) while the server at its old
- * address may still hold writes for it: the old connection was cut
- * because that server stopped answering, not closed by it, so it may be
- * alive, stalled, and apply those writes later, over regions the rejoin
- * has rewritten since (the same storage served at two addresses).  Only
- * force (the operator says that server is stopped) takes it.  0 or EBUSY
- * with a message.  Management lock held. */
+/* A member that moved (FOUND_OURS_MOVED): the server at its old address
+ * may be alive (stalled on its storage, or cut off by a proxy or a route)
+ * and still hold writes for it that it would apply later, over regions
+ * the rejoin has rewritten since, when both addresses reach the same
+ * storage.  Nothing the array sees tells that server gone from one that
+ * is only cut off, so only force (the operator says that server is
+ * stopped) takes a member that moved.  0 or EBUSY with a message.
+ * Management lock held. */
 static int
 old_address_fenced (struct raid_array *a, int t, const char *spec, bool force,
                     char *err, size_t errlen)
 {
   struct member *old;
 
+  if (force)
+    return 0;
   pthread_mutex_lock (&a->state_lock);
   old = a->mem[t].m;
   pthread_mutex_unlock (&a->state_lock);
-  if (force || !old || member_down_error (old) != ETIMEDOUT)
-    return 0;
-  snprintf (err, errlen, "%s: its server at its old address %s stopped answering and "
-            "may still hold writes for it that it would apply later: stop that server, "
-            "then add it with force", spec, member_spec (old));
+  snprintf (err, errlen, "%s is member %s, which moved: the server at its old address "
+            "may still hold writes for it that it would apply later; make sure that "
+            "server is stopped, then add it with force", spec,
+            old ? member_spec (old) : "?");
   return EBUSY;
 }
 

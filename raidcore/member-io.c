@@ -216,16 +216,10 @@ member_is_nbd (const struct member *m)
   return m->be->kind == MEMBER_NBD;
 }
 
-int
-member_down_error (const struct member *m)
-{
-  return m->be->down_error ? m->be->down_error (m) : 0;
-}
-
 bool
 member_is_down (const struct member *m)
 {
-  return member_down_error (m) != 0;
+  return m->be->is_down ? m->be->is_down (m) : false;
 }
 
 int

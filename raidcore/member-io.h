@@ -62,9 +62,9 @@ struct member_backend {
    * *run, the length from off (<= len) for which that answer holds. */
   int (*extent) (struct member *m, uint64_t off, uint64_t len, bool *hole,
                  uint64_t *run);
-  /* Optional (NBD): member_down_error and member_reconnect (member.h).
+  /* Optional (NBD): member_is_down and member_reconnect (member.h).
    * Without them a member is never down and cannot reconnect. */
-  int (*down_error) (const struct member *m);
+  bool (*is_down) (const struct member *m);
   int (*reconnect) (struct member *m, uint64_t connect_ns, char *err, size_t errlen);
   /* Optional: drop clean cached copies of [off, off + len), so that the
    * next read of it reaches the device. */

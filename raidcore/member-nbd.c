@@ -904,16 +904,16 @@ conn_open (struct nbd_conn *cn, const struct conn_req *rq,
 
 /* ---- down and reconnect ---- */
 
-static int
-nbd_down_error (const struct member *m)
+static bool
+nbd_is_down (const struct member *m)
 {
   struct nbd_member *nm = nbd_member ((struct member *) m);  /* the lock */
-  int err;
+  bool down;
 
   pthread_mutex_lock (&nm->lock);
-  err = nm->fail_err;
+  down = nm->fail_err != 0;
   pthread_mutex_unlock (&nm->lock);
-  return err;
+  return down;
 }
 
 /* Retire the old connection of a down member: wait until every op
@@ -1073,7 +1073,7 @@ static const struct member_backend nbd_backend = {
   .start = nbd_start,
   .submit = nbd_submit,
   .close = nbd_close_member,
-  .down_error = nbd_down_error,
+  .is_down = nbd_is_down,
   .reconnect = nbd_reconnect,
 };
 

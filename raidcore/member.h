@@ -201,12 +201,6 @@ void member_set_io_timeout (unsigned seconds);
  * the member has been used) or by the next op.
  * Always false for files, block devices and custom members. */
 bool member_is_down (const struct member *m);
-/* The same as the error it went down with: 0 while up; ETIMEDOUT when it
- * stopped answering (an op past its deadline, or the connection timed
- * out): its server may still be running and may still apply requests it
- * had received; any other error when the connection was lost (closed or
- * reset by the server's side). */
-int member_down_error (const struct member *m);
 
 /* Connect a member that is down again, to the same URI (its spec), with a
  * new handle configured exactly as member_open configures one (TLS for

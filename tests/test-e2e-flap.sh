@@ -39,13 +39,14 @@
 #     member missed (written whole when it comes into use), not only the
 #     bits marked after it came.
 # (l) a member whose export moved (killed, served again at another
-#     socket) rejoins its role when `add` is given the new address; its
+#     socket) rejoins its role when `add --force` is given the new address
+#     (without force: refused, saying the old server must be stopped); its
 #     image at a second address while it is in use is refused.
 # (l2) a moved export smaller than the members' data area is refused.
 # (l3) a member moves while the server at its old address is stalled (it
 #     stopped answering, so it may still apply writes it had received):
-#     `add` at the new address is refused, saying so; with that server
-#     stopped, `add --force` takes it.
+#     `add` at the new address is refused, saying so (as every move
+#     without force); with that server stopped, `add --force` takes it.
 # (l4) the same add, when no record can be written (the other members
 #     fail every write): an error, the array failed, the server still
 #     answers (the member joined is the array's, not closed under it).
@@ -57,6 +58,10 @@
 #     fails the array); the first, which missed writes, is back first:
 #     the second, back later, missed nothing and makes the array whole
 #     again at once, then the first rejoins by its delta.
+# (n2) the same, but the second member's map marks a write it took that
+#     was not flushed yet: the array stays failed; a restart refuses
+#     without force=true and says what it would do; with it, that member
+#     is taken back as it is (logged), and the first rejoins by its delta.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -399,7 +404,11 @@ kill_member 7
 expect_run "(l) write while member 7 is away" $FLAP write "$raid_uri" "$model" $((12 << 20)) $((1 << 20)) 94
 expect_eq "(l) member 7 missing" missing "$(mfield 2 state)"
 start_member 9 "$tmp/j7"         # the same image, served at a new socket
-expect_run "(l) add it at its new address" "$NBDRAID" -C "$ctl" add "$(mu 9)"
+if out="$("$NBDRAID" -C "$ctl" add "$(mu 9)" 2>&1)"; then
+  fail "(l) a member that moved was taken without force"
+elif [[ "$out" == *"which moved"*"with force"* ]]; then ok
+else fail "(l) the refusal says why and what to do: $out"; fi
+expect_run "(l) add --force at its new address" "$NBDRAID" -C "$ctl" add --force "$(mu 9)"
 wait_member 2 in_sync 60
 expect_eq "(l) role 2 is listed under its new spec" in_sync "$(status_get "$ctl" spec:member9.sock)"
 expect_eq "(l) the old address is no longer listed" absent "$(status_get "$ctl" spec:member7.sock)"
@@ -416,7 +425,7 @@ expect_run "(l2) write while role 2 is away" $FLAP write "$raid_uri" "$model" $(
 cp "$tmp/j7" "$tmp/l2small"; truncate -s 16M "$tmp/l2small"   # the members: 32M
 start_member 11 "$tmp/l2small"
 expect_fail "(l2) a moved member too small for its data area is refused" \
-  "$NBDRAID" -C "$ctl" add "$(mu 11)"
+  "$NBDRAID" -C "$ctl" add --force "$(mu 11)"
 expect_eq "(l2) role 2 still missing" missing "$(mfield 2 state)"
 kill_member 11
 $FLAP write "$raid_uri" "$model" $((14 << 20)) $((1 << 20)) 96 >/dev/null 2>&1 || true
@@ -440,7 +449,7 @@ expect_eq "(l3) member 17 missing" missing "$(status_get "$ctl8" member:2)"
 start_member 18 "$tmp/f17"                # its storage, at another address
 if out="$("$NBDRAID" -C "$ctl8" add "$(mu 18)" 2>&1)"; then
   fail "(l3) taken while the server at its old address may still write to it"
-elif [[ "$out" == *"stopped answering"*"force"* ]]; then ok
+elif [[ "$out" == *"which moved"*"force"* ]]; then ok
 else fail "(l3) the refusal says why and what to do: $out"; fi
 expect_eq "(l3) role 2 still missing" missing "$(status_get "$ctl8" member:2)"
 kill -9 "${pid_of[member17]}"; wait "${pid_of[member17]}" 2>/dev/null || true
@@ -470,7 +479,8 @@ kill_member 21
 expect_run "(l4) write while member 21 is away" $FLAP write "$uri9" "$tmp/model9.img" 0 $((1 << 20)) 120
 start_member 22 "$tmp/f21"
 touch "$tmp/trig19" "$tmp/trig20"        # no record can be written now
-expect_fail "(l4) add fails: its record cannot be written" "$NBDRAID" -C "$ctl9" add "$(mu 22)"
+expect_fail "(l4) add fails: its record cannot be written" \
+  "$NBDRAID" -C "$ctl9" add --force "$(mu 22)"
 expect_eq "(l4) the server still answers: failed" failed "$(status_get "$ctl9" health)"
 expect_eq "(l4) the member taken is listed" 2 "$(status_get "$ctl9" specfield:role:member22.sock)"
 rm -f "$tmp/trig19" "$tmp/trig20"
@@ -545,4 +555,40 @@ wait_member 1 in_sync 60                 # then member 12's delta runs
 expect_eq "(n) optimal" optimal "$(status_get "$ctl" health)"
 verify "(n)"
 stop_nbdkit raid7
+
+# ---- (n2) the same, but the second member also missed a write -----------------
+start_raid raid7b "$(mu 11)" "$(mu 12)" "$(mu 13)" "$(mu 14)" control="$ctl" member-timeout=30
+raid_uri="$uri"
+kill_member 12
+expect_run "(n2) write while member 12 is away" $FLAP write "$raid_uri" "$model" $((6 << 20)) $((1 << 20)) 103
+# a write acknowledged, not flushed: the map of a member that leaves now marks it
+head -c 4096 /dev/urandom > "$tmp/n2.blk"
+dd if="$tmp/n2.blk" of="$model" bs=4096 seek=$(((20 << 20) / 4096)) conv=notrunc status=none
+$PYTHON -c "
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+h.pwrite(open(sys.argv[2], 'rb').read(), 20 << 20)
+h.shutdown()" "$raid_uri" "$tmp/n2.blk"
+kill_member 13
+$FLAP verify "$raid_uri" "$model" >/dev/null 2>&1 || true
+wait_member 2 missing 30
+start_member 12
+start_member 13
+wait_member 2 stale 30
+sleep 2
+expect_eq "(n2) still failed: member 13 missed a write" failed "$(status_get "$ctl" health)"
+kill -9 "${pid_of[raid7b]}"; wait "${pid_of[raid7b]}" 2>/dev/null || true
+if start_raid raid7c "$(mu 11)" "$(mu 12)" "$(mu 13)" "$(mu 14)" control="$ctl" 2>/dev/null; then
+  fail "(n2) started without force=true"; stop_nbdkit raid7c
+elif grep -q "may have missed: force=true takes it back as it is" "$tmp/raid7c.log"; then ok
+else fail "(n2) the refusal does not say what force=true would do"; fi
+start_raid raid7f "$(mu 11)" "$(mu 12)" "$(mu 13)" "$(mu 14)" control="$ctl" force=true ||
+  { fail "(n2) the array did not start with force=true"; finish; }
+raid_uri="$uri"
+grep -q "taken back as it is with force=true, though its map marks" "$tmp/raid7f.log" && ok ||
+  fail "(n2) the log names the regions member 13 may have missed"
+wait_member 1 in_sync 60                 # member 12's delta runs
+expect_eq "(n2) optimal" optimal "$(status_get "$ctl" health)"
+verify "(n2)"
+stop_nbdkit raid7f
 finish
