@@ -80,6 +80,12 @@ read_candidates (struct candidate *c, int n, int *best, char *err, size_t errlen
       return -1;
     if (ent && sb_check_member_size (&c[*best].sb, ent, member_size (c[i].m), e2,
                                    sizeof e2) < 0) {
+      if (ent->state == SB_MEMBER_MISSING) {  /* away: it is not taken back */
+        raid_log (RAID_LOG_WARN, "%s: too small for the role it left (%s): not used",
+                  member_spec (c[i].m), e2);
+        c[i].valid = false;
+        continue;
+      }
       snprintf (err, errlen, "%s: member is smaller than the array's record says: "
                 "%s", member_spec (c[i].m), e2);
       return -1;

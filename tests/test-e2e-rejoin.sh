@@ -32,6 +32,9 @@
 # (g) a copy of a member that another server used since (its record is
 #     newer than the array's) is refused by `add`, changing nothing; the
 #     member itself then rejoins.
+# (h) a member absent at the last start, given again but too small for its
+#     role (a truncated copy), is not used: the start goes on degraded and
+#     the log says why.
 # (a) also: the start without member 3 logs its role and last known spec.
 
 set -euo pipefail
@@ -263,6 +266,24 @@ part_g ()
   stop_nbdkit g3
 }
 
+# ---- (h) an absent member back too small for its role --------------------------
+part_h ()
+{
+  local d="$tmp/h"
+  new_array "$d" journal || { fail "(h) create"; return 0; }
+  start_raid h1 "$d/m0" "$d/m1" "$d/m2" || { fail "(h) start without member 3"; return 0; }
+  stop_nbdkit h1
+  cp --sparse=always "$d/m3" "$d/m3small"
+  truncate -s 8M "$d/m3small"              # its role needs more
+  start_raid_ctl h2 "$d/ctl" "$d/m0" "$d/m1" "$d/m2" "$d/m3small" ||
+    { fail "(h) the start was refused for a member it can do without"; return 0; }
+  grep -q "m3small: too small for the role it left" "$tmp/h2.log" && ok ||
+    fail "(h) the log says why member 3 is not used"
+  expect_status "(h) role 3 missing" "$d/ctl" member:3 missing
+  expect_status "(h) degraded" "$d/ctl" health degraded
+  stop_nbdkit h2
+}
+
 # ---- (f) a delta resync while clients write ahead of its cursor --------------
 # write_model URI MODEL SEED OFFSET:LENGTH...: random bytes at each range of
 # the export and of MODEL (the expected image), then a flush.
@@ -312,4 +333,5 @@ for policy in journal bitmap resync; do part_b "$policy"; done
 part_c
 part_e
 part_g
+part_h
 finish
