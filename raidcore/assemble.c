@@ -261,17 +261,51 @@ take_back_unmissed (struct raid_array *a, bool force, char *hint, size_t hintlen
   }
 }
 
-/* The stale member whose map marks the fewest regions (it may rejoin by a
- * delta, but no delta can run: too few members are left to rebuild it
- * from), or -1. */
+/* Whether stale member t may be taken back as it is when forced: it may
+ * rejoin by a delta (its map covers what it missed since it left) and it
+ * was whole when it left (not in the middle of its own rebuild: rows it
+ * never received are not "older data", they are none). */
+static bool
+forcible (struct raid_array *a, int t)
+{
+  return atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
+    a->sb.members[t].role >= 0 && a->mem[t].delta && missed_has_map (a, t) &&
+    a->mem[t].delta_from >= a->sb.component_size;
+}
+
+/* When the stale members with a role left the array: the highest
+ * `since` among them (the events of the last record each received), or 0
+ * when one has no map (when it left is not known). */
+static uint64_t
+last_left (struct raid_array *a)
+{
+  uint64_t last = 0;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_STALE || a->sb.members[t].role < 0)
+      continue;
+    if (!missed_has_map (a, t))
+      return 0;
+    last = raid_max_u64 (last, missed_since (a, t));
+  }
+  return last;
+}
+
+/* A forcible stale member among those that left last (since == last,
+ * from last_left before any was taken back), the one whose map marks the
+ * fewest regions; or -1.  Such a member received every record until the
+ * array failed: a write acknowledged and flushed before that is on it (a
+ * region its map marks holds only writes in flight or not flushed when
+ * the array failed).  One that left earlier missed acknowledged, flushed
+ * writes in the regions its map marks: never taken as it is.  As mdadm
+ * --assemble --force picks by event count. */
 static int
-least_missed (struct raid_array *a)
+freshest_stale (struct raid_array *a, uint64_t last)
 {
   int best = -1;
 
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
-        a->sb.members[t].role >= 0 && a->mem[t].delta && missed_has_map (a, t) &&
+  for (int t = 0; last && t < (int) a->sb.nmembers; t++)
+    if (forcible (a, t) && missed_since (a, t) == last &&
         (best < 0 || missed_count (a, t) < missed_count (a, best)))
       best = t;
   return best;
@@ -280,17 +314,19 @@ least_missed (struct raid_array *a)
 /* When even the members that missed nothing are not enough (the outage
  * that failed the array also cost its last member a write in flight, or
  * writes not yet flushed when it left, which its map marks): with force,
- * as mdadm --assemble --force does, the stale members whose maps mark the
- * fewest regions are taken back as they are, until the array can start.
- * Their marked regions may hold older data than was written there (writes
- * never acknowledged, or not flushed): logged with their count.  Without
- * force, the hint says so. */
+ * as mdadm --assemble --force does, the stale members that left last
+ * (freshest_stale) are taken back as they are, until the array can
+ * start.  The last to leave missed only what was in flight or not flushed
+ * when the array failed, so its marked regions may hold older data than
+ * was written there, but only of writes never acknowledged or not
+ * flushed: logged with their count.  Without force, the hint says so. */
 static void
 take_back_missed (struct raid_array *a, bool force, char *hint, size_t hintlen)
 {
+  uint64_t last = last_left (a);
   int t;
 
-  while (!enough_usable (a) && (t = least_missed (a)) >= 0) {
+  while (!enough_usable (a) && (t = freshest_stale (a, last)) >= 0) {
     int role = a->sb.members[t].role;
     uint64_t n = missed_count (a, t);
     if (!force) {
@@ -301,10 +337,10 @@ take_back_missed (struct raid_array *a, bool force, char *hint, size_t hintlen)
                 role, n);
       return;
     }
-    raid_log (RAID_LOG_WARN, "%s (role %d): taken back as it is with force=true, though "
-              "its map marks %" PRIu64 " regions it may have missed: the data there may "
-              "be older than last written (writes in flight or not flushed when it "
-              "left); run a check", member_spec (a->mem[t].m), role, n);
+    raid_log (RAID_LOG_WARN, "%s (role %d): taken back as it is with force=true (it "
+              "left last), though its map marks %" PRIu64 " regions it may have missed: "
+              "the data there may be older than last written (writes in flight or not "
+              "flushed when the array failed)", member_spec (a->mem[t].m), role, n);
     member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
     member_transition (a, t, RAID_MEMBER_IN_SYNC, role, "back as it is, forced");
   }

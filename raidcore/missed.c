@@ -462,6 +462,14 @@ missed_has_map (struct raid_array *a, int t)
   return slot_of (a, t) >= 0;
 }
 
+uint64_t
+missed_since (struct raid_array *a, int t)
+{
+  int i = slot_of (a, t);
+
+  return i < 0 ? 0 : a->ms->init[i] ? a->ms->pending[i].since : a->sb.missed[i].since;
+}
+
 bool
 missed_nothing (struct raid_array *a, int t)
 {

@@ -131,5 +131,9 @@ bool missed_has_map (struct raid_array *a, int t);
  * delta, missed nothing: its map marks no row its delta needs, so it is
  * back as it is, with no resync (state lock held). */
 bool missed_nothing (struct raid_array *a, int t);
+/* The events of the last record member t received before it left (its
+ * map's `since`; 0 when it has no map): of two members away, the one
+ * with the higher value left later.  State lock held. */
+uint64_t missed_since (struct raid_array *a, int t);
 
 #endif
