@@ -64,6 +64,9 @@
 #     that left last is taken back as it is (logged; the first one's map
 #     marks as many regions, but it missed a flushed write), and the first
 #     rejoins by its delta.
+# (n3) the member that left last was being rebuilt (a new member of a
+#     role): force=true does not take it as it is (its rows past the
+#     rebuild's cursor were never written); the start is refused.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -595,4 +598,30 @@ wait_member 1 in_sync 60                 # member 12's delta runs
 expect_eq "(n2) optimal" optimal "$(status_get "$ctl" health)"
 verify "(n2)"
 stop_nbdkit raid7f
+
+# ---- (n3) the member that left last was being rebuilt: never forced -----------
+for i in 23 24 25; do truncate -s 32M "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K "$(mu 23)" "$(mu 24)" "$(mu 25)"
+ctl="$tmp/ctl10"
+start_raid raid10 "$(mu 23)" "$(mu 24)" "$(mu 25)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+model="$tmp/model10.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(n3) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 130
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=1M >/dev/null
+expect_run "(n3) fail member 23" "$NBDRAID" -C "$ctl" fail "$(mu 23)"
+expect_run "(n3) remove it" "$NBDRAID" -C "$ctl" remove "$(mu 23)"
+truncate -s 32M "$tmp/f26"; start_member 26
+expect_run "(n3) a new member rebuilds role 0 (throttled)" "$NBDRAID" -C "$ctl" add "$(mu 26)"
+sleep 2
+kill_member 26                           # it leaves in the middle of its rebuild
+sleep 1
+kill_member 24                           # the array fails
+$FLAP verify "$raid_uri" "$model" >/dev/null 2>&1 || true
+wait_member 1 missing 30
+stop_nbdkit raid10
+start_member 26
+if start_raid raid10f "$(mu 25)" "$(mu 26)" control="$ctl" force=true 2>/dev/null; then
+  fail "(n3) a member never rebuilt past its cursor was taken as it is"; stop_nbdkit raid10f
+else ok; fi
 finish
