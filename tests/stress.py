@@ -1984,8 +1984,22 @@ def shrink(ep, c, new):
             st = ep.status("shrink")
             if st["size"] < len(ep.model):
                 ep.model[st["size"]:] = bytes(len(ep.model) - st["size"])
+                forget_beyond(ep, st["size"])
             ep.limit = st["size"]
     return rep["ok"]
+
+
+def forget_beyond(ep, size):
+    """Bytes at or beyond size are lost (a shrink): the versions a client
+    keeps of a block since it was last durable hold zeros there too, as
+    the model does, so that a later grow, which reads as zeros, meets
+    them after a kill -9 as well."""
+    for cl in ep.clients:
+        for b, vers in list(cl.hist.items()):   # (clients run below size)
+            keep = size - b * BS
+            if keep < BS:
+                keep = max(0, keep)
+                cl.hist[b] = [v[:keep] + bytes(BS - keep) for v in vers]
 
 
 def fence(ep, new):
