@@ -335,6 +335,15 @@ member_close_joining (struct raid_array *a, struct member *m, bool retired)
   }
 }
 
+void
+member_back_as_is (struct raid_array *a, int t, const char *why)
+{
+  int role = a->sb.members[t].role;
+
+  member_transition (a, t, RAID_MEMBER_REBUILDING, role, "it is back");
+  member_transition (a, t, RAID_MEMBER_IN_SYNC, role, why);
+}
+
 bool
 state_record_names (struct raid_array *a, int t, const struct raid_sb *own,
                     char *why, size_t len)

@@ -175,6 +175,10 @@ struct member *member_open_joining (struct raid_array *a, const char *spec,
                                     bool *retired, char *err, size_t errlen);
 /* m (NULL: nothing) did not join: closed, or retired again. */
 void member_close_joining (struct raid_array *a, struct member *m, bool retired);
+/* Stale member t is in sync again as it is, in its role, with no resync
+ * (stale -> rebuilding -> in_sync: the edges a rejoin takes); why is
+ * logged.  Caller holds the state lock and commits. */
+void member_back_as_is (struct raid_array *a, int t, const char *why);
 /* Whether own, the newest record read from a member that is to take slot
  * t back (away and answering again, or handed to add), shows that very
  * member of this array, no newer than the array (a newer one was used by

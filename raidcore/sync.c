@@ -659,10 +659,7 @@ rejoining_slot (struct raid_array *a)
 static void
 rejoin_as_is (struct raid_array *a, int t, const char *why)
 {
-  int role = a->sb.members[t].role;
-
-  member_transition (a, t, RAID_MEMBER_REBUILDING, role, "rejoins");
-  member_transition (a, t, RAID_MEMBER_IN_SYNC, role, why);
+  member_back_as_is (a, t, why);
   state_commit (a);
 }
 
