@@ -173,6 +173,15 @@ missed_begin (struct raid_array *a, int t)
 
   if (!ms || slot_of (a, t) >= 0)
     return;
+  if (a->mem[t].m && a->mem[t].seen < a->mem[t].joined) {
+    /* It came back into use (a rejoin, a rebuild) but never received the
+     * record that says so: the one it holds shows it as it was before it
+     * first left, and nothing marks what it missed in between. */
+    raid_log (RAID_LOG_WARN, "member %s is away before it received the record that "
+              "put it back in use: it will be rebuilt in full when it is back",
+              a->sb.members[t].spec_hint);
+    return;
+  }
   if (router_two (&a->router)) {
     raid_log (RAID_LOG_WARN, "member %s is away during a reshape: it will be "
               "rebuilt in full when it is back", a->sb.members[t].spec_hint);

@@ -39,6 +39,10 @@
  *     it — a start loads the union of the members present.
  *   - a reshape, or a change of the component size, ends every map (the
  *     rows change meaning): those members are rebuilt in full.
+ *   - a member that comes back into use with no map (rebuilt in full) and
+ *     goes away again before it received the record that put it back in
+ *     use gets no map either: the record it holds is the one from before
+ *     it first left, and the writes it missed since are marked nowhere.
  * Nothing clears a bit while its slot records; the slot is freed, in the
  * record that says the member is in sync again, when its delta resync
  * ends (or when it is written off or removed).  Stale bits left in the

@@ -147,6 +147,9 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
   if ((from == RAID_MEMBER_IN_SYNC || from == RAID_MEMBER_REBUILDING) && e->role >= 0 &&
       to != RAID_MEMBER_IN_SYNC && to != RAID_MEMBER_REBUILDING)
     a->roles_left++;                       /* its role's blocks stop being written */
+  if ((to == RAID_MEMBER_IN_SYNC || to == RAID_MEMBER_REBUILDING) &&
+      ((from != RAID_MEMBER_IN_SYNC && from != RAID_MEMBER_REBUILDING) || e->role != role))
+    a->mem[t].joined = a->sb.events + 1;   /* the next record puts it in use */
   atomic_store (&a->mem[t].state, to);
   if (to != RAID_MEMBER_REBUILDING)
     a->mem[t].rejoining = false;           /* begin_rejoin sets it */

@@ -108,6 +108,11 @@ struct array_member {
                                               rebuilt (see missed_judge) */
   uint64_t seen;                           /* events of the last record it
                                               received */
+  uint64_t joined;                         /* events of the record that put
+                                              it in use in its role (0: in
+                                              use since the start): a map
+                                              of what it misses is only
+                                              sound once it has seen it */
   uint64_t away_ns;                        /* missing: when it went away
                                               (monotonic; 0: not away) */
   bool rejoining;                          /* rebuilding because it was stale

@@ -67,6 +67,12 @@
 # (n3) the member that left last was being rebuilt (a new member of a
 #     role): force=true does not take it as it is (its rows past the
 #     rebuild's cursor were never written); the start is refused.
+# (o) a member whose map was ended (a resize grew the array while it was
+#     away) is rebuilt in full when back; held stale by a prepared
+#     reshape, it goes away again, and the abort starts its rebuild, whose
+#     record never reaches it: it gets no new map (the record it holds is
+#     from before it first left), so back after a restart it is rebuilt in
+#     full again, not resynced by a map that misses the first outage.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -624,4 +630,40 @@ start_member 26
 if start_raid raid10f "$(mu 25)" "$(mu 26)" control="$ctl" force=true 2>/dev/null; then
   fail "(n3) a member never rebuilt past its cursor was taken as it is"; stop_nbdkit raid10f
 else ok; fi
+
+# ---- (o) away again before the record of its full rebuild reached it ----------
+for i in 30 31 32 33; do truncate -s 32M "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 30)" "$(mu 31)" "$(mu 32)"
+ctl="$tmp/ctl11"
+start_raid raid11 "$(mu 30)" "$(mu 31)" "$(mu 32)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+expect_run "(o) shrink (to grow later)" "$NBDRAID" -C "$ctl" resize --force 20M
+model="$tmp/model11.img"
+truncate -s 20M "$model"
+expect_run "(o) fill" $FLAP write "$raid_uri" "$model" 0 $((20 << 20)) 140
+kill_member 31
+expect_run "(o) write while member 31 is away" $FLAP write "$raid_uri" "$model" 0 $((4 << 20)) 141
+expect_run "(o) grow: its map ends" "$NBDRAID" -C "$ctl" resize max
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(o) write past the old end" $FLAP write "$raid_uri" "$model" $((24 << 20)) $((4 << 20)) 142
+expect_run "(o) prepare a reshape to raid6" "$NBDRAID" -C "$ctl" reshape --level=6 --add="$(mu 33)"
+kill -9 "${pid_of[raid11]}"; wait "${pid_of[raid11]}" 2>/dev/null || true
+start_member 31
+start_raid raid11b "$(mu 30)" "$(mu 31)" "$(mu 32)" "$(mu 33)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+expect_eq "(o) member 31 back, stale while the reshape is prepared" stale "$(mfield 1 state)"
+kill_member 31
+expect_run "(o) write while it is away again" $FLAP write "$raid_uri" "$model" $((8 << 20)) $((1 << 20)) 143
+expect_run "(o) abort: its rebuild starts, its record fails" "$NBDRAID" -C "$ctl" abort
+wait_member 1 missing 30
+kill -9 "${pid_of[raid11b]}"; wait "${pid_of[raid11b]}" 2>/dev/null || true
+start_raid raid11c "$(mu 30)" "$(mu 31)" "$(mu 32)" "$(mu 33)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+start_member 31
+wait_member 1 in_sync 60
+verify "(o)"
+expect_run "(o) scrub" "$NBDRAID" -C "$ctl" check
+expect_run "(o) scrub ends" "$NBDRAID" -C "$ctl" wait --timeout=120
+expect_eq "(o) no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
+stop_nbdkit raid11c
 finish
