@@ -71,7 +71,7 @@ check_record (const uint8_t *slot, const struct raid_sb *sb)
    * missed_size (no maps: nothing of them is written), the missing-member
    * incompat bit from the member table. */
   norm.feature_compat = (sb->feature_compat & SB_FEAT_COMPAT_KNOWN) |
-    SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER;
+    SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS;
   norm.feature_ro_compat &= ~(uint64_t) SB_FEAT_RO_COMPAT_MISSED;
   if (sb->missed_size)
     norm.feature_ro_compat |= SB_FEAT_RO_COMPAT_MISSED;

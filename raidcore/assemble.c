@@ -268,7 +268,7 @@ forcible (struct raid_array *a, int t)
 {
   return atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
     a->sb.members[t].role >= 0 && a->mem[t].delta && missed_has_map (a, t) &&
-    a->mem[t].delta_from >= a->sb.component_size;
+    a->mem[t].whole;
 }
 
 /* When the stale members with a role left the array: the highest
@@ -358,6 +358,33 @@ start_usable (struct raid_array *a, const char *u, bool force, char *err, size_t
   return check_usable (a, u, hint, err, errlen);
 }
 
+/* One member is rebuilding at a time: the cursor (a->rb_row, set by
+ * start_layouts) is the first one's recovery offset.  A record of an
+ * earlier build may show two (a rejoin begun while another rebuild was
+ * under way): the first goes on, the others rejoin in full after it
+ * (their rows past the cursor they shared cannot be trusted: no delta,
+ * their maps end).  After missed_init. */
+static void
+one_rebuilding (struct raid_array *a)
+{
+  int first = -1;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    if (atomic_load (&a->mem[t].state) != RAID_MEMBER_REBUILDING)
+      continue;
+    if (first < 0) {
+      first = t;
+      continue;
+    }
+    raid_log (RAID_LOG_WARN, "member %s: recorded rebuilding beside %s: it is "
+              "rebuilt in full after it", member_spec (a->mem[t].m),
+              member_spec (a->mem[first].m));
+    member_assemble (a, t, a->sb.members[t].role >= 0 ? RAID_MEMBER_STALE
+                     : RAID_MEMBER_SPARE, a->mem[t].m);
+    missed_end (a, t);
+  }
+}
+
 /* The layouts from the record. */
 static int
 start_layouts (struct raid_array *a, char *err, size_t errlen)
@@ -368,8 +395,10 @@ start_layouts (struct raid_array *a, char *err, size_t errlen)
     return -1;
   router_init (&a->router, &cur);
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING) {
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);
+      break;                               /* one_rebuilding: the first */
+    }
   atomic_store (&a->size, a->sb.array_size);
   pthread_mutex_lock (&a->state_lock);
   state_update_health (a);
@@ -421,6 +450,8 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     snprintf (err, errlen, "array %s: out of memory for the maps of missed regions", u);
     goto fail_bound;
   }
+  one_rebuilding (a);
+  missed_whole_start (a);
   for (int i = 0; i < n; i++)              /* back: may each rejoin by a delta? */
     for (int t = 0; t < (int) a->sb.nmembers; t++)
       if (c[i].used && a->mem[t].m == c[i].m &&

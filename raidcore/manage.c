@@ -525,6 +525,12 @@ replace_locked (struct raid_array *a, const char *member, const char *with,
               raid_sync_action_name (a->sync.job.ops->action));
     return EBUSY;
   }
+  for (int r = 0; r < (int) a->sb.nmembers; r++)
+    if (atomic_load (&a->mem[r].state) == RAID_MEMBER_REBUILDING) {
+      snprintf (err, errlen, "%s is being rebuilt: wait for it", a->mem[r].m ?
+                member_spec (a->mem[r].m) : a->sb.members[r].spec_hint);
+      return EBUSY;                        /* one cursor: one rebuild at a time */
+    }
   if ((t = state_find_member (a, member, err, errlen)) < 0)
     return ENODEV;
   if (atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC || a->sb.members[t].role < 0) {

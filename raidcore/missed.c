@@ -384,13 +384,15 @@ missed_flushed (struct raid_array *a, uint64_t stamp)
     ;
 }
 
-bool
-missed_judge (struct raid_array *a, int t, const struct raid_sb *own, uint64_t *from)
+static bool
+missed_judge (struct raid_array *a, int t, const struct raid_sb *own, uint64_t *from,
+              bool *whole)
 {
   const struct sb_member_entry *self, *e = &a->sb.members[t];
   int i = slot_of (a, t);
 
   *from = a->sb.component_size;
+  *whole = false;
   if (i < 0 || a->ms->init[i] || !own)
     return false;
   self = sb_find_member ((struct raid_sb *) own, e->uuid);
@@ -401,8 +403,12 @@ missed_judge (struct raid_array *a, int t, const struct raid_sb *own, uint64_t *
       own->raid_disks != a->sb.raid_disks || own->component_size != a->sb.component_size ||
       own->reshape_state != SB_RESHAPE_NONE || a->sb.reshape_state != SB_RESHAPE_NONE)
     return false;
-  if (self->state == SB_MEMBER_REBUILDING)
-    *from = self->recovery_offset;         /* it was being rebuilt when it left */
+  *whole = self->state == SB_MEMBER_IN_SYNC;
+  if (self->state == SB_MEMBER_REBUILDING &&
+      !((own->feature_compat & SB_FEAT_COMPAT_WHOLE_MAPS) &&
+        own->events > a->sb.missed[i].since + 1))
+    *from = self->recovery_offset;         /* being rebuilt when it left, not by
+                                              a delta following this map (W) */
   return true;
 }
 
@@ -491,7 +497,61 @@ missed_nothing (struct raid_array *a, int t)
 void
 missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own)
 {
-  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from);
+  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from, &a->mem[t].whole);
+}
+
+bool
+missed_widen_due (struct raid_array *a, int t)
+{
+  int i = slot_of (a, t);
+
+  return i >= 0 && !a->ms->init[i] && atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
+    a->mem[t].delta && a->mem[t].delta_from < a->sb.component_size;
+}
+
+void
+missed_widen (struct raid_array *a)
+{
+  for (int t = 0; t < SB_MAX_MEMBERS; t++) {
+    struct missed *ms;
+    uint64_t from, row;
+    int i = -1, err;
+
+    pthread_mutex_lock (&a->state_lock);
+    ms = a->ms;
+    from = a->mem[t].delta_from;
+    row = from / router_layout (&a->router, LAYOUT_CUR)->g.chunk;
+    if (t < (int) a->sb.nmembers && missed_widen_due (a, t))
+      i = slot_of (a, t);
+    pthread_mutex_unlock (&a->state_lock);
+    if (i < 0)
+      continue;
+    err = row < ms->rows ? regmap_mark (a, ms->map[i], row, ms->rows - row) : 0;
+    if (err == EAGAIN)
+      continue;                            /* a member failed, reported: again */
+    pthread_mutex_lock (&a->state_lock);
+    if (a->ms == ms && slot_of (a, t) == i && missed_widen_due (a, t) &&
+        a->mem[t].delta_from == from) {    /* not judged again meanwhile */
+      if (err)
+        a->mem[t].delta = false;           /* out of memory: a full rejoin */
+      else
+        a->mem[t].delta_from = a->sb.component_size;
+    }
+    pthread_mutex_unlock (&a->state_lock);
+  }
+}
+
+void
+missed_whole_start (struct raid_array *a)
+{
+  if (a->sb.feature_compat & SB_FEAT_COMPAT_WHOLE_MAPS)
+    return;
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING && slot_of (a, t) >= 0) {
+      raid_log (RAID_LOG_INFO, "member %s: its rebuild goes on in full (recorded by an "
+                "older build)", a->sb.members[t].spec_hint);
+      missed_end (a, t);
+    }
 }
 
 const struct state_hooks missed_hooks = {

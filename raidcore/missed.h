@@ -53,7 +53,31 @@
  * every record until it left, so every write before is on it or marked),
  * shows it in sync or rebuilding in today's role, data offset and
  * geometry, with no reshape.  A member that was rebuilding when it left
- * resumes from its own recovery offset, plus the marked rows below it.
+ * needs its marked rows below its own recovery offset, and every row from
+ * there (`from`) — unless that rebuild was a delta following this very map
+ * (W below): then its map alone says what it needs.
+ *
+ * A delta follows its map alone (invariant W): before a member's delta
+ * begins, the rows from its `from` on are marked too, durably
+ * (missed_widen, run by the worker, no lock held), and a rejoin that is
+ * not a delta ends the member's map.  So a member recorded rebuilding in
+ * its role whose slot records is being resynced by a delta, and its map
+ * marks every row it still needs beyond the rows its recorded recovery
+ * offset covers: a delta cut short (a restart, a stop of the job) goes on
+ * from there, following the map, instead of rebuilding the rest in full.
+ * And a member whose own record shows it rebuilding, numbered at least
+ * `since` + 2, by a build that keeps W (the compat bit below), left in the
+ * middle of a delta following this map: the map marks every row it needs
+ * (those the delta had not reached, and every write since it left).  For
+ * a member holds at most one record past `since` from before the map
+ * began (the commit it failed in may have reached its disk; every later
+ * one skips it), so one numbered above that was written while it was in
+ * use again, which only a rejoin puts it, and a rejoin that is not a delta
+ * ends the map.
+ * Records written by a build that did not keep W lack the compat bit
+ * SB_FEAT_COMPAT_WHOLE_MAPS (a build drops the compat bits it does not
+ * know): at a start from such a record the map of a member being rebuilt
+ * ends, and its rebuild goes on in full (missed_whole_start).
  */
 #ifndef RAIDCORE_MISSED_H
 #define RAIDCORE_MISSED_H
@@ -108,13 +132,22 @@ uint64_t missed_stamp (struct raid_array *a);
 void missed_flushed (struct raid_array *a, uint64_t stamp);
 
 /* Whether member t, back with its own newest record `own`, can rejoin by
- * a delta; *from receives the member byte offset from which everything is
- * rebuilt (the role's size when only marked rows are).  State lock held. */
-bool missed_judge (struct raid_array *a, int t, const struct raid_sb *own,
-                   uint64_t *from);
-/* The same, kept in member t's runtime state (array_member.delta and
- * delta_from) for the rejoin to use.  State lock held. */
+ * a delta, kept in its runtime state for the rejoin to use: delta,
+ * delta_from (the member byte offset from which everything is rebuilt;
+ * the role's size when only marked rows are) and whole (it was in sync
+ * when it left).  State lock held. */
 void missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own);
+/* Invariant W for the stale members judged able to rejoin by a delta
+ * from before their end: their rows from there marked, durably, then
+ * their delta_from is the role's end.  No lock held (the worker, before it
+ * picks a job).  A member whose marks could not be written keeps its
+ * delta_from; its rejoin is then a full one. */
+void missed_widen (struct raid_array *a);
+/* Whether stale member t waits for missed_widen (state lock held). */
+bool missed_widen_due (struct raid_array *a, int t);
+/* At a start (after missed_init): the maps of members being rebuilt end
+ * when the record was written by a build that did not keep W. */
+void missed_whole_start (struct raid_array *a);
 
 /* What state.c calls when members come and go and every member is flushed
  * (state.h: struct state_hooks): missed_begin, missed_end,

@@ -125,7 +125,9 @@
  *       16     4  record length (v1 writes 2560; readers accept 2560..4096)
  *       20     4  reserved
  *       24     8  events
- *       32     8  feature_compat
+ *       32     8  feature_compat (SB_FEAT_COMPAT_WHOLE_MAPS carries no
+ *                 field: it says the writer keeps missed.h's invariant W,
+ *                 and an older build drops it when it writes)
  *       40     8  feature_ro_compat
  *       48     8  feature_incompat
  *       56     8  reserved
@@ -308,7 +310,7 @@ sb_encode (const struct raid_sb *sb, void *buf)
   put_le32 (p + OFF_LEN, V1_EXT_LEN);
   put_le64 (p + OFF_EVENTS, sb->events);
   put_le64 (p + OFF_COMPAT, (sb->feature_compat & SB_FEAT_COMPAT_KNOWN) |
-            SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER);
+            SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS);
   put_le64 (p + OFF_RO_COMPAT, (sb->feature_ro_compat & ~(uint64_t) SB_FEAT_RO_COMPAT_MISSED) |
             (sb->missed_size ? SB_FEAT_RO_COMPAT_MISSED : 0));
   put_le64 (p + OFF_INCOMPAT, incompat);

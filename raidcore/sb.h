@@ -62,7 +62,11 @@ struct member;
 #define SB_FEAT_INCOMPAT_MISSING 1u   /* a member entry may say "missing" (5) */
 #define SB_FEAT_RO_COMPAT_MISSED 1u   /* maps of missed regions (at 344): a build
                                          that does not keep them may only read */
-#define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER)
+#define SB_FEAT_COMPAT_WHOLE_MAPS 4u  /* a delta follows its map alone (missed.h,
+                                         invariant W): a rebuild under way with a
+                                         map is a delta, resumed as one */
+#define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | \
+                              SB_FEAT_COMPAT_WHOLE_MAPS)
 #define SB_FEAT_RO_COMPAT_KNOWN SB_FEAT_RO_COMPAT_MISSED
 #define SB_FEAT_INCOMPAT_KNOWN SB_FEAT_INCOMPAT_MISSING
 

@@ -106,6 +106,8 @@ struct array_member {
                                               (missed_judge), from delta_from */
   uint64_t delta_from;                     /* member bytes from which all is
                                               rebuilt (see missed_judge) */
+  bool whole;                              /* judged: it was in sync when it
+                                              left (not being rebuilt) */
   uint64_t seen;                           /* events of the last record it
                                               received */
   uint64_t joined;                         /* events of the record that put

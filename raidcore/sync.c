@@ -679,13 +679,15 @@ unmissed_slot (struct raid_array *a)
 }
 
 /* Member t rejoins: rebuilding from row 0, by a delta when its map of
- * missed regions covers what it missed (state lock held; the role's
- * binding does not change). */
+ * missed regions covers what it missed and marks every row it needs
+ * (missed.h, W: missed_widen has run), else in full and its map ends
+ * (state lock held; the role's binding does not change). */
 static void
 begin_rejoin (struct raid_array *a, int t)
 {
   int role = a->sb.members[t].role;
-  bool delta = a->mem[t].delta && missed_has_map (a, t);
+  bool delta = a->mem[t].delta && missed_has_map (a, t) &&
+    a->mem[t].delta_from >= a->sb.component_size;
   char e[128], why[128];
 
   if (layout_tolerance (cur_layout (a)) == 0) {
@@ -700,16 +702,16 @@ begin_rejoin (struct raid_array *a, int t)
   a->sb.members[t].recovery_offset = 0;
   if (delta)
     snprintf (why, sizeof why, "rejoins: resyncing what it missed (%" PRIu64
-              " regions%s)", missed_count (a, t),
-              a->mem[t].delta_from < a->sb.component_size ? ", and what its rebuild had "
-              "not reached" : "");
+              " regions)", missed_count (a, t));
+  else
+    missed_end (a, t);                     /* W: a full rejoin follows no map */
   member_transition (a, t, RAID_MEMBER_REBUILDING, role,
                      delta ? why : "rejoins: full resync");
   a->mem[t].rejoining = true;
   state_commit (a);
   sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
                 .target_slot = t, .target_role = role, .source_slot = -1,
-                .from = delta ? a->mem[t].delta_from : 0 },
+                .from = delta ? a->sb.component_size : 0 },
               0, false, e, sizeof e);
 }
 
@@ -759,15 +761,27 @@ next_simple_job (struct raid_array *a)
     resume_reshape (a);
     return true;
   }
-  if ((t = rejoining_slot (a)) >= 0) {
-    if (!cons_join_due (a))                /* else sync_next_job checkpoints */
-      begin_rejoin (a, t);
+  /* A rebuild recorded as under way goes on before any rejoin begins: a
+   * rejoin's job would take over the one cursor (a->rb_row, rows of the
+   * rebuilding role that hold current data), and the other member's rows
+   * between its cursor and wherever the rejoin ended would never be
+   * rebuilt.  One member is rebuilding at a time. */
+  if ((t = rebuilding_slot (a)) >= 0) {
+    /* Cut short (a restart, the job stopped): a delta (W: a map) goes on
+     * from its cursor following the map, any other rebuild in full. */
+    bool delta = missed_has_map (a, t);
+    a->mem[t].rejoining |= delta;
+    sync_begin (a, &(struct sync_job) { .ops = delta ? &sync_ops_rejoin : &sync_ops_recover,
+                  .target_slot = t, .target_role = a->sb.members[t].role, .source_slot = -1,
+                  .from = a->sb.component_size },
+                delta ? 0 : atomic_load (&a->rb_row) * cur_layout (a)->g.chunk, false,
+                e, sizeof e);
     return true;
   }
-  if ((t = rebuilding_slot (a)) >= 0) {
-    sync_begin (a, &(struct sync_job) { .ops = &sync_ops_recover, .target_slot = t,
-                  .target_role = a->sb.members[t].role, .source_slot = -1 },
-                atomic_load (&a->rb_row) * cur_layout (a)->g.chunk, false, e, sizeof e);
+  if ((t = rejoining_slot (a)) >= 0) {
+    if (!cons_join_due (a) && !missed_widen_due (a, t))   /* else sync_next_job
+                                                            checkpoints, widens */
+      begin_rejoin (a, t);
     return true;
   }
   if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
@@ -825,6 +839,7 @@ sync_next_job (struct raid_array *a)
   bool done, join;
 
   rejoin_unmissed (a);
+  missed_widen (a);                        /* W, before a rejoin is begun */
 
   pthread_mutex_lock (&a->state_lock);
   join = cons_join_due (a) && join_ready (a);

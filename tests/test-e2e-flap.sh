@@ -18,7 +18,9 @@
 #     stays missing; the right server back: it rejoins.
 # (e) a flap during a reshape (chunk 64K -> 128K, throttled): the reshape
 #     goes on degraded and member 3 is rebuilt afterwards.
-# (f) a flap during member 3's own resync (throttled): it rejoins again.
+# (f) a flap during member 3's own resync (throttled): it rejoins again,
+#     by the same map (the rows its first delta had not reached are in
+#     it), not by a rebuild in full from its delta's cursor.
 # (g) an outage longer than member-timeout: member 3 is written off
 #     (faulty) and a spare takes its role.
 # (h) a degraded RAID5 of three (one member failed): an outage of a member
@@ -73,6 +75,22 @@
 #     record never reaches it: it gets no new map (the record it holds is
 #     from before it first left), so back after a restart it is rebuilt in
 #     full again, not resynced by a map that misses the first outage.
+# (p) the array server is killed (-9) in the middle of a member's delta
+#     resync: started again, the delta goes on from its cursor, following
+#     the map (the member is sent at most twice the data bytes its marked
+#     regions hold: the rows past its last recorded cursor are done
+#     again), not as a rebuild of the rest in full.
+# (p2) a member that left in the middle of its own rebuild (onto a new
+#     member) rejoins by a delta that also rebuilds every row from its
+#     cursor on; killed in the middle of that delta and started again, the
+#     array still rebuilds all of those rows (they are marked in its map
+#     before the delta begins).
+# (q) a RAID6 whose new member is being rebuilt (throttled) loses another
+#     member for a while and is stopped; started again with that member
+#     back, the rebuild goes on from its own cursor first and the member
+#     back rejoins after it (the rejoin's job began first and took over the
+#     one rebuild cursor: the rebuild then went on from where the rejoin
+#     had ended, and the rows between were never rebuilt).
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -233,11 +251,15 @@ expect_run "(f) write while away" $FLAP write "$raid_uri" "$model" 0 $((8 << 20)
 "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=256K >/dev/null
 start_member 3
 wait_member 3 stale 30                  # rejoining: stale until in sync
+sleep 3                                 # its delta is under way
+expect_eq "(f) its delta runs" recover "$(status_get "$ctl" sync_action)"
 kill_member 3
 expect_run "(f) write while away again" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 61
+regions="$(mfield 3 missed_regions)"; rbytes="$(mfield 3 missed_region_bytes)"
 "$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
 start_member 3
 wait_member 3 in_sync 60
+delta_check "(f) back again: by the same map" "$regions" "$rbytes"
 verify "(f)"
 stop_nbdkit raid2
 
@@ -666,4 +688,99 @@ expect_run "(o) scrub" "$NBDRAID" -C "$ctl" check
 expect_run "(o) scrub ends" "$NBDRAID" -C "$ctl" wait --timeout=120
 expect_eq "(o) no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
 stop_nbdkit raid11c
+
+# scrub_clean NAME: the array's check finds no parity mismatch.
+scrub_clean ()
+{
+  expect_run "$1 scrub" "$NBDRAID" -C "$ctl" check
+  expect_run "$1 scrub ends" "$NBDRAID" -C "$ctl" wait --timeout=120
+  expect_eq "$1 no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
+}
+
+# ---- (p) the array server killed in the middle of a delta ----------------------
+for i in 40 41 42 43; do truncate -s "$MSIZE" "$tmp/f$i"; done
+for i in 40 41 42; do start_member "$i"; done
+start_nbdkit member43 --filter=log file "$tmp/f43" logfile="$tmp/m43.a.log"
+create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)"
+ctl="$tmp/ctl12"
+start_raid raid12 "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+model="$tmp/model12.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(p) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 150
+kill_member 43
+expect_run "(p) write while member 43 is away" $FLAP write "$raid_uri" "$model" 0 $((2 << 20)) 151
+expect_run "(p) and elsewhere" $FLAP write "$raid_uri" "$model" $((100 << 20)) $((2 << 20)) 152
+regions="$(mfield 3 missed_regions)"; rbytes="$(mfield 3 missed_region_bytes)"
+[[ "$regions" =~ ^[1-9][0-9]*$ ]] && ok || fail "(p) missed regions '$regions'"
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=200K >/dev/null
+start_nbdkit member43 --filter=log file "$tmp/f43" logfile="$tmp/m43.b.log"
+sleep 2
+expect_eq "(p) its delta runs" recover "$(status_get "$ctl" sync_action)"
+kill -9 "${pid_of[raid12]}"; wait "${pid_of[raid12]}" 2>/dev/null || true
+start_raid raid12b "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+wait_member 3 in_sync 60
+n="$($FLAP datawrites "$tmp/m43.b.log" "$OFF")"
+# the rows between its last recorded cursor and the kill are resynced twice
+if [ "$n" -gt 0 ] && [ "$n" -le $((2 * regions * rbytes)) ]; then ok
+else fail "(p) member 43 was sent $n data bytes across the restart (marked: $regions regions of $rbytes bytes)"; fi
+verify "(p)"
+scrub_clean "(p)"
+stop_nbdkit raid12b
+
+# ---- (p2) a delta that also rebuilds from a cursor, cut short by a kill ----------
+for i in 50 51 52 53 54; do truncate -s "$MSIZE" "$tmp/f$i"; start_member "$i"; done
+create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 53)"
+ctl="$tmp/ctl13"
+start_raid raid13 "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 53)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+model="$tmp/model13.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(p2) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 160
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
+expect_run "(p2) fail member 53" "$NBDRAID" -C "$ctl" fail "$(mu 53)"
+expect_run "(p2) remove it" "$NBDRAID" -C "$ctl" remove "$(mu 53)"
+expect_run "(p2) member 54 rebuilds role 3 (throttled)" "$NBDRAID" -C "$ctl" add "$(mu 54)"
+sleep 3
+kill_member 54                           # it leaves in the middle of its rebuild
+expect_run "(p2) write while it is away" $FLAP write "$raid_uri" "$model" $((50 << 20)) $((1 << 20)) 161
+"$NBDRAID" -C "$ctl" set speed-max=300K >/dev/null
+start_member 54
+sleep 3
+expect_eq "(p2) its delta runs" recover "$(status_get "$ctl" sync_action)"
+kill -9 "${pid_of[raid13]}"; wait "${pid_of[raid13]}" 2>/dev/null || true
+start_raid raid13b "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 54)" control="$ctl" member-timeout=60
+raid_uri="$uri"
+wait_member 3 in_sync 120
+verify "(p2)"
+scrub_clean "(p2)"
+stop_nbdkit raid13b
+
+# ---- (q) a rebuild under way and a rejoin at the same start ---------------------
+for i in 60 61 62 63 64 65; do truncate -s 24M "$tmp/f$i"; start_member "$i"; done
+create_array --level=6 --chunk=64K --data-offset=4M "$(mu 60)" "$(mu 61)" "$(mu 62)" "$(mu 63)" "$(mu 64)"
+ctl="$tmp/ctl14"
+start_raid raid14 "$(mu 60)" "$(mu 61)" "$(mu 62)" "$(mu 63)" "$(mu 64)" control="$ctl" member-timeout=600
+raid_uri="$uri"
+model="$tmp/model14.img"
+truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+expect_run "(q) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 170
+"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
+expect_run "(q) fail member 61" "$NBDRAID" -C "$ctl" fail "$(mu 61)"
+expect_run "(q) remove it" "$NBDRAID" -C "$ctl" remove "$(mu 61)"
+expect_run "(q) member 65 rebuilds role 1 (throttled)" "$NBDRAID" -C "$ctl" add "$(mu 65)"
+sleep 3
+kill_member 63
+expect_run "(q) write while member 63 is away" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 171
+expect_run "(q) and near the end" $FLAP write "$raid_uri" "$model" $((50 << 20)) $((1 << 20)) 172
+stop_nbdkit raid14
+start_member 63
+start_raid raid14b "$(mu 60)" "$(mu 65)" "$(mu 62)" "$(mu 63)" "$(mu 64)" control="$ctl" member-timeout=600
+raid_uri="$uri"
+wait_member 1 in_sync 60
+wait_member 3 in_sync 60
+verify "(q)"
+scrub_clean "(q)"
+stop_nbdkit raid14b
 finish
