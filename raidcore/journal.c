@@ -15,6 +15,11 @@
  *   - for full rows (every data block of the row rewritten) only the row
  *     range ("intent"): such a row lies entirely inside the write, so any
  *     torn state is allowed, but its parity must be made consistent again.
+ *     Only when every role of the row has a usable member (stripe.c,
+ *     write_units; zero_rows): a degraded row's missing block exists only
+ *     through parity, which nothing can recompute after a torn write, and
+ *     that block would read as neither its old nor its new bytes.  Such a
+ *     row is logged with its contents, like a partial one.
  * The record is written, with FUA, to the members PLACEMENT names, and
  * only when every copy is durable do the in-place writes start.
  *

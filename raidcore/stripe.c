@@ -971,7 +971,14 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
     return ENOMEM;
   for (size_t i = 0; i < G->nsegs; i++) {
     const struct seg *sg = &G->segs[i];
-    u[i] = (struct write_unit) { sg->row, 1, sg->plan == SEG_FULL, sg->wr_first, sg->wr_end };
+    /* A full segment is logged as an intent only (journal.c: a replay
+     * recomputes its row's parity from the data) when every role of its
+     * row is usable: in a row with a block on no member, a torn write
+     * leaves parity that matches neither the old nor the new data around
+     * it, and nothing can recompute it (the missing block is known only
+     * through it); its blocks are logged instead. */
+    bool full = sg->plan == SEG_FULL && !row_has_bad (G, sg->row);
+    u[i] = (struct write_unit) { sg->row, 1, full, sg->wr_first, sg->wr_end };
   }
   cg->units = u;
   cg->nunits = G->nsegs;
@@ -1297,57 +1304,6 @@ stripe_read (struct raid_array *a, const struct layout *L,
   return 0;
 }
 
-/* ---------------------------------------------------------------------
- * Zero: whole rows are zeroed on every writable member (the parity of
- * zeroes is zero, for P and Q), through run_pieces (so the replace mirror
- * gets them) and the write-hole policy (one intent unit); partial rows are
- * written with zeroes.
- */
-static int
-zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
-                uint32_t *failed)
-{
-  const struct layout *L = G->L;
-  struct issue_ctx ic = { G, MIO_ZERO, (flags & RAID_IO_FUA) ? MIO_FUA : 0 };
-  struct write_unit u;
-  struct write_batch cg;
-  int err;
-
-  group_reset (G);
-  *failed = 0;
-  if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
-    return EIO;
-  /* Rebuilding roles are zeroed too: zero is valid in every row. */
-  for (int r = 0; r < L->g.raid_disks; r++)
-    if (!(dead_at (G, r0) & (1u << r)) &&
-        (err = piece_add (G->ar, &G->wr, r, moff (L, r, r0, 0), NULL, n * L->g.chunk)))
-      return err;
-  u = (struct write_unit) { r0, n, true, 0, G->wr.n };
-  cg = (struct write_batch) { G->wr.p, &u, 1, r0, n };
-  return cons_write (G->a, L, flags, &cg, issue_writes, &ic, failed);
-}
-
-static int
-zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n,
-           unsigned flags)
-{
-  struct group G = { .a = a, .L = L };
-  struct stripe_lock_node *nodes;
-  uint32_t failed;
-  int err = 0;
-
-  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
-    return ENOMEM;
-  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
-    err = zero_rows_once (&G, r0, n, flags, &failed);
-    if (err || !failed)
-      break;
-    err = EIO;
-  }
-  stripe_unlock_range (&a->locks, n, nodes);
-  return err;
-}
-
 /* A read-only, page-aligned region of zeroes as large as the largest chunk:
  * untouched anonymous memory maps the zero page, so it costs no RAM. */
 static const uint8_t *zero_region;
@@ -1377,6 +1333,64 @@ write_zeroes (struct raid_array *a, const struct layout *L, uint64_t count,
     count -= n;
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Zero: whole rows are zeroed on every writable member (the parity of
+ * zeroes is zero, for P and Q), through run_pieces (so the replace mirror
+ * gets them) and the write-hole policy (one intent unit); partial rows are
+ * written with zeroes.
+ */
+static int
+zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
+                uint32_t *failed)
+{
+  const struct layout *L = G->L;
+  struct issue_ctx ic = { G, MIO_ZERO, (flags & RAID_IO_FUA) ? MIO_FUA : 0 };
+  struct write_unit u;
+  struct write_batch cg;
+  int err;
+
+  group_reset (G);
+  *failed = 0;
+  if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
+    return EIO;
+  for (uint64_t row = r0; row < r0 + n && L->g.level >= 4; row++)
+    if (row_has_bad (G, row))
+      return ECANCELED;                    /* zero_rows writes zeroes instead */
+  /* Rebuilding roles are zeroed too: zero is valid in every row. */
+  for (int r = 0; r < L->g.raid_disks; r++)
+    if (!(dead_at (G, r0) & (1u << r)) &&
+        (err = piece_add (G->ar, &G->wr, r, moff (L, r, r0, 0), NULL, n * L->g.chunk)))
+      return err;
+  u = (struct write_unit) { r0, n, true, 0, G->wr.n };
+  cg = (struct write_batch) { G->wr.p, &u, 1, r0, n };
+  return cons_write (G->a, L, flags, &cg, issue_writes, &ic, failed);
+}
+
+static int
+zero_rows (struct raid_array *a, const struct layout *L, uint64_t r0, uint64_t n,
+           unsigned flags)
+{
+  struct group G = { .a = a, .L = L };
+  struct stripe_lock_node *nodes;
+  uint32_t failed;
+  int err = 0;
+
+  if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
+    return ENOMEM;
+  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
+    err = zero_rows_once (&G, r0, n, flags, &failed);
+    if (err || !failed)
+      break;
+    err = EIO;
+  }
+  stripe_unlock_range (&a->locks, n, nodes);
+  if (err == ECANCELED)
+    /* A row without a block on some member: one intent cannot make a torn
+     * row whole (write_units), so its zeroes are written, and logged. */
+    err = write_zeroes (a, L, n * row_width (L), r0 * row_width (L), flags);
+  return err;
 }
 
 int
