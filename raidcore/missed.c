@@ -544,14 +544,19 @@ missed_widen (struct raid_array *a)
 void
 missed_whole_start (struct raid_array *a)
 {
-  if (a->sb.feature_compat & SB_FEAT_COMPAT_WHOLE_MAPS)
-    return;
-  for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING && slot_of (a, t) >= 0) {
+  bool whole = a->sb.feature_compat & SB_FEAT_COMPAT_WHOLE_MAPS;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    if (slot_of (a, t) < 0)
+      continue;
+    if (a->sb.members[t].role < 0)         /* its role went on without it */
+      missed_end (a, t);
+    else if (!whole && atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING) {
       raid_log (RAID_LOG_INFO, "member %s: its rebuild goes on in full (recorded by an "
                 "older build)", a->sb.members[t].spec_hint);
       missed_end (a, t);
     }
+  }
 }
 
 const struct state_hooks missed_hooks = {

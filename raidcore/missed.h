@@ -60,7 +60,9 @@
  * A delta follows its map alone (invariant W): before a member's delta
  * begins, the rows from its `from` on are marked too, durably
  * (missed_widen, run by the worker, no lock held), and a rejoin that is
- * not a delta ends the member's map.  So a member recorded rebuilding in
+ * not a delta ends the member's map, as does losing its role (the role
+ * recovered onto another member: member_detach), so a member that later
+ * takes a role as a spare, by a full recovery, has none.  So a member recorded rebuilding in
  * its role whose slot records is being resynced by a delta, and its map
  * marks every row it still needs beyond the rows its recorded recovery
  * offset covers: a delta cut short (a restart, a stop of the job) goes on
@@ -145,8 +147,10 @@ void missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own
 void missed_widen (struct raid_array *a);
 /* Whether stale member t waits for missed_widen (state lock held). */
 bool missed_widen_due (struct raid_array *a, int t);
-/* At a start (after missed_init): the maps of members being rebuilt end
- * when the record was written by a build that did not keep W. */
+/* At a start (after missed_init): the maps W cannot vouch for end: a
+ * member's without a role (a record of an earlier build, which left it
+ * when the member lost its role), and, when the record was written by a
+ * build that did not keep W, those of members being rebuilt. */
 void missed_whole_start (struct raid_array *a);
 
 /* What state.c calls when members come and go and every member is flushed

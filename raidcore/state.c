@@ -181,8 +181,10 @@ member_detach (struct raid_array *a, int t)
 {
   int st = atomic_load (&a->mem[t].state);
 
-  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE)
+  if (st == RAID_MEMBER_FAULTY || st == RAID_MEMBER_MISSING || st == RAID_MEMBER_STALE) {
     a->sb.members[t].role = -1;
+    hook_done (a, t);                      /* its map was for the role it left */
+  }
 }
 
 void

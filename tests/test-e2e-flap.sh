@@ -91,6 +91,11 @@
 #     back rejoins after it (the rejoin's job began first and took over the
 #     one rebuild cursor: the rebuild then went on from where the rejoin
 #     had ended, and the rows between were never rebuilt).
+# (r) a member absent at a start keeps a map; its role is recovered onto a
+#     spare (member-timeout), and it is back later as a spare: its map
+#     ended when it lost its role, so the full recovery of another role
+#     onto it, cut short by a kill -9 (and, in a second round, by its own
+#     outage), goes on in full, not by that old map.
 # After each part every byte reads back as written; at the end the
 # array's scrub finds no parity mismatch.
 
@@ -530,7 +535,7 @@ wait_spec ()
     [ "$(status_get "$ctl" "specfield:$2:$1")" = "$3" ] && { ok; return 0; }
     sleep 0.1
   done
-  fail "(m) $1: $2 did not become $3 in $4 s (it is $(status_get "$ctl" "specfield:$2:$1"))"
+  fail "$1: $2 did not become $3 in $4 s (it is $(status_get "$ctl" "specfield:$2:$1"))"
 }
 truncate -s 32M "$tmp/m10" "$tmp/m11"
 start_member 10 "$tmp/m10"
@@ -783,4 +788,51 @@ wait_member 3 in_sync 60
 verify "(q)"
 scrub_clean "(q)"
 stop_nbdkit raid14b
+
+# ---- (r) a spare that once had a map takes a role -------------------------------
+for round in restart flap; do
+  for i in 70 71 72 73 74; do rm -f "$tmp/f$i"; truncate -s "$MSIZE" "$tmp/f$i"; done
+  for i in 70 71 72 73 74; do start_member "$i"; done
+  create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 70)" "$(mu 71)" "$(mu 72)" "$(mu 73)"
+  ctl="$tmp/ctl15$round"
+  start_raid "raid15$round" "$(mu 70)" "$(mu 71)" "$(mu 72)" "$(mu 73)" control="$ctl"
+  raid_uri="$uri"
+  model="$tmp/model15.img"; rm -f "$model"
+  truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+  expect_run "(r $round) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 180
+  stop_nbdkit "raid15$round"
+  kill_member 73
+  start_raid "raid15${round}b" "$(mu 70)" "$(mu 71)" "$(mu 72)" control="$ctl" member-timeout=2
+  raid_uri="$uri"
+  expect_run "(r $round) write while member 73 is absent" $FLAP write "$raid_uri" "$model" $((20 << 20)) $((1 << 20)) 181
+  expect_run "(r $round) a spare" "$NBDRAID" -C "$ctl" add "$(mu 74)"
+  wait_spec member74.sock state in_sync 60
+  stop_nbdkit "raid15${round}b"
+  start_member 73
+  start_raid "raid15${round}c" "$(mu 70)" "$(mu 71)" "$(mu 72)" "$(mu 73)" "$(mu 74)" control="$ctl" \
+    member-timeout=60
+  raid_uri="$uri"
+  expect_eq "(r $round) member 73 is a spare" spare "$(status_get "$ctl" spec:member73.sock)"
+  "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "(r $round) fail member 71" "$NBDRAID" -C "$ctl" fail "$(mu 71)"
+  expect_run "(r $round) remove it: role 1 is recovered onto member 73" "$NBDRAID" -C "$ctl" remove "$(mu 71)"
+  sleep 3
+  if [ "$round" = restart ]; then
+    kill -9 "${pid_of[raid15${round}c]}"; wait "${pid_of[raid15${round}c]}" 2>/dev/null || true
+    start_raid "raid15${round}d" "$(mu 70)" "$(mu 72)" "$(mu 73)" "$(mu 74)" control="$ctl"
+    raid_uri="$uri"
+  else
+    kill_member 73
+    expect_run "(r $round) write while member 73 is away" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 182
+    start_member 73
+    "$NBDRAID" -C "$ctl" set speed-max=0 >/dev/null
+  fi
+  wait_spec member73.sock state in_sync 120
+  verify "(r $round)"
+  scrub_clean "(r $round)"
+  for n in "raid15${round}c" "raid15${round}d"; do
+    [ -n "${pid_of[$n]:-}" ] && kill -0 "${pid_of[$n]}" 2>/dev/null && stop_nbdkit "$n"
+  done
+  for i in 70 71 72 73 74; do kill_member "$i"; done
+done
 finish
