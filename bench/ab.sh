@@ -14,12 +14,14 @@
 # (3) for both builds, alternating, the order swapped every round, each
 # run RUNTIME s (4) after a 500 ms ramp.  Prints one line per run:
 # "RW:BS:QD old|new BW_BYTES IOPS".  NBDRAID: the nbdraid that creates
-# the arrays (default: the build directory's).
+# the arrays (default: the build directory's).  DEGRADED=1: after the
+# fill, each array is served without member 1 (degraded).
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh OLD-PLUGIN.so NEW-PLUGIN.so" >&2; exit 2; }
 declare -A PL=([old]="$1" [new]="$2")
 : "${NBDRAID:=$PWD/nbdraid/nbdraid}"
 : "${RUNTIME:=4}" "${REPS:=3}" "${RATE:=100}" "${FILES:=0}" "${BENCH_DIR:=/dev/shm}"
+: "${DEGRADED:=0}"
 : "${CASES:=write:4k:32 randread:4k:32}"
 RAMP=500ms
 BENCH_NAME=ab.sh
@@ -34,10 +36,12 @@ for v in old new; do
   serve "$v-fill" "${PL[$v]}" "${f[@]}"
   FIO_SIZE="$(nbdinfo --size "$uri")" fio_run "$uri" write 1M 32 no >/dev/null
   stop "$srv_pid"
+  keep=(0 1 2 3 4); [ "$DEGRADED" = 1 ] && keep=(0 2 3 4)
   if [ "$FILES" = 1 ]; then
-    serve "$v" "${PL[$v]}" "${f[@]}"
+    m=(); for i in "${keep[@]}"; do m+=("${f[$i]}"); done
+    serve "$v" "${PL[$v]}" "${m[@]}"
   else
-    u=(); for i in 0 1 2 3 4; do serve_rated "$v-m$i" "${f[$i]}" "$RATE"; u+=("$uri"); done
+    u=(); for i in "${keep[@]}"; do serve_rated "$v-m$i" "${f[$i]}" "$RATE"; u+=("$uri"); done
     serve "$v" -t 64 "${PL[$v]}" "${u[@]}"
   fi
   URI[$v]=$uri
