@@ -702,17 +702,55 @@ scrub_clean ()
   expect_eq "$1 no parity mismatch" 0 "$(status_get "$ctl" mismatch_count)"
 }
 
+# new_array PART NAME N TIMEOUT SEED CREATE-OPTION... -- MEMBER-NUMBER...:
+# create an array of the members, serve it as NAME (control socket ctlN,
+# member-timeout TIMEOUT) and fill it; sets ctl, raid_uri and model.
+new_array ()
+{
+  local part="$1" name="$2" n="$3" timeout="$4" seed="$5" i
+  local -a opts=() ms=()
+  shift 5
+  while [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  for i in "$@"; do ms+=("$(mu "$i")"); done
+  create_array "${opts[@]}" "${ms[@]}"
+  ctl="$tmp/ctl$n"
+  start_raid "$name" "${ms[@]}" control="$ctl" member-timeout="$timeout"
+  raid_uri="$uri"
+  model="$tmp/model$n.img"
+  truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
+  expect_run "$part fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" "$seed"
+}
+
+# rebuild_onto PART OLD NEW: member OLD failed and removed, member NEW
+# rebuilds its role, throttled to 2 MiB/s.
+rebuild_onto ()
+{
+  "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
+  expect_run "$1 fail member $2" "$NBDRAID" -C "$ctl" fail "$(mu "$2")"
+  expect_run "$1 remove it" "$NBDRAID" -C "$ctl" remove "$(mu "$2")"
+  expect_run "$1 member $3 rebuilds its role (throttled)" "$NBDRAID" -C "$ctl" add "$(mu "$3")"
+}
+
+# kill_mid_delta PART OLD NEW MEMBER-NUMBER...: with a delta under way,
+# the array server OLD is killed (-9) and the members served again as NEW.
+kill_mid_delta ()
+{
+  local part="$1" old="$2" new="$3" i
+  local -a ms=()
+  shift 3
+  for i in "$@"; do ms+=("$(mu "$i")"); done
+  expect_eq "$part its delta runs" recover "$(status_get "$ctl" sync_action)"
+  kill -9 "${pid_of[$old]}"; wait "${pid_of[$old]}" 2>/dev/null || true
+  start_raid "$new" "${ms[@]}" control="$ctl" member-timeout=60
+  raid_uri="$uri"
+}
+
 # ---- (p) the array server killed in the middle of a delta ----------------------
 for i in 40 41 42 43; do truncate -s "$MSIZE" "$tmp/f$i"; done
 for i in 40 41 42; do start_member "$i"; done
 start_nbdkit member43 --filter=log file "$tmp/f43" logfile="$tmp/m43.a.log"
-create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)"
-ctl="$tmp/ctl12"
-start_raid raid12 "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)" control="$ctl" member-timeout=60
-raid_uri="$uri"
-model="$tmp/model12.img"
-truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
-expect_run "(p) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 150
+new_array "(p)" raid12 12 60 150 --level=5 --chunk=64K --data-offset="$OFF" -- 40 41 42 43
 kill_member 43
 expect_run "(p) write while member 43 is away" $FLAP write "$raid_uri" "$model" 0 $((2 << 20)) 151
 expect_run "(p) and elsewhere" $FLAP write "$raid_uri" "$model" $((100 << 20)) $((2 << 20)) 152
@@ -721,10 +759,7 @@ regions="$(mfield 3 missed_regions)"; rbytes="$(mfield 3 missed_region_bytes)"
 "$NBDRAID" -C "$ctl" set speed-min=0 speed-max=200K >/dev/null
 start_nbdkit member43 --filter=log file "$tmp/f43" logfile="$tmp/m43.b.log"
 sleep 2
-expect_eq "(p) its delta runs" recover "$(status_get "$ctl" sync_action)"
-kill -9 "${pid_of[raid12]}"; wait "${pid_of[raid12]}" 2>/dev/null || true
-start_raid raid12b "$(mu 40)" "$(mu 41)" "$(mu 42)" "$(mu 43)" control="$ctl" member-timeout=60
-raid_uri="$uri"
+kill_mid_delta "(p)" raid12 raid12b 40 41 42 43
 wait_member 3 in_sync 60
 n="$($FLAP datawrites "$tmp/m43.b.log" "$OFF")"
 # the rows between its last recorded cursor and the kill are resynced twice
@@ -736,27 +771,15 @@ stop_nbdkit raid12b
 
 # ---- (p2) a delta that also rebuilds from a cursor, cut short by a kill ----------
 for i in 50 51 52 53 54; do truncate -s "$MSIZE" "$tmp/f$i"; start_member "$i"; done
-create_array --level=5 --chunk=64K --data-offset="$OFF" "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 53)"
-ctl="$tmp/ctl13"
-start_raid raid13 "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 53)" control="$ctl" member-timeout=60
-raid_uri="$uri"
-model="$tmp/model13.img"
-truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
-expect_run "(p2) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 160
-"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
-expect_run "(p2) fail member 53" "$NBDRAID" -C "$ctl" fail "$(mu 53)"
-expect_run "(p2) remove it" "$NBDRAID" -C "$ctl" remove "$(mu 53)"
-expect_run "(p2) member 54 rebuilds role 3 (throttled)" "$NBDRAID" -C "$ctl" add "$(mu 54)"
+new_array "(p2)" raid13 13 60 160 --level=5 --chunk=64K --data-offset="$OFF" -- 50 51 52 53
+rebuild_onto "(p2)" 53 54
 sleep 3
 kill_member 54                           # it leaves in the middle of its rebuild
 expect_run "(p2) write while it is away" $FLAP write "$raid_uri" "$model" $((50 << 20)) $((1 << 20)) 161
 "$NBDRAID" -C "$ctl" set speed-max=300K >/dev/null
 start_member 54
 sleep 3
-expect_eq "(p2) its delta runs" recover "$(status_get "$ctl" sync_action)"
-kill -9 "${pid_of[raid13]}"; wait "${pid_of[raid13]}" 2>/dev/null || true
-start_raid raid13b "$(mu 50)" "$(mu 51)" "$(mu 52)" "$(mu 54)" control="$ctl" member-timeout=60
-raid_uri="$uri"
+kill_mid_delta "(p2)" raid13 raid13b 50 51 52 54
 wait_member 3 in_sync 120
 verify "(p2)"
 scrub_clean "(p2)"
@@ -764,17 +787,8 @@ stop_nbdkit raid13b
 
 # ---- (q) a rebuild under way and a rejoin at the same start ---------------------
 for i in 60 61 62 63 64 65; do truncate -s 24M "$tmp/f$i"; start_member "$i"; done
-create_array --level=6 --chunk=64K --data-offset=4M "$(mu 60)" "$(mu 61)" "$(mu 62)" "$(mu 63)" "$(mu 64)"
-ctl="$tmp/ctl14"
-start_raid raid14 "$(mu 60)" "$(mu 61)" "$(mu 62)" "$(mu 63)" "$(mu 64)" control="$ctl" member-timeout=600
-raid_uri="$uri"
-model="$tmp/model14.img"
-truncate -s "$(nbdinfo --size "$raid_uri")" "$model"
-expect_run "(q) fill" $FLAP write "$raid_uri" "$model" 0 "$(stat -c %s "$model")" 170
-"$NBDRAID" -C "$ctl" set speed-min=0 speed-max=2M >/dev/null
-expect_run "(q) fail member 61" "$NBDRAID" -C "$ctl" fail "$(mu 61)"
-expect_run "(q) remove it" "$NBDRAID" -C "$ctl" remove "$(mu 61)"
-expect_run "(q) member 65 rebuilds role 1 (throttled)" "$NBDRAID" -C "$ctl" add "$(mu 65)"
+new_array "(q)" raid14 14 600 170 --level=6 --chunk=64K --data-offset=4M -- 60 61 62 63 64
+rebuild_onto "(q)" 61 65
 sleep 3
 kill_member 63
 expect_run "(q) write while member 63 is away" $FLAP write "$raid_uri" "$model" $((2 << 20)) $((1 << 20)) 171
