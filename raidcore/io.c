@@ -153,8 +153,12 @@ raid_array_zero (struct raid_array *a, uint64_t count, uint64_t off,
 
   if (err)
     return err;
-  if (fast && (off % W || (off + count) % W))
-    return ENOTSUP;
+  if (fast && (off % W || (off + count) % W ||
+               (router_layout (&a->router, LAYOUT_CUR)->g.level >= 4 &&
+                raid_array_health (a) != RAID_HEALTH_OPTIMAL)))
+    return ENOTSUP;                        /* partial rows, and degraded rows
+                                              (stripe.c, zero_rows), are
+                                              written with zeroes */
   if (count == 0)
     return 0;
   if ((err = gather_settle (&a->gather, off, off + count, &held)) == 0 &&

@@ -13,7 +13,8 @@
 # block is read through P: a journal record that only names the row (an
 # "intent": make its parity match its data) cannot make such a row whole,
 # since nothing can recompute P without that block, and the block read
-# back as neither version.
+# back as neither version.  A fast zero of whole rows of the degraded
+# array is refused (ENOTSUP): such rows are written with zeroes.
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 e2e_init test-e2e-torn "$@"
@@ -42,6 +43,15 @@ b = random.Random(1).randbytes(2 << 18)
 h.pwrite(b[:1 << 18], 0); h.pwrite(b[1 << 18:], 1 << 18); h.flush(); h.shutdown()" "$uri"
   expect_run "$name fail member 2 (Q of the row)" "$NBDRAID" -C "$ctl" fail "$(mu 2)"
   expect_run "$name fail member 3 (a data block of the row)" "$NBDRAID" -C "$ctl" fail "$(mu 3)"
+  if [ "$n" = 1 ]; then
+    expect_eq "a fast zero of whole rows of the degraded array is refused" ENOTSUP "$($PYTHON -c "
+import errno, nbd, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+try:
+    h.zero(1 << 18, 1 << 18, nbd.CMD_FLAG_FAST_ZERO); print('done')
+except nbd.Error as e:
+    print('ENOTSUP' if e.errnum == errno.ENOTSUP else e.errnum)" "$uri")"
+  fi
   expect_run "$name tear the row with a kill -9" $TORN tear "$uri" "$tmp" "${pid_of[raid$n]}" "$op" "$skip"
   wait "${pid_of[raid$n]}" 2>/dev/null || true
   kill "${pid_of[m0]}"; wait "${pid_of[m0]}" 2>/dev/null || true
