@@ -65,6 +65,11 @@ struct raid_array {
   _Atomic uint64_t rb_row;                 /* rebuild/replace cursor: rows of
                                               the current layout below it are
                                               valid on the job's target */
+  _Atomic uint64_t rb_logged;              /* the rebuild cursor as the last
+                                              record holds it (the rebuilding
+                                              member's recovery offset, rows):
+                                              after a crash the rebuild goes on
+                                              from there, not from rb_row */
 
   /* manage.c */
   pthread_mutex_t mgmt_lock;               /* serializes state-changing

@@ -397,6 +397,7 @@ start_layouts (struct raid_array *a, char *err, size_t errlen)
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING) {
       atomic_store (&a->rb_row, a->sb.members[t].recovery_offset / a->sb.chunk);
+      atomic_store (&a->rb_logged, atomic_load (&a->rb_row));
       break;                               /* one_rebuilding: the first */
     }
   atomic_store (&a->size, a->sb.array_size);

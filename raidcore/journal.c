@@ -15,11 +15,14 @@
  *   - for full rows (every data block of the row rewritten) only the row
  *     range ("intent"): such a row lies entirely inside the write, so any
  *     torn state is allowed, but its parity must be made consistent again.
- *     Only when every role of the row has a usable member (stripe.c,
- *     write_units; zero_rows): a degraded row's missing block exists only
- *     through parity, which nothing can recompute after a torn write, and
- *     that block would read as neither its old nor its new bytes.  Such a
- *     row is logged with its contents, like a partial one.
+ *     Only when a replay could read every block of the row (stripe.c,
+ *     intent_ok): no role without a member, and no role being rebuilt at
+ *     or past the rebuild cursor the last record holds (after a crash the
+ *     rebuild goes on from there, whatever the cursor in memory had
+ *     passed).  A block a replay cannot read exists only through parity,
+ *     which nothing can recompute after a torn write, and it would read as
+ *     neither its old nor its new bytes.  Such a row is logged with its
+ *     contents, like a partial one.
  * The record is written, with FUA, to the members PLACEMENT names, and
  * only when every copy is durable do the in-place writes start.
  *

@@ -589,6 +589,25 @@ member_lost (struct raid_array *a, int t, int err, const char *why)
   return false;
 }
 
+/* The record just written holds the rebuild cursor the rebuilding member's
+ * recovery offset says (none: no rebuild). */
+static void
+logged_cursor (struct raid_array *a)
+{
+  uint64_t row = UINT64_MAX;
+
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (atomic_load (&a->mem[t].state) == RAID_MEMBER_REBUILDING && a->sb.members[t].role >= 0)
+      row = a->sb.members[t].recovery_offset / a->sb.chunk;
+  atomic_store (&a->rb_logged, row);
+}
+
+uint64_t
+state_rb_logged (struct raid_array *a)
+{
+  return raid_min_u64 (atomic_load (&a->rb_row), atomic_load (&a->rb_logged));
+}
+
 int
 state_commit (struct raid_array *a)
 {
@@ -628,6 +647,7 @@ state_commit (struct raid_array *a)
       else
         a->mem[idx[j]].seen = a->sb.events;
     if (nfail == 0) {
+      logged_cursor (a);
       hook_flushed (a, stamp);             /* durable on every member */
       return 0;
     }

@@ -238,6 +238,10 @@ bool state_member_error (struct raid_array *a, struct member *m, int err,
  * cursor (rows of L), else they are added to the result. */
 uint32_t state_bad_roles (struct raid_array *a, const struct layout *L,
                           uint32_t *rb_mask, uint64_t *rb_row);
+/* The rebuild cursor a crash would leave: the lower of the one in memory
+ * and the one the last record holds.  Rows of a rebuilding role from it on
+ * are rebuilt again after a crash, from parity: a replay cannot read them. */
+uint64_t state_rb_logged (struct raid_array *a);
 
 /* Whether slot t is a spare that may be used: open, its connection up,
  * and (after it was lost) checked to be this member again (state lock

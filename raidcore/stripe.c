@@ -408,6 +408,9 @@ struct group {
   uint32_t mirror_only;              /* unusable roles written to the replace
                                         target alone (its member failed) */
   uint64_t rb_row;
+  uint64_t rb_logged;                /* state_rb_logged: rows of rb_mask's
+                                        roles from here need a rebuild after
+                                        a crash */
   uint32_t repair;                   /* roles whose rebuilt blocks are written */
   struct raid_row rr;                /* scratch */
   struct seg *segs;
@@ -453,6 +456,7 @@ static void
 snapshot (struct group *G)
 {
   G->unusable = state_bad_roles (G->a, G->L, &G->rb_mask, &G->rb_row);
+  G->rb_logged = state_rb_logged (G->a);
   G->mirror_only = orphaned_mirror (G);
 }
 
@@ -602,6 +606,18 @@ row_has_bad (const struct group *G, uint64_t row)
 {
   uint32_t all = G->L->g.raid_disks >= 32 ? ~0u : (1u << G->L->g.raid_disks) - 1;
   return (bad_at (G, row) & all) != 0;
+}
+
+/* Whether a whole row written may be journaled as an intent (journal.c):
+ * a replay can read every block of it, also after a crash, when a rebuild
+ * goes on from the cursor its record holds (rb_logged), not the one in
+ * memory.  Else a torn write leaves a block known only through parity that
+ * nothing can recompute: the row is logged with its contents. */
+static bool
+intent_ok (const struct group *G, uint64_t row)
+{
+  uint32_t all = G->L->g.raid_disks >= 32 ? ~0u : (1u << G->L->g.raid_disks) - 1;
+  return ((G->unusable | G->exclude | (row >= G->rb_logged ? G->rb_mask : 0)) & all) == 0;
 }
 
 /* Whether a read-modify-write of the segment can read everything it needs
@@ -972,12 +988,9 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
   for (size_t i = 0; i < G->nsegs; i++) {
     const struct seg *sg = &G->segs[i];
     /* A full segment is logged as an intent only (journal.c: a replay
-     * recomputes its row's parity from the data) when every role of its
-     * row is usable: in a row with a block on no member, a torn write
-     * leaves parity that matches neither the old nor the new data around
-     * it, and nothing can recompute it (the missing block is known only
-     * through it); its blocks are logged instead. */
-    bool full = sg->plan == SEG_FULL && !row_has_bad (G, sg->row);
+     * recomputes its row's parity from the data) when a replay can read
+     * every block of its row (intent_ok); its blocks are logged instead. */
+    bool full = sg->plan == SEG_FULL && intent_ok (G, sg->row);
     u[i] = (struct write_unit) { sg->row, 1, full, sg->wr_first, sg->wr_end };
   }
   cg->units = u;
@@ -1356,7 +1369,7 @@ zero_rows_once (struct group *G, uint64_t r0, uint64_t n, unsigned flags,
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
   for (uint64_t row = r0; row < r0 + n && L->g.level >= 4; row++)
-    if (row_has_bad (G, row))
+    if (!intent_ok (G, row))
       return ECANCELED;                    /* zero_rows writes zeroes instead */
   /* Rebuilding roles are zeroed too: zero is valid in every row. */
   for (int r = 0; r < L->g.raid_disks; r++)
