@@ -150,6 +150,10 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
   if (!was_dirty || !parity_holds_data (a))
     return 0;
   if (journal_usable (a)) {
+    if ((r = missed_begin_absent (a)) != 0)
+      raid_log (RAID_LOG_WARN, "array %s: the maps of the members absent from this "
+                "start are not yet recorded (%s): tried again after the replay", u,
+                raid_strerror (r));
     if (journal_replay (a, resync, &n, e, sizeof e) != 0) {
       snprintf (err, errlen, "array %s: %s", u, e);
       return -1;

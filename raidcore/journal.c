@@ -107,6 +107,27 @@
  * a volatile cache, because a later record's payload was computed from the
  * in-memory state that included them, and their own records come first.
  *
+ * OWED RESYNC.  A replay writes payload blocks to the members in use only,
+ * and marks their rows in the maps of the members that are away (missed.h):
+ * those members' blocks may be older than what the replay put around them.
+ * A row named by an intent and holding a role whose member is away (not
+ * given at this start, or gone since the write) cannot have its parity
+ * recomputed: the data of that role is on no member in use.  Such a row
+ * is not marked: the away member's block of it is its own bytes, old or
+ * new like every block of the torn write, while the row's parity may
+ * match neither; rebuilding that block from parity when the member comes
+ * back would replace the right bytes by ones no write ever held.  The
+ * checkpoint that ends the replay records instead a resync from the first
+ * such row (resync_offset), which runs once every role has its member
+ * again: the member back, its delta done (or its role recovered onto a
+ * spare), the parity is recomputed from the data.  The rows the resync
+ * covers read, meanwhile, what they read before it: the away member's
+ * blocks through the torn parity, which may be neither version (the row
+ * lies inside the torn write), and a member lost before the resync ends
+ * is rebuilt from that parity in those rows (inside the write as well).
+ * A region of a map that another write marks while the member is away is
+ * rebuilt whole, such a row included (the map has no finer grain).
+ *
  * WHICH WRITES.  consistency.c decides, per layout: every write of a layout
  * with parity, in either layout of a reshape (a raid0 -> raid5 takeover's
  * target is journaled from its first write).  A record names the layout it
@@ -1208,34 +1229,48 @@ collect_intents (uint8_t *p, struct intent **in, size_t *nin, size_t *cap)
 /* Rows a full-row write touched: their data may be torn or partly lost from
  * a volatile cache, and later partial writes computed parity from it; the
  * only consistent state is parity recomputed from what is on the members.
- * Done after every payload is back in place, once per covered row. */
+ * Done after every payload is back in place, once per covered row.  A row
+ * of the current layout with a role that has no member in use cannot be
+ * made consistent now (OWED RESYNC): *owe receives the first such row. */
 static int
 resync_intents (struct raid_array *a, const struct journal_view *v,
-                journal_resync_fn resync, const struct cover *cv)
+                journal_resync_fn resync, const struct cover *cv, uint64_t *owe)
 {
   int err = 0;
 
   for (int id = LAYOUT_CUR; id <= LAYOUT_NEXT && !err; id++) {
     const struct cover *c = &cv[id];
+    uint32_t rb;                           /* a role being rebuilt holds the
+                                              rows intents name (intent_ok) */
+    uint64_t rb_row;
+    bool whole = id != LAYOUT_CUR || state_bad_roles (a, v->L[id], &rb, &rb_row) == 0;
     for (size_t k = 0; k + 1 < c->m && !err;) {
       size_t j = k;
-      uint64_t row, rows;
       if (c->top[k] == 0) {
         k++;
         continue;
       }
       while (j + 1 < c->m && c->top[j] != 0)
         j++;                               /* [edge[k], edge[j]) covered */
-      row = c->edge[k];
-      rows = c->edge[j] - c->edge[k];
-      if (v->L[id]->id == LAYOUT_CUR)      /* an absent member misses it */
-        err = missed_mark_rows (a, row, rows);
-      if (!err)
-        err = resync (a, v->L[id], row, rows);
+      if (!whole)
+        *owe = raid_min_u64 (*owe, c->edge[k]);
+      err = resync (a, v->L[id], c->edge[k], c->edge[j] - c->edge[k]);
       k = j;
     }
   }
   return err;
+}
+
+/* The checkpoint after a replay records the resync it owes (OWED RESYNC),
+ * from the first data byte of row *arg of the current layout. */
+static void
+record_owed (struct raid_array *a, void *arg)
+{
+  uint64_t row = *(const uint64_t *) arg;
+  uint64_t pos = row * router_layout (&a->router, LAYOUT_CUR)->g.stripe_width;
+
+  if (row != UINT64_MAX && pos < a->sb.resync_offset)
+    a->sb.resync_offset = pos;
 }
 
 /* Replay's scan of one member's log: keep the valid records, report the
@@ -1282,6 +1317,7 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
   struct intent *in[2] = { NULL, NULL };
   struct cover cv[2];
   size_t nin[2] = { 0, 0 }, capin[2] = { 0, 0 };
+  uint64_t owe = UINT64_MAX;
   int r = 0;
 
   *napplied = 0;
@@ -1336,11 +1372,15 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
     atomic_store (&a->jn.seq_next, raid_max_u64 (atomic_load (&a->jn.seq_next),
                                                  rs.f[i].seq + 1));
   }
-  if ((r = resync_intents (a, &v, resync, cv)) != 0) {   /* pass 3: full-row writes */
+  if ((r = resync_intents (a, &v, resync, cv, &owe)) != 0) {   /* pass 3: full-row writes */
     snprintf (err, errlen, "journal replay could not resync rows: %s", raid_strerror (r));
     goto out;
   }
-  r = journal_checkpoint (a, NULL, NULL);   /* flush, new epoch: log cleared */
+  if (owe != UINT64_MAX)
+    raid_log (RAID_LOG_WARN, "journal replay: rows from %" PRIu64 " on written whole when "
+              "the array stopped have a role without its member: their parity is made "
+              "consistent by a resync once the array is optimal again", owe);
+  r = journal_checkpoint (a, record_owed, &owe);   /* flush, new epoch: log cleared */
   if (r)
     snprintf (err, errlen, "journal checkpoint after replay failed: %s", raid_strerror (r));
  out:

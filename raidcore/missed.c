@@ -267,6 +267,23 @@ missed_settle (struct raid_array *a)
   return err ? err : settle_joined (a);
 }
 
+int
+missed_begin_absent (struct raid_array *a)
+{
+  if (!a->ms)
+    return 0;
+  pthread_mutex_lock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    uint32_t was = a->sb.members[t].state;
+    if (!a->mem[t].m && a->sb.members[t].role >= 0 &&
+        atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING &&
+        (was == SB_MEMBER_IN_SYNC || was == SB_MEMBER_REBUILDING))
+      missed_begin (a, t);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  return missed_settle (a);
+}
+
 static void
 end_slot (struct raid_array *a, int i)
 {

@@ -32,7 +32,11 @@
  *     The write whose failure sent the member away is marked by the fault
  *     path itself (missed_mark_member_off).
  *   - a journal replay at a dirty start rewrites rows on the members that
- *     are present: it marks them first.
+ *     are present: it marks them first.  Rows of a torn full-row write
+ *     that it cannot make consistent are not rows the away member missed
+ *     (its block there is as the write left it, the parity is what is
+ *     wrong): they are not marked, and a resync is owed instead
+ *     (journal.c, OWED RESYNC).
  *   - a member that comes into use (a spare added, one back) holds only the
  *     pages marked since: the watcher's next settle writes every recorded
  *     map whole again (settle_joined), so each member in use holds all of
@@ -105,6 +109,15 @@ void missed_begin (struct raid_array *a, int t);
 /* Make begun slots durable: write their areas, then record them (takes
  * the state lock; commits).  Called by the away watcher; 0 or an errno. */
 int missed_settle (struct raid_array *a);
+/* A dirty start that replays its journal, before the replay (assembly, no
+ * lock held): every member with a role that was in use when the array
+ * stopped and is absent from this start gets its map, durably (settled),
+ * so that the rows the replay rewrites are marked in it and it may rejoin
+ * by a delta (the journal holds every write since its last checkpoint, so
+ * nothing it may lack is left unmarked; rows the replay cannot make
+ * consistent are not marked, journal.c OWED RESYNC).  0 or an errno (the
+ * maps not settled are settled at the next try). */
+int missed_begin_absent (struct raid_array *a);
 /* Member t's map ends (state lock held; the caller commits). */
 void missed_end (struct raid_array *a, int t);
 /* Every map ends (a reshape begins; state lock held; the caller commits). */
