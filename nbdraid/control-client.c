@@ -532,6 +532,9 @@ status_text (json_object *st)
   kv ("Consistency", "%s", jstr (st, "consistency"));
   kv ("Events", "%s", jstr (st, "events"));
   kv ("Mismatch Count", "%s", jstr (st, "mismatch_count"));
+  if (jget (st, "resync_owed"))
+    kv ("Resync Owed", "from %s bytes%s", jstr (st, "resync_owed"),
+        strcmp (jstr (st, "health"), "optimal") ? " (runs once the array is optimal)" : "");
   if (jget (st, "speed_min"))
     kv ("Speed Limits", "min %s, max %s",
         fmt_rate (ju64 (st, "speed_min"), b1, sizeof b1),

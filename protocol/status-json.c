@@ -179,6 +179,8 @@ raid_status_json_fill (json_object *obj, const struct raid_status *st)
                         : put_null (obj, "progress")))
     return -1;
   if (put (obj, "mismatch_count", jint (st->mismatch_count)) ||
+      (st->resync_owed == UINT64_MAX ? put_null (obj, "resync_owed")
+       : put (obj, "resync_owed", jint (st->resync_owed))) ||
       put (obj, "events", jint (st->events)) ||
       put (obj, "consistency", jstr (sb_consistency_name ((uint32_t) st->consistency))) ||
       put (obj, "speed_min", jint (st->speed_min)) ||

@@ -165,6 +165,9 @@ struct raid_status {
     char error[256];              /* why the job was frozen by a failure, or "" */
   } progress;
   uint64_t mismatch_count;
+  uint64_t resync_owed;           /* a resync is owed from this array offset
+                                     (runs, or waits until the array is
+                                     optimal); UINT64_MAX: none */
   uint64_t events;
   int consistency;                /* enum sb_consistency */
   uint64_t speed_min, speed_max;  /* bytes/s */

@@ -14,7 +14,8 @@
 # and read back as neither its old nor its new bytes.  Afterwards every
 # block reads back old or new, and a scrub finds the row's parity
 # consistent: the start owes a resync of the rows it could not make
-# consistent, which runs once the array is optimal again.
+# consistent (status resync_owed), which runs once the array is optimal
+# again.
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 e2e_init test-e2e-torn-absent "$@"
@@ -75,6 +76,10 @@ rm -f "$tmp/m1.sock"
 start_raid raid2 $ALL control="$tmp/ctl2" member-timeout=60
 expect_eq "started without member 1" degraded "$(status_get "$tmp/ctl2" health)"
 expect_eq "member 1 missing" missing "$(status_get "$tmp/ctl2" member:1)"
+owed="$(status_get "$tmp/ctl2" resync_owed)"
+if [[ "$owed" =~ ^[0-9]+$ ]] && [ "$owed" -le $((R * 3 * 65536)) ]; then ok; else
+  fail "status owes no resync from row $R or before (resync_owed: '$owed')"
+fi
 start_nbdkit m1 file "$tmp/f1"                # back: it rejoins
 for ((i = 0; i < 600; i++)); do                # the watcher reconnects it
   [ "$(status_get "$tmp/ctl2" member:1)" = in_sync ] && break
@@ -83,6 +88,7 @@ done
 expect_eq "member 1 rejoined" in_sync "$(status_get "$tmp/ctl2" member:1)"
 expect_run "the owed resync ends" "$NBDRAID" -C "$tmp/ctl2" wait --timeout=120
 expect_eq "optimal again" optimal "$(status_get "$tmp/ctl2" health)"
+expect_eq "no resync owed any more" "" "$(status_get "$tmp/ctl2" resync_owed)"
 
 expect_run "every block reads back old or new" \
   $PYTHON - "$(uri_of "$tmp/raid2.sock")" "$tmp" "$R" <<'PY'
