@@ -11,7 +11,11 @@
 #
 # As a program (used by functions.sh): `e2e_common.py field FILE KEY`,
 # `e2e_common.py member-state FILE ROLE`, `e2e_common.py record-field FILE
-# KEY` (a field of the newest record), `e2e_common.py status SOCKET KEY`.
+# KEY` (a field of the newest record), `e2e_common.py status SOCKET KEY`,
+# `e2e_common.py old-or-new URI OLD NEW OFFSET` (exit 1, naming the first
+# few, when a 4 KiB block of the export's first len(OLD) bytes reads as
+# neither OLD's bytes nor, inside [OFFSET, OFFSET + len(NEW)), NEW's: the
+# check after a write torn by a crash).
 
 import json
 import os
@@ -162,7 +166,32 @@ def control_request(path, req, timeout=30):
     return json.loads(buf.decode())
 
 
+def old_or_new(uri, old_file, new_file, offset):
+    import nbd
+    old = open(old_file, "rb").read()
+    new = open(new_file, "rb").read()
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    bad = 0
+    for base in range(0, len(old), MAX_IO):
+        got = h.pread(min(MAX_IO, len(old) - base), base)
+        for i in range(0, len(got), 4096):
+            a = base + i
+            g = got[i:i + 4096]
+            if g == old[a:a + 4096] or (offset <= a < offset + len(new) and
+                                        g == new[a - offset:a - offset + 4096]):
+                continue
+            bad += 1
+            if bad <= 4:
+                print("block at %d: neither old nor new" % a)
+    h.shutdown()
+    print("bad blocks:", bad)
+    return 1 if bad else 0
+
+
 def main(argv):
+    if len(argv) == 5 and argv[0] == "old-or-new":
+        return old_or_new(argv[1], argv[2], argv[3], int(argv[4]))
     if len(argv) == 3 and argv[0] == "field":
         ex = raidcheck.parse_examine(open(argv[1]).read())
         v = ex.get(argv[2])
@@ -211,7 +240,8 @@ def main(argv):
             print("" if v is None else v)
         return 0
     print("usage: e2e_common.py field FILE KEY | member-state FILE ROLE | "
-          "status FILE KEY|member:ROLE|spec:TAIL|specfield:FIELD:TAIL", file=sys.stderr)
+          "status FILE KEY|member:ROLE|spec:TAIL|specfield:FIELD:TAIL | "
+          "old-or-new URI OLD NEW OFFSET", file=sys.stderr)
     return 2
 
 
