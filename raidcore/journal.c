@@ -107,9 +107,13 @@
  * a volatile cache, because a later record's payload was computed from the
  * in-memory state that included them, and their own records come first.
  *
- * OWED RESYNC.  A replay writes payload blocks to the members in use only,
- * and marks their rows in the maps of the members that are away (missed.h):
- * those members' blocks may be older than what the replay put around them.
+ * OWED RESYNC.  A replay writes payload blocks to the members in use only.
+ * A block of a role whose member is away is marked, its row in that
+ * member's map (missed.h): the member may hold an older version of it.
+ * Its other blocks need no mark: no write since the last checkpoint
+ * changed them (every such write has a record, which would carry them,
+ * and the checkpoint flushed every member), and the parity the replay
+ * writes around them was computed with them.
  * A row named by an intent and holding a role whose member is away (not
  * given at this start, or gone since the write) cannot have its parity
  * recomputed: the data of that role is on no member in use.  Such a row
@@ -125,8 +129,9 @@
  * blocks through the torn parity, which may be neither version (the row
  * lies inside the torn write), and a member lost before the resync ends
  * is rebuilt from that parity in those rows (inside the write as well).
- * A region of a map that another write marks while the member is away is
- * rebuilt whole, such a row included (the map has no finer grain).
+ * A map marks regions of several rows: a region that holds such a row
+ * and a row the member lacks (a record carries its block there, or a
+ * write while it is away) is rebuilt whole, that row included.
  *
  * WHICH WRITES.  consistency.c decides, per layout: every write of a layout
  * with parity, in either layout of a reshape (a raid0 -> raid5 takeover's
@@ -1165,10 +1170,11 @@ superseded (const struct cover *c, uint64_t seq, uint64_t row)
  * that a later full-row write (intent) rewrote: its data was not logged,
  * and the older bytes must not replace it.  A member being rebuilt gets
  * its blocks too, in every row, as the stripe engine writes it: below its
- * recovery offset it holds the row and nothing will rebuild it again.  The
- * record passed check_record: every block lies inside its role's data
- * area. */
-static void
+ * recovery offset it holds the row and nothing will rebuild it again.  A
+ * block of a role whose member is away is marked in that member's map
+ * (OWED RESYNC).  The record passed check_record: every block of a role
+ * with a member slot lies inside its data area.  0 or ENOMEM. */
+static int
 apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
                const struct cover *cv)
 {
@@ -1178,23 +1184,30 @@ apply_payload (struct raid_array *a, const struct journal_view *v, uint8_t *p,
   uint8_t *e = p + JHDR_FIXED, *data = p + hlen;
   uint64_t seq = get64 (p + 40);
   uint32_t rebuilding, bad = state_bad_roles (a, L, &rebuilding, NULL);
+  int err = 0;
 
-  for (uint32_t i = 0; i < nb; i++, e += 16) {
+  for (uint32_t i = 0; i < nb && !err; i++, e += 16) {
     int role = (int) get32 (e);
     uint32_t len = get32 (e + 4);
     uint64_t off = get64 (e + 8);
     struct member *m = state_role_member (a, L, role);
-    uint64_t row = m ? (off - L->data_offset[role]) / L->g.chunk : 0;
-
+    uint64_t row = L->slot[role] >= 0 ? (off - L->data_offset[role]) / L->g.chunk : 0;
     int werr;
 
-    if (m && !(bad & (1u << role)) && !superseded (&cv[id], seq, row) &&
-        (L->id != LAYOUT_CUR || missed_mark_rows (a, row, 1) == 0) &&
-        (werr = member_pwrite (m, data, len, off, false)) != 0)
+    if (L->slot[role] < 0 || superseded (&cv[id], seq, row))
+      ;                                    /* nowhere to put it, or rewritten
+                                              by a later full-row write */
+    else if (!m || (bad & (1u << role))) { /* its member is away: it lacks
+                                              this block (OWED RESYNC) */
+      if (L->id == LAYOUT_CUR)
+        err = missed_mark_role_row (a, role, row);
+    }
+    else if ((werr = member_pwrite (m, data, len, off, false)) != 0)
       state_member_error (a, m, werr, true, off);   /* its own error: a member
                                                      that went away is missing */
     data += len;
   }
+  return err;
 }
 
 /* Payload numbered below this is superseded by the record's intents: the
@@ -1367,7 +1380,10 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
   for (size_t i = 0; i < rs.nf; i++) {     /* pass 2: payloads, in order */
     if (i > 0 && rs.f[i].seq == rs.f[i - 1].seq)
       continue;                            /* another copy */
-    apply_payload (a, &v, rs.f[i].rec, cv);
+    if ((r = apply_payload (a, &v, rs.f[i].rec, cv)) != 0) {
+      snprintf (err, errlen, "out of memory");
+      goto out;
+    }
     (*napplied)++;
     atomic_store (&a->jn.seq_next, raid_max_u64 (atomic_load (&a->jn.seq_next),
                                                  rs.f[i].seq + 1));

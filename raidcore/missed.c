@@ -374,13 +374,6 @@ missed_mark_member_off (struct raid_array *a, int t, uint64_t off)
     regmap_mark (a, a->ms->map[i], row, 1);
 }
 
-int
-missed_mark_rows (struct raid_array *a, uint64_t row, uint64_t n)
-{
-  if (!a->ms || atomic_load (&a->ms->nactive) == 0)
-    return 0;
-  return mark_all (a, row, n) == ENOMEM ? ENOMEM : 0;
-}
 
 uint64_t
 missed_stamp (struct raid_array *a)
@@ -439,6 +432,18 @@ slot_of_unlocked (struct raid_array *a, int t)
   i = slot_of (a, t);
   pthread_mutex_unlock (&a->state_lock);
   return i;
+}
+
+int
+missed_mark_role_row (struct raid_array *a, int role, uint64_t row)
+{
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  int i;
+
+  if (!a->ms || role < 0 || role >= L->g.raid_disks || L->slot[role] < 0 ||
+      (i = slot_of_unlocked (a, L->slot[role])) < 0)
+    return 0;
+  return regmap_mark (a, a->ms->map[i], row, 1) == ENOMEM ? ENOMEM : 0;
 }
 
 bool

@@ -31,12 +31,13 @@
  *     marks them when it ends, before it is acknowledged (missed_end_write).
  *     The write whose failure sent the member away is marked by the fault
  *     path itself (missed_mark_member_off).
- *   - a journal replay at a dirty start rewrites rows on the members that
- *     are present: it marks them first.  Rows of a torn full-row write
- *     that it cannot make consistent are not rows the away member missed
- *     (its block there is as the write left it, the parity is what is
- *     wrong): they are not marked, and a resync is owed instead
- *     (journal.c, OWED RESYNC).
+ *   - a journal replay at a dirty start marks, in an away member's map,
+ *     the rows where a record carries that member's block (the only
+ *     blocks of it that a write since the last checkpoint changed).
+ *     Rows of a torn full-row write that it cannot make consistent are
+ *     not rows the away member missed (its block there is as the write
+ *     left it, the parity is what is wrong): they are not marked, and a
+ *     resync is owed instead (journal.c, OWED RESYNC).
  *   - a member that comes into use (a spare added, one back) holds only the
  *     pages marked since: the watcher's next settle writes every recorded
  *     map whole again (settle_joined), so each member in use holds all of
@@ -138,9 +139,11 @@ int missed_end_write (struct raid_array *a, const struct layout *L, uint64_t row
 /* The write at member offset `off` failed on away member t: mark its row,
  * durably (no lock held). */
 void missed_mark_member_off (struct raid_array *a, int t, uint64_t off);
-/* Mark rows [row, row + n) of the current layout in every map (a journal
- * replay), durably.  0 or an errno. */
-int missed_mark_rows (struct raid_array *a, uint64_t row, uint64_t n);
+/* Mark row `row` of the current layout in the map of the member bound to
+ * `role` (a journal replay: a record carries that role's block, and its
+ * member is away), durably.  0 or ENOMEM (a failed page write left its
+ * member out of use: the mark is on the members left). */
+int missed_mark_role_row (struct raid_array *a, int role, uint64_t row);
 /* Every member in use completed a flush that began when the write stamp
  * was `stamp` (missed_stamp, read before it began). */
 uint64_t missed_stamp (struct raid_array *a);

@@ -1,50 +1,70 @@
 #!/usr/bin/env bash
-# nbdkit-raid: a whole-row write torn by a crash, and a restart without
-# one of the row's data members.
+# nbdkit-raid: a write torn by a crash, and a restart without one of the
+# data members of a row it wrote whole.
 #
-# A RAID5 of four NBD members, left-symmetric: row 4 has its data on
-# members 0, 1 and 2 and its parity on member 3.  Member 0 answers writes
-# 1.5 s late.  A write of that whole row is under way when the array
-# server is killed (-9): members 1, 2 and 3 hold the new blocks, member 0
-# its old one, so the row's parity matches neither version of its data.
-# The array is started again without member 1; the journal cannot make the
-# row's parity match its data without member 1's block (an intent record
-# names the row, not its contents).  Member 1's block, which holds its new
-# bytes, must survive its return: it was rebuilt from the row's parity
-# and read back as neither its old nor its new bytes.  Afterwards every
-# block reads back old or new, and a scrub finds the row's parity
-# consistent: the start owes a resync of the rows it could not make
-# consistent (status resync_owed), which runs once the array is optimal
-# again.
+# A RAID5 of four NBD members, left-symmetric (row 4: data on members 0,
+# 1, 2, parity on 3; row 5: data on 3, 0, 1, parity on 2).  Member 0
+# answers writes 1.5 s late.  A write is under way when the array server
+# is killed (-9): members 1, 2 and 3 hold their new blocks, member 0 its
+# old one, so the parity of the row written whole matches neither version
+# of its data.  The array is started again without member 1: the journal
+# cannot make that row's parity match its data without member 1's block
+# (an intent record names the row, not its contents).  Member 1's block,
+# which holds its new bytes, must survive its return: it was rebuilt from
+# the row's parity and read back as neither its old nor its new bytes.
+# Afterwards every block reads back old or new, and a scrub finds the
+# parity consistent: the start owes a resync of the rows it could not
+# make consistent (status resync_owed), which runs once the array is
+# optimal again.
+#   (a) the write is row 4, whole;
+#   (b) the write is the last 8 KiB of row 4 (a partial row, logged with
+#       its contents) and row 5 whole, after an acknowledged and flushed
+#       4 KiB write to row 7 (the same region of a map of missed regions,
+#       rows 4-7): the replay rewrites those partial rows, and marking
+#       them for member 1, which holds none of their blocks, marked the
+#       whole region, row 5 included.
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 e2e_init test-e2e-torn-absent "$@"
 
-mu () { uri_of "$tmp/m$1.sock"; }
-ALL="$(mu 0) $(mu 1) $(mu 2) $(mu 3)"
-R=4
-for i in 0 1 2 3; do truncate -s 64M "$tmp/f$i"; done
-for i in 1 2 3; do start_nbdkit "m$i" file "$tmp/f$i"; done
-start_nbdkit m0 --filter=delay file "$tmp/f0" delay-write=1500ms delay-zero=1500ms
-create_array --level=5 --chunk=64K --layout=left-symmetric --data-offset=8M $ALL
-start_raid raid $ALL control="$tmp/ctl" member-timeout=60
+CH=65536
+W=$((3 * CH))
 
-expect_run "fill the first 16 MiB" $PYTHON - "$(uri_of "$tmp/raid.sock")" "$tmp" <<'PY'
+# torn NAME R HEAD M1IDX [PRE_OFF]: the case; the write covers the last
+# HEAD bytes of row R - 1 and row R whole; member 1 holds data block M1IDX
+# of row R; PRE_OFF: a 4 KiB write there first, flushed.
+torn ()
+{
+  local n="$1" R="$2" head="$3" m1idx="$4" pre="${5:-}" i
+  local d="$tmp/$n" ctl="$tmp/$n/ctl" ctl2="$tmp/$n/ctl2"
+  mu () { uri_of "$d/m$1.sock"; }
+  local all="$(mu 0) $(mu 1) $(mu 2) $(mu 3)"
+  mkdir -p "$d"
+  for i in 0 1 2 3; do truncate -s 64M "$d/f$i"; done
+  for i in 1 2 3; do start_nbdkit "$n/m$i" file "$d/f$i"; done
+  start_nbdkit "$n/m0" --filter=delay file "$d/f0" delay-write=1500ms delay-zero=1500ms
+  create_array --level=5 --chunk=64K --layout=left-symmetric --data-offset=8M $all
+  start_raid "$n/raid" $all control="$ctl" member-timeout=60
+
+  expect_run "$n: fill" $PYTHON - "$(uri_of "$d/raid.sock")" "$d" "$pre" <<'PY'
 import nbd, sys, random
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
-old = random.Random(1).randbytes(16 << 20)
-h.pwrite(old, 0); h.flush(); h.shutdown()
-open(sys.argv[2] + "/old.bin", "wb").write(old)
+old = bytearray(random.Random(1).randbytes(16 << 20))
+h.pwrite(bytes(old), 0); h.flush()
+if sys.argv[3]:
+    off = int(sys.argv[3]); pre = random.Random(3).randbytes(4096)
+    h.pwrite(pre, off); h.flush(); old[off:off + 4096] = pre
+h.shutdown()
+open(sys.argv[2] + "/old.bin", "wb").write(bytes(old))
 PY
-
-# Write row R whole; kill the server once members 1, 2 and 3 hold their
-# new blocks (member 0 takes its write 1.5 s later).
-expect_run "torn whole-row write" \
-  $PYTHON - "$(uri_of "$tmp/raid.sock")" "$tmp" "${pid_of[raid]}" "$R" <<'PY'
+  # Kill the server once members 1, 2 and 3 hold their new blocks of row
+  # R (member 0 takes its write 1.5 s later).
+  expect_run "$n: torn write" $PYTHON - "$(uri_of "$d/raid.sock")" "$d" \
+    "${pid_of[$n/raid]}" "$R" "$head" "$m1idx" <<'PY'
 import nbd, sys, time, random, threading, os, signal
-uri, D, rpid, R = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+uri, D, rpid, R, head, m1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 CH, W = 65536, 3 * 65536
-new = random.Random(7).randbytes(W)
+new = random.Random(7).randbytes(head + W)
 open(D + "/new.bin", "wb").write(new)
 def blk(i):
     with open("%s/f%d" % (D, i), "rb") as f:
@@ -52,7 +72,7 @@ def blk(i):
 base = {i: blk(i) for i in (0, 1, 2, 3)}
 def client():
     h = nbd.NBD(); h.connect_uri(uri)
-    try: h.pwrite(new, R * W)
+    try: h.pwrite(new, R * W - head)
     except nbd.Error: pass
 threading.Thread(target=client, daemon=True).start()
 t1 = time.time()
@@ -61,39 +81,42 @@ while time.time() - t1 < 10:
         time.sleep(0.05)
         os.kill(rpid, signal.SIGKILL)
         if blk(0) != base[0]: sys.exit("member 0 took its write before the kill")
-        if blk(1) != new[CH:2 * CH]: sys.exit("member 1 does not hold the new block")
-        print("killed %.2fs after the write" % (time.time() - t1))
+        if blk(1) != new[head + m1 * CH:head + (m1 + 1) * CH]: sys.exit("member 1 does not hold its new block")
         sys.exit(0)
     time.sleep(0.003)
 sys.exit("members 1, 2 and 3 never took the write")
 PY
-wait "${pid_of[raid]}" 2>/dev/null || true
-kill -9 "${pid_of[m0]}"; wait "${pid_of[m0]}" 2>/dev/null || true
-start_nbdkit m0 file "$tmp/f0"                # its delayed write is lost
-kill -9 "${pid_of[m1]}"; wait "${pid_of[m1]}" 2>/dev/null || true
-rm -f "$tmp/m1.sock"
+  wait "${pid_of[$n/raid]}" 2>/dev/null || true
+  kill -9 "${pid_of[$n/m0]}"; wait "${pid_of[$n/m0]}" 2>/dev/null || true
+  start_nbdkit "$n/m0" file "$d/f0"           # its delayed write is lost
+  kill -9 "${pid_of[$n/m1]}"; wait "${pid_of[$n/m1]}" 2>/dev/null || true
+  rm -f "$d/m1.sock"
 
-start_raid raid2 $ALL control="$tmp/ctl2" member-timeout=60
-expect_eq "started without member 1" degraded "$(status_get "$tmp/ctl2" health)"
-expect_eq "member 1 missing" missing "$(status_get "$tmp/ctl2" member:1)"
-owed="$(status_get "$tmp/ctl2" resync_owed)"
-if [[ "$owed" =~ ^[0-9]+$ ]] && [ "$owed" -le $((R * 3 * 65536)) ]; then ok; else
-  fail "status owes no resync from row $R or before (resync_owed: '$owed')"
-fi
-start_nbdkit m1 file "$tmp/f1"                # back: it rejoins
-for ((i = 0; i < 600; i++)); do                # the watcher reconnects it
-  [ "$(status_get "$tmp/ctl2" member:1)" = in_sync ] && break
-  sleep 0.1
-done
-expect_eq "member 1 rejoined" in_sync "$(status_get "$tmp/ctl2" member:1)"
-expect_run "the owed resync ends" "$NBDRAID" -C "$tmp/ctl2" wait --timeout=120
-expect_eq "optimal again" optimal "$(status_get "$tmp/ctl2" health)"
-expect_eq "no resync owed any more" "" "$(status_get "$tmp/ctl2" resync_owed)"
+  start_raid "$n/raid2" $all control="$ctl2" member-timeout=60
+  expect_eq "$n: started without member 1" degraded "$(status_get "$ctl2" health)"
+  expect_eq "$n: member 1 missing" missing "$(status_get "$ctl2" member:1)"
+  local owed; owed="$(status_get "$ctl2" resync_owed)"
+  if [[ "$owed" =~ ^[0-9]+$ ]] && [ "$owed" -le $((R * W)) ]; then ok; else
+    fail "$n: status owes no resync from row $R or before (resync_owed: '$owed')"
+  fi
+  start_nbdkit "$n/m1" file "$d/f1"           # back: it rejoins
+  for ((i = 0; i < 600; i++)); do             # the watcher reconnects it
+    [ "$(status_get "$ctl2" member:1)" = in_sync ] && break
+    sleep 0.1
+  done
+  expect_eq "$n: member 1 rejoined" in_sync "$(status_get "$ctl2" member:1)"
+  expect_run "$n: the owed resync ends" "$NBDRAID" -C "$ctl2" wait --timeout=120
+  expect_eq "$n: optimal again" optimal "$(status_get "$ctl2" health)"
+  expect_eq "$n: no resync owed any more" "" "$(status_get "$ctl2" resync_owed)"
+  expect_run "$n: every block reads back old or new" $PYTHON "$testsdir/e2e_common.py" \
+    old-or-new "$(uri_of "$d/raid2.sock")" "$d/old.bin" "$d/new.bin" $((R * W - head))
+  expect_run "$n: scrub" "$NBDRAID" -C "$ctl2" check
+  expect_run "$n: scrub ends" "$NBDRAID" -C "$ctl2" wait --timeout=120
+  expect_eq "$n: scrub mismatches" 0 "$(status_get "$ctl2" mismatch_count)"
+  stop_nbdkit "$n/raid2"
+  for i in 0 1 2 3; do stop_nbdkit "$n/m$i"; done
+}
 
-expect_run "every block reads back old or new" $PYTHON "$testsdir/e2e_common.py" \
-  old-or-new "$(uri_of "$tmp/raid2.sock")" "$tmp/old.bin" "$tmp/new.bin" $((R * 3 * 65536))
-expect_run "scrub" "$NBDRAID" -C "$tmp/ctl2" check
-expect_run "scrub ends" "$NBDRAID" -C "$tmp/ctl2" wait --timeout=120
-expect_eq "scrub mismatches" 0 "$(status_get "$tmp/ctl2" mismatch_count)"
-stop_nbdkit raid2
+torn "(a)" 4 0 1
+torn "(b)" 5 8192 2 $((7 * W + CH + 8192))
 finish
