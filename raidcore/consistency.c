@@ -58,17 +58,16 @@ cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
   int err;
 
   *failed = 0;
-  if (!(flags & RAID_IO_RAW)) {
-    if ((err = missed_start_write (a, L, g->r0, g->nrows, &token)) == EAGAIN) {
-      *failed = 1;                         /* a map copy failed: redo */
-      return 0;
-    }
-    if (err)
-      return err;
+  /* Every write of the current layout, raw ones too (the zeroes a grow
+   * writes past the old size), changes rows an away member lacks. */
+  if ((err = missed_start_write (a, L, g->r0, g->nrows, &token)) == EAGAIN) {
+    *failed = 1;                           /* a map copy failed: redo */
+    return 0;
   }
+  if (err)
+    return err;
   err = policy_write (a, L, flags, g, issue, ctx, failed);
-  if (!(flags & RAID_IO_RAW))
-    missed_end_write (a, L, g->r0, g->nrows, token);
+  missed_end_write (a, L, g->r0, g->nrows, token);
   return err;
 }
 
