@@ -1280,10 +1280,11 @@ static void
 record_owed (struct raid_array *a, void *arg)
 {
   uint64_t row = *(const uint64_t *) arg;
-  uint64_t pos = row * router_layout (&a->router, LAYOUT_CUR)->g.stripe_width;
 
-  if (row != UINT64_MAX && pos < a->sb.resync_offset)
-    a->sb.resync_offset = pos;
+  if (row != UINT64_MAX)
+    a->sb.resync_offset = raid_min_u64 (a->sb.resync_offset,
+                                        row * router_layout (&a->router,
+                                                             LAYOUT_CUR)->g.stripe_width);
 }
 
 /* Replay's scan of one member's log: keep the valid records, report the
