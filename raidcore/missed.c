@@ -374,7 +374,6 @@ missed_mark_member_off (struct raid_array *a, int t, uint64_t off)
     regmap_mark (a, a->ms->map[i], row, 1);
 }
 
-
 uint64_t
 missed_stamp (struct raid_array *a)
 {

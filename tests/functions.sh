@@ -336,6 +336,18 @@ start_raid_ctl ()
   return 1
 }
 
+# wait_status SOCKET KEY WANT SECONDS: poll status_get until KEY reads
+# WANT, for at most SECONDS; the caller checks the outcome (expect_eq).
+wait_status ()
+{
+  local i
+  for ((i = 0; i < $4 * 10; i++)); do
+    [ "$(status_get "$1" "$2")" = "$3" ] && return 0
+    sleep 0.1
+  done
+  return 0
+}
+
 # expect_status WHAT SOCKET KEY EXPECTED
 expect_status ()
 {

@@ -36,18 +36,12 @@ rm -f "$tmp/m3.sock"
 expect_run "a read finds member 3 gone" $PYTHON -c "
 import nbd, sys
 h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pread(1 << 20, 0)" "$raid_uri"
-for ((i = 0; i < 300; i++)); do
-  [ "$(status_get "$tmp/ctl" member:3)" = missing ] && break
-  sleep 0.1
-done
+wait_status "$tmp/ctl" member:3 missing 30
 expect_eq "member 3 away" missing "$(status_get "$tmp/ctl" member:3)"
 expect_run "grow back" "$NBDRAID" -C "$tmp/ctl" resize max
 expect_eq "full size again" "$size" "$(nbd_size "$raid_uri")"
 start_nbdkit m3 file "$tmp/f3"
-for ((i = 0; i < 600; i++)); do
-  [ "$(status_get "$tmp/ctl" member:3)" = in_sync ] && break
-  sleep 0.1
-done
+wait_status "$tmp/ctl" member:3 in_sync 60
 expect_eq "member 3 rejoined" in_sync "$(status_get "$tmp/ctl" member:3)"
 expect_run "settled" "$NBDRAID" -C "$tmp/ctl" wait --timeout=120
 expect_run "old bytes below the old size, zeroes past it" $PYTHON -c "

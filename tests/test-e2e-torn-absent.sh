@@ -100,10 +100,7 @@ PY
     fail "$n: status owes no resync from row $R or before (resync_owed: '$owed')"
   fi
   start_nbdkit "$n/m1" file "$d/f1"           # back: it rejoins
-  for ((i = 0; i < 600; i++)); do             # the watcher reconnects it
-    [ "$(status_get "$ctl2" member:1)" = in_sync ] && break
-    sleep 0.1
-  done
+  wait_status "$ctl2" member:1 in_sync 60     # the watcher reconnects it
   expect_eq "$n: member 1 rejoined" in_sync "$(status_get "$ctl2" member:1)"
   expect_run "$n: the owed resync ends" "$NBDRAID" -C "$ctl2" wait --timeout=120
   expect_eq "$n: optimal again" optimal "$(status_get "$ctl2" health)"
