@@ -413,12 +413,12 @@ gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
       err = put (G, buf + (cut - off), end - cut, cut, unit);
     return err;
   }
-  if (off < lo)
-    err = put (G, buf, lo - off, off, unit);
-  if (!err)
-    err = through (G, buf + (lo - off), hi - lo, lo, 0);
+  if (off < lo)                                          /* both partial */
+    err = put (G, buf, lo - off, off, unit);             /* ends first */
   if (!err && hi < end)
     err = put (G, buf + (hi - off), end - hi, hi, unit);
+  if (!err)
+    err = through (G, buf + (lo - off), hi - lo, lo, 0);
   return err;
 }
 

@@ -34,6 +34,9 @@
  *      a started array: no request waits forever (a watchdog).
  *  14. A shrink and a grow after a held write past the new end: the new
  *      space reads as zeros (G5).
+ *  15. A write with partial rows at both ends puts both pieces before its
+ *      whole rows reach the array, so the next write of a stream completes
+ *      the row it ends in while those are still being written.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -411,6 +414,7 @@ static bool gate_fua, gate_open;             /* FUA writes wait at the gate */
 static int64_t gate_off = -1;                /* ... and writes at this offset */
 static int mfail;                            /* nonzero: every write fails so */
 static int nblocked;
+static uint64_t last_off, last_len;          /* the last write that landed */
 
 static int
 mwrite (void *opaque, const uint8_t *buf, uint64_t len, uint64_t off, unsigned flags)
@@ -426,6 +430,8 @@ mwrite (void *opaque, const uint8_t *buf, uint64_t len, uint64_t off, unsigned f
   if (mfail)
     return mfail;
   memcpy (mdisk + off, buf, len);
+  last_off = off;
+  last_len = len;
   return 0;
 }
 
@@ -436,6 +442,7 @@ mreset (struct gather *G)
   gate_fua = gate_open = false;
   gate_off = -1;
   mfail = nblocked = 0;
+  last_off = last_len = 0;
   gather_init (G, true, mwrite, NULL);
 }
 
@@ -700,6 +707,44 @@ test_shrink_grow (void)
   free_array (&f);
 }
 
+/* 15 */
+static uint8_t Sbuf[2 * MUNIT];
+static void *span_run (void *x) { gather_write (&MG, Sbuf, sizeof Sbuf, MUNIT / 2, MUNIT, 0); return NULL; }
+
+static void
+test_ends_first (void)
+{
+  uint8_t rest[MUNIT / 2];
+  pthread_t t;
+
+  mreset (&MG);
+  memset (Sbuf, 'S', sizeof Sbuf);
+  memset (rest, 'R', sizeof rest);
+  gate_off = MUNIT;                          /* the whole row waits */
+  pthread_create (&t, NULL, span_run, NULL);
+  CHECK (wait_blocked (1), "ends first: the whole row never reached the array");
+  CHECK (mread (&MG, 2 * MUNIT) == 'S' && mread (&MG, MUNIT / 2) == 'S',
+         "ends first: while the whole row is written, the ending piece reads '%c', "
+         "the beginning one '%c' (both S: held)", mread (&MG, 2 * MUNIT),
+         mread (&MG, MUNIT / 2));
+  CHECK (gather_write (&MG, rest, sizeof rest, 2 * MUNIT + MUNIT / 2, MUNIT, 0) == 0,
+         "ends first: the next write");
+  CHECK (last_off == 2 * MUNIT && last_len == MUNIT && mdisk[2 * MUNIT] == 'S' &&
+         mdisk[3 * MUNIT - 1] == 'R',
+         "ends first: the row both writes share was not written whole (last write "
+         "%" PRIu64 "+%" PRIu64 ")", last_off, last_len);
+  gate_release ();
+  if (!join_within (t)) {
+    CHECK (0, "ends first: the write never ended");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+  CHECK (gather_drain_all (&MG) == 0 && mdisk[MUNIT / 2] == 'S' && mdisk[MUNIT] == 'S' &&
+         mdisk[MUNIT - 1] == 'S' && mdisk[0] == 'O',
+         "ends first: after a flush the array holds O|S|S|S R");
+  gather_fini (&MG);
+}
+
 int
 main (void)
 {
@@ -722,5 +767,6 @@ main (void)
   test_drain_errors ();
   test_hammer ();
   test_shrink_grow ();
+  test_ends_first ();
   return test_summary ("test-gather");
 }
