@@ -413,8 +413,8 @@ gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
       err = put (G, buf + (cut - off), end - cut, cut, unit);
     return err;
   }
-  if (off < lo)                                          /* both partial */
-    err = put (G, buf, lo - off, off, unit);             /* ends first */
+  if (off < lo)                             /* the partial ends first (gather.h) */
+    err = put (G, buf, lo - off, off, unit);
   if (!err && hi < end)
     err = put (G, buf + (hi - off), end - hi, hi, unit);
   if (!err)
