@@ -89,8 +89,10 @@
  * ending piece would come too late: the ager would have drained the
  * beginning one alone, and both would pay a read-modify-write (measured:
  * RAID6 of 5 rate-limited members, 1M writes, 4% under the limit, the
- * record's payload on the log).  The pieces are disjoint, and the request
- * is acknowledged only when all are done, so their order is free.
+ * record's payload on the log).  The pieces are disjoint, the request
+ * holds no slot between them (its pieces sit in FILLING slots anyone may
+ * drain; through() takes and releases its own holds), and it is
+ * acknowledged only when all are done, so their order is free.
  *
  * Waits, their wake-ups and bounds.
  *   W1  A writer, a settle, a discard or a flush on a slot being drained
