@@ -275,10 +275,7 @@ start_array raid3 member-timeout=2
 expect_run "(g) add a spare" "$NBDRAID" -C "$ctl" add "$(mu 4)"
 kill_member 3
 expect_run "(g) write while away" $FLAP write "$raid_uri" "$model" $((10 << 20)) $((1 << 20)) 70
-for ((i = 0; i < 150; i++)); do
-  [ "$(status_get "$ctl" spec:member3.sock)" = faulty ] && break
-  sleep 0.1
-done
+wait_status "$ctl" spec:member3.sock faulty 15
 expect_eq "(g) written off after the timeout" faulty "$(status_get "$ctl" spec:member3.sock)"
 expect_run "(g) the spare recovers role 3" "$NBDRAID" -C "$ctl" wait --timeout=120
 expect_eq "(g) optimal" optimal "$(status_get "$ctl" health)"
@@ -392,10 +389,7 @@ expect_eq "(j) a foreign device at the spare's address is not used" degraded \
 expect_eq "(j) the foreign device is unchanged" "$sum" "$(md5sum < "$tmp/jo/x0")"
 kill_member 8
 start_member 8 "$tmp/j8"
-for ((i = 0; i < 600; i++)); do
-  [ "$(status_get "$ctl" health)" = optimal ] && break
-  sleep 0.1
-done
+wait_status "$ctl" health optimal 60
 expect_eq "(j) the spare, back, recovers role 1" optimal "$(status_get "$ctl" health)"
 expect_eq "(j) it is not down" false "$(status_get "$ctl" specfield:down:member8.sock)"
 verify "(j)"
@@ -493,10 +487,7 @@ expect_eq "(l3) role 2 still missing" missing "$(status_get "$ctl8" member:2)"
 kill -9 "${pid_of[member17]}"; wait "${pid_of[member17]}" 2>/dev/null || true
 expect_run "(l3) with the old server stopped, add --force takes it" \
   "$NBDRAID" -C "$ctl8" add --force "$(mu 18)"
-for ((i = 0; i < 600; i++)); do
-  [ "$(status_get "$ctl8" health)" = optimal ] && break
-  sleep 0.1
-done
+wait_status "$ctl8" health optimal 60
 expect_eq "(l3) optimal" optimal "$(status_get "$ctl8" health)"
 expect_run "(l3) every byte reads back as written" $FLAP verify "$uri8" "$model8"
 stop_nbdkit raid8
