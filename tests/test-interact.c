@@ -1091,8 +1091,13 @@ recovery_frozen (struct fixture *f, struct memdev *spare)
   fz = job_go (job_new (j_freeze, f->a));
   /* The freeze must reach the worker while the batch is held, or the
    * recovery (a few batches) may end first: "no action is running".  It
-   * shows nowhere until the batch ends, so give it BOUND_MS. */
-  sleep_ms (BOUND_MS);
+   * makes its transition before it waits for the batch, so status shows
+   * it frozen then: wait for that (bounded), not for a fixed time. */
+  for (uint64_t end = now_ms () + LONG_MS; now_ms () < end; sleep_ms (1)) {
+    struct raid_status st;
+    if (status_within (f->a, &st, LONG_MS) && st.sync_action == RAID_SYNC_FROZEN)
+      break;
+  }
   gate_open (&gate->gate);
   CHECK (job_done (fz, LONG_MS) && fz->ret == 0, "freeze: %s", fz->err);
   return true;
@@ -1558,7 +1563,7 @@ test_management_races (void)
  * Interleaving: a grow (4 -> 5 members) runs; every member zero operation
  * stops at a gate; at the one made while status shows position == total
  * (the finish), a client read of existing data is issued.
- * Expected: the read completes within BOUND_MS, not after the zeroing.
+ * Expected: the read completes while that zeroing is held at its gate.
  */
 static void
 test_finish_zeroing (void)
@@ -1584,8 +1589,10 @@ test_finish_zeroing (void)
     if (at_zero && got && st.has_reshape && st.reshape.position == st.reshape.total) {
       seen = true;
       rd = io_job (f.a, -1, 65536, 0);
-      CHECK (job_done (rd, BOUND_MS), "a read of existing data waited more than %u ms "
-             "for the finish's zeroing of the grown capacity", BOUND_MS);
+      /* The zeroing stays held at its gate: a read that completes now
+       * did not wait for it (a bug would keep it waiting past LONG_MS). */
+      CHECK (job_done (rd, LONG_MS), "a read of existing data waited for the finish's "
+             "zeroing of the grown capacity (held at its gate for %u ms)", LONG_MS);
       rule_arm (zr, 0);
       gate_open (&zr->gate);
       CHECK (job_done (rd, LONG_MS) && rd->ret == 0 && memcmp (rd->buf, f.model, 65536) == 0,
@@ -2079,7 +2086,7 @@ static void
 group_commit_case (bool fail)
 {
   struct fixture f;
-  struct rule *hold, *bad;
+  struct rule *hold, *bad, *rd8, *rd12;
   struct job *w[4];
   pthread_t th[8];
   int nh;
@@ -2102,8 +2109,19 @@ group_commit_case (bool fail)
   }
   if (fail)
     rule_arm (bad, 1);
+  /* Each of them reads two blocks of its row (the two other data blocks,
+   * or its old data and parity) before its record is made: once all four
+   * reads are seen, what is left before the copies are queued is work in
+   * memory. */
+  rd8 = rule_new (NULL, OP_READ, DOFF + 8 * CHUNK, DOFF + 9 * CHUNK, NOTIFY);
+  rd12 = rule_new (NULL, OP_READ, DOFF + 12 * CHUNK, DOFF + 13 * CHUNK, NOTIFY);
+  rule_arm (rd8, 2);
+  rule_arm (rd12, 2);
   w[2] = io_job (f.a, 0xB3, 4096, 2 * ROW4);
   w[3] = io_job (f.a, 0xC4, 4096, 3 * ROW4);
+  CHECK (gate_reached (&rd8->gate, LONG_MS) && gate_reached (&rd8->gate, LONG_MS) &&
+         gate_reached (&rd12->gate, LONG_MS) && gate_reached (&rd12->gate, LONG_MS),
+         "group commit: the writes to rows 8 and 12 never read their rows");
   sleep_ms (BOUND_MS);     /* the fixed code queues their copies here */
   gate_open (&hold->gate);
   gate_open (&hold->gate);
