@@ -12,6 +12,14 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
 status=0
 pass=0; fail=0; skip=0
+# show_log LOG: a failed test's log: every line naming a failed check
+# (wherever it stands), then its tail.
+show_log() {
+  echo "--- $1"
+  grep -n -E '(^|: )(FAIL|not ok)' "$1" | grep -v -E '^[0-9]+:(PASS|FAIL)(:| tests/)' | head -n 20 || true
+  echo "--- its last 60 lines"
+  tail -n 60 "$1"
+}
 # run NAME BUILDDIR COMMAND...: run one `make check`, count its results.
 run() {
   local name=$1 dir=$2 t; shift 2
@@ -19,7 +27,7 @@ run() {
   if ! "$@"; then
     echo "=== $name: FAILED"; status=1
     grep -l -E '^:test-result: (FAIL|ERROR)' "$dir"/tests/*.trs 2>/dev/null |
-      while read -r t; do echo "--- ${t%.trs}.log"; tail -n 60 "${t%.trs}.log"; done
+      while read -r t; do show_log "${t%.trs}.log"; done
   fi
   for t in "$dir"/tests/*.trs; do
     [ -f "$t" ] || continue
@@ -55,7 +63,7 @@ if NBDKIT_RAID_CHECK=$scope make -C "$top/build" -s distcheck; then
 else
   echo "=== make distcheck: FAILED"; status=1; fail=$((fail+1))
   grep -l -E '^:test-result: (FAIL|ERROR)' "$top"/build/nbdkit-raid-*/_build/sub/tests/*.trs 2>/dev/null |
-    while read -r t; do echo "--- ${t%.trs}.log"; tail -n 60 "${t%.trs}.log"; done
+    while read -r t; do show_log "${t%.trs}.log"; done
 fi
 echo "=== Debian package (scripts/deb.sh: dpkg-buildpackage, lintian)"
 if "$top/scripts/deb.sh" "$top/build-deb"; then pass=$((pass+1))
