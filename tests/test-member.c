@@ -1082,6 +1082,26 @@ test_nbd_emulation (void)
   free (b);
 }
 
+/* The fastest of 3 runs of n member I/Os over the 3 members m[] (n 3:
+ * a read each; n 6: a write and a read each), in ms. */
+static double
+nbd_parallel_ms (struct member **m, struct mio *ios, struct iovec *iov, int n)
+{
+  double best = 1e9;
+
+  for (int run = 0; run < 3; run++) {
+    double t0, ms;
+    for (int i = 0; i < n; i++)
+      ios[i] = rw (m[i % 3], n == 6 && i < 3 ? MIO_WRITE : MIO_READ, &iov[i], 1,
+                   (uint64_t) i * 8192, 0);
+    t0 = now_ms ();
+    CHECK_ERR (mio_run (ios, n), 0);
+    ms = now_ms () - t0;
+    best = ms < best ? ms : best;
+  }
+  return best;
+}
+
 static void
 test_nbd_parallel (void)
 {
@@ -1093,7 +1113,7 @@ test_nbd_parallel (void)
   uint8_t buf[6][4096];
   struct iovec iov[6];
   struct mio ios[6];
-  double t0, ms;
+  double ms;
 
   for (int i = 0; i < 3; i++) {
     s[i] = server_start (args);
@@ -1102,24 +1122,18 @@ test_nbd_parallel (void)
   for (int i = 0; i < 6; i++)
     iov[i] = (struct iovec) { buf[i], 4096 };
 
-  /* one read per member */
-  for (int i = 0; i < 3; i++)
-    ios[i] = rw (m[i], MIO_READ, &iov[i], 1, (uint64_t) i * 8192, 0);
-  t0 = now_ms ();
-  CHECK_ERR (mio_run (ios, 3), 0);
-  ms = now_ms () - t0;
-  fprintf (stderr, "3 NBD reads behind 300 ms delays: %.0f ms\n", ms);
+  /* Elapsed time shows the parallelism: one read per member takes one
+   * delay (300 ms), two per member in flight together on each handle one
+   * too, where serialized they take two or more.  A stall of the whole
+   * machine only ever adds time, so each is timed 3 times and the fastest
+   * counts. */
+  ms = nbd_parallel_ms (m, ios, iov, 3);
+  fprintf (stderr, "3 NBD reads behind 300 ms delays: %.0f ms (fastest of 3)\n", ms);
   CHECK (ms >= 290);
   CHECK (ms < 600);
-
-  /* two per member: in flight together on each handle too */
-  for (int i = 0; i < 6; i++)
-    ios[i] = rw (m[i % 3], i < 3 ? MIO_WRITE : MIO_READ, &iov[i], 1,
-                 (uint64_t) i * 8192, 0);
-  t0 = now_ms ();
-  CHECK_ERR (mio_run (ios, 6), 0);
-  ms = now_ms () - t0;
-  fprintf (stderr, "6 NBD reads/writes on 3 members behind 300 ms delays: %.0f ms\n", ms);
+  ms = nbd_parallel_ms (m, ios, iov, 6);
+  fprintf (stderr, "6 NBD reads/writes on 3 members behind 300 ms delays: %.0f ms "
+           "(fastest of 3)\n", ms);
   CHECK (ms < 600);
 
   for (int i = 0; i < 3; i++) {
@@ -1951,7 +1965,7 @@ test_nbd_reconnect_races (void)
   CHECK_PREFIX (err, rc_msg (want, sizeof want, m, "another reconnect is under way"));
   CHECK (member_pread (m, b, sizeof b, 0) != 0);
   CHECK (member_is_down (m));
-  CHECK (now_ms () - t0 < 100);
+  CHECK (now_ms () - t0 < 2000);         /* not the 30 s I/O timeout */
 
   t0 = now_ms ();
   pid = fork ();
@@ -1960,7 +1974,7 @@ test_nbd_reconnect_races (void)
   ms = now_ms () - t0;
   pthread_join (t.th, NULL);
   fprintf (stderr, "fork during a reconnect returned after %.0f ms\n", ms);
-  CHECK (ms < 1000);
+  CHECK (ms < 3000);                     /* not the 30 s I/O timeout */
   CHECK_ERR (t.r, ECANCELED);
   CHECK_PREFIX (t.err, rc_msg (want, sizeof want, m, "connect: "));
   CHECK (pid > 0 && waitpid (pid, &status, 0) == pid);
@@ -1993,7 +2007,7 @@ test_nbd_reconnect_races (void)
   ms = now_ms () - t0;
   pthread_join (t.th, NULL);
   fprintf (stderr, "close during a reconnect returned after %.0f ms\n", ms);
-  CHECK (ms < 1000);
+  CHECK (ms < 3000);                     /* not the 30 s I/O timeout */
   CHECK_ERR (t.r, ECANCELED);
   close (cfd);
   close (lfd);
