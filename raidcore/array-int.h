@@ -31,6 +31,7 @@
 #include "identity.h"
 #include "journal.h"
 #include "router.h"
+#include "rowcache.h"
 #include "state.h"
 #include "stripe-lock.h"
 #include "job.h"
@@ -94,6 +95,10 @@ struct raid_array {
 
   /* gather.c: client writes held to be joined into whole rows (io.c) */
   struct gather gather;
+
+  /* rowcache.c: a degraded row rebuilt whole, for the read that continues
+   * it (stripe.c) */
+  struct rowcache rowcache;
 
   /* array.c */
   _Atomic uint64_t size;                   /* exported bytes */

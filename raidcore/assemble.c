@@ -180,12 +180,14 @@ init_array (struct raid_array *a, bool gather)
   atomic_store (&a->rb_row, 0);
   a->can_fua = true;
   gather_init (&a->gather, gather, array_gathered_write, a);
+  rowcache_init (&a->rowcache);
 }
 
 static void
 destroy_array (struct raid_array *a, bool router_ok)
 {
   gather_fini (&a->gather);
+  rowcache_fini (&a->rowcache);
   stripe_lock_destroy (&a->locks);
   if (router_ok)
     router_destroy (&a->router);

@@ -297,6 +297,10 @@ struct piece_run {
   uint32_t mirror_only;              /* roles whose pieces go to the mirror
                                         target alone (writes) */
   uint32_t failed;                   /* out: roles whose member failed */
+  bool quiet;                        /* reads of a fill: a failure is not
+                                        reported to the state (the redo
+                                        without fills reads, and reports,
+                                        what the request needs) */
 };
 
 /* Issue the pieces of runs[0..nruns) (nruns <= 2) together, in parallel.
@@ -311,6 +315,8 @@ run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
           struct piece_run *runs, int nruns)
 {
   size_t total = 0, nmio = 0, niov = 0, first[2], own[2], end[2];
+  bool writes = false;
+  int ran;
   struct mio *mios;
   struct iovec *iov;
 
@@ -343,13 +349,21 @@ run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
       }
     end[k] = nmio;
   }
-  if (mio_run (mios, nmio) == 0)
+  for (int k = 0; k < nruns; k++)
+    writes |= runs[k].op != MIO_READ;
+  if (writes)
+    rowcache_bump (&a->rowcache);          /* rowcache.h R1, R2 */
+  ran = mio_run (mios, nmio);
+  if (writes)
+    rowcache_bump (&a->rowcache);
+  if (ran == 0)
     return 0;
   for (int k = 0; k < nruns; k++)
     for (size_t i = first[k]; i < end[k]; i++) {
       if (mios[i].err == 0)
         continue;
-      state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
+      if (!runs[k].quiet)
+        state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
       for (int r = 0; i < own[k] && r < L->g.raid_disks; r++)
         if (!(runs[k].mirror_only & (1u << r)) && state_role_member (a, L, r) == mios[i].m)
           runs[k].failed |= 1u << r;
@@ -364,7 +378,7 @@ run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
             const struct piece *pp, size_t n, enum mio_op op, unsigned mflags,
             uint32_t *failed)
 {
-  struct piece_run run = { pp, n, op, mflags, 0, 0 };
+  struct piece_run run = { pp, n, op, mflags, 0, 0, false };
   int err = run_runs (a, L, ar, &run, 1);
 
   *failed = run.failed;
@@ -389,6 +403,9 @@ struct seg {
   bool read_in_place;                /* a read: readable blocks a touch covers
                                         wholly are read into the client's
                                         buffer (read_target) */
+  bool fill;                         /* a read of the whole row, kept in the
+                                        row cache for the request that
+                                        continues it (rowcache.h) */
   int ntouch;
   struct touch t[RAID_MAX_MEMBERS];
   /* Blocks over [c0, c1): index slot (0..k-1) for data, k for P, k+1 for Q. */
@@ -412,6 +429,12 @@ struct group {
                                         roles from here need a rebuild after
                                         a crash */
   uint32_t repair;                   /* roles whose rebuilt blocks are written */
+  bool stream;                       /* a read that continues a stream: its
+                                        partial rows that need a rebuild are
+                                        read whole, for the row cache */
+  uint64_t fill_epoch;               /* the row cache's epoch before the reads */
+  bool no_fill;                      /* a read of a fill failed: the redo reads
+                                        only what the request needs */
   struct raid_row rr;                /* scratch */
   struct seg *segs;
   size_t nsegs, capsegs;
@@ -1112,6 +1135,35 @@ read_direct (struct group *G, int role, uint64_t row, const struct touch *t,
                                 t->src + (from - t->s), to - from) : 0;
 }
 
+/* Whether touches t[0..nt) cover the whole row. */
+static bool
+whole_row (const struct layout *L, const struct touch *t, int nt)
+{
+  return nt == (int) L->g.data_disks && t[0].s == 0 && t[nt - 1].e == L->g.chunk;
+}
+
+/* Whether a data block of the row is in `bad` (its read is a rebuild). */
+static bool
+rebuilds_data (const struct layout *L, const struct raid_row *rr, uint32_t bad)
+{
+  for (int di = 0; di < (int) L->g.data_disks; di++)
+    if (bad & (1u << rr->data[di]))
+      return true;
+  return false;
+}
+
+/* The request's bytes of `row` (touches t[0..nt), contiguous in the
+ * client's buffer) from the row cache: true when it held the row. */
+static bool
+take_cached (struct group *G, uint64_t row, const struct touch *t, int nt)
+{
+  uint64_t chunk = G->L->g.chunk;
+
+  return t[0].src &&
+    rowcache_take (&G->a->rowcache, G->L, row, t[0].di * chunk + t[0].s,
+                   t[nt - 1].di * chunk + t[nt - 1].e, t[0].src);
+}
+
 /* Plan the reads of one row: direct reads for good blocks, a reconstruction
  * segment over the union of columns of bad ones.  Every block of the row is
  * read once: the columns of a good block that the reconstruction reads
@@ -1140,6 +1192,15 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   }
 
   raid_geom_row (&L->g, row, rr);
+  if (G->stream && rowcache_fits (L) && !whole_row (L, t, nt) && rebuilds_data (L, rr, bad)) {
+    /* Part of a row that needs a rebuild, in a stream (rowcache.h): its
+     * bytes from the cache, or the whole row read and rebuilt, and kept. */
+    if (take_cached (G, row, t, nt))
+      return 0;
+    if (!(sg = seg_new (G)))
+      return ENOMEM;
+    *sg = (struct seg) { .row = row, .c0 = 0, .c1 = L->g.chunk, .fill = true };
+  }
   for (int i = 0; i < nt; i++) {           /* the blocks to rebuild */
     if (!(bad & (1u << rr->data[t[i].di])))
       continue;
@@ -1191,6 +1252,13 @@ finish_read_seg (struct group *G, struct seg *sg)
   raid_geom_row (&L->g, sg->row, rr);
   if ((err = recover_seg (G, sg, true)))
     return err;
+  if (sg->fill) {                          /* the whole row: keep it */
+    uint8_t *blk[RAID_MAX_MEMBERS];
+    assert (sg->c0 == 0 && sg->c1 == L->g.chunk);
+    for (int di = 0; di < (int) L->g.data_disks; di++)
+      blk[di] = sg->blk[slot_of (L, rr, di)];
+    rowcache_put (&G->a->rowcache, L, sg->row, G->fill_epoch, blk);
+  }
   for (int i = 0; i < sg->ntouch; i++) {
     const struct touch *t = &sg->t[i];
     const uint8_t *from = sg->blk[slot_of (L, rr, t->di)] + (t->s - sg->c0);
@@ -1224,11 +1292,24 @@ finish_segs (struct group *G)
 static int
 read_rebuild_write (struct group *G, uint32_t *failed)
 {
+  struct piece_run run = { G->rd.p, G->rd.n, MIO_READ, 0, 0, 0, false };
   int err;
 
-  if ((err = run_pieces (G->a, G->L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
-      *failed) {
-    G->exclude |= *failed;
+  /* A fill reads blocks the request does not need: a read error there
+   * must neither fail it (beyond redundancy, excluding that role could)
+   * nor count against its member (nothing would read, or repair, that
+   * block without the fill).  So a fill's reads are quiet, and any error
+   * has the group done again without fills, which reads (and reports,
+   * excludes and repairs) only what the request needs. */
+  for (size_t i = 0; i < G->nsegs; i++)
+    run.quiet |= G->segs[i].fill;
+  err = run_runs (G->a, G->L, G->ar, &run, 1);
+  *failed = run.failed;
+  if (err || *failed) {
+    if (run.quiet && !err)
+      G->no_fill = true;
+    else
+      G->exclude |= *failed;
     return err;
   }
   if ((err = finish_segs (G)))
@@ -1238,7 +1319,7 @@ read_rebuild_write (struct group *G, uint32_t *failed)
 
 static int
 read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
-                 uint64_t r0, uint64_t n, bool locked, uint32_t *failed)
+                 uint64_t r0, uint64_t n, bool locked, bool stream, uint32_t *failed)
 {
   const struct layout *L = G->L;
   uint64_t W = row_width (L);
@@ -1247,6 +1328,8 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
 
   group_reset (G);
   G->repair = G->a->readonly ? 0 : G->exclude & ~G->unusable & ~G->rb_mask;
+  G->stream = stream && !G->no_fill;
+  G->fill_epoch = rowcache_epoch (&G->a->rowcache);
   *failed = 0;
   if (raid_array_health (G->a) == RAID_HEALTH_FAILED)
     return EIO;
@@ -1268,7 +1351,7 @@ read_group_once (struct group *G, uint8_t *buf, uint64_t off, uint64_t count,
 
 static int
 read_group (struct raid_array *a, const struct layout *L, uint8_t *buf,
-            uint64_t off, uint64_t count, uint64_t r0, uint64_t n)
+            uint64_t off, uint64_t count, uint64_t r0, uint64_t n, bool stream)
 {
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes = NULL;
@@ -1277,8 +1360,9 @@ read_group (struct raid_array *a, const struct layout *L, uint8_t *buf,
 
   if (!(G.ar = arena_reset ()))
     return ENOMEM;
-  for (int attempt = 0; attempt < max_attempts (L) + 1; attempt++) {
-    err = read_group_once (&G, buf, off, count, r0, n, nodes != NULL, &failed);
+  /* + 1: the lock; + 1: a fill's read error (no_fill) */
+  for (int attempt = 0; attempt < max_attempts (L) + 2; attempt++) {
+    err = read_group_once (&G, buf, off, count, r0, n, nodes != NULL, stream, &failed);
     if (err == EAGAIN && !nodes) {
       if (!(nodes = lock_rows (&G, r0, n)))
         return ENOMEM;
@@ -1303,12 +1387,14 @@ stripe_read (struct raid_array *a, const struct layout *L,
 {
   uint64_t W = row_width (L), gr = group_rows (L);
   uint64_t end = off + count;
+  /* At least a row, and where a recent one ended: a stream (rowcache.h) */
+  bool stream = count >= W && rowcache_stream (&a->rowcache, off, end);
 
   while (off < end) {
     uint64_t r0 = off / W;
     uint64_t r1 = raid_min_u64 ((end - 1) / W + 1, r0 + gr);
     uint64_t gend = raid_min_u64 (end, r1 * W);
-    int err = read_group (a, L, buf, off, gend - off, r0, r1 - r0);
+    int err = read_group (a, L, buf, off, gend - off, r0, r1 - r0, stream);
     if (err)
       return err;
     buf = (uint8_t *) buf + (gend - off);

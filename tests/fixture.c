@@ -23,7 +23,7 @@ md_pread (void *p, void *buf, size_t len, uint64_t off)
   struct memdev *d = p;
   __atomic_add_fetch (&d->nreads, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch (&d->rbytes, len, __ATOMIC_RELAXED);
-  if (d->fail_reads || off + len > d->size)
+  if (d->fail_reads || off + len > d->size || (off < d->bad_hi && off + len > d->bad_lo))
     return EIO;
   memcpy (buf, d->data + off, len);
   return 0;

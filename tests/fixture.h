@@ -37,6 +37,7 @@ struct memdev {
   int fail_reads, fail_writes;       /* nonzero: every such op returns EIO */
   unsigned long nreads, nwrites;
   unsigned long long rbytes;         /* bytes read */
+  uint64_t bad_lo, bad_hi;           /* reads overlapping [bad_lo, bad_hi) fail */
 };
 
 extern const struct member_custom_ops md_ops;

@@ -24,7 +24,9 @@
 #include "geometry.h"
 #include "member.h"
 #include "parity.h"
+#include "rowcache.h"
 #include "sb.h"
+#include "state.h"
 #include "util.h"
 
 
@@ -121,6 +123,121 @@ run_degraded_read_once (int level, int layout, int n)
     CHECK (i == 1 || f.dev[i].rbytes <= area, "raid%d degraded unaligned read: member %d "
            "read %llu bytes, more than its data area %llu", level, i, f.dev[i].rbytes,
            (unsigned long long) area);
+  free (buf);
+  free_array (&f);
+}
+
+/* A degraded stream in requests that end inside rows (1 MiB on rows of
+ * k x 64K, k not a power of two) reads every surviving block once too:
+ * the request that continues a row takes it from the row cache instead
+ * of reading again what its predecessor read (rowcache.h).  Then a write
+ * between the two requests of a row: the second one reads it back (the
+ * cache is not used across a write). */
+static void
+run_degraded_stream (int level, int layout, int n)
+{
+  const uint64_t req = 1u << 20, W = 65536ull * (n - (level == 6 ? 2 : 1));
+  struct fixture f;
+  uint64_t area;
+  uint8_t *buf, pat[4096];
+  char err[256];
+
+  rng_state = 4242 + level;
+  make_array (&f, level, layout, n, 65536);
+  workload (&f, 100);
+  CHECK (raid_array_fail (f.a, "1", err, sizeof err) == 0, "fail: %s", err);
+  buf = malloc (f.size);
+  area = f.size / W * 65536;
+  for (int i = 0; i < n; i++)
+    f.dev[i].rbytes = 0;
+  for (uint64_t off = 0; off < f.size; off += req) {
+    uint64_t len = raid_min_u64 (req, f.size - off);
+    CHECK (raid_array_pread (f.a, buf + off, len, off) == 0, "raid%d stream read at %" PRIu64,
+           level, off);
+  }
+  CHECK (memcmp (buf, f.model, f.size) == 0, "raid%d degraded stream: data", level);
+  /* The first request is no stream yet: its last row is read again by
+   * the second, one chunk of a member at most; every other row once. */
+  for (int i = 0; i < n; i++)
+    CHECK (i == 1 || ((level == 6 || f.dev[i].rbytes >= area) &&
+                      f.dev[i].rbytes <= area + 65536),
+           "raid%d degraded stream: member %d read %llu bytes for a data area of %llu",
+           level, i, f.dev[i].rbytes, (unsigned long long) area);
+
+  /* [W/2, 3W/2), then [3W/2, 5W/2): a stream's continuation, which keeps
+   * row 2 (member 1 holds data there); a write into row 2's second half;
+   * then [5W/2, 7W/2), which continues the stream into row 2, must read
+   * that write. */
+  memset (pat, 0xd7, sizeof pat);
+  CHECK (raid_array_pread (f.a, buf, W, W / 2) == 0 &&
+         raid_array_pread (f.a, buf, W, W + W / 2) == 0, "raid%d: reads before", level);
+  CHECK (raid_array_pwrite (f.a, pat, sizeof pat, 2 * W + W / 2 + 8192, 0) == 0,
+         "raid%d: write between", level);
+  memcpy (f.model + 2 * W + W / 2 + 8192, pat, sizeof pat);
+  CHECK (raid_array_pread (f.a, buf, W, 2 * W + W / 2) == 0 &&
+         memcmp (buf, f.model + 2 * W + W / 2, W) == 0,
+         "raid%d degraded stream: a write between two requests of a row is read back",
+         level);
+  free (buf);
+  free_array (&f);
+}
+
+/* A stream's continuation that reads a degraded row whole for the row
+ * cache meets a read error in a block it does not need, with no
+ * redundancy left: the request still succeeds (its redo reads only what
+ * it needs), where excluding that member would leave two blocks of its
+ * rows missing.  Row r: member 1 (failed) and member 0 hold data, and the
+ * row's last data block is on neither; the request is that block and all
+ * of row r + 1, after a read that ends where it begins. */
+static void
+run_degraded_stream_error (int level, int n)
+{
+  const uint32_t chunk = 65536;
+  int k = n - (level == 6 ? 2 : 1);
+  uint64_t W = (uint64_t) k * chunk, r, off;
+  struct raid_geom g;
+  struct raid_row rr;
+  struct fixture f;
+  uint8_t *buf;
+  char err[256];
+  int e;
+
+  rng_state = 99 + level;
+  make_array (&f, level, RAID_LAYOUT_LEFT_SYMMETRIC, n, chunk);
+  workload (&f, 100);
+  CHECK (raid_array_fail (f.a, "1", err, sizeof err) == 0, "fail: %s", err);
+  if (level == 6)
+    CHECK (raid_array_fail (f.a, "2", err, sizeof err) == 0, "fail: %s", err);
+  CHECK (raid_geom_init (&g, level, RAID_LAYOUT_LEFT_SYMMETRIC, chunk, n, err,
+                         sizeof err) == 0, "geom: %s", err);
+  for (r = 2; r < 100; r++) {
+    int last;
+    raid_geom_row (&g, r, &rr);
+    last = rr.data[k - 1];
+    if (rr.role_data[1] >= 0 && rr.role_data[0] >= 0 && last > (level == 6 ? 2 : 1))
+      break;
+  }
+  off = r * W + (uint64_t) (k - 1) * chunk;
+  buf = malloc (W + chunk);
+  CHECK (raid_array_pread (f.a, buf, W, off - W) == 0, "raid%d: the read before", level);
+  f.dev[0].bad_lo = f.data_offset + r * chunk;
+  f.dev[0].bad_hi = f.data_offset + (r + 1) * chunk;
+  /* More passes than the read errors a member may have (each one still
+   * continues the read before: ROWCACHE_RECENT ends are kept): a fill's
+   * error must not count against member 0 (nothing repairs a block that
+   * no request needs), else it goes faulty and the array fails. */
+  for (int p = 0; p < STATE_MAX_READ_ERRORS + 2; p++) {
+    e = raid_array_pread (f.a, buf, W + chunk, off);
+    CHECK (e == 0 && memcmp (buf, f.model + off, W + chunk) == 0,
+           "raid%d degraded stream, pass %d: a read error in a block the request does "
+           "not need (row %" PRIu64 ", member 0): %s", level, p, r, strerror (e));
+    if (e)
+      break;
+  }
+  CHECK (raid_array_health (f.a) == RAID_HEALTH_DEGRADED,
+         "raid%d degraded stream: health %s after reads that never need member 0's bad block",
+         level, raid_health_name (raid_array_health (f.a)));
+  f.dev[0].bad_lo = f.dev[0].bad_hi = 0;
   free (buf);
   free_array (&f);
 }
@@ -394,6 +511,37 @@ run_scrub (int level, int layout, int n)
   free_array (&f);
 }
 
+/* The row cache's buffers stay within ROWCACHE_BYTES when rows of two
+ * sizes alternate (a reshape's two layouts). */
+static void
+run_rowcache_budget (void)
+{
+  static struct rowcache c;
+  static uint8_t blk[4][1u << 20];
+  uint8_t *b[4] = { blk[0], blk[1], blk[2], blk[3] };
+  struct layout big = { .id = 0 }, small = { .id = 1 };
+  uint64_t row = 0, peak = 0;
+
+  big.g = (struct raid_geom) { .level = 5, .chunk = 1u << 20, .raid_disks = 5, .data_disks = 4 };
+  small.g = (struct raid_geom) { .level = 5, .chunk = 64u << 10, .raid_disks = 5, .data_disks = 4 };
+  rowcache_init (&c);
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 5; i++)
+      rowcache_put (&c, &big, row++, rowcache_epoch (&c), b);
+    for (int i = 0; i < 70; i++) {
+      rowcache_put (&c, &small, row++, rowcache_epoch (&c), b);
+      uint64_t sum = 0;
+      for (int e = 0; e < ROWCACHE_ENTRIES; e++)
+        sum += c.e[e].cap;
+      peak = sum > peak ? sum : peak;
+    }
+  }
+  CHECK (peak <= ROWCACHE_BYTES && c.bytes <= ROWCACHE_BYTES,
+         "row cache: %" PRIu64 " bytes of buffers, budget %u", peak, ROWCACHE_BYTES);
+  CHECK (rowcache_take (&c, &small, row - 1, 0, 4, blk[0]), "row cache: the last row kept");
+  rowcache_fini (&c);
+}
+
 int
 main (void)
 {
@@ -423,6 +571,11 @@ main (void)
   run_read_repair ();
   run_degraded_read_once (5, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
   run_degraded_read_once (6, RAID_LAYOUT_LEFT_SYMMETRIC, 6);
+  run_degraded_stream (5, RAID_LAYOUT_LEFT_SYMMETRIC, 6);
+  run_degraded_stream (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
+  run_degraded_stream_error (5, 6);
+  run_degraded_stream_error (6, 6);
+  run_rowcache_budget ();
   run_concurrency (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
   run_concurrency (6, RAID_LAYOUT_LEFT_SYMMETRIC, 5);
   run_rebuild (5, RAID_LAYOUT_LEFT_SYMMETRIC, 4);
