@@ -100,8 +100,6 @@ rowcache_take (struct rowcache *c, const struct layout *L, uint64_t row,
     break;
   }
   pthread_mutex_unlock (&c->lock);
-  if (hit)
-    atomic_fetch_add (&c->hits, 1);
   return hit;
 }
 
@@ -170,7 +168,6 @@ rowcache_put (struct rowcache *c, const struct layout *L, uint64_t row,
   x->row = row;
   x->epoch = epoch;
   x->born = ++c->stores;
-  atomic_fetch_add (&c->fills, 1);
  out:
   pthread_mutex_unlock (&c->lock);
 }

@@ -89,7 +89,6 @@ struct rowcache {
   _Atomic uint64_t epoch;
   uint64_t stores;                         /* age of entries (lock held) */
   uint64_t bytes;                          /* buffers allocated (lock held) */
-  _Atomic uint64_t hits, fills;            /* for tests and debug */
   _Atomic uint64_t recent[ROWCACHE_RECENT];  /* rowcache_stream */
   _Atomic unsigned recent_next;
   struct rowcache_entry e[ROWCACHE_ENTRIES];

@@ -378,7 +378,7 @@ run_pieces (struct raid_array *a, const struct layout *L, struct arena *ar,
             const struct piece *pp, size_t n, enum mio_op op, unsigned mflags,
             uint32_t *failed)
 {
-  struct piece_run run = { pp, n, op, mflags, 0, 0, false };
+  struct piece_run run = { pp, n, op, mflags, 0, 0 };
   int err = run_runs (a, L, ar, &run, 1);
 
   *failed = run.failed;
@@ -1292,7 +1292,7 @@ finish_segs (struct group *G)
 static int
 read_rebuild_write (struct group *G, uint32_t *failed)
 {
-  struct piece_run run = { G->rd.p, G->rd.n, MIO_READ, 0, 0, 0, false };
+  struct piece_run run = { .pp = G->rd.p, .n = G->rd.n, .op = MIO_READ };
   int err;
 
   /* A fill reads blocks the request does not need: a read error there
