@@ -2239,6 +2239,9 @@ def revive(ep, d, delay=None):
             d.name, " (delay %d ms)" % d.delay_ms if d.delay_ms else ""))
 
 
+SLOW_SAFE = 128 * MiB    # bit/s: no member timeout at this rate (see op_slow)
+
+
 def op_slow(ep, c, r):
     """Bandwidth of an NBD member (rate filter, at run time): slow writes
     stay in flight across management requests."""
@@ -2248,9 +2251,25 @@ def op_slow(ep, c, r):
     d = ds[int(r[1] * len(ds))]
     bits = [8 * MiB, 32 * MiB, 128 * MiB, 100 << 30][int(r[2] * 4)]
     if ep.member_timeout < 30:
-        bits = max(bits, 128 * MiB)     # else a timeout makes it go away (see setup)
-    d.set_rate(bits)
-    ep.run.event("fault", "%s bandwidth %s bit/s" % (d.name, bits))
+        bits = max(bits, SLOW_SAFE)     # else a timeout makes it go away (see setup)
+    counted = False
+    with ep.fault_lock:
+        if bits < SLOW_SAFE:
+            # The array may have queued more at this member than it can
+            # serve within member-timeout at the new rate (at 1-4 MB/s a
+            # reshape's or a rebuild's window of a few tens of MiB takes
+            # longer than 30 s): then the member goes away by itself.  Slow it that much only
+            # when losing it stays within redundancy, and count it as
+            # injected (as an error file would be) until heal_all.
+            st = c.call("status", log=False)
+            if d in ep.injected | set(ep.away) | ep.severed or not ep.can_lose(st, d):
+                bits = SLOW_SAFE
+            else:
+                ep.injected.add(d)
+                counted = True
+        d.set_rate(bits)
+    ep.run.event("fault", "%s bandwidth %s bit/s%s" % (
+        d.name, bits, " (may time out: counted as injected)" if counted else ""))
 
 
 def op_heal(ep, c, r):
