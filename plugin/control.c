@@ -83,7 +83,7 @@ struct conn {
   uid_t uid;
   pid_t pid;
   json_tokener *tok;
-  char *buf;                      /* CONTROL_MAX_LINE + 1 bytes */
+  char *buf;                      /* CONTROL_BUF bytes */
   size_t len;                     /* bytes in buf */
 };
 
@@ -466,6 +466,26 @@ handle_line (struct conn *c, const char *line, size_t len)
   return reply ? send_reply (c->fd, reply) : -1;
 }
 
+/* Whether the len bytes at p (a line without its '\n', or the start of
+ * one) are more than a line may hold: a carriage return at their end may
+ * be the line end's first byte and does not count. */
+static bool
+over_limit (const char *p, size_t len)
+{
+  return (len > 0 && p[len - 1] == '\r' ? len - 1 : len) > CONTROL_MAX_LINE;
+}
+
+/* EPROTO for a line over the limit; returns -1: close the connection. */
+static int
+refuse_long (struct conn *c)
+{
+  char msg[128];
+
+  snprintf (msg, sizeof msg, "request line longer than %u bytes", CONTROL_MAX_LINE);
+  refuse (c->fd, EPROTO, msg);
+  return -1;
+}
+
 /* Handle every complete line in c->buf, keep the rest.  Returns 0, or -1
  * to close the connection. */
 static int
@@ -476,20 +496,15 @@ handle_lines (struct conn *c)
 
   while ((nl = memchr (c->buf + start, '\n', c->len - start)) != NULL) {
     size_t end = nl - c->buf;
+    if (over_limit (c->buf + start, end - start))
+      return refuse_long (c);
     if (handle_line (c, c->buf + start, end - start) == -1)
       return -1;
     start = end + 1;
   }
   memmove (c->buf, c->buf + start, c->len - start);
   c->len -= start;
-  if (c->len > CONTROL_MAX_LINE) {
-    char msg[128];
-    snprintf (msg, sizeof msg, "request line longer than %u bytes",
-              CONTROL_MAX_LINE);
-    refuse (c->fd, EPROTO, msg);
-    return -1;
-  }
-  return 0;
+  return over_limit (c->buf, c->len) ? refuse_long (c) : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -513,7 +528,7 @@ conn_thread (void *arg)
       break;
     if (!p[0].revents)
       continue;
-    n = recv (c->fd, c->buf + c->len, CONTROL_MAX_LINE + 1 - c->len, 0);
+    n = recv (c->fd, c->buf + c->len, CONTROL_BUF - c->len, 0);
     if (n == 0) {
       /* End of input: a last line without '\n' still counts. */
       if (c->len > 0)
@@ -609,7 +624,7 @@ admit (int fd)
     return;
   }
   c = calloc (1, sizeof *c);
-  if (c == NULL || (c->buf = malloc (CONTROL_MAX_LINE + 1)) == NULL ||
+  if (c == NULL || (c->buf = malloc (CONTROL_BUF)) == NULL ||
       (c->tok = json_tokener_new ()) == NULL) {
     refuse (fd, ENOMEM, "out of memory");
     close (fd);

@@ -19,9 +19,11 @@
 
 struct raid_array;
 
-/* Longest request line accepted, in bytes, not counting its '\n'.  A longer
- * line gets an EPROTO reply and its connection is closed. */
+/* Longest request line accepted, in bytes, not counting its line end ('\n',
+ * or "\r\n").  A longer line gets an EPROTO reply and its connection is
+ * closed. */
 #define CONTROL_MAX_LINE (64u << 10)
+#define CONTROL_BUF (CONTROL_MAX_LINE + 2)     /* the longest line and its end */
 
 /* Connections served at once; one more gets an EAGAIN reply and is closed. */
 #define CONTROL_MAX_CLIENTS 64

@@ -358,6 +358,17 @@ def mode_protocol(c, sock, spare_small):
     check_error(c, r, "EPROTO", "a line of 65537 bytes")
     c.check(big.at_eof(), "connection closed after the over-long line")
     big.close()
+    # A carriage return before the newline is not part of the line.
+    r = conn.raw(head + b"b" * pad + tail + b"\r")
+    c.check(r and r.get("ok") is True and len(r.get("id", "")) == pad,
+            "a line of exactly 65536 bytes ending in CR LF is accepted: %r" % (
+                r and r.get("error")))
+    for extra in (b"x\r", b"xy", b"\rx"):
+        big = Conn(sock)
+        r = big.raw(head + b"a" * pad + tail + extra)
+        check_error(c, r, "EPROTO", "a line of 65536 + %r bytes" % extra)
+        c.check(big.at_eof(), "connection closed after 65536 + %r bytes" % extra)
+        big.close()
 
     # A 1 MiB line: EPROTO (id null), then closed; others unaffected.
     big = Conn(sock)
