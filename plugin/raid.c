@@ -335,7 +335,7 @@ raid_get_ready (void)
       control_stop ();
       return -1;
     }
-  if (speed_min >= 0 || speed_max >= 0) {
+  if ((speed_min >= 0 || speed_max >= 0) && !served_readonly) {
     uint64_t mn = speed_min, mx = speed_max;
     if (raid_array_set_speed (array, speed_min >= 0 ? &mn : NULL,
                               speed_max >= 0 ? &mx : NULL, err, sizeof err) != 0) {

@@ -610,6 +610,7 @@ raid_array_set_speed (struct raid_array *a, const uint64_t *min, const uint64_t 
   uint64_t nmin, nmax;
   int r = 0;
 
+  REFUSE_READONLY (a, err, errlen);      /* no background work to pace */
   pthread_mutex_lock (&a->state_lock);
   nmin = min ? *min : s->speed_min;
   nmax = max ? *max : s->speed_max;

@@ -35,7 +35,8 @@ for flag in -r --readonly; do
   expect_run "(a) $flag: read" nbdcopy "$uri" "$d/back.img"
   expect_run "(a) $flag: the data" cmp "$d/back.img" "$d/expected.img"
   expect_status "(a) $flag: status" "$d/ctl" health optimal
-  for req in "fail 0" "check" "resize 1M" "reshape --chunk=32K" "add $d/m0"; do
+  for req in "fail 0" "check" "resize 1M" "reshape --chunk=32K" "add $d/m0" \
+             "set speed-max=1M"; do
     if out="$("$NBDRAID" -C "$d/ctl" $req 2>&1)"; then
       fail "(a) $flag: '$req' accepted"
     elif grep -q EROFS <<<"$out"; then ok; else fail "(a) $flag: '$req': $out"; fi
