@@ -150,6 +150,13 @@ files_case ()
         rm -f "$d/out"
         expect_run "$name: read while frozen" nbdcopy "$uri" "$d/out"
         expect_run "$name: frozen data verifies" cmp "$src" "$d/out"
+        # Held by reshape-autostart=false, the reshape is recorded frozen:
+        # a later start with the default keeps it frozen, at its position.
+        stop_nbdkit "$name"
+        raid_up "$name" "${m[@]}" || { fail "$name: start with autostart"; return 0; }
+        after_restart "$name, a later start with autostart" "$p" frozen
+        expect_eq "$name: position kept across a clean restart" "$p" \
+          "$(hq q "$ctl" '{"op":"status"}' 'r["reshape"]["position"]')"
         expect_run "$name: start again" hq q "$ctl" '{"op":"start"}' 'r["ok"]'
       fi
       ;;
