@@ -24,6 +24,7 @@
 
 #include <blkid.h>
 
+#include "identity.h"
 #include "member.h"
 #include "member-io.h"
 #include "signature.h"
@@ -203,6 +204,22 @@ nbd_image (struct member *m, int *fdp, char *err, size_t errlen)
   return r;
 }
 
+/* An NBD export that describes itself as an nbdkit-raid array
+ * (identity.h) serves that array's data: a "signature" with no magic bytes
+ * (nothing to erase: force takes the export as it is).  This array's own
+ * export is refused earlier, force or not (identity_check_member). */
+static void
+other_array (struct member *m, struct raid_create_sigs *sigs)
+{
+  const char *desc = member_description (m);
+  char text[160];
+
+  if (desc == NULL || strncmp (desc, IDENTITY_TAG, strlen (IDENTITY_TAG)) != 0)
+    return;
+  snprintf (text, sizeof text, "the data of %s (it is that array's export)", desc);
+  record (sigs, "nbdkit-raid", text, 0, 0);
+}
+
 int
 signature_probe (struct member *m, struct raid_create_sigs *sigs,
                  char *err, size_t errlen)
@@ -213,6 +230,7 @@ signature_probe (struct member *m, struct raid_create_sigs *sigs,
   if (m->be->kind == MEMBER_CUSTOM)
     return 0;                              /* a test's device: no probe */
   if (member_is_nbd (m)) {
+    other_array (m, sigs);
     if ((r = nbd_image (m, &fd, err, errlen)) != 0)
       return r;
   }

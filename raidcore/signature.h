@@ -22,7 +22,9 @@
  * length of each magic.  Files and block devices are probed whole, through
  * a read-only descriptor of their own; an NBD export through a sparse
  * in-memory image of its size holding its first SIG_NBD_HEAD and last
- * SIG_NBD_TAIL bytes, where every signature libblkid knows lives.  A
+ * SIG_NBD_TAIL bytes, where every signature libblkid knows lives; an
+ * export whose description names an nbdkit-raid array (identity.h) holds
+ * "the data of nbdkit-raid array UUID", with no magic to erase.  A
  * custom member (member_new_custom: tests) is not probed: nothing found.
  * Reads only.  Returns 0 or an errno value (message in err). */
 int signature_probe (struct member *m, struct raid_create_sigs *sigs,

@@ -17,6 +17,9 @@
 #     back, and one left out at a restart and added back.
 # (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
 #     NBD, and unchanged.
+# (f) the NBD export of another nbdkit-raid array (its description names
+#     it) holds that array's data: add and create refuse it unless force,
+#     naming that array, and every byte it serves is as before.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -156,6 +159,35 @@ refused "(e) add over NBD" "$d/e4" \
   "EEXIST: nbd\+unix:///\?socket=.*/x4\.sock holds an ext4 filesystem labelled \"precious\" \(add it with force" \
   EEXIST add "$u4"
 expect_eq "(e) not a member" none "$(st state "$u4")"
+
+# ---- (f) another array's export ---------------------------------------------
+create_array --level=5 --chunk=64K --size=40M "$d/o0" "$d/o1" "$d/o2" ||
+  { fail "(f) create the other array"; finish; }
+other="$("$NBDRAID" examine --json "$d/o0" | $PYTHON -c 'import json, sys; print(json.load(sys.stdin)["members"][0]["array_uuid"])' 2>/dev/null || true)"
+start_raid o "$d/o0" "$d/o1" "$d/o2" || { fail "(f) serve the other array"; finish; }
+uo="$(uri_of "$tmp/o.sock")"
+head -c "$(nbdinfo --size "$uo")" /dev/urandom >"$d/o.data"
+expect_run "(f) fill the other array" nbdcopy "$d/o.data" "$uo"
+ev="$(st events)"; nm="$(st nmembers)"
+set +e
+out="$("$NBDRAID" -C "$ctl" add "$uo" 2>&1)"; rc=$?
+set -e
+expect_eq "(f) add: exit status" 1 "$rc"
+if grep -q -E "^nbdraid: EEXIST: .*o\.sock holds the data of nbdkit-raid array ${other:-x} \(it is that array's export\) \(add it with force" <<<"$out"
+then ok; else fail "(f) add: message:"; sed 's/^/    /' <<<"$out" >&2; fi
+expect_eq "(f) add: the event count is unchanged" "$ev" "$(st events)"
+expect_eq "(f) add: the member table is unchanged" "$nm" "$(st nmembers)"
+truncate -s 32M "$d/n0" "$d/n1"
+set +e
+out="$("$NBDRAID" create --level=5 --size=24M "$d/n0" "$d/n1" "$uo" 2>&1)"; rc=$?
+set -e
+expect_eq "(f) create: exit status" 1 "$rc"
+if grep -q "holds the data of nbdkit-raid array ${other:-x}" <<<"$out"; then ok; else
+  fail "(f) create: message:"; sed 's/^/    /' <<<"$out" >&2; fi
+rm -f "$d/o.back"
+expect_run "(f) read the other array back" nbdcopy "$uo" "$d/o.back"
+expect_run "(f) the other array's data is unchanged" cmp "$d/o.data" "$d/o.back"
+stop_nbdkit o
 
 stop_nbdkit r2
 finish
