@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "array-int.h"
 #include "util.h"
@@ -396,6 +397,22 @@ state_member_in_use (struct raid_array *a, int t)
 
 /* ---- naming members ---- */
 
+/* Whether paths a and b reach the same file (another hard link) or the
+ * same block device (another device node); false when either is not a
+ * file or device there (an NBD URI). */
+static bool
+same_storage (const char *a, const char *b)
+{
+  struct stat x, y;
+
+  if (stat (a, &x) != 0 || stat (b, &y) != 0)
+    return false;
+  if (S_ISBLK (x.st_mode) && S_ISBLK (y.st_mode))
+    return x.st_rdev == y.st_rdev;
+  return S_ISREG (x.st_mode) && S_ISREG (y.st_mode) &&
+    x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 int
 state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
@@ -420,7 +437,8 @@ state_find_member (struct raid_array *a, const char *name, char *err, size_t err
       continue;
     rp = realpath (name, NULL);
     same = strcmp (member_spec (a->mem[t].m), name) == 0 ||
-      (rp && strcmp (member_spec (a->mem[t].m), rp) == 0);
+      (rp && strcmp (member_spec (a->mem[t].m), rp) == 0) ||
+      same_storage (member_spec (a->mem[t].m), name);
     free (rp);
     if (same)
       return t;

@@ -14,7 +14,8 @@
 # (c) replace --with takes only a spare of this array: a file that is not
 #     one is refused (ENODEV) and unchanged.
 # (d) members of this array need no force: one failed, removed and added
-#     back, and one left out at a restart and added back.
+#     back, and one left out at a restart and added back; one named by a
+#     hard link or a symlink is already a member (EEXIST).
 # (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
 #     NBD, and unchanged.
 # (f) the NBD export of another nbdkit-raid array (its description names
@@ -105,6 +106,21 @@ expect_status "(d) degraded without m2" "$ctl" health degraded
 expect_run "(d) m2 back without force" "$NBDRAID" -C "$ctl" add "$d/m2"
 expect_run "(d) its rejoin ends" "$NBDRAID" -C "$ctl" wait --timeout=60
 expect_status "(d) optimal after the rejoin" "$ctl" health optimal
+# A member named again by another path (a hard link, a symlink) is the
+# same member: EEXIST, not a lock held by "another" server.
+ln "$d/m0" "$d/m0.hard"
+ln -s m1 "$d/m1.sym"
+for alias in "$d/m0.hard" "$d/m1.sym"; do
+  ev="$(st events)"
+  set +e
+  out="$("$NBDRAID" -C "$ctl" add "$alias" 2>&1)"; rc=$?
+  set -e
+  expect_eq "(d) add $alias: exit status" 1 "$rc"
+  if grep -q "^nbdraid: EEXIST: $alias is already a member of this array$" <<<"$out"
+  then ok; else fail "(d) add $alias: message:"; sed 's/^/    /' <<<"$out" >&2; fi
+  expect_eq "(d) add $alias: the event count is unchanged" "$ev" "$(st events)"
+done
+rm -f "$d/m0.hard" "$d/m1.sym"
 
 # ---- (a) add ----------------------------------------------------------------
 ext4 "$d/e1" precious
