@@ -255,11 +255,12 @@ classify (struct raid_array *a, struct member *m, const char *spec, int *tp,
  * been put to another use since): large enough; holding no foreign
  * signature, unless force (signature.h: the probe reads it, before
  * anything is written; with force the signatures' magic bytes are
- * erased); its ring wiped (no earlier record may resurface).  No lock but
+ * erased); its ring wiped (no earlier record may resurface).  ours: it
+ * carries this array's superblock (signature_refuse).  No lock but
  * management's. */
 static int
 init_new_member (struct raid_array *a, struct member *m, const char *spec,
-                 bool force, char *err, size_t errlen)
+                 bool force, bool ours, char *err, size_t errlen)
 {
   uint64_t need = layout_data_offset (cur_layout (a)) + a->sb.component_size;
   struct raid_create_sigs sigs = { .what = "" };
@@ -270,7 +271,7 @@ init_new_member (struct raid_array *a, struct member *m, const char *spec,
               spec, member_size (m), need);
     return ENOSPC;
   }
-  if ((r = signature_refuse (m, spec, force, &sigs, err, errlen)) != 0 ||
+  if ((r = signature_refuse (m, spec, force, ours, &sigs, err, errlen)) != 0 ||
       (r = signature_erase (m, spec, &sigs, err, errlen)) != 0)
     return r;
   if ((r = sb_wipe_ring (m)) != 0)
@@ -388,7 +389,7 @@ add_join (struct raid_array *a, struct member *m, const char *spec,
   if (f == FOUND_OURS_MOVED && (r = old_address_fenced (a, t, spec, force, err, errlen)))
     return r;
   if ((f == FOUND_BLANK || f == FOUND_OURS_GONE) &&
-      (r = init_new_member (a, m, spec, force, err, errlen)) != 0)
+      (r = init_new_member (a, m, spec, force, f == FOUND_OURS_GONE, err, errlen)) != 0)
     return r;
   if ((r = member_start (m)) != 0) {
     snprintf (err, errlen, "%s: cannot start its I/O", spec);

@@ -41,6 +41,9 @@ struct file_member {
   struct member m;
   int fd;
   bool is_blk;
+  dev_t dev;                    /* what it is (member_is_storage): the */
+  ino_t ino;                    /* file's st_dev and st_ino, or the
+                                   device's st_rdev and 0, at open */
   bool sync_free;               /* tmpfs/ramfs: a sync never waits on a device */
   _Atomic bool no_dsync;        /* kernel refused RWF_DSYNC */
   _Atomic bool no_punch;        /* ... FALLOC_FL_PUNCH_HOLE */
@@ -452,6 +455,18 @@ open_checked (const char *spec, int flags, const char **what)
   return fd;
 }
 
+bool
+member_is_storage (const struct member *m, const struct stat *st)
+{
+  const struct file_member *f = (const struct file_member *) m;
+
+  if (m->be != &file_backend || f->dev == 0)
+    return false;
+  if (f->is_blk)
+    return S_ISBLK (st->st_mode) && st->st_rdev == f->dev;
+  return S_ISREG (st->st_mode) && st->st_dev == f->dev && st->st_ino == f->ino;
+}
+
 struct member *
 member_file_open (const char *spec, enum member_access access, char *err, size_t errlen)
 {
@@ -486,6 +501,13 @@ member_file_open (const char *spec, enum member_access access, char *err, size_t
   }
   f->fd = fd;
   f->is_blk = is_blk;
+  {
+    struct stat st;
+    if (fstat (fd, &st) == 0) {
+      f->dev = is_blk ? st.st_rdev : st.st_dev;
+      f->ino = is_blk ? 0 : st.st_ino;
+    }
+  }
   {
     struct statfs sfs;
     f->sync_free = !is_blk && fstatfs (fd, &sfs) == 0 &&

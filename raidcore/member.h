@@ -130,6 +130,12 @@ uint64_t member_refresh_size (struct member *m);
  * is emulated on a later connection whose server lacks it). */
 bool member_can_fua (const struct member *m);
 bool member_is_nbd (const struct member *m);
+/* Whether m is the file or block device that st (a stat of some path)
+ * describes: the file m opened (another hard link to it) or the same
+ * device (another node of it), as found when m was opened; no I/O.  False
+ * for NBD and custom members. */
+struct stat;
+bool member_is_storage (const struct member *m, const struct stat *st);
 /* The export description an NBD member's server sent (nbdkit-raid's own
  * export names its array there: identity.h), or NULL (none, or not NBD). */
 const char *member_description (const struct member *m);

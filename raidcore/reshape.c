@@ -411,14 +411,29 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
   for (int i = 0; i < req->nadd; i++) {
     struct raid_sb sb;
     int rs, r = 0, t = state_find_member (a, req->add[i], e, sizeof e);
+    bool ours = false;                     /* it carries this array's record */
+    int twice = -1;
+    for (int j = 0; j < i; j++)           /* by the same name, or another name
+                                              of the same spare */
+      if (strcmp (req->add[i], req->add[j]) == 0 || (t >= 0 && reuse[j] == t))
+        twice = j;
     reuse[i] = -1;
-    if (t >= 0 && state_spare_usable (a, t)) {
+    if (twice >= 0 && strcmp (req->add[i], req->add[twice]) == 0) {
+      snprintf (err, errlen, "%s is named twice", req->add[i]);
+      r = EINVAL;
+    }
+    else if (twice >= 0) {
+      snprintf (err, errlen, "%s is named twice (as %s and %s)",
+                member_spec (a->mem[t].m), req->add[twice], req->add[i]);
+      r = EINVAL;
+    }
+    else if (t >= 0 && state_spare_usable (a, t)) {
       reuse[i] = t;
       if (member_size (a->mem[t].m) < *min_size)
         *min_size = member_size (a->mem[t].m), *small = req->add[i];
       continue;
     }
-    if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
+    else if (t >= 0 && atomic_load (&a->mem[t].state) == RAID_MEMBER_SPARE) {
       snprintf (err, errlen, "%s is a spare whose connection is lost: wait until it "
                 "is back", req->add[i]);
       r = EBUSY;
@@ -427,11 +442,6 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       snprintf (err, errlen, "%s is already an active member", req->add[i]);
       r = EBUSY;
     }
-    for (int j = 0; j < i; j++)
-      if (strcmp (req->add[i], req->add[j]) == 0) {
-        snprintf (err, errlen, "%s is named twice", req->add[i]);
-        r = EINVAL;
-      }
     if (!r && !(ms[i] = member_open_joining (a, req->add[i], &retired[i], e, sizeof e))) {
       r = errno;
       snprintf (err, errlen, "%s", e);
@@ -447,9 +457,10 @@ open_added (struct raid_array *a, const struct raid_reshape_req *req,
       if (!r && holds_a_member (a, &sb, req->add[i], err, errlen))
         r = EBUSY;
       pthread_mutex_unlock (&a->state_lock);
+      ours = rs == 0 && memcmp (sb.array_uuid, a->sb.array_uuid, RAID_UUID_LEN) == 0;
     }
     if (!r)                                /* a former member may have been reused */
-      r = signature_refuse (ms[i], req->add[i], req->force, &sigs[i], err, errlen);
+      r = signature_refuse (ms[i], req->add[i], req->force, ours, &sigs[i], err, errlen);
     if (r) {
       for (int j = 0; j <= i; j++) {
         member_close_joining (a, ms[j], retired[j]);

@@ -220,9 +220,10 @@ other_array (struct member *m, struct raid_create_sigs *sigs)
   record (sigs, "nbdkit-raid", text, 0, 0);
 }
 
-int
-signature_probe (struct member *m, struct raid_create_sigs *sigs,
-                 char *err, size_t errlen)
+/* signature_probe; other: look for another array's export too. */
+static int
+probe (struct member *m, bool other, struct raid_create_sigs *sigs,
+       char *err, size_t errlen)
 {
   blkid_probe pr;
   int fd, r;
@@ -230,7 +231,8 @@ signature_probe (struct member *m, struct raid_create_sigs *sigs,
   if (m->be->kind == MEMBER_CUSTOM)
     return 0;                              /* a test's device: no probe */
   if (member_is_nbd (m)) {
-    other_array (m, sigs);
+    if (other)
+      other_array (m, sigs);
     if ((r = nbd_image (m, &fd, err, errlen)) != 0)
       return r;
   }
@@ -267,13 +269,20 @@ signature_probe (struct member *m, struct raid_create_sigs *sigs,
 }
 
 int
-signature_refuse (struct member *m, const char *spec, bool force,
+signature_probe (struct member *m, struct raid_create_sigs *sigs,
+                 char *err, size_t errlen)
+{
+  return probe (m, true, sigs, err, errlen);
+}
+
+int
+signature_refuse (struct member *m, const char *spec, bool force, bool ours,
                   struct raid_create_sigs *sigs, char *err, size_t errlen)
 {
   int r;
 
   memset (sigs, 0, sizeof *sigs);
-  if ((r = signature_probe (m, sigs, err, errlen)) != 0)
+  if ((r = probe (m, !ours, sigs, err, errlen)) != 0)
     return r;
   if (sigs->what[0] == '\0' || force)
     return 0;

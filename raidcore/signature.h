@@ -34,13 +34,16 @@ int signature_probe (struct member *m, struct raid_create_sigs *sigs,
 #define SIG_NBD_TAIL (1u << 20)
 
 /* A running array taking m as a new member (add, reshape add): probe it
- * (sigs: zeroed here, filled with what was found).  Without force a
+ * (sigs: zeroed here, filled with what was found).  ours: m carries this
+ * array's superblock (a member it let go of): its being another array's
+ * export does not count (a nested array's export that was a member here,
+ * taken back).  Without force a
  * signature refuses it: EEXIST, "/m/e1 holds an ext4 filesystem labelled
  * "data" (add it with force to overwrite it)".  A probe that cannot read
  * the member refuses it too, force or not (its errno).  Reads only; does
  * the member's I/O, so the caller holds no lock that client I/O or status
  * needs.  Returns 0 when m may be taken. */
-int signature_refuse (struct member *m, const char *spec, bool force,
+int signature_refuse (struct member *m, const char *spec, bool force, bool ours,
                       struct raid_create_sigs *sigs, char *err, size_t errlen);
 
 /* After signature_refuse let force override sigs, when the member is

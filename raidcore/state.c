@@ -397,20 +397,29 @@ state_member_in_use (struct raid_array *a, int t)
 
 /* ---- naming members ---- */
 
-/* Whether paths a and b reach the same file (another hard link) or the
- * same block device (another device node); false when either is not a
- * file or device there (an NBD URI). */
-static bool
-same_storage (const char *a, const char *b)
+/* The member a path or URI names: its spec as given or resolved, else the
+ * file or block device the path reaches (a hard link, another device
+ * node: member_is_storage compares with what each member opened, so no
+ * member's own path is looked up here).  The name is resolved once. */
+static int
+find_by_name (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
-  struct stat x, y;
+  char *rp = realpath (name, NULL);
+  struct stat st;
+  bool have_st = stat (name, &st) == 0;
+  int found = -1;
 
-  if (stat (a, &x) != 0 || stat (b, &y) != 0)
-    return false;
-  if (S_ISBLK (x.st_mode) && S_ISBLK (y.st_mode))
-    return x.st_rdev == y.st_rdev;
-  return S_ISREG (x.st_mode) && S_ISREG (y.st_mode) &&
-    x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+  for (int t = 0; t < (int) a->sb.nmembers && found < 0; t++)
+    if (a->mem[t].m && (strcmp (member_spec (a->mem[t].m), name) == 0 ||
+                        (rp && strcmp (member_spec (a->mem[t].m), rp) == 0)))
+      found = t;
+  for (int t = 0; t < (int) a->sb.nmembers && found < 0 && have_st; t++)
+    if (a->mem[t].m && member_is_storage (a->mem[t].m, &st))
+      found = t;
+  free (rp);
+  if (found < 0)
+    snprintf (err, errlen, "%s is not a member of this array", name);
+  return found;
 }
 
 int
@@ -430,21 +439,7 @@ state_find_member (struct raid_array *a, const char *name, char *err, size_t err
     snprintf (err, errlen, "no member has role %s", name);
     return -1;
   }
-  for (int t = 0; t < (int) a->sb.nmembers; t++) {
-    char *rp;
-    bool same;
-    if (!a->mem[t].m)
-      continue;
-    rp = realpath (name, NULL);
-    same = strcmp (member_spec (a->mem[t].m), name) == 0 ||
-      (rp && strcmp (member_spec (a->mem[t].m), rp) == 0) ||
-      same_storage (member_spec (a->mem[t].m), name);
-    free (rp);
-    if (same)
-      return t;
-  }
-  snprintf (err, errlen, "%s is not a member of this array", name);
-  return -1;
+  return find_by_name (a, name, err, errlen);
 }
 
 /* Whether a member's spec hint (its spec, or "..." and the spec's tail when

@@ -9,18 +9,22 @@
 #     member table.  With --force each is taken as a spare, and its
 #     signature is gone (blkid finds nothing).
 # (b) reshape --add: the same refusal; a second, blank member named in the
-#     same request is not written either.  With --force the reshape is
+#     same request is not written either; one spare named by two paths is
+#     refused (EINVAL), not used twice.  With --force the reshape is
 #     prepared; aborted, the member stays a spare.
 # (c) replace --with takes only a spare of this array: a file that is not
 #     one is refused (ENODEV) and unchanged.
 # (d) members of this array need no force: one failed, removed and added
 #     back, and one left out at a restart and added back; one named by a
-#     hard link or a symlink is already a member (EEXIST).
+#     hard link or a symlink is already a member (EEXIST); a name means the
+#     member with that spec before the storage the path reaches now.
 # (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
 #     NBD, and unchanged.
 # (f) the NBD export of another nbdkit-raid array (its description names
 #     it) holds that array's data: add and create refuse it unless force,
-#     naming that array, and every byte it serves is as before.
+#     naming that array, and every byte it serves is as before.  Such an
+#     export made a member with force comes back without force after a
+#     fail and remove (it carries this array's superblock).
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -121,6 +125,23 @@ for alias in "$d/m0.hard" "$d/m1.sym"; do
   expect_eq "(d) add $alias: the event count is unchanged" "$ev" "$(st events)"
 done
 rm -f "$d/m0.hard" "$d/m1.sym"
+# A name is first the member with that spec, then the storage it reaches:
+# with the path m2 now reaching m0's file (m2's own file moved aside, still
+# open as role 2), fail m2 fails role 2, not role 0.
+mv "$d/m2" "$d/m2.own"
+ln "$d/m0" "$d/m2"
+expect_run "(d) fail by a name that now reaches another member" "$NBDRAID" -C "$ctl" fail "$d/m2"
+role_state () { "$NBDRAID" -C "$ctl" status --json | $PYTHON -c '
+import json, sys
+print(next(m["state"] for m in json.load(sys.stdin)["members"] if m["role"] == int(sys.argv[1])))' "$1"; }
+expect_eq "(d) role 2 is the one failed" faulty "$(role_state 2)"
+expect_eq "(d) role 0 is untouched" in_sync "$(role_state 0)"
+rm -f "$d/m2"
+mv "$d/m2.own" "$d/m2"
+expect_run "(d) remove the failed m2" "$NBDRAID" -C "$ctl" remove "$d/m2"
+expect_run "(d) add m2 back" "$NBDRAID" -C "$ctl" add "$d/m2"
+expect_run "(d) its recovery ends again" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(d) optimal once more" "$ctl" health optimal
 
 # ---- (a) add ----------------------------------------------------------------
 ext4 "$d/e1" precious
@@ -160,6 +181,16 @@ sum_b2="$(md5sum <"$d/b2")"
 refused "(b) reshape --add blank and ext4" "$d/e2" "EEXIST: $d/e2 holds an ext4" \
   EEXIST reshape --add="$d/b2" --add="$d/e2"
 expect_eq "(b) the blank member named with it is unchanged" "$sum_b2" "$(md5sum <"$d/b2")"
+# One spare named twice, by two paths (a hard link): refused, not used twice.
+truncate -s 32M "$d/s3"
+expect_run "(b) add a blank spare" "$NBDRAID" -C "$ctl" add "$d/s3"
+ln "$d/s3" "$d/s3.hard"
+refused "(b) reshape --add one spare by two names" "$d/s3" \
+  "EINVAL: $d/s3 is named twice \(as $d/s3 and $d/s3.hard\)" EINVAL \
+  reshape --add="$d/s3" --add="$d/s3.hard"
+expect_status "(b) still no reshape" "$ctl" sync_action idle
+expect_run "(b) remove that spare" "$NBDRAID" -C "$ctl" remove "$d/s3"
+rm -f "$d/s3" "$d/s3.hard"
 expect_run "(b) reshape --add --force" "$NBDRAID" -C "$ctl" reshape --force --add="$d/e2"
 expect_eq "(b) the added member holds a role" in_sync "$(st state "$d/e2")"
 expect_run "(b) abort the prepared reshape" "$NBDRAID" -C "$ctl" abort
@@ -203,6 +234,18 @@ if grep -q "holds the data of nbdkit-raid array ${other:-x}" <<<"$out"; then ok;
 rm -f "$d/o.back"
 expect_run "(f) read the other array back" nbdcopy "$uo" "$d/o.back"
 expect_run "(f) the other array's data is unchanged" cmp "$d/o.data" "$d/o.back"
+# Nested on purpose (--force): that export, once a member here, is ours
+# and needs no force to come back after a fail and remove.
+nctl="$tmp/nctl"
+expect_run "(f) create a nested array with --force" "$NBDRAID" create --force --level=5 \
+  --size=24M "$d/n0" "$d/n1" "$uo"
+start_raid_ctl nest "$nctl" "$d/n0" "$d/n1" "$uo" || { fail "(f) serve nested"; finish; }
+expect_run "(f) nested: fail the export" "$NBDRAID" -C "$nctl" fail 2
+expect_run "(f) nested: remove it" "$NBDRAID" -C "$nctl" remove "$uo"
+expect_run "(f) nested: add it back without force" "$NBDRAID" -C "$nctl" add "$uo"
+expect_run "(f) nested: its recovery ends" "$NBDRAID" -C "$nctl" wait --timeout=60
+expect_status "(f) nested: optimal again" "$nctl" health optimal
+stop_nbdkit nest
 stop_nbdkit o
 
 stop_nbdkit r2
