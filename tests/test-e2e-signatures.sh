@@ -93,17 +93,25 @@ taken ()
     fail "$what: blkid still finds a signature: $(blkid -p "$file")"; else ok; fi
 }
 
+# readd WHAT CTL ROLE SPEC: fail ROLE, remove SPEC, add it back without
+# force; its recovery ends and the array is optimal again.
+readd ()
+{
+  local what="$1" c="$2" role="$3" spec="$4"
+  expect_run "$what: fail role $role" "$NBDRAID" -C "$c" fail "$role"
+  expect_run "$what: remove it" "$NBDRAID" -C "$c" remove "$spec"
+  expect_run "$what: add it back without force" "$NBDRAID" -C "$c" add "$spec"
+  expect_run "$what: its recovery ends" "$NBDRAID" -C "$c" wait --timeout=60
+  expect_status "$what: optimal again" "$c" health optimal
+}
+
 create_array --level=5 --chunk=64K --size=24M "$d/m0" "$d/m1" "$d/m2" ||
   { fail "create"; finish; }
 start_raid_ctl r1 "$ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "start"; finish; }
 
 # ---- (d) members of this array need no force --------------------------------
 # Before any spare exists: the member added back is rebuilt onto.
-expect_run "(d) fail role 2" "$NBDRAID" -C "$ctl" fail 2
-expect_run "(d) remove it" "$NBDRAID" -C "$ctl" remove "$d/m2"
-expect_run "(d) add it back without force" "$NBDRAID" -C "$ctl" add "$d/m2"
-expect_run "(d) its recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
-expect_status "(d) optimal again" "$ctl" health optimal
+readd "(d) m2" "$ctl" 2 "$d/m2"
 stop_nbdkit r1
 start_raid_ctl r2 "$ctl" "$d/m0" "$d/m1" || { fail "(d) start without m2"; finish; }
 expect_status "(d) degraded without m2" "$ctl" health degraded
@@ -240,11 +248,7 @@ nctl="$tmp/nctl"
 expect_run "(f) create a nested array with --force" "$NBDRAID" create --force --level=5 \
   --size=24M "$d/n0" "$d/n1" "$uo"
 start_raid_ctl nest "$nctl" "$d/n0" "$d/n1" "$uo" || { fail "(f) serve nested"; finish; }
-expect_run "(f) nested: fail the export" "$NBDRAID" -C "$nctl" fail 2
-expect_run "(f) nested: remove it" "$NBDRAID" -C "$nctl" remove "$uo"
-expect_run "(f) nested: add it back without force" "$NBDRAID" -C "$nctl" add "$uo"
-expect_run "(f) nested: its recovery ends" "$NBDRAID" -C "$nctl" wait --timeout=60
-expect_status "(f) nested: optimal again" "$nctl" health optimal
+readd "(f) nested: the export" "$nctl" 2 "$uo"
 stop_nbdkit nest
 stop_nbdkit o
 
