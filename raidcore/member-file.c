@@ -327,14 +327,14 @@ file_extent (struct member *m, uint64_t off, uint64_t len, bool *hole,
   return 0;
 }
 
-static int file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
+static int file_size (int fd, const char *spec, struct stat *st, uint64_t *size,
                       char *err, size_t errlen);
 
 static int
 file_size_now (struct member *m, uint64_t *size)
 {
-  bool blk;
-  return file_size (((struct file_member *) m)->fd, m->spec, &blk, size, NULL, 0);
+  struct stat st;
+  return file_size (((struct file_member *) m)->fd, m->spec, &st, size, NULL, 0);
 }
 
 static void
@@ -355,23 +355,21 @@ static const struct member_backend file_backend = {
   .uncache = file_uncache,
 };
 
-/* Size of the open file or block device; 0 or errno, message in err. */
+/* Size of the open file or block device, and its fstat in *st; 0 or
+ * errno, message in err. */
 static int
-file_size (int fd, const char *spec, bool *is_blk, uint64_t *size,
+file_size (int fd, const char *spec, struct stat *st, uint64_t *size,
            char *err, size_t errlen)
 {
-  struct stat st;
-
-  if (fstat (fd, &st) == -1) {
+  if (fstat (fd, st) == -1) {
     member_err (err, errlen, spec, "fstat", errno);
     return errno;
   }
-  *is_blk = S_ISBLK (st.st_mode);
-  if (S_ISREG (st.st_mode)) {
-    *size = st.st_size;
+  if (S_ISREG (st->st_mode)) {
+    *size = st->st_size;
     return 0;
   }
-  if (*is_blk) {
+  if (S_ISBLK (st->st_mode)) {
     if (ioctl (fd, BLKGETSIZE64, size) == 0)
       return 0;
     member_err (err, errlen, spec, "BLKGETSIZE64", errno);
@@ -460,7 +458,7 @@ member_is_storage (const struct member *m, const struct stat *st)
 {
   const struct file_member *f = (const struct file_member *) m;
 
-  if (m->be != &file_backend || f->dev == 0)
+  if (m->be != &file_backend)
     return false;
   if (f->is_blk)
     return S_ISBLK (st->st_mode) && st->st_rdev == f->dev;
@@ -474,6 +472,7 @@ member_file_open (const char *spec, enum member_access access, char *err, size_t
   struct file_member *f;
   uint64_t size = 0;
   bool is_blk = false;
+  struct stat st;
   const char *what;
   int fd, r;
 
@@ -484,7 +483,8 @@ member_file_open (const char *spec, enum member_access access, char *err, size_t
     errno = r;
     return NULL;
   }
-  r = file_size (fd, spec, &is_blk, &size, err, errlen);
+  r = file_size (fd, spec, &st, &size, err, errlen);
+  is_blk = r == 0 && S_ISBLK (st.st_mode);
   if (r == 0)
     r = hold (&fd, spec, is_blk, access, err, errlen);
   f = r ? NULL : calloc (1, sizeof *f);
@@ -501,13 +501,8 @@ member_file_open (const char *spec, enum member_access access, char *err, size_t
   }
   f->fd = fd;
   f->is_blk = is_blk;
-  {
-    struct stat st;
-    if (fstat (fd, &st) == 0) {
-      f->dev = is_blk ? st.st_rdev : st.st_dev;
-      f->ino = is_blk ? 0 : st.st_ino;
-    }
-  }
+  f->dev = is_blk ? st.st_rdev : st.st_dev;
+  f->ino = is_blk ? 0 : st.st_ino;
   {
     struct statfs sfs;
     f->sync_free = !is_blk && fstatfs (fd, &sfs) == 0 &&

@@ -2258,9 +2258,10 @@ def op_slow(ep, c, r):
             # The array may have queued more at this member than it can
             # serve within member-timeout at the new rate (at 1-4 MB/s a
             # reshape's or a rebuild's window of a few tens of MiB takes
-            # longer than 30 s): then the member goes away by itself.  Slow it that much only
-            # when losing it stays within redundancy, and count it as
-            # injected (as an error file would be) until heal_all.
+            # longer than 30 s): then the member goes away by itself.
+            # Slow it that much only when losing it stays within
+            # redundancy, and count it as injected (as an error file
+            # would be) until heal_all.
             st = c.call("status", log=False)
             if d in ep.injected | set(ep.away) | ep.severed or not ep.can_lose(st, d):
                 bits = SLOW_SAFE
