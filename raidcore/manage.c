@@ -895,13 +895,15 @@ raid_array_abort (struct raid_array *a, char *err, size_t errlen)
 
 /* Nothing runs, the worker has looked at the latest change (so no owed
  * job is about to begin), and no recovery waits for an away member's
- * grace to end; or a job is frozen (state lock held). */
+ * grace to end; or a job is frozen and the worker has looked at it since
+ * (so it stays frozen until a request) (state lock held). */
 static bool
 settled (struct raid_array *a)
 {
   struct sync_ctl *s = &a->sync;
 
-  return s->stop || !s->started || s->state == SYNC_FROZEN ||
+  return s->stop || !s->started ||
+    (s->state == SYNC_FROZEN && s->seen_gen == a->state_gen) ||
     (s->state == SYNC_IDLE && s->seen_gen == a->state_gen && !sync_recovery_due (a));
 }
 

@@ -1080,11 +1080,16 @@ review (struct raid_array *a)
   uint64_t gen = a->state_gen;             /* the change looked at */
   char why[256];
 
+  /* A frozen job counts as settled only once its check has kept it: one
+   * that is about to be cancelled (a replace whose member failed becomes a
+   * recovery) must not let a `wait` return in between. */
   if (s->state == SYNC_FROZEN) {
+    if (s->job.ops->check (a, &s->job, why, sizeof why) == SYNC_STOP_CANCEL) {
+      end_job (a, s->job.gen, SYNC_EV_CANCEL, why);
+      return;                              /* reviewed again: state_gen moved */
+    }
     s->seen_gen = gen;
     pthread_cond_broadcast (&a->changed);  /* settled: frozen */
-    if (s->job.ops->check (a, &s->job, why, sizeof why) == SYNC_STOP_CANCEL)
-      end_job (a, s->job.gen, SYNC_EV_CANCEL, why);
     return;
   }
   /* The change counts as seen only once the job it owes has begun: a
