@@ -454,6 +454,12 @@ open_checked (const char *spec, int flags, const char **what)
 }
 
 bool
+member_has_storage (const struct member *m)
+{
+  return m->be == &file_backend;
+}
+
+bool
 member_is_storage (const struct member *m, const struct stat *st)
 {
   const struct file_member *f = (const struct file_member *) m;

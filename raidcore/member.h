@@ -136,6 +136,8 @@ bool member_is_nbd (const struct member *m);
  * for NBD and custom members. */
 struct stat;
 bool member_is_storage (const struct member *m, const struct stat *st);
+/* Whether m is a file or block device: member_is_storage can match it. */
+bool member_has_storage (const struct member *m);
 /* The export description an NBD member's server sent (nbdkit-raid's own
  * export names its array there: identity.h), or NULL (none, or not NBD). */
 const char *member_description (const struct member *m);

@@ -286,20 +286,29 @@ member_retire (struct raid_array *a, struct member *m)
               "stops", member_spec (m), a->nretired);
 }
 
+/* A file or block device is taken back only when the path reaches the
+ * storage it opened (by any name: a hard link, another device node), so
+ * never one deleted or replaced since at that path; an NBD member is
+ * found by its spec, as given or resolved. */
 struct member *
 member_unretire (struct raid_array *a, const char *spec)
 {
   char *rp = realpath (spec, NULL);
-  struct member *m = NULL;
+  struct stat st;
+  bool have_st = stat (spec, &st) == 0;
+  int found = -1;
 
-  for (int i = 0; i < a->nretired && !m; i++) {
-    const char *s = member_spec (a->retired[i]);
-    if (strcmp (s, spec) == 0 || (rp && strcmp (s, rp) == 0)) {
-      m = a->retired[i];
-      a->retired[i] = a->retired[--a->nretired];
-    }
+  for (int i = 0; i < a->nretired && found < 0; i++) {
+    const struct member *m = a->retired[i];
+    if (member_has_storage (m) ? have_st && member_is_storage (m, &st)
+        : strcmp (member_spec (m), spec) == 0 || (rp && strcmp (member_spec (m), rp) == 0))
+      found = i;
   }
   free (rp);
+  if (found < 0)
+    return NULL;
+  struct member *m = a->retired[found];
+  a->retired[found] = a->retired[--a->nretired];
   return m;
 }
 
@@ -457,15 +466,21 @@ hint_names (const char *hint, const char *name)
 }
 
 int
+state_find_absent (struct raid_array *a, const char *name)
+{
+  for (int s = 0; s < (int) a->sb.nmembers; s++)
+    if (!a->mem[s].m && a->sb.members[s].state != SB_MEMBER_EMPTY &&
+        hint_names (a->sb.members[s].spec_hint, name))
+      return s;
+  return -1;
+}
+
+int
 state_find_listed (struct raid_array *a, const char *name, char *err, size_t errlen)
 {
   int t = state_find_member (a, name, err, errlen);
 
-  for (int s = 0; t < 0 && s < (int) a->sb.nmembers; s++)
-    if (!a->mem[s].m && a->sb.members[s].state != SB_MEMBER_EMPTY &&
-        hint_names (a->sb.members[s].spec_hint, name))
-      t = s;
-  return t;
+  return t >= 0 ? t : state_find_absent (a, name);
 }
 
 /* ---- roles and health ---- */

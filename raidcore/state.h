@@ -203,6 +203,10 @@ int member_free_slot (struct raid_array *a);
  * given, or the same path), or -1 with a message. */
 int state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
 
+/* A member that is not open (missing, or faulty and closed) listed by
+ * the spec status gives for it (its last known spec), or -1. */
+int state_find_absent (struct raid_array *a, const char *name);
+
 /* As state_find_member, and also a member that is not open (missing, or
  * faulty and closed) by the spec status lists for it (its last known
  * spec): the members `fail` and `remove` can name. */

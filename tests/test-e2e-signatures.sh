@@ -17,7 +17,8 @@
 # (d) members of this array need no force: one failed, removed and added
 #     back, and one left out at a restart and added back; one named by a
 #     hard link or a symlink is already a member (EEXIST); a name means the
-#     member with that spec before the storage the path reaches now.
+#     member with that spec before the storage the path reaches now; a
+#     removed member added back by a hard link is taken.
 # (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
 #     NBD, and unchanged.
 # (f) the NBD export of another nbdkit-raid array (its description names
@@ -25,6 +26,10 @@
 #     naming that array, and every byte it serves is as before.  Such an
 #     export made a member with force comes back without force after a
 #     fail and remove (it carries this array's superblock).
+# (g) a member wiped and added back is a new spare that takes its role
+#     when the absent member's grace ends; `remove` by that spec then takes
+#     out the absent member's entry.  A member deleted and made anew at
+#     its path is added as the new file, not the deleted one still open.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -93,14 +98,15 @@ taken ()
     fail "$what: blkid still finds a signature: $(blkid -p "$file")"; else ok; fi
 }
 
-# readd WHAT CTL ROLE SPEC: fail ROLE, remove SPEC, add it back without
-# force; its recovery ends and the array is optimal again.
+# readd WHAT CTL ROLE SPEC [AS]: fail ROLE, remove SPEC, add it back
+# (named AS, by default SPEC) without force; its recovery ends and the
+# array is optimal again.
 readd ()
 {
-  local what="$1" c="$2" role="$3" spec="$4"
+  local what="$1" c="$2" role="$3" spec="$4" as="${5:-$4}"
   expect_run "$what: fail role $role" "$NBDRAID" -C "$c" fail "$role"
   expect_run "$what: remove it" "$NBDRAID" -C "$c" remove "$spec"
-  expect_run "$what: add it back without force" "$NBDRAID" -C "$c" add "$spec"
+  expect_run "$what: add it back without force" "$NBDRAID" -C "$c" add "$as"
   expect_run "$what: its recovery ends" "$NBDRAID" -C "$c" wait --timeout=60
   expect_status "$what: optimal again" "$c" health optimal
 }
@@ -150,6 +156,12 @@ expect_run "(d) remove the failed m2" "$NBDRAID" -C "$ctl" remove "$d/m2"
 expect_run "(d) add m2 back" "$NBDRAID" -C "$ctl" add "$d/m2"
 expect_run "(d) its recovery ends again" "$NBDRAID" -C "$ctl" wait --timeout=60
 expect_status "(d) optimal once more" "$ctl" health optimal
+# A removed member (the server keeps it open until it stops) added back by
+# a hard link is that member: taken, not "locked by another server".
+ln "$d/m1" "$d/m1.hard"
+readd "(d) m1 by a hard link" "$ctl" 1 "$d/m1" "$d/m1.hard"
+expect_eq "(d) m1 is listed once" 3 "$(st nmembers)"
+rm -f "$d/m1.hard"
 
 # ---- (a) add ----------------------------------------------------------------
 ext4 "$d/e1" precious
@@ -252,5 +264,44 @@ readd "(f) nested: the export" "$nctl" 2 "$uo"
 stop_nbdkit nest
 stop_nbdkit o
 
+# ---- (g) a member wiped and added back; a file made anew ------------------
+# Wiped while the server is down (its superblocks zeroed), m1 is missing
+# when the array is served again.  Added back, it is a new spare; when the
+# absent member's grace (member-timeout, 2 s here) ends, role 1 is rebuilt
+# onto it.  The entry of the absent member stays listed with the same spec
+# until `remove` names it: the member in use yields to it.
+# Then m2 is failed, removed, deleted and made anew at the same path: `add`
+# takes the new file, not the deleted one the server still holds open, so
+# after a restart role 2 is in sync, not missing.
+count_spec () { "$NBDRAID" -C "$ctl" status --json | $PYTHON -c '
+import json, sys
+print(sum(m["spec"] == sys.argv[1] for m in json.load(sys.stdin)["members"]))' "$1"; }
+expect_run "(g) remove the spare e2" "$NBDRAID" -C "$ctl" remove "$d/e2"
 stop_nbdkit r2
+dd if=/dev/zero of="$d/m1" bs=1M count=4 conv=notrunc status=none
+start_raid_ctl g1 "$ctl" "$d/m0" "$d/m1" "$d/m2" member-timeout=2 ||
+  { fail "(g) serve with m1 wiped"; finish; }
+expect_status "(g) degraded: m1 is missing" "$ctl" health degraded
+expect_eq "(g) m1 listed missing" missing "$(st state "$d/m1")"
+expect_run "(g) add the wiped m1 back" "$NBDRAID" -C "$ctl" add "$d/m1"
+expect_run "(g) its recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(g) optimal" "$ctl" health optimal
+expect_eq "(g) m1 listed twice: in use, and the absent entry" 2 "$(count_spec "$d/m1")"
+expect_run "(g) remove m1 takes the absent entry" "$NBDRAID" -C "$ctl" remove "$d/m1"
+expect_eq "(g) m1 listed once" 1 "$(count_spec "$d/m1")"
+expect_eq "(g) m1 in sync" in_sync "$(st state "$d/m1")"
+expect_status "(g) still optimal" "$ctl" health optimal
+expect_run "(g) fail role 2" "$NBDRAID" -C "$ctl" fail 2
+expect_run "(g) remove m2" "$NBDRAID" -C "$ctl" remove "$d/m2"
+rm -f "$d/m2"
+truncate -s 32M "$d/m2"
+expect_run "(g) add the new m2" "$NBDRAID" -C "$ctl" add "$d/m2"
+expect_run "(g) its recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(g) optimal with the new m2" "$ctl" health optimal
+stop_nbdkit g1
+start_raid_ctl g2 "$ctl" "$d/m0" "$d/m1" "$d/m2" || { fail "(g) serve again"; finish; }
+expect_status "(g) after a restart: optimal" "$ctl" health optimal
+expect_eq "(g) after a restart: three members listed" 3 "$(st nmembers)"
+expect_eq "(g) after a restart: the new m2 in sync" in_sync "$(st state "$d/m2")"
+stop_nbdkit g2
 finish
