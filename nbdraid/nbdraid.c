@@ -465,18 +465,20 @@ text_members (const struct raid_sb *sb)
   for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++) {
     const struct sb_member_entry *e = &sb->members[i];
     bool self = memcmp (e->uuid, sb->member_uuid, RAID_UUID_LEN) == 0;
-    char role[16];
+    char role[16], repl[40] = "";
 
     if (e->role >= 0)
       snprintf (role, sizeof role, "%" PRId32, e->role);
     else
       snprintf (role, sizeof role, "-");
+    if (e->replaces)
+      snprintf (repl, sizeof repl, "  (replacing role %" PRIu32 ")", e->replaces - 1);
     raid_uuid_format (e->uuid, u);
     printf ("    %4" PRIu32 " %4s %-10s %-36s %12" PRIu64 " %15" PRIu64
-            " %15" PRIu64 " %6" PRIu32 "  %s%s\n",
+            " %15" PRIu64 " %6" PRIu32 "  %s%s%s\n",
             i, role, sb_member_state_name (e->state), u, e->data_offset,
             e->new_data_offset, e->recovery_offset, e->errors,
-            e->spec_hint[0] ? e->spec_hint : "-", self ? "  <- this member" : "");
+            e->spec_hint[0] ? e->spec_hint : "-", repl, self ? "  <- this member" : "");
   }
 }
 
@@ -680,6 +682,7 @@ json_members (const struct raid_sb *sb)
     json_object_object_add (o, "new_data_offset", jnum (e->new_data_offset));
     json_object_object_add (o, "recovery_offset", jnum (e->recovery_offset));
     json_object_object_add (o, "errors", jnum (e->errors));
+    json_object_object_add (o, "replaces", e->replaces ? jnum (e->replaces - 1) : NULL);
     json_object_object_add (o, "spec_hint", e->spec_hint[0]
                             ? json_object_new_string (e->spec_hint) : NULL);
     json_object_object_add (o, "this", json_object_new_boolean (

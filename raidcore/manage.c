@@ -522,7 +522,7 @@ static int
 replace_locked (struct raid_array *a, const char *member, const char *with,
                 char *err, size_t errlen)
 {
-  int t, s, role;
+  int t, s;
 
   if (router_two (&a->router)) {
     snprintf (err, errlen, "a reshape is in progress");
@@ -548,17 +548,7 @@ replace_locked (struct raid_array *a, const char *member, const char *with,
   }
   if ((s = pick_spare (a, with, err, errlen)) < 0)
     return ENODEV;
-  role = a->sb.members[t].role;
-  a->sb.members[s].data_offset = a->sb.members[s].new_data_offset =
-    cur_layout (a)->data_offset[role];
-  atomic_store (&a->rb_row, 0);
-  member_transition (a, s, RAID_MEMBER_REBUILDING, -1, "replace target");
-  router_set_mirror (&a->router, role, s);       /* from here every write reaches s */
-  state_commit (a);
-  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member, role,
-            member_spec (a->mem[s].m));
-  return sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
-                       .target_role = role, .source_slot = t }, 0, false, err, errlen);
+  return sync_begin_replace (a, t, s, err, errlen);
 }
 
 int

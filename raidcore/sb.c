@@ -93,7 +93,8 @@
  *       state (on disk, missing only with SB_FEAT_INCOMPAT_MISSING, which
  *       sb_encode sets) and a role in -1..31; in_sync and rebuilding entries have a
  *       role below raid_disks (or new_raid_devices during a reshape), and no
- *       two of them share a role (faulty entries may keep the role of the
+ *       two of them share a role; only a spare has a replaces field other
+ *       than 0, and that field is a role below raid_disks, plus 1 (faulty entries may keep the role of the
  *       member that replaced them); no two used entries share a uuid;
  *       data_offset and new_data_offset are multiples of 4096 at or after
  *       the end of the consistency area, and the data areas they start end
@@ -187,7 +188,10 @@
  *       32     8  new_data_offset
  *       40     8  recovery_offset
  *       48     4  errors
- *       52    12  reserved
+ *       52     4  replaces: role + 1 of the member a spare is being made
+ *                 a copy of, else 0 (compat SB_FEAT_COMPAT_REPLACE, set
+ *                 exactly when some entry holds one; reserved without it)
+ *       56     8  reserved
  *   member state 5 (missing) appears only in records with the incompat bit
  *   SB_FEAT_INCOMPAT_MISSING, set exactly when some entry holds it: arrays
  *   without an absent member stay readable by builds that predate it.
@@ -229,7 +233,7 @@ enum {
 
   /* within a member table entry */
   E_UUID = 0, E_ROLE = 16, E_STATE = 20, E_DATA_OFFSET = 24,
-  E_NEW_DATA_OFFSET = 32, E_RECOVERY_OFFSET = 40, E_ERRORS = 48,
+  E_NEW_DATA_OFFSET = 32, E_RECOVERY_OFFSET = 40, E_ERRORS = 48, E_REPLACES = 52,
 };
 
 _Static_assert (V1_LEN == 2560, "v1 record length is part of the format");
@@ -291,6 +295,7 @@ encode_entry (uint8_t *p, const struct sb_member_entry *e)
   put_le64 (p + E_NEW_DATA_OFFSET, e->new_data_offset);
   put_le64 (p + E_RECOVERY_OFFSET, e->recovery_offset);
   put_le32 (p + E_ERRORS, e->errors);
+  put_le32 (p + E_REPLACES, e->replaces);
 }
 
 void
@@ -299,18 +304,22 @@ sb_encode (const struct raid_sb *sb, void *buf)
   uint8_t *p = buf;
 
   uint64_t incompat = sb->feature_incompat & ~(uint64_t) SB_FEAT_INCOMPAT_MISSING;
+  uint64_t compat = (sb->feature_compat & SB_FEAT_COMPAT_KNOWN & ~(uint64_t) SB_FEAT_COMPAT_REPLACE) |
+    SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS;
 
   assert (sb->nmembers <= SB_MAX_MEMBERS);
-  for (uint32_t i = 0; i < sb->nmembers; i++)
+  for (uint32_t i = 0; i < sb->nmembers; i++) {
     if (sb->members[i].state == SB_MEMBER_MISSING)
       incompat |= SB_FEAT_INCOMPAT_MISSING;
+    if (sb->members[i].replaces)
+      compat |= SB_FEAT_COMPAT_REPLACE;
+  }
   memset (p, 0, SB_SLOT_SIZE);
   memcpy (p + OFF_MAGIC, SB_MAGIC, 8);
   put_le32 (p + OFF_VERSION, SB_VERSION);
   put_le32 (p + OFF_LEN, V1_EXT_LEN);
   put_le64 (p + OFF_EVENTS, sb->events);
-  put_le64 (p + OFF_COMPAT, (sb->feature_compat & SB_FEAT_COMPAT_KNOWN) |
-            SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS);
+  put_le64 (p + OFF_COMPAT, compat);
   put_le64 (p + OFF_RO_COMPAT, (sb->feature_ro_compat & ~(uint64_t) SB_FEAT_RO_COMPAT_MISSED) |
             (sb->missed_size ? SB_FEAT_RO_COMPAT_MISSED : 0));
   put_le64 (p + OFF_INCOMPAT, incompat);
@@ -411,7 +420,7 @@ enum slot_kind {
 };
 
 static void
-decode_entry (const uint8_t *p, struct sb_member_entry *e)
+decode_entry (const uint8_t *p, uint64_t compat, struct sb_member_entry *e)
 {
   memcpy (e->uuid, p + E_UUID, RAID_UUID_LEN);
   e->role = (int32_t) get_le32 (p + E_ROLE);
@@ -420,6 +429,7 @@ decode_entry (const uint8_t *p, struct sb_member_entry *e)
   e->new_data_offset = get_le64 (p + E_NEW_DATA_OFFSET);
   e->recovery_offset = get_le64 (p + E_RECOVERY_OFFSET);
   e->errors = get_le32 (p + E_ERRORS);
+  e->replaces = compat & SB_FEAT_COMPAT_REPLACE ? get_le32 (p + E_REPLACES) : 0;
 }
 
 /* A NUL-ended string of at most size - 1 bytes from p. */
@@ -468,7 +478,7 @@ decode_body (const uint8_t *p, uint32_t len, struct raid_sb *sb)
   sb->journal_epoch = get_le64 (p + OFF_JOURNAL_EPOCH);
   sb->journal_seq = get_le64 (p + OFF_JOURNAL_SEQ);
   for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
-    decode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
+    decode_entry (p + OFF_TABLE + i * ENTRY_SIZE, sb->feature_compat, &sb->members[i]);
   if (sb->feature_compat & SB_FEAT_COMPAT_OWNER) {
     get_str (p + OFF_OWNER_HOST, SB_OWNER_HOST, sb->owner_host);
     sb->owner_pid = get_le32 (p + OFF_OWNER_PID);
@@ -680,6 +690,12 @@ entry_ok (const struct raid_sb *sb, uint32_t i, char *err, size_t errlen)
     set_err (err, errlen, "member %" PRIu32 ": new_data_offset %" PRIu64 " moves "
              "against the reshape direction (data_offset %" PRIu64 ")", i,
              e->new_data_offset, e->data_offset);
+    return false;
+  }
+  if (e->replaces && (e->state != SB_MEMBER_SPARE || e->replaces > sb->raid_disks)) {
+    set_err (err, errlen, "member %" PRIu32 ": replaces %" PRIu32 " (a role + 1) in a "
+             "%s entry, with %" PRIu32 " roles", i, e->replaces,
+             sb_member_state_name (e->state), sb->raid_disks);
     return false;
   }
   if (e->state == SB_MEMBER_REBUILDING && e->recovery_offset > sb->component_size) {

@@ -65,8 +65,12 @@ struct member;
 #define SB_FEAT_COMPAT_WHOLE_MAPS 4u  /* a delta follows its map alone (missed.h,
                                          invariant W): a rebuild under way with a
                                          map is a delta, resumed as one */
+#define SB_FEAT_COMPAT_REPLACE 8u     /* a spare's entry may name the role it
+                                         is being copied onto (replaces, entry
+                                         offset 52): the replace goes on after
+                                         a restart; an older build forgets it */
 #define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | \
-                              SB_FEAT_COMPAT_WHOLE_MAPS)
+                              SB_FEAT_COMPAT_WHOLE_MAPS | SB_FEAT_COMPAT_REPLACE)
 #define SB_FEAT_RO_COMPAT_KNOWN SB_FEAT_RO_COMPAT_MISSED
 #define SB_FEAT_INCOMPAT_KNOWN SB_FEAT_INCOMPAT_MISSING
 
@@ -130,6 +134,8 @@ struct sb_member_entry {
   uint64_t new_data_offset;  /* during a reshape: where the new layout goes */
   uint64_t recovery_offset;  /* REBUILDING: member bytes (data-relative) rebuilt */
   uint32_t errors;           /* corrected read errors counted so far */
+  uint32_t replaces;         /* a spare being made a copy of the member of a
+                                role (`replace`): that role + 1; else 0 */
   char spec_hint[SB_SPEC_HINT];  /* last spec it was opened with (NUL-ended;
                                     the tail after "..." when longer) */
 };

@@ -169,6 +169,8 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
   else {
     e->role = role;
     e->state = sb_state_of (to, role);
+    e->replaces = 0;                       /* any change ends a replace onto it
+                                              (sync_begin_replace sets it after) */
     if (to != RAID_MEMBER_REBUILDING)
       e->recovery_offset = 0;
   }

@@ -465,7 +465,9 @@ replace_batch (struct raid_array *a, const struct sync_job *j, uint64_t *pos,
   return target_batch (a, j, pos, true);
 }
 
-/* A replace is not resumed after a restart: nothing to record. */
+/* A replace begins again from the start after a restart (the target's
+ * entry says it was under way): the rows below the cursor may lack a
+ * write whose journal record is replayed only to the role's members. */
 static void
 replace_checkpoint (struct raid_array *a, const struct sync_job *j)
 {
@@ -560,6 +562,65 @@ const struct sync_ops sync_ops_replace = {
   .check = replace_check, .batch = replace_batch, .checkpoint = replace_checkpoint,
   .finish = replace_finish, .stop = replace_stop,
 };
+
+int
+sync_begin_replace (struct raid_array *a, int t, int s, char *err, size_t errlen)
+{
+  int role = a->sb.members[t].role;
+
+  a->sb.members[s].data_offset = a->sb.members[s].new_data_offset =
+    cur_layout (a)->data_offset[role];
+  atomic_store (&a->rb_row, 0);
+  member_transition (a, s, RAID_MEMBER_REBUILDING, -1, "replace target");
+  a->sb.members[s].replaces = role + 1;    /* after the transition, which clears it */
+  router_set_mirror (&a->router, role, s);       /* from here every write reaches s */
+  state_commit (a);
+  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member_spec (a->mem[t].m),
+            role, member_spec (a->mem[s].m));
+  return sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
+                       .target_role = role, .source_slot = t }, 0, false, err, errlen);
+}
+
+/* The spare whose entry records a replace onto it, or -1 (state lock
+ * held).  Only a restart leaves one with no replace running. */
+static int
+recorded_replace (struct raid_array *a)
+{
+  if (a->sync.state != SYNC_IDLE)
+    return -1;
+  for (int s = 0; s < (int) a->sb.nmembers; s++)
+    if (a->sb.members[s].replaces && atomic_load (&a->mem[s].state) == RAID_MEMBER_SPARE)
+      return s;
+  return -1;
+}
+
+/* Begin again from the start the replace recorded onto spare s, when its
+ * role's member is still in sync and s usable; else forget it (state lock
+ * held, a claim over everything, no job). */
+static void
+resume_replace (struct raid_array *a, int s)
+{
+  const struct layout *L = cur_layout (a);
+  int role = (int) a->sb.members[s].replaces - 1;
+  int t = role < L->g.raid_disks ? L->slot[role] : -1;
+  const char *why = router_two (&a->router) ? "a reshape is under way"
+    : t < 0 || !a->mem[t].m || atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC
+    ? "the member of that role is not in sync"
+    : !state_spare_usable (a, s) ? "the spare is not usable" : NULL;
+  char e[128];
+
+  a->sb.members[s].replaces = 0;
+  if (!why) {
+    raid_log (RAID_LOG_INFO, "role %d: the replace onto %s was cut short by a stop: "
+              "it begins again", role, member_spec (a->mem[s].m));
+    if (sync_begin_replace (a, t, s, e, sizeof e) == 0)
+      return;
+    why = e;
+  }
+  raid_log (RAID_LOG_WARN, "role %d: the replace onto %s cut short by a stop is "
+            "forgotten: %s", role, a->sb.members[s].spec_hint, why);
+  state_commit (a);
+}
 
 /* ---------------------------------------------------------------------
  * Choosing the next job (management lock held, state lock not).
@@ -786,6 +847,8 @@ next_simple_job (struct raid_array *a)
   }
   if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
     return false;
+  if (recorded_replace (a) >= 0)
+    return false;                          /* begun or forgotten under a claim */
   if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level >= 4)
     sync_begin (a, &(struct sync_job) { .ops = &sync_ops_resync, .target_slot = -1,
                   .target_role = -1, .source_slot = -1 },
@@ -853,10 +916,14 @@ sync_next_job (struct raid_array *a)
     return;
   router_claim (&a->router, 0, ROUTER_ALL);
   pthread_mutex_lock (&a->state_lock);
-  if (!next_simple_job (a) && !cons_join_due (a)) {   /* nothing changed meanwhile */
+  if (!next_simple_job (a)) {              /* nothing changed meanwhile */
     int t = usable_spare (a), role = role_to_recover (a);
-    raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
-    begin_recovery (a, t, role);
+    if (role >= 0 && t >= 0 && !cons_join_due (a)) {
+      raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
+      begin_recovery (a, t, role);
+    }
+    else if ((role < 0 || t < 0) && (t = recorded_replace (a)) >= 0)
+      resume_replace (a, t);
   }
   pthread_mutex_unlock (&a->state_lock);
   router_release (&a->router);

@@ -21,9 +21,10 @@
  * was added, a job ended — it begins, in this order: a reshape found in the
  * record at start; a member that is back for its role (it rejoins: a delta
  * resync when the bitmap covers what it missed, else a full one); a
- * recovery recorded as under way; a recovery onto a spare
- * for a role that has no usable member; an owed resync (when nothing is
- * missing); an interrupted scrub.  So a spare added while another job runs
+ * recovery recorded as under way; a recovery onto a spare for a role that
+ * has no usable member; a replace recorded as under way (begun again from
+ * the start, or forgotten when it no longer can be); an owed resync (when
+ * nothing is missing); an interrupted scrub.  So a spare added while another job runs
  * is used when that job ends, and several spares rebuild several roles one
  * after the other.
  */
@@ -39,6 +40,12 @@ extern const struct sync_ops sync_ops_resync, sync_ops_recover, sync_ops_rejoin,
 
 int sync_thread_start (struct raid_array *a);
 void sync_thread_stop (struct raid_array *a);
+
+/* Begin copying the in-sync member t of a role onto spare s, while both
+ * receive every write (the router's mirror), recorded on s's entry so that
+ * a restart begins it again (state lock held, a claim over everything, no
+ * job).  0 or an errno with a message. */
+int sync_begin_replace (struct raid_array *a, int t, int s, char *err, size_t errlen);
 
 /* Look for owed work and begin it (management lock held, state lock not). */
 void sync_next_job (struct raid_array *a);

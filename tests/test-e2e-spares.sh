@@ -22,7 +22,9 @@
 #     `add` of a spare already in the array is refused, changing nothing).
 # (f) after a `replace`: no ghost row (no member with no role that is
 #     missing), members listed by role with spares last, the replaced
-#     member gone; a restart logs no "role -1" and no missing member.
+#     member gone; a restart logs no "role -1" and no missing member.  A
+#     replace cut short by kill -9 begins again by itself at the restart
+#     and ends the same way.
 # (g) a faulty member that a restart does not open is listed with its
 #     last spec; `remove` by that spec takes it out (it is not "not a
 #     member"), and `add` of the same file then rebuilds its role: each
@@ -365,7 +367,32 @@ part_f ()
     "0:in_sync:s0 1:in_sync:m1 2:in_sync:s1 3:in_sync:m3" "$(members "$d/ctl")"
   expect_status "(f) optimal" "$d/ctl" health optimal
   read_back "(f)" "$d" "$d/expected.img"
-  stop_nbdkit f2
+  # A replace cut short by kill -9 begins again at the restart by itself
+  # (from the start), and ends with the replaced member gone.
+  truncate -s "$(stat -c %s "$d/m1")" "$d/s2"
+  expect_run "(f) add s2" "$NBDRAID" -C "$d/ctl" add "$d/s2"
+  expect_run "(f) slow the copy" "$NBDRAID" -C "$d/ctl" set speed-max=1M
+  expect_run "(f) replace role 1 with s2" "$NBDRAID" -C "$d/ctl" replace 1 --with="$d/s2"
+  expect_status "(f) the replace runs" "$d/ctl" sync_action recover
+  kill -KILL "${pid_of[f2]}"
+  wait "${pid_of[f2]}" 2>/dev/null || true
+  pid_of[f2]=
+  expect_eq "(f) examine: s2's entry records the replace of role 1" 1 \
+    "$("$NBDRAID" examine --json "$d/s0" | $PYTHON -c '
+import json, sys
+t = json.load(sys.stdin)["members"][0]["members"]
+print(next(e["replaces"] for e in t if (e["spec_hint"] or "").endswith("/s2")))')"
+  start_raid_ctl f3 "$d/ctl" "$d/s0" "$d/m1" "$d/s1" "$d/m3" "$d/s2" speed-max=1M ||
+    { fail "(f) start after kill -9"; return 0; }
+  expect_status "(f) after kill -9 the replace runs again" "$d/ctl" sync_action recover
+  expect_eq "(f) after kill -9: s2 is the target, m1 keeps role 1" \
+    "0:in_sync:s0 1:in_sync:m1 1:rebuilding:s2 2:in_sync:s1 3:in_sync:m3" "$(members "$d/ctl")"
+  expect_run "(f) unthrottle" "$NBDRAID" -C "$d/ctl" set speed-max=0
+  expect_run "(f) the resumed replace ends" "$NBDRAID" -C "$d/ctl" wait --timeout=120
+  expect_eq "(f) members after the resumed replace" \
+    "0:in_sync:s0 1:in_sync:s2 2:in_sync:s1 3:in_sync:m3" "$(members "$d/ctl")"
+  read_back "(f) after the resumed replace" "$d" "$d/expected.img"
+  stop_nbdkit f3
 }
 
 # ---- (g) a faulty member closed at a restart: remove by its listed spec -------------

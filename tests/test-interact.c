@@ -3166,6 +3166,162 @@ win_crash (bool io_fail)
 }
 static void test_win_crash (void) { win_crash (false); }
 static void test_win_crash_io (void) { win_crash (true); }
+
+/* 37-38.  A replace cut short by a crash (37: the members copied as the
+ * held copy left them) or by a clean stop (38: the copy slowed, then the
+ * array closed), with writes made during the copy on both sides of its
+ * cursor; the members are assembled again.  Expected: the replace begins
+ * again by itself and ends: the spare holds role 0, in sync, and the
+ * replaced member is no longer listed; contents and parity right, also
+ * with role 1 failed.  (Before the target's entry recorded the replace,
+ * the spare came back a spare and dev0 kept its role.) */
+static void
+replace_restart (bool crash)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[5], *devs[5];
+  const char *names[5] = { "dev0", "dev1", "dev2", "dev3", "sim:spare" };
+  const char *sims_used[1] = { "sim:spare" };
+  const uint64_t slow = 1 << 20;
+  struct fixture f;
+  struct raid_status st;
+  const struct raid_member_status *m;
+  struct rule *copy;
+  char err[256];
+  uint64_t W;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  W = raid_array_stripe_width (f.a);
+  if (!(copy = replace_held (&f, spare)))
+    return;
+  for (int i = 0; i < 5; i++) {           /* not the held batch's rows 64..127 */
+    uint64_t row = (uint64_t []) { 1, 30, 150, 200, 250 }[i];
+    memset (f.model + row * W + 300, 0x60 + (int) row % 64, 7000);
+    CHECK (raid_array_pwrite (f.a, f.model + row * W + 300, 7000, row * W + 300, 0) == 0,
+           "write row %" PRIu64, row);
+  }
+  if (crash) {
+    for (int i = 0; i < 5; i++) {
+      const struct memdev *src = i < 4 ? &f.dev[i] : spare;
+      img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+      memcpy (img[i].data, src->data, src->size);
+      devs[i] = &img[i];
+    }
+    /* the crashed array is abandoned (its copy held at the gate) */
+    if (!(f.a = assemble_devs (devs, names, 5, NULL)))
+      return;
+    for (int i = 0; i < 4; i++)
+      f.dev[i] = img[i];
+    spare = &img[4];
+  }
+  else {
+    CHECK (raid_array_set_speed (f.a, NULL, &slow, err, sizeof err) == 0, "set: %s", err);
+    gate_open (&copy->gate);
+    if (!close_array (f.a) || !(f.a = reassemble (&f, sims_used, 1, NULL)))
+      return;
+  }
+  CHECK (wait_idle (f.a, 20), "the replace did not end after the restart");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->role == 0 && m->state == RAID_MEMBER_IN_SYNC,
+         "after the restart the spare is %s with role %d (expected in_sync in role 0)",
+         state_of (m), m ? m->role : -2);
+  CHECK (!find_spec (&st, "dev0"), "the replaced member is still listed (%s)",
+         state_of (find_spec (&st, "dev0")));
+  verify_contents (&f, "after the replace resumed");
+  CHECK (parity_with (&f, 0, spare) == 0, "rows with wrong parity with the replacement");
+  f.dev[0] = *spare;
+  check_after_crash (&f, "1");
+}
+static void test_replace_crash (void) { replace_restart (true); }
+
+/* 40.  A crash during a replace, then a start without the member being
+ * replaced (absent, its role within the member-timeout grace).  Expected:
+ * the replace is not begun again (its member is not in sync) and the
+ * record of it is dropped for good: the spare stays a spare, also when the
+ * next start has that member back.  The data reads right throughout. */
+static void
+test_replace_forgotten (void)
+{
+  struct memdev *spare = sim_new ("sim:spare"), img[5], *devs[5];
+  const char *names[5] = { "dev0", "dev1", "dev2", "dev3", "sim:spare" };
+  const struct raid_assemble_opts grace = { .member_timeout = 600 };
+  struct fixture f;
+  struct raid_status st;
+  struct rule *copy;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  if (!(copy = replace_held (&f, spare)))
+    return;
+  for (int i = 0; i < 5; i++) {
+    const struct memdev *src = i < 4 ? &f.dev[i] : spare;
+    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (img[i].data, src->data, src->size);
+    devs[i] = &img[i];
+  }
+  /* the crashed array is abandoned (its copy held at the gate) */
+  if (!(f.a = assemble_devs_opts (devs + 1, names + 1, 4, NULL, &grace)))
+    return;
+  for (int i = 0; i < 4; i++)
+    f.dev[i] = img[i];
+  CHECK (wait_idle (f.a, 10), "not idle without dev0");
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_IDLE, "sync %s without dev0",
+         raid_sync_action_name (st.sync_action));
+  CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->state ==
+         RAID_MEMBER_SPARE, "without dev0 the spare is %s (expected spare)",
+         state_of (find_spec (&st, "sim:spare")));
+  verify_contents (&f, "without dev0");
+  if (!close_array (f.a) || !(f.a = assemble_devs (devs, names, 5, NULL)))
+    return;
+  CHECK (wait_idle (f.a, 10), "not idle with dev0 back");
+  raid_array_status (f.a, &st);
+  CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->state ==
+         RAID_MEMBER_SPARE, "with dev0 back the spare is %s (expected spare: the "
+         "replace was forgotten)", state_of (find_spec (&st, "sim:spare")));
+  CHECK (find_spec (&st, "dev0") && find_spec (&st, "dev0")->role == 0,
+         "dev0 is %s (expected role 0)", state_of (find_spec (&st, "dev0")));
+  verify_contents (&f, "with dev0 back");
+  teardown (&f);
+}
+static void test_replace_stop (void) { replace_restart (false); }
+
+/* 39.  A replace aborted, then a clean stop.  Expected: nothing begins
+ * again at the next start: the spare stays a spare, dev0 keeps role 0. */
+static void
+test_replace_aborted_restart (void)
+{
+  struct memdev *spare = sim_new ("sim:spare");
+  const char *sims_used[1] = { "sim:spare" };
+  const uint64_t slow = 1 << 20;
+  struct fixture f;
+  struct raid_status st;
+  struct rule *copy;
+  char err[256];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  if (!(copy = replace_held (&f, spare)))
+    return;
+  CHECK (raid_array_set_speed (f.a, NULL, &slow, err, sizeof err) == 0, "set: %s", err);
+  gate_open (&copy->gate);
+  CHECK (raid_array_abort (f.a, err, sizeof err) == 0, "abort: %s", err);
+  if (!close_array (f.a) || !(f.a = reassemble (&f, sims_used, 1, NULL)))
+    return;
+  CHECK (wait_idle (f.a, 20), "not idle after the restart");
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_IDLE, "sync %s after the restart",
+         raid_sync_action_name (st.sync_action));
+  CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->state ==
+         RAID_MEMBER_SPARE, "the spare is %s (expected spare)",
+         state_of (find_spec (&st, "sim:spare")));
+  CHECK (find_spec (&st, "dev0") && find_spec (&st, "dev0")->role == 0 &&
+         find_spec (&st, "dev0")->state == RAID_MEMBER_IN_SYNC, "dev0 is %s",
+         state_of (find_spec (&st, "dev0")));
+  verify_contents (&f, "after the restart");
+  teardown (&f);
+}
 /* 36.  The target fails in the window (its writes fail) after
  * role 0's member failed.  Expected: client writes succeed (the target's
  * failure does not fail them), the replace ends with the target faulty,
@@ -3249,6 +3405,10 @@ static const struct {
   { "replace_window_crash", test_win_crash },
   { "replace_window_crash_io", test_win_crash_io },
   { "replace_window_target_fails", test_win_target_fails },
+  { "replace_resumed_after_crash", test_replace_crash },
+  { "replace_resumed_after_stop", test_replace_stop },
+  { "replace_aborted_restart", test_replace_aborted_restart },
+  { "replace_forgotten", test_replace_forgotten },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 

@@ -189,6 +189,7 @@ fill_full (struct raid_sb *sb, uint64_t events)
     e->new_data_offset = e->data_offset + (rnd () & 0xffff) * 4096;
     e->recovery_offset = rnd () % sb->component_size;
     e->errors = rnd ();
+    e->replaces = i == 3 ? 31 : 0;         /* a spare: so the compat bit too */
   }
   memcpy (sb->member_uuid, sb->members[1].uuid, RAID_UUID_LEN);
 }
@@ -229,7 +230,7 @@ same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
     SAME_BYTES (members[i].uuid); SAME (members[i].role);
     SAME (members[i].state); SAME (members[i].data_offset);
     SAME (members[i].new_data_offset); SAME (members[i].recovery_offset);
-    SAME (members[i].errors);
+    SAME (members[i].errors); SAME (members[i].replaces);
   }
   return true;
 }
@@ -264,6 +265,7 @@ test_round_trip (void)
    * zero. */
   a.nmembers = 3;
   a.feature_incompat = 0;            /* no entry below 3 is missing */
+  a.feature_compat &= ~(uint64_t) SB_FEAT_COMPAT_REPLACE;   /* nor replacing */
   sb_encode (&a, buf);
   CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
   CHECK_SAME (&a, &c);
@@ -353,7 +355,8 @@ test_layout (void)
     CHECK_U64 (get64 (e + 32), m->new_data_offset);
     CHECK_U64 (get64 (e + 40), m->recovery_offset);
     CHECK_U64 (get32 (e + 48), m->errors);
-    for (int j = 52; j < 64; j++)
+    CHECK_U64 (get32 (e + 52), m->replaces);
+    for (int j = 56; j < 64; j++)
       CHECK (e[j] == 0);
   }
   CHECK_U64 (get32 (buf + 512 + 16), 0xffffffff);      /* role -1 */
@@ -427,13 +430,17 @@ test_semantic (void)
     { 512 + 64 * 7 + 16, (uint32_t) -2, "member 7: bad role -2" },
     { 512 + 64 * 31 + 16, 32, "member 31: bad role 32" },
     { 512 + 64 * 3 + 20, 6, "member 3: bad state 6" },
+    { 512 + 64 * 3 + 52, 32, "member 3: replaces 32 (a role + 1) in a spare entry, "
+      "with 31 roles" },
+    { 512 + 64 * 5 + 52, 1, "member 5: replaces 1 (a role + 1) in a missing entry" },
   };
   static const struct { unsigned off; uint32_t val; } fine[] = {
     { 16, 4096 },                 /* a longer record of a compat extension */
     { 16, 2561 },
     { 20, 0xdeadbeef },           /* reserved bytes are ignored on read */
     { 56, 1 }, { 492, 7 }, { 508, 7 },
-    { 512 + 64 * 5 + 52, 9 },
+    { 512 + 64 * 5 + 56, 9 },
+    { 512 + 64 * 9 + 52, 1 },     /* another spare replacing: checked at use */
     { 2560 + 48 * 2 + 40, 0x12345678 },   /* a spec hint's bytes */
     { 512 + 64 * 31 + 16, 31 },   /* highest role */
   };
@@ -463,6 +470,21 @@ test_semantic (void)
   reseal (buf);
   CHECK (sb_decode (buf, &b, err, sizeof err) == -1);
   CHECK_HAS (err, "member 5: state missing without its feature bit");
+
+  /* Without its compat bit an entry's replaces field is reserved: not
+   * read, so not checked. */
+  memcpy (buf, good, SB_SLOT_SIZE);
+  put64 (buf + 32, get64 (buf + 32) & ~(uint64_t) SB_FEAT_COMPAT_REPLACE);
+  put32 (buf + 512 + 64 * 5 + 52, 1);
+  reseal (buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK_U64 (b.members[3].replaces, 0);
+  CHECK_U64 (b.members[5].replaces, 0);
+  /* The bit is set exactly when an entry has the field. */
+  a.members[3].replaces = 0;
+  sb_encode (&a, buf);
+  CHECK_U64 (get64 (buf + 32) & SB_FEAT_COMPAT_REPLACE, 0);
+  a.members[3].replaces = 31;
 
   /* A member table shorter than 32 does not validate unused entries. */
   a.nmembers = 2;
@@ -531,7 +553,7 @@ test_features (void)
   CHECK_U64 (sb_ro_compat_unknown (&b), 0);
   sb_encode (&b, buf);
   CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
-  CHECK_U64 (c.feature_compat, SB_FEAT_COMPAT_KNOWN);
+  CHECK_U64 (c.feature_compat, SB_FEAT_COMPAT_KNOWN & ~(uint64_t) SB_FEAT_COMPAT_REPLACE);
 }
 
 /* ---- an in-memory member with fault injection ---- */
