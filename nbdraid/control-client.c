@@ -727,8 +727,13 @@ wait_status (enum wait_result r, json_object *last, double timeout_s)
   case WAIT_FAILED:
     return EXIT_FAIL;
   case WAIT_TIMEOUT:
-    snprintf (msg, sizeof msg, "timed out after %g s: %s still running",
-              timeout_s, jstr (last, "sync_action"));
+    if (strcmp (jstr (last, "sync_action"), "idle") == 0)   /* not settled: owed work */
+      snprintf (msg, sizeof msg, "timed out after %g s: nothing runs yet, but a "
+                "recovery is due when a missing member's member-timeout ends",
+                timeout_s);
+    else
+      snprintf (msg, sizeof msg, "timed out after %g s: %s still running",
+                timeout_s, jstr (last, "sync_action"));
     if (cli.json)
       cli_result_error (last, "ETIMEDOUT", msg);
     else

@@ -267,7 +267,7 @@ stop_nbdkit o
 # ---- (g) a member wiped and added back; a file made anew ------------------
 # Wiped while the server is down (its superblocks zeroed), m1 is missing
 # when the array is served again.  Added back, it is a new spare; when the
-# absent member's grace (member-timeout, 2 s here) ends, role 1 is rebuilt
+# absent member's grace (member-timeout, 8 s here) ends, role 1 is rebuilt
 # onto it.  The entry of the absent member stays listed with the same spec
 # until `remove` names it: the member in use yields to it.
 # Then m2 is failed, removed, deleted and made anew at the same path: `add`
@@ -279,11 +279,18 @@ print(sum(m["spec"] == sys.argv[1] for m in json.load(sys.stdin)["members"]))' "
 expect_run "(g) remove the spare e2" "$NBDRAID" -C "$ctl" remove "$d/e2"
 stop_nbdkit r2
 dd if=/dev/zero of="$d/m1" bs=1M count=4 conv=notrunc status=none
-start_raid_ctl g1 "$ctl" "$d/m0" "$d/m1" "$d/m2" member-timeout=2 ||
+start_raid_ctl g1 "$ctl" "$d/m0" "$d/m1" "$d/m2" member-timeout=8 ||
   { fail "(g) serve with m1 wiped"; finish; }
 expect_status "(g) degraded: m1 is missing" "$ctl" health degraded
 expect_eq "(g) m1 listed missing" missing "$(st state "$d/m1")"
 expect_run "(g) add the wiped m1 back" "$NBDRAID" -C "$ctl" add "$d/m1"
+# Within the grace a wait times out, saying what it waits for.
+set +e
+out="$("$NBDRAID" -C "$ctl" wait --timeout=1 2>&1)"; rc=$?
+set -e
+expect_eq "(g) wait within the grace: exit status" 4 "$rc"
+if grep -q "^nbdraid: timed out after 1 s: nothing runs yet, but a recovery is due when a missing member's member-timeout ends$" <<<"$out"
+then ok; else fail "(g) wait within the grace: message:"; sed 's/^/    /' <<<"$out" >&2; fi
 expect_run "(g) its recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
 expect_status "(g) optimal" "$ctl" health optimal
 expect_eq "(g) m1 listed twice: in use, and the absent entry" 2 "$(count_spec "$d/m1")"
