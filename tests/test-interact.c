@@ -1010,6 +1010,20 @@ crash_copy (struct fixture *f, const struct memdev *added, const char *name,
   return assemble_devs (devs, names, 4, NULL);
 }
 
+/* The power is lost: copies of dev0-dev3 and of `spare`, in img and
+ * pointed to by devs (for assemble_devs with dev0..dev3, sim:spare). */
+static void
+crash_images (struct fixture *f, const struct memdev *spare, struct memdev img[5],
+              struct memdev *devs[5])
+{
+  for (int i = 0; i < 5; i++) {
+    const struct memdev *src = i < 4 ? &f->dev[i] : spare;
+    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (img[i].data, src->data, src->size);
+    devs[i] = &img[i];
+  }
+}
+
 /* After a crash and whatever recovery it owed: the check finds no parity
  * mismatch, and everything reads back with member `fail` failed. */
 static void
@@ -3134,12 +3148,7 @@ win_crash (bool io_fail)
   d0 = malloc (MSIZE); sp = malloc (MSIZE);
   memcpy (d0, f.dev[0].data, MSIZE);
   memcpy (sp, spare->data, MSIZE);
-  for (int i = 0; i < 5; i++) {
-    const struct memdev *src = i < 4 ? &f.dev[i] : spare;
-    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
-    memcpy (img[i].data, src->data, src->size);
-    devs[i] = &img[i];
-  }
+  crash_images (&f, spare, img, devs);
   /* the crashed array is abandoned (its copy held at the gate) */
   if (!(f.a = assemble_devs (devs, names, 5, NULL)))
     return;
@@ -3201,12 +3210,7 @@ replace_restart (bool crash)
            "write row %" PRIu64, row);
   }
   if (crash) {
-    for (int i = 0; i < 5; i++) {
-      const struct memdev *src = i < 4 ? &f.dev[i] : spare;
-      img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
-      memcpy (img[i].data, src->data, src->size);
-      devs[i] = &img[i];
-    }
+    crash_images (&f, spare, img, devs);
     /* the crashed array is abandoned (its copy held at the gate) */
     if (!(f.a = assemble_devs (devs, names, 5, NULL)))
       return;
@@ -3254,12 +3258,7 @@ test_replace_forgotten (void)
     return;
   if (!(copy = replace_held (&f, spare)))
     return;
-  for (int i = 0; i < 5; i++) {
-    const struct memdev *src = i < 4 ? &f.dev[i] : spare;
-    img[i] = (struct memdev) { .size = src->size, .data = malloc (src->size) };
-    memcpy (img[i].data, src->data, src->size);
-    devs[i] = &img[i];
-  }
+  crash_images (&f, spare, img, devs);
   /* the crashed array is abandoned (its copy held at the gate) */
   if (!(f.a = assemble_devs_opts (devs + 1, names + 1, 4, NULL, &grace)))
     return;
