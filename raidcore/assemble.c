@@ -431,6 +431,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   a->sb = c[best].sb;
   raid_uuid_format (a->sb.array_uuid, u);
   init_array (a, o->gather && !o->readonly);
+  job_note_replace (a);                    /* before any commit (job.h) */
   a->readonly = o->readonly;
   a->member_timeout_ns = (uint64_t) o->member_timeout * 1000000000u;
   bind_members (a, c, n);

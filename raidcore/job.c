@@ -53,6 +53,38 @@ job_init (struct raid_array *a)
   s->speed_min = SYNC_SPEED_MIN_DEFAULT;
   s->speed_max = SYNC_SPEED_MAX_DEFAULT;
   s->job.target_slot = s->job.target_role = s->job.source_slot = -1;
+  s->replace_role = -1;
+}
+
+void
+job_note_replace (struct raid_array *a)
+{
+  for (int t = 0; t < (int) a->sb.nmembers; t++)
+    if (a->sb.members[t].replaces && a->sync.replace_role < 0) {
+      a->sync.replace_role = (int) a->sb.members[t].replaces - 1;
+      memcpy (a->sync.replace_uuid, a->sb.members[t].uuid, RAID_UUID_LEN);
+    }
+}
+
+int
+job_noted_replace (struct raid_array *a)
+{
+  return a->sync.replace_role < 0 ? -1 : state_slot_of_uuid (a, a->sync.replace_uuid);
+}
+
+void
+job_record_replace (struct raid_array *a)
+{
+  const struct sync_ctl *s = &a->sync;
+  bool job = s->state != SYNC_IDLE && s->job.source_slot >= 0;
+  int t = job ? s->job.target_slot : job_noted_replace (a);
+  int role = job ? s->job.target_role : s->replace_role;
+
+  for (int i = 0; i < (int) a->sb.nmembers; i++)
+    a->sb.members[i].replaces = 0;
+  if (t >= 0 && t < (int) a->sb.nmembers && a->sb.members[t].state == SB_MEMBER_SPARE &&
+      role >= 0 && role < (int) a->sb.raid_disks && a->sb.reshape_state == SB_RESHAPE_NONE)
+    a->sb.members[t].replaces = (uint32_t) role + 1;
 }
 
 int

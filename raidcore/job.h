@@ -148,12 +148,31 @@ struct sync_ctl {
   uint64_t speed_min, speed_max;  /* bytes/s; max 0 = unlimited */
   uint64_t step_bytes;            /* wanted step: speed_max / 2 (0: default) */
   uint64_t ckpt_ns;
+  int replace_role;               /* a replace the record at the start says
+                                     was under way, not yet begun again or
+                                     forgotten (job_note_replace); -1: none */
+  uint8_t replace_uuid[RAID_UUID_LEN];   /* its spare */
 };
 
 #define SYNC_SPEED_MIN_DEFAULT (16u << 20)
 #define SYNC_SPEED_MAX_DEFAULT 0
 
 void job_init (struct raid_array *a);
+
+/* The record of a replace (the `replaces` field of the member table) is
+ * derived at every commit, never kept: the target of the replace job
+ * (running or frozen: a job with a source slot), else the replace the
+ * record at the start named while it is neither begun again nor forgotten
+ * (replace_role, on the spare with replace_uuid); only on an entry that is a spare on disk, for a role
+ * below raid_disks, with no reshape under way, so that no record breaks
+ * sb.c's rule V8.  job_note_replace takes the replace the newest record
+ * names at assembly, before any commit; job_record_replace fills a->sb's
+ * table before each commit (state lock held). */
+void job_note_replace (struct raid_array *a);
+void job_record_replace (struct raid_array *a);
+/* The table slot of the spare of that noted replace, or -1 (none noted,
+ * or it left the table; state lock held). */
+int job_noted_replace (struct raid_array *a);
 
 /* The job's rate in bytes per second of wall time, throttle pauses and
  * stalls included: measured over windows of about two seconds, so one

@@ -169,8 +169,6 @@ member_transition (struct raid_array *a, int t, int to, int role, const char *wh
   else {
     e->role = role;
     e->state = sb_state_of (to, role);
-    e->replaces = 0;                       /* any change ends a replace onto it
-                                              (sync_begin_replace sets it after) */
     if (to != RAID_MEMBER_REBUILDING)
       e->recovery_offset = 0;
   }
@@ -651,6 +649,7 @@ state_commit (struct raid_array *a)
 
     a->sb.events++;
     a->sb.utime_ns = raid_now_realtime_ns ();
+    job_record_replace (a);
     for (int t = 0; t < (int) a->sb.nmembers; t++)
       if (state_member_in_use (a, t))
         idx[n] = t, ms[n++] = a->mem[t].m;

@@ -566,50 +566,47 @@ const struct sync_ops sync_ops_replace = {
 int
 sync_begin_replace (struct raid_array *a, int t, int s, char *err, size_t errlen)
 {
-  int role = a->sb.members[t].role;
+  int role = a->sb.members[t].role, r;
 
   a->sb.members[s].data_offset = a->sb.members[s].new_data_offset =
     cur_layout (a)->data_offset[role];
   atomic_store (&a->rb_row, 0);
   member_transition (a, s, RAID_MEMBER_REBUILDING, -1, "replace target");
-  a->sb.members[s].replaces = role + 1;    /* after the transition, which clears it */
   router_set_mirror (&a->router, role, s);       /* from here every write reaches s */
-  state_commit (a);
   raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member_spec (a->mem[t].m),
             role, member_spec (a->mem[s].m));
-  return sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
-                       .target_role = role, .source_slot = t }, 0, false, err, errlen);
+  r = sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
+                    .target_role = role, .source_slot = t }, 0, false, err, errlen);
+  state_commit (a);                        /* records the replace (job.h) */
+  return r;
 }
 
-/* The spare whose entry records a replace onto it, or -1 (state lock
- * held).  Only a restart leaves one with no replace running. */
-static int
+/* Whether a replace the record at the start names waits to be begun
+ * again or forgotten (state lock held). */
+static bool
 recorded_replace (struct raid_array *a)
 {
-  if (a->sync.state != SYNC_IDLE)
-    return -1;
-  for (int s = 0; s < (int) a->sb.nmembers; s++)
-    if (a->sb.members[s].replaces && atomic_load (&a->mem[s].state) == RAID_MEMBER_SPARE)
-      return s;
-  return -1;
+  return a->sync.state == SYNC_IDLE && a->sync.replace_role >= 0;
 }
 
-/* Begin again from the start the replace recorded onto spare s, when its
- * role's member is still in sync and s usable; else forget it (state lock
- * held, a claim over everything, no job). */
+/* Begin again from the start the replace the record at the start names,
+ * when its role's member is still in sync and its spare usable; else
+ * forget it (state lock held, a claim over everything, no job). */
 static void
-resume_replace (struct raid_array *a, int s)
+resume_replace (struct raid_array *a)
 {
   const struct layout *L = cur_layout (a);
-  int role = (int) a->sb.members[s].replaces - 1;
+  int s = job_noted_replace (a), role = a->sync.replace_role;
   int t = role < L->g.raid_disks ? L->slot[role] : -1;
   const char *why = router_two (&a->router) ? "a reshape is under way"
+    : s < 0 ? "its spare left the array"
     : t < 0 || !a->mem[t].m || atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC
     ? "the member of that role is not in sync"
-    : !state_spare_usable (a, s) ? "the spare is not usable" : NULL;
+    : atomic_load (&a->mem[s].state) != RAID_MEMBER_SPARE ? "its spare is no longer a spare here (it took a role, or is missing)"
+    : !state_spare_usable (a, s) ? "its spare is not usable (its connection is lost)" : NULL;
   char e[128];
 
-  a->sb.members[s].replaces = 0;
+  a->sync.replace_role = -1;               /* resolved: not recorded again */
   if (!why) {
     raid_log (RAID_LOG_INFO, "role %d: the replace onto %s was cut short by a stop: "
               "it begins again", role, member_spec (a->mem[s].m));
@@ -617,8 +614,8 @@ resume_replace (struct raid_array *a, int s)
       return;
     why = e;
   }
-  raid_log (RAID_LOG_WARN, "role %d: the replace onto %s cut short by a stop is "
-            "forgotten: %s", role, a->sb.members[s].spec_hint, why);
+  raid_log (RAID_LOG_WARN, "role %d: the replace cut short by a stop is forgotten: %s",
+            role, why);
   state_commit (a);
 }
 
@@ -847,7 +844,7 @@ next_simple_job (struct raid_array *a)
   }
   if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
     return false;
-  if (recorded_replace (a) >= 0)
+  if (recorded_replace (a))
     return false;                          /* begun or forgotten under a claim */
   if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level >= 4)
     sync_begin (a, &(struct sync_job) { .ops = &sync_ops_resync, .target_slot = -1,
@@ -922,8 +919,8 @@ sync_next_job (struct raid_array *a)
       raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
       begin_recovery (a, t, role);
     }
-    else if ((role < 0 || t < 0) && (t = recorded_replace (a)) >= 0)
-      resume_replace (a, t);
+    else if ((role < 0 || t < 0) && recorded_replace (a))
+      resume_replace (a);
   }
   pthread_mutex_unlock (&a->state_lock);
   router_release (&a->router);
