@@ -130,9 +130,9 @@ raid_array_fail (struct raid_array *a, const char *name, char *err, size_t errle
 /* ---- remove ---- */
 
 /* The member `remove` names: as `fail` finds it, except that a member in
- * use yields to an absent one listed by the same spec (a member wiped and
- * added back, rebuilt into its role, leaves the entry it had, which only
- * remove can take out). */
+ * use yields to an absent one listed with exactly that spec (a member
+ * wiped and added back, rebuilt into its role, leaves the entry it had,
+ * which only remove can take out); a hint cut to its tail is no proof. */
 static int
 may_remove (struct raid_array *a, const char *name, int *tp, char *err, size_t errlen)
 {
@@ -141,8 +141,8 @@ may_remove (struct raid_array *a, const char *name, int *tp, char *err, size_t e
   if ((t = state_find_listed (a, name, err, errlen)) < 0)
     return ENODEV;
   if (state_member_in_use (a, t) && atomic_load (&a->mem[t].state) != RAID_MEMBER_SPARE &&
-      state_find_absent (a, name) >= 0)
-    t = state_find_absent (a, name);
+      state_find_absent (a, name, true) >= 0)
+    t = state_find_absent (a, name, true);
   st = atomic_load (&a->mem[t].state);
   if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_SPARE &&
       st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE) {

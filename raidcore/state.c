@@ -312,6 +312,22 @@ member_unretire (struct raid_array *a, const char *spec)
   return m;
 }
 
+/* A removed member found under another name (a hard link) is used under
+ * its own spec, which it is listed by and signatures are looked for at:
+ * only while that spec still reaches its storage (no lock held: a path
+ * lookup). */
+static bool
+still_named (struct member *m, const char *spec)
+{
+  char *rp = realpath (spec, NULL);
+  bool same = strcmp (member_spec (m), spec) == 0 || (rp && strcmp (member_spec (m), rp) == 0);
+  struct stat st;
+
+  free (rp);
+  return same || !member_has_storage (m) ||
+    (stat (member_spec (m), &st) == 0 && member_is_storage (m, &st));
+}
+
 struct member *
 member_open_joining (struct raid_array *a, const char *spec, bool *retired,
                      char *err, size_t errlen)
@@ -322,6 +338,16 @@ member_open_joining (struct raid_array *a, const char *spec, bool *retired,
   pthread_mutex_lock (&a->state_lock);
   m = member_unretire (a, spec);
   pthread_mutex_unlock (&a->state_lock);
+  if (m && !still_named (m, spec)) {
+    snprintf (err, errlen, "%s is member %s, removed earlier: this server keeps it "
+              "open until it stops, and that name no longer reaches it; restart the "
+              "server, then add it", spec, member_spec (m));
+    pthread_mutex_lock (&a->state_lock);
+    member_retire (a, m);                  /* back where it was */
+    pthread_mutex_unlock (&a->state_lock);
+    errno = EBUSY;
+    return NULL;
+  }
   if ((*retired = m != NULL)) {
     if (!member_is_down (m) || (r = member_reconnect (m, err, errlen)) == 0)
       return m;
@@ -466,11 +492,12 @@ hint_names (const char *hint, const char *name)
 }
 
 int
-state_find_absent (struct raid_array *a, const char *name)
+state_find_absent (struct raid_array *a, const char *name, bool whole)
 {
   for (int s = 0; s < (int) a->sb.nmembers; s++)
     if (!a->mem[s].m && a->sb.members[s].state != SB_MEMBER_EMPTY &&
-        hint_names (a->sb.members[s].spec_hint, name))
+        (whole ? strcmp (a->sb.members[s].spec_hint, name) == 0 &&
+         strncmp (name, "...", 3) != 0 : hint_names (a->sb.members[s].spec_hint, name)))
       return s;
   return -1;
 }
@@ -480,7 +507,7 @@ state_find_listed (struct raid_array *a, const char *name, char *err, size_t err
 {
   int t = state_find_member (a, name, err, errlen);
 
-  return t >= 0 ? t : state_find_absent (a, name);
+  return t >= 0 ? t : state_find_absent (a, name, false);
 }
 
 /* ---- roles and health ---- */

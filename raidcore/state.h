@@ -204,8 +204,10 @@ int member_free_slot (struct raid_array *a);
 int state_find_member (struct raid_array *a, const char *name, char *err, size_t errlen);
 
 /* A member that is not open (missing, or faulty and closed) listed by
- * the spec status gives for it (its last known spec), or -1. */
-int state_find_absent (struct raid_array *a, const char *name);
+ * the spec status gives for it (its last known spec, or "..." and its
+ * tail when it was long), or -1; whole: only a spec kept whole that is
+ * exactly name. */
+int state_find_absent (struct raid_array *a, const char *name, bool whole);
 
 /* As state_find_member, and also a member that is not open (missing, or
  * faulty and closed) by the spec status lists for it (its last known

@@ -18,7 +18,8 @@
 #     back, and one left out at a restart and added back; one named by a
 #     hard link or a symlink is already a member (EEXIST); a name means the
 #     member with that spec before the storage the path reaches now; a
-#     removed member added back by a hard link is taken.
+#     removed member added back by a hard link is taken, by a new name
+#     after it moved is refused (EBUSY), changing nothing.
 # (e) an NBD member (an ext4 file served by nbdkit file): refused too, over
 #     NBD, and unchanged.
 # (f) the NBD export of another nbdkit-raid array (its description names
@@ -30,6 +31,8 @@
 #     when the absent member's grace ends; `remove` by that spec then takes
 #     out the absent member's entry.  A member deleted and made anew at
 #     its path is added as the new file, not the deleted one still open.
+# (h) a member listed by a spec cut to its tail is not taken for another
+#     path with the same tail by remove.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -162,6 +165,23 @@ ln "$d/m1" "$d/m1.hard"
 readd "(d) m1 by a hard link" "$ctl" 1 "$d/m1" "$d/m1.hard"
 expect_eq "(d) m1 is listed once" 3 "$(st nmembers)"
 rm -f "$d/m1.hard"
+# ...but not under a new name when its own no longer reaches it (moved):
+# the server would list it, and look for signatures, at the old name.
+expect_run "(d) fail role 1 again" "$NBDRAID" -C "$ctl" fail 1
+expect_run "(d) remove m1 again" "$NBDRAID" -C "$ctl" remove "$d/m1"
+mv "$d/m1" "$d/m1.moved"
+ev="$(st events)"
+set +e
+out="$("$NBDRAID" -C "$ctl" add "$d/m1.moved" 2>&1)"; rc=$?
+set -e
+expect_eq "(d) add the moved m1: exit status" 1 "$rc"
+if grep -q "^nbdraid: EBUSY: $d/m1.moved is member $d/m1, removed earlier: this server keeps it open until it stops, and that name no longer reaches it; restart the server, then add it$" <<<"$out"
+then ok; else fail "(d) add the moved m1: message:"; sed 's/^/    /' <<<"$out" >&2; fi
+expect_eq "(d) add the moved m1: the event count is unchanged" "$ev" "$(st events)"
+mv "$d/m1.moved" "$d/m1"
+expect_run "(d) add m1 back under its name" "$NBDRAID" -C "$ctl" add "$d/m1"
+expect_run "(d) m1's recovery ends" "$NBDRAID" -C "$ctl" wait --timeout=60
+expect_status "(d) optimal after m1's recovery" "$ctl" health optimal
 
 # ---- (a) add ----------------------------------------------------------------
 ext4 "$d/e1" precious
@@ -311,4 +331,26 @@ expect_status "(g) after a restart: optimal" "$ctl" health optimal
 expect_eq "(g) after a restart: three members listed" 3 "$(st nmembers)"
 expect_eq "(g) after a restart: the new m2 in sync" in_sync "$(st state "$d/m2")"
 stop_nbdkit g2
+
+# ---- (h) remove and a spec kept cut to its tail ---------------------------------
+# Specs longer than the 48 bytes a superblock keeps are listed as "..." and
+# their tail.  An in-sync member whose path has the same tail as a missing
+# member's is not a reason to remove the missing one: remove of the in-sync
+# member is refused (EBUSY) and changes nothing.
+long="a-rather-long-directory-name-for-the-members-of-it"
+mkdir -p "$d/x0/$long" "$d/x1/$long" "$d/x2/$long"
+create_array --level=5 --chunk=64K --size=24M "$d/x0/$long/m" "$d/x1/$long/m" \
+  "$d/x2/$long/m" || { fail "(h) create"; finish; }
+start_raid_ctl h1 "$ctl" "$d/x0/$long/m" "$d/x2/$long/m" member-timeout=300 ||
+  { fail "(h) serve without x1"; finish; }
+nm="$(st nmembers)"; ev="$(st events)"
+set +e
+out="$("$NBDRAID" -C "$ctl" remove "$d/x0/$long/m" 2>&1)"; rc=$?
+set -e
+expect_eq "(h) remove an in-sync member: exit status" 1 "$rc"
+if grep -q "EBUSY: $d/x0/$long/m is in_sync: only faulty or spare members can be removed" <<<"$out"
+then ok; else fail "(h) remove an in-sync member: message:"; sed 's/^/    /' <<<"$out" >&2; fi
+expect_eq "(h) the member table is unchanged" "$nm" "$(st nmembers)"
+expect_eq "(h) the event count is unchanged" "$ev" "$(st events)"
+stop_nbdkit h1
 finish
