@@ -264,7 +264,8 @@ kill_pid ()
 }
 
 # stop_nbdkit NAME: clean shutdown of the server started as NAME; a check
-# that it exited within the bound and that its log has no sanitizer report.
+# that it exited within the bound and that its log has no sanitizer report
+# and no internal error.
 stop_nbdkit ()
 {
   local name="$1" pid
@@ -276,6 +277,12 @@ stop_nbdkit ()
     fail "nbdkit $name: sanitizer report in its log:"
     grep -A 20 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$tmp/$name.log" \
       | head -n 40 | sed 's/^/    /' >&2
+  fi
+  # An invariant the engine found broken (a refused state transition, a
+  # superblock record that breaks a validation rule).
+  if grep -q 'internal:' "$tmp/$name.log"; then
+    fail "nbdkit $name: internal error in its log:"
+    grep 'internal:' "$tmp/$name.log" | head -n 5 | sed 's/^/    /' >&2
   fi
 }
 

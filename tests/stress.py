@@ -1532,13 +1532,34 @@ def run_epoch(ep, deadline):
         doom(ep, vanish=r[2] < 0.5)
 
 
+def check_internal(ep, seen):
+    """An "internal:" line in the array server's log is an invariant the
+    engine found broken (a refused state transition, a superblock record
+    that breaks a validation rule, which a restart would skip): a
+    violation.  seen: [bytes of the log already read]."""
+    try:
+        with open(ep.srv.log, "rb") as f:
+            f.seek(seen[0])
+            new = f.read()
+    except OSError:
+        return
+    seen[0] += len(new)
+    for line in new.decode(errors="replace").splitlines():
+        if "internal:" in line:
+            ep.run.violate("the array server logged an internal error: " + line.strip(),
+                           rule="internal")
+
+
 def monitor(ep):
     """Status every second on its own connection: self-consistency and
-    progress (saw_status), reply bound, and that the server is alive."""
+    progress (saw_status), reply bound, that the server is alive and logs
+    no internal error."""
     c = Control(ep, "monitor")
+    seen = [0]
     try:
         while not ep.run.stop.is_set() and not ep.clients_done:
             time.sleep(1)
+            check_internal(ep, seen)
             if ep.killing or ep.stopping:
                 c.close()
                 continue
