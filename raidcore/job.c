@@ -56,20 +56,41 @@ job_init (struct raid_array *a)
   s->replace_role = -1;
 }
 
+/* The entry in sync holding role, or -1. */
+static int
+sb_holder (const struct raid_sb *sb, int role)
+{
+  for (int t = 0; t < (int) sb->nmembers; t++)
+    if (sb->members[t].state == SB_MEMBER_IN_SYNC && sb->members[t].role == role)
+      return t;
+  return -1;
+}
+
 void
 job_note_replace (struct raid_array *a)
 {
+  struct sync_ctl *s = &a->sync;
+
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (a->sb.members[t].replaces && a->sync.replace_role < 0) {
-      a->sync.replace_role = (int) a->sb.members[t].replaces - 1;
-      memcpy (a->sync.replace_uuid, a->sb.members[t].uuid, RAID_UUID_LEN);
+    if (a->sb.members[t].replaces && s->replace_role < 0) {
+      int src = sb_holder (&a->sb, (int) a->sb.members[t].replaces - 1);
+      s->replace_role = (int) a->sb.members[t].replaces - 1;
+      memcpy (s->replace_uuid, a->sb.members[t].uuid, RAID_UUID_LEN);
+      memset (s->replace_src, 0, RAID_UUID_LEN);
+      if (src >= 0)
+        memcpy (s->replace_src, a->sb.members[src].uuid, RAID_UUID_LEN);
     }
 }
 
 int
-job_noted_replace (struct raid_array *a)
+job_noted_replace (struct raid_array *a, int *source)
 {
-  return a->sync.replace_role < 0 ? -1 : state_slot_of_uuid (a, a->sync.replace_uuid);
+  const struct sync_ctl *s = &a->sync;
+  int src = s->replace_role < 0 ? -1 : state_slot_of_uuid (a, s->replace_src);
+
+  *source = src >= 0 && a->sb.members[src].state == SB_MEMBER_IN_SYNC &&
+    a->sb.members[src].role == s->replace_role ? src : -1;
+  return s->replace_role < 0 ? -1 : state_slot_of_uuid (a, s->replace_uuid);
 }
 
 void
@@ -77,8 +98,8 @@ job_record_replace (struct raid_array *a)
 {
   const struct sync_ctl *s = &a->sync;
   bool job = s->state != SYNC_IDLE && s->job.source_slot >= 0;
-  int t = job ? s->job.target_slot : job_noted_replace (a);
-  int role = job ? s->job.target_role : s->replace_role;
+  int src, t = job ? s->job.target_slot : job_noted_replace (a, &src);
+  int role = job ? s->job.target_role : src >= 0 ? s->replace_role : -1;
 
   for (int i = 0; i < (int) a->sb.nmembers; i++)
     a->sb.members[i].replaces = 0;

@@ -152,6 +152,8 @@ struct sync_ctl {
                                      was under way, not yet begun again or
                                      forgotten (job_note_replace); -1: none */
   uint8_t replace_uuid[RAID_UUID_LEN];   /* its spare */
+  uint8_t replace_src[RAID_UUID_LEN];    /* the member it replaces (the role's
+                                            holder in sync then; zero: none) */
 };
 
 #define SYNC_SPEED_MIN_DEFAULT (16u << 20)
@@ -162,17 +164,21 @@ void job_init (struct raid_array *a);
 /* The record of a replace (the `replaces` field of the member table) is
  * derived at every commit, never kept: the target of the replace job
  * (running or frozen: a job with a source slot), else the replace the
- * record at the start named while it is neither begun again nor forgotten
- * (replace_role, on the spare with replace_uuid); only on an entry that is a spare on disk, for a role
- * below raid_disks, with no reshape under way, so that no record breaks
- * sb.c's rule V8.  job_note_replace takes the replace the newest record
- * names at assembly, before any commit; job_record_replace fills a->sb's
- * table before each commit (state lock held). */
+ * record at the start named, until the first job choice begins it again
+ * or forgets it (replace_role: its spare and the member it replaces by
+ * uuid, so neither can be mistaken for a member that took their place);
+ * only on an entry that is a spare on disk, while the member it replaces
+ * holds the role in sync, for a role below raid_disks, with no reshape
+ * under way, so that no record breaks sb.c's rule V8.  job_note_replace
+ * takes the replace the newest record names at assembly, before any
+ * commit; job_record_replace fills a->sb's table before each commit
+ * (state lock held). */
 void job_note_replace (struct raid_array *a);
 void job_record_replace (struct raid_array *a);
-/* The table slot of the spare of that noted replace, or -1 (none noted,
- * or it left the table; state lock held). */
-int job_noted_replace (struct raid_array *a);
+/* The table slots of the noted replace's spare and of the member it
+ * replaces while that one still holds the role in sync (-1 each when not:
+ * none noted, or gone); state lock held.  Returns the spare's. */
+int job_noted_replace (struct raid_array *a, int *source);
 
 /* The job's rate in bytes per second of wall time, throttle pauses and
  * stalls included: measured over windows of about two seconds, so one

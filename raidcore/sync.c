@@ -573,37 +573,35 @@ sync_begin_replace (struct raid_array *a, int t, int s, char *err, size_t errlen
   atomic_store (&a->rb_row, 0);
   member_transition (a, s, RAID_MEMBER_REBUILDING, -1, "replace target");
   router_set_mirror (&a->router, role, s);       /* from here every write reaches s */
-  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member_spec (a->mem[t].m),
-            role, member_spec (a->mem[s].m));
   r = sync_begin (a, &(struct sync_job) { .ops = &sync_ops_replace, .target_slot = s,
                     .target_role = role, .source_slot = t }, 0, false, err, errlen);
   state_commit (a);                        /* records the replace (job.h) */
+  raid_log (RAID_LOG_INFO, "replacing %s (role %d) with %s", member_spec (a->mem[t].m),
+            role, member_spec (a->mem[s].m));
   return r;
 }
 
-/* Whether a replace the record at the start names waits to be begun
- * again or forgotten (state lock held). */
-static bool
-recorded_replace (struct raid_array *a)
-{
-  return a->sync.state == SYNC_IDLE && a->sync.replace_role >= 0;
-}
-
 /* Begin again from the start the replace the record at the start names,
- * when its role's member is still in sync and its spare usable; else
- * forget it (state lock held, a claim over everything, no job). */
+ * or forget it: decided once, at the first job choice after the start,
+ * before anything else begins.  It begins only as it was left: the array
+ * optimal (no role waits for a recovery or a returning member, which the
+ * spare may be wanted for), the member it replaces in sync in its role,
+ * the spare a usable spare, nothing running, no reshape (state lock held,
+ * a claim over everything). */
 static void
 resume_replace (struct raid_array *a)
 {
   const struct layout *L = cur_layout (a);
-  int s = job_noted_replace (a), role = a->sync.replace_role;
-  int t = role < L->g.raid_disks ? L->slot[role] : -1;
-  const char *why = router_two (&a->router) ? "a reshape is under way"
+  int t, s = job_noted_replace (a, &t), role = a->sync.replace_role;
+  const char *why = a->sync.state != SYNC_IDLE ? "another job runs"
+    : router_two (&a->router) ? "a reshape is under way"
     : s < 0 ? "its spare left the array"
-    : t < 0 || !a->mem[t].m || atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC
-    ? "the member of that role is not in sync"
-    : atomic_load (&a->mem[s].state) != RAID_MEMBER_SPARE ? "its spare is no longer a spare here (it took a role, or is missing)"
-    : !state_spare_usable (a, s) ? "its spare is not usable (its connection is lost)" : NULL;
+    : t < 0 || role >= L->g.raid_disks || L->slot[role] != t || !a->mem[t].m ||
+    atomic_load (&a->mem[t].state) != RAID_MEMBER_IN_SYNC
+    ? "the member it replaces no longer holds its role in sync"
+    : raid_array_health (a) != RAID_HEALTH_OPTIMAL ? "the array is not optimal"
+    : atomic_load (&a->mem[s].state) != RAID_MEMBER_SPARE || !state_spare_usable (a, s)
+    ? "its spare is not a usable spare (missing, or its connection is lost)" : NULL;
   char e[128];
 
   a->sync.replace_role = -1;               /* resolved: not recorded again */
@@ -844,8 +842,6 @@ next_simple_job (struct raid_array *a)
   }
   if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
     return false;
-  if (recorded_replace (a))
-    return false;                          /* begun or forgotten under a claim */
   if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level >= 4)
     sync_begin (a, &(struct sync_job) { .ops = &sync_ops_resync, .target_slot = -1,
                   .target_role = -1, .source_slot = -1 },
@@ -896,8 +892,18 @@ rejoin_unmissed (struct raid_array *a)
 void
 sync_next_job (struct raid_array *a)
 {
-  bool done, join;
+  bool done, join, replace;
 
+  pthread_mutex_lock (&a->state_lock);
+  replace = a->sync.replace_role >= 0;
+  pthread_mutex_unlock (&a->state_lock);
+  if (replace) {                           /* noted at the start: first */
+    router_claim (&a->router, 0, ROUTER_ALL);
+    pthread_mutex_lock (&a->state_lock);
+    resume_replace (a);
+    pthread_mutex_unlock (&a->state_lock);
+    router_release (&a->router);
+  }
   rejoin_unmissed (a);
   missed_widen (a);                        /* W, before a rejoin is begun */
 
@@ -913,14 +919,10 @@ sync_next_job (struct raid_array *a)
     return;
   router_claim (&a->router, 0, ROUTER_ALL);
   pthread_mutex_lock (&a->state_lock);
-  if (!next_simple_job (a)) {              /* nothing changed meanwhile */
+  if (!next_simple_job (a) && !cons_join_due (a)) {   /* nothing changed meanwhile */
     int t = usable_spare (a), role = role_to_recover (a);
-    if (role >= 0 && t >= 0 && !cons_join_due (a)) {
-      raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
-      begin_recovery (a, t, role);
-    }
-    else if ((role < 0 || t < 0) && recorded_replace (a))
-      resume_replace (a);
+    raid_log (RAID_LOG_INFO, "role %d: recovering onto %s", role, member_spec (a->mem[t].m));
+    begin_recovery (a, t, role);
   }
   pthread_mutex_unlock (&a->state_lock);
   router_release (&a->router);

@@ -16,15 +16,16 @@
  * retried after a pause that doubles each time, a few times, then fails).
  *
  * Choosing the next job (sync_next_job, under the management lock, so that
- * it never races a management request): whenever the worker is idle and
+ * it never races a management request): first of all, once, a replace
+ * the record at the start names is begun again or forgotten (job.h);
+ * then whenever the worker is idle and
  * the array state changed since it last looked — a member failed, a spare
  * was added, a job ended — it begins, in this order: a reshape found in the
  * record at start; a member that is back for its role (it rejoins: a delta
  * resync when the bitmap covers what it missed, else a full one); a
  * recovery recorded as under way; a recovery onto a spare for a role that
- * has no usable member; a replace recorded as under way (begun again from
- * the start, or forgotten when it no longer can be); an owed resync (when
- * nothing is missing); an interrupted scrub.  So a spare added while another job runs
+ * has no usable member; an owed resync (when nothing is missing); an
+ * interrupted scrub.  So a spare added while another job runs
  * is used when that job ends, and several spares rebuild several roles one
  * after the other.
  */

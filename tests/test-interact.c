@@ -2715,8 +2715,9 @@ fin_log (enum raid_log_level lvl, const char *msg)
   echo_log (lvl, msg);
   if (strstr (msg, "internal:"))
     atomic_store (&fin_internal, 1);
-  if (fin_flush && strstr (msg, "recover: idle -> running"))
-    rule_arm (fin_flush, 1);               /* from the replace's start on */
+  if (fin_flush && strstr (msg, "replacing dev0 (role 0) with sim:spare"))
+    rule_arm (fin_flush, 1);               /* from the replace's start on (logged
+                                              after the commit that begins it) */
 }
 
 static void
@@ -3239,18 +3240,21 @@ replace_restart (bool crash)
 }
 static void test_replace_crash (void) { replace_restart (true); }
 
-/* 40-41.  A crash during a replace, then a start without the member
- * being replaced (40: absent, its role within the member-timeout grace)
- * or without the spare (41).  Expected: the replace is not begun again
- * and the record of it is dropped for good: the spare stays a spare, also
- * when the next start has both back.  The data reads right throughout.
- * (41 kept the record on the absent spare, and a later start ran a replace
- * nobody had asked for any more.) */
+/* 40, 41, 43.  A crash during a replace, then a start without a member:
+ * the one being replaced (40), the spare (41), or another (43); the
+ * absent one's role within its member-timeout grace.  Expected: the
+ * replace is not begun again (40: its member is gone; 41: its spare; 43:
+ * the array is degraded, and the spare may be needed for the role) and
+ * the record of it is dropped for good: the spare stays a spare, also
+ * when the next start has every member back.  The data reads right
+ * throughout.  (41 kept the record on the absent spare and a later start
+ * ran a replace nobody had asked for any more; 43 ran the replace on the
+ * degraded array and used up its only spare.) */
 static void
-replace_forgotten (bool without_spare)
+replace_forgotten (int absent)
 {
-  struct memdev *spare = sim_new ("sim:spare"), img[5], *devs[5];
-  const char *names[5] = { "dev0", "dev1", "dev2", "dev3", "sim:spare" };
+  struct memdev *spare = sim_new ("sim:spare"), img[5], *devs[5], *some[4];
+  const char *names[5] = { "dev0", "dev1", "dev2", "dev3", "sim:spare" }, *some_names[4];
   const struct raid_assemble_opts grace = { .member_timeout = 600 };
   struct fixture f;
   struct raid_status st;
@@ -3261,35 +3265,88 @@ replace_forgotten (bool without_spare)
   if (!(copy = replace_held (&f, spare)))
     return;
   crash_images (&f, spare, img, devs);
+  for (int i = 0, k = 0; i < 5; i++)
+    if (i != absent) {
+      some[k] = devs[i];
+      some_names[k++] = names[i];
+    }
   /* the crashed array is abandoned (its copy held at the gate) */
-  if (!(f.a = without_spare ? assemble_devs (devs, names, 4, NULL)
-        : assemble_devs_opts (devs + 1, names + 1, 4, NULL, &grace)))
+  if (!(f.a = assemble_devs_opts (some, some_names, 4, NULL, &grace)))
     return;
   for (int i = 0; i < 4; i++)
     f.dev[i] = img[i];
-  CHECK (wait_idle (f.a, 10), "not idle without a member");
+  CHECK (wait_idle (f.a, 10), "not idle without %s", names[absent]);
   raid_array_status (f.a, &st);
-  CHECK (st.sync_action == RAID_SYNC_IDLE, "sync %s without a member",
-         raid_sync_action_name (st.sync_action));
-  CHECK (without_spare || (find_spec (&st, "sim:spare") &&
-                           find_spec (&st, "sim:spare")->state == RAID_MEMBER_SPARE),
-         "without dev0 the spare is %s (expected spare)",
+  CHECK (st.sync_action == RAID_SYNC_IDLE, "sync %s without %s",
+         raid_sync_action_name (st.sync_action), names[absent]);
+  CHECK (absent == 4 || (find_spec (&st, "sim:spare") &&
+                         find_spec (&st, "sim:spare")->state == RAID_MEMBER_SPARE),
+         "without %s the spare is %s (expected spare)", names[absent],
          state_of (find_spec (&st, "sim:spare")));
   verify_contents (&f, "without a member");
   if (!close_array (f.a) || !(f.a = assemble_devs (devs, names, 5, NULL)))
     return;
-  CHECK (wait_idle (f.a, 10), "not idle with both back");
+  CHECK (wait_idle (f.a, 10), "not idle with every member back");
   raid_array_status (f.a, &st);
   CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->state ==
-         RAID_MEMBER_SPARE, "with both back the spare is %s (expected spare: the "
-         "replace was forgotten)", state_of (find_spec (&st, "sim:spare")));
+         RAID_MEMBER_SPARE, "with every member back the spare is %s (expected spare: "
+         "the replace was forgotten)", state_of (find_spec (&st, "sim:spare")));
   CHECK (find_spec (&st, "dev0") && find_spec (&st, "dev0")->role == 0,
          "dev0 is %s (expected role 0)", state_of (find_spec (&st, "dev0")));
-  verify_contents (&f, "with both back");
+  verify_contents (&f, "with every member back");
   teardown (&f);
 }
-static void test_replace_forgotten (void) { replace_forgotten (false); }
-static void test_replace_forgotten_spare (void) { replace_forgotten (true); }
+static void test_replace_forgotten (void) { replace_forgotten (0); }
+static void test_replace_forgotten_spare (void) { replace_forgotten (4); }
+static void test_replace_forgotten_degraded (void) { replace_forgotten (2); }
+
+/* 42.  A crash during a replace of role 0 onto sim:spare while another
+ * spare (sim:s1, earlier in the table) waits; a start without dev0 and no
+ * grace: role 0 is recovered onto sim:s1.  Expected: the replace is
+ * forgotten, not begun against sim:s1 once the recovery ends (it would
+ * retire a member nobody asked to replace): sim:s1 holds role 0, in sync;
+ * sim:spare stays a spare. */
+static void
+test_replace_source_recovered (void)
+{
+  struct memdev *spare = sim_new ("sim:spare"), *s1 = sim_new ("sim:s1"), img[6], *devs[5];
+  const char *names[5] = { "dev1", "dev2", "dev3", "sim:s1", "sim:spare" };
+  const struct memdev *src[5];
+  const struct raid_member_status *m;
+  struct fixture f;
+  struct raid_status st;
+  struct rule *copy;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  add_member (f.a, "sim:s1");
+  if (!(copy = replace_held (&f, spare)))
+    return;
+  src[0] = &f.dev[1]; src[1] = &f.dev[2]; src[2] = &f.dev[3]; src[3] = s1; src[4] = spare;
+  for (int i = 0; i < 5; i++) {
+    img[i] = (struct memdev) { .size = src[i]->size, .data = malloc (src[i]->size) };
+    memcpy (img[i].data, src[i]->data, src[i]->size);
+    devs[i] = &img[i];
+  }
+  /* the crashed array is abandoned (its copy held at the gate) */
+  if (!(f.a = assemble_devs (devs, names, 5, NULL)))
+    return;
+  for (int i = 1; i < 4; i++)
+    f.dev[i] = img[i - 1];
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  raid_array_status (f.a, &st);
+  m = find_spec (&st, "sim:s1");
+  CHECK (m && m->role == 0 && m->state == RAID_MEMBER_IN_SYNC,
+         "sim:s1 is %s with role %d (expected in_sync in role 0)", state_of (m),
+         m ? m->role : -2);
+  m = find_spec (&st, "sim:spare");
+  CHECK (m && m->state == RAID_MEMBER_SPARE,
+         "sim:spare is %s (expected spare: the replace was forgotten)", state_of (m));
+  f.dev[0] = img[3];
+  verify_contents (&f, "after the recovery");
+  CHECK (verify_parity (&f, 0) == 0, "rows with wrong parity after the recovery");
+  teardown (&f);
+}
 static void test_replace_stop (void) { replace_restart (false); }
 
 /* 39.  A replace aborted, then a clean stop.  Expected: nothing begins
@@ -3415,6 +3472,8 @@ static const struct {
   { "replace_aborted_restart", test_replace_aborted_restart },
   { "replace_forgotten", test_replace_forgotten },
   { "replace_forgotten_spare", test_replace_forgotten_spare },
+  { "replace_source_recovered", test_replace_source_recovered },
+  { "replace_forgotten_degraded", test_replace_forgotten_degraded },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
