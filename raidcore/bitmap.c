@@ -137,15 +137,21 @@ bitmap_fini (struct raid_array *a)
   a->bm = NULL;
 }
 
-/* Load the bits from the first member in use that can be read.  Returns
- * the number of set regions, or -1. */
+/* Load the union of the bits of every member in use that can be read
+ * (regmap.h: a bit is set on the members in use when it was set; one that
+ * came into use since, a spare added, lacks it, and may be the first in
+ * the table).  A member whose map is stale sets too many bits: a resync
+ * of more regions, never of fewer.  Returns the number of set regions, or
+ * -1 when no member could be read. */
 int64_t
 bitmap_load (struct raid_array *a)
 {
+  bool any = false;
+
   for (int t = 0; t < (int) a->sb.nmembers; t++)
     if (state_member_in_use (a, t) && regmap_load (a, a->bm->map, t) == 0)
-      return (int64_t) regmap_count (a->bm->map);
-  return -1;
+      any = true;
+  return any ? (int64_t) regmap_count (a->bm->map) : -1;
 }
 
 static void
