@@ -93,9 +93,10 @@
  *       state (on disk, missing only with SB_FEAT_INCOMPAT_MISSING, which
  *       sb_encode sets) and a role in -1..31; in_sync and rebuilding entries have a
  *       role below raid_disks (or new_raid_devices during a reshape), and no
- *       two of them share a role; only a spare has a replaces field other
- *       than 0, and that field is a role below raid_disks, plus 1 (faulty entries may keep the role of the
- *       member that replaced them); no two used entries share a uuid;
+ *       two of them share a role (faulty entries may keep the role of the
+ *       member that replaced them); only a spare has a replaces field other
+ *       than 0, and that field is a role below raid_disks, plus 1; no two
+ *       used entries share a uuid;
  *       data_offset and new_data_offset are multiples of 4096 at or after
  *       the end of the consistency area, and the data areas they start end
  *       at or before SB_MEMBER_SIZE_MAX — except a spare's: they are set
@@ -304,7 +305,8 @@ sb_encode (const struct raid_sb *sb, void *buf)
   uint8_t *p = buf;
 
   uint64_t incompat = sb->feature_incompat & ~(uint64_t) SB_FEAT_INCOMPAT_MISSING;
-  uint64_t compat = (sb->feature_compat & SB_FEAT_COMPAT_KNOWN & ~(uint64_t) SB_FEAT_COMPAT_REPLACE) |
+  uint64_t compat = (sb->feature_compat & SB_FEAT_COMPAT_KNOWN &
+                     ~(uint64_t) SB_FEAT_COMPAT_REPLACE) |
     SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS;
 
   assert (sb->nmembers <= SB_MAX_MEMBERS);

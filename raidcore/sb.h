@@ -65,10 +65,11 @@ struct member;
 #define SB_FEAT_COMPAT_WHOLE_MAPS 4u  /* a delta follows its map alone (missed.h,
                                          invariant W): a rebuild under way with a
                                          map is a delta, resumed as one */
-#define SB_FEAT_COMPAT_REPLACE 8u     /* a spare's entry may name the role it
-                                         is being copied onto (replaces, entry
-                                         offset 52): the replace goes on after
-                                         a restart; an older build forgets it */
+#define SB_FEAT_COMPAT_REPLACE 8u     /* a spare's entry may name the role
+                                         whose member is being copied onto it
+                                         (replaces, entry offset 52): the
+                                         replace goes on after a restart; an
+                                         older build forgets it */
 #define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | \
                               SB_FEAT_COMPAT_WHOLE_MAPS | SB_FEAT_COMPAT_REPLACE)
 #define SB_FEAT_RO_COMPAT_KNOWN SB_FEAT_RO_COMPAT_MISSED
