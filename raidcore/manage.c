@@ -136,13 +136,13 @@ raid_array_fail (struct raid_array *a, const char *name, char *err, size_t errle
 static int
 may_remove (struct raid_array *a, const char *name, int *tp, char *err, size_t errlen)
 {
-  int t, st;
+  int t, u, st;
 
   if ((t = state_find_listed (a, name, err, errlen)) < 0)
     return ENODEV;
   if (state_member_in_use (a, t) && atomic_load (&a->mem[t].state) != RAID_MEMBER_SPARE &&
-      state_find_absent (a, name, true) >= 0)
-    t = state_find_absent (a, name, true);
+      (u = state_find_absent (a, name, true)) >= 0)
+    t = u;
   st = atomic_load (&a->mem[t].state);
   if (st != RAID_MEMBER_FAULTY && st != RAID_MEMBER_SPARE &&
       st != RAID_MEMBER_MISSING && st != RAID_MEMBER_STALE) {

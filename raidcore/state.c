@@ -286,6 +286,13 @@ member_retire (struct raid_array *a, struct member *m)
               "stops", member_spec (m), a->nretired);
 }
 
+/* Whether m's spec is name as given, or rp (name resolved, or NULL). */
+static bool
+spec_is (const struct member *m, const char *name, const char *rp)
+{
+  return strcmp (member_spec (m), name) == 0 || (rp && strcmp (member_spec (m), rp) == 0);
+}
+
 /* A file or block device is taken back only when the path reaches the
  * storage it opened (by any name: a hard link, another device node), so
  * never one deleted or replaced since at that path; an NBD member is
@@ -301,7 +308,7 @@ member_unretire (struct raid_array *a, const char *spec)
   for (int i = 0; i < a->nretired && found < 0; i++) {
     const struct member *m = a->retired[i];
     if (member_has_storage (m) ? have_st && member_is_storage (m, &st)
-        : strcmp (member_spec (m), spec) == 0 || (rp && strcmp (member_spec (m), rp) == 0))
+        : spec_is (m, spec, rp))
       found = i;
   }
   free (rp);
@@ -320,7 +327,7 @@ static bool
 still_named (struct member *m, const char *spec)
 {
   char *rp = realpath (spec, NULL);
-  bool same = strcmp (member_spec (m), spec) == 0 || (rp && strcmp (member_spec (m), rp) == 0);
+  bool same = spec_is (m, spec, rp);
   struct stat st;
 
   free (rp);
@@ -445,8 +452,7 @@ find_by_name (struct raid_array *a, const char *name, char *err, size_t errlen)
   int found = -1;
 
   for (int t = 0; t < (int) a->sb.nmembers && found < 0; t++)
-    if (a->mem[t].m && (strcmp (member_spec (a->mem[t].m), name) == 0 ||
-                        (rp && strcmp (member_spec (a->mem[t].m), rp) == 0)))
+    if (a->mem[t].m && spec_is (a->mem[t].m, name, rp))
       found = t;
   for (int t = 0; t < (int) a->sb.nmembers && found < 0 && have_st; t++)
     if (a->mem[t].m && member_is_storage (a->mem[t].m, &st))
