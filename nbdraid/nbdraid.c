@@ -511,13 +511,14 @@ text_owner_maps (const struct exam *x)
       continue;
     raid_uuid_format (s->uuid, u);
     kv (any ? "" : "Missed Regions", "member %s (slot %d%s%s): %s of %" PRIu64
-        " regions of %s marked, since event %" PRIu64, u, e,
+        " regions of %s marked, since event %" PRIu64 "%s", u, e,
         e >= 0 && sb->members[e].spec_hint[0] ? ", " : "",
         e >= 0 ? sb->members[e].spec_hint : "",
         x->marked[i] >= 0 ? (snprintf (t, sizeof t, "%" PRId64, x->marked[i]), t)
                           : "(unreadable)",
         missed_nregions (sb, s->rows_per_region),
-        raid_fmt_size ((uint64_t) s->rows_per_region * sb->chunk, h, sizeof h), s->since);
+        raid_fmt_size ((uint64_t) s->rows_per_region * sb->chunk, h, sizeof h), s->since,
+        sb->missed_unreplayed & (1u << i) ? "; its own write-hole log not replayed" : "");
     any = true;
   }
   if (!any && sb->missed_size)
@@ -728,6 +729,8 @@ json_maps (const struct exam *x)
     json_object_object_add (o, "regions", jnum (missed_nregions (sb, s->rows_per_region)));
     json_object_object_add (o, "marked", x->marked[i] >= 0
                             ? jnum ((uint64_t) x->marked[i]) : NULL);
+    json_object_object_add (o, "log_unreplayed",
+                            json_object_new_boolean (sb->missed_unreplayed & (1u << i)));
     json_object_array_add (a, o);
   }
   return a;

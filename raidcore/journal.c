@@ -34,10 +34,13 @@
  *   - when every parity role of those rows is held by an in-sync member,
  *     the copies go exactly there: one copy on the P member (raid4/5), two
  *     on P and Q (raid6).  Losing the P member of a raid5 row loses that
- *     row's parity with its records: no block of the row is ever rebuilt
- *     from parity again, and each data block holds its own bytes, old or
- *     new only where a write was in flight.  A raid6 row keeps the copy on
- *     its other parity member, and losing both leaves no parity at all.
+ *     row's parity with its records: while it is gone no block of the row
+ *     is rebuilt from parity, and each data block holds its own bytes, old
+ *     or new only where a write was in flight.  A raid6 row keeps the copy
+ *     on its other parity member, and losing both leaves no parity at all.
+ *     When that member comes back, its parity of such a row may match
+ *     neither version, and its records are the only ones that say so
+ *     (REJOIN).
  *     One log write per partial write, on a member that takes a write
  *     anyway, is what makes this policy cheap;
  *   - otherwise, and for intents: nparity + 1 in-sync members from a
@@ -132,6 +135,21 @@
  * A map marks regions of several rows: a region that holds such a row
  * and a row the member lacks (a record carries its block there, or a
  * write while it is away) is rebuilt whole, that row included.
+ *
+ * REJOIN.  A member absent from a start that replays holds records on its
+ * own log that the replay never read: for raid5 (and raid6 without its
+ * other parity member) the only records of partial rows whose parity it
+ * holds, and those rows may be torn.  Its map (missed.h, invariant O)
+ * says so, and before it counts in sync again (a delta, or back as it is)
+ * its log, as its own newest record left it, is read (journal_parity_rows)
+ * and every row where a record carries its block as the row's parity is
+ * marked, so the delta recomputes that parity from the data.  Its data
+ * blocks need no mark: a record that carries one has copies on other
+ * members (its parity members), which the replay read, marking them then
+ * (OWED RESYNC); and recomputing parity is right whatever each data block
+ * holds.  A member that left while serving needs none of this: the rows
+ * it may lack (written since the last flush every member completed) were
+ * marked when it left (missed.h).
  *
  * WHICH WRITES.  consistency.c decides, per layout: every write of a layout
  * with parity, in either layout of a reshape (a raid0 -> raid5 takeover's
@@ -918,8 +936,8 @@ check_record (const struct journal_view *v, uint8_t *p, uint64_t avail,
 
   *kind = JR_NONE;
   if (avail < JSECTOR || memcmp (p, JMAGIC, 8) != 0 ||
-      memcmp (p + 16, v->sb->array_uuid, RAID_UUID_LEN) != 0 ||
-      get64 (p + 32) != v->sb->journal_epoch || get64 (p + 40) < v->sb->journal_seq)
+      memcmp (p + 16, v->uuid, RAID_UUID_LEN) != 0 ||
+      get64 (p + 32) != v->epoch || get64 (p + 40) < v->seq)
     return 0;
   *kind = JR_TORN;
   nb = get32 (p + 48); nr = get32 (p + 52); hlen = get32 (p + 56); plen = get32 (p + 60);
@@ -1014,7 +1032,9 @@ void
 journal_view_init (struct journal_view *v, const struct raid_sb *sb,
                    const struct layout *cur, const struct layout *next)
 {
-  v->sb = sb;
+  v->uuid = sb->array_uuid;
+  v->epoch = sb->journal_epoch;
+  v->seq = sb->journal_seq;
   v->L[LAYOUT_CUR] = cur;
   v->L[LAYOUT_NEXT] = next;
 }
@@ -1035,6 +1055,61 @@ journal_scan (const struct journal_view *v, uint8_t *area, uint64_t size,
               kind == JR_TORN ? "torn" : kind == JR_INVALID ? "invalid" : NULL, why);
     pos += len ? len : JSECTOR;
   }
+  return r;
+}
+
+/* REJOIN: the rows of a member's own records where it holds the parity. */
+struct parity_rows {
+  const struct layout *L;
+  int role;
+  int (*fn) (void *arg, uint64_t row);
+  void *arg;
+};
+
+static int
+parity_found (void *arg, uint64_t pos, uint8_t *rec, const char *kind, const char *why)
+{
+  const struct parity_rows *pr = arg;
+  const struct layout *L = pr->L;
+  uint32_t nb;
+  const uint8_t *e;
+  int r = 0;
+
+  (void) pos; (void) kind; (void) why;
+  if (!rec)
+    return 0;                              /* torn or invalid: never replayed
+                                              either, no in-place write of it
+                                              began */
+  nb = get32 (rec + 48);
+  e = rec + JHDR_FIXED;
+  for (uint32_t i = 0; i < nb && r == 0; i++, e += 16) {
+    uint64_t off = get64 (e + 8), row;
+    struct raid_row rw;
+
+    if ((int) get32 (e) != pr->role || off < L->data_offset[pr->role])
+      continue;
+    row = (off - L->data_offset[pr->role]) / L->g.chunk;
+    raid_geom_row (&L->g, row, &rw);
+    if (rw.pd == pr->role || rw.qd == pr->role)
+      r = pr->fn (pr->arg, row);
+  }
+  return r;
+}
+
+int
+journal_parity_rows (struct member *m, const uint8_t *uuid, uint64_t epoch,
+                     uint64_t seq, const struct layout *L, uint64_t off,
+                     uint64_t size, int role, int (*fn) (void *arg, uint64_t row),
+                     void *arg)
+{
+  struct journal_view v = { .uuid = uuid, .epoch = epoch, .seq = seq, .L = { L, NULL } };
+  struct parity_rows pr = { .L = L, .role = role, .fn = fn, .arg = arg };
+  uint8_t *buf = raid_alloc_aligned (size);
+  int r = buf ? member_pread (m, buf, size, off) : ENOMEM;
+
+  if (r == 0)
+    r = journal_scan (&v, buf, size, parity_found, &pr);
+  free (buf);
   return r;
 }
 

@@ -10,6 +10,8 @@
 #include "layout.h"
 #include "sb.h"
 
+struct member;
+
 struct raid_array;
 
 #define JOURNAL_MAX_BLOCKS 512      /* payload blocks per record */
@@ -93,9 +95,11 @@ int journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplie
  * uuid, epoch, first live seq) and the layouts a record may name (next
  * NULL when there is no reshape).  Both must outlive the view. */
 struct journal_view {
-  const struct raid_sb *sb;
+  const uint8_t *uuid;                     /* the array's */
+  uint64_t epoch, seq;                     /* journal_epoch, journal_seq */
   const struct layout *L[2];               /* [LAYOUT_CUR], [LAYOUT_NEXT] */
 };
+/* The view of the log sb names (sb must outlive it). */
 void journal_view_init (struct journal_view *v, const struct raid_sb *sb,
                         const struct layout *cur, const struct layout *next);
 
@@ -112,5 +116,18 @@ typedef int (*journal_record_fn) (void *arg, uint64_t pos, uint8_t *rec,
  * first nonzero value of fn. */
 int journal_scan (const struct journal_view *v, uint8_t *area, uint64_t size,
                   journal_record_fn fn, void *arg);
+
+/* A member back from being away (missed.h, O): the rows of L, the
+ * current layout, in which its own log holds a valid record of the log
+ * its own newest record names (the array's uuid; that record's
+ * journal_epoch and journal_seq) carrying the block of its role where that
+ * block is the row's parity: fn (arg, row) for each, in log order, a row
+ * possibly more than once (REJOIN, journal.c).  Reads its log area [off,
+ * off + size).  0, the member's read error, ENOMEM, or the first nonzero
+ * value of fn.  The type of missed_log_fn. */
+int journal_parity_rows (struct member *m, const uint8_t *uuid, uint64_t epoch,
+                         uint64_t seq, const struct layout *L, uint64_t off,
+                         uint64_t size, int role, int (*fn) (void *arg, uint64_t row),
+                         void *arg);
 
 #endif

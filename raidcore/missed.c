@@ -17,6 +17,8 @@ struct missed {
   _Atomic bool active[SB_MISSED_SLOTS];    /* marks go to it */
   bool init[SB_MISSED_SLOTS];              /* begun, not yet recorded */
   struct sb_missed_slot pending[SB_MISSED_SLOTS];   /* what settle records */
+  uint32_t unreplayed;                     /* begun slots settle records in
+                                              missed_unreplayed (O) */
   _Atomic int nactive;
   _Atomic uint64_t gen;                    /* counts begins */
   _Atomic uint64_t *stamp;                 /* per region: last write's stamp */
@@ -259,6 +261,9 @@ missed_settle (struct raid_array *a)
     pthread_mutex_lock (&a->state_lock);
     if (ms->init[i]) {                     /* not ended meanwhile */
       a->sb.missed[i] = ms->pending[i];
+      if (ms->unreplayed & (1u << i))
+        a->sb.missed_unreplayed |= 1u << i;
+      ms->unreplayed &= ~(1u << i);
       ms->init[i] = false;
       err = state_commit (a);
     }
@@ -275,10 +280,14 @@ missed_begin_absent (struct raid_array *a)
   pthread_mutex_lock (&a->state_lock);
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     uint32_t was = a->sb.members[t].state;
+    int i;
     if (!a->mem[t].m && a->sb.members[t].role >= 0 &&
         atomic_load (&a->mem[t].state) == RAID_MEMBER_MISSING &&
-        (was == SB_MEMBER_IN_SYNC || was == SB_MEMBER_REBUILDING))
+        (was == SB_MEMBER_IN_SYNC || was == SB_MEMBER_REBUILDING)) {
       missed_begin (a, t);
+      if ((i = slot_of (a, t)) >= 0 && a->ms->init[i])
+        a->ms->unreplayed |= 1u << i;      /* O: the replay reads no log of it */
+    }
   }
   pthread_mutex_unlock (&a->state_lock);
   return missed_settle (a);
@@ -288,6 +297,8 @@ static void
 end_slot (struct raid_array *a, int i)
 {
   memset (&a->sb.missed[i], 0, sizeof a->sb.missed[i]);
+  a->sb.missed_unreplayed &= ~(1u << i);
+  a->ms->unreplayed &= ~(1u << i);
   a->ms->init[i] = false;
   activate (a->ms, i, false);
 }
@@ -518,7 +529,17 @@ missed_nothing (struct raid_array *a, int t)
 void
 missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own)
 {
-  a->mem[t].delta = missed_judge (a, t, own, &a->mem[t].delta_from, &a->mem[t].whole);
+  struct array_member *mt = &a->mem[t];
+
+  mt->delta = missed_judge (a, t, own, &mt->delta_from, &mt->whole);
+  mt->log_due = mt->delta && own->consistency == SB_CONS_JOURNAL &&   /* O */
+    (a->sb.missed_unreplayed & (1u << slot_of (a, t)));
+  mt->log_epoch = own ? own->journal_epoch : 0;
+  mt->log_seq = own ? own->journal_seq : 0;
+  if (mt->log_due &&
+      (own->cons_offset != a->sb.cons_offset || own->cons_size != a->sb.cons_size))
+    mt->delta = mt->log_due = false;       /* its log is not where the array's
+                                              is: not read, a full rejoin */
 }
 
 bool
@@ -527,36 +548,89 @@ missed_widen_due (struct raid_array *a, int t)
   int i = slot_of (a, t);
 
   return i >= 0 && !a->ms->init[i] && atomic_load (&a->mem[t].state) == RAID_MEMBER_STALE &&
-    a->mem[t].delta && a->mem[t].delta_from < a->sb.component_size;
+    a->mem[t].delta && (a->mem[t].log_due || a->mem[t].delta_from < a->sb.component_size);
+}
+
+/* One member's W, taken under the state lock (missed_widen). */
+struct widen {
+  struct raid_array *a;
+  struct missed *ms;
+  int i, role;
+  struct member *m;
+  bool log;                                /* its log is read (O) */
+  uint64_t from, epoch, seq, cons_offset, cons_size;
+  struct layout L;                         /* the current layout */
+};
+
+static bool
+widen_take (struct raid_array *a, int t, struct widen *w)
+{
+  if (t >= (int) a->sb.nmembers || !missed_widen_due (a, t))
+    return false;
+  *w = (struct widen) {
+    .a = a, .ms = a->ms, .i = slot_of (a, t), .role = a->sb.members[t].role,
+    .m = a->mem[t].m, .log = a->mem[t].log_due, .from = a->mem[t].delta_from,
+    .epoch = a->mem[t].log_epoch, .seq = a->mem[t].log_seq,
+    .cons_offset = a->sb.cons_offset, .cons_size = a->sb.cons_size,
+    .L = *router_layout (&a->router, LAYOUT_CUR),
+  };
+  return true;
+}
+
+/* Whether member t is still as w took it (not judged again meanwhile). */
+static bool
+widen_same (struct raid_array *a, int t, const struct widen *w)
+{
+  return a->ms == w->ms && slot_of (a, t) == w->i && missed_widen_due (a, t) &&
+    a->mem[t].m == w->m && a->mem[t].log_due == w->log && a->mem[t].delta_from == w->from &&
+    a->mem[t].log_epoch == w->epoch && a->mem[t].log_seq == w->seq;
+}
+
+static int
+mark_row (void *arg, uint64_t row)
+{
+  const struct widen *w = arg;
+  return regmap_mark (w->a, w->ms->map[w->i], row, 1);
 }
 
 void
-missed_widen (struct raid_array *a)
+missed_widen (struct raid_array *a, missed_log_fn parity_rows)
 {
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
-    struct missed *ms;
-    uint64_t from, row;
-    int i = -1, err;
+    struct widen w;
+    uint64_t row;
+    bool due;
+    int err = 0;
 
     pthread_mutex_lock (&a->state_lock);
-    ms = a->ms;
-    from = a->mem[t].delta_from;
-    row = from / router_layout (&a->router, LAYOUT_CUR)->g.chunk;
-    if (t < (int) a->sb.nmembers && missed_widen_due (a, t))
-      i = slot_of (a, t);
+    due = widen_take (a, t, &w);
     pthread_mutex_unlock (&a->state_lock);
-    if (i < 0)
+    if (!due)
       continue;
-    err = row < ms->rows ? regmap_mark (a, ms->map[i], row, ms->rows - row) : 0;
+    if (w.log)                             /* O: its own records first */
+      err = parity_rows (w.m, a->sb.array_uuid, w.epoch, w.seq, &w.L, w.cons_offset,
+                         w.cons_size, w.role, mark_row, &w);
+    row = w.from / w.L.g.chunk;
+    if (!err && row < w.ms->rows)          /* W: every row from `from` */
+      err = regmap_mark (a, w.ms->map[w.i], row, w.ms->rows - row);
     if (err == EAGAIN)
-      continue;                            /* a member failed, reported: again */
+      continue;                            /* a map copy failed, reported: again */
     pthread_mutex_lock (&a->state_lock);
-    if (a->ms == ms && slot_of (a, t) == i && missed_widen_due (a, t) &&
-        a->mem[t].delta_from == from) {    /* not judged again meanwhile */
-      if (err)
-        a->mem[t].delta = false;           /* out of memory: a full rejoin */
-      else
+    if (widen_same (a, t, &w)) {
+      if (err) {                           /* its log unreadable, or out of
+                                              memory: a full rejoin */
+        raid_log (RAID_LOG_WARN, "member %s: cannot mark the rows it missed (%s): it "
+                  "rejoins by a full resync", a->sb.members[t].spec_hint,
+                  raid_strerror (err));
+        a->mem[t].delta = false;
+      }
+      else {
         a->mem[t].delta_from = a->sb.component_size;
+        if (w.log)                         /* marked: the map covers it (the
+                                              rejoin's record says so) */
+          a->sb.missed_unreplayed &= ~(1u << w.i);
+      }
+      a->mem[t].log_due = false;
     }
     pthread_mutex_unlock (&a->state_lock);
   }

@@ -33,11 +33,14 @@
  *     path itself (missed_mark_member_off).
  *   - a journal replay at a dirty start marks, in an away member's map,
  *     the rows where a record carries that member's block (the only
- *     blocks of it that a write since the last checkpoint changed).
- *     Rows of a torn full-row write that it cannot make consistent are
- *     not rows the away member missed (its block there is as the write
- *     left it, the parity is what is wrong): they are not marked, and a
- *     resync is owed instead (journal.c, OWED RESYNC).
+ *     blocks of it that a write since the last checkpoint changed), of
+ *     the records on the members present.  Rows of a torn full-row write
+ *     that it cannot make consistent are not rows the away member missed
+ *     (its block there is as the write left it, the parity is what is
+ *     wrong): they are not marked, and a resync is owed instead (journal.c,
+ *     OWED RESYNC).  The records on the away member's own log are the
+ *     only ones of the partial rows whose parity it holds (journal.c,
+ *     PLACEMENT): invariant O below.
  *   - a member that comes into use (a spare added, one back) holds only the
  *     pages marked since: the watcher's next settle writes every recorded
  *     map whole again (settle_joined), so each member in use holds all of
@@ -48,6 +51,16 @@
  *     goes away again before it received the record that put it back in
  *     use gets no map either: the record it holds is the one from before
  *     it first left, and the writes it missed since are marked nowhere.
+ * Invariant O: a map begun at a start that replays the journal, for a
+ * member absent from it, is named in the record's missed_unreplayed
+ * (recorded with the slot), and lacks the rows where that member's own
+ * log holds a record of its parity: before the member rejoins (a delta,
+ * or back as it is), missed_widen reads its log as its own newest record
+ * left it and marks them, durably (journal.c, REJOIN); the bit clears in
+ * the record that says it rejoins.  A member that cannot be read rejoins
+ * in full.  A map begun while serving needs no such read: what the member
+ * may lack of its own writes is marked when it leaves (above).
+ *
  * Nothing clears a bit while its slot records; the slot is freed, in the
  * record that says the member is in sync again, when its delta resync
  * ends (or when it is written off or removed).  Stale bits left in the
@@ -95,6 +108,7 @@
 struct raid_array;
 struct raid_sb;
 struct layout;
+struct member;
 
 /* At start (after assembly, before serving; no lock needed): the maps of
  * the slots the record has, loaded as the union of what the members in use
@@ -114,10 +128,12 @@ int missed_settle (struct raid_array *a);
  * lock held): every member with a role that was in use when the array
  * stopped and is absent from this start gets its map, durably (settled),
  * so that the rows the replay rewrites are marked in it and it may rejoin
- * by a delta (the journal holds every write since its last checkpoint, so
- * nothing it may lack is left unmarked; rows the replay cannot make
- * consistent are not marked, journal.c OWED RESYNC).  0 or an errno (the
- * maps not settled are settled at the next try). */
+ * by a delta: the journal holds every write since its last checkpoint,
+ * the records on its own log (those of the rows whose parity it holds)
+ * marked when it is back (invariant O: the map is recorded in
+ * missed_unreplayed); rows the replay cannot make consistent are not
+ * marked (journal.c OWED RESYNC).  0 or an errno (the maps not settled are
+ * settled at the next try). */
 int missed_begin_absent (struct raid_array *a);
 /* Member t's map ends (state lock held; the caller commits). */
 void missed_end (struct raid_array *a, int t);
@@ -155,12 +171,19 @@ void missed_flushed (struct raid_array *a, uint64_t stamp);
  * the role's size when only marked rows are) and whole (it was in sync
  * when it left).  State lock held. */
 void missed_judge_member (struct raid_array *a, int t, const struct raid_sb *own);
-/* Invariant W for the stale members judged able to rejoin by a delta
- * from before their end: their rows from there marked, durably, then
- * their delta_from is the role's end.  No lock held (the worker, before it
- * picks a job).  A member whose marks could not be written keeps its
- * delta_from; its rejoin is then a full one. */
-void missed_widen (struct raid_array *a);
+/* How missed_widen reads a member's own log (journal_parity_rows: the
+ * rows of L its log holds a record of its parity of, fn (arg, row) each). */
+typedef int (*missed_log_fn) (struct member *m, const uint8_t *uuid, uint64_t epoch,
+                              uint64_t seq, const struct layout *L, uint64_t off,
+                              uint64_t size, int role,
+                              int (*fn) (void *arg, uint64_t row), void *arg);
+/* Invariants O and W for the stale members judged able to rejoin by a
+ * delta: the rows their own log names marked (O, read by parity_rows),
+ * and, for one judged from before its end, its rows from there (W),
+ * durably; then its delta_from is the role's end.  No lock held (the
+ * worker, before it picks a job).  A member whose log cannot be read, or
+ * whose marks cannot be made for want of memory, rejoins in full. */
+void missed_widen (struct raid_array *a, missed_log_fn parity_rows);
 /* Whether stale member t waits for missed_widen (state lock held). */
 bool missed_widen_due (struct raid_array *a, int t);
 /* At a start (after missed_init): the maps W cannot vouch for end: a

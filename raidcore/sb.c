@@ -75,7 +75,8 @@
  *       The maps of missed regions (missed_size not 0) likewise: 4096-
  *       aligned after the ring, a multiple of SB_MISSED_SLOTS pages, ending
  *       at or before every data offset; a slot is free or recording, and a
- *       recording one has rows_per_region > 0.
+ *       recording one has rows_per_region > 0; missed_unreplayed names
+ *       recording slots only.
  *   V5  consistency, reshape_state, reshape_direction and sync_action are
  *       known values; flags has only known bits.
  *   V6  Checkpoints: resync_offset is UINT64_MAX (in sync) or <= the
@@ -174,7 +175,11 @@
  *                 member uuid (16), state (4: 0 free, 1 recording),
  *                 rows per region (4), since: events of the record that
  *                 began it (8)
- *      488    24  reserved (array-wide fields of later versions)
+ *      488     4  missed_unreplayed: bit i set when slot i's member was
+ *                 absent from a start that replayed the write-hole log
+ *                 (compat SB_FEAT_COMPAT_UNREPLAYED, set exactly when not
+ *                 0; reserved without it); only bits of recording slots
+ *      492    20  reserved (array-wide fields of later versions)
  *      512  2048  member table: 32 entries of 64 bytes, entry i at 512 + 64 i;
  *                 entries >= nmembers are written as 0 and ignored
  *     2560  1536  member spec hints: 32 of 48 bytes, NUL-ended, entry i at
@@ -227,6 +232,7 @@ enum {
   OFF_MISMATCH = 240, OFF_JOURNAL_EPOCH = 248, OFF_JOURNAL_SEQ = 256,
   OFF_OWNER_HOST = 264, OFF_OWNER_PID = 328, OFF_OWNER_START = 336,
   OFF_MISSED_OFFSET = 344, OFF_MISSED_SIZE = 352, OFF_MISSED = 360, MISSED_SIZE = 32,
+  OFF_MISSED_UNREPLAYED = 488,
   OFF_TABLE = 512, ENTRY_SIZE = 64,
   V1_LEN = OFF_TABLE + SB_MAX_MEMBERS * ENTRY_SIZE,   /* 2560 */
   OFF_HINTS = V1_LEN, HINT_SIZE = SB_SPEC_HINT,
@@ -306,8 +312,9 @@ sb_encode (const struct raid_sb *sb, void *buf)
 
   uint64_t incompat = sb->feature_incompat & ~(uint64_t) SB_FEAT_INCOMPAT_MISSING;
   uint64_t compat = (sb->feature_compat & SB_FEAT_COMPAT_KNOWN &
-                     ~(uint64_t) SB_FEAT_COMPAT_REPLACE) |
-    SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS;
+                     ~(uint64_t) (SB_FEAT_COMPAT_REPLACE | SB_FEAT_COMPAT_UNREPLAYED)) |
+    SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | SB_FEAT_COMPAT_WHOLE_MAPS |
+    (sb->missed_size && sb->missed_unreplayed ? SB_FEAT_COMPAT_UNREPLAYED : 0);
 
   assert (sb->nmembers <= SB_MAX_MEMBERS);
   for (uint32_t i = 0; i < sb->nmembers; i++) {
@@ -372,6 +379,7 @@ sb_encode (const struct raid_sb *sb, void *buf)
       put_le32 (q + 20, sb->missed[i].rows_per_region);
       put_le64 (q + 24, sb->missed[i].since);
     }
+    put_le32 (p + OFF_MISSED_UNREPLAYED, sb->missed_unreplayed);
   }
   for (uint32_t i = 0; i < sb->nmembers; i++) {
     encode_entry (p + OFF_TABLE + i * ENTRY_SIZE, &sb->members[i]);
@@ -496,6 +504,8 @@ decode_body (const uint8_t *p, uint32_t len, struct raid_sb *sb)
       sb->missed[i].rows_per_region = get_le32 (q + 20);
       sb->missed[i].since = get_le64 (q + 24);
     }
+    if (sb->feature_compat & SB_FEAT_COMPAT_UNREPLAYED)
+      sb->missed_unreplayed = get_le32 (p + OFF_MISSED_UNREPLAYED);
   }
   if ((sb->feature_compat & SB_FEAT_COMPAT_SPEC_HINTS) && len >= V1_EXT_LEN)
     for (uint32_t i = 0; i < sb->nmembers && i < SB_MAX_MEMBERS; i++)
@@ -624,6 +634,13 @@ array_ok (const struct raid_sb *sb, char *err, size_t errlen)
         (sb->missed[i].state == SB_MISSED_RECORDING &&
          (sb->missed[i].rows_per_region == 0 || !sb->missed_size))) {
       set_err (err, errlen, "bad missed-region slot %d", i);
+      return false;
+    }
+  for (int i = 0; i < 32; i++)
+    if ((sb->missed_unreplayed & (1u << i)) &&
+        (i >= SB_MISSED_SLOTS || sb->missed[i].state != SB_MISSED_RECORDING)) {
+      set_err (err, errlen, "missed_unreplayed 0x%" PRIx32 " names slot %d, which is "
+               "not recording", sb->missed_unreplayed, i);
       return false;
     }
   if (sb->resync_offset != UINT64_MAX && sb->resync_offset > cap) {

@@ -70,8 +70,13 @@ struct member;
                                          (replaces, entry offset 52): the
                                          replace goes on after a restart; an
                                          older build forgets it */
+#define SB_FEAT_COMPAT_UNREPLAYED 16u  /* missed_unreplayed at 488: maps
+                                         whose member's own write-hole log a
+                                         replay did not read (missed.h, O);
+                                         an older build forgets them */
 #define SB_FEAT_COMPAT_KNOWN (SB_FEAT_COMPAT_SPEC_HINTS | SB_FEAT_COMPAT_OWNER | \
-                              SB_FEAT_COMPAT_WHOLE_MAPS | SB_FEAT_COMPAT_REPLACE)
+                              SB_FEAT_COMPAT_WHOLE_MAPS | SB_FEAT_COMPAT_REPLACE | \
+                              SB_FEAT_COMPAT_UNREPLAYED)
 #define SB_FEAT_RO_COMPAT_KNOWN SB_FEAT_RO_COMPAT_MISSED
 #define SB_FEAT_INCOMPAT_KNOWN SB_FEAT_INCOMPAT_MISSING
 
@@ -189,6 +194,11 @@ struct raid_sb {
    * bytes each at missed_offset of every member */
   uint64_t missed_offset, missed_size;
   struct sb_missed_slot missed[SB_MISSED_SLOTS];
+  uint32_t missed_unreplayed;   /* bit i: slot i's member was absent from a
+                                   start that replayed the write-hole log,
+                                   whose records on its own log the replay
+                                   never read (missed.h, O); only on a
+                                   recording slot */
 
   /* member table, indexed by table slot (not role) */
   uint32_t nmembers;         /* used entries: 0..SB_MAX_MEMBERS */

@@ -108,6 +108,11 @@ struct array_member {
                                               rebuilt (see missed_judge) */
   bool whole;                              /* judged: it was in sync when it
                                               left (not being rebuilt) */
+  bool log_due;                            /* judged: the rows its own log
+                                              holds its parity of are not
+                                              marked yet (missed_widen) */
+  uint64_t log_epoch, log_seq;             /* that log (its own newest
+                                              record's journal_epoch, seq) */
   uint64_t seen;                           /* events of the last record it
                                               received */
   uint64_t joined;                         /* events of the record that put

@@ -11,6 +11,7 @@
 #include "missed.h"
 #include "bitmap.h"
 #include "consistency.h"
+#include "journal.h"
 #include "reshape.h"
 #include "stripe.h"
 #include "sync.h"
@@ -729,7 +730,7 @@ static int
 unmissed_slot (struct raid_array *a)
 {
   for (int t = 0; t < (int) a->sb.nmembers; t++)
-    if (rejoining (a, t) && missed_nothing (a, t))
+    if (rejoining (a, t) && !missed_widen_due (a, t) && missed_nothing (a, t))
       return t;
   return -1;
 }
@@ -904,8 +905,8 @@ sync_next_job (struct raid_array *a)
     pthread_mutex_unlock (&a->state_lock);
     router_release (&a->router);
   }
+  missed_widen (a, journal_parity_rows);   /* O, W: before a rejoin */
   rejoin_unmissed (a);
-  missed_widen (a);                        /* W, before a rejoin is begun */
 
   pthread_mutex_lock (&a->state_lock);
   join = cons_join_due (a) && join_ready (a);

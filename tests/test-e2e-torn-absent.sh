@@ -23,6 +23,17 @@
 #       rows 4-7): the replay rewrites those partial rows, and marking
 #       them for member 1, which holds none of their blocks, marked the
 #       whole region, row 5 included.
+#   (c) the write is 4 KiB of member 1's block of row 4, and member 3, the
+#       row's parity member, answers writes 1.5 s late: its log holds the
+#       write's only record (a partial row's record goes to its parity
+#       member alone), member 1 its new block, member 3 the old parity
+#       when the server is killed.  The start without member 3 finds no
+#       record to replay; member 3 comes back holding the only record and
+#       parity that matches neither version of the row.  Its rejoin reads
+#       its own log and resyncs, by a delta, the rows whose parity a
+#       record there names: a check then finds no mismatch (taken back as
+#       it is, losing member 1 afterwards would rebuild its block as
+#       neither version).
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 e2e_init test-e2e-torn-absent "$@"
@@ -114,6 +125,97 @@ PY
   for i in 0 1 2 3; do stop_nbdkit "$n/m$i"; done
 }
 
+# torn_parity NAME: case (c).
+torn_parity ()
+{
+  local n="$1" R=4 i
+  local d="$tmp/$n" ctl="$tmp/$n/ctl" ctl2="$tmp/$n/ctl2"
+  mu () { uri_of "$d/m$1.sock"; }
+  local all="$(mu 0) $(mu 1) $(mu 2) $(mu 3)"
+  mkdir -p "$d"
+  for i in 0 1 2 3; do truncate -s 64M "$d/f$i"; done
+  for i in 0 1 2; do start_nbdkit "$n/m$i" file "$d/f$i"; done
+  start_nbdkit "$n/m3" --filter=delay file "$d/f3" delay-write=1500ms delay-zero=1500ms
+  create_array --level=5 --chunk=64K --layout=left-symmetric --data-offset=8M $all
+  start_raid "$n/raid" $all control="$ctl" member-timeout=60
+
+  expect_run "$n: fill" $PYTHON - "$(uri_of "$d/raid.sock")" "$d" <<'PY'
+import nbd, sys, random
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+old = random.Random(1).randbytes(2 << 20)
+h.pwrite(old, 0); h.flush(); h.shutdown()
+open(sys.argv[2] + "/old.bin", "wb").write(old)
+PY
+  # A clean stop: the fill's records are checkpointed, so the start below
+  # owes no resync of its rows (which would hide the case).
+  stop_nbdkit "$n/raid"
+  start_raid "$n/raid1" $all control="$ctl" member-timeout=60
+  # Member 1 takes its new block 1.5 s after the write began (the record
+  # on member 3 first), member 3 its parity 1.5 s later still: kill the
+  # server in between.
+  expect_run "$n: torn write" $PYTHON - "$(uri_of "$d/raid1.sock")" "$d" \
+    "${pid_of[$n/raid1]}" "$R" <<'PY'
+import nbd, sys, time, random, threading, os, signal
+uri, D, rpid, R = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+CH, W, OFF = 65536, 3 * 65536, 8192
+new = random.Random(7).randbytes(4096)
+open(D + "/new.bin", "wb").write(new)
+def blk(i):
+    with open("%s/f%d" % (D, i), "rb") as f:
+        f.seek((8 << 20) + R * CH); return f.read(CH)
+p0 = blk(3)
+def client():
+    h = nbd.NBD(); h.connect_uri(uri)
+    try: h.pwrite(new, R * W + CH + OFF)
+    except nbd.Error: pass
+threading.Thread(target=client, daemon=True).start()
+t1 = time.time()
+while time.time() - t1 < 10:
+    if blk(1)[OFF:OFF + 4096] == new:
+        time.sleep(0.05)
+        os.kill(rpid, signal.SIGKILL)
+        if blk(3) != p0: sys.exit("member 3 took its parity write before the kill")
+        sys.exit(0)
+    time.sleep(0.003)
+sys.exit("member 1 never took the write")
+PY
+  wait "${pid_of[$n/raid1]}" 2>/dev/null || true
+  kill -9 "${pid_of[$n/m3]}"; wait "${pid_of[$n/m3]}" 2>/dev/null || true
+  rm -f "$d/m3.sock"                        # its delayed write is lost
+
+  start_raid "$n/raid2" $all control="$ctl2" member-timeout=60
+  expect_eq "$n: started without member 3" degraded "$(status_get "$ctl2" health)"
+  expect_eq "$n: member 3 missing" missing "$(status_get "$ctl2" member:3)"
+  expect_eq "$n: no resync owed" "" "$(status_get "$ctl2" resync_owed)"
+  unreplayed () {
+    "$NBDRAID" examine --json "$d/f0" | $PYTHON -c '
+import json, sys
+print(" ".join(str(m["log_unreplayed"])
+               for m in json.load(sys.stdin)["members"][0]["missed"]))'
+  }
+  expect_eq "$n: its map says its own log was not replayed" True "$(unreplayed)"
+  start_nbdkit "$n/m3" --filter=log file "$d/f3" logfile="$d/m3.log"   # back
+  wait_status "$ctl2" member:3 in_sync 60
+  expect_eq "$n: member 3 rejoined" in_sync "$(status_get "$ctl2" member:3)"
+  expect_run "$n: its rejoin ends" "$NBDRAID" -C "$ctl2" wait --timeout=120
+  # By a delta that rewrites the row's parity: some data-area bytes, far
+  # from the 56 MiB a full rebuild writes.
+  local sent; sent="$($PYTHON "$testsdir/e2e_flap.py" datawrites "$d/m3.log" $((8 << 20)))"
+  if [ "$sent" -gt 0 ] && [ "$sent" -le $((4 << 20)) ]; then ok; else
+    fail "$n: member 3 was sent $sent data bytes (a delta writes its parity of row $R)"
+  fi
+  expect_eq "$n: optimal again" optimal "$(status_get "$ctl2" health)"
+  expect_eq "$n: its map ended" "" "$(unreplayed)"
+  expect_run "$n: every block reads back old or new" $PYTHON "$testsdir/e2e_common.py" \
+    old-or-new "$(uri_of "$d/raid2.sock")" "$d/old.bin" "$d/new.bin" $((R * 3 * CH + CH + 8192))
+  expect_run "$n: scrub" "$NBDRAID" -C "$ctl2" check
+  expect_run "$n: scrub ends" "$NBDRAID" -C "$ctl2" wait --timeout=120
+  expect_eq "$n: scrub mismatches" 0 "$(status_get "$ctl2" mismatch_count)"
+  stop_nbdkit "$n/raid2"
+  for i in 0 1 2 3; do stop_nbdkit "$n/m$i"; done
+}
+
 torn "(a)" 4 0 1
 torn "(b)" 5 8192 2 $((7 * W + CH + 8192))
+torn_parity "(c)"
 finish

@@ -173,6 +173,7 @@ fill_full (struct raid_sb *sb, uint64_t events)
     sb->missed[i].rows_per_region = 0xd1d2d3d4 + i;
     sb->missed[i].since = 0xe1e2e3e4e5e6e7e8 + i;
   }
+  sb->missed_unreplayed = 2;              /* slot 1 records: so the compat bit */
   sb->feature_ro_compat = SB_FEAT_RO_COMPAT_MISSED;   /* set by missed_size */
   sb->feature_compat = SB_FEAT_COMPAT_KNOWN;   /* what this build writes */
   sb->feature_incompat = SB_FEAT_INCOMPAT_MISSING;
@@ -220,7 +221,7 @@ same_sb (const struct raid_sb *a, const struct raid_sb *b, int line)
   SAME (sync_action); SAME (sync_position); SAME (mismatch_count);
   SAME (journal_epoch); SAME (journal_seq);
   SAME_BYTES (owner_host); SAME (owner_pid); SAME (owner_start_ns);
-  SAME (missed_offset); SAME (missed_size);
+  SAME (missed_offset); SAME (missed_size); SAME (missed_unreplayed);
   for (int i = 0; i < SB_MISSED_SLOTS; i++) {
     SAME_BYTES (missed[i].uuid); SAME (missed[i].state);
     SAME (missed[i].rows_per_region); SAME (missed[i].since);
@@ -343,7 +344,8 @@ test_layout (void)
     CHECK_U64 (get32 (q + 20), a.missed[i].rows_per_region);
     CHECK_U64 (get64 (q + 24), a.missed[i].since);
   }
-  for (int j = 488; j < 512; j++)
+  CHECK_U64 (get32 (buf + 488), a.missed_unreplayed);
+  for (int j = 492; j < 512; j++)
     CHECK (buf[j] == 0);
   for (int i = 0; i < (int) SB_MAX_MEMBERS; i++) {
     const uint8_t *e = buf + 512 + 64 * i;
@@ -365,7 +367,7 @@ test_layout (void)
   for (int off = 20; off < 24; off++) CHECK (buf[off] == 0);
   for (int off = 56; off < 64; off++) CHECK (buf[off] == 0);
   for (int off = 332; off < 336; off++) CHECK (buf[off] == 0);
-  for (int off = 488; off < 512; off++) CHECK (buf[off] == 0);
+  for (int off = 492; off < 512; off++) CHECK (buf[off] == 0);
   /* Owner and spec hints: NUL-ended strings, NUL-padded. */
   CHECK (strcmp ((const char *) buf + 264, a.owner_host) == 0);
   CHECK_U64 (get32 (buf + 328), a.owner_pid);
@@ -433,6 +435,8 @@ test_semantic (void)
     { 512 + 64 * 3 + 52, 32, "member 3: replaces 32 (a role + 1) in a spare entry, "
       "with 31 roles" },
     { 512 + 64 * 5 + 52, 1, "member 5: replaces 1 (a role + 1) in a missing entry" },
+    { 488, 3, "missed_unreplayed 0x3 names slot 0, which is not recording" },
+    { 488, 0x12, "missed_unreplayed 0x12 names slot 4, which is not recording" },
   };
   static const struct { unsigned off; uint32_t val; } fine[] = {
     { 16, 4096 },                 /* a longer record of a compat extension */
@@ -485,6 +489,18 @@ test_semantic (void)
   sb_encode (&a, buf);
   CHECK_U64 (get64 (buf + 32) & SB_FEAT_COMPAT_REPLACE, 0);
   a.members[3].replaces = 31;
+
+  /* Likewise missed_unreplayed, at 488. */
+  memcpy (buf, good, SB_SLOT_SIZE);
+  put64 (buf + 32, get64 (buf + 32) & ~(uint64_t) SB_FEAT_COMPAT_UNREPLAYED);
+  put32 (buf + 488, 1);
+  reseal (buf);
+  CHECK (sb_decode (buf, &b, err, sizeof err) == 0);
+  CHECK_U64 (b.missed_unreplayed, 0);
+  a.missed_unreplayed = 0;
+  sb_encode (&a, buf);
+  CHECK_U64 (get64 (buf + 32) & SB_FEAT_COMPAT_UNREPLAYED, 0);
+  a.missed_unreplayed = 2;
 
   /* A member table shorter than 32 does not validate unused entries. */
   a.nmembers = 2;
@@ -553,7 +569,8 @@ test_features (void)
   CHECK_U64 (sb_ro_compat_unknown (&b), 0);
   sb_encode (&b, buf);
   CHECK (sb_decode (buf, &c, err, sizeof err) == 0);
-  CHECK_U64 (c.feature_compat, SB_FEAT_COMPAT_KNOWN & ~(uint64_t) SB_FEAT_COMPAT_REPLACE);
+  CHECK_U64 (c.feature_compat, SB_FEAT_COMPAT_KNOWN &
+             ~(uint64_t) (SB_FEAT_COMPAT_REPLACE | SB_FEAT_COMPAT_UNREPLAYED));
 }
 
 /* ---- an in-memory member with fault injection ---- */
