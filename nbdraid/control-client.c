@@ -1165,6 +1165,9 @@ cmd_member (struct client *c, struct opts *o, int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage (o->sc, "expected exactly one MEMBER");
+  if (with && *with && strspn (with, "0123456789") == strlen (with) && access (with, F_OK) != 0)
+    return cli_usage (o->sc, "--with=%s: a spare has no role number; name it by its "
+                      "path or NBD URI (as status lists it)", with);
   if ((r = need_socket (c, o)) != 0)
     return r;
   a.member = member_arg (argv[optind], !is_add);

@@ -152,11 +152,14 @@ run_nr 0 "add a spare" -C "$ctl" add "$d/s0"
 before="$(state_of "$ctl")"
 for args in "status --bogus" "status --count" "wait --timeout=-1" "resize" "resize 12Q" \
             "set foo=1" "fail" "fail 1 --with=/x" "reshape" "reshape --level=x" "check now" \
-            "status --watch --test" "--json" "frobnicate" "-x status"; do
+            "status --watch --test" "--json" "frobnicate" "-x status" "replace 0 --with=1"; do
   # shellcheck disable=SC2086
   expect_json "(b) usage: $args" 2 "False USAGE" ok error -- -C "$ctl" --json $args
 done
 expect_json "(b) server refusal" 1 "False ENODEV" ok error -- -C "$ctl" --json fail 9
+out="$("$NBDRAID" -C "$ctl" replace 0 --with=1 2>&1)" || true
+[[ "$out" == *"--with=1: a spare has no role number; name it by its path or NBD URI"* ]] && ok ||
+  fail "(b) replace --with=1: '$out'"
 expect_json "(b) server refusal" 1 "False EBUSY" ok error -- -C "$ctl" --json remove 0
 expect_json "(b) server refusal" 1 "False EINVAL" ok error -- -C "$ctl" start --json
 expect_json "(b) protocol refusal before connecting" 1 "False EINVAL" ok error -- \
