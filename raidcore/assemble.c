@@ -257,6 +257,7 @@ take_back_unmissed (struct raid_array *a, bool force, char *hint, size_t hintlen
                 member_spec (a->mem[t].m), role);
       continue;
     }
+    missed_owe_log (a, t, journal_parity_rows);
     member_back_as_is (a, t, "back as it is: it missed no write while it was away");
   }
 }
@@ -341,6 +342,7 @@ take_back_missed (struct raid_array *a, bool force, char *hint, size_t hintlen)
               "left last), though its map marks %" PRIu64 " regions it may have missed: "
               "the data there may be older than last written (writes in flight or not "
               "flushed when the array failed)", member_spec (a->mem[t].m), role, n);
+    missed_owe_log (a, t, journal_parity_rows);
     member_back_as_is (a, t, "back as it is, forced");
   }
 }

@@ -153,7 +153,7 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
       raid_log (RAID_LOG_WARN, "array %s: the maps of the members absent from this "
                 "start are not yet recorded (%s): tried again after the replay", u,
                 raid_strerror (r));
-    if (journal_replay (a, resync, &n, e, sizeof e) != 0) {
+    if (journal_replay (a, resync, force, &n, e, sizeof e) != 0) {
       snprintf (err, errlen, "array %s: %s", u, e);
       return -1;
     }

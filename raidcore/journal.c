@@ -142,14 +142,21 @@
  * holds, and those rows may be torn.  Its map (missed.h, invariant O)
  * says so, and before it counts in sync again (a delta, or back as it is)
  * its log, as its own newest record left it, is read (journal_parity_rows)
- * and every row where a record carries its block as the row's parity is
- * marked, so the delta recomputes that parity from the data.  Its data
- * blocks need no mark: a record that carries one has copies on other
- * members (its parity members), which the replay read, marking them then
- * (OWED RESYNC); and recomputing parity is right whatever each data block
- * holds.  A member that left while serving needs none of this: the rows
- * it may lack (written since the last flush every member completed) were
- * marked when it left (missed.h).
+ * and every row where a record carries its block as the row's parity gets
+ * that parity recomputed from the data, onto the member (or its row
+ * marked, for the delta to do it; a member taken back as it is with force
+ * has the owed resync lowered to it instead).  Its data blocks need
+ * nothing: a record that carries one has copies on other members (its
+ * parity members), which the replay read, marking them then (OWED
+ * RESYNC); and recomputing parity is right whatever each data block
+ * holds.  A member whose log the replay cannot read (twice) is treated
+ * the same way when gone away (its map named); otherwise it is failed
+ * (unread_log), or, when the array cannot do without it, the start stops
+ * with nothing replayed (force=true skips its records, warned): never is
+ * it kept in use with its records silently skipped.  A member that left
+ * while serving needs none of this: the rows it may lack (written since
+ * the last flush every member completed) were marked when it left
+ * (missed.h).
  *
  * WHICH WRITES.  consistency.c decides, per layout: every write of a layout
  * with parity, in either layout of a reshape (a raid0 -> raid5 takeover's
@@ -1395,8 +1402,50 @@ replay_found (void *arg, uint64_t pos, uint8_t *rec, const char *kind, const cha
   return 0;
 }
 
+/* Member t's log cannot be read (twice): the replay must not go on as if
+ * its records did not exist (they may be the only ones of the partial
+ * rows whose parity it holds, PLACEMENT).  Gone away (its connection
+ * lost), it is missing with a map that says its log was not replayed
+ * (missed.h, O).  Otherwise it is failed, to be rebuilt in full, unless
+ * the array cannot do without it: then the start stops, having changed
+ * nothing, or with force its records are skipped (warned).  0, or EIO
+ * with err set. */
+static int
+unread_log (struct raid_array *a, int t, int e, bool force, char *err, size_t errlen)
+{
+  const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
+  int role = a->sb.members[t].role, r = 0;
+  uint32_t bad;
+
+  state_member_error (a, a->mem[t].m, e, false, a->sb.cons_offset);
+  pthread_mutex_lock (&a->state_lock);
+  bad = state_bad_roles (a, L, NULL, NULL);
+  if (!state_member_in_use (a, t))
+    missed_log_unread (a, t);
+  else if (role >= 0 && role < L->g.raid_disks &&
+           __builtin_popcount (bad | (1u << role)) > layout_tolerance (L)) {
+    if (!force) {
+      snprintf (err, errlen, "cannot read the write-hole log of %s (%s), and the array "
+                "cannot do without it: nothing was replayed (force=true starts "
+                "it without that member's records: rows they name may hold parity that "
+                "matches neither version of their data)", member_spec (a->mem[t].m),
+                raid_strerror (e));
+      r = EIO;
+    }
+    else
+      raid_log (RAID_LOG_WARN, "%s: its write-hole log cannot be read (%s): force=true, its "
+                "records are skipped", member_spec (a->mem[t].m), raid_strerror (e));
+  }
+  else {
+    member_transition (a, t, RAID_MEMBER_FAULTY, role, "its write-hole log cannot be read");
+    state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  return r;
+}
+
 int
-journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
+journal_replay (struct raid_array *a, journal_resync_fn resync, bool force, int *napplied,
                 char *err, size_t errlen)
 {
   uint64_t size = a->sb.cons_size;
@@ -1417,15 +1466,21 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
   for (int t = 0; t < (int) a->sb.nmembers; t++) {
     if (!state_member_in_use (a, t))
       continue;
-    int e = (bufs[t] = raid_alloc_aligned (size)) ? 0 : ENOMEM;
+    int e;
 
-    if (e || (e = member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset)) != 0) {
+    if (!(bufs[t] = raid_alloc_aligned (size))) {   /* its records would be skipped */
+      snprintf (err, errlen, "out of memory for the write-hole log");
+      r = ENOMEM;
+      goto out;
+    }
+    if ((e = member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset)) != 0 &&
+        (e = member_pread (a->mem[t].m, bufs[t], size, a->sb.cons_offset)) != 0) {
       raid_log (RAID_LOG_WARN, "%s: cannot read its journal: %s", member_spec (a->mem[t].m),
                 raid_strerror (e));
-      if (e != ENOMEM)                     /* a member that went away is missing */
-        state_member_error (a, a->mem[t].m, e, false, a->sb.cons_offset);
       free (bufs[t]);
       bufs[t] = NULL;
+      if ((r = unread_log (a, t, e, force, err, errlen)) != 0)
+        goto out;
       continue;
     }
     rs.m = a->mem[t].m;

@@ -85,8 +85,10 @@ int journal_checkpoint (struct raid_array *a,
  * resync() make every intent's rows consistent, then checkpoint.
  * *napplied receives the number of records applied.  A record that breaks
  * a validation rule (journal.c) is skipped like a torn one and logged with
- * the member, its offset and the reason. */
-int journal_replay (struct raid_array *a, journal_resync_fn resync, int *napplied,
+ * the member, its offset and the reason.  A member whose log cannot be
+ * read is failed, or, when the array cannot do without it, the replay
+ * stops having changed nothing (EIO) unless force (its records skipped). */
+int journal_replay (struct raid_array *a, journal_resync_fn resync, bool force, int *napplied,
                     char *err, size_t errlen);
 
 /* ---- Reading a log without an array (replay, nbdraid examine, fuzzing) */

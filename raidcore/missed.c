@@ -136,6 +136,7 @@ missed_init (struct raid_array *a)
       raid_log (RAID_LOG_WARN, "a map of missed regions no longer fits the "
                 "geometry: its member will be rebuilt in full");
       memset (s, 0, sizeof *s);
+      a->sb.missed_unreplayed &= ~(1u << i);
       continue;
     }
     for (int t = 0; t < (int) a->sb.nmembers; t++)
@@ -286,11 +287,22 @@ missed_begin_absent (struct raid_array *a)
         (was == SB_MEMBER_IN_SYNC || was == SB_MEMBER_REBUILDING)) {
       missed_begin (a, t);
       if ((i = slot_of (a, t)) >= 0 && a->ms->init[i])
-        a->ms->unreplayed |= 1u << i;      /* O: the replay reads no log of it */
+        missed_log_unread (a, t);          /* O: the replay reads no log of it */
     }
   }
   pthread_mutex_unlock (&a->state_lock);
   return missed_settle (a);
+}
+
+void
+missed_log_unread (struct raid_array *a, int t)
+{
+  int i = a->ms ? slot_of (a, t) : -1;
+
+  if (i >= 0 && a->ms->init[i])
+    a->ms->unreplayed |= 1u << i;
+  else if (i >= 0)
+    a->sb.missed_unreplayed |= 1u << i;
 }
 
 static void
@@ -559,6 +571,11 @@ struct widen {
   struct member *m;
   bool log;                                /* its log is read (O) */
   uint64_t from, epoch, seq, cons_offset, cons_size;
+  bool owe_all;                            /* every row left to the owed
+                                              resync (missed_owe_log) */
+  missed_fix_fn fix;                       /* else recomputed onto it */
+  bool fixed;                              /* some were: flush it */
+  uint64_t owe;                            /* rows from here left to it */
   struct layout L;                         /* the current layout */
 };
 
@@ -572,7 +589,7 @@ widen_take (struct raid_array *a, int t, struct widen *w)
     .m = a->mem[t].m, .log = a->mem[t].log_due, .from = a->mem[t].delta_from,
     .epoch = a->mem[t].log_epoch, .seq = a->mem[t].log_seq,
     .cons_offset = a->sb.cons_offset, .cons_size = a->sb.cons_size,
-    .L = *router_layout (&a->router, LAYOUT_CUR),
+    .owe = UINT64_MAX, .L = *router_layout (&a->router, LAYOUT_CUR),
   };
   return true;
 }
@@ -586,15 +603,59 @@ widen_same (struct raid_array *a, int t, const struct widen *w)
     a->mem[t].log_epoch == w->epoch && a->mem[t].log_seq == w->seq;
 }
 
+/* O: a row where the member's own log holds a record of its parity: that
+ * parity recomputed from the row's data onto the member, row by row (a
+ * mark would make its delta rebuild the whole region, the member's data
+ * blocks in it included, and in a row of a torn full-row write whose
+ * resync is owed, journal.c OWED RESYNC, that block would be rebuilt from
+ * the torn parity); marked when it cannot be (data of the row on a member
+ * not in sync, a read failed).  Any write of the row since the member
+ * left marked it (invariant M), so one racing this is redone by the
+ * delta.  For a member taken back as it is: left to the owed resync. */
 static int
 mark_row (void *arg, uint64_t row)
 {
-  const struct widen *w = arg;
+  struct widen *w = arg;
+
+  if (w->owe_all) {
+    w->owe = raid_min_u64 (w->owe, row);
+    return 0;
+  }
+  if (w->fix (w->a, &w->L, row, w->role, w->m) == 0) {
+    w->fixed = true;
+    return 0;
+  }
   return regmap_mark (w->a, w->ms->map[w->i], row, 1);
 }
 
 void
-missed_widen (struct raid_array *a, missed_log_fn parity_rows)
+missed_owe_log (struct raid_array *a, int t, missed_log_fn parity_rows)
+{
+  struct widen w;
+  int err;
+
+  if (!widen_take (a, t, &w) || !w.log)
+    return;
+  w.owe_all = true;
+  err = parity_rows (w.m, a->sb.array_uuid, w.epoch, w.seq, &w.L, w.cons_offset,
+                     w.cons_size, w.role, mark_row, &w);
+  a->mem[t].log_due = false;
+  if (err) {
+    raid_log (RAID_LOG_WARN, "member %s: its own write-hole log cannot be read (%s): "
+              "the whole array is resynced once it is optimal", a->sb.members[t].spec_hint,
+              raid_strerror (err));
+    w.owe = 0;
+  }
+  if (w.owe == UINT64_MAX)
+    return;
+  a->sb.resync_offset = raid_min_u64 (a->sb.resync_offset, w.owe * w.L.g.stripe_width);
+  raid_log (RAID_LOG_WARN, "member %s: its own write-hole log names rows from %" PRIu64
+            " on whose parity it holds: they are resynced once the array is optimal",
+            a->sb.members[t].spec_hint, w.owe);
+}
+
+void
+missed_widen (struct raid_array *a, missed_log_fn parity_rows, missed_fix_fn fix)
 {
   for (int t = 0; t < SB_MAX_MEMBERS; t++) {
     struct widen w;
@@ -607,9 +668,12 @@ missed_widen (struct raid_array *a, missed_log_fn parity_rows)
     pthread_mutex_unlock (&a->state_lock);
     if (!due)
       continue;
+    w.fix = fix;
     if (w.log)                             /* O: its own records first */
       err = parity_rows (w.m, a->sb.array_uuid, w.epoch, w.seq, &w.L, w.cons_offset,
                          w.cons_size, w.role, mark_row, &w);
+    if (!err && w.fixed)
+      err = member_flush (w.m);            /* before the bit goes */
     row = w.from / w.L.g.chunk;
     if (!err && row < w.ms->rows)          /* W: every row from `from` */
       err = regmap_mark (a, w.ms->map[w.i], row, w.ms->rows - row);
@@ -626,8 +690,8 @@ missed_widen (struct raid_array *a, missed_log_fn parity_rows)
       }
       else {
         a->mem[t].delta_from = a->sb.component_size;
-        if (w.log)                         /* marked: the map covers it (the
-                                              rejoin's record says so) */
+        if (w.log)                         /* marked: the rejoin's record
+                                              says so */
           a->sb.missed_unreplayed &= ~(1u << w.i);
       }
       a->mem[t].log_due = false;

@@ -52,14 +52,26 @@
  *     use gets no map either: the record it holds is the one from before
  *     it first left, and the writes it missed since are marked nowhere.
  * Invariant O: a map begun at a start that replays the journal, for a
- * member absent from it, is named in the record's missed_unreplayed
- * (recorded with the slot), and lacks the rows where that member's own
- * log holds a record of its parity: before the member rejoins (a delta,
- * or back as it is), missed_widen reads its log as its own newest record
- * left it and marks them, durably (journal.c, REJOIN); the bit clears in
- * the record that says it rejoins.  A member that cannot be read rejoins
- * in full.  A map begun while serving needs no such read: what the member
- * may lack of its own writes is marked when it leaves (above).
+ * member absent from it (or whose log that replay could not read for want
+ * of its connection), is named in the record's missed_unreplayed
+ * (recorded with the slot): the member's own log may hold the only
+ * records of rows whose parity it holds, and the map lacks those rows.
+ * Before the member rejoins (a delta, or back as it is), missed_widen
+ * reads its log as its own newest record left it (journal.c, REJOIN) and,
+ * row by row, recomputes that parity from the row's data onto the member
+ * (stripe_parity_to, the row locked), then flushes it; a row it cannot
+ * (a data role's member not in sync, a read failed) is marked instead.
+ * Not a mark first: a mark makes the delta rebuild its whole region, the
+ * member's data blocks in it included, and in a row of a torn full-row
+ * write whose resync is owed (journal.c, OWED RESYNC) that block would be
+ * rebuilt from the torn parity.  A write of such a row racing this marked
+ * it (invariant M), so the delta redoes it.  The bit clears in the record
+ * that says the member rejoins.  A member whose log cannot be read
+ * rejoins in full.  One taken back as it is with force at a start
+ * (missed_owe_log) has the resync owed lowered to the first of its rows
+ * instead (parity recomputed from the data once the array is optimal).
+ * A map begun while serving needs none of this: what the member may lack
+ * of its own writes is marked when it leaves (above).
  *
  * Nothing clears a bit while its slot records; the slot is freed, in the
  * record that says the member is in sync again, when its delta resync
@@ -135,6 +147,11 @@ int missed_settle (struct raid_array *a);
  * marked (journal.c OWED RESYNC).  0 or an errno (the maps not settled are
  * settled at the next try). */
 int missed_begin_absent (struct raid_array *a);
+/* Member t's log is one a replay did not read (absent from its start, or
+ * its log could not be read): its map, when it has one, is named in
+ * missed_unreplayed (O; a begun one when it is settled).  State lock
+ * held. */
+void missed_log_unread (struct raid_array *a, int t);
 /* Member t's map ends (state lock held; the caller commits). */
 void missed_end (struct raid_array *a, int t);
 /* Every map ends (a reshape begins; state lock held; the caller commits). */
@@ -177,13 +194,25 @@ typedef int (*missed_log_fn) (struct member *m, const uint8_t *uuid, uint64_t ep
                               uint64_t seq, const struct layout *L, uint64_t off,
                               uint64_t size, int role,
                               int (*fn) (void *arg, uint64_t row), void *arg);
+/* How missed_widen recomputes a rejoining member's parity of one row
+ * (stripe_parity_to: 0, or nonzero when it could not). */
+typedef int (*missed_fix_fn) (struct raid_array *a, const struct layout *L, uint64_t row,
+                              int role, struct member *dst);
 /* Invariants O and W for the stale members judged able to rejoin by a
- * delta: the rows their own log names marked (O, read by parity_rows),
- * and, for one judged from before its end, its rows from there (W),
- * durably; then its delta_from is the role's end.  No lock held (the
- * worker, before it picks a job).  A member whose log cannot be read, or
- * whose marks cannot be made for want of memory, rejoins in full. */
-void missed_widen (struct raid_array *a, missed_log_fn parity_rows);
+ * delta: the rows their own log names (O, read by parity_rows) get their
+ * parity recomputed onto the member (fix), or, where it cannot be, are
+ * marked; for one judged from before its end, its rows from there are
+ * marked (W); durably; then its delta_from is the role's end.  No lock
+ * held (the worker, before it picks a job).  A member whose log cannot be
+ * read, or whose marks cannot be made for want of memory, rejoins in
+ * full. */
+void missed_widen (struct raid_array *a, missed_log_fn parity_rows, missed_fix_fn fix);
+/* Stale member t is taken back as it is with force at a start (before the
+ * replay): the rows its own log names (O) cannot be resynced by a delta,
+ * so the resync the record owes is lowered to the first of them (parity
+ * recomputed from the data once the array is optimal; from row 0 when
+ * the log cannot be read).  No lock needed (nothing runs yet). */
+void missed_owe_log (struct raid_array *a, int t, missed_log_fn parity_rows);
 /* Whether stale member t waits for missed_widen (state lock held). */
 bool missed_widen_due (struct raid_array *a, int t);
 /* At a start (after missed_init): the maps W cannot vouch for end: a

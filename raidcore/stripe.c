@@ -1669,6 +1669,40 @@ stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   return err;
 }
 
+int
+stripe_parity_to (struct raid_array *a, const struct layout *L, uint64_t row, int role,
+                  struct member *dst)
+{
+  int k = L->g.data_disks, err = 0;
+  size_t len = L->g.chunk;
+  void *blk[RAID_MAX_MEMBERS + 2] = { NULL };
+  struct stripe_lock_node node;
+  struct raid_row rr;
+
+  raid_geom_row (&L->g, row, &rr);
+  if (role != rr.pd && role != rr.qd)
+    return EINVAL;
+  for (int i = 0; i < k + 2 && !err; i++)
+    err = (blk[i] = raid_alloc_aligned (len)) ? 0 : ENOMEM;
+  stripe_lock_range (&a->locks, stripe_lock_key (L->id, row), 1, &node);
+  for (int i = 0; i < k && !err; i++) {
+    int s = L->slot[rr.data[i]];
+    if (s < 0 || !a->mem[s].m || atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC)
+      err = EAGAIN;                        /* its data is not all on members */
+    else
+      err = member_pread (a->mem[s].m, blk[i], len, moff (L, rr.data[i], row, 0));
+  }
+  if (!err && parity_gen (k, len, blk, blk[k], L->g.parity_disks == 2 ? blk[k + 1] : NULL) < 0)
+    err = EIO;
+  if (!err)
+    err = member_pwrite (dst, role == rr.pd ? blk[k] : blk[k + 1], len, moff (L, role, row, 0),
+                         false);
+  stripe_unlock_range (&a->locks, 1, &node);
+  for (int i = 0; i < k + 2; i++)
+    free (blk[i]);
+  return err;
+}
+
 /* Check the columns of a fully read row; with repair, queue parity fixes.
  * *found counts the wrong columns. */
 static int

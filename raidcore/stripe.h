@@ -57,6 +57,15 @@ int stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                       uint64_t n, int role, struct member *dst,
                       _Atomic uint64_t *cursor);
 
+/* A member rejoining (not in use: missed.h, O) gets its parity block of
+ * `role` (the row's P or Q) in `row` recomputed from the row's data, read
+ * from their members with the row locked, written to dst (not flushed).
+ * 0; EAGAIN when a data role's member is not in sync (its data is not all
+ * there); EINVAL when role holds no parity in that row; or an errno (a
+ * read or the write failed, ENOMEM). */
+int stripe_parity_to (struct raid_array *a, const struct layout *L, uint64_t row, int role,
+                      struct member *dst);
+
 /* Block status of rows [row, row + max) of L: how many rows from `row` on
  * have the same answer (at least 1), and whether that answer is "zero" (every
  * usable member stores nothing there, so they read as zeroes). */

@@ -905,7 +905,7 @@ sync_next_job (struct raid_array *a)
     pthread_mutex_unlock (&a->state_lock);
     router_release (&a->router);
   }
-  missed_widen (a, journal_parity_rows);   /* O, W: before a rejoin */
+  missed_widen (a, journal_parity_rows, stripe_parity_to);   /* O, W: before a rejoin */
   rejoin_unmissed (a);
 
   pthread_mutex_lock (&a->state_lock);

@@ -1153,6 +1153,135 @@ test_replay_to_rebuilding (void)
   check_after_crash (&f, "0");
 }
 
+/* 44.  A replay that cannot read a member's log.  Interleaving: a 4 KiB
+ * write at 0 (row 0, whose parity is role 3's: its record is on dev3's
+ * log alone) reaches role 0, its parity write to dev3 is lost; power is
+ * lost; at the start the read of dev3's log fails (EIO), tried again too.
+ * Expected: dev3 is failed (its records would be skipped and its parity of
+ * row 0 matches neither version), the write reads back, and once a spare
+ * has recovered role 3 the check finds no mismatch and everything reads
+ * back with role 0 failed.  (A replay that counted a read error and went
+ * on kept dev3 in sync with that parity.) */
+static void
+test_replay_unreadable_log (void)
+{
+  struct memdev img[4], *devs[4];
+  const char *names[4] = { "dev0", "dev1", "dev2", "dev3" };
+  struct fixture f;
+  struct raid_status st;
+  struct rule *drop, *eio;
+  uint64_t cons;
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))   /* the fill's records retired */
+    return;
+  sim_new ("sim:spare");
+  cons = SB_RING_SIZE;                         /* where create put the log */
+  drop = rule_new (&f.dev[3], OP_WRITE, DOFF, DOFF + CHUNK, DROP);
+  rule_arm (drop, 1);
+  memset (f.model, 0xEE, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write at 0");
+  CHECK (atomic_load (&drop->armed) == 0, "the write wrote no parity to dev3");
+  for (int i = 0; i < 4; i++) {                /* the array is abandoned */
+    img[i] = (struct memdev) { .size = f.dev[i].size, .data = malloc (f.dev[i].size) };
+    memcpy (img[i].data, f.dev[i].data, f.dev[i].size);
+    devs[i] = &img[i];
+  }
+  eio = rule_new (&img[3], OP_READ, cons, cons + 1, FAIL);
+  rule_arm (eio, 2);                           /* the read and its retry */
+  if (!(f.a = assemble_devs (devs, names, 4, NULL)))
+    return;
+  CHECK (atomic_load (&eio->armed) == 0, "the start did not read dev3's log");
+  raid_array_status (f.a, &st);
+  CHECK (find_spec (&st, "dev3") && find_spec (&st, "dev3")->state == RAID_MEMBER_FAULTY,
+         "dev3, whose log could not be read, is %s", state_of (find_spec (&st, "dev3")));
+  verify_contents (&f, "after the start");
+  add_member (f.a, "sim:spare");
+  CHECK (wait_idle (f.a, 20), "the recovery did not end");
+  expect_optimal_with (f.a, "sim:spare", 3, "after the recovery");
+  check_after_crash (&f, "0");
+}
+
+/* 45.  A replay that cannot read the log of a member the array cannot do
+ * without.  Interleaving: a 4 KiB write at 0, power lost; the start is
+ * without dev2, and reading dev3's log fails: (a) once (a transient
+ * error), (b) every time, (c) every time, with force=true.
+ * Expected: (a) the read is tried again and the start goes on degraded;
+ * (b) the start fails saying so, having replayed nothing: a start that
+ * reads the log goes on degraded; (c) starts degraded, dev3's records
+ * skipped (warned).  (Failing dev3 made the failure permanent: the
+ * record said it faulty.)  Every byte reads back in each start. */
+/* The power was lost: a start from fresh copies of dev0, dev1 and dev3
+ * (every earlier one is abandoned), force as given; the read of dev3's
+ * log fails `times` times (rule *eio, made on the copy). */
+static struct raid_array *
+start_without_dev2 (struct fixture *f, struct rule **eio, int times, bool force,
+                    char *err, size_t errlen)
+{
+  const char *names[3] = { "dev0", "dev1", "dev3" };
+  struct member *ms[3];
+  struct raid_array *a;
+
+  for (int i = 0; i < 3; i++) {
+    const struct memdev *src = &f->dev[i == 2 ? 3 : i];
+    struct memdev *d = malloc (sizeof *d);
+    *d = (struct memdev) { .size = src->size, .data = malloc (src->size) };
+    memcpy (d->data, src->data, src->size);
+    if (i == 2) {
+      *eio = rule_new (d, OP_READ, SB_RING_SIZE, SB_RING_SIZE + 1, FAIL);
+      rule_arm (*eio, times);
+    }
+    ms[i] = member_new_custom (names[i], d->size, &hk_ops, d);
+  }
+  if (raid_array_assemble (ms, 3, &(struct raid_assemble_opts) { .force = force }, &a,
+                           err, errlen) < 0)
+    return NULL;
+  CHECK (raid_array_start (a) == 0, "raid_array_start");
+  return a;
+}
+
+static void
+test_replay_log_needed (void)
+{
+  struct fixture f;
+  struct raid_status st;
+  struct rule *eio;
+  char err[512];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL)))
+    return;
+  memset (f.model, 0xEE, 4096);
+  CHECK (raid_array_pwrite (f.a, f.model, 4096, 0, 0) == 0, "write at 0");
+  f.a = start_without_dev2 (&f, &eio, 1, false, err, sizeof err);     /* (a) */
+  CHECK (f.a != NULL, "(a) a read error tried again: %s", err);
+  if (!f.a)
+    return;
+  CHECK (atomic_load (&eio->armed) == 0, "(a) the log was not read");
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_DEGRADED, "(a) health %d", (int) st.health);
+  verify_contents (&f, "(a)");
+  CHECK (start_without_dev2 (&f, &eio, -1, false, err, sizeof err) == NULL, "(b) started");
+  CHECK (strstr (err, "cannot read the write-hole log of dev3") &&
+         strstr (err, "cannot do without it: nothing was replayed"),
+         "(b) the refusal: %s", err);
+  f.a = start_without_dev2 (&f, &eio, 0, false, err, sizeof err);
+  CHECK (f.a != NULL, "(b) then, its log read: %s", err);
+  if (!f.a)
+    return;
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_DEGRADED, "(b) health %d", (int) st.health);
+  verify_contents (&f, "(b)");
+  f.a = start_without_dev2 (&f, &eio, -1, true, err, sizeof err);     /* (c) */
+  CHECK (f.a != NULL, "(c) force=true: %s", err);
+  if (!f.a)
+    return;
+  rule_arm (eio, 0);
+  raid_array_status (f.a, &st);
+  CHECK (st.health == RAID_HEALTH_DEGRADED, "(c) health %d", (int) st.health);
+  verify_contents (&f, "(c)");
+}
+
 /* ==================================================================
  * 5. Block status during a reshape (real sparse files).
  * Interleaving: the first window moves; 64K are written at 0 (below the
@@ -3474,6 +3603,8 @@ static const struct {
   { "replace_forgotten_spare", test_replace_forgotten_spare },
   { "replace_source_recovered", test_replace_source_recovered },
   { "replace_forgotten_degraded", test_replace_forgotten_degraded },
+  { "replay_unreadable_log", test_replay_unreadable_log },
+  { "replay_log_needed", test_replay_log_needed },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
