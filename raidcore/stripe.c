@@ -1685,12 +1685,13 @@ stripe_parity_to (struct raid_array *a, const struct layout *L, uint64_t row, in
   for (int i = 0; i < k + 2 && !err; i++)
     err = (blk[i] = raid_alloc_aligned (len)) ? 0 : ENOMEM;
   stripe_lock_range (&a->locks, stripe_lock_key (L->id, row), 1, &node);
-  for (int i = 0; i < k && !err; i++) {
+  for (int i = 0; i < k && !err; i++) {   /* in Q order (slot_of) */
     int s = L->slot[rr.data[i]];
     if (s < 0 || !a->mem[s].m || atomic_load (&a->mem[s].state) != RAID_MEMBER_IN_SYNC)
       err = EAGAIN;                        /* its data is not all on members */
     else
-      err = member_pread (a->mem[s].m, blk[i], len, moff (L, rr.data[i], row, 0));
+      err = member_pread (a->mem[s].m, blk[slot_of (L, &rr, i)], len,
+                          moff (L, rr.data[i], row, 0));
   }
   if (!err && parity_gen (k, len, blk, blk[k], L->g.parity_disks == 2 ? blk[k + 1] : NULL) < 0)
     err = EIO;
