@@ -151,9 +151,10 @@
  * RESYNC); and recomputing parity is right whatever each data block
  * holds.  A member whose log the replay cannot read (twice) is treated
  * the same way when gone away (its map named); otherwise it is failed
- * (unread_log), or, when the array cannot do without it, the start stops
- * with nothing replayed (force=true skips its records, warned): never is
- * it kept in use with its records silently skipped.  A member that left
+ * (unread_logs), or, when the array cannot do without it, the start
+ * stops with nothing replayed and nobody failed (force=true skips its
+ * records, warned, and owes a resync of everything): never is it kept in
+ * use with its records silently skipped.  A member that left
  * while serving needs none of this: the rows it may lack (written since
  * the last flush every member completed) were marked when it left
  * (missed.h).
@@ -1402,42 +1403,60 @@ replay_found (void *arg, uint64_t pos, uint8_t *rec, const char *kind, const cha
   return 0;
 }
 
-/* Member t's log cannot be read (twice): the replay must not go on as if
- * its records did not exist (they may be the only ones of the partial
- * rows whose parity it holds, PLACEMENT).  Gone away (its connection
- * lost), it is missing with a map that says its log was not replayed
- * (missed.h, O).  Otherwise it is failed, to be rebuilt in full, unless
- * the array cannot do without it: then the start stops, having changed
- * nothing, or with force its records are skipped (warned).  0, or EIO
- * with err set. */
+/* The members in `unread` (a bit per table slot) could not have their
+ * logs read (twice, each error reported): the replay must not go on as if
+ * their records did not exist (they may be the only ones of the partial
+ * rows whose parity each holds, PLACEMENT).  One gone away (its
+ * connection lost) is missing with a map that says its log was not
+ * replayed (missed.h, O).  The others are failed, to be rebuilt in full,
+ * unless the array cannot do without them all: then the start stops,
+ * having failed none of them, or, with force, their records are skipped
+ * and a resync of everything is owed (warned).  0, or EIO with err set. */
 static int
-unread_log (struct raid_array *a, int t, int e, bool force, char *err, size_t errlen)
+unread_logs (struct raid_array *a, uint64_t unread, bool force, char *err, size_t errlen)
 {
   const struct layout *L = router_layout (&a->router, LAYOUT_CUR);
-  int role = a->sb.members[t].role, r = 0;
-  uint32_t bad;
+  uint32_t bad, need = 0;
+  char names[256] = "";
+  int r = 0;
 
-  state_member_error (a, a->mem[t].m, e, false, a->sb.cons_offset);
+  if (!unread)
+    return 0;
   pthread_mutex_lock (&a->state_lock);
   bad = state_bad_roles (a, L, NULL, NULL);
-  if (!state_member_in_use (a, t))
-    missed_log_unread (a, t);
-  else if (role >= 0 && role < L->g.raid_disks &&
-           __builtin_popcount (bad | (1u << role)) > layout_tolerance (L)) {
+  for (int t = 0; t < (int) a->sb.nmembers; t++) {
+    int role = a->sb.members[t].role;
+    size_t l = strlen (names);
+    if (!(unread & (UINT64_C(1) << t)))
+      continue;
+    if (!state_member_in_use (a, t)) {
+      missed_log_unread (a, t);
+      continue;
+    }
+    if (role >= 0 && role < L->g.raid_disks)
+      need |= 1u << role;
+    snprintf (names + l, sizeof names - l, "%s%s", l ? ", " : "", member_spec (a->mem[t].m));
+  }
+  if (__builtin_popcount (bad | need) > layout_tolerance (L)) {
     if (!force) {
-      snprintf (err, errlen, "cannot read the write-hole log of %s (%s), and the array "
-                "cannot do without it: nothing was replayed (force=true starts "
-                "it without that member's records: rows they name may hold parity that "
-                "matches neither version of their data)", member_spec (a->mem[t].m),
-                raid_strerror (e));
+      snprintf (err, errlen, "cannot read the write-hole log of %s, and the array cannot do "
+                "without it: nothing was replayed (force=true starts it without those "
+                "records: rows they name may hold parity that matches neither version of "
+                "their data until the resync that is then owed)", names);
       r = EIO;
     }
-    else
-      raid_log (RAID_LOG_WARN, "%s: its write-hole log cannot be read (%s): force=true, its "
-                "records are skipped", member_spec (a->mem[t].m), raid_strerror (e));
+    else {
+      raid_log (RAID_LOG_WARN, "the write-hole log of %s cannot be read: force=true, its "
+                "records are skipped, and the whole array is resynced once it is optimal",
+                names);
+      a->sb.resync_offset = 0;
+    }
   }
   else {
-    member_transition (a, t, RAID_MEMBER_FAULTY, role, "its write-hole log cannot be read");
+    for (int t = 0; t < (int) a->sb.nmembers; t++)
+      if ((unread & (UINT64_C(1) << t)) && state_member_in_use (a, t))
+        member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role,
+                           "its write-hole log cannot be read");
     state_commit (a);
   }
   pthread_mutex_unlock (&a->state_lock);
@@ -1455,7 +1474,7 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, bool force, int 
   struct intent *in[2] = { NULL, NULL };
   struct cover cv[2];
   size_t nin[2] = { 0, 0 }, capin[2] = { 0, 0 };
-  uint64_t owe = UINT64_MAX;
+  uint64_t owe = UINT64_MAX, unread = 0;
   int r = 0;
 
   *napplied = 0;
@@ -1479,8 +1498,8 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, bool force, int 
                 raid_strerror (e));
       free (bufs[t]);
       bufs[t] = NULL;
-      if ((r = unread_log (a, t, e, force, err, errlen)) != 0)
-        goto out;
+      state_member_error (a, a->mem[t].m, e, false, a->sb.cons_offset);
+      unread |= UINT64_C(1) << t;
       continue;
     }
     rs.m = a->mem[t].m;
@@ -1493,6 +1512,8 @@ journal_replay (struct raid_array *a, journal_resync_fn resync, bool force, int 
       raid_log (RAID_LOG_WARN, "%s: %d more write-hole log records rejected",
                 member_spec (rs.m), rs.nrejected - 4);
   }
+  if ((r = unread_logs (a, unread, force, err, errlen)) != 0)
+    goto out;
   if (rs.nf)
     qsort (rs.f, rs.nf, sizeof *rs.f, cmp_found);
   for (size_t i = 0; i < rs.nf; i++) {     /* pass 1: every intent, per layout */

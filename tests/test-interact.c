@@ -1209,7 +1209,7 @@ test_replay_unreadable_log (void)
  * Expected: (a) the read is tried again and the start goes on degraded;
  * (b) the start fails saying so, having replayed nothing: a start that
  * reads the log goes on degraded; (c) starts degraded, dev3's records
- * skipped (warned).  (Failing dev3 made the failure permanent: the
+ * skipped (warned) and a resync of the whole array owed.  (Failing dev3 made the failure permanent: the
  * record said it faulty.)  Every byte reads back in each start. */
 /* The power was lost: a start from fresh copies of dev0, dev1 and dev3
  * (every earlier one is abandoned), force as given; the read of dev3's
@@ -1279,6 +1279,8 @@ test_replay_log_needed (void)
   rule_arm (eio, 0);
   raid_array_status (f.a, &st);
   CHECK (st.health == RAID_HEALTH_DEGRADED, "(c) health %d", (int) st.health);
+  CHECK (st.resync_owed == 0, "(c) a resync of everything is not owed (%" PRIu64 ")",
+         st.resync_owed);
   verify_contents (&f, "(c)");
 }
 
