@@ -563,7 +563,8 @@ missed_widen_due (struct raid_array *a, int t)
     a->mem[t].delta && (a->mem[t].log_due || a->mem[t].delta_from < a->sb.component_size);
 }
 
-/* One member's W, taken under the state lock (missed_widen). */
+/* One member's O and W, taken under the state lock (missed_widen,
+ * missed_owe_log). */
 struct widen {
   struct raid_array *a;
   struct missed *ms;
@@ -690,8 +691,8 @@ missed_widen (struct raid_array *a, missed_log_fn parity_rows, missed_fix_fn fix
       }
       else {
         a->mem[t].delta_from = a->sb.component_size;
-        if (w.log)                         /* marked: the rejoin's record
-                                              says so */
+        if (w.log)                         /* recomputed or marked, flushed:
+                                              the rejoin's record says so */
           a->sb.missed_unreplayed &= ~(1u << w.i);
       }
       a->mem[t].log_due = false;
