@@ -1437,7 +1437,7 @@ unread_logs (struct raid_array *a, uint64_t unread, bool force, char *err, size_
       need |= 1u << role;
     snprintf (names + l, sizeof names - l, "%s%s", l ? ", " : "", member_spec (a->mem[t].m));
   }
-  if (__builtin_popcount (bad | need) > layout_tolerance (L)) {
+  if (need && __builtin_popcount (bad | need) > layout_tolerance (L)) {
     if (!force) {
       snprintf (err, errlen, "cannot read the write-hole log of %s, and the array cannot do "
                 "without it: nothing was replayed (force=true starts it without those "
@@ -1452,7 +1452,7 @@ unread_logs (struct raid_array *a, uint64_t unread, bool force, char *err, size_
       a->sb.resync_offset = 0;
     }
   }
-  else {
+  else if (need) {
     for (int t = 0; t < (int) a->sb.nmembers; t++)
       if ((unread & (UINT64_C(1) << t)) && state_member_in_use (a, t))
         member_transition (a, t, RAID_MEMBER_FAULTY, a->sb.members[t].role,

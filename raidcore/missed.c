@@ -629,6 +629,14 @@ mark_row (void *arg, uint64_t row)
   return regmap_mark (w->a, w->ms->map[w->i], row, 1);
 }
 
+/* O: the member's own log, as its record left it, each row mark_row's. */
+static int
+own_log (struct widen *w, missed_log_fn parity_rows)
+{
+  return parity_rows (w->m, w->a->sb.array_uuid, w->epoch, w->seq, &w->L, w->cons_offset,
+                      w->cons_size, w->role, mark_row, w);
+}
+
 void
 missed_owe_log (struct raid_array *a, int t, missed_log_fn parity_rows)
 {
@@ -638,8 +646,7 @@ missed_owe_log (struct raid_array *a, int t, missed_log_fn parity_rows)
   if (!widen_take (a, t, &w) || !w.log)
     return;
   w.owe_all = true;
-  err = parity_rows (w.m, a->sb.array_uuid, w.epoch, w.seq, &w.L, w.cons_offset,
-                     w.cons_size, w.role, mark_row, &w);
+  err = own_log (&w, parity_rows);
   a->mem[t].log_due = false;
   if (err) {
     raid_log (RAID_LOG_WARN, "member %s: its own write-hole log cannot be read (%s): "
@@ -671,8 +678,7 @@ missed_widen (struct raid_array *a, missed_log_fn parity_rows, missed_fix_fn fix
       continue;
     w.fix = fix;
     if (w.log)                             /* O: its own records first */
-      err = parity_rows (w.m, a->sb.array_uuid, w.epoch, w.seq, &w.L, w.cons_offset,
-                         w.cons_size, w.role, mark_row, &w);
+      err = own_log (&w, parity_rows);
     if (!err && w.fixed)
       err = member_flush (w.m);            /* before the bit goes */
     row = w.from / w.L.g.chunk;

@@ -110,7 +110,8 @@ struct array_member {
                                               left (not being rebuilt) */
   bool log_due;                            /* judged: the rows its own log
                                               holds its parity of are not
-                                              marked yet (missed_widen) */
+                                              recomputed or marked yet
+                                              (missed_widen) */
   uint64_t log_epoch, log_seq;             /* that log (its own newest
                                               record's journal_epoch, seq) */
   uint64_t seen;                           /* events of the last record it
