@@ -7,12 +7,26 @@
  * conn_open is the one place that makes and configures a handle, for
  * member_open and member_reconnect alike.  Submitters (the threads in
  * mio_run) issue commands on the handle themselves and then ring the
- * member's doorbell (an eventfd); the member's dispatcher thread is the
- * only thread that polls an installed connection's socket and calls
- * nbd_aio_notify_read/write.  The ring makes it re-read
- * nbd_aio_get_direction, which issuing a command can change (a request
- * that did not fit in the socket buffer needs POLLOUT).  A handshake is
- * polled by the thread making the connection, before anyone else sees it.
+ * member's doorbell (an eventfd) when the dispatcher must look again; the
+ * member's dispatcher thread is the only thread that polls an installed
+ * connection's socket and calls nbd_aio_notify_read/write.  A connection
+ * ready for commands wants to read (its direction is READ, idle or not),
+ * so the dispatcher always polls it for POLLIN and needs no ring to see a
+ * reply.  Issuing a command changes what it must poll for only when the
+ * request did not fit in the socket buffer: the direction then includes
+ * WRITE, and only then does the submitter ring, which makes the
+ * dispatcher re-read the direction and poll for POLLOUT too.  (A ring per
+ * command, as before, cost an eventfd write and a dispatcher wake-up for
+ * every member request: a tenth of the array server's CPU in a stream of
+ * small writes.)  The oldest op's deadline needs no ring either: a
+ * dispatcher with nothing in flight still wakes every IDLE_LOOK_NS (at
+ * most the I/O timeout, which is whole seconds), so an op issued
+ * meanwhile, whose deadline is a whole timeout after it, is seen by then
+ * and timed out at its deadline (nbd_dispatch).  The submitter reads the
+ * direction while its op is still in flight (its hold, one count of
+ * `outstanding`), so the connection cannot be retired under it.
+ * A handshake is polled by the thread making the connection, before
+ * anyone else sees it.
  *
  * One mio becomes one or more wire commands (a request larger than the
  * server's maximum is split; a vectored write is gathered into one buffer
@@ -117,6 +131,7 @@
 #define NBD_DEFAULT_MAX_RW (UINT64_C(32) << 20)  /* unknown server maximum */
 #define NBD_LIBNBD_MAX_RW  (UINT64_C(64) << 20)  /* libnbd's own limit */
 #define NBD_MAX_ZERO       (UINT64_C(1) << 30)   /* fits the 32-bit length */
+#define IDLE_LOOK_NS       (UINT64_C(1000000000))  /* see the top */
 
 /* One connection to the export, and what the export can do.  Made by
  * conn_open, ended by conn_close; copied by value (see the top for who may
@@ -413,7 +428,7 @@ nbd_submit (struct member *m, struct mio_cmd *c)
     n = nbd_walk (&wk, &err);
   }
   if (err == 0 && n > 0) {
-    c->outstanding = n;
+    c->outstanding = n + 1;       /* + the submitter's hold, released below */
     c->err = 0;
     c->deadline_ns = timeout ? raid_now_mono_ns () + timeout : UINT64_MAX;
     c->next = NULL;
@@ -434,7 +449,10 @@ nbd_submit (struct member *m, struct mio_cmd *c)
   issued = nbd_walk (&wk, &err);
   if (issued < n)
     cmd_finish (nm, c, n - issued, err ? err : EIO);
-  nbd_poke (nm);
+  if (issued < n                  /* refused: let the dispatcher look too */
+      || nbd_aio_get_direction (cn.h) & LIBNBD_AIO_DIRECTION_WRITE)
+    nbd_poke (nm);                /* unsent bytes: the dispatcher needs POLLOUT */
+  cmd_finish (nm, c, 1, 0);       /* the hold: c may complete now */
 }
 
 /* ---- the dispatcher ---- */
@@ -567,13 +585,17 @@ nbd_dispatch (void *arg)
     struct pollfd pfd[2];
     uint64_t deadline;
     unsigned dir;
-    bool stop, failed;
+    bool stop, failed, idle;
 
     pthread_mutex_lock (&nm->lock);
     stop = nm->stop;
     failed = nm->fail_err != 0;
-    deadline = nm->head && !failed ? nm->head->deadline_ns : UINT64_MAX;
+    idle = nm->head == NULL;
+    deadline = !idle && !failed ? nm->head->deadline_ns : UINT64_MAX;
     pthread_mutex_unlock (&nm->lock);
+    if (idle && !failed && member_io_timeout_ns ())   /* the idle look */
+      deadline = raid_now_mono_ns ()
+                 + raid_min_u64 (member_io_timeout_ns (), IDLE_LOOK_NS);
     if (stop)
       break;
     if (nbd_aio_is_dead (cn.h) || nbd_aio_is_closed (cn.h)) {

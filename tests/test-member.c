@@ -1142,6 +1142,58 @@ test_nbd_parallel (void)
   }
 }
 
+/* A write too large for the socket buffer, issued while another op holds
+ * the dispatcher in a poll for the reply (a read the server delays 4 s),
+ * goes out at once: the submitter rings the doorbell for its unsent
+ * bytes, and the dispatcher polls for POLLOUT.  Without the ring the write
+ * would wait for the read's reply.  The write starts 1.5 s after the read,
+ * when the dispatcher's idle look (1 s) has passed and it waits for that
+ * reply alone. */
+struct slow_read {
+  struct member *m;
+  uint8_t buf[4096];
+  int err;
+};
+
+static void *
+slow_read_run (void *arg)
+{
+  struct slow_read *r = arg;
+
+  r->err = member_pread (r->m, r->buf, sizeof r->buf, 0);
+  return NULL;
+}
+
+static void
+test_nbd_unsent_write (void)
+{
+  static const char *const args[] = {
+    "--filter=delay", "memory", "64M", "rdelay=4", NULL
+  };
+  struct server *s = server_start (args);
+  struct member *m = nbd_open (s);
+  const size_t BIG = 16 << 20;
+  uint8_t *a = malloc (BIG);
+  struct slow_read r = { .m = m };
+  pthread_t th;
+  double t0, ms;
+
+  fill (a, BIG, 21);
+  CHECK_ERR (member_pwrite (m, a, 4096, 0, false), 0);    /* not delayed */
+  CHECK (pthread_create (&th, NULL, slow_read_run, &r) == 0);
+  usleep (1500 * 1000);           /* the read in flight, its reply 2.5 s off */
+  t0 = now_ms ();
+  CHECK_ERR (member_pwrite (m, a, BIG, 1 << 20, false), 0);
+  ms = now_ms () - t0;
+  fprintf (stderr, "16 MiB write beside a delayed read: %.0f ms\n", ms);
+  CHECK (ms < 1500);
+  CHECK (pthread_join (th, NULL) == 0);
+  CHECK_ERR (r.err, 0);
+  member_close (m);
+  server_kill (s);
+  free (a);
+}
+
 /* A server error fails that op only; the member keeps working. */
 static void
 test_nbd_server_error (void)
@@ -2053,6 +2105,7 @@ main (void)
     test_nbd_vectored_write ();
     test_nbd_emulation ();
     test_nbd_parallel ();
+    test_nbd_unsent_write ();
     test_nbd_server_error ();
     test_nbd_death ();
     test_nbd_timeout ();
