@@ -34,7 +34,14 @@
 #      seq write 4K QD32         the same sequential stream in 4K requests,
 #                                against the same array's 1M figure (the
 #                                full-stripe rate): the write gather joins
-#                                them into whole rows; target >= 0.7 of it
+#                                them into whole rows; target >= 0.7 of it.
+#                                Also run on a plain `nbdkit file` of the
+#                                same storage, no filter ("file, no
+#                                filter"): what fio and one nbdkit carry in
+#                                4K requests on this machine at all, the
+#                                ceiling of any array's 4K stream; the
+#                                table gives the array's stream against it
+#                                (no target)
 #      seq read 1M QD32          limit N R: parity chunks are skipped, so
 #                                every member delivers data; target >= 0.95
 #      4K random read, write, QD1 and QD32: IOPS, no target
@@ -334,9 +341,19 @@ if [[ " $PARTS " == *" A "* ]]; then
   say "measuring"
   run_case A seqwrite write 1M 32 one "${wt[@]}"
   # The same stream in 4K requests (as a filesystem writes when nothing
-  # merges): the write gather joins them into whole rows.
-  s4=(raid5); [ "$RAID6" = 1 ] && s4+=(raid6)
+  # merges): the write gather joins them into whole rows.  Beside it, the
+  # same stream on a plain `nbdkit file` of the same storage, no filter:
+  # what this machine's NBD request path (fio, one nbdkit) carries at all
+  # in 4K requests, the ceiling of the array's 4K stream whatever its
+  # members can take.
+  truncate -s "$MEMBER_SIZE" "$tmp/free.img"
+  serve free file "$tmp/free.img"
+  URI[free]=$uri
+  fio_run "$uri" write 1M 32 no >/dev/null
+  s4=(free raid5); [ "$RAID6" = 1 ] && s4+=(raid6)
   run_case A sw4k write 4k 32 "${s4[@]}"
+  stop "$srv_pid"
+  rm -f "$tmp/free.img"
   if [ "$RAID6" = 1 ]; then
     stop "${MPID[raid6]}"
     for ((i = 0; i < NDISKS; i++)); do stop "${MPID[raid6,$i]}"; done
@@ -454,6 +471,10 @@ if any(k[0] == "A" for k in runs):
         if ("A", t, "sw4k") in runs:
             row("%s seq write 4K QD32 / its 1M" % lv, med("A", t, "seqwrite", 0),
                 med("A", t, "sw4k", 0), 1, 0.7)
+    for t, lv in (("raid5", "RAID5"), ("raid6", "RAID6")):
+        if ("A", t, "sw4k") in runs and ("A", "free", "sw4k") in runs:
+            row("%s 4K stream / file, no filter" % lv, med("A", "free", "sw4k", 0),
+                med("A", t, "sw4k", 0))
     row("seq read 1M QD32", sr, med("A", "raid5", "seqread", 0), n, 0.95)
     row("degraded seq read 1M QD32", med("A", "one", "degraded", 0),
         med("A", "raid5", "degraded", 0), n - 1, 0.9)
