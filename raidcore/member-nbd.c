@@ -19,10 +19,11 @@
  * command, as before, cost an eventfd write and a dispatcher wake-up for
  * every member request: a tenth of the array server's CPU in a stream of
  * small writes.)  The oldest op's deadline needs no ring either: a
- * dispatcher with nothing in flight still wakes every IDLE_LOOK_NS (at
- * most the I/O timeout, which is whole seconds), so an op issued
- * meanwhile, whose deadline is a whole timeout after it, is seen by then
- * and timed out at its deadline (nbd_dispatch).  The submitter reads the
+ * dispatcher with nothing in flight still wakes every IDLE_LOOK_NS, one
+ * second, so an op issued meanwhile, whose deadline is a whole timeout
+ * (whole seconds) after it, is seen by then and timed out at its
+ * deadline (nbd_dispatch) — also when the timeout was off (0) while the
+ * dispatcher went idle and was turned on since.  The submitter reads the
  * direction while its op is still in flight (its hold, one count of
  * `outstanding`), so the connection cannot be retired under it.
  * A handshake is polled by the thread making the connection, before
@@ -593,9 +594,8 @@ nbd_dispatch (void *arg)
     idle = nm->head == NULL;
     deadline = !idle && !failed ? nm->head->deadline_ns : UINT64_MAX;
     pthread_mutex_unlock (&nm->lock);
-    if (idle && !failed && member_io_timeout_ns ())   /* the idle look */
-      deadline = raid_now_mono_ns ()
-                 + raid_min_u64 (member_io_timeout_ns (), IDLE_LOOK_NS);
+    if (idle && !failed)               /* the idle look (see the top) */
+      deadline = raid_now_mono_ns () + IDLE_LOOK_NS;
     if (stop)
       break;
     if (nbd_aio_is_dead (cn.h) || nbd_aio_is_closed (cn.h)) {

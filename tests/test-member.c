@@ -1338,6 +1338,36 @@ test_nbd_timeout (void)
   server_kill (s);
 }
 
+/* A timeout turned on while the member's dispatcher sleeps idle with none
+ * (0) bounds the next op: the dispatcher looks at it within its idle look
+ * (1 s), which needs no doorbell.  The read is delayed 8 s. */
+static void
+test_nbd_timeout_enabled (void)
+{
+  static const char *const slow[] = {
+    "--filter=delay", "memory", "16M", "rdelay=8", NULL
+  };
+  struct server *s = server_start (slow);
+  struct member *m;
+  uint8_t buf[4096] = { 0 };
+  double t0, ms;
+
+  member_set_io_timeout (0);
+  m = nbd_open (s);
+  CHECK_ERR (member_pwrite (m, buf, 4096, 0, false), 0);   /* not delayed */
+  usleep (200 * 1000);            /* the dispatcher sleeps, idle */
+  member_set_io_timeout (1);
+  t0 = now_ms ();
+  CHECK_ERR (member_pread (m, buf, 4096, 0), ETIMEDOUT);
+  ms = now_ms () - t0;
+  fprintf (stderr, "read after the timeout was turned on failed after %.0f ms\n", ms);
+  CHECK (ms >= 900);
+  CHECK (ms < 4000);
+  member_set_io_timeout (30);
+  member_close (m);
+  server_kill (s);
+}
+
 /* A member used before fork() works in the child (its dispatcher and the
  * pool start again there), and the parent's parked dispatcher does not
  * read the child's replies off the shared connection. */
@@ -2109,6 +2139,7 @@ main (void)
     test_nbd_server_error ();
     test_nbd_death ();
     test_nbd_timeout ();
+    test_nbd_timeout_enabled ();
     test_nbd_fork ();
     test_nbd_open_errors ();
     test_nbd_reconnect_restart ();
