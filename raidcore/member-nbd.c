@@ -584,18 +584,18 @@ nbd_dispatch (void *arg)
 
   for (;;) {
     struct pollfd pfd[2];
-    uint64_t deadline;
+    uint64_t deadline, oldest;
     unsigned dir;
-    bool stop, failed, idle;
+    bool stop, failed;
 
     pthread_mutex_lock (&nm->lock);
     stop = nm->stop;
     failed = nm->fail_err != 0;
-    idle = nm->head == NULL;
-    deadline = !idle && !failed ? nm->head->deadline_ns : UINT64_MAX;
+    oldest = nm->head ? nm->head->deadline_ns : 0;   /* a deadline is never 0 */
     pthread_mutex_unlock (&nm->lock);
-    if (idle && !failed)               /* the idle look (see the top) */
-      deadline = raid_now_mono_ns () + IDLE_LOOK_NS;
+    deadline = failed ? UINT64_MAX
+      : oldest ? oldest
+      : raid_now_mono_ns () + IDLE_LOOK_NS;          /* the idle look (see the top) */
     if (stop)
       break;
     if (nbd_aio_is_dead (cn.h) || nbd_aio_is_closed (cn.h)) {
