@@ -19,7 +19,12 @@
 #   compared with the baseline's seq read);
 #   reshape throughput of a filled RAID5 growing from 4 to 5 members with
 #   no other load, and from 5 to 6 members while fio reads sequentially
-#   (1M QD32), with fio's throughput during the reshape against before it.
+#   (1M QD32), with fio's throughput during the reshape against before it;
+#   the consistency policies' writes, and the floor of the 4K random write:
+#   bench/floor.c, a scratch plugin that issues only the member system
+#   calls of a RAID5 read-modify-write (with and without the journal's
+#   record) on five files, so the array can be read against what its
+#   member I/O alone allows on this machine.
 # Ratios are RAID / baseline on bandwidth.  isa-l's raw parity rate on this
 # CPU (bench/parity-rate.c) is printed for reference.  Last, bench/net.sh
 # (about 15 s; NET=0 skips it): request latency of a RAID6 whose members
@@ -144,10 +149,27 @@ for pol in "${POLICIES[@]}"; do
   URI[pol-$pol]="$uri"
   fio_run "$uri" write 1M 32 no >/dev/null
 done
+# The floor of the 4K random writes (bench/floor.c): a scratch plugin that
+# issues only the member system calls of a RAID5 4K read-modify-write on
+# five such files, with the journal's record (floor-journal) and without
+# (floor-bitmap), measured in the same rounds.
+gcc -std=gnu11 -O2 -shared -fPIC $(pkg-config --cflags nbdkit) \
+  -o "$tmp/floor.so" "$srcdir/bench/floor.c" -lisal
+for fl in journal:true bitmap:false; do
+  m=()
+  for ((i = 0; i < 5; i++)); do
+    truncate -s "$MEMBER_SIZE" "$tmp/pol-floor-${fl%%:*}-m$i"
+    m+=("member=$tmp/pol-floor-${fl%%:*}-m$i")
+  done
+  serve "floor-${fl%%:*}" "$tmp/floor.so" "${m[@]}" record="${fl#*:}"
+  URI[pol-floor-${fl%%:*}]="$uri"
+  fio_run "$uri" write 1M 32 no >/dev/null
+done
 for c in "${POLICY_CASES[@]}"; do
   read -r rw bs qd <<<"$c"
+  floors=(); [ "$bs" != 4k ] || floors=(floor-journal floor-bitmap)
   for ((rep = 0; rep < REPS; rep++)); do
-    for pol in "${POLICIES[@]}"; do
+    for pol in "${POLICIES[@]}" "${floors[@]}"; do
       r="$(fio_run "${URI[pol-$pol]}" "$rw" "$bs" "$qd")"
       echo "  policy $pol: $rw bs=$bs qd=$qd: $r" >&2
       best "pol-$pol" "$c" "$r"
@@ -339,6 +361,20 @@ fi
       printf "  %-18s %8.1f (%4.2fx) %8.1f (%4.2fx) %8.1f (%4.2fx)   %4.2fx%s\n",
              c, j/1e6, j/bb, bm/1e6, bm/bb, rs/1e6, rs/bb, j/bm,
              (t == "-" ? "" : (j/bm + 0.005 >= t ? "  (>= " t "x: met)" : "  (>= " t "x: MISSED)")) }'
+  done
+  echo
+  echo "The floor of a 4K random write (bench/floor.c: only the member system calls"
+  echo "of a RAID5 read-modify-write, no locks and no journal logic; MB/s, the ratio"
+  echo "to the file baseline, and the array's policy as a share of its floor):"
+  for c in "randwrite 4k 1" "randwrite 4k 32"; do
+    for pol in journal bitmap; do
+      bb="$(awk '{print $1}' <<<"${R["base,$c"]}")"
+      fl="$(awk '{print $1}' <<<"${R["pol-floor-$pol,$c"]}")"
+      ar="$(awk '{print $1}' <<<"${R["pol-$pol,$c"]}")"
+      awk -v c="$c" -v p="$pol" -v bb="$bb" -v fl="$fl" -v ar="$ar" -v k="$([ $pol = journal ] && echo 5 || echo 4)" 'BEGIN {
+        printf "  %-16s %-8s floor (%d member calls) %8.1f (%4.2fx)   array %4.2f of it\n",
+               c, p, k, fl/1e6, fl/bb, ar/fl }'
+    done
   done
   echo
   echo "Members on other hosts (bench/net.sh, latency):"
