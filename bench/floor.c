@@ -27,7 +27,6 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -127,9 +126,10 @@ place (uint64_t off, int *data, int *parity, uint64_t *moff)
   *moff = DATA_OFFSET + row * CHUNK + off % CHUNK;
 }
 
+/* Reads, and writes that are not one aligned 4 KiB block: the data
+ * member alone, chunk by chunk. */
 static int
-floor_pread (void *h, void *buf, uint32_t count, uint64_t offset,
-             uint32_t flags)
+plain (bool write, void *buf, uint32_t count, uint64_t offset)
 {
   while (count > 0) {
     int d, p;
@@ -139,8 +139,8 @@ floor_pread (void *h, void *buf, uint32_t count, uint64_t offset,
     if (n > count)
       n = count;
     place (offset, &d, &p, &mo);
-    if (pread (fds[d], buf, n, mo) != (ssize_t) n) {
-      nbdkit_error ("pread: %s: %m", names[d]);
+    if ((write ? pwrite (fds[d], buf, n, mo) : pread (fds[d], buf, n, mo)) != (ssize_t) n) {
+      nbdkit_error ("%s: %s: %m", write ? "pwrite" : "pread", names[d]);
       return -1;
     }
     buf = (char *) buf + n;
@@ -148,6 +148,13 @@ floor_pread (void *h, void *buf, uint32_t count, uint64_t offset,
     count -= n;
   }
   return 0;
+}
+
+static int
+floor_pread (void *h, void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  return plain (false, buf, count, offset);
 }
 
 static int
@@ -159,7 +166,6 @@ io_full (int fd, bool write, struct iovec *iov, int n, uint64_t off,
 
   if (r != (ssize_t) len) {
     nbdkit_error ("%s: %m", write ? "pwritev2" : "preadv");
-    errno = r == -1 ? errno : EIO;
     return -1;
   }
   return 0;
@@ -208,23 +214,7 @@ floor_pwrite (void *h, const void *buf, uint32_t count, uint64_t offset,
 {
   if (count == BLOCK && offset % BLOCK == 0)
     return rmw (buf, offset);
-  while (count > 0) {
-    int d, p;
-    uint64_t mo;
-    uint32_t n = CHUNK - offset % CHUNK;
-
-    if (n > count)
-      n = count;
-    place (offset, &d, &p, &mo);
-    if (pwrite (fds[d], buf, n, mo) != (ssize_t) n) {
-      nbdkit_error ("pwrite: %s: %m", names[d]);
-      return -1;
-    }
-    buf = (const char *) buf + n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
+  return plain (true, (void *) buf, count, offset);
 }
 
 static struct nbdkit_plugin plugin = {
