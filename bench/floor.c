@@ -53,6 +53,8 @@ static int fds[MAXM], nm;
 static bool record = true;
 static int64_t member_data;                 /* data bytes per member */
 static _Atomic uint64_t log_pos[MAXM];      /* each member's records so far */
+static const uint8_t head[HEADER];          /* a record's header: its size is
+                                               what counts here */
 
 static int
 floor_config (const char *key, const char *value)
@@ -176,7 +178,6 @@ static int
 rmw (const void *buf, uint64_t offset)
 {
   static _Thread_local uint8_t old[3][BLOCK] __attribute__ ((aligned (64)));
-  static _Thread_local uint8_t head[HEADER] __attribute__ ((aligned (64)));
   int d, p;
   uint64_t mo;
   void *src[4] = { old[0], (void *) buf, old[1], old[2] };
@@ -194,7 +195,7 @@ rmw (const void *buf, uint64_t offset)
     uint64_t len = HEADER + 2 * BLOCK;
     uint64_t slot = atomic_fetch_add (&log_pos[p], 1) % (LOG_SIZE / len);
     struct iovec rec[3] = {
-      { head, HEADER }, { (void *) buf, BLOCK }, { old[2], BLOCK }
+      { (void *) head, HEADER }, { (void *) buf, BLOCK }, { old[2], BLOCK }
     };
 
     if (io_full (fds[p], true, rec, 3, LOG_OFFSET + slot * len,
