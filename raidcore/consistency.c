@@ -111,6 +111,36 @@ parity_holds_data (struct raid_array *a)
     (state_next_holds_data (a) && router_layout (&a->router, LAYOUT_NEXT)->g.level >= 4);
 }
 
+/* Layouts holding data that are mirrors (raid1): their copies of a block
+ * may differ after an unclean stop, in the writes that were in flight. */
+static bool
+mirrors_hold_data (struct raid_array *a)
+{
+  return router_layout (&a->router, LAYOUT_CUR)->g.level == 1 ||
+    (state_next_holds_data (a) && router_layout (&a->router, LAYOUT_NEXT)->g.level == 1);
+}
+
+/* Record a resync of everything owed (from the start: rows below the
+ * position of a resync cut short by the crash were written meanwhile). */
+static int
+owe_resync (struct raid_array *a, const char *u, char *err, size_t errlen)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&a->state_lock);
+  if (a->sb.resync_offset != 0) {
+    a->sb.resync_offset = 0;
+    r = state_commit (a);
+  }
+  pthread_mutex_unlock (&a->state_lock);
+  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s", u,
+            !parity_holds_data (a) ? "its mirrors"
+            : bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
+  if (r)
+    snprintf (err, errlen, "array %s: cannot record the owed resync", u);
+  return r ? -1 : 0;
+}
+
 /* Whether a layout holding data lacks a member. */
 static bool
 data_degraded (struct raid_array *a)
@@ -146,9 +176,9 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
     snprintf (err, errlen, "array %s: cannot read the write-intent bitmap", u);
     return -1;
   }
-  if (!was_dirty || !parity_holds_data (a))
+  if (!was_dirty || (!parity_holds_data (a) && !mirrors_hold_data (a)))
     return 0;
-  if (journal_usable (a)) {
+  if (parity_holds_data (a) && journal_usable (a)) {
     if ((r = missed_begin_absent (a)) != 0)
       raid_log (RAID_LOG_WARN, "array %s: the maps of the members absent from this "
                 "start are not yet recorded (%s): tried again after the replay", u,
@@ -159,9 +189,10 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
     }
     raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: "
               "replayed %d journal records", u, n);
-    return 0;
+    if (!mirrors_hold_data (a))
+      return 0;
   }
-  if (data_degraded (a) && !force) {
+  else if (parity_holds_data (a) && data_degraded (a) && !force) {
     snprintf (err, errlen, "array %s was not shut down cleanly and is degraded: "
               "stripes being written at the crash may rebuild wrong data (the "
               "write hole; its consistency policy is %s, not journal); start "
@@ -169,17 +200,7 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
               sb_consistency_name (a->sb.consistency));
     return -1;
   }
-  pthread_mutex_lock (&a->state_lock);
-  if (a->sb.resync_offset == UINT64_MAX) {
-    a->sb.resync_offset = 0;             /* resync everything, from the start */
-    r = state_commit (a);
-  }
-  pthread_mutex_unlock (&a->state_lock);
-  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s", u,
-            bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
-  if (r)
-    snprintf (err, errlen, "array %s: cannot record the owed resync", u);
-  return r ? -1 : 0;
+  return owe_resync (a, u, err, errlen);
 }
 
 void

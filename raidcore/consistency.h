@@ -25,6 +25,16 @@
  *   - resync policy: nothing.
  * The dirty flag (state_mark_dirty) is set before any write under every
  * policy; cons_start reads it at assembly and runs the policy's recovery.
+ * Whatever the policy, a dirty start owes a resync from the start of the
+ * array when a mirror layout (raid1) holds data: mirrors have no write
+ * hole (a block outside the writes in flight is the same on every
+ * mirror), but inside them the copies may differ, and reads of a row
+ * would change with the mirror they go to.  The resync copies each row
+ * from the mirror its reads use (stripe.c, mirror_source), so it changes
+ * nothing a read returns; it waits for every mirror, and a degraded
+ * dirty raid1 start is not refused.  A resync the record owed already
+ * starts again from the start too: the rows it had passed may have been
+ * written when the array stopped.
  *
  * Callers: the stripe engine describes one group's member writes (struct
  * cons_group) and hands them to cons_write, which performs them through the

@@ -580,13 +580,13 @@ raid_array_check (struct raid_array *a, bool repair, char *err, size_t errlen)
 
   MGMT_BEGIN (a);
   pthread_mutex_lock (&a->state_lock);
-  if (cur_layout (a)->g.level < 4 || router_two (&a->router)) {
+  if (cur_layout (a)->g.level == 0 || router_two (&a->router)) {
     snprintf (err, errlen, router_two (&a->router) ? "a reshape is in progress"
-              : "raid%d has no parity to check", cur_layout (a)->g.level);
+              : "raid0 has no redundancy to check");
     r = router_two (&a->router) ? EBUSY : EINVAL;
   }
   else if (raid_array_health (a) != RAID_HEALTH_OPTIMAL) {
-    snprintf (err, errlen, "array is %s: nothing to compare parity with",
+    snprintf (err, errlen, "array is %s: nothing to compare its data with",
               raid_health_name (raid_array_health (a)));
     r = EBUSY;
   }

@@ -96,7 +96,7 @@ raid_array_status (struct raid_array *a, struct raid_status *st)
   st->size = atomic_load (&a->size);
   st->health = raid_array_health (a);
   st->events = a->sb.events;
-  st->resync_owed = a->sb.level >= 4 ? a->sb.resync_offset : UINT64_MAX;
+  st->resync_owed = a->sb.level != 0 ? a->sb.resync_offset : UINT64_MAX;
   st->consistency = a->sb.consistency;
   members_status (a, st);
   job_status (a, st);

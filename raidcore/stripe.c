@@ -631,6 +631,26 @@ row_has_bad (const struct group *G, uint64_t row)
   return (bad_at (G, row) & all) != 0;
 }
 
+/* Level 1: the mirror a row is read from, and copied from by a rebuild
+ * and a resync: the first readable role from row mod raid_disks on
+ * (reads spread over the mirrors by row).  One choice for all three, so
+ * a resync after an unclean stop writes every mirror with what reads of
+ * the row returned before it, and changes nothing a read returns.  -1
+ * when no mirror is readable. */
+static int
+mirror_source (const struct group *G, uint64_t row)
+{
+  int n = G->L->g.raid_disks;
+  uint32_t bad = bad_at (G, row);
+
+  for (int j = 0; j < n; j++) {
+    int role = (int) ((row + (uint64_t) j) % (uint64_t) n);
+    if (!(bad & (1u << role)))
+      return role;
+  }
+  return -1;
+}
+
 /* Whether a whole row written may be journaled as an intent (journal.c):
  * a replay can read every block of it, also after a crash, when a rebuild
  * goes on from the cursor its record holds (rb_logged), not the one in
@@ -1180,15 +1200,9 @@ plan_read_row (struct group *G, uint64_t row, const struct touch *t, int nt,
   int err;
 
   if (L->g.level == 1) {
-    /* Spread reads over mirrors by row; skip bad ones. */
-    for (int j = 0; j < L->g.raid_disks; j++) {
-      int role = (int) ((row + j) % L->g.raid_disks);
-      if (bad & (1u << role))
-        continue;
-      return piece_add (G->ar, &G->rd, role, moff (L, role, row, t[0].s),
-                        t[0].src, t[0].e - t[0].s);
-    }
-    return EIO;
+    int role = mirror_source (G, row);
+    return role < 0 ? EIO : piece_add (G->ar, &G->rd, role, moff (L, role, row, t[0].s),
+                                       t[0].src, t[0].e - t[0].s);
   }
 
   raid_geom_row (&L->g, row, rr);
@@ -1518,7 +1532,7 @@ stripe_zero (struct raid_array *a, const struct layout *L,
  * Background row operations (driven by the sync worker).
  */
 
-/* Level 1: copy the rows from the first readable mirror to the targets. */
+/* Level 1: copy the rows from their source mirror to the targets. */
 static int
 plan_mirror_rebuild (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
 {
@@ -1528,12 +1542,12 @@ plan_mirror_rebuild (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
 
   for (uint64_t row = r0; row < r0 + n && !err; row++) {
     struct seg sg = { .row = row, .c0 = 0, .c1 = len };
-    uint8_t *b = NULL;
-    for (int r = 0; r < L->g.raid_disks && !b; r++)
-      if (!(bad_at (G, row) & (1u << r)) && !(b = read_block (G, &sg, r)))
-        return ENOMEM;
-    if (!b)
+    int src = mirror_source (G, row);
+    uint8_t *b;
+    if (src < 0)
       return EIO;
+    if (!(b = read_block (G, &sg, src)))
+      return ENOMEM;
     for (int r = 0; r < L->g.raid_disks && !err; r++)
       if ((targets & (1u << r)) && !(G->unusable & (1u << r)))
         err = piece_add (G->ar, &G->wr, r, moff (L, r, row, 0), b, len);
@@ -1736,20 +1750,15 @@ check_seg (struct group *G, struct seg *sg, bool repair, uint64_t *found)
   return err;
 }
 
-/* One attempt at checking rows [r0, r0+n): rows with an unusable role are
- * skipped; rows with a role whose read failed are rebuilt and rewritten
- * (their parity cannot be judged); the rest are checked. */
+/* Parity levels: read rows [r0, r0+n) whole for a check; rows with an
+ * unusable role are skipped, rows with a role whose read failed are
+ * planned as a rebuild (their parity cannot be judged). */
 static int
-check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *found,
-            uint32_t *failed)
+plan_check_reads (struct group *G, uint64_t r0, uint64_t n)
 {
   const struct layout *L = G->L;
   int err = 0;
 
-  group_reset (G);
-  G->repair = G->exclude & ~G->unusable;
-  *found = 0;
-  *failed = 0;
   for (uint64_t row = r0; row < r0 + n && !err; row++) {
     struct seg *sg;
     if (dead_at (G, row) & ((1ull << L->g.raid_disks) - 1))
@@ -1761,6 +1770,73 @@ check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *fou
     raid_geom_row (&L->g, row, &G->rr);
     err = plan_recon_reads (G, sg, &G->rr);
   }
+  return err;
+}
+
+/* Level 1: read every readable mirror of rows [r0, r0+n), whole chunks;
+ * a segment's blocks are indexed by role. */
+static int
+plan_mirror_reads (struct group *G, uint64_t r0, uint64_t n)
+{
+  const struct layout *L = G->L;
+
+  for (uint64_t row = r0; row < r0 + n; row++) {
+    struct seg *sg = seg_new (G);
+    if (!sg)
+      return ENOMEM;
+    sg->row = row; sg->c0 = 0; sg->c1 = L->g.chunk;
+    for (int r = 0; r < L->g.raid_disks; r++)
+      if (!(bad_at (G, row) & (1u << r)) && !(sg->blk[r] = read_block (G, sg, r)))
+        return ENOMEM;
+  }
+  return 0;
+}
+
+/* Level 1: compare each mirror of a read row with its source mirror
+ * (mirror_source), column by column; *found counts the columns where one
+ * differs.  With repair, queue the source's bytes over each differing
+ * column; a role whose read failed (G->repair) gets the source's whole
+ * chunk either way, as every path repairs a read error. */
+static int
+check_mirror_seg (struct group *G, struct seg *sg, bool repair, uint64_t *found)
+{
+  const struct layout *L = G->L;
+  int src = mirror_source (G, sg->row), err = 0;
+
+  if (src < 0)
+    return EIO;
+  for (int r = 0; r < L->g.raid_disks && !err; r++)
+    if ((G->repair & (1u << r)) && !(G->unusable & (1u << r)))
+      err = piece_add (G->ar, &G->wr, r, moff (L, r, sg->row, 0), sg->blk[src], L->g.chunk);
+  for (uint32_t c = 0; c < L->g.chunk && !err; c += COL_ALIGN) {
+    bool differs = false;
+    for (int r = 0; r < L->g.raid_disks && !err; r++) {
+      if (r == src || !sg->blk[r] || memcmp (sg->blk[r] + c, sg->blk[src] + c, COL_ALIGN) == 0)
+        continue;
+      differs = true;
+      if (repair)
+        err = piece_add (G->ar, &G->wr, r, moff (L, r, sg->row, c), sg->blk[src] + c,
+                         COL_ALIGN);
+    }
+    *found += differs;
+  }
+  return err;
+}
+
+/* One attempt at checking rows [r0, r0+n): parity (check_seg) or mirrors
+ * (check_mirror_seg); blocks whose read failed are rebuilt and rewritten. */
+static int
+check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *found,
+            uint32_t *failed)
+{
+  const struct layout *L = G->L;
+  int err = 0;
+
+  group_reset (G);
+  G->repair = G->exclude & ~G->unusable;
+  *found = 0;
+  *failed = 0;
+  err = L->g.level == 1 ? plan_mirror_reads (G, r0, n) : plan_check_reads (G, r0, n);
   if (err)
     return err;
   if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
@@ -1769,7 +1845,8 @@ check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *fou
     return err;
   }
   for (size_t i = 0; i < G->nsegs && !err; i++)
-    err = G->segs[i].plan == SEG_RECON ? finish_read_seg (G, &G->segs[i])
+    err = L->g.level == 1 ? check_mirror_seg (G, &G->segs[i], repair, found)
+      : G->segs[i].plan == SEG_RECON ? finish_read_seg (G, &G->segs[i])
       : check_seg (G, &G->segs[i], repair, found);
   if (err)
     return err;
@@ -1786,7 +1863,7 @@ stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   uint32_t failed;
   int err = 0;
 
-  if (nparity (L) == 0)
+  if (L->g.level == 0)
     return 0;
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;

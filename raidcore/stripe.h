@@ -46,7 +46,10 @@ int stripe_zero (struct raid_array *a, const struct layout *L,
 int stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                          uint64_t n, int role, _Atomic uint64_t *cursor);
 /* Check (and with repair, fix) parity in 4 KiB columns; *mismatches grows
- * by the columns found wrong.  Rows with an unusable role are skipped. */
+ * by the columns found wrong.  Rows with an unusable role are skipped.
+ * Level 1: every readable mirror is compared with the row's source mirror
+ * (the one reads use), and repair copies the source over those that
+ * differ.  Level 0: nothing to check. */
 int stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                        uint64_t n, bool repair, uint64_t *mismatches);
 /* Replace: copy `role`'s blocks to dst, the layout's mirror target (its

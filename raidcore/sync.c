@@ -843,7 +843,7 @@ next_simple_job (struct raid_array *a)
   }
   if (role_to_recover (a) >= 0 && usable_spare (a) >= 0)
     return false;
-  if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level >= 4)
+  if (optimal && a->sb.resync_offset != UINT64_MAX && cur_layout (a)->g.level != 0)
     sync_begin (a, &(struct sync_job) { .ops = &sync_ops_resync, .target_slot = -1,
                   .target_role = -1, .source_slot = -1 },
                 a->sb.resync_offset, false, e, sizeof e);

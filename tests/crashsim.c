@@ -25,13 +25,18 @@
  *   (a) none of them;  (b) all of them;  (c) each one with probability 1/2;
  *   (d) as (c), and one more of them, drawn uniformly, torn: only a prefix
  *       of its 512-byte sectors, or a random subset of them, lands.
- * A 512-byte sector is written atomically.  The surviving writes are
- * applied in their completion order.  That is the only order that needs
- * simulating: writes to disjoint sectors commute, so applying them in any
- * random order gives the same image; and of two writes to the same sector a
- * device never lets the older land after the newer, so a crash image in
- * which the older data wins is exactly the image in which the newer write
- * was lost, which (c) and (d) already produce.
+ * A 512-byte sector is written atomically, and only whole: a write that
+ * covers part of a sector joins the list as that whole sector with the
+ * content the volatile view gives it (a device takes whole sectors, and
+ * whatever splits one, the kernel's page cache or a member's server,
+ * merges it with the bytes cached before; so a later sub-sector write
+ * never lands without the earlier ones in its sector).  The surviving
+ * writes are applied in their completion order.  That is the only order
+ * that needs simulating: writes to disjoint sectors commute, so applying
+ * them in any random order gives the same image; and of two writes to the
+ * same sector a device never lets the older land after the newer, so a
+ * crash image in which the older data wins is exactly the image in which
+ * the newer write was lost, which (c) and (d) already produce.
  *
  * Why "crash after write N, for every N" covers every power loss.  A write
  * in flight at the moment power fails either landed (wholly or torn) or
@@ -568,13 +573,23 @@ disk_write (struct cs_disk *d, const void *buf, size_t len, uint64_t off,
 
   pthread_mutex_lock (&d->w->lock);
   if (disk_usable (d, len, off)) {
+    /* The device takes whole sectors: a write covering part of one is
+     * the whole sector as the volatile view holds it afterwards. */
+    uint64_t lo = off / CS_SECTOR * CS_SECTOR;
+    uint64_t hi = (off + len + CS_SECTOR - 1) / CS_SECTOR * CS_SECTOR;
+    uint8_t *sec = NULL;
     layer_write (d->vol, buf, len, off);
+    if (lo != off || hi != off + len) {
+      sec = xmalloc (hi - lo);
+      cs_image_read (d->vol, sec, hi - lo, lo);
+    }
     if (fua) {
-      layer_write (d->dur, buf, len, off);
-      pending_trim (d, off, len);
+      layer_write (d->dur, sec ? sec : buf, hi - lo, lo);
+      pending_trim (d, lo, hi - lo);
     }
     else
-      pending_push (d, off, len, buf);
+      pending_push (d, lo, hi - lo, sec ? sec : buf);
+    free (sec);
     world_count_write (d->w, d->id, off, len, fua, buf == NULL);
     r = 0;
   }

@@ -37,6 +37,12 @@
  *      below);
  *   5. with the journal policy, after reassembly (and close) every row's
  *      parity verifies on the member images, with no resync.
+ * A resync (bitmap/resync policies, and raid1 under any policy) must also
+ * leave every touched row reading exactly as it did before it ran
+ * (reported as 4).  raid1 workloads (three mirrors) are checked like the
+ * bitmap/resync ones: after the array's own resync the mirrors of every
+ * touched row agree (4); and since mirrors have no write hole, any one or
+ * two members may be left out of their reassembly, whatever the policy.
  * The model keeps, per 512-byte array sector, the content after the last
  * durable write and the content after every later write (the write in
  * progress at the crash included); a sector passes when it equals one of
@@ -75,7 +81,9 @@
  * both sides of the boundary in a deterministic order: every member write
  * of the copy, the flushes and the checkpoint commits is a crash point),
  * write again, finish it and write to the new geometry.  Cases: grow,
- * chunk, layout, 5->6, 6->5, 4->5, shrink (after resize), a member failing
+ * chunk, layout, 5->6, 6->5, 4->5, 1->5 and 5->1 of two members (a raid1
+ * layout's mirrors are resynced after a dirty start, and the scrub
+ * compares them), shrink (after resize), a member failing
  * mid-reshape, a reshape of a degraded array, and grow with the bitmap and
  * resync policies.  Each post-crash image set (with any one member left
  * out, journal policy) is reassembled and checked: the data as the crash
@@ -265,7 +273,7 @@ ndisks (const struct workload *wl)
 static int
 data_disks (int level, int n)
 {
-  return level == 6 ? n - 2 : n - 1;
+  return level == 1 ? 1 : level == 6 ? n - 2 : n - 1;
 }
 
 static uint64_t
@@ -1169,8 +1177,19 @@ check_data (struct ctx *c, struct raid_array *a, const struct model *m,
   return ok;
 }
 
-/* Parity of every touched row, on the member images (member i has role i:
- * raid_create gave it).  Returns false on a mismatch, reported as inv. */
+/* Level 1: every mirror of the column equals member 0's. */
+static bool
+mirrors_agree (const struct raid_geom *g, const uint8_t *blk, uint32_t col)
+{
+  for (int r = 1; r < g->raid_disks; r++)
+    if (memcmp (blk, blk + (size_t) r * col, col) != 0)
+      return false;
+  return true;
+}
+
+/* Parity (level 1: the mirrors) of every touched row, on the member
+ * images (member i has role i: raid_create gave it).  Returns false on a
+ * mismatch, reported as inv. */
 static bool
 check_parity (struct ctx *c, struct cs_disk *const *d, const uint8_t *rowmask,
               int inv, const struct where *wh)
@@ -1190,6 +1209,14 @@ check_parity (struct ctx *c, struct cs_disk *const *d, const uint8_t *rowmask,
       uint64_t moff = DATA_OFFSET + row * g->chunk + x;
       for (int r = 0; r < g->raid_disks; r++)
         cs_disk_peek (d[r], blk + (size_t) r * col, col, moff);
+      if (g->level == 1) {
+        if (!mirrors_agree (g, blk, col)) {
+          report (c, inv, wh, "row %" PRIu64 ", member offset %" PRIu64 " +%u: "
+                  "the mirrors differ", row, moff, col);
+          ok = false;
+        }
+        continue;
+      }
       for (int i = 0; i < g->data_disks; i++)
         b[g->level == 6 ? rr.slot[i] : i] = blk + (size_t) rr.data[i] * col;
       b[g->data_disks] = blk + (size_t) rr.pd * col;
@@ -1208,6 +1235,46 @@ check_parity (struct ctx *c, struct cs_disk *const *d, const uint8_t *rowmask,
     }
   }
   free (blk);
+  return ok;
+}
+
+/* The touched rows as the array reads them (rows x stripe width bytes,
+ * the rest zero); NULL when a read fails. */
+static uint8_t *
+read_touched (struct ctx *c, struct raid_array *a, const uint8_t *rowmask)
+{
+  uint64_t W = c->g.stripe_width;
+  uint8_t *buf = calloc (c->rows, W);
+
+  for (uint64_t row = 0; buf && row < c->rows; row++)
+    if (rowmask[row] && raid_array_pread (a, buf + row * W, W, row * W) != 0) {
+      free (buf);
+      return NULL;
+    }
+  return buf;
+}
+
+/* A resync makes the copies of each row agree (parity, or the mirrors)
+ * without changing a byte a read returns: what a client read before it
+ * stays what it reads.  Returns false, reported as invariant 4, when a
+ * touched row reads differently from `before`. */
+static bool
+check_reads_unchanged (struct ctx *c, struct raid_array *a, const uint8_t *rowmask,
+                       const uint8_t *before, const struct where *wh)
+{
+  uint64_t W = c->g.stripe_width;
+  uint8_t *now = read_touched (c, a, rowmask);
+  bool ok = before && now;
+
+  for (uint64_t row = 0; ok && row < c->rows; row++)
+    if (rowmask[row] && memcmp (before + row * W, now + row * W, W) != 0) {
+      report (c, 4, wh, "row %" PRIu64 " (array offset %" PRIu64 ") reads "
+              "differently after the array's resync than before it", row, row * W);
+      ok = false;
+    }
+  if (!before || !now)
+    report (c, 1, wh, "a read of the touched rows failed");
+  free (now);
   return ok;
 }
 
@@ -1272,7 +1339,7 @@ check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
   touched_rows (c, d, img, rowmask);
   wh.phase = "read after reassembly";
   check_data (c, a, &r->m, rowmask, degraded ? 4 : 0, &wh);
-  if (!degraded && wl->consistency == SB_CONS_JOURNAL) {
+  if (!degraded && wl->consistency == SB_CONS_JOURNAL && wl->level != 1) {
     raid_array_close (a);
     a = NULL;
     touched_rows (c, d, img, rowmask);
@@ -1281,6 +1348,7 @@ check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
   }
   else if (!degraded) {
     uint64_t zero = 0;
+    uint8_t *before = read_touched (c, a, rowmask);
     raid_array_set_speed (a, &zero, &zero, err, sizeof err);
     struct raid_status *st = malloc (sizeof *st);
     CHECK (raid_array_start (a) == 0, "%s: raid_array_start failed", wl->name);
@@ -1292,6 +1360,8 @@ check_images (struct ctx *c, const struct run *r, struct cs_image *const *img,
     free (st);
     wh.phase = "read after the array's resync";
     check_data (c, a, &r->m, rowmask, 0, &wh);
+    check_reads_unchanged (c, a, rowmask, before, &wh);
+    free (before);
     raid_array_close (a);
     a = NULL;
     touched_rows (c, d, img, rowmask);
@@ -1440,13 +1510,15 @@ static int
 removal_sets (const struct ctx *c, const struct run *r, uint32_t *sets)
 {
   const struct workload *wl = &c->wl;
-  int k = 0, tol = wl->level == 6 ? 2 : 1;
+  int k = 0, tol = wl->level == 6 || (wl->level == 1 && wl->n > 2) ? 2 : 1;
 
   if (wl->reshape && wl->r_level >= 0 && wl->r_level != 6)
     tol = 1;                        /* the new layout tolerates one loss */
 
   sets[k++] = 0;
-  if (c->no_removal || wl->consistency != SB_CONS_JOURNAL)
+  /* Mirrors have no write hole: any member may be left out of them,
+   * whatever the policy. */
+  if (c->no_removal || (wl->consistency != SB_CONS_JOURNAL && wl->level != 1))
     return k;
   if (r->dead >= 0)
     tol--;                          /* already degraded */
@@ -1938,6 +2010,7 @@ static const struct geomcase geoms[] = {
   { 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 4096, 10, 9, 3, 6 },
   { 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 8192, 6, 5, 2, 4 },
   { 4, RAID_LAYOUT_PARITY_N, 3, 16384, 12, 12, 4, 6 },
+  { 1, RAID_LAYOUT_NONE, 3, 8192, 10, 9, 3, 6 },
 };
 
 static void
@@ -2029,6 +2102,8 @@ static const struct rcase rcases[] = {
   { "level 5->6 add 1",    5, LS, 3, J, 6, -1, 0, 1, 0, -1, -1, false },
   { "level 6->5",          6, LS, 5, J, 5, -1, 0, 0, 0, -1, -1, false },
   { "level 4->5",          4, RAID_LAYOUT_PARITY_N, 3, J, 5, -1, 0, 0, 0, -1, -1, false },
+  { "level 1->5",          1, RAID_LAYOUT_NONE, 2, J, 5, -1, 0, 0, 0, -1, -1, false },
+  { "level 5->1",          5, LS, 2, J, 1, -1, 0, 0, 0, -1, -1, false },
   { "shrink 5->4",         5, LS, 5, J, -1, -1, 4, 0, 0, -1, -1, true },
   { "grow 4->5 member 2 fails mid-reshape", 5, LS, 4, J, -1, -1, 0, 1, 0, -1, 2, false },
   { "grow 4->5 of a degraded array (member 1 failed)",
