@@ -418,6 +418,7 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
   struct candidate *c = calloc (n, sizeof *c);
   struct raid_array *a = calloc (1, sizeof *a);
   char u[RAID_UUID_STRLEN];
+  const char *why;
   bool router_ok = false;
   int best;
 
@@ -443,13 +444,9 @@ raid_array_assemble (struct member **ms, int n, const struct raid_assemble_opts 
     goto fail_bound;
   }
   router_ok = true;
-  if (o->readonly && (a->sb.flags & SB_FLAG_DIRTY) &&
-      (a->sb.consistency == SB_CONS_JOURNAL ||
-       atomic_load (&a->health) != RAID_HEALTH_OPTIMAL)) {
+  if (o->readonly && (why = cons_readonly_refusal (a)) != NULL) {
     snprintf (err, errlen, "array %s was not shut down cleanly and needs %s before "
-              "it can be served: start it read-write once", u,
-              a->sb.consistency == SB_CONS_JOURNAL ? "its journal replayed"
-              : "a resync (it is degraded)");
+              "it can be served: start it read-write once", u, why);
     goto fail_bound;
   }
   if (missed_init (a) != 0) {

@@ -133,9 +133,10 @@ owe_resync (struct raid_array *a, const char *u, char *err, size_t errlen)
     r = state_commit (a);
   }
   pthread_mutex_unlock (&a->state_lock);
-  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s", u,
+  raid_log (RAID_LOG_WARN, "array %s was not shut down cleanly: resyncing %s%s", u,
             !parity_holds_data (a) ? "its mirrors"
-            : bitmap_enabled (a) ? "the regions its bitmap marks" : "everything");
+            : bitmap_enabled (a) ? "the regions its bitmap marks" : "everything",
+            a->readonly ? " once it is served read-write" : "");
   if (r)
     snprintf (err, errlen, "array %s: cannot record the owed resync", u);
   return r ? -1 : 0;
@@ -201,6 +202,16 @@ cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
     return -1;
   }
   return owe_resync (a, u, err, errlen);
+}
+
+const char *
+cons_readonly_refusal (struct raid_array *a)
+{
+  if (!(a->sb.flags & SB_FLAG_DIRTY) || !parity_holds_data (a))
+    return NULL;
+  if (journal_usable (a))
+    return "its journal replayed";
+  return data_degraded (a) ? "a resync (it is degraded)" : NULL;
 }
 
 void

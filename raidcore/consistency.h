@@ -72,6 +72,13 @@ int cons_start (struct raid_array *a, bool force, journal_resync_fn resync,
                 char *err, size_t errlen);
 void cons_stop (struct raid_array *a);
 
+/* Why a read-only server cannot serve this array as its record left it
+ * (before cons_start), or NULL when it can: a dirty array whose journal
+ * must be replayed, or whose parity a degraded read would trust after a
+ * torn write.  Dirty mirrors are served (reads of a row always go to the
+ * same mirror); their resync waits for a read-write start. */
+const char *cons_readonly_refusal (struct raid_array *a);
+
 /* Make every write so far durable and the log empty (the journal's
  * checkpoint, or a flush of every member), committing update(a, arg) in the
  * same record when given.  Waits for journaled writes in flight.  The

@@ -7,7 +7,11 @@
 #     was (not even the event count moved);
 # (b) an array left dirty by kill -9 under the journal policy is refused by
 #     a read-only server with a message saying to start it read-write once,
-#     and still nothing is written.
+#     and still nothing is written;
+# (c) a raid1 left dirty by kill -9 is served read-only (reads of a row
+#     always go to the same mirror): the data reads back, status shows
+#     the resync it owes, nothing is written; started read-write, the
+#     resync runs.
 
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
@@ -57,4 +61,30 @@ if start_nbdkit rodirty -r "$PLUGIN" "${m[@]}" 2>/dev/null; then
 elif grep -q "start it read-write once" "$tmp/rodirty.log"; then ok; else
   fail "(b) message:"; sed 's/^/    /' "$tmp/rodirty.log" >&2; fi
 expect_eq "(b) members unchanged" "$before" "$(sums)"
+
+# (c) dirty raid1: served
+m=("$d/r0" "$d/r1")
+create_array --level=1 --size=24M "${m[@]}" || { fail "(c) create"; finish; exit; }
+start_raid w3 "${m[@]}" || { fail "(c) start"; finish; exit; }
+size="$(nbd_size "$uri")"
+$PYTHON "$testsdir/e2e_basic.py" random "$d/expected1.img" "$size" 43
+expect_run "(c) write" nbdcopy "$d/expected1.img" "$uri"
+kill -9 "$(cat "$tmp/w3.pid")"
+wait "${pid_of[w3]}" 2>/dev/null || true
+before="$(sums)"
+rm -f "$d/ctl"
+if start_nbdkit rodirty1 -r "$PLUGIN" "${m[@]}" control="$d/ctl"; then
+  rm -f "$d/back.img"
+  expect_run "(c) read" nbdcopy "$uri" "$d/back.img"
+  expect_run "(c) the data" cmp "$d/back.img" "$d/expected1.img"
+  expect_status "(c) resync owed" "$d/ctl" resync_owed 0
+  stop_nbdkit rodirty1
+else
+  fail "(c) a dirty raid1 was refused read-only"
+fi
+expect_eq "(c) members unchanged" "$before" "$(sums)"
+start_raid_ctl w4 "$d/ctl" "${m[@]}" || { fail "(c) start read-write"; finish; exit; }
+expect_run "(c) wait for the resync" "$NBDRAID" -C "$d/ctl" wait
+expect_status "(c) nothing owed" "$d/ctl" resync_owed ""
+stop_nbdkit w4
 finish
