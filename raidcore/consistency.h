@@ -31,7 +31,8 @@
  * mirror), but inside them the copies may differ, and reads of a row
  * would change with the mirror they go to.  The resync copies each row
  * from the mirror its reads use (stripe.c, mirror_source), so it changes
- * nothing a read returns; it waits for every mirror, and a degraded
+ * nothing a read returns (while the readable mirrors stay the same: one
+ * that fails a read hands the row to the next); it waits for every mirror, and a degraded
  * dirty raid1 start is not refused.  A resync the record owed already
  * starts again from the start too: the rows it had passed may have been
  * written when the array stopped.

@@ -804,7 +804,8 @@ create_template (struct create_ctx *c, struct raid_sb *sb,
   sb->missed_offset = sb->cons_offset + sb->cons_size;
   sb->missed_size = RAID_MISSED_AREA_SIZE;
   sb->consistency = c->consistency;
-  sb->flags = 0;
+  /* The initial sync visits every row: the bitmap marks none. */
+  sb->flags = c->in_sync ? 0 : SB_FLAG_RESYNC_ALL;
   sb->resync_offset = c->in_sync ? UINT64_MAX : 0;
   sb->reshape_state = SB_RESHAPE_NONE;
   sb->reshape_direction = SB_DIR_FORWARD;

@@ -1518,7 +1518,8 @@ removal_sets (const struct ctx *c, const struct run *r, uint32_t *sets)
   sets[k++] = 0;
   /* Mirrors have no write hole: any member may be left out of them,
    * whatever the policy. */
-  if (c->no_removal || (wl->consistency != SB_CONS_JOURNAL && wl->level != 1))
+  if (c->no_removal ||
+      (wl->consistency != SB_CONS_JOURNAL && !(wl->level == 1 && !wl->reshape)))
     return k;
   if (r->dead >= 0)
     tol--;                          /* already degraded */
