@@ -2664,8 +2664,8 @@ def quiet_point(ep):
             ep.left_out.wipe()          # its role was rebuilt elsewhere: a free device
             ep.left_out = None
         refusals(ep, c, st)
-        if st["health"] == "optimal" and st["level"] >= 4:
-            scrub(ep, c)
+        if st["health"] == "optimal" and st["level"] != 0:
+            scrub(ep, c)              # parity, or raid1's mirrors
         compare_export(ep, "quiet point")
         ep.hole, ep.hole_open = [], False       # settled, resynced and checked
         cpu_idle(ep, "quiet point, array idle")
@@ -2850,7 +2850,7 @@ def scrub(ep, c):
         if time.monotonic() > deadline:
             ep.run.violate("check did not finish: %s" % brief_status(st), rule="settle")
     if st["mismatch_count"] != 0:
-        ep.run.violate("check found %d parity mismatches on an optimal array at a quiet "
+        ep.run.violate("check found %d mismatches on an optimal array at a quiet "
                        "point: %s; state changes since the last quiet point: %s" % (
                            st["mismatch_count"], brief_status(st), changes_since_quiet(ep)),
                        rule="mismatch")
