@@ -501,8 +501,9 @@ validate_request (struct raid_array *a, const struct raid_reshape_req *req,
     snprintf (err, errlen, "add is only for growing (raid_devices %d <= %d)", n1, n0);
     return EINVAL;
   }
-  if (cur->g.level == 1 && !(level == 1 || (level == 5 && n0 == 2 && n1 == 2))) {
-    snprintf (err, errlen, "raid1 can only become a 2-member raid5");
+  if (cur->g.level == 1 && !(level == 5 && n0 == 2 && n1 == 2)) {
+    snprintf (err, errlen, "raid1 can only become a 2-member raid5 (its members, "
+              "chunk and layout do not change otherwise; add a spare instead)");
     return EINVAL;
   }
   if (level == 1 && !(cur->g.level == 5 && n0 == 2 && n1 == 2)) {

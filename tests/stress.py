@@ -12,8 +12,8 @@
 # same draws onto the state of the moment.  Thread timing varies.
 #
 # A run is a series of EPOCHS.  Each creates a fresh array from seeded
-# choices (level 4, 5, 6, or 0/1 as the source of a takeover reshape; 3-6
-# members; chunk 4K-256K; consistency journal/bitmap/resync; members a mix
+# choices (level 4, 5, 6, 0 as the source of a takeover reshape, or 1:
+# two mirrors, taken over to raid5 in half the epochs; 3-6 members; chunk 4K-256K; consistency journal/bitmap/resync; members a mix
 # of sparse files and NBD exports served by `nbdkit --filter=error
 # --filter=rate --filter=delay file` on UNIX sockets, plus spares) and runs
 # PHASES separated by QUIET POINTS.
@@ -104,7 +104,8 @@
 #    `check` finds no mismatch, the export reads back as the model, and
 #    after a clean stop the member images hold md's bytes: data and P/Q of
 #    every row, checked by raidcheck.py from the superblocks' geometry and
-#    each member's data_offset, and the data equal to the model.
+#    each member's data_offset, and the data equal to the model (raid1:
+#    every mirror's data area equal to the model).
 #
 #    With consistency bitmap/resync a dirty degraded restart is refused
 #    (nbdkit-raid-plugin(1), Crash consistency) and then forced
@@ -1221,7 +1222,9 @@ class Epoch:
                  layout=layouts[int(r[6] * len(layouts))] if layouts else None,
                  nbd_frac=a.nbd_fraction if a.nbd_fraction is not None else 0.3 + 0.6 * r[7])
         self.level, self.chunk, self.cons = level, g["chunk"], g["cons"]
-        self.takeover = level in (0, 1)
+        # raid0 always takes over to parity; raid1 in half the epochs,
+        # and serves as mirrors in the others.
+        self.takeover = level == 0 or (level == 1 and r[11] < 0.5)
         return g
 
     def make_devices(self, g):
@@ -2927,7 +2930,10 @@ def clean_stop(ep):
 
 def check_members(ep, st):
     """The member images hold md's bytes (raidcheck.py, an independent
-    placement and parity model) and the data is the model's."""
+    placement and parity model) and the data is the model's; raid1: every
+    mirror's data area holds the model's bytes."""
+    if st["level"] == 1:
+        check_mirrors(ep, st)
     if st["level"] not in (4, 5, 6):
         return
     roles = sorted((m["role"], m) for m in st["members"] if m["role"] is not None)
@@ -2952,6 +2958,23 @@ def check_members(ep, st):
         check_rows(ep, g, mem, st["size"])
     finally:
         mem.close()
+
+
+def check_mirrors(ep, st):
+    """raid1: the array's bytes lie at each member's data offset, whole, on
+    every mirror in its role (md's raid1 placement)."""
+    n = min(st["size"], len(ep.model))
+    for m in st["members"]:
+        if m["role"] is None or m["spec"] not in ep.by_spec:
+            continue
+        with open(ep.by_spec[m["spec"]].path, "rb") as f:
+            f.seek(m["data_offset"])
+            data = f.read(n)
+        if data != ep.model[:n]:
+            ep.run.violate("member images: role %d's mirror is not the model's data: %s; "
+                           "state changes since the last quiet point: %s" % (
+                               m["role"], describe_diff(0, data, bytes(ep.model[:n])),
+                               changes_since_quiet(ep)), rule="md-layout")
 
 
 def check_rows(ep, g, mem, size):

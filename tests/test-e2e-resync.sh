@@ -11,7 +11,8 @@
 #     4 KiB columns that differ from the mirror reads use and changes
 #     nothing; `repair` copies that mirror over them; afterwards a check
 #     finds nothing, the three data areas are byte-identical, and every
-#     byte reads as written.
+#     byte reads as written.  A reshape of the raid1 is refused, saying
+#     what a raid1 can become.
 # (b) an unclean stop.  The server is killed (-9) after writes (the record
 #     says dirty), and one mirror's bytes are changed by hand as a write
 #     that reached it alone before the power cut would leave them: in a
@@ -83,6 +84,12 @@ expect_run "(a) check again" nr -C "$ctl" check
 expect_run "(a) wait" nr -C "$ctl" wait
 expect_eq "(a) no mismatch after repair" 0 "$(status_get "$ctl" mismatch_count)"
 qemu_io "(a) reads as written after repair" -c "read -P 0x5a 0 $size" "$uri"
+head -c 32M /dev/zero > "$d/new"
+out="$(nr -C "$ctl" reshape --add="$d/new" 2>&1)" && fail "(a) reshape of raid1 accepted" || ok
+case "$out" in
+  *"raid1 can only become a 2-member raid5"*) ok ;;
+  *) fail "(a) reshape of raid1: unexpected message: $out" ;;
+esac
 stop_nbdkit a
 same_areas "(a) after repair"
 
