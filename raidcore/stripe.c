@@ -301,6 +301,9 @@ struct piece_run {
                                         reported to the state (the redo
                                         without fills reads, and reports,
                                         what the request needs) */
+  uint32_t quiet_roles;              /* roles whose read failures are not
+                                        reported: already counted in this
+                                        batch (G->counted) */
 };
 
 /* Issue the pieces of runs[0..nruns) (nruns <= 2) together, in parallel.
@@ -360,13 +363,15 @@ run_runs (struct raid_array *a, const struct layout *L, struct arena *ar,
     return 0;
   for (int k = 0; k < nruns; k++)
     for (size_t i = first[k]; i < end[k]; i++) {
+      uint32_t roles = 0;
       if (mios[i].err == 0)
         continue;
-      if (!runs[k].quiet)
-        state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
       for (int r = 0; i < own[k] && r < L->g.raid_disks; r++)
         if (!(runs[k].mirror_only & (1u << r)) && state_role_member (a, L, r) == mios[i].m)
-          runs[k].failed |= 1u << r;
+          roles |= 1u << r;
+      if (!runs[k].quiet && !(runs[k].op == MIO_READ && (roles & runs[k].quiet_roles)))
+        state_member_error (a, mios[i].m, mios[i].err, runs[k].op != MIO_READ, mios[i].off);
+      runs[k].failed |= roles;
     }
   return 0;
 }
@@ -421,6 +426,9 @@ struct group {
   uint32_t unusable;                 /* roles not to use in any row (state) */
   uint32_t exclude;                  /* roles whose read failed: not read,
                                         rebuilt and written back */
+  uint32_t counted;                  /* roles whose read error this batch
+                                        has counted: not counted again when
+                                        its rows are read one by one */
   uint32_t rb_mask;                  /* roles being rebuilt: good below rb_row */
   uint32_t mirror_only;              /* unusable roles written to the replace
                                         target alone (its member failed) */
@@ -1306,7 +1314,8 @@ finish_segs (struct group *G)
 static int
 read_rebuild_write (struct group *G, uint32_t *failed)
 {
-  struct piece_run run = { .pp = G->rd.p, .n = G->rd.n, .op = MIO_READ };
+  struct piece_run run = { .pp = G->rd.p, .n = G->rd.n, .op = MIO_READ,
+                           .quiet_roles = G->counted };
   int err;
 
   /* A fill reads blocks the request does not need: a read error there
@@ -1610,6 +1619,28 @@ rebuild_locked (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
   return err;
 }
 
+/* Rows [r0, r0+n) (locked) that the pipeline left at a failure.  A failed
+ * read excluded its role in all of them, and a raid5 (a raid6 with a
+ * second one) cannot rebuild its target without that role: one bad or
+ * transient read would fail the whole batch.  So after a failed read the
+ * rows are redone one by one, each reading every role again: only a row
+ * whose own read fails again is rebuilt without it (or cannot be); its
+ * failures then are not counted again (G->counted). */
+static int
+rebuild_rest (struct group *G, uint64_t r0, uint64_t n, uint32_t targets)
+{
+  int err = 0;
+
+  if (!G->exclude)
+    return rebuild_locked (G, r0, n, targets);
+  G->counted |= G->exclude;                /* counted once per batch */
+  for (uint64_t r = r0; r < r0 + n && !err; r++) {
+    G->exclude = 0;
+    err = rebuild_locked (G, r, 1, targets);
+  }
+  return err;
+}
+
 /* Rebuild rows [r0, r0+n) (locked) as a pipeline of REBUILD_STAGES
  * sub-batches: one parallel run carries the reads of sub-batch i and the
  * writes of sub-batch i-1, so a rebuild moves at the slower of the
@@ -1676,7 +1707,7 @@ stripe_rebuild_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   if (L->g.level != 0)
     done = rebuild_pipelined (G, r0, n, 1u << role, &G[0].exclude);
   if (done < r0 + n)
-    err = rebuild_locked (&G[0], done, r0 + n - done, 1u << role);
+    err = rebuild_rest (&G[0], done, r0 + n - done, 1u << role);
   if (!err)
     atomic_store (cursor, r0 + n);
   stripe_unlock_range (&a->locks, n, nodes);
@@ -1830,6 +1861,7 @@ check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *fou
             uint32_t *failed)
 {
   const struct layout *L = G->L;
+  struct piece_run run;
   int err = 0;
 
   group_reset (G);
@@ -1839,8 +1871,10 @@ check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *fou
   err = L->g.level == 1 ? plan_mirror_reads (G, r0, n) : plan_check_reads (G, r0, n);
   if (err)
     return err;
-  if ((err = run_pieces (G->a, L, G->ar, G->rd.p, G->rd.n, MIO_READ, 0, failed)) ||
-      *failed) {
+  run = (struct piece_run) { .pp = G->rd.p, .n = G->rd.n, .op = MIO_READ,
+                             .quiet_roles = G->counted };
+  err = run_runs (G->a, L, G->ar, &run, 1);
+  if ((*failed = run.failed) != 0 || err) {
     G->exclude |= *failed;
     return err;
   }
@@ -1853,6 +1887,42 @@ check_once (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *fou
   return run_pieces (G->a, L, G->ar, G->wr.p, G->wr.n, MIO_WRITE, 0, failed);
 }
 
+/* Check rows [r0, r0+n), locked, redoing attempts until no member fails.
+ * A failed read excludes its role in every row of the attempt: each such
+ * row would then be rebuilt from parity (raid1: take another mirror's
+ * bytes) and written back, though only some of the role's reads failed —
+ * and a row whose parity is torn (what a resync repairs) would lose the
+ * role's readable bytes to it.  So after a failed read the rows are
+ * redone one by one, each reading every role again: only the rows whose
+ * own read fails are rebuilt, as a client read of them would be.  The
+ * role's error was counted once; its failures in those rows are not
+ * counted again (G->counted): one bad region counts once per batch. */
+static int
+check_locked (struct group *G, uint64_t r0, uint64_t n, bool repair, uint64_t *found)
+{
+  uint32_t failed, excl = G->exclude;
+  int err = EIO;
+
+  for (int attempt = 0; attempt < max_attempts (G->L); attempt++) {
+    err = check_once (G, r0, n, repair, found, &failed);
+    if (err || !failed)
+      return err;
+    if (n > 1 && G->exclude != excl) {     /* a read failed: row by row */
+      uint64_t one;
+      *found = 0;
+      G->counted |= G->exclude & ~excl;    /* counted once per batch */
+      for (uint64_t r = r0; r < r0 + n && !err; r++) {
+        G->exclude = excl;
+        err = check_locked (G, r, 1, repair, &one);
+        *found += one;
+      }
+      return err;
+    }
+    err = EIO;
+  }
+  return err;
+}
+
 int
 stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                    uint64_t n, bool repair, uint64_t *mismatches)
@@ -1860,19 +1930,13 @@ stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   struct group G = { .a = a, .L = L };
   struct stripe_lock_node *nodes;
   uint64_t found = 0;
-  uint32_t failed;
-  int err = 0;
+  int err;
 
   if (L->g.level == 0)
     return 0;
   if (!(G.ar = arena_reset ()) || !(nodes = lock_rows (&G, r0, n)))
     return ENOMEM;
-  for (int attempt = 0; attempt < max_attempts (L); attempt++) {
-    err = check_once (&G, r0, n, repair, &found, &failed);
-    if (err || !failed)
-      break;
-    err = EIO;
-  }
+  err = check_locked (&G, r0, n, repair, &found);
   if (!err)
     *mismatches += found;
   stripe_unlock_range (&a->locks, n, nodes);

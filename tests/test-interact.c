@@ -1760,12 +1760,19 @@ test_finish_zeroing (void)
 }
 
 /* ==================================================================
- * 9. A read error met by a write's read-modify-write, a rebuild, a scrub.
+ * 9. A read error met by a write's read-modify-write, a rebuild (raid6,
+ * and raid5, where the batch cannot be rebuilt without the role), a
+ * scrub, a raid1 repair whose other mirror holds wrong bytes in a row of
+ * the same batch, a raid5 repair next to a row with torn parity, a scrub
+ * over a region of 30 rows whose reads keep failing.
  * Interleaving: the next read of a member's data area fails once (for the
  * write: of whichever member its read phase reads first).
  * Expected (nbdkit-raid-plugin(1), Failures): the block is reconstructed
  * (or read again), the operation succeeds, the error is counted, the
- * member stays in_sync.
+ * member stays in_sync; only the row whose read failed is rebuilt: the
+ * raid5 rebuild ends, the raid1 row keeps the bytes its reads returned,
+ * the torn row keeps its data and gets its parity recomputed; the bad
+ * region counts once per batch (the member is not failed for it).
  */
 static struct rule *
 read_error_once (struct memdev *d)
@@ -1818,14 +1825,14 @@ rmw_read_error (bool degraded)
 }
 
 static void
-rebuild_read_error (void)
+rebuild_read_error (int level)
 {
   struct fixture f;
   struct raid_status st;
   struct rule *r;
 
   sim_new ("sim:spare");
-  if (!setup (&f, 6, 5, CHUNK, NULL))
+  if (!setup (&f, level, 5, CHUNK, NULL))
     return;
   fail_member (f.a, "0");
   r = read_error_once (&f.dev[2]);
@@ -1838,7 +1845,7 @@ rebuild_read_error (void)
          find_spec (&st, "sim:spare")->state == RAID_MEMBER_IN_SYNC,
          "rebuild: the spare is %s", state_of (find_spec (&st, "sim:spare")));
   verify_contents (&f, "after the rebuild");
-  if (raid_array_health (f.a) == RAID_HEALTH_OPTIMAL) {
+  if (level == 6 && raid_array_health (f.a) == RAID_HEALTH_OPTIMAL) {
     fail_member (f.a, "1");
     fail_member (f.a, "3");
     verify_contents (&f, "after the rebuild, roles 1 and 3 failed");
@@ -1868,13 +1875,102 @@ scrub_read_error (void)
   teardown (&f);
 }
 
+/* A repair of a raid1 whose role 1 holds wrong bytes in row 3 (read from
+ * role 0: 3 mod 3); role 0's first read fails once.  Only the rows whose
+ * own read fails may take another mirror's bytes: row 3 keeps role 0's
+ * (the model's), and role 1 is repaired with them. */
+static void
+mirror_repair_read_error (void)
+{
+  struct fixture f;
+  struct rule *r;
+  char err[256];
+
+  if (!setup (&f, 1, 3, CHUNK, NULL))
+    return;
+  memset (f.dev[1].data + DOFF + 3 * CHUNK, 0xee, 4096);
+  r = read_error_once (&f.dev[0]);
+  CHECK (raid_array_check (f.a, true, err, sizeof err) == 0, "repair: %s", err);
+  CHECK (wait_idle (f.a, 10), "repair did not end");
+  CHECK (atomic_load (&r->armed) == 0, "mirror repair: role 0 was not read");
+  expect_counted (f.a, 0, RAID_HEALTH_OPTIMAL, "mirror repair");
+  verify_contents (&f, "after the mirror repair with a read error");
+  CHECK (verify_parity (&f, 0) == 0, "mirror repair: the mirrors differ");
+  teardown (&f);
+}
+
+/* A read error in a resync batch of a raid5 (resync policy) whose row 5
+ * holds torn parity: only the row whose read failed is rebuilt from
+ * parity; row 5's data, readable, stays (its parity is recomputed). */
+static void
+resync_read_error (void)
+{
+  struct fixture f;
+  struct rule *r;
+  struct raid_geom g;
+  struct raid_row rr;
+  char err[256];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  raid_geom_init (&g, 5, f.layout, CHUNK, 4, err, sizeof err);
+  raid_geom_row (&g, 5, &rr);
+  memset (f.dev[rr.pd].data + DOFF + 5 * CHUNK, 0xee, 4096);   /* torn parity */
+  /* The first read of the member holding row 5's first data block fails
+   * once: without the row-by-row redo, row 5's block would be rebuilt
+   * from the torn parity. */
+  r = read_error_once (&f.dev[rr.data[0]]);
+  CHECK (raid_array_check (f.a, true, err, sizeof err) == 0, "repair: %s", err);
+  CHECK (wait_idle (f.a, 10), "repair did not end");
+  CHECK (atomic_load (&r->armed) == 0, "resync: role %d was not read", rr.data[0]);
+  verify_contents (&f, "after a repair with a read error next to torn parity");
+  CHECK (verify_parity (&f, 0) == 0, "repair with a read error: rows with wrong parity");
+  teardown (&f);
+}
+
+/* A bad region: every read of role 1 starting in its first 30 rows fails
+ * during a scrub.  The rows are read again one by one, and each fails:
+ * the region counts once per batch, not once per row, so the member is
+ * not failed for a region the scrub repairs (20 errors would). */
+static void
+scrub_bad_region (void)
+{
+  struct fixture f;
+  struct raid_status st;
+  const struct raid_member_status *m;
+  struct rule *r;
+  char err[256];
+
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  r = rule_new (&f.dev[1], OP_READ, DOFF, DOFF + 30 * (uint64_t) CHUNK, FAIL);
+  rule_arm (r, -1);
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
+  CHECK (wait_idle (f.a, 10), "check did not end");
+  rule_arm (r, 0);
+  raid_array_status (f.a, &st);
+  m = find_role (&st, 1);
+  CHECK (m && m->state == RAID_MEMBER_IN_SYNC && m->errors >= 1 && m->errors <= 2,
+         "bad region: role 1 is %s with %u errors (expected in_sync, 1 or 2)",
+         state_of (m), m ? m->errors : 0);
+  CHECK (st.health == RAID_HEALTH_OPTIMAL, "bad region: health %s",
+         raid_health_name (st.health));
+  verify_contents (&f, "after a scrub over a bad region");
+  CHECK (verify_parity (&f, 0) == 0, "bad region: rows with wrong parity");
+  teardown (&f);
+}
+
 static void
 test_read_errors (void)
 {
   rmw_read_error (false);
   rmw_read_error (true);
-  rebuild_read_error ();
+  rebuild_read_error (6);
+  rebuild_read_error (5);       /* a transient error: the batch goes on */
   scrub_read_error ();
+  mirror_repair_read_error ();
+  resync_read_error ();
+  scrub_bad_region ();
 }
 
 /* ==================================================================
