@@ -1853,20 +1853,29 @@ rebuild_read_error (int level)
   teardown (&f);
 }
 
+/* A check (repair: a repair) run to its end while rule r is armed: the
+ * rule must have fired (every armed hit taken). */
+static void
+scrub_with_rule (struct fixture *f, bool repair, struct rule *r, const char *when)
+{
+  char err[256];
+
+  CHECK (raid_array_check (f->a, repair, err, sizeof err) == 0, "%s: %s", when, err);
+  CHECK (wait_idle (f->a, 10), "%s: the %s did not end", when, repair ? "repair" : "check");
+  CHECK (atomic_load (&r->armed) == 0, "%s: the failing read never came", when);
+}
+
 static void
 scrub_read_error (void)
 {
   struct fixture f;
   struct raid_status st;
   struct rule *r;
-  char err[256];
 
   if (!setup (&f, 5, 4, CHUNK, NULL))
     return;
   r = read_error_once (&f.dev[1]);
-  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "check: %s", err);
-  CHECK (wait_idle (f.a, 10), "check did not end");
-  CHECK (atomic_load (&r->armed) == 0, "scrub: role 1 was not read");
+  scrub_with_rule (&f, false, r, "scrub");
   expect_counted (f.a, 1, RAID_HEALTH_OPTIMAL, "scrub");
   raid_array_status (f.a, &st);
   CHECK (st.mismatch_count == 0, "scrub: %" PRIu64 " mismatches", st.mismatch_count);
@@ -1884,15 +1893,12 @@ mirror_repair_read_error (void)
 {
   struct fixture f;
   struct rule *r;
-  char err[256];
 
   if (!setup (&f, 1, 3, CHUNK, NULL))
     return;
   memset (f.dev[1].data + DOFF + 3 * CHUNK, 0xee, 4096);
   r = read_error_once (&f.dev[0]);
-  CHECK (raid_array_check (f.a, true, err, sizeof err) == 0, "repair: %s", err);
-  CHECK (wait_idle (f.a, 10), "repair did not end");
-  CHECK (atomic_load (&r->armed) == 0, "mirror repair: role 0 was not read");
+  scrub_with_rule (&f, true, r, "mirror repair");
   expect_counted (f.a, 0, RAID_HEALTH_OPTIMAL, "mirror repair");
   verify_contents (&f, "after the mirror repair with a read error");
   CHECK (verify_parity (&f, 0) == 0, "mirror repair: the mirrors differ");
@@ -1920,9 +1926,7 @@ resync_read_error (void)
    * once: without the row-by-row redo, row 5's block would be rebuilt
    * from the torn parity. */
   r = read_error_once (&f.dev[rr.data[0]]);
-  CHECK (raid_array_check (f.a, true, err, sizeof err) == 0, "repair: %s", err);
-  CHECK (wait_idle (f.a, 10), "repair did not end");
-  CHECK (atomic_load (&r->armed) == 0, "resync: role %d was not read", rr.data[0]);
+  scrub_with_rule (&f, true, r, "repair next to torn parity");
   verify_contents (&f, "after a repair with a read error next to torn parity");
   CHECK (verify_parity (&f, 0) == 0, "repair with a read error: rows with wrong parity");
   teardown (&f);
