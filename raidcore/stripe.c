@@ -64,7 +64,11 @@
  * was counted: the redo treats that role as missing for reading
  * (G->exclude), rebuilds its blocks from the others and writes them back
  * onto it (a failed rewrite makes it faulty).  Each redo follows one more
- * excluded or faulty role, so there are at most 2 * raid_disks of them.  A
+ * excluded or faulty role, so there are at most 2 * raid_disks of them.
+ * A background batch (check, resync, rebuild: many rows) whose read
+ * failed is redone one row at a time instead (check_locked, rebuild_rest),
+ * so that a role is excluded only in the rows it cannot read; the error
+ * is counted once per batch (G->counted).  A
  * redo after a partial write is safe because every write plan writes a
  * complete new state of the columns it covers (data and parity consistent
  * with each other): whichever of the previous attempt's writes landed, the
