@@ -32,10 +32,10 @@
  * would change with the mirror they go to.  The resync copies each row
  * from the mirror its reads use (stripe.c, mirror_source), so it changes
  * nothing a read returns (while the readable mirrors stay the same: one
- * that fails a read hands the row to the next); it waits for every mirror, and a degraded
- * dirty raid1 start is not refused.  A resync the record owed already
- * starts again from the start too: the rows it had passed may have been
- * written when the array stopped.
+ * that fails a read hands the row to the next).  It waits for every
+ * mirror, and a degraded dirty raid1 start is not refused.  A resync the
+ * record owed already starts again from the start too: the rows it had
+ * passed may have been written when the array stopped.
  *
  * Callers: the stripe engine describes one group's member writes (struct
  * cons_group) and hands them to cons_write, which performs them through the

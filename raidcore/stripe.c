@@ -1846,7 +1846,8 @@ check_mirror_seg (struct group *G, struct seg *sg, bool repair, uint64_t *found)
   for (uint32_t c = 0; c < L->g.chunk && !err; c += COL_ALIGN) {
     bool differs = false;
     for (int r = 0; r < L->g.raid_disks && !err; r++) {
-      if (r == src || !sg->blk[r] || memcmp (sg->blk[r] + c, sg->blk[src] + c, COL_ALIGN) == 0)
+      if (r == src || !sg->blk[r] ||
+          memcmp (sg->blk[r] + c, sg->blk[src] + c, COL_ALIGN) == 0)
         continue;
       differs = true;
       if (repair)

@@ -13,8 +13,9 @@
 #
 # A run is a series of EPOCHS.  Each creates a fresh array from seeded
 # choices (level 4, 5, 6, 0 as the source of a takeover reshape, or 1:
-# two mirrors, taken over to raid5 in half the epochs; 3-6 members; chunk 4K-256K; consistency journal/bitmap/resync; members a mix
-# of sparse files and NBD exports served by `nbdkit --filter=error
+# two mirrors, taken over to raid5 in half the epochs; 3-6 members;
+# chunk 4K-256K; consistency journal/bitmap/resync; members a mix of
+# sparse files and NBD exports served by `nbdkit --filter=error
 # --filter=rate --filter=delay file` on UNIX sockets, plus spares) and runs
 # PHASES separated by QUIET POINTS.
 #
