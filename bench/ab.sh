@@ -5,7 +5,7 @@
 #
 #   bench/ab.sh OLD-PLUGIN.so NEW-PLUGIN.so
 #
-# Each build serves its own RAID5 of 5 members of 256M (chunk 64K, the
+# Each build serves its own RAID5 of NDISKS (5) members of 256M (chunk 64K, the
 # default journal, filled with sequential 1M writes): by default members
 # at RATE MiB/s each way behind nbdkit's rate filter (as bench/slow.sh's
 # part A) with the array server at nbdkit -t 64; with FILES=1 the member
@@ -21,7 +21,7 @@ set -euo pipefail
 declare -A PL=([old]="$1" [new]="$2")
 : "${NBDRAID:=$PWD/nbdraid/nbdraid}"
 : "${RUNTIME:=4}" "${REPS:=3}" "${RATE:=100}" "${FILES:=0}" "${BENCH_DIR:=/dev/shm}"
-: "${DEGRADED:=0}"
+: "${DEGRADED:=0}" "${NDISKS:=5}"
 : "${CASES:=write:4k:32 randread:4k:32}"
 RAMP=500ms
 BENCH_NAME=ab.sh
@@ -31,12 +31,12 @@ source "$(dirname "$0")/lib.sh"
 bench_tmp nbdraid-ab
 declare -A URI
 for v in old new; do
-  f=(); for i in 0 1 2 3 4; do f+=("$tmp/$v-m$i.img"); done
+  f=(); for ((i = 0; i < NDISKS; i++)); do f+=("$tmp/$v-m$i.img"); done
   "$NBDRAID" create --level=5 --chunk=64K --size=256M "${f[@]}" >/dev/null
   serve "$v-fill" "${PL[$v]}" "${f[@]}"
   FIO_SIZE="$(nbdinfo --size "$uri")" fio_run "$uri" write 1M 32 no >/dev/null
   stop "$srv_pid"
-  keep=(0 1 2 3 4); [ "$DEGRADED" = 1 ] && keep=(0 2 3 4)
+  keep=("${!f[@]}"); [ "$DEGRADED" = 1 ] && unset 'keep[1]'
   if [ "$FILES" = 1 ]; then
     m=(); for i in "${keep[@]}"; do m+=("${f[$i]}"); done
     serve "$v" "${PL[$v]}" "${m[@]}"

@@ -123,7 +123,8 @@
 #
 # Usage: bench/slow.sh     (from the build directory, or with PLUGIN and
 #                           NBDRAID set)
-# Environment: RATE (MiB/s per member each way, 100), DELAY (ms, 1),
+# Environment: RATE (whole MiB/s per member each way, 100), DELAY (whole
+#              ms, 1),
 #              NDISKS (5), REPS (3), RUNTIME (4), RAMP (fio ramp, 500ms),
 #              MEMBER_SIZE (256M), FIO_SIZE (fio's region, MEMBER_SIZE: it
 #              must fit the one member), PARTS ("A B"), RAID6 (1),
@@ -165,7 +166,13 @@ done
 for c in fio nbdkit nbdinfo; do
   command -v "$c" >/dev/null || { echo "slow.sh: $c is required" >&2; exit 1; }
 done
-[ "$NDISKS" -ge 4 ] || { echo "slow.sh: NDISKS must be at least 4 (RAID6)" >&2; exit 1; }
+[[ "$NDISKS" =~ ^[0-9]+$ ]] && [ "$NDISKS" -ge 4 ] ||
+  { echo "slow.sh: NDISKS must be a whole number, at least 4 (RAID6)" >&2; exit 1; }
+# nbdkit's rate filter takes whole bits per second (RATE * 8 Mi) and this
+# nbdkit's delay filter whole milliseconds: it reads DELAY=0.5 as "0ms".
+[[ "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "slow.sh: RATE must be a whole number of MiB/s, not '$RATE'" >&2; exit 1; }
+[[ "$DELAY" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "slow.sh: DELAY must be a whole number of milliseconds (the delay filter takes no fractions), not '$DELAY'" >&2; exit 1; }
 
 BENCH_NAME=slow.sh
 # shellcheck source=lib.sh

@@ -38,6 +38,30 @@ gather_fini (struct gather *G)
   pthread_cond_destroy (&G->tick);
 }
 
+/* ---- the age (G4) ---- */
+
+uint64_t
+gather_age_ns (const struct gather *G)
+{
+  uint64_t age = 2 * atomic_load (&G->write_ns);
+
+  return raid_min_u64 (raid_max_u64 (age, GATHER_AGE_MIN_NS), GATHER_AGE_MAX_NS);
+}
+
+/* The array write a drain or a bypassing write makes, timed.  Concurrent
+ * updates may lose one another's sample: the average stays one. */
+static int
+timed_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
+             unsigned flags)
+{
+  uint64_t t0 = raid_now_mono_ns (), avg;
+  int err = G->write (G->opaque, buf, len, off, flags);
+
+  avg = atomic_load (&G->write_ns);
+  atomic_store (&G->write_ns, avg - avg / 8 + (raid_now_mono_ns () - t0) / 8);
+  return err;
+}
+
 /* ---- slots (G->lock held) ---- */
 
 /* The one place a slot changes state. */
@@ -204,8 +228,8 @@ drain (struct gather *G, struct gslot *s)
   int err = 0;
 
   for (int i = 0; i < s->nseg && !err; i++)
-    err = G->write (G->opaque, s->buf + (s->seg[i].lo - s->off),
-                    s->seg[i].hi - s->seg[i].lo, s->seg[i].lo, 0);
+    err = timed_write (G, s->buf + (s->seg[i].lo - s->off),
+                       s->seg[i].hi - s->seg[i].lo, s->seg[i].lo, 0);
   pthread_mutex_lock (&G->lock);
   if (err && err != EIO) {
     s->born_ns = raid_now_mono_ns ();
@@ -332,7 +356,7 @@ through (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
   int err = gather_settle (G, off, off + len, &h);
 
   if (!err)
-    err = G->write (G->opaque, buf, len, off, flags);
+    err = timed_write (G, buf, len, off, flags);
   gather_release (G, &h, err);
   return err;
 }
@@ -546,18 +570,19 @@ ager (void *arg)
   pthread_mutex_lock (&G->lock);
   while (!G->stop) {
     struct timespec ts;
-    uint64_t now;
+    uint64_t now, age;
     int n = 0;
 
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += GATHER_AGE_NS / 2;
+    ts.tv_nsec += GATHER_AGE_MIN_NS / 2;
     ts.tv_sec += ts.tv_nsec / 1000000000;
     ts.tv_nsec %= 1000000000;
     pthread_cond_timedwait (&G->tick, &G->lock, &ts);    /* W2 */
     now = raid_now_mono_ns ();
+    age = gather_age_ns (G);
     for (int i = 0; i < GATHER_SLOTS; i++) {
       struct gslot *s = &G->slot[i];
-      if (s->state == GS_FILLING && now - s->born_ns >= GATHER_AGE_NS) {
+      if (s->state == GS_FILLING && now - s->born_ns >= age) {
         slot_set (G, s, GS_DRAINING);
         mine[n++] = s;
       }

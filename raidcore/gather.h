@@ -58,15 +58,27 @@
  *       it.  Multi-conn stays honest: the table is the array's, not a
  *       connection's.
  *   G4  Nothing is held long: a slot whose unit is complete is drained at
- *       once by the writer that completed it; a slot that is GATHER_AGE_NS
- *       old is drained by the ager thread, which looks every
- *       GATHER_AGE_NS / 2 (so within about 1.5 x GATHER_AGE_NS, plus the
+ *       once by the writer that completed it; a slot older than the age
+ *       (gather_age_ns) is drained by the ager thread, which looks every
+ *       GATHER_AGE_MIN_NS / 2 (so within the age plus that, plus the
  *       drains before it); a full table makes the writer that needs a slot
  *       drain the oldest one itself; block status (extents) settles the
  *       slots it overlaps first (a gathered write in a hole must not be
  *       reported as a hole); a clean close drains all.  A kill -9 loses at
- *       most the unflushed writes of those last milliseconds, which the
- *       contract allows.
+ *       most the unflushed writes of the last age, which the contract
+ *       allows.
+ *       The age is twice the time the array's writes take lately (a
+ *       moving average of the writes this table makes or passes through),
+ *       at least GATHER_AGE_MIN_NS, at most GATHER_AGE_MAX_NS.  A client
+ *       that streams at queue depth n sends its next request when one of
+ *       its earlier ones completes, so the request that completes a row
+ *       may come up to about one write's time after the one that began
+ *       it; a fixed age shorter than that drains the first half alone,
+ *       and both halves then pay a read-modify-write, its payload logged
+ *       (measured: RAID5 of 8 members at 75 MiB/s, 1M writes at QD32,
+ *       which take about 60 ms: with a fixed 20 ms age one boundary row
+ *       in eight, 0.75-0.94 of the member limit; following the writes,
+ *       0.99).
  *   G5  Layout changes need nothing from here: a drain is an ordinary array
  *       write (router ticket, stripe locks, write-hole policy), routed when
  *       it runs.  A unit that no longer matches a row (a reshape changed
@@ -100,7 +112,7 @@
  *       its array writes (a slot held by a bypassing request: by that
  *       request's array write).  Drains never wait on the table, and no
  *       thread waits while it holds a slot.
- *   W2  The ager sleeps GATHER_AGE_NS / 2 at a time (tick), woken early by
+ *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken early by
  *       gather_stop.
  */
 #ifndef RAIDCORE_GATHER_H
@@ -111,11 +123,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define GATHER_SLOTS 32
+#define GATHER_SLOTS 64
 #define GATHER_SEGS 16
 #define GATHER_UNIT_MAX (4u << 20)
-#define GATHER_BYTES_MAX (16u << 20)       /* slots in use x unit, at most */
-#define GATHER_AGE_NS (20 * 1000000ull)
+#define GATHER_BYTES_MAX (32u << 20)       /* slots in use x unit, at most */
+#define GATHER_AGE_MIN_NS (20 * 1000000ull)
+#define GATHER_AGE_MAX_NS (200 * 1000000ull)
 #define GATHER_RECENT 4
 
 enum gslot_state { GS_FREE, GS_FILLING, GS_DRAINING };
@@ -145,6 +158,8 @@ struct gather {
   pthread_cond_t freed;                    /* a slot left DRAINING (W1) */
   pthread_cond_t tick;                     /* the ager's sleep (W2) */
   _Atomic int nlive;                       /* slots not FREE */
+  _Atomic uint64_t write_ns;               /* how long its array writes take
+                                              (moving average; G4) */
   struct gslot slot[GATHER_SLOTS];
   uint64_t recent[GATHER_RECENT];          /* ends of units completed lately */
   unsigned nrecent;
@@ -152,6 +167,9 @@ struct gather {
   pthread_t ager;
   bool ager_running, stop;
 };
+
+/* How old a slot may grow before the ager drains it (G4). */
+uint64_t gather_age_ns (const struct gather *G);
 
 /* on false: every call below passes straight to write (and reads see no
  * slot).  0 or ENOMEM. */

@@ -413,6 +413,7 @@ static pthread_cond_t mcond = PTHREAD_COND_INITIALIZER;
 static bool gate_fua, gate_open;             /* FUA writes wait at the gate */
 static int64_t gate_off = -1;                /* ... and writes at this offset */
 static int mfail;                            /* nonzero: every write fails so */
+static unsigned mdelay_ms;                   /* every write takes this long */
 static int nblocked;
 static uint64_t last_off, last_len;          /* the last write that landed */
 
@@ -427,6 +428,8 @@ mwrite (void *opaque, const uint8_t *buf, uint64_t len, uint64_t off, unsigned f
       pthread_cond_wait (&mcond, &mlock);
   }
   pthread_mutex_unlock (&mlock);
+  if (mdelay_ms)
+    usleep (mdelay_ms * 1000);
   if (mfail)
     return mfail;
   memcpy (mdisk + off, buf, len);
@@ -442,6 +445,7 @@ mreset (struct gather *G)
   gate_fua = gate_open = false;
   gate_off = -1;
   mfail = nblocked = 0;
+  mdelay_ms = 0;
   last_off = last_len = 0;
   gather_init (G, true, mwrite, NULL);
 }
@@ -745,6 +749,49 @@ test_ends_first (void)
   gather_fini (&MG);
 }
 
+/* 16: the age follows the time array writes take (gather.h, G4): a row
+ * begun while writes are slow is held for twice that, not drained at the
+ * floor, and the age falls back to the floor once they are fast again. */
+static void
+test_age_follows (void)
+{
+  uint8_t B[4096];
+  uint64_t age, t0, waited;
+  bool held;
+
+  mreset (&MG);
+  CHECK (gather_start (&MG) == 0, "age: start the ager");
+  CHECK (gather_age_ns (&MG) == GATHER_AGE_MIN_NS, "age: %" PRIu64 " ns before any write",
+         gather_age_ns (&MG));
+  memset (B, 'A', sizeof B);
+  mdelay_ms = 150;
+  for (int i = 0; i < 4; i++)                 /* FUA: written through, timed */
+    gather_write (&MG, B, 4096, (4 + i) * MUNIT, MUNIT, 1);
+  age = gather_age_ns (&MG);
+  CHECK (age >= 100 * 1000000ull && age <= GATHER_AGE_MAX_NS,
+         "age: %" PRIu64 " ns after four writes of 150 ms (expected 100-200 ms)", age);
+  mdelay_ms = 0;
+  t0 = raid_now_mono_ns ();
+  gather_write (&MG, B, 4096, 0, MUNIT, 0);   /* begins a row: held */
+  usleep (3 * GATHER_AGE_MIN_NS / 1000);      /* past the floor and its tick */
+  pthread_mutex_lock (&mlock);
+  held = mdisk[0] == 'O';
+  pthread_mutex_unlock (&mlock);
+  waited = raid_now_mono_ns () - t0;
+  if (waited < 90 * 1000000ull)               /* else this thread was descheduled */
+    CHECK (held, "age: a row was drained %" PRIu64 " ms after its first write, "
+           "with writes taking 150 ms", waited / 1000000);
+  for (int i = 0; i < 300 && mdisk[0] == 'O'; i++)
+    usleep (1000);
+  CHECK (mdisk[0] == 'A', "age: the held row was not drained within 300 ms");
+  for (int i = 0; i < 40; i++)                /* fast writes again */
+    gather_write (&MG, B, 4096, 4 * MUNIT, MUNIT, 1);
+  CHECK (gather_age_ns (&MG) == GATHER_AGE_MIN_NS,
+         "age: %" PRIu64 " ns after 40 fast writes (expected the floor)", gather_age_ns (&MG));
+  gather_stop (&MG);
+  gather_fini (&MG);
+}
+
 int
 main (void)
 {
@@ -768,5 +815,6 @@ main (void)
   test_hammer ();
   test_shrink_grow ();
   test_ends_first ();
+  test_age_follows ();
   return test_summary ("test-gather");
 }
