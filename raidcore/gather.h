@@ -123,10 +123,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define GATHER_SLOTS 64
+#define GATHER_SLOTS 32
 #define GATHER_SEGS 16
 #define GATHER_UNIT_MAX (4u << 20)
-#define GATHER_BYTES_MAX (32u << 20)       /* slots in use x unit, at most */
+#define GATHER_BYTES_MAX (16u << 20)       /* slots in use x unit, at most */
 #define GATHER_AGE_MIN_NS (20 * 1000000ull)
 #define GATHER_AGE_MAX_NS (200 * 1000000ull)
 #define GATHER_RECENT 4
