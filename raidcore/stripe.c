@@ -65,8 +65,9 @@
  * (G->exclude), rebuilds its blocks from the others and writes them back
  * onto it (a failed rewrite makes it faulty).  Each redo follows one more
  * excluded or faulty role, so there are at most 2 * raid_disks of them.
- * A background batch (check, resync, rebuild: many rows) whose read
- * failed is redone one row at a time instead (check_locked, rebuild_rest),
+ * A background batch (check, resync, rebuild, a replace's copy: many
+ * rows) whose read failed is redone one row at a time instead
+ * (check_locked, rebuild_rest, copy_rest),
  * so that a role is excluded only in the rows it cannot read; the error
  * is counted once per batch (G->counted).  A
  * redo after a partial write is safe because every write plan writes a
@@ -1948,6 +1949,37 @@ stripe_check_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   return err;
 }
 
+/* The rows from r0 of a replace copy (p: the source role's bytes of
+ * them, locked) whose read failed: each row is read again on its own and
+ * copied, and only a row whose read fails again is rebuilt from the
+ * others and written back to the source, which the mirror copies to dst.
+ * Excluding the source in the whole batch would rebuild every row of it,
+ * so an array that cannot rebuild that role (another member lost
+ * meanwhile) would fail the copy for one bad block or one transient
+ * error.  The error counts once per batch (G->counted). */
+static int
+copy_rest (struct group *G, const struct piece *p, uint64_t r0, struct member *dst)
+{
+  uint64_t chunk = G->L->g.chunk;
+  int err = 0;
+
+  G->counted |= 1u << p->role;
+  for (uint64_t i = 0; i < p->len / chunk && !err; i++) {
+    struct piece q = { p->role, p->off + i * chunk, (uint8_t *) p->ptr + i * chunk, chunk };
+    struct piece_run run = { .pp = &q, .n = 1, .op = MIO_READ, .quiet_roles = G->counted };
+
+    if ((err = run_runs (G->a, G->L, G->ar, &run, 1)) != 0)
+      break;
+    if (run.failed) {
+      G->exclude = 1u << p->role;
+      err = rebuild_locked (G, r0 + i, 1, 1u << p->role);
+    }
+    else if ((err = member_pwrite (dst, q.ptr, chunk, q.off, false)) != 0)
+      state_member_error (G->a, dst, err, true, q.off);
+  }
+  return err;
+}
+
 int
 stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
                   uint64_t n, int role, struct member *dst, _Atomic uint64_t *cursor)
@@ -1964,12 +1996,8 @@ stripe_copy_rows (struct raid_array *a, const struct layout *L, uint64_t r0,
   snapshot (&G);
   if (G.unusable & (1u << role))
     err = EIO;                             /* the source failed meanwhile */
-  else if ((err = run_pieces (a, L, G.ar, &p, 1, MIO_READ, 0, &failed)) == 0 && failed) {
-    /* The source cannot read these rows: rebuild them from the others and
-     * write them back to it, which the mirror copies to dst. */
-    G.exclude = 1u << role;
-    err = rebuild_locked (&G, r0, n, 1u << role);
-  }
+  else if ((err = run_pieces (a, L, G.ar, &p, 1, MIO_READ, 0, &failed)) == 0 && failed)
+    err = copy_rest (&G, &p, r0, dst);
   else if (err == 0 && (err = member_pwrite (dst, p.ptr, p.len, p.off, false)) != 0)
     state_member_error (a, dst, err, true, p.off);
   if (!err)

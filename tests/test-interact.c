@@ -1762,17 +1762,20 @@ test_finish_zeroing (void)
 /* ==================================================================
  * 9. A read error met by a write's read-modify-write, a rebuild (raid6,
  * and raid5, where the batch cannot be rebuilt without the role), a
- * scrub, a raid1 repair whose other mirror holds wrong bytes in a row of
- * the same batch, a raid5 repair next to a row with torn parity, a scrub
- * over a region of 30 rows whose reads keep failing.
+ * replace's copy on an array that lost another member meanwhile (which
+ * cannot rebuild the source's role either), a scrub, a raid1 repair
+ * whose other mirror holds wrong bytes in a row of the same batch, a
+ * raid5 repair next to a row with torn parity, a scrub over a region of
+ * 30 rows whose reads keep failing.
  * Interleaving: the next read of a member's data area fails once (for the
  * write: of whichever member its read phase reads first).
  * Expected (nbdkit-raid-plugin(1), Failures): the block is reconstructed
  * (or read again), the operation succeeds, the error is counted, the
  * member stays in_sync; only the row whose read failed is rebuilt: the
- * raid5 rebuild ends, the raid1 row keeps the bytes its reads returned,
- * the torn row keeps its data and gets its parity recomputed; the bad
- * region counts once per batch (the member is not failed for it).
+ * raid5 rebuild and the replace end, the raid1 row keeps the bytes its
+ * reads returned, the torn row keeps its data and gets its parity
+ * recomputed; the bad region counts once per batch (the member is not
+ * failed for it).
  */
 static struct rule *
 read_error_once (struct memdev *d)
@@ -1850,6 +1853,48 @@ rebuild_read_error (int level)
     fail_member (f.a, "3");
     verify_contents (&f, "after the rebuild, roles 1 and 3 failed");
   }
+  teardown (&f);
+}
+
+/* A replace of role 1 whose copy waits at its first read of the source
+ * while role 2 is failed, then has that read fail once: the array can no
+ * longer rebuild role 1, so only reading each row of the batch again
+ * copies it.  Expected: the replace completes (the spare holds role 1),
+ * the error counted, the contents intact. */
+static void
+replace_read_error_degraded (void)
+{
+  const char *when = "replace, role 2 failed, one read of the source failing";
+  struct fixture f;
+  struct raid_status st;
+  struct rule *b, *r;
+  char err[256];
+
+  sim_new ("sim:spare");
+  if (!setup (&f, 5, 4, CHUNK, NULL))
+    return;
+  add_member (f.a, "sim:spare");
+  b = rule_new (&f.dev[1], OP_READ, DOFF, UINT64_MAX, BLOCK);
+  rule_arm (b, 1);
+  r = read_error_once (&f.dev[1]);          /* the same read, once the gate opens */
+  CHECK (raid_array_replace (f.a, "1", "sim:spare", err, sizeof err) == 0, "replace: %s", err);
+  if (!gate_reached (&b->gate, LONG_MS)) {
+    CHECK (0, "%s: the copy never read the source", when);
+    teardown (&f);
+    return;
+  }
+  fail_member (f.a, "2");
+  gate_open (&b->gate);
+  CHECK (wait_idle (f.a, 10), "%s: the replace did not end", when);
+  CHECK (atomic_load (&r->armed) == 0, "%s: the failing read never came", when);
+  raid_array_status (f.a, &st);
+  CHECK (find_spec (&st, "sim:spare") && find_spec (&st, "sim:spare")->role == 1 &&
+         find_spec (&st, "sim:spare")->state == RAID_MEMBER_IN_SYNC,
+         "%s: the spare is %s (expected in_sync in role 1)", when,
+         state_of (find_spec (&st, "sim:spare")));
+  CHECK (st.health == RAID_HEALTH_DEGRADED, "%s: health %s", when,
+         raid_health_name (st.health));
+  verify_contents (&f, when);
   teardown (&f);
 }
 
@@ -1971,6 +2016,7 @@ test_read_errors (void)
   rmw_read_error (true);
   rebuild_read_error (6);
   rebuild_read_error (5);       /* a transient error: the batch goes on */
+  replace_read_error_degraded ();
   scrub_read_error ();
   mirror_repair_read_error ();
   resync_read_error ();
