@@ -48,14 +48,20 @@ gather_age_ns (const struct gather *G)
   return raid_min_u64 (raid_max_u64 (age, GATHER_AGE_MIN_NS), GATHER_AGE_MAX_NS);
 }
 
-/* The array write a drain or a bypassing write makes, timed.  Concurrent
- * updates may lose one another's sample: the average stays one. */
+/* The array write a drain or a bypassing write makes, timed (only when
+ * the gather is on: nothing ages otherwise).  Concurrent updates may lose
+ * one another's sample: the average stays one. */
 static int
 timed_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
              unsigned flags)
 {
-  uint64_t t0 = raid_now_mono_ns (), avg;
-  int err = G->write (G->opaque, buf, len, off, flags);
+  uint64_t t0, avg;
+  int err;
+
+  if (!G->on)
+    return G->write (G->opaque, buf, len, off, flags);
+  t0 = raid_now_mono_ns ();
+  err = G->write (G->opaque, buf, len, off, flags);
 
   avg = atomic_load (&G->write_ns);
   atomic_store (&G->write_ns, avg - avg / 8 + (raid_now_mono_ns () - t0) / 8);

@@ -112,8 +112,8 @@
  *       its array writes (a slot held by a bypassing request: by that
  *       request's array write).  Drains never wait on the table, and no
  *       thread waits while it holds a slot.
- *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken early by
- *       gather_stop.
+ *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken
+ *       early by gather_stop.
  */
 #ifndef RAIDCORE_GATHER_H
 #define RAIDCORE_GATHER_H
