@@ -17,8 +17,11 @@ struct regmap {
   pthread_cond_t changed;                 /* a page write finished */
   pthread_mutex_t io_lock;                /* serializes page writes */
   uint64_t rpr, nregions, off;
-  uint8_t *bits;                          /* on-disk image */
+  uint8_t *bits;                          /* on-disk image, to be */
   uint8_t *state;                         /* R_* per region */
+  uint8_t *written;                       /* the image the last page writes
+                                             left on every member in use
+                                             (io_lock) */
 };
 
 uint64_t
@@ -39,9 +42,11 @@ regmap_new (uint64_t rows, uint64_t rpr, uint64_t off)
   m->off = off;
   m->bits = raid_alloc_aligned (regmap_bytes (rows, rpr));
   m->state = calloc (m->nregions ? m->nregions : 1, 1);
-  if (!m->bits || !m->state) {
+  m->written = calloc (regmap_bytes (rows, rpr), 1);
+  if (!m->bits || !m->state || !m->written) {
     free (m->bits);
     free (m->state);
+    free (m->written);
     free (m);
     return NULL;
   }
@@ -62,6 +67,7 @@ regmap_free (struct regmap *m)
   pthread_cond_destroy (&m->changed);
   free (m->bits);
   free (m->state);
+  free (m->written);
   free (m);
 }
 
@@ -84,9 +90,22 @@ set_bit (struct regmap *m, uint64_t r, int state)
   m->bits[r / 8] |= 1u << (r % 8);
 }
 
-/* Write pages [p0, p1) of the in-memory image to every member in use. */
+/* Whether regions [r0, r1) are set in m->written (io_lock held). */
+static bool
+written_covers (const struct regmap *m, uint64_t r0, uint64_t r1)
+{
+  for (uint64_t r = r0; r < r1; r++)
+    if (!(m->written[r / 8] & (1u << (r % 8))))
+      return false;
+  return true;
+}
+
+/* Write pages [p0, p1) of the in-memory image to every member in use,
+ * unless regions [r0, r1) (none when r0 == r1) are set in the image a
+ * page write already left there (SHARED in regmap.h). */
 static int
-write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1)
+write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1,
+             uint64_t r0, uint64_t r1)
 {
   struct mio mios[SB_MAX_MEMBERS];
   struct iovec iov[SB_MAX_MEMBERS];
@@ -98,6 +117,11 @@ write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1)
   if (!(snap = raid_alloc_aligned (len)))
     return ENOMEM;
   pthread_mutex_lock (&m->io_lock);
+  if (r0 < r1 && written_covers (m, r0, r1)) {
+    pthread_mutex_unlock (&m->io_lock);
+    free (snap);
+    return 0;
+  }
   pthread_mutex_lock (&m->lock);
   memcpy (snap, m->bits + p0 * PAGE, len);
   pthread_mutex_unlock (&m->lock);
@@ -117,6 +141,10 @@ write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1)
         state_member_error (a, mios[i].m, mios[i].err, true, mios[i].off);
         err = EAGAIN;
       }
+  if (err)                                /* nobody relies on these pages */
+    memset (m->written + p0 * PAGE, 0, len);
+  else
+    memcpy (m->written + p0 * PAGE, snap, len);
   pthread_mutex_unlock (&m->io_lock);
   free (snap);
   return err;
@@ -141,7 +169,7 @@ regmap_mark (struct raid_array *a, struct regmap *m, uint64_t row, uint64_t n)
   pthread_mutex_unlock (&m->lock);
 
   if (mine)
-    err = write_pages (a, m, r0 / 8 / PAGE, (r1 - 1) / 8 / PAGE + 1);
+    err = write_pages (a, m, r0 / 8 / PAGE, (r1 - 1) / 8 / PAGE + 1, r0, r1);
 
   pthread_mutex_lock (&m->lock);
   if (mine) {
@@ -242,7 +270,7 @@ regmap_sync (struct raid_array *a, struct regmap *m, uint64_t r0, uint64_t r1)
   r1 = raid_min_u64 (r1, m->nregions);
   if (m->nregions == 0 || r0 >= r1)
     return 0;
-  return write_pages (a, m, r0 / 8 / PAGE, (r1 - 1) / 8 / PAGE + 1);
+  return write_pages (a, m, r0 / 8 / PAGE, (r1 - 1) / 8 / PAGE + 1, 0, 0);
 }
 
 int

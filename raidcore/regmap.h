@@ -13,7 +13,20 @@
  * (durable).  A thread finding a bit SETTING waits for that page write
  * (bounded by one write's member I/O).  Page writes are serialized by
  * io_lock and always write the current in-memory page, so a later write
- * never carries older bits.  A member whose page write fails is reported
+ * never carries older bits.
+ *
+ * SHARED.  Each page write that every member in use took leaves its image
+ * in `written` (a failed one clears its pages there): what those members
+ * hold now, since page writes are serialized and each replaces whole
+ * pages.  A thread that set bits and then, holding io_lock, finds all of
+ * its regions set in `written` has them durable already (a page write
+ * that began after it set them carried them) and writes nothing: threads
+ * that mark clean regions at the same moment share one page write
+ * instead of each writing the page in turn.  Every interleaving this
+ * allows is one the plain protocol allows too: the thread's bits were set
+ * in memory before that write's snapshot, so it is as if its own page
+ * write had been that one (a member taken into use since then is in the
+ * same position as one taken in just after the thread wrote).  A member whose page write fails is reported
  * (state_member_error) and leaves the set in use; regmap_mark then returns
  * EAGAIN, so the caller redoes the write against the members left.
  *

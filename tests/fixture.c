@@ -65,6 +65,7 @@ rnd (void)
 
 
 struct raid_assemble_opts fixture_opts;
+int fixture_consistency;
 
 void
 make_array_ex (struct fixture *f, int level, int layout, int n, uint32_t chunk,
@@ -77,7 +78,7 @@ make_array_ex (struct fixture *f, int level, int layout, int n, uint32_t chunk,
   struct raid_create_opts o = {
     .level = level, .layout = layout, .chunk = chunk, .size = member_size,
     .data_offset = data_offset, .assume_clean = true, .nmembers = n,
-    .members = specs,
+    .members = specs, .consistency = fixture_consistency,
   };
   const char *dir = access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 

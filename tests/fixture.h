@@ -56,6 +56,8 @@ struct fixture {
 /* The options make_array_ex assembles with (all zero unless a test sets
  * them first). */
 extern struct raid_assemble_opts fixture_opts;
+/* The consistency policy make_array_ex creates with (0: the default). */
+extern int fixture_consistency;
 
 extern uint64_t rng_state;
 uint64_t rnd (void);

@@ -42,6 +42,7 @@
 
 #include "fixture.h"
 #include "array.h"
+#include "bitmap.h"
 #include "create.h"
 #include "geometry.h"
 #include "member.h"
@@ -3703,6 +3704,71 @@ test_win_target_fails (void)
   teardown (&f);
 }
 
+/* ==================================================================
+ * 46. Writes that dirty clean regions of the write-intent bitmap at the
+ * same moment share a page write (SHARED in regmap.h).
+ * Interleaving: RAID5 of 4, --consistency=bitmap, every bit clear (a clean
+ * start).  A 4K write to region 0 stops in its page write on member 0;
+ * meanwhile 4K writes to regions 1..7 set their bits in memory and wait
+ * for that page write to end; it goes on.
+ * Expected: two page writes on member 0 (the one stopped, then one that
+ * carries the other seven bits), the eight bits set on every member, and
+ * every write reads back.  Each writer writing the page in turn made
+ * eight.
+ */
+#define REGION4 (32ull * 3 * CHUNK)   /* RAID5 of 4: a 2 MiB region's rows */
+
+static void
+test_bitmap_shared_page (void)
+{
+  struct fixture f;
+  struct rule *pg;
+  struct job *w[8];
+  bool marked = false;
+  int writes;
+
+  fixture_consistency = SB_CONS_BITMAP;
+  if (!setup (&f, 5, 4, CHUNK, NULL) || !close_array (f.a) ||
+      !(f.a = reassemble (&f, NULL, 0, NULL))) {  /* a clean start clears the bits */
+    fixture_consistency = 0;
+    return;
+  }
+  fixture_consistency = 0;
+  CHECK (f.size == 8 * REGION4, "array of %" PRIu64 " bytes, expected 8 regions", f.size);
+  CHECK (!bitmap_row_dirty (f.a, 0), "a bit is set after a clean start");
+  pg = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
+  rule_arm (pg, 1);
+  seen_lo = LOG_LO;
+  seen_hi = RAID_META_END;
+  atomic_store (&nseen, 0);
+  atomic_store (&seen_dev, &f.dev[0]);
+  w[0] = io_job (f.a, 0x40, 4096, 0);
+  CHECK (gate_reached (&pg->gate, LONG_MS), "region 0's page write never started");
+  for (int i = 1; i < 8; i++)
+    w[i] = io_job (f.a, 0x40 + i, 4096, i * REGION4);
+  for (uint64_t end = now_ms () + LONG_MS; !marked && now_ms () < end; sleep_ms (1)) {
+    marked = true;
+    for (int i = 1; i < 8; i++)
+      marked &= bitmap_row_dirty (f.a, i * REGION4 / (3 * CHUNK));
+  }
+  CHECK (marked, "regions 1..7 were not marked while region 0's page write waited");
+  gate_open (&pg->gate);
+  for (int i = 0; i < 8; i++) {
+    CHECK (job_done (w[i], LONG_MS) && w[i]->ret == 0, "write %d failed", i);
+    memset (f.model + i * REGION4, w[i]->buf[0], 4096);
+  }
+  atomic_store (&seen_dev, NULL);
+  writes = atomic_load (&nseen);
+  CHECK (writes == 2, "%d page writes on member 0 for 8 regions marked at once (expected 2: "
+         "the seven waiting share one)", writes);
+  for (int d = 0; d < 4; d++)
+    CHECK (f.dev[d].data[LOG_LO] == 0xFF, "member %d's bitmap holds %#x, not the 8 bits",
+           d, f.dev[d].data[LOG_LO]);
+  rules_reset ();
+  verify_contents (&f, "bitmap shared page");
+  teardown (&f);
+}
+
 /* ================================================================== */
 
 static const struct {
@@ -3754,6 +3820,7 @@ static const struct {
   { "replace_forgotten_degraded", test_replace_forgotten_degraded },
   { "replay_unreadable_log", test_replay_unreadable_log },
   { "replay_log_needed", test_replay_log_needed },
+  { "bitmap_shared_page", test_bitmap_shared_page },
 };
 #define NTESTS ((int) (sizeof tests / sizeof tests[0]))
 
