@@ -20,8 +20,9 @@ struct regmap {
   uint8_t *bits;                          /* on-disk image, to be */
   uint8_t *state;                         /* R_* per region */
   uint8_t *written;                       /* the image the last page writes
-                                             left on every member in use
-                                             (io_lock) */
+                                             left on written_to (io_lock) */
+  struct member *written_to[SB_MAX_MEMBERS]; /* the members that took them */
+  int nwritten_to;
 };
 
 uint64_t
@@ -90,14 +91,48 @@ set_bit (struct regmap *m, uint64_t r, int state)
   m->bits[r / 8] |= 1u << (r % 8);
 }
 
-/* Whether regions [r0, r1) are set in m->written (io_lock held). */
+/* Whether regions [r0, r1) are set in m->written and every member in use
+ * took the writes that left it (io_lock held). */
 static bool
-written_covers (const struct regmap *m, uint64_t r0, uint64_t r1)
+written_covers (struct raid_array *a, const struct regmap *m, uint64_t r0, uint64_t r1)
 {
+  bool all = true;
+
   for (uint64_t r = r0; r < r1; r++)
     if (!(m->written[r / 8] & (1u << (r % 8))))
       return false;
-  return true;
+  pthread_mutex_lock (&a->state_lock);
+  for (int t = 0; t < (int) a->sb.nmembers && all; t++)
+    if (state_member_in_use (a, t)) {
+      bool took = false;
+      for (int i = 0; i < m->nwritten_to && !took; i++)
+        took = m->written_to[i] == a->mem[t].m;
+      all = took;
+    }
+  pthread_mutex_unlock (&a->state_lock);
+  return all;
+}
+
+/* After a page write of [p0, p1) to the n members of mios (io_lock held):
+ * `written` keeps only pages that one set of members took. */
+static void
+written_note (struct regmap *m, const struct mio *mios, size_t n, uint64_t p0,
+              const uint8_t *snap, uint64_t len, int err)
+{
+  bool same = (int) n == m->nwritten_to;
+
+  for (size_t i = 0; i < n && same; i++)
+    same = m->written_to[i] == mios[i].m;
+  if (!same) {                            /* other members: start afresh */
+    memset (m->written, 0, raid_round_up ((m->nregions + 7) / 8, PAGE));
+    for (size_t i = 0; i < n; i++)
+      m->written_to[i] = mios[i].m;
+    m->nwritten_to = (int) n;
+  }
+  if (err)                                /* nobody relies on these pages */
+    memset (m->written + p0 * PAGE, 0, len);
+  else
+    memcpy (m->written + p0 * PAGE, snap, len);
 }
 
 /* Write pages [p0, p1) of the in-memory image to every member in use,
@@ -117,7 +152,7 @@ write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1,
   if (!(snap = raid_alloc_aligned (len)))
     return ENOMEM;
   pthread_mutex_lock (&m->io_lock);
-  if (r0 < r1 && written_covers (m, r0, r1)) {
+  if (r0 < r1 && written_covers (a, m, r0, r1)) {
     pthread_mutex_unlock (&m->io_lock);
     free (snap);
     return 0;
@@ -141,10 +176,7 @@ write_pages (struct raid_array *a, struct regmap *m, uint64_t p0, uint64_t p1,
         state_member_error (a, mios[i].m, mios[i].err, true, mios[i].off);
         err = EAGAIN;
       }
-  if (err)                                /* nobody relies on these pages */
-    memset (m->written + p0 * PAGE, 0, len);
-  else
-    memcpy (m->written + p0 * PAGE, snap, len);
+  written_note (m, mios, n, p0, snap, len, err);
   pthread_mutex_unlock (&m->io_lock);
   free (snap);
   return err;

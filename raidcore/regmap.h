@@ -15,20 +15,18 @@
  * io_lock and always write the current in-memory page, so a later write
  * never carries older bits.
  *
- * SHARED.  Each page write that every member in use took leaves its image
- * in `written` (a failed one clears its pages there): what those members
- * hold now, since page writes are serialized and each replaces whole
- * pages.  A thread that set bits and then, holding io_lock, finds all of
- * its regions set in `written` has them durable already (a page write
- * that began after it set them carried them) and writes nothing: threads
- * that mark clean regions at the same moment share one page write
- * instead of each writing the page in turn.  Every interleaving this
- * allows is one the plain protocol allows too: the thread's bits were set
- * in memory before that write's snapshot, so it is as if its own page
- * write had been that one (a member taken into use since then is in the
- * same position as one taken in just after the thread wrote).  A member whose page write fails is reported
- * (state_member_error) and leaves the set in use; regmap_mark then returns
- * EAGAIN, so the caller redoes the write against the members left.
+ * SHARED.  Page writes leave their image in `written`, with the members
+ * that took them (written_to; a write to another set of members starts it
+ * afresh, and a failed write clears its pages): what those members hold,
+ * since page writes are serialized and each replaces whole pages.  A
+ * thread that set bits and then, holding io_lock, finds all of its
+ * regions set in `written` and every member now in use among written_to
+ * has them durable on every member in use already, and writes nothing:
+ * threads that mark clean regions at the same moment share one page write
+ * instead of each writing the page in turn.  (After a regmap_clear or
+ * regmap_zero whose sync has not run yet, the write that carried a bit
+ * may be older than the thread's setting it: the bit is still on those
+ * members, as no later write of the page completed.)
  *
  * Bits are cleared only by regmap_clear (the owner decides when) and made
  * durable by regmap_sync.  No state lock is held by any function here; the
