@@ -218,7 +218,7 @@ raid_config_complete (void)
   "force=BOOL                Start dirty and degraded without a journal, as\n" \
   "                          served by another host, or taking back stale\n" \
   "                          members as they are (default false).\n" \
-  "write-gather=BOOL         Hold partial-row writes briefly (20-30 ms) to\n" \
+  "write-gather=BOOL         Hold partial-row writes briefly (20-200 ms) to\n" \
   "                          join them into whole rows; durable after a flush,\n" \
   "                          as always (default true)."
 

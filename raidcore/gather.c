@@ -8,7 +8,8 @@
 #include "gather.h"
 #include "util.h"
 
-#define MAX_TRIES 64          /* a put that keeps losing its slot writes through */
+#define MAX_TRIES 64          /* a put that keeps losing its slot, or waiting
+                                 in a full table, writes through */
 
 int
 gather_init (struct gather *G, bool on, gather_write_fn write, void *opaque)
@@ -80,7 +81,8 @@ slot_set (struct gather *G, struct gslot *s, enum gslot_state to)
     atomic_fetch_sub (&G->nlive, 1);
     s->nseg = 0;
   }
-  if (s->state == GS_DRAINING && to != GS_DRAINING)
+  if ((s->state == GS_DRAINING && to != GS_DRAINING) ||
+      (s->state != GS_FREE && to == GS_FREE))    /* W1's wake-up */
     pthread_cond_broadcast (&G->freed);
   if (to == GS_FILLING && s->state == GS_FREE)
     s->gen++;
@@ -393,12 +395,13 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
     if (!s && !want_gather (G, u0, unit, off, off + len))
       break;
     if (!s && (s = slot_new (G, u0, unit)) == NULL) {
+      if (any_draining (G)) {                /* full (or no memory): G4 */
+        pthread_cond_wait (&G->freed, &G->lock);         /* W1 */
+        continue;
+      }
       if ((d = oldest_filling (G)) != NULL)
         goto drain_it;                                   /* full: make room */
-      if (!any_draining (G))
-        break;                                           /* ENOMEM: no gather */
-      pthread_cond_wait (&G->freed, &G->lock);           /* all draining: W1 */
-      continue;
+      break;                                             /* ENOMEM: no gather */
     }
     if (!segs_add (s, off, off + len)) {
       d = s;

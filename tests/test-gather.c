@@ -407,7 +407,7 @@ test_reshape (void)
 
 /* ---- the gather alone ---- */
 #define MUNIT 65536u
-static uint8_t mdisk[16 * MUNIT];
+static uint8_t mdisk[(GATHER_SLOTS + 2) * MUNIT];
 static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t mcond = PTHREAD_COND_INITIALIZER;
 static bool gate_fua, gate_open;             /* FUA writes wait at the gate */
@@ -792,6 +792,60 @@ test_age_follows (void)
   gather_fini (&MG);
 }
 
+/* 17.  A full table whose slots include one being drained: a writer that
+ * needs a new slot waits for that drain to end (G4) rather than draining
+ * a row still filling, which would cost both its halves a read-modify-
+ * write.  Unit 0's drain waits at the gate; units 1..31 hold 4K each; a
+ * write that starts unit 32 comes; the gate opens.
+ * Expected: unit 1 (the oldest filling) is never drained; unit 32's bytes
+ * are held; a flush writes every unit. */
+static uint8_t Fbuf[MUNIT];
+static atomic_bool full_done;
+static void *full_rest (void *x) { gather_write (&MG, Fbuf + 4096, MUNIT - 4096, 4096, MUNIT, 0); return NULL; }
+static void *full_new (void *x)
+{
+  gather_write (&MG, Fbuf, 4096, GATHER_SLOTS * (uint64_t) MUNIT, MUNIT, 0);
+  atomic_store (&full_done, true);
+  return NULL;
+}
+
+static void
+test_full_waits (void)
+{
+  pthread_t rest, nw;
+
+  mreset (&MG);
+  memset (Fbuf, 'F', sizeof Fbuf);
+  atomic_store (&full_done, false);
+  gather_write (&MG, Fbuf, 4096, 0, MUNIT, 0);            /* unit 0 begins */
+  gate_off = 0;
+  pthread_create (&rest, NULL, full_rest, NULL);          /* completes it: drained */
+  CHECK (wait_blocked (1), "full: unit 0's drain never reached the array");
+  for (int u = 1; u < GATHER_SLOTS; u++)
+    gather_write (&MG, Fbuf, 4096, u * (uint64_t) MUNIT, MUNIT, 0);
+  CHECK (atomic_load (&MG.nlive) == GATHER_SLOTS, "full: %d slots in use, not %d",
+         atomic_load (&MG.nlive), GATHER_SLOTS);
+  pthread_create (&nw, NULL, full_new, NULL);
+  usleep (100000);                       /* bounded: a drain of unit 1 happens now */
+  CHECK (mdisk[MUNIT] == 'O' && !atomic_load (&full_done),
+         "full: unit 1 drained ('%c' on the array) while unit 0's drain was running",
+         mdisk[MUNIT]);
+  gate_release ();
+  if (!join_within (rest) || !join_within (nw)) {
+    CHECK (0, "full: a write never ended");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+  CHECK (mdisk[MUNIT] == 'O' && mdisk[0] == 'F' && mread (&MG, MUNIT) == 'F',
+         "full: after unit 0's drain, unit 1 is '%c' on the array (held: O)", mdisk[MUNIT]);
+  CHECK (mdisk[GATHER_SLOTS * MUNIT] == 'O' && mread (&MG, GATHER_SLOTS * MUNIT) == 'F',
+         "full: unit %d's bytes are not held", GATHER_SLOTS);
+  CHECK (gather_drain_all (&MG) == 0, "full: flush");
+  for (int u = 0; u <= GATHER_SLOTS; u++)
+    CHECK (mdisk[u * (uint64_t) MUNIT] == 'F', "full: unit %d not written by the flush", u);
+  gather_fini (&MG);
+}
+
 int
 main (void)
 {
@@ -816,5 +870,6 @@ main (void)
   test_shrink_grow ();
   test_ends_first ();
   test_age_follows ();
+  test_full_waits ();
   return test_summary ("test-gather");
 }
