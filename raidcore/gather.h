@@ -68,9 +68,10 @@
  *       MAX_TRIES waits it writes through): a row still filling,
  *       drained early, costs both its parts a read-modify-write
  *       (measured: RAID5 of 10 members at 20 MiB/s, 1M writes at QD32,
- *       whose rows each wait about 160 ms for their members: the table
- *       was full of rows being written, and draining the oldest filling
- *       one made the stream 0.78 of the member limit; waiting, 0.94);
+ *       whose rows each wait about 160 ms for their members, reckoned
+ *       from 32 MiB in flight: the table was full of rows being written,
+ *       and draining the oldest filling one made the stream 0.78 of the
+ *       member limit; waiting, 0.91-0.94);
  *       block status (extents) settles the
  *       slots it overlaps first (a gathered write in a hole must not be
  *       reported as a hole); a clean close drains all.  A kill -9 loses at
