@@ -71,12 +71,11 @@
  *       whose rows each wait about 160 ms for their members, reckoned
  *       from 32 MiB in flight: the table was full of rows being written,
  *       and draining the oldest filling one made the stream 0.78 of the
- *       member limit; waiting, 0.91-0.94);
- *       block status (extents) settles the
- *       slots it overlaps first (a gathered write in a hole must not be
- *       reported as a hole); a clean close drains all.  A kill -9 loses at
- *       most the unflushed writes of the last age, which the contract
- *       allows.
+ *       member limit; waiting, 0.91-0.94); block status (extents)
+ *       settles the slots it overlaps first (a gathered write in a hole
+ *       must not be reported as a hole); a clean close drains all.  A
+ *       kill -9 loses at most the unflushed writes of the last age, which
+ *       the contract allows.
  *       The age is twice the time the array's writes take lately (a
  *       moving average of the writes this table makes or passes through),
  *       at least GATHER_AGE_MIN_NS, at most GATHER_AGE_MAX_NS.  A client
@@ -119,9 +118,9 @@
  * Waits, their wake-ups and bounds.
  *   W1  A writer, a settle, a discard or a flush on a slot being drained
  *       by another thread (a writer needing a slot in a full table: on
- *       any slot being drained): woken by that drain's end (freed), bounded by
- *       its array writes (a slot held by a bypassing request: by that
- *       request's array write).  Drains never wait on the table, and no
+ *       any slot being drained): woken by that drain's end (freed),
+ *       bounded by its array writes (a slot held by a bypassing request:
+ *       by that request's array write).  Drains never wait on the table, and no
  *       thread waits while it holds a slot.
  *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken
  *       early by gather_stop.

@@ -17,7 +17,7 @@ struct regmap {
   pthread_cond_t changed;                 /* a page write finished */
   pthread_mutex_t io_lock;                /* serializes page writes */
   uint64_t rpr, nregions, off;
-  uint8_t *bits;                          /* on-disk image, to be */
+  uint8_t *bits;                          /* the image page writes write */
   uint8_t *state;                         /* R_* per region */
   uint8_t *written;                       /* the image the last page writes
                                              left on written_to (io_lock) */
@@ -94,7 +94,8 @@ set_bit (struct regmap *m, uint64_t r, int state)
 /* Whether regions [r0, r1) are set in m->written and every member in use
  * took the writes that left it (io_lock held). */
 static bool
-written_covers (struct raid_array *a, const struct regmap *m, uint64_t r0, uint64_t r1)
+written_covers (struct raid_array *a, const struct regmap *m, uint64_t r0,
+                uint64_t r1)
 {
   bool all = true;
 

@@ -28,6 +28,10 @@
  * may be older than the thread's setting it: the bit is still on those
  * members, as no later write of the page completed.)
  *
+ * A member whose page write fails is reported (state_member_error) and
+ * leaves the set in use; regmap_mark then returns EAGAIN, so the caller
+ * redoes the write against the members left.
+ *
  * Bits are cleared only by regmap_clear (the owner decides when) and made
  * durable by regmap_sync.  No state lock is held by any function here; the
  * caller must not hold it either (failures are reported through the state).
