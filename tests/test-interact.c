@@ -264,6 +264,17 @@ see_inflight (struct memdev *d, uint64_t off, int delta)
     ;
 }
 
+/* Record the writes of d (or SEEN_ALL) in [lo, hi) from now on, afresh. */
+static void
+see_from (struct memdev *d, uint64_t lo, uint64_t hi)
+{
+  seen_lo = lo;
+  seen_hi = hi;
+  atomic_store (&nseen, 0);
+  atomic_store (&seen_inflight_max, 0);
+  atomic_store (&seen_dev, d);
+}
+
 static int
 hk_pwrite (void *p, const void *buf, size_t len, uint64_t off, bool fua)
 {
@@ -2395,10 +2406,7 @@ group_commit_case (bool fail)
   bad = rule_new (&f.dev[3], OP_WRITE, LOG_LO, RAID_META_END, FAIL);
   hold = rule_new (&f.dev[3], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
   rule_arm (hold, 2);
-  seen_lo = LOG_LO;
-  seen_hi = RAID_META_END;
-  atomic_store (&nseen, 0);
-  atomic_store (&seen_dev, &f.dev[3]);
+  see_from (&f.dev[3], LOG_LO, RAID_META_END);
   w[0] = io_job (f.a, 0xA1, 4096, 0);
   w[1] = io_job (f.a, 0xA2, 4096, ROW4);
   if (!gate_reached (&hold->gate, LONG_MS) || !gate_reached (&hold->gate, LONG_MS)) {
@@ -2547,10 +2555,7 @@ placement_case (int level, int n, int failed)
     snprintf (name, sizeof name, "%d", failed);
     fail_member (f.a, name);
   }
-  seen_lo = LOG_LO;
-  seen_hi = RAID_META_END;
-  atomic_store (&nseen, 0);
-  atomic_store (&seen_dev, SEEN_ALL);
+  see_from (SEEN_ALL, LOG_LO, RAID_META_END);
   for (uint64_t row = 0; row < 4; row++) {
     struct raid_row R;
     int total = 0, others = 0;
@@ -2618,11 +2623,7 @@ test_far_member_batches (void)
     CHECK (raid_array_pwrite (f.a, f.model + (uint64_t) i * ROW4, 4096,
                               (uint64_t) i * ROW4, 0) == 0, "far member: warm-up write %d", i);
   }
-  seen_lo = LOG_LO;
-  seen_hi = RAID_META_END;
-  atomic_store (&nseen, 0);
-  atomic_store (&seen_inflight_max, 0);
-  atomic_store (&seen_dev, &f.dev[3]);
+  see_from (&f.dev[3], LOG_LO, RAID_META_END);
   for (int i = 0; i < 16; i++)
     w[i] = io_job (f.a, 0x80 + i, 4096, (uint64_t) (warm + i) * ROW4);
   for (int i = 0; i < 16; i++) {
@@ -3738,10 +3739,7 @@ test_bitmap_shared_page (void)
   CHECK (!bitmap_row_dirty (f.a, 0), "a bit is set after a clean start");
   pg = rule_new (&f.dev[0], OP_WRITE, LOG_LO, RAID_META_END, BLOCK);
   rule_arm (pg, 1);
-  seen_lo = LOG_LO;
-  seen_hi = RAID_META_END;
-  atomic_store (&nseen, 0);
-  atomic_store (&seen_dev, &f.dev[0]);
+  see_from (&f.dev[0], LOG_LO, RAID_META_END);
   w[0] = io_job (f.a, 0x40, 4096, 0);
   CHECK (gate_reached (&pg->gate, LONG_MS), "region 0's page write never started");
   for (int i = 1; i < 8; i++)
