@@ -120,8 +120,8 @@
  *       by another thread (a writer needing a slot in a full table: on
  *       any slot being drained): woken by that drain's end (freed),
  *       bounded by its array writes (a slot held by a bypassing request:
- *       by that request's array write).  Drains never wait on the table, and no
- *       thread waits while it holds a slot.
+ *       by that request's array write).  Drains never wait on the table,
+ *       and no thread waits while it holds a slot.
  *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken
  *       early by gather_stop.
  */

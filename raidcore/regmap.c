@@ -72,6 +72,13 @@ regmap_free (struct regmap *m)
   free (m);
 }
 
+/* Bytes of the map's image (bits, written, a member's copy). */
+static uint64_t
+image_bytes (const struct regmap *m)
+{
+  return raid_round_up ((m->nregions + 7) / 8, PAGE);
+}
+
 uint64_t
 regmap_rows_per_region (const struct regmap *m)
 {
@@ -125,7 +132,7 @@ written_note (struct regmap *m, const struct mio *mios, size_t n, uint64_t p0,
   for (size_t i = 0; i < n && same; i++)
     same = m->written_to[i] == mios[i].m;
   if (!same) {                            /* other members: start afresh */
-    memset (m->written, 0, raid_round_up ((m->nregions + 7) / 8, PAGE));
+    memset (m->written, 0, image_bytes (m));
     for (size_t i = 0; i < n; i++)
       m->written_to[i] = mios[i].m;
     m->nwritten_to = (int) n;
@@ -235,7 +242,7 @@ void
 regmap_zero (struct regmap *m)
 {
   pthread_mutex_lock (&m->lock);
-  memset (m->bits, 0, raid_round_up ((m->nregions + 7) / 8, PAGE));
+  memset (m->bits, 0, image_bytes (m));
   memset (m->state, R_CLEAN, m->nregions);
   pthread_cond_broadcast (&m->changed);
   pthread_mutex_unlock (&m->lock);
@@ -309,7 +316,7 @@ regmap_sync (struct raid_array *a, struct regmap *m, uint64_t r0, uint64_t r1)
 int
 regmap_load (struct raid_array *a, struct regmap *m, int t)
 {
-  uint64_t len = raid_round_up ((m->nregions + 7) / 8, PAGE);
+  uint64_t len = image_bytes (m);
   uint8_t *buf = raid_alloc_aligned (len ? len : PAGE);
   int err;
 
