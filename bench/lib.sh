@@ -17,7 +17,15 @@
 #   fio_run URI RW BS QD [TIME_BASED]
 #                     fio's nbd engine on the first $FIO_SIZE bytes of URI,
 #                     RUNTIME s after RAMP (default 1 s) of ramp, or one pass
-#                     when TIME_BASED is "no"; prints "BW_BYTES IOPS"
+#                     when TIME_BASED is "no"; prints "BW_BYTES IOPS".  A
+#                     timed run's rate is the bytes completed from 250 ms
+#                     after the ramp to the end of RUNTIME, from fio's
+#                     bandwidth log (fio's own figure also counts, in full,
+#                     the requests in flight when the ramp ends, which were
+#                     partly served during it, and those it drains after
+#                     RUNTIME: with requests that take long, e.g. 1M at
+#                     QD32 on one member at 20 MiB/s, 1.6 s each, that
+#                     overstated the rate by 4%, see RESULTS.md run 25)
 #   ctl_field SOCKET EXPR
 #                     a Python expression over the status JSON (as d) of the
 #                     server whose control socket is SOCKET ($NBDRAID)
@@ -85,8 +93,12 @@ serve_rated ()
 fio_run ()
 {
   local uri="$1" rw="$2" bs="$3" qd="$4" out="$tmp/fio.json"
-  local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time="${RAMP:-1}")
-  [ "${5:-yes}" = yes ] || tb=()
+  local log="$tmp/fiobw"
+  local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time="${RAMP:-1}"
+               --write_bw_log="$log" --log_avg_msec=250)
+  local timed="$RUNTIME"
+  [ "${5:-yes}" = yes ] || { tb=(); timed=; }
+  rm -f "${log}"_bw*.log
   fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
       --iodepth="$qd" --size="$FIO_SIZE" --randrepeat=1 --norandommap \
       "${tb[@]}" --output-format=json --output="$out" >/dev/null 2>"$tmp/fio.err" || {
@@ -94,11 +106,23 @@ fio_run ()
     cat "$tmp/fio.err" "$out" >&2 2>/dev/null
     exit 1
   }
-  "${PY:-/usr/bin/python3}" - "$out" "$rw" <<'EOF'
+  "${PY:-/usr/bin/python3}" - "$out" "$rw" "${log}_bw.1.log" "$timed" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 d = j["write"] if "write" in sys.argv[2] else j["read"]
-print(int(d["bw_bytes"]), round(d["iops"]))
+bw = d["bw_bytes"]
+if sys.argv[4] and bw:
+    # The log: "ms after the ramp, KiB/s over the window ending there, ...";
+    # the windows after the first, up to the end of RUNTIME (not the drain).
+    end = float(sys.argv[4]) * 1000 + 50
+    w = [(int(r[0]), int(r[1])) for r in
+         (l.split(",") for l in open(sys.argv[3]) if l.strip())
+         if int(r[0]) <= end]
+    if len(w) < 3:
+        sys.exit("fio_run: %d windows in fio's bandwidth log: RUNTIME too short" % len(w))
+    got = sum(v * 1024 * (t - w[i][0]) / 1000 for i, (t, v) in enumerate(w[1:]))
+    bw = got / ((w[-1][0] - w[0][0]) / 1000)
+print(int(bw), round(d["iops"] * bw / d["bw_bytes"]) if d["bw_bytes"] else 0)
 EOF
 }
 

@@ -5,9 +5,11 @@
 # What it measures.  Members are `nbdkit file` on tmpfs (BENCH_DIR) behind
 # a filter that stands for what makes a real member slow, reached over
 # UNIX sockets; the client is fio's nbd engine (libnbd, one connection,
-# iodepth requests in flight), RUNTIME s per run after RAMP of ramp.  Each
-# case runs REPS times, the targets of the case in turn (one member, array,
-# one member, array, ...) so that drift hits them alike; the MEDIAN counts.
+# iodepth requests in flight), RUNTIME s per run after RAMP of ramp (the
+# rate: the bytes completed from 250 ms after the ramp to the end of
+# RUNTIME, from fio's bandwidth log: lib.sh, fio_run).  Each case runs
+# REPS times, the targets of the case in turn (one member, array, one
+# member, array, ...) so that drift hits them alike; the MEDIAN counts.
 # Ratios are array / one member; limits and targets are in the same unit
 # (multiples of the one member's measured figure).  N = NDISKS.
 #
