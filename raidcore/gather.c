@@ -369,9 +369,29 @@ through (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
   return err;
 }
 
-/* A piece inside one unit [u0, u0 + unit). */
+/* A unit a write's piece completed, DRAINING, not written yet (G4): the
+ * write drains it once its other piece is placed.  err: EIO when a drain
+ * of it lost bytes (G3; any other failure leaves them held). */
+struct pending {
+  struct gslot *s;
+  int err;
+};
+
+static void
+pending_drain (struct gather *G, struct pending *p)
+{
+  if (p->s && drain (G, p->s) == EIO)
+    p->err = EIO;
+  p->s = NULL;
+}
+
+/* A piece inside one unit [u0, u0 + unit).  A piece that completes its
+ * unit leaves it in *p when *p is empty (else drains it).  Before any
+ * wait, drain of another slot or write-through, the unit in *p is
+ * drained: nobody waits holding an unwritten slot. */
 static int
-put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t unit)
+put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t unit,
+     struct pending *p)
 {
   uint64_t u0 = raid_round_down (off, unit);
   struct gslot *s, *d;
@@ -384,21 +404,16 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
     if ((d = find_foreign (G, u0, unit, off, off + len)) != NULL) {
       if (d->state == GS_FILLING)
         goto drain_it;
-      pthread_cond_wait (&G->freed, &G->lock);           /* W1 */
-      continue;
+      goto wait;
     }
     s = find_unit (G, u0, unit);
-    if (s && s->state == GS_DRAINING) {
-      pthread_cond_wait (&G->freed, &G->lock);           /* W1 */
-      continue;
-    }
+    if (s && s->state == GS_DRAINING)
+      goto wait;
     if (!s && !want_gather (G, u0, unit, off, off + len))
       break;
     if (!s && (s = slot_new (G, u0, unit)) == NULL) {
-      if (any_draining (G)) {                /* full (or no memory): G4 */
-        pthread_cond_wait (&G->freed, &G->lock);         /* W1 */
-        continue;
-      }
+      if (any_draining (G))                  /* full (or no memory): G4 */
+        goto wait;
       if ((d = oldest_filling (G)) != NULL)
         goto drain_it;                                   /* full: make room */
       break;                                             /* ENOMEM: no gather */
@@ -412,19 +427,38 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
       G->recent[G->nrecent++ % GATHER_RECENT] = u0 + unit;
       slot_set (G, s, GS_DRAINING);                      /* complete: a row */
       pthread_mutex_unlock (&G->lock);
-      return drain (G, s) == EIO ? EIO : 0;   /* else its bytes stay held (G3) */
+      if (!p->s)
+        p->s = s;
+      else if (drain (G, s) == EIO)
+        return EIO;                     /* else its bytes stay held (G3) */
+      return 0;
     }
     pthread_mutex_unlock (&G->lock);
     return 0;
 
+  wait:
+    if (p->s)
+      goto flush_pending;
+    pthread_cond_wait (&G->freed, &G->lock);             /* W1 */
+    continue;
+
   drain_it:                              /* another write's bytes: make room */
+    if (p->s)
+      goto flush_pending;
     slot_set (G, d, GS_DRAINING);
     pthread_mutex_unlock (&G->lock);
     if (drain (G, d) != 0)
       return through (G, buf, len, off, 0);  /* its failure is not this write's */
     pthread_mutex_lock (&G->lock);
+    continue;
+
+  flush_pending:
+    pthread_mutex_unlock (&G->lock);
+    pending_drain (G, p);
+    pthread_mutex_lock (&G->lock);
   }
   pthread_mutex_unlock (&G->lock);
+  pending_drain (G, p);
   return through (G, buf, len, off, 0);
 }
 
@@ -435,21 +469,27 @@ gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
   uint64_t end = off + len, lo, hi;
   int err = 0;
 
+  struct pending p = { NULL, 0 };
+
   if (!G->on || flags || unit == 0 || unit > GATHER_UNIT_MAX || len == 0)
     return through (G, buf, len, off, flags);
   lo = raid_round_up (off, unit);                        /* first whole unit */
   hi = raid_round_down (end, unit);                      /* end of the last */
   if (lo >= hi) {                                        /* within two units */
     uint64_t cut = lo > off && lo < end ? lo : end;
-    err = put (G, buf, cut - off, off, unit);
+    err = put (G, buf, cut - off, off, unit, &p);
     if (!err && cut < end)
-      err = put (G, buf + (cut - off), end - cut, cut, unit);
-    return err;
+      err = put (G, buf + (cut - off), end - cut, cut, unit, &p);
+    pending_drain (G, &p);
+    return err ? err : p.err;
   }
   if (off < lo)                             /* the partial ends first (gather.h) */
-    err = put (G, buf, lo - off, off, unit);
+    err = put (G, buf, lo - off, off, unit, &p);
   if (!err && hi < end)
-    err = put (G, buf + (hi - off), end - hi, hi, unit);
+    err = put (G, buf + (hi - off), end - hi, hi, unit, &p);
+  pending_drain (G, &p);
+  if (!err)
+    err = p.err;
   if (!err)
     err = through (G, buf + (lo - off), hi - lo, lo, 0);
   return err;

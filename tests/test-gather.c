@@ -37,6 +37,10 @@
  *  15. A write with partial rows at both ends puts both pieces before its
  *      whole rows reach the array, so the next write of a stream completes
  *      the row it ends in while those are still being written.
+ *  16. The age follows the time array writes take.
+ *  17. A full table waits for a slot being drained, not drains a filling one.
+ *  18. A write whose first piece completes a row places its second before
+ *      that row is written.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -846,6 +850,59 @@ test_full_waits (void)
   gather_fini (&MG);
 }
 
+/* 18.  A write whose first piece completes a row places its other piece
+ * before that row is written (G4): in a stream of large writes, the
+ * write that completes one row begins the next, and the write after it
+ * may already have put that row's end.  Unit 1 holds its first half
+ * (A), unit 2 its second (C); unit 1's drain waits at the gate; a write
+ * B spans the rest of both.
+ * Expected: while unit 1's drain waits, unit 2 is complete and written
+ * whole (B then C); on the old order its piece waited behind unit 1's
+ * write, where a slow array ages the lone end out, both halves then a
+ * read-modify-write. */
+static uint8_t Pbuf[MUNIT];
+static void *pair_run (void *x)
+{
+  gather_write (&MG, Pbuf, MUNIT, MUNIT + MUNIT / 2, MUNIT, 0);
+  return NULL;
+}
+
+static void
+test_completer_places_rest (void)
+{
+  uint8_t A[MUNIT / 2], C[MUNIT / 2];
+  pthread_t t;
+
+  mreset (&MG);
+  memset (A, 'A', sizeof A);
+  memset (C, 'C', sizeof C);
+  memset (Pbuf, 'B', sizeof Pbuf);
+  CHECK (gather_write (&MG, A, sizeof A, MUNIT, MUNIT, 0) == 0 &&
+         gather_write (&MG, C, sizeof C, 2 * MUNIT + MUNIT / 2, MUNIT, 0) == 0 &&
+         mdisk[MUNIT] == 'O' && mdisk[3 * MUNIT - 1] == 'O',
+         "completer: the two halves were not held");
+  gate_off = MUNIT;                          /* unit 1's drain waits */
+  pthread_create (&t, NULL, pair_run, NULL);
+  CHECK (wait_blocked (1), "completer: unit 1's drain never reached the array");
+  pthread_mutex_lock (&mlock);
+  CHECK (mdisk[2 * MUNIT] == 'B' && mdisk[3 * MUNIT - 1] == 'C' &&
+         last_off == 2 * MUNIT && last_len == MUNIT,
+         "completer: while unit 1 is written, unit 2 is '%c..%c' on the array "
+         "(expected B..C, written whole)", mdisk[2 * MUNIT], mdisk[3 * MUNIT - 1]);
+  pthread_mutex_unlock (&mlock);
+  gate_release ();
+  if (!join_within (t)) {
+    CHECK (0, "completer: the write never ended");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+  CHECK (mdisk[MUNIT] == 'A' && mdisk[MUNIT + MUNIT / 2] == 'B' &&
+         atomic_load (&MG.nlive) == 0,
+         "completer: unit 1 is '%c%c' on the array, %d slots still in use",
+         mdisk[MUNIT], mdisk[MUNIT + MUNIT / 2], atomic_load (&MG.nlive));
+  gather_fini (&MG);
+}
+
 int
 main (void)
 {
@@ -871,5 +928,6 @@ main (void)
   test_ends_first ();
   test_age_follows ();
   test_full_waits ();
+  test_completer_places_rest ();
   return test_summary ("test-gather");
 }
