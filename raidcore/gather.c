@@ -386,9 +386,10 @@ pending_drain (struct gather *G, struct pending *p)
 }
 
 /* A piece inside one unit [u0, u0 + unit).  A piece that completes its
- * unit leaves it in *p when *p is empty (else drains it).  Before any
- * wait, drain of another slot or write-through, the unit in *p is
- * drained: nobody waits holding an unwritten slot. */
+ * unit leaves it in *p when *p is empty; when *p holds one already, both
+ * are drained, that one first.  Before any wait, drain of a slot or
+ * write-through, the unit in *p is drained: nobody waits, or writes,
+ * holding an unwritten slot. */
 static int
 put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t unit,
      struct pending *p)
@@ -427,11 +428,12 @@ put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t 
       G->recent[G->nrecent++ % GATHER_RECENT] = u0 + unit;
       slot_set (G, s, GS_DRAINING);                      /* complete: a row */
       pthread_mutex_unlock (&G->lock);
-      if (!p->s)
+      if (!p->s) {
         p->s = s;
-      else if (drain (G, s) == EIO)
-        return EIO;                     /* else its bytes stay held (G3) */
-      return 0;
+        return 0;
+      }
+      pending_drain (G, p);                 /* rows in the order completed */
+      return drain (G, s) == EIO ? EIO : 0;   /* else its bytes stay held (G3) */
     }
     pthread_mutex_unlock (&G->lock);
     return 0;

@@ -851,15 +851,16 @@ test_full_waits (void)
 }
 
 /* 18.  A write whose first piece completes a row places its other piece
- * before that row is written (G4): in a stream of large writes, the
- * write that completes one row begins the next, and the write after it
- * may already have put that row's end.  Unit 1 holds its first half
- * (A), unit 2 its second (C); unit 1's drain waits at the gate; a write
- * B spans the rest of both.
- * Expected: while unit 1's drain waits, unit 2 is complete and written
- * whole (B then C); on the old order its piece waited behind unit 1's
- * write, where a slow array ages the lone end out, both halves then a
- * read-modify-write. */
+ * before it writes that row (G4): in a stream of large writes, the write
+ * that completes one row begins the next, whose end the following write
+ * brings.  Unit 1 holds its first half (A); unit 1's drain waits at the
+ * gate; a write B spans the rest of unit 1 and the first half of unit 2.
+ * Expected: while unit 1's drain waits, unit 2's first half is held
+ * (reads B, 'O' on the array); on the old order it was placed only after
+ * unit 1's write, where a slow array ages the next write's lone end out
+ * and both halves pay a read-modify-write.  Then the same with unit 2's
+ * second half held already (C): B completes both rows, and they are
+ * written in that order, unit 1 first. */
 static uint8_t Pbuf[MUNIT];
 static void *pair_run (void *x)
 {
@@ -868,39 +869,55 @@ static void *pair_run (void *x)
 }
 
 static void
-test_completer_places_rest (void)
+completer_case (bool second_held)
 {
   uint8_t A[MUNIT / 2], C[MUNIT / 2];
+  const char *what = second_held ? "completer (both rows)" : "completer";
   pthread_t t;
 
   mreset (&MG);
   memset (A, 'A', sizeof A);
   memset (C, 'C', sizeof C);
   memset (Pbuf, 'B', sizeof Pbuf);
-  CHECK (gather_write (&MG, A, sizeof A, MUNIT, MUNIT, 0) == 0 &&
-         gather_write (&MG, C, sizeof C, 2 * MUNIT + MUNIT / 2, MUNIT, 0) == 0 &&
-         mdisk[MUNIT] == 'O' && mdisk[3 * MUNIT - 1] == 'O',
-         "completer: the two halves were not held");
+  CHECK (gather_write (&MG, A, sizeof A, MUNIT, MUNIT, 0) == 0 && mdisk[MUNIT] == 'O',
+         "%s: A was not held", what);
+  if (second_held)
+    CHECK (gather_write (&MG, C, sizeof C, 2 * MUNIT + MUNIT / 2, MUNIT, 0) == 0 &&
+           mdisk[3 * MUNIT - 1] == 'O', "%s: C was not held", what);
   gate_off = MUNIT;                          /* unit 1's drain waits */
   pthread_create (&t, NULL, pair_run, NULL);
-  CHECK (wait_blocked (1), "completer: unit 1's drain never reached the array");
+  CHECK (wait_blocked (1), "%s: unit 1's drain never reached the array", what);
   pthread_mutex_lock (&mlock);
-  CHECK (mdisk[2 * MUNIT] == 'B' && mdisk[3 * MUNIT - 1] == 'C' &&
-         last_off == 2 * MUNIT && last_len == MUNIT,
-         "completer: while unit 1 is written, unit 2 is '%c..%c' on the array "
-         "(expected B..C, written whole)", mdisk[2 * MUNIT], mdisk[3 * MUNIT - 1]);
+  CHECK (mdisk[2 * MUNIT] == 'O' && mread (&MG, 2 * MUNIT) == 'B' &&
+         atomic_load (&MG.nlive) == 2,
+         "%s: while unit 1 is written, unit 2 reads '%c' ('%c' on the array, "
+         "%d slots in use): its first half is not held", what,
+         mread (&MG, 2 * MUNIT), mdisk[2 * MUNIT], atomic_load (&MG.nlive));
   pthread_mutex_unlock (&mlock);
   gate_release ();
   if (!join_within (t)) {
-    CHECK (0, "completer: the write never ended");
+    CHECK (0, "%s: the write never ended", what);
     test_summary ("test-gather");
     _exit (1);
   }
-  CHECK (mdisk[MUNIT] == 'A' && mdisk[MUNIT + MUNIT / 2] == 'B' &&
-         atomic_load (&MG.nlive) == 0,
-         "completer: unit 1 is '%c%c' on the array, %d slots still in use",
-         mdisk[MUNIT], mdisk[MUNIT + MUNIT / 2], atomic_load (&MG.nlive));
+  if (second_held)
+    CHECK (mdisk[2 * MUNIT] == 'B' && mdisk[3 * MUNIT - 1] == 'C' &&
+           last_off == 2 * MUNIT && last_len == MUNIT && atomic_load (&MG.nlive) == 0,
+           "%s: unit 2 was not written whole after unit 1 (last write %" PRIu64
+           "+%" PRIu64 ")", what, last_off, last_len);
+  CHECK (gather_drain_all (&MG) == 0 && mdisk[MUNIT] == 'A' &&
+         mdisk[MUNIT + MUNIT / 2] == 'B' && mdisk[2 * MUNIT] == 'B' &&
+         mdisk[2 * MUNIT + MUNIT / 2] == (second_held ? 'C' : 'O'),
+         "%s: after a flush the array holds %c|%c %c|%c", what, mdisk[MUNIT],
+         mdisk[MUNIT + MUNIT / 2], mdisk[2 * MUNIT], mdisk[2 * MUNIT + MUNIT / 2]);
   gather_fini (&MG);
+}
+
+static void
+test_completer_places_rest (void)
+{
+  completer_case (false);
+  completer_case (true);
 }
 
 int
