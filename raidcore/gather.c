@@ -388,8 +388,7 @@ pending_drain (struct gather *G, struct pending *p)
 /* A piece inside one unit [u0, u0 + unit).  A piece that completes its
  * unit leaves it in *p when *p is empty; when *p holds one already, both
  * are drained, that one first.  Before any wait, drain of a slot or
- * write-through, the unit in *p is drained: nobody waits, or writes,
- * holding an unwritten slot. */
+ * write-through, the unit in *p is drained: nobody waits holding it. */
 static int
 put (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off, uint64_t unit,
      struct pending *p)
@@ -469,9 +468,8 @@ gather_write (struct gather *G, const uint8_t *buf, uint64_t len, uint64_t off,
               uint64_t unit, unsigned flags)
 {
   uint64_t end = off + len, lo, hi;
-  int err = 0;
-
   struct pending p = { NULL, 0 };
+  int err = 0;
 
   if (!G->on || flags || unit == 0 || unit > GATHER_UNIT_MAX || len == 0)
     return through (G, buf, len, off, flags);

@@ -55,21 +55,22 @@
  *       loses acknowledged writes, and every flush from then on fails with
  *       EIO; one that fails otherwise (ENOMEM) puts the slot back, its
  *       bytes still held and tried again, and fails the flush that made
- *       it.  A write whose completed row fails so fails with it; its
- *       other piece, placed by then, stays held (a failed write leaves
- *       its bytes undefined).  Multi-conn stays honest: the table is the
- *       array's, not a connection's.
+ *       it.  A write whose completed row fails so fails with it, its
+ *       bytes undefined, as a failed write's are (its other piece may be
+ *       held already, and is written like any).  Multi-conn stays
+ *       honest: the table is the array's, not a connection's.
  *   G4  Nothing is held long: a slot whose unit is complete is drained by
  *       the writer that completed it, as soon as that writer's other
- *       partial piece is placed (when that completes a row too, the rows
- *       are written in the order completed): a write that completes one
- *       row and begins the next puts the beginning before it writes the
- *       row (measured, RAID5 of 10 members at 20 MiB/s, 1M writes at QD32
- *       over 256M: the beginning of a row waited about 400 ms behind the
- *       write of the row before, past the age, so the ager drained its
- *       end alone and both halves paid a read-modify-write, their payload
- *       logged; the logs filled, and checkpoints stalled the stream: 0.95
- *       of the member limit, then 1.0).  A slot older than the age
+ *       partial piece is placed, or before, when placing it would wait,
+ *       drain a slot or write through (when it completes a row too, the
+ *       rows are written in the order completed): a write that completes
+ *       one row and begins the next puts the beginning before it writes
+ *       the row (measured, RAID5 of 10 members at 20 MiB/s, 1M writes at
+ *       QD32 over 256M: the beginning of a row waited about 400 ms behind
+ *       the write of the row before, past the age, so the ager drained
+ *       its end alone and both halves paid a read-modify-write, their
+ *       payload logged; the logs filled, and checkpoints stalled the
+ *       stream: 0.95 of the member limit, then 1.0).  A slot older than the age
  *       (gather_age_ns) is drained by the ager thread, which looks every
  *       GATHER_AGE_MIN_NS / 2 (so within the age plus that, plus the
  *       drains before it); a full table (or one whose new slot found no
@@ -137,8 +138,8 @@
  *       by that request's array write; a completed slot its writer has
  *       not begun to drain: by the placing of that writer's other piece,
  *       which drains it first if it would wait, drain a slot or write
- *       through).  Drains never wait on the table, and no thread waits,
- *       or writes to the array, while it holds a slot.
+ *       through).  Drains never wait on the table, and no thread waits
+ *       while it holds a slot.
  *   W2  The ager sleeps GATHER_AGE_MIN_NS / 2 at a time (tick), woken
  *       early by gather_stop.
  */

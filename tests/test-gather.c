@@ -40,7 +40,9 @@
  *  16. The age follows the time array writes take.
  *  17. A full table waits for a slot being drained, not drains a filling one.
  *  18. A write whose first piece completes a row places its second before
- *      that row is written.
+ *      that row is written; when its second piece completes a row too,
+ *      the rows are written in that order; in a full table it writes its
+ *      row rather than wait on it; its row's EIO fails it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -913,11 +915,62 @@ completer_case (bool second_held)
   gather_fini (&MG);
 }
 
+/* The same write when the table is full and the only slot being drained
+ * is the row its first piece completed: it writes that row, then places
+ * its second piece (waiting on its own row would never end), and the
+ * oldest row still filling is not drained.  Then with every array write
+ * failing: the write fails with EIO, and so does the flush. */
+static void *pair_done_run (void *x)
+{
+  *(int *) x = gather_write (&MG, Pbuf, MUNIT, MUNIT / 2, MUNIT, 0);
+  return NULL;
+}
+
+static void
+completer_full (void)
+{
+  uint8_t A[MUNIT / 2];
+  pthread_t t;
+  int r = -1;
+
+  mreset (&MG);
+  memset (A, 'A', sizeof A);
+  memset (Pbuf, 'B', sizeof Pbuf);
+  gather_write (&MG, A, sizeof A, 0, MUNIT, 0);          /* unit 0 begins */
+  for (int u = 2; u <= GATHER_SLOTS; u++)                /* 31 more: full */
+    gather_write (&MG, A, 4096, u * (uint64_t) MUNIT, MUNIT, 0);
+  CHECK (atomic_load (&MG.nlive) == GATHER_SLOTS, "completer (full): %d slots in use",
+         atomic_load (&MG.nlive));
+  pthread_create (&t, NULL, pair_done_run, &r);   /* completes 0, begins 1 */
+  if (!join_within (t)) {
+    CHECK (0, "completer (full): the write waited on its own row");
+    test_summary ("test-gather");
+    _exit (1);
+  }
+  CHECK (r == 0 && mdisk[0] == 'A' && mdisk[MUNIT / 2] == 'B' && mdisk[MUNIT] == 'O' &&
+         mread (&MG, MUNIT) == 'B' && mdisk[2 * MUNIT] == 'O',
+         "completer (full): r=%d, unit 0 '%c%c', unit 1 '%c' (held: O, reads B), "
+         "unit 2 '%c' (held: O)", r, mdisk[0], mdisk[MUNIT / 2], mdisk[MUNIT],
+         mdisk[2 * MUNIT]);
+  CHECK (gather_drain_all (&MG) == 0 && mdisk[MUNIT] == 'B' && mdisk[2 * MUNIT] == 'A',
+         "completer (full): a flush did not write units 1 and 2");
+  gather_fini (&MG);
+
+  mreset (&MG);
+  gather_write (&MG, A, sizeof A, 0, MUNIT, 0);
+  mfail = EIO;
+  CHECK (gather_write (&MG, Pbuf, MUNIT, MUNIT / 2, MUNIT, 0) == EIO,
+         "completer (EIO): a write whose completed row failed did not fail");
+  CHECK (gather_drain_all (&MG) == EIO, "completer (EIO): the next flush did not fail");
+  gather_fini (&MG);
+}
+
 static void
 test_completer_places_rest (void)
 {
   completer_case (false);
   completer_case (true);
+  completer_full ();
 }
 
 int
