@@ -52,7 +52,8 @@ for c in $CASES; do
   for ((r = 1; r <= REPS; r++)); do
     order="old new"; [ $((r % 2)) = 0 ] && order="new old"
     for v in $order; do
-      echo "$c $v $(fio_run "${URI[$v]}" "$rw" "$bs" "$qd")"
+      r="$(fio_run "${URI[$v]}" "$rw" "$bs" "$qd")"
+      echo "$c $v $r"
     done
   done
 done

@@ -20,12 +20,13 @@
 #                     when TIME_BASED is "no"; prints "BW_BYTES IOPS".  A
 #                     timed run's rate is the bytes completed from 250 ms
 #                     after the ramp to the end of RUNTIME, from fio's
-#                     bandwidth log (fio's own figure also counts, in full,
-#                     the requests in flight when the ramp ends, which were
-#                     partly served during it, and those it drains after
-#                     RUNTIME: with requests that take long, e.g. 1M at
-#                     QD32 on one member at 20 MiB/s, 1.6 s each, that
-#                     overstated the rate by 4%, see RESULTS.md run 25)
+#                     bandwidth log: an interval of the steady state.
+#                     fio's own figure counts whole the requests in flight
+#                     when the ramp ends, partly served during it, and
+#                     runs past RUNTIME to drain the last ones: with
+#                     requests that take long, e.g. 1M at QD32 on one
+#                     member at 20 MiB/s, 1.6 s each, that overstated the
+#                     rate by 4% (RESULTS.md run 25)
 #   ctl_field SOCKET EXPR
 #                     a Python expression over the status JSON (as d) of the
 #                     server whose control socket is SOCKET ($NBDRAID)
@@ -112,15 +113,20 @@ j = json.load(open(sys.argv[1]))["jobs"][0]
 d = j["write"] if "write" in sys.argv[2] else j["read"]
 bw = d["bw_bytes"]
 if sys.argv[4] and bw:
-    # The log: "ms after the ramp, KiB/s over the window ending there, ...";
-    # the windows after the first, up to the end of RUNTIME (not the drain).
+    # The log: "ms after the ramp, KiB/s over the window of 250 ms ending
+    # there, direction (0 read, 1 write), ..."; fio logs no line for a
+    # window that completed nothing (a line after such a gap counts its
+    # own window only).  The windows after the first, up to the end of
+    # RUNTIME (not the drain), of this case's direction.
     end = float(sys.argv[4]) * 1000 + 50
+    want = "1" if "write" in sys.argv[2] else "0"
     w = [(int(r[0]), int(r[1])) for r in
          (l.split(",") for l in open(sys.argv[3]) if l.strip())
-         if int(r[0]) <= end]
+         if int(r[0]) <= end and r[2].strip() == want]
     if len(w) < 3:
         sys.exit("fio_run: %d windows in fio's bandwidth log: RUNTIME too short" % len(w))
-    got = sum(v * 1024 * (t - w[i][0]) / 1000 for i, (t, v) in enumerate(w[1:]))
+    span = lambda dt: dt if dt < 375 else 250
+    got = sum(v * 1024 * span(t - w[i][0]) / 1000 for i, (t, v) in enumerate(w[1:]))
     bw = got / ((w[-1][0] - w[0][0]) / 1000)
 print(int(bw), round(d["iops"] * bw / d["bw_bytes"]) if d["bw_bytes"] else 0)
 EOF

@@ -131,7 +131,8 @@
 #                           NBDRAID set)
 # Environment: RATE (whole MiB/s per member each way, 100), DELAY (whole
 #              ms, 1),
-#              NDISKS (5; 3 to 17, 4 or more with RAID6=1), REPS (3), RUNTIME (4), RAMP (fio ramp, 500ms),
+#              NDISKS (5; 3 to 32; part A: at most 17, at least 4 with
+#              RAID6=1), REPS (3), RUNTIME (4), RAMP (fio ramp, 500ms),
 #              MEMBER_SIZE (256M), FIO_SIZE (fio's region, MEMBER_SIZE: it
 #              must fit the one member), PARTS ("A B"), RAID6 (1),
 #              BITMAP (1), STRICT (1), THREADS (the array server's nbdkit -t,
@@ -172,10 +173,12 @@ done
 for c in fio nbdkit nbdinfo; do
   command -v "$c" >/dev/null || { echo "slow.sh: $c is required" >&2; exit 1; }
 done
-min_disks=3                             # RAID5; RAID6 (part A) needs 4
-[ "$RAID6" != 1 ] || [[ " $PARTS " != *" A "* ]] || min_disks=4
-[[ "$NDISKS" =~ ^[0-9]+$ ]] && [ "$NDISKS" -ge "$min_disks" ] && [ "$NDISKS" -le 17 ] ||
-  { echo "slow.sh: NDISKS must be a whole number from $min_disks to 17 (RAID6=1 with part A needs 4; RAID6=0 allows 3)" >&2; exit 1; }
+# RAID5 needs 3 members, part A's RAID6 4; part A's whole-row block (the
+# largest multiple of a row under 1M) needs a row of at most 1M: 17.
+min_disks=3 max_disks=32
+[[ " $PARTS " != *" A "* ]] || { max_disks=17; [ "$RAID6" != 1 ] || min_disks=4; }
+[[ "$NDISKS" =~ ^[1-9][0-9]*$ ]] && [ "$NDISKS" -ge "$min_disks" ] && [ "$NDISKS" -le "$max_disks" ] ||
+  { echo "slow.sh: NDISKS must be a whole number from $min_disks to $max_disks (part A: at most 17, and at least 4 with RAID6=1)" >&2; exit 1; }
 # nbdkit's rate filter takes whole bits per second (RATE * 8 Mi) and this
 # nbdkit's delay filter whole milliseconds: it reads DELAY=0.5 as "0ms".
 [[ "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "slow.sh: RATE must be a whole number of MiB/s, not '$RATE'" >&2; exit 1; }
