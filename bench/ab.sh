@@ -52,8 +52,8 @@ for c in $CASES; do
   for ((r = 1; r <= REPS; r++)); do
     order="old new"; [ $((r % 2)) = 0 ] && order="new old"
     for v in $order; do
-      r="$(fio_run "${URI[$v]}" "$rw" "$bs" "$qd")"
-      echo "$c $v $r"
+      res="$(fio_run "${URI[$v]}" "$rw" "$bs" "$qd")"
+      echo "$c $v $res"
     done
   done
 done
