@@ -70,14 +70,14 @@
  *       the write of the row before, past the age, so the ager drained
  *       its end alone and both halves paid a read-modify-write, their
  *       payload logged; the logs filled, and checkpoints stalled the
- *       stream: 0.95 of the member limit, then 1.0).  A slot older than the age
- *       (gather_age_ns) is drained by the ager thread, which looks every
- *       GATHER_AGE_MIN_NS / 2 (so within the age plus that, plus the
- *       drains before it); a full table (or one whose new slot found no
- *       memory) makes the writer that needs a slot wait until a slot being
- *       drained, or held by a bypassing request, leaves that state (W1),
- *       or, when there is none, drain the oldest slot itself (after
- *       MAX_TRIES waits it writes through): a row still filling,
+ *       stream: 0.95 of the member limit, then 1.0).  A slot older than
+ *       the age (gather_age_ns) is drained by the ager thread, which
+ *       looks every GATHER_AGE_MIN_NS / 2 (so within the age plus that,
+ *       plus the drains before it); a full table (or one whose new slot
+ *       found no memory) makes the writer that needs a slot wait until a
+ *       slot being drained, or held by a bypassing request, leaves that
+ *       state (W1), or, when there is none, drain the oldest slot itself
+ *       (after MAX_TRIES waits it writes through): a row still filling,
  *       drained early, costs both its parts a read-modify-write
  *       (measured: RAID5 of 10 members at 20 MiB/s, 1M writes at QD32,
  *       whose rows each wait about 160 ms for their members, reckoned
