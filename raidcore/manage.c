@@ -720,10 +720,10 @@ grow_component (struct raid_array *a, uint64_t comp)
   return r;
 }
 
-/* Rows past the old size may hold anything (bytes a shrink cut off, or a
- * reshape left behind) with parity that does not match: zero them,
- * durably, before exporting them.  Nobody addresses them yet; the claim
- * keeps tickets out all the same. */
+/* Rows past the old size may hold anything with parity that does not
+ * match: zero them, to the end of the new last row (stripe.h), durably,
+ * before exporting them.  Nobody addresses them yet; the claim keeps
+ * tickets out all the same. */
 static int
 zero_new_space (struct raid_array *a, uint64_t old, uint64_t size)
 {
@@ -734,7 +734,7 @@ zero_new_space (struct raid_array *a, uint64_t old, uint64_t size)
    * been gathered just after. */
   gather_discard (&a->gather, old);
   router_claim (&a->router, old, ROUTER_ALL);
-  r = stripe_zero (a, cur_layout (a), size - old, old, RAID_IO_RAW);
+  r = stripe_zero_to_row_end (a, cur_layout (a), old, size);
   router_release (&a->router);
   return r ? r : cons_checkpoint (a, NULL, NULL);   /* durable, no older log */
 }

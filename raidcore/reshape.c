@@ -42,12 +42,15 @@
  *      the window must never be replayed into the old layout afterwards);
  *   4. move the boundary to the window's far end; release the claim.
  *
- * Finish (reshape_finish, once every byte moved).  First the grown capacity
- * of the target is zeroed (no client can address it yet, so no claim of
+ * Finish (reshape_finish, once every byte moved).  First the target is
+ * zeroed past the exported size: its grown capacity, and always the rest of
+ * the row holding the last exported byte, whose other columns the copy did
+ * not write and whose parity must match them all the same (check covers
+ * that row whole).  No client can address these bytes, so no claim of
  * client bytes is needed: a claim beyond the exported size keeps tickets
- * out of the partial last row's tail).  Then, holding a claim over
- * everything (every request drains; requests that arrive wait and are routed
- * afresh afterwards): checkpoint with the new geometry in the same record,
+ * out of them.  Then, holding a claim over everything (every request
+ * drains; requests that arrive wait and are routed afresh afterwards):
+ * checkpoint with the new geometry in the same record,
  * make the target the current layout, recreate the bitmap for it, release.
  * The claim is held for one flush and one commit, never for data movement.
  *
@@ -1039,25 +1042,25 @@ switch_layouts (struct raid_array *a, void *arg)
   sync_transition (a, SYNC_EV_DONE, NULL, "complete");
 }
 
-/* Zero the target's grown capacity [size, newsize): nobody can address it
- * yet; the claim keeps tickets out of it all the same. */
+/* Zero the target past the exported size: its grown capacity, and in any
+ * case the rest of the row holding the last exported byte, which the copy
+ * wrote only in part (stripe.h).  Nobody can address these bytes yet; the
+ * claim keeps tickets out of them all the same. */
 static int
-zero_grown (struct raid_array *a)
+zero_beyond (struct raid_array *a)
 {
-  uint64_t size = atomic_load (&a->size), newsize = a->sb.new_array_size;
-  int err = 0;
+  uint64_t size = atomic_load (&a->size);
+  int err;
 
-  if (newsize <= size)
-    return 0;
   router_claim (&a->router, size, ROUTER_ALL);
-  err = stripe_zero (a, router_layout (&a->router, LAYOUT_NEXT), newsize - size, size,
-                     RAID_IO_RAW);
+  err = stripe_zero_to_row_end (a, router_layout (&a->router, LAYOUT_NEXT), size,
+                                raid_max_u64 (a->sb.new_array_size, size));
   router_release (&a->router);
   return err;
 }
 
-/* All data moved: zero the new capacity, then switch layouts with no
- * request in flight (management lock held). */
+/* All data moved: zero past the exported size, then switch layouts with
+ * no request in flight (management lock held). */
 static int
 reshape_finish (struct raid_array *a, const struct sync_job *j)
 {
@@ -1066,7 +1069,7 @@ reshape_finish (struct raid_array *a, const struct sync_job *j)
   int err;
 
   (void) j;
-  if ((err = zero_grown (a)) != 0)
+  if ((err = zero_beyond (a)) != 0)
     return err;
   router_claim (&a->router, 0, ROUTER_ALL);        /* drains every request */
   if (bitmap_enabled (a))

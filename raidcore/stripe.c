@@ -1542,6 +1542,15 @@ stripe_zero (struct raid_array *a, const struct layout *L,
   return 0;
 }
 
+int
+stripe_zero_to_row_end (struct raid_array *a, const struct layout *L,
+                        uint64_t from, uint64_t to)
+{
+  uint64_t end = raid_round_up (to, row_width (L));
+
+  return end > from ? stripe_zero (a, L, end - from, from, RAID_IO_RAW) : 0;
+}
+
 /* ---------------------------------------------------------------------
  * Background row operations (driven by the sync worker).
  */

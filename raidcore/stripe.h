@@ -35,6 +35,15 @@ int stripe_write (struct raid_array *a, const struct layout *L,
  * mirror), partial rows written with zeroes; reads back as zeroes. */
 int stripe_zero (struct raid_array *a, const struct layout *L,
                  uint64_t count, uint64_t off, unsigned flags);
+/* Bytes about to be exported, [from, to), no client addressing them yet:
+ * zero them and the rest of the row holding byte to - 1, raw.  Rows past
+ * the exported size may hold anything (bytes a shrink cut off, or that a
+ * reshape's target held before) with parity that does not match, and check
+ * covers every row holding an exported byte whole: so the columns of the
+ * new last row that hold no exported byte get parity from all their data
+ * too. */
+int stripe_zero_to_row_end (struct raid_array *a, const struct layout *L,
+                            uint64_t from, uint64_t to);
 
 /* Background row operations (the sync worker).  Each locks rows
  * [r0, r0 + n) for its whole sequence. */

@@ -9,6 +9,8 @@
  * failed, which only works if every row's parity is right.  Also: freeze
  * then start continues from the recorded position; abort; reassembly of a
  * frozen reshape; and every refusal changes nothing (events unchanged).
+ * With the exported size ending inside a row and an added member holding
+ * old bytes, check finds no mismatch after the reshape and after a grow.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -397,6 +399,87 @@ abort_case (void)
   cleanup_members ();
 }
 
+/* A new member that holds old bytes, as a device reused from elsewhere
+ * does: nothing may count on it reading as zeros. */
+static const char *
+new_used_member (int i, uint64_t size)
+{
+  const char *path = new_member (i, size);
+  uint8_t buf[65536];
+  FILE *fp = fopen (path, "r+");
+
+  for (uint64_t off = 0; fp && off < size; off += sizeof buf) {
+    for (size_t k = 0; k < sizeof buf; k++)
+      buf[k] = (uint8_t) (rnd () | 1);
+    fwrite (buf, 1, sizeof buf, fp);
+  }
+  if (!fp || fclose (fp) != 0) {
+    perror (path);
+    exit (1);
+  }
+  return path;
+}
+
+/* The exported size ends inside a row of the target (a resize to a size
+ * that is not a whole number of rows), and the added member holds old
+ * bytes.  check covers every row that holds exported bytes, the partial
+ * last row whole: after the reshape it must find no mismatch, so the
+ * reshape must leave that row's tail consistent too. */
+static void
+tail_case (const char *what, int level, int layout, int n, uint32_t chunk,
+           struct raid_reshape_req req)
+{
+  struct fixture f;
+  struct raid_status st;
+  char err[512];
+  uint64_t size;
+
+  rng_state = 2024 + level * 10 + n;
+  make_array_ex (&f, level, layout, n, chunk, MSIZE, DOFF);
+  CHECK (raid_array_start (f.a) == 0, "%s: start", what);
+  for (uint64_t i = 0; i < f.size; i++)    /* old bytes everywhere the target's tail may lie */
+    f.model[i] = (uint8_t) rnd ();
+  CHECK (raid_array_pwrite (f.a, f.model, f.size, 0, 0) == 0, "%s: fill", what);
+  /* 12K into a row of the target (its row width divides the old one here):
+   * less than a chunk, so most columns of that row hold no exported byte. */
+  size = f.size - 2 * (uint64_t) chunk * (n - (level == 6 ? 2 : 1)) + 3 * 4096;
+  CHECK (raid_array_resize (f.a, size, true, err, sizeof err) == 0, "%s: resize: %s", what, err);
+  f.size = size;
+  workload (&f, 80);
+  for (int i = 0; i < req.nadd; i++)
+    new_used_member (i, MSIZE);            /* the path req_of named */
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == 0, "%s: prepare: %s", what, err);
+  CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "%s: start: %s", what, err);
+  raid_array_wait (f.a, 120);
+  raid_array_status (f.a, &st);
+  CHECK (!st.has_reshape && st.size >= size, "%s: reshape done %d, size %" PRIu64, what,
+         !st.has_reshape, st.size);
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "%s: check: %s", what, err);
+  raid_array_wait (f.a, 120);
+  raid_array_status (f.a, &st);
+  CHECK (st.sync_action == RAID_SYNC_IDLE && st.mismatch_count == 0,
+         "%s: check after the reshape: %s, %" PRIu64 " mismatches", what,
+         raid_sync_action_name (st.sync_action), st.mismatch_count);
+  verify_contents (&f, what);
+  if (st.size > size)                      /* the reshape grew it to all there is */
+    goto out;
+  /* Grow by one row: the new size ends 12K into a row the reshape did not
+   * write (rows past the exported ones hold old bytes); resize must leave
+   * that row consistent whole as well. */
+  size = st.size + (uint64_t) st.geom.chunk * (st.geom.raid_disks - (st.geom.level == 6 ? 2 : 1));
+  CHECK (raid_array_resize (f.a, size, false, err, sizeof err) == 0, "%s: grow: %s", what, err);
+  CHECK (raid_array_check (f.a, false, err, sizeof err) == 0, "%s: check: %s", what, err);
+  raid_array_wait (f.a, 120);
+  raid_array_status (f.a, &st);
+  CHECK (st.size == size && st.sync_action == RAID_SYNC_IDLE && st.mismatch_count == 0,
+         "%s: check after growing to %" PRIu64 ": size %" PRIu64 ", %s, %" PRIu64
+         " mismatches", what, size, st.size, raid_sync_action_name (st.sync_action),
+         st.mismatch_count);
+ out:
+  free_array (&f);
+  cleanup_members ();
+}
+
 /* Two reshapes in one run, the second with target rows (20 MiB) wider
  * than the first one's copy buffer needed (a window is at least one row):
  * the worker's buffer must grow, and the data come through intact. */
@@ -458,6 +541,14 @@ main (void)
                 req_of (1, -1, 0, 0, 0), 1, RAID_LAYOUT_NONE, 65536, 2, false);
   reshape_case ("raid6 5->6", 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 16384,
                 req_of (-1, -1, 0, 0, 1), 6, RAID_LAYOUT_LEFT_SYMMETRIC, 16384, 6, true);
+  tail_case ("tail: raid5->6 adding a used member", 5, RAID_LAYOUT_LEFT_SYMMETRIC, 3, 65536,
+             req_of (6, -1, 0, 0, 1));
+  tail_case ("tail: raid6 chunk 64K->16K", 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 65536,
+             req_of (-1, -1, 16384, 0, 0));
+  tail_case ("tail: raid6 layout ls->ra", 6, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 65536,
+             req_of (-1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0, 0));
+  tail_case ("tail: raid5 4->5 adding a used member", 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 65536,
+             req_of (-1, -1, 0, 0, 1));
   shrink_case ();
   freeze_case ();
   restart_case ();
