@@ -18,7 +18,10 @@
  *   4. compute Patch new data into old blocks, make parity (read-modify-write
  *              delta, reconstruct-write, or full reconstruction).
  *   5. write   One batch of member writes, in parallel, under the layout's
- *              write-hole policy (consistency.h decides which).
+ *              write-hole policy (consistency.h decides which).  FUA: a
+ *              group with a segment that is not a whole row flushes every
+ *              member first, as the blocks its parity came from must be
+ *              durable too (flush_fua_sources).
  *   6. unlock
  *
  * Plans (levels 4, 5, 6; k data blocks per row, nparity 1 or 2):
@@ -1054,6 +1057,22 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
   return 0;
 }
 
+/* FUA covers what the group's parity is computed with.  A segment that
+ * does not overwrite its whole row makes parity from blocks other writes
+ * put there, which may still sit in a member's volatile cache; lost in a
+ * crash, they would leave this write's durable parity rebuilding its own
+ * blocks wrongly once a member is lost too.  So such a FUA group flushes
+ * every member before its writes: its row locks are held, so nothing
+ * changes those blocks in between. */
+static int
+flush_fua_sources (struct group *G)
+{
+  for (size_t i = 0; i < G->nsegs && G->L->g.level >= 4; i++)
+    if (G->segs[i].plan != SEG_FULL)
+      return state_flush_all (G->a);
+  return 0;
+}
+
 static int
 write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
                   uint32_t *failed)
@@ -1092,6 +1111,8 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
     if ((err = compute_write_seg (G, &G->segs[i])))
       return err;
   if ((err = write_units (G, r0, n, &cg)))
+    return err;
+  if ((q->flags & RAID_IO_FUA) && (err = flush_fua_sources (G)))
     return err;
   return cons_write (G->a, L, q->flags, &cg, issue_writes, &ic, failed);
 }

@@ -328,7 +328,10 @@ gen_small (struct workload *wl, uint64_t rng, int nwrites)
 
 /* Whole rows: written, rewritten, FUA, zeroed; first, partial writes to
  * the same rows, so a recovery that brings back a partial write a later
- * full-row write superseded is caught. */
+ * full-row write superseded is caught.  Last, a FUA write into part of a
+ * row whose whole-row write is not flushed: its parity is made from that
+ * write's blocks, so FUA must make them durable too, or the FUA write's
+ * own blocks rebuild wrongly when a member is lost after the crash. */
 static void
 gen_full (struct workload *wl, uint64_t rng)
 {
@@ -346,6 +349,10 @@ gen_full (struct workload *wl, uint64_t rng)
   add_op (wl, OP_FLUSH, 0, 0, 0);
   add_op (wl, OP_WRITE, 5 * W, 2 * W, 0);
   add_op (wl, OP_WRITE, 1 * W, W, 0);
+  add_op (wl, OP_WRITE, 8 * W, W, 0);
+  add_op (wl, OP_WRITE, 8 * W + 100, 700, RAID_IO_FUA);
+  add_op (wl, OP_WRITE, 8 * W + W - 600, 300, RAID_IO_FUA);
+  add_op (wl, OP_WRITE, 10 * W + 50, 300, 0);
 }
 
 /* A random mix of writes of any size up to two rows (some FUA), zeroes
