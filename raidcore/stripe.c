@@ -1569,7 +1569,7 @@ stripe_zero_to_row_end (struct raid_array *a, const struct layout *L,
 {
   uint64_t end = raid_round_up (to, row_width (L));
 
-  return end > from ? stripe_zero (a, L, end - from, from, RAID_IO_RAW) : 0;
+  return end > from ? stripe_zero (a, L, end - from, from, 0) : 0;
 }
 
 /* ---------------------------------------------------------------------

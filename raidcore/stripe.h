@@ -36,12 +36,15 @@ int stripe_write (struct raid_array *a, const struct layout *L,
 int stripe_zero (struct raid_array *a, const struct layout *L,
                  uint64_t count, uint64_t off, unsigned flags);
 /* Bytes about to be exported, [from, to), no client addressing them yet:
- * zero them and the rest of the row holding byte to - 1, raw.  Rows past
- * the exported size may hold anything (bytes a shrink cut off, or that a
+ * zero them and the rest of the row holding byte to - 1.  Rows past the
+ * exported size may hold anything (bytes a shrink cut off, or that a
  * reshape's target held before) with parity that does not match, and check
  * covers every row holding an exported byte whole: so the columns of the
  * new last row that hold no exported byte get parity from all their data
- * too. */
+ * too.  Under the layout's write-hole policy, not raw: the row holding
+ * `from` may hold exported bytes, and a torn zeroing must not leave its
+ * parity wrong (a redo would compute its delta from zeroes already
+ * written). */
 int stripe_zero_to_row_end (struct raid_array *a, const struct layout *L,
                             uint64_t from, uint64_t to);
 

@@ -416,27 +416,46 @@ gen_rw (struct workload *wl, uint64_t *rng, int nops, uint64_t span)
   }
 }
 
+/* What a reshape case does to the size first (struct rcase). */
+enum rsize {
+  RS_SAME,
+  RS_SHRINK,          /* to half, in whole rows of the new geometry */
+  RS_TAIL,            /* to 4K short of a row of the new geometry, every
+                         byte written first: the reshape ends in a partial
+                         row whose other columns hold old bytes */
+  RS_TAILGROW,        /* that, then grown by one row of the old geometry:
+                         the resize zeroes a row holding exported bytes */
+};
+
 /* Writes; (a member failure;) prepare; writes to the frozen reshape;
  * three steps each followed by writes on both sides of the boundary (a
  * member failure after the second when fail_mid >= 0); the rest of the
- * reshape; writes to the new geometry, the last ones unflushed.  A shrink
- * (resize_to != 0) resizes first. */
+ * reshape; writes to the new geometry, the last ones unflushed.  With
+ * resize_to != 0 the array is resized first, as rs says. */
 static void
 gen_reshape (struct workload *wl, uint64_t rng, int fail_before, int fail_mid,
-             uint64_t resize_to)
+             uint64_t resize_to, enum rsize rs)
 {
   uint64_t span = (uint64_t) (RESHAPE_MSIZE - RESHAPE_DOFF) / wl->chunk
     * stripe_width (wl);
+  bool tail = rs == RS_TAIL || rs == RS_TAILGROW;
 
   wl->reshape = true;
   wl->member_size = RESHAPE_MSIZE;
   wl->data_offset = RESHAPE_DOFF;
-  gen_rw (wl, &rng, 4, span);
+  for (uint64_t o = 0, e = resize_to + (rs == RS_TAILGROW ? 8192 : 0); tail && o < e;
+       o += 65536)
+    add_op (wl, OP_WRITE, o, raid_min_u64 (65536, e - o), 0);
+  gen_rw (wl, &rng, 4, tail ? resize_to : span);
   add_op (wl, OP_FLUSH, 0, 0, 0);
   if (fail_before >= 0)
     add_fail (wl, fail_before);
   if (resize_to) {
     add_op (wl, OP_RESIZE, 0, resize_to, 0);
+    if (rs == RS_TAILGROW) {
+      add_op (wl, OP_FLUSH, 0, 0, 0);
+      add_op (wl, OP_RESIZE, 0, resize_to + stripe_width (wl), 0);
+    }
     span = resize_to;
   }
   add_op (wl, OP_RESHAPE, 0, 0, 0);
@@ -852,7 +871,12 @@ do_op (const struct ctx *c, struct raid_array *a, struct run *r, int k,
     break;
   case OP_RESIZE: {
     char e[256];
+    uint64_t cur = raid_array_size (a);
+    if (o->len > cur)
+      wid = model_issue (&r->m, k, NULL, o->len - cur, cur);
     err = raid_array_resize (a, o->len, true, e, sizeof e);
+    if (!err && o->len > cur && !cs_world_crashed (r->w))
+      model_durable_one (&r->m, wid);
     break;
   }
   }
@@ -2097,27 +2121,37 @@ struct rcase {
   int r_level, r_layout, r_raid_devices, nadd;
   uint32_t r_chunk;
   int fail_before, fail_mid;
-  bool shrink;
+  enum rsize size;
 };
 
 #define LS RAID_LAYOUT_LEFT_SYMMETRIC
 #define J SB_CONS_JOURNAL
 static const struct rcase rcases[] = {
-  { "grow 4->5",           5, LS, 4, J, -1, -1, 0, 1, 0, -1, -1, false },
-  { "chunk 8K->16K",       5, LS, 4, J, -1, -1, 0, 0, 16384, -1, -1, false },
+  { "grow 4->5",           5, LS, 4, J, -1, -1, 0, 1, 0, -1, -1, RS_SAME },
+  { "chunk 8K->16K",       5, LS, 4, J, -1, -1, 0, 0, 16384, -1, -1, RS_SAME },
   { "layout ls->ra",       5, LS, 4, J, -1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0, 0,
-    -1, -1, false },
-  { "level 5->6 add 1",    5, LS, 3, J, 6, -1, 0, 1, 0, -1, -1, false },
-  { "level 6->5",          6, LS, 5, J, 5, -1, 0, 0, 0, -1, -1, false },
-  { "level 4->5",          4, RAID_LAYOUT_PARITY_N, 3, J, 5, -1, 0, 0, 0, -1, -1, false },
-  { "level 1->5",          1, RAID_LAYOUT_NONE, 2, J, 5, -1, 0, 0, 0, -1, -1, false },
-  { "level 5->1",          5, LS, 2, J, 1, -1, 0, 0, 0, -1, -1, false },
-  { "shrink 5->4",         5, LS, 5, J, -1, -1, 4, 0, 0, -1, -1, true },
-  { "grow 4->5 member 2 fails mid-reshape", 5, LS, 4, J, -1, -1, 0, 1, 0, -1, 2, false },
+    -1, -1, RS_SAME },
+  { "level 5->6 add 1",    5, LS, 3, J, 6, -1, 0, 1, 0, -1, -1, RS_SAME },
+  { "level 6->5",          6, LS, 5, J, 5, -1, 0, 0, 0, -1, -1, RS_SAME },
+  { "level 4->5",          4, RAID_LAYOUT_PARITY_N, 3, J, 5, -1, 0, 0, 0, -1, -1, RS_SAME },
+  { "level 1->5",          1, RAID_LAYOUT_NONE, 2, J, 5, -1, 0, 0, 0, -1, -1, RS_SAME },
+  { "level 5->1",          5, LS, 2, J, 1, -1, 0, 0, 0, -1, -1, RS_SAME },
+  { "shrink 5->4",         5, LS, 5, J, -1, -1, 4, 0, 0, -1, -1, RS_SHRINK },
+  { "grow 4->5 member 2 fails mid-reshape", 5, LS, 4, J, -1, -1, 0, 1, 0, -1, 2, RS_SAME },
   { "grow 4->5 of a degraded array (member 1 failed)",
-                           5, LS, 4, J, -1, -1, 0, 1, 0, 1, -1, false },
-  { "grow 4->5",           5, LS, 4, SB_CONS_BITMAP, -1, -1, 0, 1, 0, -1, -1, false },
-  { "grow 4->5",           5, LS, 4, SB_CONS_RESYNC, -1, -1, 0, 1, 0, -1, -1, false },
+                           5, LS, 4, J, -1, -1, 0, 1, 0, 1, -1, RS_SAME },
+  { "grow 4->5",           5, LS, 4, SB_CONS_BITMAP, -1, -1, 0, 1, 0, -1, -1, RS_SAME },
+  { "grow 4->5",           5, LS, 4, SB_CONS_RESYNC, -1, -1, 0, 1, 0, -1, -1, RS_SAME },
+  { "grow 4->5, the size 4K short of a row",
+                           5, LS, 4, J, -1, -1, 0, 1, 0, -1, -1, RS_TAIL },
+  { "chunk 8K->16K, the size 4K short of a row",
+                           5, LS, 5, J, -1, -1, 0, 0, 16384, -1, -1, RS_TAIL },
+  { "layout ls->ra after a grow to 4K short of a row",
+                           5, LS, 5, J, -1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0, 0, -1, -1,
+    RS_TAILGROW },
+  { "layout ls->ra after a grow to 4K short of a row",
+                           5, LS, 5, SB_CONS_BITMAP, -1, RAID_LAYOUT_RIGHT_ASYMMETRIC, 0, 0,
+    0, -1, -1, RS_TAILGROW },
 };
 #undef LS
 #undef J
@@ -2138,7 +2172,7 @@ selftest_reshape_checker (void)
 
   wl_init (&wl, &gc, SB_CONS_JOURNAL, "reshape checker self-test", 17);
   wl.nadd = 1;
-  gen_reshape (&wl, cs_seed (17, 5, 0, 0), -1, -1, 0);
+  gen_reshape (&wl, cs_seed (17, 5, 0, 0), -1, -1, 0, RS_SAME);
   ctx_init (c, &wl, 1u << CS_KEEP_ALL, true);
   CHECK (reference_run (c), "reshape self-test: reference run");
   c->size = raid_max_u64 (c->size, c->size_end);
@@ -2187,15 +2221,18 @@ run_reshapes (unsigned modes, bool no_removal, const char *only)
     wl.r_raid_devices = rc->r_raid_devices;
     wl.r_chunk = rc->r_chunk;
     wl.nadd = rc->nadd;
-    if (rc->shrink) {
-      /* Half the array, in whole rows of the new geometry. */
-      uint64_t w1 = (uint64_t) gc.chunk * data_disks (rc->level, rc->r_raid_devices);
+    if (rc->size != RS_SAME) {
+      /* Half the array, in whole rows of the new geometry (4K short of one
+       * for the tail cases: raid5 targets there). */
+      uint64_t w1 = (uint64_t) (rc->r_chunk ? rc->r_chunk : gc.chunk)
+        * data_disks (rc->r_level >= 0 ? rc->r_level : rc->level,
+                      rc->r_raid_devices ? rc->r_raid_devices : rc->n + rc->nadd);
       uint64_t size = (uint64_t) (RESHAPE_MSIZE - RESHAPE_DOFF) / gc.chunk
         * stripe_width (&wl);
-      resize_to = raid_round_down (size / 2, w1);
+      resize_to = raid_round_down (size / 2, w1) - (rc->size == RS_SHRINK ? 0 : 4096);
     }
     gen_reshape (&wl, cs_seed (3000 + i, 5, 0, 0), rc->fail_before, rc->fail_mid,
-                 resize_to);
+                 resize_to, rc->size);
     if (selected (wl.name, only))
       nfail += run_case (&wl, modes, no_removal);
   }
