@@ -55,6 +55,11 @@ struct raid_array {
   struct member *retired[SB_MAX_MEMBERS * 2]; /* removed members, closed at close */
   int nretired;
 
+  /* consistency.c: whole-row writes logged as intents only whose in-place
+   * writes have completed, and how many of them the last flush that ended
+   * covers (cons_flush, cons_fua_sources) */
+  _Atomic uint64_t intents_done, intents_flushed;
+
   /* router.c */
   struct router router;
 

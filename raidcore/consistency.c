@@ -68,7 +68,45 @@ cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
     return err;
   err = policy_write (a, L, flags, g, issue, ctx, failed);
   missed_end_write (a, L, g->r0, g->nrows, token);
+  if (err == 0 && cons_policy (a, L, flags) == CONS_JOURNAL)
+    for (size_t i = 0; i < g->nunits; i++)
+      if (g->units[i].full) {              /* its row locks still held */
+        atomic_fetch_add (&a->intents_done, 1);
+        break;
+      }
   return err;
+}
+
+int
+cons_flush (struct raid_array *a)
+{
+  uint64_t done = atomic_load (&a->intents_done), seen;
+  int err = state_flush_all (a);
+
+  seen = atomic_load (&a->intents_flushed);
+  while (err == 0 && seen < done &&
+         !atomic_compare_exchange_weak (&a->intents_flushed, &seen, done))
+    ;
+  return err;
+}
+
+/* FUA covers what a write's parity is computed with.  Under the journal
+ * policy a whole-row write is logged as an intent only, its blocks not: a
+ * partial write of that row computes its parity from them, and if FUA made
+ * that parity durable while a crash lost them, the parity would rebuild the
+ * FUA write's own blocks wrongly once a member is lost too.  So such a FUA
+ * write first flushes every member, unless no intent has completed since a
+ * flush that ended.  An intent counts once its in-place writes are done,
+ * before its row locks are released, so any later writer of its rows sees
+ * it counted.  (Under the other policies a member lost before the resync
+ * ends may cost bytes anyway: nbdkit-raid-plugin(1).) */
+int
+cons_fua_sources (struct raid_array *a, const struct layout *L, unsigned flags)
+{
+  if (!(flags & RAID_IO_FUA) || cons_policy (a, L, flags) != CONS_JOURNAL ||
+      atomic_load (&a->intents_flushed) == atomic_load (&a->intents_done))
+    return 0;
+  return cons_flush (a);
 }
 
 /* Whether some layout's writes are journaled. */

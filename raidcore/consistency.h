@@ -65,6 +65,13 @@ int cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
                 const struct write_batch *g, write_issue_fn issue, void *ctx,
                 uint32_t *failed);
 
+/* Flush every member (state_flush_all), noting the intents it covers. */
+int cons_flush (struct raid_array *a);
+
+/* Before the writes of a FUA group that computes parity from blocks it does
+ * not write (the journal policy's FUA rule, consistency.c). */
+int cons_fua_sources (struct raid_array *a, const struct layout *L, unsigned flags);
+
 /* At assembly, after the router knows the layouts: set up the policy's
  * state, and if the record says dirty run its recovery (journal replay, or
  * schedule a resync, refusing a degraded start that would expose the write

@@ -176,7 +176,7 @@ raid_array_flush (struct raid_array *a)
   if (a->readonly)
     return 0;                              /* nothing was written */
   held = gather_drain_all (&a->gather);    /* G3 */
-  err = state_flush_all (a);
+  err = cons_flush (a);
   return held ? held : err;
 }
 

@@ -22,7 +22,12 @@
  *     passed).  A block a replay cannot read exists only through parity,
  *     which nothing can recompute after a torn write, and it would read as
  *     neither its old nor its new bytes.  Such a row is logged with its
- *     contents, like a partial one.
+ *     contents, like a partial one.  An intent logs no block, so a
+ *     partial write of its row computes parity from blocks that may still
+ *     sit in a member's volatile cache: a FUA one flushes every member
+ *     first while such an intent is unflushed (consistency.c,
+ *     cons_fua_sources), or its durable parity could rebuild its own
+ *     blocks wrongly after a crash and a member loss.
  * The record is written, with FUA, to the members PLACEMENT names, and
  * only when every copy is durable do the in-place writes start.
  *

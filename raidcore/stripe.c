@@ -19,9 +19,9 @@
  *              delta, reconstruct-write, or full reconstruction).
  *   5. write   One batch of member writes, in parallel, under the layout's
  *              write-hole policy (consistency.h decides which).  FUA: a
- *              group with a segment that is not a whole row flushes every
- *              member first, as the blocks its parity came from must be
- *              durable too (flush_fua_sources).
+ *              group with a segment that is not a whole row may flush
+ *              every member first, as the blocks its parity came from must
+ *              be durable too (flush_fua_sources).
  *   6. unlock
  *
  * Plans (levels 4, 5, 6; k data blocks per row, nparity 1 or 2):
@@ -1057,19 +1057,16 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
   return 0;
 }
 
-/* FUA covers what the group's parity is computed with.  A segment that
- * does not overwrite its whole row makes parity from blocks other writes
- * put there, which may still sit in a member's volatile cache; lost in a
- * crash, they would leave this write's durable parity rebuilding its own
- * blocks wrongly once a member is lost too.  So such a FUA group flushes
- * every member before its writes: its row locks are held, so nothing
- * changes those blocks in between. */
+/* A FUA group with a segment that does not overwrite its whole row
+ * computes parity from blocks other writes put there: those must be
+ * durable too (consistency.c, cons_fua_sources).  Its row locks are held,
+ * so nothing changes them in between. */
 static int
-flush_fua_sources (struct group *G)
+flush_fua_sources (struct group *G, unsigned flags)
 {
-  for (size_t i = 0; i < G->nsegs && G->L->g.level >= 4; i++)
+  for (size_t i = 0; i < G->nsegs; i++)
     if (G->segs[i].plan != SEG_FULL)
-      return state_flush_all (G->a);
+      return cons_fua_sources (G->a, G->L, flags);
   return 0;
 }
 
@@ -1112,7 +1109,7 @@ write_group_once (struct group *G, const struct req *q, uint64_t r0, uint64_t n,
       return err;
   if ((err = write_units (G, r0, n, &cg)))
     return err;
-  if ((q->flags & RAID_IO_FUA) && (err = flush_fua_sources (G)))
+  if ((err = flush_fua_sources (G, q->flags)))
     return err;
   return cons_write (G->a, L, q->flags, &cg, issue_writes, &ic, failed);
 }

@@ -44,6 +44,7 @@ static int
 md_flush (void *p)
 {
   struct memdev *d = p;
+  __atomic_add_fetch (&d->nflushes, 1, __ATOMIC_RELAXED);
   return d->fail_writes ? EIO : 0;
 }
 

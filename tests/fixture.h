@@ -35,7 +35,7 @@ struct memdev {
   uint8_t *data;
   uint64_t size;
   int fail_reads, fail_writes;       /* nonzero: every such op returns EIO */
-  unsigned long nreads, nwrites;
+  unsigned long nreads, nwrites, nflushes;
   unsigned long long rbytes;         /* bytes read */
   uint64_t bad_lo, bad_hi;           /* reads overlapping [bad_lo, bad_hi) fail */
 };

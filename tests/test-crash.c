@@ -353,6 +353,15 @@ gen_full (struct workload *wl, uint64_t rng)
   add_op (wl, OP_WRITE, 8 * W + 100, 700, RAID_IO_FUA);
   add_op (wl, OP_WRITE, 8 * W + W - 600, 300, RAID_IO_FUA);
   add_op (wl, OP_WRITE, 10 * W + 50, 300, 0);
+  /* The same after a whole-row zero, and after a write whose columns from
+   * 4K on cover the row (logged as an intent as well). */
+  add_op (wl, OP_WRITE, 12 * W, W, 0);
+  add_op (wl, OP_FLUSH, 0, 0, 0);
+  add_op (wl, OP_ZERO, 12 * W, W, 0);
+  add_op (wl, OP_WRITE, 12 * W + 100, 700, RAID_IO_FUA);
+  add_op (wl, OP_WRITE, 14 * W + 4096, W - 4096, 0);
+  add_op (wl, OP_WRITE, 14 * W + wl->chunk + 4196, 300, RAID_IO_FUA);
+  add_op (wl, OP_WRITE, 16 * W + 50, 300, 0);
 }
 
 /* A random mix of writes of any size up to two rows (some FUA), zeroes

@@ -581,6 +581,66 @@ run_rowcache_budget (void)
   rowcache_fini (&c);
 }
 
+static unsigned long
+flushes (struct fixture *f)
+{
+  unsigned long n = 0;
+  for (int i = 0; i < f->n; i++)
+    n += __atomic_load_n (&f->dev[i].nflushes, __ATOMIC_RELAXED);
+  return n;
+}
+
+/* Flushes of one FUA write of 4K into row `row` (a part of it). */
+static unsigned long
+fua_flushes (struct fixture *f, uint64_t row, int i)
+{
+  uint64_t W = (uint64_t) f->chunk * (f->n - 1), off = row * W + 8192;
+  uint8_t buf[4096];
+  unsigned long n = flushes (f);
+
+  memset (buf, 0x40 + i, sizeof buf);
+  CHECK (raid_array_pwrite (f->a, buf, sizeof buf, off, RAID_IO_FUA) == 0, "FUA write %d", i);
+  memcpy (f->model + off, buf, sizeof buf);
+  return flushes (f) - n;
+}
+
+/* A FUA write into part of a row flushes every member first when a
+ * whole-row write (logged as an intent only) has completed since the last
+ * flush: its parity comes from such blocks (consistency.c); not
+ * otherwise. */
+static void
+run_fua_sources (void)
+{
+  struct fixture f;
+  uint64_t W;
+  unsigned long base, dep, after_flush;
+  uint8_t *row;
+
+  make_array (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 65536);
+  CHECK (raid_array_start (f.a) == 0, "FUA sources: start");
+  W = (uint64_t) f.chunk * 3;
+  row = malloc (W);
+  fua_flushes (&f, 0, 0);                  /* the array is dirty from here */
+  base = fua_flushes (&f, 0, 1);           /* no whole-row write yet */
+  memset (row, 0x77, W);
+  CHECK (raid_array_pwrite (f.a, row, W, 2 * W, 0) == 0, "whole-row write");
+  memcpy (f.model + 2 * W, row, W);
+  dep = fua_flushes (&f, 2, 2);
+  CHECK (dep >= base + (unsigned long) f.n, "FUA after a whole-row write: %lu flushes, "
+         "%lu without one", dep, base);
+  CHECK (fua_flushes (&f, 2, 3) == base, "FUA again: no flush needed");
+  CHECK (raid_array_pwrite (f.a, row, W, 4 * W, 0) == 0, "whole-row write");
+  memcpy (f.model + 4 * W, row, W);
+  CHECK (raid_array_flush (f.a) == 0, "flush");
+  after_flush = fua_flushes (&f, 4, 4);
+  CHECK (after_flush == base, "FUA after a client flush: %lu flushes, %lu without one",
+         after_flush, base);
+  CHECK (verify_parity (&f, 0) == 0, "FUA sources: parity");
+  verify_contents (&f, "FUA sources");
+  free (row);
+  free_array (&f);
+}
+
 int
 main (void)
 {
@@ -615,6 +675,7 @@ main (void)
   run_degraded_stream_error (5, 6);
   run_degraded_stream_error (6, 6);
   run_rowcache_budget ();
+  run_fua_sources ();
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     if (cases[i].level >= 4)
       run_parity_to (cases[i].level, cases[i].layout, cases[i].n);
