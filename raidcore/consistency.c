@@ -68,7 +68,9 @@ cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
     return err;
   err = policy_write (a, L, flags, g, issue, ctx, failed);
   missed_end_write (a, L, g->r0, g->nrows, token);
-  if (err == 0 && cons_policy (a, L, flags) == CONS_JOURNAL)
+  /* Counted even when it failed: a journaled group goes in sets, and a
+   * set's in-place writes may have run before a later set failed. */
+  if (cons_policy (a, L, flags) == CONS_JOURNAL)
     for (size_t i = 0; i < g->nunits; i++)
       if (g->units[i].full) {              /* its row locks still held */
         atomic_fetch_add (&a->intents_done, 1);
