@@ -105,7 +105,7 @@ cons_flush (struct raid_array *a)
 int
 cons_fua_sources (struct raid_array *a, const struct layout *L, unsigned flags)
 {
-  if (!(flags & RAID_IO_FUA) || cons_policy (a, L, flags) != CONS_JOURNAL ||
+  if (cons_policy (a, L, flags) != CONS_JOURNAL ||
       atomic_load (&a->intents_flushed) == atomic_load (&a->intents_done))
     return 0;
   return cons_flush (a);

@@ -68,8 +68,8 @@ int cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
 /* Flush every member (state_flush_all), noting the intents it covers. */
 int cons_flush (struct raid_array *a);
 
-/* Before the writes of a FUA group that computes parity from blocks it does
- * not write (the journal policy's FUA rule, consistency.c). */
+/* Before the writes of a FUA group (flags) that computes parity from
+ * blocks it does not write (the journal policy's FUA rule, consistency.c). */
 int cons_fua_sources (struct raid_array *a, const struct layout *L, unsigned flags);
 
 /* At assembly, after the router knows the layouts: set up the policy's

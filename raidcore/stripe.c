@@ -1064,6 +1064,8 @@ write_units (struct group *G, uint64_t r0, uint64_t n, struct write_batch *cg)
 static int
 flush_fua_sources (struct group *G, unsigned flags)
 {
+  if (!(flags & RAID_IO_FUA))
+    return 0;
   for (size_t i = 0; i < G->nsegs; i++)
     if (G->segs[i].plan != SEG_FULL)
       return cons_fua_sources (G->a, G->L, flags);

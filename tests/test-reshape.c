@@ -440,7 +440,8 @@ tail_case (const char *what, int level, int layout, int n, uint32_t chunk,
   for (uint64_t i = 0; i < f.size; i++)    /* old bytes everywhere the target's tail may lie */
     f.model[i] = (uint8_t) rnd ();
   CHECK (raid_array_pwrite (f.a, f.model, f.size, 0, 0) == 0, "%s: fill", what);
-  /* 12K into a row of the target (its row width divides the old one here):
+  /* 12K into a row of the target when its row width divides the old one
+   * (every case but the grow, whose reshape zeroes past the size anyway):
    * less than a chunk, so most columns of that row hold no exported byte. */
   size = f.size - 2 * (uint64_t) chunk * (n - (level == 6 ? 2 : 1)) + 3 * 4096;
   CHECK (raid_array_resize (f.a, size, true, err, sizeof err) == 0, "%s: resize: %s", what, err);
