@@ -20,7 +20,9 @@
 #                     when TIME_BASED is "no"; prints "BW_BYTES IOPS".  A
 #                     timed run's rate is the bytes completed from 250 ms
 #                     after the ramp to the end of RUNTIME, from fio's
-#                     bandwidth log: an interval of the steady state.
+#                     status dumps (every 250 ms: cumulative bytes and the
+#                     run time since the ramp, taken together): an
+#                     interval of the steady state.
 #                     fio's own figure counts whole the requests in flight
 #                     when the ramp ends, partly served during it, and
 #                     runs past RUNTIME to drain the last ones: with
@@ -94,12 +96,10 @@ serve_rated ()
 fio_run ()
 {
   local uri="$1" rw="$2" bs="$3" qd="$4" out="$tmp/fio.json"
-  local log="$tmp/fiobw"
   local -a tb=(--time_based --runtime="$RUNTIME" --ramp_time="${RAMP:-1}"
-               --write_bw_log="$log" --log_avg_msec=250)
+               --status-interval=250ms)
   local timed="$RUNTIME"
   [ "${5:-yes}" = yes ] || { tb=(); timed=; }
-  rm -f "${log}"_bw*.log
   fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
       --iodepth="$qd" --size="$FIO_SIZE" --randrepeat=1 --norandommap \
       "${tb[@]}" --output-format=json --output="$out" >/dev/null 2>"$tmp/fio.err" || {
@@ -107,27 +107,37 @@ fio_run ()
     cat "$tmp/fio.err" "$out" >&2 2>/dev/null
     exit 1
   }
-  "${PY:-/usr/bin/python3}" - "$out" "$rw" "${log}_bw.1.log" "$timed" <<'EOF'
+  "${PY:-/usr/bin/python3}" - "$out" "$rw" "$timed" <<'EOF'
 import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
-d = j["write"] if "write" in sys.argv[2] else j["read"]
+# The output holds one JSON object per status dump, then the final one.
+text, dec, jobs, i = open(sys.argv[1]).read(), json.JSONDecoder(), [], 0
+while True:
+    i = text.find("{", i)
+    if i < 0:
+        break
+    o, i = dec.raw_decode(text, i)
+    jobs.append(o["jobs"][0])
+key = "write" if "write" in sys.argv[2] else "read"
+d = jobs[-1][key]
 bw = d["bw_bytes"]
-if sys.argv[4] and bw:
-    # The log: "ms after the ramp, KiB/s over the window of 250 ms ending
-    # there, direction (0 read, 1 write), ..."; fio logs no line for a
-    # window that completed nothing (a line after such a gap counts its
-    # own window only).  The windows after the first, up to the end of
-    # RUNTIME (not the drain), of this case's direction.
-    end = float(sys.argv[4]) * 1000 + 50
-    want = "1" if "write" in sys.argv[2] else "0"
-    w = [(int(r[0]), int(r[1])) for r in
-         (l.split(",") for l in open(sys.argv[3]) if l.strip())
-         if int(r[0]) <= end and r[2].strip() == want]
-    if len(w) < 3:
-        sys.exit("fio_run: %d windows in fio's bandwidth log: RUNTIME too short" % len(w))
-    span = lambda dt: dt if dt < 375 else 250
-    got = sum(v * 1024 * span(t - w[i][0]) / 1000 for i, (t, v) in enumerate(w[1:]))
-    bw = got / ((w[-1][0] - w[0][0]) / 1000)
+if sys.argv[3] and bw:
+    # A dump every 250 ms or so: the bytes completed and the run time
+    # (ms), both counted from the end of the ramp and read together (the
+    # dumps of the ramp come before that reset: only those after the
+    # last reset count).  The rate: the bytes between the first dump
+    # 250 ms or more into the run and the last one by the end of RUNTIME
+    # (not the drain), over the time between them.
+    pts = []
+    for j in jobs[:-1]:
+        t, b = j[key]["runtime"], j[key]["io_bytes"]
+        if pts and t < pts[-1][0]:
+            pts = []
+        pts.append((t, b))
+    end = float(sys.argv[3]) * 1000 + 50
+    w = [p for p in pts if 250 <= p[0] <= end]
+    if len(w) < 3 or w[-1][0] - w[0][0] < 500:
+        sys.exit("fio_run: %d status dumps in the timed part: RUNTIME too short" % len(w))
+    bw = (w[-1][1] - w[0][1]) * 1000 / (w[-1][0] - w[0][0])
 print(int(bw), round(d["iops"] * bw / d["bw_bytes"]) if d["bw_bytes"] else 0)
 EOF
 }

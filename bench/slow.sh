@@ -7,7 +7,7 @@
 # UNIX sockets; the client is fio's nbd engine (libnbd, one connection,
 # iodepth requests in flight), RUNTIME s per run after RAMP of ramp (the
 # rate: the bytes completed from 250 ms after the ramp to the end of
-# RUNTIME, from fio's bandwidth log: lib.sh, fio_run).  Each case runs
+# RUNTIME, from fio's status dumps: lib.sh, fio_run).  Each case runs
 # REPS times, the targets of the case in turn (one member, array, one
 # member, array, ...) so that drift hits them alike; the MEDIAN counts.
 # Ratios are array / one member; limits and targets are in the same unit
