@@ -109,32 +109,43 @@ fio_run ()
   }
   "${PY:-/usr/bin/python3}" - "$out" "$rw" "$timed" <<'EOF'
 import json, sys
-# The output holds one JSON object per status dump, then the final one.
+# The output holds one JSON object per status dump, then the final one
+# (and fio's error messages, if any, between them: skipped).
 text, dec, jobs, i = open(sys.argv[1]).read(), json.JSONDecoder(), [], 0
 while True:
     i = text.find("{", i)
     if i < 0:
         break
-    o, i = dec.raw_decode(text, i)
-    jobs.append(o["jobs"][0])
+    try:
+        o, i = dec.raw_decode(text, i)
+    except ValueError:
+        i += 1
+        continue
+    if isinstance(o, dict) and o.get("jobs"):
+        jobs.append(o["jobs"][0])
 key = "write" if "write" in sys.argv[2] else "read"
 d = jobs[-1][key]
 bw = d["bw_bytes"]
 if sys.argv[3] and bw:
-    # A dump every 250 ms or so: the bytes completed and the run time
-    # (ms), both counted from the end of the ramp and read together (the
-    # dumps of the ramp come before that reset: only those after the
-    # last reset count).  The rate: the bytes between the first dump
-    # 250 ms or more into the run and the last one by the end of RUNTIME
-    # (not the drain), over the time between them.
+    # A dump every 250 ms or more: the bytes completed and the run time
+    # (ms), both counted from the end of the ramp and read together.
+    # The dumps of the ramp count from the job's start: a step under 200
+    # ms (dumps are 250 ms apart or more) or back means the counters were
+    # reset there, and only the dumps after it count (those past RUNTIME,
+    # of the drain, count for nothing).  The rate: the
+    # bytes between the first dump 250 ms or more into the run and the
+    # last one by the end of RUNTIME (not the drain), over the time
+    # between them.
+    end = float(sys.argv[3]) * 1000
     pts = []
     for j in jobs[:-1]:
         t, b = j[key]["runtime"], j[key]["io_bytes"]
-        if pts and t < pts[-1][0]:
+        if t > end:
+            continue
+        if pts and t < pts[-1][0] + 200:
             pts = []
         pts.append((t, b))
-    end = float(sys.argv[3]) * 1000 + 50
-    w = [p for p in pts if 250 <= p[0] <= end]
+    w = [p for p in pts if p[0] >= 250]
     if len(w) < 3 or w[-1][0] - w[0][0] < 500:
         sys.exit("fio_run: %d status dumps in the timed part: RUNTIME too short" % len(w))
     bw = (w[-1][1] - w[0][1]) * 1000 / (w[-1][0] - w[0][0])
