@@ -143,6 +143,17 @@ cons_checkpoint (struct raid_array *a,
   return err;
 }
 
+int
+cons_client_flush (struct raid_array *a)
+{
+  int err = cons_flush (a), ckpt;
+
+  if (err == 0 && journal_in_use (a) && (ckpt = journal_bound_replay (a)) != 0)
+    raid_log (RAID_LOG_WARN, "checkpoint after a flush: %s (the flush itself "
+              "succeeded; the next one tries again)", raid_strerror (ckpt));
+  return err;
+}
+
 /* Layouts holding data that have parity. */
 static bool
 parity_holds_data (struct raid_array *a)

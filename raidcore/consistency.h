@@ -68,6 +68,12 @@ int cons_write (struct raid_array *a, const struct layout *L, unsigned flags,
 /* Flush every member (state_flush_all), noting the intents it covers. */
 int cons_flush (struct raid_array *a);
 
+/* A client's flush: cons_flush, and under the journal a checkpoint too
+ * when a replay would have much to resync (REPLAY BOUND in journal.c);
+ * the flush's answer is the members' flush, whatever the checkpoint's.
+ * Holds no lock of a write (the checkpoint waits for writes in flight). */
+int cons_client_flush (struct raid_array *a);
+
 /* Before the writes of a FUA group (flags) that computes parity from
  * blocks it does not write (the journal policy's FUA rule, consistency.c). */
 int cons_fua_sources (struct raid_array *a, const struct layout *L, unsigned flags);

@@ -176,7 +176,7 @@ raid_array_flush (struct raid_array *a)
   if (a->readonly)
     return 0;                              /* nothing was written */
   held = gather_drain_all (&a->gather);    /* G3 */
-  err = cons_flush (a);
+  err = cons_client_flush (a);
   return held ? held : err;
 }
 

@@ -202,8 +202,23 @@
  * exclusively — new writes wait, in-flight writes finish — all members are
  * flushed (every in-place write is now durable), and a superblock record
  * with a new epoch and journal_seq = next seq makes all earlier records
- * obsolete.  A checkpoint runs when a member's log is full, and at a clean
- * shutdown.  The wait is bounded by the in-flight writes' own I/O.
+ * obsolete.  A checkpoint runs when a member's log is full, at a clean
+ * shutdown, at the state changes that need one (a reshape's steps and end,
+ * a replace's switch, a member taking a role after one left: JOINS, a
+ * resize), and after a client's flush (REPLAY BOUND).  The wait is bounded
+ * by the in-flight writes' own I/O.
+ *
+ * REPLAY BOUND.  A replay reads back every row an intent names since the
+ * last checkpoint, from every member, before the array serves; a log of
+ * intents alone can name far more of the array than it holds (one small
+ * record per full-row write of any size).  So a client's flush also
+ * checkpoints once the intents name JOURNAL_REPLAY_BOUND of each member
+ * (intent_bytes, reset by every checkpoint; decided again with the gate
+ * held exclusively, so flushes that arrive together checkpoint once): with
+ * clients that flush, a crash costs the next start at most that, plus what
+ * was written since the last flush.  The price, once per that many bytes
+ * of whole rows of each member: the journaled writes wait while the
+ * members are flushed and the superblock is written.
  *
  * RECORD FORMAT (little-endian; records start on 512-byte boundaries of the
  * member's consistency area; scanning tries every boundary, so a torn record
@@ -852,6 +867,26 @@ add_unit (struct jrecord *rec, const struct write_batch *g, const struct write_u
   return true;
 }
 
+/* REPLAY BOUND: what the set's intents name of each member. */
+static void
+count_intents (struct raid_array *a, const struct layout *L,
+               const struct jscratch *js, int nrec)
+{
+  uint64_t rows = 0;
+
+  for (int i = 0; i < nrec; i++)
+    for (int k = 0; !js->rec[i].payload && k < js->rec[i].nranges; k++)
+      rows += js->rec[i].ranges[k].rows;
+  if (rows)
+    atomic_fetch_add (&a->jn.intent_bytes, rows * L->g.chunk);
+}
+
+static bool
+replay_long (struct raid_array *a)
+{
+  return atomic_load (&a->jn.intent_bytes) >= JOURNAL_REPLAY_BOUND;
+}
+
 int
 journal_write (struct raid_array *a, const struct layout *L,
                const struct write_batch *g, write_issue_fn issue, void *ctx,
@@ -886,6 +921,8 @@ journal_write (struct raid_array *a, const struct layout *L,
     }
     if (err)
       return err;
+    count_intents (a, L, js, nrec);        /* the gate held: no checkpoint
+                                              between the append and this */
     err = issue (ctx, g->units[u0].first, g->units[u1 - 1].end, failed);
     pthread_rwlock_unlock (&a->jn.gate);
     if (err || *failed)
@@ -901,13 +938,13 @@ journal_join_due (struct raid_array *a)
   return a->jn.roles_left_seen != atomic_load (&a->roles_left);
 }
 
-int
-journal_checkpoint (struct raid_array *a,
-                    void (*update) (struct raid_array *a, void *arg), void *arg)
+/* The checkpoint itself (CHECKPOINT), the gate held exclusively. */
+static int
+checkpoint_locked (struct raid_array *a,
+                   void (*update) (struct raid_array *a, void *arg), void *arg)
 {
   int err;
 
-  pthread_rwlock_wrlock (&a->jn.gate);       /* waits for in-flight writes */
   state_flush_all (a);
   pthread_mutex_lock (&a->state_lock);
   a->sb.journal_epoch++;
@@ -922,7 +959,33 @@ journal_checkpoint (struct raid_array *a,
     pthread_mutex_lock (&a->jn.lock);
     memset (a->jn.head, 0, sizeof a->jn.head);
     pthread_mutex_unlock (&a->jn.lock);
+    atomic_store (&a->jn.intent_bytes, 0);
   }
+  return err;
+}
+
+int
+journal_checkpoint (struct raid_array *a,
+                    void (*update) (struct raid_array *a, void *arg), void *arg)
+{
+  int err;
+
+  pthread_rwlock_wrlock (&a->jn.gate);       /* waits for in-flight writes */
+  err = checkpoint_locked (a, update, arg);
+  pthread_rwlock_unlock (&a->jn.gate);
+  return err;
+}
+
+int
+journal_bound_replay (struct raid_array *a)
+{
+  int err = 0;
+
+  if (!replay_long (a))
+    return 0;
+  pthread_rwlock_wrlock (&a->jn.gate);       /* waits for in-flight writes */
+  if (replay_long (a))                       /* not done by another flush */
+    err = checkpoint_locked (a, NULL, NULL);
   pthread_rwlock_unlock (&a->jn.gate);
   return err;
 }

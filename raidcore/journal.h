@@ -40,6 +40,11 @@ struct journal {
   uint64_t head[SB_MAX_MEMBERS];    /* next free byte of each member's log */
   struct jqueue q[SB_MAX_MEMBERS];
   _Atomic uint64_t seq_next;
+  _Atomic uint64_t intent_bytes;    /* what the intents since the last
+                                       checkpoint name of each member (rows
+                                       x chunk, a row named twice counted
+                                       twice): a replay's resync (REPLAY
+                                       BOUND in journal.c) */
   /* At the last checkpoint (both written there, with the gate held
    * exclusively and the state lock): */
   uint64_t roles_left_seen;         /* a->roles_left (JOINS, PLACEMENT) */
@@ -65,6 +70,13 @@ void journal_fini (struct raid_array *a);
 int journal_write (struct raid_array *a, const struct layout *L,
                    const struct write_batch *g, write_issue_fn issue, void *ctx,
                    uint32_t *failed);
+
+/* After a client's flush: checkpoint when a replay after a crash now would
+ * resync JOURNAL_REPLAY_BOUND or more of each member before the array
+ * serves (REPLAY BOUND in journal.c); 0 when none was due.  The caller
+ * holds no lock of a write (the checkpoint waits for writes in flight). */
+#define JOURNAL_REPLAY_BOUND (16ull << 20)
+int journal_bound_replay (struct raid_array *a);
 
 /* Whether a member may take a role only after a checkpoint: one left a
  * role since the last (a->roles_left moved; JOINS in journal.c).  State

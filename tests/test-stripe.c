@@ -641,6 +641,55 @@ run_fua_sources (void)
   free_array (&f);
 }
 
+/* REPLAY BOUND (journal.c): a client's flush checkpoints once the intents
+ * since the last checkpoint name JOURNAL_REPLAY_BOUND of each member, and
+ * not before; a checkpoint starts the count again. */
+static void
+run_replay_bound (void)
+{
+  struct fixture f;
+  const uint64_t MiB = 1 << 20, per_member = 2 * MiB;   /* of 4 MiB written */
+  uint64_t epoch0, want = JOURNAL_REPLAY_BOUND, off = 0;
+  uint8_t *buf = malloc (4 * MiB);
+
+  make_array_ex (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 3, 65536, 40 * MiB, 8 * MiB);
+  CHECK (raid_array_start (f.a) == 0, "replay bound: start");
+  epoch0 = f.a->sb.journal_epoch;
+  for (; (off / 4 / MiB + 1) * per_member < want; off += 4 * MiB) {
+    memset (buf, (int) (off / MiB) + 1, 4 * MiB);
+    CHECK (raid_array_pwrite (f.a, buf, 4 * MiB, off, 0) == 0, "whole rows at %" PRIu64, off);
+    memcpy (f.model + off, buf, 4 * MiB);
+  }
+  CHECK (off > 0, "the bound (%llu) holds a 4 MiB write", JOURNAL_REPLAY_BOUND);
+  CHECK (atomic_load (&f.a->jn.intent_bytes) == off / 2,
+         "intents name %" PRIu64 " of each member, not %" PRIu64,
+         (uint64_t) atomic_load (&f.a->jn.intent_bytes), off / 2);
+  CHECK (raid_array_flush (f.a) == 0, "flush under the bound");
+  CHECK (f.a->sb.journal_epoch == epoch0, "no checkpoint under the bound: epoch %" PRIu64
+         " -> %" PRIu64, epoch0, f.a->sb.journal_epoch);
+  memset (buf, 0x5a, 4 * MiB);
+  CHECK (raid_array_pwrite (f.a, buf, 4 * MiB, off, 0) == 0, "whole rows to the bound");
+  memcpy (f.model + off, buf, 4 * MiB);
+  CHECK (f.a->sb.journal_epoch == epoch0, "no checkpoint by a write alone");
+  CHECK (raid_array_flush (f.a) == 0, "flush at the bound");
+  CHECK (f.a->sb.journal_epoch == epoch0 + 1, "a checkpoint at the flush: epoch %" PRIu64
+         " -> %" PRIu64, epoch0, f.a->sb.journal_epoch);
+  CHECK (atomic_load (&f.a->jn.intent_bytes) == 0, "the count starts again");
+  CHECK (raid_array_pwrite (f.a, buf, 65536, 0, 0) == 0, "a partial row");
+  memcpy (f.model, buf, 65536);
+  CHECK (raid_array_pwrite (f.a, buf, 4 * MiB, 4 * MiB, 0) == 0, "whole rows again");
+  memcpy (f.model + 4 * MiB, buf, 4 * MiB);
+  CHECK (atomic_load (&f.a->jn.intent_bytes) == per_member,
+         "counted again from the checkpoint: %" PRIu64,
+         (uint64_t) atomic_load (&f.a->jn.intent_bytes));
+  CHECK (raid_array_flush (f.a) == 0 && f.a->sb.journal_epoch == epoch0 + 1,
+         "no checkpoint at a flush under the bound again");
+  CHECK (verify_parity (&f, 0) == 0, "replay bound: parity");
+  verify_contents (&f, "replay bound");
+  free (buf);
+  free_array (&f);
+}
+
 int
 main (void)
 {
@@ -676,6 +725,7 @@ main (void)
   run_degraded_stream_error (6, 6);
   run_rowcache_budget ();
   run_fua_sources ();
+  run_replay_bound ();
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     if (cases[i].level >= 4)
       run_parity_to (cases[i].level, cases[i].layout, cases[i].n);
