@@ -210,7 +210,9 @@ layout_tol (const struct raid_geom *g)
  * members' sizes now, not when they were opened: a member that has grown
  * since (an extended file, a larger block device) gives a reshape tail room
  * at once, without a resize to max first (which would fill that room with
- * array capacity and leave none for the reshape). */
+ * array capacity and leave none for the reshape).  A role that holds no
+ * member (its failed member removed) has no offset: one that takes it
+ * later gets the layout's (sync.c, begin_recovery). */
 static void
 old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_t *max_off)
 {
@@ -221,9 +223,13 @@ old_extent (struct raid_array *a, uint64_t *min_size, uint64_t *min_off, uint64_
     struct member *m = state_role_member (a, cur, r);
     if (m)
       *min_size = raid_min_u64 (*min_size, member_refresh_size (m));
+    if (cur->slot[r] < 0)
+      continue;
     *min_off = raid_min_u64 (*min_off, cur->data_offset[r]);
     *max_off = raid_max_u64 (*max_off, cur->data_offset[r]);
   }
+  if (*min_off > *max_off)
+    *min_off = *max_off = layout_data_offset (cur);   /* no role holds one */
 }
 
 /* The room a reshape can use on the members (old_extent, and the added

@@ -512,6 +512,41 @@ wide_rows_case (void)
   free_array (&f);
 }
 
+/* A degraded array whose failed member was removed (its role holds no
+ * member) reshapes like one whose failed member is still listed: the
+ * empty role has no offset of its own (a member that takes it gets the
+ * layout's), so it is no room the members lack.  Then a spare recovers
+ * the role, and every row decodes without another member. */
+static void
+empty_role_case (void)
+{
+  struct fixture f;
+  struct raid_reshape_req req = req_of (-1, -1, 16384, 0, 0);
+  char err[512];
+
+  rng_state = 4242;
+  make_array_ex (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 5, 65536, MSIZE, DOFF);
+  CHECK (raid_array_start (f.a) == 0, "start");
+  workload (&f, 100);
+  CHECK (raid_array_fail (f.a, "2", err, sizeof err) == 0, "fail: %s", err);
+  CHECK (raid_array_remove (f.a, "2", err, sizeof err) == 0, "remove: %s", err);
+  CHECK (raid_array_reshape (f.a, &req, NULL, err, sizeof err) == 0,
+         "prepare with an empty role: %s", err);
+  CHECK (raid_array_start_action (f.a, err, sizeof err) == 0, "start: %s", err);
+  workload (&f, 60);
+  raid_array_wait (f.a, 120);
+  status_geom (&f, 5, RAID_LAYOUT_LEFT_SYMMETRIC, 16384, 5, "empty role");
+  verify_contents (&f, "reshaped with an empty role");
+  CHECK (raid_array_add (f.a, new_member (1, MSIZE), false, err, sizeof err) == 0,
+         "add a spare: %s", err);
+  raid_array_wait (f.a, 120);
+  CHECK (raid_array_health (f.a) == RAID_HEALTH_OPTIMAL, "the role recovered");
+  f.dev[0].fail_reads = f.dev[0].fail_writes = 1;
+  verify_contents (&f, "empty role recovered, another member lost");
+  free_array (&f);
+  cleanup_members ();
+}
+
 int
 main (void)
 {
@@ -551,6 +586,7 @@ main (void)
   tail_case ("tail: raid5 4->5 adding a used member", 5, RAID_LAYOUT_LEFT_SYMMETRIC, 4, 65536,
              req_of (-1, -1, 0, 0, 1));
   shrink_case ();
+  empty_role_case ();
   freeze_case ();
   restart_case ();
   abort_case ();
