@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -88,6 +89,7 @@ static int
 client_connect (struct client *c)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct stat st;
   int e;
 
   if (strlen (c->path) >= sizeof sa.sun_path) {
@@ -104,7 +106,14 @@ client_connect (struct client *c)
   if (connect (c->fd, (struct sockaddr *) &sa, sizeof sa) == 0)
     return 0;
   e = errno;
-  if (e == ENOENT)
+  if (e == ECONNREFUSED && stat (c->path, &st) == 0 && !S_ISSOCK (st.st_mode)) {
+    e = ENOTSOCK;                          /* Linux refuses a connect to a
+                                              file that is not a socket */
+    cli_fail_errno (e, "control socket %s: not a socket but a %s (the control "
+                    "socket is the path the server was given as control=)",
+                    c->path, S_ISDIR (st.st_mode) ? "directory" : "file");
+  }
+  else if (e == ENOENT)
     cli_fail_errno (e, "control socket %s: connect: %s (is a server running "
                     "with control=%s?)", c->path, strerror (e), c->path);
   else if (e == ECONNREFUSED)

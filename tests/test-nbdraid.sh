@@ -6,7 +6,8 @@
 #     every subcommand (exit 0, that subcommand's usage on stdout, nothing on
 #     stderr); a mistyped subcommand gets a suggestion (exit 2); -C naming a
 #     missing socket gives an error naming it, ECONNREFUSED for a socket file
-#     nobody listens on; `status --test` exits 4 when no status can be read.
+#     nobody listens on, ENOTSOCK for a file or directory that is not a
+#     socket; `status --test` exits 4 when no status can be read.
 # (b) --json: every result and every error is exactly one JSON object on
 #     stdout and nothing goes to stderr: usage errors ("USAGE", exit 2),
 #     connection failures (errno names), refusals by the protocol before
@@ -136,6 +137,12 @@ run_nr 4 "(a) status --test, no server" status --test -C "$tmp/missing.ctl"
 $PYTHON -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.close()' "$tmp/stale.ctl"
 expect_json "(a) stale socket" 1 "False ECONNREFUSED" ok error -- -C "$tmp/stale.ctl" status --json
 expect_json "(a) missing socket" 1 "False ENOENT" ok error -- status --json -C "$tmp/missing.ctl"
+# a member file or a directory given as the control socket
+: > "$tmp/not-a-socket"
+expect_json "(a) -C a file" 1 "False ENOTSOCK" ok error -- -C "$tmp/not-a-socket" status --json
+run_nr 1 "(a) -C a directory" -C "$tmp" status
+grep -q "^nbdraid: control socket $tmp: not a socket but a directory" "$tmp/err" && ok ||
+  fail "(a) -C a directory: $(cat "$tmp/err")"
 run_nr 4 "(a) status --test --json, no server" --json status --test -C "$tmp/missing.ctl"
 expect_eq "(a) status --test --json, no server" "False ENOENT" "$(json1 ok error)"
 
